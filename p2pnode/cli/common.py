@@ -1,0 +1,44 @@
+"""Helpers shared by the command modules: errors for people, address parsing, home option."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from pathlib import Path
+
+__all__ = ["CliError", "add_home_argument", "parse_hostport"]
+
+
+class CliError(Exception):
+    """An error the user can act on; printed as one line, exit status 2."""
+
+
+def parse_hostport(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``[V6]:PORT`` or ``:PORT`` into (host, port)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise CliError(f"{text!r} is not HOST:PORT")
+    host = host.strip("[]") or default_host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise CliError(f"{text!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise CliError(f"{text!r}: port {port} is out of range 0-65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise CliError(f"{text!r}: {host!r} is not an IP address") from None
+        host = "127.0.0.1"
+    return host, port
+
+
+def add_home_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=Path(os.environ["P2PNODE_HOME"]) if os.environ.get("P2PNODE_HOME") else None,
+        help="node home directory (default: $P2PNODE_HOME, else the user's data dir)",
+    )
