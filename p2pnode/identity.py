@@ -1,0 +1,174 @@
+"""A node's identity: one Ed25519 key pair, and the names derived from its public key.
+
+Invariants:
+- Everything a peer is called by (node id in the DHT, peer id for people and
+  logins, fingerprint) is a pure function of the public key, so nobody can pick
+  where they sit in the id space or borrow another's name.
+- The private key lives in ``<home>/identity.key`` as a hex seed with mode 0600,
+  written atomically; never pickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.signing
+
+__all__ = [
+    "KEY_FILE_NAME",
+    "NODE_ID_BYTES",
+    "PUBLIC_KEY_BYTES",
+    "SIGNATURE_BYTES",
+    "Identity",
+    "IdentityError",
+    "default_home",
+    "fingerprint_for",
+    "node_id_for",
+    "peer_id_for",
+    "public_key_from_peer_id",
+    "verify_signature",
+]
+
+NODE_ID_BYTES = 20
+PUBLIC_KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+KEY_FILE_NAME = "identity.key"
+_KEY_FILE_HEADER = "p2pnode-ed25519-seed-v1"
+_PEER_ID_LENGTH = 52  # base32 of 32 bytes without padding
+
+
+class IdentityError(Exception):
+    """The identity file is missing, unreadable or malformed."""
+
+
+def node_id_for(public_key: bytes) -> bytes:
+    """The Kademlia node id bound to a key: BLAKE2b-160 with a domain-separating person."""
+    return hashlib.blake2b(public_key, digest_size=NODE_ID_BYTES, person=b"p2pnode-nodeid").digest()
+
+
+def peer_id_for(public_key: bytes) -> str:
+    """Printable peer id: the whole public key in lowercase base32, so it can be verified."""
+    if len(public_key) != PUBLIC_KEY_BYTES:
+        raise ValueError(f"public key must be {PUBLIC_KEY_BYTES} bytes, got {len(public_key)}")
+    return base64.b32encode(public_key).decode("ascii").rstrip("=").lower()
+
+
+def public_key_from_peer_id(peer_id: str) -> bytes:
+    """Inverse of ``peer_id_for``; ``ValueError`` for anything that is not a peer id."""
+    text = peer_id.strip().lower()
+    if len(text) != _PEER_ID_LENGTH or not text.isascii():
+        raise ValueError(f"not a peer id (want {_PEER_ID_LENGTH} base32 characters): {peer_id!r}")
+    try:
+        key = base64.b32decode(text.upper() + "====")
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"not a peer id: {peer_id!r}") from error
+    if peer_id_for(key) != text:  # reject non-canonical trailing bits
+        raise ValueError(f"not a canonical peer id: {peer_id!r}")
+    return key
+
+
+def fingerprint_for(public_key: bytes) -> str:
+    """Short form for people to compare aloud: 64 bits of a hash in four groups."""
+    digest = hashlib.blake2b(public_key, digest_size=8, person=b"p2pnode-fprint").hexdigest()
+    return "-".join(digest[i : i + 4] for i in range(0, 16, 4))
+
+
+def verify_signature(public_key: bytes, data: bytes, signature: bytes) -> bool:
+    """True when ``signature`` is ``public_key``'s Ed25519 signature over ``data``."""
+    if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        return False
+    try:
+        nacl.signing.VerifyKey(public_key).verify(data, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+        return False
+    return True
+
+
+def default_home() -> Path:
+    """``$P2PNODE_HOME``, else ``$XDG_DATA_HOME/p2pnode``, else ``~/.local/share/p2pnode``."""
+    explicit = os.environ.get("P2PNODE_HOME")
+    if explicit:
+        return Path(explicit)
+    data_home = os.environ.get("XDG_DATA_HOME")
+    base = Path(data_home) if data_home else Path.home() / ".local" / "share"
+    return base / "p2pnode"
+
+
+class Identity:
+    """An Ed25519 key pair with the names derived from it."""
+
+    __slots__ = ("_signing_key", "fingerprint", "node_id", "peer_id", "public_key")
+
+    def __init__(self, signing_key: nacl.signing.SigningKey) -> None:
+        self._signing_key = signing_key
+        self.public_key: bytes = bytes(signing_key.verify_key)
+        self.node_id: bytes = node_id_for(self.public_key)
+        self.peer_id: str = peer_id_for(self.public_key)
+        self.fingerprint: str = fingerprint_for(self.public_key)
+
+    @classmethod
+    def generate(cls, seed: bytes | None = None) -> Identity:
+        """A fresh key pair; a 32-byte ``seed`` makes it deterministic (tests only)."""
+        if seed is None:
+            return cls(nacl.signing.SigningKey.generate())
+        if len(seed) != 32:
+            raise ValueError("seed must be 32 bytes")
+        return cls(nacl.signing.SigningKey(seed))
+
+    @classmethod
+    def load(cls, home: Path) -> Identity:
+        """The identity stored in ``home``; ``IdentityError`` if absent or malformed."""
+        path = home / KEY_FILE_NAME
+        try:
+            text = path.read_text(encoding="ascii")
+        except FileNotFoundError:
+            raise IdentityError(f"no identity in {home} (run `p2pnode init`)") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise IdentityError(f"cannot read {path}: {error}") from error
+        lines = text.split()
+        if len(lines) != 2 or lines[0] != _KEY_FILE_HEADER:
+            raise IdentityError(f"{path} is not a p2pnode identity file")
+        try:
+            seed = bytes.fromhex(lines[1])
+        except ValueError:
+            raise IdentityError(f"{path}: the seed is not hex") from None
+        if len(seed) != 32:
+            raise IdentityError(f"{path}: the seed is not 32 bytes")
+        return cls(nacl.signing.SigningKey(seed))
+
+    @classmethod
+    def load_or_create(cls, home: Path) -> Identity:
+        """Load the identity in ``home``, creating the directory and a new key if absent."""
+        if (home / KEY_FILE_NAME).exists():
+            return cls.load(home)
+        identity = cls.generate()
+        identity.save(home)
+        return identity
+
+    def save(self, home: Path) -> None:
+        """Write the seed with mode 0600, atomically; refuses to overwrite another key."""
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = home / KEY_FILE_NAME
+        if path.exists() and Identity.load(home).public_key != self.public_key:
+            raise IdentityError(f"{path} already holds a different identity")
+        temporary = home / f".{KEY_FILE_NAME}.{os.getpid()}.tmp"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            seed_hex = bytes(self._signing_key).hex()
+            os.write(descriptor, f"{_KEY_FILE_HEADER}\n{seed_hex}\n".encode("ascii"))
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+
+    def sign(self, data: bytes) -> bytes:
+        """The 64-byte Ed25519 signature over ``data``."""
+        return self._signing_key.sign(data).signature
+
+    def __repr__(self) -> str:
+        return f"Identity(peer_id={self.peer_id!r}, fingerprint={self.fingerprint!r})"
