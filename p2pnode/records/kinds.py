@@ -2,7 +2,7 @@
 
 Invariant: a record's DHT key is a pure function of (kind, owner, subject), so a
 reader can recompute it and a storing node can refuse a record filed under the
-wrong key. Contested kinds (a login, a phone number) key on the subject alone:
+wrong key. Contested kinds (a login, a phone number, a relay rendezvous) key on the subject alone:
 every owner's claim meets under one key and a squatter cannot hide the owner's.
 """
 
@@ -37,7 +37,12 @@ class RecordKind(enum.IntEnum):
     REVOCATION = 6  # a verifier withdraws a countersignature
 
 
-CONTESTED_KINDS: frozenset[RecordKind] = frozenset({RecordKind.NAME_CLAIM, RecordKind.ENUM_ENTRY})
+# Kinds whose key ignores the owner, so many owners' records meet under one key:
+# claims on a login or a number (contested), and relay adverts filed under a few
+# well-known rendezvous subjects ("relays/0".."relays/15") where peers find them.
+CONTESTED_KINDS: frozenset[RecordKind] = frozenset(
+    {RecordKind.NAME_CLAIM, RecordKind.ENUM_ENTRY, RecordKind.RELAY_ADVERT}
+)
 
 MAX_TTL_BY_KIND: dict[RecordKind, int] = {
     RecordKind.PRESENCE: _DAY,
