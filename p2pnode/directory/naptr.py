@@ -14,6 +14,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -245,6 +246,9 @@ def parse_substitution(text: str) -> SubstitutionExpression:
     return SubstitutionExpression(text=text, pattern=pattern, replacement=tuple(replacement))
 
 
+# Directives are checked at construction; applying them again must not re-parse.
+_parse_cached = functools.lru_cache(maxsize=4096)(parse_substitution)
+
 _URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:.+", re.DOTALL)
 
 
@@ -274,7 +278,7 @@ class NaptrDirective:
 
     @property
     def expression(self) -> SubstitutionExpression:
-        return parse_substitution(self.regexp)
+        return _parse_cached(self.regexp)
 
     @property
     def enumservices(self) -> tuple[str, ...]:

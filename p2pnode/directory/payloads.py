@@ -1,0 +1,280 @@
+"""Payloads of the directory's record kinds: NAME_CLAIM, ENUM_ENTRY and REVOCATION.
+
+Wire form: one msgpack array per payload, version first, fields by position.
+Invariants:
+- Decoding is total: any bytes give a payload or ``PayloadDecodeError``; the
+  msgpack limits keep a hostile payload from making us allocate much.
+- Encoding is canonical (decode(encode(x)) == x and encode(decode(b)) == b for
+  every accepted b), so equal payloads sign equal bytes.
+- A verifier's ``Endorsement`` signs (record kind, subject, OWNER KEY, issued,
+  expiry) and never the routes: the owner may change routes without
+  re-verification, and a signature lifted onto another owner or another
+  number fails to verify.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+from p2pnode.directory.naptr import NaptrDirective, NaptrError
+from p2pnode.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, verify_signature
+from p2pnode.records import RecordKind
+
+__all__ = [
+    "ENDORSABLE_KINDS",
+    "MAX_DIRECTIVES",
+    "MAX_ENDORSEMENTS",
+    "MAX_REVOKED_OWNERS",
+    "PAYLOAD_VERSION",
+    "Endorsement",
+    "EnumEntry",
+    "NameClaim",
+    "PayloadDecodeError",
+    "Revocation",
+    "RevokedOwner",
+    "decode_enum_entry",
+    "decode_name_claim",
+    "decode_revocation",
+    "encode_enum_entry",
+    "encode_name_claim",
+    "encode_revocation",
+    "endorsement_message",
+    "revocation_subject",
+]
+
+PAYLOAD_VERSION = 1
+MAX_DIRECTIVES = 8  # more NAPTR rules than any PBX tries; keeps a record under 1200 bytes
+MAX_ENDORSEMENTS = 4  # verifiers a record can carry at once
+MAX_REVOKED_OWNERS = 16  # owners one verifier's revocation record can list per subject
+MAX_TIMESTAMP = 2**40
+ENDORSABLE_KINDS = frozenset({RecordKind.NAME_CLAIM, RecordKind.ENUM_ENTRY})
+_ENDORSE_CONTEXT = b"p2pnode-endorse-v1\x00"
+_MAX_PAYLOAD_BYTES = 1200
+
+
+class PayloadDecodeError(ValueError):
+    """Bytes that are not a well-formed, canonical directory payload."""
+
+
+def endorsement_message(
+    kind: RecordKind, subject: str, owner: bytes, issued_at: int, expires_at: int
+) -> bytes:
+    """What a verifier signs: the claim (kind, subject, owner key) and the validity window."""
+    body: bytes = msgpack.packb(
+        [int(kind), subject, owner, issued_at, expires_at], use_bin_type=True
+    )
+    return _ENDORSE_CONTEXT + body
+
+
+@dataclass(frozen=True, slots=True)
+class Endorsement:
+    """A verifier's countersignature: "I checked that ``owner`` holds ``subject``"."""
+
+    verifier: bytes
+    issued_at: int
+    expires_at: int
+    signature: bytes
+
+    def valid_for(self, kind: RecordKind, subject: str, owner: bytes) -> bool:
+        """The signature verifies for exactly this claim (expiry is checked by trust rules)."""
+        message = endorsement_message(kind, subject, owner, self.issued_at, self.expires_at)
+        return verify_signature(self.verifier, message, self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class NameClaim:
+    """NAME_CLAIM payload: the record's subject is the login, its owner the claimant."""
+
+    endorsements: tuple[Endorsement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EnumEntry:
+    """ENUM_ENTRY payload: the record's subject is the E.164 number."""
+
+    directives: tuple[NaptrDirective, ...]
+    endorsements: tuple[Endorsement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedOwner:
+    owner: bytes
+    revoked_at: int  # endorsements issued at or before this are void
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """REVOCATION payload, owned by the verifier: endorsements of ``subject`` it withdraws."""
+
+    kind: RecordKind
+    subject: str
+    owners: tuple[RevokedOwner, ...]
+
+
+def revocation_subject(kind: RecordKind, subject: str) -> str:
+    """The subject of a verifier's revocation record for one claimed login or number."""
+    return f"revoke/{int(kind)}/{subject}"
+
+
+def _pack(value: object) -> bytes:
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
+
+
+def _unpack(data: bytes) -> list[object]:
+    if len(data) > _MAX_PAYLOAD_BYTES:
+        raise PayloadDecodeError(f"payload longer than {_MAX_PAYLOAD_BYTES} bytes")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            max_str_len=512,
+            max_bin_len=128,
+            max_array_len=32,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except (ValueError, TypeError, msgpack.UnpackException) as error:
+        raise PayloadDecodeError(f"not msgpack: {error}") from None
+    if type(value) is not list or not value or value[0] != PAYLOAD_VERSION:
+        raise PayloadDecodeError("not a version-1 payload array")
+    if _pack(value) != data:
+        raise PayloadDecodeError("non-canonical encoding")
+    return value
+
+
+def _list(value: object, name: str, limit: int) -> list[object]:
+    if type(value) is not list:
+        raise PayloadDecodeError(f"{name} is not an array")
+    if len(value) > limit:
+        raise PayloadDecodeError(f"{name}: more than {limit} entries")
+    return value
+
+
+def _int(value: object, name: str, maximum: int) -> int:
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise PayloadDecodeError(f"{name} is not an integer in 0-{maximum}")
+    return value
+
+
+def _bytes(value: object, name: str, length: int) -> bytes:
+    if type(value) is not bytes or len(value) != length:
+        raise PayloadDecodeError(f"{name} is not {length} bytes")
+    return value
+
+
+def _str(value: object, name: str) -> str:
+    if type(value) is not str:
+        raise PayloadDecodeError(f"{name} is not a string")
+    return value
+
+
+def _endorsement_fields(endorsement: Endorsement) -> list[object]:
+    return [
+        endorsement.verifier,
+        endorsement.issued_at,
+        endorsement.expires_at,
+        endorsement.signature,
+    ]
+
+
+def _decode_endorsements(value: object) -> tuple[Endorsement, ...]:
+    result: list[Endorsement] = []
+    for item in _list(value, "endorsements", MAX_ENDORSEMENTS):
+        fields = _list(item, "endorsement", 4)
+        if len(fields) != 4:
+            raise PayloadDecodeError("an endorsement has 4 fields")
+        result.append(
+            Endorsement(
+                verifier=_bytes(fields[0], "verifier", PUBLIC_KEY_BYTES),
+                issued_at=_int(fields[1], "issued_at", MAX_TIMESTAMP),
+                expires_at=_int(fields[2], "expires_at", MAX_TIMESTAMP),
+                signature=_bytes(fields[3], "signature", SIGNATURE_BYTES),
+            )
+        )
+    return tuple(result)
+
+
+def _check_endorsements(endorsements: tuple[Endorsement, ...]) -> None:
+    if len(endorsements) > MAX_ENDORSEMENTS:
+        raise ValueError(f"at most {MAX_ENDORSEMENTS} endorsements per record")
+
+
+def encode_name_claim(claim: NameClaim) -> bytes:
+    _check_endorsements(claim.endorsements)
+    return _pack([PAYLOAD_VERSION, [_endorsement_fields(e) for e in claim.endorsements]])
+
+
+def decode_name_claim(data: bytes) -> NameClaim:
+    fields = _unpack(data)
+    if len(fields) != 2:
+        raise PayloadDecodeError("a name claim has 2 fields")
+    return NameClaim(endorsements=_decode_endorsements(fields[1]))
+
+
+def encode_enum_entry(entry: EnumEntry) -> bytes:
+    if not 1 <= len(entry.directives) <= MAX_DIRECTIVES:
+        raise ValueError(f"an ENUM entry has 1-{MAX_DIRECTIVES} NAPTR directives")
+    _check_endorsements(entry.endorsements)
+    directives = [[d.order, d.preference, d.flags, d.service, d.regexp] for d in entry.directives]
+    endorsements = [_endorsement_fields(e) for e in entry.endorsements]
+    return _pack([PAYLOAD_VERSION, directives, endorsements])
+
+
+def decode_enum_entry(data: bytes) -> EnumEntry:
+    fields = _unpack(data)
+    if len(fields) != 3:
+        raise PayloadDecodeError("an ENUM entry has 3 fields")
+    directives: list[NaptrDirective] = []
+    raw_directives = _list(fields[1], "directives", MAX_DIRECTIVES)
+    if not raw_directives:
+        raise PayloadDecodeError("an ENUM entry has at least one directive")
+    for item in raw_directives:
+        parts = _list(item, "directive", 5)
+        if len(parts) != 5:
+            raise PayloadDecodeError("a directive has 5 fields")
+        try:
+            directives.append(
+                NaptrDirective(
+                    order=_int(parts[0], "order", 0xFFFF),
+                    preference=_int(parts[1], "preference", 0xFFFF),
+                    flags=_str(parts[2], "flags"),
+                    service=_str(parts[3], "service"),
+                    regexp=_str(parts[4], "regexp"),
+                )
+            )
+        except NaptrError as error:
+            raise PayloadDecodeError(f"bad directive: {error}") from None
+    return EnumEntry(directives=tuple(directives), endorsements=_decode_endorsements(fields[2]))
+
+
+def encode_revocation(revocation: Revocation) -> bytes:
+    if len(revocation.owners) > MAX_REVOKED_OWNERS:
+        raise ValueError(f"at most {MAX_REVOKED_OWNERS} revoked owners per record")
+    owners = [[o.owner, o.revoked_at] for o in revocation.owners]
+    return _pack([PAYLOAD_VERSION, int(revocation.kind), revocation.subject, owners])
+
+
+def decode_revocation(data: bytes) -> Revocation:
+    fields = _unpack(data)
+    if len(fields) != 4:
+        raise PayloadDecodeError("a revocation has 4 fields")
+    kind_value = _int(fields[1], "kind", 255)
+    if kind_value not in {int(k) for k in ENDORSABLE_KINDS}:
+        raise PayloadDecodeError(f"kind {kind_value} cannot be revoked")
+    owners: list[RevokedOwner] = []
+    for item in _list(fields[3], "owners", MAX_REVOKED_OWNERS):
+        parts = _list(item, "owner", 2)
+        if len(parts) != 2:
+            raise PayloadDecodeError("a revoked owner has 2 fields")
+        owners.append(
+            RevokedOwner(
+                owner=_bytes(parts[0], "owner", PUBLIC_KEY_BYTES),
+                revoked_at=_int(parts[1], "revoked_at", MAX_TIMESTAMP),
+            )
+        )
+    return Revocation(
+        kind=RecordKind(kind_value), subject=_str(fields[2], "subject"), owners=tuple(owners)
+    )
