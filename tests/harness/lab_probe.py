@@ -15,6 +15,8 @@ labelled independently of the STUN code it is there to test.
                           with the peer address it sees.
     tcp-observe IP PORT   connects and prints what the server saw.
     udp-send IP PORT TEXT sends one datagram (an unsolicited packet).
+    rtt IP PORT COUNT     COUNT request/reply round trips to a reflector socket;
+                          prints the round-trip times in ms (null when lost).
 
 Every wait is bounded: probes retry a fixed number of times with a short timeout.
 """
@@ -31,6 +33,7 @@ __all__ = ["classify", "main"]
 
 ATTEMPTS = 3
 REPLY_TIMEOUT = 0.4  # s per attempt; the lab's RTT is well under a millisecond
+# (an `rtt` probe through a delayed link must stay below it: delays up to ~150 ms)
 SERVE_SECONDS = 120.0  # a reflector exits on its own after this long, whatever happens
 
 
@@ -146,6 +149,16 @@ def tcp_observe(ip: str, port: int) -> dict[str, object]:
     return {"tcp": True, **json.loads(data)}
 
 
+def rtt(ip: str, port: int, count: int) -> list[float | None]:
+    sock = _bind("0.0.0.0", 0)
+    times: list[float | None] = []
+    for index in range(count):
+        started = time.monotonic()
+        got = _ask(sock, (ip, port), "A", f"rtt-{index}")
+        times.append(round((time.monotonic() - started) * 1000.0, 3) if got else None)
+    return times
+
+
 def main(argv: list[str]) -> int:
     command, args = argv[0], argv[1:]
     if command == "reflect":
@@ -156,6 +169,8 @@ def main(argv: list[str]) -> int:
         tcp_serve(args[0])
     elif command == "tcp-observe":
         print(json.dumps(tcp_observe(args[0], int(args[1]))))
+    elif command == "rtt":
+        print(json.dumps(rtt(args[0], int(args[1]), int(args[2]))))
     elif command == "udp-send":
         _bind("0.0.0.0", 0).sendto(args[2].encode(), (args[0], int(args[1])))
     else:

@@ -68,6 +68,7 @@ DEFAULT_BINDING_LIFETIME = 120  # s: Linux's nf_conntrack_udp_timeout_stream def
 PROCESS_STOP_GRACE = 1.0  # s between SIGTERM and SIGKILL for Host.popen processes
 COMMAND_TIMEOUT = 30.0  # s for any one setup command
 REPO_ROOT = Path(__file__).resolve().parents[2]
+DELAY_PROGRAM = str(Path(__file__).resolve().with_name("lab_delay.py"))
 _ORPHAN_PATTERN = re.compile(r"^p2p[0-9a-f]{6}[a-z]")
 
 
@@ -337,6 +338,7 @@ class Lab:
         self._next_port = 1
         self._started = False
         self._closed = False
+        self._delays: dict[str, subprocess.Popen[str]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -590,6 +592,39 @@ class Lab:
                 )
             return
         _run_many(jobs)
+
+    def set_delay(
+        self, host: Host, delay_ms: float, jitter_ms: float = 0.0, *, seed: int | None = None
+    ) -> None:
+        """Delay (and jitter) every packet on the host's ``eth0``, each direction, via NFQUEUE.
+
+        The one-way delay is ``delay_ms`` +- uniform ``jitter_ms`` in each
+        direction (so a round trip through this host's link gains twice the
+        delay). A pure-Python verdict program (tests/harness/lab_delay.py) runs
+        in the host's namespace; meant for signalling-sized traffic. 0 removes it.
+        """
+        if delay_ms < 0 or jitter_ms < 0 or jitter_ms > delay_ms:
+            raise ValueError("need 0 <= jitter_ms <= delay_ms")
+        previous = self._delays.pop(host.name, None)
+        if previous is not None:
+            previous.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                previous.wait(PROCESS_STOP_GRACE)
+        rules = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+        if delay_ms > 0:
+            proc = host.popen(
+                host.python(DELAY_PROGRAM, "0", str(delay_ms), str(jitter_ms), str(seed or 0))
+            )
+            if read_line(proc) != "ready":
+                raise LabError(f"delay program in {host.namespace} did not start")
+            self._delays[host.name] = proc
+            # --queue-bypass: should the program die, packets flow undelayed, never stuck.
+            rules += (
+                "-A PREROUTING -i eth0 -j NFQUEUE --queue-num 0 --queue-bypass\n"
+                "-A OUTPUT -o eth0 -j NFQUEUE --queue-num 0 --queue-bypass\n"
+            )
+        rules += "COMMIT\n"
+        _run(["ip", "netns", "exec", host.namespace, "iptables-restore"], rules)
 
     def namespaces(self) -> list[str]:
         """Every namespace this lab created (switch first)."""

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.harness.netns import STATE_DIR, Host, Lab, NatType, read_line
+from tests.harness.tools import require_tool
 from tests.lab.conftest import require_lab_tools
 
 pytestmark = pytest.mark.lab
@@ -111,6 +112,22 @@ def test_loss_drops_and_can_be_removed(lab: Lab) -> None:
     assert json.loads(client.run(classify_cmd(client, ports)).stdout)["udp"] is False
     lab.set_loss(client, 0.0)
     assert json.loads(client.run(classify_cmd(client, ports)).stdout)["udp"] is True
+
+
+def test_delay_holds_every_packet_and_can_be_removed(lab: Lab) -> None:
+    """A lower bound only: each round trip through a delayed link takes >= 2x the delay."""
+    reflector = lab.public_host("reflector", addresses=2)
+    client = lab.private_host("client", NatType.PORT_RESTRICTED)
+    ports = start_reflector(reflector)
+    require_tool("iptables-restore", "iptables")
+    rtt = client.python(PROBE, "rtt", ports["A"][0], str(ports["A"][1]), "3")
+    lab.set_delay(client, 60.0)
+    delayed = json.loads(client.run(rtt).stdout)
+    assert all(ms is not None and ms >= 120.0 for ms in delayed), delayed
+    lab.set_delay(client, 0.0)
+    rules = client.run(["iptables", "-t", "raw", "-S"], check=True).stdout
+    assert "NFQUEUE" not in rules
+    assert all(ms is not None for ms in json.loads(client.run(rtt).stdout))
 
 
 def test_binding_lifetime_is_configured(lab: Lab) -> None:
