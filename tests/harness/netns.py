@@ -35,7 +35,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -111,17 +111,28 @@ def _in_namespace_script(namespace: str, script: str) -> tuple[list[str], str | 
 
 
 def read_line(proc: subprocess.Popen[str], timeout: float = 10.0) -> str:
-    """The next stdout line of ``proc`` within ``timeout`` s (a server announcing its port)."""
+    """The next stdout line of ``proc`` within ``timeout`` s (a server announcing its port).
+
+    Reads the pipe's file descriptor byte by byte, so nothing is left in a
+    Python-side buffer: call it again for the next line, or use
+    ``proc.communicate()`` afterwards.
+    """
     if proc.stdout is None:
         raise LabError("process was not started with stdout=PIPE")
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    line = bytearray()
     with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout):
-            raise LabError(f"no output from {proc.args!r} within {timeout} s")
-    line = proc.stdout.readline()
-    if not line:
-        raise LabError(f"{proc.args!r} exited ({proc.poll()}) before printing a line")
-    return line.rstrip("\n")
+        selector.register(fd, selectors.EVENT_READ)
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                raise LabError(f"no line from {proc.args!r} within {timeout} s: {bytes(line)!r}")
+            chunk = os.read(fd, 1)
+            if not chunk:
+                raise LabError(f"{proc.args!r} exited ({proc.poll()}) before printing a line")
+            line += chunk
+    return line.decode(errors="replace").rstrip("\n")
 
 
 @dataclasses.dataclass
@@ -629,10 +640,3 @@ class Lab:
     def namespaces(self) -> list[str]:
         """Every namespace this lab created (switch first)."""
         return list(self._namespaces)
-
-
-@contextlib.contextmanager
-def lab(prefix: str | None = None) -> Iterator[Lab]:
-    """``with lab() as topology:`` -- the same as ``with Lab() as topology:``."""
-    with Lab(prefix) as built:
-        yield built
