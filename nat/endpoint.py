@@ -1,0 +1,193 @@
+"""The asyncio adapter for the STUN server core: bind up to four sockets plus a dial-back one.
+
+Thin on purpose: it feeds datagrams and ``loop.time()`` to ``StunServer`` and
+sends what comes back from the socket bound to the address the core names.
+All sockets are owned by one ``StunService`` and closed by ``close()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+from nat.stun.attributes import Address
+from nat.stun.server import StunServer, StunServerStats, Transmit
+
+__all__ = ["DatagramSocket", "StunService", "open_datagram_socket"]
+
+logger = logging.getLogger(__name__)
+
+# Binding the alternate IP on ports the primary got from the kernel can collide.
+_BIND_ATTEMPTS = 8
+
+
+def _address(addr: Any) -> Address:
+    return (str(addr[0]), int(addr[1]))
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
+        self._on_datagram = on_datagram
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._on_datagram(data, _address(addr))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for earlier sends (port unreachable): nothing to do on a server.
+        logger.debug("socket error: %s", exc)
+
+
+class DatagramSocket:
+    """One bound UDP socket with a callback; ``send`` never blocks."""
+
+    def __init__(self, transport: asyncio.DatagramTransport, local: Address) -> None:
+        self._transport = transport
+        self.local = local
+
+    def send(self, data: bytes, remote: Address) -> None:
+        if not self._transport.is_closing():
+            self._transport.sendto(data, remote)
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+async def open_datagram_socket(
+    local: Address, on_datagram: Callable[[bytes, Address], None]
+) -> DatagramSocket:
+    """Bind ``local`` (port 0: any); the callback gets (data, source)."""
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: _Protocol(on_datagram), local_addr=local
+    )
+    bound = _address(transport.get_extra_info("sockname"))
+    return DatagramSocket(transport, bound)
+
+
+class StunService:
+    """A running STUN server on real sockets; use ``async with await StunService.start(...)``."""
+
+    def __init__(self, server: StunServer, sockets: dict[Address, DatagramSocket]) -> None:
+        self.server = server
+        self._sockets = sockets
+        self._dial_back: DatagramSocket | None = None
+
+    @classmethod
+    async def start(
+        cls,
+        listen: Address,
+        *,
+        alt_ip: str | None = None,
+        alt_port: int | None = None,
+        **server_options: Any,
+    ) -> Self:
+        """Bind the primary address, the alternate port and IP if given, and a dial-back socket.
+
+        With ``alt_ip`` and no ``alt_port`` a second port is chosen too (RFC 5780
+        discovery needs two IPs and two ports).
+        """
+        host = listen[0]
+        if alt_ip is not None:
+            if ipaddress.ip_address(host).is_unspecified:
+                raise ValueError("an alternate IP needs a specific listen IP, not a wildcard")
+            if alt_port is None:
+                alt_port = 0
+        last_error: OSError | None = None
+        for _ in range(_BIND_ATTEMPTS):
+            try:
+                return await cls._bind_all(listen, alt_ip, alt_port, server_options)
+            except OSError as error:
+                retryable = error.errno == errno.EADDRINUSE and (listen[1] == 0 or alt_port == 0)
+                if not retryable:
+                    raise
+                last_error = error
+        assert last_error is not None
+        raise last_error
+
+    @classmethod
+    async def _bind_all(
+        cls,
+        listen: Address,
+        alt_ip: str | None,
+        alt_port: int | None,
+        server_options: dict[str, Any],
+    ) -> Self:
+        sockets: list[DatagramSocket] = []
+        holder: list[StunService] = []
+
+        def feeder(index: int) -> Callable[[bytes, Address], None]:
+            def feed(data: bytes, source: Address) -> None:
+                if holder:  # datagrams arriving while we still bind are dropped
+                    holder[0]._receive(data, source, sockets[index].local)
+
+            return feed
+
+        try:
+            primary = await open_datagram_socket(listen, feeder(0))
+            sockets.append(primary)
+            ports = [primary.local[1]]
+            if alt_port is not None:
+                second = await open_datagram_socket((listen[0], alt_port), feeder(1))
+                sockets.append(second)
+                ports.append(second.local[1])
+            if alt_ip is not None:
+                for port in ports:
+                    sockets.append(await open_datagram_socket((alt_ip, port), feeder(len(sockets))))
+            dial_back = await open_datagram_socket((primary.local[0], 0), lambda d, s: None)
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        server = StunServer(
+            primary.local,
+            alt_ip=alt_ip,
+            alt_port=ports[1] if len(ports) > 1 else None,
+            **server_options,
+        )
+        by_address = {sock.local: sock for sock in sockets}
+        if set(by_address) != set(server.local_addresses):  # pragma: no cover - a bug guard
+            raise AssertionError(f"bound {sorted(by_address)} != {server.local_addresses}")
+        service = cls(server, by_address)
+        service._dial_back = dial_back
+        holder.append(service)
+        return service
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return self.server.local_addresses
+
+    def statistics(self) -> StunServerStats:
+        return self.server.statistics()
+
+    def _receive(self, data: bytes, source: Address, local: Address) -> None:
+        now = asyncio.get_running_loop().time()
+        for transmit in self.server.handle_datagram(data, source, local, now):
+            self._send(transmit)
+
+    def _send(self, transmit: Transmit) -> None:
+        sock = self._dial_back if transmit.local is None else self._sockets.get(transmit.local)
+        if sock is not None:
+            sock.send(transmit.data, transmit.remote)
+
+    async def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        if self._dial_back is not None:
+            self._dial_back.close()
+        await asyncio.sleep(0)  # let the transports run their close callbacks
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
