@@ -1,0 +1,125 @@
+"""Tunables of one DHT node, and the results its operations report.
+
+Defaults follow the Kademlia paper (k=20, alpha=3) and this project's targets
+(per-RPC timeout 0.2-1 s, adaptive). Everything a peer can make us hold is
+bounded by a named value here or in the module that holds it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2pnode.dht.keys import Address, Contact
+from p2pnode.records import SignedRecord
+
+__all__ = [
+    "BootstrapResult",
+    "DhtConfig",
+    "DhtStatistics",
+    "ExtensionResult",
+    "FindNodeResult",
+    "GetResult",
+    "OperationResult",
+    "PingResult",
+    "PutResult",
+]
+
+
+@dataclass(frozen=True)
+class DhtConfig:
+    k: int = 20
+    alpha: int = 3
+    quorum: int = 3  # a get stops once this many nodes returned valid records
+    client_mode: bool = False  # query only; ask others not to put us in their tables
+    rpc_timeout_min: float = 0.2
+    rpc_timeout_max: float = 1.0
+    request_rate: float = 200.0  # requests per second per source address
+    request_burst: float = 400.0
+    store_rate: float = 20.0  # STOREs per second per source address
+    store_burst: float = 100.0
+    max_store_bytes: int = 16 * 1024 * 1024
+    per_key_cap: int = 16
+    max_pending_requests: int = 8192
+    healthy_contacts: int = 8  # bootstrap is retried while the table holds fewer
+    bootstrap_retry_max: float = 30.0
+    refresh_interval: float = 900.0  # buckets untouched this long get a random lookup
+    replicate_interval: float = 60.0  # new close contacts get our records this often
+    republish_fraction: float = 0.75  # own records are re-signed at this part of their life
+    purge_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class GetResult:
+    """Newest valid record per owner found under a key, and what it took."""
+
+    key: bytes
+    records: tuple[SignedRecord, ...]
+    hops: int
+    queries: int
+    holders: int  # nodes that returned at least one valid record
+    rejected: int  # records received that failed acceptance
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """How many of the k closest nodes (ourselves included) hold the record now."""
+
+    key: bytes
+    stored: int
+    contacted: int
+    rejected: tuple[tuple[str, int], ...]  # (reason, count), the nodes' own words
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class FindNodeResult:
+    target: bytes
+    contacts: tuple[Contact, ...]
+    hops: int
+    queries: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class PingResult:
+    address: Address
+    contact: Contact | None  # proven by challenge-response; None: no valid answer
+    observed: Address | None  # our address as the peer saw it
+    rtt: float | None
+
+
+@dataclass(frozen=True)
+class ExtensionResult:
+    address: Address
+    code: int
+    fields: tuple[object, ...] | None  # None: no answer in time
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    answered: int  # bootstrap addresses that proved their key
+    contacts: int  # routing table size afterwards
+
+
+OperationResult = (
+    GetResult | PutResult | FindNodeResult | PingResult | ExtensionResult | BootstrapResult
+)
+
+
+@dataclass(frozen=True)
+class DhtStatistics:
+    """A snapshot of counters, for `p2pnode run`, tests and benchmarks."""
+
+    contacts: int
+    buckets_used: int
+    records: int
+    record_bytes: int
+    datagrams_in: int
+    datagrams_out: int
+    requests_sent: int
+    timeouts: int
+    drops: dict[str, int] = field(default_factory=dict)
+    store_rejects: dict[str, int] = field(default_factory=dict)
+    read_rejects: dict[str, int] = field(default_factory=dict)
+    srtt: float = 0.0

@@ -1,0 +1,69 @@
+"""Ids, distances and contacts of the Kademlia id space.
+
+Invariants:
+- An id is 160 bits (``ID_BYTES``); node ids are derived from Ed25519 keys
+  (``p2pnode.identity.node_id_for``), record keys from records (``record_key``):
+  both live in this one space, so "the k nodes closest to a key" is well defined.
+- A ``Contact`` binds a public key, the node id derived from it and one UDP
+  address. Whoever builds one from peer input must have checked the derivation.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from p2pnode.identity import NODE_ID_BYTES, node_id_for
+
+__all__ = [
+    "ID_BITS",
+    "ID_BYTES",
+    "Address",
+    "Contact",
+    "bucket_index",
+    "distance",
+    "id_to_int",
+    "node_id_of",
+]
+
+ID_BYTES = NODE_ID_BYTES
+ID_BITS = ID_BYTES * 8
+
+Address = tuple[str, int]
+
+
+def id_to_int(node_id: bytes) -> int:
+    """An id as an integer, so XOR distance is one machine operation away."""
+    return int.from_bytes(node_id, "big")
+
+
+def distance(a: bytes, b: bytes) -> int:
+    """Kademlia's XOR metric (Maymounkov & Mazieres 2002, section 2.1)."""
+    return id_to_int(a) ^ id_to_int(b)
+
+
+@functools.lru_cache(maxsize=65536)
+def node_id_of(public_key: bytes) -> bytes:
+    """``node_id_for`` with a bounded cache: every datagram names its sender's key."""
+    return node_id_for(public_key)
+
+
+def bucket_index(own_id: int, other_id: int) -> int:
+    """Index of the k-bucket ``other_id`` falls in: bit length of the distance minus one.
+
+    Bucket i holds ids at distance [2**i, 2**(i+1)); -1 means "ourselves".
+    """
+    return (own_id ^ other_id).bit_length() - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A node we can talk to: its key, the id bound to that key, and where it listens."""
+
+    node_id: bytes
+    public_key: bytes
+    address: Address
+    id_int: int = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id_int", id_to_int(self.node_id))

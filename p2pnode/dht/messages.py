@@ -1,0 +1,421 @@
+"""The DHT wire format: one version byte, then one msgpack array per datagram.
+
+Frame::
+
+    0x01 | msgpack [type, request_id(bin 8), sender_key(bin 32), sender_id(bin 20),
+                    flags, *body]
+
+Invariants:
+- ``decode_frame`` is total: any bytes give a ``Frame`` or a ``DhtDecodeError``
+  (a ``ValueError``), never another exception. msgpack runs with explicit
+  size limits, so a datagram cannot make us allocate more than it carries.
+- Dispatch is an explicit table from ``MessageType`` to a typed body decoder;
+  nothing looks up code by a name taken from the wire.
+- The codec checks form only. Whether ``sender_id`` derives from
+  ``sender_key``, whether a reply matches a request, whether a record is
+  acceptable: that is the protocol's job.
+- Requests to a node that has not yet verified our address may be padded
+  (``pad_to``), so the reply may be as large as a full one without amplifying.
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import msgpack
+
+from p2pnode.dht.keys import ID_BYTES, Address
+from p2pnode.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES
+from p2pnode.records import MAX_RECORD_BYTES
+
+__all__ = [
+    "EXTENSION_CODES",
+    "MAX_CONTACTS_PER_REPLY",
+    "MAX_DATAGRAM_BYTES",
+    "MAX_RECORDS_PER_REPLY",
+    "NONCE_BYTES",
+    "PROTOCOL_VERSION",
+    "REQUEST_ID_BYTES",
+    "DhtDecodeError",
+    "ExtensionReply",
+    "ExtensionRequest",
+    "FindNode",
+    "FindValue",
+    "Flags",
+    "Frame",
+    "Message",
+    "MessageType",
+    "Nodes",
+    "Ping",
+    "Pong",
+    "Store",
+    "StoreResult",
+    "StoreStatus",
+    "Value",
+    "WireContact",
+    "decode_frame",
+    "encode_frame",
+    "parse_ip",
+]
+
+PROTOCOL_VERSION = 1
+REQUEST_ID_BYTES = 8
+NONCE_BYTES = 16
+MAX_DATAGRAM_BYTES = 8192  # largest datagram we send or read (a VALUE page of records)
+MAX_CONTACTS_PER_REPLY = 32
+MAX_RECORDS_PER_REPLY = 16
+MAX_PAD_BYTES = 1200
+MAX_TEXT_BYTES = 200
+MAX_HOST_CHARS = 45  # longest textual IPv6 address
+MAX_EXTENSION_FIELDS = 32
+EXTENSION_CODES = range(64, 128)  # message types later layers may register
+
+
+class DhtDecodeError(ValueError):
+    """A datagram that is not a well-formed DHT message."""
+
+
+class MessageType(enum.IntEnum):
+    PING = 1
+    PONG = 2
+    FIND_NODE = 3
+    NODES = 4
+    FIND_VALUE = 5
+    VALUE = 6
+    STORE = 7
+    STORE_RESULT = 8
+    EXTENSION_REPLY = 9
+
+
+class Flags(enum.IntFlag):
+    NONE = 0
+    CLIENT = 1  # the sender is in client mode: never put it into a routing table
+    VERIFIED_YOU = 2  # (replies) the sender has verified the requester's address
+
+
+class StoreStatus(enum.IntEnum):
+    STORED = 0
+    DUPLICATE = 1  # byte-identical to what was held: counts as stored
+    REJECTED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class WireContact:
+    """A contact as carried in replies; the receiver derives and checks its node id."""
+
+    public_key: bytes
+    address: Address
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    nonce: bytes  # the responder signs it: challenge-response proof of its key
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    signature: bytes  # over PONG_CONTEXT + nonce + requester key (see protocol)
+    observed: Address  # the requester's address as the responder saw it
+
+
+@dataclass(frozen=True, slots=True)
+class FindNode:
+    target: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Nodes:
+    contacts: tuple[WireContact, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FindValue:
+    key: bytes
+    offset: int  # skip this many records: pages through a contested key
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    records: tuple[bytes, ...]  # encoded records, to be decoded and accepted by the reader
+    total: int  # records held under the key (more pages if offset + len < total)
+    contacts: tuple[WireContact, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    key: bytes  # where the sender files it; must equal the record's derived key
+    record: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    status: StoreStatus
+    reason: str  # "" when stored, else a reject reason code
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionRequest:
+    code: int  # in EXTENSION_CODES, registered by a later layer
+    fields: tuple[object, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionReply:
+    code: int
+    fields: tuple[object, ...]
+
+
+Message = (
+    Ping
+    | Pong
+    | FindNode
+    | Nodes
+    | FindValue
+    | Value
+    | Store
+    | StoreResult
+    | ExtensionRequest
+    | ExtensionReply
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    message: Message
+    request_id: bytes
+    sender_key: bytes
+    sender_id: bytes
+    flags: Flags
+
+
+def parse_ip(host: object) -> str:
+    """An IPv4/IPv6 literal or ``DhtDecodeError``: a host name would make us resolve DNS."""
+    if type(host) is not str or not host or len(host) > MAX_HOST_CHARS:
+        raise DhtDecodeError("host is not an IP address")
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError):
+            continue
+        return host
+    raise DhtDecodeError("host is not an IP address")
+
+
+def _port(value: object) -> int:
+    if type(value) is not int or not 1 <= value <= 65535:
+        raise DhtDecodeError("port out of range")
+    return value
+
+
+def _bin(value: object, name: str, length: int | None = None, maximum: int = 0) -> bytes:
+    if type(value) is not bytes:
+        raise DhtDecodeError(f"{name} is not binary")
+    if length is not None and len(value) != length:
+        raise DhtDecodeError(f"{name} is {len(value)} bytes, not {length}")
+    if maximum and len(value) > maximum:
+        raise DhtDecodeError(f"{name} longer than {maximum} bytes")
+    return value
+
+
+def _text(value: object, name: str) -> str:
+    if type(value) is not str or len(value) > MAX_TEXT_BYTES:
+        raise DhtDecodeError(f"{name} is not a short string")
+    return value
+
+
+def _uint(value: object, name: str, maximum: int) -> int:
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise DhtDecodeError(f"{name} is not an integer in 0..{maximum}")
+    return value
+
+
+def _contacts(value: object) -> tuple[WireContact, ...]:
+    if type(value) is not list or len(value) > MAX_CONTACTS_PER_REPLY:
+        raise DhtDecodeError("contacts is not a short list")
+    result = []
+    for item in value:
+        if type(item) is not list or len(item) != 3:
+            raise DhtDecodeError("contact is not [key, host, port]")
+        key = _bin(item[0], "contact key", PUBLIC_KEY_BYTES)
+        result.append(WireContact(key, (parse_ip(item[1]), _port(item[2]))))
+    return tuple(result)
+
+
+def _arity(body: Sequence[object], count: int, name: str) -> None:
+    if len(body) != count:
+        raise DhtDecodeError(f"{name} has {len(body)} fields, not {count}")
+
+
+def _decode_ping(body: Sequence[object]) -> Message:
+    _arity(body, 2, "PING")  # nonce, padding
+    _bin(body[1], "padding", maximum=MAX_PAD_BYTES)
+    return Ping(_bin(body[0], "nonce", NONCE_BYTES))
+
+
+def _decode_pong(body: Sequence[object]) -> Message:
+    _arity(body, 3, "PONG")
+    signature = _bin(body[0], "signature", SIGNATURE_BYTES)
+    return Pong(signature, (parse_ip(body[1]), _port(body[2])))
+
+
+def _decode_find_node(body: Sequence[object]) -> Message:
+    _arity(body, 2, "FIND_NODE")
+    _bin(body[1], "padding", maximum=MAX_PAD_BYTES)
+    return FindNode(_bin(body[0], "target", ID_BYTES))
+
+
+def _decode_nodes(body: Sequence[object]) -> Message:
+    _arity(body, 1, "NODES")
+    return Nodes(_contacts(body[0]))
+
+
+def _decode_find_value(body: Sequence[object]) -> Message:
+    _arity(body, 3, "FIND_VALUE")
+    _bin(body[2], "padding", maximum=MAX_PAD_BYTES)
+    key = _bin(body[0], "key", ID_BYTES)
+    return FindValue(key, _uint(body[1], "offset", MAX_RECORDS_PER_REPLY * 64))
+
+
+def _decode_value(body: Sequence[object]) -> Message:
+    _arity(body, 3, "VALUE")
+    records = body[0]
+    if type(records) is not list or len(records) > MAX_RECORDS_PER_REPLY:
+        raise DhtDecodeError("records is not a short list")
+    encoded = tuple(_bin(r, "record", maximum=MAX_RECORD_BYTES) for r in records)
+    total = _uint(body[1], "total", 2**16)
+    return Value(encoded, total, _contacts(body[2]))
+
+
+def _decode_store(body: Sequence[object]) -> Message:
+    _arity(body, 2, "STORE")
+    key = _bin(body[0], "key", ID_BYTES)
+    return Store(key, _bin(body[1], "record", maximum=MAX_RECORD_BYTES * 2))
+
+
+def _decode_store_result(body: Sequence[object]) -> Message:
+    _arity(body, 3, "STORE_RESULT")
+    status_value = _uint(body[0], "status", 255)
+    try:
+        status = StoreStatus(status_value)
+    except ValueError:
+        raise DhtDecodeError(f"unknown store status {status_value}") from None
+    return StoreResult(status, _text(body[1], "reason"), _text(body[2], "detail"))
+
+
+def _decode_extension_reply(body: Sequence[object]) -> Message:
+    if not body or len(body) > MAX_EXTENSION_FIELDS + 1:
+        raise DhtDecodeError("extension reply has no code or too many fields")
+    code = _uint(body[0], "extension code", 255)
+    if code not in EXTENSION_CODES:
+        raise DhtDecodeError(f"{code} is not an extension code")
+    return ExtensionReply(code, tuple(body[1:]))
+
+
+_DECODERS: dict[MessageType, Callable[[Sequence[object]], Message]] = {
+    MessageType.PING: _decode_ping,
+    MessageType.PONG: _decode_pong,
+    MessageType.FIND_NODE: _decode_find_node,
+    MessageType.NODES: _decode_nodes,
+    MessageType.FIND_VALUE: _decode_find_value,
+    MessageType.VALUE: _decode_value,
+    MessageType.STORE: _decode_store,
+    MessageType.STORE_RESULT: _decode_store_result,
+    MessageType.EXTENSION_REPLY: _decode_extension_reply,
+}
+
+
+def _wire_contacts(contacts: Sequence[WireContact]) -> list[list[object]]:
+    return [[c.public_key, c.address[0], c.address[1]] for c in contacts]
+
+
+def _body(message: Message) -> tuple[int, list[object], bool]:
+    """(type code, body fields, padded?) of a message."""
+    match message:
+        case Ping(nonce):
+            return MessageType.PING, [nonce], True
+        case Pong(signature, observed):
+            return MessageType.PONG, [signature, observed[0], observed[1]], False
+        case FindNode(target):
+            return MessageType.FIND_NODE, [target], True
+        case Nodes(contacts):
+            return MessageType.NODES, [_wire_contacts(contacts)], False
+        case FindValue(key, offset):
+            return MessageType.FIND_VALUE, [key, offset], True
+        case Value(records, total, contacts):
+            return MessageType.VALUE, [list(records), total, _wire_contacts(contacts)], False
+        case Store(key, record):
+            return MessageType.STORE, [key, record], False
+        case StoreResult(status, reason, detail):
+            return MessageType.STORE_RESULT, [int(status), reason, detail], False
+        case ExtensionRequest(code, fields):
+            return code, list(fields), False
+        case ExtensionReply(code, fields):
+            return MessageType.EXTENSION_REPLY, [code, *fields], False
+    raise AssertionError(f"unknown message {message!r}")  # pragma: no cover
+
+
+def encode_frame(frame: Frame, *, pad_to: int = 0) -> bytes:
+    """Wire bytes of ``frame``; padded requests grow to about ``pad_to`` bytes."""
+    code, body, padded = _body(frame.message)
+    head: list[object] = [
+        int(code),
+        frame.request_id,
+        frame.sender_key,
+        frame.sender_id,
+        int(frame.flags),
+    ]
+    if not padded:
+        return bytes((PROTOCOL_VERSION,)) + msgpack.packb([*head, *body], use_bin_type=True)
+    data = bytes((PROTOCOL_VERSION,)) + msgpack.packb([*head, *body, b""], use_bin_type=True)
+    missing = min(pad_to - len(data) - 3, MAX_PAD_BYTES)
+    if missing <= 0:
+        return data
+    return bytes((PROTOCOL_VERSION,)) + msgpack.packb(
+        [*head, *body, bytes(missing)], use_bin_type=True
+    )
+
+
+def decode_frame(data: bytes) -> Frame:
+    """Parse one datagram, or raise ``DhtDecodeError``. Never anything else."""
+    if len(data) < 2 or len(data) > MAX_DATAGRAM_BYTES:
+        raise DhtDecodeError(f"datagram of {len(data)} bytes")
+    if data[0] != PROTOCOL_VERSION:
+        raise DhtDecodeError(f"unsupported protocol version {data[0]}")
+    try:
+        items = msgpack.unpackb(
+            data[1:],
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_array_len=64,
+            max_map_len=0,
+            max_str_len=MAX_TEXT_BYTES,
+            max_bin_len=MAX_DATAGRAM_BYTES,
+            max_ext_len=0,
+        )
+    except Exception as error:  # msgpack raises a zoo of types; all mean "not ours"
+        raise DhtDecodeError(f"not msgpack: {type(error).__name__}") from None
+    if type(items) is not list or len(items) < 5:
+        raise DhtDecodeError("not a frame array")
+    code = _uint(items[0], "type", 255)
+    request_id = _bin(items[1], "request id", REQUEST_ID_BYTES)
+    sender_key = _bin(items[2], "sender key", PUBLIC_KEY_BYTES)
+    sender_id = _bin(items[3], "sender id", ID_BYTES)
+    flags = Flags(_uint(items[4], "flags", 3))
+    body = items[5:]
+    message: Message
+    if code in EXTENSION_CODES:
+        if len(body) > MAX_EXTENSION_FIELDS:
+            raise DhtDecodeError("extension request has too many fields")
+        message = ExtensionRequest(code, tuple(body))
+    else:
+        try:
+            kind = MessageType(code)
+        except ValueError:
+            raise DhtDecodeError(f"unknown message type {code}") from None
+        message = _DECODERS[kind](body)
+    return Frame(message, request_id, sender_key, sender_id, flags)

@@ -1,0 +1,289 @@
+"""The thin asyncio adapter: one UDP socket, one timer, futures for operation results.
+
+Everything with a decision in it lives in ``DhtCore``; this module only feeds it
+datagrams and the wall clock, sends what it says, re-arms one timer at its next
+deadline, and resolves the future of each finished operation.
+
+Public API (what the CLI, the app and the benchmarks use)::
+
+    node = DhtNode(identity, listen=("127.0.0.1", 0), bootstrap=[("127.0.0.1", 4000)],
+                   k=20, alpha=3, client_mode=False, state_path=None)
+    await node.start()            # bind, ping bootstrap + saved contacts, self-lookup
+    result = await node.put(record)   # PutResult: .stored = nodes holding it (0 if none)
+    found = await node.get(key)       # GetResult: .records newest valid per owner, .hops
+    await node.close()            # saves the routing table (JSON) if state_path is set
+
+Invariants: every task or timer created here is cancelled by ``close``; the
+routing table is persisted as JSON (key, host, port), never pickled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from p2pnode.dht.config import (
+    BootstrapResult,
+    DhtConfig,
+    DhtStatistics,
+    ExtensionResult,
+    FindNodeResult,
+    GetResult,
+    OperationResult,
+    PingResult,
+    PutResult,
+)
+from p2pnode.dht.keys import Address
+from p2pnode.dht.messages import parse_ip
+from p2pnode.dht.protocol import DhtCore, Peer
+from p2pnode.dht.routing import TableHealth
+from p2pnode.identity import PUBLIC_KEY_BYTES, Identity
+from p2pnode.records import SignedRecord
+
+__all__ = ["OPERATION_TIMEOUT", "DhtNode", "load_contacts", "save_contacts"]
+
+logger = logging.getLogger(__name__)
+
+OPERATION_TIMEOUT = 30.0  # a safety net: the core finishes every operation well before
+STATE_VERSION = 1
+MAX_SAVED_CONTACTS = 200
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def save_contacts(path: Path, contacts: Sequence[tuple[bytes, Address]]) -> None:
+    """Write (public key, address) pairs as JSON, atomically."""
+    document = {
+        "version": STATE_VERSION,
+        "contacts": [[key.hex(), host, port] for key, (host, port) in contacts],
+    }
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(document, indent=1))
+    os.replace(temporary, path)
+
+
+def load_contacts(path: Path) -> list[tuple[bytes, Address]]:
+    """Read what ``save_contacts`` wrote; anything malformed is skipped, never fatal."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(document, dict) or document.get("version") != STATE_VERSION:
+        return []
+    result: list[tuple[bytes, Address]] = []
+    entries = document.get("contacts")
+    for entry in entries if isinstance(entries, list) else []:
+        try:
+            key_hex, host, port = entry
+            key = bytes.fromhex(key_hex)
+            if len(key) != PUBLIC_KEY_BYTES or type(port) is not int or not 0 < port < 65536:
+                continue
+            result.append((key, (parse_ip(host), port)))
+        except (TypeError, ValueError):
+            continue
+    return result[:MAX_SAVED_CONTACTS]
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, node: DhtNode) -> None:
+        self.node = node
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        host, port = addr[0], addr[1]
+        if isinstance(host, str) and isinstance(port, int):
+            self.node._datagram(data, (host, port))
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("socket error: %s", exc)  # ICMP unreachable: the RPC will time out
+
+
+class DhtNode:
+    """A DHT node on one UDP socket."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        listen: Address = ("127.0.0.1", 0),
+        bootstrap: Sequence[Address] = (),
+        k: int = 20,
+        alpha: int = 3,
+        client_mode: bool = False,
+        config: DhtConfig | None = None,
+        state_path: Path | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = dataclasses.replace(
+            config or DhtConfig(), k=k, alpha=alpha, client_mode=client_mode
+        )
+        self.identity = identity
+        self.listen = listen
+        self.state_path = state_path
+        self.core = DhtCore(
+            identity,
+            config=self.config,
+            rng=rng or random.SystemRandom(),
+            now=time.time(),
+            bootstrap=bootstrap,
+        )
+        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._waiting: dict[int, asyncio.Future[OperationResult]] = {}
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def address(self) -> Address:
+        """The bound (host, port); valid after ``start``."""
+        if self._transport is None:
+            raise RuntimeError("node not started")
+        sockname = self._transport.get_extra_info("sockname")
+        return (str(sockname[0]), int(sockname[1]))
+
+    async def start(self, *, wait_bootstrap: bool = True) -> BootstrapResult | None:
+        """Bind the socket and join the network (bootstrap + saved contacts, then self-lookup)."""
+        self._loop = asyncio.get_running_loop()
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Datagrams(self), local_addr=self.listen
+        )
+        self._transport = transport
+        saved = load_contacts(self.state_path) if self.state_path is not None else []
+        extra = [address for _, address in saved]
+        if not self.core.bootstrap_addresses and not extra:
+            self._flush()
+            return None
+        if not wait_bootstrap:
+            self.core.bootstrap(time.time(), extra)
+            self._flush()
+            return None
+        result = await self._run(lambda now: self.core.bootstrap(now, extra))
+        assert isinstance(result, BootstrapResult)
+        return result
+
+    async def close(self) -> None:
+        """Stop: cancel the timer, fail waiting operations, save the table, close the socket."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for future in self._waiting.values():
+            if not future.done():
+                future.cancel()
+        self._waiting.clear()
+        if self.state_path is not None:
+            contacts = [(c.public_key, c.address) for c in self.core.table.contacts()]
+            try:
+                save_contacts(self.state_path, contacts[:MAX_SAVED_CONTACTS])
+            except OSError as error:
+                logger.warning("could not save the routing table: %s", error)
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def __aenter__(self) -> DhtNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # --------------------------------------------------------------- operations
+
+    async def put(self, record: SignedRecord) -> PutResult:
+        result = await self._run(lambda now: self.core.put(record, now))
+        assert isinstance(result, PutResult)
+        return result
+
+    async def get(self, key: bytes) -> GetResult:
+        result = await self._run(lambda now: self.core.get(key, now))
+        assert isinstance(result, GetResult)
+        return result
+
+    async def find_node(self, target: bytes) -> FindNodeResult:
+        result = await self._run(lambda now: self.core.find_node(target, now))
+        assert isinstance(result, FindNodeResult)
+        return result
+
+    async def ping(self, address: Address, expected_key: bytes | None = None) -> PingResult:
+        result = await self._run(lambda now: self.core.ping(address, now, expected_key))
+        assert isinstance(result, PingResult)
+        return result
+
+    async def extension_request(
+        self,
+        address: Address,
+        code: int,
+        fields: tuple[object, ...],
+        expected_key: bytes | None = None,
+    ) -> ExtensionResult:
+        result = await self._run(
+            lambda now: self.core.extension_request(address, code, fields, now, expected_key)
+        )
+        assert isinstance(result, ExtensionResult)
+        return result
+
+    def register_extension(
+        self,
+        code: int,
+        decoder: Callable[[tuple[object, ...]], T],
+        handler: Callable[[T, Peer, float], tuple[object, ...] | None],
+    ) -> None:
+        self.core.register_extension(code, decoder, handler)
+
+    def statistics(self) -> DhtStatistics:
+        return self.core.statistics()
+
+    def health(self) -> TableHealth:
+        return self.core.health()
+
+    # ----------------------------------------------------------------- plumbing
+
+    async def _run(self, start: Callable[[float], int]) -> OperationResult:
+        if self._loop is None or self._transport is None:
+            raise RuntimeError("node not started")
+        op_id = start(time.time())
+        future: asyncio.Future[OperationResult] = self._loop.create_future()
+        self._waiting[op_id] = future
+        self._flush()
+        try:
+            async with asyncio.timeout(OPERATION_TIMEOUT):
+                return await future
+        finally:
+            self._waiting.pop(op_id, None)
+
+    def _datagram(self, data: bytes, address: Address) -> None:
+        self.core.datagram_received(data, address, time.time())
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        self.core.handle_timer(time.time())
+        self._flush()
+
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        for data, destination in self.core.datagrams_to_send():
+            transport.sendto(data, destination)
+        for event in self.core.events():
+            future = self._waiting.get(event.op_id)
+            if future is not None and not future.done():
+                future.set_result(event.result)
+        deadline = self.core.next_deadline()
+        if deadline < self._timer_at - 0.001 and self._loop is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_later(max(0.0, deadline - time.time()), self._on_timer)

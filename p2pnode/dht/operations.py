@@ -1,0 +1,446 @@
+"""Multi-RPC operations driven by the core: lookups, get, put, ping, bootstrap.
+
+Each operation owns the requests it sent (the core calls back ``on_reply`` /
+``on_timeout``) and reports one result through ``host.finish``. They hold no
+sockets and read no clock: ``now`` comes in with every call.
+
+Invariants:
+- A get returns only records that passed ``accept`` here, the newest per owner
+  (an older or equivocating copy from a stale or lying node never wins).
+- A put reports how many nodes answered STORED (or DUPLICATE): 0 if none did.
+- Replies that arrive after an operation finished are ignored.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from p2pnode.dht.config import (
+    BootstrapResult,
+    DhtConfig,
+    ExtensionResult,
+    FindNodeResult,
+    GetResult,
+    OperationResult,
+    PingResult,
+    PutResult,
+)
+from p2pnode.dht.keys import Address, Contact, node_id_of
+from p2pnode.dht.lookup import Lookup, LookupKind
+from p2pnode.dht.messages import (
+    ExtensionReply,
+    ExtensionRequest,
+    FindNode,
+    FindValue,
+    Frame,
+    Message,
+    Nodes,
+    Ping,
+    Pong,
+    Store,
+    StoreResult,
+    StoreStatus,
+    Value,
+    WireContact,
+)
+from p2pnode.dht.routing import RoutingTable
+from p2pnode.records import SignedRecord
+
+__all__ = [
+    "INTERNAL_OP",
+    "MAX_PAGES",
+    "BootstrapOp",
+    "ExtensionOp",
+    "LookupOp",
+    "OperationHost",
+    "PingOp",
+    "Requester",
+    "SentRequest",
+]
+
+INTERNAL_OP = 0  # op id of operations nobody awaits (challenges, refreshes, republishing)
+MAX_PAGES = 4  # extra FIND_VALUE pages per node for a crowded contested key
+
+
+@dataclass(slots=True)
+class SentRequest:
+    request_id: bytes
+    address: Address
+    message: Message
+    expected_key: bytes | None
+    sent_at: float
+    deadline: float
+    owner: Requester | None
+
+
+class Requester(Protocol):
+    def on_reply(self, request: SentRequest, frame: Frame, sender: Contact, now: float) -> None:
+        """A reply matching ``request`` (right address, right key, right type) arrived."""
+
+    def on_timeout(self, request: SentRequest, now: float) -> None:
+        """No valid reply before the deadline (or the request could not be sent)."""
+
+
+class OperationHost(Protocol):
+    """What operations need from the core."""
+
+    config: DhtConfig
+    table: RoutingTable
+    own_id: bytes
+
+    def send_request(
+        self,
+        address: Address,
+        message: Message,
+        *,
+        expected_key: bytes | None,
+        owner: Requester | None,
+        now: float,
+    ) -> bool: ...
+
+    def new_nonce(self) -> bytes: ...
+
+    def contacts_from_wire(self, contacts: Sequence[WireContact]) -> list[Contact]: ...
+
+    def verify_record(self, encoded: bytes, key: bytes, now: float) -> SignedRecord | None: ...
+
+    def local_records(self, key: bytes, now: float) -> list[SignedRecord]: ...
+
+    def store_locally(self, record: SignedRecord, now: float) -> bool: ...
+
+    def finish(self, op_id: int, result: OperationResult) -> None: ...
+
+
+def _newest(best: dict[bytes, SignedRecord], record: SignedRecord) -> None:
+    current = best.get(record.owner)
+    if current is None or record.seq > current.seq:
+        best[record.owner] = record
+
+
+class LookupOp:
+    """FIND_NODE / FIND_VALUE lookup; optionally followed by STOREs (a put)."""
+
+    def __init__(
+        self,
+        host: OperationHost,
+        op_id: int,
+        target: bytes,
+        kind: LookupKind,
+        now: float,
+        *,
+        record: SignedRecord | None = None,
+        then: Callable[[FindNodeResult, float], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.op_id = op_id
+        self.target = target
+        self.record = record
+        self.then = then
+        self.started = now
+        self.finished = False
+        config = host.config
+        self.lookup = Lookup(
+            target,
+            kind,
+            own_id=host.own_id,
+            k=config.k,
+            alpha=config.alpha,
+            quorum=config.quorum,
+            seeds=host.table.closest(target, config.k),
+        )
+        self.best: dict[bytes, SignedRecord] = {}
+        self.seen: set[bytes] = set()
+        self.rejected = 0
+        self.pages_in_flight = 0
+        self.pages_sent: Counter[bytes] = Counter()
+        self.storing = False
+        self.store_pending = 0
+        self.stored = 0
+        self.store_contacted = 0
+        self.store_rejects: Counter[str] = Counter()
+        if kind is LookupKind.VALUE:
+            for local in host.local_records(target, now):
+                self.seen.add(local.encoded)
+                _newest(self.best, local)
+
+    def start(self, now: float) -> None:
+        self._pump(now)
+
+    def _message(self, offset: int = 0) -> Message:
+        if self.lookup.kind is LookupKind.VALUE:
+            return FindValue(self.target, offset)
+        return FindNode(self.target)
+
+    def _pump(self, now: float) -> None:
+        if self.storing or self.finished:
+            return
+        for contact in self.lookup.next_queries():
+            sent = self.host.send_request(
+                contact.address,
+                self._message(),
+                expected_key=contact.public_key,
+                owner=self,
+                now=now,
+            )
+            if not sent:
+                self.lookup.on_failure(contact.node_id)
+        if self.lookup.done and not self.pages_in_flight:
+            self._lookup_done(now)
+
+    def on_reply(self, request: SentRequest, frame: Frame, sender: Contact, now: float) -> None:
+        if self.finished:
+            return
+        message = frame.message
+        if self.storing:
+            if isinstance(message, StoreResult):
+                self._store_answered(message, now)
+            return
+        is_page = isinstance(request.message, FindValue) and request.message.offset > 0
+        if is_page:
+            self.pages_in_flight -= 1
+        if isinstance(message, Value) and isinstance(request.message, FindValue):
+            found = self._take_records(message.records)
+            offset = request.message.offset
+            more = offset + len(message.records) < message.total and message.records
+            if more and self.pages_sent[sender.node_id] < MAX_PAGES:
+                self.pages_sent[sender.node_id] += 1
+                if self.host.send_request(
+                    sender.address,
+                    self._message(offset + len(message.records)),
+                    expected_key=sender.public_key,
+                    owner=self,
+                    now=now,
+                ):
+                    self.pages_in_flight += 1
+            if not is_page:
+                contacts = self.host.contacts_from_wire(message.contacts)
+                self.lookup.on_reply(sender.node_id, contacts, has_value=found)
+        elif isinstance(message, Nodes) and not is_page:
+            contacts = self.host.contacts_from_wire(message.contacts)
+            self.lookup.on_reply(sender.node_id, contacts, has_value=False)
+        self._pump(now)
+
+    def _take_records(self, encoded_records: Sequence[bytes]) -> bool:
+        found = False
+        for encoded in encoded_records:
+            if encoded in self.seen:
+                found = True
+                continue
+            self.seen.add(encoded)
+            record = self.host.verify_record(encoded, self.target, self.started)
+            if record is None:
+                self.rejected += 1
+                continue
+            found = True
+            _newest(self.best, record)
+        return found
+
+    def on_timeout(self, request: SentRequest, now: float) -> None:
+        if self.finished:
+            return
+        if self.storing:
+            if isinstance(request.message, Store):
+                self._store_answered(None, now)
+            return
+        if isinstance(request.message, FindValue) and request.message.offset > 0:
+            self.pages_in_flight -= 1
+        elif request.expected_key is not None:
+            self.lookup.on_failure(node_id_of(request.expected_key))
+        self._pump(now)
+
+    def _lookup_done(self, now: float) -> None:
+        lookup = self.lookup
+        if self.record is not None:
+            self._start_store(now)
+            return
+        if lookup.kind is LookupKind.VALUE:
+            records = tuple(sorted(self.best.values(), key=lambda r: (-r.seq, r.owner)))
+            self._finish(
+                GetResult(
+                    key=self.target,
+                    records=records,
+                    hops=lookup.hops,
+                    queries=lookup.queries,
+                    holders=lookup.value_holders,
+                    rejected=self.rejected,
+                    elapsed=now - self.started,
+                ),
+                now,
+            )
+            return
+        result = FindNodeResult(
+            target=self.target,
+            contacts=tuple(lookup.closest_answered()),
+            hops=lookup.hops,
+            queries=lookup.queries,
+            elapsed=now - self.started,
+        )
+        self._finish(result, now)
+
+    def _start_store(self, now: float) -> None:
+        assert self.record is not None
+        self.storing = True
+        closest = self.lookup.closest_answered()
+        k = self.host.config.k
+        if not self.host.config.client_mode:
+            own = int.from_bytes(self.host.own_id, "big")
+            target = self.lookup.target_int
+            farthest = closest[-1].id_int ^ target if closest else 0
+            if (len(closest) < k or own ^ target < farthest) and self.host.store_locally(
+                self.record, now
+            ):
+                self.stored += 1
+        message = Store(self.target, self.record.encoded)
+        for contact in closest:
+            if self.host.send_request(
+                contact.address,
+                message,
+                expected_key=contact.public_key,
+                owner=self,
+                now=now,
+            ):
+                self.store_pending += 1
+                self.store_contacted += 1
+        if not self.store_pending:
+            self._put_done(now)
+
+    def _store_answered(self, message: StoreResult | None, now: float) -> None:
+        self.store_pending -= 1
+        if message is not None:
+            if message.status in (StoreStatus.STORED, StoreStatus.DUPLICATE):
+                self.stored += 1
+            else:
+                self.store_rejects[message.reason or "unknown"] += 1
+        if self.store_pending <= 0:
+            self._put_done(now)
+
+    def _put_done(self, now: float) -> None:
+        self._finish(
+            PutResult(
+                key=self.target,
+                stored=self.stored,
+                contacted=self.store_contacted,
+                rejected=tuple(sorted(self.store_rejects.items())),
+                elapsed=now - self.started,
+            ),
+            now,
+        )
+
+    def _finish(self, result: OperationResult, now: float) -> None:
+        self.finished = True
+        if self.then is not None and isinstance(result, FindNodeResult):
+            self.then(result, now)
+        self.host.finish(self.op_id, result)
+
+
+class PingOp:
+    """One PING: the core checks the PONG's signature before we ever see it."""
+
+    def __init__(self, host: OperationHost, op_id: int, address: Address) -> None:
+        self.host = host
+        self.op_id = op_id
+        self.address = address
+        self.done_callback: Callable[[PingResult, float], None] | None = None
+
+    def start(self, now: float, expected_key: bytes | None = None) -> None:
+        if not self.host.send_request(
+            self.address,
+            Ping(self.host.new_nonce()),
+            expected_key=expected_key,
+            owner=self,
+            now=now,
+        ):
+            self._done(PingResult(self.address, None, None, None), now)
+
+    def on_reply(self, request: SentRequest, frame: Frame, sender: Contact, now: float) -> None:
+        message = frame.message
+        if isinstance(message, Pong):
+            result = PingResult(self.address, sender, message.observed, now - request.sent_at)
+            self._done(result, now)
+
+    def on_timeout(self, request: SentRequest, now: float) -> None:
+        self._done(PingResult(self.address, None, None, None), now)
+
+    def _done(self, result: PingResult, now: float) -> None:
+        if self.done_callback is not None:
+            self.done_callback(result, now)
+        self.host.finish(self.op_id, result)
+
+
+class ExtensionOp:
+    """One request of a registered extension type; the reply fields come back raw."""
+
+    def __init__(
+        self,
+        host: OperationHost,
+        op_id: int,
+        address: Address,
+        code: int,
+        fields: tuple[object, ...],
+    ) -> None:
+        self.host = host
+        self.op_id = op_id
+        self.address = address
+        self.code = code
+        self.fields = fields
+
+    def start(self, now: float, expected_key: bytes | None = None) -> None:
+        if not self.host.send_request(
+            self.address,
+            ExtensionRequest(self.code, self.fields),
+            expected_key=expected_key,
+            owner=self,
+            now=now,
+        ):
+            self.host.finish(self.op_id, ExtensionResult(self.address, self.code, None))
+
+    def on_reply(self, request: SentRequest, frame: Frame, sender: Contact, now: float) -> None:
+        message = frame.message
+        if isinstance(message, ExtensionReply) and message.code == self.code:
+            self.host.finish(self.op_id, ExtensionResult(self.address, self.code, message.fields))
+
+    def on_timeout(self, request: SentRequest, now: float) -> None:
+        self.host.finish(self.op_id, ExtensionResult(self.address, self.code, None))
+
+
+class BootstrapOp:
+    """Ping the bootstrap addresses, then look ourselves up to fill the table."""
+
+    def __init__(self, host: OperationHost, op_id: int, addresses: Sequence[Address]) -> None:
+        self.host = host
+        self.op_id = op_id
+        self.addresses = list(addresses)
+        self.waiting = 0
+        self.answered = 0
+        self.done_callback: Callable[[float], None] | None = None
+
+    def start(self, now: float) -> None:
+        self.waiting = len(self.addresses)
+        if not self.addresses:
+            self._lookup(now)
+            return
+        for address in self.addresses:
+            ping = PingOp(self.host, INTERNAL_OP, address)
+            ping.done_callback = self._pinged
+            ping.start(now)
+
+    def _pinged(self, result: PingResult, now: float) -> None:
+        self.waiting -= 1
+        if result.contact is not None:
+            self.answered += 1
+        if self.waiting == 0:
+            self._lookup(now)
+
+    def _lookup(self, now: float) -> None:
+        op = LookupOp(
+            self.host, INTERNAL_OP, self.host.own_id, LookupKind.NODE, now, then=self._looked
+        )
+        op.start(now)
+
+    def _looked(self, result: FindNodeResult, now: float) -> None:
+        if self.done_callback is not None:
+            self.done_callback(now)
+        self.host.finish(self.op_id, BootstrapResult(self.answered, len(self.host.table)))

@@ -1,0 +1,746 @@
+"""The sans-IO Kademlia core: datagrams and ``now`` in; datagrams, results, deadline out.
+
+The asyncio adapter (``p2pnode.dht.node``) only feeds ``datagram_received`` and
+``handle_timer``, sends ``datagrams_to_send()`` and re-arms one timer at
+``next_deadline()``. Time and randomness are parameters; nothing here reads a
+clock or a socket.
+
+Invariants:
+- A datagram whose sender id is not derived from its sender key is dropped.
+- A reply is taken only for a pending request id, from the address asked, with
+  the key expected, of the type that answers the request.
+- A contact enters the routing table only after proving its key at its address
+  (challenge-response: it signs our nonce with a context, see ``PONG_CONTEXT``)
+  and only if it did not flag itself as a client. Unproven senders get answers.
+- A reply to an address that has not answered one of our request ids is at most
+  ``AMPLIFICATION_FACTOR`` times the request (requesters pad when unsure).
+- STOREs are judged by the record (``accept``), rate-limited per source.
+- Drops are counted by reason (``nat.drops.DropCounter``) and never raise.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from nat.drops import DropCounter
+from p2pnode.dht.config import DhtConfig, DhtStatistics, OperationResult, PutResult
+from p2pnode.dht.keys import ID_BITS, Address, Contact, id_to_int, node_id_of
+from p2pnode.dht.lookup import LookupKind
+from p2pnode.dht.messages import (
+    EXTENSION_CODES,
+    MAX_DATAGRAM_BYTES,
+    MAX_RECORDS_PER_REPLY,
+    NONCE_BYTES,
+    REQUEST_ID_BYTES,
+    DhtDecodeError,
+    ExtensionReply,
+    ExtensionRequest,
+    FindNode,
+    FindValue,
+    Flags,
+    Frame,
+    Message,
+    Nodes,
+    Ping,
+    Pong,
+    Store,
+    StoreResult,
+    StoreStatus,
+    Value,
+    WireContact,
+    decode_frame,
+    encode_frame,
+)
+from p2pnode.dht.operations import (
+    INTERNAL_OP,
+    BootstrapOp,
+    ExtensionOp,
+    LookupOp,
+    PingOp,
+    Requester,
+    SentRequest,
+)
+from p2pnode.dht.ratelimit import TokenBuckets
+from p2pnode.dht.routing import OfferOutcome, RoutingTable, TableHealth
+from p2pnode.dht.storage import RecordStore
+from p2pnode.identity import Identity, verify_signature
+from p2pnode.records import (
+    RecordDecodeError,
+    Rejected,
+    SignedRecord,
+    accept,
+    decode_record,
+    sign_record,
+)
+
+__all__ = [
+    "AMPLIFICATION_FACTOR",
+    "PONG_CONTEXT",
+    "UNVERIFIED_PAD_TO",
+    "DhtCore",
+    "OperationDone",
+    "Peer",
+]
+
+logger = logging.getLogger(__name__)
+
+PONG_CONTEXT = b"p2pnode-dht-v1/pong\x00"  # what a PONG signs: context + nonce + asker's key
+AMPLIFICATION_FACTOR = 3
+UNVERIFIED_PAD_TO = 400  # FIND_* to a node that has not verified us: 3 x 400 fits k contacts
+MAX_CHALLENGES_IN_FLIGHT = 256
+CHALLENGE_RETRY = 30.0  # seconds before the same address is challenged again
+MAX_KNOWN_ADDRESSES = 16384  # verified / proven / challenged memories, each
+MAX_OWN_RECORDS = 256
+RECORD_CACHE_SIZE = 1024  # encodings whose signature we already checked
+MAINTENANCE_TICK = 1.0
+REPLICATION_BUDGET = 512  # STOREs per replication round
+REFRESHES_PER_ROUND = 3
+_REPLY_OVERHEAD = 80  # frame header bytes, generous
+_REPLY_TYPES: dict[type, type] = {
+    Ping: Pong,
+    FindNode: Nodes,
+    FindValue: Value,
+    Store: StoreResult,
+    ExtensionRequest: ExtensionReply,
+}
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class OperationDone:
+    """An operation started by ``get``/``put``/... finished with ``result``."""
+
+    op_id: int
+    result: OperationResult
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who sent an extension request, as far as we know."""
+
+    public_key: bytes
+    node_id: bytes
+    address: Address
+    proven: bool  # has signed our challenge at this address
+    client: bool
+
+
+ExtensionRunner = Callable[[tuple[object, ...], Peer, float], tuple[object, ...] | None]
+
+
+def _remember(memory: OrderedDict[T, float], item: T, value: float) -> None:
+    memory[item] = value
+    memory.move_to_end(item)
+    if len(memory) > MAX_KNOWN_ADDRESSES:
+        memory.popitem(last=False)
+
+
+def _contact_bytes(contact: Contact | WireContact) -> int:
+    return 42 + len(contact.address[0])
+
+
+class DhtCore:
+    """One node's Kademlia state machine."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        config: DhtConfig | None = None,
+        rng: random.Random,
+        now: float,
+        bootstrap: Sequence[Address] = (),
+    ) -> None:
+        self.identity = identity
+        self.config = config or DhtConfig()
+        self.own_id = identity.node_id
+        self.table = RoutingTable(self.own_id, k=self.config.k)
+        self.store = RecordStore(
+            max_bytes=self.config.max_store_bytes, per_key_cap=self.config.per_key_cap
+        )
+        self.rng = rng
+        self.bootstrap_addresses: list[Address] = list(bootstrap)
+        self._now = now
+        self._flags = Flags.CLIENT if self.config.client_mode else Flags.NONE
+        self._pending: dict[bytes, SentRequest] = {}
+        self._deadlines: list[tuple[float, bytes]] = []
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: list[OperationDone] = []
+        self._next_op = 1
+        self._address_ok: OrderedDict[Address, float] = OrderedDict()
+        self._proven: OrderedDict[tuple[bytes, Address], float] = OrderedDict()
+        self._verified_by: OrderedDict[Address, float] = OrderedDict()
+        self._challenged: OrderedDict[Address, float] = OrderedDict()
+        self._challenges_in_flight = 0
+        self._checking: set[bytes] = set()
+        self._record_cache: OrderedDict[bytes, SignedRecord] = OrderedDict()
+        self._request_limits: TokenBuckets[Address] = TokenBuckets(
+            self.config.request_rate, self.config.request_burst
+        )
+        self._store_limits: TokenBuckets[Address] = TokenBuckets(
+            self.config.store_rate, self.config.store_burst
+        )
+        self.drops = DropCounter(logger, lambda: self._now)
+        self.read_rejects: dict[str, int] = {}
+        self._extensions: dict[int, ExtensionRunner] = {}
+        self._own: dict[bytes, SignedRecord] = {}
+        self._srtt = 0.0
+        self._rttvar = 0.0
+        self.datagrams_in = 0
+        self.datagrams_out = 0
+        self.requests_sent = 0
+        self.timeouts = 0
+        self._next_maintenance = now + MAINTENANCE_TICK
+        self._next_purge = now + self.config.purge_interval
+        self._last_replication = now
+        self._next_replication = now + self.config.replicate_interval * (0.5 + rng.random())
+        self._next_refresh = now + 60.0
+        self._next_bootstrap = now + 1.0
+        self._bootstrap_backoff = 1.0
+        self._bootstrapping = False
+
+    # ----------------------------------------------------------------- I/O side
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Drain what the adapter must send (each item: bytes, destination)."""
+        out, self._out = self._out, []
+        self.datagrams_out += len(out)
+        return out
+
+    def events(self) -> list[OperationDone]:
+        events, self._events = self._events, []
+        return events
+
+    def next_deadline(self) -> float:
+        """When ``handle_timer`` must run next (absolute, same clock as ``now``)."""
+        if self._deadlines:
+            return min(self._deadlines[0][0], self._next_maintenance)
+        return self._next_maintenance
+
+    def datagram_received(self, data: bytes, address: Address, now: float) -> None:
+        self._now = now
+        self.datagrams_in += 1
+        try:
+            frame = decode_frame(data)
+        except DhtDecodeError as error:
+            self.drops.drop("undecodable", str(error))
+            return
+        if frame.sender_key == self.identity.public_key:
+            self.drops.drop("own key")
+            return
+        if node_id_of(frame.sender_key) != frame.sender_id:
+            self.drops.drop("sender id mismatch")
+            return
+        if isinstance(frame.message, Pong | Nodes | Value | StoreResult | ExtensionReply):
+            self._on_reply(frame, address, now)
+        else:
+            self._on_request(frame, address, len(data), now)
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadline, request_id = heapq.heappop(deadlines)
+            request = self._pending.get(request_id)
+            if request is None or request.deadline != deadline:
+                continue
+            del self._pending[request_id]
+            self.timeouts += 1
+            if request.expected_key is not None:
+                self.table.record_failure(node_id_of(request.expected_key), now)
+            if request.owner is not None:
+                request.owner.on_timeout(request, now)
+        if now >= self._next_maintenance:
+            self._maintain(now)
+
+    # ----------------------------------------------------------- public operations
+
+    def _op_id(self) -> int:
+        op_id = self._next_op
+        self._next_op += 1
+        return op_id
+
+    def get(self, key: bytes, now: float) -> int:
+        """Start a value lookup; its ``GetResult`` arrives as an ``OperationDone``."""
+        op_id = self._op_id()
+        LookupOp(self, op_id, key, LookupKind.VALUE, now).start(now)
+        return op_id
+
+    def find_node(self, target: bytes, now: float) -> int:
+        op_id = self._op_id()
+        LookupOp(self, op_id, target, LookupKind.NODE, now).start(now)
+        return op_id
+
+    def put(self, record: SignedRecord, now: float) -> int:
+        """Store ``record`` at the k closest nodes; ``PutResult`` says how many took it."""
+        op_id = self._op_id()
+        self._put(op_id, record, now)
+        return op_id
+
+    def _put(self, op_id: int, record: SignedRecord, now: float) -> None:
+        previous = self._own.get(record.key) if record.owner == self.identity.public_key else None
+        verdict = accept(record, previous, record.key, now)  # the rule runs on local put too
+        if isinstance(verdict, Rejected):
+            self.finish(op_id, PutResult(record.key, 0, 0, ((verdict.reason.value, 1),), 0.0))
+            return
+        if record.owner == self.identity.public_key and (
+            record.key in self._own or len(self._own) < MAX_OWN_RECORDS
+        ):
+            self._own[record.key] = record
+        LookupOp(self, op_id, record.key, LookupKind.NODE, now, record=record).start(now)
+
+    def ping(self, address: Address, now: float, expected_key: bytes | None = None) -> int:
+        op_id = self._op_id()
+        PingOp(self, op_id, address).start(now, expected_key)
+        return op_id
+
+    def bootstrap(self, now: float, extra: Sequence[Address] = ()) -> int:
+        """Ping the bootstrap addresses (and ``extra``, e.g. saved contacts), then self-lookup."""
+        op_id = self._op_id()
+        addresses = list(dict.fromkeys([*self.bootstrap_addresses, *extra]))
+        BootstrapOp(self, op_id, addresses[:64]).start(now)
+        return op_id
+
+    def register_extension(
+        self,
+        code: int,
+        decoder: Callable[[tuple[object, ...]], T],
+        handler: Callable[[T, Peer, float], tuple[object, ...] | None],
+    ) -> None:
+        """Add an RPC without touching the core: ``decoder`` must raise ``ValueError`` on junk.
+
+        ``handler`` returns the reply fields (msgpack-able), or None for no reply.
+        """
+        if code not in EXTENSION_CODES:
+            raise ValueError(f"extension code {code} outside {EXTENSION_CODES}")
+        if code in self._extensions:
+            raise ValueError(f"extension code {code} already registered")
+
+        def run(fields: tuple[object, ...], peer: Peer, now: float) -> tuple[object, ...] | None:
+            try:
+                request = decoder(fields)
+            except ValueError as error:
+                raise DhtDecodeError(f"extension {code}: {error}") from None
+            return handler(request, peer, now)
+
+        self._extensions[code] = run
+
+    def extension_request(
+        self,
+        address: Address,
+        code: int,
+        fields: tuple[object, ...],
+        now: float,
+        expected_key: bytes | None = None,
+    ) -> int:
+        op_id = self._op_id()
+        ExtensionOp(self, op_id, address, code, fields).start(now, expected_key)
+        return op_id
+
+    def health(self) -> TableHealth:
+        return self.table.health()
+
+    @property
+    def healthy(self) -> bool:
+        return len(self.table) >= self.config.healthy_contacts
+
+    def statistics(self) -> DhtStatistics:
+        health = self.table.health()
+        return DhtStatistics(
+            contacts=health.contacts,
+            buckets_used=health.buckets_used,
+            records=len(self.store),
+            record_bytes=self.store.bytes_used,
+            datagrams_in=self.datagrams_in,
+            datagrams_out=self.datagrams_out,
+            requests_sent=self.requests_sent,
+            timeouts=self.timeouts,
+            drops=dict(self.drops.counts()),
+            store_rejects=dict(self.store.rejects),
+            read_rejects=dict(self.read_rejects),
+            srtt=self._srtt,
+        )
+
+    # -------------------------------------------------- OperationHost (for operations)
+
+    def new_nonce(self) -> bytes:
+        return self.rng.randbytes(NONCE_BYTES)
+
+    def finish(self, op_id: int, result: OperationResult) -> None:
+        if op_id != INTERNAL_OP:
+            self._events.append(OperationDone(op_id, result))
+
+    def send_request(
+        self,
+        address: Address,
+        message: Message,
+        *,
+        expected_key: bytes | None,
+        owner: Requester | None,
+        now: float,
+    ) -> bool:
+        """Send one request; False if refused (too many pending)."""
+        if len(self._pending) >= self.config.max_pending_requests:
+            self.drops.drop("too many pending requests")
+            return False
+        request_id = self.rng.randbytes(REQUEST_ID_BYTES)
+        while request_id in self._pending:
+            request_id = self.rng.randbytes(REQUEST_ID_BYTES)
+        pad = 0
+        if isinstance(message, FindNode | FindValue) and address not in self._verified_by:
+            pad = UNVERIFIED_PAD_TO
+        frame = Frame(message, request_id, self.identity.public_key, self.own_id, self._flags)
+        self._out.append((encode_frame(frame, pad_to=pad), address))
+        deadline = now + self._rto()
+        self._pending[request_id] = SentRequest(
+            request_id, address, message, expected_key, now, deadline, owner
+        )
+        heapq.heappush(self._deadlines, (deadline, request_id))
+        self.requests_sent += 1
+        return True
+
+    def contacts_from_wire(self, contacts: Sequence[WireContact]) -> list[Contact]:
+        own = self.identity.public_key
+        return [
+            Contact(node_id_of(c.public_key), c.public_key, c.address)
+            for c in contacts
+            if c.public_key != own
+        ]
+
+    def verify_record(self, encoded: bytes, key: bytes, now: float) -> SignedRecord | None:
+        """Decode and accept a record a peer returned; signatures are checked once per encoding."""
+        cached = self._record_cache.get(encoded)
+        if cached is not None:
+            # Passing the verified record as "stored" takes accept's byte-identical path:
+            # every rule but the (already checked) signature runs again.
+            verdict = accept(cached, cached, key, now)
+        else:
+            try:
+                record = decode_record(encoded)
+            except RecordDecodeError:
+                self._read_reject("undecodable")
+                return None
+            verdict = accept(record, None, key, now)
+        if isinstance(verdict, Rejected):
+            self._read_reject(verdict.reason.value)
+            return None
+        self._record_cache[encoded] = verdict.record
+        self._record_cache.move_to_end(encoded)
+        if len(self._record_cache) > RECORD_CACHE_SIZE:
+            self._record_cache.popitem(last=False)
+        return verdict.record
+
+    def _read_reject(self, reason: str) -> None:
+        self.read_rejects[reason] = self.read_rejects.get(reason, 0) + 1
+
+    def local_records(self, key: bytes, now: float) -> list[SignedRecord]:
+        records = self.store.get(key, now)
+        own = self._own.get(key)
+        if own is not None and own.expires_at > now and own not in records:
+            records.append(own)
+        return records
+
+    def store_locally(self, record: SignedRecord, now: float) -> bool:
+        return self.store.offer(record, record.key, now).stored
+
+    # --------------------------------------------------------------- replies
+
+    def _rto(self) -> float:
+        """RFC 6298 section 2: RTO = SRTT + 4 RTTVAR, clamped to the configured range."""
+        if not self._srtt:
+            return self.config.rpc_timeout_max
+        rto = self._srtt + 4 * self._rttvar
+        return min(self.config.rpc_timeout_max, max(self.config.rpc_timeout_min, rto))
+
+    def _rtt_sample(self, rtt: float) -> None:
+        if not self._srtt:  # RFC 6298 (2.2): first measurement
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:  # RFC 6298 (2.3), alpha = 1/8, beta = 1/4
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+
+    def _on_reply(self, frame: Frame, address: Address, now: float) -> None:
+        request = self._pending.get(frame.request_id)
+        if request is None:
+            self.drops.drop("unsolicited reply")
+            return
+        if request.address != address:
+            self.drops.drop("reply from another address")
+            return
+        if request.expected_key is not None and request.expected_key != frame.sender_key:
+            self.drops.drop("reply from another key")
+            return
+        message = frame.message
+        if _REPLY_TYPES[type(request.message)] is not type(message):
+            self.drops.drop("reply of the wrong type")
+            return
+        if isinstance(message, Pong):
+            assert isinstance(request.message, Ping)
+            signed = PONG_CONTEXT + request.message.nonce + self.identity.public_key
+            if not verify_signature(frame.sender_key, signed, message.signature):
+                self.drops.drop("bad challenge signature")
+                return
+        del self._pending[frame.request_id]
+        self._rtt_sample(now - request.sent_at)
+        _remember(self._address_ok, address, now)  # it answered a random request id
+        if frame.flags & Flags.VERIFIED_YOU:
+            _remember(self._verified_by, address, now)
+        else:
+            self._verified_by.pop(address, None)
+        sender = Contact(frame.sender_id, frame.sender_key, address)
+        client = bool(frame.flags & Flags.CLIENT)
+        if isinstance(message, Pong):
+            self._proven_contact(sender, client, now)
+        else:
+            self._seen(sender, client, now)
+        if request.owner is not None:
+            request.owner.on_reply(request, frame, sender, now)
+
+    def _proven_contact(self, sender: Contact, client: bool, now: float) -> None:
+        _remember(self._proven, (sender.public_key, sender.address), now)
+        if client:
+            return
+        offered = self.table.offer(sender, now)
+        if offered.outcome is OfferOutcome.REPLACEMENT and offered.check is not None:
+            self._check_liveness(offered.check, now)
+
+    def _seen(self, sender: Contact, client: bool, now: float) -> None:
+        """Any datagram from a sender: refresh it if proven, else challenge it if useful."""
+        proven = (sender.public_key, sender.address) in self._proven
+        if client:
+            if not proven and sender.address not in self._address_ok:
+                self._challenge(sender, now)  # proves the address: full-size replies after
+            return
+        if proven:
+            if sender.node_id in self.table:
+                self.table.record_success(sender.node_id, now)
+            elif self.table.wants(sender.node_id):
+                self._proven_contact(sender, client, now)
+        elif self.table.wants(sender.node_id) or sender.address not in self._address_ok:
+            self._challenge(sender, now)
+
+    def _challenge(self, sender: Contact, now: float) -> None:
+        if self._challenges_in_flight >= MAX_CHALLENGES_IN_FLIGHT:
+            return
+        last = self._challenged.get(sender.address)
+        if last is not None and now - last < CHALLENGE_RETRY:
+            return
+        _remember(self._challenged, sender.address, now)
+        self._challenges_in_flight += 1
+        op = PingOp(self, INTERNAL_OP, sender.address)
+        op.done_callback = self._challenge_done
+        op.start(now, sender.public_key)
+
+    def _challenge_done(self, result: object, now: float) -> None:
+        self._challenges_in_flight -= 1
+
+    def _check_liveness(self, contact: Contact, now: float) -> None:
+        """Kademlia section 2.2: ping the least recently seen before replacing it."""
+        if contact.node_id in self._checking:
+            return
+        self._checking.add(contact.node_id)
+        op = PingOp(self, INTERNAL_OP, contact.address)
+        op.done_callback = lambda result, now: self._checking.discard(contact.node_id)
+        op.start(now, contact.public_key)
+
+    # --------------------------------------------------------------- requests
+
+    def _on_request(self, frame: Frame, address: Address, size: int, now: float) -> None:
+        if not self._request_limits.allow(address, now):
+            self.drops.drop("rate limited")
+            return
+        verified = address in self._address_ok
+        budget = MAX_DATAGRAM_BYTES if verified else AMPLIFICATION_FACTOR * size
+        client = bool(frame.flags & Flags.CLIENT)
+        sender = Contact(frame.sender_id, frame.sender_key, address)
+        message = frame.message
+        reply: Message | None
+        try:
+            reply = self._answer(message, sender, client, budget, now)
+        except DhtDecodeError as error:
+            self.drops.drop("bad extension request", str(error))
+            return
+        if reply is not None:
+            flags = self._flags | (Flags.VERIFIED_YOU if verified else Flags.NONE)
+            reply_frame = Frame(
+                reply, frame.request_id, self.identity.public_key, self.own_id, flags
+            )
+            data = encode_frame(reply_frame)
+            if len(data) > budget:
+                self.drops.drop("reply larger than the amplification budget")
+            else:
+                self._out.append((data, address))
+        self._seen(sender, client, now)
+
+    def _answer(
+        self, message: Message, sender: Contact, client: bool, budget: int, now: float
+    ) -> Message | None:
+        match message:
+            case Ping(nonce):
+                signed = PONG_CONTEXT + nonce + sender.public_key
+                return Pong(self.identity.sign(signed), sender.address)
+            case FindNode(target):
+                contacts = self.table.closest(target, self.config.k, frozenset((sender.node_id,)))
+                return Nodes(self._fit_contacts(contacts, budget - _REPLY_OVERHEAD))
+            case FindValue(key, offset):
+                return self._answer_find_value(key, offset, sender, budget, now)
+            case Store(key, encoded):
+                return self._answer_store(key, encoded, sender.address, now)
+            case ExtensionRequest(code, fields):
+                run = self._extensions.get(code)
+                if run is None:
+                    self.drops.drop("unknown extension", str(code))
+                    return None
+                proven = (sender.public_key, sender.address) in self._proven
+                peer = Peer(sender.public_key, sender.node_id, sender.address, proven, client)
+                answer = run(fields, peer, now)
+                return None if answer is None else ExtensionReply(code, answer)
+        return None  # replies never reach here (dispatched in datagram_received)
+
+    @staticmethod
+    def _fit_contacts(contacts: Sequence[Contact], room: int) -> tuple[WireContact, ...]:
+        fitted: list[WireContact] = []
+        for contact in contacts:
+            room -= _contact_bytes(contact)
+            if room < 0:
+                break
+            fitted.append(WireContact(contact.public_key, contact.address))
+        return tuple(fitted)
+
+    def _answer_find_value(
+        self, key: bytes, offset: int, sender: Contact, budget: int, now: float
+    ) -> Value:
+        records = self.store.get(key, now)
+        room = budget - _REPLY_OVERHEAD
+        page: list[bytes] = []
+        for record in records[offset:]:
+            size = len(record.encoded) + 3
+            if size > room or len(page) >= MAX_RECORDS_PER_REPLY:
+                break
+            page.append(record.encoded)
+            room -= size
+        contacts: tuple[WireContact, ...] = ()
+        if offset == 0:
+            closest = self.table.closest(key, self.config.k, frozenset((sender.node_id,)))
+            contacts = self._fit_contacts(closest, room)
+        return Value(tuple(page), len(records), contacts)
+
+    def _answer_store(self, key: bytes, encoded: bytes, address: Address, now: float) -> Message:
+        def refuse(reason: str, detail: str) -> StoreResult:
+            self.store.rejects[reason] += 1
+            return StoreResult(StoreStatus.REJECTED, reason, detail[:200])
+
+        if self.config.client_mode:
+            return refuse("client-mode", "this node does not store records")
+        if not self._store_limits.allow(address, now):
+            return refuse("rate-limited", "too many STOREs from this address")
+        try:
+            record = decode_record(encoded)
+        except RecordDecodeError as error:
+            return refuse("undecodable", str(error))
+        outcome = self.store.offer(record, key, now)
+        if outcome.duplicate:
+            return StoreResult(StoreStatus.DUPLICATE, "", "")
+        if outcome.stored:
+            return StoreResult(StoreStatus.STORED, "", "")
+        return StoreResult(StoreStatus.REJECTED, outcome.reason, outcome.detail[:200])
+
+    # ------------------------------------------------------------- maintenance
+
+    def _maintain(self, now: float) -> None:
+        self._next_maintenance = now + MAINTENANCE_TICK
+        if now >= self._next_purge:
+            self._next_purge = now + self.config.purge_interval
+            self.store.purge(now)
+            for key in [k for k, r in self._own.items() if r.expires_at <= now]:
+                del self._own[key]
+        self._republish(now)
+        if now >= self._next_replication:
+            self._next_replication = now + self.config.replicate_interval
+            self._replicate(now)
+        if now >= self._next_refresh:
+            self._next_refresh = now + 60.0
+            self._refresh(now)
+        if (
+            not self._bootstrapping
+            and not self.healthy
+            and self.bootstrap_addresses
+            and now >= self._next_bootstrap
+        ):
+            self._bootstrapping = True
+            self._next_bootstrap = now + self._bootstrap_backoff
+            self._bootstrap_backoff = min(
+                self._bootstrap_backoff * 2, self.config.bootstrap_retry_max
+            )
+            op = BootstrapOp(self, INTERNAL_OP, self.bootstrap_addresses[:64])
+            op.done_callback = self._bootstrap_done
+            op.start(now)
+        elif self.healthy:
+            self._bootstrap_backoff = 1.0
+
+    def _bootstrap_done(self, now: float) -> None:
+        self._bootstrapping = False
+
+    def _republish(self, now: float) -> None:
+        """Re-sign our own records (seq + 1) before they expire, and store them again."""
+        fraction = self.config.republish_fraction
+        for key, record in list(self._own.items()):
+            lifetime = record.expires_at - record.issued_at
+            if now < record.issued_at + fraction * lifetime:
+                continue
+            fresh = sign_record(
+                self.identity,
+                record.kind,
+                record.subject,
+                record.payload,
+                seq=record.seq + 1,
+                now=now,
+                ttl=lifetime,
+            )
+            self._own[key] = fresh
+            self._put(INTERNAL_OP, fresh, now)
+
+    def _replicate(self, now: float) -> None:
+        """Hand records we are responsible for to close contacts that joined since last round.
+
+        Only new contacts get them, once: no re-STORE on every contact, no storm.
+        """
+        since, self._last_replication = self._last_replication, now
+        newcomers = self.table.added_since(since)
+        if not newcomers:
+            return
+        budget = REPLICATION_BUDGET
+        own = id_to_int(self.own_id)
+        for key, record in list(self.store.items()):
+            closest = self.table.closest(key, self.config.k)
+            target = id_to_int(key)
+            if len(closest) >= self.config.k and own ^ target > closest[-1].id_int ^ target:
+                continue  # not among the k closest: not ours to replicate
+            for contact in closest:
+                if contact.node_id in newcomers and budget > 0:
+                    budget -= 1
+                    self.send_request(
+                        contact.address,
+                        Store(key, record.encoded),
+                        expected_key=contact.public_key,
+                        owner=None,
+                        now=now,
+                    )
+            if budget <= 0:
+                break
+
+    def _refresh(self, now: float) -> None:
+        """Kademlia section 2.3: look up a random id in buckets idle for an interval."""
+        stale = self.table.bucket_ranges_to_refresh(now, self.config.refresh_interval)
+        for index in stale[:REFRESHES_PER_ROUND]:
+            offset = (1 << index) | self.rng.getrandbits(index) if index else 1
+            target = (id_to_int(self.own_id) ^ offset).to_bytes(ID_BITS // 8, "big")
+            self.table.touch_bucket(index, now)
+            LookupOp(self, INTERNAL_OP, target, LookupKind.NODE, now).start(now)
