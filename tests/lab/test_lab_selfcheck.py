@@ -17,6 +17,14 @@ from typing import Any
 
 import pytest
 
+from tests.harness.lab_interop import (
+    free_udp_port,
+    natdiscovery_argv,
+    parse_natdiscovery,
+    start_turnserver,
+    summary,
+    wait_for_stun,
+)
 from tests.harness.netns import STATE_DIR, Host, Lab, NatType, read_line
 from tests.harness.tools import require_tool
 from tests.lab.conftest import require_lab_tools
@@ -86,6 +94,27 @@ def test_router_behaves_as_labelled(
             assert hosts[nat].public_address == hosts[nat].addresses[0]
         else:
             assert hosts[nat].addresses[0].startswith("10.")
+
+
+@pytest.mark.interop
+def test_coturn_natdiscovery_agrees_with_the_labels(
+    matrix: tuple[Lab, dict[NatType, Host], dict[NatType, dict[str, Any]]],
+) -> None:
+    """A third-party RFC 5780 classifier (coturn client and server) sees the same NATs."""
+    require_tool("turnserver", "coturn")
+    require_tool("turnutils_natdiscovery", "coturn")
+    topology, hosts, _results = matrix
+    server = topology.hosts["reflector"]
+    port = free_udp_port(server)
+    start_turnserver(server, port)
+    wait_for_stun(hosts[NatType.NONE], server.addresses[0], port)
+    runs = {
+        nat: host.popen(natdiscovery_argv(server.addresses[0], port), stderr=subprocess.STDOUT)
+        for nat, host in hosts.items()
+    }
+    for nat, proc in runs.items():
+        output, _ = proc.communicate(timeout=60)
+        assert parse_natdiscovery(output) == EXPECTED[nat], (nat, summary(output))
 
 
 def test_udp_blocked_passes_tcp(lab: Lab) -> None:
