@@ -17,11 +17,13 @@ import struct
 __all__ = [
     "CHANNEL_MAX",
     "CHANNEL_MIN",
+    "LEGACY_CHANNEL_MAX",
     "MAX_STREAM_BUFFER",
     "ChannelDataDecodeError",
     "StreamFramer",
     "decode_channel_data",
     "encode_channel_data",
+    "frame_length",
     "is_channel_data",
     "is_valid_channel_number",
 ]
@@ -29,6 +31,9 @@ __all__ = [
 # RFC 8656 §12: "The channel number ... MUST be in the range 0x4000 through 0x4FFF (inclusive)."
 CHANNEL_MIN = 0x4000
 CHANNEL_MAX = 0x4FFF
+# RFC 5766 §11 allowed up to 0x7FFF and coturn's clients still use that range
+# (turnutils_uclient binds e.g. 0x5DF8): a server option widens to it for interop.
+LEGACY_CHANNEL_MAX = 0x7FFF
 
 STUN_HEADER_LENGTH = 20
 CHANNEL_HEADER_LENGTH = 4
@@ -45,17 +50,17 @@ class ChannelDataDecodeError(ValueError):
     """Bytes that are not a well-formed ChannelData message (or TURN TCP stream)."""
 
 
-def is_valid_channel_number(number: int) -> bool:
+def is_valid_channel_number(number: int, channel_max: int = CHANNEL_MAX) -> bool:
     """RFC 8656 §12: 0x4000 through 0x4FFF are the channel numbers a client may bind."""
-    return CHANNEL_MIN <= number <= CHANNEL_MAX
+    return CHANNEL_MIN <= number <= channel_max
 
 
-def is_channel_data(data: bytes) -> bool:
+def is_channel_data(data: bytes, channel_max: int = CHANNEL_MAX) -> bool:
     """RFC 7983 demultiplexing: first byte 64..79 is ChannelData, 0..3 is STUN."""
-    return len(data) > 0 and 64 <= data[0] <= 79
+    return len(data) > 0 and 64 <= data[0] <= channel_max >> 8
 
 
-def decode_channel_data(data: bytes) -> tuple[int, bytes]:
+def decode_channel_data(data: bytes, channel_max: int = CHANNEL_MAX) -> tuple[int, bytes]:
     """(channel number, application data) of one ChannelData message.
 
     RFC 8656 §12.5: "If the ChannelData message is received in a UDP datagram,
@@ -66,18 +71,22 @@ def decode_channel_data(data: bytes) -> tuple[int, bytes]:
     if len(data) < CHANNEL_HEADER_LENGTH:
         raise ChannelDataDecodeError(f"{len(data)} bytes: shorter than the 4-byte header")
     number, length = _HEADER.unpack_from(data)
-    if not CHANNEL_MIN <= number <= CHANNEL_MAX:
-        raise ChannelDataDecodeError(f"channel number {number:#06x} outside 0x4000-0x4FFF")
+    if not CHANNEL_MIN <= number <= channel_max:
+        raise ChannelDataDecodeError(
+            f"channel number {number:#06x} outside 0x4000-{channel_max:#x}"
+        )
     if len(data) < CHANNEL_HEADER_LENGTH + length:
         raise ChannelDataDecodeError(f"claims {length} bytes, carries {len(data) - 4}")
     return number, data[CHANNEL_HEADER_LENGTH : CHANNEL_HEADER_LENGTH + length]
 
 
-def encode_channel_data(number: int, payload: bytes, *, pad: bool = False) -> bytes:
+def encode_channel_data(
+    number: int, payload: bytes, *, pad: bool = False, channel_max: int = CHANNEL_MAX
+) -> bytes:
     """One ChannelData message; ``pad`` for stream transports (RFC 8656 §12.5: "over TCP ...
     the ChannelData message MUST be padded to a multiple of four bytes")."""
-    if not CHANNEL_MIN <= number <= CHANNEL_MAX:
-        raise ValueError(f"channel number {number:#06x} outside 0x4000-0x4FFF")
+    if not CHANNEL_MIN <= number <= channel_max:
+        raise ValueError(f"channel number {number:#06x} outside 0x4000-{channel_max:#x}")
     if len(payload) > 0xFFFF:
         raise ValueError(f"{len(payload)} bytes do not fit a ChannelData message")
     header = _HEADER.pack(number, len(payload))
@@ -86,7 +95,7 @@ def encode_channel_data(number: int, payload: bytes, *, pad: bool = False) -> by
     return header + payload
 
 
-def frame_length(buffer: bytes | bytearray) -> int | None:
+def frame_length(buffer: bytes | bytearray, channel_max: int = CHANNEL_MAX) -> int | None:
     """Length of the first frame in a TURN TCP stream, None if the header is incomplete.
 
     RFC 8656 §12.5: over TCP the receiver tells STUN from ChannelData by the
@@ -101,7 +110,7 @@ def frame_length(buffer: bytes | bytearray) -> int | None:
         if length & 3:
             raise ChannelDataDecodeError(f"STUN length {length} is not a multiple of 4")
         return STUN_HEADER_LENGTH + length
-    if 64 <= first <= 79:  # ChannelData: top two bits 01
+    if 64 <= first <= channel_max >> 8:  # ChannelData: top two bits 01
         return CHANNEL_HEADER_LENGTH + ((length + 3) & ~3)
     raise ChannelDataDecodeError(f"first byte {first} is neither STUN nor ChannelData")
 
@@ -114,10 +123,11 @@ class StreamFramer:
     closes the connection).
     """
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_buffer", "_channel_max")
 
-    def __init__(self) -> None:
+    def __init__(self, channel_max: int = CHANNEL_MAX) -> None:
         self._buffer = bytearray()
+        self._channel_max = channel_max
 
     def feed(self, data: bytes) -> list[bytes]:
         """Append received bytes; return the complete frames now available."""
@@ -127,7 +137,7 @@ class StreamFramer:
         offset = 0
         while True:
             view = buffer[offset : offset + CHANNEL_HEADER_LENGTH]
-            size = frame_length(view)
+            size = frame_length(view, self._channel_max)
             if size is None or len(buffer) - offset < size:
                 break
             frames.append(bytes(buffer[offset : offset + size]))

@@ -1,0 +1,816 @@
+"""The sans-IO TURN server core (RFC 8656), with plain STUN Binding (RFC 8489).
+
+Bytes, the client's 5-tuple and ``now`` go in; ``Output`` commands come out
+(datagrams to clients and peers, relayed sockets to open and close) plus the
+next deadline. The core never reads a clock, never draws entropy of its own
+(``rng`` is injected) and never touches a socket.
+
+Invariants:
+- every request gets exactly one response, built at one place (``_reply``);
+  errors after authentication carry MESSAGE-INTEGRITY like successes;
+- state a client can create is bounded by ``QuotaConfig`` (allocations total,
+  per identity, per source IP; permissions and channels per allocation);
+  unauthenticated clients create none (nonces are stateless);
+- malformed or unrelayable input is dropped and counted by reason;
+- expiry is checked lazily on every use, the sweep only frees memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nat.drops import DropCounter
+from nat.stun import (
+    AdditionalAddressFamily,
+    AddressErrorCode,
+    AddressFamily,
+    Attribute,
+    ChannelNumber,
+    Data,
+    DontFragment,
+    ErrorCode,
+    EvenPort,
+    Lifetime,
+    MessageIntegrity,
+    MessageIntegritySha256,
+    Nonce,
+    Realm,
+    RequestedAddressFamily,
+    RequestedTransport,
+    ReservationToken,
+    Software,
+    StunAttributeError,
+    StunClass,
+    StunDecodeError,
+    StunMessage,
+    StunMethod,
+    UnknownAttributes,
+    Username,
+    XorMappedAddress,
+    XorPeerAddress,
+    XorRelayedAddress,
+    check_integrity,
+    decode_message,
+    encode_message,
+)
+from nat.stun.attributes import AttributeType
+from nat.stun.server import StunServer
+from relay.allocation import (
+    DEFAULT_LIFETIME,
+    MAX_LIFETIME,
+    PERMISSION_LIFETIME,
+    Allocation,
+    BindResult,
+    FiveTuple,
+    PendingAllocate,
+    Transport,
+)
+from relay.auth import Credential, CredentialLookup, NonceIssuer, NonceVerdict
+from relay.channeldata import CHANNEL_MAX, CHANNEL_MIN, LEGACY_CHANNEL_MAX
+from relay.messages import (
+    CloseRelay,
+    OpenRelay,
+    Output,
+    RelayStatistics,
+    ToClient,
+    ToPeer,
+    TurnErrorCode,
+)
+from relay.policy import PeerAddressPolicy
+from relay.ports import DEFAULT_PORT_RANGE, PortPool
+from relay.quota import AllocationCounter, QuotaConfig
+
+__all__ = ["TurnConfig", "TurnServer"]
+
+Address = tuple[str, int]
+logger = logging.getLogger(__name__)
+
+UDP_PROTOCOL = 17  # RFC 8656 §18.10: "the value 17 (UDP)"
+MAX_BIND_ATTEMPTS = 8  # relayed ports tried before answering 508
+SWEEP_INTERVAL = 1.0  # the sweep runs at most this often
+_CHANNEL_HEADER = struct.Struct("!HH")
+_PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
+UNAUTHENTICATED = TurnErrorCode.UNAUTHENTICATED
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    """Operator configuration; ``credentials`` and ``quota`` are the injected policy."""
+
+    realm: str
+    credentials: CredentialLookup
+    relay_ip: str  # where relayed sockets bind and what XOR-RELAYED-ADDRESS says
+    quota: QuotaConfig = field(default_factory=QuotaConfig)
+    policy: PeerAddressPolicy = field(default_factory=PeerAddressPolicy)
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    default_lifetime: int = DEFAULT_LIFETIME
+    max_lifetime: int = MAX_LIFETIME
+    nonce_lifetime: float = 600.0
+    software: str = "p2pnode relay"
+    # Accept RFC 5766 channel numbers 0x5000-0x7FFF too (coturn's clients use them).
+    legacy_channels: bool = False
+
+
+@dataclass(frozen=True)
+class _Auth:
+    """A request that passed RFC 8489 §9.2.4: who sent it and how to sign the answer."""
+
+    username: str
+    credential: Credential
+    sha256: bool
+
+
+class TurnServer:
+    """RFC 8656 server state machine for all allocations of one relay."""
+
+    def __init__(
+        self,
+        config: TurnConfig,
+        rng: random.Random,
+        now: float,
+        *,
+        stun: StunServer | None = None,
+    ) -> None:
+        """``stun``: the NAT layer's STUN server answers Binding on UDP (RFC 5780 with an
+        alternate address; its rate limits); without it Binding gets a plain answer."""
+        self._config = config
+        self._stun = stun
+        self._rng = rng
+        self._now = now
+        self._family = AddressFamily.IPV6 if ":" in config.relay_ip else AddressFamily.IPV4
+        self._nonces = NonceIssuer(rng.randbytes(32), config.nonce_lifetime)
+        self._ports = PortPool(*config.port_range)
+        self._allocations: dict[FiveTuple, Allocation] = {}
+        self._by_relayed: dict[Address, Allocation] = {}
+        self._counter = AllocationCounter()
+        self._drops = DropCounter(logger, lambda: self._now)
+        self._refusals: Counter[int] = Counter()
+        self._deadline: float | None = None
+        self._last_sweep = now
+        self.allocations_created = 0
+        self.packets_to_peer = 0
+        self.bytes_to_peer = 0
+        self.packets_to_client = 0
+        self.bytes_to_client = 0
+        self.dropped_over_bandwidth = 0
+        self.channel_max = LEGACY_CHANNEL_MAX if config.legacy_channels else CHANNEL_MAX
+        # First byte of a ChannelData message: 0x40..0x4F (RFC 7983), 0x40..0x7F (legacy).
+        self.channel_first_byte_max = self.channel_max >> 8
+        self._handlers: dict[StunMethod, Callable[[FiveTuple, StunMessage, _Auth], list[Output]]]
+        self._handlers = {
+            StunMethod.ALLOCATE: self._allocate,
+            StunMethod.REFRESH: self._refresh,
+            StunMethod.CREATE_PERMISSION: self._create_permission,
+            StunMethod.CHANNEL_BIND: self._channel_bind,
+        }
+
+    # ------------------------------------------------------------------ inputs
+
+    def handle_client(self, five_tuple: FiveTuple, data: bytes, now: float) -> list[Output]:
+        """One datagram (UDP) or one frame (TCP) from a client."""
+        self._now = now
+        if data and 64 <= data[0] <= self.channel_first_byte_max:
+            relayed = self.channel_data_from_client(five_tuple, data, now)
+            return [] if relayed is None else [ToPeer(*relayed)]
+        try:
+            message = decode_message(data)
+        except StunAttributeError as error:
+            if error.cls is StunClass.REQUEST:
+                # RFC 8489 §6.3.1.1: a malformed attribute in a request gets a 400.
+                self._drops.drop("malformed attribute", str(error))
+                request = StunMessage(error.method, error.cls, error.transaction_id)
+                return [self._error(five_tuple, request, TurnErrorCode.BAD_REQUEST, None)]
+            self._drops.drop("malformed attribute", str(error))
+            return []
+        except StunDecodeError as error:
+            self._drops.drop("malformed stun", str(error))
+            return []
+        if message.cls is StunClass.REQUEST:
+            return self._request(five_tuple, message, data, now)
+        if message.cls is StunClass.INDICATION and message.method is StunMethod.SEND:
+            return self._send_indication(five_tuple, message, now)
+        self._drops.drop("unexpected stun message", f"{message.method.name} {message.cls.name}")
+        return []
+
+    def channel_data_from_client(
+        self, five_tuple: FiveTuple, data: bytes, now: float
+    ) -> tuple[Address, Address, bytes] | None:
+        """Hot path: a ChannelData message from a client -> (relayed, peer, payload) or drop.
+
+        RFC 8656 §12.5: "If the channel number is not bound ... the message MUST be
+        discarded"; a datagram shorter than the claimed length is discarded too.
+        """
+        allocation = self._allocations.get(five_tuple)
+        if allocation is None or allocation.relayed is None or allocation.expiry <= now:
+            self._drops.drop("channel data without allocation")
+            return None
+        if len(data) < 4:
+            self._drops.drop("malformed channel data")
+            return None
+        number, length = _CHANNEL_HEADER.unpack_from(data)
+        binding = allocation.channels.get(number)
+        if binding is None or binding.expiry <= now:
+            self._drops.drop("channel not bound")
+            return None
+        if len(data) < 4 + length:
+            self._drops.drop("malformed channel data")
+            return None
+        peer = binding.peer
+        expiry = allocation.permissions.get(peer[0])
+        if expiry is None or expiry <= now:
+            self._drops.drop("no permission")
+            return None
+        if not allocation.to_peer_bucket.take(length, now):
+            self.dropped_over_bandwidth += 1
+            return None
+        self.packets_to_peer += 1
+        self.bytes_to_peer += length
+        return allocation.relayed, peer, data[4 : 4 + length]
+
+    def from_peer(
+        self, relayed: Address, data: bytes, peer: Address, now: float
+    ) -> tuple[FiveTuple, bytes] | None:
+        """Hot path: a datagram arriving on a relayed address -> (client 5-tuple, bytes) or drop.
+
+        RFC 8656 §11.3 / §12.6: relay only from peers with a permission; use the
+        channel if one is bound to the peer, else a Data indication.
+        """
+        allocation = self._by_relayed.get(relayed)
+        if allocation is None or allocation.expiry <= now:
+            self._drops.drop("peer data without allocation")
+            return None
+        expiry = allocation.permissions.get(peer[0])
+        if expiry is None or expiry <= now:
+            # RFC 8656 §11.3: "If no permission ... the UDP datagram is silently discarded."
+            self._drops.drop("no permission")
+            return None
+        size = len(data)
+        if size > 0xFFFF - 36 or not allocation.to_client_bucket.take(size, now):
+            self.dropped_over_bandwidth += 1
+            return None
+        self.packets_to_client += 1
+        self.bytes_to_client += size
+        five_tuple = allocation.five_tuple
+        binding = allocation.peer_channels.get(peer)
+        if binding is not None and binding.expiry > now:
+            header = _CHANNEL_HEADER.pack(binding.number, size)
+            if five_tuple.transport is Transport.TCP:
+                # RFC 8656 §12.5: over TCP "the ChannelData message MUST be padded".
+                return five_tuple, header + data + _PADDING[size & 3]
+            return five_tuple, header + data
+        # RFC 8656 §11.3: "the server ... forms and sends a Data indication".
+        indication = StunMessage(
+            StunMethod.DATA,
+            StunClass.INDICATION,
+            self._rng.randbytes(12),
+            (XorPeerAddress(peer), Data(data)),
+        )
+        return five_tuple, encode_message(indication)
+
+    def relay_opened(self, five_tuple: FiveTuple, address: Address, now: float) -> list[Output]:
+        """The runner bound the relayed socket: complete the Allocate (RFC 8656 §7.2)."""
+        self._now = now
+        allocation = self._allocations.get(five_tuple)
+        if allocation is None or allocation.pending is None:
+            return [CloseRelay(address)]  # the allocation went away while binding
+        pending = allocation.pending
+        allocation.pending = None
+        allocation.relayed = address
+        self._by_relayed[address] = allocation
+        self.allocations_created += 1
+        self._note_deadline(allocation.expiry)
+        request = StunMessage(StunMethod.ALLOCATE, StunClass.REQUEST, pending.transaction_id)
+        # RFC 8656 §7.2: the success response carries XOR-RELAYED-ADDRESS, LIFETIME
+        # and XOR-MAPPED-ADDRESS.
+        attributes: list[Attribute] = [
+            XorRelayedAddress(address),
+            Lifetime(pending.lifetime),
+            XorMappedAddress(five_tuple.client),
+        ]
+        if pending.ipv6_refused:
+            # RFC 8656 §7.2 (dual allocation): we relay one family; ADDRESS-ERROR-CODE
+            # tells the client why it got no IPv6 relayed address.
+            attributes.append(
+                AddressErrorCode(AddressFamily.IPV6, 440, "Address Family not Supported")
+            )
+        response = self._encode(
+            request,
+            StunClass.SUCCESS,
+            attributes,
+            allocation.integrity_key,
+            pending.integrity_sha256,
+            pending.fingerprint,
+        )
+        allocation.success_response = response
+        return [ToClient(five_tuple, response)]
+
+    def relay_open_failed(self, five_tuple: FiveTuple, now: float) -> list[Output]:
+        """The runner could not bind that port: try another, or answer 508."""
+        self._now = now
+        allocation = self._allocations.get(five_tuple)
+        if allocation is None or allocation.pending is None:
+            return []
+        pending = allocation.pending
+        failed_port = allocation.port
+        port = None
+        if pending.bind_attempts + 1 < MAX_BIND_ATTEMPTS:
+            port = self._ports.take(self._rng, even=pending.even_port)
+        self._ports.release(failed_port)
+        if port is None:
+            allocation.port = 0
+            self._delete(allocation)
+            request = StunMessage(StunMethod.ALLOCATE, StunClass.REQUEST, pending.transaction_id)
+            auth = _Auth(
+                allocation.username,
+                Credential(allocation.integrity_key, allocation.credential_identity),
+                pending.integrity_sha256,
+            )
+            return [self._error(five_tuple, request, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)]
+        allocation.port = port
+        allocation.pending = PendingAllocate(
+            pending.transaction_id,
+            pending.lifetime,
+            pending.integrity_sha256,
+            pending.fingerprint,
+            pending.even_port,
+            pending.bind_attempts + 1,
+            pending.ipv6_refused,
+        )
+        return [OpenRelay(five_tuple, (self._config.relay_ip, port))]
+
+    def client_closed(self, five_tuple: FiveTuple, now: float) -> list[Output]:
+        """A TCP client connection closed: its allocation goes with it (RFC 8656 §3.1)."""
+        self._now = now
+        allocation = self._allocations.get(five_tuple)
+        return [] if allocation is None else self._delete(allocation)
+
+    def handle_timer(self, now: float) -> list[Output]:
+        """Delete expired allocations and forget expired permissions and channels."""
+        self._now = now
+        self._last_sweep = now
+        outputs: list[Output] = []
+        deadline: float | None = None
+        for allocation in list(self._allocations.values()):
+            if allocation.expiry <= now:
+                outputs.extend(self._delete(allocation))
+                continue
+            if allocation.pending is not None:
+                continue
+            next_due = allocation.sweep(now)
+            deadline = next_due if deadline is None else min(deadline, next_due)
+        self._deadline = deadline
+        return outputs
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` should run next (None: nothing will expire)."""
+        if self._deadline is None:
+            return None
+        return max(self._deadline, self._last_sweep + SWEEP_INTERVAL)
+
+    # ------------------------------------------------------------ introspection
+
+    def statistics(self) -> RelayStatistics:
+        now = self._now
+        live = [a for a in self._allocations.values() if a.pending is None]
+        return RelayStatistics(
+            allocations=len(live),
+            allocations_created=self.allocations_created,
+            permissions=sum(a.live_permissions(now) for a in live),
+            channels=sum(a.live_channels(now) for a in live),
+            packets_to_peer=self.packets_to_peer,
+            bytes_to_peer=self.bytes_to_peer,
+            packets_to_client=self.packets_to_client,
+            bytes_to_client=self.bytes_to_client,
+            dropped_over_bandwidth=self.dropped_over_bandwidth,
+            refusals=tuple(sorted(self._refusals.items())),
+            drops=tuple(sorted(self._drops.counts().items())),
+        )
+
+    def relayed_address(self, five_tuple: FiveTuple) -> Address | None:
+        allocation = self._allocations.get(five_tuple)
+        return None if allocation is None else allocation.relayed
+
+    # ----------------------------------------------------------------- requests
+
+    def _request(
+        self, five_tuple: FiveTuple, message: StunMessage, data: bytes, now: float
+    ) -> list[Output]:
+        if message.method is StunMethod.BINDING:
+            return self._binding(five_tuple, message, data)
+        handler = self._handlers.get(message.method)
+        if handler is None:
+            # RFC 8489 §6.3.1: a request for a method the server does not serve.
+            return [self._error(five_tuple, message, TurnErrorCode.BAD_REQUEST, None)]
+        auth = self._authenticate(five_tuple, message, data, now)
+        if not isinstance(auth, _Auth):
+            return auth
+        unknown = list(message.unknown_comprehension_required())
+        if message.method is StunMethod.ALLOCATE and message.get(DontFragment) is not None:
+            # RFC 8656 §7.2 step 4: a server that cannot set DF "treats the
+            # DONT-FRAGMENT attribute ... as an unknown comprehension-required attribute".
+            unknown.append(AttributeType.DONT_FRAGMENT)
+        if unknown:
+            # RFC 8489 §6.3.1.1: 420 listing them in UNKNOWN-ATTRIBUTES.
+            return [
+                self._error(
+                    five_tuple,
+                    message,
+                    TurnErrorCode.UNKNOWN_ATTRIBUTE,
+                    auth,
+                    [UnknownAttributes(tuple(unknown))],
+                )
+            ]
+        return handler(five_tuple, message, auth)
+
+    def _binding(self, five_tuple: FiveTuple, message: StunMessage, data: bytes) -> list[Output]:
+        """RFC 8489 §6.3.1: answer with the reflexive address; no authentication."""
+        if self._stun is not None and five_tuple.transport is Transport.UDP:
+            outputs: list[Output] = []
+            for transmit in self._stun.handle_datagram(
+                data, five_tuple.client, five_tuple.server, self._now
+            ):
+                if transmit.local is None:  # a DIAL-BACK probe: no such socket here
+                    self._drops.drop("dial-back not served by the relay")
+                    continue
+                outputs.append(
+                    ToClient(
+                        FiveTuple(Transport.UDP, transmit.remote, transmit.local), transmit.data
+                    )
+                )
+            return outputs
+        unknown = message.unknown_comprehension_required()
+        if unknown:
+            return [
+                self._error(
+                    five_tuple,
+                    message,
+                    TurnErrorCode.UNKNOWN_ATTRIBUTE,
+                    None,
+                    [UnknownAttributes(unknown)],
+                )
+            ]
+        fingerprint = _has_fingerprint(message)
+        response = self._encode(
+            message,
+            StunClass.SUCCESS,
+            [XorMappedAddress(five_tuple.client)],
+            None,
+            False,
+            fingerprint,
+        )
+        return [ToClient(five_tuple, response)]
+
+    def _authenticate(
+        self, five_tuple: FiveTuple, message: StunMessage, data: bytes, now: float
+    ) -> _Auth | list[Output]:
+        """RFC 8489 §9.2.4, the long-term credential mechanism, in the RFC's order."""
+        realm = self._config.realm
+        challenge: list[Attribute] = [
+            Realm(realm),
+            Nonce(self._nonces.issue(five_tuple.client, now)),
+        ]
+        sha256 = message.get(MessageIntegritySha256) is not None
+        if message.get(MessageIntegrity) is None and not sha256:
+            # "If the message does not contain a MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256
+            # attribute, the server MUST generate an error response with an error code of
+            # 401 (Unauthenticated)" with REALM and NONCE.
+            return [
+                self._error(five_tuple, message, TurnErrorCode.UNAUTHENTICATED, None, challenge)
+            ]
+        username = message.get(Username)
+        request_realm = message.get(Realm)
+        nonce = message.get(Nonce)
+        if username is None or request_realm is None or nonce is None:
+            # "If the message contains a MESSAGE-INTEGRITY or a MESSAGE-INTEGRITY-SHA256
+            # attribute, but is missing either the USERNAME or USERHASH, REALM, or NONCE
+            # attribute, the server MUST generate an error response with an error code
+            # of 400 (Bad Request)."
+            return [self._error(five_tuple, message, TurnErrorCode.BAD_REQUEST, None)]
+        credential = None
+        if request_realm.value == realm:
+            credential = self._config.credentials(username.value, realm)
+        if credential is None or not check_integrity(data, credential.key):
+            # "If the value of the USERNAME ... attribute is not valid" / "If the resulting
+            # value does not match the contents of the MESSAGE-INTEGRITY ... 401".
+            return [
+                self._error(five_tuple, message, TurnErrorCode.UNAUTHENTICATED, None, challenge)
+            ]
+        if self._nonces.verify(nonce.value, five_tuple.client, now) is not NonceVerdict.VALID:
+            # "If the NONCE is no longer valid, the server MUST generate an error response
+            # with an error code of 438 (Stale Nonce)" carrying a new NONCE and REALM.
+            return [self._error(five_tuple, message, TurnErrorCode.STALE_NONCE, None, challenge)]
+        auth = _Auth(username.value, credential, sha256)
+        allocation = self._allocations.get(five_tuple)
+        if allocation is not None and allocation.username != username.value:
+            # RFC 8656 §5: requests on an allocation must use the credentials that
+            # created it, "else the server MUST reject it with a 441 (Wrong Credentials)".
+            return [self._error(five_tuple, message, TurnErrorCode.WRONG_CREDENTIALS, None)]
+        return auth
+
+    def _allocate(self, five_tuple: FiveTuple, message: StunMessage, auth: _Auth) -> list[Output]:
+        """RFC 8656 §7.2, steps after authentication (step 1)."""
+        config = self._config
+        existing = self._allocations.get(five_tuple)
+        if existing is not None:
+            if existing.transaction_id == message.transaction_id:
+                # A retransmitted Allocate: the same answer again (or none while binding).
+                return [] if existing.pending else [ToClient(five_tuple, existing.success_response)]
+            # Step 2: "If yes, the server rejects the request with a 437 (Allocation Mismatch)."
+            return self._refuse(five_tuple, message, TurnErrorCode.ALLOCATION_MISMATCH, auth)
+        transport = message.get(RequestedTransport)
+        if transport is None:
+            # Step 3: "If not, or if the attribute is invalid, the server rejects ... 400".
+            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
+        if transport.protocol != UDP_PROTOCOL:
+            # Step 3: "... a protocol that is not supported by the server, ... 442".
+            return self._refuse(
+                five_tuple, message, TurnErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, auth
+            )
+        even_port = message.get(EvenPort)
+        requested_family = message.get(RequestedAddressFamily)
+        additional_family = message.get(AdditionalAddressFamily)
+        if message.get(ReservationToken) is not None:
+            # Step 5: with EVEN-PORT or an address family attribute, 400; otherwise the
+            # token must be valid, and we never hand out tokens: 508.
+            if even_port or requested_family or additional_family:
+                return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
+            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
+        if requested_family is not None and additional_family is not None:
+            # Step 6: "both REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY ... 400".
+            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
+        if requested_family is not None and requested_family.family != self._family:
+            # Step 7: an address family the server does not relay: 440.
+            return self._refuse(
+                five_tuple, message, TurnErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED, auth
+            )
+        if additional_family is not None and additional_family.family != AddressFamily.IPV6:
+            # Step 9: ADDITIONAL-ADDRESS-FAMILY may only ask for IPv6, else 400.
+            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
+        if even_port is not None and even_port.reserve:
+            # Step 8: we do not reserve port pairs: "If the server cannot satisfy the
+            # request, then the server rejects the request with a 508".
+            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
+        if len(self._allocations) >= config.quota.max_allocations:
+            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
+        identity = auth.credential.identity
+        if self._counter.would_exceed(config.quota, identity, five_tuple.client[0]):
+            # Step 10: "the server MAY choose to reject the request with a 486".
+            return self._refuse(five_tuple, message, TurnErrorCode.ALLOCATION_QUOTA_REACHED, auth)
+        port = self._ports.take(self._rng, even=even_port is not None)
+        if port is None:
+            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
+        lifetime = self._desired_lifetime(message)
+        fingerprint = _has_fingerprint(message)
+        allocation = Allocation(
+            five_tuple,
+            username=auth.username,
+            identity=identity,
+            integrity_key=auth.credential.key,
+            port=port,
+            lifetime=max(lifetime, 1),
+            now=self._now,
+            bandwidth=config.quota.bandwidth_bytes_per_second,
+            burst=config.quota.burst_seconds,
+            pending=PendingAllocate(
+                message.transaction_id,
+                lifetime,
+                auth.sha256,
+                fingerprint,
+                even_port is not None,
+                0,
+                additional_family is not None,
+            ),
+        )
+        self._allocations[five_tuple] = allocation
+        self._counter.add(identity, five_tuple.client[0])
+        return [OpenRelay(five_tuple, (config.relay_ip, port))]
+
+    def _desired_lifetime(self, message: StunMessage) -> int:
+        """RFC 8656 §7.2/§7.3: min(requested, maximum), but never below the default;
+        an explicit zero stays zero (Refresh deletes)."""
+        requested = message.get(Lifetime)
+        if requested is None:
+            return self._config.default_lifetime
+        if requested.value == 0:
+            return 0
+        return max(min(requested.value, self._config.max_lifetime), self._config.default_lifetime)
+
+    def _refresh(self, five_tuple: FiveTuple, message: StunMessage, auth: _Auth) -> list[Output]:
+        """RFC 8656 §7.3."""
+        allocation = self._allocations.get(five_tuple)
+        if allocation is None or allocation.pending is not None:
+            # "If the server receives a Refresh Request for an allocation that does not
+            # exist, it ... rejects with 437 (Allocation Mismatch)".
+            return self._refuse(five_tuple, message, TurnErrorCode.ALLOCATION_MISMATCH, auth)
+        family = message.get(RequestedAddressFamily)
+        if family is not None and family.family != self._family:
+            # "If the REQUESTED-ADDRESS-FAMILY ... does not match the address family of the
+            # allocation, the server MUST reply with a 443 (Peer Address Family Mismatch)".
+            return self._refuse(
+                five_tuple, message, TurnErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, auth
+            )
+        lifetime = self._desired_lifetime(message)
+        outputs: list[Output] = []
+        if lifetime == 0:
+            # "If the 'desired lifetime' is zero, then the request succeeds and the
+            # allocation is deleted."
+            outputs.extend(self._delete(allocation))
+        else:
+            allocation.refresh(lifetime, self._now)
+            self._note_deadline(allocation.expiry)
+        outputs.insert(0, self._success(five_tuple, message, auth, [Lifetime(lifetime)]))
+        return outputs
+
+    def _peer_check(
+        self, five_tuple: FiveTuple, message: StunMessage, auth: _Auth, peer: Address
+    ) -> list[Output] | None:
+        """Shared by CreatePermission and ChannelBind: family (443), then policy (403)."""
+        peer_family = AddressFamily.IPV6 if ":" in peer[0] else AddressFamily.IPV4
+        if peer_family != self._family:
+            return self._refuse(
+                five_tuple, message, TurnErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, auth
+            )
+        if not self._config.policy.permits(peer[0]):
+            # RFC 8656 §9.2: "the server MAY ... reject with 403 (Forbidden) ... if
+            # the server's policy does not allow" this peer (coturn CVE-2020-26262).
+            return self._refuse(five_tuple, message, TurnErrorCode.FORBIDDEN, auth)
+        return None
+
+    def _create_permission(
+        self, five_tuple: FiveTuple, message: StunMessage, auth: _Auth
+    ) -> list[Output]:
+        """RFC 8656 §9.2."""
+        allocation = self._allocations.get(five_tuple)
+        if allocation is None or allocation.pending is not None:
+            return self._refuse(five_tuple, message, TurnErrorCode.ALLOCATION_MISMATCH, auth)
+        peers = message.get_all(XorPeerAddress)
+        if not peers:
+            # "at least one XOR-PEER-ADDRESS attribute ... If not, 400".
+            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
+        for peer in peers:
+            refused = self._peer_check(five_tuple, message, auth, peer.address)
+            if refused is not None:
+                return refused  # "either install or refresh all permissions, or none"
+        now = self._now
+        ips = {peer.address[0] for peer in peers}
+        if not allocation.can_add_permissions(
+            ips, now, self._config.quota.max_permissions_per_allocation
+        ):
+            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
+        for ip in ips:
+            allocation.install_permission(ip, now)
+        self._note_deadline(now + PERMISSION_LIFETIME)
+        return [self._success(five_tuple, message, auth, [])]
+
+    def _channel_bind(
+        self, five_tuple: FiveTuple, message: StunMessage, auth: _Auth
+    ) -> list[Output]:
+        """RFC 8656 §11.2."""
+        allocation = self._allocations.get(five_tuple)
+        if allocation is None or allocation.pending is not None:
+            return self._refuse(five_tuple, message, TurnErrorCode.ALLOCATION_MISMATCH, auth)
+        channel = message.get(ChannelNumber)
+        peer_attribute = message.get(XorPeerAddress)
+        if channel is None or peer_attribute is None:
+            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
+        if not CHANNEL_MIN <= channel.number <= self.channel_max:
+            # "The request contains both a CHANNEL-NUMBER and an XOR-PEER-ADDRESS
+            # attribute ... the channel number is in the range 0x4000 through 0x4FFF".
+            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
+        peer = peer_attribute.address
+        refused = self._peer_check(five_tuple, message, auth, peer)
+        if refused is not None:
+            return refused
+        now = self._now
+        quota = self._config.quota
+        if not allocation.can_add_permissions({peer[0]}, now, quota.max_permissions_per_allocation):
+            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
+        result = allocation.bind_channel(
+            channel.number, peer, now, quota.max_channels_per_allocation
+        )
+        if result is BindResult.FULL:
+            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
+        if result is not BindResult.OK:
+            # "The channel number is not currently bound to a different transport address
+            # (same transport address is OK); the transport address is not currently bound
+            # to a different channel number" - else 400.
+            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
+        # "In addition, the server MUST install or refresh a permission for the IP
+        # address contained in the XOR-PEER-ADDRESS attribute".
+        allocation.install_permission(peer[0], now)
+        self._note_deadline(now + PERMISSION_LIFETIME)
+        return [self._success(five_tuple, message, auth, [])]
+
+    def _send_indication(
+        self, five_tuple: FiveTuple, message: StunMessage, now: float
+    ) -> list[Output]:
+        """RFC 8656 §10.2: indications are never answered; bad ones are dropped."""
+        allocation = self._allocations.get(five_tuple)
+        if allocation is None or allocation.relayed is None or allocation.expiry <= now:
+            self._drops.drop("send without allocation")
+            return []
+        peer = message.get(XorPeerAddress)
+        data = message.get(Data)
+        if peer is None or data is None:
+            # "If the indication lacks either attribute, it is discarded."
+            self._drops.drop("malformed send indication")
+            return []
+        if message.get(DontFragment) is not None or message.unknown_comprehension_required():
+            # We cannot set DF; the indication "MUST be discarded" (§10.2).
+            self._drops.drop("send indication asks for DF")
+            return []
+        if not allocation.has_permission(peer.address[0], now):
+            self._drops.drop("no permission")
+            return []
+        if not allocation.to_peer_bucket.take(len(data.value), now):
+            self.dropped_over_bandwidth += 1
+            return []
+        self.packets_to_peer += 1
+        self.bytes_to_peer += len(data.value)
+        return [ToPeer(allocation.relayed, peer.address, data.value)]
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _delete(self, allocation: Allocation) -> list[Output]:
+        five_tuple = allocation.five_tuple
+        if self._allocations.get(five_tuple) is not allocation:
+            return []
+        del self._allocations[five_tuple]
+        self._counter.remove(allocation.credential_identity, five_tuple.client[0])
+        if allocation.port:
+            self._ports.release(allocation.port)
+        if allocation.relayed is None:
+            return []
+        self._by_relayed.pop(allocation.relayed, None)
+        return [CloseRelay(allocation.relayed)]
+
+    def _note_deadline(self, when: float) -> None:
+        if self._deadline is None or when < self._deadline:
+            self._deadline = when
+
+    def _success(
+        self, five_tuple: FiveTuple, request: StunMessage, auth: _Auth, attributes: list[Attribute]
+    ) -> ToClient:
+        fingerprint = _has_fingerprint(request)
+        data = self._encode(
+            request, StunClass.SUCCESS, attributes, auth.credential.key, auth.sha256, fingerprint
+        )
+        return ToClient(five_tuple, data)
+
+    def _refuse(
+        self, five_tuple: FiveTuple, request: StunMessage, code: TurnErrorCode, auth: _Auth
+    ) -> list[Output]:
+        return [self._error(five_tuple, request, code, auth)]
+
+    def _error(
+        self,
+        five_tuple: FiveTuple,
+        request: StunMessage,
+        code: TurnErrorCode,
+        auth: _Auth | None,
+        extra: list[Attribute] | None = None,
+    ) -> ToClient:
+        """The one place error responses are built (and counted)."""
+        self._refusals[int(code)] += 1
+        logger.debug(
+            "%s from %s refused: %d %s", request.method.name, five_tuple.client, code, code.reason
+        )
+        attributes: list[Attribute] = [ErrorCode(int(code), code.reason), *(extra or [])]
+        fingerprint = _has_fingerprint(request)
+        key = None if auth is None else auth.credential.key
+        sha256 = False if auth is None else auth.sha256
+        return ToClient(
+            five_tuple,
+            self._encode(request, StunClass.ERROR, attributes, key, sha256, fingerprint),
+        )
+
+    def _encode(
+        self,
+        request: StunMessage,
+        cls: StunClass,
+        attributes: list[Attribute],
+        key: bytes | None,
+        sha256: bool,
+        fingerprint: bool,
+    ) -> bytes:
+        response = StunMessage(
+            request.method,
+            cls,
+            request.transaction_id,
+            (*attributes, Software(self._config.software)),
+        )
+        return encode_message(
+            response, integrity_key=key, integrity_sha256=sha256, fingerprint=fingerprint
+        )
+
+
+def _has_fingerprint(message: StunMessage) -> bool:
+    """Answer FINGERPRINT with FINGERPRINT (RFC 8489 §7.3: the client may demultiplex on it)."""
+    return bool(message.attributes) and (
+        message.attributes[-1].attribute_type == AttributeType.FINGERPRINT
+    )

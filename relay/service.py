@@ -1,0 +1,354 @@
+"""The asyncio runner around the TURN core: sockets in, ``Output`` commands out, one timer.
+
+Thin by design (STYLE 1): it feeds bytes and ``loop.time()`` to ``TurnServer``,
+executes what comes back and re-arms one timer. UDP sockets (listeners and one
+per relayed address) are non-blocking and read with ``loop.add_reader``,
+draining a bounded batch per wake-up: no protocol objects, no per-packet
+futures, no per-packet dataclasses on the ChannelData / peer-data paths.
+
+TURN over TCP (RFC 8656 §3.1): one asyncio protocol per connection cuts the
+stream into STUN and ChannelData frames (``StreamFramer``); closing the
+connection deletes its allocation. Connections are capped
+(``MAX_TCP_CONNECTIONS``) and ones that never allocate are closed after
+``TCP_IDLE_TIMEOUT``; a client that does not read has its excess dropped, as
+UDP would, instead of buffered.
+
+Ownership: the service owns every socket, reader, server and timer it creates;
+``close()`` releases them all. It starts no tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+
+from nat.drops import DropCounter
+from relay.allocation import FiveTuple, Transport
+from relay.channeldata import ChannelDataDecodeError, StreamFramer
+from relay.messages import CloseRelay, OpenRelay, Output, RelayStatistics, ToClient, ToPeer
+from relay.server import TurnServer
+
+__all__ = ["MAX_TCP_CONNECTIONS", "RelayService", "ServiceAddresses"]
+
+Address = tuple[str, int]
+logger = logging.getLogger(__name__)
+
+MAX_TCP_CONNECTIONS = 512
+TCP_IDLE_TIMEOUT = 60.0  # a TCP client with no allocation after this is disconnected
+TCP_WRITE_LIMIT = 256 * 1024  # queued bytes per TCP client before we drop (media is lossy)
+READ_BATCH = 64  # datagrams read per wake-up before yielding to the loop
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServiceAddresses:
+    """Where the service actually listens (ports resolved when 0 was asked)."""
+
+    udp: tuple[Address, ...]
+    tcp: tuple[Address, ...]
+
+
+def _udp_socket(address: Address) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _TcpClient(asyncio.Protocol):
+    """One TURN-over-TCP client connection."""
+
+    def __init__(self, service: RelayService) -> None:
+        self._service = service
+        self._framer = StreamFramer(service._server.channel_max)
+        self.transport: asyncio.Transport | None = None
+        self.five_tuple: FiveTuple | None = None
+        self._idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        service = self._service
+        if len(service._tcp_clients) >= MAX_TCP_CONNECTIONS:
+            service._drops.drop("tcp connection over capacity")
+            transport.abort()
+            return
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.five_tuple = FiveTuple(Transport.TCP, (peer[0], peer[1]), (local[0], local[1]))
+        service._tcp_clients[self.five_tuple] = self
+        self._idle = asyncio.get_running_loop().call_later(TCP_IDLE_TIMEOUT, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._idle = None
+        if self.five_tuple is None or self.transport is None:
+            return
+        if self._service._server.relayed_address(self.five_tuple) is None:
+            self.transport.close()
+        else:
+            self._idle = asyncio.get_running_loop().call_later(TCP_IDLE_TIMEOUT, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        if self.five_tuple is None or self.transport is None:
+            return
+        try:
+            frames = self._framer.feed(data)
+        except ChannelDataDecodeError as error:
+            # No resynchronisation is possible in a byte stream: hang up.
+            self._service._drops.drop("tcp stream unframed", str(error))
+            self.transport.abort()
+            return
+        for frame in frames:
+            self._service._from_client(self.five_tuple, frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self.five_tuple is not None:
+            service = self._service
+            if service._tcp_clients.get(self.five_tuple) is self:
+                del service._tcp_clients[self.five_tuple]
+            if not service._closed:
+                service._execute(service._server.client_closed(self.five_tuple, service._time()))
+        self.transport = None
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > TCP_WRITE_LIMIT:
+            self._service._drops.drop("tcp client not reading")
+            return
+        transport.write(data)
+
+
+class RelayService:
+    """Serve STUN + TURN for ``server`` on UDP and TCP listeners."""
+
+    def __init__(
+        self,
+        server: TurnServer,
+        *,
+        udp: list[Address],
+        tcp: list[Address],
+    ) -> None:
+        self._server = server
+        self._udp_wanted = udp
+        self._tcp_wanted = tcp
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: dict[Address, socket.socket] = {}
+        self._relays: dict[Address, socket.socket] = {}
+        self._tcp_servers: list[asyncio.Server] = []
+        self._tcp_clients: dict[FiveTuple, _TcpClient] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when: float | None = None
+        self._closed = False
+        self._drops = DropCounter(logger, self._time)
+        self.send_errors = 0
+
+    # ----------------------------------------------------------------- life
+
+    async def start(self) -> ServiceAddresses:
+        """Bind every listener; raise OSError (after releasing what was bound) on failure."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            for address in self._udp_wanted:
+                sock = _udp_socket(address)
+                bound = sock.getsockname()
+                key = (bound[0], bound[1])
+                self._listeners[key] = sock
+                self._loop.add_reader(sock.fileno(), self._on_listener, sock, key)
+            udp_ports = {host: port for host, port in self._listeners}
+            for host, port in self._tcp_wanted:
+                # Port 0 for both: TCP takes the port UDP got, so clients need one number.
+                same = udp_ports.get(host, 0) if port == 0 else port
+                try:
+                    tcp_server = await self._listen_tcp(host, same)
+                except OSError:
+                    if port != 0:
+                        raise
+                    tcp_server = await self._listen_tcp(host, 0)
+                self._tcp_servers.append(tcp_server)
+        except OSError:
+            self.close()
+            raise
+        tcp_bound: list[Address] = []
+        for tcp_server in self._tcp_servers:
+            for sock in tcp_server.sockets:
+                name = sock.getsockname()
+                tcp_bound.append((name[0], name[1]))
+        return ServiceAddresses(tuple(self._listeners), tuple(tcp_bound))
+
+    async def _listen_tcp(self, host: str, port: int) -> asyncio.Server:
+        assert self._loop is not None
+        return await self._loop.create_server(
+            lambda: _TcpClient(self), host, port, reuse_address=True
+        )
+
+    def close(self) -> None:
+        """Release every socket, reader and timer (idempotent)."""
+        self._closed = True
+        loop = self._loop
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for sockets in (self._listeners, self._relays):
+            for sock in sockets.values():
+                if loop is not None:
+                    loop.remove_reader(sock.fileno())
+                sock.close()
+            sockets.clear()
+        for tcp_server in self._tcp_servers:
+            tcp_server.close()
+        self._tcp_servers.clear()
+        for client in list(self._tcp_clients.values()):
+            if client.transport is not None:
+                client.transport.abort()
+        self._tcp_clients.clear()
+
+    async def __aenter__(self) -> RelayService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        for tcp_server in self._tcp_servers:
+            await tcp_server.wait_closed()
+
+    def statistics(self) -> RelayStatistics:
+        return self._server.statistics()
+
+    def service_drops(self) -> dict[str, int]:
+        """Drops the runner itself made (send failures, TCP overflow), by reason."""
+        return dict(self._drops.counts())
+
+    # ------------------------------------------------------------ hot paths
+
+    def _time(self) -> float:
+        return self._loop.time() if self._loop is not None else 0.0
+
+    def _on_listener(self, sock: socket.socket, local: Address) -> None:
+        """A client listener is readable: drain a bounded batch of datagrams."""
+        server = self._server
+        now = self._time()
+        relays = self._relays
+        first_byte_max = server.channel_first_byte_max
+        for _ in range(READ_BATCH):
+            try:
+                data, source = sock.recvfrom(65536)
+            except OSError:  # BlockingIOError when drained; ICMP-induced errors too
+                return
+            five_tuple = FiveTuple(Transport.UDP, (source[0], source[1]), local)
+            if data and 64 <= data[0] <= first_byte_max:
+                relayed = server.channel_data_from_client(five_tuple, data, now)
+                if relayed is not None:
+                    relay_socket = relays.get(relayed[0])
+                    if relay_socket is not None:
+                        try:
+                            relay_socket.sendto(relayed[2], relayed[1])
+                        except OSError:
+                            self.send_errors += 1
+                continue
+            self._execute(server.handle_client(five_tuple, data, now))
+
+    def _on_relay(self, sock: socket.socket, relayed: Address) -> None:
+        """A relayed socket is readable: forward a bounded batch from peers to the client."""
+        server = self._server
+        now = self._time()
+        for _ in range(READ_BATCH):
+            try:
+                data, source = sock.recvfrom(65536)
+            except OSError:
+                return
+            forwarded = server.from_peer(relayed, data, (source[0], source[1]), now)
+            if forwarded is not None:
+                self._send_client(forwarded[0], forwarded[1])
+
+    def _send_client(self, five_tuple: FiveTuple, data: bytes) -> None:
+        if five_tuple.transport is Transport.UDP:
+            listener = self._listeners.get(five_tuple.server)
+            if listener is None:
+                return
+            try:
+                listener.sendto(data, five_tuple.client)
+            except OSError:
+                self.send_errors += 1
+        else:
+            client = self._tcp_clients.get(five_tuple)
+            if client is not None:
+                client.write(data)
+
+    def _from_client(self, five_tuple: FiveTuple, data: bytes) -> None:
+        self._execute(self._server.handle_client(five_tuple, data, self._time()))
+
+    # -------------------------------------------------------------- control
+
+    def _execute(self, outputs: list[Output]) -> None:
+        """Carry out the core's commands in order; binding results feed back into the core."""
+        server = self._server
+        queue = list(outputs)
+        index = 0
+        while index < len(queue):
+            output = queue[index]
+            index += 1
+            if isinstance(output, ToClient):
+                self._send_client(output.five_tuple, output.data)
+            elif isinstance(output, ToPeer):
+                sock = self._relays.get(output.relayed)
+                if sock is not None:
+                    try:
+                        sock.sendto(output.data, output.peer)
+                    except OSError:
+                        self.send_errors += 1
+            elif isinstance(output, OpenRelay):
+                queue.extend(self._open_relay(output))
+            elif isinstance(output, CloseRelay):
+                sock = self._relays.pop(output.address, None)
+                if sock is not None:
+                    if self._loop is not None:
+                        self._loop.remove_reader(sock.fileno())
+                    sock.close()
+        if not self._closed:
+            self._rearm(server.next_deadline())
+
+    def _open_relay(self, command: OpenRelay) -> list[Output]:
+        now = self._time()
+        if self._closed or self._loop is None:
+            return []
+        try:
+            sock = _udp_socket(command.address)
+        except OSError as error:
+            logger.info("relayed port %s unavailable: %s", command.address, error)
+            return self._server.relay_open_failed(command.five_tuple, now)
+        name = sock.getsockname()
+        address = (name[0], name[1])
+        self._relays[address] = sock
+        self._loop.add_reader(sock.fileno(), self._on_relay, sock, address)
+        return self._server.relay_opened(command.five_tuple, address, now)
+
+    def _rearm(self, deadline: float | None) -> None:
+        if deadline == self._timer_when:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_when = deadline
+        if deadline is not None and self._loop is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_when = None
+        self._execute(self._server.handle_timer(self._time()))
