@@ -1,0 +1,237 @@
+"""The thin async layer: fetch claims and revocations from the network, publish our own.
+
+The network is anything with ``put``/``get`` (``RecordNetwork``): the real DHT
+node in production and in integration tests. Trust decisions stay in the pure
+``trust`` module; this module only gathers records and signs new versions.
+Invariants:
+- Every network call is bounded by ``timeout``; a lookup that times out is a
+  ``DirectoryTimeoutError``, never a silent "not found".
+- Revocations are read from the keys of *trusted* verifiers only, so their
+  number is bounded by the trust set, not by what peers publish.
+- Publishing keeps the owner's existing endorsements unless told otherwise,
+  and always uses a sequence number above the one the network holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from p2pnode.directory.naptr import NaptrDirective
+from p2pnode.directory.payloads import (
+    Endorsement,
+    EnumEntry,
+    NameClaim,
+    PayloadDecodeError,
+    Revocation,
+    decode_enum_entry,
+    decode_name_claim,
+    decode_revocation,
+    encode_enum_entry,
+    encode_name_claim,
+    encode_revocation,
+    revocation_subject,
+)
+from p2pnode.directory.tollfree import TollFreeTable
+from p2pnode.directory.trust import Resolution, Route, resolve_claims, route_number
+from p2pnode.directory.verifiers import add_endorsement, revoke
+from p2pnode.identity import Identity
+from p2pnode.records import MAX_TTL_BY_KIND, RecordKind, SignedRecord, record_key, sign_record
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Directory",
+    "DirectoryTimeoutError",
+    "Published",
+    "RecordNetwork",
+]
+
+DEFAULT_TIMEOUT = 5.0
+MAX_TRUSTED_VERIFIERS = 32  # revocation keys read per lookup
+
+
+class RecordNetwork(Protocol):
+    """What the directory needs from the DHT."""
+
+    async def put(self, record: SignedRecord) -> int:
+        """Store ``record``; how many nodes stored it."""
+        ...
+
+    async def get(self, key: bytes) -> list[SignedRecord]:
+        """The newest valid record per owner under ``key``."""
+        ...
+
+
+class DirectoryTimeoutError(TimeoutError):
+    """The network did not answer within the lookup's time bound."""
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    record: SignedRecord
+    stored_on: int  # nodes that stored it
+
+
+class Directory:
+    """Resolve and publish logins and numbers over a ``RecordNetwork``."""
+
+    def __init__(
+        self,
+        network: RecordNetwork,
+        *,
+        trusted: frozenset[bytes],
+        clock: Callable[[], float],
+        tollfree: TollFreeTable | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if len(trusted) > MAX_TRUSTED_VERIFIERS:
+            raise ValueError(f"at most {MAX_TRUSTED_VERIFIERS} trusted verifiers")
+        self._network = network
+        self.trusted = trusted
+        self._clock = clock
+        self.tollfree = tollfree or TollFreeTable()
+        self._timeout = timeout
+
+    async def _bounded_get(self, key: bytes) -> list[SignedRecord]:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._network.get(key)
+        except TimeoutError:
+            raise DirectoryTimeoutError(
+                f"no answer from the network in {self._timeout:g} s"
+            ) from None
+
+    async def _bounded_put(self, record: SignedRecord) -> int:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._network.put(record)
+        except TimeoutError:
+            raise DirectoryTimeoutError(
+                f"no answer from the network in {self._timeout:g} s"
+            ) from None
+
+    async def fetch(
+        self, kind: RecordKind, subject: str
+    ) -> tuple[list[SignedRecord], list[SignedRecord]]:
+        """Every claim under the subject's key, and trusted verifiers' revocations, in parallel."""
+        rsubject = revocation_subject(kind, subject)
+        keys = [record_key(kind, b"", subject)]
+        keys += [record_key(RecordKind.REVOCATION, v, rsubject) for v in sorted(self.trusted)]
+        results = await asyncio.gather(*(self._bounded_get(k) for k in keys))
+        revocations = [r for batch in results[1:] for r in batch]
+        return results[0], revocations
+
+    async def resolve(self, kind: RecordKind, subject: str) -> Resolution:
+        records, revocations = await self.fetch(kind, subject)
+        return resolve_claims(kind, subject, records, revocations, self.trusted, self._clock())
+
+    async def route(self, number: str) -> Route | None:
+        """What a caller should dial for ``number``: verified routes, toll-free, or ``None``."""
+        return route_number(await self.resolve(RecordKind.ENUM_ENTRY, number), self.tollfree)
+
+    async def own_record(self, kind: RecordKind, subject: str, owner: bytes) -> SignedRecord | None:
+        """The network's newest record of ``owner`` under the subject's key (contested kinds)."""
+        records = await self._bounded_get(record_key(kind, owner, subject))
+        mine = [r for r in records if r.owner == owner and r.subject == subject and r.kind == kind]
+        return max(mine, key=lambda r: r.seq, default=None)
+
+    def _next_seq(self, previous: SignedRecord | None) -> int:
+        # time-based so a lost previous version still never makes us roll back
+        return max(int(self._clock()), previous.seq + 1 if previous else 0)
+
+    async def publish_enum(
+        self,
+        identity: Identity,
+        number: str,
+        directives: Sequence[NaptrDirective] | None,
+        *,
+        add: Sequence[Endorsement] = (),
+        ttl: int | None = None,
+    ) -> Published:
+        """Sign and store the next version of our ENUM entry; ``None`` keeps current routes."""
+        previous = await self.own_record(RecordKind.ENUM_ENTRY, number, identity.public_key)
+        endorsements: tuple[Endorsement, ...] = ()
+        kept_directives: tuple[NaptrDirective, ...] = ()
+        if previous is not None:
+            try:
+                entry = decode_enum_entry(previous.payload)
+                endorsements, kept_directives = entry.endorsements, entry.directives
+            except PayloadDecodeError:
+                pass
+        for endorsement in add:
+            endorsements = add_endorsement(endorsements, endorsement)
+        routes = tuple(directives) if directives is not None else kept_directives
+        if not routes:
+            raise ValueError(f"no routes for {number}: give at least one NAPTR directive")
+        payload = encode_enum_entry(EnumEntry(routes, endorsements))
+        record = sign_record(
+            identity,
+            RecordKind.ENUM_ENTRY,
+            number,
+            payload,
+            seq=self._next_seq(previous),
+            now=self._clock(),
+            ttl=ttl or MAX_TTL_BY_KIND[RecordKind.ENUM_ENTRY],
+        )
+        return Published(record, await self._bounded_put(record))
+
+    async def claim_name(
+        self,
+        identity: Identity,
+        login: str,
+        *,
+        add: Sequence[Endorsement] = (),
+        ttl: int | None = None,
+    ) -> Published:
+        """Sign and store the next version of our claim on ``login``."""
+        previous = await self.own_record(RecordKind.NAME_CLAIM, login, identity.public_key)
+        endorsements: tuple[Endorsement, ...] = ()
+        if previous is not None:
+            with contextlib.suppress(PayloadDecodeError):
+                endorsements = decode_name_claim(previous.payload).endorsements
+        for endorsement in add:
+            endorsements = add_endorsement(endorsements, endorsement)
+        record = sign_record(
+            identity,
+            RecordKind.NAME_CLAIM,
+            login,
+            encode_name_claim(NameClaim(endorsements)),
+            seq=self._next_seq(previous),
+            now=self._clock(),
+            ttl=ttl or MAX_TTL_BY_KIND[RecordKind.NAME_CLAIM],
+        )
+        return Published(record, await self._bounded_put(record))
+
+    async def publish_revocation(
+        self, verifier: Identity, kind: RecordKind, subject: str, owner: bytes
+    ) -> Published:
+        """The verifier withdraws its endorsement of ``owner`` for ``subject``."""
+        rsubject = revocation_subject(kind, subject)
+        key = record_key(RecordKind.REVOCATION, verifier.public_key, rsubject)
+        held = [
+            r
+            for r in await self._bounded_get(key)
+            if r.owner == verifier.public_key and r.kind == RecordKind.REVOCATION
+        ]
+        previous = max(held, key=lambda r: r.seq, default=None)
+        merged: Revocation | None = None
+        if previous is not None:
+            try:
+                merged = decode_revocation(previous.payload)
+            except PayloadDecodeError:
+                merged = None
+        now = self._clock()
+        payload = revoke(merged, kind, subject, owner, now=now)
+        record = sign_record(
+            verifier,
+            RecordKind.REVOCATION,
+            rsubject,
+            encode_revocation(payload),
+            seq=self._next_seq(previous),
+            now=now,
+            ttl=MAX_TTL_BY_KIND[RecordKind.REVOCATION],
+        )
+        return Published(record, await self._bounded_put(record))
