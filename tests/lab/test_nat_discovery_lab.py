@@ -1,0 +1,95 @@
+"""Our RFC 5780 STUN server and NAT discovery, behind every kind of lab router.
+
+One lab for the module: a public host with two addresses runs
+``p2pnode stun --listen IP1:0 --alt-ip IP2``; one private host sits behind a
+router of each ``NatType``. Clients run side by side (their negative tests wait
+on silence), and each test then checks one router type.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tests.harness.lab_interop import natdiscovery_argv, parse_natdiscovery, summary
+from tests.harness.netns import Host, Lab, NatType, read_line
+from tests.harness.tools import require_tool
+from tests.lab.conftest import require_lab_tools
+
+pytestmark = pytest.mark.lab
+
+# RFC 4787 (mapping, filtering) each router is built to have; None: no UDP at all.
+EXPECTED: dict[NatType, tuple[str | None, str | None]] = {
+    NatType.NONE: ("endpoint-independent", "endpoint-independent"),
+    NatType.FULL_CONE: ("endpoint-independent", "endpoint-independent"),
+    NatType.ADDRESS_RESTRICTED: ("endpoint-independent", "address-dependent"),
+    NatType.PORT_RESTRICTED: ("endpoint-independent", "address-and-port-dependent"),
+    NatType.SYMMETRIC: ("address-and-port-dependent", "address-and-port-dependent"),
+    NatType.UDP_BLOCKED: (None, None),
+}
+
+
+@dataclass(frozen=True)
+class StunLab:
+    lab: Lab
+    server: Host
+    port: int  # primary port of our STUN server on server.addresses[0]
+    alternates: tuple[str, ...]  # every address:port it announced
+    hosts: dict[NatType, Host]
+
+
+def _ids(nat: NatType) -> str:
+    return nat.name
+
+
+@pytest.fixture(scope="module")
+def stun_lab() -> Iterator[StunLab]:
+    require_lab_tools()
+    with Lab() as lab:
+        server = lab.public_host("stun", addresses=2)
+        hosts = {nat: lab.private_host(nat.name.lower(), nat) for nat in NatType}
+        proc = server.popen(
+            server.python(
+                "-m", "p2pnode", "stun", "--listen", f"{server.addresses[0]}:0",
+                "--alt-ip", server.addresses[1],
+            )
+        )  # fmt: skip
+        # "listening IP1:P1 IP1:P2 IP2:P1 IP2:P2" once every socket is bound.
+        words = read_line(proc, timeout=20).split()
+        assert words[0] == "listening", words
+        port = int(words[1].rsplit(":", 1)[1])
+        yield StunLab(lab, server, port, tuple(words[1:]), hosts)
+
+
+@pytest.fixture(scope="module")
+def coturn_views(stun_lab: StunLab) -> dict[NatType, str]:
+    """coturn's RFC 5780 client run against our server behind every router, side by side."""
+    require_tool("turnutils_natdiscovery", "coturn")
+    runs = {
+        nat: host.popen(
+            natdiscovery_argv(stun_lab.server.addresses[0], stun_lab.port),
+            stderr=subprocess.STDOUT,
+        )
+        for nat, host in stun_lab.hosts.items()
+    }
+    return {nat: proc.communicate(timeout=60)[0] for nat, proc in runs.items()}
+
+
+def test_server_announces_two_ips_and_two_ports(stun_lab: StunLab) -> None:
+    ips = {address.rsplit(":", 1)[0] for address in stun_lab.alternates}
+    ports = {address.rsplit(":", 1)[1] for address in stun_lab.alternates}
+    assert ips == set(stun_lab.server.addresses[:2])
+    assert len(ports) == 2
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("nat", list(NatType), ids=_ids)
+def test_coturn_client_classifies_through_our_server(
+    stun_lab: StunLab, coturn_views: dict[NatType, str], nat: NatType
+) -> None:
+    """A third-party RFC 5780 client gets the right answer from our server for every NAT."""
+    output = coturn_views[nat]
+    assert parse_natdiscovery(output) == EXPECTED[nat], summary(output)
