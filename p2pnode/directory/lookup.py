@@ -20,6 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from p2pnode.dht import DhtNode
+from p2pnode.directory.e164 import parse_e164
+from p2pnode.directory.names import LoginError, normalise_login
 from p2pnode.directory.naptr import NaptrDirective
 from p2pnode.directory.payloads import (
     Endorsement,
@@ -43,6 +46,7 @@ from p2pnode.records import MAX_TTL_BY_KIND, RecordKind, SignedRecord, record_ke
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DhtNetwork",
     "Directory",
     "DirectoryTimeoutError",
     "Published",
@@ -63,6 +67,19 @@ class RecordNetwork(Protocol):
     async def get(self, key: bytes) -> list[SignedRecord]:
         """The newest valid record per owner under ``key``."""
         ...
+
+
+class DhtNetwork:
+    """``RecordNetwork`` over a real ``DhtNode`` (whose results carry more detail)."""
+
+    def __init__(self, node: DhtNode) -> None:
+        self.node = node
+
+    async def put(self, record: SignedRecord) -> int:
+        return (await self.node.put(record)).stored
+
+    async def get(self, key: bytes) -> list[SignedRecord]:
+        return list((await self.node.get(key)).records)
 
 
 class DirectoryTimeoutError(TimeoutError):
@@ -152,6 +169,7 @@ class Directory:
         ttl: int | None = None,
     ) -> Published:
         """Sign and store the next version of our ENUM entry; ``None`` keeps current routes."""
+        parse_e164(number)  # only single, canonical, valid numbers are ever published
         previous = await self.own_record(RecordKind.ENUM_ENTRY, number, identity.public_key)
         endorsements: tuple[Endorsement, ...] = ()
         kept_directives: tuple[NaptrDirective, ...] = ()
@@ -187,6 +205,8 @@ class Directory:
         ttl: int | None = None,
     ) -> Published:
         """Sign and store the next version of our claim on ``login``."""
+        if normalise_login(login) != login:
+            raise LoginError(f"{login!r} is not a canonical login")
         previous = await self.own_record(RecordKind.NAME_CLAIM, login, identity.public_key)
         endorsements: tuple[Endorsement, ...] = ()
         if previous is not None:
