@@ -92,7 +92,8 @@ logger = logging.getLogger(__name__)
 
 PONG_CONTEXT = b"p2pnode-dht-v1/pong\x00"  # what a PONG signs: context + nonce + asker's key
 AMPLIFICATION_FACTOR = 3
-UNVERIFIED_PAD_TO = 400  # FIND_* to a node that has not verified us: 3 x 400 fits k contacts
+UNVERIFIED_PAD_TO = 440  # FIND_* to a node that has not verified us: 3 x 440 fits k contacts
+_CHALLENGE_BYTES = 120  # room kept in the budget for the challenge PING sent with the reply
 MAX_CHALLENGES_IN_FLIGHT = 256
 CHALLENGE_RETRY = 30.0  # seconds before the same address is challenged again
 MAX_KNOWN_ADDRESSES = 16384  # verified / proven / challenged memories, each
@@ -557,7 +558,7 @@ class DhtCore:
             self.drops.drop("rate limited")
             return
         verified = address in self._address_ok
-        budget = MAX_DATAGRAM_BYTES if verified else AMPLIFICATION_FACTOR * size
+        budget = MAX_DATAGRAM_BYTES if verified else AMPLIFICATION_FACTOR * size - _CHALLENGE_BYTES
         client = bool(frame.flags & Flags.CLIENT)
         sender = Contact(frame.sender_id, frame.sender_key, address)
         message = frame.message

@@ -1,0 +1,96 @@
+"""Sans-IO DHT cores wired in memory, in virtual time: a datagram takes ``latency`` s.
+
+Bounded: ``run_until`` stops after a step count and a virtual-time limit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+
+from p2pnode.dht.config import DhtConfig, OperationResult
+from p2pnode.dht.keys import Address
+from p2pnode.dht.protocol import DhtCore
+from p2pnode.identity import Identity
+
+__all__ = ["MemNet"]
+
+
+class MemNet:
+    def __init__(self, *, latency: float = 0.001, seed: int = 1) -> None:
+        self.now = 1_700_000_000.0
+        self.latency = latency
+        self.rng = random.Random(seed)
+        self.cores: dict[Address, DhtCore] = {}
+        self.down: set[Address] = set()
+        self.queue: list[tuple[float, int, bytes, Address, Address]] = []
+        self.results: dict[tuple[Address, int], OperationResult] = {}
+        self.tap: Callable[[bytes, Address, Address], None] | None = None
+        self._seq = 0
+
+    def add(
+        self,
+        *,
+        config: DhtConfig | None = None,
+        bootstrap: list[Address] | None = None,
+        identity: Identity | None = None,
+    ) -> tuple[Address, DhtCore]:
+        address = ("10.0.0.1", 1000 + len(self.cores))
+        core = DhtCore(
+            identity or Identity.generate(self.rng.randbytes(32)),
+            config=config,
+            rng=random.Random(self.rng.random()),
+            now=self.now,
+            bootstrap=bootstrap or [],
+        )
+        self.cores[address] = core
+        return address, core
+
+    def inject(self, data: bytes, source: Address, destination: Address) -> None:
+        self._seq += 1
+        heapq.heappush(self.queue, (self.now + self.latency, self._seq, data, source, destination))
+
+    def _flush(self, address: Address, core: DhtCore) -> None:
+        for data, destination in core.datagrams_to_send():
+            if self.tap is not None:
+                self.tap(data, address, destination)
+            self.inject(data, address, destination)
+        for event in core.events():
+            self.results[(address, event.op_id)] = event.result
+
+    def run_until(
+        self, done: Callable[[], bool], *, limit: float = 30.0, max_steps: int = 2_000_000
+    ) -> None:
+        end = self.now + limit
+        for address, core in self.cores.items():
+            self._flush(address, core)
+        for _ in range(max_steps):
+            if done():
+                return
+            deadline = min(
+                (c.next_deadline() for a, c in self.cores.items() if a not in self.down),
+                default=end,
+            )
+            if self.queue and self.queue[0][0] <= deadline:
+                when, _, data, source, destination = heapq.heappop(self.queue)
+                self.now = max(self.now, when)
+                core = self.cores.get(destination)
+                if core is not None and destination not in self.down:
+                    core.datagram_received(data, source, self.now)
+                    self._flush(destination, core)
+                continue
+            if deadline > end:
+                self.now = end
+                return
+            self.now = max(self.now, deadline)
+            for address, core in self.cores.items():
+                if address not in self.down and core.next_deadline() <= self.now:
+                    core.handle_timer(self.now)
+                    self._flush(address, core)
+        raise AssertionError("run_until: step limit reached")
+
+    def wait(self, address: Address, op_id: int, *, limit: float = 30.0) -> OperationResult:
+        self.run_until(lambda: (address, op_id) in self.results, limit=limit)
+        assert (address, op_id) in self.results, "operation did not finish in virtual time"
+        return self.results.pop((address, op_id))

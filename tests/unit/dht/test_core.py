@@ -1,0 +1,252 @@
+"""Sans-IO cores wired in memory, in virtual time: the protocol's rules, end to end."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from p2pnode.dht.config import (
+    BootstrapResult,
+    DhtConfig,
+    ExtensionResult,
+    GetResult,
+    PingResult,
+    PutResult,
+)
+from p2pnode.dht.keys import Address
+from p2pnode.dht.messages import (
+    FindNode,
+    FindValue,
+    Flags,
+    Frame,
+    Ping,
+    Store,
+    StoreResult,
+    StoreStatus,
+    decode_frame,
+    encode_frame,
+)
+from p2pnode.dht.protocol import AMPLIFICATION_FACTOR, DhtCore, Peer
+from p2pnode.identity import Identity
+from p2pnode.records import RecordKind, SignedRecord, sign_record
+from tests.unit.dht.memnet import MemNet
+
+
+def presence(core: DhtCore, net: MemNet, seq: int = 1, ttl: int = 3600) -> SignedRecord:
+    return sign_record(
+        core.identity, RecordKind.PRESENCE, "online", b"here", seq=seq, now=net.now, ttl=ttl
+    )
+
+
+def network(
+    size: int, *, seed: int = 1, **config: object
+) -> tuple[MemNet, list[tuple[Address, DhtCore]]]:
+    net = MemNet(seed=seed)
+    cfg = DhtConfig(**config)  # type: ignore[arg-type]
+    first = net.add(config=cfg)
+    nodes = [first]
+    for _ in range(size - 1):
+        address, core = net.add(config=cfg, bootstrap=[first[0]])
+        result = net.wait(address, core.bootstrap(net.now))
+        assert isinstance(result, BootstrapResult) and result.answered == 1
+        nodes.append((address, core))
+    return net, nodes
+
+
+def test_ping_proves_key_then_table_admits() -> None:
+    net = MemNet()
+    a_addr, a = net.add()
+    b_addr, b = net.add()
+    result = net.wait(a_addr, a.ping(b_addr, net.now))
+    assert isinstance(result, PingResult)
+    assert result.contact is not None and result.contact.public_key == b.identity.public_key
+    assert result.observed == a_addr
+    net.run_until(lambda: len(b.table) == 1, limit=5)
+    assert a.table.get(b.identity.node_id) is not None
+    assert b.table.get(a.identity.node_id) is not None  # b challenged a back
+
+
+def test_client_mode_nodes_are_never_in_tables() -> None:
+    net, nodes = network(5)
+    client_addr, client = net.add(config=DhtConfig(client_mode=True), bootstrap=[nodes[0][0]])
+    net.wait(client_addr, client.bootstrap(net.now))
+    record = presence(client, net)
+    put = net.wait(client_addr, client.put(record, net.now))
+    assert isinstance(put, PutResult) and put.stored == 5
+    net.run_until(lambda: False, limit=5)
+    for _, core in nodes:
+        assert client.identity.node_id not in core.table
+    assert len(client.table) == 5 and len(client.store) == 0
+
+
+def test_forged_sender_id_and_unsolicited_replies_are_dropped() -> None:
+    net = MemNet()
+    a_addr, a = net.add()
+    liar = Identity.generate(b"l" * 32)
+    victim = Identity.generate(b"v" * 32)
+    forged = Frame(Ping(bytes(16)), bytes(8), liar.public_key, victim.node_id, Flags.NONE)
+    net.inject(encode_frame(forged), ("10.9.9.9", 9), a_addr)
+    stray = Frame(
+        StoreResult(StoreStatus.STORED, "", ""), bytes(8), liar.public_key, liar.node_id, Flags.NONE
+    )
+    net.inject(encode_frame(stray), ("10.9.9.9", 9), a_addr)
+    net.inject(b"\x01garbage", ("10.9.9.9", 9), a_addr)
+    net.run_until(lambda: False, limit=2)
+    drops = a.drops.counts()
+    assert drops["sender id mismatch"] == 1
+    assert drops["unsolicited reply"] == 1
+    assert drops["undecodable"] == 1
+    assert len(a.table) == 0
+
+
+def test_reply_from_another_address_is_dropped() -> None:
+    net = MemNet()
+    a_addr, a = net.add()
+    b_addr, b = net.add()
+    op = a.ping(b_addr, net.now)
+    (request, destination), *_ = a.datagrams_to_send()
+    assert destination == b_addr
+    b.datagram_received(request, a_addr, net.now)
+    reply = b.datagrams_to_send()[0][0]
+    a.datagram_received(reply, ("10.6.6.6", 6), net.now)  # right id and key, wrong address
+    assert a.drops.counts()["reply from another address"] == 1
+    assert a.events() == []
+    a.datagram_received(reply, b_addr, net.now)
+    assert [event.op_id for event in a.events()] == [op]
+
+
+def test_replies_to_unverified_addresses_do_not_amplify() -> None:
+    net, nodes = network(30)
+    _target_addr, target = nodes[3]
+    stranger = Identity.generate(b"s" * 32)
+    spoofed: Address = ("10.66.66.66", 666)
+    for message in (FindNode(bytes(20)), FindValue(bytes(20), 0), Ping(bytes(16))):
+        request = encode_frame(
+            Frame(message, b"r" * 8, stranger.public_key, stranger.node_id, Flags.NONE)
+        )
+        target.datagram_received(request, spoofed, net.now)
+        replies = [d for d, dst in target.datagrams_to_send() if dst == spoofed]
+        assert sum(len(r) for r in replies) <= AMPLIFICATION_FACTOR * len(request)
+    assert len(target.table) > 20  # it had plenty of contacts it did not send
+
+
+def test_sixty_nodes_every_node_finds_every_record() -> None:
+    net, nodes = network(60)
+    records = []
+    for address, core in nodes:
+        record = presence(core, net)
+        put = net.wait(address, core.put(record, net.now))
+        assert isinstance(put, PutResult) and put.stored >= 10
+        records.append(record)
+    for address, core in nodes[::6]:
+        for record in records:
+            got = net.wait(address, core.get(record.key, net.now))
+            assert isinstance(got, GetResult)
+            assert got.records == (record,)
+
+
+def test_lookups_survive_dead_nodes() -> None:
+    net, nodes = network(40)
+    records = []
+    for address, core in nodes:
+        record = presence(core, net)
+        net.wait(address, core.put(record, net.now))
+        records.append(record)
+    for address, _ in nodes[1::5]:
+        net.down.add(address)
+    alive = [(a, c) for a, c in nodes if a not in net.down]
+    for address, core in alive[:5]:
+        for record, (owner_addr, _) in zip(records, nodes, strict=True):
+            got = net.wait(address, core.get(record.key, net.now), limit=20)
+            assert isinstance(got, GetResult)
+            assert got.records == (record,), owner_addr
+
+
+def test_get_returns_newest_and_put_reports_zero_alone() -> None:
+    net = MemNet()
+    lonely_addr, lonely = net.add(config=DhtConfig(client_mode=True))
+    put = net.wait(lonely_addr, lonely.put(presence(lonely, net), net.now))
+    assert isinstance(put, PutResult) and put.stored == 0
+    net2, nodes = network(10, seed=2)
+    address, core = nodes[4]
+    first, second = presence(core, net2, seq=1), presence(core, net2, seq=2)
+    net2.wait(address, core.put(first, net2.now))
+    net2.wait(address, core.put(second, net2.now))
+    reader_addr, reader = nodes[7]
+    got = net2.wait(reader_addr, reader.get(first.key, net2.now))
+    assert isinstance(got, GetResult) and got.records == (second,)
+
+
+def test_local_put_runs_acceptance() -> None:
+    net, nodes = network(3)
+    address, core = nodes[1]
+    record = presence(core, net, seq=5)
+    net.wait(address, core.put(record, net.now))
+    older = presence(core, net, seq=4)
+    put = net.wait(address, core.put(older, net.now))
+    assert isinstance(put, PutResult) and put.stored == 0 and put.rejected == (("rollback", 1),)
+
+
+def test_store_rate_limit_per_source() -> None:
+    net, nodes = network(2, store_rate=1.0, store_burst=3.0)
+    _address, core = nodes[1]
+    sender = Identity.generate(b"q" * 32)
+    reasons = []
+    for seq in range(6):
+        record = sign_record(sender, RecordKind.PRESENCE, "x", b"", seq=seq, now=net.now, ttl=60)
+        frame = Frame(
+            Store(record.key, record.encoded),
+            bytes([seq]) * 8,
+            sender.public_key,
+            sender.node_id,
+            Flags.NONE,
+        )
+        core.datagram_received(encode_frame(frame), ("10.5.5.5", 5), net.now)
+        for data, _ in core.datagrams_to_send():
+            message = decode_frame(data).message
+            if isinstance(message, StoreResult):
+                reasons.append(message.reason)
+    assert reasons == ["", "", "", "rate-limited", "rate-limited", "rate-limited"]
+
+
+def test_republish_before_expiry_and_replicate_to_newcomers() -> None:
+    net, nodes = network(25, replicate_interval=30.0)
+    address, core = nodes[2]
+    record = presence(core, net, ttl=400)
+    net.wait(address, core.put(record, net.now))
+    net.run_until(lambda: False, limit=320)  # past 3/4 of the lifetime
+    reader_addr, reader = nodes[9]
+    got = net.wait(reader_addr, reader.get(record.key, net.now))
+    assert isinstance(got, GetResult) and got.records[0].seq == 2
+    # A newcomer whose id is closest to the key receives it from the replicas.
+    holders_before = sum(1 for _, c in nodes if c.store.get(record.key, net.now))
+    late_addr, late = net.add(bootstrap=[nodes[0][0]])
+    net.wait(late_addr, late.bootstrap(net.now))
+    net.wait(late_addr, late.find_node(record.key, net.now))
+    net.run_until(lambda: bool(late.store.get(record.key, net.now)), limit=120)
+    assert late.store.get(record.key, net.now)
+    assert holders_before >= 20
+
+
+def test_extension_rpc_round_trip() -> None:
+    net = MemNet()
+    a_addr, a = net.add()
+    b_addr, b = net.add()
+    seen: list[Peer] = []
+
+    def decode(fields: tuple[object, ...]) -> str:
+        if len(fields) != 1 or not isinstance(fields[0], str):
+            raise ValueError("want one string")
+        return fields[0]
+
+    def handle(request: str, peer: Peer, now: float) -> tuple[object, ...]:
+        seen.append(peer)
+        return (request.upper(),)
+
+    b.register_extension(70, decode, handle)
+    result = net.wait(a_addr, a.extension_request(b_addr, 70, ("hello",), net.now))
+    assert isinstance(result, ExtensionResult) and result.fields == ("HELLO",)
+    assert seen[0].public_key == a.identity.public_key
+    bad = net.wait(a_addr, a.extension_request(b_addr, 70, (1, 2), net.now))
+    assert isinstance(bad, ExtensionResult) and bad.fields is None  # dropped, timed out
+    assert b.drops.counts()["bad extension request"] == 1
+    assert dataclasses.is_dataclass(seen[0])
