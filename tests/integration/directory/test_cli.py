@@ -1,0 +1,250 @@
+"""The directory commands a person types, against real DHT nodes on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2pnode.cli import main
+from p2pnode.dht import DhtNode
+from p2pnode.identity import Identity
+from tests.harness.tools import require_tool
+
+NODES = 5
+
+
+@contextlib.contextmanager
+def dht_in_thread(count: int) -> Iterator[str]:
+    """Real DHT nodes on their own event loop in a thread; yields the seed's HOST:PORT."""
+    loop = asyncio.new_event_loop()
+    nodes: list[DhtNode] = []
+
+    async def start() -> str:
+        seed = DhtNode(Identity.generate(), listen=("127.0.0.1", 0))
+        await seed.start()
+        nodes.append(seed)
+        for _ in range(count - 1):
+            node = DhtNode(Identity.generate(), listen=("127.0.0.1", 0), bootstrap=[seed.address])
+            await node.start()
+            nodes.append(node)
+        return f"{seed.address[0]}:{seed.address[1]}"
+
+    async def stop() -> None:
+        for node in nodes:
+            await node.close()
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield asyncio.run_coroutine_threadsafe(start(), loop).result(timeout=20)
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_publish_verify_lookup_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    owner_home, squatter_home, verifier_home = (tmp_path / n for n in ("o", "s", "v"))
+    with dht_in_thread(NODES) as seed:
+        net = ["--bootstrap", seed]
+        code, out, _ = run(capsys, "verifier", "init", "--home", str(verifier_home))
+        assert code == 0
+        verifier_id = re.search(r"--trust\): (\S+)", out)
+        assert verifier_id is not None
+        trust = ["--trust", verifier_id.group(1)]
+
+        code, out, _ = run(
+            capsys,
+            "enum",
+            "publish",
+            "+1 (800) 935-9935",
+            "--sip",
+            "sip:pbx@owner.example",
+            "--home",
+            str(owner_home),
+            *net,
+        )
+        assert code == 0 and "published +18009359935" in out
+        owner_id = Identity.load(owner_home).peer_id
+
+        code, out, _ = run(
+            capsys, "enum", "lookup", "0018009359935", *net, *trust, "--home", str(tmp_path)
+        )
+        assert code == 1 and "UNVERIFIED" in out and Identity.load(owner_home).fingerprint in out
+
+        # the verifier inspects the pending claim, then countersigns the owner's key
+        code, out, _ = run(
+            capsys, "enum", "verify", "+18009359935", "--home", str(verifier_home), *net
+        )
+        assert code == 0 and owner_id in out and "sip:pbx@owner.example" in out
+        code, out, _ = run(
+            capsys,
+            "enum",
+            "verify",
+            "+18009359935",
+            "--owner",
+            owner_id,
+            "--home",
+            str(verifier_home),
+            *net,
+        )
+        assert code == 0
+        token = out.strip().splitlines()[-1]
+        assert token.startswith("p2pnode-endorsement:")
+
+        # the token is bound to the owner's key: the squatter cannot use it
+        code, _, err = run(
+            capsys,
+            "enum",
+            "publish",
+            "+18009359935",
+            "--sip",
+            "sip:x@squat.example",
+            "--endorsement",
+            token,
+            "--home",
+            str(squatter_home),
+            *net,
+        )
+        assert code == 2 and "another owner" in err
+        code, _, _ = run(
+            capsys,
+            "enum",
+            "publish",
+            "+18009359935",
+            "--sip",
+            "sip:x@squat.example",
+            "--home",
+            str(squatter_home),
+            *net,
+        )
+        assert code == 0
+        code, out, _ = run(
+            capsys,
+            "enum",
+            "publish",
+            "+18009359935",
+            "--endorsement",
+            token,
+            "--home",
+            str(owner_home),
+            *net,
+        )
+        assert code == 0 and "1 endorsement(s)" in out and "sip:pbx@owner.example" in out
+
+        code, out, _ = run(
+            capsys, "enum", "lookup", "+18009359935", *net, *trust, "--home", str(tmp_path)
+        )
+        assert code == 0 and "VERIFIED" in out and "sip:pbx@owner.example" in out
+        assert "squat" not in out
+        # without trusting the verifier: two unverified claims, reported as ambiguous
+        code, _, err = run(capsys, "enum", "lookup", "+18009359935", *net, "--home", str(tmp_path))
+        assert code == 2 and "ambiguous" in err
+
+        _gateway_answers(seed, verifier_id.group(1), tmp_path)  # a real process, asked by dig
+
+        code, out, _ = run(
+            capsys,
+            "enum",
+            "revoke",
+            "+18009359935",
+            "--owner",
+            owner_id,
+            "--home",
+            str(verifier_home),
+            *net,
+        )
+        assert code == 0 and "revoked" in out
+        code, _, err = run(
+            capsys, "enum", "lookup", "+18009359935", *net, *trust, "--home", str(tmp_path)
+        )
+        assert code == 2 and "ambiguous" in err
+
+        # logins
+        for home in (owner_home, squatter_home):
+            code, _, _ = run(capsys, "name", "claim", "Alice", "--home", str(home), *net)
+            assert code == 0
+        code, _, err = run(capsys, "name", "lookup", "alice", *net, "--home", str(tmp_path))
+        assert code == 2 and "ambiguous" in err and Identity.load(owner_home).fingerprint in err
+        code, out, _ = run(capsys, "name", "lookup", owner_id, "--home", str(tmp_path))
+        assert code == 0 and "a peer id" in out
+
+        # errors a person understands
+        code, _, err = run(
+            capsys, "enum", "lookup", "+1 800 FLOWERS", *net, "--home", str(tmp_path)
+        )
+        assert code == 2 and "bad number" in err
+        code, _, err = run(capsys, "name", "claim", "a_b", "--home", str(owner_home), *net)
+        assert code == 2 and "bad login" in err
+        code, _, err = run(capsys, "enum", "lookup", "+18009359935", "--home", str(tmp_path))
+        assert code == 2 and "--bootstrap" in err
+
+
+def _gateway_answers(seed: str, verifier: str, tmp_path: Path) -> None:
+    """``p2pnode enum-dns`` as a real process, asked by dig."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "p2pnode",
+            "enum-dns",
+            "--listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            seed,
+            "--trust",
+            verifier,
+            "--home",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        match = re.search(r"udp\+tcp ([\d.]+):(\d+)", banner)
+        assert match is not None, banner + (process.stderr.read() if process.stderr else "")
+        out = subprocess.run(
+            [
+                require_tool("dig", "dnsutils"),
+                "@" + match.group(1),
+                "-p",
+                match.group(2),
+                "+short",
+                "+tries=1",
+                "+time=5",
+                "-t",
+                "NAPTR",
+                "5.3.9.9.5.3.9.0.0.8.1.e164.arpa",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        ).stdout
+        assert out.strip() == '100 10 "u" "E2U+sip" "!^.*$!sip:pbx@owner.example!" .'
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
