@@ -15,6 +15,7 @@ from p2pnode.dht.config import (
     GetResult,
     PingResult,
     PutResult,
+    StoreReply,
 )
 from p2pnode.dht.keys import Address, Contact
 from p2pnode.dht.messages import DhtDecodeError
@@ -38,5 +39,6 @@ __all__ = [
     "Peer",
     "PingResult",
     "PutResult",
+    "StoreReply",
     "TableHealth",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from p2pnode.dht.keys import Address, Contact
+from p2pnode.dht.messages import StoreStatus
 from p2pnode.records import SignedRecord
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "OperationResult",
     "PingResult",
     "PutResult",
+    "StoreReply",
 ]
 
 
@@ -90,6 +92,20 @@ class PingResult:
 
 
 @dataclass(frozen=True)
+class StoreReply:
+    """One node's answer to one STORE (``status`` None: no answer)."""
+
+    address: Address
+    status: StoreStatus | None
+    reason: str
+    detail: str
+
+    @property
+    def stored(self) -> bool:
+        return self.status in (StoreStatus.STORED, StoreStatus.DUPLICATE)
+
+
+@dataclass(frozen=True)
 class ExtensionResult:
     address: Address
     code: int
@@ -103,7 +119,13 @@ class BootstrapResult:
 
 
 OperationResult = (
-    GetResult | PutResult | FindNodeResult | PingResult | ExtensionResult | BootstrapResult
+    GetResult
+    | PutResult
+    | FindNodeResult
+    | PingResult
+    | StoreReply
+    | ExtensionResult
+    | BootstrapResult
 )
 
 

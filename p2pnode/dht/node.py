@@ -40,6 +40,7 @@ from p2pnode.dht.config import (
     OperationResult,
     PingResult,
     PutResult,
+    StoreReply,
 )
 from p2pnode.dht.keys import Address
 from p2pnode.dht.messages import parse_ip
@@ -217,6 +218,20 @@ class DhtNode:
     async def ping(self, address: Address, expected_key: bytes | None = None) -> PingResult:
         result = await self._run(lambda now: self.core.ping(address, now, expected_key))
         assert isinstance(result, PingResult)
+        return result
+
+    async def store_at(
+        self,
+        address: Address,
+        key: bytes,
+        encoded: bytes,
+        expected_key: bytes | None = None,
+    ) -> StoreReply:
+        """One raw STORE to one node, no lookup (tools, tests, the demo's attacker)."""
+        result = await self._run(
+            lambda now: self.core.store_at(address, key, encoded, now, expected_key)
+        )
+        assert isinstance(result, StoreReply)
         return result
 
     async def extension_request(

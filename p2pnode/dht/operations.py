@@ -27,6 +27,7 @@ from p2pnode.dht.config import (
     OperationResult,
     PingResult,
     PutResult,
+    StoreReply,
 )
 from p2pnode.dht.keys import Address, Contact, node_id_of
 from p2pnode.dht.lookup import Lookup, LookupKind
@@ -59,6 +60,7 @@ __all__ = [
     "PingOp",
     "Requester",
     "SentRequest",
+    "StoreOp",
 ]
 
 INTERNAL_OP = 0  # op id of operations nobody awaits (challenges, refreshes, republishing)
@@ -368,6 +370,31 @@ class PingOp:
         if self.done_callback is not None:
             self.done_callback(result, now)
         self.host.finish(self.op_id, result)
+
+
+class StoreOp:
+    """One STORE to one node (replication, tools, the demo's attacker); no lookup."""
+
+    def __init__(self, host: OperationHost, op_id: int, address: Address, store: Store) -> None:
+        self.host = host
+        self.op_id = op_id
+        self.address = address
+        self.store = store
+
+    def start(self, now: float, expected_key: bytes | None = None) -> None:
+        if not self.host.send_request(
+            self.address, self.store, expected_key=expected_key, owner=self, now=now
+        ):
+            self.host.finish(self.op_id, StoreReply(self.address, None, "not sent", ""))
+
+    def on_reply(self, request: SentRequest, frame: Frame, sender: Contact, now: float) -> None:
+        message = frame.message
+        if isinstance(message, StoreResult):
+            reply = StoreReply(self.address, message.status, message.reason, message.detail)
+            self.host.finish(self.op_id, reply)
+
+    def on_timeout(self, request: SentRequest, now: float) -> None:
+        self.host.finish(self.op_id, StoreReply(self.address, None, "timeout", ""))
 
 
 class ExtensionOp:

@@ -65,6 +65,7 @@ from p2pnode.dht.operations import (
     PingOp,
     Requester,
     SentRequest,
+    StoreOp,
 )
 from p2pnode.dht.ratelimit import TokenBuckets
 from p2pnode.dht.routing import OfferOutcome, RoutingTable, TableHealth
@@ -300,6 +301,19 @@ class DhtCore:
     def ping(self, address: Address, now: float, expected_key: bytes | None = None) -> int:
         op_id = self._op_id()
         PingOp(self, op_id, address).start(now, expected_key)
+        return op_id
+
+    def store_at(
+        self,
+        address: Address,
+        key: bytes,
+        encoded: bytes,
+        now: float,
+        expected_key: bytes | None = None,
+    ) -> int:
+        """Send one STORE of raw record bytes to one node; ``StoreReply`` has its verdict."""
+        op_id = self._op_id()
+        StoreOp(self, op_id, address, Store(key, encoded)).start(now, expected_key)
         return op_id
 
     def bootstrap(self, now: float, extra: Sequence[Address] = ()) -> int:

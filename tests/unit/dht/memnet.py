@@ -75,10 +75,10 @@ class MemNet:
             if self.queue and self.queue[0][0] <= deadline:
                 when, _, data, source, destination = heapq.heappop(self.queue)
                 self.now = max(self.now, when)
-                core = self.cores.get(destination)
-                if core is not None and destination not in self.down:
-                    core.datagram_received(data, source, self.now)
-                    self._flush(destination, core)
+                receiver = self.cores.get(destination)
+                if receiver is not None and destination not in self.down:
+                    receiver.datagram_received(data, source, self.now)
+                    self._flush(destination, receiver)
                 continue
             if deadline > end:
                 self.now = end
