@@ -1,0 +1,305 @@
+"""TURN credentials for proven peers, handed out by a supernode over a DHT extension RPC.
+
+A supernode runs its TURN server with a secret (coturn ``--use-auth-secret``,
+``relay.auth.rest_api_credentials``). A peer that proved its DHT identity to
+the supernode (signed the DHT's PING challenge from the address it asks from)
+gets time-limited credentials in the TURN REST API style:
+
+    username = "<unix expiry>:<peer id>"
+    password = base64(HMAC-SHA1(secret, username))
+
+so the relay's per-identity quota counts the peer's key, not an address, and
+the credentials also work in any TURN client (aioice, browsers, coturn tools).
+
+Wire form (DHT extension ``CREDENTIALS_CODE``; msgpack fields inside the DHT frame)::
+
+    request: [version=1, reply_key(bin 32: X25519, ephemeral), ttl]
+    reply:   [status, detail(str), username(str), sealed_password(bin), expires_at, realm(str)]
+
+The password is sealed (libsodium sealed box) to the requester's one-time
+X25519 key: DHT datagrams are not encrypted, and a password sniffed off the
+wire would let anyone spend that peer's relay quota.
+
+Invariants:
+- The issuer holds no per-request state: a credential is a pure function of
+  the secret, the peer and the expiry; request floods cost CPU, bounded by the
+  DHT's per-source rate limit.
+- Only ``peer.proven`` requesters get credentials; others get ``UNPROVEN`` and
+  retry once the DHT's challenge (sent on first contact) has completed.
+- Decoders are total: any fields give a value or ``CredentialsDecodeError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nacl.exceptions
+import nacl.public
+
+from p2pnode.dht import Address, DhtNode, Peer
+from p2pnode.identity import peer_id_for
+from relay.auth import rest_api_password, rest_api_username
+
+__all__ = [
+    "CREDENTIALS_CODE",
+    "DEFAULT_CREDENTIAL_TTL",
+    "MAX_CREDENTIAL_TTL",
+    "CredentialIssuer",
+    "CredentialStatus",
+    "CredentialsDecodeError",
+    "CredentialsError",
+    "CredentialsReply",
+    "CredentialsRequest",
+    "TurnCredentials",
+    "decode_reply",
+    "decode_request",
+    "encode_reply",
+    "encode_request",
+    "open_reply",
+    "request_credentials",
+]
+
+logger = logging.getLogger(__name__)
+
+CREDENTIALS_CODE = 72  # in the DHT's EXTENSION_CODES (64..127)
+WIRE_VERSION = 1
+X25519_KEY_BYTES = 32
+MIN_CREDENTIAL_TTL = 60
+# A call holds its allocation for hours and every Refresh re-checks the username's
+# expiry, so credentials must outlive a long call (coturn's REST default is a day).
+DEFAULT_CREDENTIAL_TTL = 12 * 3600
+MAX_CREDENTIAL_TTL = 24 * 3600
+MAX_TEXT = 200
+MAX_SEALED_BYTES = 128  # 28-byte password + 48 bytes of sealed-box overhead, with room
+
+
+class CredentialsDecodeError(ValueError):
+    """Extension fields that are not a well-formed credentials request or reply."""
+
+
+class CredentialsError(Exception):
+    """The supernode did not give us credentials; ``str()`` says why."""
+
+
+class CredentialStatus(enum.IntEnum):
+    ISSUED = 0
+    UNPROVEN = 1  # the DHT has not verified your key at this address yet: retry shortly
+    UNAVAILABLE = 2  # not (or no longer) a relay: do not retry this one
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsRequest:
+    reply_key: bytes  # the requester's ephemeral X25519 public key
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialsReply:
+    status: CredentialStatus
+    detail: str
+    username: str
+    sealed_password: bytes
+    expires_at: int
+    realm: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCredentials:
+    """What a TURN client needs (long-term credential mechanism, RFC 8489 §9.2)."""
+
+    username: str
+    password: str
+    realm: str
+    expires_at: int
+
+    @property
+    def peer_id(self) -> str:
+        """The identity the relay counts allocations against."""
+        return self.username.partition(":")[2]
+
+
+def _uint(value: object, name: str, maximum: int) -> int:
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise CredentialsDecodeError(f"{name} is not an integer in 0..{maximum}")
+    return value
+
+
+def _text(value: object, name: str) -> str:
+    if type(value) is not str or len(value) > MAX_TEXT:
+        raise CredentialsDecodeError(f"{name} is not a string of at most {MAX_TEXT} characters")
+    return value
+
+
+def encode_request(request: CredentialsRequest) -> tuple[object, ...]:
+    return (WIRE_VERSION, request.reply_key, request.ttl)
+
+
+def decode_request(fields: tuple[object, ...]) -> CredentialsRequest:
+    """Total: a request or ``CredentialsDecodeError`` (a ``ValueError``, as the DHT wants)."""
+    if len(fields) != 3:
+        raise CredentialsDecodeError("a credentials request has 3 fields")
+    version, reply_key, ttl = fields
+    if type(version) is not int or version != WIRE_VERSION:
+        raise CredentialsDecodeError(f"unsupported credentials version {version!r}")
+    if type(reply_key) is not bytes or len(reply_key) != X25519_KEY_BYTES:
+        raise CredentialsDecodeError("reply key is not 32 bytes")
+    return CredentialsRequest(reply_key, _uint(ttl, "ttl", MAX_CREDENTIAL_TTL))
+
+
+def encode_reply(reply: CredentialsReply) -> tuple[object, ...]:
+    return (
+        int(reply.status),
+        reply.detail,
+        reply.username,
+        reply.sealed_password,
+        reply.expires_at,
+        reply.realm,
+    )
+
+
+def decode_reply(fields: tuple[object, ...]) -> CredentialsReply:
+    """Total: a reply or ``CredentialsDecodeError``."""
+    if len(fields) != 6:
+        raise CredentialsDecodeError("a credentials reply has 6 fields")
+    status_value, detail, username, sealed, expires_at, realm = fields
+    try:
+        status = CredentialStatus(_uint(status_value, "status", 255))
+    except ValueError:
+        raise CredentialsDecodeError(f"unknown credentials status {status_value!r}") from None
+    if type(sealed) is not bytes or len(sealed) > MAX_SEALED_BYTES:
+        raise CredentialsDecodeError(f"sealed password is not at most {MAX_SEALED_BYTES} bytes")
+    return CredentialsReply(
+        status,
+        _text(detail, "detail"),
+        _text(username, "username"),
+        sealed,
+        _uint(expires_at, "expires_at", 2**40),
+        _text(realm, "realm"),
+    )
+
+
+class CredentialIssuer:
+    """Supernode side: answers credentials requests from proven peers.
+
+    ``unavailable()`` returns why the node does not relay now (None: it does),
+    so a demoted supernode stops handing out credentials at once while its
+    existing allocations, and the credentials already issued, keep working.
+    """
+
+    def __init__(
+        self,
+        secret: bytes,
+        realm: str,
+        *,
+        unavailable: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        if len(secret) < 16:
+            raise ValueError("the TURN secret must be at least 16 bytes")
+        self._secret = secret
+        self.realm = realm
+        self._unavailable = unavailable
+        self.outcomes: Counter[str] = Counter()
+
+    def credentials_for(self, peer_key: bytes, now: float, ttl: int) -> TurnCredentials:
+        """The credentials ``peer_key`` gets for ``ttl`` seconds (clamped) from ``now``."""
+        ttl = min(max(ttl or DEFAULT_CREDENTIAL_TTL, MIN_CREDENTIAL_TTL), MAX_CREDENTIAL_TTL)
+        expires_at = int(now) + ttl
+        username = rest_api_username(expires_at, peer_id_for(peer_key))
+        password = rest_api_password(self._secret, username)
+        return TurnCredentials(username, password, self.realm, expires_at)
+
+    def handle(self, request: CredentialsRequest, peer: Peer, now: float) -> tuple[object, ...]:
+        """The DHT extension handler: reply fields for ``request`` from ``peer``."""
+        reason = self._unavailable()
+        if reason is not None:
+            self.outcomes["unavailable"] += 1
+            return encode_reply(
+                CredentialsReply(CredentialStatus.UNAVAILABLE, reason, "", b"", 0, self.realm)
+            )
+        if not peer.proven:
+            # The DHT challenges a new sender on first contact; the retry will be proven.
+            self.outcomes["unproven"] += 1
+            return encode_reply(
+                CredentialsReply(
+                    CredentialStatus.UNPROVEN, "prove your key first", "", b"", 0, self.realm
+                )
+            )
+        try:
+            box = nacl.public.SealedBox(nacl.public.PublicKey(request.reply_key))
+        except (nacl.exceptions.CryptoError, ValueError, TypeError):
+            self.outcomes["bad reply key"] += 1
+            return encode_reply(
+                CredentialsReply(CredentialStatus.UNAVAILABLE, "bad reply key", "", b"", 0, "")
+            )
+        credentials = self.credentials_for(peer.public_key, now, request.ttl)
+        self.outcomes["issued"] += 1
+        return encode_reply(
+            CredentialsReply(
+                CredentialStatus.ISSUED,
+                "",
+                credentials.username,
+                box.encrypt(credentials.password.encode("ascii")),
+                credentials.expires_at,
+                credentials.realm,
+            )
+        )
+
+    def register(self, node: DhtNode) -> None:
+        """Serve ``CREDENTIALS_CODE`` on ``node`` (once per node)."""
+        node.register_extension(CREDENTIALS_CODE, decode_request, self.handle)
+
+
+def open_reply(reply: CredentialsReply, key: nacl.public.PrivateKey) -> TurnCredentials:
+    """Unseal an ISSUED reply; ``CredentialsError`` if it is not one or does not open."""
+    if reply.status is not CredentialStatus.ISSUED:
+        raise CredentialsError(f"{reply.status.name.lower()}: {reply.detail}")
+    try:
+        password = nacl.public.SealedBox(key).decrypt(reply.sealed_password).decode("ascii")
+    except (nacl.exceptions.CryptoError, UnicodeDecodeError):
+        raise CredentialsError("the sealed password does not open with our key") from None
+    expiry_text, sep, _ = reply.username.partition(":")
+    if not sep or expiry_text != str(reply.expires_at):
+        raise CredentialsError("the username does not carry the stated expiry")
+    return TurnCredentials(reply.username, password, reply.realm, reply.expires_at)
+
+
+async def request_credentials(
+    node: DhtNode,
+    address: Address,
+    relay_key: bytes,
+    *,
+    ttl: int = DEFAULT_CREDENTIAL_TTL,
+    attempts: int = 5,
+    retry_delay: float = 0.2,
+) -> TurnCredentials:
+    """Ask the supernode at ``address`` (DHT key ``relay_key``) for TURN credentials.
+
+    UNPROVEN answers and silence are retried (bounded: ``attempts`` requests,
+    ``retry_delay`` doubling between them); UNAVAILABLE is final.
+    """
+    key = nacl.public.PrivateKey.generate()
+    fields = encode_request(CredentialsRequest(bytes(key.public_key), ttl))
+    last = "no answer"
+    delay = retry_delay
+    for attempt in range(attempts):
+        if attempt:
+            await asyncio.sleep(delay)
+            delay *= 2
+        result = await node.extension_request(address, CREDENTIALS_CODE, fields, relay_key)
+        if result.fields is None:
+            last = "no answer"
+            continue
+        try:
+            reply = decode_reply(result.fields)
+        except CredentialsDecodeError as error:
+            raise CredentialsError(f"malformed reply: {error}") from None
+        if reply.status is CredentialStatus.UNPROVEN:
+            last = "unproven"
+            continue
+        return open_reply(reply, key)
+    raise CredentialsError(f"no credentials after {attempts} attempts ({last})")

@@ -1,0 +1,162 @@
+"""Credentials RPC: codec totality, issuer policy, sealing, and agreement with relay.auth."""
+
+from __future__ import annotations
+
+import contextlib
+
+import nacl.public
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pnode.connectivity.credentials import (
+    MAX_CREDENTIAL_TTL,
+    CredentialIssuer,
+    CredentialsDecodeError,
+    CredentialsError,
+    CredentialsReply,
+    CredentialsRequest,
+    CredentialStatus,
+    decode_reply,
+    decode_request,
+    encode_reply,
+    encode_request,
+    open_reply,
+)
+from p2pnode.dht import Peer
+from p2pnode.identity import Identity
+from relay.auth import long_term_key, rest_api_credentials
+
+NOW = 1_800_000_000.0
+SECRET = b"s" * 32
+
+
+def peer(identity: Identity, proven: bool = True) -> Peer:
+    return Peer(identity.public_key, identity.node_id, ("127.0.0.1", 5000), proven, False)
+
+
+def ask(issuer: CredentialIssuer, who: Peer, ttl: int = 3600) -> tuple[CredentialsReply, bytes]:
+    key = nacl.public.PrivateKey.generate()
+    request = decode_request(encode_request(CredentialsRequest(bytes(key.public_key), ttl)))
+    return decode_reply(issuer.handle(request, who, NOW)), bytes(key)
+
+
+def test_proven_peer_gets_credentials_the_relay_accepts() -> None:
+    me = Identity.generate(bytes([5]) * 32)
+    issuer = CredentialIssuer(SECRET, "p2pnode")
+    reply, raw_key = ask(issuer, peer(me), ttl=3600)
+    credentials = open_reply(reply, nacl.public.PrivateKey(raw_key))
+    assert credentials.username == f"{int(NOW) + 3600}:{me.peer_id}"
+    assert credentials.peer_id == me.peer_id
+    assert credentials.realm == "p2pnode"
+    # The password never travels in clear.
+    assert credentials.password.encode() not in reply.sealed_password
+    # relay.auth (the TURN server's lookup) derives the same key and counts the peer id.
+    lookup = rest_api_credentials(SECRET, clock=lambda: NOW)
+    found = lookup(credentials.username, "p2pnode")
+    assert found is not None
+    assert found.identity == me.peer_id
+    assert found.key == long_term_key(credentials.username, "p2pnode", credentials.password)
+    # Expired: the relay refuses them.
+    late = rest_api_credentials(SECRET, clock=lambda: NOW + 3601)
+    assert late(credentials.username, "p2pnode") is None
+    assert issuer.outcomes["issued"] == 1
+
+
+def test_ttl_is_clamped() -> None:
+    issuer = CredentialIssuer(SECRET, "r")
+    who = Identity.generate()
+    assert issuer.credentials_for(who.public_key, NOW, 10).expires_at == int(NOW) + 60
+    big = issuer.credentials_for(who.public_key, NOW, 10**9)
+    assert big.expires_at == int(NOW) + MAX_CREDENTIAL_TTL
+
+
+def test_unproven_and_unavailable_are_refused() -> None:
+    who = Identity.generate()
+    reasons: list[str | None] = [None]
+    issuer = CredentialIssuer(SECRET, "r", unavailable=lambda: reasons[0])
+    reply, _ = ask(issuer, peer(who, proven=False))
+    assert reply.status is CredentialStatus.UNPROVEN
+    assert reply.username == "" and reply.sealed_password == b""
+    reasons[0] = "demoted: reachability lost"
+    reply, key = ask(issuer, peer(who))
+    assert reply.status is CredentialStatus.UNAVAILABLE
+    assert reply.detail == "demoted: reachability lost"
+    with pytest.raises(CredentialsError, match="unavailable"):
+        open_reply(reply, nacl.public.PrivateKey(key))
+    assert issuer.outcomes == {"unproven": 1, "unavailable": 1}
+
+
+def test_a_reply_sealed_to_someone_else_does_not_open() -> None:
+    issuer = CredentialIssuer(SECRET, "r")
+    reply, _ = ask(issuer, peer(Identity.generate()))
+    with pytest.raises(CredentialsError, match="does not open"):
+        open_reply(reply, nacl.public.PrivateKey.generate())
+
+
+def test_short_secret_is_refused() -> None:
+    with pytest.raises(ValueError):
+        CredentialIssuer(b"short", "r")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (),
+        (1, b"k" * 32),
+        (2, b"k" * 32, 60),
+        (1, b"k" * 31, 60),
+        (1, "k" * 32, 60),
+        (1, b"k" * 32, -1),
+        (1, b"k" * 32, MAX_CREDENTIAL_TTL + 1),
+        (True, b"k" * 32, 60),
+        (1, b"k" * 32, 60, 0),
+    ],
+)
+def test_bad_requests(fields: tuple[object, ...]) -> None:
+    with pytest.raises(CredentialsDecodeError):
+        decode_request(fields)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (),
+        (9, "", "", b"", 0, ""),
+        (0, "", "", b"x" * 129, 0, ""),
+        (0, "", "u" * 201, b"", 0, ""),
+        (0, "", "", "", 0, ""),
+        (0, "", "", b"", -5, ""),
+        (0, "", "", b"", 0, "", 1),
+    ],
+)
+def test_bad_replies(fields: tuple[object, ...]) -> None:
+    with pytest.raises(CredentialsDecodeError):
+        decode_reply(fields)
+
+
+values = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.text(max_size=40), st.binary(max_size=140)
+)
+
+
+@given(st.lists(values, max_size=8).map(tuple))
+def test_property_decoders_are_total(fields: tuple[object, ...]) -> None:
+    for decode in (decode_request, decode_reply):
+        with contextlib.suppress(CredentialsDecodeError):
+            decode(fields)
+
+
+@given(
+    st.sampled_from(CredentialStatus),
+    st.text(max_size=50),
+    st.text(max_size=80),
+    st.binary(max_size=128),
+    st.integers(0, 2**40),
+    st.text(max_size=50),
+)
+def test_property_reply_round_trip(
+    status: CredentialStatus, detail: str, user: str, sealed: bytes, expiry: int, realm: str
+) -> None:
+    reply = CredentialsReply(status, detail, user, sealed, expiry, realm)
+    assert decode_reply(encode_reply(reply)) == reply
