@@ -138,11 +138,15 @@ class StunService:
             if alt_ip is not None:
                 for port in ports:
                     sockets.append(await open_datagram_socket((alt_ip, port), feeder(len(sockets))))
-            dial_back = await open_datagram_socket((primary.local[0], 0), lambda d, s: None)
+            # Probes leave from the alternate IP when there is one: an IP the
+            # requester never sent to, so only a really open port lets them in.
+            probe_ip = alt_ip if alt_ip is not None else primary.local[0]
+            dial_back = await open_datagram_socket((probe_ip, 0), lambda d, s: None)
         except OSError:
             for sock in sockets:
                 sock.close()
             raise
+        server_options.setdefault("dial_back", True)  # we own a dial-back socket
         server = StunServer(
             primary.local,
             alt_ip=alt_ip,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nat.drops import DropCounter
 from nat.ratelimit import RateLimit, SourceRateLimiter
@@ -154,7 +154,11 @@ class StunServer:
         request_limit: RateLimit = DEFAULT_REQUEST_LIMIT,
         dial_back_limit: RateLimit = DEFAULT_DIAL_BACK_LIMIT,
         software: str = DEFAULT_SOFTWARE,
+        dial_back: bool = False,
     ) -> None:
+        """``dial_back``: serve DIAL-BACK probes (``Transmit.local is None``); only an
+        owner with a dial-back socket (``nat.endpoint.StunService``) may turn it on,
+        since the response promises the probe."""
         if alt_ip is not None and not _same_family(primary[0], alt_ip):
             raise ValueError("the alternate IP must be of the primary's address family")
         if alt_port is not None and alt_port == primary[1]:
@@ -168,6 +172,7 @@ class StunServer:
         self._request_limit = SourceRateLimiter(request_limit)
         self._dial_back_limit = SourceRateLimiter(dial_back_limit)
         self._software = software
+        self._serve_dial_back = dial_back
         self._responses = 0
         self._errors = 0
         self._dial_backs = 0
@@ -276,11 +281,16 @@ class StunServer:
             other_address=self._other_address(local),
             software=self._software,
         )
-        out = [self._reply(response, origin, destination)]
-        dial_back = request.get(DialBack)
+        probes: list[Transmit] = []
+        dial_back = request.get(DialBack) if self._serve_dial_back else None
         if dial_back is not None:
-            out.extend(self._dial_back(request, source, dial_back, now))
-        return out
+            probes = self._dial_back(request, source, dial_back, now)
+            if probes:
+                # Echoing DIAL-BACK says "a probe is on its way", so a requester can
+                # tell "filtered" from "this server does not dial back".
+                port = probes[0].remote[1]
+                response = replace(response, attributes=(*response.attributes, DialBack(port)))
+        return [self._reply(response, origin, destination), *probes]
 
     def _dial_back(
         self, request: StunMessage, source: Address, dial_back: DialBack, now: float

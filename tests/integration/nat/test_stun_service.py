@@ -176,6 +176,7 @@ async def test_dial_back_arrives_from_a_port_we_never_contacted() -> None:
     assert probe.cls is StunClass.REQUEST and probe.transaction_id == tid
     assert source not in service.addresses
     assert source[0] == "127.0.0.1"
+    assert reply.get(DialBack) == DialBack(listener.local[1])
     assert reply.cls is StunClass.SUCCESS
 
 

@@ -45,6 +45,7 @@ def request(*attributes: Attribute, tid: bytes = TID) -> bytes:
 
 
 def server(**options: object) -> StunServer:
+    options.setdefault("dial_back", True)
     return StunServer(P1, alt_ip=A1[0], alt_port=P2[1], **options)  # type: ignore[arg-type]
 
 
@@ -221,6 +222,7 @@ def test_dial_back_probe_goes_to_the_observed_ip_only() -> None:
     assert len(out) == 2
     response, probe = out
     assert response.remote == CLIENT
+    assert decode_message(response.data).get(DialBack) == DialBack(6000)  # "probe sent"
     assert probe.local is None  # from the dial-back socket, not a listening one
     assert probe.remote == (CLIENT[0], 6000)
     message = decode_message(probe.data)
@@ -231,10 +233,19 @@ def test_dial_back_probe_goes_to_the_observed_ip_only() -> None:
     assert out[1].remote == CLIENT
 
 
+def test_dial_back_is_off_unless_the_owner_can_send_probes() -> None:
+    """A core embedded elsewhere (the TURN relay) neither probes nor promises a probe."""
+    out = StunServer(P1).handle_datagram(request(DialBack(6000)), CLIENT, P1, 0.0)
+    assert len(out) == 1
+    assert decode_message(out[0].data).get(DialBack) is None
+
+
 def test_dial_back_is_rate_limited_separately() -> None:
     core = server(dial_back_limit=RateLimit(rate=0.1, burst=2.0))
     sent = [len(core.handle_datagram(request(DialBack(6000)), CLIENT, P1, 0.0)) for _ in range(4)]
     assert sent == [2, 2, 1, 1]  # responses keep coming, probes stop
+    last = core.handle_datagram(request(DialBack(6000)), CLIENT, P1, 0.0)
+    assert decode_message(last[0].data).get(DialBack) is None  # no probe, no promise
     assert core.statistics().dial_backs == 2
 
 
