@@ -1,0 +1,172 @@
+"""The gateway's route cache (bounded, never blocking), the rate limiter, the settings file."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from p2pnode.directory.naptr import sip_directive
+from p2pnode.directory.settings import SettingsError, parse_settings
+from p2pnode.directory.trust import Route
+from p2pnode.gateways.enumdns.ratelimit import ClientRateLimiter
+from p2pnode.gateways.enumdns.routes import RouteCache, RouteStatus
+from p2pnode.identity import Identity
+
+NUMBER = "+18009359935"
+ROUTE = Route(NUMBER, (sip_directive("sip:a@b.example"),), "verified")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Lookups:
+    """A scripted directory: answers, absences, failures; counts calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.answer: Route | Exception | None = ROUTE
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, number: str) -> Route | None:
+        self.calls.append(number)
+        await self.gate.wait()
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def run(coroutine: object) -> None:
+    asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+def test_missing_then_known_then_stale_while_revalidate() -> None:
+    async def scenario() -> None:
+        clock, lookups = Clock(), Lookups()
+        cache = RouteCache(lookups, clock, positive_ttl=60, max_stale=600)
+        worker = asyncio.create_task(cache.run())
+        try:
+            assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.PENDING
+            assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.PENDING
+            async with asyncio.timeout(2):
+                await cache.wait(NUMBER)
+            assert cache.route_nowait(NUMBER, clock.now) == ROUTE
+            assert lookups.calls == [NUMBER]  # the two misses were one lookup
+            clock.now += 61
+            lookups.answer = None
+            assert cache.route_nowait(NUMBER, clock.now) == ROUTE  # stale, served, refreshing
+            await settle()
+            assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.ABSENT
+            clock.now += 10_000
+            assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.PENDING  # too old to serve
+        finally:
+            worker.cancel()
+
+    run(scenario())
+
+
+def test_failures_are_not_absences() -> None:
+    async def scenario() -> None:
+        clock, lookups = Clock(), Lookups()
+        cache = RouteCache(lookups, clock, positive_ttl=60, failure_retry=5)
+        worker = asyncio.create_task(cache.run())
+        try:
+            lookups.answer = TimeoutError("dht down")
+            cache.route_nowait(NUMBER, clock.now)
+            await settle()
+            assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.FAILED
+            assert len(lookups.calls) == 1  # no retry before failure_retry
+            lookups.answer = ROUTE
+            clock.now += 5
+            cache.route_nowait(NUMBER, clock.now)
+            await settle()
+            assert cache.route_nowait(NUMBER, clock.now) == ROUTE
+            # a failed refresh keeps serving the known route, retried later
+            clock.now += 61
+            lookups.answer = OSError("unreachable")
+            assert cache.route_nowait(NUMBER, clock.now) == ROUTE
+            await settle()
+            assert cache.route_nowait(NUMBER, clock.now) == ROUTE
+            calls = len(lookups.calls)
+            cache.route_nowait(NUMBER, clock.now + 1)
+            await settle()
+            assert len(lookups.calls) == calls
+        finally:
+            worker.cancel()
+
+    run(scenario())
+
+
+def test_queue_and_concurrency_are_bounded() -> None:
+    async def scenario() -> None:
+        clock, lookups = Clock(), Lookups()
+        lookups.gate.clear()  # every lookup hangs until released
+        cache = RouteCache(lookups, clock, queue_size=4, concurrency=2, timeout=30)
+        worker = asyncio.create_task(cache.run())
+        try:
+            numbers = [f"+1800555{i:04d}" for i in range(20)]
+            for number in numbers:
+                assert cache.route_nowait(number, clock.now) is RouteStatus.PENDING
+            await settle()
+            assert len(lookups.calls) == 2  # only `concurrency` at once
+            lookups.gate.set()
+            await settle()
+            assert len(lookups.calls) <= 2 + 4  # the rest were refused, not queued
+            assert len(cache) == len(lookups.calls)
+        finally:
+            worker.cancel()
+
+    run(scenario())
+
+
+def test_lookup_timeout_is_bounded() -> None:
+    async def scenario() -> None:
+        clock, lookups = Clock(), Lookups()
+        lookups.gate.clear()
+        cache = RouteCache(lookups, clock, timeout=0.05)
+        worker = asyncio.create_task(cache.run())
+        try:
+            cache.route_nowait(NUMBER, clock.now)
+            async with asyncio.timeout(2):
+                await cache.wait(NUMBER)
+            assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.FAILED
+        finally:
+            worker.cancel()
+
+    run(scenario())
+
+
+def test_rate_limiter_refills_and_is_bounded() -> None:
+    limiter = ClientRateLimiter(rate=10, burst=2, max_clients=3)
+    assert [limiter.allow("a", 0.0) for _ in range(3)] == [True, True, False]
+    assert limiter.allow("a", 0.1)  # one token back after 0.1 s at 10/s
+    for client in "bcde":
+        limiter.allow(client, 0.1)
+    assert len(limiter) == 3
+    with pytest.raises(ValueError):
+        ClientRateLimiter(rate=0, burst=1, max_clients=1)
+
+
+def test_settings() -> None:
+    verifier = Identity.generate(bytes(32))
+    settings = parse_settings(
+        f'country = "us"\ntrust = ["{verifier.peer_id}"]\n'
+        'tollfree_file = "/etc/tf.txt"\nbootstrap = ["127.0.0.1:4000"]\n'
+    )
+    assert settings.country == "US"
+    assert settings.trust == frozenset({verifier.public_key})
+    assert settings.bootstrap == ("127.0.0.1:4000",)
+    for bad in ('country = "USA"', 'trust = ["nope"]', "trust = 3", "color = 1", "x ="):
+        with pytest.raises(SettingsError):
+            parse_settings(bad)
