@@ -2,15 +2,18 @@
 
 One lab for the module: a public host with two addresses runs
 ``p2pnode stun --listen IP1:0 --alt-ip IP2``; one private host sits behind a
-router of each ``NatType``. Clients run side by side (their negative tests wait
-on silence), and each test then checks one router type.
+router of each ``NatType`` and runs ``p2pnode nat --stun IP1:PORT --json``
+RUNS times in a row. Hosts run side by side (the filtering tests wait on
+silence), and each test then checks one router type.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -30,6 +33,22 @@ EXPECTED: dict[NatType, tuple[str | None, str | None]] = {
     NatType.SYMMETRIC: ("address-and-port-dependent", "address-and-port-dependent"),
     NatType.UDP_BLOCKED: (None, None),
 }
+
+
+# The same, in `p2pnode nat --json` words: (mapping, filtering, nat_type).
+EXPECTED_JSON: dict[NatType, tuple[str, str, str]] = {
+    NatType.NONE: ("no_nat", "endpoint_independent", "none"),
+    NatType.FULL_CONE: ("endpoint_independent", "endpoint_independent", "full_cone"),
+    NatType.ADDRESS_RESTRICTED: ("endpoint_independent", "address_dependent", "address_restricted"),
+    NatType.PORT_RESTRICTED: (
+        "endpoint_independent",
+        "address_and_port_dependent",
+        "port_restricted",
+    ),
+    NatType.SYMMETRIC: ("address_and_port_dependent", "address_and_port_dependent", "symmetric"),
+    NatType.UDP_BLOCKED: ("udp_blocked", "udp_blocked", "udp_blocked"),
+}
+RUNS = 3  # repeated discoveries per host: the answer must be stable
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,68 @@ def coturn_views(stun_lab: StunLab) -> dict[NatType, str]:
         for nat, host in stun_lab.hosts.items()
     }
     return {nat: proc.communicate(timeout=60)[0] for nat, proc in runs.items()}
+
+
+def repeated_nat_runs(host: Host, stun_args: list[str], runs: int) -> subprocess.Popen[str]:
+    """Start ``runs`` ``p2pnode nat --json`` one after another in ``host``; one JSON per line."""
+    script = (
+        "import subprocess, sys\n"
+        f"for _ in range({runs}):\n"
+        "    out = subprocess.run(\n"
+        f"        [sys.executable, '-m', 'p2pnode', 'nat', *{stun_args!r}, '--json'],\n"
+        "        capture_output=True, text=True, timeout=30)\n"
+        "    sys.stderr.write(out.stderr)\n"
+        "    print(out.stdout.strip() or '{}', flush=True)\n"
+    )
+    return host.popen(host.python("-c", script))
+
+
+def collect_runs(
+    procs: dict[NatType, subprocess.Popen[str]],
+) -> dict[NatType, list[dict[str, Any]]]:
+    results = {}
+    for nat, proc in procs.items():
+        out, err = proc.communicate(timeout=150)
+        assert proc.returncode == 0, err[-2000:]
+        results[nat] = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return results
+
+
+@pytest.fixture(scope="module")
+def discoveries(stun_lab: StunLab) -> dict[NatType, list[dict[str, Any]]]:
+    """RUNS discoveries per host against our two-address server, hosts side by side."""
+    stun = ["--stun", f"{stun_lab.server.addresses[0]}:{stun_lab.port}"]
+    return collect_runs(
+        {nat: repeated_nat_runs(host, stun, RUNS) for nat, host in stun_lab.hosts.items()}
+    )
+
+
+@pytest.mark.parametrize("nat", list(NatType), ids=_ids)
+def test_discovery_reports_the_routers_behaviour(
+    stun_lab: StunLab, discoveries: dict[NatType, list[dict[str, Any]]], nat: NatType
+) -> None:
+    runs = discoveries[nat]
+    assert len(runs) == RUNS
+    first = runs[0]
+    assert (first.get("mapping"), first.get("filtering"), first.get("nat_type")) == EXPECTED_JSON[
+        nat
+    ], first
+    host = stun_lab.hosts[nat]
+    if nat is NatType.UDP_BLOCKED:
+        assert first["mapped_address"] is None
+    else:
+        # What the server saw is the router's WAN address (the host's own when public).
+        assert first["mapped_address"].rsplit(":", 1)[0] == host.public_address
+        assert first["local_address"].rsplit(":", 1)[0] == host.addresses[0]
+        assert first["other_address"] is not None  # the server's RFC 5780 second address
+
+
+@pytest.mark.parametrize("nat", list(NatType), ids=_ids)
+def test_discovery_is_stable_over_repeated_runs(
+    discoveries: dict[NatType, list[dict[str, Any]]], nat: NatType
+) -> None:
+    answers = {(r.get("mapping"), r.get("filtering"), r.get("nat_type")) for r in discoveries[nat]}
+    assert answers == {EXPECTED_JSON[nat]}, discoveries[nat]
 
 
 def test_server_announces_two_ips_and_two_ports(stun_lab: StunLab) -> None:
