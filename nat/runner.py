@@ -18,6 +18,7 @@ from typing import Protocol, TypeVar
 
 from nat.behaviour import DISCOVERY_POLICY, DiscoverySockets, NatBehaviour, NatDiscovery
 from nat.endpoint import DatagramSocket, open_datagram_socket
+from nat.lifetime import MappingLifetime, MappingLifetimeProbe, checkpoints_up_to
 from nat.reachability import (
     DEFAULT_MIN_AGREE,
     DialBackObservation,
@@ -36,6 +37,7 @@ __all__ = [
     "check_reachability",
     "discover_nat",
     "drive",
+    "estimate_mapping_lifetime",
     "route_source_ip",
 ]
 
@@ -182,3 +184,23 @@ async def check_reachability(
     for observation, vote in zip(observations, votes, strict=True):
         status = estimator.observe(observation.server, vote, now)
     return ReachabilityReport(status, machine.local, observations, votes, estimator.min_agree)
+
+
+async def estimate_mapping_lifetime(
+    server: Address, maximum: float, *, local_ip: str | None = None
+) -> MappingLifetime:
+    """RFC 5780 §4.6 against ``server`` (it must honour RESPONSE-PORT); takes ~``maximum`` s."""
+    ip = local_ip or route_source_ip(server)
+    checkpoints = checkpoints_up_to(maximum)
+
+    def build(addresses: Sequence[Address]) -> MappingLifetimeProbe:
+        return MappingLifetimeProbe(
+            server, addresses[1:], addresses[0], checkpoints, random_bytes=os.urandom
+        )
+
+    def start(machine: MappingLifetimeProbe, now: float) -> None:
+        machine.start(now)
+
+    machine = await drive(build, ip, len(checkpoints) + 1, start=start, time_limit=maximum + 10.0)
+    _finish(machine)
+    return machine.result()

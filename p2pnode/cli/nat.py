@@ -23,8 +23,15 @@ from nat.behaviour import (
     nat_class,
 )
 from nat.endpoint import StunService
+from nat.lifetime import MAX_LIFETIME_PROBE, MappingLifetime
 from nat.reachability import DEFAULT_MIN_AGREE, Reachability
-from nat.runner import ReachabilityReport, check_reachability, discover_nat, route_source_ip
+from nat.runner import (
+    ReachabilityReport,
+    check_reachability,
+    discover_nat,
+    estimate_mapping_lifetime,
+    route_source_ip,
+)
 from p2pnode.cli.common import CliError, parse_hostport
 
 # Both checks run at once; each stops by this many seconds whatever happens.
@@ -85,6 +92,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "or all of them if fewer are given)",
     )
     nat.add_argument("--local-ip", metavar="IP", help="local IP to test from (default: routed)")
+    nat.add_argument(
+        "--lifetime",
+        type=float,
+        metavar="MAX",
+        help="also estimate how long the NAT keeps an idle mapping, probing up to MAX "
+        f"seconds (at most {MAX_LIFETIME_PROBE:.0f}; the run then takes about MAX seconds)",
+    )
     nat.add_argument("--json", action="store_true", help="print one JSON object (see docs/nat.md)")
     nat.set_defaults(func=_run_nat)
 
@@ -143,19 +157,24 @@ def _run_nat(args: argparse.Namespace) -> int:
         local_ip = local_ip or route_source_ip(servers[0])
     except OSError as error:
         raise CliError(f"no route to {_fmt(servers[0])}: {error}") from None
+    lifetime_max: float | None = args.lifetime
+    if lifetime_max is not None and not 0 < lifetime_max <= MAX_LIFETIME_PROBE:
+        raise CliError(f"--lifetime must be in (0, {MAX_LIFETIME_PROBE:.0f}] seconds")
     started = time.monotonic()
-    behaviour, reachability = asyncio.run(_nat_checks(servers, local_ip, min_agree))
+    behaviour, reachability, lifetime = asyncio.run(
+        _nat_checks(servers, local_ip, min_agree, lifetime_max)
+    )
     elapsed = time.monotonic() - started
     if args.json:
-        print(json.dumps(_as_json(behaviour, reachability, elapsed), sort_keys=True))
+        print(json.dumps(_as_json(behaviour, reachability, lifetime, elapsed), sort_keys=True))
     else:
-        print(_as_text(behaviour, reachability))
+        print(_as_text(behaviour, reachability, lifetime))
     return 0
 
 
 async def _nat_checks(
-    servers: list[tuple[str, int]], local_ip: str, min_agree: int
-) -> tuple[NatBehaviour, ReachabilityReport]:
+    servers: list[tuple[str, int]], local_ip: str, min_agree: int, lifetime_max: float | None
+) -> tuple[NatBehaviour, ReachabilityReport, MappingLifetime | None]:
     async def discovery() -> NatBehaviour:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + NAT_TIME_LIMIT
@@ -168,6 +187,11 @@ async def _nat_checks(
             result = await discover_nat(server, local_ip=local_ip, time_limit=left)
         return result
 
+    async def lifetime() -> MappingLifetime | None:
+        if lifetime_max is None:
+            return None
+        return await estimate_mapping_lifetime(servers[0], lifetime_max, local_ip=local_ip)
+
     async with asyncio.TaskGroup() as group:
         behaviour = group.create_task(discovery())
         reachability = group.create_task(
@@ -175,7 +199,8 @@ async def _nat_checks(
                 servers, local_ip=local_ip, min_agree=min_agree, time_limit=NAT_TIME_LIMIT
             )
         )
-    return behaviour.result(), reachability.result()
+        mapping_lifetime = group.create_task(lifetime())
+    return behaviour.result(), reachability.result(), mapping_lifetime.result()
 
 
 def _addr(address: tuple[str, int] | None) -> str | None:
@@ -183,9 +208,19 @@ def _addr(address: tuple[str, int] | None) -> str | None:
 
 
 def _as_json(
-    behaviour: NatBehaviour, reachability: ReachabilityReport, elapsed: float
+    behaviour: NatBehaviour,
+    reachability: ReachabilityReport,
+    lifetime: MappingLifetime | None,
+    elapsed: float,
 ) -> dict[str, Any]:
     return {
+        "mapping_lifetime": None
+        if lifetime is None
+        else {
+            "alive_after": lifetime.lower,
+            "gone_after": lifetime.upper,
+            "checkpoints": list(lifetime.checkpoints),
+        },
         "mapping": behaviour.mapping.name.lower(),
         "filtering": behaviour.filtering.name.lower(),
         "nat_type": nat_class(behaviour).name.lower(),
@@ -255,7 +290,20 @@ _REACHABILITY_TEXT = {
 }
 
 
-def _as_text(behaviour: NatBehaviour, reachability: ReachabilityReport) -> str:
+def _lifetime_text(lifetime: MappingLifetime) -> str:
+    if lifetime.lower is None and lifetime.upper is None:
+        return "could not measure"
+    if lifetime.upper is None:
+        return f"more than {lifetime.lower:g} s (the longest tested)"
+    if lifetime.lower is None:
+        return f"less than {lifetime.upper:g} s"
+    low, high = lifetime.lower, lifetime.upper
+    return f"between {low:g} and {high:g} s (send keepalives more often than every {low:g} s)"
+
+
+def _as_text(
+    behaviour: NatBehaviour, reachability: ReachabilityReport, lifetime: MappingLifetime | None
+) -> str:
     def yes_no(value: bool | None) -> str:
         return "not tested" if value is None else ("yes" if value else "no")
 
@@ -268,6 +316,7 @@ def _as_text(behaviour: NatBehaviour, reachability: ReachabilityReport) -> str:
         f"  local:       {_fmt(behaviour.local_address)}",
         f"  public:      {_addr(behaviour.mapped_address) or 'unknown'}",
         f"  (RFC 5780 discovery via {_fmt(behaviour.server)})",
+        *([f"  idle mapping lifetime: {_lifetime_text(lifetime)}"] if lifetime else []),
         f"Reachability:  {_REACHABILITY_TEXT[reachability.status]}",
         f"  ({reachability.min_agree} of {len(reachability.observations)} server(s) must agree)",
     ]

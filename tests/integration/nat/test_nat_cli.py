@@ -132,3 +132,14 @@ def test_runners_in_process() -> None:
             assert plain.statistics().dial_backs == 1
 
     asyncio.run(scenario())
+
+
+def test_nat_lifetime_option_on_loopback(stun_servers: list[str]) -> None:
+    """No NAT: the mapping outlives the longest checkpoint (2 s here)."""
+    result = _nat("--stun", stun_servers[0], "--lifetime", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    lifetime = json.loads(result.stdout)["mapping_lifetime"]
+    assert lifetime == {"alive_after": 2.0, "gone_after": None, "checkpoints": [2.0]}
+    text = _nat("--stun", stun_servers[0], "--lifetime", "2")
+    assert "idle mapping lifetime: more than 2 s" in text.stdout
+    assert _nat("--stun", stun_servers[0], "--lifetime", "1000").returncode == 2

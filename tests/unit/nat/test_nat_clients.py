@@ -25,6 +25,7 @@ from nat.behaviour import (
     NatDiscovery,
     nat_class,
 )
+from nat.lifetime import MappingLifetimeProbe, checkpoints_up_to
 from nat.reachability import (
     DialBackObservation,
     Reachability,
@@ -52,10 +53,23 @@ class Nat:
     filtering: FilteringBehaviour
     udp_blocked: bool = False
     hairpin: bool = False
+    lifetime: float | None = None  # idle seconds before a mapping is forgotten
+    now: float = 0.0  # set by the World before each packet
     _ports: itertools.count[int] = field(default_factory=lambda: itertools.count(40000))
     _out: dict[tuple[object, ...], int] = field(default_factory=dict)  # key -> public port
     _back: dict[int, Address] = field(default_factory=dict)  # public port -> private socket
     _contacted: dict[int, set[Address]] = field(default_factory=dict)
+    _used: dict[int, float] = field(default_factory=dict)  # public port -> last packet
+
+    def _expire(self) -> None:
+        if self.lifetime is None:
+            return
+        for port, used in list(self._used.items()):
+            if self.now - used > self.lifetime:
+                del self._used[port]
+                self._back.pop(port, None)
+                self._contacted.pop(port, None)
+                self._out = {k: v for k, v in self._out.items() if v != port}
 
     def outbound(self, local: Address, remote: Address) -> Address | None:
         """The source address the world sees, or None if dropped."""
@@ -63,6 +77,7 @@ class Nat:
             return None
         if self.mapping is None:
             return local
+        self._expire()
         key: tuple[object, ...] = {
             M.ENDPOINT_INDEPENDENT: (local,),
             M.ADDRESS_DEPENDENT: (local, remote[0]),
@@ -74,6 +89,7 @@ class Nat:
             self._back[port] = local
         port = self._out[key]
         self._contacted.setdefault(port, set()).add(remote)
+        self._used[port] = self.now
         return (PUBLIC_IP, port)
 
     def inbound(self, source: Address, destination: Address) -> Address | None:
@@ -86,11 +102,15 @@ class Nat:
             contacted = self._contacted.get(destination[1], set())
             allowed = self._allowed(source, contacted)
             return destination if allowed else None
+        self._expire()
         local = self._back.get(destination[1])
         if local is None or destination[0] != PUBLIC_IP:
             return None
         contacted = self._contacted.get(destination[1], set())
-        return local if self._allowed(source, contacted) else None
+        if not self._allowed(source, contacted):
+            return None
+        self._used[destination[1]] = self.now  # Linux refreshes on inbound packets too
+        return local
 
     def _allowed(self, source: Address, contacted: set[Address]) -> bool:
         if self.filtering is F.ENDPOINT_INDEPENDENT:
@@ -102,6 +122,9 @@ class Nat:
     def note_firewall_contact(self, local: Address, remote: Address) -> None:
         """No-NAT firewall state: remember who a local port talked to."""
         self._contacted.setdefault(local[1], set()).add(remote)
+
+
+Machine = NatDiscovery | ReachabilityCheck | MappingLifetimeProbe
 
 
 class World:
@@ -117,7 +140,7 @@ class World:
     def _lost(self) -> bool:
         return self.loss > 0 and self.random.random() < self.loss
 
-    def run(self, machine: NatDiscovery | ReachabilityCheck, now: float = 100.0) -> float:
+    def run(self, machine: Machine, now: float = 100.0) -> float:
         machine.start(now)
         for _ in range(1000):
             self._flush(machine, now)
@@ -129,7 +152,7 @@ class World:
             machine.handle_timeout(now)
         raise AssertionError("machine never finished")
 
-    def _flush(self, machine: NatDiscovery | ReachabilityCheck, now: float) -> None:
+    def _flush(self, machine: Machine, now: float) -> None:
         for _ in range(100):
             transmits = machine.take_transmits()
             if not transmits:
@@ -137,10 +160,9 @@ class World:
             for transmit in transmits:
                 self._from_client(machine, transmit, now)
 
-    def _from_client(
-        self, machine: NatDiscovery | ReachabilityCheck, transmit: Transmit, now: float
-    ) -> None:
+    def _from_client(self, machine: Machine, transmit: Transmit, now: float) -> None:
         assert transmit.local is not None
+        self.nat.now = now
         if self.nat.mapping is None:
             self.nat.note_firewall_contact(transmit.local, transmit.remote)
         source = self.nat.outbound(transmit.local, transmit.remote)
@@ -394,3 +416,43 @@ def test_estimator_changes_only_with_min_agree_fresh_votes(
             assert counts[new] >= min_agree
             assert counts[new] > sum(counts.values()) - counts[new]
         status = new
+
+
+# ---------------------------------------------------------------- mapping lifetime
+def lifetime_probe(nat: Nat, maximum: float) -> tuple[float | None, float | None, float]:
+    world = World(nat, [five_780_server()])
+    ip = world.private_ip
+    points = checkpoints_up_to(maximum)
+    keepers = [(ip, 3000 + n) for n in range(len(points))]
+    probe = MappingLifetimeProbe(
+        SERVER, keepers, (ip, 2999), points, random_bytes=random.Random(9).randbytes
+    )
+    finished = world.run(probe, now=0.0)
+    result = probe.result()
+    return result.lower, result.upper, finished
+
+
+def test_checkpoints_are_bounded() -> None:
+    assert checkpoints_up_to(20) == (2.0, 4.0, 8.0, 16.0, 20)
+    assert checkpoints_up_to(1) == (1,)
+    assert len(checkpoints_up_to(300)) <= 10
+    with pytest.raises(ValueError):
+        checkpoints_up_to(301)
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "bounds"), [(6.0, (4.0, 8.0)), (30.0, (20.0, None)), (1.0, (None, 2.0))]
+)
+@pytest.mark.parametrize("mapping", [M.ENDPOINT_INDEPENDENT, M.ADDRESS_AND_PORT_DEPENDENT])
+def test_mapping_lifetime_is_bracketed(
+    lifetime: float, bounds: tuple[float | None, float | None], mapping: MappingBehaviour
+) -> None:
+    nat = Nat(mapping, F.ADDRESS_AND_PORT_DEPENDENT, lifetime=lifetime)
+    lower, upper, finished = lifetime_probe(nat, 20.0)
+    assert (lower, upper) == bounds
+    assert finished < 20.0 + 3.0  # bounded: the last checkpoint plus one transaction
+
+
+def test_no_nat_mapping_never_expires() -> None:
+    lower, upper, _ = lifetime_probe(Nat(None, F.ENDPOINT_INDEPENDENT), 8.0)
+    assert (lower, upper) == (8.0, None)
