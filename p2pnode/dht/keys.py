@@ -11,7 +11,6 @@ Invariants:
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 
 from p2pnode.identity import NODE_ID_BYTES, node_id_for
 
@@ -56,14 +55,32 @@ def bucket_index(own_id: int, other_id: int) -> int:
     return (own_id ^ other_id).bit_length() - 1
 
 
-@dataclass(frozen=True, slots=True)
 class Contact:
-    """A node we can talk to: its key, the id bound to that key, and where it listens."""
+    """A node we can talk to: its key, the id bound to that key, and where it listens.
 
-    node_id: bytes
-    public_key: bytes
-    address: Address
-    id_int: int = field(init=False, repr=False, compare=False, hash=False)
+    Immutable by convention (a plain slotted class: built for every contact in every
+    reply, so it skips the frozen-dataclass ``__init__`` cost).
+    """
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "id_int", id_to_int(self.node_id))
+    __slots__ = ("address", "id_int", "node_id", "public_key")
+
+    def __init__(self, node_id: bytes, public_key: bytes, address: Address) -> None:
+        self.node_id = node_id
+        self.public_key = public_key
+        self.address = address
+        self.id_int = int.from_bytes(node_id, "big")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Contact):
+            return NotImplemented
+        return (self.node_id, self.public_key, self.address) == (
+            other.node_id,
+            other.public_key,
+            other.address,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.node_id, self.address))
+
+    def __repr__(self) -> str:
+        return f"Contact({self.node_id.hex()[:12]}..., {self.address[0]}:{self.address[1]})"

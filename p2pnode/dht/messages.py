@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import functools
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -189,13 +190,19 @@ class Frame:
     request_id: bytes
     sender_key: bytes
     sender_id: bytes
-    flags: Flags
+    flags: int  # Flags bits (a plain int: tested on every datagram)
 
 
 def parse_ip(host: object) -> str:
     """An IPv4/IPv6 literal or ``DhtDecodeError``: a host name would make us resolve DNS."""
     if type(host) is not str or not host or len(host) > MAX_HOST_CHARS:
         raise DhtDecodeError("host is not an IP address")
+    return _checked_ip(host)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_ip(host: str) -> str:
+    """Valid literals are cached (every reply repeats the same few); junk is not."""
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
             socket.inet_pton(family, host)
@@ -328,6 +335,9 @@ _DECODERS: dict[MessageType, Callable[[Sequence[object]], Message]] = {
 }
 
 
+_DECODERS_BY_CODE = {int(kind): decoder for kind, decoder in _DECODERS.items()}
+
+
 def _wire_contacts(contacts: Sequence[WireContact]) -> list[list[object]]:
     return [[c.public_key, c.address[0], c.address[1]] for c in contacts]
 
@@ -405,7 +415,7 @@ def decode_frame(data: bytes) -> Frame:
     request_id = _bin(items[1], "request id", REQUEST_ID_BYTES)
     sender_key = _bin(items[2], "sender key", PUBLIC_KEY_BYTES)
     sender_id = _bin(items[3], "sender id", ID_BYTES)
-    flags = Flags(_uint(items[4], "flags", 3))
+    flags = _uint(items[4], "flags", int(Flags.CLIENT | Flags.VERIFIED_YOU))
     body = items[5:]
     message: Message
     if code in EXTENSION_CODES:
@@ -413,9 +423,8 @@ def decode_frame(data: bytes) -> Frame:
             raise DhtDecodeError("extension request has too many fields")
         message = ExtensionRequest(code, tuple(body))
     else:
-        try:
-            kind = MessageType(code)
-        except ValueError:
-            raise DhtDecodeError(f"unknown message type {code}") from None
-        message = _DECODERS[kind](body)
+        decoder = _DECODERS_BY_CODE.get(code)
+        if decoder is None:
+            raise DhtDecodeError(f"unknown message type {code}")
+        message = decoder(body)
     return Frame(message, request_id, sender_key, sender_id, flags)

@@ -103,6 +103,7 @@ RECORD_CACHE_SIZE = 1024  # encodings whose signature we already checked
 MAINTENANCE_TICK = 1.0
 REPLICATION_BUDGET = 512  # STOREs per replication round
 REFRESHES_PER_ROUND = 3
+VALUE_REPLY_CONTACTS = 4  # contacts sent along with records in a VALUE reply
 _REPLY_OVERHEAD = 80  # frame header bytes, generous
 _REPLY_TYPES: dict[type, type] = {
     Ping: Pong,
@@ -113,6 +114,8 @@ _REPLY_TYPES: dict[type, type] = {
 }
 
 T = TypeVar("T")
+_CLIENT = int(Flags.CLIENT)
+_VERIFIED_YOU = int(Flags.VERIFIED_YOU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +173,7 @@ class DhtCore:
         self.rng = rng
         self.bootstrap_addresses: list[Address] = list(bootstrap)
         self._now = now
-        self._flags = Flags.CLIENT if self.config.client_mode else Flags.NONE
+        self._flags = _CLIENT if self.config.client_mode else 0
         self._pending: dict[bytes, SentRequest] = {}
         self._deadlines: list[tuple[float, bytes]] = []
         self._out: list[tuple[bytes, Address]] = []
@@ -505,12 +508,12 @@ class DhtCore:
         del self._pending[frame.request_id]
         self._rtt_sample(now - request.sent_at)
         _remember(self._address_ok, address, now)  # it answered a random request id
-        if frame.flags & Flags.VERIFIED_YOU:
+        if frame.flags & _VERIFIED_YOU:
             _remember(self._verified_by, address, now)
         else:
             self._verified_by.pop(address, None)
         sender = Contact(frame.sender_id, frame.sender_key, address)
-        client = bool(frame.flags & Flags.CLIENT)
+        client = bool(frame.flags & _CLIENT)
         if isinstance(message, Pong):
             self._proven_contact(sender, client, now)
         else:
@@ -528,18 +531,17 @@ class DhtCore:
 
     def _seen(self, sender: Contact, client: bool, now: float) -> None:
         """Any datagram from a sender: refresh it if proven, else challenge it if useful."""
-        proven = (sender.public_key, sender.address) in self._proven
         if client:
-            if not proven and sender.address not in self._address_ok:
-                self._challenge(sender, now)  # proves the address: full-size replies after
-            return
-        if proven:
-            if sender.node_id in self.table:
+            return  # clients pad their requests; they never get a table slot
+        if sender.node_id in self.table:
+            if (sender.public_key, sender.address) in self._proven:
                 self.table.record_success(sender.node_id, now)
-            elif self.table.wants(sender.node_id):
+            return
+        if self.table.wants(sender.node_id):
+            if (sender.public_key, sender.address) in self._proven:
                 self._proven_contact(sender, client, now)
-        elif self.table.wants(sender.node_id) or sender.address not in self._address_ok:
-            self._challenge(sender, now)
+            else:
+                self._challenge(sender, now)  # only when a slot could take it: bounded
 
     def _challenge(self, sender: Contact, now: float) -> None:
         if self._challenges_in_flight >= MAX_CHALLENGES_IN_FLIGHT:
@@ -573,7 +575,7 @@ class DhtCore:
             return
         verified = address in self._address_ok
         budget = MAX_DATAGRAM_BYTES if verified else AMPLIFICATION_FACTOR * size - _CHALLENGE_BYTES
-        client = bool(frame.flags & Flags.CLIENT)
+        client = bool(frame.flags & _CLIENT)
         sender = Contact(frame.sender_id, frame.sender_key, address)
         message = frame.message
         reply: Message | None
@@ -583,7 +585,7 @@ class DhtCore:
             self.drops.drop("bad extension request", str(error))
             return
         if reply is not None:
-            flags = self._flags | (Flags.VERIFIED_YOU if verified else Flags.NONE)
+            flags = self._flags | (_VERIFIED_YOU if verified else 0)
             reply_frame = Frame(
                 reply, frame.request_id, self.identity.public_key, self.own_id, flags
             )
@@ -643,7 +645,9 @@ class DhtCore:
             room -= size
         contacts: tuple[WireContact, ...] = ()
         if offset == 0:
-            closest = self.table.closest(key, self.config.k, frozenset((sender.node_id,)))
+            # With records in hand the reader needs few new leads (it has its own seeds).
+            count = VALUE_REPLY_CONTACTS if page else self.config.k
+            closest = self.table.closest(key, count, frozenset((sender.node_id,)))
             contacts = self._fit_contacts(closest, room)
         return Value(tuple(page), len(records), contacts)
 
@@ -723,9 +727,12 @@ class DhtCore:
             self._put(INTERNAL_OP, fresh, now)
 
     def _replicate(self, now: float) -> None:
-        """Hand records we are responsible for to close contacts that joined since last round.
+        """Hand records to close contacts that joined since the last round (section 2.5).
 
-        Only new contacts get them, once: no re-STORE on every contact, no storm.
+        No storms: a record goes only to newcomers that entered our table after the
+        record reached us (the publisher reached the older ones itself), and only if
+        no other contact we know is closer to the key than we are (so about one
+        holder, not all k, sends it). Each round is capped at ``REPLICATION_BUDGET``.
         """
         since, self._last_replication = self._last_replication, now
         newcomers = self.table.added_since(since)
@@ -733,21 +740,29 @@ class DhtCore:
             return
         budget = REPLICATION_BUDGET
         own = id_to_int(self.own_id)
+        excluded = frozenset(newcomers)
         for key, record in list(self.store.items()):
-            closest = self.table.closest(key, self.config.k)
+            stored_at = self.store.stored_at(key, record.owner)
+            targets = [
+                c
+                for c in self.table.closest(key, self.config.k)
+                if newcomers.get(c.node_id, 0.0) > stored_at
+            ]
+            if not targets:
+                continue
             target = id_to_int(key)
-            if len(closest) >= self.config.k and own ^ target > closest[-1].id_int ^ target:
-                continue  # not among the k closest: not ours to replicate
-            for contact in closest:
-                if contact.node_id in newcomers and budget > 0:
-                    budget -= 1
-                    self.send_request(
-                        contact.address,
-                        Store(key, record.encoded),
-                        expected_key=contact.public_key,
-                        owner=None,
-                        now=now,
-                    )
+            rivals = self.table.closest(key, 1, excluded)
+            if rivals and rivals[0].id_int ^ target < own ^ target:
+                continue  # a closer holder will hand it over
+            for contact in targets[:budget]:
+                self.send_request(
+                    contact.address,
+                    Store(key, record.encoded),
+                    expected_key=contact.public_key,
+                    owner=None,
+                    now=now,
+                )
+            budget -= len(targets)
             if budget <= 0:
                 break
 

@@ -76,6 +76,7 @@ class RoutingTable:
         self._buckets = [_Bucket() for _ in range(ID_BITS)]
         self._size = 0
         self._added: dict[bytes, float] = {}  # node id -> when it entered the table
+        self._used: set[int] = set()  # indices of non-empty buckets
 
     def __len__(self) -> int:
         return self._size
@@ -112,6 +113,7 @@ class RoutingTable:
             bucket.last_changed = now
             self._size += 1
             self._added[node_id] = now
+            self._used.add(bucket_index(self.own_int, contact.id_int))
             return OfferResult(OfferOutcome.ADDED)
         bucket.replacements[node_id] = contact
         bucket.replacements.move_to_end(node_id)
@@ -170,6 +172,8 @@ class RoutingTable:
             bucket.contacts[replacement_id] = replacement
             self._added[replacement_id] = now
             self._size += 1
+        if not bucket.contacts:
+            self._used.discard(self._buckets.index(bucket))
 
     def closest(
         self, target: bytes, count: int, exclude: frozenset[bytes] = frozenset()
@@ -188,13 +192,12 @@ class RoutingTable:
         b = bucket_index(self.own_int, target_int)
         result: list[Contact] = []
         groups: list[list[Contact]] = []
+        buckets = self._buckets
+        used = sorted(self._used)
         if b >= 0:
-            groups.append(list(self._buckets[b].contacts.values()))
-            groups.append([c for i in range(b) for c in self._buckets[i].contacts.values()])
-        for i in range(b + 1, ID_BITS):
-            contacts = self._buckets[i].contacts
-            if contacts:
-                groups.append(list(contacts.values()))
+            groups.append(list(buckets[b].contacts.values()))
+            groups.append([c for i in used if i < b for c in buckets[i].contacts.values()])
+        groups.extend(list(buckets[i].contacts.values()) for i in used if i > b)
         for group in groups:
             members = [c for c in group if c.node_id not in exclude] if exclude else group
             members.sort(key=lambda c: c.id_int ^ target_int)
@@ -203,9 +206,9 @@ class RoutingTable:
                 break
         return result
 
-    def added_since(self, since: float) -> set[bytes]:
-        """Ids of contacts that entered the table after ``since`` (for replication)."""
-        return {node_id for node_id, added in self._added.items() if added > since}
+    def added_since(self, since: float) -> dict[bytes, float]:
+        """Contacts that entered the table after ``since``: node id -> when (replication)."""
+        return {node_id: added for node_id, added in self._added.items() if added > since}
 
     def bucket_ranges_to_refresh(self, now: float, interval: float) -> list[int]:
         """Indices of used buckets unchanged for ``interval`` seconds (section 2.3 refresh)."""

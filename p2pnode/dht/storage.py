@@ -64,6 +64,7 @@ class RecordStore:
         self._records: dict[bytes, dict[bytes, SignedRecord]] = {}
         self._bytes = 0
         self._count = 0
+        self._stored_at: dict[tuple[bytes, bytes], float] = {}  # (key, owner) -> first stored
         self.rejects: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -114,15 +115,20 @@ class RecordStore:
                     del self._records[key]
                 return self._reject(StoreLimit.STORE_FULL.value, f"{self._bytes} bytes held")
         if record.owner in held:
-            self._remove(key, held, record.owner)
+            self._remove(key, held, record.owner, replaced=True)
             held = self._records.setdefault(key, {})
         held[record.owner] = record
+        self._stored_at.setdefault((key, record.owner), now)
         self._bytes += size
         self._count += 1
         return StoreOutcome(stored=True)
 
-    def _remove(self, key: bytes, held: dict[bytes, SignedRecord], owner: bytes) -> None:
+    def _remove(
+        self, key: bytes, held: dict[bytes, SignedRecord], owner: bytes, *, replaced: bool = False
+    ) -> None:
         record = held.pop(owner)
+        if not replaced:
+            self._stored_at.pop((key, owner), None)
         self._bytes -= len(record.encoded)
         self._count -= 1
         if not held:
@@ -140,6 +146,11 @@ class RecordStore:
         live = [r for r in held.values() if r.expires_at > now]
         live.sort(key=lambda r: (-r.expires_at, r.owner))
         return live
+
+    def stored_at(self, key: bytes, owner: bytes) -> float:
+        """When this owner's record under ``key`` first arrived here (replication skips
+        contacts older than that: the publisher reached them itself)."""
+        return self._stored_at.get((key, owner), 0.0)
 
     def held(self, key: bytes, owner: bytes) -> SignedRecord | None:
         held = self._records.get(key)

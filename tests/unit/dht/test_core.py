@@ -12,7 +12,7 @@ from p2pnode.dht.config import (
     PingResult,
     PutResult,
 )
-from p2pnode.dht.keys import Address
+from p2pnode.dht.keys import Address, distance
 from p2pnode.dht.messages import (
     FindNode,
     FindValue,
@@ -217,9 +217,12 @@ def test_republish_before_expiry_and_replicate_to_newcomers() -> None:
     reader_addr, reader = nodes[9]
     got = net.wait(reader_addr, reader.get(record.key, net.now))
     assert isinstance(got, GetResult) and got.records[0].seq == 2
-    # A newcomer whose id is closest to the key receives it from the replicas.
+    # A newcomer whose id is closer to the key than every node receives it from a replica.
     holders_before = sum(1 for _, c in nodes if c.store.get(record.key, net.now))
-    late_addr, late = net.add(bootstrap=[nodes[0][0]])
+    nearest = min(distance(c.own_id, record.key) for _, c in nodes)
+    candidates = (Identity.generate(bytes([7, n]) * 16) for n in range(256))
+    newcomer = next(i for i in candidates if distance(i.node_id, record.key) < nearest)
+    late_addr, late = net.add(bootstrap=[nodes[0][0]], identity=newcomer)
     net.wait(late_addr, late.bootstrap(net.now))
     net.wait(late_addr, late.find_node(record.key, net.now))
     net.run_until(lambda: bool(late.store.get(record.key, net.now)), limit=120)

@@ -111,6 +111,6 @@ def test_updated_address_and_added_since() -> None:
     assert table.offer(contact(node_id, port=2), 6.0).outcome is OfferOutcome.UPDATED
     found = table.get(node_id)
     assert found is not None and found.address == ("127.0.0.1", 2)
-    assert table.added_since(4.0) == {node_id}
-    assert table.added_since(5.0) == set()
+    assert table.added_since(4.0) == {node_id: 5.0}
+    assert table.added_since(5.0) == {}
     assert bucket_index(id_to_int(own), id_to_int(node_id)) == 30
