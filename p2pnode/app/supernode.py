@@ -328,7 +328,10 @@ class Supernode:
             self.config.hysteresis, self.config.capacity, self.config.drain_limit, now
         )
         self.issuer = CredentialIssuer(
-            self._secret, self.config.realm, unavailable=self._why_not_serving
+            self._secret,
+            self.config.realm,
+            own_key=identity.public_key,
+            unavailable=self._why_not_serving,
         )
         self.issuer.register(dht)  # a client answers UNAVAILABLE, saying why
         self.relay: RelayRole | None = None

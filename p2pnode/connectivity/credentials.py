@@ -1,9 +1,9 @@
 """TURN credentials for proven peers, handed out by a supernode over a DHT extension RPC.
 
 A supernode runs its TURN server with a secret (coturn ``--use-auth-secret``,
-``relay.auth.rest_api_credentials``). A peer that proved its DHT identity to
-the supernode (signed the DHT's PING challenge from the address it asks from)
-gets time-limited credentials in the TURN REST API style:
+``relay.auth.rest_api_credentials``). A peer that proves its identity (signs
+the request with its Ed25519 key: the key the DHT frame names as sender) gets
+time-limited credentials in the TURN REST API style:
 
     username = "<unix expiry>:<peer id>"
     password = base64(HMAC-SHA1(secret, username))
@@ -13,19 +13,25 @@ the credentials also work in any TURN client (aioice, browsers, coturn tools).
 
 Wire form (DHT extension ``CREDENTIALS_CODE``; msgpack fields inside the DHT frame)::
 
-    request: [version=1, reply_key(bin 32: X25519, ephemeral), ttl]
+    request: [version=1, reply_key(bin 32: X25519, ephemeral), ttl, timestamp,
+              signature(bin 64)]
     reply:   [status, detail(str), username(str), sealed_password(bin), expires_at, realm(str)]
 
-The password is sealed (libsodium sealed box) to the requester's one-time
-X25519 key: DHT datagrams are not encrypted, and a password sniffed off the
+The signature (by the requester's identity key) covers a context string, the
+SUPERNODE's key, the reply key, the ttl and the timestamp: it cannot be
+replayed to another supernode, and a replay to the same one is useless because
+the password is sealed (libsodium sealed box) to the requester's one-time
+X25519 reply key. DHT datagrams are not encrypted: a password sniffed off the
 wire would let anyone spend that peer's relay quota.
 
 Invariants:
 - The issuer holds no per-request state: a credential is a pure function of
   the secret, the peer and the expiry; request floods cost CPU, bounded by the
   DHT's per-source rate limit.
-- Only ``peer.proven`` requesters get credentials; others get ``UNPROVEN`` and
-  retry once the DHT's challenge (sent on first contact) has completed.
+- Only a request signed by the DHT sender's key, for this supernode, within
+  ``MAX_REQUEST_SKEW`` of our clock, gets credentials; anything else gets
+  ``UNPROVEN``. The proof does not depend on the DHT's routing-table challenges
+  (client-mode peers never get those).
 - Decoders are total: any fields give a value or ``CredentialsDecodeError``.
 """
 
@@ -34,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,7 +49,7 @@ import nacl.exceptions
 import nacl.public
 
 from p2pnode.dht import Address, DhtNode, Peer
-from p2pnode.identity import peer_id_for
+from p2pnode.identity import SIGNATURE_BYTES, Identity, peer_id_for, verify_signature
 from relay.auth import rest_api_password, rest_api_username
 
 __all__ = [
@@ -62,6 +69,7 @@ __all__ = [
     "encode_request",
     "open_reply",
     "request_credentials",
+    "signed_request",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,6 +84,9 @@ DEFAULT_CREDENTIAL_TTL = 12 * 3600
 MAX_CREDENTIAL_TTL = 24 * 3600
 MAX_TEXT = 200
 MAX_SEALED_BYTES = 128  # 28-byte password + 48 bytes of sealed-box overhead, with room
+MAX_REQUEST_SKEW = 300  # seconds between the requester's timestamp and our clock
+MAX_TIMESTAMP = 2**40
+SIGNING_CONTEXT = b"p2pnode-turn-credentials-v1\x00"
 
 
 class CredentialsDecodeError(ValueError):
@@ -88,7 +99,7 @@ class CredentialsError(Exception):
 
 class CredentialStatus(enum.IntEnum):
     ISSUED = 0
-    UNPROVEN = 1  # the DHT has not verified your key at this address yet: retry shortly
+    UNPROVEN = 1  # the request's signature or timestamp does not check out
     UNAVAILABLE = 2  # not (or no longer) a relay: do not retry this one
 
 
@@ -96,6 +107,30 @@ class CredentialStatus(enum.IntEnum):
 class CredentialsRequest:
     reply_key: bytes  # the requester's ephemeral X25519 public key
     ttl: int
+    timestamp: int  # unix seconds, the requester's clock
+    signature: bytes  # by the requester's identity key over ``signed_bytes``
+
+    def signed_bytes(self, supernode_key: bytes) -> bytes:
+        return _signed_bytes(supernode_key, self.reply_key, self.ttl, self.timestamp)
+
+
+def _signed_bytes(supernode_key: bytes, reply_key: bytes, ttl: int, timestamp: int) -> bytes:
+    return (
+        SIGNING_CONTEXT
+        + supernode_key
+        + reply_key
+        + ttl.to_bytes(8, "big")
+        + timestamp.to_bytes(8, "big")
+    )
+
+
+def signed_request(
+    identity: Identity, supernode_key: bytes, reply_key: bytes, ttl: int, now: float
+) -> CredentialsRequest:
+    """A request from ``identity`` to the supernode whose identity key is ``supernode_key``."""
+    timestamp = int(now)
+    signature = identity.sign(_signed_bytes(supernode_key, reply_key, ttl, timestamp))
+    return CredentialsRequest(reply_key, ttl, timestamp, signature)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,19 +171,26 @@ def _text(value: object, name: str) -> str:
 
 
 def encode_request(request: CredentialsRequest) -> tuple[object, ...]:
-    return (WIRE_VERSION, request.reply_key, request.ttl)
+    return (WIRE_VERSION, request.reply_key, request.ttl, request.timestamp, request.signature)
 
 
 def decode_request(fields: tuple[object, ...]) -> CredentialsRequest:
     """Total: a request or ``CredentialsDecodeError`` (a ``ValueError``, as the DHT wants)."""
-    if len(fields) != 3:
-        raise CredentialsDecodeError("a credentials request has 3 fields")
-    version, reply_key, ttl = fields
+    if len(fields) != 5:
+        raise CredentialsDecodeError("a credentials request has 5 fields")
+    version, reply_key, ttl, timestamp, signature = fields
     if type(version) is not int or version != WIRE_VERSION:
         raise CredentialsDecodeError(f"unsupported credentials version {version!r}")
     if type(reply_key) is not bytes or len(reply_key) != X25519_KEY_BYTES:
         raise CredentialsDecodeError("reply key is not 32 bytes")
-    return CredentialsRequest(reply_key, _uint(ttl, "ttl", MAX_CREDENTIAL_TTL))
+    if type(signature) is not bytes or len(signature) != SIGNATURE_BYTES:
+        raise CredentialsDecodeError(f"signature is not {SIGNATURE_BYTES} bytes")
+    return CredentialsRequest(
+        reply_key,
+        _uint(ttl, "ttl", MAX_CREDENTIAL_TTL),
+        _uint(timestamp, "timestamp", MAX_TIMESTAMP),
+        signature,
+    )
 
 
 def encode_reply(reply: CredentialsReply) -> tuple[object, ...]:
@@ -196,11 +238,13 @@ class CredentialIssuer:
         secret: bytes,
         realm: str,
         *,
+        own_key: bytes,
         unavailable: Callable[[], str | None] = lambda: None,
     ) -> None:
         if len(secret) < 16:
             raise ValueError("the TURN secret must be at least 16 bytes")
         self._secret = secret
+        self._own_key = own_key
         self.realm = realm
         self._unavailable = unavailable
         self.outcomes: Counter[str] = Counter()
@@ -221,13 +265,11 @@ class CredentialIssuer:
             return encode_reply(
                 CredentialsReply(CredentialStatus.UNAVAILABLE, reason, "", b"", 0, self.realm)
             )
-        if not peer.proven:
-            # The DHT challenges a new sender on first contact; the retry will be proven.
+        problem = self._check_proof(request, peer, now)
+        if problem is not None:
             self.outcomes["unproven"] += 1
             return encode_reply(
-                CredentialsReply(
-                    CredentialStatus.UNPROVEN, "prove your key first", "", b"", 0, self.realm
-                )
+                CredentialsReply(CredentialStatus.UNPROVEN, problem, "", b"", 0, self.realm)
             )
         try:
             box = nacl.public.SealedBox(nacl.public.PublicKey(request.reply_key))
@@ -248,6 +290,15 @@ class CredentialIssuer:
                 credentials.realm,
             )
         )
+
+    def _check_proof(self, request: CredentialsRequest, peer: Peer, now: float) -> str | None:
+        if abs(request.timestamp - now) > MAX_REQUEST_SKEW:
+            return f"timestamp more than {MAX_REQUEST_SKEW} s from our clock"
+        if not verify_signature(
+            peer.public_key, request.signed_bytes(self._own_key), request.signature
+        ):
+            return "signature does not verify for your key and this supernode"
+        return None
 
     def register(self, node: DhtNode) -> None:
         """Serve ``CREDENTIALS_CODE`` on ``node`` (once per node)."""
@@ -277,13 +328,15 @@ async def request_credentials(
     attempts: int = 5,
     retry_delay: float = 0.2,
 ) -> TurnCredentials:
-    """Ask the supernode at ``address`` (DHT key ``relay_key``) for TURN credentials.
+    """Ask the supernode at ``address`` (identity key ``relay_key``) for TURN credentials,
+    signing as ``node``'s identity.
 
-    UNPROVEN answers and silence are retried (bounded: ``attempts`` requests,
-    ``retry_delay`` doubling between them); UNAVAILABLE is final.
+    Silence is retried (bounded: ``attempts`` requests, ``retry_delay``
+    doubling between them); UNPROVEN and UNAVAILABLE answers are final.
     """
     key = nacl.public.PrivateKey.generate()
-    fields = encode_request(CredentialsRequest(bytes(key.public_key), ttl))
+    request = signed_request(node.identity, relay_key, bytes(key.public_key), ttl, time.time())
+    fields = encode_request(request)
     last = "no answer"
     delay = retry_delay
     for attempt in range(attempts):
@@ -298,8 +351,5 @@ async def request_credentials(
             reply = decode_reply(result.fields)
         except CredentialsDecodeError as error:
             raise CredentialsError(f"malformed reply: {error}") from None
-        if reply.status is CredentialStatus.UNPROVEN:
-            last = "unproven"
-            continue
         return open_reply(reply, key)
     raise CredentialsError(f"no credentials after {attempts} attempts ({last})")

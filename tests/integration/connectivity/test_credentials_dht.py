@@ -18,14 +18,24 @@ from relay.auth import rest_api_credentials
 SECRET = b"integration-secret-0123456789"
 
 
-async def _scenario(demoted: bool) -> None:
+async def _scenario(demoted: bool, client_mode: bool = False) -> None:
     supernode = DhtNode(Identity.generate(), listen=("127.0.0.1", 0))
     reason: list[str | None] = ["operator opted out" if demoted else None]
-    issuer = CredentialIssuer(SECRET, "p2pnode", unavailable=lambda: reason[0])
+    issuer = CredentialIssuer(
+        SECRET,
+        "p2pnode",
+        own_key=supernode.identity.public_key,
+        unavailable=lambda: reason[0],
+    )
     issuer.register(supernode)
     await supernode.start()
     peer_identity = Identity.generate()
-    peer = DhtNode(peer_identity, listen=("127.0.0.1", 0), bootstrap=[supernode.address])
+    peer = DhtNode(
+        peer_identity,
+        listen=("127.0.0.1", 0),
+        bootstrap=[supernode.address],
+        client_mode=client_mode,
+    )
     try:
         async with asyncio.timeout(10):
             await peer.start()
@@ -63,3 +73,8 @@ def test_proven_peer_gets_credentials_over_the_dht() -> None:
 
 def test_demoted_supernode_refuses() -> None:
     asyncio.run(_scenario(demoted=True))
+
+
+def test_client_mode_peer_gets_credentials() -> None:
+    """Client-mode peers are never challenged by the DHT: the request signature is the proof."""
+    asyncio.run(_scenario(demoted=False, client_mode=True))

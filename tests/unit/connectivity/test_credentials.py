@@ -15,13 +15,13 @@ from p2pnode.connectivity.credentials import (
     CredentialsDecodeError,
     CredentialsError,
     CredentialsReply,
-    CredentialsRequest,
     CredentialStatus,
     decode_reply,
     decode_request,
     encode_reply,
     encode_request,
     open_reply,
+    signed_request,
 )
 from p2pnode.dht import Peer
 from p2pnode.identity import Identity
@@ -29,22 +29,44 @@ from relay.auth import long_term_key, rest_api_credentials
 
 NOW = 1_800_000_000.0
 SECRET = b"s" * 32
+SUPERNODE = Identity.generate(bytes([9]) * 32)
 
 
-def peer(identity: Identity, proven: bool = True) -> Peer:
+def peer(identity: Identity, proven: bool = False) -> Peer:
+    """The DHT's view of a sender (``proven`` is not needed: the request signature is)."""
+    IDENTITIES[identity.public_key] = identity
     return Peer(identity.public_key, identity.node_id, ("127.0.0.1", 5000), proven, False)
 
 
-def ask(issuer: CredentialIssuer, who: Peer, ttl: int = 3600) -> tuple[CredentialsReply, bytes]:
+def ask(
+    issuer: CredentialIssuer,
+    who: Peer,
+    ttl: int = 3600,
+    *,
+    signer: Identity | None = None,
+    supernode_key: bytes = SUPERNODE.public_key,
+    sent_at: float = NOW,
+) -> tuple[CredentialsReply, bytes]:
+    """A request signed by ``signer`` (default: the sender's own identity) as the DHT carries it."""
     key = nacl.public.PrivateKey.generate()
-    request = decode_request(encode_request(CredentialsRequest(bytes(key.public_key), ttl)))
+    identity = signer or IDENTITIES[who.public_key]
+    request = signed_request(identity, supernode_key, bytes(key.public_key), ttl, sent_at)
+    request = decode_request(encode_request(request))
     return decode_reply(issuer.handle(request, who, NOW)), bytes(key)
+
+
+IDENTITIES: dict[bytes, Identity] = {}
+
+
+def issuer_(**kwargs: object) -> CredentialIssuer:
+    return CredentialIssuer(SECRET, "p2pnode", own_key=SUPERNODE.public_key, **kwargs)  # type: ignore[arg-type]
 
 
 def test_proven_peer_gets_credentials_the_relay_accepts() -> None:
     me = Identity.generate(bytes([5]) * 32)
-    issuer = CredentialIssuer(SECRET, "p2pnode")
+    issuer = issuer_()
     reply, raw_key = ask(issuer, peer(me), ttl=3600)
+    assert reply.status is CredentialStatus.ISSUED, reply.detail
     credentials = open_reply(reply, nacl.public.PrivateKey(raw_key))
     assert credentials.username == f"{int(NOW) + 3600}:{me.peer_id}"
     assert credentials.peer_id == me.peer_id
@@ -64,31 +86,44 @@ def test_proven_peer_gets_credentials_the_relay_accepts() -> None:
 
 
 def test_ttl_is_clamped() -> None:
-    issuer = CredentialIssuer(SECRET, "r")
+    issuer = issuer_()
     who = Identity.generate()
     assert issuer.credentials_for(who.public_key, NOW, 10).expires_at == int(NOW) + 60
     big = issuer.credentials_for(who.public_key, NOW, 10**9)
     assert big.expires_at == int(NOW) + MAX_CREDENTIAL_TTL
 
 
-def test_unproven_and_unavailable_are_refused() -> None:
+def test_unproven_requests_are_refused() -> None:
+    who, other = Identity.generate(), Identity.generate()
+    issuer = issuer_()
+    cases = {
+        "signed by another key": ask(issuer, peer(who), signer=other)[0],
+        "signed for another supernode": ask(issuer, peer(who), supernode_key=other.public_key)[0],
+        "stale": ask(issuer, peer(who), sent_at=NOW - 301)[0],
+        "from the future": ask(issuer, peer(who), sent_at=NOW + 301)[0],
+    }
+    for name, reply in cases.items():
+        assert reply.status is CredentialStatus.UNPROVEN, name
+        assert reply.username == "" and reply.sealed_password == b"", name
+    assert ask(issuer, peer(who), sent_at=NOW - 299)[0].status is CredentialStatus.ISSUED
+    assert issuer.outcomes == {"unproven": 4, "issued": 1}
+
+
+def test_unavailable_is_refused_with_the_reason() -> None:
     who = Identity.generate()
-    reasons: list[str | None] = [None]
-    issuer = CredentialIssuer(SECRET, "r", unavailable=lambda: reasons[0])
-    reply, _ = ask(issuer, peer(who, proven=False))
-    assert reply.status is CredentialStatus.UNPROVEN
-    assert reply.username == "" and reply.sealed_password == b""
-    reasons[0] = "demoted: reachability lost"
+    reasons: list[str | None] = ["demoted: reachability lost"]
+    issuer = issuer_(unavailable=lambda: reasons[0])
     reply, key = ask(issuer, peer(who))
     assert reply.status is CredentialStatus.UNAVAILABLE
     assert reply.detail == "demoted: reachability lost"
     with pytest.raises(CredentialsError, match="unavailable"):
         open_reply(reply, nacl.public.PrivateKey(key))
-    assert issuer.outcomes == {"unproven": 1, "unavailable": 1}
+    reasons[0] = None
+    assert ask(issuer, peer(who))[0].status is CredentialStatus.ISSUED
 
 
 def test_a_reply_sealed_to_someone_else_does_not_open() -> None:
-    issuer = CredentialIssuer(SECRET, "r")
+    issuer = issuer_()
     reply, _ = ask(issuer, peer(Identity.generate()))
     with pytest.raises(CredentialsError, match="does not open"):
         open_reply(reply, nacl.public.PrivateKey.generate())
@@ -96,21 +131,26 @@ def test_a_reply_sealed_to_someone_else_does_not_open() -> None:
 
 def test_short_secret_is_refused() -> None:
     with pytest.raises(ValueError):
-        CredentialIssuer(b"short", "r")
+        CredentialIssuer(b"short", "r", own_key=SUPERNODE.public_key)
+
+
+SIG = b"s" * 64
 
 
 @pytest.mark.parametrize(
     "fields",
     [
         (),
-        (1, b"k" * 32),
-        (2, b"k" * 32, 60),
-        (1, b"k" * 31, 60),
-        (1, "k" * 32, 60),
-        (1, b"k" * 32, -1),
-        (1, b"k" * 32, MAX_CREDENTIAL_TTL + 1),
-        (True, b"k" * 32, 60),
         (1, b"k" * 32, 60, 0),
+        (2, b"k" * 32, 60, 0, SIG),
+        (1, b"k" * 31, 60, 0, SIG),
+        (1, "k" * 32, 60, 0, SIG),
+        (1, b"k" * 32, -1, 0, SIG),
+        (1, b"k" * 32, MAX_CREDENTIAL_TTL + 1, 0, SIG),
+        (True, b"k" * 32, 60, 0, SIG),
+        (1, b"k" * 32, 60, -1, SIG),
+        (1, b"k" * 32, 60, 0, SIG[:63]),
+        (1, b"k" * 32, 60, 0, SIG, 0),
     ],
 )
 def test_bad_requests(fields: tuple[object, ...]) -> None:
