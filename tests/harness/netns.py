@@ -604,6 +604,26 @@ class Lab:
             return
         _run_many(jobs)
 
+    def set_firewall(self, host: Host, enabled: bool = True) -> None:
+        """A stateful firewall on the host itself: replies come in, unsolicited packets do not.
+
+        A public address behind a filtering firewall: no NAT, but not reachable
+        either (``NatClass.FIREWALLED``). ``enabled=False`` removes it.
+        """
+        text = "table inet lab_firewall {}\ndelete table inet lab_firewall\n"
+        if enabled:
+            text += (
+                "table inet lab_firewall {\n"
+                "    chain input {\n"
+                "        type filter hook input priority filter; policy accept;\n"
+                '        iifname != "eth0" accept\n'
+                "        ct state established,related accept\n"
+                "        counter drop\n"
+                "    }\n"
+                "}\n"
+            )
+        _run(["ip", "netns", "exec", host.namespace, "nft", "-f", "-"], text)
+
     def set_delay(
         self, host: Host, delay_ms: float, jitter_ms: float = 0.0, *, seed: int | None = None
     ) -> None:

@@ -9,7 +9,6 @@ silence), and each test then checks one router type.
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from typing import Any
 import pytest
 
 from tests.harness.lab_interop import natdiscovery_argv, parse_natdiscovery, summary
-from tests.harness.netns import Host, Lab, NatType, read_line
+from tests.harness.lab_p2pnode import collect_runs, repeated_nat_runs, start_stun
+from tests.harness.netns import Host, Lab, NatType
 from tests.harness.tools import require_tool
 from tests.lab.conftest import require_lab_tools
 
@@ -70,17 +70,8 @@ def stun_lab() -> Iterator[StunLab]:
     with Lab() as lab:
         server = lab.public_host("stun", addresses=2)
         hosts = {nat: lab.private_host(nat.name.lower(), nat) for nat in NatType}
-        proc = server.popen(
-            server.python(
-                "-m", "p2pnode", "stun", "--listen", f"{server.addresses[0]}:0",
-                "--alt-ip", server.addresses[1],
-            )
-        )  # fmt: skip
-        # "listening IP1:P1 IP1:P2 IP2:P1 IP2:P2" once every socket is bound.
-        words = read_line(proc, timeout=20).split()
-        assert words[0] == "listening", words
-        port = int(words[1].rsplit(":", 1)[1])
-        yield StunLab(lab, server, port, tuple(words[1:]), hosts)
+        stun = start_stun(server)
+        yield StunLab(lab, server, stun.port, tuple(stun.addresses), hosts)
 
 
 @pytest.fixture(scope="module")
@@ -97,35 +88,10 @@ def coturn_views(stun_lab: StunLab) -> dict[NatType, str]:
     return {nat: proc.communicate(timeout=60)[0] for nat, proc in runs.items()}
 
 
-def repeated_nat_runs(host: Host, stun_args: list[str], runs: int) -> subprocess.Popen[str]:
-    """Start ``runs`` ``p2pnode nat --json`` one after another in ``host``; one JSON per line."""
-    script = (
-        "import subprocess, sys\n"
-        f"for _ in range({runs}):\n"
-        "    out = subprocess.run(\n"
-        f"        [sys.executable, '-m', 'p2pnode', 'nat', *{stun_args!r}, '--json'],\n"
-        "        capture_output=True, text=True, timeout=30)\n"
-        "    sys.stderr.write(out.stderr)\n"
-        "    print(out.stdout.strip() or '{}', flush=True)\n"
-    )
-    return host.popen(host.python("-c", script))
-
-
-def collect_runs(
-    procs: dict[NatType, subprocess.Popen[str]],
-) -> dict[NatType, list[dict[str, Any]]]:
-    results = {}
-    for nat, proc in procs.items():
-        out, err = proc.communicate(timeout=150)
-        assert proc.returncode == 0, err[-2000:]
-        results[nat] = [json.loads(line) for line in out.splitlines() if line.strip()]
-    return results
-
-
 @pytest.fixture(scope="module")
 def discoveries(stun_lab: StunLab) -> dict[NatType, list[dict[str, Any]]]:
     """RUNS discoveries per host against our two-address server, hosts side by side."""
-    stun = ["--stun", f"{stun_lab.server.addresses[0]}:{stun_lab.port}"]
+    stun = [f"{stun_lab.server.addresses[0]}:{stun_lab.port}"]
     return collect_runs(
         {nat: repeated_nat_runs(host, stun, RUNS) for nat, host in stun_lab.hosts.items()}
     )
