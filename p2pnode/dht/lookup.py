@@ -100,6 +100,14 @@ class Lookup:
         picked: list[Contact] = []
         if self.done:
             return picked
+        if (
+            self.kind is LookupKind.VALUE
+            and self.value_holders
+            and self.value_holders + self.in_flight >= self.quorum
+        ):
+            # The records' neighbourhood is found and the queries in flight can complete
+            # the quorum: wait for them instead of spending more datagrams.
+            return picked
         seen = 0
         for _, node_id in self._order:
             if self.in_flight >= self.alpha or seen >= self.k:

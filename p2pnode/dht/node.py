@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -43,7 +44,7 @@ from p2pnode.dht.config import (
     StoreReply,
 )
 from p2pnode.dht.keys import Address
-from p2pnode.dht.messages import parse_ip
+from p2pnode.dht.messages import MAX_DATAGRAM_BYTES, parse_ip
 from p2pnode.dht.protocol import DhtCore, Peer
 from p2pnode.dht.routing import TableHealth
 from p2pnode.identity import PUBLIC_KEY_BYTES, Identity
@@ -53,6 +54,7 @@ __all__ = ["OPERATION_TIMEOUT", "DhtNode", "load_contacts", "save_contacts"]
 
 logger = logging.getLogger(__name__)
 
+MAX_READS_PER_WAKEUP = 256  # datagrams read per readiness callback before yielding
 OPERATION_TIMEOUT = 30.0  # a safety net: the core finishes every operation well before
 STATE_VERSION = 1
 MAX_SAVED_CONTACTS = 200
@@ -94,19 +96,6 @@ def load_contacts(path: Path) -> list[tuple[bytes, Address]]:
     return result[:MAX_SAVED_CONTACTS]
 
 
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, node: DhtNode) -> None:
-        self.node = node
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        host, port = addr[0], addr[1]
-        if isinstance(host, str) and isinstance(port, int):
-            self.node._datagram(data, (host, port))
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("socket error: %s", exc)  # ICMP unreachable: the RPC will time out
-
-
 class DhtNode:
     """A DHT node on one UDP socket."""
 
@@ -136,7 +125,7 @@ class DhtNode:
             now=time.time(),
             bootstrap=bootstrap,
         )
-        self._transport: asyncio.DatagramTransport | None = None
+        self._socket: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -147,18 +136,24 @@ class DhtNode:
     @property
     def address(self) -> Address:
         """The bound (host, port); valid after ``start``."""
-        if self._transport is None:
+        if self._socket is None:
             raise RuntimeError("node not started")
-        sockname = self._transport.get_extra_info("sockname")
+        sockname = self._socket.getsockname()
         return (str(sockname[0]), int(sockname[1]))
 
     async def start(self, *, wait_bootstrap: bool = True) -> BootstrapResult | None:
         """Bind the socket and join the network (bootstrap + saved contacts, then self-lookup)."""
         self._loop = asyncio.get_running_loop()
-        transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Datagrams(self), local_addr=self.listen
-        )
-        self._transport = transport
+        family = socket.AF_INET6 if ":" in self.listen[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind(self.listen)
+        except OSError:
+            sock.close()
+            raise
+        self._socket = sock
+        self._loop.add_reader(sock.fileno(), self._readable)
         saved = load_contacts(self.state_path) if self.state_path is not None else []
         extra = [address for _, address in saved]
         if not self.core.bootstrap_addresses and not extra:
@@ -187,9 +182,11 @@ class DhtNode:
                 save_contacts(self.state_path, contacts[:MAX_SAVED_CONTACTS])
             except OSError as error:
                 logger.warning("could not save the routing table: %s", error)
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._socket is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._socket.fileno())
+            self._socket.close()
+            self._socket = None
 
     async def __aenter__(self) -> DhtNode:
         await self.start()
@@ -264,7 +261,7 @@ class DhtNode:
     # ----------------------------------------------------------------- plumbing
 
     async def _run(self, start: Callable[[float], int]) -> OperationResult:
-        if self._loop is None or self._transport is None:
+        if self._loop is None or self._socket is None:
             raise RuntimeError("node not started")
         op_id = start(time.time())
         future: asyncio.Future[OperationResult] = self._loop.create_future()
@@ -276,22 +273,46 @@ class DhtNode:
         finally:
             self._waiting.pop(op_id, None)
 
-    def _datagram(self, data: bytes, address: Address) -> None:
-        self.core.datagram_received(data, address, time.time())
+    def _drain(self) -> None:
+        """Feed the core every datagram already queued on the socket (bounded per call)."""
+        sock = self._socket
+        if sock is None:
+            return
+        core = self.core
+        for _ in range(MAX_READS_PER_WAKEUP):
+            try:
+                data, source = sock.recvfrom(MAX_DATAGRAM_BYTES + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # e.g. ICMP port unreachable: the RPC will time out
+                logger.debug("socket error: %s", error)
+                continue
+            core.datagram_received(data, (source[0], source[1]), time.time())
+
+    def _readable(self) -> None:
+        self._drain()
         self._flush()
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = float("inf")
+        # Replies already waiting in the socket are not timeouts: read them first
+        # (after a stall of the event loop, timers and input are due together).
+        self._drain()
         self.core.handle_timer(time.time())
         self._flush()
 
     def _flush(self) -> None:
-        transport = self._transport
-        if transport is None:
+        sock = self._socket
+        if sock is None:
             return
         for data, destination in self.core.datagrams_to_send():
-            transport.sendto(data, destination)
+            try:
+                sock.sendto(data, destination)
+            except (BlockingIOError, InterruptedError):
+                self.core.drops.drop("send buffer full")  # UDP: the RPC will time out
+            except OSError as error:
+                logger.debug("cannot send to %s: %s", destination, error)
         for event in self.core.events():
             future = self._waiting.get(event.op_id)
             if future is not None and not future.done():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from p2pnode.dht.keys import ID_BITS, Contact, bucket_index, id_to_int
@@ -190,15 +191,19 @@ class RoutingTable:
             return []
         target_int = id_to_int(target)
         b = bucket_index(self.own_int, target_int)
-        result: list[Contact] = []
-        groups: list[list[Contact]] = []
         buckets = self._buckets
         used = sorted(self._used)
-        if b >= 0:
-            groups.append(list(buckets[b].contacts.values()))
-            groups.append([c for i in used if i < b for c in buckets[i].contacts.values()])
-        groups.extend(list(buckets[i].contacts.values()) for i in used if i > b)
-        for group in groups:
+        result: list[Contact] = []
+
+        def groups() -> Iterator[list[Contact]]:
+            if b >= 0:
+                yield list(buckets[b].contacts.values())
+                yield [c for i in used if i < b for c in buckets[i].contacts.values()]
+            for i in used:
+                if i > b:
+                    yield list(buckets[i].contacts.values())
+
+        for group in groups():
             members = [c for c in group if c.node_id not in exclude] if exclude else group
             members.sort(key=lambda c: c.id_int ^ target_int)
             result.extend(members[: count - len(result)])
