@@ -372,3 +372,41 @@ async def _finder_discovers_checks_and_keeps_two() -> None:
     picked = await finder.refresh()
     assert [c.advert.udp[0][1] for c in picked] == [4002, 4000]
     assert len(fetched) == RELAY_BUCKETS
+
+
+async def _finder_run_loop_keeps_relays_fresh_until_stopped() -> None:
+    ident = Identity.generate(bytes([7]) * 32)
+    bucket = relay_bucket(ident.node_id)
+    record = signed(ident, encode_relay_advert(advert(port=4100)), subject=relay_subject(bucket))
+    probes: list[tuple[str, int]] = []
+
+    async def fetch(key: bytes) -> Sequence[SignedRecord]:
+        return [record] if key == relay_key(bucket) else []
+
+    async def probe(transport: str, address: tuple[str, int]) -> float | None:
+        probes.append(address)
+        return 0.01
+
+    clock = [NOW]
+    finder = RelayFinder(
+        fetch,
+        probe=probe,
+        config=SelectorConfig(keep=1, recheck_interval=0.02),
+        buckets_per_fetch=RELAY_BUCKETS,
+        clock=lambda: clock[0],
+    )
+    stop = asyncio.Event()
+    async with asyncio.timeout(5), asyncio.TaskGroup() as group:
+        group.create_task(finder.run(stop))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            clock[0] += 0.01
+            if len(probes) >= 3:
+                break
+        stop.set()
+    assert [c.owner for c in finder.chosen()] == [ident.public_key]
+    assert len(probes) >= 3  # the chosen relay is re-checked on schedule
+
+
+def test_finder_run_loop_keeps_relays_fresh_until_stopped() -> None:
+    asyncio.run(_finder_run_loop_keeps_relays_fresh_until_stopped())
