@@ -69,9 +69,9 @@ def describe(dht: DhtNode) -> str:
 
 
 async def run_node(args: argparse.Namespace) -> int:
-    load_identity(args)  # a clear error before binding anything
     listen = parse_hostport(args.listen, default_host="0.0.0.0")
     bootstrap = [parse_hostport(text) for text in args.bootstrap]
+    load_identity(args)  # a clear error before binding anything
     node = P2PNode(home_of(args), listen=listen, bootstrap=bootstrap, client_mode=args.client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

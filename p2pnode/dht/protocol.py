@@ -72,8 +72,10 @@ from p2pnode.dht.routing import OfferOutcome, RoutingTable, TableHealth
 from p2pnode.dht.storage import RecordStore
 from p2pnode.identity import Identity, verify_signature
 from p2pnode.records import (
+    MAX_RECORD_BYTES,
     RecordDecodeError,
     Rejected,
+    RejectReason,
     SignedRecord,
     accept,
     decode_record,
@@ -660,6 +662,8 @@ class DhtCore:
             return refuse("client-mode", "this node does not store records")
         if not self._store_limits.allow(address, now):
             return refuse("rate-limited", "too many STOREs from this address")
+        if len(encoded) > MAX_RECORD_BYTES:
+            return refuse(RejectReason.TOO_LARGE.value, f"{len(encoded)} > {MAX_RECORD_BYTES}")
         try:
             record = decode_record(encoded)
         except RecordDecodeError as error:
