@@ -190,6 +190,11 @@ class RoleCore:
             else Event.VERDICT_NOT_PUBLIC
         )
         actions = self.feed(event, now, verdict.detail)
+        if self.role is Role.CANDIDATE and self.state.streak == 1:
+            needed = self.hysteresis.promote_after
+            self.reason = f"{event.value} (1 of {needed} needed)" + (
+                f": {verdict.detail}" if verdict.detail else ""
+            )
         if self.role is Role.CLIENT and not actions and self.state.streak == 0:
             self.reason = f"reachability {verdict.status.value}" + (
                 f": {verdict.detail}" if verdict.detail else ""
@@ -256,6 +261,7 @@ class SupernodeConfig:
     capacity: int = 100  # allocations; above it new ones are refused, existing ones go on
     opt_out: bool = False  # --no-relay
     check_interval: float = 300.0  # seconds between reachability checks
+    pending_check_interval: float = 30.0  # ... while a promotion or demotion is pending
     advert_ttl: int = 900
     republish_interval: float = 120.0  # the advert carries load and uptime: keep it fresh
     drain_limit: float = 3600.0  # a demoted relay stops after this even with calls left
@@ -433,8 +439,11 @@ class Supernode:
         until ``stop`` is set. The caller owns this coroutine (e.g. in a TaskGroup)."""
         while not stop.is_set():
             if self._clock() >= self._next_check:
-                self._next_check = self._clock() + self.config.check_interval
                 await self.check_reachability()
+                interval = self.config.check_interval
+                if self.core.state.streak > 0:  # a role change is pending: confirm it sooner
+                    interval = min(interval, self.config.pending_check_interval)
+                self._next_check = self._clock() + interval
             await self.tick()
             try:
                 async with asyncio.timeout(self._load_interval):

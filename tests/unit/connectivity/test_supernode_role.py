@@ -60,6 +60,7 @@ def test_promotion_needs_consecutive_public_verdicts_and_unknown_never_promotes(
     assert c.reason == "reachability unknown: no servers"
     assert c.verdict(PUBLIC, NOW + 1) == ()
     assert c.role is Role.CANDIDATE
+    assert "1 of 3 needed" in c.reason
     assert c.verdict(PUBLIC, NOW + 2) == ()
     assert "2 of 3 needed" in c.reason
     actions = c.verdict(PUBLIC, NOW + 3)
@@ -314,11 +315,18 @@ def test_drain_time_limit_cuts_remaining_allocations() -> None:
 
 
 async def _run_loop_promotes_and_stops_on_request() -> None:
+    """A long check interval, but a pending promotion is confirmed at the short interval."""
     async with DhtNode(Identity.generate(), listen=("127.0.0.1", 0)) as dht:
         supernode = Supernode(
             dht.identity,
             dht,
-            SupernodeConfig(host="127.0.0.1", port=0, check_interval=0.0, hysteresis=Hysteresis()),
+            SupernodeConfig(
+                host="127.0.0.1",
+                port=0,
+                check_interval=3600.0,
+                pending_check_interval=0.0,
+                hysteresis=Hysteresis(promote_after=3),
+            ),
             verdicts=fixed_verdict(Reachability.PUBLIC, "127.0.0.1"),
             load_interval=0.01,
         )
