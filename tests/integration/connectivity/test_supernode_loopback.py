@@ -76,11 +76,16 @@ async def dht_nodes(identities: list[Identity]) -> AsyncIterator[list[DhtNode]]:
 
 
 async def allocate(
-    relay: tuple[str, int], credentials: TurnCredentials
+    relay: tuple[str, int], credentials: TurnCredentials, transport: str = "udp"
 ) -> tuple[TurnTransport, _Inbox]:
     async with asyncio.timeout(10):
         return await create_turn_endpoint(
-            _Inbox, relay, credentials.username, credentials.password, lifetime=600
+            _Inbox,
+            relay,
+            credentials.username,
+            credentials.password,
+            lifetime=600,
+            transport=transport,
         )
 
 
@@ -170,7 +175,8 @@ async def _scenario() -> None:
                 first, first_inbox = await allocate(relay_address, credentials)
                 turns.append(first)
                 await round_trip(first, first_inbox, echo, b"hello through the supernode")
-                second, second_inbox = await allocate(relay_address, credentials)
+                # The second over TCP (peers whose UDP is blocked reach the relay so).
+                second, second_inbox = await allocate(advert.tcp[0], credentials, "tcp")
                 turns.append(second)
                 assert supernode.relay is not None
                 assert supernode.relay.statistics().allocations == 2
