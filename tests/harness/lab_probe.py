@@ -15,6 +15,8 @@ labelled independently of the STUN code it is there to test.
                           with the peer address it sees.
     tcp-observe IP PORT   connects and prints what the server saw.
     udp-send IP PORT TEXT sends one datagram (an unsolicited packet).
+    rebind IP PORT IDLE   the mapped address now, again at once, and again after
+                          IDLE s of silence (has the NAT binding expired?).
     rtt IP PORT COUNT     COUNT request/reply round trips to a reflector socket;
                           prints the round-trip times in ms (null when lost).
 
@@ -149,6 +151,14 @@ def tcp_observe(ip: str, port: int) -> dict[str, object]:
     return {"tcp": True, **json.loads(data)}
 
 
+def rebind(ip: str, port: int, idle: float) -> list[list[object] | None]:
+    sock = _bind("0.0.0.0", 0)
+    seen = [_ask(sock, (ip, port), "A", "bind-1"), _ask(sock, (ip, port), "A", "bind-2")]
+    time.sleep(idle)
+    seen.append(_ask(sock, (ip, port), "A", "bind-3"))
+    return [list(m) if m else None for m in seen]
+
+
 def rtt(ip: str, port: int, count: int) -> list[float | None]:
     sock = _bind("0.0.0.0", 0)
     times: list[float | None] = []
@@ -169,6 +179,8 @@ def main(argv: list[str]) -> int:
         tcp_serve(args[0])
     elif command == "tcp-observe":
         print(json.dumps(tcp_observe(args[0], int(args[1]))))
+    elif command == "rebind":
+        print(json.dumps(rebind(args[0], int(args[1]), float(args[2]))))
     elif command == "rtt":
         print(json.dumps(rtt(args[0], int(args[1]), int(args[2]))))
     elif command == "udp-send":

@@ -170,6 +170,20 @@ def test_binding_lifetime_is_configured(lab: Lab) -> None:
     assert "timeout 7s" in ruleset
 
 
+def test_binding_expires_after_its_lifetime(lab: Lab) -> None:
+    """A symmetric NAT picks a random port per new binding: after the lifetime, a new one."""
+    reflector = lab.public_host("reflector", addresses=2)
+    host = lab.private_host("sym", NatType.SYMMETRIC, binding_lifetime=1)
+    ports = start_reflector(reflector)
+    # Idle 3 s > 1 s lifetime (conntrack checks expiry on lookup, so no GC wait).
+    seen = json.loads(
+        host.run(host.python(PROBE, "rebind", ports["A"][0], str(ports["A"][1]), "3")).stdout
+    )
+    first, again, after_idle = seen
+    assert first is not None and first == again  # a live binding is reused
+    assert after_idle is not None and after_idle != first, seen
+
+
 def test_teardown_leaves_nothing_and_is_idempotent() -> None:
     require_lab_tools()
     topology = Lab().start()
