@@ -346,7 +346,7 @@ def _body(message: Message) -> tuple[int, list[object], bool]:
     """(type code, body fields, padded?) of a message."""
     match message:
         case Ping(nonce):
-            return MessageType.PING, [nonce], True
+            return MessageType.PING, [nonce], True  # padded: see protocol.PING_PAD_TO
         case Pong(signature, observed):
             return MessageType.PONG, [signature, observed[0], observed[1]], False
         case FindNode(target):
@@ -362,7 +362,7 @@ def _body(message: Message) -> tuple[int, list[object], bool]:
         case StoreResult(status, reason, detail):
             return MessageType.STORE_RESULT, [int(status), reason, detail], False
         case ExtensionRequest(code, fields):
-            return code, list(fields), False
+            return code, list(fields), True
         case ExtensionReply(code, fields):
             return MessageType.EXTENSION_REPLY, [code, *fields], False
     raise AssertionError(f"unknown message {message!r}")  # pragma: no cover
@@ -419,9 +419,10 @@ def decode_frame(data: bytes) -> Frame:
     body = items[5:]
     message: Message
     if code in EXTENSION_CODES:
-        if len(body) > MAX_EXTENSION_FIELDS:
-            raise DhtDecodeError("extension request has too many fields")
-        message = ExtensionRequest(code, tuple(body))
+        if not body or len(body) > MAX_EXTENSION_FIELDS + 1:
+            raise DhtDecodeError("extension request has no padding or too many fields")
+        _bin(body[-1], "padding", maximum=MAX_PAD_BYTES)
+        message = ExtensionRequest(code, tuple(body[:-1]))
     else:
         decoder = _DECODERS_BY_CODE.get(code)
         if decoder is None:

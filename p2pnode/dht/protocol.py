@@ -84,6 +84,7 @@ from p2pnode.records import (
 
 __all__ = [
     "AMPLIFICATION_FACTOR",
+    "PING_PAD_TO",
     "PONG_CONTEXT",
     "UNVERIFIED_PAD_TO",
     "DhtCore",
@@ -95,8 +96,9 @@ logger = logging.getLogger(__name__)
 
 PONG_CONTEXT = b"p2pnode-dht-v1/pong\x00"  # what a PONG signs: context + nonce + asker's key
 AMPLIFICATION_FACTOR = 3
-UNVERIFIED_PAD_TO = 440  # FIND_* to a node that has not verified us: 3 x 440 fits k contacts
-_CHALLENGE_BYTES = 120  # room kept in the budget for the challenge PING sent with the reply
+UNVERIFIED_PAD_TO = 480  # FIND_* to a node that has not verified us: 3 x 480 fits k contacts
+PING_PAD_TO = 200  # PING to the same: its PONG (up to ~200 B with an IPv6 address) fits
+_CHALLENGE_BYTES = PING_PAD_TO + 10  # room kept for the challenge PING sent with a reply
 MAX_CHALLENGES_IN_FLIGHT = 256
 CHALLENGE_RETRY = 30.0  # seconds before the same address is challenged again
 MAX_KNOWN_ADDRESSES = 16384  # verified / proven / challenged memories, each
@@ -414,8 +416,11 @@ class DhtCore:
         while request_id in self._pending:
             request_id = self.rng.randbytes(REQUEST_ID_BYTES)
         pad = 0
-        if isinstance(message, FindNode | FindValue) and address not in self._verified_by:
-            pad = UNVERIFIED_PAD_TO
+        if address not in self._verified_by:
+            if isinstance(message, FindNode | FindValue | ExtensionRequest):
+                pad = UNVERIFIED_PAD_TO
+            elif isinstance(message, Ping):
+                pad = PING_PAD_TO
         frame = Frame(message, request_id, self.identity.public_key, self.own_id, self._flags)
         self._out.append((encode_frame(frame, pad_to=pad), address))
         deadline = now + self._rto()

@@ -29,6 +29,7 @@ from p2pnode.dht.messages import (
     decode_frame,
     encode_frame,
 )
+from p2pnode.dht.protocol import PING_PAD_TO
 from p2pnode.identity import Identity
 from p2pnode.records import RecordKind, SignedRecord, sign_record
 
@@ -102,7 +103,8 @@ class RawPeer:
         frame = Frame(
             message, request_id, self.identity.public_key, self.identity.node_id, Flags.CLIENT
         )
-        self.sock.sendto(encode_frame(frame), address)
+        pad = PING_PAD_TO if isinstance(message, Ping) else 0  # as honest requesters do
+        self.sock.sendto(encode_frame(frame, pad_to=pad), address)
         return request_id
 
     async def replies(self, count: int) -> list[Frame]:

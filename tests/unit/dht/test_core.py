@@ -19,6 +19,7 @@ from p2pnode.dht.messages import (
     Flags,
     Frame,
     Ping,
+    Pong,
     Store,
     StoreResult,
     StoreStatus,
@@ -63,6 +64,23 @@ def test_ping_proves_key_then_table_admits() -> None:
     net.run_until(lambda: len(b.table) == 1, limit=5)
     assert a.table.get(b.identity.node_id) is not None
     assert b.table.get(a.identity.node_id) is not None  # b challenged a back
+
+
+def test_ping_from_a_long_ipv6_address_is_answered() -> None:
+    """First contact from an unverified address: the PING is padded so the PONG fits 3x."""
+    net = MemNet()
+    _, a = net.add()
+    b_addr, b = net.add()
+    far: Address = ("2001:db8:1234:5678:9abc:def0:1234:5678", 65535)
+    a.ping(b_addr, net.now)
+    ((request, _),) = a.datagrams_to_send()
+    b.datagram_received(request, far, net.now)
+    replies = [data for data, destination in b.datagrams_to_send() if destination == far]
+    pongs = [d for d in replies if isinstance(decode_frame(d).message, Pong)]
+    assert len(pongs) == 1
+    assert sum(len(d) for d in replies) <= AMPLIFICATION_FACTOR * len(request)
+    pong = decode_frame(pongs[0]).message
+    assert isinstance(pong, Pong) and pong.observed == far
 
 
 def test_client_mode_nodes_are_never_in_tables() -> None:
