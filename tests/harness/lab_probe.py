@@ -17,6 +17,9 @@ labelled independently of the STUN code it is there to test.
     udp-send IP PORT TEXT sends one datagram (an unsolicited packet).
     rebind IP PORT IDLE   the mapped address now, again at once, and again after
                           IDLE s of silence (has the NAT binding expired?).
+    sink IP               binds IP:0, prints its port, counts datagrams until 1 s
+                          of silence (at most 10 s), prints the count.
+    burst IP PORT COUNT   sends COUNT small datagrams to IP:PORT.
     rtt IP PORT COUNT     COUNT request/reply round trips to a reflector socket;
                           prints the round-trip times in ms (null when lost).
 
@@ -159,6 +162,30 @@ def rebind(ip: str, port: int, idle: float) -> list[list[object] | None]:
     return [list(m) if m else None for m in seen]
 
 
+def sink(ip: str) -> None:
+    sock = _bind(ip, 0)
+    print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
+    count = 0
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([sock], [], [], 1.0)
+        if not ready:
+            if count:
+                break
+            continue
+        sock.recv(2048)
+        count += 1
+    print(json.dumps({"received": count}), flush=True)
+
+
+def burst(ip: str, port: int, count: int) -> None:
+    sock = _bind("0.0.0.0", 0)
+    for index in range(count):
+        sock.sendto(b"%d" % index, (ip, port))
+        if index % 50 == 49:
+            time.sleep(0.005)  # stay well inside socket buffers: loss must be the lab's
+
+
 def rtt(ip: str, port: int, count: int) -> list[float | None]:
     sock = _bind("0.0.0.0", 0)
     times: list[float | None] = []
@@ -181,6 +208,10 @@ def main(argv: list[str]) -> int:
         print(json.dumps(tcp_observe(args[0], int(args[1]))))
     elif command == "rebind":
         print(json.dumps(rebind(args[0], int(args[1]), float(args[2]))))
+    elif command == "sink":
+        sink(args[0])
+    elif command == "burst":
+        burst(args[0], int(args[1]), int(args[2]))
     elif command == "rtt":
         print(json.dumps(rtt(args[0], int(args[1]), int(args[2]))))
     elif command == "udp-send":

@@ -143,6 +143,22 @@ def test_loss_drops_and_can_be_removed(lab: Lab) -> None:
     assert json.loads(client.run(classify_cmd(client, ports)).stdout)["udp"] is True
 
 
+def test_partial_loss_drops_about_that_share(lab: Lab) -> None:
+    """40 % ingress loss on one host: of 400 datagrams, far fewer than all and far more than none.
+
+    The bounds are 8+ standard deviations wide (binomial, n=400, p=0.6: mean
+    240, sd ~10), so the test only fails if the loss is not what was asked for.
+    """
+    sender = lab.public_host("sender")
+    receiver = lab.public_host("receiver")
+    lab.set_loss(receiver, 40.0, both_directions=False)
+    sink = receiver.popen(receiver.python(PROBE, "sink", receiver.addresses[0]))
+    port = json.loads(read_line(sink))["port"]
+    sender.run(sender.python(PROBE, "burst", receiver.addresses[0], str(port), "400"), check=True)
+    received = json.loads(read_line(sink, timeout=15))["received"]
+    assert 160 <= received <= 320, received
+
+
 def test_delay_holds_every_packet_and_can_be_removed(lab: Lab) -> None:
     """A lower bound only: each round trip through a delayed link takes >= 2x the delay."""
     reflector = lab.public_host("reflector", addresses=2)
