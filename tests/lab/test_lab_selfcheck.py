@@ -9,6 +9,7 @@ and tries unsolicited replies from another IP and another port.
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -214,6 +215,33 @@ def test_teardown_leaves_nothing_and_is_idempotent() -> None:
     assert sleeper.poll() is not None
     assert not [ns for ns in _namespaces() if ns.startswith(topology.prefix)]
     assert not (STATE_DIR / f"{topology.prefix}.json").exists()
+
+
+def test_scripts_lab_up_list_exec_down() -> None:
+    """The hand-debugging CLI builds a persistent lab, lists it, runs in it, removes it."""
+    require_lab_tools()
+    script = str(Path(__file__).resolve().parents[2] / "scripts" / "lab")
+    prefix = "t" + secrets.token_hex(3)
+
+    def lab_cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, script, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        up = lab_cli("up", "--prefix", prefix, "--nat", "symmetric")
+        assert f"{prefix}h1" in up and "SYMMETRIC" in up
+        with Lab():  # a new Lab's stale cleanup leaves a persistent lab alone
+            assert f"{prefix}r1" in _namespaces()
+        assert prefix in lab_cli("list")
+        shown = lab_cli("exec", prefix, "pub1", "--", "ip", "-o", "-4", "addr", "show", "eth0")
+        assert "203.0.113." in shown
+    finally:
+        lab_cli("down", prefix)
+    assert not [ns for ns in _namespaces() if ns.startswith(prefix)]
+    assert prefix not in lab_cli("list")
 
 
 def test_crashed_run_is_cleaned_by_the_next_lab() -> None:
