@@ -30,8 +30,9 @@ from typing import TypeVar
 
 from nat.drops import DropCounter
 from p2pnode.dht.config import DhtConfig, DhtStatistics, OperationResult, PutResult
-from p2pnode.dht.keys import ID_BITS, Address, Contact, id_to_int, node_id_of
+from p2pnode.dht.keys import Address, Contact, node_id_of
 from p2pnode.dht.lookup import LookupKind
+from p2pnode.dht.maintenance import Maintenance
 from p2pnode.dht.messages import (
     EXTENSION_CODES,
     MAX_DATAGRAM_BYTES,
@@ -79,7 +80,6 @@ from p2pnode.records import (
     SignedRecord,
     accept,
     decode_record,
-    sign_record,
 )
 
 __all__ = [
@@ -104,9 +104,6 @@ CHALLENGE_RETRY = 30.0  # seconds before the same address is challenged again
 MAX_KNOWN_ADDRESSES = 16384  # verified / proven / challenged memories, each
 MAX_OWN_RECORDS = 256
 RECORD_CACHE_SIZE = 1024  # encodings whose signature we already checked
-MAINTENANCE_TICK = 1.0
-REPLICATION_BUDGET = 512  # STOREs per replication round
-REFRESHES_PER_ROUND = 3
 VALUE_REPLY_CONTACTS = 4  # contacts sent along with records in a VALUE reply
 _REPLY_OVERHEAD = 80  # frame header bytes, generous
 _REPLY_TYPES: dict[type, type] = {
@@ -199,21 +196,14 @@ class DhtCore:
         self.drops = DropCounter(logger, lambda: self._now)
         self.read_rejects: dict[str, int] = {}
         self._extensions: dict[int, ExtensionRunner] = {}
-        self._own: dict[bytes, SignedRecord] = {}
+        self.own_records: dict[bytes, SignedRecord] = {}
         self._srtt = 0.0
         self._rttvar = 0.0
         self.datagrams_in = 0
         self.datagrams_out = 0
         self.requests_sent = 0
         self.timeouts = 0
-        self._next_maintenance = now + MAINTENANCE_TICK
-        self._next_purge = now + self.config.purge_interval
-        self._last_replication = now
-        self._next_replication = now + self.config.replicate_interval * (0.5 + rng.random())
-        self._next_refresh = now + 60.0
-        self._next_bootstrap = now + 1.0
-        self._bootstrap_backoff = 1.0
-        self._bootstrapping = False
+        self.maintenance = Maintenance(self, now)
 
     # ----------------------------------------------------------------- I/O side
 
@@ -230,8 +220,8 @@ class DhtCore:
     def next_deadline(self) -> float:
         """When ``handle_timer`` must run next (absolute, same clock as ``now``)."""
         if self._deadlines:
-            return min(self._deadlines[0][0], self._next_maintenance)
-        return self._next_maintenance
+            return min(self._deadlines[0][0], self.maintenance.next_run)
+        return self.maintenance.next_run
 
     def datagram_received(self, data: bytes, address: Address, now: float) -> None:
         self._now = now
@@ -266,8 +256,8 @@ class DhtCore:
                 self.table.record_failure(node_id_of(request.expected_key), now)
             if request.owner is not None:
                 request.owner.on_timeout(request, now)
-        if now >= self._next_maintenance:
-            self._maintain(now)
+        if now >= self.maintenance.next_run:
+            self.maintenance.run(now)
 
     # ----------------------------------------------------------- public operations
 
@@ -290,19 +280,22 @@ class DhtCore:
     def put(self, record: SignedRecord, now: float) -> int:
         """Store ``record`` at the k closest nodes; ``PutResult`` says how many took it."""
         op_id = self._op_id()
-        self._put(op_id, record, now)
+        self.put_internal(op_id, record, now)
         return op_id
 
-    def _put(self, op_id: int, record: SignedRecord, now: float) -> None:
-        previous = self._own.get(record.key) if record.owner == self.identity.public_key else None
+    def put_internal(self, op_id: int, record: SignedRecord, now: float) -> None:
+        """``put`` under a given op id (INTERNAL_OP: nobody awaits it, e.g. republishing)."""
+        previous = (
+            self.own_records.get(record.key) if record.owner == self.identity.public_key else None
+        )
         verdict = accept(record, previous, record.key, now)  # the rule runs on local put too
         if isinstance(verdict, Rejected):
             self.finish(op_id, PutResult(record.key, 0, 0, ((verdict.reason.value, 1),), 0.0))
             return
         if record.owner == self.identity.public_key and (
-            record.key in self._own or len(self._own) < MAX_OWN_RECORDS
+            record.key in self.own_records or len(self.own_records) < MAX_OWN_RECORDS
         ):
-            self._own[record.key] = record
+            self.own_records[record.key] = record
         LookupOp(self, op_id, record.key, LookupKind.NODE, now, record=record).start(now)
 
     def ping(self, address: Address, now: float, expected_key: bytes | None = None) -> int:
@@ -467,7 +460,7 @@ class DhtCore:
 
     def local_records(self, key: bytes, now: float) -> list[SignedRecord]:
         records = self.store.get(key, now)
-        own = self._own.get(key)
+        own = self.own_records.get(key)
         if own is not None and own.expires_at > now and own not in records:
             records.append(own)
         return records
@@ -679,107 +672,3 @@ class DhtCore:
         if outcome.stored:
             return StoreResult(StoreStatus.STORED, "", "")
         return StoreResult(StoreStatus.REJECTED, outcome.reason, outcome.detail[:200])
-
-    # ------------------------------------------------------------- maintenance
-
-    def _maintain(self, now: float) -> None:
-        self._next_maintenance = now + MAINTENANCE_TICK
-        if now >= self._next_purge:
-            self._next_purge = now + self.config.purge_interval
-            self.store.purge(now)
-            for key in [k for k, r in self._own.items() if r.expires_at <= now]:
-                del self._own[key]
-        self._republish(now)
-        if now >= self._next_replication:
-            self._next_replication = now + self.config.replicate_interval
-            self._replicate(now)
-        if now >= self._next_refresh:
-            self._next_refresh = now + 60.0
-            self._refresh(now)
-        if (
-            not self._bootstrapping
-            and not self.healthy
-            and self.bootstrap_addresses
-            and now >= self._next_bootstrap
-        ):
-            self._bootstrapping = True
-            self._next_bootstrap = now + self._bootstrap_backoff
-            self._bootstrap_backoff = min(
-                self._bootstrap_backoff * 2, self.config.bootstrap_retry_max
-            )
-            op = BootstrapOp(self, INTERNAL_OP, self.bootstrap_addresses[:64])
-            op.done_callback = self._bootstrap_done
-            op.start(now)
-        elif self.healthy:
-            self._bootstrap_backoff = 1.0
-
-    def _bootstrap_done(self, now: float) -> None:
-        self._bootstrapping = False
-
-    def _republish(self, now: float) -> None:
-        """Re-sign our own records (seq + 1) before they expire, and store them again."""
-        fraction = self.config.republish_fraction
-        for key, record in list(self._own.items()):
-            lifetime = record.expires_at - record.issued_at
-            if now < record.issued_at + fraction * lifetime:
-                continue
-            fresh = sign_record(
-                self.identity,
-                record.kind,
-                record.subject,
-                record.payload,
-                seq=record.seq + 1,
-                now=now,
-                ttl=lifetime,
-            )
-            self._own[key] = fresh
-            self._put(INTERNAL_OP, fresh, now)
-
-    def _replicate(self, now: float) -> None:
-        """Hand records to close contacts that joined since the last round (section 2.5).
-
-        No storms: a record goes only to newcomers that entered our table after the
-        record reached us (the publisher reached the older ones itself), and only if
-        no other contact we know is closer to the key than we are (so about one
-        holder, not all k, sends it). Each round is capped at ``REPLICATION_BUDGET``.
-        """
-        since, self._last_replication = self._last_replication, now
-        newcomers = self.table.added_since(since)
-        if not newcomers:
-            return
-        budget = REPLICATION_BUDGET
-        own = id_to_int(self.own_id)
-        excluded = frozenset(newcomers)
-        for key, record in list(self.store.items()):
-            stored_at = self.store.stored_at(key, record.owner)
-            targets = [
-                c
-                for c in self.table.closest(key, self.config.k)
-                if newcomers.get(c.node_id, 0.0) > stored_at
-            ]
-            if not targets:
-                continue
-            target = id_to_int(key)
-            rivals = self.table.closest(key, 1, excluded)
-            if rivals and rivals[0].id_int ^ target < own ^ target:
-                continue  # a closer holder will hand it over
-            for contact in targets[:budget]:
-                self.send_request(
-                    contact.address,
-                    Store(key, record.encoded),
-                    expected_key=contact.public_key,
-                    owner=None,
-                    now=now,
-                )
-            budget -= len(targets)
-            if budget <= 0:
-                break
-
-    def _refresh(self, now: float) -> None:
-        """Kademlia section 2.3: look up a random id in buckets idle for an interval."""
-        stale = self.table.bucket_ranges_to_refresh(now, self.config.refresh_interval)
-        for index in stale[:REFRESHES_PER_ROUND]:
-            offset = (1 << index) | self.rng.getrandbits(index) if index else 1
-            target = (id_to_int(self.own_id) ^ offset).to_bytes(ID_BITS // 8, "big")
-            self.table.touch_bucket(index, now)
-            LookupOp(self, INTERNAL_OP, target, LookupKind.NODE, now).start(now)

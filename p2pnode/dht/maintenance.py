@@ -1,0 +1,147 @@
+"""Periodic upkeep of one DHT core: purge, republish, replicate, refresh, re-bootstrap.
+
+Runs from ``DhtCore.handle_timer`` once per ``MAINTENANCE_TICK``; every step is
+bounded (records re-signed only near expiry, STOREs per round capped, a few
+bucket refreshes per round, bootstrap retried with exponential backoff).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from p2pnode.dht.keys import ID_BITS, id_to_int
+from p2pnode.dht.lookup import LookupKind
+from p2pnode.dht.messages import Store
+from p2pnode.dht.operations import INTERNAL_OP, BootstrapOp, LookupOp
+from p2pnode.records import sign_record
+
+if TYPE_CHECKING:
+    from p2pnode.dht.protocol import DhtCore
+
+__all__ = ["MAINTENANCE_TICK", "REFRESHES_PER_ROUND", "REPLICATION_BUDGET", "Maintenance"]
+
+MAINTENANCE_TICK = 1.0
+REPLICATION_BUDGET = 512  # STOREs per replication round
+REFRESHES_PER_ROUND = 3
+
+
+class Maintenance:
+    """The clocks of a core's periodic work."""
+
+    def __init__(self, core: DhtCore, now: float) -> None:
+        self.core = core
+        config = core.config
+        self.next_run = now + MAINTENANCE_TICK
+        self._next_purge = now + config.purge_interval
+        self._last_replication = now
+        self._next_replication = now + config.replicate_interval * (0.5 + core.rng.random())
+        self._next_refresh = now + 60.0
+        self._next_bootstrap = now + 1.0
+        self._bootstrap_backoff = 1.0
+        self._bootstrapping = False
+
+    def run(self, now: float) -> None:
+        core = self.core
+        self.next_run = now + MAINTENANCE_TICK
+        if now >= self._next_purge:
+            self._next_purge = now + core.config.purge_interval
+            core.store.purge(now)
+            for key in [k for k, r in core.own_records.items() if r.expires_at <= now]:
+                del core.own_records[key]
+        self._republish(now)
+        if now >= self._next_replication:
+            self._next_replication = now + core.config.replicate_interval
+            self._replicate(now)
+        if now >= self._next_refresh:
+            self._next_refresh = now + 60.0
+            self._refresh(now)
+        if (
+            not self._bootstrapping
+            and not core.healthy
+            and core.bootstrap_addresses
+            and now >= self._next_bootstrap
+        ):
+            self._bootstrapping = True
+            self._next_bootstrap = now + self._bootstrap_backoff
+            self._bootstrap_backoff = min(
+                self._bootstrap_backoff * 2, core.config.bootstrap_retry_max
+            )
+            op = BootstrapOp(core, INTERNAL_OP, core.bootstrap_addresses[:64])
+            op.done_callback = self._bootstrap_done
+            op.start(now)
+        elif core.healthy:
+            self._bootstrap_backoff = 1.0
+
+    def _bootstrap_done(self, now: float) -> None:
+        self._bootstrapping = False
+
+    def _republish(self, now: float) -> None:
+        """Re-sign our own records (seq + 1) before they expire, and store them again."""
+        core = self.core
+        fraction = core.config.republish_fraction
+        for key, record in list(core.own_records.items()):
+            lifetime = record.expires_at - record.issued_at
+            if now < record.issued_at + fraction * lifetime:
+                continue
+            fresh = sign_record(
+                core.identity,
+                record.kind,
+                record.subject,
+                record.payload,
+                seq=record.seq + 1,
+                now=now,
+                ttl=lifetime,
+            )
+            core.own_records[key] = fresh
+            core.put_internal(INTERNAL_OP, fresh, now)
+
+    def _replicate(self, now: float) -> None:
+        """Hand records to close contacts that joined since the last round (section 2.5).
+
+        No storms: a record goes only to newcomers that entered our table after the
+        record reached us (the publisher reached the older ones itself), and only if
+        no other contact we know is closer to the key than we are (so about one
+        holder, not all k, sends it). Each round is capped at ``REPLICATION_BUDGET``.
+        """
+        core = self.core
+        since, self._last_replication = self._last_replication, now
+        newcomers = core.table.added_since(since)
+        if not newcomers:
+            return
+        budget = REPLICATION_BUDGET
+        own = id_to_int(core.own_id)
+        excluded = frozenset(newcomers)
+        for key, record in list(core.store.items()):
+            stored_at = core.store.stored_at(key, record.owner)
+            targets = [
+                c
+                for c in core.table.closest(key, core.config.k)
+                if newcomers.get(c.node_id, 0.0) > stored_at
+            ]
+            if not targets:
+                continue
+            target = id_to_int(key)
+            rivals = core.table.closest(key, 1, excluded)
+            if rivals and rivals[0].id_int ^ target < own ^ target:
+                continue  # a closer holder will hand it over
+            for contact in targets[:budget]:
+                core.send_request(
+                    contact.address,
+                    Store(key, record.encoded),
+                    expected_key=contact.public_key,
+                    owner=None,
+                    now=now,
+                )
+            budget -= len(targets)
+            if budget <= 0:
+                break
+
+    def _refresh(self, now: float) -> None:
+        """Kademlia section 2.3: look up a random id in buckets idle for an interval."""
+        core = self.core
+        stale = core.table.bucket_ranges_to_refresh(now, core.config.refresh_interval)
+        for index in stale[:REFRESHES_PER_ROUND]:
+            offset = (1 << index) | core.rng.getrandbits(index) if index else 1
+            target = (id_to_int(core.own_id) ^ offset).to_bytes(ID_BITS // 8, "big")
+            core.table.touch_bucket(index, now)
+            LookupOp(core, INTERNAL_OP, target, LookupKind.NODE, now).start(now)
