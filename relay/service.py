@@ -250,7 +250,9 @@ class RelayService:
                 data, source = sock.recvfrom(65536)
             except OSError:  # BlockingIOError when drained; ICMP-induced errors too
                 return
-            five_tuple = FiveTuple(Transport.UDP, (source[0], source[1]), local)
+            # IPv4 gives (ip, port) already; IPv6 gives a 4-tuple.
+            client = source if len(source) == 2 else (source[0], source[1])
+            five_tuple = FiveTuple(Transport.UDP, client, local)
             if data and 64 <= data[0] <= first_byte_max:
                 relayed = server.channel_data_from_client(five_tuple, data, now)
                 if relayed is not None:
@@ -266,15 +268,27 @@ class RelayService:
     def _on_relay(self, sock: socket.socket, relayed: Address) -> None:
         """A relayed socket is readable: forward a bounded batch from peers to the client."""
         server = self._server
+        listeners = self._listeners
         now = self._time()
         for _ in range(READ_BATCH):
             try:
                 data, source = sock.recvfrom(65536)
             except OSError:
                 return
-            forwarded = server.from_peer(relayed, data, (source[0], source[1]), now)
-            if forwarded is not None:
-                self._send_client(forwarded[0], forwarded[1])
+            peer = source if len(source) == 2 else (source[0], source[1])
+            forwarded = server.from_peer(relayed, data, peer, now)
+            if forwarded is None:
+                continue
+            five_tuple, out = forwarded
+            if five_tuple.transport is Transport.UDP:  # inlined _send_client: the hot case
+                listener = listeners.get(five_tuple.server)
+                if listener is not None:
+                    try:
+                        listener.sendto(out, five_tuple.client)
+                    except OSError:
+                        self.send_errors += 1
+            else:
+                self._send_client(five_tuple, out)
 
     def _send_client(self, five_tuple: FiveTuple, data: bytes) -> None:
         if five_tuple.transport is Transport.UDP:
