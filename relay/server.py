@@ -36,13 +36,9 @@ from nat.stun import (
     ErrorCode,
     EvenPort,
     Lifetime,
-    MessageIntegrity,
-    MessageIntegritySha256,
     Nonce,
     Realm,
     RequestedAddressFamily,
-    RequestedTransport,
-    ReservationToken,
     Software,
     StunAttributeError,
     StunClass,
@@ -50,11 +46,9 @@ from nat.stun import (
     StunMessage,
     StunMethod,
     UnknownAttributes,
-    Username,
     XorMappedAddress,
     XorPeerAddress,
     XorRelayedAddress,
-    check_integrity,
     decode_message,
     encode_message,
 )
@@ -70,7 +64,7 @@ from relay.allocation import (
     PendingAllocate,
     Transport,
 )
-from relay.auth import Credential, CredentialLookup, NonceIssuer, NonceVerdict
+from relay.auth import Credential, CredentialLookup, NonceIssuer
 from relay.channeldata import CHANNEL_MAX, CHANNEL_MIN, LEGACY_CHANNEL_MAX
 from relay.messages import (
     CloseRelay,
@@ -84,13 +78,21 @@ from relay.messages import (
 from relay.policy import PeerAddressPolicy
 from relay.ports import DEFAULT_PORT_RANGE, PortPool
 from relay.quota import AllocationCounter, QuotaConfig
+from relay.requests import (
+    Authenticated,
+    AuthFailure,
+    address_family,
+    allocate_refusal,
+    authenticate,
+    desired_lifetime,
+    has_fingerprint,
+)
 
 __all__ = ["TurnConfig", "TurnServer"]
 
 Address = tuple[str, int]
 logger = logging.getLogger(__name__)
 
-UDP_PROTOCOL = 17  # RFC 8656 §18.10: "the value 17 (UDP)"
 MAX_BIND_ATTEMPTS = 8  # relayed ports tried before answering 508
 SWEEP_INTERVAL = 1.0  # the sweep runs at most this often
 _CHANNEL_HEADER = struct.Struct("!HH")
@@ -116,15 +118,6 @@ class TurnConfig:
     legacy_channels: bool = False
 
 
-@dataclass(frozen=True)
-class _Auth:
-    """A request that passed RFC 8489 §9.2.4: who sent it and how to sign the answer."""
-
-    username: str
-    credential: Credential
-    sha256: bool
-
-
 class TurnServer:
     """RFC 8656 server state machine for all allocations of one relay."""
 
@@ -142,7 +135,7 @@ class TurnServer:
         self._stun = stun
         self._rng = rng
         self._now = now
-        self._family = AddressFamily.IPV6 if ":" in config.relay_ip else AddressFamily.IPV4
+        self._family = address_family(config.relay_ip)
         self._nonces = NonceIssuer(rng.randbytes(32), config.nonce_lifetime)
         self._ports = PortPool(*config.port_range)
         self._allocations: dict[FiveTuple, Allocation] = {}
@@ -161,7 +154,9 @@ class TurnServer:
         self.channel_max = LEGACY_CHANNEL_MAX if config.legacy_channels else CHANNEL_MAX
         # First byte of a ChannelData message: 0x40..0x4F (RFC 7983), 0x40..0x7F (legacy).
         self.channel_first_byte_max = self.channel_max >> 8
-        self._handlers: dict[StunMethod, Callable[[FiveTuple, StunMessage, _Auth], list[Output]]]
+        self._handlers: dict[
+            StunMethod, Callable[[FiveTuple, StunMessage, Authenticated], list[Output]]
+        ]
         self._handlers = {
             StunMethod.ALLOCATE: self._allocate,
             StunMethod.REFRESH: self._refresh,
@@ -325,7 +320,7 @@ class TurnServer:
             allocation.port = 0
             self._delete(allocation)
             request = StunMessage(StunMethod.ALLOCATE, StunClass.REQUEST, pending.transaction_id)
-            auth = _Auth(
+            auth = Authenticated(
                 allocation.username,
                 Credential(allocation.integrity_key, allocation.credential_identity),
                 pending.integrity_sha256,
@@ -407,7 +402,7 @@ class TurnServer:
             # RFC 8489 §6.3.1: a request for a method the server does not serve.
             return [self._error(five_tuple, message, TurnErrorCode.BAD_REQUEST, None)]
         auth = self._authenticate(five_tuple, message, data, now)
-        if not isinstance(auth, _Auth):
+        if not isinstance(auth, Authenticated):
             return auth
         unknown = list(message.unknown_comprehension_required())
         if message.method is StunMethod.ALLOCATE and message.get(DontFragment) is not None:
@@ -454,7 +449,7 @@ class TurnServer:
                     [UnknownAttributes(unknown)],
                 )
             ]
-        fingerprint = _has_fingerprint(message)
+        fingerprint = has_fingerprint(message)
         response = self._encode(
             message,
             StunClass.SUCCESS,
@@ -467,52 +462,33 @@ class TurnServer:
 
     def _authenticate(
         self, five_tuple: FiveTuple, message: StunMessage, data: bytes, now: float
-    ) -> _Auth | list[Output]:
-        """RFC 8489 §9.2.4, the long-term credential mechanism, in the RFC's order."""
-        realm = self._config.realm
-        challenge: list[Attribute] = [
-            Realm(realm),
-            Nonce(self._nonces.issue(five_tuple.client, now)),
-        ]
-        sha256 = message.get(MessageIntegritySha256) is not None
-        if message.get(MessageIntegrity) is None and not sha256:
-            # "If the message does not contain a MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256
-            # attribute, the server MUST generate an error response with an error code of
-            # 401 (Unauthenticated)" with REALM and NONCE.
-            return [
-                self._error(five_tuple, message, TurnErrorCode.UNAUTHENTICATED, None, challenge)
-            ]
-        username = message.get(Username)
-        request_realm = message.get(Realm)
-        nonce = message.get(Nonce)
-        if username is None or request_realm is None or nonce is None:
-            # "If the message contains a MESSAGE-INTEGRITY or a MESSAGE-INTEGRITY-SHA256
-            # attribute, but is missing either the USERNAME or USERHASH, REALM, or NONCE
-            # attribute, the server MUST generate an error response with an error code
-            # of 400 (Bad Request)."
-            return [self._error(five_tuple, message, TurnErrorCode.BAD_REQUEST, None)]
-        credential = None
-        if request_realm.value == realm:
-            credential = self._config.credentials(username.value, realm)
-        if credential is None or not check_integrity(data, credential.key):
-            # "If the value of the USERNAME ... attribute is not valid" / "If the resulting
-            # value does not match the contents of the MESSAGE-INTEGRITY ... 401".
-            return [
-                self._error(five_tuple, message, TurnErrorCode.UNAUTHENTICATED, None, challenge)
-            ]
-        if self._nonces.verify(nonce.value, five_tuple.client, now) is not NonceVerdict.VALID:
-            # "If the NONCE is no longer valid, the server MUST generate an error response
-            # with an error code of 438 (Stale Nonce)" carrying a new NONCE and REALM.
-            return [self._error(five_tuple, message, TurnErrorCode.STALE_NONCE, None, challenge)]
-        auth = _Auth(username.value, credential, sha256)
+    ) -> Authenticated | list[Output]:
+        client = five_tuple.client
+        config = self._config
+        result = authenticate(
+            message,
+            data,
+            client,
+            now,
+            realm=config.realm,
+            credentials=config.credentials,
+            nonces=self._nonces,
+        )
+        if isinstance(result, AuthFailure):
+            challenge: list[Attribute] | None = None
+            if result.challenge:
+                challenge = [Realm(config.realm), Nonce(self._nonces.issue(client, now))]
+            return [self._error(five_tuple, message, result.code, None, challenge)]
         allocation = self._allocations.get(five_tuple)
-        if allocation is not None and allocation.username != username.value:
+        if allocation is not None and allocation.username != result.username:
             # RFC 8656 §5: requests on an allocation must use the credentials that
             # created it, "else the server MUST reject it with a 441 (Wrong Credentials)".
             return [self._error(five_tuple, message, TurnErrorCode.WRONG_CREDENTIALS, None)]
-        return auth
+        return result
 
-    def _allocate(self, five_tuple: FiveTuple, message: StunMessage, auth: _Auth) -> list[Output]:
+    def _allocate(
+        self, five_tuple: FiveTuple, message: StunMessage, auth: Authenticated
+    ) -> list[Output]:
         """RFC 8656 §7.2, steps after authentication (step 1)."""
         config = self._config
         existing = self._allocations.get(five_tuple)
@@ -522,39 +498,11 @@ class TurnServer:
                 return [] if existing.pending else [ToClient(five_tuple, existing.success_response)]
             # Step 2: "If yes, the server rejects the request with a 437 (Allocation Mismatch)."
             return self._refuse(five_tuple, message, TurnErrorCode.ALLOCATION_MISMATCH, auth)
-        transport = message.get(RequestedTransport)
-        if transport is None:
-            # Step 3: "If not, or if the attribute is invalid, the server rejects ... 400".
-            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
-        if transport.protocol != UDP_PROTOCOL:
-            # Step 3: "... a protocol that is not supported by the server, ... 442".
-            return self._refuse(
-                five_tuple, message, TurnErrorCode.UNSUPPORTED_TRANSPORT_PROTOCOL, auth
-            )
+        refusal = allocate_refusal(message, self._family)
+        if refusal is not None:
+            return self._refuse(five_tuple, message, refusal, auth)
         even_port = message.get(EvenPort)
-        requested_family = message.get(RequestedAddressFamily)
         additional_family = message.get(AdditionalAddressFamily)
-        if message.get(ReservationToken) is not None:
-            # Step 5: with EVEN-PORT or an address family attribute, 400; otherwise the
-            # token must be valid, and we never hand out tokens: 508.
-            if even_port or requested_family or additional_family:
-                return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
-            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
-        if requested_family is not None and additional_family is not None:
-            # Step 6: "both REQUESTED-ADDRESS-FAMILY and ADDITIONAL-ADDRESS-FAMILY ... 400".
-            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
-        if requested_family is not None and requested_family.family != self._family:
-            # Step 7: an address family the server does not relay: 440.
-            return self._refuse(
-                five_tuple, message, TurnErrorCode.ADDRESS_FAMILY_NOT_SUPPORTED, auth
-            )
-        if additional_family is not None and additional_family.family != AddressFamily.IPV6:
-            # Step 9: ADDITIONAL-ADDRESS-FAMILY may only ask for IPv6, else 400.
-            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
-        if even_port is not None and even_port.reserve:
-            # Step 8: we do not reserve port pairs: "If the server cannot satisfy the
-            # request, then the server rejects the request with a 508".
-            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
         if len(self._allocations) >= config.quota.max_allocations:
             return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
         identity = auth.credential.identity
@@ -565,7 +513,7 @@ class TurnServer:
         if port is None:
             return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
         lifetime = self._desired_lifetime(message)
-        fingerprint = _has_fingerprint(message)
+        fingerprint = has_fingerprint(message)
         allocation = Allocation(
             five_tuple,
             username=auth.username,
@@ -591,16 +539,11 @@ class TurnServer:
         return [OpenRelay(five_tuple, (config.relay_ip, port))]
 
     def _desired_lifetime(self, message: StunMessage) -> int:
-        """RFC 8656 §7.2/§7.3: min(requested, maximum), but never below the default;
-        an explicit zero stays zero (Refresh deletes)."""
-        requested = message.get(Lifetime)
-        if requested is None:
-            return self._config.default_lifetime
-        if requested.value == 0:
-            return 0
-        return max(min(requested.value, self._config.max_lifetime), self._config.default_lifetime)
+        return desired_lifetime(message, self._config.default_lifetime, self._config.max_lifetime)
 
-    def _refresh(self, five_tuple: FiveTuple, message: StunMessage, auth: _Auth) -> list[Output]:
+    def _refresh(
+        self, five_tuple: FiveTuple, message: StunMessage, auth: Authenticated
+    ) -> list[Output]:
         """RFC 8656 §7.3."""
         allocation = self._allocations.get(five_tuple)
         if allocation is None or allocation.pending is not None:
@@ -627,11 +570,10 @@ class TurnServer:
         return outputs
 
     def _peer_check(
-        self, five_tuple: FiveTuple, message: StunMessage, auth: _Auth, peer: Address
+        self, five_tuple: FiveTuple, message: StunMessage, auth: Authenticated, peer: Address
     ) -> list[Output] | None:
         """Shared by CreatePermission and ChannelBind: family (443), then policy (403)."""
-        peer_family = AddressFamily.IPV6 if ":" in peer[0] else AddressFamily.IPV4
-        if peer_family != self._family:
+        if address_family(peer[0]) != self._family:
             return self._refuse(
                 five_tuple, message, TurnErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, auth
             )
@@ -642,7 +584,7 @@ class TurnServer:
         return None
 
     def _create_permission(
-        self, five_tuple: FiveTuple, message: StunMessage, auth: _Auth
+        self, five_tuple: FiveTuple, message: StunMessage, auth: Authenticated
     ) -> list[Output]:
         """RFC 8656 §9.2."""
         allocation = self._allocations.get(five_tuple)
@@ -668,7 +610,7 @@ class TurnServer:
         return [self._success(five_tuple, message, auth, [])]
 
     def _channel_bind(
-        self, five_tuple: FiveTuple, message: StunMessage, auth: _Auth
+        self, five_tuple: FiveTuple, message: StunMessage, auth: Authenticated
     ) -> list[Output]:
         """RFC 8656 §11.2."""
         allocation = self._allocations.get(five_tuple)
@@ -754,16 +696,20 @@ class TurnServer:
             self._deadline = when
 
     def _success(
-        self, five_tuple: FiveTuple, request: StunMessage, auth: _Auth, attributes: list[Attribute]
+        self,
+        five_tuple: FiveTuple,
+        request: StunMessage,
+        auth: Authenticated,
+        attributes: list[Attribute],
     ) -> ToClient:
-        fingerprint = _has_fingerprint(request)
+        fingerprint = has_fingerprint(request)
         data = self._encode(
             request, StunClass.SUCCESS, attributes, auth.credential.key, auth.sha256, fingerprint
         )
         return ToClient(five_tuple, data)
 
     def _refuse(
-        self, five_tuple: FiveTuple, request: StunMessage, code: TurnErrorCode, auth: _Auth
+        self, five_tuple: FiveTuple, request: StunMessage, code: TurnErrorCode, auth: Authenticated
     ) -> list[Output]:
         return [self._error(five_tuple, request, code, auth)]
 
@@ -772,7 +718,7 @@ class TurnServer:
         five_tuple: FiveTuple,
         request: StunMessage,
         code: TurnErrorCode,
-        auth: _Auth | None,
+        auth: Authenticated | None,
         extra: list[Attribute] | None = None,
     ) -> ToClient:
         """The one place error responses are built (and counted)."""
@@ -781,7 +727,7 @@ class TurnServer:
             "%s from %s refused: %d %s", request.method.name, five_tuple.client, code, code.reason
         )
         attributes: list[Attribute] = [ErrorCode(int(code), code.reason), *(extra or [])]
-        fingerprint = _has_fingerprint(request)
+        fingerprint = has_fingerprint(request)
         key = None if auth is None else auth.credential.key
         sha256 = False if auth is None else auth.sha256
         return ToClient(
@@ -807,10 +753,3 @@ class TurnServer:
         return encode_message(
             response, integrity_key=key, integrity_sha256=sha256, fingerprint=fingerprint
         )
-
-
-def _has_fingerprint(message: StunMessage) -> bool:
-    """Answer FINGERPRINT with FINGERPRINT (RFC 8489 §7.3: the client may demultiplex on it)."""
-    return bool(message.attributes) and (
-        message.attributes[-1].attribute_type == AttributeType.FINGERPRINT
-    )
