@@ -51,11 +51,15 @@ CHANNEL_LIFETIME = 600
 CHANNEL_COOLDOWN = 300
 
 
-class Transport(enum.Enum):
-    """The client-to-server transport of a 5-tuple."""
+class Transport(enum.IntEnum):
+    """The client-to-server transport of a 5-tuple, by IANA protocol number.
 
-    UDP = "udp"
-    TCP = "tcp"
+    An IntEnum because its hash is int's (C) hash: every relayed packet hashes a
+    5-tuple, and ``Enum.__hash__`` is Python code.
+    """
+
+    UDP = 17
+    TCP = 6
 
 
 class FiveTuple(NamedTuple):
