@@ -208,13 +208,6 @@ def test_natted_node_is_not_promoted(reports: Reports) -> None:
     assert "behind NAT" in reports.natted["status"], reports.natted
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="p2pnode.dht drops the Pong to any peer whose address is 11+ characters: an "
-    "unpadded PING is 90 B, so the 3x budget minus 120 B is 150 B and the Pong is 151 B "
-    "(loopback's 9-character address passes). Reported to the DHT owner; remove this mark "
-    "when the DHT bootstrap works between lab hosts.",
-)
 def test_natted_node_finds_and_uses_the_supernode_through_the_dht(reports: Reports) -> None:
     use = reports.natted["relay_use"]
     assert use["chosen"] == 1, use
