@@ -445,8 +445,9 @@ class Supernode:
                     interval = min(interval, self.config.pending_check_interval)
                 self._next_check = self._clock() + interval
             await self.tick()
+            wait = min(self._load_interval, max(self._next_check - self._clock(), 0.0))
             try:
-                async with asyncio.timeout(self._load_interval):
+                async with asyncio.timeout(wait):
                     await stop.wait()
             except TimeoutError:
                 continue

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from p2pnode.app.node import P2PNode
+from p2pnode.app.node import P2PNode, RoleOptions
+from p2pnode.app.supernode import SupernodeConfig
 from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity, IdentityError, default_home
@@ -68,11 +70,80 @@ def describe(dht: DhtNode) -> str:
     )
 
 
+def role_options(args: argparse.Namespace) -> RoleOptions:
+    """The supernode and STUN roles from ``run``'s options (errors a person can act on)."""
+    relay_host, relay_port = parse_hostport(args.relay_listen, default_host="0.0.0.0")
+    for cidr in args.allow_peer:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise CliError(f"--allow-peer {cidr!r} is not an address range (CIDR)") from None
+    public_ip: str | None = None
+    if args.public is not None:
+        public_ip, _ = parse_hostport(f"[{args.public}]:0")
+    if args.relay_capacity < 1:
+        raise CliError("--relay-capacity must be at least 1")
+    if args.check_interval <= 0:
+        raise CliError("--check-interval must be positive")
+    supernode = SupernodeConfig(
+        host=relay_host,
+        port=relay_port,
+        realm=args.realm,
+        capacity=args.relay_capacity,
+        opt_out=args.no_relay,
+        check_interval=args.check_interval,
+        # An asserted verdict cannot flap: confirm it at once instead of after 30 s.
+        pending_check_interval=1.0 if public_ip else min(30.0, args.check_interval),
+        allow_peers=tuple(args.allow_peer),
+    )
+    serve_stun = None
+    if args.serve_stun is not None:
+        serve_stun = parse_hostport(args.serve_stun, default_host="0.0.0.0")
+    stun_alt_ip = None
+    if args.stun_alt_ip is not None:
+        stun_alt_ip, _ = parse_hostport(f"[{args.stun_alt_ip}]:0")
+        if serve_stun is None:
+            raise CliError("--stun-alt-ip needs --serve-stun")
+    return RoleOptions(
+        supernode=supernode,
+        stun_servers=tuple(parse_hostport(text) for text in args.stun),
+        min_agree=args.min_agree,
+        public_ip=public_ip,
+        serve_stun=serve_stun,
+        stun_alt_ip=stun_alt_ip,
+    )
+
+
+async def report_until(node: P2PNode, stop: asyncio.Event, status_interval: float) -> None:
+    """Print the role whenever it (or its reason) changes, the table health periodically."""
+    shown: tuple[object, str] | None = None
+    next_health = time.monotonic() + status_interval
+    while not stop.is_set():
+        status = node.role()
+        if status is not None and (status.role, status.reason) != shown:
+            shown = (status.role, status.reason)
+            print(status.describe(), flush=True)
+        if time.monotonic() >= next_health:
+            next_health = time.monotonic() + status_interval
+            print(describe(node.dht), flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.25)
+
+
+async def stop_after(stop: asyncio.Event, duration: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=duration)
+    stop.set()
+
+
 async def run_node(args: argparse.Namespace) -> int:
     listen = parse_hostport(args.listen, default_host="0.0.0.0")
     bootstrap = [parse_hostport(text) for text in args.bootstrap]
+    roles = role_options(args)
     load_identity(args)  # a clear error before binding anything
-    node = P2PNode(home_of(args), listen=listen, bootstrap=bootstrap, client_mode=args.client)
+    node = P2PNode(
+        home_of(args), listen=listen, bootstrap=bootstrap, client_mode=args.client, roles=roles
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -80,23 +151,23 @@ async def run_node(args: argparse.Namespace) -> int:
     try:
         try:
             await node.start()
-        except OSError as error:
-            raise CliError(f"cannot listen on {args.listen}: {error}") from None
+        except (OSError, ValueError) as error:
+            raise CliError(f"cannot listen: {error}") from None
         host, port = node.address
         print(f"p2pnode {node.identity.peer_id} ({node.identity.fingerprint})", flush=True)
-        print(f"listening on {host}:{port}", flush=True)
+        print(f"listening on {host}:{port} (DHT, UDP)", flush=True)
+        if node.stun is not None:
+            where = " ".join(f"{h}:{p}" for h, p in node.stun.addresses)
+            print(f"STUN server (with dial-back) on {where}", flush=True)
         print(describe(node.dht), flush=True)
-        deadline = time.monotonic() + args.duration if args.duration else None
-        while not stop.is_set():
-            wait = args.status_interval
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait)
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if not stop.is_set():
-                print(describe(node.dht), flush=True)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(node.run(stop))
+            tasks.create_task(report_until(node, stop, args.status_interval))
+            if args.duration:
+                tasks.create_task(stop_after(stop, args.duration))
+        status = node.role()
+        if status is not None:
+            print("shutting down: " + status.describe(), flush=True)
         print("shutting down: " + describe(node.dht), flush=True)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -130,9 +201,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
     run = subparsers.add_parser(
         "run",
-        help="run a DHT node until SIGINT/SIGTERM",
+        help="run a node (DHT; relay supernode when publicly reachable) until SIGINT/SIGTERM",
         description="Run a long-lived node: listen on UDP, join the network through the "
-        "bootstrap nodes, store and serve signed records, print the routing table health.",
+        "bootstrap nodes, store and serve signed records, check reachability and take the "
+        "supernode role when it is public, print the role taken and why, and the routing "
+        "table health.",
     )
     add_home_argument(run)
     run.add_argument(
@@ -167,4 +240,81 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="SECONDS",
         help="stop by itself after this long (default: run until a signal)",
     )
+    add_role_arguments(run)
     run.set_defaults(func=cmd_run)
+
+
+def add_role_arguments(run: argparse.ArgumentParser) -> None:
+    """Reachability, the supernode (relay) role and the STUN server of ``run``."""
+    roles = run.add_argument_group(
+        "reachability and the supernode role",
+        "A node that proves it is publicly reachable (STUN servers dial it back, "
+        "several must agree) promotes itself to a relay supernode: STUN + TURN on "
+        "--relay-listen, UDP and TCP, and a signed relay advert in the DHT. It demotes "
+        "itself gracefully (existing calls keep running) when that stops being true.",
+    )
+    roles.add_argument(
+        "--stun",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a STUN server with dial-back (p2pnode stun, or another node's --serve-stun) "
+        "to judge reachability against (repeatable; give at least 3)",
+    )
+    roles.add_argument(
+        "--min-agree",
+        type=int,
+        default=3,
+        metavar="N",
+        help="servers that must agree on a verdict (default 3, or all when fewer are given)",
+    )
+    roles.add_argument(
+        "--public",
+        metavar="IP",
+        help="assert this node is publicly reachable at IP (skip the measurement)",
+    )
+    roles.add_argument(
+        "--no-relay",
+        action="store_true",
+        help="never serve as a relay supernode (opt out)",
+    )
+    roles.add_argument(
+        "--relay-listen",
+        default="0.0.0.0:3478",
+        metavar="HOST:PORT",
+        help="where the relay serves STUN and TURN, UDP and TCP (default 0.0.0.0:3478)",
+    )
+    roles.add_argument(
+        "--relay-capacity",
+        type=int,
+        default=100,
+        metavar="N",
+        help="allocations carried at most; above it new ones are refused (default 100)",
+    )
+    roles.add_argument(
+        "--realm", default="p2pnode", help="TURN realm of the relay (default p2pnode)"
+    )
+    roles.add_argument(
+        "--allow-peer",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let the relay reach peers in this internal range (denied by default; repeatable)",
+    )
+    roles.add_argument(
+        "--check-interval",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="seconds between reachability checks (default 300; 30 while a change is pending)",
+    )
+    roles.add_argument(
+        "--serve-stun",
+        metavar="HOST:PORT",
+        help="also run a STUN server with dial-back here, for other nodes' reachability checks",
+    )
+    roles.add_argument(
+        "--stun-alt-ip",
+        metavar="IP",
+        help="second IP of the STUN server, for RFC 5780 NAT behaviour discovery",
+    )
