@@ -164,11 +164,17 @@ def rebind(ip: str, port: int, idle: float) -> list[list[object] | None]:
 
 def sink(ip: str) -> None:
     sock = _bind(ip, 0)
+    # A big receive buffer: a busy machine may not schedule us during the burst,
+    # and a full buffer would drop datagrams the lab's loss rule let through.
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 1 << 22)
+    except (OSError, AttributeError):  # not root: the largest buffer we are allowed
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
     print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
     count = 0
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([sock], [], [], 1.0)
+        ready, _, _ = select.select([sock], [], [], 2.0)
         if not ready:
             if count:
                 break
