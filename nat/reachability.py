@@ -13,6 +13,11 @@ One server's answer is one vote (``judge``):
   (a firewall: not reachable, which is what the status is for);
 - no answer, or ours but no probe promised: no vote.
 
+Across rounds (``ReachabilityEstimator.observe_round``) a server that does not
+answer loses its earlier vote (it may be gone, or we may be cut off now); a
+server that answers but declines to dial back (rate-limited, or not a
+dial-back server) keeps its earlier vote: declining says nothing new about us.
+
 ``ReachabilityEstimator`` turns votes into a status only after ``min_agree``
 servers agree, keeps one (latest) vote per server so no server counts twice,
 and changes a decided status only when the other side has ``min_agree`` votes
@@ -109,6 +114,22 @@ class ReachabilityEstimator:
                 oldest = min(self._votes, key=lambda s: self._votes[s][1])
                 del self._votes[oldest]
         return self.status(now)
+
+    def observe_round(
+        self,
+        observations: Iterable[DialBackObservation],
+        local_addresses: Iterable[Address],
+        now: float,
+    ) -> Reachability:
+        """Feed one check round; a server that answered without a dial-back keeps its vote."""
+        local = tuple(local_addresses)
+        status = self.status(now)
+        for observation in observations:
+            vote = judge(observation, local)
+            if vote is None and observation.mapped_address is not None:
+                continue  # answered, declined to dial back: its earlier vote stands
+            status = self.observe(observation.server, vote, now)
+        return status
 
     def tally(self, now: float) -> Counter[Reachability]:
         return Counter(v for v, at in self._votes.values() if now - at <= self._max_age)

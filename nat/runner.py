@@ -180,9 +180,7 @@ async def check_reachability(
     now = asyncio.get_running_loop().time()
     observations = machine.observations()
     votes = tuple(judge(o, [machine.local]) for o in observations)
-    status = estimator.status(now)
-    for observation, vote in zip(observations, votes, strict=True):
-        status = estimator.observe(observation.server, vote, now)
+    status = estimator.observe_round(observations, [machine.local], now)
     return ReachabilityReport(status, machine.local, observations, votes, estimator.min_agree)
 
 

@@ -32,8 +32,10 @@ from p2pnode.app.supernode import (
     fixed_verdict,
     stun_verdicts,
 )
+from p2pnode.connectivity.relays import RELAY_BUCKETS, RelayCandidate, RelayFinder
 from p2pnode.dht import Address, BootstrapResult, DhtConfig, DhtNode, TableHealth
 from p2pnode.identity import Identity
+from p2pnode.records import SignedRecord
 
 __all__ = ["DHT_STATE_FILE", "P2PNode", "RoleOptions"]
 
@@ -56,6 +58,7 @@ class RoleOptions:
     public_ip: str | None = None
     serve_stun: Address | None = None  # run a STUN server (with dial-back) here
     stun_alt_ip: str | None = None  # ... and RFC 5780 discovery with this second IP
+    find_relays: bool = False  # find supernodes in the DHT, health-check them, keep two
 
     def verdicts(self) -> VerdictSource:
         if self.public_ip is not None:
@@ -103,6 +106,13 @@ class P2PNode:
         )
         self.stun: StunService | None = None
         self.supernode: Supernode | None = None
+        self.relays: RelayFinder | None = None
+        if self.roles.find_relays:
+            # All sixteen rendezvous buckets per fetch: a young network has few
+            # supernodes, and fetches happen only while fewer than two are usable.
+            self.relays = RelayFinder(
+                self._fetch, own_key=self.identity.public_key, buckets_per_fetch=RELAY_BUCKETS
+            )
 
     @property
     def address(self) -> Address:
@@ -133,11 +143,21 @@ class P2PNode:
         return result
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The node's life until ``stop`` is set: the supernode role's checks, if any."""
-        if self.supernode is not None:
-            await self.supernode.run(stop)
-        else:
-            await stop.wait()
+        """The node's life until ``stop`` is set: the supernode role's checks and the
+        relay search, each in this TaskGroup (an error in one stops the node, loudly)."""
+        async with asyncio.TaskGroup() as tasks:
+            if self.supernode is not None:
+                tasks.create_task(self.supernode.run(stop))
+            if self.relays is not None:
+                tasks.create_task(self.relays.run(stop))
+            tasks.create_task(stop.wait())
+
+    def chosen_relays(self) -> tuple[RelayCandidate, ...]:
+        """The (at most two) healthy supernodes this node would use now, best first."""
+        return self.relays.chosen() if self.relays is not None else ()
+
+    async def _fetch(self, key: bytes) -> tuple[SignedRecord, ...]:
+        return tuple((await self.dht.get(key)).records)
 
     async def stop(self) -> None:
         if self.supernode is not None:

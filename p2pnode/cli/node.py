@@ -14,6 +14,7 @@ from typing import Any
 from p2pnode.app.node import P2PNode, RoleOptions
 from p2pnode.app.supernode import SupernodeConfig
 from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
+from p2pnode.connectivity.relays import RelayCandidate
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity, IdentityError, default_home
 
@@ -111,18 +112,40 @@ def role_options(args: argparse.Namespace) -> RoleOptions:
         public_ip=public_ip,
         serve_stun=serve_stun,
         stun_alt_ip=stun_alt_ip,
+        find_relays=not args.no_relay_search,
     )
 
 
+def describe_relays(chosen: tuple[RelayCandidate, ...], node: P2PNode) -> str:
+    if node.relays is None:
+        return "relays: not searched (--no-relay-search)"
+    if not chosen:
+        known = len(node.relays.selector)
+        return f"relays: none usable yet ({known} advertised supernodes known)"
+    parts = []
+    for relay in chosen:
+        host, port = relay.probe_address[1]
+        rtt = node.relays.selector.rtt_of(relay.owner)
+        rtt_text = f"{rtt * 1000:.1f} ms" if rtt is not None else "unchecked"
+        load = f"{relay.advert.load}/{relay.advert.capacity}"
+        parts.append(f"{host}:{port} ({rtt_text}, load {load})")
+    return "relays: " + ", ".join(parts)
+
+
 async def report_until(node: P2PNode, stop: asyncio.Event, status_interval: float) -> None:
-    """Print the role whenever it (or its reason) changes, the table health periodically."""
+    """Print the role and the chosen relays whenever they change, the table health periodically."""
     shown: tuple[object, str] | None = None
+    shown_relays: tuple[bytes, ...] | None = None
     next_health = time.monotonic() + status_interval
     while not stop.is_set():
         status = node.role()
         if status is not None and (status.role, status.reason) != shown:
             shown = (status.role, status.reason)
             print(status.describe(), flush=True)
+        chosen = node.chosen_relays()
+        if tuple(relay.owner for relay in chosen) != shown_relays:
+            shown_relays = tuple(relay.owner for relay in chosen)
+            print(describe_relays(chosen, node), flush=True)
         if time.monotonic() >= next_health:
             next_health = time.monotonic() + status_interval
             print(describe(node.dht), flush=True)
@@ -277,6 +300,12 @@ def add_role_arguments(run: argparse.ArgumentParser) -> None:
         "--no-relay",
         action="store_true",
         help="never serve as a relay supernode (opt out)",
+    )
+    roles.add_argument(
+        "--no-relay-search",
+        action="store_true",
+        help="do not look for supernodes to relay through (by default the node finds "
+        "advertised supernodes in the DHT, health-checks them and keeps the best two)",
     )
     roles.add_argument(
         "--relay-listen",

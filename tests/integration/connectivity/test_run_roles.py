@@ -2,7 +2,8 @@
 
 Three `p2pnode stun` servers dial the node back at its observed address (on
 loopback the observed address is the node's own, so the verdict is public);
-after three agreeing rounds the node serves STUN + TURN and says so. Without
+after three agreeing rounds the node serves STUN + TURN and says so, and another
+node finds it through its signed advert in the DHT and health-checks it. Without
 servers, or opted out, it stays a client or opted out, and says why.
 """
 
@@ -146,9 +147,27 @@ def test_run_promotes_itself_after_agreeing_dial_backs_and_serves_turn(tmp_path:
                 seen,
             )
             relay_port = int(promoted.group(1))
+            dht_address = next(line.split()[2] for line in seen if line.startswith("listening on "))
             # The relay really serves: a STUN Binding on its port is answered.
             mapped = stun_binding(("127.0.0.1", relay_port))
             assert mapped[0] == "127.0.0.1"
+            # Another node finds it through the DHT advert and health-checks it.
+            peer_home = tmp_path / "peer"
+            init(peer_home)
+            peer_seen: list[str] = []
+            with running(
+                "run",
+                "--home",
+                str(peer_home),
+                "--listen",
+                "127.0.0.1:0",
+                "--bootstrap",
+                dht_address,
+            ) as peer:
+                found = read_until(
+                    peer, r"relays: 127\.0\.0\.1:(\d+) \([0-9.]+ ms, load 0/7\)", peer_seen
+                )
+                assert int(found.group(1)) == relay_port
             node.send_signal(signal.SIGTERM)
             read_until(node, r"shutting down: role: supernode", seen)
             assert node.wait(timeout=WAIT) == 0

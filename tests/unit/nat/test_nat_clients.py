@@ -395,6 +395,26 @@ def test_estimator_needs_agreement_and_does_not_flap() -> None:
     assert estimator.status(10_000) is Reachability.UNKNOWN
 
 
+def test_rounds_keep_votes_of_servers_that_decline_and_drop_silent_ones() -> None:
+    """A rate-limited server (answers, no dial-back) must not demote a public node."""
+    me = ("203.0.113.7", 4000)
+    servers = [(f"192.0.2.{n}", 3478) for n in range(3)]
+    estimator = ReachabilityEstimator(min_agree=3)
+    probed = [DialBackObservation(s, me, True, True) for s in servers]
+    assert estimator.observe_round(probed, [me], 0) is Reachability.PUBLIC
+    declined = [DialBackObservation(s, me, False, False) for s in servers]
+    assert estimator.observe_round(declined, [me], 10) is Reachability.PUBLIC
+    assert estimator.tally(10)[Reachability.PUBLIC] == 3
+    # Silence withdraws a vote: with all three gone we know nothing any more.
+    silent = [DialBackObservation(s, None, False, False) for s in servers]
+    assert estimator.observe_round(silent[:1], [me], 20) is Reachability.PUBLIC
+    assert estimator.tally(20)[Reachability.PUBLIC] == 2
+    assert estimator.observe_round(silent, [me], 30) is Reachability.UNKNOWN
+    # A promised probe that never came is a vote against, as in ``judge``.
+    firewalled = [DialBackObservation(s, me, True, False) for s in servers]
+    assert estimator.observe_round(firewalled, [me], 40) is Reachability.BEHIND_NAT
+
+
 @given(
     st.lists(
         st.tuples(
