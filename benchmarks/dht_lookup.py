@@ -136,9 +136,18 @@ class OursSystem(System):
         self.stored: list[int] = []
 
     async def build(self) -> None:
-        from p2pnode.dht import DhtNode
+        from p2pnode.dht import DhtConfig, DhtNode
 
-        seed = DhtNode(self.identities[0], k=K, alpha=ALPHA, rng=random.Random(self.rng.random()))
+        # Rate limits are per source IP and all N nodes send from 127.0.0.1: give that
+        # IP the budget of N hosts, or the nodes would throttle each other as one host.
+        config = DhtConfig().sharing_ip(self.n)
+        seed = DhtNode(
+            self.identities[0],
+            k=K,
+            alpha=ALPHA,
+            config=config,
+            rng=random.Random(self.rng.random()),
+        )
         await seed.start()
         self.nodes = [seed]
         self.nodes += [
@@ -147,6 +156,7 @@ class OursSystem(System):
                 bootstrap=[seed.address],
                 k=K,
                 alpha=ALPHA,
+                config=config,
                 rng=random.Random(self.rng.random()),
             )
             for identity in self.identities[1:]
@@ -197,9 +207,15 @@ class OursSystem(System):
             await self.nodes[index].close()
 
     async def close(self) -> None:
+        drops: Counter[str] = Counter()
+        for node in self.nodes:
+            drops.update(node.statistics().drops)
         for index, node in enumerate(self.nodes):
             if index not in self.dead:
                 await node.close()
+        if drops:
+            shown = ", ".join(f"{reason} {count}" for reason, count in drops.most_common())
+            self.notes.append(f"datagrams dropped by all nodes: {shown}")
         if self.stored:
             mean = sum(self.stored) / len(self.stored)
             self.notes.append(f"put: {mean:.1f} nodes hold each record on average")
