@@ -1,0 +1,97 @@
+"""`p2pnode demo` as a person runs it (a real process), every step's outcome read from what it
+prints; and in-process, a step that does not check out turns the whole demo into exit 1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from p2pnode.app import demo_supernode
+from p2pnode.app.supernode import SupernodeConfig
+from p2pnode.cli.demo import run_demo
+
+WAIT = 60  # bound on the whole demo, not a speed assertion
+NAPTR = (
+    '9.9.1.0.5.5.5.0.0.8.1.e164.arpa. 60 IN NAPTR 100 10 "u" "E2U+sip" '
+    '"!^.*$!sip:alice@example.net!" .'
+)
+
+
+def p2pnode(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop("P2PNODE_HOME", None)
+    command = [sys.executable, "-m", "p2pnode", *args]
+    return subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=WAIT, env=env
+    )
+
+
+def line_with(lines: list[str], text: str) -> str:
+    found = [line for line in lines if text in line]
+    assert len(found) == 1, (text, found)
+    return found[0]
+
+
+def test_demo_runs_every_step_and_passes() -> None:
+    result = p2pnode("demo", "--nodes", "12", "--lookups", "2")
+    out = result.stdout
+    lines = out.splitlines()
+    assert result.returncode == 0, out + result.stderr
+    assert [n for n in range(1, 8) if any(line.startswith(f"[{n}/7]") for line in lines)] == [
+        *range(1, 8)
+    ]
+
+    # 1-4: the DHT and the attacker
+    assert "24/24 lookups returned the owner's record" in out
+    assert "bad-signature" in out and "rollback" in out and "key-mismatch" in out
+    assert "lookups afterwards return bob's genuine record and carol's seq 2: yes" in out
+
+    # 5: contested claims, settled only by trusting the verifier
+    assert "VERIFIED: alice's key" in line_with(lines, "resolves 'alice' trusting the verifier")
+    untrusted = line_with(lines, "resolves 'alice' trusting nobody")
+    assert "AMBIGUOUS, 2 unverified claims" in untrusted
+    assert "alice's key" in untrusted and "mallory's key" in untrusted
+    number = line_with(lines, "resolves +18005550199 trusting nobody")
+    assert "AMBIGUOUS, 2 unverified claims" in number
+    assert line_with(lines, "routes +18005550199").endswith(
+        "trusting the verifier: sip:alice@example.net (verified, alice's record)"
+    )
+
+    # 6: the DNS gateway, UDP and TCP, and NXDOMAIN for a number nobody claims
+    assert "over UDP: NOERROR" in out and "over TCP: NOERROR" in out
+    assert [line.strip() for line in lines if "IN NAPTR" in line] == [NAPTR, NAPTR]
+    assert "(+18005550100, claimed by nobody): NXDOMAIN with the zone's SOA" in out
+
+    # 7: promoted by three agreeing dial-back rounds, found, used, released
+    roles = [line.strip().split(" (")[0] for line in lines if line.strip().startswith("role:")]
+    assert roles == ["role: client", "role: candidate", "role: candidate", "role: supernode"]
+    promoted = re.search(r"relay on 127\.0\.0\.1:(\d+) udp\+tcp, 0/100 allocations", out)
+    assert promoted is not None
+    port = promoted.group(1)
+    assert re.search(rf"relays: 127\.0\.0\.1:{port} \([0-9.]+ ms, load 0/100\)", out)
+    assert "TURN credentials over the DHT: for its peer id" in out
+    assert "saw it come from the relayed address: yes; the echo came back: yes" in out
+    assert "released when alice closed it: yes" in out
+    assert "FAILED" not in out and out.rstrip().splitlines()[-1].startswith("demo passed")
+
+
+def test_a_step_that_does_not_check_out_fails_the_demo(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The relay keeps its default deny list, so loopback peers are refused (403).
+    def deny_loopback(**options: Any) -> SupernodeConfig:
+        return SupernodeConfig(**{**options, "allow_peers": ()})
+
+    monkeypatch.setattr(demo_supernode, "SupernodeConfig", deny_loopback)
+    monkeypatch.setattr(demo_supernode, "ECHO_ATTEMPTS", 2)
+    assert asyncio.run(run_demo(6, 1, 1)) == 1
+    out = capsys.readouterr().out
+    assert "the echo came back: NO" in out and "403" in out
+    assert "[6/7]" in out and "FAILED" not in out.split("[7/7]")[0]  # the others passed
+    assert out.rstrip().splitlines()[-1].startswith("demo FAILED")
