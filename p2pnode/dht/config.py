@@ -7,6 +7,7 @@ bounded by a named value here or in the module that holds it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from p2pnode.dht.keys import Address, Contact
@@ -35,9 +36,12 @@ class DhtConfig:
     client_mode: bool = False  # query only; ask others not to put us in their tables
     rpc_timeout_min: float = 0.2
     rpc_timeout_max: float = 1.0
-    request_rate: float = 200.0  # requests per second per source address
+    # Rate limits are per source IP (IPv4 address, IPv6 /64; ``ratelimit.source_of``), not
+    # per port: a host sending from many ports gets one budget. Nothing is exempt, loopback
+    # included: many nodes on one IP (tests, the demo) must say so with ``sharing_ip``.
+    request_rate: float = 200.0  # requests per second per source IP
     request_burst: float = 400.0
-    store_rate: float = 20.0  # STOREs per second per source address
+    store_rate: float = 20.0  # STOREs per second per source IP, on top of the above
     store_burst: float = 100.0
     max_store_bytes: int = 16 * 1024 * 1024
     per_key_cap: int = 16
@@ -48,6 +52,23 @@ class DhtConfig:
     replicate_interval: float = 60.0  # new close contacts get our records this often
     republish_fraction: float = 0.75  # own records are re-signed at this part of their life
     purge_interval: float = 60.0
+
+    def sharing_ip(self, hosts: int) -> DhtConfig:
+        """These settings with every per-IP budget multiplied by ``hosts``.
+
+        For nodes that share one IP address on purpose and must not throttle each
+        other as if they were one host: many nodes on 127.0.0.1 in a test, the demo
+        or a benchmark. Never applied implicitly.
+        """
+        if hosts < 1:
+            raise ValueError("hosts must be at least 1")
+        return dataclasses.replace(
+            self,
+            request_rate=self.request_rate * hosts,
+            request_burst=self.request_burst * hosts,
+            store_rate=self.store_rate * hosts,
+            store_burst=self.store_burst * hosts,
+        )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ Invariants:
   and only if it did not flag itself as a client. Unproven senders get answers.
 - A reply to an address that has not answered one of our request ids is at most
   ``AMPLIFICATION_FACTOR`` times the request (requesters pad when unsure).
-- STOREs are judged by the record (``accept``), rate-limited per source.
+- STOREs are judged by the record (``accept``). Requests and STOREs are
+  rate-limited per source IP (/64 for IPv6), whatever the port.
 - Drops are counted by reason (``nat.drops.DropCounter``) and never raise.
 """
 
@@ -68,7 +69,7 @@ from p2pnode.dht.operations import (
     SentRequest,
     StoreOp,
 )
-from p2pnode.dht.ratelimit import TokenBuckets
+from p2pnode.dht.ratelimit import TokenBuckets, source_of
 from p2pnode.dht.routing import OfferOutcome, RoutingTable, TableHealth
 from p2pnode.dht.storage import RecordStore
 from p2pnode.identity import Identity, verify_signature
@@ -187,10 +188,10 @@ class DhtCore:
         self._challenges_in_flight = 0
         self._checking: set[bytes] = set()
         self._record_cache: OrderedDict[bytes, SignedRecord] = OrderedDict()
-        self._request_limits: TokenBuckets[Address] = TokenBuckets(
+        self._request_limits: TokenBuckets[str] = TokenBuckets(
             self.config.request_rate, self.config.request_burst
         )
-        self._store_limits: TokenBuckets[Address] = TokenBuckets(
+        self._store_limits: TokenBuckets[str] = TokenBuckets(
             self.config.store_rate, self.config.store_burst
         )
         self.drops = DropCounter(logger, lambda: self._now)
@@ -570,7 +571,7 @@ class DhtCore:
     # --------------------------------------------------------------- requests
 
     def _on_request(self, frame: Frame, address: Address, size: int, now: float) -> None:
-        if not self._request_limits.allow(address, now):
+        if not self._request_limits.allow(source_of(address[0]), now):
             self.drops.drop("rate limited")
             return
         verified = address in self._address_ok
@@ -658,8 +659,8 @@ class DhtCore:
 
         if self.config.client_mode:
             return refuse("client-mode", "this node does not store records")
-        if not self._store_limits.allow(address, now):
-            return refuse("rate-limited", "too many STOREs from this address")
+        if not self._store_limits.allow(source_of(address[0]), now):
+            return refuse("rate-limited", "too many STOREs from this IP")
         if len(encoded) > MAX_RECORD_BYTES:
             return refuse(RejectReason.TOO_LARGE.value, f"{len(encoded)} > {MAX_RECORD_BYTES}")
         try:

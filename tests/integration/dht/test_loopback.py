@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from p2pnode.app.node import DHT_STATE_FILE, P2PNode
-from p2pnode.dht import DhtNode
+from p2pnode.dht import DhtConfig, DhtNode
 from p2pnode.dht.messages import (
     Flags,
     Frame,
@@ -36,14 +36,17 @@ from p2pnode.records import RecordKind, SignedRecord, sign_record
 NODES = 50
 TTL = 3600
 REPLY_WAIT = 10.0  # a bound on waiting, not a speed assertion
+# Rate limits are per source IP and every node here sends from 127.0.0.1: without
+# this, the NODES nodes would share one host's budget and throttle each other.
+LOOPBACK = DhtConfig().sharing_ip(NODES)
 
 
 async def build_network(count: int) -> list[DhtNode]:
-    seed = DhtNode(Identity.generate())
+    seed = DhtNode(Identity.generate(), config=LOOPBACK)
     await seed.start()
     nodes = [seed]
     for _ in range(count - 1):
-        node = DhtNode(Identity.generate(), bootstrap=[seed.address])
+        node = DhtNode(Identity.generate(), bootstrap=[seed.address], config=LOOPBACK)
         result = await node.start()
         assert result is not None and result.answered == 1
         nodes.append(node)
@@ -210,14 +213,21 @@ async def _restart_with_same_home(tmp_path: Path) -> None:
     nodes = await build_network(8)
     try:
         home = tmp_path / "home"
-        first = P2PNode(home, listen=("127.0.0.1", 0), bootstrap=[nodes[0].address], create=True)
+        first = P2PNode(
+            home,
+            listen=("127.0.0.1", 0),
+            bootstrap=[nodes[0].address],
+            config=LOOPBACK,
+            create=True,
+        )
         await first.start()
         identity, contacts = first.identity, len(first.dht.core.table)
         assert contacts >= 5
         await first.stop()
         assert (home / DHT_STATE_FILE).exists()
         assert (home / "identity.key").stat().st_mode & 0o777 == 0o600
-        again = P2PNode(home, listen=("127.0.0.1", 0))  # no bootstrap: saved contacts only
+        # No bootstrap: saved contacts only.
+        again = P2PNode(home, listen=("127.0.0.1", 0), config=LOOPBACK)
         await again.start()
         try:
             assert again.identity.public_key == identity.public_key

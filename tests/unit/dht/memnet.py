@@ -1,5 +1,7 @@
 """Sans-IO DHT cores wired in memory, in virtual time: a datagram takes ``latency`` s.
 
+Each node gets its own IP unless a test asks otherwise: rate limits are per IP.
+
 Bounded: ``run_until`` stops after a step count and a virtual-time limit.
 """
 
@@ -35,8 +37,11 @@ class MemNet:
         config: DhtConfig | None = None,
         bootstrap: list[Address] | None = None,
         identity: Identity | None = None,
+        host: str | None = None,
     ) -> tuple[Address, DhtCore]:
-        address = ("10.0.0.1", 1000 + len(self.cores))
+        """A core at its own IP (10.0.x.y), or at ``host`` (several nodes may share one)."""
+        n = len(self.cores)
+        address = (host or f"10.0.{n // 250}.{n % 250 + 1}", 1000 + n)
         core = DhtCore(
             identity or Identity.generate(self.rng.randbytes(32)),
             config=config,

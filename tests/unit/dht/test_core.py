@@ -204,7 +204,7 @@ def test_local_put_runs_acceptance() -> None:
     assert isinstance(put, PutResult) and put.stored == 0 and put.rejected == (("rollback", 1),)
 
 
-def test_store_rate_limit_per_source() -> None:
+def test_store_rate_limit_per_ip() -> None:
     net, nodes = network(2, store_rate=1.0, store_burst=3.0)
     _address, core = nodes[1]
     sender = Identity.generate(b"q" * 32)
@@ -218,12 +218,39 @@ def test_store_rate_limit_per_source() -> None:
             sender.node_id,
             Flags.NONE,
         )
-        core.datagram_received(encode_frame(frame), ("10.5.5.5", 5), net.now)
+        core.datagram_received(encode_frame(frame), ("10.5.5.5", 5 + seq), net.now)
         for data, _ in core.datagrams_to_send():
             message = decode_frame(data).message
             if isinstance(message, StoreResult):
                 reasons.append(message.reason)
-    assert reasons == ["", "", "", "rate-limited", "rate-limited", "rate-limited"]
+    assert reasons == ["", "", "", "rate-limited", "rate-limited", "rate-limited"]  # one IP
+
+
+def test_request_rate_limit_per_ip_across_ports() -> None:
+    net = MemNet()
+    _, core = net.add(config=DhtConfig(request_rate=1.0, request_burst=4.0))
+    sender = Identity.generate(b"q" * 32)
+
+    def answered(host: str, port: int) -> bool:
+        frame = Frame(
+            FindNode(bytes(20)), b"r" * 8, sender.public_key, sender.node_id, Flags.CLIENT
+        )
+        core.datagram_received(encode_frame(frame, pad_to=480), (host, port), net.now)
+        return any(destination == (host, port) for _, destination in core.datagrams_to_send())
+
+    assert [answered("10.5.5.5", port) for port in range(1, 7)] == [True] * 4 + [False] * 2
+    assert answered("10.5.5.6", 1)  # another host has its own budget
+    v6 = [answered(f"2001:db8:0:1::{n:x}", 7) for n in range(1, 7)]
+    assert v6 == [True] * 4 + [False] * 2  # one /64 is one source
+    assert answered("2001:db8:0:2::1", 7)
+    assert answered("::ffff:10.5.5.6", 1)  # IPv4-mapped counts as its IPv4 address
+    assert core.drops.counts()["rate limited"] == 4
+
+
+def test_loopback_nodes_sharing_one_ip_configure_it() -> None:
+    config = DhtConfig().sharing_ip(50)
+    assert config.request_rate == 50 * DhtConfig().request_rate
+    assert config.store_burst == 50 * DhtConfig().store_burst
 
 
 def test_republish_before_expiry_and_replicate_to_newcomers() -> None:
