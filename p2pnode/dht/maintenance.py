@@ -1,5 +1,9 @@
 """Periodic upkeep of one DHT core: purge, republish, replicate, refresh, re-bootstrap.
 
+Re-bootstrapping knocks at the bootstrap addresses and the saved contacts the
+node started from (``DhtCore.rejoin_addresses``), so a node that joined from
+saved contacts alone can find its way back too.
+
 Runs from ``DhtCore.handle_timer`` once per ``MAINTENANCE_TICK``; every step is
 bounded (records re-signed only near expiry, STOREs per round capped, a few
 bucket refreshes per round, bootstrap retried with exponential backoff).
@@ -58,15 +62,15 @@ class Maintenance:
         if (
             not self._bootstrapping
             and not core.healthy
-            and core.bootstrap_addresses
             and now >= self._next_bootstrap
+            and (addresses := core.rejoin_addresses())
         ):
             self._bootstrapping = True
             self._next_bootstrap = now + self._bootstrap_backoff
             self._bootstrap_backoff = min(
                 self._bootstrap_backoff * 2, core.config.bootstrap_retry_max
             )
-            op = BootstrapOp(core, INTERNAL_OP, core.bootstrap_addresses[:64])
+            op = BootstrapOp(core, INTERNAL_OP, addresses)
             op.done_callback = self._bootstrap_done
             op.start(now)
         elif core.healthy:

@@ -104,6 +104,7 @@ MAX_CHALLENGES_IN_FLIGHT = 256
 CHALLENGE_RETRY = 30.0  # seconds before the same address is challenged again
 MAX_KNOWN_ADDRESSES = 16384  # verified / proven / challenged memories, each
 MAX_OWN_RECORDS = 256
+MAX_BOOTSTRAP_ADDRESSES = 64  # addresses pinged by one (re-)bootstrap
 RECORD_CACHE_SIZE = 1024  # encodings whose signature we already checked
 VALUE_REPLY_CONTACTS = 4  # contacts sent along with records in a VALUE reply
 _REPLY_OVERHEAD = 80  # frame header bytes, generous
@@ -174,6 +175,7 @@ class DhtCore:
         )
         self.rng = rng
         self.bootstrap_addresses: list[Address] = list(bootstrap)
+        self.saved_addresses: list[Address] = []  # saved contacts given to ``bootstrap``
         self._now = now
         self._flags = _CLIENT if self.config.client_mode else 0
         self._pending: dict[bytes, SentRequest] = {}
@@ -318,11 +320,20 @@ class DhtCore:
         return op_id
 
     def bootstrap(self, now: float, extra: Sequence[Address] = ()) -> int:
-        """Ping the bootstrap addresses (and ``extra``, e.g. saved contacts), then self-lookup."""
+        """Ping the bootstrap addresses (and ``extra``, e.g. saved contacts), then self-lookup.
+
+        ``extra`` is remembered: re-bootstrapping (``maintenance``) tries it too.
+        """
         op_id = self._op_id()
-        addresses = list(dict.fromkeys([*self.bootstrap_addresses, *extra]))
-        BootstrapOp(self, op_id, addresses[:64]).start(now)
+        if extra:
+            self.saved_addresses = list(dict.fromkeys(extra))[:MAX_BOOTSTRAP_ADDRESSES]
+        BootstrapOp(self, op_id, self.rejoin_addresses()).start(now)
         return op_id
+
+    def rejoin_addresses(self) -> list[Address]:
+        """Where (re-)bootstrapping knocks: bootstrap addresses first, then saved contacts."""
+        addresses = dict.fromkeys([*self.bootstrap_addresses, *self.saved_addresses])
+        return list(addresses)[:MAX_BOOTSTRAP_ADDRESSES]
 
     def register_extension(
         self,

@@ -298,3 +298,15 @@ def test_extension_rpc_round_trip() -> None:
     assert isinstance(bad, ExtensionResult) and bad.fields is None  # dropped, timed out
     assert b.drops.counts()["bad extension request"] == 1
     assert dataclasses.is_dataclass(seen[0])
+
+
+def test_rebootstrap_uses_saved_contacts() -> None:
+    net, nodes = network(10)
+    late_addr, late = net.add()  # no bootstrap address: only a saved contact
+    saved = nodes[3][0]
+    net.down.add(saved)
+    result = net.wait(late_addr, late.bootstrap(net.now, [saved]))
+    assert isinstance(result, BootstrapResult) and result.answered == 0
+    net.down.discard(saved)
+    net.run_until(lambda: late.healthy, limit=60)
+    assert late.healthy and late.bootstrap_addresses == []
