@@ -9,18 +9,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import dns.exception
 import dns.name
 
 from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
 from p2pnode.dht import DhtNode
-from p2pnode.directory.e164 import E164Error, normalise_e164
-from p2pnode.directory.lookup import DhtNetwork, Directory, DirectoryTimeoutError
+from p2pnode.directory.e164 import E164Error, normalise_country, normalise_e164
+from p2pnode.directory.lookup import (
+    MAX_TRUSTED_VERIFIERS,
+    DhtNetwork,
+    Directory,
+    DirectoryTimeoutError,
+)
 from p2pnode.directory.names import (
     ClaimedLogin,
     LoginError,
@@ -39,6 +46,7 @@ from p2pnode.directory.tollfree import TollFreeError, TollFreeTable, load_tollfr
 from p2pnode.directory.trust import Ambiguous, Candidate, NotFound, Resolution, Verified
 from p2pnode.directory.verifiers import (
     DEFAULT_VALIDITY,
+    MAX_VALIDITY,
     EndorsementToken,
     TokenError,
     countersign,
@@ -56,6 +64,7 @@ __all__ = ["register"]
 
 VERIFIER_DIR = "verifier"
 JOIN_TIMEOUT = 10.0
+DAY = 86400
 T = TypeVar("T")
 
 
@@ -80,6 +89,8 @@ def _trusted(args: argparse.Namespace, settings: DirectorySettings) -> frozenset
             keys.add(key_of(text))
         except ValueError:
             raise CliError(f"--trust {text!r} is not a verifier peer id (52 characters)") from None
+    if len(keys) > MAX_TRUSTED_VERIFIERS:
+        raise CliError(f"at most {MAX_TRUSTED_VERIFIERS} trusted verifiers (--trust and trust =)")
     return frozenset(keys)
 
 
@@ -93,11 +104,50 @@ def _tollfree(args: argparse.Namespace, settings: DirectorySettings) -> TollFree
         raise CliError(str(error)) from None
 
 
-def _number(text: str, args: argparse.Namespace, settings: DirectorySettings) -> str:
+def _country(args: argparse.Namespace, settings: DirectorySettings) -> str | None:
+    if not args.country:
+        return settings.country
     try:
-        return normalise_e164(text, args.country or settings.country)
+        return normalise_country(args.country)
+    except E164Error as error:
+        raise CliError(f"--country: {error}") from None
+
+
+def _number(text: str, args: argparse.Namespace, settings: DirectorySettings) -> str:
+    country = _country(args, settings)
+    try:
+        return normalise_e164(text, country)
     except E164Error as error:
         raise CliError(f"bad number: {error}") from None
+
+
+def _whole_number(option: str, text: str, low: int, high: int, unit: str) -> int:
+    """``text`` as an integer in ``low..high``; a one-line ``CliError`` otherwise."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise CliError(
+            f"{option} must be a whole number of {unit} from {low} to {high}, not {text!r}"
+        )
+    return value
+
+
+def _days(args: argparse.Namespace) -> int:
+    """``--days``: how long a countersignature is valid (1-730 days)."""
+    return _whole_number("--days", args.days, 1, MAX_VALIDITY // DAY, "days")
+
+
+def _rate(option: str, text: str) -> float:
+    """A non-negative finite rate (0 turns the limit off)."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise CliError(f"{option} must be a number of queries per second, 0 or more, not {text!r}")
+    return value
 
 
 def _login(text: str) -> str:
@@ -117,21 +167,26 @@ def _owner_key(text: str) -> bytes:
 def _identity(args: argparse.Namespace) -> Identity:
     try:
         return Identity.load_or_create(_home(args))
-    except IdentityError as error:
+    except (IdentityError, OSError) as error:
         raise CliError(str(error)) from None
 
 
 def _verifier(args: argparse.Namespace) -> Identity:
+    home = _home(args) / VERIFIER_DIR
+    if not (home / "identity.key").is_file():
+        raise CliError(f"no verifier identity in {home}: run `p2pnode verifier init` first")
     try:
-        return Identity.load(_home(args) / VERIFIER_DIR)
-    except IdentityError:
-        raise CliError("no verifier identity here: run `p2pnode verifier init` first") from None
+        return Identity.load(home)
+    except IdentityError as error:
+        raise CliError(str(error)) from None
 
 
 def _with_directory(
     args: argparse.Namespace, work: Callable[[Directory, DirectorySettings], Awaitable[T]]
 ) -> T:
     settings = _settings(args)
+    trusted = _trusted(args, settings)  # every local check before the network
+    tollfree = _tollfree(args, settings)
     bootstrap = [*settings.bootstrap, *(args.bootstrap or [])]
     if not bootstrap:
         raise CliError(
@@ -154,9 +209,9 @@ def _with_directory(
                 raise CliError(f"no DHT node answered at {', '.join(bootstrap)}")
             directory = Directory(
                 DhtNetwork(node),
-                trusted=_trusted(args, settings),
+                trusted=trusted,
                 clock=time.time,
-                tollfree=_tollfree(args, settings),
+                tollfree=tollfree,
             )
             return await work(directory, settings)
         except DirectoryTimeoutError as error:
@@ -339,12 +394,14 @@ def _enum_lookup(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace, kind: RecordKind, subject: str) -> int:
+    days = _days(args)
+    owner = _owner_key(args.owner) if args.owner is not None else None
     verifier = _verifier(args)
 
     async def work(directory: Directory, _: DirectorySettings) -> int:
         records, _revocations = await directory.fetch(kind, subject)
         claims = [inspect_claim(r) for r in records if r.kind == kind and r.subject == subject]
-        if args.owner is None:
+        if owner is None:
             if not claims:
                 raise CliError(f"nobody claims {subject!r}")
             for view in claims:
@@ -360,14 +417,13 @@ def _verify(args: argparse.Namespace, kind: RecordKind, subject: str) -> int:
                     )
             print("countersign one with --owner PEER_ID after checking the person holds it")
             return 0
-        owner = _owner_key(args.owner)
         if not any(view.owner == owner for view in claims):
             raise CliError(f"{args.owner} has no claim on {subject!r} in the DHT (publish first)")
         endorsement = countersign(
-            verifier, kind, subject, owner, now=time.time(), validity=args.days * 86400
+            verifier, kind, subject, owner, now=time.time(), validity=days * DAY
         )
         token = encode_token(EndorsementToken(kind, subject, owner, endorsement))
-        print(f"countersigned {subject} for owner {fingerprint_for(owner)} for {args.days} days.")
+        print(f"countersigned {subject} for owner {fingerprint_for(owner)} for {days} days.")
         print("Give the owner this token; they add it with --endorsement:")
         print(token)
         return 0
@@ -414,7 +470,7 @@ def _verifier_init(args: argparse.Namespace) -> int:
     try:
         existed = (home / "identity.key").exists()
         identity = Identity.load_or_create(home)
-    except IdentityError as error:
+    except (IdentityError, OSError) as error:
         raise CliError(str(error)) from None
     state = "existing" if existed else "new"
     print(f"{state} verifier identity in {home}")
@@ -433,14 +489,15 @@ def _enum_dns(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise CliError(f"--zone: {error}") from None
     try:
-        config = GatewayConfig(
-            zones=zones or DEFAULT_ZONES,
-            ns_name=dns.name.from_text(args.ns_name),
-            rate_limit=args.rate_limit,
-            serial=int(time.time()) % 2**32,
-        )
-    except Exception as error:
-        raise CliError(f"bad gateway setting: {error}") from None
+        ns_name = dns.name.from_text(args.ns_name)
+    except dns.exception.DNSException as error:
+        raise CliError(f"--ns-name {args.ns_name!r} is not a domain name: {error}") from None
+    config = GatewayConfig(
+        zones=zones or DEFAULT_ZONES,
+        ns_name=ns_name,
+        rate_limit=_rate("--rate-limit", args.rate_limit),
+        serial=int(time.time()) % 2**32,
+    )
 
     async def work(directory: Directory, _: DirectorySettings) -> int:
         loop = asyncio.get_running_loop()
@@ -502,9 +559,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         sub.add_argument("--owner", required=action == "revoke", metavar="PEER_ID")
         sub.add_argument(
             "--days",
-            type=int,
-            default=DEFAULT_VALIDITY // 86400,
-            help="how long the countersignature is valid (default 365)",
+            default=str(DEFAULT_VALIDITY // DAY),
+            help=f"how long the countersignature is valid (1-{MAX_VALIDITY // DAY}; default "
+            f"{DEFAULT_VALIDITY // DAY})",
         )
         _add_network_arguments(sub, trust=False)
         sub.set_defaults(func=handler)
@@ -558,9 +615,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         sub.add_argument("--owner", required=action == "revoke", metavar="PEER_ID")
         sub.add_argument(
             "--days",
-            type=int,
-            default=DEFAULT_VALIDITY // 86400,
-            help="how long the countersignature is valid (default 365)",
+            default=str(DEFAULT_VALIDITY // DAY),
+            help=f"how long the countersignature is valid (1-{MAX_VALIDITY // DAY}; default "
+            f"{DEFAULT_VALIDITY // DAY})",
         )
         sub.add_argument("--country", metavar="CC", help="default country for national numbers")
         _add_network_arguments(sub, trust=False)
@@ -602,8 +659,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     gateway.add_argument("--ns-name", default="localhost.", help="NS/SOA name of this server")
     gateway.add_argument(
         "--rate-limit",
-        type=float,
-        default=100.0,
+        default="100",
         metavar="QPS",
         help="UDP answers per second per client address (0: off; default 100)",
     )

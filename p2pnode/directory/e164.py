@@ -20,6 +20,7 @@ __all__ = [
     "E164Error",
     "digits_from_enum_labels",
     "enum_labels",
+    "normalise_country",
     "normalise_e164",
     "parse_e164",
 ]
@@ -42,6 +43,16 @@ def _checked(number: phonenumbers.PhoneNumber, text: str) -> str:
     if not phonenumbers.is_valid_number(number):
         raise E164Error(f"{text!r} is not a valid telephone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_country(text: str) -> str:
+    """An ISO 3166 alpha-2 region libphonenumber knows (``us`` -> ``US``), else ``E164Error``."""
+    region = text.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise E164Error(
+            f"{text!r} is not a country code libphonenumber knows (two letters, e.g. US)"
+        )
+    return region
 
 
 def normalise_e164(text: str, default_country: str | None = None) -> str:

@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2pnode.directory.e164 import E164Error, normalise_country
 from p2pnode.identity import public_key_from_peer_id
 
 __all__ = ["SETTINGS_FILE", "DirectorySettings", "SettingsError", "load_settings", "parse_settings"]
@@ -45,10 +46,13 @@ def parse_settings(text: str, *, source: str = SETTINGS_FILE) -> DirectorySettin
     if unknown:
         raise SettingsError(f"{source}: unknown settings {sorted(unknown)}")
     country = data.get("country")
-    if country is not None and (
-        not isinstance(country, str) or len(country) != 2 or not country.isalpha()
-    ):
-        raise SettingsError(f'{source}: country must be a two-letter code such as "US"')
+    if country is not None:
+        if not isinstance(country, str):
+            raise SettingsError(f'{source}: country must be a two-letter code such as "US"')
+        try:
+            country = normalise_country(country)
+        except E164Error as error:
+            raise SettingsError(f"{source}: country: {error}") from None
     trust: set[bytes] = set()
     for entry in _strings(data.get("trust", []), "trust", source):
         try:
@@ -59,7 +63,7 @@ def parse_settings(text: str, *, source: str = SETTINGS_FILE) -> DirectorySettin
     if tollfree is not None and not isinstance(tollfree, str):
         raise SettingsError(f"{source}: tollfree_file must be a path string")
     return DirectorySettings(
-        country=country.upper() if isinstance(country, str) else None,
+        country=country,
         trust=frozenset(trust),
         tollfree_file=Path(tollfree) if tollfree else None,
         bootstrap=tuple(_strings(data.get("bootstrap", []), "bootstrap", source)),

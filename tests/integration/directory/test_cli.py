@@ -248,3 +248,48 @@ def _gateway_answers(seed: str, verifier: str, tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+PEER = Identity.generate(bytes(32)).peer_id
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["enum", "verify", "+18009359935", "--owner", PEER, "--days", "0"], "--days"),
+        (["enum", "verify", "+18009359935", "--owner", PEER, "--days", "731"], "--days"),
+        (["name", "verify", "alice", "--owner", PEER, "--days", "-3"], "--days"),
+        (["name", "verify", "alice", "--owner", PEER, "--days", "a year"], "--days"),
+        (["name", "verify", "alice", "--owner", "nobody"], "--owner"),
+        (["enum", "lookup", "800 935 9935", "--country", "ZZ"], "--country"),
+        (["enum", "verify", "+18009359935"], "no verifier identity"),
+        (["enum-dns", "--listen", ":0", "--rate-limit", "-1"], "--rate-limit"),
+        (["enum-dns", "--listen", ":0", "--rate-limit", "nan"], "--rate-limit"),
+        (["enum-dns", "--listen", ":0", "--rate-limit", "inf"], "--rate-limit"),
+        (["enum-dns", "--listen", ":0", "--rate-limit", "lots"], "--rate-limit"),
+        (["enum-dns", "--listen", ":0", "--ns-name", "ns..example"], "--ns-name"),
+        (["enum-dns", "--listen", ":0", "--zone", "a..b"], "--zone"),
+        (["enum-dns", "--listen", "nowhere"], "HOST:PORT"),
+    ],
+)
+def test_bad_input_is_one_line(
+    argv: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every bad input gives one line a person understands and exit status 2, before any
+    network work (no --bootstrap is given, so reaching the network would say so instead)."""
+    code, out, err = run(capsys, *argv, "--home", str(tmp_path))
+    assert code == 2 and not out
+    (line,) = err.splitlines()
+    assert line.startswith(f"p2pnode {argv[0]}: error: ") and fragment in line
+
+
+def test_unusable_home_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    code, _, err = run(capsys, "verifier", "init", "--home", str(not_a_dir))
+    assert code == 2 and len(err.splitlines()) == 1 and str(not_a_dir) in err
+    too_many = [
+        a for n in range(33) for a in ("--trust", Identity.generate(bytes([n]) * 32).peer_id)
+    ]
+    code, _, err = run(capsys, "enum", "lookup", "+18009359935", *too_many, "--home", str(tmp_path))
+    assert code == 2 and "at most 32" in err

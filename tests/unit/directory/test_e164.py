@@ -10,6 +10,7 @@ from p2pnode.directory.e164 import (
     E164Error,
     digits_from_enum_labels,
     enum_labels,
+    normalise_country,
     normalise_e164,
     parse_e164,
 )
@@ -92,3 +93,10 @@ def test_normalise_is_total(text: str, country: str | None) -> None:
     except E164Error:
         return
     assert parse_e164(result) == result
+
+
+def test_country_codes() -> None:
+    assert normalise_country(" de ") == "DE"
+    for bad in ("ZZ", "USA", "1", "", "001"):
+        with pytest.raises(E164Error, match="country code"):
+            normalise_country(bad)

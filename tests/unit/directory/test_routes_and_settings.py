@@ -167,6 +167,15 @@ def test_settings() -> None:
     assert settings.country == "US"
     assert settings.trust == frozenset({verifier.public_key})
     assert settings.bootstrap == ("127.0.0.1:4000",)
-    for bad in ('country = "USA"', 'trust = ["nope"]', "trust = 3", "color = 1", "x ="):
+    bad_settings = (
+        'country = "USA"',
+        'country = "ZZ"',
+        "country = 1",
+        'trust = ["nope"]',
+        "trust = 3",
+        "color = 1",
+        "x =",
+    )
+    for bad in bad_settings:
         with pytest.raises(SettingsError):
             parse_settings(bad)
