@@ -20,6 +20,7 @@ import dns.exception
 import dns.name
 
 from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
+from p2pnode.cli.node import load_identity
 from p2pnode.dht import DhtNode
 from p2pnode.directory.e164 import E164Error, normalise_country, normalise_e164
 from p2pnode.directory.lookup import (
@@ -165,10 +166,8 @@ def _owner_key(text: str) -> bytes:
 
 
 def _identity(args: argparse.Namespace) -> Identity:
-    try:
-        return Identity.load_or_create(_home(args))
-    except (IdentityError, OSError) as error:
-        raise CliError(str(error)) from None
+    """The node identity in --home; never created here (as `record put`: run `p2pnode init`)."""
+    return load_identity(args)
 
 
 def _verifier(args: argparse.Namespace) -> Identity:

@@ -69,6 +69,17 @@ def test_publish_verify_lookup_revoke(tmp_path: Path, capsys: pytest.CaptureFixt
         assert verifier_id is not None
         trust = ["--trust", verifier_id.group(1)]
 
+        # like `record put`, publishing needs an identity made by `p2pnode init`
+        for argv in (
+            ("enum", "publish", "+18009359935", "--sip", "sip:pbx@owner.example"),
+            ("name", "claim", "alice"),
+        ):
+            code, out, err = run(capsys, *argv, "--home", str(owner_home), *net)
+            assert code == 2 and not out and "run `p2pnode init`" in err
+            assert not (owner_home / "identity.key").exists()
+        for home in (owner_home, squatter_home):
+            assert run(capsys, "init", "--home", str(home))[0] == 0
+
         code, out, _ = run(
             capsys,
             "enum",
