@@ -1,7 +1,8 @@
 """Our own Kademlia DHT carrying signed records (see docs/dht.md).
 
 keys (ids, contacts) -> messages (wire codec) -> routing (k-buckets) ->
-storage (accept()-guarded records) -> lookup (iterative search state) ->
+storage (accept()-guarded records) -> proofs (store tokens, proofs, receipts)
+-> admission (who may STORE) -> lookup (iterative search state) ->
 operations (get, put, ping, bootstrap) -> protocol (the sans-IO core) ->
 node (the asyncio UDP adapter).
 """

@@ -166,3 +166,4 @@ class DhtStatistics:
     store_rejects: dict[str, int] = field(default_factory=dict)
     read_rejects: dict[str, int] = field(default_factory=dict)
     srtt: float = 0.0
+    store_retries: int = 0  # STOREs sent again with a proof after an UNPROVEN answer

@@ -40,6 +40,7 @@ __all__ = [
     "NONCE_BYTES",
     "PROTOCOL_VERSION",
     "REQUEST_ID_BYTES",
+    "TOKEN_BYTES",
     "DhtDecodeError",
     "ExtensionReply",
     "ExtensionRequest",
@@ -65,6 +66,7 @@ __all__ = [
 PROTOCOL_VERSION = 1
 REQUEST_ID_BYTES = 8
 NONCE_BYTES = 16
+TOKEN_BYTES = 16  # a store token (see ``p2pnode.dht.proofs``); empty when none is offered
 MAX_DATAGRAM_BYTES = 8192  # largest datagram we send or read (a VALUE page of records)
 MAX_CONTACTS_PER_REPLY = 32
 MAX_RECORDS_PER_REPLY = 16
@@ -100,7 +102,8 @@ class Flags(enum.IntFlag):
 class StoreStatus(enum.IntEnum):
     STORED = 0
     DUPLICATE = 1  # byte-identical to what was held: counts as stored
-    REJECTED = 2
+    REJECTED = 2  # the record or the store's limits refused it (``reason`` says which)
+    UNPROVEN = 3  # the sender has not proven its key: sign ``token`` and send the STORE again
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,7 @@ class Ping:
 class Pong:
     signature: bytes  # over PONG_CONTEXT + nonce + requester key (see protocol)
     observed: Address  # the requester's address as the responder saw it
+    token: bytes = b""  # a store token for the requester (empty from client-mode nodes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +134,7 @@ class FindNode:
 @dataclass(frozen=True, slots=True)
 class Nodes:
     contacts: tuple[WireContact, ...]
+    token: bytes = b""  # a store token for the requester (empty from client-mode nodes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,8 @@ class Value:
 class Store:
     key: bytes  # where the sender files it; must equal the record's derived key
     record: bytes
+    token: bytes = b""  # a token the receiver handed out to the sender (or empty)
+    proof: bytes = b""  # the sender's signature binding token, receiver, key, record
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +163,8 @@ class StoreResult:
     status: StoreStatus
     reason: str  # "" when stored, else a reject reason code
     detail: str
+    token: bytes = b""  # UNPROVEN: a fresh token to prove the key with
+    receipt: bytes = b""  # STORED/DUPLICATE: the storer's signature (``proofs.sign_receipt``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +249,20 @@ def _uint(value: object, name: str, maximum: int) -> int:
     return value
 
 
+def _token(value: object) -> bytes:
+    token = _bin(value, "token", maximum=TOKEN_BYTES)
+    if token and len(token) != TOKEN_BYTES:
+        raise DhtDecodeError(f"token is {len(token)} bytes, not 0 or {TOKEN_BYTES}")
+    return token
+
+
+def _optional_signature(value: object, name: str) -> bytes:
+    signature = _bin(value, name, maximum=SIGNATURE_BYTES)
+    if signature and len(signature) != SIGNATURE_BYTES:
+        raise DhtDecodeError(f"{name} is {len(signature)} bytes, not 0 or {SIGNATURE_BYTES}")
+    return signature
+
+
 def _contacts(value: object) -> tuple[WireContact, ...]:
     if type(value) is not list or len(value) > MAX_CONTACTS_PER_REPLY:
         raise DhtDecodeError("contacts is not a short list")
@@ -264,9 +287,9 @@ def _decode_ping(body: Sequence[object]) -> Message:
 
 
 def _decode_pong(body: Sequence[object]) -> Message:
-    _arity(body, 3, "PONG")
+    _arity(body, 4, "PONG")
     signature = _bin(body[0], "signature", SIGNATURE_BYTES)
-    return Pong(signature, (parse_ip(body[1]), _port(body[2])))
+    return Pong(signature, (parse_ip(body[1]), _port(body[2])), _token(body[3]))
 
 
 def _decode_find_node(body: Sequence[object]) -> Message:
@@ -276,8 +299,8 @@ def _decode_find_node(body: Sequence[object]) -> Message:
 
 
 def _decode_nodes(body: Sequence[object]) -> Message:
-    _arity(body, 1, "NODES")
-    return Nodes(_contacts(body[0]))
+    _arity(body, 2, "NODES")
+    return Nodes(_contacts(body[0]), _token(body[1]))
 
 
 def _decode_find_value(body: Sequence[object]) -> Message:
@@ -298,19 +321,25 @@ def _decode_value(body: Sequence[object]) -> Message:
 
 
 def _decode_store(body: Sequence[object]) -> Message:
-    _arity(body, 2, "STORE")
+    _arity(body, 4, "STORE")
     key = _bin(body[0], "key", ID_BYTES)
-    return Store(key, _bin(body[1], "record", maximum=MAX_RECORD_BYTES * 2))
+    record = _bin(body[1], "record", maximum=MAX_RECORD_BYTES * 2)
+    token, proof = _token(body[2]), _optional_signature(body[3], "proof")
+    if bool(token) != bool(proof):
+        raise DhtDecodeError("a proof needs its token and a token its proof")
+    return Store(key, record, token, proof)
 
 
 def _decode_store_result(body: Sequence[object]) -> Message:
-    _arity(body, 3, "STORE_RESULT")
+    _arity(body, 5, "STORE_RESULT")
     status_value = _uint(body[0], "status", 255)
     try:
         status = StoreStatus(status_value)
     except ValueError:
         raise DhtDecodeError(f"unknown store status {status_value}") from None
-    return StoreResult(status, _text(body[1], "reason"), _text(body[2], "detail"))
+    reason, detail = _text(body[1], "reason"), _text(body[2], "detail")
+    token, receipt = _token(body[3]), _optional_signature(body[4], "receipt")
+    return StoreResult(status, reason, detail, token, receipt)
 
 
 def _decode_extension_reply(body: Sequence[object]) -> Message:
@@ -347,20 +376,21 @@ def _body(message: Message) -> tuple[int, list[object], bool]:
     match message:
         case Ping(nonce):
             return MessageType.PING, [nonce], True  # padded: see protocol.PING_PAD_TO
-        case Pong(signature, observed):
-            return MessageType.PONG, [signature, observed[0], observed[1]], False
+        case Pong(signature, observed, token):
+            return MessageType.PONG, [signature, observed[0], observed[1], token], False
         case FindNode(target):
             return MessageType.FIND_NODE, [target], True
-        case Nodes(contacts):
-            return MessageType.NODES, [_wire_contacts(contacts)], False
+        case Nodes(contacts, token):
+            return MessageType.NODES, [_wire_contacts(contacts), token], False
         case FindValue(key, offset):
             return MessageType.FIND_VALUE, [key, offset], True
         case Value(records, total, contacts):
             return MessageType.VALUE, [list(records), total, _wire_contacts(contacts)], False
-        case Store(key, record):
-            return MessageType.STORE, [key, record], False
-        case StoreResult(status, reason, detail):
-            return MessageType.STORE_RESULT, [int(status), reason, detail], False
+        case Store(key, record, token, proof):
+            return MessageType.STORE, [key, record, token, proof], False
+        case StoreResult(status, reason, detail, token, receipt):
+            body = [int(status), reason, detail, token, receipt]
+            return MessageType.STORE_RESULT, body, False
         case ExtensionRequest(code, fields):
             return code, list(fields), True
         case ExtensionReply(code, fields):

@@ -76,6 +76,7 @@ class SentRequest:
     sent_at: float
     deadline: float
     owner: Requester | None
+    retried: bool = False  # a STORE sent again with a proof after an UNPROVEN answer
 
 
 class Requester(Protocol):

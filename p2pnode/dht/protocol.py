@@ -14,8 +14,13 @@ Invariants:
   and only if it did not flag itself as a client. Unproven senders get answers.
 - A reply to an address that has not answered one of our request ids is at most
   ``AMPLIFICATION_FACTOR`` times the request (requesters pad when unsure).
-- STOREs are judged by the record (``accept``). Requests and STOREs are
-  rate-limited per source IP (/64 for IPv6), whatever the port.
+- A STORE is admitted only from a sender that proved its key: it signed our
+  challenge at its address, or the STORE carries its proof over a token we
+  handed out (``p2pnode.dht.proofs``). Others get ``UNPROVEN`` and a fresh token;
+  our own STOREs are sent again once with the proof. Then the record is judged
+  (``accept``). Requests and STOREs are rate-limited per source IP (/64 for IPv6).
+- A STORED or DUPLICATE answer from a storer we have not proven counts only
+  with its signed receipt (our request id is the nonce); then it is proven.
 - Drops are counted by reason (``nat.drops.DropCounter``) and never raise.
 """
 
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from nat.drops import DropCounter
+from p2pnode.dht.admission import StoreAdmission
 from p2pnode.dht.config import DhtConfig, DhtStatistics, OperationResult, PutResult
 from p2pnode.dht.keys import Address, Contact, node_id_of
 from p2pnode.dht.lookup import LookupKind
@@ -69,15 +75,14 @@ from p2pnode.dht.operations import (
     SentRequest,
     StoreOp,
 )
+from p2pnode.dht.proofs import HeldTokens, receipt_valid
 from p2pnode.dht.ratelimit import TokenBuckets, source_of
 from p2pnode.dht.routing import OfferOutcome, RoutingTable, TableHealth
 from p2pnode.dht.storage import RecordStore
 from p2pnode.identity import Identity, verify_signature
 from p2pnode.records import (
-    MAX_RECORD_BYTES,
     RecordDecodeError,
     Rejected,
-    RejectReason,
     SignedRecord,
     accept,
     decode_record,
@@ -108,6 +113,8 @@ MAX_BOOTSTRAP_ADDRESSES = 64  # addresses pinged by one (re-)bootstrap
 RECORD_CACHE_SIZE = 1024  # encodings whose signature we already checked
 VALUE_REPLY_CONTACTS = 4  # contacts sent along with records in a VALUE reply
 _REPLY_OVERHEAD = 80  # frame header bytes, generous
+_TOKEN_FIELD = 18  # a store token in a reply, with its msgpack header
+_STORED = (StoreStatus.STORED, StoreStatus.DUPLICATE)
 _REPLY_TYPES: dict[type, type] = {
     Ping: Pong,
     FindNode: Nodes,
@@ -154,6 +161,13 @@ def _contact_bytes(contact: Contact | WireContact) -> int:
     return 42 + len(contact.address[0])
 
 
+def _offered_token(message: Message) -> bytes:
+    """The store token a reply hands us, if any."""
+    if isinstance(message, Nodes | Pong | StoreResult):
+        return message.token
+    return b""
+
+
 class DhtCore:
     """One node's Kademlia state machine."""
 
@@ -193,9 +207,9 @@ class DhtCore:
         self._request_limits: TokenBuckets[str] = TokenBuckets(
             self.config.request_rate, self.config.request_burst
         )
-        self._store_limits: TokenBuckets[str] = TokenBuckets(
-            self.config.store_rate, self.config.store_burst
-        )
+        self.admission = StoreAdmission(identity, self.config, self.store, rng.randbytes(32))
+        self.held_tokens = HeldTokens(identity, max_entries=MAX_KNOWN_ADDRESSES)
+        self.store_retries = 0
         self.drops = DropCounter(logger, lambda: self._now)
         self.read_rejects: dict[str, int] = {}
         self._extensions: dict[int, ExtensionRunner] = {}
@@ -393,6 +407,7 @@ class DhtCore:
             store_rejects=dict(self.store.rejects),
             read_rejects=dict(self.read_rejects),
             srtt=self._srtt,
+            store_retries=self.store_retries,
         )
 
     # -------------------------------------------------- OperationHost (for operations)
@@ -414,12 +429,26 @@ class DhtCore:
         now: float,
     ) -> bool:
         """Send one request; False if refused (too many pending)."""
+        return self._send(address, message, expected_key, owner, now, retried=False)
+
+    def _send(
+        self,
+        address: Address,
+        message: Message,
+        expected_key: bytes | None,
+        owner: Requester | None,
+        now: float,
+        *,
+        retried: bool,
+    ) -> bool:
         if len(self._pending) >= self.config.max_pending_requests:
             self.drops.drop("too many pending requests")
             return False
         request_id = self.rng.randbytes(REQUEST_ID_BYTES)
         while request_id in self._pending:
             request_id = self.rng.randbytes(REQUEST_ID_BYTES)
+        if isinstance(message, Store):
+            message = self.held_tokens.prove(message, address, expected_key, now)
         pad = 0
         if address not in self._verified_by:
             if isinstance(message, FindNode | FindValue | ExtensionRequest):
@@ -430,7 +459,7 @@ class DhtCore:
         self._out.append((encode_frame(frame, pad_to=pad), address))
         deadline = now + self._rto()
         self._pending[request_id] = SentRequest(
-            request_id, address, message, expected_key, now, deadline, owner
+            request_id, address, message, expected_key, now, deadline, owner, retried
         )
         heapq.heappush(self._deadlines, (deadline, request_id))
         self.requests_sent += 1
@@ -517,6 +546,27 @@ class DhtCore:
             if not verify_signature(frame.sender_key, signed, message.signature):
                 self.drops.drop("bad challenge signature")
                 return
+        receipted = False
+        if (
+            isinstance(message, StoreResult)
+            and message.status in _STORED
+            and (frame.sender_key, address) not in self._proven
+        ):
+            # A storer we have not proven signs its answer, our request id being the nonce.
+            assert isinstance(request.message, Store)
+            store = request.message
+            if not receipt_valid(
+                frame.sender_key,
+                message.receipt,
+                frame.request_id,
+                self.identity.public_key,
+                store.key,
+                store.record,
+                message.status,
+            ):
+                self.drops.drop("bad store receipt")  # not signed by the key we asked
+                return
+            receipted = True
         del self._pending[frame.request_id]
         self._rtt_sample(now - request.sent_at)
         _remember(self._address_ok, address, now)  # it answered a random request id
@@ -524,14 +574,37 @@ class DhtCore:
             _remember(self._verified_by, address, now)
         else:
             self._verified_by.pop(address, None)
+        token = _offered_token(message)
+        if token:
+            self.held_tokens.remember(address, frame.sender_key, token, now)
         sender = Contact(frame.sender_id, frame.sender_key, address)
         client = bool(frame.flags & _CLIENT)
         if isinstance(message, Pong):
             self._proven_contact(sender, client, now)
         else:
+            if receipted:  # it signed our random request id at this address, as in a PONG
+                _remember(self._proven, (sender.public_key, address), now)
             self._seen(sender, client, now)
+        if (
+            isinstance(message, StoreResult)
+            and message.status is StoreStatus.UNPROVEN
+            and token
+            and not request.retried
+            and self._retry_store(request, now)
+        ):
+            return  # the owner hears the answer to the proven STORE instead
         if request.owner is not None:
             request.owner.on_reply(request, frame, sender, now)
+
+    def _retry_store(self, request: SentRequest, now: float) -> bool:
+        """Send a refused STORE again, proven with the token its refusal carried."""
+        assert isinstance(request.message, Store)
+        plain = Store(request.message.key, request.message.record)
+        sent = self._send(
+            request.address, plain, request.expected_key, request.owner, now, retried=True
+        )
+        self.store_retries += int(sent)
+        return sent
 
     def _proven_contact(self, sender: Contact, client: bool, now: float) -> None:
         _remember(self._proven, (sender.public_key, sender.address), now)
@@ -592,7 +665,7 @@ class DhtCore:
         message = frame.message
         reply: Message | None
         try:
-            reply = self._answer(message, sender, client, budget, now)
+            reply = self._answer(message, sender, client, budget, frame.request_id, now)
         except DhtDecodeError as error:
             self.drops.drop("bad extension request", str(error))
             return
@@ -609,19 +682,34 @@ class DhtCore:
         self._seen(sender, client, now)
 
     def _answer(
-        self, message: Message, sender: Contact, client: bool, budget: int, now: float
+        self,
+        message: Message,
+        sender: Contact,
+        client: bool,
+        budget: int,
+        request_id: bytes,
+        now: float,
     ) -> Message | None:
         match message:
             case Ping(nonce):
                 signed = PONG_CONTEXT + nonce + sender.public_key
-                return Pong(self.identity.sign(signed), sender.address)
+                token = self.admission.token_for(sender, now)
+                return Pong(self.identity.sign(signed), sender.address, token)
             case FindNode(target):
                 contacts = self.table.closest(target, self.config.k, frozenset((sender.node_id,)))
-                return Nodes(self._fit_contacts(contacts, budget - _REPLY_OVERHEAD))
+                room = budget - _REPLY_OVERHEAD - _TOKEN_FIELD
+                token = self.admission.token_for(sender, now)
+                return Nodes(self._fit_contacts(contacts, room), token)
             case FindValue(key, offset):
                 return self._answer_find_value(key, offset, sender, budget, now)
-            case Store(key, encoded):
-                return self._answer_store(key, encoded, sender.address, now)
+            case Store():
+                proven = (sender.public_key, sender.address) in self._proven
+                result, newly_proven = self.admission.answer(
+                    message, sender, request_id, proven, now
+                )
+                if newly_proven:  # it signed the token we sent to this address: a challenge
+                    _remember(self._proven, (sender.public_key, sender.address), now)
+                return result
             case ExtensionRequest(code, fields):
                 run = self._extensions.get(code)
                 if run is None:
@@ -662,25 +750,3 @@ class DhtCore:
             closest = self.table.closest(key, count, frozenset((sender.node_id,)))
             contacts = self._fit_contacts(closest, room)
         return Value(tuple(page), len(records), contacts)
-
-    def _answer_store(self, key: bytes, encoded: bytes, address: Address, now: float) -> Message:
-        def refuse(reason: str, detail: str) -> StoreResult:
-            self.store.rejects[reason] += 1
-            return StoreResult(StoreStatus.REJECTED, reason, detail[:200])
-
-        if self.config.client_mode:
-            return refuse("client-mode", "this node does not store records")
-        if not self._store_limits.allow(source_of(address[0]), now):
-            return refuse("rate-limited", "too many STOREs from this IP")
-        if len(encoded) > MAX_RECORD_BYTES:
-            return refuse(RejectReason.TOO_LARGE.value, f"{len(encoded)} > {MAX_RECORD_BYTES}")
-        try:
-            record = decode_record(encoded)
-        except RecordDecodeError as error:
-            return refuse("undecodable", str(error))
-        outcome = self.store.offer(record, key, now)
-        if outcome.duplicate:
-            return StoreResult(StoreStatus.DUPLICATE, "", "")
-        if outcome.stored:
-            return StoreResult(StoreStatus.STORED, "", "")
-        return StoreResult(StoreStatus.REJECTED, outcome.reason, outcome.detail[:200])

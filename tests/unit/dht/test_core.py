@@ -11,13 +11,16 @@ from p2pnode.dht.config import (
     GetResult,
     PingResult,
     PutResult,
+    StoreReply,
 )
 from p2pnode.dht.keys import Address, distance
 from p2pnode.dht.messages import (
+    TOKEN_BYTES,
     FindNode,
     FindValue,
     Flags,
     Frame,
+    Message,
     Ping,
     Pong,
     Store,
@@ -26,7 +29,8 @@ from p2pnode.dht.messages import (
     decode_frame,
     encode_frame,
 )
-from p2pnode.dht.protocol import AMPLIFICATION_FACTOR, DhtCore, Peer
+from p2pnode.dht.proofs import TOKEN_SLOT, receipt_valid, sign_store_proof
+from p2pnode.dht.protocol import AMPLIFICATION_FACTOR, UNVERIFIED_PAD_TO, DhtCore, Peer
 from p2pnode.identity import Identity
 from p2pnode.records import RecordKind, SignedRecord, sign_record
 from tests.unit.dht.memnet import MemNet
@@ -83,17 +87,19 @@ def test_ping_from_a_long_ipv6_address_is_answered() -> None:
     assert isinstance(pong, Pong) and pong.observed == far
 
 
-def test_client_mode_nodes_are_never_in_tables() -> None:
+def test_client_mode_nodes_are_never_in_tables_but_their_puts_are_stored() -> None:
     net, nodes = network(5)
     client_addr, client = net.add(config=DhtConfig(client_mode=True), bootstrap=[nodes[0][0]])
     net.wait(client_addr, client.bootstrap(net.now))
     record = presence(client, net)
     put = net.wait(client_addr, client.put(record, net.now))
-    assert isinstance(put, PutResult) and put.stored == 5
+    assert isinstance(put, PutResult) and put.stored == 5 and put.rejected == ()
     net.run_until(lambda: False, limit=5)
     for _, core in nodes:
         assert client.identity.node_id not in core.table
-    assert len(client.table) == 5 and len(client.store) == 0
+        assert core.store.get(record.key, net.now) == [record]
+        assert not core.store.rejects  # proven by the tokens of its lookup, never refused
+    assert len(client.table) == 5 and len(client.store) == 0 and client.store_retries == 0
 
 
 def test_forged_sender_id_and_unsolicited_replies_are_dropped() -> None:
@@ -223,7 +229,8 @@ def test_store_rate_limit_per_ip() -> None:
             message = decode_frame(data).message
             if isinstance(message, StoreResult):
                 reasons.append(message.reason)
-    assert reasons == ["", "", "", "rate-limited", "rate-limited", "rate-limited"]  # one IP
+    # One IP across ports; the budget is spent before the (unproven) sender's key is looked at.
+    assert reasons == ["unproven"] * 3 + ["rate-limited"] * 3
 
 
 def test_request_rate_limit_per_ip_across_ports() -> None:
@@ -251,6 +258,165 @@ def test_loopback_nodes_sharing_one_ip_configure_it() -> None:
     config = DhtConfig().sharing_ip(50)
     assert config.request_rate == 50 * DhtConfig().request_rate
     assert config.store_burst == 50 * DhtConfig().store_burst
+
+
+def request(sender: Identity, message: Message, request_id: bytes = b"r" * 8) -> bytes:
+    """A raw client-mode request from ``sender`` (no DHT core behind it)."""
+    return encode_frame(
+        Frame(message, request_id, sender.public_key, sender.node_id, Flags.CLIENT),
+        pad_to=UNVERIFIED_PAD_TO,
+    )
+
+
+def store_reply(core: DhtCore, data: bytes, source: Address, now: float) -> StoreResult:
+    """Feed one STORE to ``core`` and return its STORE_RESULT to ``source``."""
+    core.datagram_received(data, source, now)
+    replies = [
+        decode_frame(d).message
+        for d, destination in core.datagrams_to_send()
+        if destination == source
+    ]
+    results = [m for m in replies if isinstance(m, StoreResult)]
+    assert len(results) == 1, replies
+    return results[0]
+
+
+def proven_store(sender: Identity, record: SignedRecord, token: bytes, receiver: DhtCore) -> Store:
+    """A STORE of ``record`` carrying ``sender``'s proof over ``token`` for ``receiver``."""
+    proof = sign_store_proof(sender, token, receiver.identity.public_key)
+    return Store(record.key, record.encoded, token, proof)
+
+
+def test_unproven_store_is_refused_then_admitted_after_the_proof() -> None:
+    net = MemNet()
+    _, core = net.add()
+    sender = Identity.generate(b"p" * 32)
+    source: Address = ("10.5.5.5", 5)
+    record = sign_record(sender, RecordKind.PRESENCE, "x", b"hi", seq=1, now=net.now, ttl=60)
+    refused = store_reply(core, request(sender, Store(record.key, record.encoded)), source, net.now)
+    assert refused.status is StoreStatus.UNPROVEN and refused.reason == "unproven"
+    assert len(refused.token) == TOKEN_BYTES and refused.receipt == b""
+    assert core.store.get(record.key, net.now) == []
+    assert core.statistics().store_rejects == {"unproven": 1}
+    store = proven_store(sender, record, refused.token, core)
+    taken = store_reply(core, request(sender, store, b"s" * 8), source, net.now)
+    assert taken.status is StoreStatus.STORED and taken.token == b""
+    assert receipt_valid(
+        core.identity.public_key,
+        taken.receipt,
+        b"s" * 8,
+        sender.public_key,
+        record.key,
+        record.encoded,
+        StoreStatus.STORED,
+    )
+    assert core.store.get(record.key, net.now) == [record]
+    assert core.statistics().store_rejects == {"unproven": 1}
+    # Proven once per contact: the next STORE from this key at this address needs no proof.
+    newer = sign_record(sender, RecordKind.PRESENCE, "x", b"hi", seq=2, now=net.now, ttl=60)
+    plain = Store(newer.key, newer.encoded)
+    assert store_reply(core, request(sender, plain), source, net.now).status is StoreStatus.STORED
+    elsewhere = store_reply(core, request(sender, plain), ("10.5.5.5", 6), net.now)
+    assert elsewhere.reason == "unproven"  # another port is another contact
+    assert sender.node_id not in core.table  # a client proving its key gets no table slot
+
+
+def test_proof_for_another_key_replayed_or_old_token_fails() -> None:
+    net = MemNet()
+    _, core = net.add()
+    _, other_core = net.add()
+    alice, mallory = Identity.generate(b"a" * 32), Identity.generate(b"m" * 32)
+    home: Address = ("10.5.5.5", 5)
+    record = sign_record(alice, RecordKind.PRESENCE, "x", b"hi", seq=1, now=net.now, ttl=3600)
+    token = store_reply(
+        core, request(alice, Store(record.key, record.encoded)), home, net.now
+    ).token
+
+    def verdict(sender: Identity, store: Store, source: Address, now: float) -> tuple[str, str]:
+        result = store_reply(core, request(sender, store), source, now)
+        return result.status.name, result.reason
+
+    # Alice's token in Mallory's proof (from Alice's address too): not issued to her key.
+    stolen = proven_store(mallory, record, token, core)
+    assert verdict(mallory, stolen, home, net.now) == ("UNPROVEN", "bad-proof")
+    # Alice's whole proven STORE replayed from another address: the token names Alice's.
+    genuine = proven_store(alice, record, token, core)
+    assert verdict(alice, genuine, ("10.6.6.6", 5), net.now) == ("UNPROVEN", "bad-proof")
+    assert verdict(alice, genuine, ("10.5.5.5", 6), net.now) == ("UNPROVEN", "bad-proof")
+    # Signed by another key than the sender's.
+    forged = dataclasses.replace(genuine, proof=proven_store(mallory, record, token, core).proof)
+    assert verdict(alice, forged, home, net.now) == ("UNPROVEN", "bad-proof")
+    # A proof made for another node does not carry over, nor does that node's token.
+    elsewhere = proven_store(alice, record, token, other_core)
+    assert verdict(alice, elsewhere, home, net.now) == ("UNPROVEN", "bad-proof")
+    other_token = store_reply(other_core, request(alice, genuine), home, net.now).token
+    assert verdict(alice, proven_store(alice, record, other_token, core), home, net.now) == (
+        "UNPROVEN",
+        "bad-proof",
+    )
+    # An old token: valid for at least one slot, never after two.
+    later = net.now + 2 * TOKEN_SLOT
+    assert verdict(alice, genuine, home, later) == ("UNPROVEN", "bad-proof")
+    assert core.store.get(record.key, later) == []
+    assert core.statistics().store_rejects == {"unproven": 1, "bad-proof": 7}
+    # A fresh token makes the same STORE acceptable (so each refusal above was the proof's).
+    fresh = store_reply(core, request(alice, genuine), home, later).token
+    assert verdict(alice, proven_store(alice, record, fresh, core), home, later) == ("STORED", "")
+
+
+def test_a_put_costs_one_store_and_one_answer_per_node() -> None:
+    """Tokens from the lookup's NODES replies prove the putter: no retry, no extra trip."""
+    net, nodes = network(30)
+    address, core = nodes[7]
+    seen: list[str] = []
+    net.tap = lambda data, source, destination: seen.append(
+        type(decode_frame(data).message).__name__
+    )
+    put = net.wait(address, core.put(presence(core, net), net.now))
+    assert isinstance(put, PutResult) and put.stored >= put.contacted == 20 and put.rejected == ()
+    assert seen.count("Store") == seen.count("StoreResult") == put.contacted
+    assert core.store_retries == 0
+    assert all(not c.store.rejects for _, c in nodes)
+
+
+def test_a_store_without_a_token_is_retried_once_with_the_proof() -> None:
+    net = MemNet()
+    a_addr, a = net.add()
+    b_addr, b = net.add()
+    record = presence(a, net)
+    reply = net.wait(a_addr, a.store_at(b_addr, record.key, record.encoded, net.now))
+    assert isinstance(reply, StoreReply) and reply.status is StoreStatus.STORED
+    assert a.store_retries == 1 and b.store.rejects == {"unproven": 1}
+    assert b.store.get(record.key, net.now) == [record]
+    again = net.wait(a_addr, a.store_at(b_addr, record.key, record.encoded, net.now))
+    assert isinstance(again, StoreReply) and again.status is StoreStatus.DUPLICATE
+    assert a.store_retries == 1  # the token from the refusal is kept for the next STORE
+
+
+def test_a_store_answer_without_the_storers_receipt_does_not_count() -> None:
+    """Someone answering for another node's key cannot sign its receipt."""
+    net = MemNet()
+    a_addr, a = net.add()
+    victim = Identity.generate(b"v" * 32)
+    impostor_addr, impostor = net.add()
+    record = presence(a, net)
+    # The impostor challenged a, so it admits a's STOREs without a token proof.
+    net.wait(impostor_addr, impostor.ping(a_addr, net.now))
+
+    def pose_as_victim(data: bytes, source: Address, destination: Address) -> None:
+        frame = decode_frame(data)
+        if source == impostor_addr and isinstance(frame.message, StoreResult):
+            forged = dataclasses.replace(
+                frame, sender_key=victim.public_key, sender_id=victim.node_id
+            )
+            net.inject(encode_frame(forged), source, destination)
+
+    net.tap = pose_as_victim
+    op = a.store_at(impostor_addr, record.key, record.encoded, net.now, victim.public_key)
+    reply = net.wait(a_addr, op)
+    assert isinstance(reply, StoreReply) and reply.status is None  # timed out
+    assert a.drops.counts()["bad store receipt"] == 1
+    assert impostor.store.get(record.key, net.now) == [record]  # it did store, and said so
 
 
 def test_republish_before_expiry_and_replicate_to_newcomers() -> None:

@@ -36,18 +36,24 @@ KEY = bytes(range(32))
 NODE_ID = bytes(range(20))
 CONTACTS = (WireContact(KEY, ("127.0.0.1", 4000)), WireContact(KEY, ("2001:db8::1", 5)))
 
+TOKEN = b"t" * 16
+SIGNATURE = b"s" * 64
+
 CASES: list[Message] = [
     Ping(bytes(16)),
     Pong(bytes(64), ("192.0.2.7", 65535)),
+    Pong(bytes(64), ("2001:db8::7", 1), TOKEN),
     FindNode(NODE_ID),
     Nodes(()),
-    Nodes(CONTACTS),
+    Nodes(CONTACTS, TOKEN),
     FindValue(NODE_ID, 0),
     FindValue(NODE_ID, 16),
     Value((b"\x01\x02", b"r" * 1200), 7, CONTACTS),
     Store(NODE_ID, b"record"),
-    StoreResult(StoreStatus.STORED, "", ""),
+    Store(NODE_ID, b"record", TOKEN, SIGNATURE),
+    StoreResult(StoreStatus.STORED, "", "", b"", SIGNATURE),
     StoreResult(StoreStatus.REJECTED, "rollback", "seq 1 < stored 2"),
+    StoreResult(StoreStatus.UNPROVEN, "unproven", "sign the token", TOKEN),
     ExtensionRequest(64, (1, "two", b"three", [4])),
     ExtensionReply(127, ("ok",)),
 ]
@@ -103,8 +109,14 @@ def test_contact_hosts_must_be_ip_literals(host: str) -> None:
         [1, b"\x07" * 8, KEY[:31], NODE_ID, 0, bytes(16), b""],  # short key
         [1, b"\x07" * 8, KEY, NODE_ID, 8, bytes(16), b""],  # unknown flag
         [1, b"\x07" * 8, KEY, NODE_ID, 0, bytes(15), b""],  # short nonce
-        [2, b"\x07" * 8, KEY, NODE_ID, 0, bytes(64), "1.2.3.4", 0],  # port 0
-        [8, b"\x07" * 8, KEY, NODE_ID, 0, 9, "", ""],  # unknown store status
+        [2, b"\x07" * 8, KEY, NODE_ID, 0, bytes(64), "1.2.3.4", 0, b""],  # port 0
+        [2, b"\x07" * 8, KEY, NODE_ID, 0, bytes(64), "1.2.3.4", 1, bytes(15)],  # short token
+        [4, b"\x07" * 8, KEY, NODE_ID, 0, [], bytes(17)],  # long token
+        [7, b"\x07" * 8, KEY, NODE_ID, 0, NODE_ID, b"r", bytes(16), b""],  # token, no proof
+        [7, b"\x07" * 8, KEY, NODE_ID, 0, NODE_ID, b"r", b"", bytes(64)],  # proof, no token
+        [7, b"\x07" * 8, KEY, NODE_ID, 0, NODE_ID, b"r", bytes(16), bytes(63)],  # short proof
+        [8, b"\x07" * 8, KEY, NODE_ID, 0, 9, "", "", b"", b""],  # unknown store status
+        [8, b"\x07" * 8, KEY, NODE_ID, 0, 0, "", "", b"", bytes(65)],  # long receipt
         [9, b"\x07" * 8, KEY, NODE_ID, 0, 3],  # extension reply with a core code
         [5, b"\x07" * 8, KEY, NODE_ID, 0, NODE_ID, -1, b""],  # negative offset
         {"type": 1},
