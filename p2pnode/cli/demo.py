@@ -31,7 +31,7 @@ from p2pnode.app.demo_enumdns import query_gateway
 from p2pnode.app.demo_supernode import STUN_SERVERS, SupernodeDemo
 from p2pnode.cli.common import CliError
 from p2pnode.cli.records import format_payload
-from p2pnode.dht import DhtNode, StoreReply
+from p2pnode.dht import DhtConfig, DhtNode, StoreReply
 from p2pnode.directory.naptr import sip_directive
 from p2pnode.directory.trust import Ambiguous, Candidate, Resolution, Unverified, Verified
 from p2pnode.identity import Identity
@@ -81,11 +81,14 @@ def say(text: str = "") -> None:
 
 
 async def start_network(count: int) -> list[DhtNode]:
-    seed = DhtNode(Identity.generate())
+    # Rate limits are per source IP and every node here sends from 127.0.0.1: give that
+    # IP the budget of one host per node, or the nodes would throttle each other as one.
+    config = DhtConfig().sharing_ip(count)
+    seed = DhtNode(Identity.generate(), config=config)
     await seed.start()
     nodes = [seed]
     for _ in range(count - 1):
-        node = DhtNode(Identity.generate(), bootstrap=[seed.address])
+        node = DhtNode(Identity.generate(), bootstrap=[seed.address], config=config)
         await node.start()
         nodes.append(node)
     return nodes
