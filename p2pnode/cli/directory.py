@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import math
 import signal
 import time
@@ -49,6 +50,7 @@ from p2pnode.directory.verifiers import (
     DEFAULT_VALIDITY,
     MAX_VALIDITY,
     EndorsementToken,
+    RevocationTooShortError,
     TokenError,
     countersign,
     decode_token,
@@ -180,6 +182,10 @@ def _verifier(args: argparse.Namespace) -> Identity:
         raise CliError(str(error)) from None
 
 
+def _date(stamp: int) -> str:
+    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def _with_directory(
     args: argparse.Namespace, work: Callable[[Directory, DirectorySettings], Awaitable[T]]
 ) -> T:
@@ -235,6 +241,23 @@ def _add_network_arguments(parser: argparse.ArgumentParser, *, trust: bool = Tru
             action="append",
             metavar="VERIFIER_PEER_ID",
             help="trust this verifier's countersignatures (repeatable; adds to directory.toml)",
+        )
+
+
+def _add_days_argument(parser: argparse.ArgumentParser, action: str) -> None:
+    longest = MAX_VALIDITY // DAY
+    if action == "verify":
+        parser.add_argument(
+            "--days",
+            default=str(DEFAULT_VALIDITY // DAY),
+            help=f"how long the countersignature is valid (1-{longest}; "
+            f"default {DEFAULT_VALIDITY // DAY})",
+        )
+    else:
+        parser.add_argument(
+            "--days",
+            help=f"how long the revocation lasts (1-{longest}; default {longest}, the longest "
+            "any countersignature can be valid); refused if shorter than one it voids",
         )
 
 
@@ -439,14 +462,25 @@ def _name_verify(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace, kind: RecordKind, subject: str) -> int:
-    verifier = _verifier(args)
+    lifetime = None if args.days is None else _days(args) * DAY
     owner = _owner_key(args.owner)
+    verifier = _verifier(args)
 
     async def work(directory: Directory, _: DirectorySettings) -> int:
-        published = await directory.publish_revocation(verifier, kind, subject, owner)
+        try:
+            published = await directory.publish_revocation(
+                verifier, kind, subject, owner, lifetime=lifetime
+            )
+        except RevocationTooShortError as error:
+            days = math.ceil((error.needed_until - time.time()) / DAY)
+            raise CliError(
+                f"--days {args.days} is too short: an endorsement it voids (or the previous "
+                f"revocation) lasts until {_date(error.needed_until)}; give --days {days} or "
+                "more, or leave --days out"
+            ) from None
         print(
-            f"revoked your endorsement of {subject} for owner {fingerprint_for(owner)}; "
-            f"stored on {published.stored_on} nodes"
+            f"revoked your endorsements of {subject} for owner {fingerprint_for(owner)} "
+            f"until {_date(published.record.expires_at)}; stored on {published.stored_on} nodes"
         )
         return 0 if published.stored_on else 1
 
@@ -556,12 +590,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         sub = name_sub.add_parser(action, help=text)
         sub.add_argument("login")
         sub.add_argument("--owner", required=action == "revoke", metavar="PEER_ID")
-        sub.add_argument(
-            "--days",
-            default=str(DEFAULT_VALIDITY // DAY),
-            help=f"how long the countersignature is valid (1-{MAX_VALIDITY // DAY}; default "
-            f"{DEFAULT_VALIDITY // DAY})",
-        )
+        _add_days_argument(sub, action)
         _add_network_arguments(sub, trust=False)
         sub.set_defaults(func=handler)
 
@@ -612,12 +641,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         sub = enum_sub.add_parser(action, help=text)
         sub.add_argument("number")
         sub.add_argument("--owner", required=action == "revoke", metavar="PEER_ID")
-        sub.add_argument(
-            "--days",
-            default=str(DEFAULT_VALIDITY // DAY),
-            help=f"how long the countersignature is valid (1-{MAX_VALIDITY // DAY}; default "
-            f"{DEFAULT_VALIDITY // DAY})",
-        )
+        _add_days_argument(sub, action)
         sub.add_argument("--country", metavar="CC", help="default country for national numbers")
         _add_network_arguments(sub, trust=False)
         sub.set_defaults(func=handler)

@@ -6,8 +6,9 @@ node in production and in integration tests. Trust decisions stay in the pure
 Invariants:
 - Every network call is bounded by ``timeout``; a lookup that times out is a
   ``DirectoryTimeoutError``, never a silent "not found".
-- Revocations are read from the keys of *trusted* verifiers only, so their
-  number is bounded by the trust set, not by what peers publish.
+- Revocations are read only where a *trusted* verifier's endorsement on a
+  current claim points (``revocation_lookups``), so their number is bounded by
+  what trusted verifiers signed, not by what peers publish.
 - Publishing keeps the owner's existing endorsements unless told otherwise,
   and always uses a sequence number above the one the network holds.
 """
@@ -29,18 +30,27 @@ from p2pnode.directory.payloads import (
     EnumEntry,
     NameClaim,
     PayloadDecodeError,
-    Revocation,
     decode_enum_entry,
     decode_name_claim,
-    decode_revocation,
     encode_enum_entry,
     encode_name_claim,
     encode_revocation,
     revocation_subject,
 )
 from p2pnode.directory.tollfree import TollFreeTable
-from p2pnode.directory.trust import Resolution, Route, resolve_claims, route_number
-from p2pnode.directory.verifiers import add_endorsement, revoke
+from p2pnode.directory.trust import (
+    Resolution,
+    Route,
+    resolve_claims,
+    revocation_lookups,
+    route_number,
+)
+from p2pnode.directory.verifiers import (
+    add_endorsement,
+    claim_endorsements,
+    revocation_expiry,
+    revoke,
+)
 from p2pnode.identity import Identity
 from p2pnode.records import MAX_TTL_BY_KIND, RecordKind, SignedRecord, record_key, sign_record
 
@@ -133,13 +143,19 @@ class Directory:
     async def fetch(
         self, kind: RecordKind, subject: str
     ) -> tuple[list[SignedRecord], list[SignedRecord]]:
-        """Every claim under the subject's key, and trusted verifiers' revocations, in parallel."""
-        rsubject = revocation_subject(kind, subject)
-        keys = [record_key(kind, b"", subject)]
-        keys += [record_key(RecordKind.REVOCATION, v, rsubject) for v in sorted(self.trusted)]
+        """Every claim under the subject's key, then the revocations that can void them.
+
+        A revocation is read (in parallel) for each trusted verifier that endorsed a
+        current claim's owner: one more round trip, only when there is something to void.
+        """
+        records = await self._bounded_get(record_key(kind, b"", subject))
+        pairs = revocation_lookups(kind, subject, records, self.trusted, self._clock())
+        keys = [
+            record_key(RecordKind.REVOCATION, verifier, revocation_subject(kind, subject, owner))
+            for verifier, owner in pairs
+        ]
         results = await asyncio.gather(*(self._bounded_get(k) for k in keys))
-        revocations = [r for batch in results[1:] for r in batch]
-        return results[0], revocations
+        return records, [r for batch in results for r in batch]
 
     async def resolve(self, kind: RecordKind, subject: str) -> Resolution:
         records, revocations = await self.fetch(kind, subject)
@@ -226,32 +242,67 @@ class Directory:
         return Published(record, await self._bounded_put(record))
 
     async def publish_revocation(
-        self, verifier: Identity, kind: RecordKind, subject: str, owner: bytes
+        self,
+        verifier: Identity,
+        kind: RecordKind,
+        subject: str,
+        owner: bytes,
+        *,
+        lifetime: int | None = None,
     ) -> Published:
-        """The verifier withdraws its endorsement of ``owner`` for ``subject``."""
-        rsubject = revocation_subject(kind, subject)
+        """The verifier withdraws its endorsements of ``owner`` for ``subject``.
+
+        The record outlives what it voids (``revocation_expiry``): ``MAX_VALIDITY`` by
+        default; a shorter ``lifetime`` is refused (``RevocationTooShortError``) if
+        the owner's claim carries a longer-lived endorsement of ours, or if the
+        version it replaces would have lasted longer.
+        """
+        rsubject = revocation_subject(kind, subject, owner)
         key = record_key(RecordKind.REVOCATION, verifier.public_key, rsubject)
-        held = [
+        held, claims = await asyncio.gather(
+            self._bounded_get(key), self._bounded_get(record_key(kind, b"", subject))
+        )
+        mine = [
             r
-            for r in await self._bounded_get(key)
-            if r.owner == verifier.public_key and r.kind == RecordKind.REVOCATION
+            for r in held
+            if r.owner == verifier.public_key
+            and r.kind == RecordKind.REVOCATION
+            and r.subject == rsubject
         ]
-        previous = max(held, key=lambda r: r.seq, default=None)
-        merged: Revocation | None = None
-        if previous is not None:
-            try:
-                merged = decode_revocation(previous.payload)
-            except PayloadDecodeError:
-                merged = None
+        previous = max(mine, key=lambda r: r.seq, default=None)
         now = self._clock()
-        payload = revoke(merged, kind, subject, owner, now=now)
+        voided_until = max(
+            (
+                e.expires_at
+                for r in claims
+                if r.kind == kind and r.subject == subject and r.owner == owner
+                for e in _endorsements_or_none(r)
+                if e.verifier == verifier.public_key
+                and e.issued_at <= now
+                and e.valid_for(kind, subject, owner)
+            ),
+            default=0,
+        )
+        expires_at = revocation_expiry(
+            now,
+            lifetime=lifetime,
+            previous_expires_at=previous.expires_at if previous is not None else 0,
+            voided_until=voided_until,
+        )
         record = sign_record(
             verifier,
             RecordKind.REVOCATION,
             rsubject,
-            encode_revocation(payload),
+            encode_revocation(revoke(kind, subject, owner, now=now)),
             seq=self._next_seq(previous),
             now=now,
-            ttl=MAX_TTL_BY_KIND[RecordKind.REVOCATION],
+            ttl=expires_at - int(now),
         )
         return Published(record, await self._bounded_put(record))
+
+
+def _endorsements_or_none(record: SignedRecord) -> tuple[Endorsement, ...]:
+    try:
+        return claim_endorsements(record)
+    except PayloadDecodeError:
+        return ()

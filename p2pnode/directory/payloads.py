@@ -10,6 +10,9 @@ Invariants:
   expiry) and never the routes: the owner may change routes without
   re-verification, and a signature lifted onto another owner or another
   number fails to verify.
+- A REVOCATION voids one verifier's endorsements of ONE owner for one subject,
+  and lives under its own key (``revocation_subject``): revoking an owner never
+  pushes another owner's revocation out of a bounded list.
 """
 
 from __future__ import annotations
@@ -19,21 +22,19 @@ from dataclasses import dataclass
 import msgpack
 
 from p2pnode.directory.naptr import NaptrDirective, NaptrError
-from p2pnode.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, verify_signature
+from p2pnode.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, peer_id_for, verify_signature
 from p2pnode.records import RecordKind
 
 __all__ = [
     "ENDORSABLE_KINDS",
     "MAX_DIRECTIVES",
     "MAX_ENDORSEMENTS",
-    "MAX_REVOKED_OWNERS",
     "PAYLOAD_VERSION",
     "Endorsement",
     "EnumEntry",
     "NameClaim",
     "PayloadDecodeError",
     "Revocation",
-    "RevokedOwner",
     "decode_enum_entry",
     "decode_name_claim",
     "decode_revocation",
@@ -47,7 +48,6 @@ __all__ = [
 PAYLOAD_VERSION = 1
 MAX_DIRECTIVES = 8  # more NAPTR rules than any PBX tries; keeps a record under 1200 bytes
 MAX_ENDORSEMENTS = 4  # verifiers a record can carry at once
-MAX_REVOKED_OWNERS = 16  # owners one verifier's revocation record can list per subject
 MAX_TIMESTAMP = 2**40
 ENDORSABLE_KINDS = frozenset({RecordKind.NAME_CLAIM, RecordKind.ENUM_ENTRY})
 _ENDORSE_CONTEXT = b"p2pnode-endorse-v1\x00"
@@ -99,23 +99,23 @@ class EnumEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class RevokedOwner:
-    owner: bytes
-    revoked_at: int  # endorsements issued at or before this are void
-
-
-@dataclass(frozen=True, slots=True)
 class Revocation:
-    """REVOCATION payload, owned by the verifier: endorsements of ``subject`` it withdraws."""
+    """REVOCATION payload, owned by the verifier: it withdraws its endorsements of ``owner``
+    for ``subject`` issued at or before ``revoked_at`` (a later endorsement restores)."""
 
     kind: RecordKind
     subject: str
-    owners: tuple[RevokedOwner, ...]
+    owner: bytes
+    revoked_at: int
 
 
-def revocation_subject(kind: RecordKind, subject: str) -> str:
-    """The subject of a verifier's revocation record for one claimed login or number."""
-    return f"revoke/{int(kind)}/{subject}"
+def revocation_subject(kind: RecordKind, subject: str, owner: bytes) -> str:
+    """The subject of a verifier's revocation record for one owner of one login or number.
+
+    One record per (verifier, subject, owner): a resolver reads it only for an owner whose
+    claim carries that (trusted) verifier's endorsement.
+    """
+    return f"revoke/{int(kind)}/{subject}/{peer_id_for(owner)}"
 
 
 def _pack(value: object) -> bytes:
@@ -251,30 +251,29 @@ def decode_enum_entry(data: bytes) -> EnumEntry:
 
 
 def encode_revocation(revocation: Revocation) -> bytes:
-    if len(revocation.owners) > MAX_REVOKED_OWNERS:
-        raise ValueError(f"at most {MAX_REVOKED_OWNERS} revoked owners per record")
-    owners = [[o.owner, o.revoked_at] for o in revocation.owners]
-    return _pack([PAYLOAD_VERSION, int(revocation.kind), revocation.subject, owners])
+    if len(revocation.owner) != PUBLIC_KEY_BYTES:
+        raise ValueError("the revoked owner is a 32-byte public key")
+    return _pack(
+        [
+            PAYLOAD_VERSION,
+            int(revocation.kind),
+            revocation.subject,
+            revocation.owner,
+            revocation.revoked_at,
+        ]
+    )
 
 
 def decode_revocation(data: bytes) -> Revocation:
     fields = _unpack(data)
-    if len(fields) != 4:
-        raise PayloadDecodeError("a revocation has 4 fields")
+    if len(fields) != 5:
+        raise PayloadDecodeError("a revocation has 5 fields")
     kind_value = _int(fields[1], "kind", 255)
     if kind_value not in {int(k) for k in ENDORSABLE_KINDS}:
         raise PayloadDecodeError(f"kind {kind_value} cannot be revoked")
-    owners: list[RevokedOwner] = []
-    for item in _list(fields[3], "owners", MAX_REVOKED_OWNERS):
-        parts = _list(item, "owner", 2)
-        if len(parts) != 2:
-            raise PayloadDecodeError("a revoked owner has 2 fields")
-        owners.append(
-            RevokedOwner(
-                owner=_bytes(parts[0], "owner", PUBLIC_KEY_BYTES),
-                revoked_at=_int(parts[1], "revoked_at", MAX_TIMESTAMP),
-            )
-        )
     return Revocation(
-        kind=RecordKind(kind_value), subject=_str(fields[2], "subject"), owners=tuple(owners)
+        kind=RecordKind(kind_value),
+        subject=_str(fields[2], "subject"),
+        owner=_bytes(fields[3], "owner", PUBLIC_KEY_BYTES),
+        revoked_at=_int(fields[4], "revoked_at", MAX_TIMESTAMP),
     )

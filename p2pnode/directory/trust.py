@@ -10,7 +10,10 @@ Rules (issue 5; improving on ENUMER where it was weak):
 2. A claim is VERIFIED when it carries an endorsement from a trusted verifier
    that verifies for (kind, subject, this record's owner), is inside its
    validity window, and is not revoked by that verifier (a revocation voids
-   endorsements issued at or before its ``revoked_at``).
+   its endorsements of that owner issued at or before its ``revoked_at``).
+   Revocations live one per (verifier, subject, owner); ``revocation_lookups``
+   names the ones a resolver must read, and only trusted verifiers' valid
+   endorsements name any, so peers cannot make a resolver read more.
 3. Exactly one verified owner wins, whatever squatters sit beside it. Several
    verified owners (trusted verifiers disagree) are reported as a conflict.
 4. Without a verified claim: one claim resolves as UNVERIFIED with the owner's
@@ -48,6 +51,7 @@ __all__ = [
     "Unverified",
     "Verified",
     "resolve_claims",
+    "revocation_lookups",
     "revocations_for",
     "route_number",
 ]
@@ -107,26 +111,27 @@ def revocations_for(
     now: float,
 ) -> dict[tuple[bytes, bytes], int]:
     """(verifier, owner) -> revoked_at, from valid revocation records of trusted verifiers."""
-    wanted_subject = revocation_subject(kind, subject)
     revoked: dict[tuple[bytes, bytes], int] = {}
     for record in records:
         if (
             record.kind != RecordKind.REVOCATION
             or record.owner not in trusted
-            or record.subject != wanted_subject
             or record.expires_at <= now
-            or not signature_valid(record)
         ):
             continue
         try:
             revocation = decode_revocation(record.payload)
         except PayloadDecodeError:
             continue
-        if revocation.kind != kind or revocation.subject != subject:
+        if (
+            revocation.kind != kind
+            or revocation.subject != subject
+            or record.subject != revocation_subject(kind, subject, revocation.owner)
+            or not signature_valid(record)
+        ):
             continue
-        for entry in revocation.owners:
-            key = (record.owner, entry.owner)
-            revoked[key] = max(revoked.get(key, 0), entry.revoked_at)
+        key = (record.owner, revocation.owner)
+        revoked[key] = max(revoked.get(key, 0), revocation.revoked_at)
     return revoked
 
 
@@ -153,6 +158,19 @@ def _trusted_endorsements(
     return good
 
 
+def _decode_claim(
+    kind: RecordKind, record: SignedRecord
+) -> tuple[tuple[NaptrDirective, ...], tuple[Endorsement, ...]] | None:
+    """A claim's directives (none for logins) and endorsements; ``None`` if it does not decode."""
+    try:
+        if kind == RecordKind.ENUM_ENTRY:
+            entry = decode_enum_entry(record.payload)
+            return entry.directives, entry.endorsements
+        return (), decode_name_claim(record.payload).endorsements
+    except PayloadDecodeError:
+        return None
+
+
 def _candidate(
     kind: RecordKind,
     record: SignedRecord,
@@ -160,15 +178,10 @@ def _candidate(
     revoked: dict[tuple[bytes, bytes], int],
     now: float,
 ) -> Candidate | None:
-    directives: tuple[NaptrDirective, ...] = ()
-    try:
-        if kind == RecordKind.ENUM_ENTRY:
-            entry = decode_enum_entry(record.payload)
-            directives, endorsements = entry.directives, entry.endorsements
-        else:
-            endorsements = decode_name_claim(record.payload).endorsements
-    except PayloadDecodeError:
+    decoded = _decode_claim(kind, record)
+    if decoded is None:
         return None
+    directives, endorsements = decoded
     good = _trusted_endorsements(kind, record, endorsements, trusted, revoked, now)
     return Candidate(
         owner=record.owner,
@@ -181,18 +194,12 @@ def _candidate(
     )
 
 
-def resolve_claims(
-    kind: RecordKind,
-    subject: str,
-    records: Iterable[SignedRecord],
-    revocation_records: Iterable[SignedRecord],
-    trusted: frozenset[bytes],
-    now: float,
-) -> Resolution:
-    """Apply rules 1-4 to every claim found for ``subject``."""
+def _current_claims(
+    kind: RecordKind, subject: str, records: Iterable[SignedRecord], now: float
+) -> list[SignedRecord]:
+    """Rule 1: per owner the newest valid record, at most ``MAX_CANDIDATES`` owners."""
     if kind not in ENDORSABLE_KINDS:
         raise ValueError(f"{kind.name} is not a claim kind")
-    revoked = revocations_for(kind, subject, revocation_records, trusted, now)
     newest: dict[bytes, SignedRecord] = {}
     for record in records:
         if record.kind != kind or record.subject != subject or record.expires_at <= now:
@@ -205,8 +212,47 @@ def resolve_claims(
         if not signature_valid(record):
             continue  # rule 1: unsigned or forged
         newest[record.owner] = record
+    return list(newest.values())
+
+
+def revocation_lookups(
+    kind: RecordKind,
+    subject: str,
+    records: Iterable[SignedRecord],
+    trusted: frozenset[bytes],
+    now: float,
+) -> tuple[tuple[bytes, bytes], ...]:
+    """The (verifier, owner) pairs whose revocation record decides ``resolve_claims``.
+
+    One per trusted endorsement that would count were it not revoked (rule 2
+    without revocations). Only a trusted verifier's signature creates a pair, so
+    squatters cannot make a resolver read more revocation keys; at most
+    ``MAX_CANDIDATES`` x ``MAX_ENDORSEMENTS`` pairs.
+    """
+    pairs: set[tuple[bytes, bytes]] = set()
+    for record in _current_claims(kind, subject, records, now):
+        decoded = _decode_claim(kind, record)
+        if decoded is None:
+            continue
+        for endorsement in _trusted_endorsements(kind, record, decoded[1], trusted, {}, now):
+            pairs.add((endorsement.verifier, record.owner))
+    return tuple(sorted(pairs))
+
+
+def resolve_claims(
+    kind: RecordKind,
+    subject: str,
+    records: Iterable[SignedRecord],
+    revocation_records: Iterable[SignedRecord],
+    trusted: frozenset[bytes],
+    now: float,
+) -> Resolution:
+    """Apply rules 1-4 to every claim found for ``subject``."""
+    revoked = revocations_for(kind, subject, revocation_records, trusted, now)
     candidates = [
-        c for r in newest.values() if (c := _candidate(kind, r, trusted, revoked, now)) is not None
+        c
+        for r in _current_claims(kind, subject, records, now)
+        if (c := _candidate(kind, r, trusted, revoked, now)) is not None
     ]
     candidates.sort(key=lambda c: (not c.verified_by, c.peer_id))
     verified = [c for c in candidates if c.verified_by]

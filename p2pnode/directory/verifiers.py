@@ -5,9 +5,15 @@ Invariants:
 - A countersignature (``Endorsement``) binds kind, subject, the claimant's
   OWNER KEY and a validity window; it travels to the owner as a printable
   token and the owner puts it in their next record version.
-- A revocation is the verifier's own REVOCATION record (key derived from the
-  verifier and the subject), so a resolver that trusts the verifier knows
-  exactly where to look; it lists bounded (owner, revoked_at) pairs.
+- A revocation is the verifier's own REVOCATION record, one per revoked owner
+  (key derived from the verifier, the subject and the owner), so a resolver
+  that trusts the verifier knows exactly where to look, and no bound on a list
+  ever makes an older revocation fall off.
+- A revocation outlives every endorsement it voids: by default it lives
+  ``MAX_VALIDITY`` (the longest any endorsement issued before it can still be
+  valid), a new version never expires before the one it replaces, and a
+  shorter requested lifetime that would let a known endorsement revive is
+  refused (``RevocationTooShortError``).
 """
 
 from __future__ import annotations
@@ -22,11 +28,9 @@ from p2pnode.directory.naptr import NaptrDirective
 from p2pnode.directory.payloads import (
     ENDORSABLE_KINDS,
     MAX_ENDORSEMENTS,
-    MAX_REVOKED_OWNERS,
     Endorsement,
     PayloadDecodeError,
     Revocation,
-    RevokedOwner,
     decode_enum_entry,
     decode_name_claim,
     endorsement_message,
@@ -46,6 +50,7 @@ __all__ = [
     "TOKEN_PREFIX",
     "ClaimView",
     "EndorsementToken",
+    "RevocationTooShortError",
     "TokenError",
     "add_endorsement",
     "claim_endorsements",
@@ -53,6 +58,7 @@ __all__ = [
     "decode_token",
     "encode_token",
     "inspect_claim",
+    "revocation_expiry",
     "revoke",
 ]
 
@@ -64,6 +70,18 @@ _MAX_TOKEN_CHARS = 600
 
 class TokenError(ValueError):
     """Text that is not an endorsement token."""
+
+
+class RevocationTooShortError(ValueError):
+    """A requested revocation lifetime would let a voided endorsement revive."""
+
+    def __init__(self, requested_until: int, needed_until: int) -> None:
+        super().__init__(
+            f"the revocation would expire at {requested_until}, before {needed_until}, "
+            "when the endorsements it voids (or its previous version) run out"
+        )
+        self.requested_until = requested_until
+        self.needed_until = needed_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,16 +158,41 @@ def add_endorsement(existing: tuple[Endorsement, ...], new: Endorsement) -> tupl
     return tuple(kept[:MAX_ENDORSEMENTS])
 
 
-def revoke(
-    previous: Revocation | None, kind: RecordKind, subject: str, owner: bytes, *, now: float
-) -> Revocation:
-    """The verifier's next revocation payload for ``subject``, now also voiding ``owner``."""
-    if previous is not None and (previous.kind != kind or previous.subject != subject):
-        raise ValueError("the previous revocation is for another subject")
-    owners = [o for o in (previous.owners if previous else ()) if o.owner != owner]
-    owners.append(RevokedOwner(owner=owner, revoked_at=int(now)))
-    owners.sort(key=lambda o: o.revoked_at, reverse=True)
-    return Revocation(kind=kind, subject=subject, owners=tuple(owners[:MAX_REVOKED_OWNERS]))
+def revoke(kind: RecordKind, subject: str, owner: bytes, *, now: float) -> Revocation:
+    """The verifier's revocation payload voiding its endorsements of ``owner`` issued by now."""
+    if kind not in ENDORSABLE_KINDS:
+        raise ValueError(f"{kind.name} records are not endorsed")
+    if len(owner) != PUBLIC_KEY_BYTES:
+        raise ValueError("owner must be a 32-byte public key")
+    return Revocation(kind=kind, subject=subject, owner=owner, revoked_at=int(now))
+
+
+def revocation_expiry(
+    now: float,
+    *,
+    lifetime: int | None = None,
+    previous_expires_at: int = 0,
+    voided_until: int = 0,
+) -> int:
+    """When the next revocation record of one (verifier, subject, owner) expires.
+
+    It must outlive what it voids: the known endorsements it voids (``voided_until``,
+    their latest expiry) and the version it replaces (``previous_expires_at``: a
+    new version replaces the old one on every node). Without ``lifetime`` it
+    lives ``MAX_VALIDITY``, which outlives any endorsement issued up to ``now``
+    (even a token the owner has not published yet) and so everything it voids.
+    A ``lifetime`` that would expire sooner than needed raises
+    ``RevocationTooShortError``.
+    """
+    if lifetime is not None and not 0 < lifetime <= MAX_VALIDITY:
+        raise ValueError(f"a revocation lives 1-{MAX_VALIDITY} seconds")
+    start = int(now)
+    if lifetime is None:
+        return start + MAX_VALIDITY
+    needed = max(previous_expires_at, voided_until)
+    if start + lifetime < needed:
+        raise RevocationTooShortError(start + lifetime, needed)
+    return start + lifetime
 
 
 @dataclass(frozen=True, slots=True)

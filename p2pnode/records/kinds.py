@@ -50,7 +50,9 @@ MAX_TTL_BY_KIND: dict[RecordKind, int] = {
     RecordKind.NAME_CLAIM: 30 * _DAY,
     RecordKind.RELAY_ADVERT: _DAY,
     RecordKind.ENUM_ENTRY: 30 * _DAY,
-    RecordKind.REVOCATION: 365 * _DAY,
+    # as long as the longest endorsement it may void (directory.verifiers.MAX_VALIDITY),
+    # so a revoked endorsement never revives because its revocation expired first
+    RecordKind.REVOCATION: 2 * 365 * _DAY,
 }
 
 

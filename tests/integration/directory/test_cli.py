@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import re
 import signal
 import subprocess
@@ -170,18 +171,12 @@ def test_publish_verify_lookup_revoke(tmp_path: Path, capsys: pytest.CaptureFixt
 
         _gateway_answers(seed, verifier_id.group(1), tmp_path)  # a real process, asked by dig
 
-        code, out, _ = run(
-            capsys,
-            "enum",
-            "revoke",
-            "+18009359935",
-            "--owner",
-            owner_id,
-            "--home",
-            str(verifier_home),
-            *net,
-        )
-        assert code == 0 and "revoked" in out
+        revoke = ("enum", "revoke", "+18009359935", "--owner", owner_id)
+        code, out, err = run(capsys, *revoke, "--days", "30", "--home", str(verifier_home), *net)
+        assert code == 2 and not out and "--days 30 is too short" in err and "--days 365" in err
+        code, out, _ = run(capsys, *revoke, "--home", str(verifier_home), *net)
+        expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=730)
+        assert code == 0 and "revoked" in out and f"until {expires:%Y-%m-%d}" in out
         code, _, err = run(
             capsys, "enum", "lookup", "+18009359935", *net, *trust, "--home", str(tmp_path)
         )
@@ -272,6 +267,8 @@ PEER = Identity.generate(bytes(32)).peer_id
         (["name", "verify", "alice", "--owner", PEER, "--days", "-3"], "--days"),
         (["name", "verify", "alice", "--owner", PEER, "--days", "a year"], "--days"),
         (["name", "verify", "alice", "--owner", "nobody"], "--owner"),
+        (["name", "revoke", "alice", "--owner", PEER, "--days", "0"], "--days"),
+        (["enum", "revoke", "+18009359935", "--owner", PEER, "--days", "731"], "--days"),
         (["enum", "lookup", "800 935 9935", "--country", "ZZ"], "--country"),
         (["enum", "verify", "+18009359935"], "no verifier identity"),
         (["enum-dns", "--listen", ":0", "--rate-limit", "-1"], "--rate-limit"),

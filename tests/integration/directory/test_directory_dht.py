@@ -15,7 +15,7 @@ from p2pnode.directory.lookup import DhtNetwork, Directory
 from p2pnode.directory.naptr import sip_directive
 from p2pnode.directory.tollfree import parse_tollfree
 from p2pnode.directory.trust import Ambiguous, NotFound, Unverified, Verified
-from p2pnode.directory.verifiers import countersign
+from p2pnode.directory.verifiers import MAX_VALIDITY, RevocationTooShortError, countersign
 from p2pnode.gateways.enumdns import EnumDnsCore, EnumDnsServer, GatewayConfig, RouteCache
 from p2pnode.identity import Identity
 from p2pnode.records import RecordKind
@@ -111,10 +111,18 @@ async def _scenario(with_dns: bool) -> None:
         if with_dns:
             await _dns_checks(third)
 
-        # the verifier revokes: the owner's claim falls back to unverified
-        await at_verifier.publish_revocation(
+        # the verifier revokes: the owner's claim falls back to unverified. A revocation
+        # that would expire before the (365-day) endorsement it voids is refused; the
+        # default one outlives any endorsement and the DHT nodes take it.
+        with pytest.raises(RevocationTooShortError):
+            await at_verifier.publish_revocation(
+                verifier, RecordKind.ENUM_ENTRY, NUMBER, owner.public_key, lifetime=30 * 86400
+            )
+        revoked = await at_verifier.publish_revocation(
             verifier, RecordKind.ENUM_ENTRY, NUMBER, owner.public_key
         )
+        assert revoked.stored_on >= 1
+        assert revoked.record.expires_at - revoked.record.issued_at == MAX_VALIDITY
         result = await third.resolve(RecordKind.ENUM_ENTRY, NUMBER)
         assert isinstance(result, Ambiguous) and not result.conflict
 

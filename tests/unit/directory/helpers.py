@@ -7,7 +7,6 @@ from p2pnode.directory.payloads import (
     Endorsement,
     EnumEntry,
     NameClaim,
-    Revocation,
     encode_enum_entry,
     encode_name_claim,
     encode_revocation,
@@ -75,16 +74,16 @@ def revocation_record(
     kind: RecordKind = RecordKind.ENUM_ENTRY,
     *,
     now: float = NOW,
-    previous: Revocation | None = None,
     seq: int = 1,
+    ttl: int = 30 * DAY,
 ) -> SignedRecord:
-    payload = revoke(previous, kind, subject, owner.public_key, now=now)
+    payload = revoke(kind, subject, owner.public_key, now=now)
     return sign_record(
         verifier,
         RecordKind.REVOCATION,
-        revocation_subject(kind, subject),
+        revocation_subject(kind, subject, owner.public_key),
         encode_revocation(payload),
         seq=seq,
         now=now,
-        ttl=30 * DAY,
+        ttl=ttl,
     )

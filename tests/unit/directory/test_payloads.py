@@ -16,7 +16,6 @@ from p2pnode.directory.payloads import (
     NameClaim,
     PayloadDecodeError,
     Revocation,
-    RevokedOwner,
     decode_enum_entry,
     decode_name_claim,
     decode_revocation,
@@ -54,8 +53,18 @@ def test_enum_entry_round_trip_is_canonical() -> None:
 def test_name_claim_and_revocation_round_trip() -> None:
     claim = NameClaim((endorse(identity(2), identity(1), "alice", RecordKind.NAME_CLAIM),))
     assert decode_name_claim(encode_name_claim(claim)) == claim
-    revocation = Revocation(RecordKind.ENUM_ENTRY, NUMBER, (RevokedOwner(b"\x01" * 32, 5),))
-    assert decode_revocation(encode_revocation(revocation)) == revocation
+    revocation = Revocation(RecordKind.ENUM_ENTRY, NUMBER, b"\x01" * 32, 5)
+    data = encode_revocation(revocation)
+    assert decode_revocation(data) == revocation
+    assert encode_revocation(decode_revocation(data)) == data
+    # one owner per revocation record: the old list form is no revocation
+    for bad in (
+        [1, int(RecordKind.ENUM_ENTRY), NUMBER, [[b"\x01" * 32, 5]]],
+        [1, int(RecordKind.REVOCATION), NUMBER, b"\x01" * 32, 5],
+        [1, int(RecordKind.ENUM_ENTRY), NUMBER, b"\x01" * 31, 5],
+    ):
+        with pytest.raises(PayloadDecodeError):
+            decode_revocation(msgpack.packb(bad, use_bin_type=True))
 
 
 @pytest.mark.parametrize(

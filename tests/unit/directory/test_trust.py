@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from p2pnode.directory.naptr import parse_enumer_directive, sip_directive
 from p2pnode.directory.tollfree import TollFreeTable, parse_tollfree
 from p2pnode.directory.trust import (
@@ -12,9 +14,15 @@ from p2pnode.directory.trust import (
     Unverified,
     Verified,
     resolve_claims,
+    revocation_lookups,
     route_number,
 )
-from p2pnode.records import RecordKind
+from p2pnode.directory.verifiers import (
+    MAX_VALIDITY,
+    RevocationTooShortError,
+    revocation_expiry,
+)
+from p2pnode.records import MAX_TTL_BY_KIND, Accepted, RecordKind, accept
 
 from .helpers import (
     DAY,
@@ -114,6 +122,67 @@ def test_revoked_endorsement_fails_and_reendorsement_restores() -> None:
     # the verifier endorses again after revoking
     again = enum_record(OWNER, endorsements=(endorse(VERIFIER, OWNER, now=NOW),), seq=2)
     assert isinstance(resolve([again], [revoked]), Verified)
+
+
+def test_a_revocation_voids_one_owner_only_under_its_own_subject() -> None:
+    record = enum_record(OWNER, endorsements=(endorse(VERIFIER, OWNER, now=NOW - 100),))
+    revoked = revocation_record(VERIFIER, OWNER, now=NOW - 10)
+    # the owner's revocation filed under another owner's subject is ignored
+    misfiled = replace(revoked, subject=revocation_record(VERIFIER, SQUATTER).subject)
+    assert isinstance(resolve([record], [misfiled]), Verified)
+    assert isinstance(resolve([record], [revoked]), Unverified)
+
+
+def test_revoking_many_owners_never_revives_an_earlier_one() -> None:
+    """Revocations live one per owner: the 1st stays in force after 40 more (a bounded list
+    used to keep the 16 newest and silently revive the rest)."""
+    owners = [identity(n) for n in range(10, 51)]
+    claims = [
+        enum_record(o, endorsements=(endorse(VERIFIER, o, now=NOW - 100),), seq=1) for o in owners
+    ]
+    revocations = [revocation_record(VERIFIER, o, now=NOW - 50 + n) for n, o in enumerate(owners)]
+    for claim in claims:
+        assert isinstance(resolve([claim], revocations), Unverified)
+
+
+def test_revocation_lookups_follow_trusted_endorsements_only() -> None:
+    endorsed = enum_record(OWNER, endorsements=(endorse(VERIFIER, OWNER, now=NOW - 100),))
+    rogue = enum_record(SQUATTER, endorsements=(endorse(ROGUE, SQUATTER),))
+    lifted = enum_record(ROGUE, endorsements=(endorse(VERIFIER, OWNER),))  # another owner's
+    pairs = revocation_lookups(ENUM, NUMBER, [endorsed, rogue, lifted], TRUSTED, NOW)
+    assert pairs == ((VERIFIER.public_key, OWNER.public_key),)
+    expired = enum_record(OWNER, endorsements=(endorse(VERIFIER, OWNER, validity=DAY),))
+    assert revocation_lookups(ENUM, NUMBER, [expired], TRUSTED, NOW + DAY) == ()
+
+
+def test_a_revocation_outlives_the_longest_endorsement() -> None:
+    """A revocation made with the default lifetime is still in force on the last day of a
+    730-day endorsement, and the DHT's accept() takes a record that long."""
+    assert MAX_TTL_BY_KIND[RecordKind.REVOCATION] >= MAX_VALIDITY
+    longest = endorse(VERIFIER, OWNER, now=NOW - 100, validity=MAX_VALIDITY)
+    expires_at = revocation_expiry(NOW)
+    assert expires_at >= longest.expires_at
+    revoked = revocation_record(VERIFIER, OWNER, now=NOW, ttl=expires_at - int(NOW))
+    assert isinstance(accept(revoked, None, revoked.key, NOW), Accepted)
+    last_day = longest.expires_at - DAY
+    # the owner kept republishing the claim with the revoked endorsement in it
+    fresh = enum_record(OWNER, endorsements=(longest,), now=last_day - DAY, ttl=30 * DAY)
+    assert isinstance(resolve([fresh], [revoked], now=last_day), Unverified)
+    assert isinstance(resolve([fresh], [], now=last_day), Verified)
+
+
+def test_revocation_expiry_refuses_to_let_an_endorsement_revive() -> None:
+    assert revocation_expiry(NOW) == int(NOW) + MAX_VALIDITY
+    assert revocation_expiry(NOW, lifetime=DAY, voided_until=int(NOW) + DAY) == int(NOW) + DAY
+    with pytest.raises(RevocationTooShortError) as short:
+        revocation_expiry(NOW, lifetime=DAY, voided_until=int(NOW) + 30 * DAY)
+    assert short.value.needed_until == int(NOW) + 30 * DAY
+    # a new version replaces the old one everywhere: it may not expire sooner
+    with pytest.raises(RevocationTooShortError):
+        revocation_expiry(NOW, lifetime=DAY, previous_expires_at=int(NOW) + 400 * DAY)
+    for bad in (0, -1, MAX_VALIDITY + 1):
+        with pytest.raises(ValueError, match="revocation lives"):
+            revocation_expiry(NOW, lifetime=bad)
 
 
 def test_expired_endorsement_and_expired_record() -> None:
