@@ -42,6 +42,10 @@ TCP_WRITE_LIMIT = 256 * 1024  # queued bytes per TCP client before we drop (medi
 READ_BATCH = 64  # datagrams read per wake-up before yielding to the loop
 SOCKET_BUFFER = 4 * 1024 * 1024
 
+# Hot-path constants: an enum member read through its class costs a metaclass lookup.
+_UDP = Transport.UDP
+_new_tuple = tuple.__new__
+
 
 @dataclass(frozen=True)
 class ServiceAddresses:
@@ -240,23 +244,30 @@ class RelayService:
         return self._loop.time() if self._loop is not None else 0.0
 
     def _on_listener(self, sock: socket.socket, local: Address) -> None:
-        """A client listener is readable: drain a bounded batch of datagrams."""
+        """A client listener is readable: drain a bounded batch of datagrams.
+
+        Per-packet cost matters here (see docs/relay.md, "Throughput"): bound methods
+        and the UDP member are looked up once per batch, and the 5-tuple is built with
+        ``tuple.__new__`` (the NamedTuple's own ``__new__`` is a Python-level call).
+        """
         server = self._server
         now = self._time()
-        relays = self._relays
+        receive = sock.recvfrom
+        channel_data = server.channel_data_from_client
+        relays_get = self._relays.get
         first_byte_max = server.channel_first_byte_max
         for _ in range(READ_BATCH):
             try:
-                data, source = sock.recvfrom(65536)
+                data, source = receive(65536)
             except OSError:  # BlockingIOError when drained; ICMP-induced errors too
                 return
             # IPv4 gives (ip, port) already; IPv6 gives a 4-tuple.
             client = source if len(source) == 2 else (source[0], source[1])
-            five_tuple = FiveTuple(Transport.UDP, client, local)
+            five_tuple = _new_tuple(FiveTuple, (_UDP, client, local))
             if data and 64 <= data[0] <= first_byte_max:
-                relayed = server.channel_data_from_client(five_tuple, data, now)
+                relayed = channel_data(five_tuple, data, now)
                 if relayed is not None:
-                    relay_socket = relays.get(relayed[0])
+                    relay_socket = relays_get(relayed[0])
                     if relay_socket is not None:
                         try:
                             relay_socket.sendto(relayed[2], relayed[1])
@@ -267,24 +278,25 @@ class RelayService:
 
     def _on_relay(self, sock: socket.socket, relayed: Address) -> None:
         """A relayed socket is readable: forward a bounded batch from peers to the client."""
-        server = self._server
-        listeners = self._listeners
         now = self._time()
+        receive = sock.recvfrom
+        from_peer = self._server.from_peer
+        listeners_get = self._listeners.get
         for _ in range(READ_BATCH):
             try:
-                data, source = sock.recvfrom(65536)
+                data, source = receive(65536)
             except OSError:
                 return
             peer = source if len(source) == 2 else (source[0], source[1])
-            forwarded = server.from_peer(relayed, data, peer, now)
+            forwarded = from_peer(relayed, data, peer, now)
             if forwarded is None:
                 continue
             five_tuple, out = forwarded
-            if five_tuple.transport is Transport.UDP:  # inlined _send_client: the hot case
-                listener = listeners.get(five_tuple.server)
+            if five_tuple[0] is _UDP:  # inlined _send_client: the hot case
+                listener = listeners_get(five_tuple[2])
                 if listener is not None:
                     try:
-                        listener.sendto(out, five_tuple.client)
+                        listener.sendto(out, five_tuple[1])
                     except OSError:
                         self.send_errors += 1
             else:
