@@ -10,14 +10,15 @@ Invariants: the identity comes from the node's home (created only by
 home as JSON (``dht-contacts.json``) and reloaded on the next start, so a
 restarted node keeps both its identity (hence node id) and its neighbours.
 The supernode role is never taken without a reachability verdict (measured
-against STUN servers with dial-back, or asserted by the operator), and an
+against STUN servers with dial-back, given by the operator and/or advertised
+by supernodes found in the DHT, or asserted by the operator), and an
 operator's opt-out is final for the process.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,15 @@ from p2pnode.app.supernode import (
     Verdict,
     VerdictSource,
     fixed_verdict,
+    learned_stun_verdicts,
     stun_verdicts,
 )
-from p2pnode.connectivity.relays import RELAY_BUCKETS, RelayCandidate, RelayFinder
+from p2pnode.connectivity.relays import (
+    RELAY_BUCKETS,
+    RelayCandidate,
+    RelayFinder,
+    SelectorConfig,
+)
 from p2pnode.dht import Address, BootstrapResult, DhtConfig, DhtNode, TableHealth
 from p2pnode.identity import Identity
 from p2pnode.records import SignedRecord
@@ -60,11 +67,15 @@ class RoleOptions:
     stun_alt_ip: str | None = None  # ... and RFC 5780 discovery with this second IP
     find_relays: bool = False  # find supernodes in the DHT, health-check them, keep two
 
-    def verdicts(self) -> VerdictSource:
+    def verdicts(self, learned: Callable[[], Sequence[Address]] | None = None) -> VerdictSource:
+        """How reachability is judged: ``--public``, else dial-back checks against the
+        given servers plus, with ``learned``, those supernodes advertise in the DHT."""
         if self.public_ip is not None:
             return fixed_verdict(
                 Reachability.PUBLIC, self.public_ip, f"public at {self.public_ip} (--public)"
             )
+        if learned is not None:
+            return learned_stun_verdicts(self.stun_servers, learned, min_agree=self.min_agree)
         if self.stun_servers:
             return stun_verdicts(self.stun_servers, min_agree=self.min_agree)
 
@@ -110,8 +121,14 @@ class P2PNode:
         if self.roles.find_relays:
             # All sixteen rendezvous buckets per fetch: a young network has few
             # supernodes, and fetches happen only while fewer than two are usable.
+            # A node that may become a supernode also wants enough supernodes with
+            # dial-back STUN to judge its reachability against (min_agree of them).
+            wanted = self.roles.min_agree if self.roles.supernode is not None else 0
             self.relays = RelayFinder(
-                self._fetch, own_key=self.identity.public_key, buckets_per_fetch=RELAY_BUCKETS
+                self._fetch,
+                own_key=self.identity.public_key,
+                buckets_per_fetch=RELAY_BUCKETS,
+                config=SelectorConfig(min_dial_back=wanted),
             )
 
     @property
@@ -131,11 +148,13 @@ class P2PNode:
                     self.roles.serve_stun, alt_ip=self.roles.stun_alt_ip
                 )
             if self.roles.supernode is not None:
+                learned = self.relays.dial_back_servers if self.relays is not None else None
                 self.supernode = Supernode(
                     self.identity,
                     self.dht,
                     self.roles.supernode,
-                    verdicts=self.roles.verdicts(),
+                    verdicts=self.roles.verdicts(learned),
+                    dial_back_server=self.stun.addresses[0] if self.stun is not None else None,
                 )
         except BaseException:
             await self.stop()

@@ -6,7 +6,9 @@ events for ``relay.supernode``'s state machine (a pure table with hysteresis);
 this module only executes the actions it returns:
 
 - START_ROLES / STOP_ROLES: bind / close the STUN + TURN service (UDP and TCP on
-  one port; ``RelayRole``);
+  one port; ``RelayRole``) and, beside it, a STUN server with dial-back, so
+  other nodes can judge their reachability against supernodes they find in
+  the DHT (the advert's ``stun`` addresses, ``learned_stun_verdicts``);
 - ACCEPT_ALLOCATIONS / REFUSE_ALLOCATIONS: the gate in front of new Allocate
   requests (508 Insufficient Capacity); existing allocations keep running;
 - PUBLISH_ADVERT / WITHDRAW_ADVERT: the signed RELAY_ADVERT in the DHT, under
@@ -32,8 +34,9 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from nat.endpoint import StunService
 from nat.reachability import Reachability, ReachabilityEstimator
 from nat.runner import check_reachability, route_source_ip
 from nat.stun import StunClass, StunMessage, StunMethod, encode_message
@@ -73,6 +76,7 @@ __all__ = [
     "Verdict",
     "VerdictSource",
     "fixed_verdict",
+    "learned_stun_verdicts",
     "stun_verdicts",
 ]
 
@@ -122,6 +126,51 @@ def stun_verdicts(servers: Sequence[Address], *, min_agree: int = 3) -> VerdictS
     return source
 
 
+MAX_LEARNED_SERVERS = 8  # dial-back servers asked per round, configured ones first
+
+
+def learned_stun_verdicts(
+    configured: Sequence[Address],
+    learned: Callable[[], Sequence[Address]],
+    *,
+    min_agree: int = 3,
+) -> VerdictSource:
+    """Dial-back checks against ``configured`` servers plus those ``learned`` now.
+
+    ``learned()`` gives the dial-back STUN servers of supernodes found in the DHT
+    (``RelayFinder.dial_back_servers``), so a node needs no hand-given servers once
+    a few supernodes exist. Unlike ``stun_verdicts``, ``min_agree`` is never
+    lowered to the number of servers known: a verdict others rely on needs that
+    many agreeing servers. Votes are kept per server across rounds (the
+    estimator's hysteresis), so a decided status survives a round in which fewer
+    servers are known, until its votes age out.
+    """
+    estimator = ReachabilityEstimator(min_agree=min_agree)
+    fixed = tuple(dict.fromkeys(configured))
+
+    async def source() -> Verdict:
+        found = [a for a in learned() if a not in fixed]
+        servers = (fixed + tuple(dict.fromkeys(found)))[: max(MAX_LEARNED_SERVERS, len(fixed))]
+        origin = f"{len(fixed)} given, {len(servers) - len(fixed)} found in the DHT"
+        if not servers:
+            status = estimator.status(asyncio.get_running_loop().time())
+            return Verdict(
+                status,
+                None,
+                "no dial-back STUN servers known yet (none given with --stun, no supernode "
+                "advertising one found in the DHT)",
+            )
+        report = await check_reachability(servers, estimator=estimator)
+        votes = [v for v in report.votes if v is not None]
+        detail = (
+            f"{len(votes)} of {len(servers)} servers voted ({origin}), "
+            f"{report.min_agree} must agree"
+        )
+        return Verdict(report.status, report.local_address[0], detail)
+
+    return source
+
+
 # --------------------------------------------------------------- the core
 
 
@@ -138,6 +187,7 @@ class SupernodeStatus:
     load: int = 0
     capacity: int = 0
     accepting: bool = False
+    dial_back: tuple[Address, ...] = ()  # the advertised STUN server with dial-back
 
     def describe(self) -> str:
         text = f"role: {self.role.value} ({self.reason})"
@@ -145,6 +195,8 @@ class SupernodeStatus:
             where = ", ".join(f"{h}:{p}" for h, p in self.udp) or "-"
             gate = "accepting" if self.accepting else "refusing new allocations"
             text += f"; relay on {where} udp+tcp, {self.load}/{self.capacity} allocations, {gate}"
+            if self.dial_back:
+                text += "; dial-back STUN on " + ", ".join(f"{h}:{p}" for h, p in self.dial_back)
         return text
 
 
@@ -269,10 +321,21 @@ class SupernodeConfig:
     allow_peers: tuple[str, ...] = ()  # CIDRs the relay may reach despite the deny list
     secret: bytes | None = None  # TURN REST secret; None: a fresh random one per start
     quota: QuotaConfig | None = None  # default: QuotaConfig sized to ``capacity``
+    serve_dial_back: bool = True  # also a STUN server with dial-back, advertised as ``stun``
+    dial_back_port: int | None = None  # None: ``port`` + 1 (ephemeral when ``port`` is 0)
+
+    def dial_back_address(self) -> Address | None:
+        """Where the dial-back STUN server listens while the node is a supernode."""
+        if not self.serve_dial_back:
+            return None
+        if self.dial_back_port is not None:
+            return (self.host, self.dial_back_port)
+        return (self.host, self.port + 1 if 0 < self.port < 65535 else 0)
 
 
 class RelayRole:
-    """STUN + TURN on one port (UDP and TCP), gated; owned by the ``Supernode``."""
+    """STUN + TURN on one port (UDP and TCP), gated, and the dial-back STUN server beside
+    it; owned by the ``Supernode``."""
 
     def __init__(self, config: SupernodeConfig, relay_ip: str, secret: bytes) -> None:
         quota = config.quota or QuotaConfig(max_allocations=config.capacity)
@@ -290,10 +353,25 @@ class RelayRole:
             self.server, udp=[(config.host, config.port)], tcp=[(config.host, config.port)]
         )
         self.addresses = ServiceAddresses((), ())
+        self._dial_back_listen = config.dial_back_address()
+        self.dial_back: StunService | None = None
 
     async def start(self) -> ServiceAddresses:
         self.addresses = await self.service.start()
+        if self._dial_back_listen is not None:
+            try:
+                self.dial_back = await StunService.start(self._dial_back_listen)
+            except OSError as error:  # the relay still works; nobody learns a server from us
+                logger.warning(
+                    "dial-back STUN server cannot listen on %s:%d: %s; not advertising one",
+                    *self._dial_back_listen,
+                    error,
+                )
         return self.addresses
+
+    @property
+    def dial_back_addresses(self) -> tuple[Address, ...]:
+        return self.dial_back.addresses[:1] if self.dial_back is not None else ()
 
     def set_accepting(self, accepting: bool) -> None:
         self.server.accepting = accepting
@@ -306,6 +384,9 @@ class RelayRole:
         return self.service.statistics()
 
     async def close(self) -> None:
+        if self.dial_back is not None:
+            await self.dial_back.close()
+            self.dial_back = None
         await self.service.__aexit__(None, None, None)
 
 
@@ -321,10 +402,16 @@ class Supernode:
         verdicts: VerdictSource,
         clock: Callable[[], float] = time.time,
         load_interval: float = 5.0,
+        dial_back_server: Address | None = None,
     ) -> None:
+        """``dial_back_server``: a STUN server with dial-back this node already runs
+        (``p2pnode run --serve-stun``); advertised instead of starting another."""
         self.identity = identity
         self.dht = dht
         self.config = config or SupernodeConfig()
+        self._dial_back_server = dial_back_server
+        if dial_back_server is not None:
+            self.config = replace(self.config, serve_dial_back=False)
         self._verdicts = verdicts
         self._clock = clock
         self._load_interval = load_interval
@@ -367,6 +454,7 @@ class Supernode:
             load=stats.allocations if stats is not None else 0,
             capacity=self.config.capacity,
             accepting=relay is not None and relay.accepting,
+            dial_back=self._advertised_dial_back(),
         )
 
     def advert(self) -> RelayAdvert | None:
@@ -388,7 +476,16 @@ class Supernode:
             load=min(load, 1_000_000),
             uptime=int(max(self._clock() - self._roles_started, 0)),
             software=SOFTWARE,
+            stun=self._advertised_dial_back(),
         )
+
+    def _advertised_dial_back(self) -> tuple[Address, ...]:
+        relay = self.relay
+        if relay is None:
+            return ()
+        if self._dial_back_server is not None:
+            return self._public((self._dial_back_server,))
+        return self._public(relay.dial_back_addresses)[:1]
 
     def _public(self, bound: tuple[Address, ...]) -> tuple[Address, ...]:
         ip = self._relay_ip

@@ -282,14 +282,16 @@ def add_role_arguments(run: argparse.ArgumentParser) -> None:
         default=[],
         metavar="HOST:PORT",
         help="a STUN server with dial-back (p2pnode stun, or another node's --serve-stun) "
-        "to judge reachability against (repeatable; give at least 3)",
+        "to judge reachability against (repeatable); the dial-back servers that "
+        "supernodes advertise in the DHT are asked too, so once three exist none are needed",
     )
     roles.add_argument(
         "--min-agree",
         type=int,
         default=3,
         metavar="N",
-        help="servers that must agree on a verdict (default 3, or all when fewer are given)",
+        help="servers that must agree on a verdict (default 3; only with --no-relay-search "
+        "is it lowered to the number of --stun servers given)",
     )
     roles.add_argument(
         "--public",
@@ -305,13 +307,16 @@ def add_role_arguments(run: argparse.ArgumentParser) -> None:
         "--no-relay-search",
         action="store_true",
         help="do not look for supernodes to relay through (by default the node finds "
-        "advertised supernodes in the DHT, health-checks them and keeps the best two)",
+        "advertised supernodes in the DHT, health-checks them and keeps the best two, "
+        "and asks their dial-back STUN servers to judge its own reachability)",
     )
     roles.add_argument(
         "--relay-listen",
         default="0.0.0.0:3478",
         metavar="HOST:PORT",
-        help="where the relay serves STUN and TURN, UDP and TCP (default 0.0.0.0:3478)",
+        help="where the relay serves STUN and TURN, UDP and TCP (default 0.0.0.0:3478); "
+        "a supernode also serves STUN with dial-back on the next port (UDP), for other "
+        "nodes' reachability checks, unless --serve-stun runs one already",
     )
     roles.add_argument(
         "--relay-capacity",

@@ -3,11 +3,14 @@
 Wire form (one msgpack array, fields by position, shortest encodings)::
 
     [version=1, udp[[ip, port]...], tcp[[ip, port]...], dht[[ip, port]...],
-     realm, capacity, load, uptime, software]
+     realm, capacity, load, uptime, software (, stun[[ip, port]...])]
 
 ``udp``/``tcp`` are where the STUN+TURN service listens; ``dht`` is where the
 supernode's DHT node answers, so a peer can ask it for TURN credentials over
-the DHT extension RPC without a further lookup.
+the DHT extension RPC without a further lookup; ``stun`` (optional tenth field,
+absent when empty) is where it serves STUN *with dial-back*, so nodes can judge
+their own reachability against supernodes found in the DHT instead of servers
+configured by hand.
 
 Invariants:
 - ``decode_relay_advert`` is total: any bytes give a ``RelayAdvert`` or a
@@ -35,6 +38,7 @@ __all__ = [
     "MAX_CAPACITY",
     "MAX_REALM_BYTES",
     "MAX_SOFTWARE_BYTES",
+    "MAX_STUN_ADDRESSES",
     "MAX_UPTIME",
     "RelayAdvert",
     "RelayAdvertDecodeError",
@@ -44,12 +48,14 @@ __all__ = [
 
 ADVERT_VERSION = 1
 MAX_ADDRESSES = 4  # per transport: one IPv4, one IPv6 and an alternate of each
+MAX_STUN_ADDRESSES = 2  # dial-back STUN: one IPv4, one IPv6 (keeps the advert under 800 bytes)
 MAX_REALM_BYTES = 64
 MAX_SOFTWARE_BYTES = 64
 MAX_CAPACITY = 1_000_000  # allocations; far above what one Python process relays
 MAX_UPTIME = 2**32 - 1  # seconds (136 years)
 MAX_ADVERT_BYTES = 800  # well under a record's 1200 bytes with its envelope
-_FIELD_COUNT = 9
+_FIELD_COUNT = 9  # without ``stun``
+_MAX_FIELD_COUNT = 10
 
 Address = tuple[str, int]
 
@@ -83,12 +89,14 @@ class RelayAdvert:
     load: int  # allocations live when the advert was signed
     uptime: int  # seconds the relay role has been running
     software: str
+    stun: tuple[Address, ...] = ()  # STUN with dial-back (nat.reachability servers)
 
     def __post_init__(self) -> None:
-        for name in ("udp", "tcp", "dht"):
+        for name in ("udp", "tcp", "dht", "stun"):
             addresses: tuple[Address, ...] = getattr(self, name)
-            if len(addresses) > MAX_ADDRESSES:
-                raise ValueError(f"{name}: more than {MAX_ADDRESSES} addresses")
+            limit = MAX_STUN_ADDRESSES if name == "stun" else MAX_ADDRESSES
+            if len(addresses) > limit:
+                raise ValueError(f"{name}: more than {limit} addresses")
             for address in addresses:
                 _check_address(address, name)
         if not self.udp and not self.tcp:
@@ -128,13 +136,15 @@ def encode_relay_advert(advert: RelayAdvert) -> bytes:
         advert.uptime,
         advert.software,
     ]
+    if advert.stun:  # canonical: the field is absent when empty
+        fields.append([[host, port] for host, port in advert.stun])
     encoded: bytes = msgpack.packb(fields, use_bin_type=True)
     return encoded
 
 
-def _addresses(value: object, name: str) -> tuple[Address, ...]:
-    if type(value) is not list or len(value) > MAX_ADDRESSES:
-        raise RelayAdvertDecodeError(f"{name} is not a list of at most {MAX_ADDRESSES} addresses")
+def _addresses(value: object, name: str, limit: int = MAX_ADDRESSES) -> tuple[Address, ...]:
+    if type(value) is not list or len(value) > limit:
+        raise RelayAdvertDecodeError(f"{name} is not a list of at most {limit} addresses")
     found: list[Address] = []
     for item in value:
         if type(item) is not list or len(item) != 2:
@@ -171,7 +181,7 @@ def decode_relay_advert(data: bytes) -> RelayAdvert:
             raw=False,
             use_list=True,
             strict_map_key=True,
-            max_array_len=_FIELD_COUNT,
+            max_array_len=_MAX_FIELD_COUNT,
             max_map_len=0,
             max_str_len=max(MAX_REALM_BYTES, MAX_SOFTWARE_BYTES, 45),
             max_bin_len=0,
@@ -183,9 +193,10 @@ def decode_relay_advert(data: bytes) -> RelayAdvert:
         raise RelayAdvertDecodeError("not a msgpack array")
     if type(fields[0]) is not int or fields[0] != ADVERT_VERSION:
         raise RelayAdvertDecodeError(f"unsupported advert version {fields[0]!r}")
-    if len(fields) != _FIELD_COUNT:
-        raise RelayAdvertDecodeError(f"not an array of {_FIELD_COUNT} fields")
-    _, udp, tcp, dht, realm, capacity, load, uptime, software = fields
+    if len(fields) not in (_FIELD_COUNT, _MAX_FIELD_COUNT):
+        raise RelayAdvertDecodeError(f"not an array of {_FIELD_COUNT} or {_MAX_FIELD_COUNT} fields")
+    _, udp, tcp, dht, realm, capacity, load, uptime, software = fields[:_FIELD_COUNT]
+    stun = fields[_FIELD_COUNT] if len(fields) == _MAX_FIELD_COUNT else []
     try:
         advert = RelayAdvert(
             udp=_addresses(udp, "udp"),
@@ -196,6 +207,7 @@ def decode_relay_advert(data: bytes) -> RelayAdvert:
             load=_uint(load, "load", MAX_CAPACITY),
             uptime=_uint(uptime, "uptime", MAX_UPTIME),
             software=_text(software, "software", MAX_SOFTWARE_BYTES),
+            stun=_addresses(stun, "stun", MAX_STUN_ADDRESSES),
         )
     except ValueError as error:
         raise RelayAdvertDecodeError(str(error)) from None

@@ -169,6 +169,7 @@ class SelectorConfig:
     max_in_flight: int = 4  # concurrent health checks
     max_candidates: int = MAX_CANDIDATES
     rediscover_interval: float = 300.0  # refetch buckets at least this often when short
+    min_dial_back: int = 0  # also short while fewer advertised dial-back servers are known
 
     def __post_init__(self) -> None:
         if self.keep < 1 or self.max_in_flight < 1 or self.max_candidates < self.keep:
@@ -253,6 +254,23 @@ class RelaySelector:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def dial_back_servers(self, limit: int = 8) -> tuple[Address, ...]:
+        """STUN servers with dial-back that supernodes advertise, for reachability checks.
+
+        One per supernode, never from one whose health check failed last; healthy
+        ones first (fastest first), then untested ones. A lying supernode can cast
+        only its own vote: the verdict needs several agreeing servers.
+        """
+        ranked = sorted(
+            (
+                e
+                for e in self._entries.values()
+                if e.candidate.advert.stun and e.state is not CandidateState.FAILED
+            ),
+            key=lambda e: (e.state is not CandidateState.HEALTHY, e.rtt, e.candidate.owner),
+        )
+        return tuple(e.candidate.advert.stun[0] for e in ranked[:limit])
+
     def probes_due(self, now: float) -> list[RelayCandidate]:
         """Candidates to health-check now; they are marked in flight until a result comes."""
         self._forget_expired(now)
@@ -271,6 +289,8 @@ class RelaySelector:
         """True when we cannot fill ``keep`` slots from what we know and may fetch again."""
         if self._last_discovery == -math.inf:
             return True
+        if len(self.dial_back_servers(self.config.min_dial_back)) < self.config.min_dial_back:
+            return now - self._last_discovery >= self.config.rediscover_interval
         if len(self._chosen) >= self.config.keep:
             return False
         usable = sum(
@@ -507,6 +527,10 @@ class RelayFinder:
 
     def chosen(self) -> tuple[RelayCandidate, ...]:
         return self.selector.chosen()
+
+    def dial_back_servers(self, limit: int = 8) -> tuple[Address, ...]:
+        """Dial-back STUN servers advertised by the supernodes known now."""
+        return self.selector.dial_back_servers(limit)
 
     async def discover(self, buckets: Sequence[int] | None = None) -> int:
         """Fetch some rendezvous buckets (random ones by default); returns adverts learnt."""

@@ -142,11 +142,14 @@ def test_run_promotes_itself_after_agreeing_dial_backs_and_serves_turn(tmp_path:
             promoted = read_until(
                 node,
                 r"role: supernode \(reachability verdict: public \(3 in a row\): "
-                r"3 of 3 servers voted, 3 must agree\); relay on 127\.0\.0\.1:(\d+) udp\+tcp, "
-                r"0/7 allocations, accepting",
+                r"3 of 3 servers voted \(3 given, 0 found in the DHT\), 3 must agree\); "
+                r"relay on 127\.0\.0\.1:(\d+) udp\+tcp, 0/7 allocations, accepting; "
+                r"dial-back STUN on 127\.0\.0\.1:(\d+)",
                 seen,
             )
             relay_port = int(promoted.group(1))
+            # The dial-back STUN server it advertises answers too.
+            assert stun_binding(("127.0.0.1", int(promoted.group(2))))[0] == "127.0.0.1"
             dht_address = next(line.split()[2] for line in seen if line.startswith("listening on "))
             # The relay really serves: a STUN Binding on its port is answered.
             mapped = stun_binding(("127.0.0.1", relay_port))
@@ -185,7 +188,7 @@ def test_run_without_stun_servers_stays_a_client_and_says_why(tmp_path: Path) ->
     ) as node:
         read_until(
             node,
-            r"role: client \(reachability unknown: no STUN servers to check against",
+            r"role: client \(reachability unknown: no dial-back STUN servers known yet",
             seen,
         )
         read_until(node, r"shutting down: role: client", seen)

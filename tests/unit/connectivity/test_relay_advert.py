@@ -13,6 +13,7 @@ from p2pnode.connectivity.relay_advert import (
     ADVERT_VERSION,
     MAX_ADDRESSES,
     MAX_CAPACITY,
+    MAX_STUN_ADDRESSES,
     RelayAdvert,
     RelayAdvertDecodeError,
     decode_relay_advert,
@@ -48,6 +49,8 @@ VALID = [
     advert(udp=(), tcp=(("2001:db8::1", 443),)),
     advert(udp=(("203.0.113.5", 3478), ("2001:db8::5", 3478)), load=0, uptime=0, realm=""),
     advert(capacity=MAX_CAPACITY, load=MAX_CAPACITY, software="x" * 64),
+    advert(stun=(("203.0.113.5", 3479),)),
+    advert(stun=(("203.0.113.5", 3479), ("2001:db8::5", 3479))),
 ]
 
 
@@ -76,10 +79,32 @@ def test_known_bytes() -> None:
     )
 
 
+def test_known_bytes_with_dial_back_stun() -> None:
+    """``stun`` is a tenth field, present only when not empty (a 9-field advert still decodes)."""
+    value = advert(tcp=(), dht=(), uptime=5, load=1, capacity=2, realm="r", software="s")
+    with_stun = advert(
+        tcp=(),
+        dht=(),
+        uptime=5,
+        load=1,
+        capacity=2,
+        realm="r",
+        software="s",
+        stun=(("203.0.113.5", 3479),),
+    )
+    assert encode_relay_advert(with_stun) == pack(
+        ADVERT_VERSION, [["203.0.113.5", 3478]], [], [], "r", 2, 1, 5, "s", [["203.0.113.5", 3479]]
+    )
+    assert decode_relay_advert(encode_relay_advert(value)).stun == ()
+
+
 BAD_WIRE = [
     ("version 2", pack(2, [["1.2.3.4", 1]], [], [], "", 1, 0, 0, "")),
     ("short", pack(1, [["1.2.3.4", 1]], [], [], "", 1, 0, 0)),
-    ("long", pack(1, [["1.2.3.4", 1]], [], [], "", 1, 0, 0, "", 0)),
+    ("stun not a list", pack(1, [["1.2.3.4", 1]], [], [], "", 1, 0, 0, "", 0)),
+    ("empty stun present", pack(1, [["1.2.3.4", 1]], [], [], "", 1, 0, 0, "", [])),
+    ("three stun", pack(1, [["1.2.3.4", 1]], [], [], "", 1, 0, 0, "", [["1.2.3.4", 2]] * 3)),
+    ("long", pack(1, [["1.2.3.4", 1]], [], [], "", 1, 0, 0, "", [["1.2.3.4", 2]], 0)),
     ("no address", pack(1, [], [], [], "", 1, 0, 0, "")),
     ("host name", pack(1, [["relay.example", 1]], [], [], "", 1, 0, 0, "")),
     ("non-canonical ipv6", pack(1, [["2001:DB8::1", 1]], [], [], "", 1, 0, 0, "")),
@@ -115,6 +140,8 @@ def test_bad_wire_is_a_decode_error(name: str, data: bytes) -> None:
         {"udp": (), "tcp": ()},
         {"udp": (("::FFFF:1.2.3.4", 1),)},
         {"udp": (("1.2.3.4", 1),) * (MAX_ADDRESSES + 1)},
+        {"stun": (("1.2.3.4", 1),) * (MAX_STUN_ADDRESSES + 1)},
+        {"stun": (("1.2.3.4", 0),)},
         {"capacity": 0},
         {"capacity": MAX_CAPACITY + 1},
         {"load": -1},
@@ -128,7 +155,7 @@ def test_constructor_refuses_out_of_bounds(changes: dict[str, object]) -> None:
 
 
 def test_largest_advert_fits_a_record() -> None:
-    """Twelve IPv6 addresses and maximal strings still sign into one record."""
+    """Fourteen IPv6 addresses and maximal strings still sign into one record."""
     v6 = tuple((f"2001:db8:ffff:ffff:ffff:ffff:ffff:fff{i}", 65535) for i in range(MAX_ADDRESSES))
     big = advert(
         udp=v6,
@@ -139,6 +166,7 @@ def test_largest_advert_fits_a_record() -> None:
         capacity=MAX_CAPACITY,
         load=MAX_CAPACITY,
         uptime=2**32 - 1,
+        stun=v6[:MAX_STUN_ADDRESSES],
     )
     payload = encode_relay_advert(big)
     record = sign_record(
@@ -177,6 +205,7 @@ adverts = st.builds(
     load=st.integers(0, MAX_CAPACITY),
     uptime=st.integers(0, 2**32 - 1),
     software=st.text(max_size=16),
+    stun=addresses.map(lambda a: a[:MAX_STUN_ADDRESSES]),
 )
 
 

@@ -32,7 +32,9 @@ from p2pnode.records import RecordKind, SignedRecord, record_key, sign_record
 NOW = 1_800_000_000.0
 
 
-def advert(load: int = 0, capacity: int = 10, port: int = 3478) -> RelayAdvert:
+def advert(
+    load: int = 0, capacity: int = 10, port: int = 3478, stun: int | None = None
+) -> RelayAdvert:
     return RelayAdvert(
         udp=(("127.0.0.1", port),),
         tcp=(),
@@ -42,11 +44,15 @@ def advert(load: int = 0, capacity: int = 10, port: int = 3478) -> RelayAdvert:
         load=load,
         uptime=0,
         software="test",
+        stun=(("127.0.0.1", stun),) if stun is not None else (),
     )
 
 
-def candidate(n: int, load: int = 0, capacity: int = 10, seq: int = 1) -> RelayCandidate:
-    return RelayCandidate(bytes([n]) * 32, advert(load, capacity, 3000 + n), seq, int(NOW) + 3600)
+def candidate(
+    n: int, load: int = 0, capacity: int = 10, seq: int = 1, *, stun: bool = False
+) -> RelayCandidate:
+    payload = advert(load, capacity, 3000 + n, 4000 + n if stun else None)
+    return RelayCandidate(bytes([n]) * 32, payload, seq, int(NOW) + 3600)
 
 
 def drops() -> DropCounter:
@@ -216,6 +222,35 @@ def test_rediscovery_when_short_and_interval_elapsed() -> None:
     assert selector.needs_discovery(NOW + 300)
     selector.add_candidates([candidate(2), candidate(3)], NOW + 300)
     assert not selector.needs_discovery(NOW + 300)
+
+
+def test_dial_back_servers_healthy_first_never_failed_one_per_supernode() -> None:
+    selector = RelaySelector(SelectorConfig(max_in_flight=8))
+    selector.add_candidates(
+        [candidate(n, stun=n != 4) for n in range(1, 7)], NOW
+    )  # 4 advertises no dial-back server
+    assert [a[1] for a in selector.dial_back_servers()] == [4001, 4002, 4003, 4005, 4006]
+    probe_all(selector, NOW, {1: 0.030, 2: None, 3: 0.010, 4: 0.001, 5: 0.020, 6: 0.040})
+    # healthy by RTT (3, 5, 1, 6); 2 failed its health check; 4 has none to offer
+    assert [a[1] for a in selector.dial_back_servers()] == [4003, 4005, 4001, 4006]
+    assert [a[1] for a in selector.dial_back_servers(limit=2)] == [4003, 4005]
+
+
+def test_too_few_dial_back_servers_means_rediscovery_even_with_two_relays_chosen() -> None:
+    config = SelectorConfig(max_in_flight=8, rediscover_interval=300.0, min_dial_back=3)
+    selector = RelaySelector(config)
+    selector.add_candidates([candidate(1, stun=True), candidate(2, stun=True)], NOW)
+    probe_all(selector, NOW, {1: 0.01, 2: 0.02})
+    assert chosen(selector) == [1, 2]
+    assert not selector.needs_discovery(NOW + 299)
+    assert selector.needs_discovery(NOW + 300)  # two relays suffice; two voters do not
+    selector.add_candidates([candidate(3, stun=True)], NOW + 300)
+    assert not selector.needs_discovery(NOW + 900)
+    # without the wish, two chosen relays end the search
+    plain = RelaySelector(SelectorConfig(max_in_flight=8, rediscover_interval=300.0))
+    plain.add_candidates([candidate(1, stun=True), candidate(2, stun=True)], NOW)
+    probe_all(plain, NOW, {1: 0.01, 2: 0.02})
+    assert not plain.needs_discovery(NOW + 900)
 
 
 def test_newer_advert_updates_load_used_for_new_choices() -> None:
