@@ -12,7 +12,10 @@ Invariants:
   per identity, per source IP; permissions and channels per allocation);
   unauthenticated clients create none (nonces are stateless);
 - malformed or unrelayable input is dropped and counted by reason;
-- expiry is checked lazily on every use, the sweep only frees memory.
+- expiry is checked lazily on every use, the sweep only frees memory;
+- every change to an allocation's permissions, channels, lifetime or existence
+  first forgets its forwarding routes (``relay.routes``), which the slow path
+  rebuilds: the runner's per-packet fast path never outlives what it caches.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ from relay.requests import (
     desired_lifetime,
     has_fingerprint,
 )
+from relay.routes import MAX_PEER_DATA, ClientRoute, PeerRoute, RouteTable, Traffic
 
 __all__ = ["TurnConfig", "TurnServer"]
 
@@ -98,6 +102,7 @@ SWEEP_INTERVAL = 1.0  # the sweep runs at most this often
 _CHANNEL_HEADER = struct.Struct("!HH")
 _PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 UNAUTHENTICATED = TurnErrorCode.UNAUTHENTICATED
+_UDP = Transport.UDP  # a module constant: the hot paths compare with ``is``
 
 
 @dataclass(frozen=True)
@@ -146,11 +151,8 @@ class TurnServer:
         self._deadline: float | None = None
         self._last_sweep = now
         self.allocations_created = 0
-        self.packets_to_peer = 0
-        self.bytes_to_peer = 0
-        self.packets_to_client = 0
-        self.bytes_to_client = 0
-        self.dropped_over_bandwidth = 0
+        self._traffic = Traffic()
+        self._routes = RouteTable()
         self.channel_max = LEGACY_CHANNEL_MAX if config.legacy_channels else CHANNEL_MAX
         # First byte of a ChannelData message: 0x40..0x4F (RFC 7983), 0x40..0x7F (legacy).
         self.channel_first_byte_max = self.channel_max >> 8
@@ -220,11 +222,17 @@ class TurnServer:
         if expiry is None or expiry <= now:
             self._drops.drop("no permission")
             return None
-        if not allocation.to_peer_bucket.take(length, now):
-            self.dropped_over_bandwidth += 1
+        route = ClientRoute(
+            allocation.relayed,
+            peer,
+            min(allocation.expiry, binding.expiry, expiry),
+            allocation.to_peer_bucket,
+            self._traffic,
+        )
+        if five_tuple[0] is _UDP:
+            self._routes.add_client_route(five_tuple, number, route)
+        if not route.admit(length, now):
             return None
-        self.packets_to_peer += 1
-        self.bytes_to_peer += length
         return allocation.relayed, peer, data[4 : 4 + length]
 
     def from_peer(
@@ -245,14 +253,24 @@ class TurnServer:
             self._drops.drop("no permission")
             return None
         size = len(data)
-        if size > 0xFFFF - 36 or not allocation.to_client_bucket.take(size, now):
-            self.dropped_over_bandwidth += 1
+        traffic = self._traffic
+        if size > MAX_PEER_DATA or not allocation.to_client_bucket.take(size, now):
+            traffic.dropped_over_bandwidth += 1
             return None
-        self.packets_to_client += 1
-        self.bytes_to_client += size
+        traffic.packets_to_client += 1
+        traffic.bytes_to_client += size
         five_tuple = allocation.five_tuple
         binding = allocation.peer_channels.get(peer)
         if binding is not None and binding.expiry > now:
+            if five_tuple[0] is _UDP:
+                route = PeerRoute(
+                    five_tuple,
+                    binding.number,
+                    min(allocation.expiry, binding.expiry, expiry),
+                    allocation.to_client_bucket,
+                    traffic,
+                )
+                self._routes.add_peer_route(relayed, peer, route)
             header = _CHANNEL_HEADER.pack(binding.number, size)
             if five_tuple.transport is Transport.TCP:
                 # RFC 8656 §12.5: over TCP "the ChannelData message MUST be padded".
@@ -356,6 +374,7 @@ class TurnServer:
                 continue
             if allocation.pending is not None:
                 continue
+            self._forget_routes(allocation)  # routes to swept state go; live ones are rebuilt
             next_due = allocation.sweep(now)
             deadline = next_due if deadline is None else min(deadline, next_due)
         self._deadline = deadline
@@ -377,14 +396,26 @@ class TurnServer:
             allocations_created=self.allocations_created,
             permissions=sum(a.live_permissions(now) for a in live),
             channels=sum(a.live_channels(now) for a in live),
-            packets_to_peer=self.packets_to_peer,
-            bytes_to_peer=self.bytes_to_peer,
-            packets_to_client=self.packets_to_client,
-            bytes_to_client=self.bytes_to_client,
-            dropped_over_bandwidth=self.dropped_over_bandwidth,
+            packets_to_peer=self._traffic.packets_to_peer,
+            bytes_to_peer=self._traffic.bytes_to_peer,
+            packets_to_client=self._traffic.packets_to_client,
+            bytes_to_client=self._traffic.bytes_to_client,
+            dropped_over_bandwidth=self._traffic.dropped_over_bandwidth,
             refusals=tuple(sorted(self._refusals.items())),
             drops=tuple(sorted(self._drops.counts().items())),
         )
+
+    def client_routes(self, listener: Address) -> dict[tuple[Address, int], ClientRoute]:
+        """The fast path for ChannelData arriving on ``listener`` (UDP), keyed by
+        (client address, channel number); see ``relay.routes`` for how to use a route."""
+        return self._routes.client_routes(listener)
+
+    def peer_routes(self, relayed: Address) -> dict[Address, PeerRoute]:
+        """The fast path for peer data arriving on ``relayed``, keyed by peer address."""
+        return self._routes.peer_routes(relayed)
+
+    def routes_held(self) -> int:
+        return len(self._routes)
 
     def relayed_address(self, five_tuple: FiveTuple) -> Address | None:
         allocation = self._allocations.get(five_tuple)
@@ -558,6 +589,7 @@ class TurnServer:
                 five_tuple, message, TurnErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, auth
             )
         lifetime = self._desired_lifetime(message)
+        self._forget_routes(allocation)
         outputs: list[Output] = []
         if lifetime == 0:
             # "If the 'desired lifetime' is zero, then the request succeeds and the
@@ -604,6 +636,7 @@ class TurnServer:
             ips, now, self._config.quota.max_permissions_per_allocation
         ):
             return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
+        self._forget_routes(allocation)
         for ip in ips:
             allocation.install_permission(ip, now)
         self._note_deadline(now + PERMISSION_LIFETIME)
@@ -632,6 +665,7 @@ class TurnServer:
         quota = self._config.quota
         if not allocation.can_add_permissions({peer[0]}, now, quota.max_permissions_per_allocation):
             return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
+        self._forget_routes(allocation)
         result = allocation.bind_channel(
             channel.number, peer, now, quota.max_channels_per_allocation
         )
@@ -669,11 +703,12 @@ class TurnServer:
         if not allocation.has_permission(peer.address[0], now):
             self._drops.drop("no permission")
             return []
+        traffic = self._traffic
         if not allocation.to_peer_bucket.take(len(data.value), now):
-            self.dropped_over_bandwidth += 1
+            traffic.dropped_over_bandwidth += 1
             return []
-        self.packets_to_peer += 1
-        self.bytes_to_peer += len(data.value)
+        traffic.packets_to_peer += 1
+        traffic.bytes_to_peer += len(data.value)
         return [ToPeer(allocation.relayed, peer.address, data.value)]
 
     # ---------------------------------------------------------------- plumbing
@@ -688,8 +723,13 @@ class TurnServer:
             self._ports.release(allocation.port)
         if allocation.relayed is None:
             return []
+        self._forget_routes(allocation)
+        self._routes.release(allocation.relayed)
         self._by_relayed.pop(allocation.relayed, None)
         return [CloseRelay(allocation.relayed)]
+
+    def _forget_routes(self, allocation: Allocation) -> None:
+        self._routes.forget(allocation.five_tuple, allocation.relayed)
 
     def _note_deadline(self, when: float) -> None:
         if self._deadline is None or when < self._deadline:
