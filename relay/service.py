@@ -23,6 +23,8 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nat.drops import DropCounter
@@ -40,11 +42,16 @@ MAX_TCP_CONNECTIONS = 512
 TCP_IDLE_TIMEOUT = 60.0  # a TCP client with no allocation after this is disconnected
 TCP_WRITE_LIMIT = 256 * 1024  # queued bytes per TCP client before we drop (media is lossy)
 READ_BATCH = 64  # datagrams read per wake-up before yielding to the loop
+OUTBOX_LIMIT = 256  # relayed datagrams held for one flush at most
+MAX_DATAGRAM = 65535  # the largest UDP payload (IPv6 included), so nothing is truncated
 SOCKET_BUFFER = 4 * 1024 * 1024
 
 # Hot-path constants: an enum member read through its class costs a metaclass lookup.
 _UDP = Transport.UDP
 _new_tuple = tuple.__new__
+_CHANNEL_HEADER = struct.Struct("!HH")  # RFC 8656 §12.4: channel number, length
+# One relayed datagram in the outbox: (the socket's sendto, the bytes, the destination).
+_Datagram = tuple[Callable[[bytes | bytearray, Address], int], bytes | bytearray, Address]
 
 
 @dataclass(frozen=True)
@@ -161,6 +168,13 @@ class RelayService:
         self._closed = False
         self._drops = DropCounter(logger, self._time)
         self.send_errors = 0
+        # One receive buffer for every UDP socket (callbacks never nest): 4 bytes of room
+        # in front so peer data becomes ChannelData in place.
+        self._buffer = bytearray(_CHANNEL_HEADER.size + MAX_DATAGRAM)
+        self._payload_view = memoryview(self._buffer)[_CHANNEL_HEADER.size :]
+        # Relayed datagrams waiting for the end of this event-loop iteration (``_flush``).
+        self._outbox: list[_Datagram] = []
+        self._flush_scheduled = False
 
     # ----------------------------------------------------------------- life
 
@@ -204,6 +218,7 @@ class RelayService:
     def close(self) -> None:
         """Release every socket, reader and timer (idempotent)."""
         self._closed = True
+        self._outbox.clear()
         loop = self._loop
         if self._timer is not None:
             self._timer.cancel()
@@ -246,61 +261,115 @@ class RelayService:
     def _on_listener(self, sock: socket.socket, local: Address) -> None:
         """A client listener is readable: drain a bounded batch of datagrams.
 
-        Per-packet cost matters here (see docs/relay.md, "Throughput"): bound methods
-        and the UDP member are looked up once per batch, and the 5-tuple is built with
-        ``tuple.__new__`` (the NamedTuple's own ``__new__`` is a Python-level call).
+        Per-packet cost matters here (see docs/relay.md, "Throughput"). ChannelData on a
+        channel the core has a live route for is relayed right here: read into the
+        preallocated buffer, one dict lookup, the expiry compare, ``admit`` (bandwidth
+        cap and counters), and the payload joins the outbox. Anything else (a miss, a
+        stale route, a short datagram, STUN) is copied out and given to the core.
         """
         server = self._server
         now = self._time()
-        receive = sock.recvfrom
-        channel_data = server.channel_data_from_client
+        receive = sock.recvfrom_into
+        buffer = self._buffer
+        unpack = _CHANNEL_HEADER.unpack_from
+        routes_get = server.client_routes(local).get
         relays_get = self._relays.get
+        outbox = self._outbox
+        queue = outbox.append
         first_byte_max = server.channel_first_byte_max
         for _ in range(READ_BATCH):
             try:
-                data, source = receive(65536)
+                size, source = receive(buffer)
             except OSError:  # BlockingIOError when drained; ICMP-induced errors too
-                return
+                break
+            if size >= 4 and 64 <= buffer[0] <= first_byte_max:
+                number, length = unpack(buffer)
+                route = routes_get((source, number))
+                if route is not None and now < route.expiry and size >= 4 + length:
+                    if route.admit(length, now):
+                        relay_socket = relays_get(route.relayed)
+                        if relay_socket is not None:
+                            queue((relay_socket.sendto, buffer[4 : 4 + length], route.peer))
+                    continue
+            data = bytes(buffer[:size])
             # IPv4 gives (ip, port) already; IPv6 gives a 4-tuple.
             client = source if len(source) == 2 else (source[0], source[1])
             five_tuple = _new_tuple(FiveTuple, (_UDP, client, local))
-            if data and 64 <= data[0] <= first_byte_max:
-                relayed = channel_data(five_tuple, data, now)
+            if size and 64 <= data[0] <= first_byte_max:
+                relayed = server.channel_data_from_client(five_tuple, data, now)
                 if relayed is not None:
                     relay_socket = relays_get(relayed[0])
                     if relay_socket is not None:
-                        try:
-                            relay_socket.sendto(relayed[2], relayed[1])
-                        except OSError:
-                            self.send_errors += 1
+                        queue((relay_socket.sendto, relayed[2], relayed[1]))
                 continue
             self._execute(server.handle_client(five_tuple, data, now))
+        self._outbox_filled(outbox)
 
     def _on_relay(self, sock: socket.socket, relayed: Address) -> None:
-        """A relayed socket is readable: forward a bounded batch from peers to the client."""
+        """A relayed socket is readable: forward a bounded batch from peers to the client.
+
+        The fast path reads the peer's datagram 4 bytes into the buffer and writes the
+        ChannelData header in front of it in place: one copy of the message joins the
+        outbox, no other per-packet object.
+        """
         now = self._time()
-        receive = sock.recvfrom
+        receive = sock.recvfrom_into
+        buffer = self._buffer
+        payload = self._payload_view
+        pack = _CHANNEL_HEADER.pack_into
+        routes_get = self._server.peer_routes(relayed).get
         from_peer = self._server.from_peer
         listeners_get = self._listeners.get
+        outbox = self._outbox
+        queue = outbox.append
         for _ in range(READ_BATCH):
             try:
-                data, source = receive(65536)
+                size, source = receive(payload)
             except OSError:
-                return
+                break
+            route = routes_get(source)
+            if route is not None and now < route.expiry:
+                if route.admit(size, now):
+                    listener = listeners_get(route.server)
+                    if listener is not None:
+                        pack(buffer, 0, route.number, size)
+                        queue((listener.sendto, buffer[: 4 + size], route.client))
+                continue
             peer = source if len(source) == 2 else (source[0], source[1])
-            forwarded = from_peer(relayed, data, peer, now)
+            forwarded = from_peer(relayed, bytes(payload[:size]), peer, now)
             if forwarded is None:
                 continue
             five_tuple, out = forwarded
-            if five_tuple[0] is _UDP:  # inlined _send_client: the hot case
+            if five_tuple[0] is _UDP:
                 listener = listeners_get(five_tuple[2])
                 if listener is not None:
-                    try:
-                        listener.sendto(out, five_tuple[1])
-                    except OSError:
-                        self.send_errors += 1
+                    queue((listener.sendto, out, five_tuple[1]))
             else:
                 self._send_client(five_tuple, out)
+        self._outbox_filled(outbox)
+
+    def _outbox_filled(self, outbox: list[_Datagram]) -> None:
+        """Send now if the outbox is full, else once every ready socket has been read."""
+        if len(outbox) >= OUTBOX_LIMIT:
+            self._flush()
+        elif outbox and not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Send the outbox, in arrival order.
+
+        Sends wait for the end of the event-loop iteration so that a burst of datagrams
+        to one receiver wakes it once, not once per datagram (on loopback the sender
+        pays the receiver's wake-up; see docs/relay.md, "Throughput")."""
+        self._flush_scheduled = False
+        outbox = self._outbox
+        for send, data, address in outbox:
+            try:
+                send(data, address)
+            except OSError:
+                self.send_errors += 1
+        outbox.clear()
 
     def _send_client(self, five_tuple: FiveTuple, data: bytes) -> None:
         if five_tuple.transport is Transport.UDP:
@@ -324,6 +393,8 @@ class RelayService:
     def _execute(self, outputs: list[Output]) -> None:
         """Carry out the core's commands in order; binding results feed back into the core."""
         server = self._server
+        if self._outbox:
+            self._flush()  # what was relayed before goes first
         queue = list(outputs)
         index = 0
         while index < len(queue):
