@@ -11,6 +11,7 @@ Invariants:
 from __future__ import annotations
 
 import functools
+import random
 
 from p2pnode.identity import NODE_ID_BYTES, node_id_for
 
@@ -23,6 +24,7 @@ __all__ = [
     "distance",
     "id_to_int",
     "node_id_of",
+    "random_id_in_bucket",
 ]
 
 ID_BYTES = NODE_ID_BYTES
@@ -53,6 +55,15 @@ def bucket_index(own_id: int, other_id: int) -> int:
     Bucket i holds ids at distance [2**i, 2**(i+1)); -1 means "ourselves".
     """
     return (own_id ^ other_id).bit_length() - 1
+
+
+def random_id_in_bucket(own_id: bytes, index: int, rng: random.Random) -> bytes:
+    """A random id at XOR distance [2**index, 2**(index+1)) from ``own_id`` (bucket ``index``).
+
+    What a bucket refresh looks up (Kademlia section 2.3: "a random ID in the bucket's range").
+    """
+    offset = (1 << index) | rng.getrandbits(index) if index else 1
+    return (id_to_int(own_id) ^ offset).to_bytes(ID_BYTES, "big")
 
 
 class Contact:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from p2pnode.dht.keys import ID_BITS, id_to_int
+from p2pnode.dht.keys import id_to_int, random_id_in_bucket
 from p2pnode.dht.lookup import LookupKind
 from p2pnode.dht.messages import Store
 from p2pnode.dht.operations import INTERNAL_OP, BootstrapOp, LookupOp
@@ -145,7 +145,6 @@ class Maintenance:
         core = self.core
         stale = core.table.bucket_ranges_to_refresh(now, core.config.refresh_interval)
         for index in stale[:REFRESHES_PER_ROUND]:
-            offset = (1 << index) | core.rng.getrandbits(index) if index else 1
-            target = (id_to_int(core.own_id) ^ offset).to_bytes(ID_BITS // 8, "big")
+            target = random_id_in_bucket(core.own_id, index, core.rng)
             core.table.touch_bucket(index, now)
             LookupOp(core, INTERNAL_OP, target, LookupKind.NODE, now).start(now)

@@ -13,6 +13,8 @@ Invariants:
 
 from __future__ import annotations
 
+import enum
+import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +31,14 @@ from p2pnode.dht.config import (
     PutResult,
     StoreReply,
 )
-from p2pnode.dht.keys import Address, Contact, node_id_of
+from p2pnode.dht.keys import (
+    ID_BITS,
+    Address,
+    Contact,
+    bucket_index,
+    node_id_of,
+    random_id_in_bucket,
+)
 from p2pnode.dht.lookup import Lookup, LookupKind
 from p2pnode.dht.messages import (
     ExtensionReply,
@@ -52,6 +61,8 @@ from p2pnode.records import SignedRecord
 
 __all__ = [
     "INTERNAL_OP",
+    "JOIN_REFRESH_CONCURRENCY",
+    "MAX_JOIN_REFRESHES",
     "MAX_PAGES",
     "BootstrapOp",
     "ExtensionOp",
@@ -65,6 +76,8 @@ __all__ = [
 
 INTERNAL_OP = 0  # op id of operations nobody awaits (challenges, refreshes, republishing)
 MAX_PAGES = 4  # extra FIND_VALUE pages per node for a crowded contested key
+JOIN_REFRESH_CONCURRENCY = 3  # bucket-refresh lookups at once during a join
+MAX_JOIN_REFRESHES = 32  # buckets refreshed by one join: enough for 2**32 nodes
 
 
 @dataclass(slots=True)
@@ -93,6 +106,7 @@ class OperationHost(Protocol):
     config: DhtConfig
     table: RoutingTable
     own_id: bytes
+    rng: random.Random
 
     def send_request(
         self,
@@ -434,8 +448,30 @@ class ExtensionOp:
         self.host.finish(self.op_id, ExtensionResult(self.address, self.code, None))
 
 
+class _JoinStage(enum.Enum):
+    PINGING = "pinging"  # the bootstrap addresses
+    LOOKING = "looking"  # up our own id
+    REFRESHING = "refreshing"  # the buckets beyond the closest neighbour
+    LOOKING_AGAIN = "looking again"  # up our own id, for neighbours that joined with us
+    DONE = "done"
+
+
 class BootstrapOp:
-    """Ping the bootstrap addresses, then look ourselves up to fill the table."""
+    """Join: ping the bootstrap addresses, look ourselves up, then refresh the far buckets.
+
+    Kademlia section 2.3: "u performs a node lookup for its own node ID. Finally, u
+    refreshes all k-buckets further away than its closest neighbor." The self-lookup
+    fills the buckets near us (those nearer than the k-th closest node it found need
+    no refresh: it asked every node there); without the refreshes a node knows little of the
+    sibling subtrees and, worse, they never learn of it, so lookups for keys there
+    can converge on the k closest nodes of a neighbouring subtree. At most
+    ``JOIN_REFRESH_CONCURRENCY`` refresh lookups run at once, ``MAX_JOIN_REFRESHES``
+    in all (about log2 N in a network of N nodes); each touches its bucket, so the
+    idle-time refresh (``maintenance``) does not repeat it for an interval. Nothing
+    is sent once the join is done. Client-mode nodes skip the refreshes: no table
+    would keep them, and short-lived CLI commands join as clients. After the
+    refreshes, a second self-lookup finds neighbours that joined at the same time.
+    """
 
     def __init__(self, host: OperationHost, op_id: int, addresses: Sequence[Address]) -> None:
         self.host = host
@@ -443,6 +479,10 @@ class BootstrapOp:
         self.addresses = list(addresses)
         self.waiting = 0
         self.answered = 0
+        self.refresh_queue: list[int] = []  # bucket indices, the farthest last (popped first)
+        self.refreshing = 0
+        self.refreshed = 0
+        self.stage = _JoinStage.PINGING
         self.done_callback: Callable[[float], None] | None = None
 
     def start(self, now: float) -> None:
@@ -463,12 +503,64 @@ class BootstrapOp:
             self._lookup(now)
 
     def _lookup(self, now: float) -> None:
+        self.stage = _JoinStage.LOOKING
         op = LookupOp(
             self.host, INTERNAL_OP, self.host.own_id, LookupKind.NODE, now, then=self._looked
         )
         op.start(now)
 
     def _looked(self, result: FindNodeResult, now: float) -> None:
+        self.stage = _JoinStage.REFRESHING
+        if not self.host.config.client_mode:
+            self.refresh_queue = list(range(self._first_far_bucket(result), ID_BITS))
+        self._refresh_next(now)
+
+    def _first_far_bucket(self, result: FindNodeResult) -> int:
+        """The nearest bucket the join must refresh.
+
+        Section 2.3 refreshes every bucket farther than the closest neighbour's. A
+        bucket nearer than the k-th closest node the self-lookup found needs none: every
+        node in its range is nearer than that node, so the lookup asked it already (it
+        knows us, we know it). That spares about log2(k) lookups per join.
+        """
+        own = self.host.table.own_int
+        found = [bucket_index(own, c.id_int) for c in result.contacts]
+        # The table too: the nearest node's PONG may still be on its way.
+        nearest = min([*found[:1], *self.host.table.used_buckets()[:1]], default=ID_BITS - 1)
+        first = max(nearest + 1, found[-1] if found else 0)
+        return max(first, ID_BITS - MAX_JOIN_REFRESHES)
+
+    def _refresh_next(self, now: float) -> None:
+        host = self.host
+        while self.refresh_queue and self.refreshing < JOIN_REFRESH_CONCURRENCY:
+            index = self.refresh_queue.pop()
+            target = random_id_in_bucket(host.own_id, index, host.rng)
+            host.table.touch_bucket(index, now)
+            self.refreshing += 1
+            LookupOp(host, INTERNAL_OP, target, LookupKind.NODE, now, then=self._refreshed).start(
+                now
+            )
+        if self.refresh_queue or self.refreshing or self.stage is not _JoinStage.REFRESHING:
+            return
+        if self.refreshed:
+            # Nodes that joined at the same time as us, near us, were in nobody's table
+            # during our first self-lookup (nor we in theirs): a second one, through
+            # neighbours that met them since, lets each find the other. It mostly asks
+            # nodes that know us already, so it costs little.
+            self.stage = _JoinStage.LOOKING_AGAIN
+            LookupOp(host, INTERNAL_OP, host.own_id, LookupKind.NODE, now, then=self._done).start(
+                now
+            )
+        else:
+            self._done(None, now)
+
+    def _refreshed(self, result: FindNodeResult, now: float) -> None:
+        self.refreshing -= 1
+        self.refreshed += 1
+        self._refresh_next(now)
+
+    def _done(self, result: FindNodeResult | None, now: float) -> None:
+        self.stage = _JoinStage.DONE
         if self.done_callback is not None:
             self.done_callback(now)
         self.host.finish(self.op_id, BootstrapResult(self.answered, len(self.host.table)))

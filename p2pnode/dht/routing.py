@@ -215,6 +215,10 @@ class RoutingTable:
         """Contacts that entered the table after ``since``: node id -> when (replication)."""
         return {node_id: added for node_id, added in self._added.items() if added > since}
 
+    def used_buckets(self) -> list[int]:
+        """Indices of the non-empty buckets, nearest (lowest) first."""
+        return sorted(self._used)
+
     def bucket_ranges_to_refresh(self, now: float, interval: float) -> list[int]:
         """Indices of used buckets unchanged for ``interval`` seconds (section 2.3 refresh)."""
         return [

@@ -68,15 +68,28 @@ class MemNet:
         self, done: Callable[[], bool], *, limit: float = 30.0, max_steps: int = 2_000_000
     ) -> None:
         end = self.now + limit
+        # Each core's next deadline, in a heap with lazy deletion: only a core that was
+        # just fed (datagram or timer) can have moved its deadline, so a step costs
+        # O(log N), not a scan of every core (hundreds of nodes in one test).
+        deadlines: dict[Address, float] = {}
+        timers: list[tuple[float, Address]] = []
+
+        def rearm(address: Address, core: DhtCore) -> None:
+            deadline = core.next_deadline()
+            if deadlines.get(address) != deadline:
+                deadlines[address] = deadline
+                heapq.heappush(timers, (deadline, address))
+
         for address, core in self.cores.items():
             self._flush(address, core)
+            if address not in self.down:
+                rearm(address, core)
         for _ in range(max_steps):
             if done():
                 return
-            deadline = min(
-                (c.next_deadline() for a, c in self.cores.items() if a not in self.down),
-                default=end,
-            )
+            while timers and deadlines.get(timers[0][1]) != timers[0][0]:
+                heapq.heappop(timers)  # superseded by a later rearm
+            deadline = timers[0][0] if timers else end
             if self.queue and self.queue[0][0] <= deadline:
                 when, _, data, source, destination = heapq.heappop(self.queue)
                 self.now = max(self.now, when)
@@ -84,15 +97,23 @@ class MemNet:
                 if receiver is not None and destination not in self.down:
                     receiver.datagram_received(data, source, self.now)
                     self._flush(destination, receiver)
+                    rearm(destination, receiver)
                 continue
             if deadline > end:
                 self.now = end
                 return
             self.now = max(self.now, deadline)
-            for address, core in self.cores.items():
-                if address not in self.down and core.next_deadline() <= self.now:
-                    core.handle_timer(self.now)
-                    self._flush(address, core)
+            while timers and timers[0][0] <= self.now:
+                when, address = heapq.heappop(timers)
+                if deadlines.get(address) != when:
+                    continue
+                del deadlines[address]
+                if address in self.down:
+                    continue
+                core = self.cores[address]
+                core.handle_timer(self.now)
+                self._flush(address, core)
+                rearm(address, core)
         raise AssertionError("run_until: step limit reached")
 
     def wait(self, address: Address, op_id: int, *, limit: float = 30.0) -> OperationResult:
