@@ -67,6 +67,7 @@ METRICS = (
     "datagrams_per_get",
     "rss_mb_per_node",
     "idle_datagrams_per_s",
+    "join_datagrams_per_node",
 )
 
 log = logging.getLogger("dht_lookup")
@@ -441,6 +442,7 @@ class SystemResult:
     datagrams_per_get: float | None
     rss_mb_per_node: float
     idle_datagrams_per_s: float | None
+    join_datagrams_per_node: float | None  # build + settle, per joining node
     gets: int
     gets_ok: int
     puts: int
@@ -516,10 +518,12 @@ async def measure(system: System, args: argparse.Namespace, isolated: bool) -> S
     meter = DatagramMeter(system, kernel=isolated)
     rss_before = rss_mb()
     started = time.monotonic()
+    join_start = meter.read()
     await system.build()
     healthy = await _wait_healthy(system, time.monotonic() + HEALTH_TIMEOUT)
     build_s = time.monotonic() - started
     settled = await _wait_settled(meter, n, time.monotonic() + SETTLE_TIMEOUT)
+    joins = _per(meter.read(), join_start, max(1, n - 1))
     sizes = system.contacts()
     print(f"[{system.name}] {n} nodes up in {build_s:.1f} s", file=sys.stderr, flush=True)
 
@@ -578,6 +582,7 @@ async def measure(system: System, args: argparse.Namespace, isolated: bool) -> S
         datagrams_per_get=per_get[0],
         rss_mb_per_node=rss_per_node,
         idle_datagrams_per_s=idle[0],
+        join_datagrams_per_node=joins[0],
         gets=len(get_ms),
         gets_ok=gets_ok,
         puts=puts,
@@ -664,6 +669,7 @@ def _report(
         "dgrams/get",
         "RSS MB/node",
         "idle dgrams/s",
+        "join dgrams",
         "gets",
         "build s",
     ]
@@ -685,6 +691,7 @@ def _report(
                 figure(system, "datagrams_per_get"),
                 round(figure(system, "rss_mb_per_node") or 0.0, 4),
                 figure(system, "idle_datagrams_per_s"),
+                figure(system, "join_datagrams_per_node"),
                 result.get("gets"),
                 figure(system, "build_s"),
             ]
@@ -796,8 +803,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--system-timeout",
         type=float,
-        default=240.0,
-        help="hard limit per system's child process, seconds (default 240)",
+        default=420.0,
+        help="hard limit per system's child process, seconds (default 420)",
     )
     parser.add_argument(
         "--isolate",
