@@ -13,6 +13,13 @@ connection deletes its allocation. Connections are capped
 ``TCP_IDLE_TIMEOUT``; a client that does not read has its excess dropped, as
 UDP would, instead of buffered.
 
+TURN over TLS (RFC 8656 §3.1, "TLS-over-TCP"): the same protocol behind
+asyncio's TLS layer on separate listeners, for clients whose networks pass
+only HTTPS-looking traffic (port 443). The core sees a TCP 5-tuple: framing,
+allocation lifetime and closing are the same. Connections still in their
+handshake are bounded by ``TLS_HANDSHAKE_TIMEOUT``; established ones count
+against ``MAX_TCP_CONNECTIONS`` with the plain TCP ones.
+
 Ownership: the service owns every socket, reader, server and timer it creates;
 ``close()`` releases them all. It starts no tasks.
 """
@@ -23,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 MAX_TCP_CONNECTIONS = 512
 TCP_IDLE_TIMEOUT = 60.0  # a TCP client with no allocation after this is disconnected
+TLS_HANDSHAKE_TIMEOUT = 10.0  # seconds a TLS client has to finish its handshake
 TCP_WRITE_LIMIT = 256 * 1024  # queued bytes per TCP client before we drop (media is lossy)
 READ_BATCH = 64  # datagrams read per wake-up before yielding to the loop
 OUTBOX_LIMIT = 256  # relayed datagrams held for one flush at most
@@ -60,6 +69,17 @@ class ServiceAddresses:
 
     udp: tuple[Address, ...]
     tcp: tuple[Address, ...]
+    tls: tuple[Address, ...] = ()
+
+
+def _bound(servers: list[asyncio.Server]) -> tuple[Address, ...]:
+    """Where stream servers listen (ports resolved)."""
+    bound: list[Address] = []
+    for server in servers:
+        for sock in server.sockets:
+            name = sock.getsockname()
+            bound.append((name[0], name[1]))
+    return tuple(bound)
 
 
 def _udp_socket(address: Address) -> socket.socket:
@@ -154,10 +174,20 @@ class RelayService:
         *,
         udp: list[Address],
         tcp: list[Address],
+        tls: list[Address] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``tls``: TURN-over-TLS listeners, served with ``ssl_context`` (a server context
+        with its certificate chain loaded)."""
+        if tls and ssl_context is None:
+            raise ValueError("TLS listeners need an ssl_context")
         self._server = server
         self._udp_wanted = udp
         self._tcp_wanted = tcp
+        self._tls_wanted = tls or []
+        self._ssl_context = ssl_context
+        self._tls_servers: list[asyncio.Server] = []
+        self._closing_servers: list[asyncio.Server] = []  # closed, not yet waited for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listeners: dict[Address, socket.socket] = {}
         self._relays: dict[Address, socket.socket] = {}
@@ -199,20 +229,26 @@ class RelayService:
                         raise
                     tcp_server = await self._listen_tcp(host, 0)
                 self._tcp_servers.append(tcp_server)
+            for host, port in self._tls_wanted:
+                self._tls_servers.append(await self._listen_tcp(host, port, self._ssl_context))
         except OSError:
             self.close()
             raise
-        tcp_bound: list[Address] = []
-        for tcp_server in self._tcp_servers:
-            for sock in tcp_server.sockets:
-                name = sock.getsockname()
-                tcp_bound.append((name[0], name[1]))
-        return ServiceAddresses(tuple(self._listeners), tuple(tcp_bound))
+        return ServiceAddresses(
+            tuple(self._listeners), _bound(self._tcp_servers), _bound(self._tls_servers)
+        )
 
-    async def _listen_tcp(self, host: str, port: int) -> asyncio.Server:
+    async def _listen_tcp(
+        self, host: str, port: int, context: ssl.SSLContext | None = None
+    ) -> asyncio.Server:
         assert self._loop is not None
         return await self._loop.create_server(
-            lambda: _TcpClient(self), host, port, reuse_address=True
+            lambda: _TcpClient(self),
+            host,
+            port,
+            reuse_address=True,
+            ssl=context,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if context is not None else None,
         )
 
     def close(self) -> None:
@@ -229,9 +265,11 @@ class RelayService:
                     loop.remove_reader(sock.fileno())
                 sock.close()
             sockets.clear()
-        for tcp_server in self._tcp_servers:
+        for tcp_server in (*self._tcp_servers, *self._tls_servers):
             tcp_server.close()
+        self._closing_servers.extend(self._tcp_servers + self._tls_servers)
         self._tcp_servers.clear()
+        self._tls_servers.clear()
         for client in list(self._tcp_clients.values()):
             if client.transport is not None:
                 client.transport.abort()
@@ -243,7 +281,8 @@ class RelayService:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.close()
-        for tcp_server in self._tcp_servers:
+        closing, self._closing_servers = self._closing_servers, []
+        for tcp_server in closing:
             await tcp_server.wait_closed()
 
     def statistics(self) -> RelayStatistics:

@@ -1,8 +1,9 @@
 """`p2pnode relay`: a standalone STUN + TURN server, used the way coturn's turnserver is.
 
-Serves STUN Binding and TURN (RFC 8656) on one port over UDP and TCP until
-SIGINT or SIGTERM, with operator users (long-term credentials) and optionally
-a TURN REST API secret (coturn ``--use-auth-secret`` compatible).
+Serves STUN Binding and TURN (RFC 8656) on one port over UDP and TCP (and TLS
+on another port with ``--tls-listen``) until SIGINT or SIGTERM, with operator
+users (long-term credentials) and optionally a TURN REST API secret (coturn
+``--use-auth-secret`` compatible).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import asyncio
 import ipaddress
 import random
 import signal
+import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
 from nat.stun.server import StunServer
@@ -22,6 +25,7 @@ from relay.policy import PeerAddressPolicy, parse_networks
 from relay.quota import QuotaConfig
 from relay.server import TurnConfig, TurnServer
 from relay.service import RelayService
+from relay.tls import TlsConfigError, server_context
 
 __all__ = ["register"]
 
@@ -96,6 +100,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     parser.add_argument(
         "--no-tcp", action="store_true", help="serve UDP only (no TURN over TCP listener)"
+    )
+    parser.add_argument(
+        "--tls-listen",
+        metavar="HOST:PORT",
+        help="also serve TURN over TLS here (e.g. 0.0.0.0:443 or :5349); needs --tls-cert",
+    )
+    parser.add_argument(
+        "--tls-cert", metavar="PEM", help="certificate chain for --tls-listen (PEM)"
+    )
+    parser.add_argument(
+        "--tls-key", metavar="PEM", help="private key for --tls-cert (default: in the same file)"
     )
     parser.set_defaults(func=run)
 
@@ -172,23 +187,54 @@ def build_stun(args: argparse.Namespace, listen: tuple[str, int]) -> StunServer 
         raise CliError(f"--alt-ip: {error}") from None
 
 
+def build_tls(args: argparse.Namespace) -> tuple[tuple[str, int], ssl.SSLContext] | None:
+    """The TLS listener and its context, checked before anything is bound."""
+    if args.tls_listen is None:
+        if args.tls_cert or args.tls_key:
+            raise CliError("--tls-cert and --tls-key need --tls-listen")
+        return None
+    address = parse_hostport(args.tls_listen, default_host="0.0.0.0")
+    if not args.tls_cert:
+        raise CliError("--tls-listen needs --tls-cert (and --tls-key unless the PEM has both)")
+    try:
+        context = server_context(Path(args.tls_cert), Path(args.tls_key) if args.tls_key else None)
+    except TlsConfigError as error:
+        raise CliError(f"TLS: {error}") from None
+    return address, context
+
+
 async def _serve(
-    config: TurnConfig, listen: tuple[str, int], tcp: bool, stun: StunServer | None
+    config: TurnConfig,
+    listen: tuple[str, int],
+    tcp: bool,
+    stun: StunServer | None,
+    tls: tuple[tuple[str, int], ssl.SSLContext] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     server = TurnServer(config, random.SystemRandom(), loop.time(), stun=stun)
     udp = list(stun.local_addresses) if stun is not None else [listen]
-    service = RelayService(server, udp=udp, tcp=[listen] if tcp else [])
+    service = RelayService(
+        server,
+        udp=udp,
+        tcp=[listen] if tcp else [],
+        tls=[tls[0]] if tls is not None else [],
+        ssl_context=tls[1] if tls is not None else None,
+    )
     try:
         addresses = await service.start()
     except OSError as error:
-        raise CliError(f"cannot listen on {listen[0]}:{listen[1]}: {error}") from None
+        where = f"{listen[0]}:{listen[1]}"
+        if tls is not None:
+            where += f" (TLS {tls[0][0]}:{tls[0][1]})"
+        raise CliError(f"cannot listen on {where}: {error}") from None
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
         udp_text = " ".join(f"udp {h}:{p}" for h, p in addresses.udp)
-        tcp_text = " ".join(f"tcp {h}:{p}" for h, p in addresses.tcp)
+        tcp_text = " ".join(
+            [f"tcp {h}:{p}" for h, p in addresses.tcp] + [f"tls {h}:{p}" for h, p in addresses.tls]
+        )
         allowed = ", ".join(str(n) for n in config.policy.allow) or "none"
         print(
             f"p2pnode relay: STUN+TURN on {udp_text} {tcp_text}; realm {config.realm!r}; "
@@ -213,5 +259,6 @@ async def _serve(
 def run(args: argparse.Namespace) -> int:
     config, listen = build_config(args)
     stun = build_stun(args, listen)
-    asyncio.run(_serve(config, listen, not args.no_tcp, stun))
+    tls = build_tls(args)
+    asyncio.run(_serve(config, listen, not args.no_tcp, stun, tls))
     return 0

@@ -18,10 +18,12 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from relay.auth import rest_api_password
+from tests.harness.tls import make_certificates
 from tests.harness.tools import require_tool
 
 pytestmark = pytest.mark.interop
@@ -34,6 +36,7 @@ CLIENTS = 3
 @dataclass(frozen=True)
 class Relay:
     port: int
+    tls_port: int
 
 
 def _free_udp_port() -> int:
@@ -44,7 +47,8 @@ def _free_udp_port() -> int:
 
 
 @pytest.fixture
-def relay() -> Iterator[Relay]:
+def relay(tmp_path: Path) -> Iterator[Relay]:
+    files = make_certificates(tmp_path)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -52,6 +56,8 @@ def relay() -> Iterator[Relay]:
             *("--user", "alice:wonderland", "--secret", SECRET),
             *("--allow-peer", "127.0.0.0/8", "--rfc5766-channels"),
             *("--max-per-user", "100", "--max-per-ip", "100"),
+            *("--tls-listen", "127.0.0.1:0"),
+            *("--tls-cert", str(files.certificate), "--tls-key", str(files.key)),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -61,8 +67,9 @@ def relay() -> Iterator[Relay]:
         assert process.stdout is not None
         banner = process.stdout.readline()
         match = re.search(r"udp 127\.0\.0\.1:(\d+)", banner)
-        assert match, banner
-        yield Relay(int(match.group(1)))
+        tls = re.search(r"tls 127\.0\.0\.1:(\d+)", banner)
+        assert match and tls, banner
+        yield Relay(int(match.group(1)), int(tls.group(1)))
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
@@ -89,13 +96,13 @@ def echo_peer() -> Iterator[int]:
         process.wait(timeout=10)
 
 
-def run_uclient(relay: Relay, peer_port: int, *extra: str) -> str:
+def run_uclient(relay: Relay, peer_port: int, *extra: str, port: int | None = None) -> str:
     tool = require_tool("turnutils_uclient", "coturn")
     result = subprocess.run(
         [
             tool,
             *("-c", "-n", str(MESSAGES), "-m", str(CLIENTS), "-l", "172", "-z", "1"),
-            *("-e", "127.0.0.1", "-r", str(peer_port), "-p", str(relay.port)),
+            *("-e", "127.0.0.1", "-r", str(peer_port), "-p", str(port or relay.port)),
             *extra,
             "127.0.0.1",
         ],
@@ -125,6 +132,14 @@ def assert_every_packet_came_back(output: str) -> None:
 )
 def test_uclient_long_term_user(relay: Relay, echo_peer: int, mode: list[str]) -> None:
     output = run_uclient(relay, echo_peer, "-u", "alice", "-w", "wonderland", *mode)
+    assert_every_packet_came_back(output)
+
+
+def test_uclient_over_tls(relay: Relay, echo_peer: int) -> None:
+    """coturn's client speaks TURN over TLS (-S -t) to our TLS listener."""
+    output = run_uclient(
+        relay, echo_peer, "-u", "alice", "-w", "wonderland", "-S", "-t", port=relay.tls_port
+    )
     assert_every_packet_came_back(output)
 
 

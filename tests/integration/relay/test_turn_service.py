@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import ssl
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, ParamSpec
 
 import aioice
@@ -31,6 +33,8 @@ from relay.auth import first_match, rest_api_credentials, rest_api_password, sta
 from relay.policy import PeerAddressPolicy, parse_networks
 from relay.server import TurnConfig, TurnServer
 from relay.service import RelayService
+from relay.tls import server_context
+from tests.harness.tls import CertificateFiles, make_certificates
 
 Address = tuple[str, int]
 WAIT = 5.0  # seconds before a loopback answer is called lost
@@ -244,5 +248,85 @@ async def test_two_ice_agents_connect_relay_only(transport_name: str) -> None:
     try:
         await ice_pair_relay_only(address, transport_name)
         assert service.statistics().allocations_created == 2
+    finally:
+        service.close()
+
+
+async def start_tls_relay(directory: Path) -> tuple[RelayService, Address, CertificateFiles]:
+    loop = asyncio.get_running_loop()
+    files = make_certificates(directory)
+    turn_config = TurnConfig(
+        realm="test",
+        credentials=static_users({"user": "pass"}),
+        relay_ip="127.0.0.1",
+        policy=PeerAddressPolicy(allow=parse_networks(["127.0.0.0/8"])),
+    )
+    server = TurnServer(turn_config, random.Random(), loop.time())
+    service = RelayService(
+        server,
+        udp=[("127.0.0.1", 0)],
+        tcp=[],
+        tls=[("127.0.0.1", 0)],
+        ssl_context=server_context(files.certificate, files.key),
+    )
+    addresses = await service.start()
+    assert addresses.tcp == () and len(addresses.tls) == 1
+    return service, addresses.tls[0], files
+
+
+@run_async
+async def test_aioice_turn_over_tls_relays_both_ways(tmp_path: Path) -> None:
+    """aioice's TURN client over TLS, verifying our certificate against the test CA."""
+    service, address, files = await start_tls_relay(tmp_path)
+    try:
+        peer_transport, peer = await open_peer()
+        peer_address = peer_transport.get_extra_info("sockname")
+        turn_transport, client = await turn.create_turn_endpoint(
+            Inbox, address, "user", "pass", transport="tcp", ssl=files.client_context()
+        )
+        try:
+            for index in range(10):
+                payload = f"tls {index}".encode()
+                turn_transport.sendto(payload, peer_address)
+                data, source = await peer.get()
+                assert data == payload
+                peer_transport.sendto(b"echo " + data, source)
+                assert (await client.get())[0] == b"echo " + payload
+        finally:
+            turn_transport.close()
+            peer_transport.close()
+        stats = service.statistics()
+        assert stats.allocations_created == 1
+        assert stats.packets_to_peer == 10 and stats.packets_to_client == 10
+    finally:
+        service.close()
+
+
+@run_async
+async def test_plain_tcp_or_a_distrusting_client_on_the_tls_port_gets_nothing(
+    tmp_path: Path,
+) -> None:
+    service, address, files = await start_tls_relay(tmp_path)
+    try:
+        # Plain TURN bytes (no handshake) on the TLS port: the handshake fails, no answer.
+        # (Read as a TLS record header they announce ~2 KiB; the padding completes that
+        # record so the failure is immediate, not the handshake time limit's.)
+        reader, writer = await asyncio.open_connection(*address)
+        request = StunMessage(
+            StunMethod.ALLOCATE, StunClass.REQUEST, b"d" * 12, (RequestedTransport(17),)
+        )
+        writer.write(encode_message(request) + bytes(4096))
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""
+        writer.close()
+        # A client that does not trust our CA refuses us (its side of the bargain).
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection(*address, ssl=ssl.create_default_context())
+        # And the service still serves a proper TLS client.
+        reader, writer = await asyncio.open_connection(*address, ssl=files.client_context())
+        writer.write(encode_message(request))
+        reply = decode_message(await asyncio.wait_for(reader.read(2048), WAIT))
+        assert reply.cls is StunClass.ERROR  # 401 challenge, as over UDP and TCP
+        writer.close()
+        assert service.statistics().allocations == 0
     finally:
         service.close()
