@@ -435,6 +435,7 @@ class Supernode:
         self._last_publish = -math.inf
         self._next_check = now
         self.last_put: PutResult | None = None
+        self._shown: SupernodeStatus | None = None  # see status()
         self.publish_errors = 0
         if self.config.opt_out:
             self.core.feed(Event.OPT_OUT, now, "--no-relay")
@@ -442,6 +443,14 @@ class Supernode:
     # ------------------------------------------------------------- status
 
     def status(self) -> SupernodeStatus:
+        """The role taken and why. While a role change is being carried out (sockets
+        binding, the advert being put) it is the status from before the change, so
+        nobody reads "supernode" before the relay really runs."""
+        if self._shown is not None:
+            return self._shown
+        return self._current_status()
+
+    def _current_status(self) -> SupernodeStatus:
         relay = self.relay
         stats = relay.statistics() if relay is not None else None
         return SupernodeStatus(
@@ -507,22 +516,22 @@ class Supernode:
         now = self._clock()
         if verdict.ip is not None and self.relay is None:
             self._relay_ip = self.config.advertise_ip or verdict.ip
-        await self._execute(self.core.verdict(verdict, now))
+        await self._apply(lambda: self.core.verdict(verdict, now))
         return self.status()
 
     async def opt_out(self) -> None:
-        await self._execute(self.core.feed(Event.OPT_OUT, self._clock(), "operator"))
+        await self._apply(lambda: self.core.feed(Event.OPT_OUT, self._clock(), "operator"))
 
     async def opt_in(self) -> None:
-        await self._execute(self.core.feed(Event.OPT_IN, self._clock(), "operator"))
+        await self._apply(lambda: self.core.feed(Event.OPT_IN, self._clock(), "operator"))
 
     async def tick(self) -> SupernodeStatus:
         """Load and drain checks, and the advert's republication when due."""
         if self.relay is not None:
             allocations = self.relay.statistics().allocations
             now = self._clock()
-            await self._execute(self.core.load(allocations, now))
-            await self._execute(self.core.drain(allocations, now))
+            await self._apply(lambda: self.core.load(allocations, now))
+            await self._apply(lambda: self.core.drain(allocations, now))
         if (
             self.relay is not None
             and self._advertising
@@ -574,7 +583,16 @@ class Supernode:
                 self._advertising = False
                 await self._publish()
         if actions:
-            logger.info("supernode: %s", self.status().describe())
+            logger.info("supernode: %s", self._current_status().describe())
+
+    async def _apply(self, transition: Callable[[], Sequence[Action]]) -> None:
+        """Feed the core (``transition``) and carry out its actions; ``status()`` shows
+        the status from before until they are done."""
+        self._shown = self._current_status()
+        try:
+            await self._execute(transition())
+        finally:
+            self._shown = None
 
     async def _start_roles(self) -> bool:
         host = self.config.host

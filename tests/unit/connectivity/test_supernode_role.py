@@ -243,6 +243,35 @@ def test_port_in_use_is_reported_not_fatal() -> None:
     asyncio.run(_port_in_use_is_reported_not_fatal())
 
 
+async def _status_never_says_supernode_before_the_relay_runs() -> None:
+    async with DhtNode(Identity.generate(), listen=("127.0.0.1", 0)) as dht:
+        supernode = Supernode(
+            dht.identity,
+            dht,
+            SupernodeConfig(host="127.0.0.1", port=0, hysteresis=Hysteresis(promote_after=2)),
+            verdicts=fixed_verdict(Reachability.PUBLIC, "127.0.0.1"),
+        )
+        await supernode.check_reachability()  # candidate
+        seen = []
+        promotion = asyncio.create_task(supernode.check_reachability())
+        while not promotion.done():  # what `p2pnode run` would print at every moment
+            seen.append(supernode.status())
+            await asyncio.sleep(0)
+        seen.append(promotion.result())
+        try:
+            roles = [status.role for status in seen]
+            assert Role.CANDIDATE in roles and roles[-1] is Role.SUPERNODE
+            for status in seen:
+                if status.role is Role.SUPERNODE:
+                    assert status.udp and status.accepting and status.dial_back, status
+        finally:
+            await supernode.close()
+
+
+def test_status_never_says_supernode_before_the_relay_runs() -> None:
+    asyncio.run(_status_never_says_supernode_before_the_relay_runs())
+
+
 async def _drain_time_limit_cuts_remaining_allocations() -> None:
     clock = Clock()
     verdict = [PUBLIC]
