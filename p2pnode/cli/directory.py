@@ -525,10 +525,12 @@ def _enum_dns(args: argparse.Namespace) -> int:
         ns_name = dns.name.from_text(args.ns_name)
     except dns.exception.DNSException as error:
         raise CliError(f"--ns-name {args.ns_name!r} is not a domain name: {error}") from None
+    rate = _rate("--rate-limit", args.rate_limit)
     config = GatewayConfig(
         zones=zones or DEFAULT_ZONES,
         ns_name=ns_name,
-        rate_limit=_rate("--rate-limit", args.rate_limit),
+        rate_limit=rate,
+        rate_burst=max(2.0 * rate, 1.0),  # two seconds' worth, whatever the rate
         serial=int(time.time()) % 2**32,
     )
 
@@ -684,7 +686,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--rate-limit",
         default="100",
         metavar="QPS",
-        help="UDP answers per second per client address (0: off; default 100)",
+        help="UDP answers per second per client address, bursts of two seconds' worth "
+        "(0: off; default 100)",
     )
     _add_network_arguments(gateway)
     gateway.set_defaults(func=_enum_dns)
