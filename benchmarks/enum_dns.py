@@ -247,7 +247,9 @@ def warm(port: int, names: list[str]) -> int:
     return answered
 
 
-def dnsperf(port: int, queries: Path, seconds: int, clients: int) -> dict[str, Any]:
+def dnsperf(
+    port: int, queries: Path, seconds: int, clients: int, edns: bool = False
+) -> dict[str, Any]:
     completed = subprocess.run(
         [
             shutil.which("dnsperf") or "dnsperf",
@@ -265,6 +267,7 @@ def dnsperf(port: int, queries: Path, seconds: int, clients: int) -> dict[str, A
             "200",
             "-t",
             "2",
+            *(["-D"] if edns else []),  # EDNS0 with the DO bit, as validating resolvers ask
         ],
         capture_output=True,
         text=True,
@@ -314,6 +317,11 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=100, help="numbers with records")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c")
     parser.add_argument("--nodes", type=int, default=5, help="DHT nodes")
+    parser.add_argument(
+        "--edns",
+        action="store_true",
+        help="queries with EDNS0 and the DO bit (dnsperf -D), as resolvers send them",
+    )
     args = parser.parse_args()
     for tool in ("dnsperf", "nsd"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -340,14 +348,14 @@ def main() -> int:
             if not wait_answering(gateway_port, hits[0], 15):
                 raise RuntimeError("the gateway does not answer")
             warmed = warm(gateway_port, mix)
-            ours = dnsperf(gateway_port, queries, args.seconds, args.clients)
+            ours = dnsperf(gateway_port, queries, args.seconds, args.clients, args.edns)
             stop(gateway)
             gateway = None
 
             nsd, nsd_port = start_nsd(workdir / "nsd", args.count)
             if not wait_answering(nsd_port, hits[0], 15):
                 raise RuntimeError("NSD does not answer")
-            anchor = dnsperf(nsd_port, queries, args.seconds, args.clients)
+            anchor = dnsperf(nsd_port, queries, args.seconds, args.clients, args.edns)
         except (RuntimeError, OSError, subprocess.SubprocessError) as error:
             print_final_json({"error": str(error)})
             return 1
@@ -360,7 +368,8 @@ def main() -> int:
 
     print(
         f"ENUM NAPTR over UDP, {len(mix)} names ({len(hits)} with records, {len(misses)} "
-        f"NXDOMAIN), dnsperf -l {args.seconds} -c {args.clients} -q 200; "
+        f"NXDOMAIN), dnsperf -l {args.seconds} -c {args.clients} -q 200"
+        f"{' -D (EDNS0, DO bit)' if args.edns else ' (no EDNS)'}; "
         f"gateway warmed with {warmed} queries"
     )
     print_table(
@@ -391,6 +400,7 @@ def main() -> int:
             "p2pnode": {k: ours[k] for k in ("qps", "avg_ms", "lost", "rcodes")},
             "nsd": {k: anchor[k] for k in ("qps", "avg_ms", "lost", "rcodes")},
             "ratio_qps": round(share, 3) if share else None,
+            "edns": args.edns,
         }
     )
     return 0

@@ -8,9 +8,12 @@ FreeSWITCH mod_enum, Asterisk ENUMLOOKUP and Kamailio's enum module accept::
 Invariants:
 - The wire format is dnspython's; this module only copies bytes between a
   query and a cached response built by dnspython (id, RD bit, question case).
-- Hot path: a plain query (one question, no EDNS) whose answer was built in the
-  last ``cache_ttl`` seconds is answered by patching the cached bytes, without
-  building any dnspython object.
+- Hot path: a query of one question, alone or with one EDNS OPT record (as
+  resolvers and forwarders send them), whose answer was built in the last
+  ``cache_ttl`` seconds is answered by patching the cached bytes, without
+  building any dnspython object. The cache key is the question (name case
+  folded) plus the OPT record's exact bytes, so payload size, DO bit and
+  options that could change the answer never share an entry.
 - UDP answers are never larger than ``amplification_factor`` times the query
   (nor than the client's payload size): larger ones are sent truncated (TC)
   so the client retries over TCP. Rate-limited clients get nothing, or every
@@ -55,9 +58,30 @@ _log = logging.getLogger(__name__)
 
 _HEADER = 12
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT=1, AN/NS/AR=0: no EDNS
+_EDNS_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # QDCOUNT=1, ARCOUNT=1: the OPT record
+_OPT_START = b"\x00\x00\x29"  # root owner name, TYPE 41 (RFC 6891 §6.1.2)
 _MIN_QUERY = _HEADER + 1 + 4  # root name + QTYPE + QCLASS
 _CLASSIC_UDP = 512  # RFC 1035 §4.2.1, without EDNS
 _MAX_TCP = 65535
+
+
+def _edns_question_end(query: bytes) -> int | None:
+    """Where the question of a one-question query ends, if an OPT record follows it.
+
+    ``None`` for anything unusual (a compression pointer or bad label in the
+    question, no OPT record right after it): such a query takes the full path.
+    """
+    offset = _HEADER
+    size = len(query)
+    while offset < size:
+        length = query[offset]
+        if length == 0:
+            end = offset + 5  # the root label, QTYPE, QCLASS
+            return end if query[end : end + 3] == _OPT_START else None
+        if length > 63:
+            return None  # a pointer or a reserved label type
+        offset += 1 + length
+    return None
 
 
 class Transport(enum.Enum):
@@ -142,7 +166,16 @@ class EnumDnsCore:
     ) -> Answer | NeedsRoute | None:
         """The response to ``query`` from ``client`` (an IP), ``NeedsRoute``, or ``None`` (drop)."""
         self._queries += 1
-        plain = len(query) >= _MIN_QUERY and query[4:12] == _PLAIN_COUNTS and not query[2] & 0xFE
+        # where the question ends: a cache key (and patch point) for plain and EDNS queries
+        plain = False
+        question_end: int | None = None
+        if len(query) >= _MIN_QUERY and not query[2] & 0xFE:
+            counts = query[4:12]
+            if counts == _PLAIN_COUNTS:
+                plain = True
+                question_end = len(query)
+            elif counts == _EDNS_COUNTS:
+                question_end = _edns_question_end(query)
         if (
             transport is Transport.UDP
             and not final  # the first pass already paid for this query
@@ -150,9 +183,11 @@ class EnumDnsCore:
             and not self._limiter.allow(client, now)
         ):
             return self._rate_limited(query, plain)
-        if plain:
-            # the question, with the name's ASCII case folded (RFC 4343) but not QTYPE/QCLASS
-            key = query[_HEADER:-4].lower() + query[-4:]
+        key = None
+        if question_end is not None:
+            # the question with the name's ASCII case folded (RFC 4343), QTYPE/QCLASS and
+            # the OPT record as they are
+            key = query[_HEADER : question_end - 4].lower() + query[question_end - 4 :]
             hit = self._cache[transport].get(key)
             if hit is not None and hit[0] > now:
                 self._hits += 1
@@ -160,17 +195,21 @@ class EnumDnsCore:
                 # id from the query, RD copied (RFC 1035 §4.1.1), the question as asked
                 flags = bytes(((cached[2] & 0xFE) | (query[2] & 0x01),))
                 return (
-                    query[:2] + flags + cached[3:_HEADER] + query[_HEADER:] + cached[len(query) :]
+                    query[:2]
+                    + flags
+                    + cached[3:_HEADER]
+                    + query[_HEADER:question_end]
+                    + cached[question_end:]
                 )
         answer = self._answer(query, now, transport, final)
         if isinstance(answer, tuple):
             data, cacheable = answer
             self._answers += 1
-            if plain and cacheable:
+            if key is not None and cacheable:
                 cache = self._cache[transport]
                 if len(cache) >= self.config.max_cached_answers:
                     cache.clear()  # bounded; rebuilt from routes on the next queries
-                cache[query[_HEADER:-4].lower() + query[-4:]] = (now + self.config.cache_ttl, data)
+                cache[key] = (now + self.config.cache_ttl, data)
             return data
         return answer
 

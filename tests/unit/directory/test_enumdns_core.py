@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.name
@@ -197,3 +198,57 @@ def test_cached_answers_match_fresh_ones(qid: bytes, name: str) -> None:
     assert warm.handle(bytes(query), "192.0.2.1", 0.5, Transport.UDP) == cold.handle(
         bytes(query), "192.0.2.1", 0.5, Transport.UDP
     )
+
+
+def edns_query(name: str, *, payload: int = 1232, do: bool = False, cookie: bool = False) -> bytes:
+    options = [dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"\x01" * 8)] if cookie else []
+    query = dns.message.make_query(
+        name, "NAPTR", use_edns=0, payload=payload, want_dnssec=do, options=options
+    )
+    return query.to_wire()
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"do": True}, {"cookie": True}, {"payload": 512}],
+    ids=["edns", "do-bit", "cookie", "payload-512"],
+)
+def test_edns_queries_are_answered_from_the_cache_like_fresh_ones(
+    variant: dict[str, object],
+) -> None:
+    """Resolvers and forwarders ask with EDNS: those queries take the cached path too."""
+    for name in ("5.3.9.9.5.3.9.0.0.8.1.e164.arpa.", "8.1.0.0.6.4.9.7.0.2.4.4.e164.arpa."):
+        warm, cold = core(), core()
+        query = bytearray(edns_query(name, **variant))  # type: ignore[arg-type]
+        warm.handle(bytes(query), "192.0.2.1", 0.0, Transport.UDP)
+        query[0:2] = b"\xbe\xef"
+        query[2] &= 0xFE  # RD off
+        cached = warm.handle(bytes(query), "192.0.2.1", 0.5, Transport.UDP)
+        fresh = cold.handle(bytes(query), "192.0.2.1", 0.5, Transport.UDP)
+        assert warm.statistics().cache_hits == 1, name
+        assert isinstance(cached, bytes) and isinstance(fresh, bytes)
+        assert len(cached) == len(fresh)
+        # equal as DNS messages (id, flags, EDNS, sections; an RRset's order is free)
+        assert dns.message.from_wire(cached) == dns.message.from_wire(fresh)
+
+
+def test_edns_variants_never_share_an_answer() -> None:
+    """Payload size and DO bit are part of the key: each variant has its own entry."""
+    gateway = core()
+    name = "5.3.9.9.5.3.9.0.0.8.1.e164.arpa."
+    for variant in ({"payload": 512}, {"payload": 4096}, {"do": True}):
+        gateway.handle(edns_query(name, **variant), "192.0.2.1", 0.0, Transport.UDP)  # type: ignore[arg-type]
+    assert gateway.statistics().cache_hits == 0
+    gateway.handle(edns_query(name, payload=512), "192.0.2.1", 0.1, Transport.UDP)
+    assert gateway.statistics().cache_hits == 1
+
+
+def test_edns_query_with_a_compressed_question_takes_the_full_path() -> None:
+    gateway = core()
+    raw = bytearray(edns_query("53995390081.enum."))
+    # a question name that is a compression pointer: valid DNS would not send it; never cached
+    bogus = bytes(raw[:12]) + b"\xc0\x0c" + bytes(raw[12 + 19 :])
+    for _ in range(2):
+        result = gateway.handle(bogus, "192.0.2.1", 0.0, Transport.UDP)
+        assert result is None or isinstance(result, bytes)
+    assert gateway.statistics().cache_hits == 0
