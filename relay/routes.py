@@ -53,6 +53,28 @@ class Traffic:
         self.bytes_to_client = 0
         self.dropped_over_bandwidth = 0
 
+    # The one place the per-allocation bandwidth cap is applied and counted, for the
+    # routes' fast path and the core's full path alike.
+
+    def to_peer(self, bucket: TokenBucket, length: int, now: float) -> bool:
+        """Spend ``length`` bytes of the allocation's client->peer budget and count them;
+        False: over the cap, dropped (counted)."""
+        if not bucket.take(length, now):
+            self.dropped_over_bandwidth += 1
+            return False
+        self.packets_to_peer += 1
+        self.bytes_to_peer += length
+        return True
+
+    def to_client(self, bucket: TokenBucket, size: int, now: float) -> bool:
+        """As ``to_peer``, peer->client; data too long for a Data indication is dropped too."""
+        if size > MAX_PEER_DATA or not bucket.take(size, now):
+            self.dropped_over_bandwidth += 1
+            return False
+        self.packets_to_client += 1
+        self.bytes_to_client += size
+        return True
+
 
 class ClientRoute:
     """Client -> peer over one bound channel: ChannelData payload goes from ``relayed`` to
@@ -78,13 +100,7 @@ class ClientRoute:
         """Spend the allocation's bandwidth and count; False: over the cap, dropped (counted).
 
         Only for a live route (``now < expiry``), on a well-formed message."""
-        traffic = self._traffic
-        if not self._bucket.take(length, now):
-            traffic.dropped_over_bandwidth += 1
-            return False
-        traffic.packets_to_peer += 1
-        traffic.bytes_to_peer += length
-        return True
+        return self._traffic.to_peer(self._bucket, length, now)
 
 
 class PeerRoute:
@@ -110,13 +126,7 @@ class PeerRoute:
 
     def admit(self, size: int, now: float) -> bool:
         """As ``ClientRoute.admit``, for ``size`` bytes of peer data."""
-        traffic = self._traffic
-        if size > MAX_PEER_DATA or not self._bucket.take(size, now):
-            traffic.dropped_over_bandwidth += 1
-            return False
-        traffic.packets_to_client += 1
-        traffic.bytes_to_client += size
-        return True
+        return self._traffic.to_client(self._bucket, size, now)
 
 
 class RouteTable:

@@ -90,7 +90,7 @@ from relay.requests import (
     desired_lifetime,
     has_fingerprint,
 )
-from relay.routes import MAX_PEER_DATA, ClientRoute, PeerRoute, RouteTable, Traffic
+from relay.routes import ClientRoute, PeerRoute, RouteTable, Traffic
 
 __all__ = ["TurnConfig", "TurnServer"]
 
@@ -253,12 +253,8 @@ class TurnServer:
             self._drops.drop("no permission")
             return None
         size = len(data)
-        traffic = self._traffic
-        if size > MAX_PEER_DATA or not allocation.to_client_bucket.take(size, now):
-            traffic.dropped_over_bandwidth += 1
+        if not self._traffic.to_client(allocation.to_client_bucket, size, now):
             return None
-        traffic.packets_to_client += 1
-        traffic.bytes_to_client += size
         five_tuple = allocation.five_tuple
         binding = allocation.peer_channels.get(peer)
         if binding is not None and binding.expiry > now:
@@ -268,7 +264,7 @@ class TurnServer:
                     binding.number,
                     min(allocation.expiry, binding.expiry, expiry),
                     allocation.to_client_bucket,
-                    traffic,
+                    self._traffic,
                 )
                 self._routes.add_peer_route(relayed, peer, route)
             header = _CHANNEL_HEADER.pack(binding.number, size)
@@ -703,12 +699,8 @@ class TurnServer:
         if not allocation.has_permission(peer.address[0], now):
             self._drops.drop("no permission")
             return []
-        traffic = self._traffic
-        if not allocation.to_peer_bucket.take(len(data.value), now):
-            traffic.dropped_over_bandwidth += 1
+        if not self._traffic.to_peer(allocation.to_peer_bucket, len(data.value), now):
             return []
-        traffic.packets_to_peer += 1
-        traffic.bytes_to_peer += len(data.value)
         return [ToPeer(allocation.relayed, peer.address, data.value)]
 
     # ---------------------------------------------------------------- plumbing
