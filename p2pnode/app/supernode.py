@@ -111,19 +111,39 @@ def fixed_verdict(status: Reachability, ip: str | None = None, detail: str = "")
     return source
 
 
-def stun_verdicts(servers: Sequence[Address], *, min_agree: int = 3) -> VerdictSource:
-    """Dial-back checks against ``servers`` (nat.runner), one estimator kept across rounds."""
-    estimator = ReachabilityEstimator(min_agree=min(min_agree, max(len(servers), 1)))
+def _dial_back_verdicts(
+    servers_now: Callable[[], tuple[tuple[Address, ...], str]],
+    min_agree: int,
+    none_known: str,
+) -> VerdictSource:
+    """Each call asks the servers ``servers_now()`` names (with a note on where they came
+    from, or "") to dial us back; one estimator is kept across rounds."""
+    estimator = ReachabilityEstimator(min_agree=min_agree)
 
     async def source() -> Verdict:
+        servers, origin = servers_now()
         if not servers:
-            return Verdict(Reachability.UNKNOWN, None, "no STUN servers to check against")
+            status = estimator.status(asyncio.get_running_loop().time())
+            return Verdict(status, None, none_known)
         report = await check_reachability(servers, estimator=estimator)
         votes = [v for v in report.votes if v is not None]
-        detail = f"{len(votes)} of {len(servers)} servers voted, {report.min_agree} must agree"
+        where = f" ({origin})" if origin else ""
+        detail = (
+            f"{len(votes)} of {len(servers)} servers voted{where}, {report.min_agree} must agree"
+        )
         return Verdict(report.status, report.local_address[0], detail)
 
     return source
+
+
+def stun_verdicts(servers: Sequence[Address], *, min_agree: int = 3) -> VerdictSource:
+    """Dial-back checks against ``servers`` only; ``min_agree`` is lowered to their number."""
+    given = tuple(servers)
+    return _dial_back_verdicts(
+        lambda: (given, ""),
+        min(min_agree, max(len(given), 1)),
+        "no STUN servers to check against",
+    )
 
 
 MAX_LEARNED_SERVERS = 8  # dial-back servers asked per round, configured ones first
@@ -145,30 +165,19 @@ def learned_stun_verdicts(
     estimator's hysteresis), so a decided status survives a round in which fewer
     servers are known, until its votes age out.
     """
-    estimator = ReachabilityEstimator(min_agree=min_agree)
     fixed = tuple(dict.fromkeys(configured))
 
-    async def source() -> Verdict:
-        found = [a for a in learned() if a not in fixed]
-        servers = (fixed + tuple(dict.fromkeys(found)))[: max(MAX_LEARNED_SERVERS, len(fixed))]
-        origin = f"{len(fixed)} given, {len(servers) - len(fixed)} found in the DHT"
-        if not servers:
-            status = estimator.status(asyncio.get_running_loop().time())
-            return Verdict(
-                status,
-                None,
-                "no dial-back STUN servers known yet (none given with --stun, no supernode "
-                "advertising one found in the DHT)",
-            )
-        report = await check_reachability(servers, estimator=estimator)
-        votes = [v for v in report.votes if v is not None]
-        detail = (
-            f"{len(votes)} of {len(servers)} servers voted ({origin}), "
-            f"{report.min_agree} must agree"
-        )
-        return Verdict(report.status, report.local_address[0], detail)
+    def servers_now() -> tuple[tuple[Address, ...], str]:
+        found = tuple(dict.fromkeys(a for a in learned() if a not in fixed))
+        servers = (fixed + found)[: max(MAX_LEARNED_SERVERS, len(fixed))]
+        return servers, f"{len(fixed)} given, {len(servers) - len(fixed)} found in the DHT"
 
-    return source
+    return _dial_back_verdicts(
+        servers_now,
+        min_agree,
+        "no dial-back STUN servers known yet (none given with --stun, no supernode "
+        "advertising one found in the DHT)",
+    )
 
 
 # --------------------------------------------------------------- the core

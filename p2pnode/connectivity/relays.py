@@ -289,7 +289,8 @@ class RelaySelector:
         """True when we cannot fill ``keep`` slots from what we know and may fetch again."""
         if self._last_discovery == -math.inf:
             return True
-        if len(self.dial_back_servers(self.config.min_dial_back)) < self.config.min_dial_back:
+        wanted = self.config.min_dial_back
+        if wanted and len(self.dial_back_servers(wanted)) < wanted:
             return now - self._last_discovery >= self.config.rediscover_interval
         if len(self._chosen) >= self.config.keep:
             return False
