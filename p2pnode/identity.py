@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import nacl.exceptions
+import nacl.public
 import nacl.signing
 
 __all__ = [
@@ -169,6 +170,11 @@ class Identity:
     def sign(self, data: bytes) -> bytes:
         """The 64-byte Ed25519 signature over ``data``."""
         return self._signing_key.sign(data).signature
+
+    def x25519_private_key(self) -> nacl.public.PrivateKey:
+        """The X25519 key derived from this Ed25519 key (RFC 7748 birational map), so peers
+        can seal to ``public_key`` alone (libsodium ``crypto_sign_ed25519_sk_to_curve25519``)."""
+        return self._signing_key.to_curve25519_private_key()
 
     def __repr__(self) -> str:
         return f"Identity(peer_id={self.peer_id!r}, fingerprint={self.fingerprint!r})"
