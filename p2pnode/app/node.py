@@ -1,202 +1,310 @@
-"""``P2PNode``: one peer as a whole: identity, DHT node, STUN server, supernode role.
+"""``Node``: the runtime that hosts a node's services, supervises them and publishes events.
 
-Each part is started in ``start`` and stopped in reverse order in ``stop``;
-``run(stop)`` is the node's long-running life (the supernode controller's
-reachability checks, load checks and advert republication) and is owned by
-its caller, so nothing runs fire-and-forget.
+One ``Node`` owns every service (``p2pnode.app.service`` states the contract)
+under one ``asyncio.TaskGroup``: one supervisor task per service. A service
+that raises is reported (its status, a log line, a ``ServiceStateChanged``
+event, the metrics) and restarted after an exponential backoff; after
+``max_failures`` failures in a row it is disabled. It never takes the node
+down: only a *required* service failing its first start does (``p2pnode run``
+then exits with "cannot listen ..."), because a node without its DHT socket is
+not a node.
 
-Invariants: the identity comes from the node's home (created only by
-``p2pnode init`` or ``create=True``); the DHT routing table is saved in the
-home as JSON (``dht-contacts.json``) and reloaded on the next start, so a
-restarted node keeps both its identity (hence node id) and its neighbours.
-The supernode role is never taken without a reachability verdict (measured
-against STUN servers with dial-back, given by the operator and/or advertised
-by supernodes found in the DHT, or asserted by the operator), and an
-operator's opt-out is final for the process.
+Life: ``run(stop)`` starts the services in order (the DHT first: later ones
+use it), supervises them until ``stop`` is set, then drains the services that
+can (``drain(limit)``: a relay lets its allocations finish, up to the
+configured limit) and stops all of them in reverse order.
+
+Events: ``emit(event)`` fans a frozen dataclass out to every subscriber
+(bounded queues: a slow WebSocket client loses the oldest events, counted,
+never blocks the node).
+
+The old hand-wired ``P2PNode`` lives in ``p2pnode.app.peer``; it is re-exported
+here for the tests that import it from this module.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from nat.endpoint import StunService
-from nat.reachability import Reachability
-from p2pnode.app.supernode import (
-    Supernode,
-    SupernodeConfig,
-    SupernodeStatus,
-    Verdict,
-    VerdictSource,
-    fixed_verdict,
-    learned_stun_verdicts,
-    stun_verdicts,
+from p2pnode.app.peer import DHT_STATE_FILE, P2PNode, RoleOptions
+from p2pnode.app.service import (
+    DrainingService,
+    NodeStopping,
+    RunningService,
+    Service,
+    ServiceState,
+    ServiceStateChanged,
+    ServiceStatus,
 )
-from p2pnode.connectivity.relays import (
-    RELAY_BUCKETS,
-    RelayCandidate,
-    RelayFinder,
-    SelectorConfig,
-)
-from p2pnode.dht import Address, BootstrapResult, DhtConfig, DhtNode, TableHealth
-from p2pnode.identity import Identity
-from p2pnode.records import SignedRecord
 
-__all__ = ["DHT_STATE_FILE", "P2PNode", "RoleOptions"]
+__all__ = [
+    "DHT_STATE_FILE",
+    "MAX_SUBSCRIBERS",
+    "Node",
+    "NodeStartError",
+    "NodeStatistics",
+    "P2PNode",
+    "RestartPolicy",
+    "RoleOptions",
+]
 
-DHT_STATE_FILE = "dht-contacts.json"
+logger = logging.getLogger(__name__)
+
+MAX_SUBSCRIBERS = 64  # event streams at once (WebSocket clients)
+SUBSCRIBER_QUEUE = 256  # events held per subscriber before the oldest are dropped
+
+
+class NodeStartError(RuntimeError):
+    """A required service could not start (e.g. the DHT socket cannot be bound)."""
+
+    def __init__(self, service: str, error: BaseException) -> None:
+        super().__init__(f"{service}: {error}")
+        self.service = service
+        self.error = error
 
 
 @dataclass(frozen=True)
-class RoleOptions:
-    """What a node serves besides the DHT, and how it judges its own reachability.
+class RestartPolicy:
+    """How a failed service comes back: backoff doubling from ``initial_backoff`` up to
+    ``max_backoff``; disabled after ``max_failures`` in a row; a run longer than
+    ``stable_after`` forgets earlier failures."""
 
-    ``public_ip`` set: the operator asserts the node is publicly reachable there
-    (no measurement). Otherwise ``stun_servers`` are asked to dial back (at least
-    three for a verdict others can trust); with neither, reachability stays
-    unknown and the node stays a client, saying why.
-    """
+    initial_backoff: float = 1.0
+    max_backoff: float = 60.0
+    max_failures: int = 5
+    stable_after: float = 60.0
 
-    supernode: SupernodeConfig | None = None  # None: no supernode controller at all
-    stun_servers: tuple[Address, ...] = ()
-    min_agree: int = 3
-    public_ip: str | None = None
-    serve_stun: Address | None = None  # run a STUN server (with dial-back) here
-    stun_alt_ip: str | None = None  # ... and RFC 5780 discovery with this second IP
-    find_relays: bool = False  # find supernodes in the DHT, health-check them, keep two
-
-    def verdicts(self, learned: Callable[[], Sequence[Address]] | None = None) -> VerdictSource:
-        """How reachability is judged: ``--public``, else dial-back checks against the
-        given servers plus, with ``learned``, those supernodes advertise in the DHT."""
-        if self.public_ip is not None:
-            return fixed_verdict(
-                Reachability.PUBLIC, self.public_ip, f"public at {self.public_ip} (--public)"
-            )
-        if learned is not None:
-            return learned_stun_verdicts(self.stun_servers, learned, min_agree=self.min_agree)
-        if self.stun_servers:
-            return stun_verdicts(self.stun_servers, min_agree=self.min_agree)
-
-        async def unknown() -> Verdict:
-            return Verdict(
-                Reachability.UNKNOWN, None, "no STUN servers to check against (--stun or --public)"
-            )
-
-        return unknown
+    def backoff(self, failures: int) -> float:
+        return float(min(self.max_backoff, self.initial_backoff * 2 ** max(failures - 1, 0)))
 
 
-class P2PNode:
-    """A peer: identity from ``home``, a DHT node on ``listen``, and the roles in ``roles``."""
+@dataclass(frozen=True)
+class NodeStatistics:
+    uptime: float
+    services: tuple[ServiceStatus, ...]
+    events_published: int
+    events_dropped: int  # events a slow subscriber lost
+
+
+class _Slot:
+    """The runtime's book-keeping for one service (mutable, private)."""
+
+    def __init__(self, service: Service, required: bool, now: float) -> None:
+        self.service = service
+        self.required = required
+        self.state = ServiceState.STOPPED
+        self.reason = "not started"
+        self.since = now
+        self.failures = 0
+        self.restarts = 0
+        self.started = False  # start() returned and stop() is still owed
+
+    def status(self) -> ServiceStatus:
+        return ServiceStatus(
+            self.service.name, self.state, self.reason, self.since, self.failures, self.restarts
+        )
+
+
+class Node:
+    """Hosts ``services`` (started in this order, stopped in reverse)."""
 
     def __init__(
         self,
-        home: Path,
+        services: Sequence[Service],
         *,
-        listen: Address = ("0.0.0.0", 0),
-        bootstrap: Sequence[Address] = (),
-        client_mode: bool = False,
-        config: DhtConfig | None = None,
-        roles: RoleOptions | None = None,
-        create: bool = False,
+        required: Sequence[str] = (),
+        policy: RestartPolicy | None = None,
+        drain_limit: float = 30.0,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        self.home = home
-        self.identity = Identity.load_or_create(home) if create else Identity.load(home)
-        self.roles = roles or RoleOptions()
-        cfg = config or DhtConfig()
-        self.dht = DhtNode(
-            self.identity,
-            listen=listen,
-            bootstrap=bootstrap,
-            k=cfg.k,
-            alpha=cfg.alpha,
-            client_mode=client_mode,
-            config=cfg,
-            state_path=home / DHT_STATE_FILE,
-        )
-        self.stun: StunService | None = None
-        self.supernode: Supernode | None = None
-        self.relays: RelayFinder | None = None
-        if self.roles.find_relays:
-            # All sixteen rendezvous buckets per fetch: a young network has few
-            # supernodes, and fetches happen only while fewer than two are usable.
-            # A node that may become a supernode also wants enough supernodes with
-            # dial-back STUN to judge its reachability against (min_agree of them).
-            wanted = self.roles.min_agree if self.roles.supernode is not None else 0
-            self.relays = RelayFinder(
-                self._fetch,
-                own_key=self.identity.public_key,
-                buckets_per_fetch=RELAY_BUCKETS,
-                config=SelectorConfig(min_dial_back=wanted),
-            )
+        names = [s.name for s in services]
+        if len(set(names)) != len(names):
+            raise ValueError(f"service names must be unique: {names}")
+        self.policy = policy or RestartPolicy()
+        self.drain_limit = drain_limit
+        self._clock = clock
+        self._started_at = 0.0
+        self._slots = {s.name: _Slot(s, s.name in required, 0.0) for s in services}
+        self._subscribers: list[asyncio.Queue[object]] = []
+        self._published = 0
+        self._dropped = 0
+        self._stop: asyncio.Event | None = None
+        self.running = False
 
-    @property
-    def address(self) -> Address:
-        return self.dht.address
+    # ------------------------------------------------------------------ queries
 
-    async def start(self) -> BootstrapResult | None:
-        """Join the network, then start the STUN server and the supernode controller.
+    def now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
-        Raises ``OSError`` (or ``ValueError`` for an impossible STUN address pair)
-        when a socket cannot be bound; whatever was started is stopped again.
-        """
-        result = await self.dht.start()
+    def service(self, name: str) -> Service:
+        return self._slots[name].service
+
+    def services(self) -> tuple[Service, ...]:
+        return tuple(slot.service for slot in self._slots.values())
+
+    def status(self) -> tuple[ServiceStatus, ...]:
+        return tuple(slot.status() for slot in self._slots.values())
+
+    def statistics(self) -> NodeStatistics:
+        uptime = self.now() - self._started_at if self.running else 0.0
+        return NodeStatistics(uptime, self.status(), self._published, self._dropped)
+
+    # ------------------------------------------------------------------- events
+
+    def emit(self, event: object) -> None:
+        """Publish ``event`` to every subscriber; never blocks, never raises."""
+        self._published += 1
+        for queue in self._subscribers:
+            if queue.full():
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    queue.get_nowait()
+                self._dropped += 1
+            queue.put_nowait(event)
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Iterator[asyncio.Queue[object]]:
+        """A queue receiving every event published while the block runs."""
+        if len(self._subscribers) >= MAX_SUBSCRIBERS:
+            raise RuntimeError(f"at most {MAX_SUBSCRIBERS} event subscribers")
+        queue: asyncio.Queue[object] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        self._subscribers.append(queue)
         try:
-            if self.roles.serve_stun is not None:
-                self.stun = await StunService.start(
-                    self.roles.serve_stun, alt_ip=self.roles.stun_alt_ip
-                )
-            if self.roles.supernode is not None:
-                learned = self.relays.dial_back_servers if self.relays is not None else None
-                self.supernode = Supernode(
-                    self.identity,
-                    self.dht,
-                    self.roles.supernode,
-                    verdicts=self.roles.verdicts(learned),
-                    dial_back_server=self.stun.addresses[0] if self.stun is not None else None,
-                )
-        except BaseException:
-            await self.stop()
-            raise
-        return result
+            yield queue
+        finally:
+            self._subscribers.remove(queue)
+
+    def request_stop(self, reason: str) -> None:
+        """Ask ``run`` to drain and stop (signal handlers, the control API)."""
+        if self._stop is not None and not self._stop.is_set():
+            self.emit(NodeStopping(reason))
+            self._stop.set()
+
+    # --------------------------------------------------------------------- life
+
+    def _set(self, slot: _Slot, state: ServiceState, reason: str) -> None:
+        slot.state = state
+        slot.reason = reason
+        slot.since = self.now()
+        level = (
+            logging.WARNING
+            if state in (ServiceState.FAILED, ServiceState.DISABLED)
+            else (logging.INFO)
+        )
+        logger.log(level, "service=%s state=%s reason=%s", slot.service.name, state.value, reason)
+        self.emit(ServiceStateChanged(slot.service.name, state, reason, slot.failures))
+
+    async def _start(self, slot: _Slot) -> bool:
+        self._set(slot, ServiceState.STARTING, "starting")
+        try:
+            await slot.service.start()
+        except Exception as error:
+            await self._fail(slot, f"start failed: {error}")
+            return False
+        slot.started = True
+        self._set(slot, ServiceState.RUNNING, "running")
+        return True
+
+    async def _release(self, slot: _Slot) -> None:
+        if not slot.started:
+            return
+        slot.started = False
+        try:
+            await slot.service.stop()
+        except Exception as error:  # stopping must never stop the others from stopping
+            logger.warning("service=%s stop failed: %s", slot.service.name, error)
+
+    async def _fail(self, slot: _Slot, reason: str) -> None:
+        slot.failures += 1
+        await self._release(slot)
+        self._set(slot, ServiceState.FAILED, reason)
+        if slot.failures >= self.policy.max_failures:
+            self._set(slot, ServiceState.DISABLED, f"{slot.failures} failures in a row: {reason}")
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The node's life until ``stop`` is set: the supernode role's checks and the
-        relay search, each in this TaskGroup (an error in one stops the node, loudly)."""
+        """Start, supervise until ``stop`` is set, drain, stop. Raises ``NodeStartError``
+        (after stopping what had started) when a required service cannot start."""
+        self._stop = stop
+        self._started_at = self.now()
+        self.running = True
+        try:
+            for slot in self._slots.values():
+                if not await self._start(slot) and slot.required:
+                    raise NodeStartError(slot.service.name, RuntimeError(slot.reason))
+            async with asyncio.TaskGroup() as tasks:
+                supervisors = [
+                    tasks.create_task(self._supervise(slot, stop), name=f"service:{name}")
+                    for name, slot in self._slots.items()
+                ]
+                await stop.wait()
+                await self._drain()
+                for task in supervisors:
+                    task.cancel()
+        finally:
+            for slot in reversed(self._slots.values()):
+                if slot.started:
+                    await self._release(slot)
+                    self._set(slot, ServiceState.STOPPED, "node stopped")
+            self.running = False
+
+    async def _drain(self) -> None:
+        draining = [
+            slot
+            for slot in self._slots.values()
+            if slot.started and isinstance(slot.service, DrainingService)
+        ]
+        if not draining:
+            return
+        for slot in draining:
+            self._set(slot, ServiceState.DRAINING, f"draining (up to {self.drain_limit:g} s)")
+
+        async def one(slot: _Slot) -> None:
+            service = slot.service
+            assert isinstance(service, DrainingService)
+            try:
+                async with asyncio.timeout(self.drain_limit + 1.0):
+                    await service.drain(self.drain_limit)
+            except Exception as error:  # TimeoutError included: stop it anyway
+                logger.warning("service=%s drain ended: %s", service.name, error or "timeout")
+
         async with asyncio.TaskGroup() as tasks:
-            if self.supernode is not None:
-                tasks.create_task(self.supernode.run(stop))
-            if self.relays is not None:
-                tasks.create_task(self.relays.run(stop))
-            tasks.create_task(stop.wait())
+            for slot in draining:
+                tasks.create_task(one(slot))
 
-    def chosen_relays(self) -> tuple[RelayCandidate, ...]:
-        """The (at most two) healthy supernodes this node would use now, best first."""
-        return self.relays.chosen() if self.relays is not None else ()
+    async def _wait(self, stop: asyncio.Event, seconds: float) -> bool:
+        """Sleep ``seconds`` unless ``stop`` is set first; True if stopping."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await stop.wait()
+        return stop.is_set()
 
-    async def _fetch(self, key: bytes) -> tuple[SignedRecord, ...]:
-        return tuple((await self.dht.get(key)).records)
-
-    async def stop(self) -> None:
-        if self.supernode is not None:
-            await self.supernode.close()
-            self.supernode = None
-        if self.stun is not None:
-            await self.stun.close()
-            self.stun = None
-        await self.dht.close()
-
-    def health(self) -> TableHealth:
-        return self.dht.health()
-
-    def role(self) -> SupernodeStatus | None:
-        """The role taken and why (None when this node runs no supernode controller)."""
-        return self.supernode.status() if self.supernode is not None else None
-
-    async def __aenter__(self) -> P2PNode:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
+    async def _supervise(self, slot: _Slot, stop: asyncio.Event) -> None:
+        """One service's life: run it, and when it ends or fails, restart it with backoff."""
+        service = slot.service
+        while not stop.is_set() and slot.state is not ServiceState.DISABLED:
+            if not slot.started:
+                delay = self.policy.backoff(slot.failures)
+                if await self._wait(stop, delay):
+                    return
+                slot.restarts += 1
+                self._set(slot, ServiceState.RESTARTING, f"restart {slot.restarts}")
+                if not await self._start(slot):
+                    continue
+            began = self.now()
+            try:
+                if isinstance(service, RunningService):
+                    await service.run()
+                    reason = "its run() returned"
+                else:
+                    await stop.wait()
+                    return
+            except Exception as error:
+                reason = f"{type(error).__name__}: {error}"
+            if stop.is_set():
+                return
+            if self.now() - began >= self.policy.stable_after:
+                slot.failures = 0
+            await self._fail(slot, reason)
