@@ -35,6 +35,8 @@ class RecordKind(enum.IntEnum):
     RELAY_ADVERT = 4  # a supernode's relay offer: addresses, capacity, load
     ENUM_ENTRY = 5  # E.164 number -> NAPTR routes (contested)
     REVOCATION = 6  # a verifier withdraws a countersignature
+    PREKEY_BUNDLE = 7  # X3DH signed prekey of this key (sessions.prekeys)
+    MAILBOX_LIST = 8  # the supernodes that hold this key's offline mail (sessions.mailbox_list)
 
 
 # Kinds whose key ignores the owner, so many owners' records meet under one key:
@@ -53,6 +55,8 @@ MAX_TTL_BY_KIND: dict[RecordKind, int] = {
     # as long as the longest endorsement it may void (directory.verifiers.MAX_VALIDITY),
     # so a revoked endorsement never revives because its revocation expired first
     RecordKind.REVOCATION: 2 * 365 * _DAY,
+    RecordKind.PREKEY_BUNDLE: 30 * _DAY,  # a signed prekey rotates weekly; kept a month
+    RecordKind.MAILBOX_LIST: 30 * _DAY,
 }
 
 
