@@ -32,7 +32,11 @@ Invariants:
   ``MAX_REQUEST_SKEW`` of our clock, gets credentials; anything else gets
   ``UNPROVEN``. The proof does not depend on the DHT's routing-table challenges
   (client-mode peers never get those).
-- Decoders are total: any fields give a value or ``CredentialsDecodeError``.
+- Decoders are total: any fields give a value or ``CredentialsDecodeError``,
+  whose message never quotes a field (``records.fields``).
+- A node that is not relaying (a client, ``--no-relay``, demoted) serves no
+  credentials: it answers UNAVAILABLE, final for the requester, without
+  checking a signature, in a reply smaller than the request.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ import nacl.public
 
 from p2pnode.dht import Address, DhtNode, Peer
 from p2pnode.identity import SIGNATURE_BYTES, Identity, peer_id_for, verify_signature
+from p2pnode.records.fields import FieldReader
 from relay.auth import rest_api_password, rest_api_username
 
 __all__ = [
@@ -83,6 +88,7 @@ MIN_CREDENTIAL_TTL = 60
 DEFAULT_CREDENTIAL_TTL = 12 * 3600
 MAX_CREDENTIAL_TTL = 24 * 3600
 MAX_TEXT = 200
+MAX_UNAVAILABLE_DETAIL = 48  # keeps a refusal smaller than any request (no amplification)
 MAX_SEALED_BYTES = 128  # 28-byte password + 48 bytes of sealed-box overhead, with room
 MAX_REQUEST_SKEW = 300  # seconds between the requester's timestamp and our clock
 MAX_TIMESTAMP = 2**40
@@ -158,16 +164,14 @@ class TurnCredentials:
         return self.username.partition(":")[2]
 
 
-def _uint(value: object, name: str, maximum: int) -> int:
-    if type(value) is not int or not 0 <= value <= maximum:
-        raise CredentialsDecodeError(f"{name} is not an integer in 0..{maximum}")
-    return value
+_READ = FieldReader(CredentialsDecodeError)
 
 
 def _text(value: object, name: str) -> str:
-    if type(value) is not str or len(value) > MAX_TEXT:
-        raise CredentialsDecodeError(f"{name} is not a string of at most {MAX_TEXT} characters")
-    return value
+    text = _READ.text(value, name)
+    if len(text) > MAX_TEXT:
+        raise CredentialsDecodeError(f"{name} is longer than {MAX_TEXT} characters")
+    return text
 
 
 def encode_request(request: CredentialsRequest) -> tuple[object, ...]:
@@ -175,21 +179,21 @@ def encode_request(request: CredentialsRequest) -> tuple[object, ...]:
 
 
 def decode_request(fields: tuple[object, ...]) -> CredentialsRequest:
-    """Total: a request or ``CredentialsDecodeError`` (a ``ValueError``, as the DHT wants)."""
+    """Total: a request or ``CredentialsDecodeError`` (a ``ValueError``, as the DHT wants).
+
+    The fields come decoded from the DHT frame; whatever their shape (a field
+    nested a thousand deep, say), only type and range checks run on them and no
+    error quotes them.
+    """
     if len(fields) != 5:
         raise CredentialsDecodeError("a credentials request has 5 fields")
     version, reply_key, ttl, timestamp, signature = fields
-    if type(version) is not int or version != WIRE_VERSION:
-        raise CredentialsDecodeError(f"unsupported credentials version {version!r}")
-    if type(reply_key) is not bytes or len(reply_key) != X25519_KEY_BYTES:
-        raise CredentialsDecodeError("reply key is not 32 bytes")
-    if type(signature) is not bytes or len(signature) != SIGNATURE_BYTES:
-        raise CredentialsDecodeError(f"signature is not {SIGNATURE_BYTES} bytes")
+    _READ.exact(version, "credentials version", WIRE_VERSION)
     return CredentialsRequest(
-        reply_key,
-        _uint(ttl, "ttl", MAX_CREDENTIAL_TTL),
-        _uint(timestamp, "timestamp", MAX_TIMESTAMP),
-        signature,
+        _READ.binary(reply_key, "reply key", length=X25519_KEY_BYTES),
+        _READ.uint(ttl, "ttl", MAX_CREDENTIAL_TTL),
+        _READ.uint(timestamp, "timestamp", MAX_TIMESTAMP),
+        _READ.binary(signature, "signature", length=SIGNATURE_BYTES),
     )
 
 
@@ -205,22 +209,22 @@ def encode_reply(reply: CredentialsReply) -> tuple[object, ...]:
 
 
 def decode_reply(fields: tuple[object, ...]) -> CredentialsReply:
-    """Total: a reply or ``CredentialsDecodeError``."""
+    """Total: a reply or ``CredentialsDecodeError``; no error quotes a field."""
     if len(fields) != 6:
         raise CredentialsDecodeError("a credentials reply has 6 fields")
     status_value, detail, username, sealed, expires_at, realm = fields
     try:
-        status = CredentialStatus(_uint(status_value, "status", 255))
+        status = CredentialStatus(_READ.uint(status_value, "status", 255))
+    except CredentialsDecodeError:
+        raise
     except ValueError:
-        raise CredentialsDecodeError(f"unknown credentials status {status_value!r}") from None
-    if type(sealed) is not bytes or len(sealed) > MAX_SEALED_BYTES:
-        raise CredentialsDecodeError(f"sealed password is not at most {MAX_SEALED_BYTES} bytes")
+        raise CredentialsDecodeError("unknown credentials status") from None
     return CredentialsReply(
         status,
         _text(detail, "detail"),
         _text(username, "username"),
-        sealed,
-        _uint(expires_at, "expires_at", 2**40),
+        _READ.binary(sealed, "sealed password", max_length=MAX_SEALED_BYTES),
+        _READ.uint(expires_at, "expires_at", MAX_TIMESTAMP),
         _text(realm, "realm"),
     )
 
@@ -261,9 +265,13 @@ class CredentialIssuer:
         """The DHT extension handler: reply fields for ``request`` from ``peer``."""
         reason = self._unavailable()
         if reason is not None:
+            # A node that does not relay answers one short, final refusal: it serves no
+            # credentials, checks no signature, and its reply (detail cut to
+            # MAX_UNAVAILABLE_DETAIL) is always smaller than the request it answers.
             self.outcomes["unavailable"] += 1
+            detail = reason[:MAX_UNAVAILABLE_DETAIL]
             return encode_reply(
-                CredentialsReply(CredentialStatus.UNAVAILABLE, reason, "", b"", 0, self.realm)
+                CredentialsReply(CredentialStatus.UNAVAILABLE, detail, "", b"", 0, "")
             )
         problem = self._check_proof(request, peer, now)
         if problem is not None:

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import msgpack
 
+from p2pnode.records.fields import FieldReader, Limits
+
 __all__ = [
     "ADVERT_VERSION",
     "MAX_ADDRESSES",
@@ -142,57 +144,38 @@ def encode_relay_advert(advert: RelayAdvert) -> bytes:
     return encoded
 
 
+_READ = FieldReader(RelayAdvertDecodeError)
+_LIMITS = Limits(
+    max_bytes=MAX_ADVERT_BYTES,
+    max_depth=3,  # advert array -> address list -> [host, port]
+    max_array=_MAX_FIELD_COUNT,
+    max_str=max(MAX_REALM_BYTES, MAX_SOFTWARE_BYTES, 45),
+    max_bin=0,
+)
+
+
 def _addresses(value: object, name: str, limit: int = MAX_ADDRESSES) -> tuple[Address, ...]:
-    if type(value) is not list or len(value) > limit:
-        raise RelayAdvertDecodeError(f"{name} is not a list of at most {limit} addresses")
     found: list[Address] = []
-    for item in value:
-        if type(item) is not list or len(item) != 2:
-            raise RelayAdvertDecodeError(f"{name}: an address is not [host, port]")
-        host, port = item
-        if type(host) is not str or type(port) is not int:
-            raise RelayAdvertDecodeError(f"{name}: an address is not [str, int]")
+    for item in _READ.array(value, name, max_length=limit):
+        host, port = _READ.array(item, f"{name} address", length=2)
+        address = (_READ.text(host, f"{name} host"), _READ.uint(port, f"{name} port", 65535))
         try:
-            found.append(_check_address((host, port), name))
-        except ValueError as error:
-            raise RelayAdvertDecodeError(str(error)) from None
+            found.append(_check_address(address, name))
+        except ValueError:  # its message quotes the host: never echo a peer's value
+            raise RelayAdvertDecodeError(
+                f"{name}: an address is not a canonical IP address and port 1..65535"
+            ) from None
     return tuple(found)
-
-
-def _uint(value: object, name: str, maximum: int) -> int:
-    if type(value) is not int or not 0 <= value <= maximum:
-        raise RelayAdvertDecodeError(f"{name} is not an integer in 0..{maximum}")
-    return value
-
-
-def _text(value: object, name: str, maximum: int) -> str:
-    if type(value) is not str or len(value.encode("utf-8")) > maximum:
-        raise RelayAdvertDecodeError(f"{name} is not a string of at most {maximum} bytes")
-    return value
 
 
 def decode_relay_advert(data: bytes) -> RelayAdvert:
     """Parse a RELAY_ADVERT payload, or raise ``RelayAdvertDecodeError``. Never anything else."""
     if len(data) > MAX_ADVERT_BYTES:
         raise RelayAdvertDecodeError(f"advert is {len(data)} bytes, more than {MAX_ADVERT_BYTES}")
-    try:
-        fields = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_array_len=_MAX_FIELD_COUNT,
-            max_map_len=0,
-            max_str_len=max(MAX_REALM_BYTES, MAX_SOFTWARE_BYTES, 45),
-            max_bin_len=0,
-            max_ext_len=0,
-        )
-    except Exception as error:  # msgpack raises a zoo of types; all mean "not an advert"
-        raise RelayAdvertDecodeError(f"not msgpack: {type(error).__name__}: {error}") from None
+    fields = _READ.unpack(data, _LIMITS)
     if type(fields) is not list or not fields:
         raise RelayAdvertDecodeError("not a msgpack array")
-    if type(fields[0]) is not int or fields[0] != ADVERT_VERSION:
-        raise RelayAdvertDecodeError(f"unsupported advert version {fields[0]!r}")
+    _READ.exact(fields[0], "advert version", ADVERT_VERSION)
     if len(fields) not in (_FIELD_COUNT, _MAX_FIELD_COUNT):
         raise RelayAdvertDecodeError(f"not an array of {_FIELD_COUNT} or {_MAX_FIELD_COUNT} fields")
     _, udp, tcp, dht, realm, capacity, load, uptime, software = fields[:_FIELD_COUNT]
@@ -202,11 +185,11 @@ def decode_relay_advert(data: bytes) -> RelayAdvert:
             udp=_addresses(udp, "udp"),
             tcp=_addresses(tcp, "tcp"),
             dht=_addresses(dht, "dht"),
-            realm=_text(realm, "realm", MAX_REALM_BYTES),
-            capacity=_uint(capacity, "capacity", MAX_CAPACITY),
-            load=_uint(load, "load", MAX_CAPACITY),
-            uptime=_uint(uptime, "uptime", MAX_UPTIME),
-            software=_text(software, "software", MAX_SOFTWARE_BYTES),
+            realm=_READ.text(realm, "realm", max_bytes=MAX_REALM_BYTES),
+            capacity=_READ.uint(capacity, "capacity", MAX_CAPACITY),
+            load=_READ.uint(load, "load", MAX_CAPACITY),
+            uptime=_READ.uint(uptime, "uptime", MAX_UPTIME),
+            software=_READ.text(software, "software", max_bytes=MAX_SOFTWARE_BYTES),
             stun=_addresses(stun, "stun", MAX_STUN_ADDRESSES),
         )
     except ValueError as error:

@@ -3,7 +3,9 @@
 Wire form: one msgpack array per payload, version first, fields by position.
 Invariants:
 - Decoding is total: any bytes give a payload or ``PayloadDecodeError``; the
-  msgpack limits keep a hostile payload from making us allocate much.
+  msgpack limits keep a hostile payload from making us allocate much, nesting
+  is refused before it is built, and no error quotes a peer's value
+  (``records.fields``).
 - Encoding is canonical (decode(encode(x)) == x and encode(decode(b)) == b for
   every accepted b), so equal payloads sign equal bytes.
 - A verifier's ``Endorsement`` signs (record kind, subject, OWNER KEY, issued,
@@ -24,6 +26,7 @@ import msgpack
 from p2pnode.directory.naptr import NaptrDirective, NaptrError
 from p2pnode.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, peer_id_for, verify_signature
 from p2pnode.records import RecordKind
+from p2pnode.records.fields import FieldReader, Limits
 
 __all__ = [
     "ENDORSABLE_KINDS",
@@ -123,52 +126,40 @@ def _pack(value: object) -> bytes:
     return packed
 
 
+_READ = FieldReader(PayloadDecodeError)
+_LIMITS = Limits(
+    max_bytes=_MAX_PAYLOAD_BYTES,
+    max_depth=3,  # payload array -> list of directives/endorsements -> their fields
+    max_array=32,
+    max_str=512,
+    max_bin=128,
+)
+
+
 def _unpack(data: bytes) -> list[object]:
-    if len(data) > _MAX_PAYLOAD_BYTES:
-        raise PayloadDecodeError(f"payload longer than {_MAX_PAYLOAD_BYTES} bytes")
-    try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            max_str_len=512,
-            max_bin_len=128,
-            max_array_len=32,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except (ValueError, TypeError, msgpack.UnpackException) as error:
-        raise PayloadDecodeError(f"not msgpack: {error}") from None
-    if type(value) is not list or not value or value[0] != PAYLOAD_VERSION:
+    value = _READ.unpack(data, _LIMITS)
+    if type(value) is not list or not value:
         raise PayloadDecodeError("not a version-1 payload array")
+    _READ.exact(value[0], "payload version", PAYLOAD_VERSION)
     if _pack(value) != data:
         raise PayloadDecodeError("non-canonical encoding")
     return value
 
 
 def _list(value: object, name: str, limit: int) -> list[object]:
-    if type(value) is not list:
-        raise PayloadDecodeError(f"{name} is not an array")
-    if len(value) > limit:
-        raise PayloadDecodeError(f"{name}: more than {limit} entries")
-    return value
+    return _READ.array(value, name, max_length=limit)
 
 
 def _int(value: object, name: str, maximum: int) -> int:
-    if type(value) is not int or not 0 <= value <= maximum:
-        raise PayloadDecodeError(f"{name} is not an integer in 0-{maximum}")
-    return value
+    return _READ.uint(value, name, maximum)
 
 
 def _bytes(value: object, name: str, length: int) -> bytes:
-    if type(value) is not bytes or len(value) != length:
-        raise PayloadDecodeError(f"{name} is not {length} bytes")
-    return value
+    return _READ.binary(value, name, length=length)
 
 
 def _str(value: object, name: str) -> str:
-    if type(value) is not str:
-        raise PayloadDecodeError(f"{name} is not a string")
-    return value
+    return _READ.text(value, name)
 
 
 def _endorsement_fields(endorsement: Endorsement) -> list[object]:
@@ -245,8 +236,10 @@ def decode_enum_entry(data: bytes) -> EnumEntry:
                     regexp=_str(parts[4], "regexp"),
                 )
             )
-        except NaptrError as error:
-            raise PayloadDecodeError(f"bad directive: {error}") from None
+        except NaptrError:
+            # NaptrError quotes the offending text (for people typing rules); a peer's
+            # bytes are never echoed into our errors or logs.
+            raise PayloadDecodeError("a directive is not a valid ENUM NAPTR rule") from None
     return EnumEntry(directives=tuple(directives), endorsements=_decode_endorsements(fields[2]))
 
 
@@ -270,7 +263,7 @@ def decode_revocation(data: bytes) -> Revocation:
         raise PayloadDecodeError("a revocation has 5 fields")
     kind_value = _int(fields[1], "kind", 255)
     if kind_value not in {int(k) for k in ENDORSABLE_KINDS}:
-        raise PayloadDecodeError(f"kind {kind_value} cannot be revoked")
+        raise PayloadDecodeError("that record kind cannot be revoked")
     return Revocation(
         kind=RecordKind(kind_value),
         subject=_str(fields[2], "subject"),

@@ -43,6 +43,7 @@ from p2pnode.identity import (
     peer_id_for,
 )
 from p2pnode.records import RecordKind, SignedRecord
+from p2pnode.records.fields import FieldReader, Limits
 
 __all__ = [
     "DEFAULT_VALIDITY",
@@ -70,6 +71,13 @@ _MAX_TOKEN_CHARS = 600
 
 class TokenError(ValueError):
     """Text that is not an endorsement token."""
+
+
+_READ = FieldReader(TokenError)
+# a flat array of 7 fields: nesting is refused before msgpack builds it (records.fields)
+_TOKEN_LIMITS = Limits(
+    max_bytes=_MAX_TOKEN_CHARS, max_depth=1, max_array=8, max_str=300, max_bin=64
+)
 
 
 class RevocationTooShortError(ValueError):
@@ -230,10 +238,8 @@ def decode_token(text: str) -> EndorsementToken:
     encoded = text[len(TOKEN_PREFIX) :]
     try:
         body = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        fields = msgpack.unpackb(
-            body, raw=False, max_array_len=8, max_map_len=0, max_str_len=300, max_bin_len=64
-        )
-    except (ValueError, TypeError, binascii.Error, msgpack.UnpackException):
+        fields = _READ.unpack(body, _TOKEN_LIMITS)
+    except (ValueError, binascii.Error):
         raise TokenError("the endorsement token is damaged (copy it whole)") from None
     if type(fields) is not list or len(fields) != 7:
         raise TokenError("the endorsement token is damaged (copy it whole)")

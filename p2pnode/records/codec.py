@@ -9,6 +9,8 @@ The signature is Ed25519 by ``owner`` over ``SIGNING_CONTEXT`` followed by the
 msgpack array of the first eight fields. Invariants:
 - ``decode_record`` is total: any bytes give a ``SignedRecord`` or a
   ``RecordDecodeError``; it checks form, not trust (that is ``policy.accept``).
+  Nesting is refused before msgpack builds it, and errors never quote a
+  field's value (``records.fields``).
 - Decoding accepts only the canonical encoding (re-encoding gives the same
   bytes), so "byte-identical" and "same record" mean the same thing.
 - No encoded record exceeds ``MAX_RECORD_BYTES``: it fits one UDP datagram
@@ -23,6 +25,7 @@ from functools import cached_property
 import msgpack
 
 from p2pnode.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Identity, verify_signature
+from p2pnode.records.fields import FieldReader, Limits
 from p2pnode.records.kinds import RecordKind, record_key
 
 __all__ = [
@@ -166,60 +169,35 @@ def signature_valid(record: SignedRecord) -> bool:
     return verify_signature(record.owner, record.signed_bytes(), record.signature)
 
 
-def _int_field(value: object, name: str, maximum: int) -> int:
-    if type(value) is not int or not 0 <= value <= maximum:
-        raise RecordDecodeError(f"{name} is not an integer in 0..{maximum}")
-    return value
-
-
-def _bytes_field(value: object, name: str, length: int | None = None) -> bytes:
-    if type(value) is not bytes:
-        raise RecordDecodeError(f"{name} is not binary")
-    if length is not None and len(value) != length:
-        raise RecordDecodeError(f"{name} is {len(value)} bytes, not {length}")
-    return value
+_READ = FieldReader(RecordDecodeError)
+_LIMITS = Limits(
+    max_bytes=MAX_RECORD_BYTES,
+    max_depth=1,  # a flat array of scalars: anything nested is refused before it is built
+    max_array=_FIELD_COUNT,
+    max_str=MAX_SUBJECT_BYTES,
+    max_bin=MAX_RECORD_BYTES,
+)
 
 
 def decode_record(data: bytes) -> SignedRecord:
     """Parse wire bytes into a record, or raise ``RecordDecodeError``. Never anything else."""
-    if len(data) > MAX_RECORD_BYTES:
-        raise RecordDecodeError(f"record is {len(data)} bytes, more than {MAX_RECORD_BYTES}")
-    try:
-        fields = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_array_len=_FIELD_COUNT,
-            max_map_len=0,
-            max_str_len=MAX_SUBJECT_BYTES,
-            max_bin_len=MAX_RECORD_BYTES,
-            max_ext_len=0,
-        )
-    except Exception as error:  # msgpack raises a zoo of types; all mean "not a record"
-        raise RecordDecodeError(f"not msgpack: {type(error).__name__}: {error}") from None
-    if type(fields) is not list or len(fields) != _FIELD_COUNT:
-        raise RecordDecodeError(f"not an array of {_FIELD_COUNT} fields")
+    fields = _READ.array(_READ.unpack(data, _LIMITS), "record", length=_FIELD_COUNT)
     version, kind_value, owner, subject, seq, issued_at, expires_at, payload, signature = fields
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise RecordDecodeError(f"unsupported record format version {version!r}")
-    if type(kind_value) is not int:
-        raise RecordDecodeError("kind is not an integer")
+    _READ.exact(version, "record format version", FORMAT_VERSION)
+    kind_number = _READ.uint(kind_value, "kind", 255)
     try:
-        kind = RecordKind(kind_value)
+        kind = RecordKind(kind_number)
     except ValueError:
-        raise RecordDecodeError(f"unknown record kind {kind_value}") from None
-    if type(subject) is not str:
-        raise RecordDecodeError("subject is not a string")
+        raise RecordDecodeError("unknown record kind") from None
     record = SignedRecord(
         kind=kind,
-        owner=_bytes_field(owner, "owner", PUBLIC_KEY_BYTES),
-        subject=subject,
-        seq=_int_field(seq, "seq", MAX_SEQ),
-        issued_at=_int_field(issued_at, "issued_at", MAX_TIMESTAMP),
-        expires_at=_int_field(expires_at, "expires_at", MAX_TIMESTAMP),
-        payload=_bytes_field(payload, "payload"),
-        signature=_bytes_field(signature, "signature", SIGNATURE_BYTES),
+        owner=_READ.binary(owner, "owner", length=PUBLIC_KEY_BYTES),
+        subject=_READ.text(subject, "subject", max_bytes=MAX_SUBJECT_BYTES),
+        seq=_READ.uint(seq, "seq", MAX_SEQ),
+        issued_at=_READ.uint(issued_at, "issued_at", MAX_TIMESTAMP),
+        expires_at=_READ.uint(expires_at, "expires_at", MAX_TIMESTAMP),
+        payload=_READ.binary(payload, "payload"),
+        signature=_READ.binary(signature, "signature", length=SIGNATURE_BYTES),
     )
     if record.encoded != data:
         raise RecordDecodeError("non-canonical encoding")

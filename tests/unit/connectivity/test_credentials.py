@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import msgpack
 import nacl.public
 import pytest
 from hypothesis import given
@@ -200,3 +201,20 @@ def test_property_reply_round_trip(
 ) -> None:
     reply = CredentialsReply(status, detail, user, sealed, expiry, realm)
     assert decode_reply(encode_reply(reply)) == reply
+
+
+def test_a_node_that_does_not_relay_refuses_briefly_without_checking() -> None:
+    """Issue 10: a client or ``--no-relay`` node serves no credentials; its refusal is
+    final, never checks the (here forged) signature, and is smaller than the request."""
+    who = Identity.generate()
+    issuer = issuer_(unavailable=lambda: "client: --no-relay " + "x" * 500)
+    reply, _ = ask(issuer, peer(who), signer=Identity.generate())
+    assert reply.status is CredentialStatus.UNAVAILABLE
+    assert reply.detail.startswith("client: --no-relay")
+    assert reply.realm == "" and reply.username == "" and reply.sealed_password == b""
+    key = nacl.public.PrivateKey.generate()
+    request = signed_request(who, SUPERNODE.public_key, bytes(key.public_key), 3600, NOW)
+    request_size = len(msgpack.packb(encode_request(request), use_bin_type=True))
+    reply_size = len(msgpack.packb(encode_reply(reply), use_bin_type=True))
+    assert reply_size < request_size
+    assert issuer.outcomes == {"unavailable": 1}
