@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pnode.dht.storage import RecordStore, StoreLimit
 from p2pnode.identity import Identity
@@ -71,16 +73,127 @@ def test_contested_key_keeps_several_owners_up_to_the_cap() -> None:
     claims = [claim(owner, ttl=1000 + i) for i, owner in enumerate(owners)]
     key = claims[0].key
     for record in claims:
-        assert store.offer(record, key, NOW).stored
+        assert store.offer(record, key, NOW, source="192.0.2.1").stored
     assert len(store.get(key, NOW)) == 3
-    short = claim(MALLORY, ttl=500)
-    outcome = store.offer(short, key, NOW)
-    assert not outcome.stored and outcome.reason == StoreLimit.KEY_FULL.value
+    # full, and no network holds two more than the newcomer's: refused, whatever its lifetime
     long = claim(MALLORY, ttl=5000)
-    assert store.offer(long, key, NOW).stored  # evicts the claim expiring first
+    outcome = store.offer(long, key, NOW, source="192.0.2.9")
+    assert not outcome.stored and outcome.reason == StoreLimit.KEY_FULL.value
+    # a newcomer from another network evicts from the crowded one (all arrived at
+    # once here, so the shortest-lived goes)
+    assert store.offer(long, key, NOW, source="198.51.100.1").stored
     held = store.get(key, NOW)
     assert long in held and claims[0] not in held and len(held) == 3
-    assert held[0] == long  # latest expiring first
+
+
+# ---------------------------------------------------- issue 10, finding 2: squatters
+
+SQUATTERS = [Identity.generate(bytes([100 + i]) * 32) for i in range(40)]
+SKEW = 290  # inside MAX_CLOCK_SKEW: accepted, and once outlived every honest claim
+MONTH = 30 * 86400
+
+
+def squat(identity: Identity, name: str = "alice") -> SignedRecord:
+    return sign_record(identity, RecordKind.NAME_CLAIM, name, b"", seq=1, now=NOW + SKEW, ttl=MONTH)
+
+
+SQUATS = [squat(identity) for identity in SQUATTERS]
+OWNER_CLAIM = claim(ALICE, ttl=MONTH)
+KEY = OWNER_CLAIM.key
+OWNER_IP = "203.0.113.7"
+
+
+def owner_store() -> RecordStore:
+    store = RecordStore()
+    assert store.offer(OWNER_CLAIM, KEY, NOW, source=OWNER_IP, sender=ALICE.public_key).stored
+    return store
+
+
+@pytest.mark.parametrize(
+    "addresses",
+    [
+        ["10.9.9.9"],  # one address
+        [f"10.9.9.{i}" for i in range(1, 41)],  # forty addresses of one /24
+        [f"10.{i // 2}.0.1" for i in range(30)],  # fifteen networks, two each
+        [f"10.{i}.0.1" for i in range(15)],  # fifteen networks, one each
+    ],
+)
+def test_future_dated_squatters_from_few_networks_never_evict_the_owner(
+    addresses: list[str],
+) -> None:
+    """Once 16 squatter claims from one host, issued 290 s ahead with 30-day
+    lifetimes, pushed the owner's claim out (key-full evicted the earliest expiry)."""
+    store = owner_store()
+    for index, record in enumerate(SQUATS):
+        store.offer(record, KEY, NOW, source=addresses[index % len(addresses)])
+    held = store.get(KEY, NOW)
+    assert OWNER_CLAIM in held
+    assert len(held) <= store.per_key_cap
+    assert store.network(KEY, ALICE.public_key) == "203.0.113.0/24"
+
+
+def test_an_owner_arriving_after_squatters_gets_in_unless_16_networks_hold_one_each() -> None:
+    store = RecordStore()
+    for index, record in enumerate(SQUATS[:16]):  # eight networks, two claims each
+        assert store.offer(record, KEY, NOW, source=f"10.{index // 2}.0.1").stored
+    assert store.offer(OWNER_CLAIM, KEY, NOW, source=OWNER_IP).stored
+    assert OWNER_CLAIM in store.get(KEY, NOW)
+    # the stated bound: sixteen distinct networks holding one claim each lock a key
+    full = RecordStore()
+    for index, record in enumerate(SQUATS[:16]):
+        assert full.offer(record, KEY, NOW, source=f"10.{index}.0.1").stored
+    outcome = full.offer(OWNER_CLAIM, KEY, NOW, source=OWNER_IP)
+    assert outcome.reason == StoreLimit.KEY_FULL.value
+
+
+def test_the_owner_can_always_republish_into_a_full_key() -> None:
+    store = owner_store()
+    for index, record in enumerate(SQUATS[:15]):
+        assert store.offer(record, KEY, NOW, source=f"10.{index}.0.1").stored
+    newer = sign_record(ALICE, RecordKind.NAME_CLAIM, "alice", b"v2", seq=2, now=NOW, ttl=MONTH)
+    assert store.offer(newer, KEY, NOW + 1, source=OWNER_IP, sender=ALICE.public_key).stored
+    assert newer in store.get(KEY, NOW + 1)
+
+
+def test_a_replicated_claim_moves_to_its_owners_network_when_the_owner_stores_it() -> None:
+    """A replicating node charges its own network; the owner's own STORE (even a
+    duplicate) re-charges the claim to the owner's network, a third party's never does."""
+    replicator = "198.51.100.5"
+    store = RecordStore()
+    for record in SQUATS[:15]:
+        store.offer(record, KEY, NOW, source=replicator)
+    store.offer(OWNER_CLAIM, KEY, NOW, source=replicator)
+    assert store.network(KEY, ALICE.public_key) == "198.51.100.0/24"
+    store.offer(OWNER_CLAIM, KEY, NOW, source="10.66.0.1", sender=SQUATTERS[0].public_key)
+    assert store.network(KEY, ALICE.public_key) == "198.51.100.0/24"
+    assert store.offer(OWNER_CLAIM, KEY, NOW, source=OWNER_IP, sender=ALICE.public_key).duplicate
+    assert store.network(KEY, ALICE.public_key) == "203.0.113.0/24"
+    for index, record in enumerate(SQUATS[15:]):
+        store.offer(record, KEY, NOW, source=f"10.{index}.0.1")
+    assert OWNER_CLAIM in store.get(KEY, NOW)
+
+
+def test_inside_a_network_the_last_arrival_goes_first_not_the_earliest_expiry() -> None:
+    store = RecordStore(per_key_cap=4)
+    shared = "192.0.2.1"  # an owner behind the same NAT as a squatter
+    assert store.offer(OWNER_CLAIM, KEY, NOW, source=shared).stored
+    for record in SQUATS[:3]:
+        assert store.offer(record, KEY, NOW + 10, source=shared).stored
+    assert store.offer(SQUATS[3], KEY, NOW + 20, source="10.1.0.1").stored
+    held = store.get(KEY, NOW + 20)
+    assert OWNER_CLAIM in held and SQUATS[3] in held
+    assert len([r for r in SQUATS[:3] if r in held]) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 39), st.integers(0, 14)), max_size=120))
+def test_no_sequence_from_fewer_than_16_networks_evicts_the_owner(
+    offers: list[tuple[int, int]],
+) -> None:
+    store = owner_store()
+    for squatter, network in offers:
+        store.offer(SQUATS[squatter], KEY, NOW, source=f"10.{network}.{squatter}.1")
+        assert store.held(KEY, ALICE.public_key) == OWNER_CLAIM
 
 
 def test_total_bytes_are_bounded() -> None:
