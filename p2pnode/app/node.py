@@ -114,7 +114,7 @@ class Node:
 
     def __init__(
         self,
-        services: Sequence[Service],
+        services: Sequence[Service] = (),
         *,
         required: Sequence[str] = (),
         policy: RestartPolicy | None = None,
@@ -134,6 +134,15 @@ class Node:
         self._dropped = 0
         self._stop: asyncio.Event | None = None
         self.running = False
+        self.ready = asyncio.Event()  # set once every service had its first start
+
+    def add(self, service: Service, *, required: bool = False) -> None:
+        """Host one more service (before ``run``), started after those added before."""
+        if self.running:
+            raise RuntimeError("services are added before the node runs")
+        if service.name in self._slots:
+            raise ValueError(f"a service named {service.name!r} exists already")
+        self._slots[service.name] = _Slot(service, required, 0.0)
 
     # ------------------------------------------------------------------ queries
 
@@ -234,6 +243,7 @@ class Node:
             for slot in self._slots.values():
                 if not await self._start(slot) and slot.required:
                     raise NodeStartError(slot.service.name, RuntimeError(slot.reason))
+            self.ready.set()
             async with asyncio.TaskGroup() as tasks:
                 supervisors = [
                     tasks.create_task(self._supervise(slot, stop), name=f"service:{name}")

@@ -7,11 +7,29 @@ import ipaddress
 import os
 from pathlib import Path
 
-__all__ = ["CliError", "add_home_argument", "parse_hostport"]
+__all__ = [
+    "EXIT_NEGATIVE",
+    "EXIT_NETWORK",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CliError",
+    "NetworkFailureError",
+    "add_home_argument",
+    "parse_hostport",
+]
+
+EXIT_OK = 0
+EXIT_NEGATIVE = 1  # a negative answer: not found, refused
+EXIT_USAGE = 2  # a usage error (argparse's own code too)
+EXIT_NETWORK = 3  # the network (or the running node) failed
 
 
 class CliError(Exception):
     """An error the user can act on; printed as one line, exit status 2."""
+
+
+class NetworkFailureError(CliError):
+    """The network or the running node failed; printed as one line, exit status 3."""
 
 
 def parse_hostport(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:

@@ -6,15 +6,19 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from p2pnode.app.node import P2PNode, RoleOptions
-from p2pnode.app.supernode import SupernodeConfig
+from p2pnode.app.config import ConfigError, NodeConfig
+from p2pnode.app.logs import configure_logging
+from p2pnode.app.node import NodeStartError
+from p2pnode.app.runtime import Assembly, assemble, reload
+from p2pnode.app.supernode import SupernodeStatus
 from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
-from p2pnode.connectivity.relays import RelayCandidate
+from p2pnode.cli.config import load_for
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity, IdentityError, default_home
 
@@ -71,84 +75,133 @@ def describe(dht: DhtNode) -> str:
     )
 
 
-def role_options(args: argparse.Namespace) -> RoleOptions:
-    """The supernode and STUN roles from ``run``'s options (errors a person can act on)."""
-    relay_host, relay_port = parse_hostport(args.relay_listen, default_host="0.0.0.0")
-    for cidr in args.allow_peer:
+def _flag_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The flags given on the command line as ``{section: {key: value}}``; each is
+    checked here first so its error names the flag, not the config key."""
+    for cidr in args.allow_peer or ():
         try:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise CliError(f"--allow-peer {cidr!r} is not an address range (CIDR)") from None
-    public_ip: str | None = None
     if args.public is not None:
-        public_ip, _ = parse_hostport(f"[{args.public}]:0")
-    if args.relay_capacity < 1:
-        raise CliError("--relay-capacity must be at least 1")
-    if args.check_interval <= 0:
-        raise CliError("--check-interval must be positive")
-    supernode = SupernodeConfig(
-        host=relay_host,
-        port=relay_port,
-        realm=args.realm,
-        capacity=args.relay_capacity,
-        opt_out=args.no_relay,
-        check_interval=args.check_interval,
-        # An asserted verdict cannot flap: confirm it at once instead of after 30 s.
-        pending_check_interval=1.0 if public_ip else min(30.0, args.check_interval),
-        allow_peers=tuple(args.allow_peer),
-    )
-    serve_stun = None
-    if args.serve_stun is not None:
-        serve_stun = parse_hostport(args.serve_stun, default_host="0.0.0.0")
-    stun_alt_ip = None
+        parse_hostport(f"[{args.public}]:0")
     if args.stun_alt_ip is not None:
-        stun_alt_ip, _ = parse_hostport(f"[{args.stun_alt_ip}]:0")
-        if serve_stun is None:
-            raise CliError("--stun-alt-ip needs --serve-stun")
-    return RoleOptions(
-        supernode=supernode,
-        stun_servers=tuple(parse_hostport(text) for text in args.stun),
-        min_agree=args.min_agree,
-        public_ip=public_ip,
-        serve_stun=serve_stun,
-        stun_alt_ip=stun_alt_ip,
-        find_relays=not args.no_relay_search,
-    )
+        parse_hostport(f"[{args.stun_alt_ip}]:0")
+    if args.relay_capacity is not None and args.relay_capacity < 1:
+        raise CliError("--relay-capacity must be at least 1")
+    if args.check_interval is not None and args.check_interval <= 0:
+        raise CliError("--check-interval must be positive")
+    for text in [args.listen, args.relay_listen, args.serve_stun, args.enum_listen,
+                 args.metrics_listen, *(args.bootstrap or ()), *(args.stun or ())]:  # fmt: skip
+        if text is not None:
+            parse_hostport(text, default_host="0.0.0.0")
+    given: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, value: object) -> None:
+        if value is not None:
+            given.setdefault(section, {})[key] = value
+
+    put("node", "listen", args.listen)
+    put("node", "bootstrap", args.bootstrap)
+    put("node", "client", True if args.client else None)
+    put("node", "status_interval", args.status_interval)
+    put("supernode", "stun", args.stun)
+    put("supernode", "min_agree", args.min_agree)
+    put("supernode", "public_ip", args.public)
+    put("supernode", "relay", False if args.no_relay else None)
+    put("supernode", "relay_search", False if args.no_relay_search else None)
+    put("supernode", "check_interval", args.check_interval)
+    put("supernode", "serve_stun", args.serve_stun)
+    put("supernode", "stun_alt_ip", args.stun_alt_ip)
+    put("relay", "listen", args.relay_listen)
+    put("relay", "capacity", args.relay_capacity)
+    put("relay", "realm", args.realm)
+    put("relay", "allow_peers", args.allow_peer)
+    put("relay", "drain_limit", args.drain_limit)
+    if args.enum_listen is not None:
+        put("enum", "enabled", True)
+        put("enum", "listen", args.enum_listen)
+    put("enum", "trust", args.trust)
+    put("control", "port", args.control_port)
+    put("control", "enabled", False if args.no_control else None)
+    put("metrics", "listen", args.metrics_listen)
+    put("log", "format", args.log_format)
+    return given
 
 
-def describe_relays(chosen: tuple[RelayCandidate, ...], node: P2PNode) -> str:
-    if node.relays is None:
+def node_config(args: argparse.Namespace) -> NodeConfig:
+    """The configuration file (if any) with the command-line flags applied over it."""
+    overrides = _flag_overrides(args)
+    config = load_for(args)
+    stun = overrides.get("supernode", {})
+    if stun.get("stun_alt_ip") and not (stun.get("serve_stun") or config.supernode.serve_stun):
+        raise CliError("--stun-alt-ip needs --serve-stun")
+    try:
+        return config.override(overrides)
+    except ConfigError as error:
+        raise CliError(str(error)) from None
+
+
+def describe_relays(assembly: Assembly) -> str:
+    relays = assembly.relays
+    if relays is None:
         return "relays: not searched (--no-relay-search)"
+    chosen = relays.finder.chosen()
     if not chosen:
-        known = len(node.relays.selector)
+        known = len(relays.finder.selector)
         return f"relays: none usable yet ({known} advertised supernodes known)"
     parts = []
     for relay in chosen:
         host, port = relay.probe_address[1]
-        rtt = node.relays.selector.rtt_of(relay.owner)
+        rtt = relays.finder.selector.rtt_of(relay.owner)
         rtt_text = f"{rtt * 1000:.1f} ms" if rtt is not None else "unchecked"
         load = f"{relay.advert.load}/{relay.advert.capacity}"
         parts.append(f"{host}:{port} ({rtt_text}, load {load})")
     return "relays: " + ", ".join(parts)
 
 
-async def report_until(node: P2PNode, stop: asyncio.Event, status_interval: float) -> None:
+def _role(assembly: Assembly) -> SupernodeStatus | None:
+    supernode = assembly.supernode
+    if supernode is None or supernode.controller is None:
+        return None
+    return supernode.controller.status()
+
+
+def print_started(assembly: Assembly) -> None:
+    identity = assembly.identity
+    host, port = assembly.dht.address
+    print(f"p2pnode {identity.peer_id} ({identity.fingerprint})", flush=True)
+    print(f"listening on {host}:{port} (DHT, UDP)", flush=True)
+    if assembly.stun is not None and assembly.stun.server is not None:
+        where = " ".join(f"{h}:{p}" for h, p in assembly.stun.server.addresses)
+        print(f"STUN server (with dial-back) on {where}", flush=True)
+    if assembly.enum is not None and assembly.enum.address is not None:
+        h, p = assembly.enum.address
+        print(f"ENUM DNS gateway on udp+tcp {h}:{p}", flush=True)
+    if assembly.control is not None and assembly.control.url:
+        print(f"control API on {assembly.control.url}", flush=True)
+    if assembly.metrics is not None and assembly.metrics.url:
+        print(f"metrics on {assembly.metrics.url}", flush=True)
+    print(describe(assembly.dht.node), flush=True)
+
+
+async def report_until(assembly: Assembly, stop: asyncio.Event, status_interval: float) -> None:
     """Print the role and the chosen relays whenever they change, the table health periodically."""
     shown: tuple[object, str] | None = None
-    shown_relays: tuple[bytes, ...] | None = None
+    shown_relays: tuple[tuple[str, int], ...] | None = None
     next_health = time.monotonic() + status_interval
     while not stop.is_set():
-        status = node.role()
+        status = _role(assembly)
         if status is not None and (status.role, status.reason) != shown:
             shown = (status.role, status.reason)
             print(status.describe(), flush=True)
-        chosen = node.chosen_relays()
-        if tuple(relay.owner for relay in chosen) != shown_relays:
-            shown_relays = tuple(relay.owner for relay in chosen)
-            print(describe_relays(chosen, node), flush=True)
+        chosen = assembly.relays.statistics().chosen if assembly.relays is not None else ()
+        if chosen != shown_relays:
+            shown_relays = chosen
+            print(describe_relays(assembly), flush=True)
         if time.monotonic() >= next_health:
             next_health = time.monotonic() + status_interval
-            print(describe(node.dht), flush=True)
+            print(describe(assembly.dht.node), flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=0.25)
 
@@ -160,42 +213,63 @@ async def stop_after(stop: asyncio.Event, duration: float) -> None:
 
 
 async def run_node(args: argparse.Namespace) -> int:
-    listen = parse_hostport(args.listen, default_host="0.0.0.0")
-    bootstrap = [parse_hostport(text) for text in args.bootstrap]
-    roles = role_options(args)
-    load_identity(args)  # a clear error before binding anything
-    node = P2PNode(
-        home_of(args), listen=listen, bootstrap=bootstrap, client_mode=args.client, roles=roles
-    )
-    stop = asyncio.Event()
+    config = node_config(args)
+    if args.verbose == 0:
+        configure_logging(config.log.level, config.log.format, config.log.modules)
+    identity = load_identity(args)  # a clear error before binding anything
+    assembly = assemble(home_of(args), config, identity)
+    node = assembly.node
+    requested = asyncio.Event()  # a signal or --duration: print, then let the node drain
+    node_stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    try:
+
+    def reload_config() -> None:
+        nonlocal config
         try:
-            await node.start()
-        except (OSError, ValueError) as error:
-            raise CliError(f"cannot listen: {error}") from None
-        host, port = node.address
-        print(f"p2pnode {node.identity.peer_id} ({node.identity.fingerprint})", flush=True)
-        print(f"listening on {host}:{port} (DHT, UDP)", flush=True)
-        if node.stun is not None:
-            where = " ".join(f"{h}:{p}" for h, p in node.stun.addresses)
-            print(f"STUN server (with dial-back) on {where}", flush=True)
-        print(describe(node.dht), flush=True)
+            fresh = node_config(args)
+        except CliError as error:
+            logging.getLogger(__name__).warning("reload refused: %s", error)
+            return
+        reload(config, fresh)
+        config = fresh
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, requested.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_config)
+
+    async def life() -> None:
+        ready = asyncio.ensure_future(node.ready.wait())
+        try:
+            await asyncio.wait([ready, running], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if running.done():
+            return
+        print_started(assembly)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(node.run(stop))
-            tasks.create_task(report_until(node, stop, args.status_interval))
+            reporter = tasks.create_task(
+                report_until(assembly, requested, config.node.status_interval)
+            )
             if args.duration:
-                tasks.create_task(stop_after(stop, args.duration))
-        status = node.role()
+                tasks.create_task(stop_after(requested, args.duration))
+            await requested.wait()
+            await reporter
+        status = _role(assembly)
         if status is not None:
             print("shutting down: " + status.describe(), flush=True)
-        print("shutting down: " + describe(node.dht), flush=True)
+        print("shutting down: " + describe(assembly.dht.node), flush=True)
+        node.request_stop("signal" if not args.duration else "--duration")
+
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            running = tasks.create_task(node.run(node_stop))
+            tasks.create_task(life())
+    except* NodeStartError as group:
+        error = group.exceptions[0]
+        raise CliError(f"cannot listen: {error}") from None
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
-        await node.stop()
     return 0
 
 
@@ -232,15 +306,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     add_home_argument(run)
     run.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="configuration file (default: <home>/p2pnode.toml if it exists); "
+        "the flags below override it",
+    )
+    run.add_argument(
         "--listen",
-        default="0.0.0.0:0",
+        default=None,
         metavar="HOST:PORT",
         help="UDP address to listen on (default 0.0.0.0:0, an ephemeral port)",
     )
     run.add_argument(
         "--bootstrap",
         action="append",
-        default=[],
+        default=None,
         metavar="HOST:PORT",
         help="a node already in the network (repeatable); none: start a new network",
     )
@@ -252,7 +333,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     run.add_argument(
         "--status-interval",
         type=float,
-        default=30.0,
+        default=None,
         metavar="SECONDS",
         help="print the table health this often (default 30)",
     )
@@ -264,6 +345,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="stop by itself after this long (default: run until a signal)",
     )
     add_role_arguments(run)
+    add_service_arguments(run)
     run.set_defaults(func=cmd_run)
 
 
@@ -279,7 +361,7 @@ def add_role_arguments(run: argparse.ArgumentParser) -> None:
     roles.add_argument(
         "--stun",
         action="append",
-        default=[],
+        default=None,
         metavar="HOST:PORT",
         help="a STUN server with dial-back (p2pnode stun, or another node's --serve-stun) "
         "to judge reachability against (repeatable); the dial-back servers that "
@@ -288,7 +370,7 @@ def add_role_arguments(run: argparse.ArgumentParser) -> None:
     roles.add_argument(
         "--min-agree",
         type=int,
-        default=3,
+        default=None,
         metavar="N",
         help="servers that must agree on a verdict (default 3; only with --no-relay-search "
         "is it lowered to the number of --stun servers given)",
@@ -312,7 +394,7 @@ def add_role_arguments(run: argparse.ArgumentParser) -> None:
     )
     roles.add_argument(
         "--relay-listen",
-        default="0.0.0.0:3478",
+        default=None,
         metavar="HOST:PORT",
         help="where the relay serves STUN and TURN, UDP and TCP (default 0.0.0.0:3478); "
         "a supernode also serves STUN with dial-back on the next port (UDP), for other "
@@ -321,24 +403,22 @@ def add_role_arguments(run: argparse.ArgumentParser) -> None:
     roles.add_argument(
         "--relay-capacity",
         type=int,
-        default=100,
+        default=None,
         metavar="N",
         help="allocations carried at most; above it new ones are refused (default 100)",
     )
-    roles.add_argument(
-        "--realm", default="p2pnode", help="TURN realm of the relay (default p2pnode)"
-    )
+    roles.add_argument("--realm", default=None, help="TURN realm of the relay (default p2pnode)")
     roles.add_argument(
         "--allow-peer",
         action="append",
-        default=[],
+        default=None,
         metavar="CIDR",
         help="let the relay reach peers in this internal range (denied by default; repeatable)",
     )
     roles.add_argument(
         "--check-interval",
         type=float,
-        default=300.0,
+        default=None,
         metavar="SECONDS",
         help="seconds between reachability checks (default 300; 30 while a change is pending)",
     )
@@ -351,4 +431,41 @@ def add_role_arguments(run: argparse.ArgumentParser) -> None:
         "--stun-alt-ip",
         metavar="IP",
         help="second IP of the STUN server, for RFC 5780 NAT behaviour discovery",
+    )
+
+
+def add_service_arguments(run: argparse.ArgumentParser) -> None:
+    """The ENUM gateway, the control API, metrics, logs and the shutdown drain."""
+    group = run.add_argument_group("services, control API, metrics and logs")
+    group.add_argument(
+        "--enum-listen",
+        metavar="HOST:PORT",
+        help="run the ENUM DNS gateway here, UDP and TCP ([enum] in the config file)",
+    )
+    group.add_argument(
+        "--trust",
+        action="append",
+        default=None,
+        metavar="VERIFIER_PEER_ID",
+        help="verifier whose countersignatures the gateway and the API trust (repeatable)",
+    )
+    group.add_argument(
+        "--control-port",
+        type=int,
+        metavar="PORT",
+        help="port of the local control API on 127.0.0.1 (default derived from the home; "
+        "0: any free port)",
+    )
+    group.add_argument("--no-control", action="store_true", help="no control API")
+    group.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", help="serve Prometheus /metrics here (off)"
+    )
+    group.add_argument(
+        "--drain-limit",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, how long live relay allocations may go on (default 30)",
+    )
+    group.add_argument(
+        "--log-format", choices=("kv", "json"), help="key=value lines (default) or JSON lines"
     )

@@ -1,0 +1,277 @@
+"""The node's configuration: ``<home>/p2pnode.toml`` (or ``--config FILE``), validated whole.
+
+One pydantic model per section ([node], [dht], [supernode], [relay], [enum],
+[control], [metrics], [log]; [presence], [mailbox], [chat], [calls], [sip] and
+[web] are reserved for the services to come). Why pydantic: it reports every
+error at once with its path (``relay.capacity: ...``), and the same models give
+the JSON Schema for the control API's OpenAPI document and docs/runtime.md's
+reference, so the three never disagree.
+
+Invariants: unknown keys are errors (a typo must not be silently ignored);
+every value a command-line flag can set has a key (flags override the file);
+models are frozen; addresses stay ``HOST:PORT`` strings in the file and are
+parsed by ``hostport``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from p2pnode.identity import public_key_from_peer_id
+
+__all__ = [
+    "CONFIG_FILE",
+    "ConfigError",
+    "ConfigProblem",
+    "ControlSection",
+    "DhtSection",
+    "EnumSection",
+    "LogSection",
+    "MetricsSection",
+    "NodeConfig",
+    "NodeSection",
+    "RelaySection",
+    "SupernodeSection",
+    "default_control_port",
+    "hostport",
+    "load_config",
+    "parse_config",
+]
+
+CONFIG_FILE = "p2pnode.toml"
+CONTROL_PORT_BASE = 20000  # default control ports: 20000-29999, derived from the home
+CONTROL_PORT_SPAN = 10000
+
+
+def hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` / ``[V6]:PORT`` -> (host, port); ValueError with a one-line reason."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        raise ValueError("not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("the port must be a number in 0-65535")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ValueError("the host must be an IP address") from None
+        host = "127.0.0.1"
+    return host, int(port_text)
+
+
+def _check_hostport(text: str) -> str:
+    hostport(text)
+    return text
+
+
+def _check_ip(text: str) -> str:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError("not an IP address") from None
+    return text
+
+
+def _check_cidr(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError("not an address range (CIDR)") from None
+    return text
+
+
+def _check_peer_id(text: str) -> str:
+    try:
+        public_key_from_peer_id(text)
+    except ValueError:
+        raise ValueError("not a peer id (52 characters)") from None
+    return text
+
+
+HostPort = Annotated[str, AfterValidator(_check_hostport), Field(examples=["127.0.0.1:4000"])]
+IpText = Annotated[str, AfterValidator(_check_ip)]
+Cidr = Annotated[str, AfterValidator(_check_cidr)]
+PeerIdText = Annotated[str, AfterValidator(_check_peer_id)]
+Level = Literal["debug", "info", "warning", "error"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NodeSection(_Section):
+    """The DHT socket and how to join."""
+
+    listen: HostPort = Field("0.0.0.0:0", description="UDP address of the DHT")
+    bootstrap: tuple[HostPort, ...] = Field((), description="nodes to join through")
+    client: bool = Field(False, description="query only; never enter others' routing tables")
+    status_interval: float = Field(30.0, gt=0, description="seconds between health lines")
+
+
+class DhtSection(_Section):
+    k: int = Field(20, ge=1, le=64, description="bucket size and replication factor")
+    alpha: int = Field(3, ge=1, le=16, description="lookups in flight per operation")
+
+
+class SupernodeSection(_Section):
+    """Reachability checks and the promotion to relay supernode."""
+
+    enabled: bool = Field(True, description="run the supernode controller at all")
+    relay: bool = Field(True, description="false: never serve as a relay (--no-relay)")
+    stun: tuple[HostPort, ...] = Field((), description="dial-back STUN servers to ask")
+    min_agree: int = Field(3, ge=1, le=16, description="servers that must agree")
+    public_ip: IpText | None = Field(None, description="assert reachability at this IP")
+    check_interval: float = Field(300.0, gt=0, description="seconds between checks")
+    serve_stun: HostPort | None = Field(None, description="also run a dial-back STUN server")
+    stun_alt_ip: IpText | None = Field(None, description="second IP for RFC 5780 discovery")
+    relay_search: bool = Field(True, description="find supernodes in the DHT, keep two")
+
+    @model_validator(mode="after")
+    def _alt_needs_server(self) -> SupernodeSection:
+        if self.stun_alt_ip is not None and self.serve_stun is None:
+            raise ValueError("stun_alt_ip needs serve_stun")
+        return self
+
+
+class RelaySection(_Section):
+    """The TURN relay a supernode runs."""
+
+    listen: HostPort = Field("0.0.0.0:3478", description="STUN+TURN, UDP and TCP")
+    capacity: int = Field(100, ge=1, le=1_000_000, description="allocations at most")
+    realm: str = Field("p2pnode", min_length=1, max_length=64, description="TURN realm")
+    allow_peers: tuple[Cidr, ...] = Field((), description="internal ranges peers may reach")
+    drain_limit: float = Field(
+        30.0, ge=0, description="SIGTERM: seconds live allocations get before the node exits"
+    )
+
+
+class EnumSection(_Section):
+    """The ENUM DNS gateway (NAPTR answers from the DHT)."""
+
+    enabled: bool = False
+    listen: HostPort = Field("127.0.0.1:5353", description="UDP and TCP")
+    zones: tuple[str, ...] = Field((), description="served zones (default e164.arpa + e164.org)")
+    ns_name: str = Field("localhost.", description="NS/SOA name of the zones")
+    rate_limit: float = Field(100.0, ge=0, description="answers/s per client; 0: off")
+    trust: tuple[PeerIdText, ...] = Field((), description="verifiers whose countersignatures count")
+
+
+class ControlSection(_Section):
+    """The local control API (JSON + WebSocket, token in <home>/control.token)."""
+
+    enabled: bool = True
+    host: Literal["127.0.0.1", "::1"] = Field("127.0.0.1", description="loopback only")
+    port: int | None = Field(
+        None, ge=0, le=65535, description="default: derived from the home (20000-29999)"
+    )
+
+
+class MetricsSection(_Section):
+    listen: HostPort | None = Field(None, description="Prometheus /metrics; off unless set")
+
+
+class LogSection(_Section):
+    format: Literal["kv", "json"] = Field("kv", description="key=value lines or JSON lines")
+    level: Level = "warning"
+    modules: dict[str, Level] = Field(
+        default_factory=dict, description='per-module levels, e.g. {"p2pnode.dht" = "debug"}'
+    )
+
+
+class ReservedSection(BaseModel):
+    """A service still to come: its keys are accepted and not checked yet."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    enabled: bool = False
+
+
+class NodeConfig(_Section):
+    """The whole file."""
+
+    node: NodeSection = Field(default_factory=NodeSection)  # type: ignore[arg-type]
+    dht: DhtSection = Field(default_factory=DhtSection)  # type: ignore[arg-type]
+    supernode: SupernodeSection = Field(default_factory=SupernodeSection)  # type: ignore[arg-type]
+    relay: RelaySection = Field(default_factory=RelaySection)  # type: ignore[arg-type]
+    enum: EnumSection = Field(default_factory=EnumSection)  # type: ignore[arg-type]
+    control: ControlSection = Field(default_factory=ControlSection)  # type: ignore[arg-type]
+    metrics: MetricsSection = Field(default_factory=MetricsSection)  # type: ignore[arg-type]
+    log: LogSection = Field(default_factory=LogSection)  # type: ignore[arg-type]
+    presence: ReservedSection = Field(default_factory=ReservedSection)
+    mailbox: ReservedSection = Field(default_factory=ReservedSection)
+    chat: ReservedSection = Field(default_factory=ReservedSection)
+    calls: ReservedSection = Field(default_factory=ReservedSection)
+    sip: ReservedSection = Field(default_factory=ReservedSection)
+    web: ReservedSection = Field(default_factory=ReservedSection)
+
+    def override(self, changes: dict[str, dict[str, Any]]) -> NodeConfig:
+        """A copy with ``{section: {key: value}}`` applied (command-line flags), validated."""
+        data = self.model_dump()
+        for section, values in changes.items():
+            data[section].update(values)
+        return parse_config(data)
+
+
+class ConfigProblem(pydantic.BaseModel):
+    """One mistake: where (``relay.capacity``) and a one-line reason."""
+
+    model_config = ConfigDict(frozen=True)
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class ConfigError(ValueError):
+    """Every mistake in a configuration, not just the first."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+
+
+def _problems(error: pydantic.ValidationError) -> list[ConfigProblem]:
+    found = []
+    for item in error.errors(include_url=False, include_input=False):
+        path = ".".join(str(part) for part in item["loc"])
+        reason = str(item["msg"]).removeprefix("Value error, ").splitlines()[0]
+        found.append(ConfigProblem(path=path, reason=reason))
+    return found
+
+
+def parse_config(data: dict[str, Any], source: str = "configuration") -> NodeConfig:
+    try:
+        return NodeConfig.model_validate(data)
+    except pydantic.ValidationError as error:
+        raise ConfigError(source, _problems(error)) from None
+
+
+def load_config(path: Path | None) -> NodeConfig:
+    """Parse and validate ``path`` (None, or missing and not asked for: the defaults)."""
+    if path is None:
+        return NodeConfig()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(str(path), [ConfigProblem(path="", reason=str(error))]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(str(path), [ConfigProblem(path="", reason=str(error))]) from None
+    return parse_config(data, str(path))
+
+
+def default_control_port(home: Path) -> int:
+    """A port derived from the home's absolute path, so two homes rarely collide."""
+    digest = hashlib.blake2b(str(home.resolve()).encode(), digest_size=4).digest()
+    return CONTROL_PORT_BASE + int.from_bytes(digest, "big") % CONTROL_PORT_SPAN

@@ -1,0 +1,118 @@
+"""Builds a ``Node`` from a ``NodeConfig``: which services run, in which order, wired how.
+
+Order (started first to last, stopped in reverse): dht (required: no node
+without its socket), stun (serve_stun), relay-search, supernode (uses the DHT,
+the STUN server and the relays found), enum (the DNS gateway), control (the
+local API, once everything it reports on exists), metrics. A section turned
+off means its service is not hosted at all.
+
+``reload`` (SIGHUP) applies what can change without a restart: log levels and
+format; everything else is reported as needing a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2pnode.app.config import NodeConfig, default_control_port, hostport
+from p2pnode.app.control import ControlContext, ControlService
+from p2pnode.app.logs import configure_logging
+from p2pnode.app.metrics import MetricsService
+from p2pnode.app.node import Node
+from p2pnode.app.services import (
+    DhtService,
+    EnumDnsService,
+    RelaySearchService,
+    StunServerService,
+    SupernodeService,
+    role_options,
+)
+from p2pnode.identity import Identity, public_key_from_peer_id
+
+__all__ = ["Assembly", "assemble", "reload"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """The node and its services, for the CLI's printing and for tests."""
+
+    config: NodeConfig
+    node: Node
+    identity: Identity
+    dht: DhtService
+    stun: StunServerService | None
+    relays: RelaySearchService | None
+    supernode: SupernodeService | None
+    enum: EnumDnsService | None
+    control: ControlService | None
+    metrics: MetricsService | None
+
+
+def assemble(home: Path, config: NodeConfig, identity: Identity) -> Assembly:
+    node = Node(drain_limit=config.relay.drain_limit)
+    dht = DhtService(identity, home, config)
+    node.add(dht, required=True)
+    options = role_options(config)
+    stun = None
+    if options.serve_stun is not None:
+        stun = StunServerService(options.serve_stun, options.stun_alt_ip)
+        node.add(stun, required=True)
+    relays = None
+    if options.find_relays:
+        wanted = options.min_agree if options.supernode is not None else 0
+        relays = RelaySearchService(identity, dht, wanted_dial_back=wanted)
+        node.add(relays)
+    supernode = None
+    if options.supernode is not None:
+        supernode = SupernodeService(
+            identity,
+            dht,
+            options,
+            learned=relays.dial_back_servers if relays is not None else None,
+            stun=stun,
+            emit=node.emit,
+        )
+        node.add(supernode)
+    enum = None
+    if config.enum.enabled:
+        enum = EnumDnsService(dht, config)
+        node.add(enum)
+    control = None
+    if config.control.enabled:
+        port = config.control.port
+        control = ControlService(
+            home, config.control.host, default_control_port(home) if port is None else port
+        )
+        node.add(control)
+    metrics = None
+    if config.metrics.listen is not None:
+        host, port = hostport(config.metrics.listen)
+        metrics = MetricsService(node, host, port)
+        node.add(metrics)
+    if control is not None:
+        control.ctx = ControlContext(
+            node=node,
+            identity=identity,
+            dht=dht,
+            supernode=supernode,
+            relays=relays,
+            trusted=frozenset(public_key_from_peer_id(p) for p in config.enum.trust),
+        )
+    return Assembly(config, node, identity, dht, stun, relays, supernode, enum, control, metrics)
+
+
+def reload(old: NodeConfig, new: NodeConfig) -> list[str]:
+    """Apply what can change while running; the sections that need a restart, by name."""
+    configure_logging(new.log.level, new.log.format, new.log.modules)
+    changed = [
+        name
+        for name in NodeConfig.model_fields
+        if name != "log" and getattr(old, name) != getattr(new, name)
+    ]
+    for name in changed:
+        logger.warning("config section=%s changed: takes effect at the next start", name)
+    return changed
