@@ -1,0 +1,308 @@
+"""The SIP message model: frozen requests and responses with typed core headers.
+
+A message is its start line, its header fields in order (unfolded, names in
+their long canonical form) and its body bytes. The headers every transaction
+and dialog needs (Via, From, To, Call-ID, CSeq, Max-Forwards, Content-Length,
+Contact, Route, Record-Route) are parsed once, when the message is built, into
+:class:`CoreHeaders`: a message that exists is one whose core headers are
+valid (RFC 3261 §8.1.1, RFC 4475 §3.1.2 and §3.3.1, §3.3.8, §3.3.9). Other
+headers are parsed on demand by typed accessors that raise ``SipDecodeError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2pnode.gateways.sip.errors import SipDecodeError
+from p2pnode.gateways.sip.grammar import (
+    RFC1123_DATE_RE,
+    canonical_header_name,
+)
+from p2pnode.gateways.sip.headers import (
+    AuthHeader,
+    CSeq,
+    NameAddress,
+    SipUri,
+    Uri,
+    Via,
+    parse_auth,
+    parse_call_id,
+    parse_cseq,
+    parse_delta_seconds,
+    parse_name_addresses,
+    parse_vias,
+)
+
+__all__ = [
+    "KNOWN_METHODS",
+    "MAX_MAX_FORWARDS",
+    "CoreHeaders",
+    "Header",
+    "SipMessage",
+    "SipRequest",
+    "SipResponse",
+]
+
+# Methods this core knows by name (RFC 3261 plus the extensions phones send).
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE",
+        "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+    }
+)  # fmt: skip
+# RFC 3261 §20.22: Max-Forwards is an integer in the range 0-255.
+MAX_MAX_FORWARDS = 255
+_SINGLE_VALUED = ("From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Expires")
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """One header field: canonical name, unfolded value."""
+
+    name: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class CoreHeaders:
+    """The typed headers every valid message has (or may have, for the optional ones)."""
+
+    vias: tuple[Via, ...]
+    from_: NameAddress
+    to: NameAddress
+    call_id: str
+    cseq: CSeq
+    max_forwards: int | None
+    content_length: int | None
+    contacts: tuple[NameAddress, ...]
+    contact_star: bool
+    routes: tuple[NameAddress, ...]
+    record_routes: tuple[NameAddress, ...]
+
+
+def _values(headers: tuple[Header, ...], name: str) -> list[str]:
+    return [header.value for header in headers if header.name == name]
+
+
+def _single(headers: tuple[Header, ...], name: str, *, required: bool) -> str | None:
+    values = _values(headers, name)
+    if len(values) > 1:
+        raise SipDecodeError(400, f"more than one {name}")
+    if not values:
+        if required:
+            raise SipDecodeError(400, f"missing {name}")
+        return None
+    return values[0]
+
+
+def parse_core_headers(headers: tuple[Header, ...]) -> CoreHeaders:
+    """Validate and type the core headers; ``SipDecodeError(400)`` names what is wrong."""
+    for name in _SINGLE_VALUED:
+        _single(headers, name, required=False)
+    via_values = _values(headers, "Via")
+    if not via_values:
+        raise SipDecodeError(400, "missing Via")
+    vias = parse_vias(via_values)
+    from_text = _single(headers, "From", required=True)
+    to_text = _single(headers, "To", required=True)
+    call_id_text = _single(headers, "Call-ID", required=True)
+    cseq_text = _single(headers, "CSeq", required=True)
+    assert from_text is not None and to_text is not None  # required above
+    assert call_id_text is not None and cseq_text is not None
+    (from_,) = parse_name_addresses(from_text, "From", single=True)
+    (to,) = parse_name_addresses(to_text, "To", single=True)
+    max_forwards_text = _single(headers, "Max-Forwards", required=False)
+    max_forwards = None
+    if max_forwards_text is not None:
+        max_forwards = parse_delta_seconds(
+            max_forwards_text, "Max-Forwards", limit=MAX_MAX_FORWARDS
+        )
+    length_text = _single(headers, "Content-Length", required=False)
+    content_length = None
+    if length_text is not None:
+        content_length = parse_delta_seconds(length_text, "Content-Length")
+    contacts: list[NameAddress] = []
+    star = False
+    for value in _values(headers, "Contact"):
+        if value == "*":
+            star = True
+            continue
+        contacts.extend(parse_name_addresses(value, "Contact", single=False))
+    if star and contacts:
+        raise SipDecodeError(400, "Contact * mixed with addresses")
+    routes = tuple(
+        address
+        for value in _values(headers, "Route")
+        for address in parse_name_addresses(value, "Route", single=False, require_brackets=True)
+    )
+    record_routes = tuple(
+        address
+        for value in _values(headers, "Record-Route")
+        for address in parse_name_addresses(
+            value, "Record-Route", single=False, require_brackets=True
+        )
+    )
+    for value in _values(headers, "Date"):
+        # RFC 4475 §3.1.2.12: the only time zone a SIP-date may name is GMT.
+        if RFC1123_DATE_RE.fullmatch(value) is None:
+            raise SipDecodeError(400, "malformed Date")
+    return CoreHeaders(
+        vias=vias,
+        from_=from_,
+        to=to,
+        call_id=parse_call_id(call_id_text),
+        cseq=parse_cseq(cseq_text),
+        max_forwards=max_forwards,
+        content_length=content_length,
+        contacts=tuple(contacts),
+        contact_star=star,
+        routes=routes,
+        record_routes=record_routes,
+    )
+
+
+class _HeaderAccess:
+    """Header accessors shared by requests and responses."""
+
+    headers: tuple[Header, ...]
+    body: bytes
+    core: CoreHeaders
+
+    # -- generic header access -------------------------------------------------
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (any spelling or compact form), None if absent."""
+        wanted = canonical_header_name(name)
+        for header in self.headers:
+            if header.name == wanted:
+                return header.value
+        return None
+
+    def header_values(self, name: str) -> tuple[str, ...]:
+        wanted = canonical_header_name(name)
+        return tuple(header.value for header in self.headers if header.name == wanted)
+
+    # -- typed core headers ----------------------------------------------------
+    @property
+    def vias(self) -> tuple[Via, ...]:
+        return self.core.vias
+
+    @property
+    def top_via(self) -> Via:
+        return self.core.vias[0]
+
+    @property
+    def from_(self) -> NameAddress:
+        return self.core.from_
+
+    @property
+    def to(self) -> NameAddress:
+        return self.core.to
+
+    @property
+    def call_id(self) -> str:
+        return self.core.call_id
+
+    @property
+    def cseq(self) -> CSeq:
+        return self.core.cseq
+
+    @property
+    def max_forwards(self) -> int | None:
+        return self.core.max_forwards
+
+    @property
+    def contacts(self) -> tuple[NameAddress, ...]:
+        return self.core.contacts
+
+    @property
+    def contact_star(self) -> bool:
+        return self.core.contact_star
+
+    @property
+    def routes(self) -> tuple[NameAddress, ...]:
+        return self.core.routes
+
+    @property
+    def record_routes(self) -> tuple[NameAddress, ...]:
+        return self.core.record_routes
+
+    # -- typed optional headers (parsed on demand) -----------------------------
+    def expires(self) -> int | None:
+        """Expires as delta-seconds (RFC 3261 §20.19), None if absent."""
+        value = self.header("Expires")
+        return None if value is None else parse_delta_seconds(value, "Expires")
+
+    def min_expires(self) -> int | None:
+        value = self.header("Min-Expires")
+        return None if value is None else parse_delta_seconds(value, "Min-Expires")
+
+    def auth_headers(self, name: str) -> tuple[AuthHeader, ...]:
+        """Authorization, Proxy-Authorization, WWW-Authenticate or Proxy-Authenticate values."""
+        return tuple(parse_auth(value) for value in self.header_values(name))
+
+    def option_tags(self, name: str) -> tuple[str, ...]:
+        """Require, Proxy-Require, Supported, Unsupported: comma-separated option tags."""
+        return tuple(
+            tag.strip(" \t")
+            for value in self.header_values(name)
+            for tag in value.split(",")
+            if tag.strip(" \t")
+        )
+
+
+@dataclass(frozen=True)
+class SipRequest(_HeaderAccess):
+    """Request-Line = Method SP Request-URI SP SIP-Version CRLF, plus headers and body."""
+
+    method: str
+    uri: Uri
+    headers: tuple[Header, ...]
+    body: bytes
+    core: CoreHeaders = field(repr=False, compare=False)
+
+    @staticmethod
+    def build(method: str, uri: Uri, headers: tuple[Header, ...], body: bytes) -> SipRequest:
+        """Validate and build a request (the same checks as the parser applies)."""
+        core = parse_core_headers(headers)
+        _check_request(method, uri, core)
+        return SipRequest(method, uri, headers, body, core)
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+
+@dataclass(frozen=True)
+class SipResponse(_HeaderAccess):
+    """Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF, plus headers and body."""
+
+    status: int
+    reason: str
+    headers: tuple[Header, ...]
+    body: bytes
+    core: CoreHeaders = field(repr=False, compare=False)
+
+    @staticmethod
+    def build(status: int, reason: str, headers: tuple[Header, ...], body: bytes) -> SipResponse:
+        if not 100 <= status <= 699:
+            raise SipDecodeError(400, "malformed status code")
+        core = parse_core_headers(headers)
+        return SipResponse(status, reason, headers, body, core)
+
+    def start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+
+SipMessage = SipRequest | SipResponse
+
+
+def _check_request(method: str, uri: Uri, core: CoreHeaders) -> None:
+    if isinstance(uri, SipUri) and uri.headers:
+        # RFC 3261 §19.1.5 / RFC 4475 §3.1.2.11: no escaped headers in a Request-URI.
+        raise SipDecodeError(400, "headers in Request-URI")
+    if core.cseq.method != method:
+        # RFC 4475 §3.1.2.17-18: a mismatch is refused; for a method we do not
+        # implement 501 is the better answer (§3.1.2.18).
+        raise SipDecodeError(501 if method not in KNOWN_METHODS else 400, "CSeq method mismatch")
