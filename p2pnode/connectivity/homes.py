@@ -1,0 +1,635 @@
+"""The peer side of the home protocol (sans-IO): two homes kept, envelopes sent, watches held.
+
+A node behind NAT keeps ``wanted`` (two) home supernodes. Each home slot is a
+small state machine, written as a table (``TRANSITIONS``): an undefined
+(state, input) pair raises ``TransitionError``, which the datagram boundary
+counts as a drop::
+
+    HELLO --challenge--> ATTACHING --attached--> ATTACHED --keepalive due--> CHECKING
+      ^                     |  refused/timeout -> LOST         ^   ack ok  |
+      +-------- unknown session (the home forgot us) ----------+-----------+
+                                                   CHECKING --timeout--> LOST
+
+A home that stops answering is declared LOST ``keepalive_timeout`` seconds
+after the keepalive it did not answer; the slot is refilled at once from the
+candidates (a lost home is retried only after ``failure_backoff``), and
+``HomesChanged`` tells the service to republish the CONTACT record.
+
+Sending: an envelope goes to the recipient's first home; DELIVERED ends it;
+NOT_ATTACHED, NO_ANSWER, BUSY, RATE_LIMITED or silence for ``send_timeout``
+move on to the next home; after the last one ``SendDone(delivered=False)``.
+
+Watching: a WATCH (signed by us, for that home) to each of the target's homes,
+renewed every ``watch_refresh`` seconds, which also keeps our NAT mapping
+towards those homes open for their NOTIFY datagrams.
+
+Bounded: candidates, sends in flight and watches have named maxima. ``now``,
+randomness and signing are parameters: no clock, socket or asyncio here.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from nat.drops import DropCounter
+from p2pnode.connectivity.attach import attach_signed_bytes, watch_signed_bytes
+from p2pnode.connectivity.contact import HomeEntry
+from p2pnode.connectivity.homewire import (
+    TXID_BYTES,
+    Attach,
+    Attached,
+    Challenge,
+    Code,
+    Datagram,
+    Deliver,
+    DeliverAck,
+    Detach,
+    Hello,
+    HomeMessage,
+    HomeWireDecodeError,
+    Keepalive,
+    KeepaliveAck,
+    Notify,
+    Send,
+    SendResult,
+    SetAck,
+    SetState,
+    Watch,
+    Watched,
+    decode_message,
+    encode_message,
+)
+
+__all__ = [
+    "DEFAULT_KEEPALIVE",
+    "TRANSITIONS",
+    "Delivered",
+    "HomeAttached",
+    "HomeLost",
+    "HomesChanged",
+    "NeedCandidates",
+    "PeerConfig",
+    "PeerCore",
+    "PresenceNotice",
+    "SendDone",
+    "SlotInput",
+    "SlotState",
+    "TransitionError",
+    "keepalive_for_lifetime",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_KEEPALIVE = 20.0  # seconds: under the 30 s many NATs keep an idle UDP mapping
+MIN_KEEPALIVE = 1.0
+MAX_CANDIDATES = 16
+MAX_SENDS = 256
+MAX_WATCHES = 1024
+
+Address = tuple[str, int]
+Random = Callable[[int], bytes]
+Sign = Callable[[bytes], bytes]
+
+
+def keepalive_for_lifetime(lower: float | None) -> float:
+    """Keepalive interval for a NAT that kept an idle mapping at least ``lower`` seconds
+    (``nat.lifetime.MappingLifetime.lower``): half of it, within [1, 20] s; unknown: 20 s."""
+    if lower is None or lower <= 0:
+        return DEFAULT_KEEPALIVE
+    return min(max(lower / 2, MIN_KEEPALIVE), DEFAULT_KEEPALIVE)
+
+
+class TransitionError(Exception):
+    """An input that the slot's state table does not define for its state."""
+
+
+class SlotState(enum.Enum):
+    HELLO = "hello"  # HELLO sent, waiting for the challenge
+    ATTACHING = "attaching"  # signed ATTACH sent
+    ATTACHED = "attached"  # session up, next keepalive scheduled
+    CHECKING = "checking"  # keepalive sent, waiting for its ack
+    LOST = "lost"  # terminal: the slot is dropped and refilled
+
+
+class SlotInput(enum.Enum):
+    CHALLENGE = "challenge"
+    ATTACHED_OK = "attached ok"
+    REFUSED = "refused"
+    KEEPALIVE_DUE = "keepalive due"
+    ACK_OK = "ack ok"
+    ACK_UNKNOWN = "ack unknown session"
+    RETRY = "retry"
+    TIMEOUT = "timeout"
+
+
+_S, _I = SlotState, SlotInput  # table shorthand
+TRANSITIONS: dict[tuple[SlotState, SlotInput], SlotState] = {
+    (_S.HELLO, _I.CHALLENGE): _S.ATTACHING,
+    (_S.HELLO, _I.RETRY): _S.HELLO,
+    (_S.HELLO, _I.TIMEOUT): _S.LOST,
+    (_S.ATTACHING, _I.CHALLENGE): _S.ATTACHING,  # a retransmitted HELLO's second answer
+    (_S.ATTACHING, _I.ATTACHED_OK): _S.ATTACHED,
+    (_S.ATTACHING, _I.REFUSED): _S.LOST,
+    (_S.ATTACHING, _I.RETRY): _S.ATTACHING,
+    (_S.ATTACHING, _I.TIMEOUT): _S.LOST,
+    (_S.ATTACHED, _I.KEEPALIVE_DUE): _S.CHECKING,
+    (_S.ATTACHED, _I.ACK_OK): _S.ATTACHED,  # a late duplicate ack
+    (_S.ATTACHED, _I.ACK_UNKNOWN): _S.HELLO,
+    (_S.CHECKING, _I.ACK_OK): _S.ATTACHED,
+    (_S.CHECKING, _I.ACK_UNKNOWN): _S.HELLO,  # the home restarted: attach again
+    (_S.CHECKING, _I.RETRY): _S.CHECKING,
+    (_S.CHECKING, _I.TIMEOUT): _S.LOST,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    wanted: int = 2
+    keepalive: float = DEFAULT_KEEPALIVE
+    keepalive_timeout: float = 3.0  # silence after a keepalive before the home is lost
+    attach_timeout: float = 3.0
+    retransmit: float = 0.5
+    send_timeout: float = 2.5  # per home: its delivery timeout (1.5 s) plus round trips
+    failure_backoff: float = 60.0
+    watch_refresh: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAttached:
+    home: HomeEntry
+    observed: Address  # our address as the home sees it (our NAT's mapping)
+    keepalive: float
+
+
+@dataclass(frozen=True, slots=True)
+class HomeLost:
+    home: HomeEntry
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HomesChanged:
+    homes: tuple[HomeEntry, ...]  # attached now, in slot order
+
+
+@dataclass(frozen=True, slots=True)
+class NeedCandidates:
+    """Fewer usable candidates than slots to fill: find more supernodes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    envelope: bytes
+    home: HomeEntry
+
+
+@dataclass(frozen=True, slots=True)
+class SendDone:
+    handle: int
+    delivered: bool
+    via: Address | None
+    attempts: tuple[tuple[Address, str], ...]  # (home, outcome) in order tried
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceNotice:
+    target: bytes
+    home: Address
+    code: Code
+    attached: bool
+    presence: bytes
+
+
+PeerEvent = (
+    HomeAttached | HomeLost | HomesChanged | NeedCandidates | Delivered | SendDone | PresenceNotice
+)
+
+
+@dataclass(slots=True)
+class _Slot:
+    home: HomeEntry
+    state: SlotState
+    txid: bytes
+    started: float
+    retry_at: float
+    give_up_at: float
+    nonce: bytes = b""
+    token: bytes = b""
+    keepalive: float = DEFAULT_KEEPALIVE
+    set_txid: bytes | None = None  # presence/allow-list update not yet acknowledged
+
+    def fire(self, event: SlotInput) -> None:
+        target = TRANSITIONS.get((self.state, event))
+        if target is None:
+            raise TransitionError(f"{event.value} in state {self.state.value}")
+        self.state = target
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    envelope: bytes
+    homes: tuple[Address, ...]
+    index: int
+    txid: bytes
+    retry_at: float
+    give_up_at: float
+    attempts: list[tuple[Address, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _WatchLease:
+    homes: tuple[HomeEntry, ...]
+    refresh_at: float
+
+
+class PeerCore:
+    """A peer's home slots, outgoing envelopes and watches on one UDP socket."""
+
+    def __init__(
+        self,
+        own_key: bytes,
+        *,
+        sign: Sign,
+        random: Random,
+        now: float,
+        config: PeerConfig | None = None,
+    ) -> None:
+        self.own_key = own_key
+        self.config = config or PeerConfig()
+        self._sign = sign
+        self._random = random
+        self._now = now
+        self._candidates: list[HomeEntry] = []
+        self._backoff: dict[bytes, float] = {}  # home key -> not before
+        self._slots: list[_Slot] = []
+        self._sends: dict[int, _Outgoing] = {}
+        self._send_by_txid: dict[bytes, int] = {}
+        self._next_handle = 1
+        self._watches: dict[bytes, _WatchLease] = {}
+        self._presence = b""
+        self._allow: tuple[bytes, ...] | None = None
+        self._asked_candidates = False
+        self._closed = False
+        self._events: list[PeerEvent] = []
+        self._out: list[Datagram] = []
+        self.drops = DropCounter(logger, lambda: self._now)
+
+    # -- commands ----------------------------------------------------------------
+
+    def offer_candidates(self, candidates: Sequence[HomeEntry], now: float) -> list[Datagram]:
+        """Supernodes we may attach to, best first (replaces the previous list)."""
+        self._now = now
+        self._candidates = [c for c in candidates if c.key != self.own_key][:MAX_CANDIDATES]
+        self._asked_candidates = False
+        self._fill()
+        return self._flush()
+
+    def set_state(
+        self, presence: bytes, allow: tuple[bytes, ...] | None, now: float
+    ) -> list[Datagram]:
+        """Our presence payload and watch allow-list (None: anyone), pushed to every home."""
+        self._now = now
+        self._presence, self._allow = presence, allow
+        for slot in self._slots:
+            if slot.state in (SlotState.ATTACHED, SlotState.CHECKING):
+                self._push_state(slot)
+        return self._flush()
+
+    def send(
+        self, envelope: bytes, homes: Sequence[Address], now: float
+    ) -> tuple[int, list[Datagram]]:
+        """Hand ``envelope`` to the first of ``homes`` that delivers it; ``SendDone`` ends it."""
+        self._now = now
+        if len(self._sends) >= MAX_SENDS:
+            raise OverflowError(f"more than {MAX_SENDS} envelopes in flight")
+        handle = self._next_handle
+        self._next_handle += 1
+        outgoing = _Outgoing(envelope, tuple(homes), -1, b"", now, now)
+        self._sends[handle] = outgoing
+        self._next_home(handle, outgoing)
+        return handle, self._flush()
+
+    def watch(self, target: bytes, homes: Sequence[HomeEntry], now: float) -> list[Datagram]:
+        """Watch ``target`` at ``homes`` (its CONTACT's homes); renewed until ``unwatch``."""
+        self._now = now
+        if target not in self._watches and len(self._watches) >= MAX_WATCHES:
+            raise OverflowError(f"more than {MAX_WATCHES} watches")
+        self._watches[target] = _WatchLease(tuple(homes), now + self.config.watch_refresh)
+        self._send_watch(target, self._watches[target])
+        return self._flush()
+
+    def unwatch(self, target: bytes) -> None:
+        self._watches.pop(target, None)
+
+    def close(self, now: float) -> list[Datagram]:
+        """Detach from every home (graceful: watchers hear it at once)."""
+        self._now = now
+        self._closed = True
+        for slot in self._slots:
+            if slot.state in (SlotState.ATTACHED, SlotState.CHECKING):
+                self._emit(Detach(slot.token), slot.home.signal)
+        self._slots.clear()
+        return self._flush()
+
+    # -- inputs ------------------------------------------------------------------
+
+    def receive(self, data: bytes, source: Address, now: float) -> list[Datagram]:
+        self._now = now
+        try:
+            message = decode_message(data)
+        except HomeWireDecodeError as error:
+            self.drops.drop("undecodable", str(error))
+            return self._flush()
+        try:
+            self._dispatch(message, source)
+        except TransitionError as error:
+            self.drops.drop("unexpected in state", str(error))
+        return self._flush()
+
+    def tick(self, now: float) -> list[Datagram]:
+        self._now = now
+        for slot in list(self._slots):
+            self._slot_timer(slot, now)
+        for handle, outgoing in list(self._sends.items()):
+            if outgoing.give_up_at <= now:
+                outgoing.attempts.append((outgoing.homes[outgoing.index], "no answer"))
+                self._next_home(handle, outgoing)
+            elif outgoing.retry_at <= now:
+                outgoing.retry_at = now + self.config.retransmit
+                self._emit(Send(outgoing.txid, outgoing.envelope), outgoing.homes[outgoing.index])
+        for target, lease in self._watches.items():
+            if lease.refresh_at <= now:
+                lease.refresh_at = now + self.config.watch_refresh
+                self._send_watch(target, lease)
+        self._fill()
+        return self._flush()
+
+    def next_deadline(self) -> float:
+        times: list[float] = []
+        for slot in self._slots:
+            times.append(slot.retry_at)
+            if slot.state is not SlotState.ATTACHED:
+                times.append(slot.give_up_at)
+        for outgoing in self._sends.values():
+            times.extend((outgoing.retry_at, outgoing.give_up_at))
+        times.extend(lease.refresh_at for lease in self._watches.values())
+        if len(self._slots) < self.config.wanted and self._backoff:
+            times.append(min(self._backoff.values()))
+        return min(times) if times else self._now + 60.0
+
+    def drain_events(self) -> list[PeerEvent]:
+        events, self._events = self._events, []
+        return events
+
+    # -- queries -----------------------------------------------------------------
+
+    def homes(self) -> tuple[HomeEntry, ...]:
+        """The homes we are attached to now."""
+        return tuple(
+            s.home for s in self._slots if s.state in (SlotState.ATTACHED, SlotState.CHECKING)
+        )
+
+    def slot_states(self) -> tuple[tuple[bytes, SlotState], ...]:
+        return tuple((s.home.key, s.state) for s in self._slots)
+
+    # -- slots -------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        if self._closed:
+            return
+        in_use = {slot.home.key for slot in self._slots}
+        for key in [k for k, until in self._backoff.items() if until <= self._now]:
+            del self._backoff[key]
+        while len(self._slots) < self.config.wanted:
+            choice = next(
+                (c for c in self._candidates if c.key not in in_use and c.key not in self._backoff),
+                None,
+            )
+            if choice is None:
+                if not self._asked_candidates:
+                    self._asked_candidates = True
+                    self._events.append(NeedCandidates())
+                return
+            in_use.add(choice.key)
+            self._start_slot(choice)
+
+    def _start_slot(self, home: HomeEntry) -> None:
+        slot = _Slot(
+            home,
+            SlotState.HELLO,
+            self._random(TXID_BYTES),
+            self._now,
+            self._now + self.config.retransmit,
+            self._now + self.config.attach_timeout,
+        )
+        self._slots.append(slot)
+        self._emit(Hello(slot.txid), home.signal)
+
+    def _restart_slot(self, slot: _Slot) -> None:
+        """The home forgot our session: attach again from HELLO (state already HELLO)."""
+        was_attached = slot.token != b""
+        slot.txid = self._random(TXID_BYTES)
+        slot.token = b""
+        slot.retry_at = self._now + self.config.retransmit
+        slot.give_up_at = self._now + self.config.attach_timeout
+        self._emit(Hello(slot.txid), slot.home.signal)
+        if was_attached:
+            self._events.append(HomesChanged(self.homes()))
+
+    def _lose(self, slot: _Slot, reason: str) -> None:
+        was_attached = slot.token != b""
+        self._slots.remove(slot)
+        self._backoff[slot.home.key] = self._now + self.config.failure_backoff
+        self._events.append(HomeLost(slot.home, reason))
+        if was_attached:
+            self._events.append(HomesChanged(self.homes()))
+        self._fill()
+
+    def _slot_timer(self, slot: _Slot, now: float) -> None:
+        if slot.state is SlotState.ATTACHED:
+            if slot.retry_at <= now:  # keepalive due
+                slot.fire(SlotInput.KEEPALIVE_DUE)
+                slot.give_up_at = now + self.config.keepalive_timeout
+                slot.retry_at = now + self.config.retransmit * 2
+                self._emit(Keepalive(slot.token), slot.home.signal)
+                if slot.set_txid is not None:  # an unacknowledged update rides along
+                    self._emit(
+                        SetState(slot.set_txid, slot.token, self._presence, self._allow),
+                        slot.home.signal,
+                    )
+            return
+        if slot.give_up_at <= now:
+            slot.fire(SlotInput.TIMEOUT)
+            self._lose(slot, f"no answer in state {_state_before_loss(slot)}")
+            return
+        if slot.retry_at <= now:
+            slot.fire(SlotInput.RETRY)
+            slot.retry_at = now + self.config.retransmit * (
+                2 if slot.state is SlotState.CHECKING else 1
+            )
+            self._retransmit(slot)
+
+    def _retransmit(self, slot: _Slot) -> None:
+        if slot.state is SlotState.HELLO:
+            self._emit(Hello(slot.txid), slot.home.signal)
+        elif slot.state is SlotState.ATTACHING:
+            self._emit(self._attach_message(slot), slot.home.signal)
+        elif slot.state is SlotState.CHECKING:
+            self._emit(Keepalive(slot.token), slot.home.signal)
+
+    def _attach_message(self, slot: _Slot) -> Attach:
+        keepalive_ms = int(self.config.keepalive * 1000)
+        signed = attach_signed_bytes(slot.home.key, slot.nonce, self.own_key, keepalive_ms)
+        return Attach(slot.txid, self.own_key, slot.nonce, keepalive_ms, self._sign(signed))
+
+    def _push_state(self, slot: _Slot) -> None:
+        slot.set_txid = self._random(TXID_BYTES)
+        self._emit(
+            SetState(slot.set_txid, slot.token, self._presence, self._allow), slot.home.signal
+        )
+
+    def _slot_at(self, source: Address) -> _Slot | None:
+        return next((s for s in self._slots if s.home.signal == source), None)
+
+    # -- dispatch ----------------------------------------------------------------
+
+    def _dispatch(self, message: HomeMessage, source: Address) -> None:
+        match message:
+            case Challenge():
+                self._on_challenge(message, source)
+            case Attached():
+                self._on_attached(message, source)
+            case KeepaliveAck():
+                self._on_keepalive_ack(message, source)
+            case SetAck():
+                slot = self._slot_at(source)
+                if slot is not None and slot.set_txid == message.txid:
+                    slot.set_txid = None
+            case SendResult():
+                self._on_send_result(message, source)
+            case Deliver():
+                self._on_deliver(message, source)
+            case Watched():
+                self._on_presence(
+                    message.target_key, source, message.code, message.attached, message.presence
+                )
+            case Notify():
+                self._on_presence(
+                    message.target_key, source, Code.OK, message.attached, message.presence
+                )
+            case _:
+                self.drops.drop("not an answer to a peer", type(message).__name__)
+
+    def _on_challenge(self, message: Challenge, source: Address) -> None:
+        slot = self._slot_at(source)
+        if slot is None or message.txid != slot.txid or message.home_key != slot.home.key:
+            self.drops.drop("challenge not ours")
+            return
+        slot.fire(SlotInput.CHALLENGE)
+        slot.nonce = message.nonce
+        slot.retry_at = self._now + self.config.retransmit
+        self._emit(self._attach_message(slot), source)
+
+    def _on_attached(self, message: Attached, source: Address) -> None:
+        slot = self._slot_at(source)
+        if slot is None or message.txid != slot.txid or slot.state is not SlotState.ATTACHING:
+            self.drops.drop("attach answer not ours")
+            return
+        if message.code is not Code.OK:
+            slot.fire(SlotInput.REFUSED)
+            self._lose(slot, f"refused: {message.code.name}")
+            return
+        slot.fire(SlotInput.ATTACHED_OK)
+        slot.token = message.token
+        slot.keepalive = max(message.keepalive_ms / 1000, MIN_KEEPALIVE)
+        slot.retry_at = self._now + slot.keepalive
+        self._events.append(HomeAttached(slot.home, message.observed, slot.keepalive))
+        self._events.append(HomesChanged(self.homes()))
+        if self._presence or self._allow is not None:
+            self._push_state(slot)
+
+    def _on_keepalive_ack(self, message: KeepaliveAck, source: Address) -> None:
+        slot = self._slot_at(source)
+        if slot is None or not slot.token or message.token != slot.token:
+            self.drops.drop("keepalive ack not ours")
+            return
+        if message.code is Code.OK:
+            slot.fire(SlotInput.ACK_OK)
+            slot.retry_at = self._now + slot.keepalive
+            return
+        slot.fire(SlotInput.ACK_UNKNOWN)
+        self._restart_slot(slot)
+
+    def _on_deliver(self, message: Deliver, source: Address) -> None:
+        slot = self._slot_at(source)
+        if slot is None or slot.state not in (SlotState.ATTACHED, SlotState.CHECKING):
+            self.drops.drop("delivery from a stranger")
+            return
+        self._emit(DeliverAck(message.deliver_id), source)
+        self._events.append(Delivered(message.envelope, slot.home))
+
+    def _on_presence(
+        self, target: bytes, source: Address, code: Code, attached: bool, presence: bytes
+    ) -> None:
+        lease = self._watches.get(target)
+        if lease is None or all(h.signal != source for h in lease.homes):
+            self.drops.drop("presence not asked for")
+            return
+        self._events.append(PresenceNotice(target, source, code, attached, presence))
+
+    # -- sends -------------------------------------------------------------------
+
+    def _next_home(self, handle: int, outgoing: _Outgoing) -> None:
+        self._send_by_txid.pop(outgoing.txid, None)
+        outgoing.index += 1
+        if outgoing.index >= len(outgoing.homes):
+            del self._sends[handle]
+            self._events.append(SendDone(handle, False, None, tuple(outgoing.attempts)))
+            return
+        outgoing.txid = self._random(TXID_BYTES)
+        outgoing.retry_at = self._now + self.config.retransmit
+        outgoing.give_up_at = self._now + self.config.send_timeout
+        self._send_by_txid[outgoing.txid] = handle
+        self._emit(Send(outgoing.txid, outgoing.envelope), outgoing.homes[outgoing.index])
+
+    def _on_send_result(self, message: SendResult, source: Address) -> None:
+        handle = self._send_by_txid.get(message.txid)
+        outgoing = self._sends.get(handle) if handle is not None else None
+        if handle is None or outgoing is None or outgoing.homes[outgoing.index] != source:
+            self.drops.drop("send result not ours")
+            return
+        outgoing.attempts.append((source, message.code.name.lower()))
+        if message.code is Code.OK:
+            del self._send_by_txid[message.txid]
+            del self._sends[handle]
+            self._events.append(SendDone(handle, True, source, tuple(outgoing.attempts)))
+        elif message.code is Code.TOO_LARGE:
+            outgoing.index = len(outgoing.homes) - 1  # no home will take it
+            self._next_home(handle, outgoing)
+        else:
+            self._next_home(handle, outgoing)
+
+    # -- watches -----------------------------------------------------------------
+
+    def _send_watch(self, target: bytes, lease: _WatchLease) -> None:
+        timestamp = int(self._now)
+        for home in lease.homes:
+            signature = self._sign(watch_signed_bytes(home.key, target, timestamp))
+            watch = Watch(self._random(TXID_BYTES), self.own_key, target, timestamp, signature)
+            self._emit(watch, home.signal)
+
+    # -- output ------------------------------------------------------------------
+
+    def _emit(self, message: HomeMessage, address: Address) -> None:
+        self._out.append(Datagram(encode_message(message), address))
+
+    def _flush(self) -> list[Datagram]:
+        out, self._out = self._out, []
+        return out
+
+
+def _state_before_loss(slot: _Slot) -> str:
+    return "after keepalive" if slot.token else "while attaching"

@@ -1,0 +1,147 @@
+"""Presence watches held by a home: who wants to hear when a target attaches, changes or is lost.
+
+A watch is a lease (``WATCH_LEASE`` seconds) that the watcher renews; the
+renewal also keeps the watcher's NAT mapping towards this home open, so the
+home's notifications get through. A watch names the watcher's key (proved by
+its signature on the WATCH request) and the address notifications go to.
+
+Bounded: at most ``max_per_target`` watchers per target, ``max_per_watcher``
+targets per watcher key at this home and ``max_total`` watches in all; beyond
+that ``add`` refuses (the home answers ``WATCH_LIMIT``). A renewal of an
+existing watch is never refused for lack of room.
+
+Sans-IO: ``now`` is a parameter; expiry is swept by the caller's timer.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from dataclasses import dataclass
+
+__all__ = [
+    "MAX_PER_TARGET",
+    "MAX_PER_WATCHER",
+    "MAX_TOTAL",
+    "WATCH_LEASE",
+    "WatchOutcome",
+    "WatchTable",
+    "Watcher",
+]
+
+WATCH_LEASE = 60.0  # seconds a watch lives without renewal
+MAX_PER_TARGET = 256
+MAX_PER_WATCHER = 512
+MAX_TOTAL = 200_000
+
+Address = tuple[str, int]
+
+
+class WatchOutcome(enum.Enum):
+    ADDED = "added"
+    RENEWED = "renewed"
+    TARGET_FULL = "too many watchers on this target"
+    WATCHER_FULL = "too many targets for this watcher"
+    TABLE_FULL = "this home holds its maximum of watches"
+
+
+@dataclass(frozen=True, slots=True)
+class Watcher:
+    key: bytes
+    address: Address
+    expires_at: float
+
+
+class WatchTable:
+    """target key -> watcher key -> lease, with per-target, per-watcher and total bounds."""
+
+    def __init__(
+        self,
+        *,
+        lease: float = WATCH_LEASE,
+        max_per_target: int = MAX_PER_TARGET,
+        max_per_watcher: int = MAX_PER_WATCHER,
+        max_total: int = MAX_TOTAL,
+    ) -> None:
+        self.lease = lease
+        self.max_per_target = max_per_target
+        self.max_per_watcher = max_per_watcher
+        self.max_total = max_total
+        self._by_target: dict[bytes, dict[bytes, Watcher]] = {}
+        self._per_watcher: dict[bytes, int] = {}
+        # (target, watcher) in renewal order, for sweeping expired leases in O(expired)
+        self._order: OrderedDict[tuple[bytes, bytes], float] = OrderedDict()
+
+    def add(self, target: bytes, watcher: bytes, address: Address, now: float) -> WatchOutcome:
+        """Add or renew ``watcher``'s lease on ``target``."""
+        watchers = self._by_target.get(target)
+        entry = Watcher(watcher, address, now + self.lease)
+        if watchers is not None and watcher in watchers:
+            watchers[watcher] = entry
+            self._order[(target, watcher)] = entry.expires_at
+            self._order.move_to_end((target, watcher))
+            return WatchOutcome.RENEWED
+        if len(self._order) >= self.max_total:
+            return WatchOutcome.TABLE_FULL
+        if watchers is not None and len(watchers) >= self.max_per_target:
+            return WatchOutcome.TARGET_FULL
+        if self._per_watcher.get(watcher, 0) >= self.max_per_watcher:
+            return WatchOutcome.WATCHER_FULL
+        self._by_target.setdefault(target, {})[watcher] = entry
+        self._per_watcher[watcher] = self._per_watcher.get(watcher, 0) + 1
+        self._order[(target, watcher)] = entry.expires_at
+        return WatchOutcome.ADDED
+
+    def remove(self, target: bytes, watcher: bytes) -> bool:
+        watchers = self._by_target.get(target)
+        if watchers is None or watcher not in watchers:
+            return False
+        del watchers[watcher]
+        if not watchers:
+            del self._by_target[target]
+        remaining = self._per_watcher[watcher] - 1
+        if remaining:
+            self._per_watcher[watcher] = remaining
+        else:
+            del self._per_watcher[watcher]
+        self._order.pop((target, watcher), None)
+        return True
+
+    def keep_only(self, target: bytes, allowed: frozenset[bytes]) -> int:
+        """Drop the watchers of ``target`` not in ``allowed`` (its allow-list); how many."""
+        watchers = self._by_target.get(target)
+        if watchers is None:
+            return 0
+        refused = [key for key in watchers if key not in allowed]
+        for key in refused:
+            self.remove(target, key)
+        return len(refused)
+
+    def watchers(self, target: bytes, now: float) -> tuple[Watcher, ...]:
+        """The live watchers of ``target``."""
+        watchers = self._by_target.get(target)
+        if watchers is None:
+            return ()
+        return tuple(w for w in watchers.values() if w.expires_at > now)
+
+    def expire(self, now: float) -> int:
+        """Forget leases that ran out; how many."""
+        expired = 0
+        while self._order:
+            (target, watcher), expires_at = next(iter(self._order.items()))
+            if expires_at > now:
+                break
+            self.remove(target, watcher)
+            expired += 1
+        return expired
+
+    def next_expiry(self) -> float | None:
+        if not self._order:
+            return None
+        return next(iter(self._order.values()))
+
+    def count_for_watcher(self, watcher: bytes) -> int:
+        return self._per_watcher.get(watcher, 0)
+
+    def __len__(self) -> int:
+        return len(self._order)
