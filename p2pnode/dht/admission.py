@@ -55,11 +55,18 @@ class StoreAdmission:
         return self.tokens.issue(sender.public_key, sender.address, now)
 
     def answer(
-        self, store: Store, sender: Contact, request_id: bytes, proven: bool, now: float
+        self,
+        store: Store,
+        sender: Contact,
+        request_id: bytes,
+        proven: bool,
+        now: float,
+        wall: float | None = None,
     ) -> tuple[StoreResult, bool]:
         """The STORE_RESULT for ``store``, and whether the STORE's proof proved the sender.
 
         ``proven``: the sender already proved its key at this address (challenge or proof).
+        ``now`` (monotonic) paces and dates tokens; ``wall`` judges the record (default now).
         """
 
         def refuse(reason: str, detail: str, token: bytes = b"") -> tuple[StoreResult, bool]:
@@ -85,7 +92,15 @@ class StoreAdmission:
             record = decode_record(store.record)
         except RecordDecodeError as error:
             return refuse("undecodable", str(error))[0], newly_proven
-        outcome = self.store.offer(record, store.key, now)
+        except (RecursionError, ValueError, TypeError) as error:  # a decoder that is not total
+            return refuse("undecodable", type(error).__name__)[0], newly_proven
+        outcome = self.store.offer(
+            record,
+            store.key,
+            now if wall is None else wall,
+            source=sender.address[0],  # storage charges contested keys per source network
+            sender=sender.public_key,
+        )
         if not outcome.stored:
             detail = outcome.detail[:MAX_DETAIL_CHARS]
             return StoreResult(StoreStatus.REJECTED, outcome.reason, detail), newly_proven

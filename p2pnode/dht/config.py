@@ -167,3 +167,12 @@ class DhtStatistics:
     read_rejects: dict[str, int] = field(default_factory=dict)
     srtt: float = 0.0
     store_retries: int = 0  # STOREs sent again with a proof after an UNPROVEN answer
+    # RPCs by "type/outcome": outgoing "<request>/sent|answered|timeout|bad reply",
+    # incoming "<request>/served|over budget|refused".
+    rpcs: dict[str, int] = field(default_factory=dict)
+    replacements: int = 0  # contacts waiting in the buckets' replacement caches
+    pending_requests: int = 0
+    lookups: int = 0  # recent lookups (get, find_node, joins' and refreshes') summarised below
+    lookup_p50: float = 0.0  # seconds
+    lookup_p95: float = 0.0
+    lookup_max: float = 0.0

@@ -49,8 +49,9 @@ class Maintenance:
         self.next_run = now + MAINTENANCE_TICK
         if now >= self._next_purge:
             self._next_purge = now + core.config.purge_interval
-            core.store.purge(now)
-            for key in [k for k, r in core.own_records.items() if r.expires_at <= now]:
+            wall = core.wall(now)
+            core.store.purge(wall)
+            for key in [k for k, r in core.own_records.items() if r.expires_at <= wall]:
                 del core.own_records[key]
         self._republish(now)
         if now >= self._next_replication:
@@ -83,9 +84,10 @@ class Maintenance:
         """Re-sign our own records (seq + 1) before they expire, and store them again."""
         core = self.core
         fraction = core.config.republish_fraction
+        wall = core.wall(now)
         for key, record in list(core.own_records.items()):
             lifetime = record.expires_at - record.issued_at
-            if now < record.issued_at + fraction * lifetime:
+            if wall < record.issued_at + fraction * lifetime:
                 continue
             fresh = sign_record(
                 core.identity,
@@ -93,7 +95,7 @@ class Maintenance:
                 record.subject,
                 record.payload,
                 seq=record.seq + 1,
-                now=now,
+                now=wall,
                 ttl=lifetime,
             )
             core.own_records[key] = fresh
@@ -116,7 +118,7 @@ class Maintenance:
         own = id_to_int(core.own_id)
         excluded = frozenset(newcomers)
         for key, record in list(core.store.items()):
-            stored_at = core.store.stored_at(key, record.owner)
+            stored_at = core.store.stored_at(key, record.owner) - core.wall_offset
             targets = [
                 c
                 for c in core.table.closest(key, core.config.k)

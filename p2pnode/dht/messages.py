@@ -2,8 +2,12 @@
 
 Frame::
 
-    0x01 | msgpack [type, request_id(bin 8), sender_key(bin 32), sender_id(bin 20),
-                    flags, *body]
+    0x02 | msgpack [type, request_id(bin 8), sender_key(bin 32), sender_id(bin 20),
+                    flags, cookie(bin 0 or 16), *body]
+
+``cookie`` (requests) echoes the token the receiver handed this sender at this
+address (``p2pnode.dht.proofs``): it proves the requester receives there, so the
+receiver may answer with more than ``AMPLIFICATION_FACTOR`` times the request.
 
 Invariants:
 - ``decode_frame`` is total: any bytes give a ``Frame`` or a ``DhtDecodeError``
@@ -16,6 +20,8 @@ Invariants:
   acceptable: that is the protocol's job.
 - Requests to a node that has not yet verified our address may be padded
   (``pad_to``), so the reply may be as large as a full one without amplifying.
+- Raw fields handed to extension decoders nest at most ``MAX_FIELD_DEPTH``
+  containers deep: a 1,000-deep array never reaches code that might recurse.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ __all__ = [
     "EXTENSION_CODES",
     "MAX_CONTACTS_PER_REPLY",
     "MAX_DATAGRAM_BYTES",
+    "MAX_FIELD_DEPTH",
     "MAX_RECORDS_PER_REPLY",
     "NONCE_BYTES",
     "PROTOCOL_VERSION",
@@ -63,7 +70,7 @@ __all__ = [
     "parse_ip",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: frame cookie, VALUE token
 REQUEST_ID_BYTES = 8
 NONCE_BYTES = 16
 TOKEN_BYTES = 16  # a store token (see ``p2pnode.dht.proofs``); empty when none is offered
@@ -74,6 +81,8 @@ MAX_PAD_BYTES = 1200
 MAX_TEXT_BYTES = 200
 MAX_HOST_CHARS = 45  # longest textual IPv6 address
 MAX_EXTENSION_FIELDS = 32
+MAX_FIELD_DEPTH = 8  # containers nested in extension fields
+MAX_FIELD_ITEMS = 1024  # values in all extension fields of one frame, nested ones included
 EXTENSION_CODES = range(64, 128)  # message types later layers may register
 
 
@@ -148,6 +157,7 @@ class Value:
     records: tuple[bytes, ...]  # encoded records, to be decoded and accepted by the reader
     total: int  # records held under the key (more pages if offset + len < total)
     contacts: tuple[WireContact, ...]
+    token: bytes = b""  # a store token / cookie for the requester (empty from clients)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +210,7 @@ class Frame:
     sender_key: bytes
     sender_id: bytes
     flags: int  # Flags bits (a plain int: tested on every datagram)
+    cookie: bytes = b""  # requests: the receiver's token for us at this address, echoed
 
 
 def parse_ip(host: object) -> str:
@@ -311,13 +322,29 @@ def _decode_find_value(body: Sequence[object]) -> Message:
 
 
 def _decode_value(body: Sequence[object]) -> Message:
-    _arity(body, 3, "VALUE")
+    _arity(body, 4, "VALUE")
     records = body[0]
     if type(records) is not list or len(records) > MAX_RECORDS_PER_REPLY:
         raise DhtDecodeError("records is not a short list")
     encoded = tuple(_bin(r, "record", maximum=MAX_RECORD_BYTES) for r in records)
     total = _uint(body[1], "total", 2**16)
-    return Value(encoded, total, _contacts(body[2]))
+    return Value(encoded, total, _contacts(body[2]), _token(body[3]))
+
+
+def _bounded_fields(fields: Sequence[object]) -> tuple[object, ...]:
+    """``fields`` if no container nests deeper than ``MAX_FIELD_DEPTH`` (iterative walk)."""
+    stack: list[tuple[object, int]] = [(field, 1) for field in fields]
+    items = 0
+    while stack:
+        value, depth = stack.pop()
+        items += 1
+        if items > MAX_FIELD_ITEMS:
+            raise DhtDecodeError("extension fields hold too many values")
+        if type(value) is list:
+            if depth > MAX_FIELD_DEPTH:
+                raise DhtDecodeError(f"extension fields nest deeper than {MAX_FIELD_DEPTH}")
+            stack.extend((item, depth + 1) for item in value)
+    return tuple(fields)
 
 
 def _decode_store(body: Sequence[object]) -> Message:
@@ -348,7 +375,7 @@ def _decode_extension_reply(body: Sequence[object]) -> Message:
     code = _uint(body[0], "extension code", 255)
     if code not in EXTENSION_CODES:
         raise DhtDecodeError(f"{code} is not an extension code")
-    return ExtensionReply(code, tuple(body[1:]))
+    return ExtensionReply(code, _bounded_fields(body[1:]))
 
 
 _DECODERS: dict[MessageType, Callable[[Sequence[object]], Message]] = {
@@ -384,8 +411,9 @@ def _body(message: Message) -> tuple[int, list[object], bool]:
             return MessageType.NODES, [_wire_contacts(contacts), token], False
         case FindValue(key, offset):
             return MessageType.FIND_VALUE, [key, offset], True
-        case Value(records, total, contacts):
-            return MessageType.VALUE, [list(records), total, _wire_contacts(contacts)], False
+        case Value(records, total, contacts, token):
+            body = [list(records), total, _wire_contacts(contacts), token]
+            return MessageType.VALUE, body, False
         case Store(key, record, token, proof):
             return MessageType.STORE, [key, record, token, proof], False
         case StoreResult(status, reason, detail, token, receipt):
@@ -407,6 +435,7 @@ def encode_frame(frame: Frame, *, pad_to: int = 0) -> bytes:
         frame.sender_key,
         frame.sender_id,
         int(frame.flags),
+        frame.cookie,
     ]
     if not padded:
         return bytes((PROTOCOL_VERSION,)) + msgpack.packb([*head, *body], use_bin_type=True)
@@ -439,23 +468,24 @@ def decode_frame(data: bytes) -> Frame:
         )
     except Exception as error:  # msgpack raises a zoo of types; all mean "not ours"
         raise DhtDecodeError(f"not msgpack: {type(error).__name__}") from None
-    if type(items) is not list or len(items) < 5:
+    if type(items) is not list or len(items) < 6:
         raise DhtDecodeError("not a frame array")
     code = _uint(items[0], "type", 255)
     request_id = _bin(items[1], "request id", REQUEST_ID_BYTES)
     sender_key = _bin(items[2], "sender key", PUBLIC_KEY_BYTES)
     sender_id = _bin(items[3], "sender id", ID_BYTES)
     flags = _uint(items[4], "flags", int(Flags.CLIENT | Flags.VERIFIED_YOU))
-    body = items[5:]
+    cookie = _token(items[5])
+    body = items[6:]
     message: Message
     if code in EXTENSION_CODES:
         if not body or len(body) > MAX_EXTENSION_FIELDS + 1:
             raise DhtDecodeError("extension request has no padding or too many fields")
         _bin(body[-1], "padding", maximum=MAX_PAD_BYTES)
-        message = ExtensionRequest(code, tuple(body[:-1]))
+        message = ExtensionRequest(code, _bounded_fields(body[:-1]))
     else:
         decoder = _DECODERS_BY_CODE.get(code)
         if decoder is None:
             raise DhtDecodeError(f"unknown message type {code}")
         message = decoder(body)
-    return Frame(message, request_id, sender_key, sender_id, flags)
+    return Frame(message, request_id, sender_key, sender_id, flags, cookie)

@@ -7,14 +7,17 @@ deadline, and resolves the future of each finished operation.
 Public API (what the CLI, the app and the benchmarks use)::
 
     node = DhtNode(identity, listen=("127.0.0.1", 0), bootstrap=[("127.0.0.1", 4000)],
-                   k=20, alpha=3, client_mode=False, state_path=None)
+                   config=DhtConfig(k=20), state_path=None)
     await node.start()            # bind, ping bootstrap + saved contacts, self-lookup
     result = await node.put(record)   # PutResult: .stored = nodes holding it (0 if none)
     found = await node.get(key)       # GetResult: .records newest valid per owner, .hops
     await node.close()            # saves the routing table (JSON) if state_path is set
 
 Invariants: every task or timer created here is cancelled by ``close``; the
-routing table is persisted as JSON (key, host, port), never pickled.
+routing table is persisted as JSON (key, host, port), never pickled. The core
+runs on ``time.monotonic()`` (a wall-clock step never fires or starves a timer);
+it is told the wall clock's offset at every wakeup, for records' times.
+``k``/``alpha``/``client_mode`` keywords, when given, override ``config``.
 """
 
 from __future__ import annotations
@@ -96,6 +99,10 @@ def load_contacts(path: Path) -> list[tuple[bytes, Address]]:
     return result[:MAX_SAVED_CONTACTS]
 
 
+def _wall_offset() -> float:
+    return time.time() - time.monotonic()
+
+
 class DhtNode:
     """A DHT node on one UDP socket."""
 
@@ -105,15 +112,21 @@ class DhtNode:
         *,
         listen: Address = ("127.0.0.1", 0),
         bootstrap: Sequence[Address] = (),
-        k: int = 20,
-        alpha: int = 3,
-        client_mode: bool = False,
+        k: int | None = None,
+        alpha: int | None = None,
+        client_mode: bool | None = None,
         config: DhtConfig | None = None,
         state_path: Path | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        base = config or DhtConfig()
+        # Keywords left out keep the config's values (they used to overwrite them
+        # with the defaults: DhtConfig(k=8) silently ran with k=20).
         self.config = dataclasses.replace(
-            config or DhtConfig(), k=k, alpha=alpha, client_mode=client_mode
+            base,
+            k=base.k if k is None else k,
+            alpha=base.alpha if alpha is None else alpha,
+            client_mode=base.client_mode if client_mode is None else client_mode,
         )
         self.identity = identity
         self.listen = listen
@@ -122,8 +135,9 @@ class DhtNode:
             identity,
             config=self.config,
             rng=rng or random.SystemRandom(),
-            now=time.time(),
+            now=time.monotonic(),
             bootstrap=bootstrap,
+            wall_offset=_wall_offset(),
         )
         self._socket: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,7 +174,7 @@ class DhtNode:
             self._flush()
             return None
         if not wait_bootstrap:
-            self.core.bootstrap(time.time(), extra)
+            self.core.bootstrap(self._now(), extra)
             self._flush()
             return None
         result = await self._run(lambda now: self.core.bootstrap(now, extra))
@@ -260,10 +274,15 @@ class DhtNode:
 
     # ----------------------------------------------------------------- plumbing
 
+    def _now(self) -> float:
+        """The core's clock (monotonic); the wall clock's offset is refreshed on the way."""
+        self.core.wall_offset = _wall_offset()
+        return time.monotonic()
+
     async def _run(self, start: Callable[[float], int]) -> OperationResult:
         if self._loop is None or self._socket is None:
             raise RuntimeError("node not started")
-        op_id = start(time.time())
+        op_id = start(self._now())
         future: asyncio.Future[OperationResult] = self._loop.create_future()
         self._waiting[op_id] = future
         self._flush()
@@ -287,7 +306,7 @@ class DhtNode:
             except OSError as error:  # e.g. ICMP port unreachable: the RPC will time out
                 logger.debug("socket error: %s", error)
                 continue
-            core.datagram_received(data, (source[0], source[1]), time.time())
+            core.datagram_received(data, (source[0], source[1]), self._now())
 
     def _readable(self) -> None:
         self._drain()
@@ -299,7 +318,7 @@ class DhtNode:
         # Replies already waiting in the socket are not timeouts: read them first
         # (after a stall of the event loop, timers and input are due together).
         self._drain()
-        self.core.handle_timer(time.time())
+        self.core.handle_timer(self._now())
         self._flush()
 
     def _flush(self) -> None:
@@ -322,4 +341,6 @@ class DhtNode:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer_at = deadline
-            self._timer = self._loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
+            self._timer = self._loop.call_later(
+                max(0.0, deadline - time.monotonic()), self._on_timer
+            )

@@ -17,7 +17,6 @@ import enum
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from p2pnode.dht.config import (
@@ -56,6 +55,7 @@ from p2pnode.dht.messages import (
     Value,
     WireContact,
 )
+from p2pnode.dht.requests import Requester, SentRequest
 from p2pnode.dht.routing import RoutingTable
 from p2pnode.records import SignedRecord
 
@@ -80,26 +80,6 @@ JOIN_REFRESH_CONCURRENCY = 3  # bucket-refresh lookups at once during a join
 MAX_JOIN_REFRESHES = 32  # buckets refreshed by one join: enough for 2**32 nodes
 
 
-@dataclass(slots=True)
-class SentRequest:
-    request_id: bytes
-    address: Address
-    message: Message
-    expected_key: bytes | None
-    sent_at: float
-    deadline: float
-    owner: Requester | None
-    retried: bool = False  # a STORE sent again with a proof after an UNPROVEN answer
-
-
-class Requester(Protocol):
-    def on_reply(self, request: SentRequest, frame: Frame, sender: Contact, now: float) -> None:
-        """A reply matching ``request`` (right address, right key, right type) arrived."""
-
-    def on_timeout(self, request: SentRequest, now: float) -> None:
-        """No valid reply before the deadline (or the request could not be sent)."""
-
-
 class OperationHost(Protocol):
     """What operations need from the core."""
 
@@ -122,7 +102,9 @@ class OperationHost(Protocol):
 
     def contacts_from_wire(self, contacts: Sequence[WireContact]) -> list[Contact]: ...
 
-    def verify_record(self, encoded: bytes, key: bytes, now: float) -> SignedRecord | None: ...
+    def verify_record(self, encoded: bytes, key: bytes, now: float) -> SignedRecord | str: ...
+
+    def penalize(self, contact: Contact, now: float) -> None: ...
 
     def local_records(self, key: bytes, now: float) -> list[SignedRecord]: ...
 
@@ -219,7 +201,7 @@ class LookupOp:
         if is_page:
             self.pages_in_flight -= 1
         if isinstance(message, Value) and isinstance(request.message, FindValue):
-            found = self._take_records(message.records)
+            found = self._take_records(message.records, sender, now)
             offset = request.message.offset
             more = offset + len(message.records) < message.total and message.records
             if more and self.pages_sent[sender.node_id] < MAX_PAGES:
@@ -240,16 +222,20 @@ class LookupOp:
             self.lookup.on_reply(sender.node_id, contacts, has_value=False)
         self._pump(now)
 
-    def _take_records(self, encoded_records: Sequence[bytes]) -> bool:
+    def _take_records(self, encoded_records: Sequence[bytes], sender: Contact, now: float) -> bool:
         found = False
+        penalized = False
         for encoded in encoded_records:
             if encoded in self.seen:
                 found = True
                 continue
             self.seen.add(encoded)
             record = self.host.verify_record(encoded, self.target, self.started)
-            if record is None:
+            if isinstance(record, str):
                 self.rejected += 1
+                if record == "undecodable" and not penalized:
+                    penalized = True  # junk is no honest node's mistake: it counts against it
+                    self.host.penalize(sender, now)
                 continue
             found = True
             _newest(self.best, record)

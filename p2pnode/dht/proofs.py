@@ -169,5 +169,18 @@ class HeldTokens:
             self._held[address] = (issuer_key, token, received_at, proof)
         return Store(store.key, store.record, token, proof)
 
+    def cookie_for(self, address: Address, expected_key: bytes | None, now: float) -> bytes:
+        """The token to echo in a request to ``address`` (``Frame.cookie``), or b"" if none.
+
+        Only a fresh token, and only towards the key that issued it: echoing it
+        proves we receive at our address, so the node may answer in full.
+        """
+        held = self._held.get(address)
+        if held is None or now - held[2] > TOKEN_USE_WITHIN:
+            return b""
+        if expected_key is not None and expected_key != held[0]:
+            return b""
+        return held[1]
+
     def __len__(self) -> int:
         return len(self._held)

@@ -3,17 +3,23 @@
 The asyncio adapter (``p2pnode.dht.node``) only feeds ``datagram_received`` and
 ``handle_timer``, sends ``datagrams_to_send()`` and re-arms one timer at
 ``next_deadline()``. Time and randomness are parameters; nothing here reads a
-clock or a socket.
+clock or a socket. ``now`` is a monotonic clock (timers, tokens, rate limits);
+records are judged at ``wall(now)`` (``now + wall_offset``, set by the adapter).
 
 Invariants:
 - A datagram whose sender id is not derived from its sender key is dropped.
 - A reply is taken only for a pending request id, from the address asked, with
   the key expected, of the type that answers the request.
+- No handler raises: a datagram that makes one fail is dropped and counted
+  (``handler error``); a reply that makes its operation fail still completes its
+  request (as a failure, so the operation moves on) and counts against the
+  contact that sent it, as does a record in a reply that does not decode.
 - A contact enters the routing table only after proving its key at its address
   (challenge-response: it signs our nonce with a context, see ``PONG_CONTEXT``)
   and only if it did not flag itself as a client. Unproven senders get answers.
-- A reply to an address that has not answered one of our request ids is at most
-  ``AMPLIFICATION_FACTOR`` times the request (requesters pad when unsure).
+- A reply to a request that does not echo our cookie for its key at its address
+  (``addresses``) is at most ``AMPLIFICATION_FACTOR`` times the request, the
+  challenge PING we may send it included (requesters pad when they hold none).
 - A STORE is admitted only from a sender that proved its key: it signed our
   challenge at its address, or the STORE carries its proof over a token we
   handed out (``p2pnode.dht.proofs``). Others get ``UNPROVEN`` and a fresh token;
@@ -26,26 +32,36 @@ Invariants:
 
 from __future__ import annotations
 
-import heapq
 import logging
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from nat.drops import DropCounter
+from p2pnode.dht.addresses import (
+    AMPLIFICATION_FACTOR,
+    PING_PAD_TO,
+    UNVERIFIED_PAD_TO,
+    AddressProofs,
+)
 from p2pnode.dht.admission import StoreAdmission
-from p2pnode.dht.config import DhtConfig, DhtStatistics, OperationResult, PutResult
+from p2pnode.dht.config import (
+    DhtConfig,
+    DhtStatistics,
+    FindNodeResult,
+    GetResult,
+    OperationResult,
+    PutResult,
+)
 from p2pnode.dht.keys import Address, Contact, node_id_of
 from p2pnode.dht.lookup import LookupKind
 from p2pnode.dht.maintenance import Maintenance
 from p2pnode.dht.messages import (
     EXTENSION_CODES,
-    MAX_DATAGRAM_BYTES,
     MAX_RECORDS_PER_REPLY,
     NONCE_BYTES,
-    REQUEST_ID_BYTES,
     DhtDecodeError,
     ExtensionReply,
     ExtensionRequest,
@@ -71,12 +87,11 @@ from p2pnode.dht.operations import (
     ExtensionOp,
     LookupOp,
     PingOp,
-    Requester,
-    SentRequest,
     StoreOp,
 )
 from p2pnode.dht.proofs import HeldTokens, receipt_valid
 from p2pnode.dht.ratelimit import TokenBuckets, source_of
+from p2pnode.dht.requests import PendingRequests, Requester, SentRequest
 from p2pnode.dht.routing import OfferOutcome, RoutingTable, TableHealth
 from p2pnode.dht.storage import RecordStore
 from p2pnode.identity import Identity, verify_signature
@@ -101,17 +116,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PONG_CONTEXT = b"p2pnode-dht-v1/pong\x00"  # what a PONG signs: context + nonce + asker's key
-AMPLIFICATION_FACTOR = 3
-UNVERIFIED_PAD_TO = 480  # FIND_* to a node that has not verified us: 3 x 480 fits k contacts
-PING_PAD_TO = 200  # PING to the same: its PONG (up to ~200 B with an IPv6 address) fits
-_CHALLENGE_BYTES = PING_PAD_TO + 10  # room kept for the challenge PING sent with a reply
 MAX_CHALLENGES_IN_FLIGHT = 256
-CHALLENGE_RETRY = 30.0  # seconds before the same address is challenged again
-MAX_KNOWN_ADDRESSES = 16384  # verified / proven / challenged memories, each
 MAX_OWN_RECORDS = 256
 MAX_BOOTSTRAP_ADDRESSES = 64  # addresses pinged by one (re-)bootstrap
 RECORD_CACHE_SIZE = 1024  # encodings whose signature we already checked
 VALUE_REPLY_CONTACTS = 4  # contacts sent along with records in a VALUE reply
+LATENCY_SAMPLES = 256  # recent lookups kept for the latency summary
+UNDECODABLE = "undecodable"  # read-reject reason of a record that does not decode
 _REPLY_OVERHEAD = 80  # frame header bytes, generous
 _TOKEN_FIELD = 18  # a store token in a reply, with its msgpack header
 _STORED = (StoreStatus.STORED, StoreStatus.DUPLICATE)
@@ -150,22 +161,19 @@ class Peer:
 ExtensionRunner = Callable[[tuple[object, ...], Peer, float], tuple[object, ...] | None]
 
 
-def _remember(memory: OrderedDict[T, float], item: T, value: float) -> None:
-    memory[item] = value
-    memory.move_to_end(item)
-    if len(memory) > MAX_KNOWN_ADDRESSES:
-        memory.popitem(last=False)
-
-
 def _contact_bytes(contact: Contact | WireContact) -> int:
     return 42 + len(contact.address[0])
 
 
 def _offered_token(message: Message) -> bytes:
-    """The store token a reply hands us, if any."""
-    if isinstance(message, Nodes | Pong | StoreResult):
+    """The store token (and cookie) a reply hands us, if any."""
+    if isinstance(message, Nodes | Pong | StoreResult | Value):
         return message.token
     return b""
+
+
+def _kind(message: Message) -> str:
+    return type(message).__name__.lower()
 
 
 class DhtCore:
@@ -179,10 +187,12 @@ class DhtCore:
         rng: random.Random,
         now: float,
         bootstrap: Sequence[Address] = (),
+        wall_offset: float = 0.0,
     ) -> None:
         self.identity = identity
         self.config = config or DhtConfig()
         self.own_id = identity.node_id
+        self.wall_offset = wall_offset  # wall clock minus ``now``'s clock (records need it)
         self.table = RoutingTable(self.own_id, k=self.config.k)
         self.store = RecordStore(
             max_bytes=self.config.max_store_bytes, per_key_cap=self.config.per_key_cap
@@ -192,15 +202,15 @@ class DhtCore:
         self.saved_addresses: list[Address] = []  # saved contacts given to ``bootstrap``
         self._now = now
         self._flags = _CLIENT if self.config.client_mode else 0
-        self._pending: dict[bytes, SentRequest] = {}
-        self._deadlines: list[tuple[float, bytes]] = []
+        self.requests = PendingRequests(
+            rng,
+            max_pending=self.config.max_pending_requests,
+            rto_min=self.config.rpc_timeout_min,
+            rto_max=self.config.rpc_timeout_max,
+        )
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[OperationDone] = []
         self._next_op = 1
-        self._address_ok: OrderedDict[Address, float] = OrderedDict()
-        self._proven: OrderedDict[tuple[bytes, Address], float] = OrderedDict()
-        self._verified_by: OrderedDict[Address, float] = OrderedDict()
-        self._challenged: OrderedDict[Address, float] = OrderedDict()
         self._challenges_in_flight = 0
         self._checking: set[bytes] = set()
         self._record_cache: OrderedDict[bytes, SignedRecord] = OrderedDict()
@@ -208,21 +218,24 @@ class DhtCore:
             self.config.request_rate, self.config.request_burst
         )
         self.admission = StoreAdmission(identity, self.config, self.store, rng.randbytes(32))
-        self.held_tokens = HeldTokens(identity, max_entries=MAX_KNOWN_ADDRESSES)
+        self.addresses = AddressProofs(self.admission.tokens)
+        self.held_tokens = HeldTokens(identity, max_entries=4 * self.config.max_pending_requests)
         self.store_retries = 0
         self.drops = DropCounter(logger, lambda: self._now)
-        self.read_rejects: dict[str, int] = {}
+        self.read_rejects: Counter[str] = Counter()
+        self.rpcs: Counter[tuple[str, str]] = Counter()  # (message type, outcome) -> count
+        self.lookup_latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._extensions: dict[int, ExtensionRunner] = {}
         self.own_records: dict[bytes, SignedRecord] = {}
-        self._srtt = 0.0
-        self._rttvar = 0.0
         self.datagrams_in = 0
         self.datagrams_out = 0
-        self.requests_sent = 0
-        self.timeouts = 0
         self.maintenance = Maintenance(self, now)
 
     # ----------------------------------------------------------------- I/O side
+
+    def wall(self, now: float) -> float:
+        """The wall-clock time at ``now``: what records' issued/expiry times compare to."""
+        return now + self.wall_offset
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Drain what the adapter must send (each item: bytes, destination)."""
@@ -236,9 +249,10 @@ class DhtCore:
 
     def next_deadline(self) -> float:
         """When ``handle_timer`` must run next (absolute, same clock as ``now``)."""
-        if self._deadlines:
-            return min(self._deadlines[0][0], self.maintenance.next_run)
-        return self.maintenance.next_run
+        deadline = self.requests.next_deadline()
+        if deadline is None:
+            return self.maintenance.next_run
+        return min(deadline, self.maintenance.next_run)
 
     def datagram_received(self, data: bytes, address: Address, now: float) -> None:
         self._now = now
@@ -254,27 +268,33 @@ class DhtCore:
         if node_id_of(frame.sender_key) != frame.sender_id:
             self.drops.drop("sender id mismatch")
             return
-        if isinstance(frame.message, Pong | Nodes | Value | StoreResult | ExtensionReply):
-            self._on_reply(frame, address, now)
-        else:
-            self._on_request(frame, address, len(data), now)
+        try:
+            if isinstance(frame.message, Pong | Nodes | Value | StoreResult | ExtensionReply):
+                self._on_reply(frame, address, now)
+            else:
+                self._on_request(frame, address, len(data), now)
+        except Exception as error:  # a bug or a hostile shape: never take the node down
+            self.drops.drop("handler error", type(error).__name__)
 
     def handle_timer(self, now: float) -> None:
         self._now = now
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            deadline, request_id = heapq.heappop(deadlines)
-            request = self._pending.get(request_id)
-            if request is None or request.deadline != deadline:
-                continue
-            del self._pending[request_id]
-            self.timeouts += 1
+        for request in self.requests.expired(now):
+            self.rpcs[(_kind(request.message), "timeout")] += 1
             if request.expected_key is not None:
                 self.table.record_failure(node_id_of(request.expected_key), now)
             if request.owner is not None:
-                request.owner.on_timeout(request, now)
+                self._tell_timeout(request.owner, request, now)
         if now >= self.maintenance.next_run:
-            self.maintenance.run(now)
+            try:
+                self.maintenance.run(now)
+            except Exception as error:  # pragma: no cover - a bug; keep the node running
+                self.drops.drop("maintenance error", type(error).__name__)
+
+    def _tell_timeout(self, owner: Requester, request: SentRequest, now: float) -> None:
+        try:
+            owner.on_timeout(request, now)
+        except Exception as error:  # pragma: no cover - a bug in an operation
+            self.drops.drop("operation error", type(error).__name__)
 
     # ----------------------------------------------------------- public operations
 
@@ -305,7 +325,8 @@ class DhtCore:
         previous = (
             self.own_records.get(record.key) if record.owner == self.identity.public_key else None
         )
-        verdict = accept(record, previous, record.key, now)  # the rule runs on local put too
+        # The rule runs on local put too.
+        verdict = accept(record, previous, record.key, self.wall(now))
         if isinstance(verdict, Rejected):
             self.finish(op_id, PutResult(record.key, 0, 0, ((verdict.reason.value, 1),), 0.0))
             return
@@ -357,7 +378,8 @@ class DhtCore:
     ) -> None:
         """Add an RPC without touching the core: ``decoder`` must raise ``ValueError`` on junk.
 
-        ``handler`` returns the reply fields (msgpack-able), or None for no reply.
+        ``handler`` returns the reply fields (msgpack-able), or None for no reply; the
+        ``now`` it gets is wall-clock time (``wall``), as its records and timestamps use.
         """
         if code not in EXTENSION_CODES:
             raise ValueError(f"extension code {code} outside {EXTENSION_CODES}")
@@ -367,8 +389,8 @@ class DhtCore:
         def run(fields: tuple[object, ...], peer: Peer, now: float) -> tuple[object, ...] | None:
             try:
                 request = decoder(fields)
-            except ValueError as error:
-                raise DhtDecodeError(f"extension {code}: {error}") from None
+            except (ValueError, RecursionError) as error:
+                raise DhtDecodeError(f"extension {code}: {type(error).__name__}") from None
             return handler(request, peer, now)
 
         self._extensions[code] = run
@@ -394,6 +416,11 @@ class DhtCore:
 
     def statistics(self) -> DhtStatistics:
         health = self.table.health()
+        latencies = sorted(self.lookup_latencies)
+
+        def quantile(q: float) -> float:
+            return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
+
         return DhtStatistics(
             contacts=health.contacts,
             buckets_used=health.buckets_used,
@@ -401,13 +428,20 @@ class DhtCore:
             record_bytes=self.store.bytes_used,
             datagrams_in=self.datagrams_in,
             datagrams_out=self.datagrams_out,
-            requests_sent=self.requests_sent,
-            timeouts=self.timeouts,
+            requests_sent=self.requests.sent,
+            timeouts=self.requests.timeouts,
             drops=dict(self.drops.counts()),
             store_rejects=dict(self.store.rejects),
             read_rejects=dict(self.read_rejects),
-            srtt=self._srtt,
+            srtt=self.requests.srtt,
             store_retries=self.store_retries,
+            rpcs={f"{kind}/{outcome}": count for (kind, outcome), count in self.rpcs.items()},
+            replacements=health.replacements,
+            pending_requests=len(self.requests),
+            lookups=len(latencies),
+            lookup_p50=quantile(0.5),
+            lookup_p95=quantile(0.95),
+            lookup_max=latencies[-1] if latencies else 0.0,
         )
 
     # -------------------------------------------------- OperationHost (for operations)
@@ -416,6 +450,8 @@ class DhtCore:
         return self.rng.randbytes(NONCE_BYTES)
 
     def finish(self, op_id: int, result: OperationResult) -> None:
+        if isinstance(result, GetResult | FindNodeResult):
+            self.lookup_latencies.append(result.elapsed)
         if op_id != INTERNAL_OP:
             self._events.append(OperationDone(op_id, result))
 
@@ -441,28 +477,25 @@ class DhtCore:
         *,
         retried: bool,
     ) -> bool:
-        if len(self._pending) >= self.config.max_pending_requests:
+        if self.requests.full:
             self.drops.drop("too many pending requests")
             return False
-        request_id = self.rng.randbytes(REQUEST_ID_BYTES)
-        while request_id in self._pending:
-            request_id = self.rng.randbytes(REQUEST_ID_BYTES)
+        request_id = self.requests.new_id()
         if isinstance(message, Store):
             message = self.held_tokens.prove(message, address, expected_key, now)
+        cookie = self.held_tokens.cookie_for(address, expected_key, now)
         pad = 0
-        if address not in self._verified_by:
+        if not cookie:
             if isinstance(message, FindNode | FindValue | ExtensionRequest):
                 pad = UNVERIFIED_PAD_TO
             elif isinstance(message, Ping):
                 pad = PING_PAD_TO
-        frame = Frame(message, request_id, self.identity.public_key, self.own_id, self._flags)
-        self._out.append((encode_frame(frame, pad_to=pad), address))
-        deadline = now + self._rto()
-        self._pending[request_id] = SentRequest(
-            request_id, address, message, expected_key, now, deadline, owner, retried
+        frame = Frame(
+            message, request_id, self.identity.public_key, self.own_id, self._flags, cookie
         )
-        heapq.heappush(self._deadlines, (deadline, request_id))
-        self.requests_sent += 1
+        self._out.append((encode_frame(frame, pad_to=pad), address))
+        self.requests.add(request_id, address, message, expected_key, owner, now, retried=retried)
+        self.rpcs[(_kind(message), "sent")] += 1
         return True
 
     def contacts_from_wire(self, contacts: Sequence[WireContact]) -> list[Contact]:
@@ -473,60 +506,54 @@ class DhtCore:
             if c.public_key != own
         ]
 
-    def verify_record(self, encoded: bytes, key: bytes, now: float) -> SignedRecord | None:
-        """Decode and accept a record a peer returned; signatures are checked once per encoding."""
+    def verify_record(self, encoded: bytes, key: bytes, now: float) -> SignedRecord | str:
+        """Decode and accept a record a peer returned, or the reason it was refused.
+
+        Signatures are checked once per encoding. A decoder that fails in any way
+        (even other than ``RecordDecodeError``) means ``UNDECODABLE``, never a raise.
+        """
+        wall = self.wall(now)
         cached = self._record_cache.get(encoded)
         if cached is not None:
             # Passing the verified record as "stored" takes accept's byte-identical path:
             # every rule but the (already checked) signature runs again.
-            verdict = accept(cached, cached, key, now)
+            verdict = accept(cached, cached, key, wall)
         else:
             try:
                 record = decode_record(encoded)
-            except RecordDecodeError:
-                self._read_reject("undecodable")
-                return None
-            verdict = accept(record, None, key, now)
+            except (RecordDecodeError, RecursionError, ValueError, TypeError):
+                self.read_rejects[UNDECODABLE] += 1
+                return UNDECODABLE
+            verdict = accept(record, None, key, wall)
         if isinstance(verdict, Rejected):
-            self._read_reject(verdict.reason.value)
-            return None
+            self.read_rejects[verdict.reason.value] += 1
+            return verdict.reason.value
         self._record_cache[encoded] = verdict.record
         self._record_cache.move_to_end(encoded)
         if len(self._record_cache) > RECORD_CACHE_SIZE:
             self._record_cache.popitem(last=False)
         return verdict.record
 
-    def _read_reject(self, reason: str) -> None:
-        self.read_rejects[reason] = self.read_rejects.get(reason, 0) + 1
+    def penalize(self, contact: Contact, now: float) -> None:
+        """``contact`` sent something malformed: count it like a timeout against it."""
+        self.drops.drop("malformed reply content")
+        self.table.record_failure(contact.node_id, now)
 
     def local_records(self, key: bytes, now: float) -> list[SignedRecord]:
-        records = self.store.get(key, now)
+        wall = self.wall(now)
+        records = self.store.get(key, wall)
         own = self.own_records.get(key)
-        if own is not None and own.expires_at > now and own not in records:
+        if own is not None and own.expires_at > wall and own not in records:
             records.append(own)
         return records
 
     def store_locally(self, record: SignedRecord, now: float) -> bool:
-        return self.store.offer(record, record.key, now).stored
+        return self.store.offer(record, record.key, self.wall(now)).stored
 
     # --------------------------------------------------------------- replies
 
-    def _rto(self) -> float:
-        """RFC 6298 section 2: RTO = SRTT + 4 RTTVAR, clamped to the configured range."""
-        if not self._srtt:
-            return self.config.rpc_timeout_max
-        rto = self._srtt + 4 * self._rttvar
-        return min(self.config.rpc_timeout_max, max(self.config.rpc_timeout_min, rto))
-
-    def _rtt_sample(self, rtt: float) -> None:
-        if not self._srtt:  # RFC 6298 (2.2): first measurement
-            self._srtt, self._rttvar = rtt, rtt / 2
-        else:  # RFC 6298 (2.3), alpha = 1/8, beta = 1/4
-            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
-            self._srtt = 0.875 * self._srtt + 0.125 * rtt
-
     def _on_reply(self, frame: Frame, address: Address, now: float) -> None:
-        request = self._pending.get(frame.request_id)
+        request = self.requests.get(frame.request_id)
         if request is None:
             self.drops.drop("unsolicited reply")
             return
@@ -550,7 +577,7 @@ class DhtCore:
         if (
             isinstance(message, StoreResult)
             and message.status in _STORED
-            and (frame.sender_key, address) not in self._proven
+            and not self.addresses.proven(frame.sender_key, address)
         ):
             # A storer we have not proven signs its answer, our request id being the nonce.
             assert isinstance(request.message, Store)
@@ -567,13 +594,10 @@ class DhtCore:
                 self.drops.drop("bad store receipt")  # not signed by the key we asked
                 return
             receipted = True
-        del self._pending[frame.request_id]
-        self._rtt_sample(now - request.sent_at)
-        _remember(self._address_ok, address, now)  # it answered a random request id
-        if frame.flags & _VERIFIED_YOU:
-            _remember(self._verified_by, address, now)
-        else:
-            self._verified_by.pop(address, None)
+        # From here on the request is answered: it leaves the table before anything
+        # else can fail, and its owner hears of it whatever happens below.
+        self.requests.complete(frame.request_id, now)
+        self.rpcs[(_kind(request.message), "answered")] += 1
         token = _offered_token(message)
         if token:
             self.held_tokens.remember(address, frame.sender_key, token, now)
@@ -583,7 +607,7 @@ class DhtCore:
             self._proven_contact(sender, client, now)
         else:
             if receipted:  # it signed our random request id at this address, as in a PONG
-                _remember(self._proven, (sender.public_key, address), now)
+                self.addresses.prove(sender.public_key, address, now)
             self._seen(sender, client, now)
         if (
             isinstance(message, StoreResult)
@@ -594,7 +618,15 @@ class DhtCore:
         ):
             return  # the owner hears the answer to the proven STORE instead
         if request.owner is not None:
-            request.owner.on_reply(request, frame, sender, now)
+            try:
+                request.owner.on_reply(request, frame, sender, now)
+            except Exception as error:
+                # The reply made the operation fail: it counts as no answer (the lookup
+                # goes on without this contact) and against the contact.
+                self.drops.drop("reply broke its operation", type(error).__name__)
+                self.rpcs[(_kind(request.message), "bad reply")] += 1
+                self.table.record_failure(sender.node_id, now)
+                self._tell_timeout(request.owner, request, now)
 
     def _retry_store(self, request: SentRequest, now: float) -> bool:
         """Send a refused STORE again, proven with the token its refusal carried."""
@@ -607,7 +639,7 @@ class DhtCore:
         return sent
 
     def _proven_contact(self, sender: Contact, client: bool, now: float) -> None:
-        _remember(self._proven, (sender.public_key, sender.address), now)
+        self.addresses.prove(sender.public_key, sender.address, now)
         if client:
             return
         offered = self.table.offer(sender, now)
@@ -618,12 +650,13 @@ class DhtCore:
         """Any datagram from a sender: refresh it if proven, else challenge it if useful."""
         if client:
             return  # clients pad their requests; they never get a table slot
+        proven = self.addresses.proven(sender.public_key, sender.address)
         if sender.node_id in self.table:
-            if (sender.public_key, sender.address) in self._proven:
+            if proven:
                 self.table.record_success(sender.node_id, now)
             return
         if self.table.wants(sender.node_id):
-            if (sender.public_key, sender.address) in self._proven:
+            if proven:
                 self._proven_contact(sender, client, now)
             else:
                 self._challenge(sender, now)  # only when a slot could take it: bounded
@@ -631,10 +664,8 @@ class DhtCore:
     def _challenge(self, sender: Contact, now: float) -> None:
         if self._challenges_in_flight >= MAX_CHALLENGES_IN_FLIGHT:
             return
-        last = self._challenged.get(sender.address)
-        if last is not None and now - last < CHALLENGE_RETRY:
+        if not self.addresses.may_challenge(sender.address, now):
             return
-        _remember(self._challenged, sender.address, now)
         self._challenges_in_flight += 1
         op = PingOp(self, INTERNAL_OP, sender.address)
         op.done_callback = self._challenge_done
@@ -658,8 +689,9 @@ class DhtCore:
         if not self._request_limits.allow(source_of(address[0]), now):
             self.drops.drop("rate limited")
             return
-        verified = address in self._address_ok
-        budget = MAX_DATAGRAM_BYTES if verified else AMPLIFICATION_FACTOR * size - _CHALLENGE_BYTES
+        kind = _kind(frame.message)
+        receives = self.addresses.receives_at(frame.cookie, frame.sender_key, address, now)
+        budget = self.addresses.reply_budget(receives, size)
         client = bool(frame.flags & _CLIENT)
         sender = Contact(frame.sender_id, frame.sender_key, address)
         message = frame.message
@@ -668,17 +700,20 @@ class DhtCore:
             reply = self._answer(message, sender, client, budget, frame.request_id, now)
         except DhtDecodeError as error:
             self.drops.drop("bad extension request", str(error))
+            self.rpcs[(kind, "refused")] += 1
             return
         if reply is not None:
-            flags = self._flags | (_VERIFIED_YOU if verified else 0)
+            flags = self._flags | (_VERIFIED_YOU if receives else 0)
             reply_frame = Frame(
                 reply, frame.request_id, self.identity.public_key, self.own_id, flags
             )
             data = encode_frame(reply_frame)
             if len(data) > budget:
                 self.drops.drop("reply larger than the amplification budget")
+                self.rpcs[(kind, "over budget")] += 1
             else:
                 self._out.append((data, address))
+                self.rpcs[(kind, "served")] += 1
         self._seen(sender, client, now)
 
     def _answer(
@@ -703,21 +738,21 @@ class DhtCore:
             case FindValue(key, offset):
                 return self._answer_find_value(key, offset, sender, budget, now)
             case Store():
-                proven = (sender.public_key, sender.address) in self._proven
+                proven = self.addresses.proven(sender.public_key, sender.address)
                 result, newly_proven = self.admission.answer(
-                    message, sender, request_id, proven, now
+                    message, sender, request_id, proven, now, self.wall(now)
                 )
                 if newly_proven:  # it signed the token we sent to this address: a challenge
-                    _remember(self._proven, (sender.public_key, sender.address), now)
+                    self.addresses.prove(sender.public_key, sender.address, now)
                 return result
             case ExtensionRequest(code, fields):
                 run = self._extensions.get(code)
                 if run is None:
                     self.drops.drop("unknown extension", str(code))
                     return None
-                proven = (sender.public_key, sender.address) in self._proven
+                proven = self.addresses.proven(sender.public_key, sender.address)
                 peer = Peer(sender.public_key, sender.node_id, sender.address, proven, client)
-                answer = run(fields, peer, now)
+                answer = run(fields, peer, self.wall(now))  # handlers date things: wall time
                 return None if answer is None else ExtensionReply(code, answer)
         return None  # replies never reach here (dispatched in datagram_received)
 
@@ -734,8 +769,9 @@ class DhtCore:
     def _answer_find_value(
         self, key: bytes, offset: int, sender: Contact, budget: int, now: float
     ) -> Value:
-        records = self.store.get(key, now)
-        room = budget - _REPLY_OVERHEAD
+        records = self.store.get(key, self.wall(now))
+        token = self.admission.token_for(sender, now)
+        room = budget - _REPLY_OVERHEAD - _TOKEN_FIELD
         page: list[bytes] = []
         for record in records[offset:]:
             size = len(record.encoded) + 3
@@ -749,4 +785,4 @@ class DhtCore:
             count = VALUE_REPLY_CONTACTS if page else self.config.k
             closest = self.table.closest(key, count, frozenset((sender.node_id,)))
             contacts = self._fit_contacts(closest, room)
-        return Value(tuple(page), len(records), contacts)
+        return Value(tuple(page), len(records), contacts, token)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from p2pnode.dht.messages import (
     MAX_DATAGRAM_BYTES,
+    MAX_FIELD_DEPTH,
     PROTOCOL_VERSION,
     DhtDecodeError,
     ExtensionReply,
@@ -49,6 +50,7 @@ CASES: list[Message] = [
     FindValue(NODE_ID, 0),
     FindValue(NODE_ID, 16),
     Value((b"\x01\x02", b"r" * 1200), 7, CONTACTS),
+    Value((), 0, CONTACTS, TOKEN),
     Store(NODE_ID, b"record"),
     Store(NODE_ID, b"record", TOKEN, SIGNATURE),
     StoreResult(StoreStatus.STORED, "", "", b"", SIGNATURE),
@@ -59,14 +61,16 @@ CASES: list[Message] = [
 ]
 
 
-def frame(message: Message, flags: Flags = Flags.NONE) -> Frame:
-    return Frame(message, b"\x07" * 8, KEY, NODE_ID, flags)
+def frame(message: Message, flags: Flags = Flags.NONE, cookie: bytes = b"") -> Frame:
+    return Frame(message, b"\x07" * 8, KEY, NODE_ID, flags, cookie)
 
 
 @pytest.mark.parametrize("message", CASES, ids=lambda m: type(m).__name__)
 def test_round_trip(message: Message) -> None:
     original = frame(message, Flags.CLIENT | Flags.VERIFIED_YOU)
     assert decode_frame(encode_frame(original)) == original
+    with_cookie = frame(message, cookie=TOKEN)
+    assert decode_frame(encode_frame(with_cookie)) == with_cookie
 
 
 @pytest.mark.parametrize("message", CASES, ids=lambda m: type(m).__name__)
@@ -95,7 +99,7 @@ def test_padding_grows_requests_only() -> None:
 )
 def test_contact_hosts_must_be_ip_literals(host: str) -> None:
     """A host name in a contact would make us resolve DNS on a peer's behalf."""
-    body = [4, b"\x07" * 8, KEY, NODE_ID, 0, [[KEY, host, 4000]]]
+    body = [4, b"\x07" * 8, KEY, NODE_ID, 0, b"", [[KEY, host, 4000]]]
     data = bytes((PROTOCOL_VERSION,)) + msgpack.packb(body, use_bin_type=True)
     with pytest.raises(DhtDecodeError):
         decode_frame(data)
@@ -104,21 +108,24 @@ def test_contact_hosts_must_be_ip_literals(host: str) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        [200, b"\x07" * 8, KEY, NODE_ID, 0],  # unknown type
-        [1, b"\x07" * 7, KEY, NODE_ID, 0, bytes(16), b""],  # short request id
-        [1, b"\x07" * 8, KEY[:31], NODE_ID, 0, bytes(16), b""],  # short key
-        [1, b"\x07" * 8, KEY, NODE_ID, 8, bytes(16), b""],  # unknown flag
-        [1, b"\x07" * 8, KEY, NODE_ID, 0, bytes(15), b""],  # short nonce
-        [2, b"\x07" * 8, KEY, NODE_ID, 0, bytes(64), "1.2.3.4", 0, b""],  # port 0
-        [2, b"\x07" * 8, KEY, NODE_ID, 0, bytes(64), "1.2.3.4", 1, bytes(15)],  # short token
-        [4, b"\x07" * 8, KEY, NODE_ID, 0, [], bytes(17)],  # long token
-        [7, b"\x07" * 8, KEY, NODE_ID, 0, NODE_ID, b"r", bytes(16), b""],  # token, no proof
-        [7, b"\x07" * 8, KEY, NODE_ID, 0, NODE_ID, b"r", b"", bytes(64)],  # proof, no token
-        [7, b"\x07" * 8, KEY, NODE_ID, 0, NODE_ID, b"r", bytes(16), bytes(63)],  # short proof
-        [8, b"\x07" * 8, KEY, NODE_ID, 0, 9, "", "", b"", b""],  # unknown store status
-        [8, b"\x07" * 8, KEY, NODE_ID, 0, 0, "", "", b"", bytes(65)],  # long receipt
-        [9, b"\x07" * 8, KEY, NODE_ID, 0, 3],  # extension reply with a core code
-        [5, b"\x07" * 8, KEY, NODE_ID, 0, NODE_ID, -1, b""],  # negative offset
+        [200, b"\x07" * 8, KEY, NODE_ID, 0, b""],  # unknown type
+        [1, b"\x07" * 8, KEY, NODE_ID, 0, bytes(15), bytes(16), b""],  # short cookie
+        [1, b"\x07" * 8, KEY, NODE_ID, 0, 7, bytes(16), b""],  # cookie not binary
+        [1, b"\x07" * 8, KEY, NODE_ID, 0],  # no cookie (protocol version 1's frame)
+        [1, b"\x07" * 7, KEY, NODE_ID, 0, b"", bytes(16), b""],  # short request id
+        [1, b"\x07" * 8, KEY[:31], NODE_ID, 0, b"", bytes(16), b""],  # short key
+        [1, b"\x07" * 8, KEY, NODE_ID, 8, b"", bytes(16), b""],  # unknown flag
+        [1, b"\x07" * 8, KEY, NODE_ID, 0, b"", bytes(15), b""],  # short nonce
+        [2, b"\x07" * 8, KEY, NODE_ID, 0, b"", bytes(64), "1.2.3.4", 0, b""],  # port 0
+        [2, b"\x07" * 8, KEY, NODE_ID, 0, b"", bytes(64), "1.2.3.4", 1, bytes(15)],  # short token
+        [4, b"\x07" * 8, KEY, NODE_ID, 0, b"", [], bytes(17)],  # long token
+        [7, b"\x07" * 8, KEY, NODE_ID, 0, b"", NODE_ID, b"r", bytes(16), b""],  # token, no proof
+        [7, b"\x07" * 8, KEY, NODE_ID, 0, b"", NODE_ID, b"r", b"", bytes(64)],  # proof, no token
+        [7, b"\x07" * 8, KEY, NODE_ID, 0, b"", NODE_ID, b"r", bytes(16), bytes(63)],  # short proof
+        [8, b"\x07" * 8, KEY, NODE_ID, 0, b"", 9, "", "", b"", b""],  # unknown store status
+        [8, b"\x07" * 8, KEY, NODE_ID, 0, b"", 0, "", "", b"", bytes(65)],  # long receipt
+        [9, b"\x07" * 8, KEY, NODE_ID, 0, b"", 3],  # extension reply with a core code
+        [5, b"\x07" * 8, KEY, NODE_ID, 0, b"", NODE_ID, -1, b""],  # negative offset
         {"type": 1},
     ],
 )
@@ -131,7 +138,9 @@ def test_malformed_frames(body: object) -> None:
 def test_wrong_version_and_oversize() -> None:
     data = encode_frame(frame(Ping(bytes(16))))
     with pytest.raises(DhtDecodeError):
-        decode_frame(b"\x02" + data[1:])
+        decode_frame(b"\x01" + data[1:])  # version 1 frames had no cookie
+    with pytest.raises(DhtDecodeError):
+        decode_frame(b"\x03" + data[1:])
     with pytest.raises(DhtDecodeError):
         decode_frame(data + bytes(MAX_DATAGRAM_BYTES))
 
@@ -172,3 +181,42 @@ def test_fuzz_arbitrary_msgpack_arrays(items: list[object]) -> None:
     data = bytes((PROTOCOL_VERSION,)) + msgpack.packb(items, use_bin_type=True)
     with contextlib.suppress(DhtDecodeError):
         decode_frame(data)
+
+
+def _nested(depth: int, leaf: object = 1) -> object:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("depth", [MAX_FIELD_DEPTH + 1, 100, 1000])
+@pytest.mark.parametrize("code", [64, 9])  # an extension request, an extension reply
+def test_deeply_nested_extension_fields_are_a_decode_error(code: int, depth: int) -> None:
+    """Finding 1 of issue 10: nesting ~1,000 deep must not reach decoders that recurse."""
+    fields: list[object] = [_nested(depth)]
+    head: list[object] = [code, b"\x07" * 8, KEY, NODE_ID, 0, b""]
+    body = [*head, *fields, b""] if code == 64 else [*head, 64, *fields]
+    data = bytes((PROTOCOL_VERSION,)) + msgpack.packb(body, use_bin_type=True)
+    with pytest.raises(DhtDecodeError):
+        decode_frame(data)
+
+
+def test_nesting_within_the_bound_is_kept() -> None:
+    fields = (_nested(MAX_FIELD_DEPTH - 1, "leaf"),)
+    original = frame(ExtensionRequest(64, fields))
+    assert decode_frame(encode_frame(original)).message == ExtensionRequest(64, fields)
+
+
+@given(st.integers(0, 900), st.integers(0, 6), st.sampled_from([1, 4, 5, 6, 7, 8, 9, 64]))
+def test_fuzz_deep_nesting_in_any_field(depth: int, position: int, code: int) -> None:
+    """Deep nesting at any position of any message type: a frame or DhtDecodeError only."""
+    items: list[object] = [code, b"\x07" * 8, KEY, NODE_ID, 0, b"", NODE_ID, 0, b""]
+    items.insert(position + 5, _nested(depth, b"x"))
+    data = bytes((PROTOCOL_VERSION,)) + msgpack.packb(items, use_bin_type=True)
+    try:
+        decoded = decode_frame(data)
+    except DhtDecodeError:
+        return
+    if isinstance(decoded.message, ExtensionRequest | ExtensionReply):
+        assert depth <= MAX_FIELD_DEPTH
