@@ -98,6 +98,7 @@ DATA_CHANNEL_ID = 0  # the application's reliable, ordered channel
 CONTROL_CHANNEL_ID = 1  # link-level pings (RTT)
 DEFAULT_SETUP_TIMEOUT = 20.0  # s: TURN over TCP through a symmetric NAT included
 PING_TIMEOUT = 5.0
+DEFAULT_RELAY_HOLD = 0.2  # s; see ice_tuning.hold_relayed_checks
 MAX_PENDING_PINGS = 16
 PING_BYTES = 9  # kind (1) + nonce (8)
 _PING, _PONG = 1, 2
@@ -167,6 +168,7 @@ class LinkConfig:
     setup_timeout: float = DEFAULT_SETUP_TIMEOUT
     relay_only: bool = False  # tests and privacy: never reveal host/srflx addresses
     early_check_retransmit: bool = True  # ice_tuning: no 500 ms stall on In-Progress pairs
+    relay_hold: float = DEFAULT_RELAY_HOLD  # ice_tuning: a direct pair gets this head start
 
 
 Prepare = Callable[[RTCPeerConnection], None]
@@ -213,6 +215,8 @@ class PreparedConnection:
             "p2pnode-control", negotiated=True, id=CONTROL_CHANNEL_ID, ordered=True
         )
         self.gathered = False
+        if config.early_check_retransmit and config.relay_hold > 0:
+            ice_tuning.hold_relayed_checks(_ice_connection(self.pc), config.relay_hold)
 
     async def gather(self) -> None:
         """Gather now (idempotent: aiortc's own gathering skips a completed gatherer)."""
@@ -492,12 +496,16 @@ async def _wait_open(prepared: PreparedConnection) -> None:
     await done
 
 
-def _nominated_pair(pc: RTCPeerConnection) -> Any:
+def _ice_connection(pc: RTCPeerConnection) -> Any:
+    """aiortc's aioice Connection of the (bundled) link: aiortc has no public accessor."""
     sctp = pc.sctp
     if sctp is None:
         return None
-    connection = getattr(sctp.transport.transport.iceGatherer, "_connection", None)
-    nominated = getattr(connection, "_nominated", None)
+    return getattr(sctp.transport.transport.iceGatherer, "_connection", None)
+
+
+def _nominated_pair(pc: RTCPeerConnection) -> Any:
+    nominated = getattr(_ice_connection(pc), "_nominated", None)
     if not isinstance(nominated, dict):
         return None
     return nominated.get(1)
