@@ -39,7 +39,13 @@ from p2pnode.directory.payloads import (
 )
 from p2pnode.directory.tollfree import TollFreeTable
 from p2pnode.identity import fingerprint_for, peer_id_for
-from p2pnode.records import MAX_CLOCK_SKEW, RecordKind, SignedRecord, signature_valid
+from p2pnode.records import (
+    MAX_CLOCK_SKEW,
+    RecordKind,
+    SignedRecord,
+    signature_valid,
+    supersedes,
+)
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -205,8 +211,8 @@ def _current_claims(
         if record.kind != kind or record.subject != subject or record.expires_at <= now:
             continue  # rule 1
         held = newest.get(record.owner)
-        if held is not None and held.seq >= record.seq:
-            continue
+        if held is not None and not supersedes(record, held):
+            continue  # equal seq: the same deterministic rule as every storing node
         if len(newest) >= MAX_CANDIDATES and held is None:
             continue
         if not signature_valid(record):

@@ -27,6 +27,7 @@ from p2pnode.records.policy import (
     RejectReason,
     Verdict,
     accept,
+    supersedes,
 )
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "record_key",
     "sign_record",
     "signature_valid",
+    "supersedes",
 ]

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from p2pnode.records.codec import MAX_RECORD_BYTES, SignedRecord, signature_valid
 from p2pnode.records.kinds import MAX_TTL_BY_KIND
 
-__all__ = ["MAX_CLOCK_SKEW", "Accepted", "RejectReason", "Rejected", "Verdict", "accept"]
+__all__ = [
+    "MAX_CLOCK_SKEW",
+    "Accepted",
+    "RejectReason",
+    "Rejected",
+    "Verdict",
+    "accept",
+    "supersedes",
+]
 
 MAX_CLOCK_SKEW = 300  # seconds a record may claim to be issued ahead of our clock
 
@@ -47,6 +55,20 @@ class Rejected:
 Verdict = Accepted | Rejected
 
 
+def supersedes(new: SignedRecord, old: SignedRecord) -> bool:
+    """Whether ``new`` replaces ``old``, the same owner's record under the same key.
+
+    A higher ``seq`` wins. An owner who signs two different records with the same
+    ``seq`` (a restored backup, two devices, or on purpose) must not split the
+    network by arrival order, so equal ``seq`` is settled by one deterministic rule
+    every storing node and every reader applies: the lexicographically greater
+    encoded bytes win (issue 10, finding 5). Only the owner can make such a pair.
+    """
+    if new.seq != old.seq:
+        return new.seq > old.seq
+    return new.encoded > old.encoded
+
+
 def accept(new: SignedRecord, stored: SignedRecord | None, key: bytes, now: float) -> Verdict:
     """Accept ``new`` filed under ``key`` given ``stored``, the same owner's current record.
 
@@ -73,7 +95,10 @@ def accept(new: SignedRecord, stored: SignedRecord | None, key: bytes, now: floa
         if new.seq == stored.seq:
             if new.encoded == stored.encoded:
                 return Accepted(record=stored, duplicate=True)
-            return Rejected(RejectReason.SEQ_REUSED, f"seq {new.seq} reused with other content")
+            if not supersedes(new, stored):
+                return Rejected(
+                    RejectReason.SEQ_REUSED, f"seq {new.seq} reused; the held bytes sort higher"
+                )
     if not signature_valid(new):
         return Rejected(RejectReason.BAD_SIGNATURE, "signature does not verify")
     return Accepted(record=new, duplicate=False)

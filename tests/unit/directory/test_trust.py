@@ -247,3 +247,21 @@ def test_tollfree_table_parsing() -> None:
     line = "E2U+sip=100|10|!^\\+1(800[0-9]{7})$!sip:\\1@tollfree.example.net!"
     assert TOLLFREE.directives == (parse_enumer_directive(line),)
     assert TOLLFREE.lookup("+442079460018") == ()
+
+
+def test_equal_seq_equivocation_resolves_the_same_in_any_order() -> None:
+    """Issue 10 finding 5: two records of one owner with one seq; readers that saw them in
+    different orders once disagreed (first seen won). Greater bytes win, as in ``accept``."""
+    owner, verifier = identity(1), identity(2)
+    ends = (endorse(verifier, owner),)
+    one = enum_record(owner, uri="sip:a@one.example", seq=9, endorsements=ends)
+    two = enum_record(owner, uri="sip:b@two.example", seq=9, endorsements=ends)
+    trusted = frozenset({verifier.public_key})
+    results = {
+        resolve_claims(RecordKind.ENUM_ENTRY, NUMBER, order, [], trusted, NOW)
+        for order in ([one, two], [two, one])
+    }
+    assert len(results) == 1
+    (result,) = results
+    assert isinstance(result, Verified)
+    assert result.candidate.record.encoded == max(one.encoded, two.encoded)

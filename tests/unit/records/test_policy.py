@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from p2pnode.identity import Identity
 from p2pnode.records import (
@@ -17,6 +20,7 @@ from p2pnode.records import (
     SignedRecord,
     accept,
     sign_record,
+    supersedes,
 )
 
 NOW = 1_800_000_000.0
@@ -88,7 +92,31 @@ def test_sequence_must_strictly_increase() -> None:
     older = make(seq=4, payload=b"v0")
     assert rejected(accept(older, stored, stored.key, NOW)) is RejectReason.ROLLBACK
     reused = make(seq=5, payload=b"other")
-    assert rejected(accept(reused, stored, stored.key, NOW)) is RejectReason.SEQ_REUSED
+    low, high = sorted((stored, reused), key=lambda r: r.encoded)
+    assert rejected(accept(low, high, high.key, NOW)) is RejectReason.SEQ_REUSED
+    assert accept(high, low, low.key, NOW) == Accepted(record=high, duplicate=False)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(max_size=8), min_size=2, max_size=6, unique=True), st.randoms())
+def test_equal_seq_equivocation_converges_whatever_the_arrival_order(
+    payloads: list[bytes], rng: random.Random
+) -> None:
+    """Issue 10, finding 5: two records of one owner with one seq once split the network
+    (first seen won). Every storing node and reader now ends on the same one."""
+    versions = [make(seq=7, payload=p) for p in payloads]
+    winners: set[bytes] = set()
+    for _ in range(4):
+        order = list(versions)
+        rng.shuffle(order)
+        held = order[0]
+        for record in order[1:]:
+            verdict = accept(record, held, held.key, NOW)
+            if isinstance(verdict, Accepted):
+                held = verdict.record
+            assert supersedes(held, record) or held == record
+        winners.add(held.encoded)
+    assert winners == {max(v.encoded for v in versions)}
 
 
 def test_identical_record_is_a_duplicate_not_an_update() -> None:
