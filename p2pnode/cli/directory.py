@@ -22,6 +22,7 @@ import dns.name
 
 from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
 from p2pnode.cli.node import load_identity
+from p2pnode.cli.via_node import name_lookup_via_node
 from p2pnode.dht import DhtNode
 from p2pnode.directory.e164 import E164Error, normalise_country, normalise_e164
 from p2pnode.directory.lookup import (
@@ -347,6 +348,9 @@ def _name_lookup(args: argparse.Namespace) -> int:
         print(f"{parsed.peer_id}: a peer id (fingerprint {fingerprint_for(parsed.public_key)})")
         return 0
     login = parsed.login
+    answered = name_lookup_via_node(args, login, _trusted(args, _settings(args)))
+    if answered is not None:
+        return answered
 
     async def work(directory: Directory, _: DirectorySettings) -> int:
         return _print_resolution(await directory.resolve(RecordKind.NAME_CLAIM, login), None)

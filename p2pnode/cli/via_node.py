@@ -1,0 +1,60 @@
+"""Directory queries (`name lookup`) answered by the running node of the home.
+
+Kept out of ``cli/directory.py`` so that module only gains a two-line hook; the
+printed lines and exit codes are those of the joining path (a negative answer
+is 1; "nobody claims" and "ambiguous" stay errors as they are there).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from p2pnode.app.api_models import NameAnswer
+from p2pnode.cli.common import EXIT_NEGATIVE, EXIT_OK, CliError
+from p2pnode.cli.control_client import running_node, say
+from p2pnode.identity import (
+    default_home,
+    fingerprint_for,
+    peer_id_for,
+    public_key_from_peer_id,
+)
+
+__all__ = ["name_lookup_via_node"]
+
+
+def name_lookup_via_node(
+    args: argparse.Namespace, login: str, trusted: frozenset[bytes]
+) -> int | None:
+    """The answer's exit status, or None when no node runs in the home (then join)."""
+    home = args.home if args.home is not None else default_home()
+    node = running_node(home)
+    if node is None:
+        say(f"no node running in {home}; joining the DHT")
+        return None
+    say(f"using the running node of {home} at {node.url} (no DHT join)")
+    query = [("trust", peer_id_for(key)) for key in sorted(trusted)]
+    answer = node.request("GET", f"/api/names/{login}", NameAnswer, query=query)
+    if getattr(args, "json", False):
+        print(answer.model_dump_json(indent=2))
+        return EXIT_OK if answer.outcome == "verified" else EXIT_NEGATIVE
+    if answer.outcome == "not-found":
+        raise CliError(f"nobody claims {answer.subject!r}")
+    described = [f"owner {c.fingerprint} (peer id {c.peer_id})" for c in answer.candidates]
+    if answer.outcome == "ambiguous":
+        what = "verified owners conflict" if answer.conflict else "unverified claims"
+        raise CliError(
+            f"ambiguous: {len(answer.candidates)} {what} for {answer.subject!r}: "
+            f"{'; '.join(described)}. Trust a verifier (--trust) or ask the person for "
+            "their peer id."
+        )
+    if answer.outcome == "verified":
+        verifiers = ", ".join(
+            fingerprint_for(public_key_from_peer_id(v)) for v in answer.candidates[0].verified_by
+        )
+        print(f"{answer.subject}: VERIFIED by {verifiers}; {described[0]}")
+        return EXIT_OK
+    print(
+        f"{answer.subject}: UNVERIFIED (no trusted verifier vouches for it); {described[0]}. "
+        "Check the fingerprint with the person before you rely on it."
+    )
+    return EXIT_NEGATIVE
