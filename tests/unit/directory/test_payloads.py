@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from p2pnode.directory.naptr import NaptrDirective, sip_directive
 from p2pnode.directory.payloads import (
     MAX_DIRECTIVES,
+    Endorsement,
     EnumEntry,
     NameClaim,
     PayloadDecodeError,
@@ -152,7 +153,7 @@ def test_add_endorsement_replaces_same_verifier_and_bounds() -> None:
     first = endorse(identity(2), owner, now=NOW)
     again = endorse(identity(2), owner, now=NOW + 10)
     assert add_endorsement((first,), again) == (again,)
-    many: tuple = ()
+    many: tuple[Endorsement, ...] = ()
     for n in range(10, 20):
         many = add_endorsement(many, endorse(identity(n), owner, now=NOW + n))
     assert len(many) == 4

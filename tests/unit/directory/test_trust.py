@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 import pytest
@@ -11,6 +12,7 @@ from p2pnode.directory.tollfree import TollFreeTable, parse_tollfree
 from p2pnode.directory.trust import (
     Ambiguous,
     NotFound,
+    Resolution,
     Unverified,
     Verified,
     resolve_claims,
@@ -22,7 +24,7 @@ from p2pnode.directory.verifiers import (
     RevocationTooShortError,
     revocation_expiry,
 )
-from p2pnode.records import MAX_TTL_BY_KIND, Accepted, RecordKind, accept
+from p2pnode.records import MAX_TTL_BY_KIND, Accepted, RecordKind, SignedRecord, accept
 
 from .helpers import (
     DAY,
@@ -44,7 +46,13 @@ TOLLFREE = parse_tollfree(
 )
 
 
-def resolve(records, revocations=(), trusted=TRUSTED, now=NOW, number=NUMBER):  # type: ignore[no-untyped-def]
+def resolve(
+    records: Iterable[SignedRecord],
+    revocations: Iterable[SignedRecord] = (),
+    trusted: frozenset[bytes] = TRUSTED,
+    now: float = NOW,
+    number: str = NUMBER,
+) -> Resolution:
     return resolve_claims(ENUM, number, records, revocations, trusted, now)
 
 
