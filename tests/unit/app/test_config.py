@@ -1,0 +1,122 @@
+"""The configuration file: every mistake reported at once, flags override, defaults documented."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from p2pnode.app.config import (
+    ConfigError,
+    NodeConfig,
+    default_control_port,
+    hostport,
+    load_config,
+    parse_config,
+)
+from p2pnode.cli.config import to_toml
+
+THREE_MISTAKES = """
+[node]
+listen = "127.0.0.1:99999"
+
+[relay]
+capacity = 0
+
+[enum]
+enabled = true
+rate_limt = 5
+"""
+
+
+def test_three_mistakes_are_reported_together_with_their_paths(tmp_path: Path) -> None:
+    path = tmp_path / "p2pnode.toml"
+    path.write_text(THREE_MISTAKES)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = {p.path: p.reason for p in caught.value.problems}
+    assert set(problems) == {"node.listen", "relay.capacity", "enum.rate_limt"}
+    assert "0-65535" in problems["node.listen"]
+    assert "greater than or equal to 1" in problems["relay.capacity"]
+    assert "Extra inputs" in problems["enum.rate_limt"]
+    assert all("\n" not in reason for reason in problems.values())
+
+
+def test_config_check_prints_every_mistake_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(THREE_MISTAKES)
+    done = subprocess.run(
+        [sys.executable, "-m", "p2pnode", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done
+    assert "3 problem(s)" in done.stdout
+    for where in ("node.listen:", "relay.capacity:", "enum.rate_limt:"):
+        assert where in done.stdout
+
+
+def test_toml_syntax_errors_are_one_problem_with_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text("[node\nlisten = 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert len(caught.value.problems) == 1
+    assert "line 1" in str(caught.value.problems[0])
+
+
+def test_cross_field_rule_and_types() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"supernode": {"stun_alt_ip": "192.0.2.1", "public_ip": "nope"}})
+    reasons = {str(p) for p in caught.value.problems}
+    assert "supernode.public_ip: not an IP address" in reasons
+    with pytest.raises(ConfigError, match="enum.trust.0: not a peer id"):
+        parse_config({"enum": {"trust": ["abc"]}})
+
+
+def test_flags_override_the_file_and_are_validated_too() -> None:
+    config = parse_config({"relay": {"capacity": 7, "realm": "example"}})
+    changed = config.override({"relay": {"capacity": 9}})
+    assert changed.relay.capacity == 9 and changed.relay.realm == "example"
+    assert config.relay.capacity == 7  # frozen: the original is unchanged
+    with pytest.raises(ConfigError, match="relay.capacity"):
+        config.override({"relay": {"capacity": 0}})
+
+
+def test_show_output_parses_back_to_the_same_configuration() -> None:
+    config = parse_config(
+        {
+            "node": {"bootstrap": ["192.0.2.1:4000"]},
+            "log": {"modules": {"p2pnode.dht": "debug"}},
+            "metrics": {"listen": "127.0.0.1:9100"},
+        }
+    )
+    data = tomllib.loads(to_toml(config))
+    assert parse_config(data) == config
+    assert parse_config(tomllib.loads(to_toml(NodeConfig()))) == NodeConfig()
+
+
+def test_control_ports_differ_between_homes_and_stay_the_same_for_one(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert default_control_port(one) == default_control_port(one)
+    assert default_control_port(one) != default_control_port(two)
+    assert 20000 <= default_control_port(one) < 30000
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:80", ("127.0.0.1", 80)), ("[::1]:53", ("::1", 53)), (":9", ("0.0.0.0", 9))],
+)
+def test_hostport(text: str, expected: tuple[str, int]) -> None:
+    assert hostport(text) == expected
+
+
+@pytest.mark.parametrize("text", ["nocolon", "1.2.3.4:x", "1.2.3.4:70000", "example.org:1"])
+def test_hostport_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        hostport(text)
