@@ -75,7 +75,7 @@ def test_cross_field_rule_and_types() -> None:
         parse_config({"supernode": {"stun_alt_ip": "192.0.2.1", "public_ip": "nope"}})
     reasons = {str(p) for p in caught.value.problems}
     assert "supernode.public_ip: not an IP address" in reasons
-    with pytest.raises(ConfigError, match="enum.trust.0: not a peer id"):
+    with pytest.raises(ConfigError, match=r"enum\.trust\.0: not a peer id"):
         parse_config({"enum": {"trust": ["abc"]}})
 
 
@@ -84,7 +84,7 @@ def test_flags_override_the_file_and_are_validated_too() -> None:
     changed = config.override({"relay": {"capacity": 9}})
     assert changed.relay.capacity == 9 and changed.relay.realm == "example"
     assert config.relay.capacity == 7  # frozen: the original is unchanged
-    with pytest.raises(ConfigError, match="relay.capacity"):
+    with pytest.raises(ConfigError, match=r"relay\.capacity"):
         config.override({"relay": {"capacity": 0}})
 
 
