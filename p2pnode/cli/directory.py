@@ -305,6 +305,8 @@ def _name_claim(args: argparse.Namespace) -> int:
             f"claimed {login!r} for {identity.peer_id} (fingerprint {identity.fingerprint}); "
             f"stored on {published.stored_on} nodes"
         )
+        for note in published.notes:
+            print(f"warning: {note}")
         if published.stored_on == 0:
             raise CliError("no DHT node stored the claim")
         return 0
@@ -392,6 +394,8 @@ def _enum_publish(args: argparse.Namespace) -> int:
         )
         for directive in entry.directives:
             print(f"  {directive.uri_for(number)}    [{format_enumer_directive(directive)}]")
+        for note in published.notes:
+            print(f"warning: {note}")
         if published.stored_on == 0:
             raise CliError("no DHT node stored the record")
         return 0

@@ -9,8 +9,10 @@ Invariants:
 - Revocations are read only where a *trusted* verifier's endorsement on a
   current claim points (``revocation_lookups``), so their number is bounded by
   what trusted verifiers signed, not by what peers publish.
-- Publishing keeps the owner's existing endorsements unless told otherwise,
-  and always uses a sequence number above the one the network holds.
+- Publishing keeps the owner's existing endorsements unless their verifier
+  revoked them or they expired, reports every one it drops and a previous
+  version it could not find (``Published.notes``), and always uses a
+  sequence number above the one the network holds.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from p2pnode.directory.trust import (
     Route,
     resolve_claims,
     revocation_lookups,
+    revocations_for,
     route_number,
 )
 from p2pnode.directory.verifiers import (
@@ -51,7 +54,7 @@ from p2pnode.directory.verifiers import (
     revocation_expiry,
     revoke,
 )
-from p2pnode.identity import Identity
+from p2pnode.identity import Identity, fingerprint_for
 from p2pnode.records import MAX_TTL_BY_KIND, RecordKind, SignedRecord, record_key, sign_record
 
 __all__ = [
@@ -100,6 +103,9 @@ class DirectoryTimeoutError(TimeoutError):
 class Published:
     record: SignedRecord
     stored_on: int  # nodes that stored it
+    # What a republish changed that the owner must hear about: endorsements dropped
+    # (revoked or expired), or no previous record found to carry them over from.
+    notes: tuple[str, ...] = ()
 
 
 class Directory:
@@ -186,7 +192,8 @@ class Directory:
     ) -> Published:
         """Sign and store the next version of our ENUM entry; ``None`` keeps current routes."""
         parse_e164(number)  # only single, canonical, valid numbers are ever published
-        previous = await self.own_record(RecordKind.ENUM_ENTRY, number, identity.public_key)
+        kind = RecordKind.ENUM_ENTRY
+        previous = await self.own_record(kind, number, identity.public_key)
         endorsements: tuple[Endorsement, ...] = ()
         kept_directives: tuple[NaptrDirective, ...] = ()
         if previous is not None:
@@ -195,6 +202,9 @@ class Directory:
                 endorsements, kept_directives = entry.endorsements, entry.directives
             except PayloadDecodeError:
                 pass
+        endorsements, notes = await self._carried_over(
+            kind, number, identity.public_key, previous, endorsements
+        )
         for endorsement in add:
             endorsements = add_endorsement(endorsements, endorsement)
         routes = tuple(directives) if directives is not None else kept_directives
@@ -210,7 +220,7 @@ class Directory:
             now=self._clock(),
             ttl=ttl or MAX_TTL_BY_KIND[RecordKind.ENUM_ENTRY],
         )
-        return Published(record, await self._bounded_put(record))
+        return Published(record, await self._bounded_put(record), notes)
 
     async def claim_name(
         self,
@@ -228,6 +238,9 @@ class Directory:
         if previous is not None:
             with contextlib.suppress(PayloadDecodeError):
                 endorsements = decode_name_claim(previous.payload).endorsements
+        endorsements, notes = await self._carried_over(
+            RecordKind.NAME_CLAIM, login, identity.public_key, previous, endorsements
+        )
         for endorsement in add:
             endorsements = add_endorsement(endorsements, endorsement)
         record = sign_record(
@@ -239,7 +252,51 @@ class Directory:
             now=self._clock(),
             ttl=ttl or MAX_TTL_BY_KIND[RecordKind.NAME_CLAIM],
         )
-        return Published(record, await self._bounded_put(record))
+        return Published(record, await self._bounded_put(record), notes)
+
+    async def _carried_over(
+        self,
+        kind: RecordKind,
+        subject: str,
+        owner: bytes,
+        previous: SignedRecord | None,
+        endorsements: tuple[Endorsement, ...],
+    ) -> tuple[tuple[Endorsement, ...], tuple[str, ...]]:
+        """The previous version's endorsements a new version may keep, and notes on the rest.
+
+        Each endorsement's own verifier's revocation is read (whether or not this
+        node trusts that verifier: it is the verifier's word on its own signature);
+        a revoked or expired endorsement is dropped, and every drop is reported, as
+        is a previous version that was not found (so nothing is dropped silently).
+        """
+        if previous is None:
+            return (), (
+                f"no earlier record of yours for {subject} was found on the network, so "
+                "no endorsement was carried over: add your verifier's token again "
+                "(--endorsement) if you had one",
+            )
+        now = self._clock()
+        verifiers = sorted({e.verifier for e in endorsements})
+        keys = [
+            record_key(RecordKind.REVOCATION, v, revocation_subject(kind, subject, owner))
+            for v in verifiers
+        ]
+        batches = await asyncio.gather(*(self._bounded_get(k) for k in keys))
+        revoked = revocations_for(
+            kind, subject, [r for b in batches for r in b], frozenset(verifiers), now
+        )
+        kept: list[Endorsement] = []
+        notes: list[str] = []
+        for endorsement in endorsements:
+            who = fingerprint_for(endorsement.verifier)
+            revoked_at = revoked.get((endorsement.verifier, owner))
+            if revoked_at is not None and endorsement.issued_at <= revoked_at:
+                notes.append(f"dropped the endorsement by {who}: its verifier revoked it")
+            elif endorsement.expires_at <= now:
+                notes.append(f"dropped the endorsement by {who}: it expired")
+            else:
+                kept.append(endorsement)
+        return tuple(kept), tuple(notes)
 
     async def publish_revocation(
         self,
