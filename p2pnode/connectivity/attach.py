@@ -221,6 +221,7 @@ class HomeCore:
             self.config.control_rate, self.config.control_burst, max_sources=65_536
         )
         self._notify_seq = 0
+        self._own_presence = b""
         self._events: list[HomeEvent] = []
         self._out: list[Datagram] = []
         self.drops = DropCounter(logger, lambda: self._now)
@@ -260,6 +261,27 @@ class HomeCore:
         if watch is not None:
             times.append(watch)
         return min(times) if times else self._now + 60.0
+
+    def set_own_state(
+        self, presence: bytes, allow: tuple[bytes, ...] | None, now: float
+    ) -> list[Datagram]:
+        """This home's own presence and allow-list (a public node is its own home)."""
+        self._now = now
+        if allow is None:
+            self._allow.pop(self.home_key, None)
+        else:
+            self._allow[self.home_key] = frozenset(allow)
+            self.watches.keep_only(self.home_key, self._allow[self.home_key])
+        if presence != self._own_presence:
+            self._own_presence = presence
+            self._notify(self.home_key, attached=True, presence=presence)
+        return self._flush()
+
+    def close_own(self, now: float) -> list[Datagram]:
+        """This home is going away: its own watchers hear it is offline."""
+        self._now = now
+        self._notify(self.home_key, attached=False, presence=b"")
+        return self._flush()
 
     def drain_events(self) -> list[HomeEvent]:
         events, self._events = self._events, []
@@ -454,13 +476,14 @@ class HomeCore:
             self._answer_watch(message, Code.WATCH_LIMIT, source)
 
     def _answer_watch(self, message: Watch, code: Code, source: Address) -> None:
-        session = self._sessions.get(message.target_key) if code is Code.OK else None
         if code is not Code.OK:
             self._refuse(code)
-        presence = session.presence if session is not None else b""
-        self._send(
-            Watched(message.txid, code, message.target_key, session is not None, presence), source
-        )
+        attached, presence = False, b""
+        if code is Code.OK and message.target_key == self.home_key:
+            attached, presence = True, self._own_presence
+        elif code is Code.OK and (session := self._sessions.get(message.target_key)) is not None:
+            attached, presence = True, session.presence
+        self._send(Watched(message.txid, code, message.target_key, attached, presence), source)
 
     # -- internals ---------------------------------------------------------------
 

@@ -72,6 +72,7 @@ __all__ = [
     "Watched",
     "decode_message",
     "encode_message",
+    "is_request",
 ]
 
 TXID_BYTES = 8
@@ -419,6 +420,16 @@ _DECODERS: dict[int, tuple[int, Callable[[list[object]], HomeMessage]]] = {
         ),
     ),
 }
+
+
+_REQUEST_TYPES = frozenset({1, 3, 5, 7, 8, 10, 13, 14})  # what a home serves
+
+
+def is_request(data: bytes) -> bool:
+    """Whether ``data`` looks like a request to a home (a node that is both a home and a
+    peer routes its datagrams by this): a fixarray whose first element is a request type.
+    Only routing; the decoder still judges the datagram."""
+    return len(data) >= 2 and 0x90 <= data[0] <= 0x9F and data[1] in _REQUEST_TYPES
 
 
 def decode_message(data: bytes) -> HomeMessage:

@@ -1,0 +1,608 @@
+"""Sealed signalling as a service: homes kept, CONTACT published, envelopes sent and received.
+
+``SignallingService`` is the thin asyncio adapter over the sans-IO cores: one
+UDP socket, one timer, and the DHT for CONTACT records.
+
+- A node behind NAT (``public=False``) runs a ``PeerCore``: it attaches to two
+  homes found by ``find_homes`` and publishes a CONTACT listing them whenever
+  they change (and every ``CONTACT_TTL / 2``).
+- A public node or supernode (``public=True``) also runs a ``HomeCore`` on the
+  same socket: it is its own home (its CONTACT lists itself) and accepts other
+  peers' attach sessions. Requests go to the home core, answers to the peer
+  core (``homewire.is_request``).
+
+``send_signal(peer, payload)`` resolves the recipient's CONTACT (cached for
+``CONTACT_CACHE`` seconds, fetched again after a failed send), seals the payload
+to it and hands it to its homes in turn: it returns which home delivered it or
+raises ``PeerUnreachableError``. ``receive()`` yields ``SignalDelivery`` (the sender's
+peer id proven by its signature inside the envelope) after the replay window;
+with ``send``, that makes the service a ``link_signal.SignalTransport`` for
+PeerLink. ``watch(peer)`` follows a contact's presence; ``PresenceChanged``
+events report it.
+
+Service contract (structural, see p2pnode.app): ``name``, ``async start()``,
+``async stop()``, ``statistics()`` -> a frozen snapshot, ``emit`` for events.
+Every task has an owner: one runner task holding a TaskGroup, ended by stop().
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from nat.drops import DropCounter
+from p2pnode.connectivity.attach import HomeConfig, HomeCore, HomeStatistics, LocalDelivery
+from p2pnode.connectivity.contact import (
+    CONTACT_SUBJECT,
+    CONTACT_TTL,
+    Capability,
+    Contact,
+    ContactDecodeError,
+    HomeEntry,
+    NatVerdict,
+    Presence,
+    PresenceStatus,
+    decode_contact,
+    decode_presence,
+    encode_contact,
+    encode_presence,
+)
+from p2pnode.connectivity.envelope import (
+    ENVELOPE_ID_BYTES,
+    EnvelopeDecodeError,
+    open_envelope,
+    seal_envelope,
+)
+from p2pnode.connectivity.homes import (
+    Delivered,
+    HomeAttached,
+    HomeLost,
+    HomesChanged,
+    NeedCandidates,
+    PeerConfig,
+    PeerCore,
+    PresenceNotice,
+    SendDone,
+)
+from p2pnode.connectivity.homewire import Code, Datagram, is_request
+from p2pnode.connectivity.link_signal import SignalDelivery
+from p2pnode.connectivity.replay import ReplayVerdict, ReplayWindow
+from p2pnode.dht import DhtNode
+from p2pnode.identity import Identity, peer_id_for, public_key_from_peer_id
+from p2pnode.records import RecordKind, record_key, sign_record
+
+__all__ = [
+    "CONTACT_CACHE",
+    "ContactPublished",
+    "PeerUnreachableError",
+    "PresenceChanged",
+    "SendReport",
+    "SignallingService",
+    "SignallingStatistics",
+    "contact_homes",
+    "fetch_contact",
+]
+
+logger = logging.getLogger(__name__)
+
+CONTACT_CACHE = 60.0  # seconds a resolved CONTACT is used without asking the DHT again
+INBOX_SIZE = 256  # received signals waiting for receive()
+CANDIDATE_RETRY = 10.0  # seconds between searches for homes while short of them
+
+Address = tuple[str, int]
+FindHomes = Callable[[], Awaitable[Sequence[HomeEntry]]]
+
+
+class PeerUnreachableError(Exception):
+    """No home of the peer took the envelope; ``attempts`` says what each answered."""
+
+    def __init__(self, peer: str, attempts: tuple[tuple[Address, str], ...], reason: str) -> None:
+        tried = ", ".join(f"{h}:{p} {outcome}" for (h, p), outcome in attempts) or "no homes"
+        super().__init__(f"peer {peer[:12]}... unreachable: {reason} ({tried})")
+        self.peer = peer
+        self.attempts = attempts
+
+
+@dataclass(frozen=True, slots=True)
+class SendReport:
+    via: Address  # the home that delivered it
+    attempts: tuple[tuple[Address, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    peer: str
+    online: bool
+    status: str  # PresenceStatus name, lower case ("offline" when not attached anywhere)
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContactPublished:
+    homes: tuple[str, ...]  # the homes' signalling addresses, "host:port"
+    stored: int  # DHT nodes that hold it
+
+
+@dataclass(frozen=True, slots=True)
+class SignallingStatistics:
+    homes: int
+    sent: int
+    unreachable: int
+    received: int
+    refused: tuple[tuple[str, int], ...]  # received envelopes refused, by reason
+    dropped: tuple[tuple[str, int], ...]  # datagrams dropped by the peer core, by reason
+    home: HomeStatistics | None  # when this node serves as a home
+
+
+async def fetch_contact(dht: DhtNode, key: bytes) -> Contact | None:
+    """The newest live CONTACT ``key`` published, or None (the DHT checked signatures)."""
+    result = await dht.get(record_key(RecordKind.CONTACT, key, CONTACT_SUBJECT))
+    now = time.time()
+    records = [
+        r
+        for r in result.records
+        if r.owner == key and r.kind is RecordKind.CONTACT and r.expires_at > now
+    ]
+    for record in sorted(records, key=lambda r: r.seq, reverse=True):
+        try:
+            return decode_contact(record.payload)
+        except ContactDecodeError:
+            continue
+    return None
+
+
+async def contact_homes(dht: DhtNode, keys: Sequence[bytes]) -> list[HomeEntry]:
+    """Home candidates from supernodes' own CONTACT records (a public node is its own home):
+    for each key (e.g. ``RelayFinder.chosen()`` owners), the home entry naming that key."""
+    contacts = await asyncio.gather(*(fetch_contact(dht, key) for key in keys))
+    found: list[HomeEntry] = []
+    for key, contact in zip(keys, contacts, strict=True):
+        if contact is not None:
+            found.extend(home for home in contact.homes if home.key == key)
+    return found
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, service: SignallingService) -> None:
+        self._service = service
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self._service._datagram(data, (str(addr[0]), int(addr[1])))  # type: ignore[arg-type]
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("signalling socket error: %s", exc)
+
+
+class SignallingService:
+    """One identity's signalling endpoint (see the module docstring)."""
+
+    name = "signalling"
+
+    def __init__(
+        self,
+        identity: Identity,
+        dht: DhtNode,
+        *,
+        listen: Address = ("127.0.0.1", 0),
+        advertise: Address | None = None,
+        public: bool = False,
+        find_homes: FindHomes | None = None,
+        nat: NatVerdict = NatVerdict.UNKNOWN,
+        capabilities: Capability = Capability.CHAT,
+        peer_config: PeerConfig | None = None,
+        home_config: HomeConfig | None = None,
+        emit: Callable[[object], None] | None = None,
+    ) -> None:
+        if not public and find_homes is None:
+            raise ValueError("a node that is not public needs find_homes")
+        self.identity = identity
+        self.dht = dht
+        self.listen = listen
+        self.public = public
+        self._advertise = advertise
+        self._find_homes = find_homes
+        self._nat = NatVerdict.PUBLIC if public and nat is NatVerdict.UNKNOWN else nat
+        self._capabilities = capabilities
+        self._peer_config = peer_config or PeerConfig(wanted=0 if public else 2)
+        self._home_config = home_config
+        self.emit = emit or (lambda event: None)
+        self._x25519 = identity.x25519_private_key()
+        self._transport: asyncio.DatagramTransport | None = None
+        self._peer: PeerCore | None = None
+        self._home: HomeCore | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._replay = ReplayWindow()
+        self._inbox: asyncio.Queue[SignalDelivery] = asyncio.Queue(INBOX_SIZE)
+        self._sends: dict[int, asyncio.Future[SendDone]] = {}
+        self._contacts: dict[bytes, tuple[Contact, float]] = {}
+        self._presence: dict[bytes, dict[Address, tuple[bool, bytes]]] = {}
+        self._reported: dict[bytes, PresenceChanged] = {}
+        self._publish = asyncio.Event()
+        self._want_homes = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._seq = 0
+        self._counts = {"sent": 0, "unreachable": 0, "received": 0}
+        self.refused = DropCounter(logger, time.time)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def address(self) -> Address:
+        """Where this node's signalling socket is bound (valid after ``start``)."""
+        if self._transport is None:
+            raise RuntimeError("signalling not started")
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return (str(host), int(port))
+
+    @property
+    def own_home(self) -> HomeEntry:
+        """This node as a home (public nodes): its key, DHT and signalling addresses."""
+        return HomeEntry(
+            self.identity.public_key, self.dht.address, self._advertise or self.address
+        )
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self), local_addr=self.listen
+        )
+        self._transport = transport
+        now = time.time()
+        self._peer = PeerCore(
+            self.identity.public_key,
+            sign=self.identity.sign,
+            random=os.urandom,
+            now=now,
+            config=self._peer_config,
+        )
+        if self.public:
+            self._home = HomeCore(
+                self.identity.public_key,
+                secret=os.urandom(32),
+                random=os.urandom,
+                now=now,
+                config=self._home_config,
+            )
+            self._publish.set()
+        else:
+            self._want_homes.set()
+        self._runner = asyncio.create_task(self._run(), name=f"{self.name}-runner")
+        self._arm()
+
+    async def stop(self) -> None:
+        """Detach gracefully (watchers hear it at once), then close the socket."""
+        if self._peer is not None and self._transport is not None:
+            self._transmit(self._peer.close(time.time()))
+        if self._home is not None and self._transport is not None:
+            self._transmit(self._home.close_own(time.time()))
+        self._stop.set()
+        if self._runner is not None:
+            await self._runner
+            self._runner = None
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        for future in self._sends.values():
+            future.cancel()
+
+    def abort(self) -> None:
+        """Close the socket without detaching (tests: a crash as the network sees it)."""
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+        self._stop.set()
+
+    def statistics(self) -> SignallingStatistics:
+        peer = self._peer
+        return SignallingStatistics(
+            homes=len(peer.homes()) if peer is not None else 0,
+            sent=self._counts["sent"],
+            unreachable=self._counts["unreachable"],
+            received=self._counts["received"],
+            refused=tuple(sorted(self.refused.counts().items())),
+            dropped=tuple(sorted(peer.drops.counts().items())) if peer is not None else (),
+            home=self._home.statistics() if self._home is not None else None,
+        )
+
+    # -- API ---------------------------------------------------------------------
+
+    def homes(self) -> tuple[HomeEntry, ...]:
+        """Our homes now: ourselves when public, else the ones we are attached to."""
+        if self.public:
+            return (self.own_home,)
+        return self._peer.homes() if self._peer is not None else ()
+
+    async def send_signal(self, peer: bytes | str, payload: bytes) -> SendReport:
+        """Seal ``payload`` to ``peer`` and hand it to its homes; ``PeerUnreachableError`` if
+        none delivers it, even after fetching its CONTACT again."""
+        key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
+        contact = await self._contact(key, fresh=False)
+        attempts: tuple[tuple[Address, str], ...] = ()
+        for round_ in range(2):
+            if contact is None or not contact.homes:
+                break
+            done = await self._send_once(key, payload, contact)
+            attempts += done.attempts
+            if done.delivered and done.via is not None:
+                self._counts["sent"] += 1
+                return SendReport(done.via, attempts)
+            if round_ == 0:
+                refreshed = await self._contact(key, fresh=True)
+                if refreshed is None or refreshed.homes == contact.homes:
+                    break
+                contact = refreshed
+        self._counts["unreachable"] += 1
+        reason = "no CONTACT record" if contact is None else "no home delivered it"
+        raise PeerUnreachableError(peer_id_for(key), attempts, reason)
+
+    async def send(self, peer: str, payload: bytes) -> None:
+        """``SignalTransport.send``: PeerLink's offers and answers."""
+        await self.send_signal(peer, payload)
+
+    async def receive(self) -> SignalDelivery:
+        """The next signal addressed to us, its sender authenticated."""
+        return await self._inbox.get()
+
+    def set_presence(self, status: PresenceStatus, note: str = "") -> None:
+        """Tell our homes (and so our watchers) our status."""
+        self._presence_payload = encode_presence(Presence(status, note, int(time.time())))
+        self._push_state()
+
+    def allow_watchers(self, peers: Sequence[bytes] | None) -> None:
+        """Only these keys may watch us (None: anyone); our homes enforce it."""
+        self._allow = None if peers is None else tuple(peers)
+        self._push_state()
+
+    async def watch(self, peer: bytes | str) -> bool:
+        """Follow ``peer``'s presence (``PresenceChanged`` events); False without CONTACT."""
+        key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
+        contact = await self._contact(key, fresh=True)
+        if contact is None or self._peer is None:
+            return False
+        self._presence.setdefault(key, {})
+        self._transmit(self._peer.watch(key, contact.homes, time.time()))
+        return True
+
+    def unwatch(self, peer: bytes | str) -> None:
+        key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
+        self._presence.pop(key, None)
+        self._reported.pop(key, None)
+        if self._peer is not None:
+            self._peer.unwatch(key)
+
+    def presence_of(self, peer: bytes | str) -> PresenceChanged | None:
+        key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
+        return self._reported.get(key)
+
+    # -- internals: sending ------------------------------------------------------
+
+    _presence_payload = b""
+    _allow: tuple[bytes, ...] | None = None
+
+    def _push_state(self) -> None:
+        if self._peer is not None:
+            self._transmit(self._peer.set_state(self._presence_payload, self._allow, time.time()))
+        if self._home is not None:  # we are our own home: tell our watchers directly
+            self._transmit(
+                self._home.set_own_state(self._presence_payload, self._allow, time.time())
+            )
+
+    async def _send_once(self, key: bytes, payload: bytes, contact: Contact) -> SendDone:
+        if self._peer is None:
+            raise RuntimeError("signalling not started")
+        now = time.time()
+        envelope = seal_envelope(
+            self.identity, key, payload, envelope_id=os.urandom(ENVELOPE_ID_BYTES), now=now
+        )
+        handle, out = self._peer.send(envelope, [h.signal for h in contact.homes], now)
+        future: asyncio.Future[SendDone] = asyncio.get_running_loop().create_future()
+        self._sends[handle] = future
+        self._transmit(out)
+        self._after_input()
+        try:
+            return await future
+        finally:
+            self._sends.pop(handle, None)
+
+    async def _contact(self, key: bytes, *, fresh: bool) -> Contact | None:
+        if key == self.identity.public_key:
+            return Contact(self.homes())
+        cached = self._contacts.get(key)
+        if cached is not None and not fresh and time.time() - cached[1] < CONTACT_CACHE:
+            return cached[0]
+        contact = await fetch_contact(self.dht, key)
+        if contact is not None:
+            self._contacts[key] = (contact, time.time())
+        return contact
+
+    # -- internals: datagrams and events ----------------------------------------
+
+    def _datagram(self, data: bytes, source: Address) -> None:
+        now = time.time()
+        if self._home is not None and is_request(data):
+            self._transmit(self._home.receive(data, source, now))
+        elif self._peer is not None:
+            self._transmit(self._peer.receive(data, source, now))
+        self._after_input()
+
+    def _transmit(self, datagrams: list[Datagram]) -> None:
+        if self._transport is None:
+            return
+        for datagram in datagrams:
+            self._transport.sendto(datagram.data, datagram.address)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = time.time()
+        if self._home is not None:
+            self._transmit(self._home.tick(now))
+        if self._peer is not None:
+            self._transmit(self._peer.tick(now))
+        self._after_input()
+
+    def _arm(self) -> None:
+        if self._transport is None:
+            return
+        deadlines = [core.next_deadline() for core in (self._home, self._peer) if core is not None]
+        delay = min(max(min(deadlines) - time.time(), 0.01), 1.0) if deadlines else 1.0
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _after_input(self) -> None:
+        if self._home is not None:
+            for home_event in self._home.drain_events():
+                if isinstance(home_event, LocalDelivery):
+                    self._accept(home_event.envelope)
+                else:
+                    self.emit(home_event)
+        if self._peer is not None:
+            for event in self._peer.drain_events():
+                self._on_peer_event(event)
+        self._arm()
+
+    def _on_peer_event(self, event: object) -> None:
+        match event:
+            case Delivered():
+                self._accept(event.envelope)
+            case SendDone():
+                future = self._sends.get(event.handle)
+                if future is not None and not future.done():
+                    future.set_result(event)
+            case HomesChanged():
+                self._publish.set()
+            case NeedCandidates():
+                self._want_homes.set()
+            case PresenceNotice():
+                self._on_presence(event)
+            case HomeAttached() | HomeLost():
+                self.emit(event)
+            case _:
+                pass
+
+    def _accept(self, envelope: bytes) -> None:
+        try:
+            opened = open_envelope(envelope, self.identity, self._x25519)
+        except EnvelopeDecodeError as error:
+            self.refused.drop("envelope", str(error))
+            return
+        verdict = self._replay.check(
+            opened.sender, opened.envelope_id, opened.timestamp_ms / 1000, time.time()
+        )
+        if verdict is not ReplayVerdict.FRESH:
+            self.refused.drop(f"envelope {verdict.value}")
+            return
+        try:
+            self._inbox.put_nowait(SignalDelivery(peer_id_for(opened.sender), opened.payload))
+        except asyncio.QueueFull:
+            self.refused.drop("inbox full")
+            return
+        self._counts["received"] += 1
+
+    def _on_presence(self, notice: PresenceNotice) -> None:
+        homes = self._presence.get(notice.target)
+        if homes is None:
+            return
+        homes[notice.home] = (notice.code is Code.OK and notice.attached, notice.presence)
+        online = [presence for attached, presence in homes.values() if attached]
+        status, note = ("offline", "")
+        if online:
+            status, note = "online", ""
+            with contextlib.suppress(ContactDecodeError):
+                decoded = decode_presence(max(online, key=len))
+                status, note = decoded.status.name.lower(), decoded.note
+        report = PresenceChanged(peer_id_for(notice.target), bool(online), status, note)
+        if self._reported.get(notice.target) != report:
+            self._reported[notice.target] = report
+            self.emit(report)
+
+    # -- the runner: CONTACT publishing, home search, re-watching ----------------
+
+    async def _run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._publisher())
+            if not self.public:
+                group.create_task(self._home_search())
+            group.create_task(self._rewatcher())
+            await self._stop.wait()
+            self._publish.set()
+            self._want_homes.set()
+
+    async def _publisher(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CONTACT_TTL / 2):
+                    await self._publish.wait()
+            if self._stop.is_set():
+                return
+            self._publish.clear()
+            await self._publish_contact()
+
+    async def _publish_contact(self) -> None:
+        homes = self.homes()
+        contact = Contact(homes, self._nat, b"", self._capabilities)
+        now = time.time()
+        self._seq = max(self._seq + 1, int(now * 1000))
+        record = sign_record(
+            self.identity,
+            RecordKind.CONTACT,
+            CONTACT_SUBJECT,
+            encode_contact(contact),
+            seq=self._seq,
+            now=now,
+            ttl=CONTACT_TTL,
+        )
+        try:
+            result = await self.dht.put(record)
+        except Exception as error:  # the DHT's failure is logged, the next change retries
+            logger.warning("publishing our CONTACT failed: %s", error)
+            return
+        self.emit(
+            ContactPublished(tuple(f"{h}:{p}" for h, p in (x.signal for x in homes)), result.stored)
+        )
+
+    async def _home_search(self) -> None:
+        assert self._find_homes is not None
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CANDIDATE_RETRY):
+                    await self._want_homes.wait()
+            if self._stop.is_set() or self._peer is None:
+                return
+            self._want_homes.clear()
+            if len(self._peer.homes()) >= self._peer_config.wanted:
+                continue
+            try:
+                candidates = await self._find_homes()
+            except Exception as error:  # a failed search is retried after CANDIDATE_RETRY
+                logger.info("finding home supernodes failed: %s", error)
+                continue
+            self._transmit(self._peer.offer_candidates(candidates, time.time()))
+            self._after_input()
+
+    async def _rewatcher(self) -> None:
+        """A watched peer that is offline may come back at other homes: look again."""
+        interval = self._peer_config.watch_refresh / 2
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._stop.wait()
+            for key in list(self._presence):
+                report = self._reported.get(key)
+                if report is not None and report.online:
+                    continue
+                cached = self._contacts.get(key)
+                contact = await self._contact(key, fresh=True)
+                if contact is None or self._peer is None or key not in self._presence:
+                    continue
+                if cached is None or cached[0].homes != contact.homes:
+                    self._transmit(self._peer.watch(key, contact.homes, time.time()))
+                    self._after_input()
