@@ -8,17 +8,18 @@ side with 12 processes. The test process is the signalling: it forwards each
 cannot claim another name), so the delivery is authenticated by construction,
 as the sealed envelopes of ``connectivity.signalling`` will be.
 
-    python -m tests.harness.lab_peer NAME SECRET RELAY_IP:PORT [...] [--prepare N] [--plain]
+    python -m tests.harness.lab_peer NAME SECRET RELAY_IP:PORT [...] [--plain]
 
 Startup: probe every relay (STUN Binding over UDP, else TCP), take the nearest
 as home STUN and TURN server, credentials by the relay's REST secret (what its
-credentials RPC would hand out). ``--prepare N`` gathers N connections ahead
-(TURN allocation included) for incoming offers. ``--plain`` is the benchmark
+credentials RPC would hand out). The ``prepare`` op gathers N connections
+ahead (TURN allocation included) for incoming offers. ``--plain`` is the benchmark
 anchor: plain aiortc, in-band data channel, no early-retransmission tuning.
 
 In:  {"op": "dial", "link": TAG, "peer": NAME} | {"op": "signal", "link": TAG,
-      "from": NAME, "payload": B64} | {"op": "quit"}
-Out: {"ready": NAME, "plan": ...} | {"signal": TAG, "to": NAME, "payload": B64}
+      "from": NAME, "payload": B64} | {"op": "prepare", "count": N} | {"op": "quit"}
+Out: {"ready": NAME, "plan": ...} | {"prepared": N}
+     | {"signal": TAG, "to": NAME, "payload": B64}
      | {"open": TAG, "role": "dial"|"answer", "path": ..., "setup_ms": ...,
         "total_ms": ..., "rtt_ms": ..., "echo": bool} | {"failed": TAG, "error": TEXT}
 """
@@ -55,7 +56,7 @@ PROBE_BUDGET = 0.7
 ECHO_TIMEOUT = 5.0
 PINGS = 3
 MAX_RUNTIME = 300.0  # s: the agent exits whatever happens
-MAX_LINKS = 64
+MAX_LINKS = 256
 
 
 def emit(message: dict[str, Any]) -> None:
@@ -111,25 +112,42 @@ def plan_json(plan: IcePlan) -> dict[str, Any]:
     }
 
 
+def plain_path(pc: RTCPeerConnection) -> dict[str, Any]:
+    """The nominated pair of a plain aiortc connection (aioice keeps it privately)."""
+    sctp = pc.sctp
+    connection = (
+        getattr(sctp.transport.transport.iceGatherer, "_connection", None) if sctp else None
+    )
+    pair = getattr(connection, "_nominated", {}).get(1)
+    if pair is None:
+        return {}
+    local, remote = pair.local_candidate.type, pair.remote_candidate.type
+    direct = "relay" not in (local, remote)
+    return {"local": local, "remote": remote, "direct": direct, "describe": f"{local}->{remote}"}
+
+
 class Agent:
-    def __init__(self, name: str, plan: IcePlan, plain: bool, prepare: int) -> None:
+    def __init__(self, name: str, plan: IcePlan, plain: bool) -> None:
         self.name = name
         self.config = LinkConfig(ice=plan, setup_timeout=20.0)
         self.plain = plain
         self.links: dict[str, PipeSignalling] = {}
         self.spares: list[PreparedConnection] = []
-        self.prepare = prepare
         self.open_links: list[PeerLink] = []
         self.plain_pcs: list[RTCPeerConnection] = []
 
-    async def prepare_spares(self) -> None:
-        if self.plain or not self.prepare:
-            return
-        self.spares = list(
-            await asyncio.gather(
-                *(PreparedConnection.create(self.config) for _ in range(self.prepare))
+    async def prepare_spares(self, count: int) -> None:
+        """Replace the spare connections by ``count`` freshly gathered ones."""
+        old, self.spares = self.spares, []
+        for prepared in old:
+            await prepared.pc.close()
+        if not self.plain and count:
+            self.spares = list(
+                await asyncio.gather(
+                    *(PreparedConnection.create(self.config) for _ in range(count))
+                )
             )
-        )
+        emit({"prepared": len(self.spares)})
 
     async def dial(self, tag: str, peer: str, transport: PipeSignalling) -> None:
         try:
@@ -162,6 +180,8 @@ class Agent:
                     "echo": echo == b"hello " + tag.encode(),
                 }
             )
+            self.open_links.remove(link)
+            await link.close()  # rounds of a benchmark must not pile up open links
         except (PeerLinkError, TimeoutError, OSError, ValueError) as error:
             emit({"failed": tag, "error": f"{type(error).__name__}: {error}"})
 
@@ -200,7 +220,8 @@ class Agent:
             RTCSessionDescription(sdp=answer.payload.decode(), type="answer")
         )
         await asyncio.wait_for(opened.wait(), 20.0)
-        emit({"open": tag, "role": "dial", "setup_ms": (time.monotonic() - sent) * 1000.0})
+        setup_ms = (time.monotonic() - sent) * 1000.0
+        emit({"open": tag, "role": "dial", "setup_ms": setup_ms, "path": plain_path(pc)})
 
     async def _plain_answer(self, delivery: SignalDelivery, transport: PipeSignalling) -> None:
         pc = self._plain_pc()
@@ -225,8 +246,7 @@ async def serve(args: argparse.Namespace) -> None:
         host, _, port = text.rpartition(":")
         relays.append((host, int(port)))
     plan = await choose_plan(args.name, args.secret.encode(), relays)
-    agent = Agent(args.name, plan, args.plain, args.prepare)
-    await agent.prepare_spares()
+    agent = Agent(args.name, plan, args.plain)
     emit({"ready": args.name, "plan": plan_json(plan)})
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -241,6 +261,10 @@ async def serve(args: argparse.Namespace) -> None:
                 op = message.get("op")
                 if op == "quit":
                     break
+                if op == "prepare":
+                    count = min(int(message.get("count", 0)), MAX_LINKS)
+                    group.create_task(agent.prepare_spares(count))
+                    continue
                 tag = str(message.get("link", ""))
                 if op == "dial" and tag not in agent.links and len(agent.links) < MAX_LINKS:
                     outgoing = agent.links[tag] = PipeSignalling(tag)
@@ -266,7 +290,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("name")
     parser.add_argument("secret")
     parser.add_argument("relays", nargs="+")
-    parser.add_argument("--prepare", type=int, default=0)
     parser.add_argument("--plain", action="store_true")
     args = parser.parse_args(argv)
 

@@ -108,7 +108,8 @@ class _Agent:
 
 
 class ReachLab:
-    """Build once per module; ``run(pairs)`` may be called several times (new agents each)."""
+    """Build once per module; ``run(pairs)`` (fresh agents) or ``start_agents`` + ``dial``
+    as often as needed, then ``stop_agents`` (the Lab's exit kills leftovers anyway)."""
 
     def __init__(self, lab: Lab, *, delay_ms: float = 0.0) -> None:
         self.lab = lab
@@ -117,6 +118,10 @@ class ReachLab:
         self.relay_hosts = [lab.public_host(f"relay{i}") for i in range(RELAYS)]
         self.hosts: dict[str, Host] = {}
         self.last_errors: dict[str, str] = {}  # each agent's stderr tail after a run
+        self.agents: dict[str, _Agent] = {}
+        self.plain = False
+        self._buffers: dict[str, bytes] = {}
+        self._links = 0
         for side in ("a", "b"):
             for nat in NAT_ORDER:
                 name = f"{side}-{SHORT[nat]}"
@@ -139,30 +144,46 @@ class ReachLab:
             for host in self.hosts.values():
                 lab.set_delay(host, delay_ms)
 
-    def _start_agents(self, pairs: list[tuple[NatType, NatType]], plain: bool) -> dict[str, _Agent]:
-        incoming: dict[str, int] = {}
-        for _a, b in pairs:
-            incoming[f"b-{SHORT[b]}"] = incoming.get(f"b-{SHORT[b]}", 0) + 1
-        agents: dict[str, _Agent] = {}
+    def start_agents(self, *, plain: bool = False) -> None:
+        """One agent per peer host (12 processes importing aiortc at once: a few seconds)."""
+        self.stop_agents()
+        self._buffers = {}
         for name, host in self.hosts.items():
             argv = host.python("-m", "tests.harness.lab_peer", name, self.secret, *self.relays)
             if plain:
                 argv.append("--plain")
-            elif incoming.get(name):
-                argv += ["--prepare", str(incoming[name])]
             # stderr to a file: a chatty agent must never block on a full pipe.
-            log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed after the run)
+            log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop_agents)
             proc = host.popen(argv, stdin=subprocess.PIPE, stderr=log)
-            agents[name] = _Agent(name, host, proc, log=log)
-        for agent in agents.values():
+            self.agents[name] = _Agent(name, host, proc, log=log)
+            self._buffers[name] = b""
+        self.plain = plain
+        waiting = set(self.agents)
+        deadline = time.monotonic() + AGENT_READY_TIMEOUT
+        while waiting and time.monotonic() < deadline:
+            for name, message in self._messages(deadline - time.monotonic()):
+                if "ready" in message:
+                    self.agents[name].plan = message["plan"]
+                    waiting.discard(name)
+        if waiting:
+            tails = {name: self.agents[name].stderr_tail() for name in waiting}
+            raise LabError(f"agents not ready: {tails}")
+
+    def stop_agents(self) -> None:
+        for agent in self.agents.values():
+            self._write(agent, {"op": "quit"})
+        for agent in self.agents.values():
             try:
-                ready = json.loads(read_line(agent.proc, timeout=AGENT_READY_TIMEOUT))
-            except LabError:
+                agent.proc.wait(10)
+            except subprocess.TimeoutExpired:
                 agent.proc.kill()
                 agent.proc.wait(5)
-                raise LabError(f"{agent.name} not ready: {agent.stderr_tail()}") from None
-            agent.plan = ready["plan"]
-        return agents
+            for stream in (agent.proc.stdin, agent.proc.stdout):
+                if stream is not None:
+                    stream.close()
+            self.last_errors[agent.name] = agent.stderr_tail()
+            agent.log.close()
+        self.agents.clear()
 
     def run(
         self,
@@ -171,40 +192,59 @@ class ReachLab:
         signal_delay: float = 0.0,
         plain: bool = False,
         timeout: float = 60.0,
-        tag: str = "",
     ) -> dict[tuple[NatType, NatType], PairResult]:
-        """Start agents, dial every pair at once, route signals, collect the dialers' reports."""
-        agents = self._start_agents(pairs, plain)
-        links: dict[str, tuple[NatType, NatType]] = {}
-        results: dict[tuple[NatType, NatType], PairResult] = {}
+        """Start agents, dial every pair at once, stop the agents."""
+        self.start_agents(plain=plain)
         try:
-            for index, (a, b) in enumerate(pairs):
-                link = f"{tag}{index}"
-                links[link] = (a, b)
-                self._write(
-                    agents[f"a-{SHORT[a]}"], {"op": "dial", "link": link, "peer": f"b-{SHORT[b]}"}
-                )
-            self._route(agents, links, results, signal_delay, timeout)
+            return self.dial(pairs, signal_delay=signal_delay, timeout=timeout)
         finally:
-            for agent in agents.values():
-                self._write(agent, {"op": "quit"})
-            for agent in agents.values():
-                try:
-                    agent.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    agent.proc.kill()
-                    agent.proc.wait(5)
-                for stream in (agent.proc.stdin, agent.proc.stdout):
-                    if stream is not None:
-                        stream.close()
-                self.last_errors[agent.name] = agent.stderr_tail()
-                agent.log.close()
+            self.stop_agents()
+
+    def dial(
+        self,
+        pairs: list[tuple[NatType, NatType]],
+        *,
+        signal_delay: float = 0.0,
+        timeout: float = 60.0,
+        prepare: bool = True,
+    ) -> dict[tuple[NatType, NatType], PairResult]:
+        """Dial every pair at once, route the signals, collect the dialers' reports.
+
+        With ``prepare`` (PeerLink agents only), every answering agent first
+        gathers one connection per link it will answer (TURN allocation
+        included), as a peer keeps spare connections ready for incoming offers.
+        """
+        if prepare and not self.plain:
+            self._prepare(pairs, timeout)
+        links: dict[str, tuple[NatType, NatType]] = {}
+        for a, b in pairs:
+            self._links += 1
+            link = f"l{self._links}"
+            links[link] = (a, b)
+            dialer = self.agents[f"a-{SHORT[a]}"]
+            self._write(dialer, {"op": "dial", "link": link, "peer": f"b-{SHORT[b]}"})
+        results = self._route(links, signal_delay, timeout)
         for pair in links.values():
             if pair not in results:
                 results[pair] = PairResult(
                     pair, False, None, "", None, None, None, False, "timeout"
                 )
         return results
+
+    def _prepare(self, pairs: list[tuple[NatType, NatType]], timeout: float) -> None:
+        incoming: dict[str, int] = {}
+        for _a, b in pairs:
+            incoming[f"b-{SHORT[b]}"] = incoming.get(f"b-{SHORT[b]}", 0) + 1
+        for name, count in incoming.items():
+            self._write(self.agents[name], {"op": "prepare", "count": count})
+        waiting = set(incoming)
+        deadline = time.monotonic() + timeout
+        while waiting and time.monotonic() < deadline:
+            for name, message in self._messages(deadline - time.monotonic()):
+                if "prepared" in message:
+                    waiting.discard(name)
+        if waiting:
+            raise LabError(f"agents did not prepare: {sorted(waiting)}")
 
     @staticmethod
     def _write(agent: _Agent, message: dict[str, Any]) -> None:
@@ -216,77 +256,80 @@ class ReachLab:
         except BrokenPipeError:
             pass
 
+    def _messages(self, wait: float) -> list[tuple[str, dict[str, Any]]]:
+        """Whole JSON lines any agent wrote within ``wait`` s (partial lines stay buffered)."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        with selectors.DefaultSelector() as selector:
+            for name, agent in self.agents.items():
+                if agent.proc.stdout is not None and not agent.proc.stdout.closed:
+                    selector.register(agent.proc.stdout.fileno(), selectors.EVENT_READ, name)
+            for key, _events in selector.select(max(0.0, wait)):
+                name = key.data
+                chunk = _read_available(key.fd)
+                if not chunk:
+                    continue
+                self._buffers[name] += chunk
+                if len(self._buffers[name]) > MAX_LINE_BYTES:
+                    raise LabError(f"{name} wrote an over-long line")
+                *lines, self._buffers[name] = self._buffers[name].split(b"\n")
+                out.extend((name, json.loads(line)) for line in lines if line.strip())
+        return out
+
     def _route(
         self,
-        agents: dict[str, _Agent],
         links: dict[str, tuple[NatType, NatType]],
-        results: dict[tuple[NatType, NatType], PairResult],
         signal_delay: float,
         timeout: float,
-    ) -> None:
+    ) -> dict[tuple[NatType, NatType], PairResult]:
+        results: dict[tuple[NatType, NatType], PairResult] = {}
         deadline = time.monotonic() + timeout
         pending: list[tuple[float, int, str, dict[str, Any]]] = []
         sequence = 0
-        buffers = {name: b"" for name in agents}
-        with selectors.DefaultSelector() as selector:
-            for name, agent in agents.items():
-                assert agent.proc.stdout is not None
-                selector.register(agent.proc.stdout.fileno(), selectors.EVENT_READ, name)
-            while len(results) < len(links) and time.monotonic() < deadline:
-                now = time.monotonic()
-                while pending and pending[0][0] <= now:
-                    _at, _seq, target, message = heapq.heappop(pending)
-                    self._write(agents[target], message)
-                wait = deadline - now
-                if pending:
-                    wait = min(wait, max(0.0, pending[0][0] - now))
-                for key, _events in selector.select(wait):
-                    name = key.data
-                    chunk = _read_available(key.fd)
-                    if not chunk:
-                        selector.unregister(key.fd)
+        while len(results) < len(links) and time.monotonic() < deadline:
+            now = time.monotonic()
+            while pending and pending[0][0] <= now:
+                _at, _seq, target, forwarded = heapq.heappop(pending)
+                self._write(self.agents[target], forwarded)
+            wait = deadline - now
+            if pending:
+                wait = min(wait, max(0.0, pending[0][0] - now))
+            for name, message in self._messages(wait):
+                if "signal" in message:
+                    target = str(message["to"])
+                    if target not in self.agents:
                         continue
-                    buffers[name] += chunk
-                    if len(buffers[name]) > MAX_LINE_BYTES:
-                        raise LabError(f"{name} wrote an over-long line")
-                    *lines, buffers[name] = buffers[name].split(b"\n")
-                    for line in lines:
-                        message = json.loads(line)
-                        if "signal" in message:
-                            target = str(message["to"])
-                            if target not in agents:
-                                continue
-                            forwarded = {
-                                "op": "signal",
-                                "link": message["signal"],
-                                "from": name,  # stamped here: the agent cannot forge it
-                                "payload": message["payload"],
-                            }
-                            sequence += 1
-                            heapq.heappush(
-                                pending,
-                                (time.monotonic() + signal_delay, sequence, target, forwarded),
-                            )
-                        elif "open" in message and message.get("role") == "dial":
-                            pair = links[message["open"]]
-                            path = message.get("path") or {}
-                            results[pair] = PairResult(
-                                pair,
-                                True,
-                                path.get("direct"),
-                                path.get("describe", ""),
-                                message.get("setup_ms"),
-                                message.get("total_ms"),
-                                message.get("rtt_ms"),
-                                bool(message.get("echo", True)),
-                            )
-                        elif "failed" in message and message["failed"] in links:
-                            pair = links[message["failed"]]
-                            if not name.startswith("a-"):
-                                continue  # the dialer reports its own failure too
-                            results[pair] = PairResult(
-                                pair, False, None, "", None, None, None, False, message["error"]
-                            )
+                    forwarded = {
+                        "op": "signal",
+                        "link": message["signal"],
+                        "from": name,  # stamped here: the agent cannot forge it
+                        "payload": message["payload"],
+                    }
+                    sequence += 1
+                    release = time.monotonic() + signal_delay
+                    heapq.heappush(pending, (release, sequence, target, forwarded))
+                elif "open" in message and message.get("role") == "dial":
+                    if message["open"] not in links:
+                        continue
+                    pair = links[message["open"]]
+                    path = message.get("path") or {}
+                    results[pair] = PairResult(
+                        pair,
+                        True,
+                        path.get("direct"),
+                        path.get("describe", ""),
+                        message.get("setup_ms"),
+                        message.get("total_ms"),
+                        message.get("rtt_ms"),
+                        bool(message.get("echo", True)),
+                    )
+                elif "failed" in message and message["failed"] in links:
+                    if not name.startswith("a-"):
+                        continue  # the dialer reports its own failure too
+                    pair = links[message["failed"]]
+                    results[pair] = PairResult(
+                        pair, False, None, "", None, None, None, False, message["error"]
+                    )
+        return results
 
 
 def _read_available(fd: int) -> bytes:
