@@ -93,6 +93,8 @@ logger = logging.getLogger(__name__)
 CONTACT_CACHE = 60.0  # seconds a resolved CONTACT is used without asking the DHT again
 INBOX_SIZE = 256  # received signals waiting for receive()
 CANDIDATE_RETRY = 10.0  # seconds between searches for homes while short of them
+SUSPECT_FOR = 30.0  # seconds a home that did not answer is tried after the others
+MAX_SUSPECTS = 1024
 
 Address = tuple[str, int]
 FindHomes = Callable[[], Awaitable[Sequence[HomeEntry]]]
@@ -227,6 +229,7 @@ class SignallingService:
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._seq = 0
+        self._suspects: dict[Address, float] = {}  # home -> until when it is tried last
         self._counts = {"sent": 0, "unreachable": 0, "received": 0}
         self.refused = DropCounter(logger, time.time)
 
@@ -402,15 +405,24 @@ class SignallingService:
         envelope = seal_envelope(
             self.identity, key, payload, envelope_id=os.urandom(ENVELOPE_ID_BYTES), now=now
         )
-        handle, out = self._peer.send(envelope, [h.signal for h in contact.homes], now)
+        # A home that just failed to answer goes last: the peer's other home delivers at
+        # once instead of after a timeout, until its CONTACT names a replacement.
+        for address in [a for a, until in self._suspects.items() if until <= now]:
+            del self._suspects[address]
+        homes = sorted((h.signal for h in contact.homes), key=lambda a: a in self._suspects)
+        handle, out = self._peer.send(envelope, homes, now)
         future: asyncio.Future[SendDone] = asyncio.get_running_loop().create_future()
         self._sends[handle] = future
         self._transmit(out)
         self._after_input()
         try:
-            return await future
+            done = await future
         finally:
             self._sends.pop(handle, None)
+        for address, outcome in done.attempts:
+            if outcome == "no answer" and len(self._suspects) < MAX_SUSPECTS:
+                self._suspects[address] = time.time() + SUSPECT_FOR
+        return done
 
     async def _contact(self, key: bytes, *, fresh: bool) -> Contact | None:
         if key == self.identity.public_key:

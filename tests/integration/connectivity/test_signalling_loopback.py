@@ -208,15 +208,22 @@ def test_a_killed_home_leaves_peers_reachable_and_is_replaced() -> None:
         report = await alice.send_signal(bob.identity.peer_id, b"still there?")
         assert report.via != dead
         assert report.attempts[-1] == (report.via, "ok")
+        # The dead home is now tried last: the next signal goes through at once.
+        report = await alice.send_signal(bob.identity.peer_id, b"at once")
+        assert report.attempts == ((report.via, "ok"),)
         async with asyncio.timeout(WAIT):
             assert (await bob.receive()).payload == b"still there?"
+        async with asyncio.timeout(WAIT):
+            assert (await bob.receive()).payload == b"at once"
         # Bob notices, takes the third supernode as his second home and republishes
         # (the bound: a new second home within 30 s).
         await until(
             lambda: victim_key not in {h.key for h in bob.homes()} and len(bob.homes()) == 2, 30
         )
         await until_published(world.dhts[0], bob.identity.public_key, bob.homes())
-        # The new CONTACT routes the next signal without a dead home on the way.
+        fresh = await fetch_contact(alice.dht, bob.identity.public_key)
+        assert fresh is not None and victim_key not in {h.key for h in fresh.homes}
+        # Anyone resolving bob now finds the new pair; signals keep arriving.
         await alice.send_signal(bob.identity.peer_id, b"again")
         async with asyncio.timeout(WAIT):
             assert (await bob.receive()).payload == b"again"
