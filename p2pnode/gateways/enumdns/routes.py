@@ -1,10 +1,17 @@
 """Routes for numbers, kept fresh from the DHT in the background for the DNS hot path.
 
-The DNS core asks ``route_nowait``: it never waits. A missing or stale number
-is queued for a bounded pool of workers that ask the directory; the server may
-wait a bounded time for a missing one (``wait``), a stale one is answered from
-what we have while it refreshes (stale-while-revalidate).
+The DNS core asks ``route_nowait``: it never waits. A missing number is queued
+for a bounded pool of workers that ask the directory; the server may wait a
+bounded time for it (``wait``). A known route is refreshed in the background
+once it is ``REFRESH_FRACTION`` of its TTL old, while it is still served.
 Invariants:
+- A route is never served older than ``positive_ttl`` (an absence: older than
+  ``negative_ttl``), counted from when the lookup that found it STARTED. Past
+  that it is PENDING (the server waits for the refresh, then SERVFAIL), never a
+  stale route: a verifier's revocation, or an owner's change, reaches callers
+  within the TTL (issue 10, finding 5; it used to be served stale past it).
+  ``DEFAULT_ROUTE_TTL`` plus the core's 2 s encoded-answer cache equals the
+  default 60 s NAPTR TTL the gateway hands out.
 - At most ``max_entries`` numbers are held and at most ``queue_size`` waiting
   for a lookup; beyond that new numbers get ``PENDING`` and, after the bounded
   wait, SERVFAIL (the PBX retries or falls back to the PSTN).
@@ -23,7 +30,10 @@ from dataclasses import dataclass
 
 from p2pnode.directory.trust import Route
 
-__all__ = ["RouteCache", "RouteLookup", "RouteStatus"]
+__all__ = ["DEFAULT_ROUTE_TTL", "REFRESH_FRACTION", "RouteCache", "RouteLookup", "RouteStatus"]
+
+DEFAULT_ROUTE_TTL = 58.0  # + the core's 2 s answer cache = GatewayConfig.answer_ttl (60 s)
+REFRESH_FRACTION = 0.75  # a queried route is looked up again once this old (of its TTL)
 
 _log = logging.getLogger(__name__)
 
@@ -40,7 +50,7 @@ RouteLookup = Callable[[str], Awaitable[Route | None]]
 @dataclass(slots=True)
 class _Entry:
     value: Route | RouteStatus
-    fetched_at: float
+    fetched_at: float  # when the lookup that produced it started
     failed: bool = False
     retry_at: float = 0.0  # after a failed refresh: no new lookup before this
 
@@ -53,10 +63,9 @@ class RouteCache:
         lookup: RouteLookup,
         clock: Callable[[], float],
         *,
-        positive_ttl: float = 60.0,
+        positive_ttl: float = DEFAULT_ROUTE_TTL,
         negative_ttl: float = 15.0,
         failure_retry: float = 5.0,
-        max_stale: float = 600.0,
         max_entries: int = 100_000,
         queue_size: int = 1024,
         concurrency: int = 8,
@@ -67,7 +76,6 @@ class RouteCache:
         self._positive_ttl = positive_ttl
         self._negative_ttl = negative_ttl
         self._failure_retry = failure_retry
-        self._max_stale = max_stale
         self._max_entries = max_entries
         self._concurrency = concurrency
         self._timeout = timeout
@@ -79,7 +87,7 @@ class RouteCache:
         self.failures = 0
 
     def route_nowait(self, number: str, now: float) -> Route | RouteStatus:
-        """What we know about ``number`` now; schedules a refresh when missing or stale."""
+        """What we know about ``number`` now; schedules a refresh when missing or ageing."""
         entry = self._entries.get(number)
         if entry is None:
             self._schedule(number)
@@ -89,13 +97,15 @@ class RouteCache:
             if age >= self._failure_retry:
                 self._schedule(number)
             return entry.value
-        ttl = self._negative_ttl if entry.value is RouteStatus.ABSENT else self._positive_ttl
+        ttl = self._ttl(entry)
+        if age >= ttl * REFRESH_FRACTION and now >= entry.retry_at:
+            self._schedule(number)
         if age >= ttl:
-            if now >= entry.retry_at:
-                self._schedule(number)
-            if age >= ttl + self._max_stale:
-                return RouteStatus.PENDING
+            return RouteStatus.PENDING  # never past its TTL: revocations take effect within it
         return entry.value
+
+    def _ttl(self, entry: _Entry) -> float:
+        return self._negative_ttl if entry.value is RouteStatus.ABSENT else self._positive_ttl
 
     def _schedule(self, number: str) -> None:
         if number in self._queued:
@@ -131,20 +141,22 @@ class RouteCache:
 
     async def _refresh(self, number: str) -> None:
         self.lookups += 1
+        started = self._clock()  # the answer is at most as fresh as the lookup's start
         try:
             async with asyncio.timeout(self._timeout):
                 route = await self._lookup(number)
         except (TimeoutError, OSError, ValueError) as error:
             self.failures += 1
-            _log.debug("route lookup for %s failed: %s", number, error)
+            _log.debug("route lookup for %s failed: %s", number, type(error).__name__)
+            now = self._clock()
             old = self._entries.get(number)
-            if old is not None and not old.failed:
-                old.retry_at = self._clock() + self._failure_retry  # serve stale, retry later
+            if old is not None and not old.failed and now - old.fetched_at < self._ttl(old):
+                old.retry_at = now + self._failure_retry  # still within its TTL: retry later
                 return
-            self._store(number, _Entry(RouteStatus.FAILED, self._clock(), failed=True))
+            self._store(number, _Entry(RouteStatus.FAILED, now, failed=True))
             return
         value: Route | RouteStatus = RouteStatus.ABSENT if route is None else route
-        self._store(number, _Entry(value, self._clock()))
+        self._store(number, _Entry(value, started))
 
     def _store(self, number: str, entry: _Entry) -> None:
         self._entries[number] = entry

@@ -51,10 +51,10 @@ def run(coroutine: object) -> None:
     asyncio.run(coroutine)  # type: ignore[arg-type]
 
 
-def test_missing_then_known_then_stale_while_revalidate() -> None:
+def test_missing_then_known_then_refreshed_before_its_ttl() -> None:
     async def scenario() -> None:
         clock, lookups = Clock(), Lookups()
-        cache = RouteCache(lookups, clock, positive_ttl=60, max_stale=600)
+        cache = RouteCache(lookups, clock, positive_ttl=60)
         worker = asyncio.create_task(cache.run())
         try:
             assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.PENDING
@@ -63,13 +63,51 @@ def test_missing_then_known_then_stale_while_revalidate() -> None:
                 await cache.wait(NUMBER)
             assert cache.route_nowait(NUMBER, clock.now) == ROUTE
             assert lookups.calls == [NUMBER]  # the two misses were one lookup
-            clock.now += 61
+            clock.now += 30
+            assert cache.route_nowait(NUMBER, clock.now) == ROUTE
+            await settle()
+            assert lookups.calls == [NUMBER]  # young: no refresh
+            clock.now += 16  # 46 s: past REFRESH_FRACTION of the TTL
             lookups.answer = None
-            assert cache.route_nowait(NUMBER, clock.now) == ROUTE  # stale, served, refreshing
+            assert cache.route_nowait(NUMBER, clock.now) == ROUTE  # served while refreshing
             await settle()
             assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.ABSENT
             clock.now += 10_000
             assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.PENDING  # too old to serve
+        finally:
+            worker.cancel()
+
+    run(scenario())
+
+
+def test_a_revoked_route_is_never_served_past_its_ttl() -> None:
+    """Issue 10 finding 5: a route revoked in the DHT was served for 66 s by a gateway
+    answering with a 60 s TTL (stale-while-revalidate past the TTL). However slow or
+    failing the refresh, no route is served older than the TTL."""
+
+    async def scenario() -> None:
+        clock, lookups = Clock(), Lookups()
+        cache = RouteCache(lookups, clock, positive_ttl=60)
+        worker = asyncio.create_task(cache.run())
+        try:
+            cache.route_nowait(NUMBER, clock.now)
+            await settle()
+            fetched = clock.now
+            assert cache.route_nowait(NUMBER, clock.now) == ROUTE
+            lookups.gate.clear()  # the DHT stops answering (or an attacker stalls it)
+            lookups.answer = None  # and the verifier has revoked the owner meanwhile
+            served = []
+            for second in range(1, 80):
+                clock.now = fetched + second
+                if cache.route_nowait(NUMBER, clock.now) == ROUTE:
+                    served.append(second)
+                await settle()
+            assert served and max(served) < 60
+            lookups.gate.set()  # the stalled lookup ends: its answer is dated at its start
+            await settle()
+            assert cache.route_nowait(NUMBER, clock.now) is not ROUTE
+            await settle()
+            assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.ABSENT
         finally:
             worker.cancel()
 
@@ -92,8 +130,8 @@ def test_failures_are_not_absences() -> None:
             cache.route_nowait(NUMBER, clock.now)
             await settle()
             assert cache.route_nowait(NUMBER, clock.now) == ROUTE
-            # a failed refresh keeps serving the known route, retried later
-            clock.now += 61
+            # a failed refresh inside the TTL keeps serving the known route, retried later
+            clock.now += 46
             lookups.answer = OSError("unreachable")
             assert cache.route_nowait(NUMBER, clock.now) == ROUTE
             await settle()
@@ -102,6 +140,11 @@ def test_failures_are_not_absences() -> None:
             cache.route_nowait(NUMBER, clock.now + 1)
             await settle()
             assert len(lookups.calls) == calls
+            # past the TTL with the DHT still down: FAILED (SERVFAIL), not the old route
+            clock.now += 20
+            assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.PENDING
+            await settle()
+            assert cache.route_nowait(NUMBER, clock.now) is RouteStatus.FAILED
         finally:
             worker.cancel()
 
