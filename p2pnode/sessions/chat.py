@@ -45,7 +45,13 @@ from p2pnode.sessions.crypto import (
     SessionFailure,
     session_id_for,
 )
-from p2pnode.sessions.outbox import OutboxInput, OutboxState, retry_delay, transition
+from p2pnode.sessions.outbox import (
+    OutboxInput,
+    OutboxState,
+    RetryPolicy,
+    retry_delay,
+    transition,
+)
 from p2pnode.sessions.prekeys import needs_rotation, prekey_record
 from p2pnode.sessions.store import ChatStore, Direction, MessageRow, OutboxRow
 
@@ -87,7 +93,15 @@ class ReceiveResult:
 class ChatCore:
     """One peer's messaging state over a ``ChatStore``; ``rng`` makes ids and jitter."""
 
-    def __init__(self, identity: Identity, seed: bytes, store: ChatStore, rng: random.Random):
+    def __init__(
+        self,
+        identity: Identity,
+        seed: bytes,
+        store: ChatStore,
+        rng: random.Random,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
         self.identity = identity
         self.store = store
         self.rng = rng
@@ -144,7 +158,7 @@ class ChatCore:
             )
             encoded = self._encrypt(peer, encode_body(body), now, bundle)
             digest = message_hash(body)
-            self.store.insert_message(
+            fresh = self.store.insert_message(
                 MessageRow(
                     message_id,
                     peer,
@@ -159,6 +173,8 @@ class ChatCore:
                 ),
                 now,
             )
+            if not fresh:  # a 128-bit random id repeated: the rng is broken, refuse to send
+                raise RuntimeError("message id collision")
             self.store.save_conversation(
                 type(conversation)(
                     peer, body.seq + 1, digest, conversation.shown_seq, conversation.shown_hash
@@ -223,7 +239,7 @@ class ChatCore:
                 state = transition(state, OutboxInput.RETRY_DUE)
             state = transition(state, event)
             attempts = current.attempts + 1
-            delay = retry_delay(state, attempts, self.rng)
+            delay = retry_delay(state, attempts, self.rng, self.policy)
             self.store.update_outbox(
                 current.envelope_id, state, attempts, now + delay, max(copies, current.copies)
             )

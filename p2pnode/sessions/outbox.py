@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import random
+from dataclasses import dataclass
 
 __all__ = [
     "FIRST_RETRY",
@@ -28,6 +29,7 @@ __all__ = [
     "OutboxError",
     "OutboxInput",
     "OutboxState",
+    "RetryPolicy",
     "retry_delay",
     "transition",
 ]
@@ -78,16 +80,29 @@ def transition(state: OutboxState, event: OutboxInput) -> OutboxState:
         raise OutboxError(f"outbox: {event.value} undefined in state {state.name}") from None
 
 
-def retry_delay(state: OutboxState, attempts: int, rng: random.Random) -> float:
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retry timing; the defaults are the product's, tests shrink them."""
+
+    first: float = FIRST_RETRY
+    ceiling: float = MAX_RETRY
+    held: float = HELD_RETRY
+    online: float = 8.0  # wait this long for the receipt of an online delivery
+
+
+def retry_delay(
+    state: OutboxState, attempts: int, rng: random.Random, policy: RetryPolicy | None = None
+) -> float:
     """Seconds until the next attempt after ``attempts`` attempts, ending in ``state``.
 
-    QUEUED backs off exponentially; SENT_ONLINE waits for a receipt as long as the
-    first retry of a failure would; HELD waits ``HELD_RETRY``.
+    QUEUED backs off exponentially; SENT_ONLINE waits ``policy.online`` for the
+    receipt; HELD waits ``policy.held``.
     """
+    policy = policy or RetryPolicy()
     if state is OutboxState.HELD:
-        base = HELD_RETRY
+        base = policy.held
     elif state is OutboxState.SENT_ONLINE:
-        base = max(FIRST_RETRY * 4, 8.0)
+        base = policy.online
     else:
-        base = min(MAX_RETRY, FIRST_RETRY * 2 ** min(max(attempts - 1, 0), 20))
+        base = min(policy.ceiling, policy.first * 2 ** min(max(attempts - 1, 0), 20))
     return base * rng.uniform(0.8, 1.2)

@@ -1,0 +1,338 @@
+"""The peer's messaging service: drives ``ChatCore`` over an online path and mailboxes.
+
+Transport-agnostic: the online path is an injected ``send_signal(peer, payload)``
+(the connectivity layer's sealed signalling, or anything that returns True once
+the peer's live node took the payload), and the directory lookups are injected
+resolvers (prekey bundle, mailbox list). Mailboxes are reached with
+``MailboxClient`` over TCP.
+
+What it guarantees (the core's invariants plus):
+- A text is attempted online first, else deposited at the recipient's mailboxes
+  until ``MIN_COPIES`` acknowledge; either way it stays in the outbox until the
+  recipient's delivered receipt, retried on the outbox's schedule.
+- On ``attach`` the peer registers its mailbox list at each of its mailboxes and
+  drains every current and former one, deleting by acknowledgement only what
+  its store has committed.
+- Every task is owned by ``run``'s TaskGroup; a failing mailbox is a failed
+  attempt, never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from p2pnode.identity import Identity
+from p2pnode.sessions.chat import ChatCore, Outgoing, ReceiveResult
+from p2pnode.sessions.chat_message import BodyKind
+from p2pnode.sessions.crypto import PrekeyBundle
+from p2pnode.sessions.mailbox_list import MailboxEntry, mailbox_list_record
+from p2pnode.sessions.mailbox_service import MailboxClient, MailboxUnavailableError
+from p2pnode.sessions.mailbox_wire import (
+    MAX_DEPOSIT_ITEMS,
+    MAX_FETCH_ITEMS,
+    RegisterRequest,
+    Status,
+    sign_ack,
+    sign_deposit,
+    sign_fetch,
+)
+from p2pnode.sessions.outbox import MIN_COPIES, OutboxInput, RetryPolicy
+from p2pnode.sessions.store import ChatStore, MessageRow, OutboxRow
+
+__all__ = [
+    "GapDetected",
+    "MessageShown",
+    "MessagingConfig",
+    "MessagingEvent",
+    "MessagingService",
+    "MessagingStatistics",
+    "ReceiptArrived",
+    "ResolveBundle",
+    "ResolveMailboxes",
+    "SendSignal",
+]
+
+SendSignal = Callable[[bytes, bytes], Awaitable[bool]]
+ResolveBundle = Callable[[bytes], Awaitable[PrekeyBundle | None]]
+ResolveMailboxes = Callable[[bytes], Awaitable[tuple[MailboxEntry, ...]]]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageShown:
+    message: MessageRow
+    request: bool  # from a peer not yet accepted
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptArrived:
+    message_id: bytes
+    kind: BodyKind
+
+
+@dataclass(frozen=True, slots=True)
+class GapDetected:
+    peer: bytes
+    expected_seq: int
+    held_seq: int
+
+
+MessagingEvent = MessageShown | ReceiptArrived | GapDetected
+
+
+@dataclass(frozen=True, slots=True)
+class MessagingConfig:
+    mailboxes: tuple[MailboxEntry, ...]  # ours, named in our MAILBOX_LIST record
+    former_mailboxes: tuple[MailboxEntry, ...] = ()  # drained on attach, no longer named
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    drain_every: float = 60.0  # poll our mailboxes while attached
+    idle_wake: float = 5.0  # longest sleep of the outbox pump
+
+
+@dataclass(frozen=True, slots=True)
+class MessagingStatistics:
+    outbox: int
+    online_sent: int
+    deposited: int
+    deposit_refusals: int
+    drained: int
+    refused: int
+
+
+class MessagingService:
+    """One peer's messaging: ``send``, ``deliver_online``, ``attach``, and ``run``."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        seed: bytes,
+        store_path: Path,
+        config: MessagingConfig,
+        *,
+        send_signal: SendSignal,
+        resolve_bundle: ResolveBundle,
+        resolve_mailboxes: ResolveMailboxes,
+        clock: Callable[[], float],
+        rng: random.Random | None = None,
+        on_event: Callable[[MessagingEvent], None] = lambda event: None,
+    ) -> None:
+        self.identity = identity
+        self.config = config
+        self.clock = clock
+        self.core = ChatCore(
+            identity, seed, ChatStore(store_path), rng or random.SystemRandom(), config.policy
+        )
+        self._send_signal = send_signal
+        self._resolve_bundle = resolve_bundle
+        self._resolve_mailboxes = resolve_mailboxes
+        self._on_event = on_event
+        self._clients: dict[tuple[str, int], MailboxClient] = {}
+        self._wake = asyncio.Event()
+        self._rid = 0
+        self._online_sent = self._deposited = self._refusals = self._drained = self._refused = 0
+
+    # public API
+    async def send(self, peer: bytes, text: str) -> bytes:
+        """Queue ``text`` to ``peer`` (committed before this returns); its message id."""
+        bundle = None
+        if not self.core.has_session(peer):
+            bundle = await self._resolve_bundle(peer)
+            if bundle is None:
+                raise LookupError("no prekey bundle published for this peer")
+        outgoing = self.core.compose(peer, text, self.clock(), bundle)
+        self._wake.set()
+        return outgoing.message_id
+
+    async def deliver_online(self, payload: bytes) -> None:
+        """An envelope arrived over the online path."""
+        await self._handle(self.core.receive([payload], self.clock()))
+
+    async def read(self, peer: bytes, message_ids: tuple[bytes, ...]) -> None:
+        """Tell ``peer`` these messages were shown to the person."""
+        await self._send_replies(self.core.read(peer, message_ids, self.clock()))
+
+    async def attach(self) -> int:
+        """Register our mailbox list, publish nothing else, drain every mailbox; items drained."""
+        await self.register()
+        return await self.drain()
+
+    async def register(self) -> None:
+        now = self.clock()
+        record = mailbox_list_record(
+            self.identity, self.config.mailboxes, seq=int(now * 1000), now=now
+        )
+        for entry in self.config.mailboxes:
+            try:
+                await self._client(entry).request(RegisterRequest(self._next_rid(), record.encoded))
+            except MailboxUnavailableError:
+                continue  # registered again on the next attach
+
+    async def drain(self) -> int:
+        total = 0
+        for entry in self.config.mailboxes + self.config.former_mailboxes:
+            total += await self._drain_one(entry)
+        return total
+
+    async def run(self) -> None:
+        """The outbox pump and the periodic drain, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._pump())
+            group.create_task(self._poll())
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self.core.store.close()
+
+    def statistics(self) -> MessagingStatistics:
+        return MessagingStatistics(
+            self.core.store.outbox_size(),
+            self._online_sent,
+            self._deposited,
+            self._refusals,
+            self._drained,
+            self._refused,
+        )
+
+    # internals
+    def _next_rid(self) -> int:
+        self._rid = (self._rid + 1) % 2**32
+        return self._rid
+
+    def _client(self, entry: MailboxEntry) -> MailboxClient:
+        key = (entry.host, entry.port)
+        if key not in self._clients:
+            self._clients[key] = MailboxClient(entry.host, entry.port)
+        return self._clients[key]
+
+    async def _handle(self, result: ReceiveResult) -> None:
+        self._refused += len(result.refused)
+        requests = set(result.requests)
+        for message in result.shown:
+            self._on_event(MessageShown(message, message.peer in requests))
+        for message_id, kind in result.receipts:
+            self._on_event(ReceiptArrived(message_id, kind))
+        for peer, expected, held in result.gaps:
+            self._on_event(GapDetected(peer, expected, held))
+        await self._send_replies(list(result.replies))
+
+    async def _send_replies(self, replies: list[Outgoing]) -> None:
+        """Receipts: online if the peer takes them, else one deposit round (best effort)."""
+        by_peer: dict[bytes, list[bytes]] = {}
+        for reply in replies:
+            if not await self._try_online(reply.peer, reply.envelope):
+                by_peer.setdefault(reply.peer, []).append(reply.envelope)
+        for peer, envelopes in by_peer.items():
+            await self._deposit(peer, envelopes)
+
+    async def _try_online(self, peer: bytes, envelope: bytes) -> bool:
+        try:
+            accepted = await self._send_signal(peer, envelope)
+        except (OSError, TimeoutError):
+            return False
+        if accepted:
+            self._online_sent += 1
+        return accepted
+
+    async def _deposit(self, peer: bytes, envelopes: list[bytes]) -> list[int]:
+        """Deposit at every mailbox of ``peer``; copies acknowledged per envelope."""
+        copies = [0] * len(envelopes)
+        entries = await self._resolve_mailboxes(peer)
+
+        async def one(entry: MailboxEntry) -> None:
+            client = self._client(entry)
+            for start in range(0, len(envelopes), MAX_DEPOSIT_ITEMS):
+                chunk = tuple(envelopes[start : start + MAX_DEPOSIT_ITEMS])
+                request = sign_deposit(
+                    self.identity, entry.key, self._next_rid(), peer, chunk, int(self.clock())
+                )
+                try:
+                    response = await client.request(request)
+                except MailboxUnavailableError:
+                    return
+                for offset, status in enumerate(response.statuses):
+                    if status.stored:
+                        copies[start + offset] += 1
+                    else:
+                        self._refusals += 1
+                if response.status is Status.NOT_MAILBOX:
+                    return
+
+        async with asyncio.TaskGroup() as group:
+            for entry in entries:
+                group.create_task(one(entry))
+        return copies
+
+    async def _attempt(self, rows: list[OutboxRow]) -> None:
+        by_peer: dict[bytes, list[OutboxRow]] = {}
+        for row in rows:
+            by_peer.setdefault(row.peer, []).append(row)
+        for peer, peer_rows in by_peer.items():
+            pending: list[OutboxRow] = []
+            online = True
+            for row in peer_rows:
+                if online and await self._try_online(peer, row.envelope):
+                    self.core.attempted(row, OutboxInput.ONLINE_ACCEPTED, 0, self.clock())
+                else:
+                    online = False  # the peer is not reachable now: the rest go to mailboxes
+                    pending.append(row)
+            if not pending:
+                continue
+            copies = await self._deposit(peer, [row.envelope for row in pending])
+            now = self.clock()
+            for row, held in zip(pending, copies, strict=True):
+                if held >= MIN_COPIES:
+                    self._deposited += 1
+                    self.core.attempted(row, OutboxInput.DEPOSITED, held, now)
+                else:
+                    self.core.attempted(row, OutboxInput.ATTEMPT_FAILED, held, now)
+
+    async def _pump(self) -> None:
+        while True:
+            self._wake.clear()
+            rows = self.core.due(self.clock())
+            if rows:
+                await self._attempt(rows)
+                continue
+            deadline = self.core.outbox_deadline()
+            delay = self.config.idle_wake
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - self.clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.drain_every)
+            await self.drain()
+
+    async def _drain_one(self, entry: MailboxEntry) -> int:
+        client = self._client(entry)
+        total = 0
+        while True:
+            request = sign_fetch(
+                self.identity, entry.key, self._next_rid(), int(self.clock()), MAX_FETCH_ITEMS
+            )
+            try:
+                response = await client.request(request)
+            except MailboxUnavailableError:
+                return total
+            if response.status is not Status.OK or not response.items:
+                return total
+            result = self.core.receive([item.envelope for item in response.items], self.clock())
+            total += len(response.items)
+            self._drained += len(response.items)
+            # committed above: now the mailbox may forget them (refused ones are junk forever)
+            ids = tuple(item.item_id for item in response.items)
+            ack = sign_ack(self.identity, entry.key, self._next_rid(), int(self.clock()), ids)
+            try:
+                await client.request(ack)
+            except MailboxUnavailableError:
+                return total
+            await self._handle(result)
+            if not response.more:
+                return total
