@@ -41,6 +41,7 @@ __all__ = [
     "SipMessage",
     "SipRequest",
     "SipResponse",
+    "build_response",
 ]
 
 # Methods this core knows by name (RFC 3261 plus the extensions phones send).
@@ -306,3 +307,29 @@ def _check_request(method: str, uri: Uri, core: CoreHeaders) -> None:
         # RFC 4475 §3.1.2.17-18: a mismatch is refused; for a method we do not
         # implement 501 is the better answer (§3.1.2.18).
         raise SipDecodeError(501 if method not in KNOWN_METHODS else 400, "CSeq method mismatch")
+
+
+_COPIED_TO_RESPONSES = ("Via", "From", "Call-ID", "CSeq")
+
+
+def build_response(
+    request: SipRequest,
+    status: int,
+    reason: str,
+    *extra: tuple[str, str],
+    to_tag: str | None = None,
+    body: bytes = b"",
+) -> SipResponse:
+    """A response to ``request`` (RFC 3261 §8.2.6.2): Via, From, Call-ID, CSeq copied,
+    To copied with ``to_tag`` added when it has none, then ``extra`` headers and
+    Content-Length."""
+    to_value = request.header("To") or ""
+    if to_tag is not None and request.to.tag is None:
+        to_value = f"{to_value};tag={to_tag}"
+    headers = [header for header in request.headers if header.name == "Via"]
+    headers.append(Header("To", to_value))
+    for name in _COPIED_TO_RESPONSES[1:]:
+        headers += [header for header in request.headers if header.name == name]
+    headers += [Header(name, value) for name, value in extra]
+    headers.append(Header("Content-Length", str(len(body))))
+    return SipResponse.build(status, reason, tuple(headers), body)
