@@ -121,6 +121,10 @@ class TurnConfig:
     software: str = "p2pnode relay"
     # Accept RFC 5766 channel numbers 0x5000-0x7FFF too (coturn's clients use them).
     legacy_channels: bool = False
+    # Injected admission policy (as pion/turn injects its handlers): asked inside
+    # Allocate, after authentication; False refuses the new allocation with 508
+    # through the core's one response path. Existing allocations are not asked.
+    admission: Callable[[FiveTuple], bool] | None = None
 
 
 class TurnServer:
@@ -528,6 +532,10 @@ class TurnServer:
         refusal = allocate_refusal(message, self._family)
         if refusal is not None:
             return self._refuse(five_tuple, message, refusal, auth)
+        if config.admission is not None and not config.admission(five_tuple):
+            # RFC 8656 §7.2: "If the server cannot satisfy the request, then the server
+            # rejects the request with a 508 (Insufficient Capacity) error".
+            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
         even_port = message.get(EvenPort)
         additional_family = message.get(AdditionalAddressFamily)
         if len(self._allocations) >= config.quota.max_allocations:

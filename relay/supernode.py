@@ -29,12 +29,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from nat.reachability import Reachability
+
 __all__ = [
     "TABLE",
     "Action",
     "Event",
     "Hysteresis",
     "Role",
+    "RoleCore",
     "Rule",
     "SupernodeState",
     "Transition",
@@ -282,3 +285,69 @@ def load_event(load: int, capacity: int, role: Role, hysteresis: Hysteresis) -> 
     if role is Role.SHEDDING and load < hysteresis.load_low * capacity:
         return Event.LOAD_NORMAL
     return None
+
+
+class RoleCore:
+    """The table driven with its inputs: verdicts, load and drain progress in (with
+    ``now``), the machine's actions out, and the reason for the role kept for people.
+    Sans-IO; the controller (``p2pnode.connectivity.supernode``) executes the actions."""
+
+    def __init__(self, hysteresis: Hysteresis, capacity: int, drain_limit: float, now: float):
+        self.hysteresis = hysteresis
+        self.capacity = capacity
+        self.drain_limit = drain_limit
+        self.state = SupernodeState()
+        self.reason = "starting: no reachability verdict yet"
+        self.since = now
+        self.reachability = Reachability.UNKNOWN
+        self._drain_started: float | None = None
+
+    @property
+    def role(self) -> Role:
+        return self.state.role
+
+    def feed(self, event: Event, now: float, why: str = "") -> tuple[Action, ...]:
+        transition = step(self.state, event, self.hysteresis)
+        changed = transition.state.role is not self.state.role
+        self.state = transition.state
+        if changed:
+            self.since = now
+            self.reason = transition.reason + (f": {why}" if why else "")
+            if self.state.role in (Role.DRAINING, Role.RETIRING):
+                if self._drain_started is None:
+                    self._drain_started = now
+            else:
+                self._drain_started = None
+        elif transition.reason != "no change":  # a streak is building: say so
+            self.reason = transition.reason + (f": {why}" if why else "")
+        return transition.actions
+
+    def verdict(self, status: Reachability, detail: str, now: float) -> tuple[Action, ...]:
+        """Only PUBLIC counts as public: UNKNOWN must never promote (nor keep) a relay."""
+        self.reachability = status
+        event = Event.VERDICT_PUBLIC if status is Reachability.PUBLIC else Event.VERDICT_NOT_PUBLIC
+        actions = self.feed(event, now, detail)
+        if self.role is Role.CANDIDATE and self.state.streak == 1:
+            needed = self.hysteresis.promote_after
+            self.reason = f"{event.value} (1 of {needed} needed)" + (
+                f": {detail}" if detail else ""
+            )
+        if self.role is Role.CLIENT and not actions and self.state.streak == 0:
+            self.reason = f"reachability {status.value}" + (f": {detail}" if detail else "")
+        return actions
+
+    def load(self, allocations: int, now: float) -> tuple[Action, ...]:
+        event = load_event(allocations, self.capacity, self.role, self.hysteresis)
+        if event is None:
+            return ()
+        return self.feed(event, now, f"{allocations} of {self.capacity} allocations")
+
+    def drain(self, allocations: int, now: float) -> tuple[Action, ...]:
+        """DRAINED when nothing is left, DRAIN_TIMEOUT after ``drain_limit``; else nothing."""
+        if self.role not in (Role.DRAINING, Role.RETIRING) or self._drain_started is None:
+            return ()
+        if allocations == 0:
+            return self.feed(Event.DRAINED, now)
+        if now - self._drain_started >= self.drain_limit:
+            return self.feed(Event.DRAIN_TIMEOUT, now, f"{allocations} allocations cut")
+        return ()

@@ -26,9 +26,10 @@ from typing import cast
 from aioice.turn import TurnTransport, create_turn_endpoint
 
 from nat.endpoint import StunService
-from p2pnode.app.supernode import Supernode, SupernodeConfig, SupernodeStatus, stun_verdicts
 from p2pnode.connectivity.credentials import TurnCredentials, request_credentials
 from p2pnode.connectivity.relays import RELAY_BUCKETS, RelayCandidate, RelayFinder
+from p2pnode.connectivity.supernode import Supernode, SupernodeConfig, SupernodeStatus
+from p2pnode.connectivity.verdicts import stun_verdicts
 from p2pnode.dht import Address, DhtNode
 from p2pnode.records import SignedRecord
 from relay.messages import RelayStatistics

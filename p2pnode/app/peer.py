@@ -27,21 +27,19 @@ from pathlib import Path
 
 from nat.endpoint import StunService
 from nat.reachability import Reachability
-from p2pnode.app.supernode import (
-    Supernode,
-    SupernodeConfig,
-    SupernodeStatus,
-    Verdict,
-    VerdictSource,
-    fixed_verdict,
-    learned_stun_verdicts,
-    stun_verdicts,
-)
 from p2pnode.connectivity.relays import (
     RELAY_BUCKETS,
     RelayCandidate,
     RelayFinder,
     SelectorConfig,
+)
+from p2pnode.connectivity.supernode import Supernode, SupernodeConfig, SupernodeStatus
+from p2pnode.connectivity.verdicts import (
+    Verdict,
+    VerdictSource,
+    fixed_verdict,
+    learned_stun_verdicts,
+    stun_verdicts,
 )
 from p2pnode.dht import Address, BootstrapResult, DhtConfig, DhtNode, TableHealth
 from p2pnode.identity import Identity

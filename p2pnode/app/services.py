@@ -30,8 +30,8 @@ from nat.reachability import Reachability
 from nat.stun.server import StunServerStats
 from p2pnode.app.config import NodeConfig, hostport
 from p2pnode.app.peer import DHT_STATE_FILE, RoleOptions
-from p2pnode.app.supernode import Supernode, SupernodeConfig
 from p2pnode.connectivity.relays import RELAY_BUCKETS, RelayFinder, SelectorConfig
+from p2pnode.connectivity.supernode import Supernode, SupernodeConfig
 from p2pnode.dht import DhtConfig, DhtNode, DhtStatistics, GetResult, PutResult
 from p2pnode.directory.lookup import Directory
 from p2pnode.gateways.enumdns import DEFAULT_ZONES

@@ -16,9 +16,9 @@ from p2pnode.app.config import ConfigError, NodeConfig
 from p2pnode.app.logs import configure_logging
 from p2pnode.app.node import NodeStartError
 from p2pnode.app.runtime import Assembly, assemble, reload
-from p2pnode.app.supernode import SupernodeStatus
 from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
 from p2pnode.cli.config import load_for
+from p2pnode.connectivity.supernode import SupernodeStatus
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity, IdentityError, default_home
 

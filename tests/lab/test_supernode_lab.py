@@ -29,7 +29,8 @@ pytestmark = pytest.mark.lab
 NODE = r"""
 import asyncio, json, sys
 from aioice.turn import create_turn_endpoint
-from p2pnode.app.supernode import Supernode, SupernodeConfig, stun_verdicts
+from p2pnode.connectivity.supernode import Supernode, SupernodeConfig
+from p2pnode.connectivity.verdicts import stun_verdicts
 from p2pnode.connectivity.credentials import request_credentials
 from p2pnode.connectivity.relays import RELAY_BUCKETS, RelayFinder
 from p2pnode.dht import DhtNode

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from p2pnode.app import demo_supernode
-from p2pnode.app.supernode import SupernodeConfig
 from p2pnode.cli.demo import run_demo
+from p2pnode.connectivity.supernode import SupernodeConfig
 
 WAIT = 60  # bound on the whole demo, not a speed assertion
 NAPTR = (

@@ -18,7 +18,8 @@ from pathlib import Path
 from nat.endpoint import StunService
 from nat.reachability import Reachability
 from p2pnode.app.node import P2PNode, RoleOptions
-from p2pnode.app.supernode import SupernodeConfig, learned_stun_verdicts
+from p2pnode.connectivity.supernode import SupernodeConfig
+from p2pnode.connectivity.verdicts import learned_stun_verdicts
 from p2pnode.dht import DhtConfig, DhtNode
 from p2pnode.identity import Identity
 from relay.supernode import Hysteresis, Role

@@ -19,7 +19,6 @@ from aioice import stun as aioice_stun
 from aioice.turn import TurnTransport, create_turn_endpoint
 
 from nat.reachability import Reachability
-from p2pnode.app.supernode import Supernode, SupernodeConfig, Verdict
 from p2pnode.connectivity.credentials import (
     CredentialsError,
     TurnCredentials,
@@ -27,6 +26,8 @@ from p2pnode.connectivity.credentials import (
 )
 from p2pnode.connectivity.relay_advert import decode_relay_advert
 from p2pnode.connectivity.relays import RELAY_BUCKETS, RelayFinder, relay_bucket, relay_key
+from p2pnode.connectivity.supernode import Supernode, SupernodeConfig
+from p2pnode.connectivity.verdicts import Verdict
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity
 from p2pnode.records import SignedRecord

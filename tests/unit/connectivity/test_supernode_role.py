@@ -21,24 +21,19 @@ from nat.stun import (
     decode_message,
     encode_message,
 )
-from nat.stun.attributes import Lifetime, RequestedTransport
-from p2pnode.app.supernode import (
-    GatedTurnServer,
-    RoleCore,
-    Supernode,
-    SupernodeConfig,
-    Verdict,
-    fixed_verdict,
-)
+from nat.stun.attributes import Lifetime, Nonce, Realm, RequestedTransport, Username
+from nat.stun.message import long_term_key
 from p2pnode.connectivity.relay_advert import decode_relay_advert
 from p2pnode.connectivity.relays import relay_bucket, relay_key
+from p2pnode.connectivity.supernode import AllocationGate, Supernode, SupernodeConfig
+from p2pnode.connectivity.verdicts import Verdict, fixed_verdict
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity
 from relay.allocation import FiveTuple, Transport
 from relay.auth import static_users
-from relay.messages import ToClient
-from relay.server import TurnConfig
-from relay.supernode import Action, Event, Hysteresis, Role
+from relay.messages import OpenRelay, ToClient
+from relay.server import TurnConfig, TurnServer
+from relay.supernode import Action, Event, Hysteresis, Role, RoleCore
 
 NOW = 1_800_000_000.0
 PUBLIC = Verdict(Reachability.PUBLIC, "127.0.0.1", "test")
@@ -50,20 +45,24 @@ def core(**hysteresis: float) -> RoleCore:
     return RoleCore(Hysteresis(**hysteresis), capacity=10, drain_limit=100.0, now=NOW)  # type: ignore[arg-type]
 
 
+def verdict(c: RoleCore, v: Verdict, now: float) -> tuple[Action, ...]:
+    return c.verdict(v.status, v.detail, now)
+
+
 # -- the decision core in virtual time ------------------------------------------------
 
 
 def test_promotion_needs_consecutive_public_verdicts_and_unknown_never_promotes() -> None:
     c = core(promote_after=3)
-    assert c.verdict(UNKNOWN, NOW) == ()
+    assert verdict(c, UNKNOWN, NOW) == ()
     assert c.role is Role.CLIENT
     assert c.reason == "reachability unknown: no servers"
-    assert c.verdict(PUBLIC, NOW + 1) == ()
+    assert verdict(c, PUBLIC, NOW + 1) == ()
     assert c.role is Role.CANDIDATE
     assert "1 of 3 needed" in c.reason
-    assert c.verdict(PUBLIC, NOW + 2) == ()
+    assert verdict(c, PUBLIC, NOW + 2) == ()
     assert "2 of 3 needed" in c.reason
-    actions = c.verdict(PUBLIC, NOW + 3)
+    actions = verdict(c, PUBLIC, NOW + 3)
     assert actions == (Action.START_ROLES, Action.ACCEPT_ALLOCATIONS, Action.PUBLISH_ADVERT)
     assert c.role is Role.SUPERNODE and c.since == NOW + 3
     assert "3 in a row" in c.reason
@@ -72,7 +71,7 @@ def test_promotion_needs_consecutive_public_verdicts_and_unknown_never_promotes(
 def test_a_flapping_verdict_never_promotes() -> None:
     c = core(promote_after=2)
     for i in range(20):
-        c.verdict(PUBLIC if i % 2 == 0 else NATTED, NOW + i)
+        verdict(c, PUBLIC if i % 2 == 0 else NATTED, NOW + i)
         assert c.role in (Role.CLIENT, Role.CANDIDATE)
 
 
@@ -82,14 +81,14 @@ def test_opt_out_wins_and_is_explained() -> None:
     assert c.role is Role.OPTED_OUT
     assert c.reason.endswith("--no-relay")
     for i in range(10):
-        assert c.verdict(PUBLIC, NOW + i) == ()
+        assert verdict(c, PUBLIC, NOW + i) == ()
     assert c.role is Role.OPTED_OUT
 
 
 def promoted(**hysteresis: float) -> RoleCore:
     c = core(promote_after=2, **hysteresis)
-    c.verdict(PUBLIC, NOW)
-    c.verdict(PUBLIC, NOW)
+    verdict(c, PUBLIC, NOW)
+    verdict(c, PUBLIC, NOW)
     assert c.role is Role.SUPERNODE
     return c
 
@@ -107,14 +106,14 @@ def test_load_sheds_at_capacity_and_recovers_below_the_low_water_mark() -> None:
 
 def test_drain_ends_when_empty_or_at_the_time_limit() -> None:
     c = promoted(demote_after=1)
-    assert c.verdict(NATTED, NOW + 10) == (Action.REFUSE_ALLOCATIONS, Action.WITHDRAW_ADVERT)
+    assert verdict(c, NATTED, NOW + 10) == (Action.REFUSE_ALLOCATIONS, Action.WITHDRAW_ADVERT)
     assert c.role is Role.DRAINING
     assert c.drain(3, NOW + 50) == ()
     assert c.drain(3, NOW + 109) == ()
     assert c.drain(3, NOW + 110) == (Action.STOP_ROLES,)
     assert c.role is Role.CLIENT and "3 allocations cut" in c.reason
     d = promoted(demote_after=1)
-    d.verdict(NATTED, NOW)
+    verdict(d, NATTED, NOW)
     assert d.drain(0, NOW + 1) == (Action.STOP_ROLES,)
     assert d.role is Role.CLIENT
     assert d.drain(0, NOW + 2) == ()  # not draining any more: nothing to do
@@ -130,7 +129,7 @@ def test_random_walk_never_stops_roles_with_the_gate_open() -> None:
         now += rng.choice([0.0, 1.0, 50.0])
         pick = rng.random()
         if pick < 0.5:
-            actions = c.verdict(rng.choice([PUBLIC, NATTED, UNKNOWN]), now)
+            actions = verdict(c, rng.choice([PUBLIC, NATTED, UNKNOWN]), now)
         elif pick < 0.8:
             actions = c.load(rng.randrange(0, 13), now)
         else:
@@ -162,28 +161,59 @@ def allocate_request(transaction_id: bytes) -> bytes:
     return encode_message(message)
 
 
-def test_closed_gate_answers_508_to_new_allocations_only() -> None:
-    config = TurnConfig(realm="r", credentials=static_users({"u": "p"}), relay_ip="127.0.0.1")
-    server = GatedTurnServer(config, random.Random(1), NOW)
+def test_closed_gate_answers_508_to_new_allocations_inside_the_core() -> None:
+    gate = AllocationGate()
+    config = TurnConfig(
+        realm="r", credentials=static_users({"u": "p"}), relay_ip="127.0.0.1", admission=gate
+    )
+    server = TurnServer(config, random.Random(1), NOW)
     client = FiveTuple(Transport.UDP, ("198.51.100.7", 5000), ("127.0.0.1", 3478))
-    # Open gate: the core answers (401 asking for credentials).
-    (open_answer,) = server.handle_client(client, allocate_request(b"a" * 12), NOW)
-    assert isinstance(open_answer, ToClient)
-    assert decode_message(open_answer.data).get(ErrorCode) == ErrorCode(401, "Unauthenticated")
-    server.accepting = False
-    (closed,) = server.handle_client(client, allocate_request(b"b" * 12), NOW)
-    assert isinstance(closed, ToClient)
-    response = decode_message(closed.data)
-    assert response.transaction_id == b"b" * 12
-    assert response.method is StunMethod.ALLOCATE and response.cls is StunClass.ERROR
-    error = response.get(ErrorCode)
+    # Unauthenticated: the core asks for credentials (401) whatever the gate says.
+    gate.accepting = False
+    (challenge,) = server.handle_client(client, allocate_request(b"a" * 12), NOW)
+    assert isinstance(challenge, ToClient)
+    error = decode_message(challenge.data).get(ErrorCode)
+    assert error is not None and error.code == 401
+    assert gate.refused == 0
+    # Authenticated while closed: 508 from the core's own response path, integrity-protected.
+    closed = _authenticated_allocate(server, client, challenge.data, b"b" * 12)
+    assert closed.transaction_id == b"b" * 12 and closed.cls is StunClass.ERROR
+    error = closed.get(ErrorCode)
     assert error is not None and error.code == 508
-    assert server.refused_by_gate == 1
-    # Anything else still reaches the core (Binding gets its answer).
-    binding = encode_message(StunMessage(StunMethod.BINDING, StunClass.REQUEST, b"c" * 12))
+    assert gate.refused == 1 and server.statistics().refused(508) == 1
+    # Open again: the same client gets its allocation.
+    gate.accepting = True
+    opened = _authenticated_allocate(server, client, challenge.data, b"c" * 12)
+    assert opened.cls is StunClass.SUCCESS
+    # Binding never meets the gate.
+    binding = encode_message(StunMessage(StunMethod.BINDING, StunClass.REQUEST, b"d" * 12))
     (answer,) = server.handle_client(client, binding, NOW)
     assert isinstance(answer, ToClient)
     assert decode_message(answer.data).cls is StunClass.SUCCESS
+
+
+def _authenticated_allocate(
+    server: TurnServer, client: FiveTuple, challenge: bytes, transaction_id: bytes
+) -> StunMessage:
+    """An Allocate with the long-term credential (RFC 8489 §9.2) answering ``challenge``."""
+    asked = decode_message(challenge)
+    realm, nonce = asked.get(Realm), asked.get(Nonce)
+    assert realm is not None and nonce is not None
+    key = long_term_key("u", realm.value, "p")
+    message = StunMessage(
+        StunMethod.ALLOCATE,
+        StunClass.REQUEST,
+        transaction_id,
+        (RequestedTransport(17), Lifetime(600), Username("u"), realm, nonce),
+    )
+    outputs = server.handle_client(client, encode_message(message, integrity_key=key), NOW)
+    answers = [o for o in outputs if isinstance(o, ToClient)]
+    if not answers:  # the runner opens the relayed socket first, then the core answers
+        (opening,) = outputs
+        assert isinstance(opening, OpenRelay)
+        opened = server.relay_opened(client, opening.address, NOW)
+        answers = [o for o in opened if isinstance(o, ToClient)]
+    return decode_message(answers[0].data)
 
 
 # -- the controller on a real relay and DHT node, only the clock injected ----------------------

@@ -1,5 +1,7 @@
 """The supernode role controller: promote a publicly reachable node to relay, visibly, safely.
 
+(Moved here from ``p2pnode.app``: it is connectivity, and the runtime hosts it as a service.)
+
 Inputs: the reachability verdict (``nat.reachability`` through a ``VerdictSource``),
 the operator's opt-out (``--no-relay``) and the relay's own load. They become
 events for ``relay.supernode``'s state machine (a pure table with hysteresis);
@@ -9,8 +11,10 @@ this module only executes the actions it returns:
   one port; ``RelayRole``) and, beside it, a STUN server with dial-back, so
   other nodes can judge their reachability against supernodes they find in
   the DHT (the advert's ``stun`` addresses, ``learned_stun_verdicts``);
-- ACCEPT_ALLOCATIONS / REFUSE_ALLOCATIONS: the gate in front of new Allocate
-  requests (508 Insufficient Capacity); existing allocations keep running;
+- ACCEPT_ALLOCATIONS / REFUSE_ALLOCATIONS: the TURN core's admission policy
+  (``TurnConfig.admission``, checked inside Allocate: 508 Insufficient
+  Capacity through the core's own response path); existing allocations keep
+  running;
 - PUBLISH_ADVERT / WITHDRAW_ADVERT: the signed RELAY_ADVERT in the DHT, under
   ``relays/<node_id[0] % 16>``, republished with current load and uptime.
 
@@ -22,7 +26,7 @@ Invariants:
 - ``status()`` always says the role taken and why, for ``p2pnode run``;
 - every task has an owner: ``run()`` is awaited by its caller (a TaskGroup),
   ``close()`` releases every socket; nothing is fire-and-forget;
-- time comes from an injected clock; the decision core (``RoleCore``) is sans-IO.
+- time comes from an injected clock; the decision core (``relay.supernode.RoleCore``) is sans-IO.
 """
 
 from __future__ import annotations
@@ -33,154 +37,41 @@ import math
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from nat.endpoint import StunService
-from nat.reachability import Reachability, ReachabilityEstimator
-from nat.runner import check_reachability, route_source_ip
-from nat.stun import StunClass, StunMessage, StunMethod, encode_message
-from nat.stun.attributes import ErrorCode, Software
+from nat.reachability import Reachability
+from nat.runner import route_source_ip
 from p2pnode import __version__
 from p2pnode.connectivity.credentials import CredentialIssuer
 from p2pnode.connectivity.relay_advert import RelayAdvert, encode_relay_advert
 from p2pnode.connectivity.relays import relay_bucket, relay_subject
+from p2pnode.connectivity.verdicts import Verdict, VerdictSource
 from p2pnode.dht import DhtNode, PutResult
 from p2pnode.identity import Identity
 from p2pnode.records import RecordKind, sign_record
 from relay.allocation import FiveTuple
 from relay.auth import rest_api_credentials
-from relay.messages import Output, RelayStatistics, ToClient, TurnErrorCode
+from relay.messages import RelayStatistics
 from relay.policy import PeerAddressPolicy, parse_networks
 from relay.quota import QuotaConfig
 from relay.server import TurnConfig, TurnServer
 from relay.service import RelayService, ServiceAddresses
-from relay.supernode import (
-    Action,
-    Event,
-    Hysteresis,
-    Role,
-    SupernodeState,
-    load_event,
-    runs_roles,
-    step,
-)
+from relay.supernode import Action, Event, Hysteresis, Role, RoleCore, runs_roles
 
 __all__ = [
-    "GatedTurnServer",
+    "AllocationGate",
     "RelayRole",
-    "RoleCore",
     "Supernode",
     "SupernodeConfig",
     "SupernodeStatus",
-    "Verdict",
-    "VerdictSource",
-    "fixed_verdict",
-    "learned_stun_verdicts",
-    "stun_verdicts",
 ]
 
 logger = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 SOFTWARE = f"p2pnode {__version__}"
-_ALLOCATE_REQUEST = b"\x00\x03"  # STUN message type: Allocate, class request (RFC 8656 §17)
-
-
-# ----------------------------------------------------------------- verdicts
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One reachability verdict and the IP it was obtained for (our public IP if PUBLIC)."""
-
-    status: Reachability
-    ip: str | None = None
-    detail: str = ""
-
-
-VerdictSource = Callable[[], Awaitable[Verdict]]
-
-
-def fixed_verdict(status: Reachability, ip: str | None = None, detail: str = "") -> VerdictSource:
-    """A verdict the operator (``--public IP``) or a test asserts, instead of measuring it."""
-
-    async def source() -> Verdict:
-        return Verdict(status, ip, detail or f"{status.value} (set by configuration)")
-
-    return source
-
-
-def _dial_back_verdicts(
-    servers_now: Callable[[], tuple[tuple[Address, ...], str]],
-    min_agree: int,
-    none_known: str,
-) -> VerdictSource:
-    """Each call asks the servers ``servers_now()`` names (with a note on where they came
-    from, or "") to dial us back; one estimator is kept across rounds."""
-    estimator = ReachabilityEstimator(min_agree=min_agree)
-
-    async def source() -> Verdict:
-        servers, origin = servers_now()
-        if not servers:
-            status = estimator.status(asyncio.get_running_loop().time())
-            return Verdict(status, None, none_known)
-        report = await check_reachability(servers, estimator=estimator)
-        votes = [v for v in report.votes if v is not None]
-        where = f" ({origin})" if origin else ""
-        detail = (
-            f"{len(votes)} of {len(servers)} servers voted{where}, {report.min_agree} must agree"
-        )
-        return Verdict(report.status, report.local_address[0], detail)
-
-    return source
-
-
-def stun_verdicts(servers: Sequence[Address], *, min_agree: int = 3) -> VerdictSource:
-    """Dial-back checks against ``servers`` only; ``min_agree`` is lowered to their number."""
-    given = tuple(servers)
-    return _dial_back_verdicts(
-        lambda: (given, ""),
-        min(min_agree, max(len(given), 1)),
-        "no STUN servers to check against",
-    )
-
-
-MAX_LEARNED_SERVERS = 8  # dial-back servers asked per round, configured ones first
-
-
-def learned_stun_verdicts(
-    configured: Sequence[Address],
-    learned: Callable[[], Sequence[Address]],
-    *,
-    min_agree: int = 3,
-) -> VerdictSource:
-    """Dial-back checks against ``configured`` servers plus those ``learned`` now.
-
-    ``learned()`` gives the dial-back STUN servers of supernodes found in the DHT
-    (``RelayFinder.dial_back_servers``), so a node needs no hand-given servers once
-    a few supernodes exist. Unlike ``stun_verdicts``, ``min_agree`` is never
-    lowered to the number of servers known: a verdict others rely on needs that
-    many agreeing servers. Votes are kept per server across rounds (the
-    estimator's hysteresis), so a decided status survives a round in which fewer
-    servers are known, until its votes age out.
-    """
-    fixed = tuple(dict.fromkeys(configured))
-
-    def servers_now() -> tuple[tuple[Address, ...], str]:
-        found = tuple(dict.fromkeys(a for a in learned() if a not in fixed))
-        servers = (fixed + found)[: max(MAX_LEARNED_SERVERS, len(fixed))]
-        return servers, f"{len(fixed)} given, {len(servers) - len(fixed)} found in the DHT"
-
-    return _dial_back_verdicts(
-        servers_now,
-        min_agree,
-        "no dial-back STUN servers known yet (none given with --stun, no supernode "
-        "advertising one found in the DHT)",
-    )
-
-
-# --------------------------------------------------------------- the core
 
 
 @dataclass(frozen=True)
@@ -209,106 +100,18 @@ class SupernodeStatus:
         return text
 
 
-class RoleCore:
-    """Sans-IO: events in (with ``now``), the machine's actions out, and the reason kept."""
+class AllocationGate:
+    """The TURN core's admission policy (``TurnConfig.admission``): while closed, a new
+    Allocate is refused with 508 inside the core; existing allocations carry on."""
 
-    def __init__(self, hysteresis: Hysteresis, capacity: int, drain_limit: float, now: float):
-        self.hysteresis = hysteresis
-        self.capacity = capacity
-        self.drain_limit = drain_limit
-        self.state = SupernodeState()
-        self.reason = "starting: no reachability verdict yet"
-        self.since = now
-        self.reachability = Reachability.UNKNOWN
-        self._drain_started: float | None = None
+    def __init__(self) -> None:
+        self.accepting = True
+        self.refused = 0
 
-    @property
-    def role(self) -> Role:
-        return self.state.role
-
-    def feed(self, event: Event, now: float, why: str = "") -> tuple[Action, ...]:
-        transition = step(self.state, event, self.hysteresis)
-        changed = transition.state.role is not self.state.role
-        self.state = transition.state
-        if changed:
-            self.since = now
-            self.reason = transition.reason + (f": {why}" if why else "")
-            if self.state.role in (Role.DRAINING, Role.RETIRING):
-                if self._drain_started is None:
-                    self._drain_started = now
-            else:
-                self._drain_started = None
-        elif transition.reason != "no change":  # a streak is building: say so
-            self.reason = transition.reason + (f": {why}" if why else "")
-        return transition.actions
-
-    def verdict(self, verdict: Verdict, now: float) -> tuple[Action, ...]:
-        """Only PUBLIC counts as public: UNKNOWN must never promote (nor keep) a relay."""
-        self.reachability = verdict.status
-        event = (
-            Event.VERDICT_PUBLIC
-            if verdict.status is Reachability.PUBLIC
-            else Event.VERDICT_NOT_PUBLIC
-        )
-        actions = self.feed(event, now, verdict.detail)
-        if self.role is Role.CANDIDATE and self.state.streak == 1:
-            needed = self.hysteresis.promote_after
-            self.reason = f"{event.value} (1 of {needed} needed)" + (
-                f": {verdict.detail}" if verdict.detail else ""
-            )
-        if self.role is Role.CLIENT and not actions and self.state.streak == 0:
-            self.reason = f"reachability {verdict.status.value}" + (
-                f": {verdict.detail}" if verdict.detail else ""
-            )
-        return actions
-
-    def load(self, allocations: int, now: float) -> tuple[Action, ...]:
-        event = load_event(allocations, self.capacity, self.role, self.hysteresis)
-        if event is None:
-            return ()
-        return self.feed(event, now, f"{allocations} of {self.capacity} allocations")
-
-    def drain(self, allocations: int, now: float) -> tuple[Action, ...]:
-        """DRAINED when nothing is left, DRAIN_TIMEOUT after ``drain_limit``; else nothing."""
-        if self.role not in (Role.DRAINING, Role.RETIRING) or self._drain_started is None:
-            return ()
-        if allocations == 0:
-            return self.feed(Event.DRAINED, now)
-        if now - self._drain_started >= self.drain_limit:
-            return self.feed(Event.DRAIN_TIMEOUT, now, f"{allocations} allocations cut")
-        return ()
-
-
-# ------------------------------------------------------------ the relay role
-
-
-class GatedTurnServer(TurnServer):
-    """The TURN core with a gate on new allocations: closed, a fresh Allocate gets 508 while
-    every existing allocation (Refresh, permissions, channels, data) carries on."""
-
-    accepting: bool = True
-    refused_by_gate: int = 0
-
-    def handle_client(self, five_tuple: FiveTuple, data: bytes, now: float) -> list[Output]:
-        if (
-            not self.accepting
-            and data[:2] == _ALLOCATE_REQUEST
-            and len(data) >= 20
-            and self.relayed_address(five_tuple) is None
-        ):
-            # RFC 8656 §7.2: "If the server cannot satisfy the request, then the server
-            # rejects the request with a 508 (Insufficient Capacity) error". Sent before
-            # authentication, so no MESSAGE-INTEGRITY: it costs a refused client nothing.
-            self.refused_by_gate += 1
-            code = TurnErrorCode.INSUFFICIENT_CAPACITY
-            response = StunMessage(
-                StunMethod.ALLOCATE,
-                StunClass.ERROR,
-                data[8:20],
-                (ErrorCode(int(code), code.reason), Software(SOFTWARE)),
-            )
-            return [ToClient(five_tuple, encode_message(response, fingerprint=True))]
-        return super().handle_client(five_tuple, data, now)
+    def __call__(self, five_tuple: FiveTuple) -> bool:
+        if not self.accepting:
+            self.refused += 1
+        return self.accepting
 
 
 @dataclass(frozen=True)
@@ -348,6 +151,7 @@ class RelayRole:
 
     def __init__(self, config: SupernodeConfig, relay_ip: str, secret: bytes) -> None:
         quota = config.quota or QuotaConfig(max_allocations=config.capacity)
+        self.gate = AllocationGate()
         turn = TurnConfig(
             realm=config.realm,
             credentials=rest_api_credentials(secret),
@@ -355,9 +159,10 @@ class RelayRole:
             quota=quota,
             policy=PeerAddressPolicy(allow=parse_networks(config.allow_peers)),
             software=SOFTWARE,
+            admission=self.gate,
         )
         loop_time = asyncio.get_running_loop().time
-        self.server = GatedTurnServer(turn, random.SystemRandom(), loop_time())
+        self.server = TurnServer(turn, random.SystemRandom(), loop_time())
         self.service = RelayService(
             self.server, udp=[(config.host, config.port)], tcp=[(config.host, config.port)]
         )
@@ -383,11 +188,11 @@ class RelayRole:
         return self.dial_back.addresses[:1] if self.dial_back is not None else ()
 
     def set_accepting(self, accepting: bool) -> None:
-        self.server.accepting = accepting
+        self.gate.accepting = accepting
 
     @property
     def accepting(self) -> bool:
-        return self.server.accepting
+        return self.gate.accepting
 
     def statistics(self) -> RelayStatistics:
         return self.service.statistics()
@@ -525,7 +330,7 @@ class Supernode:
         now = self._clock()
         if verdict.ip is not None and self.relay is None:
             self._relay_ip = self.config.advertise_ip or verdict.ip
-        await self._apply(lambda: self.core.verdict(verdict, now))
+        await self._apply(lambda: self.core.verdict(verdict.status, verdict.detail, now))
         return self.status()
 
     async def opt_out(self) -> None:
