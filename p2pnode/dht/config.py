@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from p2pnode.dht.diversity import Diversity
 from p2pnode.dht.keys import Address, Contact
 from p2pnode.dht.messages import StoreStatus
 from p2pnode.records import SignedRecord
@@ -52,6 +53,23 @@ class DhtConfig:
     replicate_interval: float = 60.0  # new close contacts get our records this often
     republish_fraction: float = 0.75  # own records are re-signed at this part of their life
     purge_interval: float = 60.0
+    # Address diversity (``p2pnode.dht.diversity``): at most this many contacts of one IP
+    # address / one network per k-bucket, per reply and per lookup result (where a put
+    # stores). Loopback is exempt unless ``diverse_loopback`` (tests share 127.0.0.1).
+    max_per_address: int = 2
+    max_per_network: int = 4
+    network_prefix_v4: int = 24
+    network_prefix_v6: int = 48
+    diverse_loopback: bool = False
+
+    def diversity(self) -> Diversity:
+        return Diversity(
+            max_per_address=self.max_per_address,
+            max_per_network=self.max_per_network,
+            prefix_v4=self.network_prefix_v4,
+            prefix_v6=self.network_prefix_v6,
+            loopback=self.diverse_loopback,
+        )
 
     def sharing_ip(self, hosts: int) -> DhtConfig:
         """These settings with every per-IP budget multiplied by ``hosts``.

@@ -12,15 +12,21 @@ Invariants:
   ``quorum`` nodes have returned records).
 - Candidates are bounded (``MAX_CANDIDATES``): a peer flooding us with contacts
   only displaces the farthest ones.
+- With a ``Diversity``, "the k closest" means the k closest that keep within its
+  limits per address and per network, walking nearest first: a crowd of ground
+  ids from one host or one network fills at most its share of them, so the
+  lookup asks, and a put stores at, honest nodes beyond the crowd.
 """
 
 from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 
+from p2pnode.dht.diversity import Diversity, Tally
 from p2pnode.dht.keys import Contact, id_to_int
 
 __all__ = ["MAX_CANDIDATES", "Lookup", "LookupKind"]
@@ -61,7 +67,9 @@ class Lookup:
         alpha: int,
         quorum: int,
         seeds: Iterable[Contact],
+        diversity: Diversity | None = None,
     ) -> None:
+        self.diversity = diversity
         self.target = target
         self.target_int = id_to_int(target)
         self.kind = kind
@@ -108,20 +116,26 @@ class Lookup:
             # The records' neighbourhood is found and the queries in flight can complete
             # the quorum: wait for them instead of spending more datagrams.
             return picked
-        seen = 0
-        for _, node_id in self._order:
-            if self.in_flight >= self.alpha or seen >= self.k:
+        for candidate in islice(self._considered(), self.k):
+            if self.in_flight >= self.alpha:
                 break
-            candidate = self._by_id[node_id]
-            if candidate.state is _State.FAILED:
-                continue
-            seen += 1
             if candidate.state is _State.NEW:
                 candidate.state = _State.IN_FLIGHT
                 self.in_flight += 1
                 self.queries += 1
                 picked.append(candidate.contact)
         return picked
+
+    def _considered(self) -> Iterator[_Candidate]:
+        """Candidates that have not failed, nearest first, within the diversity limits."""
+        tally = Tally(self.diversity) if self.diversity is not None else None
+        for _, node_id in self._order:
+            candidate = self._by_id[node_id]
+            if candidate.state is _State.FAILED:
+                continue
+            if tally is not None and not tally.take(candidate.contact):
+                continue
+            yield candidate
 
     def depth_of(self, node_id: bytes) -> int:
         candidate = self._by_id.get(node_id)
@@ -154,23 +168,12 @@ class Lookup:
     def done(self) -> bool:
         if self.kind is LookupKind.VALUE and self.value_holders >= self.quorum:
             return True
-        seen = 0
-        for _, node_id in self._order:
-            state = self._by_id[node_id].state
-            if state is _State.FAILED:
-                continue
-            if state is not _State.ANSWERED:
-                return False
-            seen += 1
-            if seen >= self.k:
-                break
-        return True
+        return all(c.state is _State.ANSWERED for c in islice(self._considered(), self.k))
 
     def closest_answered(self) -> list[Contact]:
         """The k closest candidates that answered, nearest first."""
         result: list[Contact] = []
-        for _, node_id in self._order:
-            candidate = self._by_id[node_id]
+        for candidate in self._considered():
             if candidate.state is _State.ANSWERED:
                 result.append(candidate.contact)
                 if len(result) >= self.k:

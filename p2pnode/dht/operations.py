@@ -57,7 +57,7 @@ from p2pnode.dht.messages import (
 )
 from p2pnode.dht.requests import Requester, SentRequest
 from p2pnode.dht.routing import RoutingTable
-from p2pnode.records import SignedRecord
+from p2pnode.records import SignedRecord, supersedes
 
 __all__ = [
     "INTERNAL_OP",
@@ -115,7 +115,7 @@ class OperationHost(Protocol):
 
 def _newest(best: dict[bytes, SignedRecord], record: SignedRecord) -> None:
     current = best.get(record.owner)
-    if current is None or record.seq > current.seq:
+    if current is None or supersedes(record, current):  # equal seq: greater bytes win
         best[record.owner] = record
 
 
@@ -149,6 +149,7 @@ class LookupOp:
             alpha=config.alpha,
             quorum=config.quorum,
             seeds=host.table.closest(target, config.k),
+            diversity=host.table.diversity,
         )
         self.best: dict[bytes, SignedRecord] = {}
         self.seen: set[bytes] = set()

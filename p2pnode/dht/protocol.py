@@ -193,7 +193,8 @@ class DhtCore:
         self.config = config or DhtConfig()
         self.own_id = identity.node_id
         self.wall_offset = wall_offset  # wall clock minus ``now``'s clock (records need it)
-        self.table = RoutingTable(self.own_id, k=self.config.k)
+        self.diversity = self.config.diversity()
+        self.table = RoutingTable(self.own_id, k=self.config.k, diversity=self.diversity)
         self.store = RecordStore(
             max_bytes=self.config.max_store_bytes, per_key_cap=self.config.per_key_cap
         )
@@ -655,7 +656,7 @@ class DhtCore:
             if proven:
                 self.table.record_success(sender.node_id, now)
             return
-        if self.table.wants(sender.node_id):
+        if self.table.wants(sender.node_id, sender):
             if proven:
                 self._proven_contact(sender, client, now)
             else:
@@ -731,7 +732,7 @@ class DhtCore:
                 token = self.admission.token_for(sender, now)
                 return Pong(self.identity.sign(signed), sender.address, token)
             case FindNode(target):
-                contacts = self.table.closest(target, self.config.k, frozenset((sender.node_id,)))
+                contacts = self._closest(target, self.config.k, sender)
                 room = budget - _REPLY_OVERHEAD - _TOKEN_FIELD
                 token = self.admission.token_for(sender, now)
                 return Nodes(self._fit_contacts(contacts, room), token)
@@ -755,6 +756,11 @@ class DhtCore:
                 answer = run(fields, peer, self.wall(now))  # handlers date things: wall time
                 return None if answer is None else ExtensionReply(code, answer)
         return None  # replies never reach here (dispatched in datagram_received)
+
+    def _closest(self, target: bytes, count: int, sender: Contact) -> list[Contact]:
+        """What a reply names: the nearest contacts within the diversity limits."""
+        nearest = self.table.closest(target, 2 * count, frozenset((sender.node_id,)))
+        return self.diversity.pick(nearest, count)
 
     @staticmethod
     def _fit_contacts(contacts: Sequence[Contact], room: int) -> tuple[WireContact, ...]:
@@ -783,6 +789,6 @@ class DhtCore:
         if offset == 0:
             # With records in hand the reader needs few new leads (it has its own seeds).
             count = VALUE_REPLY_CONTACTS if page else self.config.k
-            closest = self.table.closest(key, count, frozenset((sender.node_id,)))
+            closest = self._closest(key, count, sender)
             contacts = self._fit_contacts(closest, room)
         return Value(tuple(page), len(records), contacts, token)

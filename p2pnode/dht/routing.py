@@ -11,6 +11,9 @@ Invariants:
   replaced by the most recently seen replacement (section 4.1).
 - ``closest`` is exact: it returns the ``count`` contacts nearest the target
   over the whole table (checked against brute force by a property test).
+- With a ``Diversity``, no bucket holds more than its limits of one address or
+  one network (``diversity``): a newcomer over a limit is refused, and a
+  replacement is promoted only if it fits (finding 3 of issue 10).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from p2pnode.dht.diversity import Diversity
 from p2pnode.dht.keys import ID_BITS, Contact, bucket_index, id_to_int
 
 __all__ = [
@@ -42,6 +46,7 @@ class OfferOutcome(enum.Enum):
     UPDATED = "updated"  # already known: moved to the tail (most recently seen)
     REPLACEMENT = "replacement"  # bucket full: parked in the replacement cache
     SELF = "self"
+    REFUSED = "refused"  # its address or network holds its share of the bucket already
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +75,12 @@ class _Bucket:
 class RoutingTable:
     """k-buckets around ``own_id``; pure data structure, no I/O, no clock reads."""
 
-    def __init__(self, own_id: bytes, *, k: int = DEFAULT_K) -> None:
+    def __init__(
+        self, own_id: bytes, *, k: int = DEFAULT_K, diversity: Diversity | None = None
+    ) -> None:
         self.own_id = own_id
+        self.diversity = diversity
+        self.refused = 0  # offers refused for diversity
         self.own_int = id_to_int(own_id)
         self.k = k
         self._buckets = [_Bucket() for _ in range(ID_BITS)]
@@ -108,6 +117,9 @@ class RoutingTable:
             bucket.failures.pop(node_id, None)
             bucket.last_changed = now
             return OfferResult(OfferOutcome.UPDATED)
+        if not self._fits(bucket, contact):
+            self.refused += 1
+            return OfferResult(OfferOutcome.REFUSED)
         if len(bucket.contacts) < self.k:
             bucket.contacts[node_id] = contact
             bucket.replacements.pop(node_id, None)
@@ -123,13 +135,19 @@ class RoutingTable:
         oldest = next(iter(bucket.contacts.values()))
         return OfferResult(OfferOutcome.REPLACEMENT, check=oldest)
 
-    def wants(self, node_id: bytes) -> bool:
+    def _fits(self, bucket: _Bucket, contact: Contact) -> bool:
+        return self.diversity is None or self.diversity.admits(bucket.contacts.values(), contact)
+
+    def wants(self, node_id: bytes, contact: Contact | None = None) -> bool:
         """Would ``offer`` keep this id (new, and room in the bucket or its replacements)?
 
-        Lets the protocol skip challenging strangers it could not store anyway.
+        Lets the protocol skip challenging strangers it could not store anyway
+        (with ``contact``, also those its diversity limits would refuse).
         """
         bucket = self._bucket_of(node_id)
         if bucket is None or node_id in bucket.contacts or node_id in bucket.replacements:
+            return False
+        if contact is not None and not self._fits(bucket, contact):
             return False
         return len(bucket.contacts) < self.k or len(bucket.replacements) < REPLACEMENT_CACHE_SIZE
 
@@ -168,11 +186,14 @@ class RoutingTable:
         self._added.pop(node_id, None)
         self._size -= 1
         bucket.last_changed = now
-        if bucket.replacements:
-            replacement_id, replacement = bucket.replacements.popitem(last=True)
+        for replacement_id in reversed(list(bucket.replacements)):  # most recent first
+            replacement = bucket.replacements.pop(replacement_id)
+            if not self._fits(bucket, replacement):
+                continue  # dropped: it would break the bucket's diversity
             bucket.contacts[replacement_id] = replacement
             self._added[replacement_id] = now
             self._size += 1
+            break
         if not bucket.contacts:
             self._used.discard(self._buckets.index(bucket))
 

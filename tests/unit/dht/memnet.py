@@ -1,6 +1,7 @@
 """Sans-IO DHT cores wired in memory, in virtual time: a datagram takes ``latency`` s.
 
-Each node gets its own IP unless a test asks otherwise: rate limits are per IP.
+Each node gets its own IP in its own /24 unless a test asks otherwise: rate limits
+are per IP, and routing tables and lookups limit contacts per address and per network.
 
 Bounded: ``run_until`` stops after a step count and a virtual-time limit.
 """
@@ -39,9 +40,9 @@ class MemNet:
         identity: Identity | None = None,
         host: str | None = None,
     ) -> tuple[Address, DhtCore]:
-        """A core at its own IP (10.0.x.y), or at ``host`` (several nodes may share one)."""
+        """A core at its own IP (10.x.y.1, its own /24), or at ``host`` (may be shared)."""
         n = len(self.cores)
-        address = (host or f"10.0.{n // 250}.{n % 250 + 1}", 1000 + n)
+        address = (host or f"10.{n // 256 % 256}.{n % 256}.1", 1000 + n)
         core = DhtCore(
             identity or Identity.generate(self.rng.randbytes(32)),
             config=config,
