@@ -1,4 +1,4 @@
-"""One narrowly scoped adjustment to aioice: answer a peer's check with our own check at once.
+"""Three narrowly scoped adjustments to aioice's checks: no 500 ms stalls, prefer direct.
 
 Why: aioice 0.13 skips the triggered check of RFC 8445 §7.3.1.4 when the pair
 is already In-Progress. Behind NATs and through TURN that is the common case:
@@ -24,8 +24,9 @@ pairs went relayed). For a connection registered here, the controlling agent
 starts checks on pairs with a relayed candidate at either end only
 ``seconds`` after its first check; a direct pair that succeeds meanwhile is
 nominated and the held checks are cancelled with the rest. Relayed-only pairs
-pay at most the hold once. Connections not registered behave exactly as
-aioice's.
+pay at most the hold once, and not at all when one end offers no candidate
+usable across sites (a UDP-blocked peer: no srflx, site-local host addresses).
+Connections not registered behave exactly as aioice's.
 
 Third, for registered connections only: each connectivity check gets one extra
 retransmission ``FAST_RETRANSMIT`` (100 ms) after it was sent if still
@@ -48,19 +49,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import weakref
 from typing import Any
 
-from aioice import ice, stun
+from aioice import Candidate, ice, stun
 
 __all__ = [
     "FAST_RETRANSMIT",
+    "direct_possible",
     "early_retransmissions",
     "fast_retransmissions",
     "held_checks",
     "hold_relayed_checks",
     "install",
     "installed",
+    "outside_reachable",
 ]
 
 Address = tuple[str, int]
@@ -97,6 +101,45 @@ def fast_retransmissions() -> int:
 
 def _relayed(pair: ice.CandidatePair) -> bool:
     return "relay" in (pair.local_candidate.type, pair.remote_candidate.type)
+
+
+# Addresses that only work inside one site: a host candidate there is no way in from outside.
+_SITE_LOCAL = tuple(
+    ipaddress.ip_network(text)
+    for text in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+
+
+def outside_reachable(candidate: Candidate) -> bool:
+    """Could this candidate take part in a direct path between two sites?"""
+    if candidate.type in ("srflx", "prflx"):
+        return True
+    if candidate.type != "host":
+        return False
+    try:
+        address = ipaddress.ip_address(candidate.host)
+    except ValueError:
+        return True  # a name (mDNS): cannot tell, assume it could
+    return not any(address in network for network in _SITE_LOCAL)
+
+
+def direct_possible(connection: ice.Connection) -> bool:
+    """Both ends offer a candidate usable across sites (else holding relayed checks is waste).
+
+    A UDP-blocked peer gathers no server-reflexive candidate and its host
+    candidates are site-local: no direct path exists, so its links skip the hold.
+    (Two peers on one LAN are not seen here; their host pair answers in LAN time.)
+    """
+    local = any(outside_reachable(c) for c in connection.local_candidates)
+    return local and any(outside_reachable(c) for c in connection.remote_candidates)
 
 
 def installed() -> bool:
@@ -159,7 +202,7 @@ def install() -> None:
             now = asyncio.get_running_loop().time()
             first = _first_check.setdefault(self, now)
             wait = first + hold - now
-            if wait > 0 and self.ice_controlling and _relayed(pair):
+            if wait > 0 and self.ice_controlling and _relayed(pair) and direct_possible(self):
                 _state["held"] += 1
                 # In-Progress while held, so the pacing loop moves on to other pairs.
                 self.check_state(pair, ice.CandidatePair.State.IN_PROGRESS)

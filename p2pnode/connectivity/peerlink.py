@@ -215,6 +215,13 @@ class PreparedConnection:
             "p2pnode-control", negotiated=True, id=CONTROL_CHANNEL_ID, ordered=True
         )
         self.gathered = False
+        # The SCTP transport owns the link's only ICE/DTLS transport and every
+        # transceiver bundles onto it (max-bundle). aiortc 1.16's BUNDLE handling
+        # would otherwise "replace" it by itself when an m=audio line comes first,
+        # and stop it: the link then never opens (seen with a track added to a link).
+        sctp = self.pc.sctp
+        if sctp is not None:
+            sctp._bundled = True
         if config.early_check_retransmit and config.relay_hold > 0:
             ice_tuning.hold_relayed_checks(_ice_connection(self.pc), config.relay_hold)
 
@@ -417,6 +424,20 @@ class PeerLink:
         finally:
             self._pings.pop(nonce, None)
         return received - sent
+
+    async def restart(
+        self, transport: SignalTransport, *, prepare: Prepare | None = None
+    ) -> PeerLink:
+        """ICE restart the only way aiortc allows: a new connection and link id to the same peer.
+
+        Used when the path died or changed (new network, home lost): this link
+        keeps carrying data until the new one is open, then it is closed. The
+        peer answers the new offer as any other (a dispatcher routes by link id).
+        ``prepare`` re-adds the tracks of a call in progress.
+        """
+        new = await PeerLink.dial(self.peer, transport, self.config, prepare=prepare)
+        await self.close()
+        return new
 
     def send(self, data: bytes) -> None:
         self.data.send(data)

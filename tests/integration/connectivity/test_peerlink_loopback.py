@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec
 
 import pytest
+from aiortc import RTCPeerConnection
 
 from p2pnode.connectivity.credentials import TurnCredentials
 from p2pnode.connectivity.ice_servers import IcePlan, TurnTransport, choose_ice_plan
@@ -143,6 +144,48 @@ async def test_relayed_link_opens_carries_data_and_reports_its_path(
         finally:
             await link_a.close()
             await link_b.close()
+    finally:
+        service.close()
+
+
+@run_async
+async def test_tracks_bundle_onto_the_link_and_a_restart_is_a_new_link() -> None:
+    """What calls build on: a transceiver added before the offer shares the link's one
+    ICE/DTLS transport (max-bundle), and an ICE restart gives a new working link."""
+    service, relay = await start_relay()
+    try:
+        hub = MemoryHub()
+        alice, bob = hub.endpoint("alice"), hub.endpoint("bob")
+        config_a = relay_config(relay, "alice", TurnTransport.UDP)
+        config_b = relay_config(relay, "bob", TurnTransport.UDP)
+
+        def add_audio(pc: RTCPeerConnection) -> None:
+            pc.addTransceiver("audio", direction="sendrecv")
+
+        async def answer_two() -> list[PeerLink]:
+            links = []
+            for _ in range(2):
+                delivery = await bob.receive()
+                links.append(await PeerLink.answer(delivery, bob, config_b))
+            return links
+
+        async with asyncio.TaskGroup() as group:
+            answering = group.create_task(answer_two())
+            first = await PeerLink.dial("bob", alice, config_a, prepare=add_audio)
+            assert "m=audio" in first.remote_sdp and "m=application" in first.remote_sdp
+            (transceiver,) = first.pc.getTransceivers()
+            assert first.pc.sctp is not None
+            assert transceiver.receiver.transport is first.pc.sctp.transport  # bundled
+            second = await first.restart(alice, prepare=add_audio)
+        old_b, new_b = answering.result()
+        try:
+            assert second.link_id != first.link_id and new_b.link_id == second.link_id
+            assert first.pc.connectionState == "closed"
+            second.send(b"after restart")
+            assert await asyncio.wait_for(new_b.receive(), 5) == b"after restart"
+        finally:
+            for link in (second, old_b, new_b):
+                await link.close()
     finally:
         service.close()
 
