@@ -22,6 +22,7 @@ P2PNODE_LAYERS = (
     "sessions",
     "gateways",
     "app",
+    "demo",
     "cli",
 )
 
@@ -90,3 +91,44 @@ def test_rank_catches_a_violation() -> None:
     dht, directory = rank("p2pnode.dht.node"), rank("p2pnode.directory.numbers")
     assert dht is not None and directory is not None
     assert directory > dht
+
+
+# Sans-IO cores: bytes, addresses and ``now`` in; events, datagrams and deadlines out.
+# They never do I/O or read the clock themselves (STYLE 1 and 2). Not listed yet:
+# relay/auth.py (reads the wall clock for REST credentials) and dht/messages.py
+# (uses socket.inet_pton/ntop only), both named in issue 9's review.
+SANS_IO_CORES = (
+    "nat/stun/message.py",
+    "nat/stun/attributes.py",
+    "nat/stun/server.py",
+    "nat/stun/transaction.py",
+    "nat/reachability.py",
+    "relay/server.py",
+    "relay/supernode.py",
+    "relay/allocation.py",
+    "relay/routes.py",
+    "relay/requests.py",
+    "relay/quota.py",
+    "relay/channeldata.py",
+    "p2pnode/dht/protocol.py",
+    "p2pnode/dht/routing.py",
+    "p2pnode/dht/storage.py",
+    "p2pnode/dht/lookup.py",
+    "p2pnode/gateways/enumdns/core.py",
+    "p2pnode/records/policy.py",
+)
+FORBIDDEN_IN_CORES = ("asyncio", "socket", "time")
+
+
+@pytest.mark.parametrize("relative", SANS_IO_CORES)
+def test_sans_io_cores_do_no_io_and_read_no_clock(relative: str) -> None:
+    path = ROOT / relative
+    imported = imported_modules(path, module_name(path))
+    bad = [m for m in imported if m.split(".")[0] in FORBIDDEN_IN_CORES]
+    assert not bad, f"{relative} is a sans-IO core but imports {bad}"
+
+
+def test_the_sans_io_check_can_fail() -> None:
+    """The checker sees an asyncio import where there is one (the runtime's node)."""
+    path = ROOT / "p2pnode/app/node.py"
+    assert "asyncio" in imported_modules(path, module_name(path))

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from p2pnode.app import demo_supernode
-from p2pnode.cli.demo import run_demo
 from p2pnode.connectivity.supernode import SupernodeConfig
+from p2pnode.demo import supernode as demo_supernode
+from p2pnode.demo.walkthrough import run_demo
 
 WAIT = 60  # bound on the whole demo, not a speed assertion
 NAPTR = (

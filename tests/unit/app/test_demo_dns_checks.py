@@ -7,7 +7,7 @@ import dns.name
 import dns.rcode
 import dns.rrset
 
-from p2pnode.app.demo_enumdns import DnsExchange, enum_name
+from p2pnode.demo.enumdns import DnsExchange, enum_name
 
 NUMBER = "+18005550199"
 ALICE = "sip:alice@example.net"
