@@ -243,6 +243,22 @@ class RelaySelector:
         """The relays to use, best first (at most ``keep``)."""
         return tuple(self._entries[owner].candidate for owner in self._chosen)
 
+    def healthy(self, limit: int = 8) -> tuple[RelayCandidate, ...]:
+        """The chosen relays, then other healthy ones with room, best first (home candidates:
+        a node attaches to two and needs spares when one dies)."""
+        spares = sorted(
+            (
+                e
+                for owner, e in self._entries.items()
+                if owner not in self._chosen
+                and e.state is CandidateState.HEALTHY
+                and e.candidate.advert.has_room
+            ),
+            key=_Entry.score,
+        )
+        ranked = [self._entries[owner] for owner in self._chosen] + spares
+        return tuple(e.candidate for e in ranked[:limit])
+
     def state_of(self, owner: bytes) -> CandidateState | None:
         entry = self._entries.get(owner)
         return None if entry is None else entry.state

@@ -71,6 +71,7 @@ from p2pnode.connectivity.homes import (
 )
 from p2pnode.connectivity.homewire import Code, Datagram, is_request
 from p2pnode.connectivity.link_signal import SignalDelivery
+from p2pnode.connectivity.relays import RelayFinder
 from p2pnode.connectivity.replay import ReplayVerdict, ReplayWindow
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity, peer_id_for, public_key_from_peer_id
@@ -86,6 +87,7 @@ __all__ = [
     "SignallingStatistics",
     "contact_homes",
     "fetch_contact",
+    "relay_home_finder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -167,6 +169,17 @@ async def contact_homes(dht: DhtNode, keys: Sequence[bytes]) -> list[HomeEntry]:
         if contact is not None:
             found.extend(home for home in contact.homes if home.key == key)
     return found
+
+
+def relay_home_finder(dht: DhtNode, finder: RelayFinder, limit: int = 6) -> FindHomes:
+    """``find_homes`` from the relay search: the healthy supernodes it found (RELAY_ADVERT
+    records, STUN-checked), mapped to their signalling addresses by their CONTACT records."""
+
+    async def find() -> list[HomeEntry]:
+        await finder.refresh()
+        return await contact_homes(dht, [c.owner for c in finder.selector.healthy(limit)])
+
+    return find
 
 
 class _Protocol(asyncio.DatagramProtocol):

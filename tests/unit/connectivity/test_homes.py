@@ -324,3 +324,27 @@ def test_peer_events_attached_at_home() -> None:
     attached = net.of(H1, PeerAttached)
     assert [e.key for e in attached] == [alice.public_key, bob.public_key]  # type: ignore[attr-defined]
     assert [e.address for e in attached] == [ALICE, BOB]  # type: ignore[attr-defined]
+
+
+def test_relay_selector_offers_healthy_spares_after_the_chosen() -> None:
+    from p2pnode.connectivity.relay_advert import RelayAdvert
+    from p2pnode.connectivity.relays import RelayCandidate, RelaySelector
+
+    selector = RelaySelector()
+    candidates = [
+        RelayCandidate(
+            bytes([i]) * 32,
+            RelayAdvert(((f"198.51.100.{i}", 3478),), (), (), "r", 10, load, 0, "s"),
+            1,
+            2_000_000_000,
+        )
+        for i, load in ((1, 0), (2, 0), (3, 0), (4, 10))
+    ]
+    selector.add_candidates(candidates, 0.0)
+    for i, rtt in ((1, 0.03), (2, 0.01), (3, 0.02), (4, 0.001)):
+        selector.probe_succeeded(bytes([i]) * 32, rtt, 1.0)
+    healthy = [c.owner[0] for c in selector.healthy()]
+    chosen = [c.owner[0] for c in selector.chosen()]
+    assert healthy[:2] == chosen
+    assert sorted(healthy) == [1, 2, 3]  # the full one (load == capacity) is no candidate
+    assert len(selector.healthy(2)) == 2
