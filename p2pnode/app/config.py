@@ -43,6 +43,7 @@ __all__ = [
     "hostport",
     "load_config",
     "parse_config",
+    "reference_markdown",
 ]
 
 CONFIG_FILE = "p2pnode.toml"
@@ -117,6 +118,8 @@ class NodeSection(_Section):
 
 
 class DhtSection(_Section):
+    """Kademlia parameters."""
+
     k: int = Field(20, ge=1, le=64, description="bucket size and replication factor")
     alpha: int = Field(3, ge=1, le=16, description="lookups in flight per operation")
 
@@ -156,7 +159,7 @@ class RelaySection(_Section):
 class EnumSection(_Section):
     """The ENUM DNS gateway (NAPTR answers from the DHT)."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="run the gateway")
     listen: HostPort = Field("127.0.0.1:5353", description="UDP and TCP")
     zones: tuple[str, ...] = Field((), description="served zones (default e164.arpa + e164.org)")
     ns_name: str = Field("localhost.", description="NS/SOA name of the zones")
@@ -167,7 +170,7 @@ class EnumSection(_Section):
 class ControlSection(_Section):
     """The local control API (JSON + WebSocket, token in <home>/control.token)."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="run the control API")
     host: Literal["127.0.0.1", "::1"] = Field("127.0.0.1", description="loopback only")
     port: int | None = Field(
         None, ge=0, le=65535, description="default: derived from the home (20000-29999)"
@@ -175,19 +178,23 @@ class ControlSection(_Section):
 
 
 class MetricsSection(_Section):
+    """Prometheus metrics on their own address (no token: bind where scrapers reach)."""
+
     listen: HostPort | None = Field(None, description="Prometheus /metrics; off unless set")
 
 
 class LogSection(_Section):
+    """Log lines on stderr."""
+
     format: Literal["kv", "json"] = Field("kv", description="key=value lines or JSON lines")
-    level: Level = "warning"
+    level: Level = Field("warning", description="debug, info, warning or error")
     modules: dict[str, Level] = Field(
         default_factory=dict, description='per-module levels, e.g. {"p2pnode.dht" = "debug"}'
     )
 
 
 class ReservedSection(BaseModel):
-    """A service still to come: its keys are accepted and not checked yet."""
+    """Reserved for a service still to come: its keys are accepted and not checked yet."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     enabled: bool = False
@@ -275,3 +282,46 @@ def default_control_port(home: Path) -> int:
     """A port derived from the home's absolute path, so two homes rarely collide."""
     digest = hashlib.blake2b(str(home.resolve()).encode(), digest_size=4).digest()
     return CONTROL_PORT_BASE + int.from_bytes(digest, "big") % CONTROL_PORT_SPAN
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "{}" if not value else str(value)
+    return str(value)
+
+
+def reference_markdown() -> str:
+    """The configuration reference (docs/runtime.md), generated from the models."""
+    lines: list[str] = []
+    defaults = NodeConfig()
+    for section, field_info in NodeConfig.model_fields.items():
+        model = field_info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        lines.append(f"### [{section}]")
+        lines.append("")
+        lines.append((model.__doc__ or "").strip().splitlines()[0])
+        lines.append("")
+        lines.append("| key | default | meaning |")
+        lines.append("|---|---|---|")
+        current = getattr(defaults, section)
+        for key, info in model.model_fields.items():
+            meaning = info.description or ""
+            limits = [
+                f"{name} {getattr(m, name)}"
+                for m in info.metadata
+                for name in ("ge", "gt", "le", "lt", "min_length", "max_length")
+                if getattr(m, name, None) is not None
+            ]
+            if limits:
+                meaning = f"{meaning} ({', '.join(limits)})" if meaning else ", ".join(limits)
+            lines.append(f"| `{key}` | `{_shown(getattr(current, key))}` | {meaning} |")
+        lines.append("")
+    return "\n".join(lines)

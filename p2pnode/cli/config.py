@@ -12,7 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from p2pnode.app.config import CONFIG_FILE, ConfigError, NodeConfig, load_config
+from p2pnode.app.config import (
+    CONFIG_FILE,
+    ConfigError,
+    NodeConfig,
+    load_config,
+    reference_markdown,
+)
 from p2pnode.cli.common import EXIT_OK, EXIT_USAGE, CliError, add_home_argument
 from p2pnode.identity import default_home
 
@@ -82,6 +88,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reference(args: argparse.Namespace) -> int:
+    print(reference_markdown())
+    return EXIT_OK
+
+
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add `config check` and `config show`."""
     config = subparsers.add_parser(
@@ -101,3 +112,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     show.add_argument("--defaults", action="store_true", help="the built-in defaults")
     show.add_argument("--json", action="store_true", help="JSON instead of TOML")
     show.set_defaults(func=cmd_show)
+    reference = actions.add_parser(
+        "reference", help="every key, its default and meaning (Markdown, for docs/runtime.md)"
+    )
+    reference.set_defaults(func=cmd_reference)

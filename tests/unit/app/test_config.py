@@ -120,3 +120,11 @@ def test_hostport(text: str, expected: tuple[str, int]) -> None:
 def test_hostport_refuses(text: str) -> None:
     with pytest.raises(ValueError):
         hostport(text)
+
+
+def test_docs_reference_is_the_generated_one() -> None:
+    from p2pnode.app.config import reference_markdown
+
+    docs = (Path(__file__).resolve().parents[3] / "docs" / "runtime.md").read_text()
+    inside = docs.split("<!-- reference:start -->\n")[1].split("<!-- reference:end -->")[0]
+    assert inside.strip() == reference_markdown().strip(), "run: p2pnode config reference"
