@@ -230,12 +230,16 @@ class RecordStore:
             self._remove(key, held, owner)
 
     def get(self, key: bytes, now: float) -> list[SignedRecord]:
-        """Unexpired records under ``key``, latest-expiring first (stable page order)."""
+        """Unexpired records under ``key``, longest held here first (stable page order).
+
+        Arrival order, not expiry: a squatter's far-future claim can never sort
+        ahead of an incumbent owner's, so the owner is on a reader's first page.
+        """
         held = self._records.get(key)
         if not held:
             return []
         live = [r for r in held.values() if r.expires_at > now]
-        live.sort(key=lambda r: (-r.expires_at, r.owner))
+        live.sort(key=lambda r: (self._stored_at.get((key, r.owner), 0.0), r.owner))
         return live
 
     def stored_at(self, key: bytes, owner: bytes) -> float:

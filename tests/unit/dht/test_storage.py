@@ -220,3 +220,14 @@ def test_items_lists_what_is_held(ttl: int) -> None:
     store.offer(record, record.key, NOW)
     assert list(store.items()) == [(record.key, record)]
     assert store.held(record.key, ALICE.public_key) == record
+
+
+def test_pages_list_the_longest_held_first() -> None:
+    """A reader's first VALUE page starts with the incumbent owner, not with the
+    squatters' far-future claims (which sorted first by expiry)."""
+    store = owner_store()
+    for index, record in enumerate(SQUATS[:10]):
+        store.offer(record, KEY, NOW + 1 + index, source=f"10.{index}.0.1")
+    held = store.get(KEY, NOW + 20)
+    assert held[0] == OWNER_CLAIM
+    assert held[1:] == SQUATS[:10]
