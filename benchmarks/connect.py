@@ -19,6 +19,8 @@ Figures (same run, same links):
   gathered ahead, ice_tuning) — set-up = first offer sent -> data channel open
   at the dialer, p50/p95 overall and per path class (direct / relayed), the
   share of pairs that went direct, ping RTT over the open link;
+- with ``--unprepared``: PeerLink again, answerers gathering only after the offer
+  arrives (what the spare connections save);
 - anchor 1: plain aiortc (in-band data channel, default bundle policy, gathering
   after the offer arrives, no tuning), SDP through the same pipe, same servers;
 - anchor 2: the floor, 2 RTT (one offer/answer exchange + one connectivity check).
@@ -54,7 +56,13 @@ ROUND_TIMEOUT = 60.0
 
 
 def measure(
-    reach: ReachLab, *, plain: bool, rounds: int, batch: int, signal_delay: float
+    reach: ReachLab,
+    *,
+    plain: bool,
+    rounds: int,
+    batch: int,
+    signal_delay: float,
+    prepare: bool = True,
 ) -> list[PairResult]:
     pairs = all_pairs()
     results: list[PairResult] = []
@@ -63,7 +71,9 @@ def measure(
         for _ in range(rounds):
             for start in range(0, len(pairs), batch):
                 chunk = pairs[start : start + batch]
-                got = reach.dial(chunk, signal_delay=signal_delay, timeout=ROUND_TIMEOUT)
+                got = reach.dial(
+                    chunk, signal_delay=signal_delay, timeout=ROUND_TIMEOUT, prepare=prepare
+                )
                 results.extend(got[pair] for pair in chunk)
     finally:
         reach.stop_agents()
@@ -88,6 +98,11 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=7, help="links dialled at once")
     parser.add_argument("--delay-ms", type=float, default=10.0, help="each way, per peer link")
     parser.add_argument("--no-anchor", action="store_true", help="skip plain aiortc")
+    parser.add_argument(
+        "--unprepared",
+        action="store_true",
+        help="also PeerLink without answerers' spare connections (gathering after the offer)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("benchmarks/connect.py builds the netns lab: run it as root", file=sys.stderr)
@@ -101,6 +116,16 @@ def main() -> int:
         ours = measure(
             reach, plain=False, rounds=args.rounds, batch=args.batch, signal_delay=signal_delay
         )
+        unprepared: list[PairResult] = []
+        if args.unprepared:
+            unprepared = measure(
+                reach,
+                plain=False,
+                rounds=args.rounds,
+                batch=args.batch,
+                signal_delay=signal_delay,
+                prepare=False,
+            )
         anchor: list[PairResult] = []
         if not args.no_anchor:
             anchor = measure(
@@ -141,6 +166,8 @@ def main() -> int:
         "floor_ms": floor_ms,
         "configured_rtt_ms": rtt_ms,
         "rtt_p50_ms": percentile(rtts, 50),
+        "setup_unprepared_p50_ms": percentile(setups(unprepared), 50),
+        "setup_unprepared_p95_ms": percentile(setups(unprepared), 95),
         "aiortc_pipe_setup_p50_ms": percentile(setups(anchor), 50),
         "aiortc_pipe_setup_p95_ms": percentile(setups(anchor), 95),
         "aiortc_pipe_direct_share": (

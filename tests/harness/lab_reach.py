@@ -119,6 +119,7 @@ class ReachLab:
         self.hosts: dict[str, Host] = {}
         self.last_errors: dict[str, str] = {}  # each agent's stderr tail after a run
         self.agents: dict[str, _Agent] = {}
+        self.plans: dict[str, dict[str, Any]] = {}  # each agent's ICE servers, as it reported
         self.plain = False
         self._buffers: dict[str, bytes] = {}
         self._links = 0
@@ -163,7 +164,7 @@ class ReachLab:
         while waiting and time.monotonic() < deadline:
             for name, message in self._messages(deadline - time.monotonic()):
                 if "ready" in message:
-                    self.agents[name].plan = message["plan"]
+                    self.agents[name].plan = self.plans[name] = message["plan"]
                     waiting.discard(name)
         if waiting:
             tails = {name: self.agents[name].stderr_tail() for name in waiting}

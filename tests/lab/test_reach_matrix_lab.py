@@ -75,6 +75,10 @@ def test_every_pair_connects_direct_wherever_physics_allows(reach_lab: ReachLab)
         assert result.echo, pair  # data went there and back over the data channel
         # A ping crosses both peers' delayed links twice: at least the configured RTT.
         assert result.rtt_ms is not None and result.rtt_ms >= 4 * DELAY_MS * 0.9, pair
-    # UDP-blocked peers reach their relay over TCP (nothing else gets through).
-    blocked = [results[pair].describe for pair in pairs if B in pair]
-    assert all("relayed via" in text for text in blocked), blocked
+    # UDP-blocked peers found UDP silent: no STUN, TURN over TCP; everyone else uses UDP.
+    for name, plan in reach_lab.plans.items():
+        if name.endswith("-blocked"):
+            assert plan["stun"] is None and plan["turn_transport"] == "tcp", (name, plan)
+        else:
+            assert plan["stun"] is not None and plan["turn_transport"] == "udp", (name, plan)
+    assert "(tcp, ours)" in results[(B, B)].describe
