@@ -201,7 +201,9 @@ def test_cached_answers_match_fresh_ones(qid: bytes, name: str) -> None:
 
 
 def edns_query(name: str, *, payload: int = 1232, do: bool = False, cookie: bool = False) -> bytes:
-    options = [dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"\x01" * 8)] if cookie else []
+    options: list[dns.edns.Option] = (
+        [dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"\x01" * 8)] if cookie else []
+    )
     query = dns.message.make_query(
         name, "NAPTR", use_edns=0, payload=payload, want_dnssec=do, options=options
     )
@@ -237,7 +239,7 @@ def test_edns_variants_never_share_an_answer() -> None:
     gateway = core()
     name = "5.3.9.9.5.3.9.0.0.8.1.e164.arpa."
     for variant in ({"payload": 512}, {"payload": 4096}, {"do": True}):
-        gateway.handle(edns_query(name, **variant), "192.0.2.1", 0.0, Transport.UDP)  # type: ignore[arg-type]
+        gateway.handle(edns_query(name, **variant), "192.0.2.1", 0.0, Transport.UDP)
     assert gateway.statistics().cache_hits == 0
     gateway.handle(edns_query(name, payload=512), "192.0.2.1", 0.1, Transport.UDP)
     assert gateway.statistics().cache_hits == 1
