@@ -22,7 +22,7 @@ import dns.name
 
 from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
 from p2pnode.cli.node import load_identity
-from p2pnode.cli.via_node import name_lookup_via_node
+from p2pnode.cli.via_node import enum_lookup_via_node, name_lookup_via_node
 from p2pnode.dht import DhtNode
 from p2pnode.directory.e164 import E164Error, normalise_country, normalise_e164
 from p2pnode.directory.lookup import (
@@ -406,6 +406,10 @@ def _enum_publish(args: argparse.Namespace) -> int:
 def _enum_lookup(args: argparse.Namespace) -> int:
     settings = _settings(args)
     number = _number(args.number, args, settings)
+    if not _tollfree(args, settings).directives:  # the node has no toll-free table
+        answered = enum_lookup_via_node(args, number, _trusted(args, settings))
+        if answered is not None:
+            return answered
 
     async def work(directory: Directory, _: DirectorySettings) -> int:
         resolution = await directory.resolve(RecordKind.ENUM_ENTRY, number)
@@ -571,7 +575,8 @@ def _enum_dns(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``name``, ``enum``, ``verifier`` and ``enum-dns``."""
+    """Add ``name``, ``enum`` (with ``enum serve``), ``verifier`` and ``enum-dns``
+    (the old name of ``enum serve``)."""
     name = subparsers.add_parser("name", help="claim and look up logins")
     name_sub = name.add_subparsers(dest="name_command", metavar="ACTION", required=True)
     claim = name_sub.add_parser(
@@ -666,36 +671,45 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add_home_argument(init)
     init.set_defaults(func=_verifier_init)
 
-    gateway = subparsers.add_parser(
-        "enum-dns",
-        help="serve ENUM NAPTR answers over DNS from the DHT",
-        description="A DNS server (UDP and TCP) for PBXs: NAPTR answers for numbers with a "
-        "record countersigned by a --trust'ed verifier, else the toll-free table, else NXDOMAIN.",
+    serve_description = (
+        "A DNS server (UDP and TCP) for PBXs: NAPTR answers for numbers with a "
+        "record countersigned by a --trust'ed verifier, else the toll-free table, else NXDOMAIN. "
+        "`p2pnode run` hosts the same gateway as a service ([enum] in its config)."
     )
-    gateway.add_argument(
-        "--listen",
-        required=True,
-        metavar="HOST:PORT",
-        help="address for UDP and TCP, e.g. 127.0.0.1:5353 or 0.0.0.0:53",
-    )
-    gateway.add_argument(
-        "--zone",
-        action="append",
-        metavar="ZONE",
-        help="zone to serve (repeatable; default e164.arpa. and enum.)",
-    )
-    gateway.add_argument(
-        "--tollfree-file",
-        metavar="FILE",
-        help="ENUMER-style rules answered when no trusted record exists",
-    )
-    gateway.add_argument("--ns-name", default="localhost.", help="NS/SOA name of this server")
-    gateway.add_argument(
-        "--rate-limit",
-        default="100",
-        metavar="QPS",
-        help="UDP answers per second per client address, bursts of two seconds' worth "
-        "(0: off; default 100)",
-    )
-    _add_network_arguments(gateway)
-    gateway.set_defaults(func=_enum_dns)
+    for gateway in (
+        enum_sub.add_parser(
+            "serve",
+            help="serve ENUM NAPTR answers over DNS from the DHT",
+            description=serve_description,
+        ),
+        subparsers.add_parser(
+            "enum-dns", help="old name of `enum serve`", description=serve_description
+        ),
+    ):
+        gateway.add_argument(
+            "--listen",
+            required=True,
+            metavar="HOST:PORT",
+            help="address for UDP and TCP, e.g. 127.0.0.1:5353 or 0.0.0.0:53",
+        )
+        gateway.add_argument(
+            "--zone",
+            action="append",
+            metavar="ZONE",
+            help="zone to serve (repeatable; default e164.arpa. and enum.)",
+        )
+        gateway.add_argument(
+            "--tollfree-file",
+            metavar="FILE",
+            help="ENUMER-style rules answered when no trusted record exists",
+        )
+        gateway.add_argument("--ns-name", default="localhost.", help="NS/SOA name of this server")
+        gateway.add_argument(
+            "--rate-limit",
+            default="100",
+            metavar="QPS",
+            help="UDP answers per second per client address, bursts of two seconds' worth "
+            "(0: off; default 100)",
+        )
+        _add_network_arguments(gateway)
+        gateway.set_defaults(func=_enum_dns)

@@ -19,13 +19,24 @@ from p2pnode.identity import (
     public_key_from_peer_id,
 )
 
-__all__ = ["name_lookup_via_node"]
+__all__ = ["enum_lookup_via_node", "name_lookup_via_node"]
 
 
 def name_lookup_via_node(
     args: argparse.Namespace, login: str, trusted: frozenset[bytes]
 ) -> int | None:
     """The answer's exit status, or None when no node runs in the home (then join)."""
+    return _lookup_via_node(args, f"/api/names/{login}", trusted)
+
+
+def enum_lookup_via_node(
+    args: argparse.Namespace, number: str, trusted: frozenset[bytes]
+) -> int | None:
+    """As ``name_lookup_via_node``, for a phone number (E.164); prints the SIP URIs."""
+    return _lookup_via_node(args, f"/api/enum/{number}", trusted)
+
+
+def _lookup_via_node(args: argparse.Namespace, path: str, trusted: frozenset[bytes]) -> int | None:
     home = args.home if args.home is not None else default_home()
     node = running_node(home)
     if node is None:
@@ -33,7 +44,7 @@ def name_lookup_via_node(
         return None
     say(f"using the running node of {home} at {node.url} (no DHT join)")
     query = [("trust", peer_id_for(key)) for key in sorted(trusted)]
-    answer = node.request("GET", f"/api/names/{login}", NameAnswer, query=query)
+    answer = node.request("GET", path, NameAnswer, query=query)
     if getattr(args, "json", False):
         print(answer.model_dump_json(indent=2))
         return EXIT_OK if answer.outcome == "verified" else EXIT_NEGATIVE
@@ -52,9 +63,11 @@ def name_lookup_via_node(
             fingerprint_for(public_key_from_peer_id(v)) for v in answer.candidates[0].verified_by
         )
         print(f"{answer.subject}: VERIFIED by {verifiers}; {described[0]}")
-        return EXIT_OK
-    print(
-        f"{answer.subject}: UNVERIFIED (no trusted verifier vouches for it); {described[0]}. "
-        "Check the fingerprint with the person before you rely on it."
-    )
-    return EXIT_NEGATIVE
+    else:
+        print(
+            f"{answer.subject}: UNVERIFIED (no trusted verifier vouches for it); "
+            f"{described[0]}. Check the fingerprint with the person before you rely on it."
+        )
+    for uri in answer.candidates[0].uris:
+        print(f"  {uri}")
+    return EXIT_OK if answer.outcome == "verified" else EXIT_NEGATIVE
