@@ -22,6 +22,7 @@ from p2pnode.gateways.sip.headers import (
     AuthHeader,
     CSeq,
     NameAddress,
+    Param,
     SipUri,
     Uri,
     Via,
@@ -42,6 +43,8 @@ __all__ = [
     "SipRequest",
     "SipResponse",
     "build_response",
+    "error_response",
+    "stamp_received",
 ]
 
 # Methods this core knows by name (RFC 3261 plus the extensions phones send).
@@ -333,3 +336,51 @@ def build_response(
     headers += [Header(name, value) for name, value in extra]
     headers.append(Header("Content-Length", str(len(body))))
     return SipResponse.build(status, reason, tuple(headers), body)
+
+
+def stamp_received(request: SipRequest, source: tuple[str, int]) -> SipRequest:
+    """RFC 3261 §18.2.1 + RFC 3581 §4: note where the request really came from.
+
+    ``received`` is added when the top Via's host is not the source IP (or the
+    client asked for rport), and an empty ``rport`` is filled with the source
+    port. Phones behind NAT are then answered, and later reached, at their
+    public address instead of the private one they wrote.
+    """
+    top = request.top_via
+    source_host = f"[{source[0]}]" if ":" in source[0] else source[0]
+    params = list(top.params)
+    changed = False
+    if top.has_rport and top.param("rport") == "":
+        params = [
+            Param("rport", str(source[1])) if p.name.lower() == "rport" else p for p in params
+        ]
+        changed = True
+    if top.host.lower() != source_host.lower() or top.has_rport:
+        params = [p for p in params if p.name.lower() != "received"]
+        params.append(Param("received", source[0]))
+        changed = True
+    if not changed:
+        return request
+    stamped = Via(top.transport, top.host, top.port, tuple(params))
+    headers = list(request.headers)
+    index = next(i for i, header in enumerate(headers) if header.name == "Via")
+    rest = parse_vias([headers[index].value])[1:]
+    headers[index] = Header("Via", ", ".join(str(via) for via in (stamped, *rest)))
+    return SipRequest.build(request.method, request.uri, tuple(headers), request.body)
+
+
+def error_response(
+    request_headers: tuple[tuple[str, str], ...], status: int, reason: str
+) -> SipResponse | None:
+    """A response to a request that failed to parse, from its raw headers, or None.
+
+    Only possible when Via, From, To, Call-ID and CSeq are themselves valid;
+    otherwise the request cannot be answered and is dropped.
+    """
+    wanted = ("Via", "From", "To", "Call-ID", "CSeq")
+    headers = [Header(name, value) for name, value in request_headers if name in wanted]
+    headers.append(Header("Content-Length", "0"))
+    try:
+        return SipResponse.build(status, reason, tuple(headers), b"")
+    except SipDecodeError:
+        return None

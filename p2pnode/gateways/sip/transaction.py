@@ -161,6 +161,7 @@ class Transmit:
 
     message: SipMessage
     destination: Address
+    reliable: bool = False  # over the stream the transaction's request came on
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +258,7 @@ class Transaction:
         return []
 
     def transmit(self, message: SipMessage) -> Transmit:
-        return Transmit(message, self.peer)
+        return Transmit(message, self.peer, self.reliable)
 
 
 def _absorb(tx: Transaction, now: float, message: SipMessage | None) -> list[Effect]:

@@ -152,7 +152,7 @@ class TransactionLayer:
             # Bounded state: refuse statelessly, the client retries later (RFC 3261 §21.5.4).
             self._refused += 1
             refusal = build_response(message, 503, "Service Unavailable", ("Retry-After", "5"))
-            return [Transmit(refusal, destination)]
+            return [Transmit(refusal, destination, reliable)]
         invite = message.method == "INVITE"
         server = Transaction(
             key=skey,
