@@ -23,7 +23,10 @@ Figures (same run, same links):
   arrives (what the spare connections save);
 - anchor 1: plain aiortc (in-band data channel, default bundle policy, gathering
   after the offer arrives, no tuning), SDP through the same pipe, same servers;
-- anchor 2: the floor, 2 RTT (one offer/answer exchange + one connectivity check).
+- anchor 2: the floor, 2 RTT (one offer/answer exchange + one connectivity check);
+- the 500 ms stall: relay-only links on loopback through our relay, one after
+  another, with and without ice_tuning (each in a fresh process), p50/p95 and
+  the share over 400 ms (aiortc's first retransmission is at 500 ms).
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/connect.py [--rounds 3 --batch 7]
 
@@ -34,7 +37,10 @@ lab is torn down on exit.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +59,74 @@ from tests.harness.lab_reach import (  # noqa: E402
 from tests.harness.netns import Lab  # noqa: E402
 
 ROUND_TIMEOUT = 60.0
+LOOPBACK_TIMEOUT = 120.0
+
+
+async def _loopback_links(tuned: bool, count: int) -> list[float]:
+    """Relay-only set-ups on loopback through our relay, one after another (ms each)."""
+    import random
+
+    from p2pnode.connectivity.credentials import TurnCredentials
+    from p2pnode.connectivity.ice_servers import IcePlan
+    from p2pnode.connectivity.peerlink import LinkConfig, PeerLink
+    from relay.auth import rest_api_credentials, rest_api_password, rest_api_username
+    from relay.policy import PeerAddressPolicy, parse_networks
+    from relay.server import TurnConfig, TurnServer
+    from relay.service import RelayService
+    from tests.harness.signal_pipe import MemoryHub, MemorySignalling
+
+    loop = asyncio.get_running_loop()
+    secret = b"bench"
+    turn = TurnConfig(
+        realm="bench",
+        credentials=rest_api_credentials(secret),
+        relay_ip="127.0.0.1",
+        policy=PeerAddressPolicy(allow=parse_networks(["127.0.0.0/8"])),
+    )
+    service = RelayService(
+        TurnServer(turn, random.Random(), loop.time()), udp=[("127.0.0.1", 0)], tcp=[]
+    )
+    relay = (await service.start()).udp[0]
+
+    def config(peer: str) -> LinkConfig:
+        expires = int(time.time()) + 600
+        user = rest_api_username(expires, peer)
+        creds = TurnCredentials(user, rest_api_password(secret, user), "bench", expires)
+        plan = IcePlan(stun=relay, turn=relay, credentials=creds, relay_id="bench")
+        return LinkConfig(ice=plan, relay_only=True, early_check_retransmit=tuned)
+
+    setups = []
+    try:
+        for _ in range(count):
+            hub = MemoryHub()
+            alice, bob = hub.endpoint("alice"), hub.endpoint("bob")
+
+            async def answer(bob: MemorySignalling) -> PeerLink:
+                return await PeerLink.answer(await bob.receive(), bob, config("bob"))
+
+            async with asyncio.TaskGroup() as group:
+                answering = group.create_task(answer(bob))
+                link = await PeerLink.dial("bob", alice, config("alice"))
+            setups.append(link.timings.setup_ms)
+            await link.close()
+            await answering.result().close()
+    finally:
+        service.close()
+    return setups
+
+
+def loopback_series(tuned: bool, count: int) -> list[float]:
+    """Run ``_loopback_links`` in a fresh process: ice_tuning's wrapping is process-wide."""
+    command = [sys.executable, __file__, "--loopback-worker", "tuned" if tuned else "untuned"]
+    command += ["--loopback-links", str(count)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=LOOPBACK_TIMEOUT, check=False
+    )
+    if done.returncode != 0:
+        print(done.stderr[-2000:], file=sys.stderr)
+        return []
+    values: list[float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return values
 
 
 def measure(
@@ -103,7 +177,13 @@ def main() -> int:
         action="store_true",
         help="also PeerLink without answerers' spare connections (gathering after the offer)",
     )
+    parser.add_argument("--loopback-links", type=int, default=30, help="relay-only, each way")
+    parser.add_argument("--loopback-worker", choices=["tuned", "untuned"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.loopback_worker:
+        tuned = args.loopback_worker == "tuned"
+        print(json.dumps(asyncio.run(_loopback_links(tuned, args.loopback_links))))
+        return 0
     if os.geteuid() != 0:
         print("benchmarks/connect.py builds the netns lab: run it as root", file=sys.stderr)
         return 2
@@ -131,6 +211,8 @@ def main() -> int:
             anchor = measure(
                 reach, plain=True, rounds=args.rounds, batch=args.batch, signal_delay=signal_delay
             )
+    tuned = loopback_series(True, args.loopback_links)
+    untuned = loopback_series(False, args.loopback_links)
     wall = time.monotonic() - started
 
     rows = []
@@ -185,6 +267,14 @@ def main() -> int:
         "attached_per_core": None,  # part A (supernode attach capacity) measures these
         "bytes_per_attached": None,
     }
+    figures["loopback_relay_setup_p50_ms"] = percentile(tuned, 50)
+    figures["loopback_relay_setup_p95_ms"] = percentile(tuned, 95)
+    figures["loopback_relay_over_400ms"] = sum(1 for v in tuned if v > 400) / max(len(tuned), 1)
+    figures["loopback_relay_untuned_p50_ms"] = percentile(untuned, 50)
+    figures["loopback_relay_untuned_p95_ms"] = percentile(untuned, 95)
+    figures["loopback_relay_untuned_over_400ms"] = sum(1 for v in untuned if v > 400) / max(
+        len(untuned), 1
+    )
     figures["ratio_setup_p50_vs_floor"] = ratio(figures["setup_p50_ms"], floor_ms)
     figures["ratio_setup_p50_vs_aiortc_pipe"] = ratio(
         figures["setup_p50_ms"], figures["aiortc_pipe_setup_p50_ms"]
@@ -196,6 +286,12 @@ def main() -> int:
         f"{fmt(figures['setup_relayed_p50_ms'])}); floor {floor_ms:.0f} ms; plain aiortc p50 "
         f"{fmt(figures['aiortc_pipe_setup_p50_ms'])} ms; direct {direct_share}; "
         f"{figures['failed']} failed of {len(ours)}"
+    )
+    print(
+        f"loopback relay-only ({len(tuned)} links each): p50/p95 "
+        f"{fmt(figures['loopback_relay_setup_p50_ms'])}/{fmt(figures['loopback_relay_setup_p95_ms'])}"
+        f" ms with ice_tuning, {fmt(figures['loopback_relay_untuned_p50_ms'])}/"
+        f"{fmt(figures['loopback_relay_untuned_p95_ms'])} ms without"
     )
     print("Indicative: 2 cores shared with other work; set-up includes CPU queueing.")
     print_final_json(figures)
