@@ -100,6 +100,9 @@ DEFAULT_SETUP_TIMEOUT = 20.0  # s: TURN over TCP through a symmetric NAT include
 PING_TIMEOUT = 5.0
 DEFAULT_RELAY_HOLD = 0.2  # s; see ice_tuning.hold_relayed_checks
 MAX_PENDING_PINGS = 16
+# Received messages not yet read (aiortc accepts up to 256 KiB each: <= 32 MiB held);
+# beyond it they are dropped and counted ("inbox-full"): read faster or use backpressure.
+MAX_INBOX_MESSAGES = 128
 PING_BYTES = 9  # kind (1) + nonce (8)
 _PING, _PONG = 1, 2
 
@@ -265,7 +268,7 @@ class PeerLink:
         self.remote_sdp = remote_sdp
         self._control = prepared.control
         self._pings: dict[bytes, asyncio.Future[float]] = {}
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1024)
+        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=MAX_INBOX_MESSAGES)
         self.drops: Counter[str] = Counter()
         self._control.on("message", self._on_control)
         self.data.on("message", self._on_data)

@@ -191,6 +191,47 @@ async def test_tracks_bundle_onto_the_link_and_a_restart_is_a_new_link() -> None
 
 
 @run_async
+async def test_signals_from_others_or_for_other_links_are_dropped_and_counted() -> None:
+    """Only the answer for this link, from the dialled peer, is applied; the rest is counted."""
+    service, relay = await start_relay()
+    try:
+        hub = MemoryHub()
+        alice, bob = hub.endpoint("alice"), hub.endpoint("bob")
+        mallory = hub.endpoint("mallory")
+        config_a = relay_config(relay, "alice", TurnTransport.UDP)
+        config_b = relay_config(relay, "bob", TurnTransport.UDP)
+
+        async def answer_after_noise() -> PeerLink:
+            delivery = await bob.receive()
+            offer = decode_signal(delivery.payload)
+            other_link = SignalMessage(SignalKind.ANSWER, bytes(16), "v=0\r\n")
+            await mallory.send("alice", encode_signal(other_link))  # another sender
+            await bob.send("alice", b"\xc1 not msgpack")  # undecodable
+            await bob.send("alice", encode_signal(other_link))  # another link
+            wrong_kind = SignalMessage(SignalKind.OFFER, offer.link_id, "v=0\r\n")
+            await bob.send("alice", encode_signal(wrong_kind))  # not an answer
+            return await PeerLink.answer(delivery, bob, config_b)
+
+        async with asyncio.TaskGroup() as group:
+            answering = group.create_task(answer_after_noise())
+            link_a = await PeerLink.dial("bob", alice, config_a)
+        link_b = answering.result()
+        try:
+            assert link_a.drops == {
+                "signal-other-sender": 1,
+                "signal-undecodable": 1,
+                "signal-other-link": 2,
+            }
+            link_a.send(b"still fine")
+            assert await asyncio.wait_for(link_b.receive(), 5) == b"still fine"
+        finally:
+            await link_a.close()
+            await link_b.close()
+    finally:
+        service.close()
+
+
+@run_async
 async def test_prepared_connection_answers_with_candidates_gathered_ahead() -> None:
     service, relay = await start_relay()
     try:
