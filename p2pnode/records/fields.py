@@ -113,6 +113,17 @@ _CONTAINERS = {
 }
 
 
+# Size of each object whose lead byte alone gives it (fixints, fixstr, fixed scalars); 0: other.
+_LEAD_SIZE = bytes(
+    1
+    if lead <= 0x7F or lead >= 0xE0
+    else 1 + (lead & 0x1F)
+    if 0xA0 <= lead <= 0xBF
+    else _FIXED_SIZE.get(lead, 0)
+    for lead in range(256)
+)
+
+
 def nesting_depth(data: bytes, limit: int) -> int:
     """The nesting depth of the single msgpack object in ``data`` (a scalar is 0).
 
@@ -122,56 +133,43 @@ def nesting_depth(data: bytes, limit: int) -> int:
     """
     position = 0
     end = len(data)
-    pending: list[int] = []  # children still to read, per open container
+    pending = [1]  # objects still to read: the top level, then per open container
     depth = 0
-    remaining_top = 1
-    while remaining_top or pending:
+    while pending:
         if position >= end:
             raise MsgpackFramingError("msgpack data ends inside an object")
         lead = data[position]
-        children = 0
-        if lead <= 0x7F or lead >= 0xE0:  # positive / negative fixint
-            position += 1
-        elif lead <= 0x8F:  # fixmap
-            position += 1
-            children = 2 * (lead & 0x0F)
-        elif lead <= 0x9F:  # fixarray
-            position += 1
-            children = lead & 0x0F
-        elif lead <= 0xBF:  # fixstr
-            position += 1 + (lead & 0x1F)
-        elif lead in _FIXED_SIZE:
-            position += _FIXED_SIZE[lead]
+        pending[-1] -= 1  # this object is one child of the innermost open container
+        size = _LEAD_SIZE[lead]
+        if size:
+            position += size
         elif lead in _SIZED:
             width, extra = _SIZED[lead]
             header_end = position + 1 + width
             if header_end > end:
                 raise MsgpackFramingError("msgpack data ends inside a length")
-            length = int.from_bytes(data[position + 1 : header_end], "big")
-            position = header_end + extra + length
-        elif lead in _CONTAINERS:
-            width, per_entry = _CONTAINERS[lead]
-            header_end = position + 1 + width
-            if header_end > end:
-                raise MsgpackFramingError("msgpack data ends inside a count")
-            children = per_entry * int.from_bytes(data[position + 1 : header_end], "big")
-            position = header_end
-        else:  # 0xC1 is reserved ("never used")
-            raise MsgpackFramingError("reserved msgpack byte 0xc1")
-        if position > end:
-            raise MsgpackFramingError("msgpack data ends inside an object")
-        # this object is one child of the innermost open container (or the top level)
-        if pending:
-            pending[-1] -= 1
+            position = header_end + extra + int.from_bytes(data[position + 1 : header_end], "big")
         else:
-            remaining_top -= 1
-        if lead in _CONTAINERS or 0x80 <= lead <= 0x9F:
-            if len(pending) + 1 > limit:
+            if 0x80 <= lead <= 0x9F:  # fixmap, fixarray
+                position += 1
+                children = lead & 0x0F if lead >= 0x90 else 2 * (lead & 0x0F)
+            elif lead in _CONTAINERS:
+                width, per_entry = _CONTAINERS[lead]
+                header_end = position + 1 + width
+                if header_end > end:
+                    raise MsgpackFramingError("msgpack data ends inside a count")
+                children = per_entry * int.from_bytes(data[position + 1 : header_end], "big")
+                position = header_end
+            else:  # 0xC1 is reserved ("never used")
+                raise MsgpackFramingError("reserved msgpack byte 0xc1")
+            if len(pending) > limit:
                 raise MsgpackFramingError(f"nested deeper than {limit} levels")
-            depth = max(depth, len(pending) + 1)
+            depth = max(depth, len(pending))
             if children:
                 pending.append(children)
-        while pending and pending[-1] == 0:
+        if position > end:
+            raise MsgpackFramingError("msgpack data ends inside an object")
+        while pending and not pending[-1]:
             pending.pop()
     if position != end:
         raise MsgpackFramingError("bytes after the msgpack object")
