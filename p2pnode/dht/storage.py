@@ -46,6 +46,7 @@ __all__ = [
     "RecordStore",
     "StoreLimit",
     "StoreOutcome",
+    "network_of",
 ]
 
 DEFAULT_MAX_STORE_BYTES = 16 * 1024 * 1024

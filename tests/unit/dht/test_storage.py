@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pnode.dht.storage import RecordStore, StoreLimit
+from p2pnode.dht.storage import RecordStore, StoreLimit, network_of
 from p2pnode.identity import Identity
 from p2pnode.records import RecordKind, RejectReason, SignedRecord, sign_record
 
@@ -231,3 +231,13 @@ def test_pages_list_the_longest_held_first() -> None:
     held = store.get(KEY, NOW + 20)
     assert held[0] == OWNER_CLAIM
     assert held[1:] == SQUATS[:10]
+
+
+def test_networks_are_prefixes_of_the_source_address() -> None:
+    assert network_of("192.0.2.77", 24, 48) == "192.0.2.0/24"
+    assert network_of("::ffff:192.0.2.77", 24, 48) == "192.0.2.0/24"  # IPv4-mapped
+    assert network_of("2001:db8:1:2::5", 24, 48) == "2001:db8:1::/48"
+    assert network_of("127.0.3.1", 32, 128) == "127.0.3.1/32"
+    assert network_of("not-an-ip", 24, 48) != network_of("other", 24, 48)
+    with pytest.raises(ValueError, match="prefixes"):
+        RecordStore(prefix_v4=33)
