@@ -33,6 +33,7 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from nat.drops import DropCounter
 from p2pnode.connectivity.envelope import EnvelopeDecodeError, envelope_recipient
@@ -559,14 +560,15 @@ class HomeCore:
         return out
 
 
-# The requests a home serves: an explicit typed table, never dispatch by name.
-_HANDLERS: dict[type, Callable[[HomeCore, object, Address], None]] = {
-    Hello: HomeCore._hello,  # type: ignore[dict-item]
-    Attach: HomeCore._attach,  # type: ignore[dict-item]
-    Keepalive: HomeCore._keepalive,  # type: ignore[dict-item]
-    Detach: HomeCore._detach,  # type: ignore[dict-item]
-    SetState: HomeCore._set,  # type: ignore[dict-item]
-    Send: HomeCore._send_envelope,  # type: ignore[dict-item]
-    DeliverAck: HomeCore._deliver_ack,  # type: ignore[dict-item]
-    Watch: HomeCore._watch,  # type: ignore[dict-item]
+# The requests a home serves: an explicit table keyed by the decoded message's class (so
+# each handler gets exactly its type), never dispatch by a name a peer chose.
+_HANDLERS: dict[type, Callable[[HomeCore, Any, Address], None]] = {
+    Hello: HomeCore._hello,
+    Attach: HomeCore._attach,
+    Keepalive: HomeCore._keepalive,
+    Detach: HomeCore._detach,
+    SetState: HomeCore._set,
+    Send: HomeCore._send_envelope,
+    DeliverAck: HomeCore._deliver_ack,
+    Watch: HomeCore._watch,
 }

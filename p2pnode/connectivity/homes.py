@@ -1,14 +1,9 @@
 """The peer side of the home protocol (sans-IO): two homes kept, envelopes sent, watches held.
 
 A node behind NAT keeps ``wanted`` (two) home supernodes. Each home slot is a
-small state machine, written as a table (``TRANSITIONS``): an undefined
-(state, input) pair raises ``TransitionError``, which the datagram boundary
-counts as a drop::
-
-    HELLO --challenge--> ATTACHING --attached--> ATTACHED --keepalive due--> CHECKING
-      ^                     |  refused/timeout -> LOST         ^   ack ok  |
-      +-------- unknown session (the home forgot us) ----------+-----------+
-                                                   CHECKING --timeout--> LOST
+small state machine written as a table (``homeslot.py``); an undefined (state,
+input) pair raises ``TransitionError``, which the datagram boundary counts as a
+drop.
 
 A home that stops answering is declared LOST ``keepalive_timeout`` seconds
 after the keepalive it did not answer; the slot is refilled at once from the
@@ -29,7 +24,6 @@ randomness and signing are parameters: no clock, socket or asyncio here.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +31,16 @@ from dataclasses import dataclass, field
 from nat.drops import DropCounter
 from p2pnode.connectivity.attach import attach_signed_bytes, watch_signed_bytes
 from p2pnode.connectivity.contact import HomeEntry
+from p2pnode.connectivity.homeslot import (
+    DEFAULT_KEEPALIVE,
+    MIN_KEEPALIVE,
+    TRANSITIONS,
+    HomeSlot,
+    SlotInput,
+    SlotState,
+    TransitionError,
+    keepalive_for_lifetime,
+)
 from p2pnode.connectivity.homewire import (
     TXID_BYTES,
     Attach,
@@ -83,8 +87,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_KEEPALIVE = 20.0  # seconds: under the 30 s many NATs keep an idle UDP mapping
-MIN_KEEPALIVE = 1.0
 MAX_CANDIDATES = 16
 MAX_SENDS = 256
 MAX_WATCHES = 1024
@@ -92,57 +94,6 @@ MAX_WATCHES = 1024
 Address = tuple[str, int]
 Random = Callable[[int], bytes]
 Sign = Callable[[bytes], bytes]
-
-
-def keepalive_for_lifetime(lower: float | None) -> float:
-    """Keepalive interval for a NAT that kept an idle mapping at least ``lower`` seconds
-    (``nat.lifetime.MappingLifetime.lower``): half of it, within [1, 20] s; unknown: 20 s."""
-    if lower is None or lower <= 0:
-        return DEFAULT_KEEPALIVE
-    return min(max(lower / 2, MIN_KEEPALIVE), DEFAULT_KEEPALIVE)
-
-
-class TransitionError(Exception):
-    """An input that the slot's state table does not define for its state."""
-
-
-class SlotState(enum.Enum):
-    HELLO = "hello"  # HELLO sent, waiting for the challenge
-    ATTACHING = "attaching"  # signed ATTACH sent
-    ATTACHED = "attached"  # session up, next keepalive scheduled
-    CHECKING = "checking"  # keepalive sent, waiting for its ack
-    LOST = "lost"  # terminal: the slot is dropped and refilled
-
-
-class SlotInput(enum.Enum):
-    CHALLENGE = "challenge"
-    ATTACHED_OK = "attached ok"
-    REFUSED = "refused"
-    KEEPALIVE_DUE = "keepalive due"
-    ACK_OK = "ack ok"
-    ACK_UNKNOWN = "ack unknown session"
-    RETRY = "retry"
-    TIMEOUT = "timeout"
-
-
-_S, _I = SlotState, SlotInput  # table shorthand
-TRANSITIONS: dict[tuple[SlotState, SlotInput], SlotState] = {
-    (_S.HELLO, _I.CHALLENGE): _S.ATTACHING,
-    (_S.HELLO, _I.RETRY): _S.HELLO,
-    (_S.HELLO, _I.TIMEOUT): _S.LOST,
-    (_S.ATTACHING, _I.CHALLENGE): _S.ATTACHING,  # a retransmitted HELLO's second answer
-    (_S.ATTACHING, _I.ATTACHED_OK): _S.ATTACHED,
-    (_S.ATTACHING, _I.REFUSED): _S.LOST,
-    (_S.ATTACHING, _I.RETRY): _S.ATTACHING,
-    (_S.ATTACHING, _I.TIMEOUT): _S.LOST,
-    (_S.ATTACHED, _I.KEEPALIVE_DUE): _S.CHECKING,
-    (_S.ATTACHED, _I.ACK_OK): _S.ATTACHED,  # a late duplicate ack
-    (_S.ATTACHED, _I.ACK_UNKNOWN): _S.HELLO,
-    (_S.CHECKING, _I.ACK_OK): _S.ATTACHED,
-    (_S.CHECKING, _I.ACK_UNKNOWN): _S.HELLO,  # the home restarted: attach again
-    (_S.CHECKING, _I.RETRY): _S.CHECKING,
-    (_S.CHECKING, _I.TIMEOUT): _S.LOST,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,26 +160,6 @@ PeerEvent = (
 
 
 @dataclass(slots=True)
-class _Slot:
-    home: HomeEntry
-    state: SlotState
-    txid: bytes
-    started: float
-    retry_at: float
-    give_up_at: float
-    nonce: bytes = b""
-    token: bytes = b""
-    keepalive: float = DEFAULT_KEEPALIVE
-    set_txid: bytes | None = None  # presence/allow-list update not yet acknowledged
-
-    def fire(self, event: SlotInput) -> None:
-        target = TRANSITIONS.get((self.state, event))
-        if target is None:
-            raise TransitionError(f"{event.value} in state {self.state.value}")
-        self.state = target
-
-
-@dataclass(slots=True)
 class _Outgoing:
     envelope: bytes
     homes: tuple[Address, ...]
@@ -264,7 +195,7 @@ class PeerCore:
         self._now = now
         self._candidates: list[HomeEntry] = []
         self._backoff: dict[bytes, float] = {}  # home key -> not before
-        self._slots: list[_Slot] = []
+        self._slots: list[HomeSlot] = []
         self._sends: dict[int, _Outgoing] = {}
         self._send_by_txid: dict[bytes, int] = {}
         self._next_handle = 1
@@ -417,7 +348,7 @@ class PeerCore:
             self._start_slot(choice)
 
     def _start_slot(self, home: HomeEntry) -> None:
-        slot = _Slot(
+        slot = HomeSlot(
             home,
             SlotState.HELLO,
             self._random(TXID_BYTES),
@@ -428,7 +359,7 @@ class PeerCore:
         self._slots.append(slot)
         self._emit(Hello(slot.txid), home.signal)
 
-    def _restart_slot(self, slot: _Slot) -> None:
+    def _restart_slot(self, slot: HomeSlot) -> None:
         """The home forgot our session: attach again from HELLO (state already HELLO)."""
         was_attached = slot.token != b""
         slot.txid = self._random(TXID_BYTES)
@@ -439,7 +370,7 @@ class PeerCore:
         if was_attached:
             self._events.append(HomesChanged(self.homes()))
 
-    def _lose(self, slot: _Slot, reason: str) -> None:
+    def _lose(self, slot: HomeSlot, reason: str) -> None:
         was_attached = slot.token != b""
         self._slots.remove(slot)
         self._backoff[slot.home.key] = self._now + self.config.failure_backoff
@@ -448,7 +379,7 @@ class PeerCore:
             self._events.append(HomesChanged(self.homes()))
         self._fill()
 
-    def _slot_timer(self, slot: _Slot, now: float) -> None:
+    def _slot_timer(self, slot: HomeSlot, now: float) -> None:
         if slot.state is SlotState.ATTACHED:
             if slot.retry_at <= now:  # keepalive due
                 slot.fire(SlotInput.KEEPALIVE_DUE)
@@ -472,7 +403,7 @@ class PeerCore:
             )
             self._retransmit(slot)
 
-    def _retransmit(self, slot: _Slot) -> None:
+    def _retransmit(self, slot: HomeSlot) -> None:
         if slot.state is SlotState.HELLO:
             self._emit(Hello(slot.txid), slot.home.signal)
         elif slot.state is SlotState.ATTACHING:
@@ -480,18 +411,18 @@ class PeerCore:
         elif slot.state is SlotState.CHECKING:
             self._emit(Keepalive(slot.token), slot.home.signal)
 
-    def _attach_message(self, slot: _Slot) -> Attach:
+    def _attach_message(self, slot: HomeSlot) -> Attach:
         keepalive_ms = int(self.config.keepalive * 1000)
         signed = attach_signed_bytes(slot.home.key, slot.nonce, self.own_key, keepalive_ms)
         return Attach(slot.txid, self.own_key, slot.nonce, keepalive_ms, self._sign(signed))
 
-    def _push_state(self, slot: _Slot) -> None:
+    def _push_state(self, slot: HomeSlot) -> None:
         slot.set_txid = self._random(TXID_BYTES)
         self._emit(
             SetState(slot.set_txid, slot.token, self._presence, self._allow), slot.home.signal
         )
 
-    def _slot_at(self, source: Address) -> _Slot | None:
+    def _slot_at(self, source: Address) -> HomeSlot | None:
         return next((s for s in self._slots if s.home.signal == source), None)
 
     # -- dispatch ----------------------------------------------------------------
@@ -631,5 +562,5 @@ class PeerCore:
         return out
 
 
-def _state_before_loss(slot: _Slot) -> str:
+def _state_before_loss(slot: HomeSlot) -> str:
     return "after keepalive" if slot.token else "while attaching"

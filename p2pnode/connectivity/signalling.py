@@ -32,7 +32,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nat.drops import DropCounter
@@ -47,7 +47,6 @@ from p2pnode.connectivity.contact import (
     NatVerdict,
     Presence,
     PresenceStatus,
-    decode_contact,
     decode_presence,
     encode_contact,
     encode_presence,
@@ -71,11 +70,16 @@ from p2pnode.connectivity.homes import (
 )
 from p2pnode.connectivity.homewire import Code, Datagram, is_request
 from p2pnode.connectivity.link_signal import SignalDelivery
-from p2pnode.connectivity.relays import RelayFinder
 from p2pnode.connectivity.replay import ReplayVerdict, ReplayWindow
+from p2pnode.connectivity.resolve import (
+    FindHomes,
+    contact_homes,
+    fetch_contact,
+    relay_home_finder,
+)
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity, peer_id_for, public_key_from_peer_id
-from p2pnode.records import RecordKind, record_key, sign_record
+from p2pnode.records import RecordKind, sign_record
 
 __all__ = [
     "CONTACT_CACHE",
@@ -99,7 +103,6 @@ SUSPECT_FOR = 30.0  # seconds a home that did not answer is tried after the othe
 MAX_SUSPECTS = 1024
 
 Address = tuple[str, int]
-FindHomes = Callable[[], Awaitable[Sequence[HomeEntry]]]
 
 
 class PeerUnreachableError(Exception):
@@ -141,45 +144,6 @@ class SignallingStatistics:
     refused: tuple[tuple[str, int], ...]  # received envelopes refused, by reason
     dropped: tuple[tuple[str, int], ...]  # datagrams dropped by the peer core, by reason
     home: HomeStatistics | None  # when this node serves as a home
-
-
-async def fetch_contact(dht: DhtNode, key: bytes) -> Contact | None:
-    """The newest live CONTACT ``key`` published, or None (the DHT checked signatures)."""
-    result = await dht.get(record_key(RecordKind.CONTACT, key, CONTACT_SUBJECT))
-    now = time.time()
-    records = [
-        r
-        for r in result.records
-        if r.owner == key and r.kind is RecordKind.CONTACT and r.expires_at > now
-    ]
-    for record in sorted(records, key=lambda r: r.seq, reverse=True):
-        try:
-            return decode_contact(record.payload)
-        except ContactDecodeError:
-            continue
-    return None
-
-
-async def contact_homes(dht: DhtNode, keys: Sequence[bytes]) -> list[HomeEntry]:
-    """Home candidates from supernodes' own CONTACT records (a public node is its own home):
-    for each key (e.g. ``RelayFinder.chosen()`` owners), the home entry naming that key."""
-    contacts = await asyncio.gather(*(fetch_contact(dht, key) for key in keys))
-    found: list[HomeEntry] = []
-    for key, contact in zip(keys, contacts, strict=True):
-        if contact is not None:
-            found.extend(home for home in contact.homes if home.key == key)
-    return found
-
-
-def relay_home_finder(dht: DhtNode, finder: RelayFinder, limit: int = 6) -> FindHomes:
-    """``find_homes`` from the relay search: the healthy supernodes it found (RELAY_ADVERT
-    records, STUN-checked), mapped to their signalling addresses by their CONTACT records."""
-
-    async def find() -> list[HomeEntry]:
-        await finder.refresh()
-        return await contact_homes(dht, [c.owner for c in finder.selector.healthy(limit)])
-
-    return find
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -242,6 +206,8 @@ class SignallingService:
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._seq = 0
+        self._presence_payload = b""  # what our homes tell our watchers
+        self._allow: tuple[bytes, ...] | None = None  # who may watch us (None: anyone)
         self._suspects: dict[Address, float] = {}  # home -> until when it is tried last
         self._counts = {"sent": 0, "unreachable": 0, "received": 0}
         self.refused = DropCounter(logger, time.time)
@@ -399,9 +365,6 @@ class SignallingService:
         return self._reported.get(key)
 
     # -- internals: sending ------------------------------------------------------
-
-    _presence_payload = b""
-    _allow: tuple[bytes, ...] | None = None
 
     def _push_state(self) -> None:
         if self._peer is not None:

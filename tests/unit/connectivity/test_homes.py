@@ -13,7 +13,6 @@ from p2pnode.connectivity.attach import HomeConfig, HomeCore, PeerAttached, Peer
 from p2pnode.connectivity.contact import HomeEntry
 from p2pnode.connectivity.envelope import open_envelope, seal_envelope
 from p2pnode.connectivity.homes import (
-    TRANSITIONS,
     Delivered,
     HomeAttached,
     HomeLost,
@@ -23,10 +22,13 @@ from p2pnode.connectivity.homes import (
     PeerCore,
     PresenceNotice,
     SendDone,
+)
+from p2pnode.connectivity.homeslot import (
+    TRANSITIONS,
+    HomeSlot,
     SlotInput,
     SlotState,
     TransitionError,
-    _Slot,
     keepalive_for_lifetime,
 )
 from p2pnode.connectivity.homewire import (
@@ -306,7 +308,7 @@ def test_keepalive_from_nat_lifetime(lower: float | None, interval: float) -> No
 @settings(max_examples=200, deadline=None)
 @given(st.sampled_from(list(SlotState)), st.sampled_from(list(SlotInput)))
 def test_slot_table_is_total_or_raises(state: SlotState, event: SlotInput) -> None:
-    slot = _Slot(HomeEntry(b"k" * 32, H1, H1), state, b"t" * 8, 0.0, 0.0, 0.0)
+    slot = HomeSlot(HomeEntry(b"k" * 32, H1, H1), state, b"t" * 8, 0.0, 0.0, 0.0)
     if (state, event) in TRANSITIONS:
         slot.fire(event)
         assert slot.state is TRANSITIONS[(state, event)]
