@@ -4,7 +4,7 @@ Server side, the gateway:
 - stores only HA1 hashes (``H(username:realm:password)``, one per algorithm),
   never passwords: :class:`StoredCredentials`;
 - offers both challenges, SHA-256 first (RFC 8760 §2.4), always ``qop="auth"``;
-- mints stateless nonces: ``issued-at || HMAC(secret, issued-at || realm)``,
+- mints stateless nonces: ``issued-at || salt || HMAC(secret, issued-at || salt || realm)``,
   so a restart or a thousand concurrent registrations cost no memory, and an
   expired but authentic nonce yields ``stale=true`` (RFC 7616 §3.3) instead of
   a password failure;
@@ -47,6 +47,8 @@ __all__ = [
 DEFAULT_NONCE_LIFETIME = 300.0  # seconds a nonce is accepted before stale=true
 MAX_TRACKED_NONCES = 65_536  # nonce-count entries held; oldest forgotten first
 _MAC_BYTES = 16
+_SALT_BYTES = 8
+_NONCE_CHARS = 43  # base64url of 8 (time) + 8 (salt) + 16 (MAC) bytes, unpadded
 _NC_LENGTH = 8  # nc-value = 8LHEX
 
 
@@ -181,14 +183,28 @@ class DigestServer:
         *,
         nonce_lifetime: float = DEFAULT_NONCE_LIFETIME,
         max_tracked_nonces: int = MAX_TRACKED_NONCES,
+        randbytes: Callable[[int], bytes],
+        algorithms: tuple[Algorithm, ...] = (Algorithm.SHA256, Algorithm.MD5),
     ) -> None:
+        """``algorithms`` is the order of the challenges (RFC 8760 §2.4: preferred first).
+
+        Measured: sipp 3.6.1 answers only the first challenge and refuses
+        SHA-256, as some legacy phones do; such a deployment lists MD5 first.
+        """
         if len(secret) < 16:
             raise ValueError("the nonce secret needs at least 16 bytes")
+        if not algorithms:
+            raise ValueError("offer at least one algorithm")
+        self.algorithms = algorithms
         self.realm = realm
         self._secret = secret
         self._lifetime = nonce_lifetime
         self._max_tracked = max_tracked_nonces
         self._last_nc: OrderedDict[str, int] = OrderedDict()
+        # Injected randomness (os.urandom in production, a seeded source in tests): two
+        # challenges minted at the same instant must still differ, or their nonce
+        # counts would collide.
+        self._randbytes = randbytes
 
     # -- nonces ------------------------------------------------------------------
     def _mac(self, issued: bytes) -> bytes:
@@ -196,32 +212,32 @@ class DigestServer:
         return mac.digest()[:_MAC_BYTES]
 
     def nonce(self, now: float) -> str:
-        issued = struct.pack(">d", now)
+        issued = struct.pack(">d", now) + self._randbytes(_SALT_BYTES)
         return base64.urlsafe_b64encode(issued + self._mac(issued)).decode().rstrip("=")
 
     def _nonce_age(self, nonce: str, now: float) -> float | None:
         """Seconds since an authentic nonce was minted; None if it is not ours."""
-        if len(nonce) != 32:
+        if len(nonce) != _NONCE_CHARS or not nonce.isascii():
             return None
         try:
-            raw = base64.urlsafe_b64decode(nonce + "==")
+            raw = base64.urlsafe_b64decode(nonce + "=")
         except ValueError:
             return None
-        issued, mac = raw[:8], raw[8:]
+        issued, mac = raw[: 8 + _SALT_BYTES], raw[8 + _SALT_BYTES :]
         if len(mac) != _MAC_BYTES or not hmac.compare_digest(mac, self._mac(issued)):
             return None
-        (minted,) = struct.unpack(">d", issued)
+        (minted,) = struct.unpack(">d", issued[:8])
         age = now - minted
         return age if age >= 0 else None
 
     def challenges(self, now: float, *, stale: bool = False) -> tuple[str, ...]:
-        """WWW-Authenticate values: SHA-256 then MD5, one nonce, qop="auth"."""
+        """WWW-Authenticate values, one per algorithm in order, one nonce, qop="auth"."""
         nonce = self.nonce(now)
         tail = ", stale=true" if stale else ""
         return tuple(
             f"Digest realm={quote(self.realm)}, nonce={quote(nonce)}, "
             f'algorithm={algorithm.value}, qop="auth"{tail}'
-            for algorithm in (Algorithm.SHA256, Algorithm.MD5)
+            for algorithm in self.algorithms
         )
 
     # -- verification --------------------------------------------------------------
@@ -256,6 +272,8 @@ class DigestServer:
             algorithm = Algorithm(credentials.get("algorithm") or "MD5")
         except ValueError:
             return Verdict(VerdictKind.FAILED, "unsupported algorithm", username)
+        if algorithm not in self.algorithms:
+            return Verdict(VerdictKind.FAILED, "algorithm not offered", username)
         qop = credentials.get("qop")
         nc_text = credentials.get("nc")
         cnonce = credentials.get("cnonce")

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -114,7 +116,7 @@ def test_stored_credentials_hold_no_password() -> None:
 
 
 def test_both_challenges_offered_sha256_first() -> None:
-    server = DigestServer(REALM, SECRET)
+    server = DigestServer(REALM, SECRET, randbytes=random.Random(7).randbytes)
     first, second = (parse_auth(value) for value in server.challenges(100.0))
     assert (first.get("algorithm"), second.get("algorithm")) == ("SHA-256", "MD5")
     assert first.get("qop") == second.get("qop") == "auth"
@@ -124,7 +126,7 @@ def test_both_challenges_offered_sha256_first() -> None:
 
 @pytest.mark.parametrize("algorithm_index", [0, 1])
 def test_right_password_accepted_with_either_algorithm(algorithm_index: int) -> None:
-    server = DigestServer(REALM, SECRET)
+    server = DigestServer(REALM, SECRET, randbytes=random.Random(7).randbytes)
     verdict = server.verify(
         answer(server, 100.0, algorithm_index=algorithm_index),
         method="REGISTER",
@@ -136,7 +138,7 @@ def test_right_password_accepted_with_either_algorithm(algorithm_index: int) -> 
 
 
 def test_wrong_password_and_unknown_user_look_the_same() -> None:
-    server = DigestServer(REALM, SECRET)
+    server = DigestServer(REALM, SECRET, randbytes=random.Random(7).randbytes)
     wrong = server.verify(
         answer(server, 100.0, password="nope"), method="REGISTER", lookup=lookup, now=101.0
     )
@@ -148,13 +150,15 @@ def test_wrong_password_and_unknown_user_look_the_same() -> None:
 
 
 def test_expired_nonce_is_stale_not_a_failure_and_forged_nonce_fails() -> None:
-    server = DigestServer(REALM, SECRET, nonce_lifetime=60.0)
+    server = DigestServer(REALM, SECRET, nonce_lifetime=60.0, randbytes=random.Random(7).randbytes)
     old = answer(server, 100.0)
     assert server.verify(old, method="REGISTER", lookup=lookup, now=161.0).kind is (
         VerdictKind.STALE
     )
     assert parse_auth(server.challenges(161.0, stale=True)[0]).get("stale") == "true"
-    other = DigestServer(REALM, b"another secret of 32 bytes......")
+    other = DigestServer(
+        REALM, b"another secret of 32 bytes......", randbytes=random.Random(7).randbytes
+    )
     forged = answer(other, 100.0)
     assert server.verify(forged, method="REGISTER", lookup=lookup, now=101.0).reason == (
         "nonce not issued here"
@@ -167,7 +171,7 @@ def test_expired_nonce_is_stale_not_a_failure_and_forged_nonce_fails() -> None:
 
 
 def test_nonce_count_must_increase() -> None:
-    server = DigestServer(REALM, SECRET)
+    server = DigestServer(REALM, SECRET, randbytes=random.Random(7).randbytes)
     first = answer(server, 100.0, nc=1)
     assert server.verify(first, method="REGISTER", lookup=lookup, now=101.0).kind is VerdictKind.OK
     replay = server.verify(first, method="REGISTER", lookup=lookup, now=102.0)
@@ -177,7 +181,7 @@ def test_nonce_count_must_increase() -> None:
 
 
 def test_tracked_nonces_are_bounded() -> None:
-    server = DigestServer(REALM, SECRET, max_tracked_nonces=8)
+    server = DigestServer(REALM, SECRET, max_tracked_nonces=8, randbytes=random.Random(7).randbytes)
     for step in range(50):
         now = 100.0 + step
         verdict = server.verify(answer(server, now), method="REGISTER", lookup=lookup, now=now)
@@ -186,7 +190,7 @@ def test_tracked_nonces_are_bounded() -> None:
 
 
 def test_method_and_uri_are_bound() -> None:
-    server = DigestServer(REALM, SECRET)
+    server = DigestServer(REALM, SECRET, randbytes=random.Random(7).randbytes)
     credentials = answer(server, 100.0)
     assert server.verify(credentials, method="INVITE", lookup=lookup, now=101.0).kind is (
         VerdictKind.FAILED
@@ -206,7 +210,7 @@ def test_method_and_uri_are_bound() -> None:
     ],
 )
 def test_incomplete_or_foreign_credentials_fail(value: str) -> None:
-    server = DigestServer(REALM, SECRET)
+    server = DigestServer(REALM, SECRET, randbytes=random.Random(7).randbytes)
     verdict = server.verify(parse_auth(value), method="REGISTER", lookup=lookup, now=1.0)
     assert verdict.kind is VerdictKind.FAILED
 
@@ -218,7 +222,7 @@ def test_token68_credentials_are_a_decode_error() -> None:
 
 @given(st.text(max_size=40), st.text(max_size=40), st.text(max_size=12))
 def test_fuzz_credential_parameters_never_crash(nonce: str, response: str, nc: str) -> None:
-    server = DigestServer(REALM, SECRET)
+    server = DigestServer(REALM, SECRET, randbytes=random.Random(7).randbytes)
     credentials = AuthHeader(
         "Digest",
         (
@@ -234,3 +238,21 @@ def test_fuzz_credential_parameters_never_crash(nonce: str, response: str, nc: s
     )
     verdict = server.verify(credentials, method="REGISTER", lookup=lookup, now=1.0)
     assert verdict.kind is VerdictKind.FAILED
+
+
+def test_offered_algorithms_and_their_order_are_configurable() -> None:
+    server = DigestServer(
+        REALM, SECRET, randbytes=random.Random(7).randbytes, algorithms=(Algorithm.MD5,)
+    )
+    (only,) = server.challenges(100.0)
+    assert parse_auth(only).get("algorithm") == "MD5"
+    full = DigestServer(REALM, SECRET, randbytes=random.Random(7).randbytes)
+    sha = answer(full, 100.0, algorithm_index=0)  # a SHA-256 answer to a server that dropped it
+    verdict = server.verify(sha, method="REGISTER", lookup=lookup, now=101.0)
+    assert verdict.reason in ("algorithm not offered", "nonce not issued here")
+    # The same secret: the nonce is authentic, so only the algorithm refuses it.
+    same = DigestServer(REALM, SECRET, randbytes=random.Random(8).randbytes)
+    sha = answer(same, 100.0, algorithm_index=0)
+    assert server.verify(sha, method="REGISTER", lookup=lookup, now=101.0).reason == (
+        "algorithm not offered"
+    )
