@@ -1,0 +1,686 @@
+"""The call service: places and answers calls over aiortc, signalling through an injected sender.
+
+This is the asyncio adapter around the sans-IO ``Call`` machine: it decodes
+signals, applies policy (contacts ring; non-contacts ring, wait in requests or
+are refused; auto-answer for unattended nodes), resolves glare, performs the
+machine's actions (SDP offer/answer through one ``RTCPeerConnection`` per
+media generation) and reports ``CallUpdate`` events.
+
+Media paths are explicit: every ``MediaPath`` names its STUN/TURN servers
+(never aiortc's default public STUN) and whether only relayed candidates may
+be used. Relay failover: the receive side watches frame arrival; when a live
+call hears nothing for ``silence_after`` seconds (about one second, not ICE's
+30 s consent timeout) the caller re-offers on the next path with a fresh
+connection; the callee answers on its own next path; the old connection is
+closed once the new one is answered. Sources and the recorder outlive the
+connections, so the tone keeps its phase and the recording its timeline.
+
+Bounds: at most ``max_calls`` live calls (more get BUSY), one pending re-offer
+per call, signals larger than the codec's limit are refused by the decoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.sdp import SessionDescription
+
+from p2pnode.sessions.call import (
+    Call,
+    CallAction,
+    CallDirection,
+    CallEvent,
+    CallState,
+    CallStateError,
+    CallTimers,
+    Transition,
+    glare_winner,
+)
+from p2pnode.sessions.call_signal import (
+    CallSignal,
+    CallSignalDecodeError,
+    DeclineReason,
+    SignalKind,
+    decode_signal,
+    encode_signal,
+)
+from p2pnode.sessions.media import (
+    AudioSource,
+    SilenceSource,
+    SourceTrack,
+    TestPatternTrack,
+    VideoProbe,
+    WavRecorder,
+)
+
+__all__ = [
+    "CallConfig",
+    "CallMedia",
+    "CallService",
+    "CallUpdate",
+    "IceServer",
+    "MediaPath",
+    "NonContactPolicy",
+    "SignalSender",
+]
+
+logger = logging.getLogger(__name__)
+
+TICK = 0.05  # seconds between deadline and silence checks
+_LOG_INTERVAL = 60.0
+
+SignalSender = Callable[[str, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    url: str  # stun:host:port or turn:host:port?transport=udp
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPath:
+    """One way to carry media: the servers ICE may use (one STUN, one TURN per aioice)."""
+
+    servers: tuple[IceServer, ...] = ()
+    relay_only: bool = False
+    name: str = "direct"
+
+
+class NonContactPolicy(enum.Enum):
+    RING = "ring"
+    REQUEST = "request"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfig:
+    paths: tuple[MediaPath, ...] = (MediaPath(),)  # [0] first; the rest are failover paths
+    audio_codecs: tuple[str, ...] = ("opus", "PCMU", "PCMA")  # in order of preference
+    timers: CallTimers = field(default_factory=CallTimers)
+    non_contacts: NonContactPolicy = NonContactPolicy.RING
+    auto_answer: bool = False
+    silence_after: float = 1.0  # a live call this long without a frame fails over
+    connect_grace: float = 6.0  # a new connection may take this long to bring a frame
+    reoffer_timeout: float = 4.0
+    max_failovers: int = 6
+    max_calls: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class CallMedia:
+    """What one side sends and where it keeps what it hears."""
+
+    source: AudioSource = field(default_factory=SilenceSource)
+    record_to: Path | None = None
+    video: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallUpdate:
+    """One reportable change: state, and once media flows, the codec and path."""
+
+    call_id: bytes
+    peer: str
+    direction: CallDirection
+    state: CallState
+    codec: str | None = None
+    path: str | None = None
+    detail: str = ""
+
+
+class _Drops:
+    """Counts dropped signals by reason; logs each reason at most once per interval."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._logged: dict[str, float] = {}
+
+    def drop(self, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        now = time.monotonic()
+        if now - self._logged.get(reason, -_LOG_INTERVAL) >= _LOG_INTERVAL:
+            self._logged[reason] = now
+            logger.info("dropped call signal: %s", reason)
+
+
+class _Leg:
+    """One media generation: a peer connection and what it received."""
+
+    def __init__(self, generation: int, path: MediaPath, pc: RTCPeerConnection) -> None:
+        self.generation = generation
+        self.path = path
+        self.pc = pc
+        self.started = time.monotonic()
+        self.answered = False
+        self.last_frame_at: float | None = None
+        self.closing = False
+        self.receivers: list[asyncio.Task[None]] = []
+
+
+class _Session:
+    def __init__(self, call_id: bytes, peer: str, call: Call, media: CallMedia) -> None:
+        self.call_id = call_id
+        self.peer = peer
+        self.call = call
+        self.media = media
+        self.local_sdp: str | None = None  # our offer, sent with the invite
+        self.remote_sdp: str | None = None  # the latest offer or answer from the peer
+        self.leg: _Leg | None = None
+        self.pending: _Leg | None = None  # a re-offer waiting for its answer
+        self.generation = 0
+        self.failovers = 0
+        self.recorder: WavRecorder | None = None  # opened at the first frame
+        self.video = VideoProbe()
+        self.frames = 0
+        self.first_frame_at: float | None = None
+        self.last_frame_at: float | None = None
+        self.closing = False
+        self.receivers: list[asyncio.Task[None]] = []
+        self.codec: str | None = None
+        self.ended = asyncio.Event()
+        self.heard = asyncio.Event()  # set at the first received audio frame
+
+
+class CallService:
+    """Calls for one local peer. Use as ``async with CallService(...) as calls:``."""
+
+    def __init__(
+        self,
+        local_peer: str,
+        config: CallConfig,
+        send: SignalSender,
+        *,
+        is_contact: Callable[[str], bool] = lambda _peer: True,
+        answer_media: Callable[[], CallMedia] = CallMedia,
+    ) -> None:
+        if not config.paths:
+            raise ValueError("a call service needs at least one media path")
+        self.local_peer = local_peer
+        self.config = config
+        self._send = send
+        self._is_contact = is_contact
+        self._answer_media = answer_media
+        self._sessions: dict[bytes, _Session] = {}
+        self._updates: asyncio.Queue[CallUpdate] = asyncio.Queue()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self.drops = _Drops()
+
+    # ------------------------------------------------------------------ life
+
+    async def __aenter__(self) -> CallService:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._tasks.create_task(self._ticker())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for session in list(self._sessions.values()):
+            if not session.call.ended:
+                with contextlib.suppress(CallStateError):
+                    await self._apply(session, CallEvent.LOCAL_HANGUP)
+            await self._close_media(session)
+        self._stop.set()
+        assert self._tasks is not None
+        await self._tasks.__aexit__(None, None, None)
+
+    # ------------------------------------------------------------- user API
+
+    async def dial(self, peer: str, media: CallMedia | None = None) -> bytes:
+        """Place a call; returns its id. Progress arrives as ``CallUpdate``s."""
+        session = _Session(
+            os.urandom(16),
+            peer,
+            Call(CallDirection.OUTGOING, self.config.timers),
+            media or CallMedia(),
+        )
+        self._sessions[session.call_id] = session
+        session.leg = await self._new_leg(session, 0)
+        session.local_sdp = await self._make_offer(session, session.leg)
+        await self._apply(session, CallEvent.LOCAL_DIAL)
+        return session.call_id
+
+    async def answer(self, call_id: bytes, media: CallMedia | None = None) -> None:
+        session = self._session(call_id)
+        if media is not None:
+            session.media = media
+        await self._apply(session, CallEvent.LOCAL_ANSWER)
+
+    async def decline(self, call_id: bytes) -> None:
+        await self._apply(self._session(call_id), CallEvent.LOCAL_DECLINE)
+
+    async def hangup(self, call_id: bytes) -> None:
+        await self._apply(self._session(call_id), CallEvent.LOCAL_HANGUP)
+
+    async def wait_update(self) -> CallUpdate:
+        return await self._updates.get()
+
+    async def wait_state(self, call_id: bytes | None, states: set[CallState]) -> CallUpdate:
+        """The next update (of ``call_id``, or any call when None) reaching one of ``states``.
+
+        Updates of other calls or states are consumed; wrap in ``asyncio.timeout``.
+        """
+        while True:
+            update = await self._updates.get()
+            if (call_id is None or update.call_id == call_id) and update.state in states:
+                return update
+
+    async def wait_first_frame(self, call_id: bytes) -> float:
+        """When (``time.monotonic()``) the first audio frame of ``call_id`` arrived."""
+        session = self._session(call_id)
+        await session.heard.wait()
+        assert session.first_frame_at is not None
+        return session.first_frame_at
+
+    def state(self, call_id: bytes) -> CallState:
+        return self._session(call_id).call.state
+
+    def statistics(self, call_id: bytes) -> CallStatistics:
+        session = self._session(call_id)
+        return CallStatistics(
+            frames=session.frames,
+            first_frame_at=session.first_frame_at,
+            last_frame_at=session.last_frame_at,
+            generation=session.leg.generation if session.leg else 0,
+            failovers=session.failovers,
+            codec=session.codec,
+            video_frames=session.video.frames,
+        )
+
+    def video_snapshot(self, call_id: bytes) -> object:
+        return self._session(call_id).video.snapshot()
+
+    # ------------------------------------------------------------ signalling
+
+    async def handle_signal(self, peer: str, payload: bytes) -> None:
+        """Feed one signal from an authenticated ``peer``; bad input is dropped and counted."""
+        try:
+            signal = decode_signal(payload)
+        except CallSignalDecodeError as error:
+            self.drops.drop(f"undecodable: {error}")
+            return
+        if signal.kind is SignalKind.INVITE:
+            await self._on_invite(peer, signal)
+            return
+        session = self._sessions.get(signal.call_id)
+        if session is None or session.peer != peer:
+            self.drops.drop("unknown call")
+            return
+        event = _REMOTE_EVENTS.get(signal.kind)
+        if signal.kind is SignalKind.DECLINE:
+            event = _DECLINE_EVENTS[signal.reason or DeclineReason.DECLINED]
+        if event is None:  # pragma: no cover - every non-invite kind is mapped
+            self.drops.drop("unmapped kind")
+            return
+        if signal.sdp is not None:
+            session.remote_sdp = signal.sdp
+        if signal.kind is SignalKind.REANSWER and (
+            session.pending is None or session.pending.generation != signal.generation
+        ):
+            self.drops.drop("stale reanswer")
+            return
+        if signal.kind is SignalKind.REOFFER:
+            session.generation = signal.generation
+        try:
+            await self._apply(session, event)
+        except CallStateError:
+            self.drops.drop(f"{signal.kind.name.lower()} in state {session.call.state.value}")
+            return
+        if signal.kind is SignalKind.REANSWER:
+            await self._on_reanswer(session)
+
+    async def _on_invite(self, peer: str, signal: CallSignal) -> None:
+        if signal.call_id in self._sessions:
+            self.drops.drop("duplicate invite")
+            return
+        session = _Session(
+            signal.call_id,
+            peer,
+            Call(CallDirection.INCOMING, self.config.timers),
+            self._answer_media(),
+        )
+        session.remote_sdp = signal.sdp
+        live = [s for s in self._sessions.values() if not s.call.ended]
+        self._sessions[signal.call_id] = session
+        await self._apply(session, CallEvent.REMOTE_INVITE)
+        dialling = [
+            s
+            for s in live
+            if s.peer == peer and s.call.state in (CallState.DIALLING, CallState.RINGING_REMOTE)
+        ]
+        if dialling:  # glare: both peers dialled each other
+            if glare_winner(self.local_peer, peer):
+                await self._apply(session, CallEvent.GLARE_LOST)
+                return
+            for ours in dialling:
+                session.media = ours.media
+                await self._apply(ours, CallEvent.GLARE_LOST)
+            await self._apply(session, CallEvent.LOCAL_ANSWER)  # we were calling them anyway
+            return
+        if len(live) >= self.config.max_calls:
+            await self._apply(session, CallEvent.LOCAL_BUSY)
+        elif self._is_contact(peer) or self.config.non_contacts is NonContactPolicy.RING:
+            auto = self.config.auto_answer
+            await self._apply(session, CallEvent.LOCAL_ANSWER if auto else CallEvent.LOCAL_RING)
+        elif self.config.non_contacts is NonContactPolicy.REFUSE:
+            await self._apply(session, CallEvent.LOCAL_REFUSE)
+        else:  # requests wait for a human even on an auto-answering node
+            await self._apply(session, CallEvent.LOCAL_QUEUE)
+
+    # --------------------------------------------------------------- actions
+
+    async def _apply(self, session: _Session, event: CallEvent) -> None:
+        transition = session.call.handle(event, time.monotonic())
+        await self._perform(session, transition)
+
+    async def _perform(self, session: _Session, transition: Transition) -> None:
+        for action in transition.actions:
+            await self._action(session, action)
+        if transition.new is not transition.old or transition.event is CallEvent.REMOTE_REANSWER:
+            self._report(session)
+        if session.call.ended:
+            await self._close_media(session)
+
+    async def _action(self, session: _Session, action: CallAction) -> None:
+        kind = _SEND_KINDS.get(action)
+        if action is CallAction.SEND_ANSWER:
+            session.leg = await self._new_leg(session, session.generation)
+            sdp = await self._make_answer(session, session.leg)
+            await self._signal(session, SignalKind.ANSWER, sdp=sdp)
+        elif action is CallAction.SEND_REOFFER:
+            session.generation += 1
+            session.pending = await self._new_leg(session, session.generation)
+            session.pending.started = time.monotonic()
+            sdp = await self._make_offer(session, session.pending)
+            await self._signal(session, SignalKind.REOFFER, sdp=sdp)
+        elif action is CallAction.SEND_REANSWER:
+            old = session.leg
+            session.leg = await self._new_leg(session, session.generation)
+            sdp = await self._make_answer(session, session.leg)
+            await self._signal(session, SignalKind.REANSWER, sdp=sdp)
+            if old is not None:
+                self._close_leg(old)
+        elif action is CallAction.SEND_INVITE:
+            await self._signal(session, SignalKind.INVITE, sdp=session.local_sdp)
+        elif action is CallAction.START_MEDIA:
+            if session.call.direction is CallDirection.OUTGOING and session.leg is not None:
+                await self._accept_answer(session, session.leg)
+        elif action is CallAction.STOP_MEDIA:
+            await self._close_media(session)
+        elif kind is not None:
+            reason = _DECLINE_REASONS.get(action)
+            await self._signal(session, kind, reason=reason)
+
+    async def _signal(
+        self,
+        session: _Session,
+        kind: SignalKind,
+        *,
+        sdp: str | None = None,
+        reason: DeclineReason | None = None,
+    ) -> None:
+        signal = CallSignal(kind, session.call_id, session.generation, sdp, reason)
+        await self._send(session.peer, encode_signal(signal))
+
+    def _report(self, session: _Session, detail: str = "") -> None:
+        path = session.leg.path.name if session.leg else None
+        self._updates.put_nowait(
+            CallUpdate(
+                session.call_id,
+                session.peer,
+                session.call.direction,
+                session.call.state,
+                session.codec,
+                _path_kind(session.leg) or path,
+                detail,
+            )
+        )
+
+    # ----------------------------------------------------------------- media
+
+    async def _new_leg(self, session: _Session, generation: int) -> _Leg:
+        path = self.config.paths[generation % len(self.config.paths)]
+        pc = RTCPeerConnection(
+            RTCConfiguration(
+                iceServers=[
+                    RTCIceServer(urls=s.url, username=s.username, credential=s.credential)
+                    for s in path.servers
+                ],
+                iceTransportPolicy=(
+                    RTCIceTransportPolicy.RELAY if path.relay_only else RTCIceTransportPolicy.ALL
+                ),
+            )
+        )
+        leg = _Leg(generation, path, pc)
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            assert self._tasks is not None
+            leg.receivers.append(self._tasks.create_task(self._receive(session, leg, track)))
+
+        return leg
+
+    async def _make_offer(self, session: _Session, leg: _Leg) -> str:
+        transceiver = leg.pc.addTransceiver("audio", direction="sendrecv")
+        capabilities = RTCRtpSender.getCapabilities("audio").codecs
+        preferred = [
+            codec
+            for name in self.config.audio_codecs
+            for codec in capabilities
+            if codec.mimeType.lower() == f"audio/{name.lower()}"
+        ]
+        if preferred:
+            transceiver.setCodecPreferences(preferred)
+        transceiver.sender.replaceTrack(SourceTrack(session.media.source))
+        if session.media.video:
+            leg.pc.addTransceiver(TestPatternTrack(), direction="sendrecv")
+        await leg.pc.setLocalDescription(await leg.pc.createOffer())
+        sdp: str = leg.pc.localDescription.sdp
+        return sdp
+
+    async def _make_answer(self, session: _Session, leg: _Leg) -> str:
+        assert session.remote_sdp is not None
+        await leg.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "offer"))
+        leg.pc.addTrack(SourceTrack(session.media.source))
+        if session.media.video and any(t.kind == "video" for t in leg.pc.getTransceivers()):
+            leg.pc.addTrack(TestPatternTrack())
+        await leg.pc.setLocalDescription(await leg.pc.createAnswer())
+        sdp: str = leg.pc.localDescription.sdp
+        session.codec = _first_codec(sdp)
+        leg.answered = True
+        return sdp
+
+    async def _accept_answer(self, session: _Session, leg: _Leg) -> None:
+        assert session.remote_sdp is not None
+        await leg.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "answer"))
+        session.codec = _first_codec(session.remote_sdp)
+        leg.answered = True
+        leg.started = time.monotonic()
+
+    async def _receive(self, session: _Session, leg: _Leg, track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            await session.video.consume(track)
+            return
+        while not session.call.ended:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if session.leg is not leg:
+                continue  # a superseded connection still draining
+            now = time.monotonic()
+            session.frames += 1
+            if session.first_frame_at is None:
+                session.first_frame_at = now
+                session.heard.set()
+                self._report(session, "first audio frame")
+            session.last_frame_at = now
+            leg.last_frame_at = now
+            if session.recorder is None and session.media.record_to is not None:
+                session.recorder = WavRecorder(session.media.record_to)
+            if session.recorder is not None and isinstance(frame, av.AudioFrame):
+                session.recorder.write_frame(frame, now)
+
+    async def _close_media(self, session: _Session) -> None:
+        for leg in (session.leg, session.pending):
+            if leg is not None:
+                self._close_leg(leg)
+        if session.recorder is not None:
+            session.recorder.close()
+        session.ended.set()
+
+    # ----------------------------------------------------------------- timers
+
+    async def _ticker(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), TICK)
+            now = time.monotonic()
+            for session in list(self._sessions.values()):
+                if session.call.ended:
+                    continue
+                transition = session.call.poll(now)
+                if transition is not None:
+                    await self._perform(session, transition)
+                    continue
+                if session.call.state is CallState.ANSWERED:
+                    await self._watch_media(session, now)
+
+    async def _watch_media(self, session: _Session, now: float) -> None:
+        """Relay failover: silence on a live call makes the caller re-offer on the next path."""
+        if session.call.direction is not CallDirection.OUTGOING or session.leg is None:
+            return
+        pending = session.pending
+        if pending is not None:
+            if now - pending.started < self.config.reoffer_timeout:
+                return
+            self._close_leg(pending)
+            session.pending = None
+        leg = session.leg
+        if leg.last_frame_at is None:
+            since, limit = leg.started, self.config.connect_grace
+        else:
+            since, limit = leg.last_frame_at, self.config.silence_after
+        if now - since < limit:
+            return
+        if session.failovers >= self.config.max_failovers:
+            await self._apply(session, CallEvent.MEDIA_FAILED)
+            return
+        session.failovers += 1
+        logger.info("call media silent for %.1f s: re-offering on the next path", now - since)
+        await self._apply(session, CallEvent.LOCAL_REOFFER)
+
+    async def _on_reanswer(self, session: _Session) -> None:
+        pending = session.pending
+        assert pending is not None and session.remote_sdp is not None
+        await pending.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "answer"))
+        old, session.leg, session.pending = session.leg, pending, None
+        pending.answered = True
+        pending.started = time.monotonic()
+        if old is not None:
+            self._close_leg(old)
+
+    def _close_leg(self, leg: _Leg) -> None:
+        """Close a connection in a task the service owns: a signal handler never waits on it."""
+        if leg.closing:
+            return
+        leg.closing = True
+        for receiver in leg.receivers:  # a track that never got media would wait forever
+            receiver.cancel()
+        assert self._tasks is not None
+        self._tasks.create_task(leg.pc.close())
+
+    def _session(self, call_id: bytes) -> _Session:
+        session = self._sessions.get(call_id)
+        if session is None:
+            raise KeyError("no such call")
+        return session
+
+
+@dataclass(frozen=True, slots=True)
+class CallStatistics:
+    frames: int
+    first_frame_at: float | None
+    last_frame_at: float | None
+    generation: int
+    failovers: int
+    codec: str | None
+    video_frames: int
+
+
+_REMOTE_EVENTS: dict[SignalKind, CallEvent] = {
+    SignalKind.RINGING: CallEvent.REMOTE_RINGING,
+    SignalKind.ANSWER: CallEvent.REMOTE_ANSWER,
+    SignalKind.BUSY: CallEvent.REMOTE_BUSY,
+    SignalKind.CANCEL: CallEvent.REMOTE_CANCEL,
+    SignalKind.HANGUP: CallEvent.REMOTE_HANGUP,
+    SignalKind.REOFFER: CallEvent.REMOTE_REOFFER,
+    SignalKind.REANSWER: CallEvent.REMOTE_REANSWER,
+}
+_DECLINE_EVENTS = {
+    DeclineReason.DECLINED: CallEvent.REMOTE_DECLINE,
+    DeclineReason.NO_ANSWER: CallEvent.REMOTE_NO_ANSWER,
+    DeclineReason.REFUSED: CallEvent.REMOTE_REFUSED,
+}
+_SEND_KINDS: dict[CallAction, SignalKind] = {
+    CallAction.SEND_RINGING: SignalKind.RINGING,
+    CallAction.SEND_DECLINE: SignalKind.DECLINE,
+    CallAction.SEND_NO_ANSWER: SignalKind.DECLINE,
+    CallAction.SEND_REFUSED: SignalKind.DECLINE,
+    CallAction.SEND_BUSY: SignalKind.BUSY,
+    CallAction.SEND_CANCEL: SignalKind.CANCEL,
+    CallAction.SEND_HANGUP: SignalKind.HANGUP,
+}
+_DECLINE_REASONS = {
+    CallAction.SEND_DECLINE: DeclineReason.DECLINED,
+    CallAction.SEND_NO_ANSWER: DeclineReason.NO_ANSWER,
+    CallAction.SEND_REFUSED: DeclineReason.REFUSED,
+}
+
+
+def _first_codec(sdp: str) -> str | None:
+    """The negotiated audio codec: the first one in the answer's audio section."""
+    try:
+        description = SessionDescription.parse(sdp)
+    except (ValueError, IndexError):
+        return None
+    for media in description.media:
+        if media.kind == "audio" and media.rtp.codecs:
+            name: str = media.rtp.codecs[0].mimeType
+            return name
+    return None
+
+
+def _path_kind(leg: _Leg | None) -> str | None:
+    """'relay', 'srflx' or 'host': the nominated local candidate's type, when aioice knows it."""
+    if leg is None:
+        return None
+    for transceiver in leg.pc.getTransceivers():
+        transport = transceiver.sender.transport
+        ice = getattr(getattr(transport, "transport", None), "_connection", None)
+        nominated = getattr(ice, "_nominated", None)
+        if isinstance(nominated, dict) and nominated:
+            pair = next(iter(nominated.values()))
+            kind: str = pair.local_candidate.type
+            return f"{kind} via {leg.path.name}"
+    return None
