@@ -1,4 +1,4 @@
-"""sipp registers with our registrar over UDP: 401, then 200; a wrong password is refused.
+"""sipp registers with our registrar over UDP and TCP: 401, then 200; a wrong password fails.
 
 The gateway side is the real stack: SipStack (asyncio UDP/TCP adapter +
 transaction layer) with the sans-IO Registrar as its TU, on 127.0.0.1 and a
@@ -70,7 +70,9 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def run_sipp(sipp: str, scenario: Path, port: int, user: str, password: str) -> int:
+async def run_sipp(
+    sipp: str, scenario: Path, port: int, user: str, password: str, transport: str
+) -> int:
     local_port = free_udp_port()
     process = await asyncio.create_subprocess_exec(
         "timeout",
@@ -95,6 +97,8 @@ async def run_sipp(sipp: str, scenario: Path, port: int, user: str, password: st
         "-timeout",
         "10",
         "-timeout_error",
+        "-t",
+        "t1" if transport == "tcp" else "u1",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         cwd=scenario.parent,
@@ -102,7 +106,10 @@ async def run_sipp(sipp: str, scenario: Path, port: int, user: str, password: st
     return await asyncio.wait_for(process.wait(), 30)
 
 
-def test_sipp_registers_with_md5_digest_and_a_wrong_password_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_sipp_registers_with_md5_digest_and_a_wrong_password_is_refused(
+    tmp_path: Path, transport: str
+) -> None:
     sipp = require_tool("sipp", "sip-tester")
     scenario = tmp_path / "register.xml"
     scenario.write_text(SCENARIO)
@@ -122,9 +129,8 @@ def test_sipp_registers_with_md5_digest_and_a_wrong_password_is_refused(tmp_path
 
     def on_event(stack: SipStack, effect: Effect) -> None:
         if isinstance(effect, RequestReceived) and effect.request.method == "REGISTER":
-            outcome = registrar.handle(
-                effect.request, effect.source, asyncio.get_running_loop().time()
-            )
+            now = asyncio.get_running_loop().time()
+            outcome = registrar.handle(effect.request, effect.source, now, reliable=effect.reliable)
             outcomes.append(outcome)
             stack.respond(effect.key, outcome.response)
 
@@ -133,12 +139,13 @@ def test_sipp_registers_with_md5_digest_and_a_wrong_password_is_refused(tmp_path
         _, port = await stack.start("127.0.0.1")
         try:
             now = asyncio.get_running_loop().time
-            assert await run_sipp(sipp, scenario, port, "alice", "alice-secret-1") == 0
+            assert await run_sipp(sipp, scenario, port, "alice", "alice-secret-1", transport) == 0
             (binding,) = registrar.bindings("alice", now())
             assert binding.source[0] == "127.0.0.1"
+            assert binding.reliable is (transport == "tcp")
             assert str(binding.contact).startswith("sip:alice@127.0.0.1:")
             assert binding.remaining(now()) > 100
-            assert await run_sipp(sipp, scenario, port, "bob", "not-the-password") != 0
+            assert await run_sipp(sipp, scenario, port, "bob", "not-the-password", transport) != 0
             assert registrar.bindings("bob", now()) == ()
             assert any(o.result.value == "auth failed" and o.username == "bob" for o in outcomes)
         finally:

@@ -171,6 +171,7 @@ class RequestReceived:
     key: ServerKey
     request: SipRequest
     source: Address
+    reliable: bool = False  # it came over a stream (TCP/TLS)
 
 
 @dataclass(frozen=True, slots=True)

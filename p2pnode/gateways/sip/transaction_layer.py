@@ -164,7 +164,7 @@ class TransactionLayer:
             table=SERVER_INVITE if invite else SERVER_NON_INVITE,
         )
         self._servers[skey] = server
-        created: list[Effect] = [RequestReceived(skey, message, source)]
+        created: list[Effect] = [RequestReceived(skey, message, source, reliable)]
         if invite and self.auto_trying:
             # §17.2.1: a 100 Trying at once, so the client's Timer A stops.
             trying = build_response(message, 100, "Trying")
