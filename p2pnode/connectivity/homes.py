@@ -90,6 +90,7 @@ logger = logging.getLogger(__name__)
 MAX_CANDIDATES = 16
 MAX_SENDS = 256
 MAX_WATCHES = 1024
+SET_RETRIES = 4  # quick resends of an unacknowledged SET before it rides on keepalives
 
 Address = tuple[str, int]
 Random = Callable[[int], bytes]
@@ -302,6 +303,8 @@ class PeerCore:
         times: list[float] = []
         for slot in self._slots:
             times.append(slot.retry_at)
+            if slot.set_txid is not None:
+                times.append(slot.set_retry_at)
             if slot.state is not SlotState.ATTACHED:
                 times.append(slot.give_up_at)
         for outgoing in self._sends.values():
@@ -380,6 +383,17 @@ class PeerCore:
         self._fill()
 
     def _slot_timer(self, slot: HomeSlot, now: float) -> None:
+        if slot.set_txid is not None and slot.set_retry_at <= now and slot.token:
+            # An unacknowledged presence/allow-list update: resent a few times at the
+            # retransmit interval (watchers should hear a change within seconds), then
+            # only along with keepalives.
+            slot.set_tries += 1
+            slot.set_retry_at = (
+                now + self.config.retransmit if slot.set_tries < SET_RETRIES else float("inf")
+            )
+            self._emit(
+                SetState(slot.set_txid, slot.token, self._presence, self._allow), slot.home.signal
+            )
         if slot.state is SlotState.ATTACHED:
             if slot.retry_at <= now:  # keepalive due
                 slot.fire(SlotInput.KEEPALIVE_DUE)
@@ -418,6 +432,8 @@ class PeerCore:
 
     def _push_state(self, slot: HomeSlot) -> None:
         slot.set_txid = self._random(TXID_BYTES)
+        slot.set_tries = 0
+        slot.set_retry_at = self._now + self.config.retransmit
         self._emit(
             SetState(slot.set_txid, slot.token, self._presence, self._allow), slot.home.signal
         )

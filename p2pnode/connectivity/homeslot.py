@@ -100,6 +100,8 @@ class HomeSlot:
     token: bytes = b""
     keepalive: float = DEFAULT_KEEPALIVE
     set_txid: bytes | None = None  # presence/allow-list update not yet acknowledged
+    set_retry_at: float = float("inf")
+    set_tries: int = 0
 
     def fire(self, event: SlotInput) -> None:
         target = TRANSITIONS.get((self.state, event))

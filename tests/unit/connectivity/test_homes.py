@@ -32,11 +32,25 @@ from p2pnode.connectivity.homeslot import (
     keepalive_for_lifetime,
 )
 from p2pnode.connectivity.homewire import (
+    Attach,
+    Attached,
+    Challenge,
     Code,
     Datagram,
+    Deliver,
+    DeliverAck,
+    Detach,
+    Hello,
+    HomeMessage,
     Keepalive,
+    KeepaliveAck,
+    Notify,
     Send,
     SendResult,
+    SetAck,
+    SetState,
+    Watch,
+    Watched,
     decode_message,
     encode_message,
 )
@@ -183,6 +197,18 @@ def test_graceful_detach_and_presence_reach_watchers_at_once() -> None:
     net.deliver(ALICE, net.peers[ALICE].close(net.now))
     last = net.of(BOB, PresenceNotice)[-2:]
     assert {(n.home, n.attached) for n in last} == {(H1, False), (H2, False)}  # type: ignore[attr-defined]
+
+
+def test_a_lost_presence_update_is_resent_within_a_second() -> None:
+    net, entries, alice, _ = _setup(keepalive=20.0)
+    net.deliver(BOB, net.peers[BOB].watch(alice.public_key, entries[:1], net.now))
+    before = len(net.of(BOB, PresenceNotice))
+    net.dead.add(H1)  # the SET is lost on its way ...
+    net.peers[ALICE].set_state(b"away", None, net.now)
+    net.dead.discard(H1)  # ... and the home is reachable again
+    net.run_until(net.now + 1.0)
+    changed = net.of(BOB, PresenceNotice)[before:]
+    assert [(n.home, n.presence) for n in changed] == [(H1, b"away")]  # type: ignore[attr-defined]
 
 
 def test_allow_list_refuses_other_watchers() -> None:
@@ -350,3 +376,55 @@ def test_relay_selector_offers_healthy_spares_after_the_chosen() -> None:
     assert healthy[:2] == chosen
     assert sorted(healthy) == [1, 2, 3]  # the full one (load == capacity) is no candidate
     assert len(selector.healthy(2)) == 2
+
+
+_KEY = st.binary(min_size=32, max_size=32)
+_ID = st.binary(min_size=8, max_size=8)
+_CODE = st.sampled_from(list(Code))
+_MESSAGES = st.one_of(
+    st.builds(Hello, _ID),
+    st.builds(Challenge, _ID, st.binary(min_size=16, max_size=16), _KEY),
+    st.builds(
+        Attach,
+        _ID,
+        _KEY,
+        st.binary(min_size=16, max_size=16),
+        st.integers(0, 600_000),
+        st.binary(min_size=64, max_size=64),
+    ),
+    st.builds(Attached, _ID, _CODE, _ID, st.integers(0, 600_000), st.just(H1)),
+    st.builds(Keepalive, _ID),
+    st.builds(KeepaliveAck, _ID, _CODE),
+    st.builds(Detach, _ID),
+    st.builds(
+        SetState,
+        _ID,
+        _ID,
+        st.binary(max_size=200),
+        st.none() | st.lists(_KEY, max_size=3).map(tuple),
+    ),
+    st.builds(SetAck, _ID, _CODE),
+    st.builds(Send, _ID, st.binary(max_size=300)),
+    st.builds(SendResult, _ID, _CODE),
+    st.builds(Deliver, _ID, st.binary(max_size=200)),
+    st.builds(DeliverAck, _ID),
+    st.builds(Watch, _ID, _KEY, _KEY, st.integers(0, 2**40), st.binary(min_size=64, max_size=64)),
+    st.builds(Watched, _ID, _CODE, _KEY, st.booleans(), st.binary(max_size=200)),
+    st.builds(Notify, _KEY, st.booleans(), st.binary(max_size=200), st.integers(0, 2**53)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_MESSAGES, st.sampled_from([H1, H2, ALICE, CAROL])), max_size=20))
+def test_any_well_formed_message_from_anyone_never_raises(
+    messages: list[tuple[HomeMessage, Address]],
+) -> None:
+    """Every core handles every message type from any source in any state: drops, never raises."""
+    net, _, _, _ = _setup()
+    for message, source in messages:
+        data = encode_message(message)
+        net.homes[H1].receive(data, source, net.now)
+        net.peers[ALICE].receive(data, source, net.now)
+        net.now += 0.3
+        net.homes[H1].tick(net.now)
+        net.peers[ALICE].tick(net.now)
