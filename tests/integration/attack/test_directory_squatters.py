@@ -4,10 +4,11 @@ Real DHT nodes, each on its own 127.x.y.1 address (so each sits in its own
 /24 "network"). The owner publishes a verified number; then sixteen squatter
 keys store claims on it from ONE address, issued 290 s in the future (inside
 the clock-skew allowance) with 30-day lifetimes: the records an owner's
-shorter-lived claim once lost to. Then more squatters store from eight more
-networks. Every honest node must keep the owner's claim: a reader resolves it
-as VERIFIED, and the owner can republish (stored on honest nodes, keeping its
-endorsement).
+shorter-lived claim once lost to. Then sixteen more from sixteen addresses of
+one other /24, and three each from eight more networks. The squatters are real
+DHT nodes bound to those addresses; the records are hand-signed. Every honest
+node must keep the owner's claim: a reader resolves it as VERIFIED, and the
+owner can republish (stored on honest nodes, keeping its endorsement).
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ async def scenario() -> None:
         nodes.append(squatter)
         for record in squatter_claims(16):
             await squatter.put(record)
+        # one each from sixteen addresses of one more /24
+        for host in range(1, 17):
+            lone = await node_at(f"127.0.3.{host}", [seed.address])
+            nodes.append(lone)
+            for record in squatter_claims(1):
+                await lone.put(record)
         # and three more each from eight other networks
         for network in range(3, 11):
             more = await node_at(f"127.0.{network}.1", [seed.address])
@@ -109,5 +116,7 @@ async def scenario() -> None:
             await node.close()
 
 
-def test_squatters_from_one_address_and_eight_networks_leave_the_owner_verified() -> None:
+def test_squatters_from_one_address_many_addresses_and_nine_networks_leave_the_owner_verified() -> (
+    None
+):
     asyncio.run(scenario())
