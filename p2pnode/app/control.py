@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from p2pnode import __version__
 from p2pnode.app.api_models import (
@@ -45,8 +45,9 @@ from p2pnode.app.api_models import (
     StatusAnswer,
     TableModel,
 )
+from p2pnode.app.homefiles import CONTROL_FILE, TOKEN_FILE, read_token
 from p2pnode.app.node import Node
-from p2pnode.app.service import event_json, snapshot_json
+from p2pnode.app.service import NodeStopping, event_json, snapshot_json
 from p2pnode.app.services import (
     DhtService,
     RelaySearchService,
@@ -73,10 +74,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TOKEN_FILE = "control.token"  # noqa: S105 (a file name, not a secret)
-CONTROL_FILE = "control.json"
 MAX_BODY = 16 * 1024  # request bodies larger than this are refused (413)
 MAX_TRUST = 32  # trust= parameters per request
+WS_CLOSE_TIMEOUT = 2.0  # seconds a WebSocket client has to answer our close
 LOOKUP_TIMEOUT = 20.0
 KIND_NAMES = {kind.name.lower().replace("_", "-"): kind for kind in RecordKind}
 
@@ -346,7 +346,7 @@ async def relay_state(ctx: ControlContext, request: web.Request) -> web.Response
 
 
 async def events(ctx: ControlContext, request: web.Request) -> web.StreamResponse:
-    socket = web.WebSocketResponse(heartbeat=30.0)
+    socket = web.WebSocketResponse(heartbeat=30.0, timeout=WS_CLOSE_TIMEOUT)
     await socket.prepare(request)
     with ctx.node.subscribe() as queue:
         for service in ctx.node.status():  # the current state first
@@ -354,7 +354,11 @@ async def events(ctx: ControlContext, request: web.Request) -> web.StreamRespons
 
         async def pump() -> None:
             while True:
-                await socket.send_json(event_json(await queue.get()))
+                event = await queue.get()
+                await socket.send_json(event_json(event))
+                if isinstance(event, NodeStopping):  # do not hold up the node's stop
+                    await socket.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+                    return
 
         async with asyncio.TaskGroup() as tasks:
             sender = tasks.create_task(pump())
@@ -500,13 +504,6 @@ def build_app(
 
     app.router.add_get("/api/openapi.json", spec)
     return app
-
-
-def read_token(home: Path) -> str | None:
-    try:
-        return (home / TOKEN_FILE).read_text().strip() or None
-    except OSError:
-        return None
 
 
 class ControlService:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import pydantic
 
-from p2pnode.app.control import CONTROL_FILE, read_token
+from p2pnode.app.homefiles import CONTROL_FILE, read_token
 from p2pnode.cli.common import CliError, NetworkFailureError
 
 __all__ = ["RunningNode", "running_node", "say"]

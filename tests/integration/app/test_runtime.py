@@ -234,6 +234,21 @@ def test_requests_without_the_token_get_401_and_openapi_comes_from_the_models(
     )
 
 
+def test_sighup_reloads_refusing_a_broken_file_and_naming_what_needs_a_restart(
+    node: RunningNode,
+) -> None:
+    config = node.home / "node.toml"
+    config.write_text(CONFIG.replace("capacity = 5", "capacity = 0"))
+    node.process.send_signal(signal.SIGHUP)
+    node.wait_line(r"reload refused: .*relay\.capacity")
+    config.write_text(CONFIG.replace("capacity = 5", "capacity = 6"))
+    node.process.send_signal(signal.SIGHUP)
+    node.wait_line(r"config section=relay changed")
+    config.write_text(CONFIG)
+    assert node.process.poll() is None
+    assert node.status()["relay"]["capacity"] == 5  # type: ignore[index]
+
+
 class _Inbox(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes] = asyncio.Queue()
