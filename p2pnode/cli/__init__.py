@@ -16,7 +16,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from p2pnode.cli.common import EXIT_NETWORK, EXIT_USAGE, CliError, NetworkFailureError
+from p2pnode.cli.common import (
+    EXIT_NEGATIVE,
+    EXIT_NETWORK,
+    EXIT_USAGE,
+    CliError,
+    NegativeAnswerError,
+    NetworkFailureError,
+)
 
 __all__ = ["CliError", "build_parser", "main"]
 
@@ -84,6 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         result: int = args.func(args)
+    except NegativeAnswerError as error:
+        print(f"p2pnode {args.command}: {error}", file=sys.stderr)
+        return EXIT_NEGATIVE
     except NetworkFailureError as error:
         print(f"p2pnode {args.command}: network failure: {error}", file=sys.stderr)
         return EXIT_NETWORK

@@ -13,6 +13,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "CliError",
+    "NegativeAnswerError",
     "NetworkFailureError",
     "add_home_argument",
     "parse_hostport",
@@ -26,6 +27,11 @@ EXIT_NETWORK = 3  # the network (or the running node) failed
 
 class CliError(Exception):
     """An error the user can act on; printed as one line, exit status 2."""
+
+
+class NegativeAnswerError(CliError):
+    """A negative answer (not found, ambiguous, refused, nothing stored): one line on
+    stderr, exit status 1 (a usage error is 2, a network failure 3)."""
 
 
 class NetworkFailureError(CliError):

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import signal
 import time
@@ -53,6 +54,19 @@ def load_identity(args: argparse.Namespace) -> Identity:
 
 def cmd_id(args: argparse.Namespace) -> int:
     identity = load_identity(args)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "peer_id": identity.peer_id,
+                    "fingerprint": identity.fingerprint,
+                    "node_id": identity.node_id.hex(),
+                    "public_key": identity.public_key.hex(),
+                },
+                indent=2,
+            )
+        )
+        return 0
     print(f"peer id:     {identity.peer_id}")
     print(f"fingerprint: {identity.fingerprint}")
     print(f"node id:     {identity.node_id.hex()}")
@@ -300,6 +314,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Print the identity stored in --home.",
     )
     add_home_argument(ident)
+    ident.add_argument("--json", action="store_true", help="answer as JSON")
     ident.set_defaults(func=cmd_id)
 
     run = subparsers.add_parser(
