@@ -47,3 +47,9 @@ class GatewayConfig:
     max_clients: int = 65536  # rate-limit buckets held
     amplification_factor: int = 10  # UDP answer <= this many times the query's size
     max_udp_payload: int = 1232  # our EDNS payload size (DNS flag day 2020)
+
+    @property
+    def route_ttl(self) -> float:
+        """The longest a route may be served from the route cache: with the encoded-answer
+        cache on top, a revoked or changed route leaves our answers within ``answer_ttl``."""
+        return self.answer_ttl - self.cache_ttl

@@ -86,6 +86,11 @@ class RouteCache:
         self.lookups = 0
         self.failures = 0
 
+    @property
+    def positive_ttl(self) -> float:
+        """The most a route is ever served, counted from the start of its lookup."""
+        return self._positive_ttl
+
     def route_nowait(self, number: str, now: float) -> Route | RouteStatus:
         """What we know about ``number`` now; schedules a refresh when missing or ageing."""
         entry = self._entries.get(number)

@@ -50,6 +50,13 @@ class EnumDnsServer:
         *,
         route_wait: float = 1.5,
     ) -> None:
+        if routes.positive_ttl > core.config.route_ttl:
+            # issue 10 finding 5: a route cached longer than the TTL we hand out would
+            # keep a revoked owner's route in our answers past that TTL
+            raise ValueError(
+                f"routes are cached {routes.positive_ttl:g} s, more than the answer TTL "
+                f"{core.config.answer_ttl} s minus the {core.config.cache_ttl:g} s answer cache"
+            )
         self.core = core
         self.routes = routes
         self.route_wait = route_wait

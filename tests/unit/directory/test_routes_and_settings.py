@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
 from p2pnode.directory.naptr import sip_directive
 from p2pnode.directory.settings import SettingsError, parse_settings
 from p2pnode.directory.trust import Route
+from p2pnode.gateways.enumdns import EnumDnsCore, EnumDnsServer, GatewayConfig
 from p2pnode.gateways.enumdns.ratelimit import ClientRateLimiter
 from p2pnode.gateways.enumdns.routes import RouteCache, RouteStatus
 from p2pnode.identity import Identity
@@ -222,3 +224,24 @@ def test_settings() -> None:
     for bad in bad_settings:
         with pytest.raises(SettingsError):
             parse_settings(bad)
+
+
+def test_the_gateway_refuses_a_route_cache_longer_than_its_answer_ttl() -> None:
+    """The route cache plus the answer cache must fit in the TTL the gateway hands out,
+    or a revoked route would outlive it in our answers (issue 10 finding 5)."""
+
+    async def scenario() -> None:
+        lookups = Lookups()
+        config = GatewayConfig()
+        assert RouteCache(lookups, Clock()).positive_ttl == config.route_ttl
+        routes = RouteCache(lookups, Clock())
+        core = EnumDnsCore(config, routes.route_nowait)
+        EnumDnsServer(core, RouteCache(lookups, Clock()))  # the defaults fit
+        with pytest.raises(ValueError, match="answer TTL"):
+            EnumDnsServer(core, RouteCache(lookups, Clock(), positive_ttl=60))
+        short = EnumDnsCore(replace(config, answer_ttl=30), routes.route_nowait)
+        with pytest.raises(ValueError, match="answer TTL"):
+            EnumDnsServer(short, RouteCache(lookups, Clock()))
+        EnumDnsServer(short, RouteCache(lookups, Clock(), positive_ttl=short.config.route_ttl))
+
+    run(scenario())
