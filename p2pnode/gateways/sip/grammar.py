@@ -123,6 +123,9 @@ RFC1123_DATE_RE = re.compile(
     r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
 )
 
+# SWS = [LWS] (after unfolding only SP and HTAB remain); always matches
+_SWS_RE = re.compile(r"[ \t]*")
+
 # qdtext      = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII
 # quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
 _QDTEXT_RE = re.compile(r"[^\"\\\x00-\x08\x0a-\x1f\x7f]+")
@@ -223,10 +226,9 @@ class Cursor:
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
     def sws(self) -> None:
-        text, pos = self.text, self.pos
-        while pos < len(text) and text[pos] in " \t":
-            pos += 1
-        self.pos = pos
+        found = _SWS_RE.match(self.text, self.pos)
+        assert found is not None  # [ \t]* matches everywhere
+        self.pos = found.end()
 
     def separator(self, char: str) -> bool:
         """SWS char SWS (SEMI, COMMA, EQUAL, SLASH, COLON): consume it if present."""

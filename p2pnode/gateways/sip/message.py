@@ -87,12 +87,15 @@ class CoreHeaders:
     record_routes: tuple[NameAddress, ...]
 
 
-def _values(headers: tuple[Header, ...], name: str) -> list[str]:
-    return [header.value for header in headers if header.name == name]
+_Grouped = dict[str, list[str]]
+_CORE_NAMES = frozenset(
+    {"Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Expires"}
+    | {"Contact", "Route", "Record-Route", "Date"}
+)
 
 
-def _single(headers: tuple[Header, ...], name: str, *, required: bool) -> str | None:
-    values = _values(headers, name)
+def _single(grouped: _Grouped, name: str, *, required: bool) -> str | None:
+    values = grouped.get(name, [])
     if len(values) > 1:
         raise SipDecodeError(400, f"more than one {name}")
     if not values:
@@ -104,33 +107,37 @@ def _single(headers: tuple[Header, ...], name: str, *, required: bool) -> str | 
 
 def parse_core_headers(headers: tuple[Header, ...]) -> CoreHeaders:
     """Validate and type the core headers; ``SipDecodeError(400)`` names what is wrong."""
+    grouped: _Grouped = {}
+    for header in headers:  # one pass: the core headers by name, in order
+        if header.name in _CORE_NAMES:
+            grouped.setdefault(header.name, []).append(header.value)
     for name in _SINGLE_VALUED:
-        _single(headers, name, required=False)
-    via_values = _values(headers, "Via")
+        _single(grouped, name, required=False)
+    via_values = grouped.get("Via", [])
     if not via_values:
         raise SipDecodeError(400, "missing Via")
     vias = parse_vias(via_values)
-    from_text = _single(headers, "From", required=True)
-    to_text = _single(headers, "To", required=True)
-    call_id_text = _single(headers, "Call-ID", required=True)
-    cseq_text = _single(headers, "CSeq", required=True)
+    from_text = _single(grouped, "From", required=True)
+    to_text = _single(grouped, "To", required=True)
+    call_id_text = _single(grouped, "Call-ID", required=True)
+    cseq_text = _single(grouped, "CSeq", required=True)
     assert from_text is not None and to_text is not None  # required above
     assert call_id_text is not None and cseq_text is not None
     (from_,) = parse_name_addresses(from_text, "From", single=True)
     (to,) = parse_name_addresses(to_text, "To", single=True)
-    max_forwards_text = _single(headers, "Max-Forwards", required=False)
+    max_forwards_text = _single(grouped, "Max-Forwards", required=False)
     max_forwards = None
     if max_forwards_text is not None:
         max_forwards = parse_delta_seconds(
             max_forwards_text, "Max-Forwards", limit=MAX_MAX_FORWARDS
         )
-    length_text = _single(headers, "Content-Length", required=False)
+    length_text = _single(grouped, "Content-Length", required=False)
     content_length = None
     if length_text is not None:
         content_length = parse_delta_seconds(length_text, "Content-Length")
     contacts: list[NameAddress] = []
     star = False
-    for value in _values(headers, "Contact"):
+    for value in grouped.get("Contact", []):
         if value == "*":
             star = True
             continue
@@ -139,17 +146,17 @@ def parse_core_headers(headers: tuple[Header, ...]) -> CoreHeaders:
         raise SipDecodeError(400, "Contact * mixed with addresses")
     routes = tuple(
         address
-        for value in _values(headers, "Route")
+        for value in grouped.get("Route", [])
         for address in parse_name_addresses(value, "Route", single=False, require_brackets=True)
     )
     record_routes = tuple(
         address
-        for value in _values(headers, "Record-Route")
+        for value in grouped.get("Record-Route", [])
         for address in parse_name_addresses(
             value, "Record-Route", single=False, require_brackets=True
         )
     )
-    for value in _values(headers, "Date"):
+    for value in grouped.get("Date", []):
         # RFC 4475 §3.1.2.12: the only time zone a SIP-date may name is GMT.
         if RFC1123_DATE_RE.fullmatch(value) is None:
             raise SipDecodeError(400, "malformed Date")

@@ -64,9 +64,10 @@ def _split_head(head: bytes) -> tuple[str, tuple[Header, ...]]:
     if len(head) > MAX_HEAD_BYTES:
         raise SipDecodeError(513, "message head too large")
     text = head.decode("utf-8", "surrogateescape")
-    lines = text.split("\r\n")
-    if any("\r" in line or "\n" in line for line in lines):
+    stripped = text.replace("\r\n", "")
+    if "\r" in stripped or "\n" in stripped:
         raise SipDecodeError(400, "bare CR or LF")
+    lines = text.split("\r\n")
     start, *field_lines = lines
     grouped: list[list[str]] = []
     for line in field_lines:
