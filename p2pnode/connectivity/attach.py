@@ -470,13 +470,19 @@ class HomeCore:
         if allowed is not None and message.watcher_key not in allowed:
             self._answer_watch(message, Code.FORBIDDEN, source)
             return
-        outcome = self.watches.add(message.target_key, message.watcher_key, source, self._now)
+        outcome = self.watches.add(
+            message.target_key, message.watcher_key, source, self._now, self._random(TOKEN_BYTES)
+        )
         if outcome in (WatchOutcome.ADDED, WatchOutcome.RENEWED):
-            self._answer_watch(message, Code.OK, source)
+            watch = self.watches.get(message.target_key, message.watcher_key)
+            token = watch.token if watch is not None else bytes(TOKEN_BYTES)
+            self._answer_watch(message, Code.OK, source, token)
         else:
             self._answer_watch(message, Code.WATCH_LIMIT, source)
 
-    def _answer_watch(self, message: Watch, code: Code, source: Address) -> None:
+    def _answer_watch(
+        self, message: Watch, code: Code, source: Address, token: bytes = bytes(TOKEN_BYTES)
+    ) -> None:
         if code is not Code.OK:
             self._refuse(code)
         attached, presence = False, b""
@@ -484,7 +490,9 @@ class HomeCore:
             attached, presence = True, self._own_presence
         elif code is Code.OK and (session := self._sessions.get(message.target_key)) is not None:
             attached, presence = True, session.presence
-        self._send(Watched(message.txid, code, message.target_key, attached, presence), source)
+        self._send(
+            Watched(message.txid, code, message.target_key, attached, presence, token), source
+        )
 
     # -- internals ---------------------------------------------------------------
 
@@ -541,9 +549,9 @@ class HomeCore:
         if not watchers:
             return
         self._notify_seq += 1
-        data = encode_message(Notify(target, attached, presence, self._notify_seq))
         for watcher in watchers:
-            self._out.append(Datagram(data, watcher.address))
+            notify = Notify(target, attached, presence, self._notify_seq, watcher.token)
+            self._out.append(Datagram(encode_message(notify), watcher.address))
 
     def _result(self, txid: bytes, code: Code, source: Address) -> None:
         self._refuse(code)

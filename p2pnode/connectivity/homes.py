@@ -175,6 +175,8 @@ class _Outgoing:
 class _WatchLease:
     homes: tuple[HomeEntry, ...]
     refresh_at: float
+    txids: dict[Address, bytes] = field(default_factory=dict)  # last WATCH sent to each home
+    tokens: dict[Address, bytes] = field(default_factory=dict)  # each home's watch token
 
 
 class PeerCore:
@@ -249,8 +251,13 @@ class PeerCore:
         self._now = now
         if target not in self._watches and len(self._watches) >= MAX_WATCHES:
             raise OverflowError(f"more than {MAX_WATCHES} watches")
-        self._watches[target] = _WatchLease(tuple(homes), now + self.config.watch_refresh)
-        self._send_watch(target, self._watches[target])
+        lease = _WatchLease(tuple(homes), now + self.config.watch_refresh)
+        previous = self._watches.get(target)
+        if previous is not None:  # homes we keep watching keep their tokens
+            kept = {home.signal for home in homes}
+            lease.tokens = {a: t for a, t in previous.tokens.items() if a in kept}
+        self._watches[target] = lease
+        self._send_watch(target, lease)
         return self._flush()
 
     def unwatch(self, target: bytes) -> None:
@@ -460,13 +467,9 @@ class PeerCore:
             case Deliver():
                 self._on_deliver(message, source)
             case Watched():
-                self._on_presence(
-                    message.target_key, source, message.code, message.attached, message.presence
-                )
+                self._on_watched(message, source)
             case Notify():
-                self._on_presence(
-                    message.target_key, source, Code.OK, message.attached, message.presence
-                )
+                self._on_notify(message, source)
             case _:
                 self.drops.drop("not an answer to a peer", type(message).__name__)
 
@@ -518,14 +521,28 @@ class PeerCore:
         self._emit(DeliverAck(message.deliver_id), source)
         self._events.append(Delivered(message.envelope, slot.home))
 
-    def _on_presence(
-        self, target: bytes, source: Address, code: Code, attached: bool, presence: bytes
-    ) -> None:
-        lease = self._watches.get(target)
-        if lease is None or all(h.signal != source for h in lease.homes):
-            self.drops.drop("presence not asked for")
+    def _on_watched(self, message: Watched, source: Address) -> None:
+        lease = self._watches.get(message.target_key)
+        if lease is None or lease.txids.get(source) != message.txid:
+            self.drops.drop("watch answer not ours")
             return
-        self._events.append(PresenceNotice(target, source, code, attached, presence))
+        if message.code is Code.OK:
+            lease.tokens[source] = message.token
+        notice = PresenceNotice(
+            message.target_key, source, message.code, message.attached, message.presence
+        )
+        self._events.append(notice)
+
+    def _on_notify(self, message: Notify, source: Address) -> None:
+        lease = self._watches.get(message.target_key)
+        token = lease.tokens.get(source) if lease is not None else None
+        if token is None or message.token != token:
+            self.drops.drop("notification not ours")
+            return
+        notice = PresenceNotice(
+            message.target_key, source, Code.OK, message.attached, message.presence
+        )
+        self._events.append(notice)
 
     # -- sends -------------------------------------------------------------------
 
@@ -566,6 +583,7 @@ class PeerCore:
         for home in lease.homes:
             signature = self._sign(watch_signed_bytes(home.key, target, timestamp))
             watch = Watch(self._random(TXID_BYTES), self.own_key, target, timestamp, signature)
+            lease.txids[home.signal] = watch.txid
             self._emit(watch, home.signal)
 
     # -- output ------------------------------------------------------------------

@@ -17,8 +17,13 @@ Fields by position (txid: 8 random bytes chosen by the requester)::
     DELIVER       [12, deliver_id(8), envelope(bin)]                  home -> peer
     DELIVER_ACK   [13, deliver_id]                                    peer -> home
     WATCH         [14, txid, watcher_key(32), target_key(32), timestamp, signature(64)]
-    WATCHED       [15, txid, code, target_key, attached(bool), presence(bin)]
-    NOTIFY        [16, target_key, attached(bool), presence(bin), seq]  home -> watcher
+    WATCHED       [15, txid, code, target_key, attached(bool), presence(bin), watch_token(8)]
+    NOTIFY        [16, target_key, attached(bool), presence(bin), seq, watch_token(8)]
+
+The watch token is a random secret the home gives the watcher in WATCHED and
+repeats in every NOTIFY of that watch, so an off-path sender cannot fake
+presence by spoofing the home's address (the session token does the same for
+KEEPALIVE_ACK).
 
 Why one UDP socket and IP fragmentation for large envelopes: the attach session
 *is* the peer's NAT mapping towards its home, so everything the home forwards
@@ -213,6 +218,7 @@ class Watched:
     target_key: bytes
     attached: bool
     presence: bytes
+    token: bytes  # the watch's token (zeros when refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +227,7 @@ class Notify:
     attached: bool
     presence: bytes
     seq: int
+    token: bytes
 
 
 HomeMessage = (
@@ -280,10 +287,10 @@ def _fields(message: HomeMessage) -> list[object]:
             return [14, w.txid, w.watcher_key, w.target_key, w.timestamp, w.signature]
         case Watched():
             w2 = message
-            return [15, w2.txid, int(w2.code), w2.target_key, w2.attached, w2.presence]
+            return [15, w2.txid, int(w2.code), w2.target_key, w2.attached, w2.presence, w2.token]
         case Notify():
             n = message
-            return [16, n.target_key, n.attached, n.presence, n.seq]
+            return [16, n.target_key, n.attached, n.presence, n.seq, n.token]
 
 
 def encode_message(message: HomeMessage) -> bytes:
@@ -405,18 +412,24 @@ _DECODERS: dict[int, tuple[int, Callable[[list[object]], HomeMessage]]] = {
         ),
     ),
     15: (
-        6,
+        7,
         lambda f: Watched(
-            _txid(f[1]), _code(f[2]), _key(f[3], "target"), _bool(f[4], "attached"), _presence(f[5])
+            _txid(f[1]),
+            _code(f[2]),
+            _key(f[3], "target"),
+            _bool(f[4], "attached"),
+            _presence(f[5]),
+            _token(f[6]),
         ),
     ),
     16: (
-        5,
+        6,
         lambda f: Notify(
             _key(f[1], "target"),
             _bool(f[2], "attached"),
             _presence(f[3]),
             _uint(f[4], "seq", MAX_SEQ),
+            _token(f[5]),
         ),
     ),
 }

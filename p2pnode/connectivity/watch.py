@@ -50,6 +50,7 @@ class Watcher:
     key: bytes
     address: Address
     expires_at: float
+    token: bytes  # repeated in every notification of this watch
 
 
 class WatchTable:
@@ -72,11 +73,15 @@ class WatchTable:
         # (target, watcher) in renewal order, for sweeping expired leases in O(expired)
         self._order: OrderedDict[tuple[bytes, bytes], float] = OrderedDict()
 
-    def add(self, target: bytes, watcher: bytes, address: Address, now: float) -> WatchOutcome:
-        """Add or renew ``watcher``'s lease on ``target``."""
+    def add(
+        self, target: bytes, watcher: bytes, address: Address, now: float, token: bytes = b""
+    ) -> WatchOutcome:
+        """Add ``watcher``'s lease on ``target`` with ``token``, or renew it (the address
+        follows the renewal; the token stays the one first given)."""
         watchers = self._by_target.get(target)
-        entry = Watcher(watcher, address, now + self.lease)
+        entry = Watcher(watcher, address, now + self.lease, token)
         if watchers is not None and watcher in watchers:
+            entry = Watcher(watcher, address, now + self.lease, watchers[watcher].token)
             watchers[watcher] = entry
             self._order[(target, watcher)] = entry.expires_at
             self._order.move_to_end((target, watcher))
@@ -91,6 +96,9 @@ class WatchTable:
         self._per_watcher[watcher] = self._per_watcher.get(watcher, 0) + 1
         self._order[(target, watcher)] = entry.expires_at
         return WatchOutcome.ADDED
+
+    def get(self, target: bytes, watcher: bytes) -> Watcher | None:
+        return self._by_target.get(target, {}).get(watcher)
 
     def remove(self, target: bytes, watcher: bytes) -> bool:
         watchers = self._by_target.get(target)

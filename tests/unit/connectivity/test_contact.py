@@ -218,8 +218,9 @@ MESSAGES: list[HomeMessage] = [
     Deliver(T, b"e" * 100),
     DeliverAck(T),
     Watch(T, K1, K2, 1_800_000_000, b"s" * 64),
-    Watched(T, Code.FORBIDDEN, K2, False, b""),
-    Notify(K2, True, b"p", 2**53),
+    Watched(T, Code.FORBIDDEN, K2, False, b"", bytes(8)),
+    Watched(T, Code.OK, K2, True, b"p" * 200, b"w" * 8),
+    Notify(K2, True, b"p", 2**53, b"w" * 8),
 ]
 
 
@@ -249,7 +250,8 @@ def test_home_messages_round_trip_whole_byte_by_byte_and_trailing(message: HomeM
         ([8, T, T, b"p" * 201, None], "presence|msgpack"),
         ([8, T, T, b"", [K1] * (MAX_ALLOW + 1)], "allow|msgpack"),
         ([8, T, T, b"", [b"short"]], "allowed key"),
-        ([15, T, 0, K1, 1, b""], "boolean"),
+        ([15, T, 0, K1, 1, b"", T], "boolean"),
+        ([16, K1, True, b"", 1, b"short"], "token"),
         ([3, T, K1, b"n" * 16, -5, b"s" * 64], "keepalive"),
     ],
 )

@@ -211,6 +211,24 @@ def test_a_lost_presence_update_is_resent_within_a_second() -> None:
     assert [(n.home, n.presence) for n in changed] == [(H1, b"away")]  # type: ignore[attr-defined]
 
 
+def test_spoofed_notifications_are_dropped() -> None:
+    net, entries, alice, _bob = _setup()
+    net.deliver(BOB, net.peers[BOB].watch(alice.public_key, entries[:1], net.now))
+    before = len(net.of(BOB, PresenceNotice))
+    # From the home's own address, but without the watch token the home gave bob.
+    fake = Notify(alice.public_key, False, b"", 99, b"\0" * 8)
+    net.deliver(H1, [Datagram(encode_message(fake), BOB)])
+    fake_answer = Watched(b"\1" * 8, Code.OK, alice.public_key, False, b"", b"\0" * 8)
+    net.deliver(H1, [Datagram(encode_message(fake_answer), BOB)])
+    assert len(net.of(BOB, PresenceNotice)) == before
+    drops = net.peers[BOB].drops.counts()
+    assert drops["notification not ours"] == 1
+    assert drops["watch answer not ours"] == 1
+    # The real home's notification still gets through.
+    net.deliver(ALICE, net.peers[ALICE].close(net.now))
+    assert net.of(BOB, PresenceNotice)[-1].attached is False  # type: ignore[attr-defined]
+
+
 def test_allow_list_refuses_other_watchers() -> None:
     net, entries, alice, bob = _setup()
     carol = Identity.generate(b"c" * 32)
@@ -409,8 +427,8 @@ _MESSAGES = st.one_of(
     st.builds(Deliver, _ID, st.binary(max_size=200)),
     st.builds(DeliverAck, _ID),
     st.builds(Watch, _ID, _KEY, _KEY, st.integers(0, 2**40), st.binary(min_size=64, max_size=64)),
-    st.builds(Watched, _ID, _CODE, _KEY, st.booleans(), st.binary(max_size=200)),
-    st.builds(Notify, _KEY, st.booleans(), st.binary(max_size=200), st.integers(0, 2**53)),
+    st.builds(Watched, _ID, _CODE, _KEY, st.booleans(), st.binary(max_size=200), _ID),
+    st.builds(Notify, _KEY, st.booleans(), st.binary(max_size=200), st.integers(0, 2**53), _ID),
 )
 
 
