@@ -86,6 +86,7 @@ logger = logging.getLogger(__name__)
 
 TICK = 0.05  # seconds between deadline and silence checks
 _LOG_INTERVAL = 60.0
+CLOSE_LIMIT = 2.0  # seconds a discarded connection may take to close
 
 SignalSender = Callable[[str, bytes], Awaitable[None]]
 
@@ -608,7 +609,13 @@ class CallService:
         for receiver in leg.receivers:  # a track that never got media would wait forever
             receiver.cancel()
         assert self._tasks is not None
-        self._tasks.create_task(leg.pc.close())
+        self._tasks.create_task(self._bounded_close(leg))
+
+    async def _bounded_close(self, leg: _Leg) -> None:
+        # aioice deletes a TURN allocation on close and retransmits for ~40 s when the
+        # relay is dead (the failover case): the connection is discarded anyway.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(leg.pc.close(), CLOSE_LIMIT)
 
     def _session(self, call_id: bytes) -> _Session:
         session = self._sessions.get(call_id)
