@@ -119,7 +119,8 @@ class MailboxServer:
         try:
             while True:
                 try:
-                    data = await asyncio.wait_for(_read_frame(reader), IDLE_TIMEOUT)
+                    async with asyncio.timeout(IDLE_TIMEOUT):
+                        data = await _read_frame(reader)
                     request = decode_request(data)
                 except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
                     return
@@ -147,7 +148,8 @@ class MailboxClient:
     async def request(self, request: Request) -> MailboxResponse:
         async with self._lock:
             try:
-                return await asyncio.wait_for(self._exchange(request), self.timeout)
+                async with asyncio.timeout(self.timeout):  # wait_for may swallow a cancel
+                    return await self._exchange(request)
             except (
                 OSError,
                 TimeoutError,

@@ -302,8 +302,10 @@ class MessagingService:
             delay = self.config.idle_wake
             if deadline is not None:
                 delay = min(delay, max(0.0, deadline - self.clock()))
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
     async def _poll(self) -> None:
         while True:
