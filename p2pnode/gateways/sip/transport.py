@@ -1,4 +1,4 @@
-"""asyncio adapters: SIP over UDP and TCP on one address, and a stack that drives timers.
+"""asyncio adapters: SIP over UDP, TCP and TLS, and a stack that drives timers.
 
 Thin by design: bytes in, :mod:`parser` decodes, :func:`stamp_received` notes
 the real source (RFC 3581), the handler gets a message; the core's effects
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 
 from nat.drops import DropCounter
@@ -36,6 +37,7 @@ from p2pnode.gateways.sip.transaction_layer import TransactionLayer
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_MAX_CONNECTIONS",
+    "TLS_HANDSHAKE_TIMEOUT",
     "MessageHandler",
     "SipStack",
     "SipTransport",
@@ -45,6 +47,7 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONNECTIONS = 1024
 DEFAULT_IDLE_TIMEOUT = 600.0  # longer than any registration refresh phones use over TCP
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 MessageHandler = Callable[[SipMessage, Address, bool], None]  # message, source, reliable
 
@@ -138,6 +141,7 @@ class SipTransport:
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
         self._connections: dict[Address, _Tcp] = {}
+        self._tls_servers: list[asyncio.Server] = []
         self.address: Address | None = None
 
     async def start(self, host: str, port: int = 0) -> Address:
@@ -163,6 +167,26 @@ class SipTransport:
             return bound
         raise OSError("no port free for both UDP and TCP")
 
+    async def start_tls(self, host: str, port: int, context: ssl.SSLContext) -> Address:
+        """A TLS listener (RFC 3261 §26.2, sips:) sharing the stream handling and caps.
+
+        TLS >= 1.2 is required; a handshake must finish within
+        ``TLS_HANDSHAKE_TIMEOUT`` seconds.
+        """
+        context.minimum_version = max(context.minimum_version, ssl.TLSVersion.TLSv1_2)
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        server = await loop.create_server(
+            lambda: _Tcp(self),
+            host,
+            port,
+            family=family,
+            ssl=context,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+        )
+        self._tls_servers.append(server)
+        return _key(server.sockets[0].getsockname())
+
     async def connect(self, destination: Address) -> None:
         """Open a TCP connection to ``destination`` (for requests sent over TCP)."""
         if destination in self._connections:
@@ -185,9 +209,10 @@ class SipTransport:
         for connection in list(self._connections.values()):
             if connection.transport is not None:
                 connection.transport.close()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in (self._server, *self._tls_servers):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
         if self._udp is not None:
             self._udp.close()
 

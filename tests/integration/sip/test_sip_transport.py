@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+from pathlib import Path
 
 from p2pnode.gateways.sip.message import SipResponse, build_response
 from p2pnode.gateways.sip.parser import SipStreamDecoder, parse_datagram
 from p2pnode.gateways.sip.transaction import Effect, RequestReceived
 from p2pnode.gateways.sip.transport import SipStack
+from tests.harness.tls import make_certificates
 
 OPTIONS = (
     b"OPTIONS sip:gw@127.0.0.1 SIP/2.0\r\n"
@@ -76,6 +79,36 @@ def test_tcp_messages_byte_by_byte_keepalive_pong_and_framing_error_closes() -> 
             writer.write(b"INVITE sip:x SIP/2.0\r\nVia: nonsense\r\n\r\n")
             await writer.drain()
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the gateway
+            writer.close()
+        finally:
+            await stack.close()
+
+    asyncio.run(scenario())
+
+
+def test_tls_listener_answers_and_pongs(tmp_path: Path) -> None:
+    files = make_certificates(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(files.certificate, files.key)
+
+    async def scenario() -> None:
+        stack = SipStack(answer_options)
+        await stack.start("127.0.0.1")
+        _, port = await stack.transport.start_tls("127.0.0.1", 0, server_context)
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=files.client_context()
+            )
+            writer.write(b"\r\n\r\n" + OPTIONS % (b"TLS", b"s1", b"c4"))
+            await writer.drain()
+            assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"
+            decoder = SipStreamDecoder()
+            items: list[object] = []
+            while not items:
+                items = list(decoder.feed(await asyncio.wait_for(reader.read(4096), 5)))
+            (reply,) = items
+            assert isinstance(reply, SipResponse) and reply.status == 200
+            assert reply.top_via.transport == "TLS"
             writer.close()
         finally:
             await stack.close()
