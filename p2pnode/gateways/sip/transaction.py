@@ -236,6 +236,10 @@ class Transaction:
     intervals: dict[TxInput, float] = field(default_factory=dict)
     last_response: SipResponse | None = None
     ack: SipRequest | None = None
+    # Called with (deadline, self, timer) whenever a timer is armed: the layer's heap.
+    on_arm: Callable[[float, Transaction, TxInput], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def handle(self, event: TxInput, now: float, message: SipMessage | None = None) -> list[Effect]:
         handler = self.table.get((self.state, event))
@@ -246,6 +250,8 @@ class Transaction:
     def arm(self, timer: TxInput, now: float, interval: float) -> None:
         self.intervals[timer] = interval
         self.deadlines[timer] = now + interval
+        if self.on_arm is not None:
+            self.on_arm(now + interval, self, timer)
 
     def disarm(self, *timers: TxInput) -> None:
         for timer in timers:

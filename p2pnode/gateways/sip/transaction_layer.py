@@ -9,6 +9,8 @@ events for the layer above (a dialog/UA core, a registrar, a B2BUA).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass
 
 from p2pnode.gateways.sip.message import SipMessage, SipRequest, SipResponse, build_response
@@ -37,6 +39,8 @@ from p2pnode.gateways.sip.transaction import (
 )
 
 __all__ = ["LayerStatistics", "TransactionLayer", "response_destination"]
+
+_HeapEntry = tuple[float, int, Transaction, TxInput]
 
 
 def response_destination(request: SipRequest, source: Address, *, reliable: bool) -> Address:
@@ -77,6 +81,9 @@ class TransactionLayer:
         self._servers: dict[ServerKey, Transaction] = {}
         self._refused = 0
         self._stray = 0
+        # Timers as a heap with lazy deletion: O(log n) per arm and per firing.
+        self._heap: list[_HeapEntry] = []
+        self._order = itertools.count()
 
     def statistics(self) -> LayerStatistics:
         return LayerStatistics(len(self._clients), len(self._servers), self._refused, self._stray)
@@ -107,6 +114,7 @@ class TransactionLayer:
             timers=self.timers,
             state=TxState.CALLING if invite else TxState.TRYING,
             table=CLIENT_INVITE if invite else CLIENT_NON_INVITE,
+            on_arm=self._schedule,
         )
         if not reliable:
             tx.arm(TxInput.TIMER_A if invite else TxInput.TIMER_E, now, self.timers.t1)
@@ -121,7 +129,7 @@ class TransactionLayer:
         if tx is None:
             raise TransactionStateError("no such server transaction")
         effects = tx.handle(response_input(response.status, tu=True), now, response)
-        self._reap()
+        self._forget_if_done(tx)
         return effects
 
     def receive(
@@ -135,7 +143,7 @@ class TransactionLayer:
                 self._stray += 1
                 return [StrayResponse(message, source)]
             effects = client.handle(response_input(message.status, tu=False), now, message)
-            self._reap()
+            self._forget_if_done(client)
             return effects
         skey = server_key(message)
         server = self._servers.get(skey)
@@ -143,7 +151,7 @@ class TransactionLayer:
             if server is None or server.request.method != "INVITE":
                 return [StrayAck(message, source)]
             effects = server.handle(TxInput.ACK, now, message)
-            self._reap()
+            self._forget_if_done(server)
             return effects
         if server is not None:
             return server.handle(TxInput.REQUEST, now, message)
@@ -162,6 +170,7 @@ class TransactionLayer:
             timers=self.timers,
             state=TxState.PROCEEDING if invite else TxState.TRYING,
             table=SERVER_INVITE if invite else SERVER_NON_INVITE,
+            on_arm=self._schedule,
         )
         self._servers[skey] = server
         created: list[Effect] = [RequestReceived(skey, message, source, reliable)]
@@ -173,32 +182,37 @@ class TransactionLayer:
 
     # -- time ---------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        deadlines = [
-            deadline
-            for tx in (*self._clients.values(), *self._servers.values())
-            for deadline in tx.deadlines.values()
-        ]
-        return min(deadlines, default=None)
+        heap = self._heap
+        while heap and not self._live(heap[0]):
+            heapq.heappop(heap)  # a disarmed, re-armed or finished transaction's timer
+        return heap[0][0] if heap else None
 
     def advance(self, now: float) -> list[Effect]:
         """Fire every timer due at or before ``now``, each at its own deadline."""
         effects: list[Effect] = []
-        while True:
-            due = [
-                (deadline, index, tx, timer)
-                for index, tx in enumerate((*self._clients.values(), *self._servers.values()))
-                for timer, deadline in tx.deadlines.items()
-                if deadline <= now
-            ]
-            if not due:
-                break
-            deadline, _, tx, timer = min(due, key=lambda item: (item[0], item[1]))
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            if not self._live(entry):
+                continue
+            deadline, _, tx, timer = entry
             del tx.deadlines[timer]
             effects += tx.handle(timer, deadline)
-            self._reap()
+            self._forget_if_done(tx)
         return effects
 
-    def _reap(self) -> None:
-        for table in (self._clients, self._servers):
-            for key in [key for key, tx in table.items() if tx.state is TxState.TERMINATED]:
-                del table[key]  # type: ignore[arg-type]
+    def _live(self, entry: _HeapEntry) -> bool:
+        deadline, _, tx, timer = entry
+        return tx.deadlines.get(timer) == deadline and tx.state is not TxState.TERMINATED
+
+    def _schedule(self, deadline: float, tx: Transaction, timer: TxInput) -> None:
+        heapq.heappush(self._heap, (deadline, next(self._order), tx, timer))
+
+    def _forget_if_done(self, tx: Transaction) -> None:
+        if tx.state is not TxState.TERMINATED:
+            return
+        if isinstance(tx.key, ClientKey):
+            if self._clients.get(tx.key) is tx:
+                del self._clients[tx.key]
+        elif self._servers.get(tx.key) is tx:
+            del self._servers[tx.key]

@@ -396,3 +396,15 @@ def test_lossless_link_always_completes() -> None:
     for seed in range(10):
         tally = lossy_exchange(seed, "INVITE", 486, loss=0.0)
         assert (tally.finals_at_client, tally.requests_at_server) == (1, 1)
+
+
+def test_many_transactions_fire_in_deadline_order_and_leave_nothing_behind() -> None:
+    layer = TransactionLayer(max_transactions=5000)
+    for index in range(1000):
+        layer.send_request(request("OPTIONS", f"m{index}"), UAS, index * 0.01, reliable=True)
+    assert layer.next_deadline() == 32.0  # Timer F of the first one (reliable: no Timer E)
+    fired = run_timers(layer, 1000.0)
+    timeouts = [when for when, effect in fired if isinstance(effect, TimedOut)]
+    assert len(timeouts) == 1000 and timeouts == sorted(timeouts)
+    assert timeouts[-1] == pytest.approx(32.0 + 999 * 0.01)
+    assert layer.statistics().clients == 0 and layer.next_deadline() is None
