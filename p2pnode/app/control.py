@@ -30,6 +30,7 @@ from typing import Any
 import pydantic
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from nat.logsafe import RefusalLog
 from p2pnode import __version__
 from p2pnode.app.api_models import (
     ApiError,
@@ -465,6 +466,7 @@ def build_app(
     """The aiohttp application: token check first, then the route table."""
     count = counters or _Counters()
     expected = f"Bearer {token}".encode()
+    refusals = RefusalLog(logger, time.monotonic)
 
     @web.middleware
     async def guard(
@@ -476,6 +478,8 @@ def build_app(
             given = "Bearer " + request.query.get("token", "")
         if not hmac.compare_digest(given.encode(), expected):
             count.unauthorized += 1
+            reason = "no-token" if given in ("", "Bearer ") else "wrong-token"
+            refusals.refused("control-api", reason, request.remote or "-")
             return _json(ApiError(error="unauthorized", detail="give the control token"), 401)
         try:
             return await handler(request)

@@ -221,6 +221,7 @@ def test_requests_without_the_token_get_401_and_openapi_comes_from_the_models(
     with pytest.raises(urllib.error.HTTPError) as wrong:
         node.api("/api/status", token="not-the-token")  # noqa: S106
     assert wrong.value.code == 401
+    node.wait_line(r"refused what=control-api reason=no-token source=127\.0\.0\.1 count=1")
     assert oct(os.stat(node.home / "control.token").st_mode & 0o777) == "0o600"
     document = node.api("/api/openapi.json")
     assert isinstance(document, dict) and document["openapi"] == "3.1.0"
