@@ -3,11 +3,13 @@
 Frame::
 
     0x02 | msgpack [type, request_id(bin 8), sender_key(bin 32), sender_id(bin 20),
-                    flags, cookie(bin 0 or 16), *body]
+                    flags, cookie(bin 0 or 16), key_proof(bin 0 or 64), *body]
 
 ``cookie`` (requests) echoes the token the receiver handed this sender at this
 address (``p2pnode.dht.proofs``): it proves the requester receives there, so the
 receiver may answer with more than ``AMPLIFICATION_FACTOR`` times the request.
+``key_proof`` is the sender's signature proving it holds ``sender_key`` at its
+address (``p2pnode.dht.keyproof``), so neither side needs a PING/PONG challenge.
 
 Invariants:
 - ``decode_frame`` is total: any bytes give a ``Frame`` or a ``DhtDecodeError``
@@ -70,7 +72,7 @@ __all__ = [
     "parse_ip",
 ]
 
-PROTOCOL_VERSION = 2  # 2: frame cookie, VALUE token
+PROTOCOL_VERSION = 2  # 2: frame cookie and key proof, VALUE token
 REQUEST_ID_BYTES = 8
 NONCE_BYTES = 16
 TOKEN_BYTES = 16  # a store token (see ``p2pnode.dht.proofs``); empty when none is offered
@@ -106,6 +108,7 @@ class Flags(enum.IntFlag):
     NONE = 0
     CLIENT = 1  # the sender is in client mode: never put it into a routing table
     VERIFIED_YOU = 2  # (replies) the sender has verified the requester's address
+    PROVE = 4  # (requests) sign a key proof into the reply: we would add you to our table
 
 
 class StoreStatus(enum.IntEnum):
@@ -211,6 +214,7 @@ class Frame:
     sender_id: bytes
     flags: int  # Flags bits (a plain int: tested on every datagram)
     cookie: bytes = b""  # requests: the receiver's token for us at this address, echoed
+    key_proof: bytes = b""  # the sender's signature: it holds sender_key (``keyproof``)
 
 
 def parse_ip(host: object) -> str:
@@ -436,6 +440,7 @@ def encode_frame(frame: Frame, *, pad_to: int = 0) -> bytes:
         frame.sender_id,
         int(frame.flags),
         frame.cookie,
+        frame.key_proof,
     ]
     if not padded:
         return bytes((PROTOCOL_VERSION,)) + msgpack.packb([*head, *body], use_bin_type=True)
@@ -468,15 +473,16 @@ def decode_frame(data: bytes) -> Frame:
         )
     except Exception as error:  # msgpack raises a zoo of types; all mean "not ours"
         raise DhtDecodeError(f"not msgpack: {type(error).__name__}") from None
-    if type(items) is not list or len(items) < 6:
+    if type(items) is not list or len(items) < 7:
         raise DhtDecodeError("not a frame array")
     code = _uint(items[0], "type", 255)
     request_id = _bin(items[1], "request id", REQUEST_ID_BYTES)
     sender_key = _bin(items[2], "sender key", PUBLIC_KEY_BYTES)
     sender_id = _bin(items[3], "sender id", ID_BYTES)
-    flags = _uint(items[4], "flags", int(Flags.CLIENT | Flags.VERIFIED_YOU))
+    flags = _uint(items[4], "flags", int(Flags.CLIENT | Flags.VERIFIED_YOU | Flags.PROVE))
     cookie = _token(items[5])
-    body = items[6:]
+    key_proof = _optional_signature(items[6], "key proof")
+    body = items[7:]
     message: Message
     if code in EXTENSION_CODES:
         if not body or len(body) > MAX_EXTENSION_FIELDS + 1:
@@ -488,4 +494,4 @@ def decode_frame(data: bytes) -> Frame:
         if decoder is None:
             raise DhtDecodeError(f"unknown message type {code}")
         message = decoder(body)
-    return Frame(message, request_id, sender_key, sender_id, flags, cookie)
+    return Frame(message, request_id, sender_key, sender_id, flags, cookie, key_proof)

@@ -47,6 +47,7 @@ from p2pnode.dht.addresses import (
     AddressProofs,
 )
 from p2pnode.dht.admission import StoreAdmission
+from p2pnode.dht.answers import PONG_CONTEXT, Answers, Peer
 from p2pnode.dht.config import (
     DhtConfig,
     DhtStatistics,
@@ -55,12 +56,16 @@ from p2pnode.dht.config import (
     OperationResult,
     PutResult,
 )
+from p2pnode.dht.keyproof import (
+    RequestProofs,
+    reply_proof_valid,
+    request_proof_valid,
+    sign_reply_proof,
+)
 from p2pnode.dht.keys import Address, Contact, node_id_of
 from p2pnode.dht.lookup import LookupKind
 from p2pnode.dht.maintenance import Maintenance
 from p2pnode.dht.messages import (
-    EXTENSION_CODES,
-    MAX_RECORDS_PER_REPLY,
     NONCE_BYTES,
     DhtDecodeError,
     ExtensionReply,
@@ -115,16 +120,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PONG_CONTEXT = b"p2pnode-dht-v1/pong\x00"  # what a PONG signs: context + nonce + asker's key
 MAX_CHALLENGES_IN_FLIGHT = 256
 MAX_OWN_RECORDS = 256
 MAX_BOOTSTRAP_ADDRESSES = 64  # addresses pinged by one (re-)bootstrap
 RECORD_CACHE_SIZE = 1024  # encodings whose signature we already checked
-VALUE_REPLY_CONTACTS = 4  # contacts sent along with records in a VALUE reply
 LATENCY_SAMPLES = 256  # recent lookups kept for the latency summary
 UNDECODABLE = "undecodable"  # read-reject reason of a record that does not decode
-_REPLY_OVERHEAD = 80  # frame header bytes, generous
-_TOKEN_FIELD = 18  # a store token in a reply, with its msgpack header
 _STORED = (StoreStatus.STORED, StoreStatus.DUPLICATE)
 _REPLY_TYPES: dict[type, type] = {
     Ping: Pong,
@@ -137,6 +138,7 @@ _REPLY_TYPES: dict[type, type] = {
 T = TypeVar("T")
 _CLIENT = int(Flags.CLIENT)
 _VERIFIED_YOU = int(Flags.VERIFIED_YOU)
+_PROVE = int(Flags.PROVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,24 +147,6 @@ class OperationDone:
 
     op_id: int
     result: OperationResult
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """Who sent an extension request, as far as we know."""
-
-    public_key: bytes
-    node_id: bytes
-    address: Address
-    proven: bool  # has signed our challenge at this address
-    client: bool
-
-
-ExtensionRunner = Callable[[tuple[object, ...], Peer, float], tuple[object, ...] | None]
-
-
-def _contact_bytes(contact: Contact | WireContact) -> int:
-    return 42 + len(contact.address[0])
 
 
 def _offered_token(message: Message) -> bytes:
@@ -226,10 +210,20 @@ class DhtCore:
         self.read_rejects: Counter[str] = Counter()
         self.rpcs: Counter[tuple[str, str]] = Counter()  # (message type, outcome) -> count
         self.lookup_latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self._extensions: dict[int, ExtensionRunner] = {}
         self.own_records: dict[bytes, SignedRecord] = {}
         self.datagrams_in = 0
         self.datagrams_out = 0
+        self.observed: Address | None = None  # our address as the last PONG saw it
+        self.request_proofs = RequestProofs(identity)
+        self.answers = Answers(
+            identity,
+            self.config,
+            self.table,
+            self.diversity,
+            self.admission,
+            self.store,
+            self.drops,
+        )
         self.maintenance = Maintenance(self, now)
 
     # ----------------------------------------------------------------- I/O side
@@ -377,24 +371,8 @@ class DhtCore:
         decoder: Callable[[tuple[object, ...]], T],
         handler: Callable[[T, Peer, float], tuple[object, ...] | None],
     ) -> None:
-        """Add an RPC without touching the core: ``decoder`` must raise ``ValueError`` on junk.
-
-        ``handler`` returns the reply fields (msgpack-able), or None for no reply; the
-        ``now`` it gets is wall-clock time (``wall``), as its records and timestamps use.
-        """
-        if code not in EXTENSION_CODES:
-            raise ValueError(f"extension code {code} outside {EXTENSION_CODES}")
-        if code in self._extensions:
-            raise ValueError(f"extension code {code} already registered")
-
-        def run(fields: tuple[object, ...], peer: Peer, now: float) -> tuple[object, ...] | None:
-            try:
-                request = decoder(fields)
-            except (ValueError, RecursionError) as error:
-                raise DhtDecodeError(f"extension {code}: {type(error).__name__}") from None
-            return handler(request, peer, now)
-
-        self._extensions[code] = run
+        """Add an RPC without touching the core (``Answers.register_extension``)."""
+        self.answers.register_extension(code, decoder, handler)
 
     def extension_request(
         self,
@@ -491,8 +469,24 @@ class DhtCore:
                 pad = UNVERIFIED_PAD_TO
             elif isinstance(message, Ping):
                 pad = PING_PAD_TO
+        flags = self._flags
+        key_proof = b""
+        if expected_key is not None and not self._flags:
+            if self.observed is not None:
+                key_proof = self.request_proofs.proof(expected_key, self.observed, self.wall(now))
+            contact = Contact(node_id_of(expected_key), expected_key, address)
+            if not self.addresses.proven(expected_key, address) and self.table.wants(
+                contact.node_id, contact
+            ):
+                flags |= _PROVE  # its reply proves its key: no challenge PING needed
         frame = Frame(
-            message, request_id, self.identity.public_key, self.own_id, self._flags, cookie
+            message,
+            request_id,
+            self.identity.public_key,
+            self.own_id,
+            flags,
+            cookie,
+            key_proof,
         )
         self._out.append((encode_frame(frame, pad_to=pad), address))
         self.requests.add(request_id, address, message, expected_key, owner, now, retried=retried)
@@ -605,7 +599,17 @@ class DhtCore:
         sender = Contact(frame.sender_id, frame.sender_key, address)
         client = bool(frame.flags & _CLIENT)
         if isinstance(message, Pong):
+            self.observed = message.observed
             self._proven_contact(sender, client, now)
+        elif (
+            frame.key_proof
+            and not client
+            and not self.addresses.proven(sender.public_key, address)
+            and reply_proof_valid(
+                sender.public_key, frame.key_proof, frame.request_id, self.identity.public_key
+            )
+        ):
+            self._proven_contact(sender, client, now)  # a PONG folded into the reply
         else:
             if receipted:  # it signed our random request id at this address, as in a PONG
                 self.addresses.prove(sender.public_key, address, now)
@@ -705,8 +709,17 @@ class DhtCore:
             return
         if reply is not None:
             flags = self._flags | (_VERIFIED_YOU if receives else 0)
+            key_proof = b""
+            if frame.flags & _PROVE and not self._flags:
+                key_proof = sign_reply_proof(self.identity, frame.request_id, sender.public_key)
             reply_frame = Frame(
-                reply, frame.request_id, self.identity.public_key, self.own_id, flags
+                reply,
+                frame.request_id,
+                self.identity.public_key,
+                self.own_id,
+                flags,
+                b"",
+                key_proof,
             )
             data = encode_frame(reply_frame)
             if len(data) > budget:
@@ -715,6 +728,20 @@ class DhtCore:
             else:
                 self._out.append((data, address))
                 self.rpcs[(kind, "served")] += 1
+        if (
+            frame.key_proof
+            and not client
+            and not self.addresses.proven(sender.public_key, address)
+            and self.table.wants(sender.node_id, sender)
+            and request_proof_valid(
+                sender.public_key,
+                frame.key_proof,
+                self.identity.public_key,
+                address,
+                self.wall(now),
+            )
+        ):
+            self.addresses.prove(sender.public_key, address, now)  # no challenge needed
         self._seen(sender, client, now)
 
     def _answer(
@@ -726,69 +753,14 @@ class DhtCore:
         request_id: bytes,
         now: float,
     ) -> Message | None:
-        match message:
-            case Ping(nonce):
-                signed = PONG_CONTEXT + nonce + sender.public_key
-                token = self.admission.token_for(sender, now)
-                return Pong(self.identity.sign(signed), sender.address, token)
-            case FindNode(target):
-                contacts = self._closest(target, self.config.k, sender)
-                room = budget - _REPLY_OVERHEAD - _TOKEN_FIELD
-                token = self.admission.token_for(sender, now)
-                return Nodes(self._fit_contacts(contacts, room), token)
-            case FindValue(key, offset):
-                return self._answer_find_value(key, offset, sender, budget, now)
-            case Store():
-                proven = self.addresses.proven(sender.public_key, sender.address)
-                result, newly_proven = self.admission.answer(
-                    message, sender, request_id, proven, now, self.wall(now)
-                )
-                if newly_proven:  # it signed the token we sent to this address: a challenge
-                    self.addresses.prove(sender.public_key, sender.address, now)
-                return result
-            case ExtensionRequest(code, fields):
-                run = self._extensions.get(code)
-                if run is None:
-                    self.drops.drop("unknown extension", str(code))
-                    return None
-                proven = self.addresses.proven(sender.public_key, sender.address)
-                peer = Peer(sender.public_key, sender.node_id, sender.address, proven, client)
-                answer = run(fields, peer, self.wall(now))  # handlers date things: wall time
-                return None if answer is None else ExtensionReply(code, answer)
-        return None  # replies never reach here (dispatched in datagram_received)
-
-    def _closest(self, target: bytes, count: int, sender: Contact) -> list[Contact]:
-        """What a reply names: the nearest contacts within the diversity limits."""
-        nearest = self.table.closest(target, 2 * count, frozenset((sender.node_id,)))
-        return self.diversity.pick(nearest, count)
-
-    @staticmethod
-    def _fit_contacts(contacts: Sequence[Contact], room: int) -> tuple[WireContact, ...]:
-        fitted: list[WireContact] = []
-        for contact in contacts:
-            room -= _contact_bytes(contact)
-            if room < 0:
-                break
-            fitted.append(WireContact(contact.public_key, contact.address))
-        return tuple(fitted)
-
-    def _answer_find_value(
-        self, key: bytes, offset: int, sender: Contact, budget: int, now: float
-    ) -> Value:
-        records = self.store.get(key, self.wall(now))
-        token = self.admission.token_for(sender, now)
-        room = budget - _REPLY_OVERHEAD - _TOKEN_FIELD
-        page: list[bytes] = []
-        for record in records[offset:]:
-            size = len(record.encoded) + 3
-            if size > room or len(page) >= MAX_RECORDS_PER_REPLY:
-                break
-            page.append(record.encoded)
-            room -= size
-        contacts: tuple[WireContact, ...] = ()
-        if offset == 0:
-            # With records in hand the reader needs few new leads (it has its own seeds).
-            count = VALUE_REPLY_CONTACTS if page else self.config.k
-            closest = self._closest(key, count, sender)
-            contacts = self._fit_contacts(closest, room)
-        return Value(tuple(page), len(records), contacts, token)
+        """The reply to one request (``answers``); STOREs may prove their sender."""
+        if isinstance(message, Store):
+            proven = self.addresses.proven(sender.public_key, sender.address)
+            result, newly_proven = self.admission.answer(
+                message, sender, request_id, proven, now, self.wall(now)
+            )
+            if newly_proven:  # it signed the token we sent to this address: a challenge
+                self.addresses.prove(sender.public_key, sender.address, now)
+            return result
+        proven = self.addresses.proven(sender.public_key, sender.address)
+        return self.answers.answer(message, sender, client, proven, budget, now, self.wall(now))

@@ -167,7 +167,7 @@ def test_deep_extension_fields_are_dropped_and_counted() -> None:
         deep: object = 0
         for _ in range(1000):
             deep = [deep]
-        head = [64, bytes(8), attacker.public_key, attacker.node_id, 0, b""]
+        head = [64, bytes(8), attacker.public_key, attacker.node_id, 0, b"", b""]
         data = bytes((PROTOCOL_VERSION,)) + msgpack.packb([*head, deep, b""], use_bin_type=True)
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:

@@ -61,13 +61,15 @@ CASES: list[Message] = [
 ]
 
 
-def frame(message: Message, flags: Flags = Flags.NONE, cookie: bytes = b"") -> Frame:
-    return Frame(message, b"\x07" * 8, KEY, NODE_ID, flags, cookie)
+def frame(
+    message: Message, flags: Flags = Flags.NONE, cookie: bytes = b"", key_proof: bytes = b""
+) -> Frame:
+    return Frame(message, b"\x07" * 8, KEY, NODE_ID, flags, cookie, key_proof)
 
 
 @pytest.mark.parametrize("message", CASES, ids=lambda m: type(m).__name__)
 def test_round_trip(message: Message) -> None:
-    original = frame(message, Flags.CLIENT | Flags.VERIFIED_YOU)
+    original = frame(message, Flags.CLIENT | Flags.VERIFIED_YOU | Flags.PROVE, b"", SIGNATURE)
     assert decode_frame(encode_frame(original)) == original
     with_cookie = frame(message, cookie=TOKEN)
     assert decode_frame(encode_frame(with_cookie)) == with_cookie
@@ -99,7 +101,7 @@ def test_padding_grows_requests_only() -> None:
 )
 def test_contact_hosts_must_be_ip_literals(host: str) -> None:
     """A host name in a contact would make us resolve DNS on a peer's behalf."""
-    body = [4, b"\x07" * 8, KEY, NODE_ID, 0, b"", [[KEY, host, 4000]]]
+    body = [4, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", [[KEY, host, 4000]], b""]
     data = bytes((PROTOCOL_VERSION,)) + msgpack.packb(body, use_bin_type=True)
     with pytest.raises(DhtDecodeError):
         decode_frame(data)
@@ -112,20 +114,68 @@ def test_contact_hosts_must_be_ip_literals(host: str) -> None:
         [1, b"\x07" * 8, KEY, NODE_ID, 0, bytes(15), bytes(16), b""],  # short cookie
         [1, b"\x07" * 8, KEY, NODE_ID, 0, 7, bytes(16), b""],  # cookie not binary
         [1, b"\x07" * 8, KEY, NODE_ID, 0],  # no cookie (protocol version 1's frame)
-        [1, b"\x07" * 7, KEY, NODE_ID, 0, b"", bytes(16), b""],  # short request id
-        [1, b"\x07" * 8, KEY[:31], NODE_ID, 0, b"", bytes(16), b""],  # short key
-        [1, b"\x07" * 8, KEY, NODE_ID, 8, b"", bytes(16), b""],  # unknown flag
-        [1, b"\x07" * 8, KEY, NODE_ID, 0, b"", bytes(15), b""],  # short nonce
-        [2, b"\x07" * 8, KEY, NODE_ID, 0, b"", bytes(64), "1.2.3.4", 0, b""],  # port 0
-        [2, b"\x07" * 8, KEY, NODE_ID, 0, b"", bytes(64), "1.2.3.4", 1, bytes(15)],  # short token
-        [4, b"\x07" * 8, KEY, NODE_ID, 0, b"", [], bytes(17)],  # long token
-        [7, b"\x07" * 8, KEY, NODE_ID, 0, b"", NODE_ID, b"r", bytes(16), b""],  # token, no proof
-        [7, b"\x07" * 8, KEY, NODE_ID, 0, b"", NODE_ID, b"r", b"", bytes(64)],  # proof, no token
-        [7, b"\x07" * 8, KEY, NODE_ID, 0, b"", NODE_ID, b"r", bytes(16), bytes(63)],  # short proof
-        [8, b"\x07" * 8, KEY, NODE_ID, 0, b"", 9, "", "", b"", b""],  # unknown store status
-        [8, b"\x07" * 8, KEY, NODE_ID, 0, b"", 0, "", "", b"", bytes(65)],  # long receipt
-        [9, b"\x07" * 8, KEY, NODE_ID, 0, b"", 3],  # extension reply with a core code
-        [5, b"\x07" * 8, KEY, NODE_ID, 0, b"", NODE_ID, -1, b""],  # negative offset
+        [1, b"\x07" * 7, KEY, NODE_ID, 0, b"", b"", bytes(16), b""],  # short request id
+        [1, b"\x07" * 8, KEY[:31], NODE_ID, 0, b"", b"", bytes(16), b""],  # short key
+        [1, b"\x07" * 8, KEY, NODE_ID, 8, b"", b"", bytes(16), b""],  # unknown flag
+        [1, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", bytes(15), b""],  # short nonce
+        [2, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", bytes(64), "1.2.3.4", 0, b""],  # port 0
+        [
+            2,
+            b"\x07" * 8,
+            KEY,
+            NODE_ID,
+            0,
+            b"",
+            b"",
+            bytes(64),
+            "1.2.3.4",
+            1,
+            bytes(15),
+        ],  # short token
+        [4, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", [], bytes(17)],  # long token
+        [
+            7,
+            b"\x07" * 8,
+            KEY,
+            NODE_ID,
+            0,
+            b"",
+            b"",
+            NODE_ID,
+            b"r",
+            bytes(16),
+            b"",
+        ],  # token, no proof
+        [
+            7,
+            b"\x07" * 8,
+            KEY,
+            NODE_ID,
+            0,
+            b"",
+            b"",
+            NODE_ID,
+            b"r",
+            b"",
+            bytes(64),
+        ],  # proof, no token
+        [
+            7,
+            b"\x07" * 8,
+            KEY,
+            NODE_ID,
+            0,
+            b"",
+            b"",
+            NODE_ID,
+            b"r",
+            bytes(16),
+            bytes(63),
+        ],  # short proof
+        [8, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", 9, "", "", b"", b""],  # unknown store status
+        [8, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", 0, "", "", b"", bytes(65)],  # long receipt
+        [9, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", 3],  # extension reply with a core code
+        [5, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", NODE_ID, -1, b""],  # negative offset
         {"type": 1},
     ],
 )
@@ -195,7 +245,7 @@ def _nested(depth: int, leaf: object = 1) -> object:
 def test_deeply_nested_extension_fields_are_a_decode_error(code: int, depth: int) -> None:
     """Finding 1 of issue 10: nesting ~1,000 deep must not reach decoders that recurse."""
     fields: list[object] = [_nested(depth)]
-    head: list[object] = [code, b"\x07" * 8, KEY, NODE_ID, 0, b""]
+    head: list[object] = [code, b"\x07" * 8, KEY, NODE_ID, 0, b"", b""]
     body = [*head, *fields, b""] if code == 64 else [*head, 64, *fields]
     data = bytes((PROTOCOL_VERSION,)) + msgpack.packb(body, use_bin_type=True)
     with pytest.raises(DhtDecodeError):
@@ -211,7 +261,7 @@ def test_nesting_within_the_bound_is_kept() -> None:
 @given(st.integers(0, 900), st.integers(0, 6), st.sampled_from([1, 4, 5, 6, 7, 8, 9, 64]))
 def test_fuzz_deep_nesting_in_any_field(depth: int, position: int, code: int) -> None:
     """Deep nesting at any position of any message type: a frame or DhtDecodeError only."""
-    items: list[object] = [code, b"\x07" * 8, KEY, NODE_ID, 0, b"", NODE_ID, 0, b""]
+    items: list[object] = [code, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", NODE_ID, 0, b""]
     items.insert(position + 5, _nested(depth, b"x"))
     data = bytes((PROTOCOL_VERSION,)) + msgpack.packb(items, use_bin_type=True)
     try:
