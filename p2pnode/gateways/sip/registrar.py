@@ -124,6 +124,13 @@ class Registrar:
             self._store(username, live)
         return gone
 
+    def remove(self, username: str, contact: Uri) -> bool:
+        """Drop one binding (e.g. a device silent to keep-alives); True if it existed."""
+        current = self._bindings.get(username, ())
+        kept = tuple(b for b in current if not _same_uri(b.contact, contact))
+        self._store(username, kept)
+        return len(kept) != len(current)
+
     def _store(self, username: str, bindings: tuple[Binding, ...]) -> None:
         if bindings:
             self._bindings[username] = bindings

@@ -210,3 +210,12 @@ def test_foreign_domain_unsupported_extension_and_stale_nonce() -> None:
     outcome = late.handle(retry, SOURCE, 1000.0)
     assert outcome.result is RegistrationResult.CHALLENGED
     assert parse_auth(outcome.response.header_values("WWW-Authenticate")[0]).get("stale") == "true"
+
+
+def test_remove_one_binding() -> None:
+    registrar = make_registrar()
+    register(registrar, 0.0)
+    register(registrar, 0.0, contacts=("<sip:alice@10.0.0.3>",), call_id="reg-2")
+    assert registrar.remove("alice", SipUri("sip", "alice", None, "10.0.0.2", 5060))
+    assert not registrar.remove("alice", SipUri("sip", "alice", None, "10.0.0.9", None))
+    assert [str(b.contact) for b in registrar.bindings("alice", 1.0)] == ["sip:alice@10.0.0.3"]
