@@ -33,10 +33,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from nat.drops import DropCounter
-from p2pnode.connectivity.attach import HomeConfig, HomeCore, HomeStatistics, LocalDelivery
+from p2pnode.connectivity.attach import (
+    HomeConfig,
+    HomeCore,
+    LocalDelivery,
+    PeerAttached,
+)
 from p2pnode.connectivity.contact import (
     CONTACT_SUBJECT,
     CONTACT_TTL,
@@ -77,6 +81,18 @@ from p2pnode.connectivity.resolve import (
     fetch_contact,
     relay_home_finder,
 )
+from p2pnode.connectivity.signalling_events import (
+    ContactPublished,
+    HomeDown,
+    HomeUp,
+    PeerAttachedHere,
+    PeerLeftHere,
+    PeerUnreachableError,
+    PresenceChanged,
+    SendReport,
+    SignallingStatistics,
+    address_text,
+)
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity, peer_id_for, public_key_from_peer_id
 from p2pnode.records import RecordKind, sign_record
@@ -84,11 +100,16 @@ from p2pnode.records import RecordKind, sign_record
 __all__ = [
     "CONTACT_CACHE",
     "ContactPublished",
+    "HomeDown",
+    "HomeUp",
+    "PeerAttachedHere",
+    "PeerLeftHere",
     "PeerUnreachableError",
     "PresenceChanged",
     "SendReport",
     "SignallingService",
     "SignallingStatistics",
+    "address_text",
     "contact_homes",
     "fetch_contact",
     "relay_home_finder",
@@ -103,47 +124,6 @@ SUSPECT_FOR = 30.0  # seconds a home that did not answer is tried after the othe
 MAX_SUSPECTS = 1024
 
 Address = tuple[str, int]
-
-
-class PeerUnreachableError(Exception):
-    """No home of the peer took the envelope; ``attempts`` says what each answered."""
-
-    def __init__(self, peer: str, attempts: tuple[tuple[Address, str], ...], reason: str) -> None:
-        tried = ", ".join(f"{h}:{p} {outcome}" for (h, p), outcome in attempts) or "no homes"
-        super().__init__(f"peer {peer[:12]}... unreachable: {reason} ({tried})")
-        self.peer = peer
-        self.attempts = attempts
-
-
-@dataclass(frozen=True, slots=True)
-class SendReport:
-    via: Address  # the home that delivered it
-    attempts: tuple[tuple[Address, str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceChanged:
-    peer: str
-    online: bool
-    status: str  # PresenceStatus name, lower case ("offline" when not attached anywhere)
-    note: str
-
-
-@dataclass(frozen=True, slots=True)
-class ContactPublished:
-    homes: tuple[str, ...]  # the homes' signalling addresses, "host:port"
-    stored: int  # DHT nodes that hold it
-
-
-@dataclass(frozen=True, slots=True)
-class SignallingStatistics:
-    homes: int
-    sent: int
-    unreachable: int
-    received: int
-    refused: tuple[tuple[str, int], ...]  # received envelopes refused, by reason
-    dropped: tuple[tuple[str, int], ...]  # datagrams dropped by the peer core, by reason
-    home: HomeStatistics | None  # when this node serves as a home
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -450,8 +430,14 @@ class SignallingService:
             for home_event in self._home.drain_events():
                 if isinstance(home_event, LocalDelivery):
                     self._accept(home_event.envelope)
+                elif isinstance(home_event, PeerAttached):
+                    self.emit(
+                        PeerAttachedHere(
+                            peer_id_for(home_event.key), address_text(home_event.address)
+                        )
+                    )
                 else:
-                    self.emit(home_event)
+                    self.emit(PeerLeftHere(peer_id_for(home_event.key), home_event.reason))
         if self._peer is not None:
             for event in self._peer.drain_events():
                 self._on_peer_event(event)
@@ -471,8 +457,22 @@ class SignallingService:
                 self._want_homes.set()
             case PresenceNotice():
                 self._on_presence(event)
-            case HomeAttached() | HomeLost():
-                self.emit(event)
+            case HomeAttached():
+                home = event.home
+                self.emit(
+                    HomeUp(
+                        peer_id_for(home.key),
+                        address_text(home.signal),
+                        address_text(event.observed),
+                        event.keepalive,
+                    )
+                )
+            case HomeLost():
+                self.emit(
+                    HomeDown(
+                        peer_id_for(event.home.key), address_text(event.home.signal), event.reason
+                    )
+                )
             case _:
                 pass
 
@@ -554,7 +554,7 @@ class SignallingService:
             logger.warning("publishing our CONTACT failed: %s", error)
             return
         self.emit(
-            ContactPublished(tuple(f"{h}:{p}" for h, p in (x.signal for x in homes)), result.stored)
+            ContactPublished(tuple(address_text(home.signal) for home in homes), result.stored)
         )
 
     async def _home_search(self) -> None:

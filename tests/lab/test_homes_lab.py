@@ -54,9 +54,9 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 
 PEER = r"""
 import asyncio, hashlib, json, os, sys
-from p2pnode.connectivity.homes import HomeAttached, HomeLost, PeerConfig
+from p2pnode.connectivity.homes import PeerConfig
 from p2pnode.connectivity.signalling import (
-    PeerUnreachableError, SignallingService, contact_homes, fetch_contact,
+    HomeDown, HomeUp, PeerUnreachableError, SignallingService, contact_homes, fetch_contact,
 )
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity
@@ -77,7 +77,7 @@ async def main(seed: str, keys_hex: str, keepalive: float) -> None:
     service: SignallingService
 
     def on_event(event: object) -> None:
-        if isinstance(event, (HomeAttached, HomeLost)):
+        if isinstance(event, (HomeUp, HomeDown)):
             say(homes=[f"{h}:{p}" for h, p in (x.signal for x in service.homes())])
 
     service = SignallingService(

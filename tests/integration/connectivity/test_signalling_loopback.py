@@ -8,6 +8,8 @@ records). Short keepalives make loss detection quick; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import socket
 import time
@@ -23,9 +25,12 @@ from p2pnode.connectivity.envelope import ENVELOPE_ID_BYTES, seal_envelope
 from p2pnode.connectivity.homes import PeerConfig
 from p2pnode.connectivity.homewire import Code, Send, SendResult, decode_message, encode_message
 from p2pnode.connectivity.signalling import (
+    HomeDown,
+    HomeUp,
     PeerUnreachableError,
     PresenceChanged,
     SignallingService,
+    address_text,
     contact_homes,
     fetch_contact,
 )
@@ -110,6 +115,10 @@ def run(test: Callable[[Lab], Awaitable[None]]) -> None:
     async def main() -> None:
         async with lab() as world:
             await test(world)
+        # Every event the services emitted is plain data the runtime can send as JSON.
+        for events in world.events.values():
+            for event in events:
+                json.dumps(dataclasses.asdict(event))  # type: ignore[call-overload]
 
     asyncio.run(main())
 
@@ -215,12 +224,15 @@ def test_a_killed_home_leaves_peers_reachable_and_is_replaced() -> None:
             assert (await bob.receive()).payload == b"still there?"
         async with asyncio.timeout(WAIT):
             assert (await bob.receive()).payload == b"at once"
-        # Bob notices, takes the third supernode as his second home and republishes
+        # Bob notices (HomeDown), takes the third supernode as his second home, republishes
         # (the bound: a new second home within 30 s).
         await until(
             lambda: victim_key not in {h.key for h in bob.homes()} and len(bob.homes()) == 2, 30
         )
         await until_published(world.dhts[0], bob.identity.public_key, bob.homes())
+        downs = [e for e in world.events["bob"] if isinstance(e, HomeDown)]
+        assert [d.signal for d in downs] == [address_text(dead)]
+        assert [e.home for e in world.events["bob"] if isinstance(e, HomeUp)][-1] != downs[0].home
         fresh = await fetch_contact(alice.dht, bob.identity.public_key)
         assert fresh is not None and victim_key not in {h.key for h in fresh.homes}
         # Anyone resolving bob now finds the new pair; signals keep arriving.
