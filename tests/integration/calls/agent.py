@@ -1,0 +1,132 @@
+"""One call peer in its own process (a lab namespace), signalling over stdin/stdout JSON lines.
+
+The test process is the signalling channel: it copies ``{"signal": ...}``
+lines from one agent's stdout to the other's stdin (as the sealed envelopes of
+the connectivity layer would). The agent prints ``{"update": ...}`` for every
+call update and ``{"done": ...}`` with its statistics at the end.
+
+    python -m tests.integration.calls.agent CONFIG_JSON
+
+CONFIG_JSON: {"me", "peer", "dial": bool, "tone": Hz, "record": path,
+"seconds": call length after the first frame (caller), "paths": [{"name",
+"relay_only", "servers": [[url, user, password], ...]}], "codecs": [...],
+"loopback": bool}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from p2pnode.sessions.call import CallState
+from p2pnode.sessions.calls import CallConfig, CallMedia, CallService, IceServer, MediaPath
+from p2pnode.sessions.media import ToneSource
+
+ENDED = {
+    CallState.DECLINED,
+    CallState.BUSY,
+    CallState.NO_ANSWER,
+    CallState.CANCELLED,
+    CallState.HUNG_UP,
+    CallState.REFUSED,
+    CallState.SUPERSEDED,
+    CallState.FAILED,
+}
+
+
+def emit(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def parse_paths(raw: list[dict[str, Any]]) -> tuple[MediaPath, ...]:
+    return tuple(
+        MediaPath(
+            tuple(IceServer(url, user, password) for url, user, password in path["servers"]),
+            relay_only=bool(path.get("relay_only", False)),
+            name=str(path.get("name", "path")),
+        )
+        for path in raw
+    )
+
+
+async def main(config: dict[str, Any]) -> None:
+    if config.get("loopback"):
+        import aioice.ice
+
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    loop = asyncio.get_running_loop()
+
+    async def send(peer: str, payload: bytes) -> None:
+        emit(signal=base64.b64encode(payload).decode(), to=peer)
+
+    media = CallMedia(ToneSource(float(config["tone"])), Path(config["record"]))
+    call_config = CallConfig(
+        paths=parse_paths(config["paths"]),
+        audio_codecs=tuple(config.get("codecs", ("opus",))),
+        auto_answer=not config["dial"],
+    )
+    async with CallService(config["me"], call_config, send, answer_media=lambda: media) as calls:
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+        async def read_signals() -> None:
+            while line := await reader.readline():
+                message = json.loads(line)
+                if "signal" in message:
+                    await calls.handle_signal(message["from"], base64.b64decode(message["signal"]))
+                elif message.get("command") == "hangup":
+                    for call_id in list(calls_seen):
+                        with contextlib.suppress(Exception):
+                            await calls.hangup(call_id)
+
+        calls_seen: set[bytes] = set()
+        async with asyncio.TaskGroup() as tasks:
+            signals = tasks.create_task(read_signals())
+            started = time.monotonic()
+            if config["dial"]:
+                call_id = await calls.dial(config["peer"], media)
+                calls_seen.add(call_id)
+            last = None
+            async with asyncio.timeout(float(config.get("limit", 60))):
+                while True:
+                    update = await calls.wait_update()
+                    calls_seen.add(update.call_id)
+                    last = update
+                    emit(
+                        update=update.state.value,
+                        path=update.path,
+                        codec=update.codec,
+                        detail=update.detail,
+                        t=time.monotonic() - started,
+                    )
+                    if update.detail == "first audio frame" and config["dial"]:
+                        tasks.create_task(hang_up_later(calls, update.call_id, config))
+                    if update.state in ENDED:
+                        break
+            assert last is not None
+            stats = calls.statistics(last.call_id)
+            emit(
+                done=last.state.value,
+                frames=stats.frames,
+                failovers=stats.failovers,
+                generation=stats.generation,
+                codec=stats.codec,
+                setup_s=None if stats.first_frame_at is None else stats.first_frame_at - started,
+            )
+            signals.cancel()
+
+
+async def hang_up_later(calls: CallService, call_id: bytes, config: dict[str, Any]) -> None:
+    await asyncio.sleep(float(config.get("seconds", 3.0)))
+    await calls.hangup(call_id)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(json.loads(sys.argv[1])))
