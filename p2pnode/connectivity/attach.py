@@ -402,8 +402,8 @@ class HomeCore:
     def _send_envelope(self, message: Send, source: Address) -> None:
         try:
             recipient = envelope_recipient(message.envelope)
-        except EnvelopeDecodeError:
-            self._result(message.txid, Code.TOO_LARGE, source)
+        except EnvelopeDecodeError:  # too short to be sealed (the decoder bounds the length)
+            self._result(message.txid, Code.BAD_REQUEST, source)
             return
         if (source, message.txid) in self._pending_keys:
             return  # a retransmission of a delivery in flight: its answer will come

@@ -153,6 +153,7 @@ class SignallingService:
         find_homes: FindHomes | None = None,
         nat: NatVerdict = NatVerdict.UNKNOWN,
         capabilities: Capability = Capability.CHAT,
+        device: bytes = b"",
         peer_config: PeerConfig | None = None,
         home_config: HomeConfig | None = None,
         emit: Callable[[object], None] | None = None,
@@ -167,6 +168,8 @@ class SignallingService:
         self._find_homes = find_homes
         self._nat = NatVerdict.PUBLIC if public and nat is NatVerdict.UNKNOWN else nat
         self._capabilities = capabilities
+        self._device = device
+        Contact((), self._nat, device, capabilities)  # ValueError now, not at the first publish
         self._peer_config = peer_config or PeerConfig(wanted=0 if public else 2)
         self._home_config = home_config
         self.emit = emit or (lambda event: None)
@@ -536,7 +539,7 @@ class SignallingService:
 
     async def _publish_contact(self) -> None:
         homes = self.homes()
-        contact = Contact(homes, self._nat, b"", self._capabilities)
+        contact = Contact(homes, self._nat, self._device, self._capabilities)
         now = time.time()
         self._seq = max(self._seq + 1, int(now * 1000))
         record = sign_record(

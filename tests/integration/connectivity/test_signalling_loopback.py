@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from p2pnode.connectivity.attach import HomeConfig
-from p2pnode.connectivity.contact import HomeEntry, PresenceStatus
+from p2pnode.connectivity.contact import Capability, HomeEntry, NatVerdict, PresenceStatus
 from p2pnode.connectivity.envelope import ENVELOPE_ID_BYTES, seal_envelope
 from p2pnode.connectivity.homes import PeerConfig
 from p2pnode.connectivity.homewire import Code, Send, SendResult, decode_message, encode_message
@@ -143,6 +143,12 @@ def test_two_attached_peers_exchange_sealed_signals() -> None:
         stranger = Identity.generate()
         with pytest.raises(PeerUnreachableError, match="no CONTACT"):
             await alice.send_signal(stranger.public_key, b"x")
+        contact = await fetch_contact(alice.dht, bob.identity.public_key)
+        assert contact is not None and contact.nat is NatVerdict.UNKNOWN
+        assert contact.capabilities is Capability.CHAT
+        supernode = await fetch_contact(alice.dht, world.supernodes[0].identity.public_key)
+        assert supernode is not None and supernode.nat is NatVerdict.PUBLIC
+        assert supernode.homes == (world.supernodes[0].own_home,)
         # A public node is reachable directly (its own home).
         await alice.send_signal(world.supernodes[0].identity.public_key, b"to a supernode")
         async with asyncio.timeout(WAIT):

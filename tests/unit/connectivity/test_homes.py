@@ -342,6 +342,26 @@ def test_send_rate_limit_per_sender() -> None:
     assert codes == [Code.NOT_ATTACHED] * 3 + [Code.RATE_LIMITED] * 2
 
 
+def test_send_rate_limit_per_recipient_and_bad_envelopes() -> None:
+    net = Net()
+    net.add_home(H1, HomeConfig(recipient_rate=1.0, recipient_burst=2.0))
+    alice, bob = Identity.generate(b"a" * 32), Identity.generate(b"b" * 32)
+    to_bob = seal_envelope(alice, bob.public_key, b"x", envelope_id=b"m" * 16, now=net.now)
+    to_alice = seal_envelope(bob, alice.public_key, b"x", envelope_id=b"n" * 16, now=net.now)
+
+    def send(envelope: bytes, source: Address, txid: bytes) -> Code:
+        (out,) = net.homes[H1].receive(encode_message(Send(txid, envelope)), source, net.now)
+        message = decode_message(out.data)
+        assert isinstance(message, SendResult)
+        return message.code
+
+    # Three senders from three hosts: bob's key still gets only its burst.
+    codes = [send(to_bob, (f"10.0.0.{i}", 1), bytes([i]) * 8) for i in range(3)]
+    assert codes == [Code.NOT_ATTACHED, Code.NOT_ATTACHED, Code.RATE_LIMITED]
+    assert send(to_alice, ("10.0.0.9", 1), b"z" * 8) is Code.NOT_ATTACHED
+    assert send(b"short", ("10.0.0.9", 1), b"y" * 8) is Code.BAD_REQUEST
+
+
 @pytest.mark.parametrize(
     ("lower", "interval"), [(None, 20.0), (0.0, 20.0), (8.0, 4.0), (120.0, 20.0), (1.0, 1.0)]
 )
