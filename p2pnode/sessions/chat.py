@@ -116,14 +116,18 @@ class ChatCore:
 
     # prekeys
     def prekey_record(self, now: float) -> SignedRecord:
-        """Our PREKEY_BUNDLE record, rotating the signed prekey when it is due."""
+        """Our PREKEY_BUNDLE record, rotating the signed prekey when it is due.
+
+        Every call signs a fresh record with a larger ``seq`` (records.policy refuses
+        a reused seq with other bytes), so republishing also renews the expiry.
+        """
         with self.store.transaction():
-            if self._prekey_seq == 0 or needs_rotation(self._prekey_created_at, now):
-                if self._prekey_seq:
+            if self._prekey_created_at == 0 or needs_rotation(self._prekey_created_at, now):
+                if self._prekey_created_at:
                     self._agreement.rotate_signed_prekey()
                 self._prekey_created_at = int(now)
-                self._prekey_seq += 1
-                self._save_keys()
+            self._prekey_seq = max(self._prekey_seq + 1, int(now))
+            self._save_keys()
             return prekey_record(
                 self.identity,
                 self._agreement.bundle(),
@@ -131,6 +135,11 @@ class ChatCore:
                 seq=self._prekey_seq,
                 now=now,
             )
+
+    def accept(self, peer: bytes, alias: str | None, now: float) -> None:
+        """Move ``peer`` out of the requests folder (and name it, if ``alias``)."""
+        with self.store.transaction():
+            self.store.add_contact(peer, alias, True, now)
 
     def _save_keys(self) -> None:
         self.store.save_own_keys(

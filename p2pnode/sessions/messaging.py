@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pnode.identity import Identity
+from p2pnode.records.codec import SignedRecord
 from p2pnode.sessions.chat import ChatCore, Outgoing, ReceiveResult
 from p2pnode.sessions.chat_message import BodyKind
 from p2pnode.sessions.crypto import PrekeyBundle
@@ -51,6 +52,7 @@ __all__ = [
     "MessagingEvent",
     "MessagingService",
     "MessagingStatistics",
+    "PublishRecord",
     "ReceiptArrived",
     "ResolveBundle",
     "ResolveMailboxes",
@@ -60,6 +62,11 @@ __all__ = [
 SendSignal = Callable[[bytes, bytes], Awaitable[bool]]
 ResolveBundle = Callable[[bytes], Awaitable[PrekeyBundle | None]]
 ResolveMailboxes = Callable[[bytes], Awaitable[tuple[MailboxEntry, ...]]]
+PublishRecord = Callable[[SignedRecord], Awaitable[None]]
+
+
+async def _publish_nowhere(record: SignedRecord) -> None:
+    """Default publisher: tests that hand bundles over directly need no DHT."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,7 @@ class MessagingConfig:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     drain_every: float = 60.0  # poll our mailboxes while attached
     idle_wake: float = 5.0  # longest sleep of the outbox pump
+    republish_every: float = 3600.0  # prekey bundle (rotated when due) and mailbox list
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +127,7 @@ class MessagingService:
         clock: Callable[[], float],
         rng: random.Random | None = None,
         on_event: Callable[[MessagingEvent], None] = lambda event: None,
+        publish: PublishRecord = _publish_nowhere,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -130,6 +139,7 @@ class MessagingService:
         self._resolve_bundle = resolve_bundle
         self._resolve_mailboxes = resolve_mailboxes
         self._on_event = on_event
+        self._publish = publish
         self._clients: dict[tuple[str, int], MailboxClient] = {}
         self._wake = asyncio.Event()
         self._rid = 0
@@ -160,7 +170,16 @@ class MessagingService:
         await self.register()
         return await self.drain()
 
+    async def publish_records(self) -> None:
+        """Publish our prekey bundle (rotating the signed prekey when due) and mailbox list."""
+        now = self.clock()
+        await self._publish(self.core.prekey_record(now))
+        await self._publish(
+            mailbox_list_record(self.identity, self.config.mailboxes, seq=int(now * 1000), now=now)
+        )
+
     async def register(self) -> None:
+        """Ask each of our mailboxes to hold our mail (the signed list is the authorisation)."""
         now = self.clock()
         record = mailbox_list_record(
             self.identity, self.config.mailboxes, seq=int(now * 1000), now=now
@@ -182,6 +201,7 @@ class MessagingService:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._pump())
             group.create_task(self._poll())
+            group.create_task(self._republish())
 
     async def close(self) -> None:
         for client in self._clients.values():
@@ -306,6 +326,11 @@ class MessagingService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
+
+    async def _republish(self) -> None:
+        while True:
+            await self.publish_records()
+            await asyncio.sleep(self.config.republish_every)
 
     async def _poll(self) -> None:
         while True:

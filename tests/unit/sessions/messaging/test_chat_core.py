@@ -27,7 +27,7 @@ from p2pnode.sessions.outbox import (
     OutboxState,
     transition,
 )
-from p2pnode.sessions.prekeys import bundle_from_record
+from p2pnode.sessions.prekeys import ROTATE_AFTER, bundle_from_record
 from p2pnode.sessions.store import SCHEMA_VERSION, ChatStore
 
 T0 = 1_800_000_000.0
@@ -294,3 +294,36 @@ def test_crash_inside_a_transaction_rolls_back_whole(
         .text
         == "m2"
     )
+
+
+def test_signed_prekey_rotates_on_schedule_and_old_one_answers_a_period(
+    world: tuple[Peer, Peer, list[MailboxCore]],
+) -> None:
+    alice, bob, _ = world
+    first = bob.core.prekey_record(T0)
+    renewed = bob.core.prekey_record(T0 + 3600)  # not due: same key, fresh record
+    assert renewed.seq > first.seq
+    assert bundle_from_record(renewed) == bundle_from_record(first)
+    later = T0 + ROTATE_AFTER
+    second = bob.core.prekey_record(later)
+    assert second.seq > renewed.seq
+    assert bundle_from_record(second).signed_prekey != bundle_from_record(first).signed_prekey
+    bob.crash()  # rotation state survives a restart
+    third = bob.core.prekey_record(later + 1)
+    assert bundle_from_record(third) == bundle_from_record(second) and third.seq > second.seq
+    # alice still holds the old bundle: bob answers it until the next rotation
+    sent = alice.core.compose(
+        bob.identity.public_key, "old bundle", later, bundle_from_record(first)
+    )
+    assert [m.text for m in bob.core.receive([sent.envelope], later).shown] == ["old bundle"]
+
+
+def test_accepting_a_request_names_the_contact(world: tuple[Peer, Peer, list[MailboxCore]]) -> None:
+    alice, bob, _ = world
+    bundle = bundle_from_record(bob.core.prekey_record(T0))
+    sent = alice.core.compose(bob.identity.public_key, "hi", T0, bundle)
+    assert bob.core.receive([sent.envelope], T0).requests == (alice.identity.public_key,)
+    bob.core.accept(alice.identity.public_key, "alice", T0)
+    assert bob.core.store.contact_by_alias("alice") == alice.identity.public_key
+    again = alice.core.compose(bob.identity.public_key, "again", T0)
+    assert bob.core.receive([again.envelope], T0).requests == ()
