@@ -408,3 +408,21 @@ def test_many_transactions_fire_in_deadline_order_and_leave_nothing_behind() -> 
     assert len(timeouts) == 1000 and timeouts == sorted(timeouts)
     assert timeouts[-1] == pytest.approx(32.0 + 999 * 0.01)
     assert layer.statistics().clients == 0 and layer.next_deadline() is None
+
+
+NETWORK_INPUTS = {
+    "client-invite": (TxInput.PROVISIONAL, TxInput.SUCCESS, TxInput.FAILURE),
+    "client-non-invite": (TxInput.PROVISIONAL, TxInput.SUCCESS, TxInput.FAILURE),
+    "server-invite": (TxInput.REQUEST, TxInput.ACK),
+    "server-non-invite": (TxInput.REQUEST,),
+}
+
+
+@pytest.mark.parametrize("machine", sorted(TABLES))
+def test_network_input_is_defined_in_every_live_state(machine: str) -> None:
+    """Whatever a peer sends, a live transaction has an entry for it (often: absorb)."""
+    table = TABLES[machine]
+    states = {state for state, _ in table}
+    for state in states:
+        for event in NETWORK_INPUTS[machine]:
+            assert (state, event) in table, (machine, state, event)
