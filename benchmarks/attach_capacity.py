@@ -307,7 +307,7 @@ def main() -> None:
             "seconds": seconds,
             "bytes_per_attached": round(per_peer, 1),
             "keepalives_per_cpu_s": round(home["per_cpu_s"], 1),
-            "keepalive_loss": round(1 - home["answered"] / home["sent"], 4)
+            "keepalive_loss": round(max(0.0, 1 - home["answered"] / home["sent"]), 4)
             if home["sent"]
             else None,
             "attached_per_core": round(attached_per_core),

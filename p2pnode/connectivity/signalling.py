@@ -120,6 +120,7 @@ logger = logging.getLogger(__name__)
 CONTACT_CACHE = 60.0  # seconds a resolved CONTACT is used without asking the DHT again
 INBOX_SIZE = 256  # received signals waiting for receive()
 CANDIDATE_RETRY = 10.0  # seconds between searches for homes while short of them
+MAX_TICK = 0.1  # seconds between timer runs at most (retransmits are 0.25 s and up)
 SUSPECT_FOR = 30.0  # seconds a home that did not answer is tried after the others
 MAX_SUSPECTS = 1024
 
@@ -420,12 +421,14 @@ class SignallingService:
         self._after_input()
 
     def _arm(self) -> None:
-        if self._transport is None:
+        """Schedule the next tick. While one is pending nothing is recomputed (a core's
+        ``next_deadline`` walks its timers: once per tick, not once per datagram); ticks
+        come at least every ``MAX_TICK`` seconds, so a timer set by a datagram fires at
+        most that late."""
+        if self._transport is None or self._timer is not None:
             return
         deadlines = [core.next_deadline() for core in (self._home, self._peer) if core is not None]
-        delay = min(max(min(deadlines) - time.time(), 0.01), 1.0) if deadlines else 1.0
-        if self._timer is not None:
-            self._timer.cancel()
+        delay = min(max(min(deadlines) - time.time(), 0.005), MAX_TICK) if deadlines else MAX_TICK
         self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
     def _after_input(self) -> None:
