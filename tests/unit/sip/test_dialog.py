@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from p2pnode.gateways.sip.dialog import Dialog, DialogError, DialogState, DialogTable
@@ -130,3 +132,19 @@ def test_a_dialog_needs_tags_and_contact() -> None:
     no_contact = build_response(INVITE, 200, "OK", to_tag="t")
     with pytest.raises(DialogError):
         Dialog.from_uac(INVITE, no_contact)
+
+
+def test_every_state_event_pair_is_defined_or_refused() -> None:
+    """Walk the dialog table: a defined pair moves, an undefined one raises DialogError."""
+    from p2pnode.gateways.sip.dialog import _TRANSITIONS, _Event
+
+    base = Dialog.from_uac(INVITE, response(180))
+    for state in DialogState:
+        for event in _Event:
+            dialog = replace(base, state=state)
+            if (state, event) in _TRANSITIONS:
+                assert dialog._move(event) is _TRANSITIONS[(state, event)]
+            else:
+                with pytest.raises(DialogError):
+                    dialog._move(event)
+    assert not any(state is DialogState.TERMINATED for state, _ in _TRANSITIONS)
