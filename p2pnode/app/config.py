@@ -39,6 +39,7 @@ __all__ = [
     "NodeSection",
     "RelaySection",
     "SupernodeSection",
+    "TurnSection",
     "default_control_port",
     "hostport",
     "load_config",
@@ -156,6 +157,58 @@ class RelaySection(_Section):
     )
 
 
+def _check_user(text: str) -> str:
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise ValueError("not NAME:PASSWORD")
+    return text
+
+
+def _check_port_range(text: str) -> str:
+    low, sep, high = text.partition("-")
+    if (
+        not sep
+        or not low.isdigit()
+        or not high.isdigit()
+        or not 1 <= int(low) <= int(high) <= 65535
+    ):
+        raise ValueError("not a port range LOW-HIGH within 1-65535")
+    return text
+
+
+class TurnSection(_Section):
+    """A standalone STUN + TURN server with operator users (as `p2pnode relay`), apart
+    from the supernode role's relay."""
+
+    enabled: bool = Field(False, description="run it")
+    listen: HostPort = Field("0.0.0.0:3478", description="UDP and TCP")
+    relay_ip: IpText | None = Field(None, description="address of relayed sockets")
+    realm: str = Field("p2pnode", min_length=1, max_length=64, description="TURN realm")
+    users: tuple[Annotated[str, AfterValidator(_check_user)], ...] = Field(
+        (), description="long-term credentials, NAME:PASSWORD"
+    )
+    secret: str | None = Field(None, min_length=1, description="TURN REST API shared secret")
+    allow_peers: tuple[Cidr, ...] = Field((), description="internal ranges peers may reach")
+    max_allocations: int = Field(1000, ge=1, description="allocations at most")
+    max_per_user: int = Field(10, ge=1, description="allocations per user")
+    max_per_ip: int = Field(20, ge=1, description="allocations per client IP")
+    bandwidth_kbps: int = Field(2500, ge=1, description="per allocation and direction")
+    ports: Annotated[str, AfterValidator(_check_port_range)] = Field(
+        "49152-65535", description="relayed port range"
+    )
+    tcp: bool = Field(True, description="also serve TURN over TCP")
+
+    @model_validator(mode="after")
+    def _usable(self) -> TurnSection:
+        if self.enabled and not self.users and self.secret is None:
+            raise ValueError("an enabled turn server needs users or a secret")
+        if self.enabled and self.relay_ip is None:
+            host, _ = hostport(self.listen)
+            if ipaddress.ip_address(host).is_unspecified:
+                raise ValueError("listen on a wildcard address needs relay_ip")
+        return self
+
+
 class EnumSection(_Section):
     """The ENUM DNS gateway (NAPTR answers from the DHT)."""
 
@@ -207,6 +260,7 @@ class NodeConfig(_Section):
     dht: DhtSection = Field(default_factory=DhtSection)  # type: ignore[arg-type]
     supernode: SupernodeSection = Field(default_factory=SupernodeSection)  # type: ignore[arg-type]
     relay: RelaySection = Field(default_factory=RelaySection)  # type: ignore[arg-type]
+    turn: TurnSection = Field(default_factory=TurnSection)  # type: ignore[arg-type]
     enum: EnumSection = Field(default_factory=EnumSection)  # type: ignore[arg-type]
     control: ControlSection = Field(default_factory=ControlSection)  # type: ignore[arg-type]
     metrics: MetricsSection = Field(default_factory=MetricsSection)  # type: ignore[arg-type]

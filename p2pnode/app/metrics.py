@@ -27,6 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from nat.stun.server import StunServerStats
 from p2pnode.app.node import Node
 from p2pnode.app.service import ServiceState
 from p2pnode.app.services import (
@@ -34,7 +35,9 @@ from p2pnode.app.services import (
     EnumDnsService,
     StunServerService,
     SupernodeService,
+    TurnService,
 )
+from relay.messages import RelayStatistics
 from relay.supernode import Role
 
 __all__ = ["MetricsService", "MetricsStatistics", "NodeCollector"]
@@ -68,22 +71,27 @@ class NodeCollector:
             restarts.add_metric([status.name], status.restarts)
         yield state
         yield restarts
+        relays: list[tuple[str, int, int, RelayStatistics | None]] = []
+        stuns: list[tuple[str, StunServerStats]] = []
         for service in node.services():
             if isinstance(service, DhtService):
                 yield from self._dht(service)
             elif isinstance(service, SupernodeService):
-                yield from self._supernode(service)
+                sn = service.statistics()
+                yield self._role(sn.role)
+                relays.append(("supernode", sn.load, sn.capacity, sn.relay))
+                if sn.stun is not None:
+                    stuns.append(("dial_back", sn.stun))
+            elif isinstance(service, TurnService):
+                turn = service.statistics()
+                capacity = service.config.turn.max_allocations
+                relays.append(("standalone", turn.allocations, capacity, turn))
             elif isinstance(service, EnumDnsService):
                 yield from self._enum(service)
             elif isinstance(service, StunServerService):
-                stun = service.statistics()
-                family = CounterMetricFamily(
-                    "p2pnode_stun_responses", "STUN answers", labels=["server", "kind"]
-                )
-                family.add_metric(["serve_stun", "success"], stun.responses)
-                family.add_metric(["serve_stun", "error"], stun.error_responses)
-                family.add_metric(["serve_stun", "dial_back"], stun.dial_backs)
-                yield family
+                stuns.append(("serve_stun", service.statistics()))
+        yield from self._relays(relays)
+        yield from self._stuns(stuns)
 
     def _dht(self, service: DhtService) -> Iterator[Metric]:
         s = service.statistics()
@@ -139,46 +147,65 @@ class NodeCollector:
         )  # fmt: skip
         yield latency
 
-    def _supernode(self, service: SupernodeService) -> Iterator[Metric]:
-        s = service.statistics()
+    def _role(self, current: Role) -> Metric:
         role = GaugeMetricFamily(
             "p2pnode_supernode_role", "1 for the current role", labels=["role"]
         )
         for candidate in Role:
-            role.add_metric([candidate.value], 1.0 if s.role is candidate else 0.0)
-        yield role
-        load = GaugeMetricFamily("p2pnode_relay_allocations", "live TURN allocations")
-        load.add_metric([], s.load)
-        yield load
-        capacity = GaugeMetricFamily("p2pnode_relay_capacity", "allocations carried at most")
-        capacity.add_metric([], s.capacity)
-        yield capacity
-        relay = s.relay
-        created = CounterMetricFamily("p2pnode_relay_allocations_created", "allocations made")
+            role.add_metric([candidate.value], 1.0 if current is candidate else 0.0)
+        return role
+
+    def _relays(
+        self, relays: list[tuple[str, int, int, RelayStatistics | None]]
+    ) -> Iterator[Metric]:
+        """One family per metric over every relay (label ``relay``: supernode, standalone)."""
+        if not relays:
+            return
+        load = GaugeMetricFamily(
+            "p2pnode_relay_allocations", "live TURN allocations", labels=["relay"]
+        )
+        capacity = GaugeMetricFamily(
+            "p2pnode_relay_capacity", "allocations carried at most", labels=["relay"]
+        )
+        created = CounterMetricFamily(
+            "p2pnode_relay_allocations_created", "allocations made", labels=["relay"]
+        )
         packets = CounterMetricFamily(
-            "p2pnode_relay_packets", "relayed packets", labels=["direction"]
+            "p2pnode_relay_packets", "relayed packets", labels=["relay", "direction"]
         )
-        volume = CounterMetricFamily("p2pnode_relay_bytes", "relayed bytes", labels=["direction"])
+        volume = CounterMetricFamily(
+            "p2pnode_relay_bytes", "relayed bytes", labels=["relay", "direction"]
+        )
         refusals = CounterMetricFamily(
-            "p2pnode_relay_refusals", "requests refused, by STUN error code", labels=["code"]
+            "p2pnode_relay_refusals",
+            "requests refused, by STUN error code",
+            labels=["relay", "code"],
         )
-        if relay is not None:
-            created.add_metric([], relay.allocations_created)
-            packets.add_metric(["to_peer"], relay.packets_to_peer)
-            packets.add_metric(["to_client"], relay.packets_to_client)
-            volume.add_metric(["to_peer"], relay.bytes_to_peer)
-            volume.add_metric(["to_client"], relay.bytes_to_client)
-            for code, count in relay.refusals:
-                refusals.add_metric([str(code)], count)
-        yield from (created, packets, volume, refusals)
-        if s.stun is not None:
-            stun = CounterMetricFamily(
-                "p2pnode_stun_responses", "STUN answers", labels=["server", "kind"]
-            )
-            stun.add_metric(["dial_back", "success"], s.stun.responses)
-            stun.add_metric(["dial_back", "error"], s.stun.error_responses)
-            stun.add_metric(["dial_back", "dial_back"], s.stun.dial_backs)
-            yield stun
+        for name, live, most, stats in relays:
+            load.add_metric([name], live)
+            capacity.add_metric([name], most)
+            if stats is None:  # the supernode runs no relay now
+                continue
+            created.add_metric([name], stats.allocations_created)
+            packets.add_metric([name, "to_peer"], stats.packets_to_peer)
+            packets.add_metric([name, "to_client"], stats.packets_to_client)
+            volume.add_metric([name, "to_peer"], stats.bytes_to_peer)
+            volume.add_metric([name, "to_client"], stats.bytes_to_client)
+            for code, count in stats.refusals:
+                refusals.add_metric([name, str(code)], count)
+        yield from (load, capacity, created, packets, volume, refusals)
+
+    def _stuns(self, stuns: list[tuple[str, StunServerStats]]) -> Iterator[Metric]:
+        if not stuns:
+            return
+        family = CounterMetricFamily(
+            "p2pnode_stun_responses", "STUN answers", labels=["server", "kind"]
+        )
+        for name, stats in stuns:
+            family.add_metric([name, "success"], stats.responses)
+            family.add_metric([name, "error"], stats.error_responses)
+            family.add_metric([name, "dial_back"], stats.dial_backs)
+        yield family
 
     def _enum(self, service: EnumDnsService) -> Iterator[Metric]:
         g = service.statistics().gateway

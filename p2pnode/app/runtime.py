@@ -2,7 +2,9 @@
 
 Order (started first to last, stopped in reverse): dht (required: no node
 without its socket), stun (serve_stun), relay-search, supernode (uses the DHT,
-the STUN server and the relays found), enum (the DNS gateway), control (the
+the STUN server and the relays found), turn (a standalone TURN server,
+required when configured: an operator who asked for it on a port wants to
+know at once that it cannot listen), enum (the DNS gateway), control (the
 local API, once everything it reports on exists), metrics. A section turned
 off means its service is not hosted at all.
 
@@ -27,6 +29,7 @@ from p2pnode.app.services import (
     RelaySearchService,
     StunServerService,
     SupernodeService,
+    TurnService,
     role_options,
 )
 from p2pnode.identity import Identity, public_key_from_peer_id
@@ -47,6 +50,7 @@ class Assembly:
     stun: StunServerService | None
     relays: RelaySearchService | None
     supernode: SupernodeService | None
+    turn: TurnService | None
     enum: EnumDnsService | None
     control: ControlService | None
     metrics: MetricsService | None
@@ -77,6 +81,10 @@ def assemble(home: Path, config: NodeConfig, identity: Identity) -> Assembly:
             emit=node.emit,
         )
         node.add(supernode)
+    turn = None
+    if config.turn.enabled:
+        turn = TurnService(config)
+        node.add(turn, required=True)
     enum = None
     if config.enum.enabled:
         enum = EnumDnsService(dht, config)
@@ -102,7 +110,9 @@ def assemble(home: Path, config: NodeConfig, identity: Identity) -> Assembly:
             relays=relays,
             trusted=frozenset(public_key_from_peer_id(p) for p in config.enum.trust),
         )
-    return Assembly(config, node, identity, dht, stun, relays, supernode, enum, control, metrics)
+    return Assembly(
+        config, node, identity, dht, stun, relays, supernode, turn, enum, control, metrics
+    )
 
 
 def reload(old: NodeConfig, new: NodeConfig) -> list[str]:

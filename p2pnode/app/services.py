@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,13 @@ from p2pnode.gateways.enumdns.routes import RouteCache
 from p2pnode.gateways.enumdns.server import EnumDnsServer
 from p2pnode.identity import Identity, public_key_from_peer_id
 from p2pnode.records import SignedRecord
+from relay.allocation import FiveTuple
+from relay.auth import CredentialLookup, first_match, rest_api_credentials, static_users
 from relay.messages import RelayStatistics
+from relay.policy import PeerAddressPolicy, parse_networks
+from relay.quota import QuotaConfig
+from relay.server import TurnConfig, TurnServer
+from relay.service import RelayService, ServiceAddresses
 from relay.supernode import Role
 
 __all__ = [
@@ -57,6 +64,7 @@ __all__ = [
     "StunServerService",
     "SupernodeService",
     "SupernodeServiceStatistics",
+    "TurnService",
 ]
 
 logger = logging.getLogger(__name__)
@@ -501,3 +509,75 @@ class EnumDnsService:
             empty = GatewayStatistics(0, 0, 0, 0, 0, 0, 0)
             return EnumServiceStatistics(None, empty, 0)
         return EnumServiceStatistics(self.address, self._core.statistics(), self.server.send_drops)
+
+
+# ------------------------------------------------------------ standalone TURN
+
+
+def turn_config(config: NodeConfig, admission: Callable[[FiveTuple], bool]) -> TurnConfig:
+    section = config.turn
+    users = dict(user.split(":", 1) for user in section.users)
+    lookups: list[CredentialLookup] = [static_users(users)] if users else []
+    if section.secret is not None:
+        lookups.append(rest_api_credentials(section.secret.encode()))
+    low, high = (int(p) for p in section.ports.split("-"))
+    return TurnConfig(
+        realm=section.realm,
+        credentials=first_match(*lookups),
+        relay_ip=section.relay_ip or hostport(section.listen)[0],
+        quota=QuotaConfig(
+            max_allocations=section.max_allocations,
+            max_allocations_per_identity=section.max_per_user,
+            max_allocations_per_source_ip=section.max_per_ip,
+            bandwidth_bytes_per_second=section.bandwidth_kbps * 1000 // 8,
+        ),
+        policy=PeerAddressPolicy(allow=parse_networks(section.allow_peers)),
+        port_range=(low, high),
+        admission=admission,
+    )
+
+
+class TurnService:
+    """A standalone STUN + TURN server ([turn]); on SIGTERM it refuses new allocations
+    (508, through the core's admission policy) and lets the live ones finish."""
+
+    name = "turn"
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.listen = hostport(config.turn.listen)
+        self.accepting = True
+        self.relay: RelayService | None = None
+        self.bound = ServiceAddresses((), ())
+
+    def _admit(self, five_tuple: FiveTuple) -> bool:
+        return self.accepting
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        server = TurnServer(turn_config(self.config, self._admit), random.SystemRandom(),
+                            loop.time())  # fmt: skip
+        tcp = [self.listen] if self.config.turn.tcp else []
+        relay = RelayService(server, udp=[self.listen], tcp=tcp)
+        self.bound = await relay.start()
+        self.relay = relay
+        self.accepting = True
+
+    async def drain(self, limit: float) -> None:
+        self.accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while self.relay is not None and loop.time() < deadline:
+            if self.relay.statistics().allocations == 0:
+                return
+            await asyncio.sleep(min(0.2, max(deadline - loop.time(), 0.0)))
+
+    async def stop(self) -> None:
+        relay, self.relay = self.relay, None
+        if relay is not None:
+            relay.close()
+
+    def statistics(self) -> RelayStatistics:
+        if self.relay is None:
+            return RelayStatistics(0, 0, 0, 0, 0, 0, 0, 0, 0, (), ())
+        return self.relay.statistics()

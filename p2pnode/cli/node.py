@@ -189,6 +189,9 @@ def print_started(assembly: Assembly) -> None:
     if assembly.stun is not None and assembly.stun.server is not None:
         where = " ".join(f"{h}:{p}" for h, p in assembly.stun.server.addresses)
         print(f"STUN server (with dial-back) on {where}", flush=True)
+    if assembly.turn is not None and assembly.turn.bound.udp:
+        where = " ".join(f"{h}:{p}" for h, p in assembly.turn.bound.udp)
+        print(f"TURN server (standalone) on {where} udp+tcp", flush=True)
     if assembly.enum is not None and assembly.enum.address is not None:
         h, p = assembly.enum.address
         print(f"ENUM DNS gateway on udp+tcp {h}:{p}", flush=True)
