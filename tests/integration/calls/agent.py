@@ -123,10 +123,80 @@ async def main(config: dict[str, Any]) -> None:
             signals.cancel()
 
 
+async def plain_main(config: dict[str, Any]) -> None:
+    """The benchmark's anchor: bare aiortc, SDP over the same pipe, no call service."""
+    from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+    from p2pnode.sessions.media import SourceTrack
+
+    if config.get("loopback"):
+        import aioice.ice
+
+        aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    path = parse_paths(config["paths"])[0]
+    pc = RTCPeerConnection(
+        RTCConfiguration(
+            iceServers=[RTCIceServer(s.url, s.username, s.credential) for s in path.servers]
+        )
+    )
+    heard = asyncio.Event()
+    frames = 0
+
+    async def receive(track: Any) -> None:
+        nonlocal frames
+        with contextlib.suppress(Exception):
+            while True:
+                await track.recv()
+                frames += 1
+                heard.set()
+
+    receivers: list[asyncio.Task[None]] = []
+    pc.on("track", lambda track: receivers.append(asyncio.ensure_future(receive(track))))
+
+    async def next_signal() -> dict[str, Any]:
+        line = await reader.readline()
+        message: dict[str, Any] = json.loads(base64.b64decode(json.loads(line)["signal"]))
+        return message
+
+    def send(message: dict[str, Any]) -> None:
+        emit(signal=base64.b64encode(json.dumps(message).encode()).decode(), to=config["peer"])
+
+    started = time.monotonic()
+    track = SourceTrack(ToneSource(float(config["tone"])))
+    if config["dial"]:
+        pc.addTransceiver(track, direction="sendrecv")
+        await pc.setLocalDescription(await pc.createOffer())
+        send({"sdp": pc.localDescription.sdp, "type": "offer"})
+        answer = await next_signal()
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        await asyncio.wait_for(heard.wait(), 30)
+        setup = time.monotonic() - started
+        await asyncio.sleep(float(config.get("seconds", 0.5)))
+        send({"type": "bye"})
+    else:
+        offer = await next_signal()
+        await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+        pc.addTrack(track)
+        await pc.setLocalDescription(await pc.createAnswer())
+        send({"sdp": pc.localDescription.sdp, "type": "answer"})
+        await asyncio.wait_for(heard.wait(), 30)
+        setup = time.monotonic() - started
+        await asyncio.wait_for(next_signal(), 60)
+    for receiver in receivers:
+        receiver.cancel()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(pc.close(), 2.0)
+    emit(done="hung-up", frames=frames, failovers=0, generation=0, codec=None, setup_s=setup)
+
+
 async def hang_up_later(calls: CallService, call_id: bytes, config: dict[str, Any]) -> None:
     await asyncio.sleep(float(config.get("seconds", 3.0)))
     await calls.hangup(call_id)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(json.loads(sys.argv[1])))
+    arguments = json.loads(sys.argv[1])
+    asyncio.run(plain_main(arguments) if arguments.get("plain") else main(arguments))
