@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from p2pnode.directory.trust import Ambiguous, NotFound, Resolution, Verified
+from p2pnode.identity import peer_id_for
+
 __all__ = [
     "ApiError",
     "CandidateModel",
@@ -26,6 +29,7 @@ __all__ = [
     "ServiceModel",
     "StatusAnswer",
     "TableModel",
+    "resolution_answer",
 ]
 
 
@@ -135,3 +139,35 @@ class NameAnswer(_Model):
 
 
 EnumAnswer = NameAnswer
+
+
+def resolution_answer(resolution: Resolution, number: str | None) -> NameAnswer:
+    """A directory resolution as the API and the CLI's --json answer it."""
+    if isinstance(resolution, NotFound):
+        return NameAnswer(subject=resolution.subject, outcome="not-found", candidates=[])
+    if isinstance(resolution, Ambiguous):
+        candidates = resolution.candidates
+        outcome = "ambiguous"
+    else:
+        candidates = (resolution.candidate,)
+        outcome = "verified" if isinstance(resolution, Verified) else "unverified"
+    models = [
+        CandidateModel(
+            peer_id=c.peer_id,
+            fingerprint=c.fingerprint,
+            verified_by=[peer_id_for(v) for v in c.verified_by],
+            uris=[
+                uri
+                for d in sorted(c.directives, key=lambda d: (d.order, d.preference))
+                if number is not None and (uri := d.uri_for(number)) is not None
+            ],
+        )
+        for c in candidates
+    ]
+    conflict = isinstance(resolution, Ambiguous) and resolution.conflict
+    return NameAnswer(
+        subject=resolution.subject,
+        outcome=outcome,  # type: ignore[arg-type]
+        conflict=conflict,
+        candidates=models,
+    )

@@ -34,7 +34,6 @@ from nat.logsafe import RefusalLog
 from p2pnode import __version__
 from p2pnode.app.api_models import (
     ApiError,
-    CandidateModel,
     NameAnswer,
     RecordModel,
     RecordPutAnswer,
@@ -45,6 +44,7 @@ from p2pnode.app.api_models import (
     ServiceModel,
     StatusAnswer,
     TableModel,
+    resolution_answer,
 )
 from p2pnode.app.homefiles import CONTROL_FILE, TOKEN_FILE, read_token
 from p2pnode.app.node import Node
@@ -58,7 +58,6 @@ from p2pnode.app.services import (
 from p2pnode.directory.e164 import normalise_e164
 from p2pnode.directory.lookup import DirectoryTimeoutError
 from p2pnode.directory.names import LoginError, normalise_login
-from p2pnode.directory.trust import Ambiguous, NotFound, Resolution, Verified
 from p2pnode.identity import Identity, fingerprint_for, peer_id_for, public_key_from_peer_id
 from p2pnode.records import CONTESTED_KINDS, MAX_TTL_BY_KIND, RecordKind, record_key, sign_record
 
@@ -289,37 +288,6 @@ def _trusted(ctx: ControlContext, request: web.Request) -> frozenset[bytes]:
     return frozenset(keys)
 
 
-def _answer(resolution: Resolution, number: str | None) -> NameAnswer:
-    if isinstance(resolution, NotFound):
-        return NameAnswer(subject=resolution.subject, outcome="not-found", candidates=[])
-    if isinstance(resolution, Ambiguous):
-        candidates = resolution.candidates
-        outcome = "ambiguous"
-    else:
-        candidates = (resolution.candidate,)
-        outcome = "verified" if isinstance(resolution, Verified) else "unverified"
-    models = [
-        CandidateModel(
-            peer_id=c.peer_id,
-            fingerprint=c.fingerprint,
-            verified_by=[peer_id_for(v) for v in c.verified_by],
-            uris=[
-                uri
-                for d in sorted(c.directives, key=lambda d: (d.order, d.preference))
-                if number is not None and (uri := d.uri_for(number)) is not None
-            ],
-        )
-        for c in candidates
-    ]
-    conflict = isinstance(resolution, Ambiguous) and resolution.conflict
-    return NameAnswer(
-        subject=resolution.subject,
-        outcome=outcome,  # type: ignore[arg-type]
-        conflict=conflict,
-        candidates=models,
-    )
-
-
 async def name_lookup(ctx: ControlContext, request: web.Request) -> web.Response:
     try:
         login = normalise_login(request.match_info["login"])
@@ -327,7 +295,7 @@ async def name_lookup(ctx: ControlContext, request: web.Request) -> web.Response
         raise _BadRequestError(400, "bad login", str(error)) from None
     directory = directory_of(ctx.dht, _trusted(ctx, request))
     resolution = await directory.resolve(RecordKind.NAME_CLAIM, login)
-    return _json(_answer(resolution, None))
+    return _json(resolution_answer(resolution, None))
 
 
 async def enum_lookup(ctx: ControlContext, request: web.Request) -> web.Response:
@@ -337,7 +305,7 @@ async def enum_lookup(ctx: ControlContext, request: web.Request) -> web.Response
         raise _BadRequestError(400, "bad number", str(error)) from None
     directory = directory_of(ctx.dht, _trusted(ctx, request))
     resolution = await directory.resolve(RecordKind.ENUM_ENTRY, number)
-    return _json(_answer(resolution, number))
+    return _json(resolution_answer(resolution, number))
 
 
 async def relay_state(ctx: ControlContext, request: web.Request) -> web.Response:

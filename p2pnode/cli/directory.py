@@ -22,7 +22,11 @@ import dns.name
 
 from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
 from p2pnode.cli.node import load_identity
-from p2pnode.cli.via_node import enum_lookup_via_node, name_lookup_via_node
+from p2pnode.cli.via_node import (
+    enum_lookup_via_node,
+    name_lookup_via_node,
+    print_json_resolution,
+)
 from p2pnode.dht import DhtNode
 from p2pnode.directory.e164 import E164Error, normalise_country, normalise_e164
 from p2pnode.directory.lookup import (
@@ -314,7 +318,9 @@ def _name_claim(args: argparse.Namespace) -> int:
     return _with_directory(args, work)
 
 
-def _print_resolution(resolution: Resolution, number: str | None) -> int:
+def _print_resolution(resolution: Resolution, number: str | None, as_json: bool = False) -> int:
+    if as_json:
+        return print_json_resolution(resolution, number)
     subject = resolution.subject
     if isinstance(resolution, NotFound):
         raise CliError(f"nobody claims {subject!r}")
@@ -355,7 +361,8 @@ def _name_lookup(args: argparse.Namespace) -> int:
         return answered
 
     async def work(directory: Directory, _: DirectorySettings) -> int:
-        return _print_resolution(await directory.resolve(RecordKind.NAME_CLAIM, login), None)
+        resolution = await directory.resolve(RecordKind.NAME_CLAIM, login)
+        return _print_resolution(resolution, None, args.json)
 
     return _with_directory(args, work)
 
@@ -422,7 +429,7 @@ def _enum_lookup(args: argparse.Namespace) -> int:
                         f"  {directive.uri_for(number)}    [{format_enumer_directive(directive)}]"
                     )
                 return 0
-        return _print_resolution(resolution, number)
+        return _print_resolution(resolution, number, args.json)
 
     return _with_directory(args, work)
 
@@ -597,6 +604,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     lookup = name_sub.add_parser("lookup", help="who is LOGIN (or which key is this peer id)")
     lookup.add_argument("login", help="a login or a peer id")
     _add_network_arguments(lookup)
+    lookup.add_argument("--json", action="store_true", help="answer as JSON")
     lookup.set_defaults(func=_name_lookup)
     for action, handler, text in (
         ("verify", _name_verify, "as a verifier: list claims, or countersign --owner's"),
@@ -645,6 +653,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="fallback rules for numbers without a trusted record",
     )
     _add_network_arguments(enum_lookup)
+    enum_lookup.add_argument("--json", action="store_true", help="answer as JSON")
     for sub in (publish, enum_lookup):
         sub.add_argument("--country", metavar="CC", help="default country for national numbers")
     publish.set_defaults(func=_enum_publish)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from p2pnode.app.api_models import NameAnswer
+from p2pnode.app.api_models import NameAnswer, resolution_answer
 from p2pnode.cli.common import EXIT_NEGATIVE, EXIT_OK, CliError
 from p2pnode.cli.control_client import running_node, say
+from p2pnode.directory.trust import Resolution
 from p2pnode.identity import (
     default_home,
     fingerprint_for,
@@ -19,7 +20,7 @@ from p2pnode.identity import (
     public_key_from_peer_id,
 )
 
-__all__ = ["enum_lookup_via_node", "name_lookup_via_node"]
+__all__ = ["enum_lookup_via_node", "name_lookup_via_node", "print_json_resolution"]
 
 
 def name_lookup_via_node(
@@ -70,4 +71,11 @@ def _lookup_via_node(args: argparse.Namespace, path: str, trusted: frozenset[byt
         )
     for uri in answer.candidates[0].uris:
         print(f"  {uri}")
+    return EXIT_OK if answer.outcome == "verified" else EXIT_NEGATIVE
+
+
+def print_json_resolution(resolution: Resolution, number: str | None) -> int:
+    """The joining path's --json answer: the API's model, the same exit statuses."""
+    answer = resolution_answer(resolution, number)
+    print(answer.model_dump_json(indent=2))
     return EXIT_OK if answer.outcome == "verified" else EXIT_NEGATIVE

@@ -185,6 +185,11 @@ def test_cli_goes_through_the_running_node_and_causes_no_join(node: RunningNode)
     missing = p2pnode("name", "lookup", "nobody-here", "--home", home)
     assert "using the running node" in missing.stderr
     assert "nobody claims 'nobody-here'" in missing.stderr
+    as_json = p2pnode("name", "lookup", "nobody-here", "--home", home, "--json")
+    assert as_json.returncode == 1, as_json.stderr
+    assert json.loads(as_json.stdout) == {
+        "subject": "nobody-here", "outcome": "not-found", "conflict": False, "candidates": []
+    }  # fmt: skip
     number = p2pnode("enum", "lookup", "+1 800 935 9935", "--home", home)
     assert "using the running node" in number.stderr
     assert "nobody claims '+18009359935'" in number.stderr
@@ -199,7 +204,7 @@ def test_cli_goes_through_the_running_node_and_causes_no_join(node: RunningNode)
     assert table_after["datagrams_in"] == table_before["datagrams_in"]
     services = {s["name"]: s for s in after["services"]}  # type: ignore[attr-defined]
     assert services["dht"]["statistics"]["joins"] == 1
-    assert services["dht"]["statistics"]["gets"] >= before_gets(before) + 3  # get + 2 lookups
+    assert services["dht"]["statistics"]["gets"] >= before_gets(before) + 4  # get + 3 lookups
     assert services["control"]["statistics"]["requests"] >= 4
 
 
