@@ -196,3 +196,39 @@ def test_relay_killed_mid_call_costs_under_three_seconds(call_lab: CallLab, tmp_
         assert 0.5 < gap < 3.0, f"{name}: gap {gap:.2f} s"
         found = spectrum(samples[-rate:], rate)  # the last second came through relay2
         assert abs(found.dominant_hz - tone) < 5, found
+
+
+def test_nat_rebinding_of_the_callee_mid_call_costs_under_three_seconds(
+    call_lab: CallLab, tmp_path: Path
+) -> None:
+    """The callee's symmetric NAT forgets every mapping (conntrack flushed) mid-call.
+
+    Its next packets leave from new ports, the relay no longer knows the
+    client, and replies to the old ports are dropped: the caller hears silence,
+    re-offers on a fresh connection (same relay), and audio comes back.
+    """
+    paths = {
+        "alice": [relay_path(call_lab, 0, "alice")],
+        "bob": [relay_path(call_lab, 0, "bob")],
+    }
+    router = call_lab.hosts["sym-b"].router_namespace
+    assert router is not None
+
+    def rebind(caller: AgentRun, _callee: AgentRun) -> None:
+        assert caller.first_frame.wait(30), caller.lines
+        time.sleep(1.5)
+        subprocess.run(
+            ["ip", "netns", "exec", router, "conntrack", "-F"],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+
+    alice, _bob = call(call_lab, ("sym-a", "sym-b"), paths, tmp_path, seconds=6.0, during=rebind)
+    assert alice.done()["failovers"] >= 1, alice.lines
+    for name, tone in (("alice", 660.0), ("bob", 440.0)):
+        samples, rate = read_wav(tmp_path / f"{name}.wav")
+        gap = longest_gap(samples, rate, skip_start_s=0.3, skip_end_s=0.1)
+        assert gap < 3.0, f"{name}: gap {gap:.2f} s"
+        found = spectrum(samples[-rate:], rate)
+        assert abs(found.dominant_hz - tone) < 5, found
