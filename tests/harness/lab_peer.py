@@ -30,6 +30,8 @@ import argparse
 import asyncio
 import base64
 import json
+import logging
+import os
 import statistics
 import sys
 import time
@@ -292,6 +294,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("relays", nargs="+")
     parser.add_argument("--plain", action="store_true")
     args = parser.parse_args(argv)
+    log_dir = os.environ.get("P2PNODE_LAB_ICE_LOG")  # debugging: aioice's check log per agent
+    if log_dir:
+        logging.basicConfig(
+            filename=os.path.join(log_dir, f"{args.name}.log"),
+            level=logging.INFO,
+            format="%(relativeCreated)8.1f %(name)s %(message)s",
+        )
+        logging.getLogger("aiortc").setLevel(logging.WARNING)
 
     async def bounded() -> None:
         async with asyncio.timeout(MAX_RUNTIME):

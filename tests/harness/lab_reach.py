@@ -136,7 +136,12 @@ class ReachLab:
                     "--max-per-user", "200",
                 )
             )  # fmt: skip
-            banner = read_line(proc, timeout=30)
+            try:
+                banner = read_line(proc, timeout=30)
+            except LabError:
+                proc.kill()
+                _out, err = proc.communicate(timeout=5)
+                raise LabError(f"p2pnode relay did not start: {err[-2000:]}") from None
             match = re.search(rf"udp {re.escape(relay.addresses[0])}:(\d+)", banner)
             if not match:
                 raise LabError(f"relay banner: {banner}")
