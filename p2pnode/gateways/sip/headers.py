@@ -9,6 +9,7 @@ value keeps its quotes) so that forwarding never changes their meaning.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from p2pnode.gateways.sip.errors import SipDecodeError
@@ -155,6 +156,13 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
     return host, port
 
 
+# Header values repeat across the messages of a call (From, To, Contact, Route,
+# Request-URI): parsing is a pure function of the text into frozen values, so a
+# bounded cache serves the repeats. Errors are not cached (they raise).
+_PARSE_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=_PARSE_CACHE)
 def parse_uri(text: str) -> Uri:
     """Request-URI = SIP-URI / SIPS-URI / absoluteURI; a whole string, no surrounding LWS."""
     scheme, colon, rest = text.partition(":")
@@ -288,6 +296,7 @@ def _name_address(cursor: Cursor, what: str, *, require_brackets: bool) -> NameA
     return NameAddress(uri, display, _header_params(cursor, what))
 
 
+@functools.lru_cache(maxsize=_PARSE_CACHE)
 def parse_name_addresses(
     value: str, what: str, *, single: bool, require_brackets: bool = False
 ) -> tuple[NameAddress, ...]:
