@@ -43,6 +43,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import SessionDescription
 
+from p2pnode.connectivity.ice_servers import IcePlan
 from p2pnode.sessions.call import (
     Call,
     CallAction,
@@ -105,6 +106,19 @@ class MediaPath:
     servers: tuple[IceServer, ...] = ()
     relay_only: bool = False
     name: str = "direct"
+
+    @classmethod
+    def from_plan(cls, plan: IcePlan, *, relay_only: bool = False) -> MediaPath:
+        """The path the connectivity layer chose (a home's STUN, the best relay's TURN)."""
+        servers = tuple(
+            IceServer(
+                server.urls if isinstance(server.urls, str) else server.urls[0],
+                server.username,
+                server.credential,
+            )
+            for server in plan.rtc_servers()
+        )
+        return cls(servers, relay_only=relay_only, name=plan.relay_id or "direct")
 
 
 class NonContactPolicy(enum.Enum):
