@@ -15,8 +15,9 @@ NOT_ATTACHED, NO_ANSWER, BUSY, RATE_LIMITED or silence for ``send_timeout``
 move on to the next home; after the last one ``SendDone(delivered=False)``.
 
 Watching: a WATCH (signed by us, for that home) to each of the target's homes,
-renewed every ``watch_refresh`` seconds, which also keeps our NAT mapping
-towards those homes open for their NOTIFY datagrams.
+renewed every ``watch_refresh`` seconds and never less often than our
+keepalives: the renewal is what keeps our NAT mapping towards those homes open
+for their NOTIFY datagrams.
 
 Bounded: candidates, sends in flight and watches have named maxima. ``now``,
 randomness and signing are parameters: no clock, socket or asyncio here.
@@ -203,6 +204,9 @@ class PeerCore:
         self._send_by_txid: dict[bytes, int] = {}
         self._next_handle = 1
         self._watches: dict[bytes, _WatchLease] = {}
+        # A renewal keeps our NAT binding towards the target's homes, exactly as a
+        # keepalive does towards ours: as often as our keepalives at least.
+        self._watch_refresh = min(self.config.watch_refresh, self.config.keepalive)
         self._presence = b""
         self._allow: tuple[bytes, ...] | None = None
         self._asked_candidates = False
@@ -251,7 +255,7 @@ class PeerCore:
         self._now = now
         if target not in self._watches and len(self._watches) >= MAX_WATCHES:
             raise OverflowError(f"more than {MAX_WATCHES} watches")
-        lease = _WatchLease(tuple(homes), now + self.config.watch_refresh)
+        lease = _WatchLease(tuple(homes), now + self._watch_refresh)
         previous = self._watches.get(target)
         if previous is not None:  # homes we keep watching keep their tokens
             kept = {home.signal for home in homes}
@@ -301,7 +305,7 @@ class PeerCore:
                 self._emit(Send(outgoing.txid, outgoing.envelope), outgoing.homes[outgoing.index])
         for target, lease in self._watches.items():
             if lease.refresh_at <= now:
-                lease.refresh_at = now + self.config.watch_refresh
+                lease.refresh_at = now + self._watch_refresh
                 self._send_watch(target, lease)
         self._fill()
         return self._flush()
