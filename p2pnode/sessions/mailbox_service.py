@@ -80,6 +80,7 @@ class MailboxServer:
         self._logged_at: dict[str, float] = {}
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()  # owned: close() waits for them
 
     @property
     def address(self) -> tuple[str, int]:
@@ -101,6 +102,7 @@ class MailboxServer:
             self._server.close()
             for writer in list(self._writers):
                 writer.close()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
 
     def _drop(self, reason: str) -> None:
@@ -116,6 +118,9 @@ class MailboxServer:
             writer.close()
             return
         self._writers.add(writer)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
         try:
             while True:
                 try:
@@ -132,6 +137,8 @@ class MailboxServer:
                 await writer.drain()
         finally:
             self._writers.discard(writer)
+            if handler is not None:
+                self._handlers.discard(handler)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
