@@ -88,7 +88,9 @@ FAST_RETRANSMITS = 9  # extra sends per check, all before aioice's own at 500 ms
 
 
 def hold_relayed_checks(connection: ice.Connection, seconds: float) -> None:
-    """While controlling, start checks of relayed pairs ``seconds`` after the first check."""
+    """Register ``connection`` for adjustments 2-4 (hold, fast retransmissions, no checks
+    after completion); while controlling, its relayed pairs' checks start ``seconds``
+    after its first check (0: no hold, the other two still apply)."""
     if seconds < 0:
         raise ValueError("hold must be >= 0")
     _holds[connection] = seconds

@@ -225,7 +225,7 @@ class PreparedConnection:
         sctp = self.pc.sctp
         if sctp is not None:
             sctp._bundled = True
-        if config.early_check_retransmit and config.relay_hold > 0:
+        if config.early_check_retransmit:
             ice_tuning.hold_relayed_checks(_ice_connection(self.pc), config.relay_hold)
 
     async def gather(self) -> None:
