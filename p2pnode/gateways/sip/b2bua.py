@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from p2pnode.gateways.sip.anchor import MediaPorts, anchor_sdp
 from p2pnode.gateways.sip.dialog import Dialog, DialogError
-from p2pnode.gateways.sip.headers import NameAddress, SipUri
+from p2pnode.gateways.sip.headers import NameAddress, SipUri, Uri
 from p2pnode.gateways.sip.media import Address, Side
 from p2pnode.gateways.sip.message import Header, SipRequest, SipResponse, build_response
-from p2pnode.gateways.sip.registrar import Binding
 from p2pnode.gateways.sip.sdp import SdpDecodeError
 from p2pnode.gateways.sip.transaction import (
     MAGIC_COOKIE,
@@ -46,6 +45,7 @@ __all__ = [
     "B2bua",
     "CallEnded",
     "CallState",
+    "Contact",
     "Respond",
     "SendDirect",
     "StartRequest",
@@ -96,12 +96,23 @@ Action = Respond | StartRequest | SendDirect | CallEnded
 
 
 @dataclass(frozen=True, slots=True)
+class Contact:
+    """One device to ring: its Contact URI and where to send (the NAT path or the URI)."""
+
+    uri: Uri
+    destination: Address
+    reliable: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """Where a new call goes, decided by routing: the callee's contacts."""
 
-    aor: SipUri
-    bindings: tuple[Binding, ...]
+    aor: Uri
+    contacts: tuple[Contact, ...]
     accounts: tuple[str, ...]  # accounts the call counts against (caller, callee)
+    request_uri_user: str | None = None  # e.g. a trunk's DID in the Request-URI
+    caller: NameAddress | None = None  # the identity shown to the callee (default: From)
 
 
 class CallState(enum.Enum):
@@ -245,7 +256,7 @@ class B2bua:
 
         if len(self._calls) >= self.max_calls:
             return refuse(503, "Service Unavailable")
-        if not target.bindings:
+        if not target.contacts:
             return refuse(480, "Temporarily Unavailable")
         offer = request.body
         media = self._open_media()
@@ -277,8 +288,8 @@ class B2bua:
         extra = [h for h in request.headers if h.name in ("Session-Expires", "Min-SE")]
         if offer:
             extra.append(Header("Content-Type", "application/sdp"))
-        caller = request.from_
-        for binding in target.bindings:
+        caller = target.caller or request.from_
+        for binding in target.contacts:
             branch = self._token()
             headers = (
                 Header("Via", f"{self._via(binding.reliable)};branch={MAGIC_COOKIE}{branch}"),
@@ -295,13 +306,16 @@ class B2bua:
                 *extra,
                 Header("Content-Length", str(len(body))),
             )
-            invite = SipRequest.build("INVITE", binding.contact, headers, body)
-            leg = _Leg(Side.B, binding.source, binding.reliable, invite=invite)
+            uri = binding.uri
+            if target.request_uri_user is not None and isinstance(uri, SipUri):
+                uri = replace(uri, user=target.request_uri_user)
+            invite = SipRequest.build("INVITE", uri, headers, body)
+            leg = _Leg(Side.B, binding.destination, binding.reliable, invite=invite)
             leg.key = client_key(invite)
             assert leg.key is not None
             self._clients[leg.key] = (ref, leg)
             call.branches.append(leg)
-            actions.append(StartRequest(invite, binding.source, binding.reliable))
+            actions.append(StartRequest(invite, binding.destination, binding.reliable))
         return actions
 
     def cancel(self, key: ServerKey, request: SipRequest) -> list[Action]:

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from nat.logsafe import clean
 from p2pnode.gateways.sip.accounts import AccountStore
@@ -33,17 +33,20 @@ from p2pnode.gateways.sip.b2bua import (
     Action,
     B2bua,
     CallEnded,
+    Contact,
     Respond,
     SendDirect,
     StartRequest,
-    Target,
 )
 from p2pnode.gateways.sip.digest import Algorithm, DigestServer, VerdictKind
 from p2pnode.gateways.sip.errors import SipDecodeError
 from p2pnode.gateways.sip.headers import SipUri
+from p2pnode.gateways.sip.keepalive import NatKeepalive, PingTarget, options_ping
 from p2pnode.gateways.sip.media import MediaRelay, MediaRelayFullError
-from p2pnode.gateways.sip.message import KNOWN_METHODS, SipRequest, build_response
+from p2pnode.gateways.sip.message import SipRequest, build_response
+from p2pnode.gateways.sip.messages import MessageQueue, QueuedMessage, message_request
 from p2pnode.gateways.sip.registrar import Registrar, RegistrarConfig, RegistrationResult
+from p2pnode.gateways.sip.routing import Caller, CallerKind, Refusal, Router, contact_for
 from p2pnode.gateways.sip.security import Decision, Guard, GuardConfig
 from p2pnode.gateways.sip.transaction import (
     ClientKey,
@@ -56,12 +59,22 @@ from p2pnode.gateways.sip.transaction import (
     TransactionStateError,
 )
 from p2pnode.gateways.sip.transport import SipStack
+from p2pnode.gateways.sip.trunks import IpTrunk, RegistrationTrunk, TrunkTable
+from p2pnode.gateways.sip.uas import UasPolicy, options_response, precheck
 
 __all__ = ["ALLOW", "GatewayConfig", "GatewayStatistics", "SipGateway"]
 
 _log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE"
+_POLICY = UasPolicy(
+    allowed_methods=frozenset(
+        {"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "INFO", "UPDATE"}
+        | {"NOTIFY", "SUBSCRIBE"}
+    ),
+    supported_options=frozenset({"timer", "path"}),
+    forwarding=True,
+)
+ALLOW = _POLICY.allow
 _IN_DIALOG = frozenset({"INVITE", "BYE", "INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
 
 
@@ -75,6 +88,22 @@ class GatewayConfig:
     md5_first: bool = True
     guard: GuardConfig = field(default_factory=GuardConfig)
     max_calls: int = 1024
+    registration_trunks: tuple[RegistrationTrunk, ...] = ()
+    ip_trunks: tuple[IpTrunk, ...] = ()
+    account_dids: tuple[tuple[str, str], ...] = ()  # (DID, login)
+    keepalive_interval: float = 25.0
+
+
+@dataclass(slots=True)
+class _MessageDelivery:
+    """A MESSAGE forwarded to a login's devices: the first 2xx answers it, else it queues."""
+
+    key: ServerKey
+    request: SipRequest
+    login: str
+    message: QueuedMessage
+    remaining: int
+    answered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +151,26 @@ class SipGateway:
         self.b2bua: B2bua | None = None
         self.address: tuple[str, int] | None = None
         self._calls_per_account: dict[str, int] = {}
+        self.trunks = TrunkTable(
+            registration=config.registration_trunks,
+            ip=config.ip_trunks,
+            account_dids=config.account_dids,
+        )
+        self.router = Router(
+            domain=config.domain,
+            local_hosts=self._local_hosts,
+            account=accounts.get,
+            bindings=self.registrar.bindings,
+            trunks=self.trunks,
+        )
+        self.queue = MessageQueue()
+        self.keepalive = NatKeepalive(interval=config.keepalive_interval)
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._pings: dict[ClientKey, PingTarget] = {}
+        self._deliveries: dict[ClientKey, _MessageDelivery] = {}
+
+    def _local_hosts(self) -> frozenset[str]:
+        return frozenset() if self.address is None else frozenset({self.address[0]})
 
     # -- service ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -136,6 +185,8 @@ class SipGateway:
         )
 
     async def stop(self) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
         self.relay.close()
         await self.stack.close()
 
@@ -167,12 +218,24 @@ class SipGateway:
             if isinstance(effect, RequestReceived):
                 self._request(effect, b2bua)
             elif isinstance(effect, ResponseReceived):
-                self._apply(b2bua.response(effect.key, effect.response))
+                status = effect.response.status
+                if effect.key in self._pings:
+                    self._ping_result(effect.key, answered=True)
+                elif effect.key in self._deliveries:
+                    if status >= 200:
+                        self._delivered(effect.key, status)
+                else:
+                    self._apply(b2bua.response(effect.key, effect.response))
             elif isinstance(effect, StrayAck):
                 if not self.guard.banned(effect.source[0], self._now()):
                     self._apply(b2bua.ack(effect.request))
             elif isinstance(effect, TimedOut) and isinstance(effect.key, ClientKey):
-                self._apply(b2bua.timed_out(effect.key))
+                if effect.key in self._pings:
+                    self._ping_result(effect.key, answered=False)
+                elif effect.key in self._deliveries:
+                    self._delivered(effect.key, 408)
+                else:
+                    self._apply(b2bua.timed_out(effect.key))
         except (SipDecodeError, ValueError) as error:
             # A peer's malformed optional header (or a call state it cannot be in).
             self.stack.transport.drops.drop("request handling refused", type(error).__name__)
@@ -229,26 +292,26 @@ class SipGateway:
         if decision is not Decision.ACCEPT:
             return  # no answer at all: the transaction absorbs retransmissions
         method = request.method
-        if method == "REGISTER":
+        refusal = precheck(request, _POLICY)
+        if refusal is not None:
+            self._apply([Respond(key, refusal)])
+        elif method == "REGISTER":
             self._register(effect)
         elif method == "CANCEL":
             self._apply(b2bua.cancel(key, request))
         elif request.to.tag is not None and method in _IN_DIALOG:
             self._apply(b2bua.in_dialog(key, request))
-        elif request.max_forwards == 0 and method != "OPTIONS":
-            self._respond(key, request, 483, "Too Many Hops")
         elif method == "INVITE":
             self._invite(effect, b2bua)
+        elif method == "MESSAGE":
+            self._message(effect)
         elif method == "OPTIONS":
-            self._respond(key, request, 200, "OK", ("Allow", ALLOW), ("Accept", "application/sdp"))
+            tag = self._randbytes(6).hex()
+            self._apply([Respond(key, options_response(request, _POLICY, to_tag=tag))])
         elif method == "SUBSCRIBE":
-            self._respond(key, request, 489, "Bad Event", ("Allow-Events", ""))
-        elif method in ("BYE", "INFO", "UPDATE", "PRACK", "NOTIFY"):
+            self._respond(key, request, 489, "Bad Event", ("Allow-Events", "talk"))
+        else:  # BYE, INFO, UPDATE, NOTIFY outside any dialog we hold
             self._respond(key, request, 481, "Call/Transaction Does Not Exist")
-        elif method in KNOWN_METHODS:
-            self._respond(key, request, 405, "Method Not Allowed", ("Allow", ALLOW))
-        else:
-            self._respond(key, request, 501, "Not Implemented", ("Allow", ALLOW))
 
     def _register(self, effect: RequestReceived) -> None:
         now = self._now()
@@ -262,66 +325,169 @@ class SipGateway:
         if outcome.result is RegistrationResult.AUTH_FAILED:
             self._auth_failed(effect.source, outcome.username, "REGISTER", outcome.reason)
         self._apply([Respond(effect.key, outcome.response)])
+        if outcome.result is RegistrationResult.REGISTERED and outcome.username:
+            self._registered(outcome.username)
 
-    def _local_user(self, uri: object) -> str | None:
-        """The login a SIP URI names on this gateway, or None when it is not ours."""
-        if not isinstance(uri, SipUri) or uri.user is None:
+    def _caller(self, effect: RequestReceived) -> Caller | None:
+        """Who places this call or MESSAGE; None after answering a 407/403 challenge."""
+        request = effect.request
+        trunk = self.trunks.ip_trunk_for(effect.source[0])
+        if trunk is not None:
+            return Caller(CallerKind.TRUNK, trunk=trunk)
+        claimed = self.router.local_user(request.from_.uri)
+        if claimed is None:
+            return Caller(CallerKind.ANONYMOUS)
+        # From names one of our users: prove it (nobody calls as our user).
+        login = self._authenticate(effect)
+        if login is None:
             return None
-        host = uri.host.lower()
-        ours = {self.config.domain.lower()}
-        if self.address is not None:
-            ours.add(self.address[0])
-        return uri.user if host in ours else None
+        if login != claimed:
+            self._respond(effect.key, request, 403, "Forbidden")
+            return None
+        return Caller(CallerKind.ACCOUNT, login=login)
 
     def _invite(self, effect: RequestReceived, b2bua: B2bua) -> None:
         request, key, now = effect.request, effect.key, self._now()
-        unsupported = [t for t in request.option_tags("Require") if t != "timer"]
-        if unsupported:
-            self._respond(
-                key, request, 420, "Bad Extension", ("Unsupported", ", ".join(unsupported))
-            )
+        caller = self._caller(effect)
+        if caller is None:
             return
-        caller = self._local_user(request.from_.uri)
-        if caller is not None:
-            verdict = self._authenticate(effect)
-            if verdict is None:
-                return
-            if verdict != caller:
-                self._respond(key, request, 403, "Forbidden")
-                return
-        callee = self._local_user(request.uri)
-        if callee is None:
-            # Foreign destinations (RFC 3263, ENUM, trunks) are not routed yet: never relay.
-            self._respond(key, request, 403, "Forbidden")
+        decision = self.router.route(request, caller, now)
+        if isinstance(decision, Refusal):
+            self._respond(key, request, decision.status, decision.reason)
             return
-        account = self.accounts.get(callee)
-        if account is None:
-            self._respond(key, request, 404, "Not Found")
-            return
-        involved = tuple(dict.fromkeys(login for login in (caller, callee) if login is not None))
-        for login in involved:
-            limit = account.max_calls if login == callee else self._max_calls(login)
-            if self._calls_per_account.get(login, 0) >= limit:
-                status, reason = (486, "Busy Here") if login == callee else (403, "Call Limit")
+        for login in decision.accounts:
+            if self._calls_per_account.get(login, 0) >= self._max_calls(login):
+                callee = login == decision.accounts[-1]
+                status, reason = (486, "Busy Here") if callee else (403, "Call Limit")
                 self._respond(key, request, status, reason)
                 return
-        bindings = self.registrar.bindings(callee, now)
-        aor = SipUri("sip", callee, None, self.config.domain, None)
+        target = replace(decision, caller=self.router.caller_id(request, caller))
         try:
-            actions = b2bua.invite(
-                key, request, effect.source, effect.reliable, Target(aor, bindings, involved)
-            )
+            actions = b2bua.invite(key, request, effect.source, effect.reliable, target)
         except MediaRelayFullError:
             self._respond(key, request, 503, "Service Unavailable")
             return
         if any(isinstance(a, StartRequest) for a in actions):
-            for login in involved:
+            for login in decision.accounts:
                 self._calls_per_account[login] = self._calls_per_account.get(login, 0) + 1
         self._apply(actions)
 
     def _max_calls(self, login: str) -> int:
         account = self.accounts.get(login)
         return 0 if account is None else account.max_calls
+
+    # -- MESSAGE ------------------------------------------------------------------------
+    def _message(self, effect: RequestReceived) -> None:
+        request, key, now = effect.request, effect.key, self._now()
+        caller = self._caller(effect)
+        if caller is None:
+            return
+        login = self.router.local_user(request.uri)
+        if login is None:
+            status = 403 if caller.kind is CallerKind.ANONYMOUS else 404
+            self._respond(key, request, status, "Forbidden" if status == 403 else "Not Found")
+            return
+        if self.accounts.get(login) is None:
+            self._respond(key, request, 404, "Not Found")
+            return
+        message = QueuedMessage(
+            sender=self.router.caller_id(request, caller),
+            recipient=f"<sip:{login}@{self.config.domain}>",
+            content_type=request.header("Content-Type") or "text/plain",
+            body=request.body,
+            queued_at=now,
+        )
+        contacts = [contact_for(b) for b in self.registrar.bindings(login, now)]
+        if not contacts:
+            refusal = self.queue.put(login, message)
+            if refusal is not None:
+                self._respond(key, request, refusal, "Message Refused")
+            else:
+                self._respond(key, request, 202, "Accepted")
+            return
+        waiting = _MessageDelivery(key, request, login, message, len(contacts))
+        for contact in contacts:
+            self._send_message(message, contact, waiting)
+
+    def _send_message(
+        self, message: QueuedMessage, contact: Contact, waiting: _MessageDelivery | None
+    ) -> None:
+        assert self.address is not None
+        transport = "TCP" if contact.reliable else "UDP"
+        via = f"SIP/2.0/{transport} {self.address[0]}:{self.address[1]};rport"
+        token = self._randbytes(8).hex()
+        outgoing = message_request(
+            message, contact, via=via, branch_id=token, tag=token[:8], call_id=token + "@gw"
+        )
+        client = self.stack.send_request(outgoing, contact.destination, reliable=contact.reliable)
+        if waiting is not None:
+            self._deliveries[client] = waiting
+
+    def _delivered(self, key: ClientKey, status: int) -> None:
+        waiting = self._deliveries.pop(key, None)
+        if waiting is None or waiting.answered:
+            return
+        waiting.remaining -= 1
+        if 200 <= status < 300:
+            waiting.answered = True
+            self._respond(waiting.key, waiting.request, 200, "OK")
+        elif waiting.remaining == 0:
+            waiting.answered = True
+            refusal = self.queue.put(waiting.login, waiting.message)
+            status, reason = (202, "Accepted") if refusal is None else (refusal, "Message Refused")
+            self._respond(waiting.key, waiting.request, status, reason)
+
+    def _registered(self, login: str) -> None:
+        """A device registered: watch it for NAT keep-alives, deliver queued messages."""
+        now = self._now()
+        bindings = self.registrar.bindings(login, now)
+        for binding in bindings:
+            self.keepalive.watch(
+                PingTarget(login, binding.contact, binding.source, binding.reliable), now
+            )
+        self._arm_keepalive()
+        queued = self.queue.take(login, now)
+        for message in queued:
+            for binding in bindings:
+                self._send_message(message, contact_for(binding), None)
+
+    # -- NAT keep-alives ------------------------------------------------------------------
+    def _arm_keepalive(self) -> None:
+        deadline = self.keepalive.next_deadline()
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._keepalive_timer = loop.call_at(deadline, self._ping)
+
+    def _ping(self) -> None:
+        self._keepalive_timer = None
+        assert self.address is not None
+        for target in self.keepalive.due(self._now()):
+            token = self._randbytes(8).hex()
+            transport = "TCP" if target.reliable else "UDP"
+            request = options_ping(
+                target,
+                via=f"SIP/2.0/{transport} {self.address[0]}:{self.address[1]}",
+                from_uri=f"sip:gw@{self.config.domain}",
+                branch_id=token,
+                call_id=token + "@gw",
+                tag=token[:8],
+            )
+            key = self.stack.send_request(request, target.source, reliable=target.reliable)
+            self._pings[key] = target
+        self._arm_keepalive()
+
+    def _ping_result(self, key: ClientKey, answered: bool) -> None:
+        target = self._pings.pop(key, None)
+        if target is None:
+            return
+        if answered:
+            self.keepalive.answered(target.key)
+        elif self.keepalive.missed(target.key):
+            self.registrar.remove(target.username, target.contact)
+            _log.info("sip device silent, unregistered user=%s", clean(target.username))
 
     def _authenticate(self, effect: RequestReceived) -> str | None:
         """The authenticated login of an INVITE, or None after answering 407/403."""

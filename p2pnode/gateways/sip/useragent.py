@@ -161,6 +161,7 @@ class SipUserAgent:
         self.incoming: asyncio.Queue[UaCall] = asyncio.Queue(maxsize=8)
         self.auto_answer = True
         self._tag = self.token()
+        self._contact: str | None = None
 
     async def start(self) -> None:
         self.address = await self.stack.start(self.host)
@@ -179,7 +180,7 @@ class SipUserAgent:
 
     def contact(self) -> str:
         assert self.address is not None
-        return f"<sip:{self.login}@{self.address[0]}:{self.address[1]}>"
+        return self._contact or f"<sip:{self.login}@{self.address[0]}:{self.address[1]}>"
 
     # -- transactions ----------------------------------------------------------------------
     async def transaction(
@@ -247,7 +248,9 @@ class SipUserAgent:
         return request, await self.transaction(request, self.server, on_provisional)
 
     # -- registration --------------------------------------------------------------------
-    async def register(self, expires: int = 300) -> SipResponse:
+    async def register(self, expires: int = 300, *, contact: str | None = None) -> SipResponse:
+        """REGISTER (answering a 401); ``contact`` registers another address (a third party)."""
+        self._contact = contact
         call_id = self.token() + "@ua"
         uri = SipUri("sip", None, None, self.domain, None)
         aor = f"<sip:{self.login}@{self.domain}>"
@@ -258,6 +261,7 @@ class SipUserAgent:
             )
 
         _, response = await self._authenticated(build)
+        self._contact = None
         if response.status != 200:
             raise UaError("REGISTER", response.status)
         return response

@@ -1,0 +1,168 @@
+"""Where a new call goes, and whether the caller may place it (sans-IO).
+
+The rules (issue 14), in the order they are applied:
+1. ``login@our-domain`` (or at our address): anyone may call it, from any SIP
+   network; it rings every registered device of the login (404 for no such
+   login, 480 when none is registered, 486 over its concurrent-call limit).
+2. A number (``+49...`` or digits) that is a DID: routed to its account, its
+   registration trunk's PBX (DID in To and, per trunk, the Request-URI) or its
+   IP trunk. Only authenticated accounts and IP trunks may call DIDs; an
+   anonymous caller gets 403 (DIDs are reached from carriers' trunks).
+3. Any other number: an outbound E.164 call, only for accounts allowed to make
+   them (toll fraud guard: 403 otherwise); our ENUM and an upstream trunk are
+   not wired yet (404).
+4. Any foreign domain: 403 for anonymous callers (never an open relay), 404 for
+   accounts until RFC 3263 routing lands.
+
+Devices are reached at the REGISTER's source (the NAT path) when their Contact
+is private, a name, or reached over a stream; otherwise at the Contact itself
+(a third-party registration of a PBX or test agent names its own address).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from p2pnode.gateways.sip.accounts import Account
+from p2pnode.gateways.sip.b2bua import Contact, Target
+from p2pnode.gateways.sip.errors import SipDecodeError
+from p2pnode.gateways.sip.headers import NameAddress, SipUri, Uri, parse_name_addresses
+from p2pnode.gateways.sip.media import is_private
+from p2pnode.gateways.sip.message import SipRequest
+from p2pnode.gateways.sip.registrar import Binding
+from p2pnode.gateways.sip.trunks import DidRoute, IpTrunk, TrunkTable, digits
+
+__all__ = ["Caller", "CallerKind", "Refusal", "Router", "contact_for"]
+
+
+class CallerKind(enum.Enum):
+    ANONYMOUS = "anonymous"  # any SIP network, not authenticated
+    ACCOUNT = "account"  # digest-authenticated login
+    TRUNK = "trunk"  # an IP trunk by its source address
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    kind: CallerKind
+    login: str | None = None
+    trunk: IpTrunk | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    status: int
+    reason: str
+
+
+def contact_for(binding: Binding) -> Contact:
+    """Where to send requests for ``binding``: the NAT path or the Contact (see module doc)."""
+    uri = binding.contact
+    if binding.reliable or not isinstance(uri, SipUri):
+        return Contact(uri, binding.source, binding.reliable)
+    host = uri.host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return Contact(uri, binding.source, binding.reliable)
+    if is_private(host) and host != binding.source[0]:
+        return Contact(uri, binding.source, binding.reliable)
+    return Contact(uri, (host, uri.effective_port), binding.reliable)
+
+
+class Router:
+    """The routing decision for a new INVITE (no I/O: lookups are injected)."""
+
+    def __init__(
+        self,
+        *,
+        domain: str,
+        local_hosts: Callable[[], frozenset[str]],
+        account: Callable[[str], Account | None],
+        bindings: Callable[[str, float], tuple[Binding, ...]],
+        trunks: TrunkTable,
+    ) -> None:
+        self.domain = domain
+        self._local_hosts = local_hosts
+        self._account = account
+        self._bindings = bindings
+        self.trunks = trunks
+
+    def local_user(self, uri: Uri) -> str | None:
+        """The user part of ``uri`` when it names this gateway, else None."""
+        if not isinstance(uri, SipUri) or uri.user is None:
+            return None
+        host = uri.host.lower()
+        return uri.user if host == self.domain.lower() or host in self._local_hosts() else None
+
+    def caller_id(self, request: SipRequest, caller: Caller) -> NameAddress:
+        """The identity shown to the callee: a trusted trunk's PAI, else the From (no tag)."""
+        if caller.kind is CallerKind.TRUNK and caller.trunk is not None and caller.trunk.trust_pai:
+            asserted = request.header("P-Asserted-Identity")
+            if asserted is not None:
+                try:
+                    first = parse_name_addresses(asserted, "P-Asserted-Identity", single=False)[0]
+                except (SipDecodeError, IndexError):
+                    first = None
+                if first is not None:
+                    return NameAddress(first.uri, first.display_name, ())
+        from_ = request.from_
+        return NameAddress(from_.uri, from_.display_name, ())
+
+    def route(self, request: SipRequest, caller: Caller, now: float) -> Target | Refusal:
+        user = self.local_user(request.uri)
+        if user is None:
+            if caller.kind is CallerKind.ANONYMOUS:
+                return Refusal(403, "Forbidden")
+            return Refusal(404, "Not Found")  # RFC 3263 routing to other domains: not yet
+        number = digits(user) if not user[:1].isalpha() else None
+        if number is None:
+            return self._login(user, caller, now)
+        route = self.trunks.did(number)
+        if route is not None:
+            if caller.kind is CallerKind.ANONYMOUS:
+                return Refusal(403, "Forbidden")
+            return self._did(route, caller, now)
+        if caller.kind is CallerKind.ACCOUNT:
+            account = self._account(caller.login or "")
+            if account is None or not account.allow_e164:
+                return Refusal(403, "Forbidden")
+        elif caller.kind is CallerKind.ANONYMOUS:
+            return Refusal(403, "Forbidden")
+        return Refusal(404, "Not Found")  # ENUM and the upstream trunk: not wired yet
+
+    def _caller_accounts(self, caller: Caller) -> tuple[str, ...]:
+        return (caller.login,) if caller.login is not None else ()
+
+    def _login(self, login: str, caller: Caller, now: float) -> Target | Refusal:
+        account = self._account(login)
+        if account is None:
+            return Refusal(404, "Not Found")
+        aor = SipUri("sip", login, None, self.domain, None)
+        return self._ring(login, aor, caller, None, now)
+
+    def _ring(
+        self, login: str, aor: SipUri, caller: Caller, request_uri_user: str | None, now: float
+    ) -> Target | Refusal:
+        contacts = tuple(contact_for(b) for b in self._bindings(login, now))
+        accounts = tuple(dict.fromkeys((*self._caller_accounts(caller), login)))
+        return Target(aor, contacts, accounts, request_uri_user)
+
+    def _did(self, route: DidRoute, caller: Caller, now: float) -> Target | Refusal:
+        aor = SipUri("sip", route.did, None, self.domain, None)
+        if route.account is not None:
+            if self._account(route.account) is None:
+                return Refusal(404, "Not Found")
+            return self._ring(route.account, aor, caller, None, now)
+        if route.registration_trunk is not None:
+            trunk = route.registration_trunk
+            user = route.did if trunk.did_in_request_uri else None
+            return self._ring(trunk.login, aor, caller, user, now)
+        trunk_ip = route.ip_trunk
+        if trunk_ip is None or trunk_ip.target is None:
+            return Refusal(480, "Temporarily Unavailable")
+        uri = SipUri("sip", route.did, None, trunk_ip.target[0], trunk_ip.target[1])
+        contact = Contact(uri, trunk_ip.target, False)
+        return Target(aor, (contact,), self._caller_accounts(caller))
