@@ -208,10 +208,16 @@ class SignallingService:
 
     @property
     def own_home(self) -> HomeEntry:
-        """This node as a home (public nodes): its key, DHT and signalling addresses."""
-        return HomeEntry(
-            self.identity.public_key, self.dht.address, self._advertise or self.address
-        )
+        """This node as a home (public nodes): its key, DHT and signalling addresses;
+        ``advertise`` (host, port or 0) names the public address of a socket bound to
+        every interface."""
+        signal = self.address
+        if self._advertise is not None:  # port 0: the port we are bound to
+            signal = (self._advertise[0], self._advertise[1] or signal[1])
+        dht_host, dht_port = self.dht.address
+        if dht_host in ("0.0.0.0", "::"):
+            dht_host = signal[0]
+        return HomeEntry(self.identity.public_key, (dht_host, dht_port), signal)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -297,3 +297,24 @@ def test_allow_list_keeps_strangers_from_watching() -> None:
         assert any(dict(h.refused).get("FORBIDDEN") for h in refused if h is not None)
 
     run(scenario)
+
+
+def test_a_node_bound_to_every_interface_advertises_its_public_address() -> None:
+    async def scenario() -> None:
+        identity = Identity.generate()
+        dht = DhtNode(identity, listen=("0.0.0.0", 0), config=LOOPBACK)
+        await dht.start()
+        service = SignallingService(
+            identity, dht, listen=("0.0.0.0", 0), advertise=("127.0.0.1", 0), public=True
+        )
+        await service.start()
+        try:
+            home = service.own_home
+            assert home.signal == ("127.0.0.1", service.address[1])
+            assert home.dht == ("127.0.0.1", dht.address[1])
+            await until_published(dht, identity.public_key, (home,))  # what others read
+        finally:
+            await service.stop()
+            await dht.close()
+
+    asyncio.run(scenario())
