@@ -32,6 +32,8 @@ from p2pnode.connectivity.credentials import request_credentials
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity
 
+pytestmark = pytest.mark.slow  # one node process and ~10 CLI processes: ~20 s
+
 WAIT = 60.0  # bound on any one wait, not a speed assertion
 
 
