@@ -10,6 +10,7 @@ value keeps its quotes) so that forwarding never changes their meaning.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 from p2pnode.gateways.sip.errors import SipDecodeError
@@ -416,13 +417,16 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
+# CSeq = 1*DIGIT LWS Method  (LWS after unfolding: SP / HTAB)
+_CSEQ_RE = re.compile(r"([0-9]{1,12})[ \t]+(\S+)")
+
+
 def parse_cseq(value: str) -> CSeq:
-    number_text, _, method = value.partition(" ")
-    method = method.strip(" \t")
-    number_text = number_text.strip("\t")
-    if not number_text.isdigit() or not number_text.isascii() or len(number_text) > 12:
+    found = _CSEQ_RE.fullmatch(value)
+    if found is None:
         raise SipDecodeError(400, "malformed CSeq")
-    number = int(number_text)
+    number = int(found.group(1))
+    method = found.group(2)
     if number > MAX_CSEQ or METHOD_RE.fullmatch(method) is None:
         raise SipDecodeError(400, "malformed CSeq")
     return CSeq(number, method)

@@ -193,6 +193,14 @@ def test_application_layer_cases_expose_what_the_layer_above_decides_on() -> Non
     assert isinstance(bcast, SipResponse) and bcast.vias[1].host == "255.255.255.255"
 
 
+@pytest.mark.parametrize(
+    ("value", "number"), [("1 OPTIONS", 1), ("1\tOPTIONS", 1), ("007  \t OPTIONS", 7)]
+)
+def test_cseq_lws_may_be_tabs(value: str, number: int) -> None:
+    wire = CASES[0][1].replace(b"CSeq: 1 OPTIONS", b"CSeq: " + value.encode())
+    assert parse_datagram(wire).cseq.number == number
+
+
 def test_dblreq_datagram_keeps_only_the_first_message() -> None:
     message = parse_datagram(vector("dblreq"))
     assert isinstance(message, SipRequest)
