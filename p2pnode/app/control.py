@@ -315,6 +315,8 @@ async def relay_state(ctx: ControlContext, request: web.Request) -> web.Response
 
 
 async def events(ctx: ControlContext, request: web.Request) -> web.StreamResponse:
+    if not ctx.node.can_subscribe():  # bounded: a client cannot make us hold more streams
+        raise _BadRequestError(503, "too many event streams", "try again later")
     socket = web.WebSocketResponse(heartbeat=30.0, timeout=WS_CLOSE_TIMEOUT)
     await socket.prepare(request)
     with ctx.node.subscribe() as queue:

@@ -44,6 +44,7 @@ from p2pnode.app.service import (
 __all__ = [
     "DHT_STATE_FILE",
     "MAX_SUBSCRIBERS",
+    "SUBSCRIBER_QUEUE",
     "Node",
     "NodeStartError",
     "NodeStatistics",
@@ -173,6 +174,9 @@ class Node:
                     queue.get_nowait()
                 self._dropped += 1
             queue.put_nowait(event)
+
+    def can_subscribe(self) -> bool:
+        return len(self._subscribers) < MAX_SUBSCRIBERS
 
     @contextlib.contextmanager
     def subscribe(self) -> Iterator[asyncio.Queue[object]]:

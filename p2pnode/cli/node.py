@@ -237,8 +237,8 @@ async def run_node(args: argparse.Namespace) -> int:
     from p2pnode.app.runtime import assemble, reload  # noqa: PLC0415
 
     config = node_config(args)
-    if args.verbose == 0:
-        configure_logging(config.log.level, config.log.format, config.log.modules)
+    level = {0: config.log.level, 1: "info"}.get(args.verbose, "debug")
+    configure_logging(level, config.log.format, config.log.modules)
     identity = load_identity(args)  # a clear error before binding anything
     assembly = assemble(home_of(args), config, identity)
     node = assembly.node

@@ -14,7 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from p2pnode.app.config import parse_config
 from p2pnode.app.runtime import assemble
 from p2pnode.app.service import ServiceState
+from p2pnode.app.services import RoleChanged
 from p2pnode.identity import Identity
+from relay.supernode import Role
 
 
 class _Inbox(asyncio.DatagramProtocol):
@@ -56,9 +58,14 @@ async def _scenario(home: Path) -> None:
     assert turn is not None and metrics is not None
     stop = asyncio.Event()
     async with asyncio.TaskGroup() as tasks:
-        running = tasks.create_task(node.run(stop))
-        async with asyncio.timeout(30):
-            await node.ready.wait()
+        with node.subscribe() as events:
+            running = tasks.create_task(node.run(stop))
+            async with asyncio.timeout(30):  # the supernode announces its promotion
+                while True:
+                    event = await events.get()
+                    if isinstance(event, RoleChanged) and event.role is Role.SUPERNODE:
+                        break
+        assert "3 in a row" in event.reason
         relay_address = turn.bound.udp[0]
         async with asyncio.timeout(30):
             transport, inbox = await create_turn_endpoint(

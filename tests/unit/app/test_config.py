@@ -8,6 +8,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from p2pnode.app.config import (
     ConfigError,
@@ -128,3 +130,22 @@ def test_docs_reference_is_the_generated_one() -> None:
     docs = (Path(__file__).resolve().parents[3] / "docs" / "runtime.md").read_text()
     inside = docs.split("<!-- reference:start -->\n")[1].split("<!-- reference:end -->")[0]
     assert inside.strip() == reference_markdown().strip(), "run: p2pnode config reference"
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner,
+                                                                max_size=3),
+    max_leaves=10,
+)  # fmt: skip
+_SECTIONS = st.sampled_from([*NodeConfig.model_fields, "unknown"])
+_KEYS = st.sampled_from(["listen", "port", "enabled", "capacity", "stun", "users", "level", "x"])
+
+
+@given(st.dictionaries(_SECTIONS, st.dictionaries(_KEYS, _VALUES, max_size=4) | _VALUES,
+                       max_size=4))  # fmt: skip
+def test_any_file_content_gives_a_config_or_config_errors(data: dict[str, object]) -> None:
+    try:
+        parse_config(data)
+    except ConfigError as error:
+        assert error.problems and all(p.reason and "\n" not in p.reason for p in error.problems)

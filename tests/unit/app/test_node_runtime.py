@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import json
@@ -12,7 +13,13 @@ from typing import Any
 
 import pytest
 
-from p2pnode.app.node import Node, NodeStartError, RestartPolicy
+from p2pnode.app.node import (
+    MAX_SUBSCRIBERS,
+    SUBSCRIBER_QUEUE,
+    Node,
+    NodeStartError,
+    RestartPolicy,
+)
 from p2pnode.app.service import (
     DrainingService,
     RunningService,
@@ -237,3 +244,19 @@ def test_events_serialize_with_their_type() -> None:
     json.dumps(data)
     changed = event_json(ServiceStateChanged("dht", ServiceState.FAILED, "boom", 1))
     assert changed["type"] == "ServiceStateChanged" and changed["state"] == "failed"
+
+
+@synchronous
+async def test_event_subscribers_are_bounded_and_a_slow_one_loses_the_oldest() -> None:
+    node = Node()
+    with contextlib.ExitStack() as stack:
+        queues = [stack.enter_context(node.subscribe()) for _ in range(MAX_SUBSCRIBERS)]
+        assert not node.can_subscribe()
+        with pytest.raises(RuntimeError), node.subscribe():
+            pass
+        for n in range(SUBSCRIBER_QUEUE + 5):
+            node.emit(n)
+        assert queues[0].qsize() == SUBSCRIBER_QUEUE
+        assert queues[0].get_nowait() == 5  # the five oldest were dropped
+        assert node.statistics().events_dropped == 5 * MAX_SUBSCRIBERS
+    assert node.can_subscribe()
