@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from p2pnode.gateways.sip.digest import DigestServer, Lookup, VerdictKind
 from p2pnode.gateways.sip.errors import SipDecodeError
-from p2pnode.gateways.sip.headers import NameAddress, Param, SipUri, Uri
+from p2pnode.gateways.sip.headers import NameAddress, Param, SipUri, Uri, parse_uri
 from p2pnode.gateways.sip.message import SipRequest, SipResponse, build_response
 from p2pnode.gateways.sip.transaction import Address
 
@@ -167,12 +167,16 @@ class Registrar:
         ]
         if not credentials:
             return self._challenge(request, now, stale=False, result=RegistrationResult.CHALLENGED)
+        # RFC 7616 §3.4.6: the digest-uri names the Request-URI. Compared as URIs
+        # (scheme and host case-insensitive), so "SIP:GW.test" matches "sip:gw.test".
+        digest_uri = credentials[0].get("uri")
+        if digest_uri is None or not _same_target(digest_uri, request.uri):
+            outcome = self._challenge(
+                request, now, stale=False, result=RegistrationResult.AUTH_FAILED
+            )
+            return replace(outcome, username=credentials[0].get("username"), reason="uri mismatch")
         verdict = self._digest.verify(
-            credentials[0],
-            method="REGISTER",
-            lookup=self._lookup,
-            now=now,
-            request_uri=str(request.uri),
+            credentials[0], method="REGISTER", lookup=self._lookup, now=now
         )
         if verdict.kind is VerdictKind.STALE:
             return self._challenge(request, now, stale=True, result=RegistrationResult.CHALLENGED)
@@ -269,6 +273,16 @@ def _tag(request: SipRequest) -> str:
     """A stable To tag for the registrar's answers (derived, not random: stateless)."""
     digest = hashlib.sha256(f"{request.call_id}|{request.from_.tag}".encode("utf-8", "replace"))
     return "r" + digest.hexdigest()[:12]
+
+
+def _same_target(digest_uri: str, request_uri: Uri) -> bool:
+    try:
+        parsed = parse_uri(digest_uri)
+    except SipDecodeError:
+        return False
+    if isinstance(parsed, SipUri) and isinstance(request_uri, SipUri):
+        return _same_uri(parsed, request_uri) and parsed.params == request_uri.params
+    return parsed == request_uri
 
 
 def _contact_expires(contact: NameAddress, header: int | None, default: int) -> int | None:

@@ -219,3 +219,27 @@ def test_remove_one_binding() -> None:
     assert registrar.remove("alice", SipUri("sip", "alice", None, "10.0.0.2", 5060))
     assert not registrar.remove("alice", SipUri("sip", "alice", None, "10.0.0.9", None))
     assert [str(b.contact) for b in registrar.bindings("alice", 1.0)] == ["sip:alice@10.0.0.3"]
+
+
+def test_digest_uri_must_name_the_request_uri_compared_as_a_uri() -> None:
+    registrar = make_registrar()
+    first, challenge = register(registrar, 0.0, authenticate=False)
+    value = challenge.response.header_values("WWW-Authenticate")[-1]
+    for digest_uri, status in (("SIP:GW.TEST", 200), ("sip:elsewhere.test", 401)):
+        answer = authorization(
+            parse_auth(value),
+            method="REGISTER",
+            uri=digest_uri,
+            username="alice",
+            password="alice-secret",
+            cnonce=digest_uri,
+        )
+        retry = SipRequest.build(
+            "REGISTER",
+            first.uri,
+            (*first.headers[:-1], Header("Authorization", answer), first.headers[-1]),
+            b"",
+        )
+        outcome = registrar.handle(retry, SOURCE, 1.0)
+        assert outcome.response.status == status
+    assert outcome.reason == "uri mismatch"
