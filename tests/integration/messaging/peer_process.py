@@ -1,11 +1,11 @@
 """A real process for the crash tests: a mailbox supernode, alice (sender) or bob (recipient).
 
-    peer_process.py mailbox SEED_HEX DB PORT
+    peer_process.py mailbox SEED_HEX DB HOST PORT
     peer_process.py publish HOME SEED_HEX MAILBOXES BUNDLE_FILE
     peer_process.py alice HOME SEED_HEX MAILBOXES BUNDLE_FILE COUNT
     peer_process.py bob HOME SEED_HEX MAILBOXES SHOWN_FILE STOP_FILE
 
-MAILBOXES is ``key_hex@port,...`` on 127.0.0.1. Every role prints one line per
+MAILBOXES is ``key_hex@host:port,...``. Every role prints one line per
 milestone and flushes, so the test can kill it at a known point. Alice sends
 ``message {i}``, resuming after a restart at the count her store committed;
 she exits 0 once every message is receipted. Receipts travel through alice's
@@ -47,8 +47,9 @@ def say(line: str) -> None:
 def parse_mailboxes(text: str) -> tuple[MailboxEntry, ...]:
     entries = []
     for item in text.split(","):
-        key, port = item.split("@")
-        entries.append(MailboxEntry(bytes.fromhex(key), "127.0.0.1", int(port)))
+        key, address = item.split("@")
+        host, port = address.rsplit(":", 1)
+        entries.append(MailboxEntry(bytes.fromhex(key), host, int(port)))
     return tuple(entries)
 
 
@@ -95,10 +96,10 @@ def service(
     )
 
 
-async def mailbox(seed_hex: str, db: str, port: str) -> None:
+async def mailbox(seed_hex: str, db: str, host: str, port: str) -> None:
     core = MailboxCore(Identity.generate(bytes.fromhex(seed_hex)).public_key, db)
     server = MailboxServer(core, time.time)
-    await server.start("127.0.0.1", int(port))
+    await server.start(host, int(port))
     say(f"ready {server.address[1]}")
     await server.run_expiry()
 
