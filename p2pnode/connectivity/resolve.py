@@ -15,35 +15,67 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from p2pnode.connectivity.contact import (
     CONTACT_SUBJECT,
+    CONTACT_TTL,
+    PRESENCE_SUBJECT,
     Contact,
     ContactDecodeError,
     HomeEntry,
+    Presence,
     decode_contact,
+    decode_presence,
 )
 from p2pnode.connectivity.relays import RelayFinder
-from p2pnode.dht import DhtNode
-from p2pnode.records import RecordKind, record_key
+from p2pnode.dht import DhtNode, PutResult
+from p2pnode.identity import Identity
+from p2pnode.records import RecordKind, SignedRecord, record_key, sign_record
 
-__all__ = ["FindHomes", "contact_homes", "fetch_contact", "relay_home_finder"]
+__all__ = [
+    "FindHomes",
+    "contact_homes",
+    "fetch_contact",
+    "fetch_presence",
+    "publish",
+    "relay_home_finder",
+]
 
 FindHomes = Callable[[], Awaitable[Sequence[HomeEntry]]]
 
 
+async def _newest(dht: DhtNode, key: bytes, kind: RecordKind, subject: str) -> list[SignedRecord]:
+    result = await dht.get(record_key(kind, key, subject))
+    now = time.time()
+    found = [r for r in result.records if r.owner == key and r.kind is kind and r.expires_at > now]
+    return sorted(found, key=lambda r: r.seq, reverse=True)
+
+
 async def fetch_contact(dht: DhtNode, key: bytes) -> Contact | None:
     """The newest live CONTACT ``key`` published, or None (the DHT checked signatures)."""
-    result = await dht.get(record_key(RecordKind.CONTACT, key, CONTACT_SUBJECT))
-    now = time.time()
-    records = [
-        r
-        for r in result.records
-        if r.owner == key and r.kind is RecordKind.CONTACT and r.expires_at > now
-    ]
-    for record in sorted(records, key=lambda r: r.seq, reverse=True):
+    for record in await _newest(dht, key, RecordKind.CONTACT, CONTACT_SUBJECT):
         try:
             return decode_contact(record.payload)
         except ContactDecodeError:
             continue
     return None
+
+
+async def fetch_presence(dht: DhtNode, key: bytes) -> Presence | None:
+    """The status ``key`` last published (live state comes from its homes: ``watch``)."""
+    for record in await _newest(dht, key, RecordKind.PRESENCE, PRESENCE_SUBJECT):
+        try:
+            return decode_presence(record.payload)
+        except ContactDecodeError:
+            continue
+    return None
+
+
+async def publish(
+    dht: DhtNode, identity: Identity, kind: RecordKind, subject: str, payload: bytes, seq: int
+) -> PutResult:
+    """Sign and put one of our short-lived records (``CONTACT_TTL``)."""
+    record = sign_record(
+        identity, kind, subject, payload, seq=seq, now=time.time(), ttl=CONTACT_TTL
+    )
+    return await dht.put(record)
 
 
 async def contact_homes(dht: DhtNode, keys: Sequence[bytes]) -> list[HomeEntry]:

@@ -44,14 +44,13 @@ from p2pnode.connectivity.attach import (
 from p2pnode.connectivity.contact import (
     CONTACT_SUBJECT,
     CONTACT_TTL,
+    PRESENCE_SUBJECT,
     Capability,
     Contact,
-    ContactDecodeError,
     HomeEntry,
     NatVerdict,
     Presence,
     PresenceStatus,
-    decode_presence,
     encode_contact,
     encode_presence,
 )
@@ -79,6 +78,8 @@ from p2pnode.connectivity.resolve import (
     FindHomes,
     contact_homes,
     fetch_contact,
+    fetch_presence,
+    publish,
     relay_home_finder,
 )
 from p2pnode.connectivity.signalling_events import (
@@ -92,10 +93,11 @@ from p2pnode.connectivity.signalling_events import (
     SendReport,
     SignallingStatistics,
     address_text,
+    presence_report,
 )
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity, peer_id_for, public_key_from_peer_id
-from p2pnode.records import RecordKind, sign_record
+from p2pnode.records import RecordKind
 
 __all__ = [
     "CONTACT_CACHE",
@@ -112,6 +114,7 @@ __all__ = [
     "address_text",
     "contact_homes",
     "fetch_contact",
+    "fetch_presence",
     "relay_home_finder",
 ]
 
@@ -327,6 +330,7 @@ class SignallingService:
         """Tell our homes (and so our watchers) our status."""
         self._presence_payload = encode_presence(Presence(status, note, int(time.time())))
         self._push_state()
+        self._publish.set()
 
     def allow_watchers(self, peers: Sequence[bytes] | None) -> None:
         """Only these keys may watch us (None: anyone); our homes enforce it."""
@@ -512,14 +516,7 @@ class SignallingService:
         if homes is None:
             return
         homes[notice.home] = (notice.code is Code.OK and notice.attached, notice.presence)
-        online = [presence for attached, presence in homes.values() if attached]
-        status, note = ("offline", "")
-        if online:
-            status, note = "online", ""
-            with contextlib.suppress(ContactDecodeError):
-                decoded = decode_presence(max(online, key=len))
-                status, note = decoded.status.name.lower(), decoded.note
-        report = PresenceChanged(peer_id_for(notice.target), bool(online), status, note)
+        report = presence_report(peer_id_for(notice.target), homes.values())
         if self._reported.get(notice.target) != report:
             self._reported[notice.target] = report
             self.emit(report)
@@ -549,19 +546,25 @@ class SignallingService:
     async def _publish_contact(self) -> None:
         homes = self.homes()
         contact = Contact(homes, self._nat, self._device, self._capabilities)
-        now = time.time()
-        self._seq = max(self._seq + 1, int(now * 1000))
-        record = sign_record(
-            self.identity,
-            RecordKind.CONTACT,
-            CONTACT_SUBJECT,
-            encode_contact(contact),
-            seq=self._seq,
-            now=now,
-            ttl=CONTACT_TTL,
-        )
+        self._seq = max(self._seq + 1, int(time.time() * 1000))
         try:
-            result = await self.dht.put(record)
+            result = await publish(
+                self.dht,
+                self.identity,
+                RecordKind.CONTACT,
+                CONTACT_SUBJECT,
+                encode_contact(contact),
+                self._seq,
+            )
+            if self._presence_payload:  # the last status, for those who do not watch
+                await publish(
+                    self.dht,
+                    self.identity,
+                    RecordKind.PRESENCE,
+                    PRESENCE_SUBJECT,
+                    self._presence_payload,
+                    self._seq,
+                )
         except Exception as error:  # the DHT's failure is logged, the next change retries
             logger.warning("publishing our CONTACT failed: %s", error)
             return

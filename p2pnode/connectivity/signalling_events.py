@@ -6,9 +6,12 @@ so the runtime can send them as JSON on its event stream as they are.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from p2pnode.connectivity.attach import HomeStatistics
+from p2pnode.connectivity.contact import ContactDecodeError, decode_presence
 
 __all__ = [
     "ContactPublished",
@@ -21,6 +24,7 @@ __all__ = [
     "SendReport",
     "SignallingStatistics",
     "address_text",
+    "presence_report",
 ]
 
 Address = tuple[str, int]
@@ -102,3 +106,16 @@ def address_text(address: Address) -> str:
     """``host:port``, with brackets around an IPv6 host."""
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def presence_report(peer: str, homes: Iterable[tuple[bool, bytes]]) -> PresenceChanged:
+    """What the watched peer's homes say, combined: online while attached at any home,
+    with the status it gave them (the longest payload: an empty one means none set)."""
+    online = [presence for attached, presence in homes if attached]
+    if not online:
+        return PresenceChanged(peer, False, "offline", "")
+    status, note = "online", ""
+    with contextlib.suppress(ContactDecodeError):
+        decoded = decode_presence(max(online, key=len))
+        status, note = decoded.status.name.lower(), decoded.note
+    return PresenceChanged(peer, True, status, note)

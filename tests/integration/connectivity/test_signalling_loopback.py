@@ -33,6 +33,7 @@ from p2pnode.connectivity.signalling import (
     address_text,
     contact_homes,
     fetch_contact,
+    fetch_presence,
 )
 from p2pnode.dht import DhtConfig, DhtNode
 from p2pnode.identity import Identity
@@ -266,6 +267,11 @@ def test_a_watcher_sees_status_changes_a_crash_and_the_return() -> None:
         await until(
             lambda: latest() == PresenceChanged(bob.identity.peer_id, True, "away", "lunch")
         )
+        # The last status is also a PRESENCE record, for those who do not watch.
+        async with asyncio.timeout(WAIT):
+            while (record := await fetch_presence(carol.dht, bob_identity.public_key)) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert (record.status, record.note) == (PresenceStatus.AWAY, "lunch")
         bob.abort()  # crashed: his homes notice after keepalive + grace
         await until(lambda: latest() is not None and not latest().online)  # type: ignore[union-attr]
         del world.peers["bob"]
