@@ -46,6 +46,13 @@ Address = tuple[str, int]
 
 LATCH_WINDOW = 2.0  # seconds after the first latch during which a side may re-latch
 MAX_RELAYS = 2048  # port pairs held at once (4096 sockets)
+_NAT_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+        "fc00::/7", "fe80::/10",
+    )
+)  # fmt: skip
 _BURST = 64  # datagrams read per wake-up before yielding to the loop
 _MAX_DATAGRAM = 2048
 
@@ -74,8 +81,9 @@ def is_private(host: str) -> bool:
         address = ipaddress.ip_address(host)
     except ValueError:
         return False
-    shared = ipaddress.ip_network("100.64.0.0/10")
-    return (address.is_private and not address.is_loopback) or address in shared
+    return any(
+        address in network for network in _NAT_NETWORKS if network.version == address.version
+    )
 
 
 def signalled_address(sdp_host: str, sdp_port: int, sip_source: Address) -> Address:
