@@ -9,7 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pnode.gateways.sip.errors import SipDecodeError
-from p2pnode.gateways.sip.headers import AbsoluteUri, SipUri
+from p2pnode.gateways.sip.headers import (
+    AbsoluteUri,
+    SipUri,
+    parse_auth,
+    parse_cseq,
+    parse_name_addresses,
+    parse_uri,
+    parse_vias,
+)
 from p2pnode.gateways.sip.message import Header, SipRequest, SipResponse
 from p2pnode.gateways.sip.parser import (
     MAX_BODY_BYTES,
@@ -412,3 +420,37 @@ def test_fuzz_mutated_messages_and_random_chunks(
             position += size
     except SipDecodeError:
         pass
+
+
+_HEADER_ALPHABET = st.sampled_from(list("sip:@;=,<>\"\\ \t/?&%[]:.-_+~*'()!aZ09\x00\x7f\u00e9"))
+
+
+@given(st.text(_HEADER_ALPHABET, max_size=60))
+def test_fuzz_header_value_parsers_only_raise_decode_error(text: str) -> None:
+    for parse in (
+        lambda: parse_uri(text),
+        lambda: parse_name_addresses(text, "Contact", single=False),
+        lambda: parse_name_addresses(text, "From", single=True),
+        lambda: parse_vias([text]),
+        lambda: parse_cseq(text),
+        lambda: parse_auth(text),
+    ):
+        with contextlib.suppress(SipDecodeError):
+            value = parse()
+            assert value is not None
+
+
+_SIP_URI = (
+    r"[sS][iI][pP][sS]?:([A-Za-z0-9%;=&+$,?/._~*'()!-]+(:[A-Za-z0-9&=+$,._-]*)?@)?"
+    r"([a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)*|\[[0-9a-f:]{2,20}\]|[0-9]{1,3}(\.[0-9]{1,3}){3})"
+    r"(:[0-9]{1,6})?(;[a-z%0-9]+(=[a-z0-9:\[\]]+)?){0,3}(\?[a-z]+=[a-z0-9%]*)?"
+)
+
+
+@given(st.one_of(st.from_regex(_SIP_URI, fullmatch=True), st.text(_HEADER_ALPHABET, max_size=40)))
+def test_fuzz_uris_that_parse_render_back_to_equal_values(text: str) -> None:
+    try:
+        uri = parse_uri(text)
+    except SipDecodeError:
+        return
+    assert parse_uri(str(uri)) == uri
