@@ -31,9 +31,10 @@ from nat.reachability import Reachability
 from nat.stun.server import StunServerStats
 from p2pnode.app.config import NodeConfig, hostport
 from p2pnode.app.peer import DHT_STATE_FILE, RoleOptions
+from p2pnode.connectivity.credentials import CREDENTIALS_CODE, CredentialsRequest, decode_request
 from p2pnode.connectivity.relays import RELAY_BUCKETS, RelayFinder, SelectorConfig
 from p2pnode.connectivity.supernode import Supernode, SupernodeConfig
-from p2pnode.dht import DhtConfig, DhtNode, DhtStatistics, GetResult, PutResult
+from p2pnode.dht import DhtConfig, DhtNode, DhtStatistics, GetResult, Peer, PutResult
 from p2pnode.directory.lookup import Directory
 from p2pnode.gateways.enumdns import DEFAULT_ZONES
 from p2pnode.gateways.enumdns.config import GatewayConfig, parse_zone
@@ -300,9 +301,21 @@ class SupernodeService:
         self.emit = emit
         self.controller: Supernode | None = None
         self._stop = asyncio.Event()
+        self._serving_credentials = False
+
+    def _credentials(
+        self, request: CredentialsRequest, peer: Peer, now: float
+    ) -> tuple[object, ...] | None:
+        """The credentials RPC, registered on the DHT once, answered by the controller
+        of the moment (a restarted controller cannot register it again)."""
+        controller = self.controller
+        return controller.issuer.handle(request, peer, now) if controller is not None else None
 
     async def start(self) -> None:
         assert self.options.supernode is not None
+        if not self._serving_credentials:
+            self.dht.node.register_extension(CREDENTIALS_CODE, decode_request, self._credentials)
+            self._serving_credentials = True
         dial_back = None
         if self.stun is not None and self.stun.server is not None:
             dial_back = self.stun.server.addresses[0]
@@ -313,6 +326,7 @@ class SupernodeService:
             self.options.supernode,
             verdicts=self.options.verdicts(self.learned),
             dial_back_server=dial_back,
+            serve_credentials=False,
         )
 
     async def run(self) -> None:

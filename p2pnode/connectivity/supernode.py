@@ -217,9 +217,13 @@ class Supernode:
         clock: Callable[[], float] = time.time,
         load_interval: float = 5.0,
         dial_back_server: Address | None = None,
+        serve_credentials: bool = True,
     ) -> None:
         """``dial_back_server``: a STUN server with dial-back this node already runs
-        (``p2pnode run --serve-stun``); advertised instead of starting another."""
+        (``p2pnode run --serve-stun``); advertised instead of starting another.
+        ``serve_credentials=False``: the caller serves the credentials RPC on the DHT
+        itself (through ``self.issuer``): a DHT registers an RPC once, and a runtime that
+        restarts this controller must not register it again."""
         self.identity = identity
         self.dht = dht
         self.config = config or SupernodeConfig()
@@ -240,7 +244,8 @@ class Supernode:
             own_key=identity.public_key,
             unavailable=self._why_not_serving,
         )
-        self.issuer.register(dht)  # a client answers UNAVAILABLE, saying why
+        if serve_credentials:
+            self.issuer.register(dht)  # a client answers UNAVAILABLE, saying why
         self.relay: RelayRole | None = None
         self._relay_ip: str | None = None
         self._roles_started = 0.0

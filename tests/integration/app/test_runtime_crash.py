@@ -1,4 +1,5 @@
-"""A service that crashes is restarted and reported while the node keeps answering DHT gets.
+"""A service that crashes is restarted and reported while the node keeps answering DHT gets;
+a restarted supernode service answers the credentials RPC through its new controller.
 
 In-process on loopback: the runtime assembled from a config (real DHT socket),
 plus a service that raises three times before it runs steadily. A separate DHT
@@ -12,10 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from p2pnode.app.config import parse_config
 from p2pnode.app.node import RestartPolicy
 from p2pnode.app.runtime import assemble
 from p2pnode.app.service import ServiceState, ServiceStateChanged
+from p2pnode.app.services import DhtService, SupernodeService, role_options
+from p2pnode.connectivity.credentials import CredentialsError, request_credentials
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity
 from p2pnode.records import RecordKind, sign_record
@@ -116,3 +121,37 @@ async def _scenario(home: Path) -> None:
 
 def test_a_crashing_service_is_restarted_while_the_dht_answers(tmp_path: Path) -> None:
     asyncio.run(_scenario(tmp_path))
+
+
+async def _restart_supernode(home: Path) -> None:
+    identity = Identity.load_or_create(home)
+    config = parse_config(
+        {
+            "node": {"listen": "127.0.0.1:0"},
+            "supernode": {"relay_search": False},
+            "relay": {"listen": "127.0.0.1:0"},
+        }
+    )
+    dht = DhtService(identity, home, config)
+    await dht.start()
+    client = DhtNode(Identity.generate(), listen=("127.0.0.1", 0))
+    await client.start()
+    try:
+        supernode = SupernodeService(
+            identity, dht, role_options(config), learned=None, stun=None, emit=lambda e: None
+        )
+        controllers = []
+        for _ in range(2):  # a restart builds a new controller on the same DHT
+            await supernode.start()
+            controllers.append(supernode.controller)
+            with pytest.raises(CredentialsError, match="unavailable: client"):
+                await request_credentials(client, dht.address, identity.public_key, attempts=2)
+            await supernode.stop()
+        assert controllers[0] is not controllers[1]
+    finally:
+        await client.close()
+        await dht.stop()
+
+
+def test_a_restarted_supernode_service_still_answers_credential_requests(tmp_path: Path) -> None:
+    asyncio.run(_restart_supernode(tmp_path))
