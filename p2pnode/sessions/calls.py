@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import av
 from aiortc import (
@@ -43,7 +40,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from aiortc.sdp import SessionDescription
 
-from p2pnode.connectivity.ice_servers import IcePlan
+from p2pnode.connectivity import ice_tuning
 from p2pnode.sessions.call import (
     Call,
     CallAction,
@@ -51,9 +48,17 @@ from p2pnode.sessions.call import (
     CallEvent,
     CallState,
     CallStateError,
-    CallTimers,
     Transition,
     glare_winner,
+)
+from p2pnode.sessions.call_config import (
+    CallConfig,
+    CallMedia,
+    CallStatistics,
+    CallUpdate,
+    IceServer,
+    MediaPath,
+    NonContactPolicy,
 )
 from p2pnode.sessions.call_signal import (
     CallSignal,
@@ -64,8 +69,6 @@ from p2pnode.sessions.call_signal import (
     encode_signal,
 )
 from p2pnode.sessions.media import (
-    AudioSource,
-    SilenceSource,
     SourceTrack,
     TestPatternTrack,
     VideoProbe,
@@ -76,6 +79,7 @@ __all__ = [
     "CallConfig",
     "CallMedia",
     "CallService",
+    "CallStatistics",
     "CallUpdate",
     "IceServer",
     "MediaPath",
@@ -90,77 +94,6 @@ _LOG_INTERVAL = 60.0
 CLOSE_LIMIT = 2.0  # seconds a discarded connection may take to close
 
 SignalSender = Callable[[str, bytes], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class IceServer:
-    url: str  # stun:host:port or turn:host:port?transport=udp
-    username: str | None = None
-    credential: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MediaPath:
-    """One way to carry media: the servers ICE may use (one STUN, one TURN per aioice)."""
-
-    servers: tuple[IceServer, ...] = ()
-    relay_only: bool = False
-    name: str = "direct"
-
-    @classmethod
-    def from_plan(cls, plan: IcePlan, *, relay_only: bool = False) -> MediaPath:
-        """The path the connectivity layer chose (a home's STUN, the best relay's TURN)."""
-        servers = tuple(
-            IceServer(
-                server.urls if isinstance(server.urls, str) else server.urls[0],
-                server.username,
-                server.credential,
-            )
-            for server in plan.rtc_servers()
-        )
-        return cls(servers, relay_only=relay_only, name=plan.relay_id or "direct")
-
-
-class NonContactPolicy(enum.Enum):
-    RING = "ring"
-    REQUEST = "request"
-    REFUSE = "refuse"
-
-
-@dataclass(frozen=True, slots=True)
-class CallConfig:
-    paths: tuple[MediaPath, ...] = (MediaPath(),)  # [0] first; the rest are failover paths
-    audio_codecs: tuple[str, ...] = ("opus", "PCMU", "PCMA")  # in order of preference
-    timers: CallTimers = field(default_factory=CallTimers)
-    non_contacts: NonContactPolicy = NonContactPolicy.RING
-    auto_answer: bool = False
-    silence_after: float = 1.0  # a live call this long without a frame fails over
-    connect_grace: float = 6.0  # a new connection may take this long to bring a frame
-    reoffer_timeout: float = 4.0
-    max_failovers: int = 6
-    max_calls: int = 8
-
-
-@dataclass(frozen=True, slots=True)
-class CallMedia:
-    """What one side sends and where it keeps what it hears."""
-
-    source: AudioSource = field(default_factory=SilenceSource)
-    record_to: Path | None = None
-    video: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CallUpdate:
-    """One reportable change: state, and once media flows, the codec and path."""
-
-    call_id: bytes
-    peer: str
-    direction: CallDirection
-    state: CallState
-    codec: str | None = None
-    path: str | None = None
-    detail: str = ""
 
 
 class _Drops:
@@ -235,6 +168,8 @@ class CallService:
         self._send = send
         self._is_contact = is_contact
         self._answer_media = answer_media
+        if config.tune_ice:
+            ice_tuning.install()
         self._sessions: dict[bytes, _Session] = {}
         self._updates: asyncio.Queue[CallUpdate] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
@@ -509,6 +444,7 @@ class CallService:
         transceiver.sender.replaceTrack(SourceTrack(session.media.source))
         if session.media.video:
             leg.pc.addTransceiver(TestPatternTrack(), direction="sendrecv")
+        self._tune(leg)
         await leg.pc.setLocalDescription(await leg.pc.createOffer())
         sdp: str = leg.pc.localDescription.sdp
         return sdp
@@ -516,6 +452,7 @@ class CallService:
     async def _make_answer(self, session: _Session, leg: _Leg) -> str:
         assert session.remote_sdp is not None
         await leg.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "offer"))
+        self._tune(leg)
         leg.pc.addTrack(SourceTrack(session.media.source))
         if session.media.video and any(t.kind == "video" for t in leg.pc.getTransceivers()):
             leg.pc.addTrack(TestPatternTrack())
@@ -524,6 +461,17 @@ class CallService:
         session.codec = _first_codec(sdp)
         leg.answered = True
         return sdp
+
+    def _tune(self, leg: _Leg) -> None:
+        """Register the leg's ICE agents with ice_tuning (fast check retransmission)."""
+        if not self.config.tune_ice:
+            return
+        for transceiver in leg.pc.getTransceivers():
+            transport = getattr(transceiver.sender.transport, "transport", None)
+            gatherer = getattr(transport, "iceGatherer", None)
+            connection = getattr(gatherer, "_connection", None)  # aiortc has no accessor
+            if connection is not None:
+                ice_tuning.hold_relayed_checks(connection, 0.0)
 
     async def _accept_answer(self, session: _Session, leg: _Leg) -> None:
         assert session.remote_sdp is not None
@@ -636,17 +584,6 @@ class CallService:
         if session is None:
             raise KeyError("no such call")
         return session
-
-
-@dataclass(frozen=True, slots=True)
-class CallStatistics:
-    frames: int
-    first_frame_at: float | None
-    last_frame_at: float | None
-    generation: int
-    failovers: int
-    codec: str | None
-    video_frames: int
 
 
 _REMOTE_EVENTS: dict[SignalKind, CallEvent] = {

@@ -1,0 +1,108 @@
+"""What a call is configured with and what it reports: paths, media, policy, updates.
+
+Why a module: the runtime, the CLI and the SIP gateway build these without
+pulling in the service; every value here is a frozen dataclass or an enum.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from p2pnode.connectivity.ice_servers import IcePlan
+from p2pnode.sessions.call import CallDirection, CallState, CallTimers
+from p2pnode.sessions.media import AudioSource, SilenceSource
+
+__all__ = [
+    "CallConfig",
+    "CallMedia",
+    "CallStatistics",
+    "CallUpdate",
+    "IceServer",
+    "MediaPath",
+    "NonContactPolicy",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    url: str  # stun:host:port or turn:host:port?transport=udp
+    username: str | None = None
+    credential: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPath:
+    """One way to carry media: the servers ICE may use (one STUN, one TURN per aioice)."""
+
+    servers: tuple[IceServer, ...] = ()
+    relay_only: bool = False
+    name: str = "direct"
+
+    @classmethod
+    def from_plan(cls, plan: IcePlan, *, relay_only: bool = False) -> MediaPath:
+        """The path the connectivity layer chose (a home's STUN, the best relay's TURN)."""
+        servers = tuple(
+            IceServer(
+                server.urls if isinstance(server.urls, str) else server.urls[0],
+                server.username,
+                server.credential,
+            )
+            for server in plan.rtc_servers()
+        )
+        return cls(servers, relay_only=relay_only, name=plan.relay_id or "direct")
+
+
+class NonContactPolicy(enum.Enum):
+    RING = "ring"
+    REQUEST = "request"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfig:
+    paths: tuple[MediaPath, ...] = (MediaPath(),)  # [0] first; the rest are failover paths
+    audio_codecs: tuple[str, ...] = ("opus", "PCMU", "PCMA")  # in order of preference
+    timers: CallTimers = field(default_factory=CallTimers)
+    non_contacts: NonContactPolicy = NonContactPolicy.RING
+    auto_answer: bool = False
+    silence_after: float = 1.0  # a live call this long without a frame fails over
+    connect_grace: float = 6.0  # a new connection may take this long to bring a frame
+    reoffer_timeout: float = 4.0
+    max_failovers: int = 6
+    max_calls: int = 8
+    tune_ice: bool = True  # connectivity.ice_tuning: no 500 ms stall on a first lost check
+
+
+@dataclass(frozen=True, slots=True)
+class CallMedia:
+    """What one side sends and where it keeps what it hears."""
+
+    source: AudioSource = field(default_factory=SilenceSource)
+    record_to: Path | None = None
+    video: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallUpdate:
+    """One reportable change: state, and once media flows, the codec and path."""
+
+    call_id: bytes
+    peer: str
+    direction: CallDirection
+    state: CallState
+    codec: str | None = None
+    path: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CallStatistics:
+    frames: int
+    first_frame_at: float | None
+    last_frame_at: float | None
+    generation: int
+    failovers: int
+    codec: str | None
+    video_frames: int
