@@ -57,13 +57,15 @@ from p2pnode.sessions.store import ChatStore, Direction, MessageRow, OutboxRow
 
 __all__ = [
     "MAX_SESSIONS_PER_PEER",
+    "SEEN_ENVELOPES_KEPT",
     "ChatCore",
     "NeedBundleError",
     "Outgoing",
     "ReceiveResult",
 ]
 
-MAX_SESSIONS_PER_PEER = 4  # simultaneous initiations leave two; more is noise
+MAX_SESSIONS_PER_PEER = 4  # simultaneous initiations leave two; a reinstall adds one
+SEEN_ENVELOPES_KEPT = 90 * 24 * 3600  # past mailbox retention and any sane outbox retry
 
 
 class NeedBundleError(LookupError):
@@ -253,6 +255,11 @@ class ChatCore:
                 current.envelope_id, state, attempts, now + delay, max(copies, current.copies)
             )
 
+    def prune(self, now: float) -> int:
+        """Forget envelope hashes older than ``SEEN_ENVELOPES_KEPT`` (bounds the table)."""
+        with self.store.transaction():
+            return self.store.prune_seen(now - SEEN_ENVELOPES_KEPT)
+
     def outbox_deadline(self) -> float | None:
         return self.store.next_outbox_deadline()
 
@@ -351,11 +358,11 @@ class ChatCore:
                     plaintext = session.decrypt(envelope.header, envelope.ciphertext)
                     self.store.save_session(peer, session_id, session.to_json(), now)
                     return plaintext
-            if len(sessions) >= MAX_SESSIONS_PER_PEER:
-                raise SessionError(SessionFailure.BAD_STATE, "too many sessions with this peer")
             session, plaintext = RatchetSession.respond(
                 self._agreement, envelope.init, envelope.header, envelope.ciphertext
             )
+            for stale_id, _ in sessions[MAX_SESSIONS_PER_PEER - 1 :]:
+                self.store.delete_session(peer, stale_id)  # least recently used go first
             if envelope.init.one_time_prekey is not None:
                 self._save_keys()
             self.store.save_session(peer, session.session_id, session.to_json(), now)

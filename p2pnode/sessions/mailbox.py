@@ -73,6 +73,7 @@ class MailboxLimits:
     retention: int = 30 * _DAY
     max_skew: int = 300  # seconds a signed request's timestamp may be off
     max_fetch_bytes: int = 2 * 1024 * 1024  # per FETCH response
+    max_recipients: int = 100_000  # grants held (each costs a row and a record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,10 @@ class MailboxCore:
                 stored = decode_record(row[0])
             except RecordDecodeError:
                 stored = None
+        if stored is None:
+            (grants,) = self._db.execute("SELECT count(*) FROM grants").fetchone()
+            if grants >= self.limits.max_recipients:
+                return self._refuse(kind, request.rid, Status.BUSY)
         verdict = accept(record, stored, record.key, now)
         if not isinstance(verdict, Accepted):
             return self._refuse(kind, request.rid, Status.BAD_RECORD)

@@ -89,7 +89,7 @@ class Status(enum.IntEnum):
     STALE = 17  # timestamp outside the allowed skew
     BAD_RECORD = 18  # the mailbox list record is invalid or does not name us
     MALFORMED = 19
-    BUSY = 20
+    BUSY = 20  # the mailbox holds as many recipients as it will (REGISTER)
 
     @property
     def stored(self) -> bool:

@@ -330,6 +330,7 @@ class MessagingService:
     async def _republish(self) -> None:
         while True:
             await self.publish_records()
+            self.core.prune(self.clock())
             await asyncio.sleep(self.config.republish_every)
 
     async def _poll(self) -> None:

@@ -206,6 +206,11 @@ class ChatStore:
             (peer, session_id, state, now),
         )
 
+    def delete_session(self, peer: bytes, session_id: bytes) -> None:
+        self._db.execute(
+            "DELETE FROM sessions WHERE peer = ? AND session_id = ?", (peer, session_id)
+        )
+
     # conversations
     def conversation(self, peer: bytes) -> Conversation:
         row = self._db.execute(
@@ -306,6 +311,10 @@ class ChatStore:
             "VALUES (?, ?, ?, ?)",
             (envelope_id, message_id, peer, now),
         )
+
+    def prune_seen(self, before: float) -> int:
+        cursor = self._db.execute("DELETE FROM seen_envelopes WHERE seen_at < ?", (before,))
+        return cursor.rowcount
 
     # receipts
     def add_receipt(self, message_id: bytes, kind: int, now: float) -> bool:

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from p2pnode.identity import Identity
-from p2pnode.sessions.chat import ChatCore, NeedBundleError
+from p2pnode.sessions.chat import (
+    MAX_SESSIONS_PER_PEER,
+    SEEN_ENVELOPES_KEPT,
+    ChatCore,
+    NeedBundleError,
+)
 from p2pnode.sessions.chat_message import decode_envelope, encode_envelope
 from p2pnode.sessions.mailbox import MailboxCore
 from p2pnode.sessions.mailbox_list import MailboxEntry, mailbox_list_record
@@ -327,3 +332,28 @@ def test_accepting_a_request_names_the_contact(world: tuple[Peer, Peer, list[Mai
     assert bob.core.store.contact_by_alias("alice") == alice.identity.public_key
     again = alice.core.compose(bob.identity.public_key, "again", T0)
     assert bob.core.receive([again.envelope], T0).requests == ()
+
+
+def test_a_reinstalled_sender_opens_new_sessions_and_old_ones_are_evicted(
+    world: tuple[Peer, Peer, list[MailboxCore]],
+) -> None:
+    _, bob, _ = world
+    bundle = bundle_from_record(bob.core.prekey_record(T0))
+    for install in range(MAX_SESSIONS_PER_PEER + 2):  # alice loses her store each time
+        fresh = Peer(SEED_A, bob.path.with_name(f"alice{install}.db"), 30 + install)
+        sent = fresh.core.compose(bob.identity.public_key, f"install {install}", T0, bundle)
+        assert bob.core.receive([sent.envelope], T0).refused == ()
+    assert len(bob.core.store.sessions(fresh.identity.public_key)) == MAX_SESSIONS_PER_PEER
+
+
+def test_seen_envelopes_are_pruned_after_their_window(
+    world: tuple[Peer, Peer, list[MailboxCore]],
+) -> None:
+    alice, bob, _ = world
+    bundle = bundle_from_record(bob.core.prekey_record(T0))
+    sent = alice.core.compose(bob.identity.public_key, "hi", T0, bundle)
+    bob.core.receive([sent.envelope], T0)
+    assert bob.core.prune(T0 + SEEN_ENVELOPES_KEPT - 1) == 0
+    assert bob.core.prune(T0 + SEEN_ENVELOPES_KEPT + 1) == 1
+    # the message id still dedupes: the same envelope is refused by the ratchet, not shown
+    assert bob.core.receive([sent.envelope], T0).shown == ()

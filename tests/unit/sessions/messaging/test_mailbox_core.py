@@ -143,3 +143,10 @@ def test_kept_thirty_days_then_expired_and_survives_restart(tmp_path: Path) -> N
 def test_older_registration_cannot_roll_back(core: MailboxCore) -> None:
     assert register(core, BOB, seq=5) is Status.OK
     assert register(core, BOB, seq=4) is Status.BAD_RECORD
+
+
+def test_grants_are_bounded(tmp_path: Path) -> None:
+    core = MailboxCore(MAILBOX.public_key, tmp_path / "m.db", MailboxLimits(max_recipients=1))
+    assert register(core, BOB) is Status.OK
+    assert register(core, ALICE) is Status.BUSY
+    assert register(core, BOB, seq=2) is Status.OK  # a known recipient renews
