@@ -65,6 +65,7 @@ class GuardConfig:
     ban_seconds: float = 600.0
     max_requests: int = 200
     density_window: float = 2.0
+    drop_scanners: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +133,7 @@ class Guard:
         decision = Decision.ACCEPT
         if self.banned(ip, now):
             decision = Decision.BANNED
-        elif is_scanner(user_agent):
+        elif self.config.drop_scanners and is_scanner(user_agent):
             decision = Decision.SCANNER
         else:
             config = self.config
