@@ -23,6 +23,7 @@ from p2pnode.connectivity.contact import (
     Presence,
     decode_contact,
     decode_presence,
+    encode_contact,
 )
 from p2pnode.connectivity.relays import RelayFinder
 from p2pnode.dht import DhtNode, PutResult
@@ -30,15 +31,24 @@ from p2pnode.identity import Identity
 from p2pnode.records import RecordKind, SignedRecord, record_key, sign_record
 
 __all__ = [
+    "CONTACT_CACHE",
+    "ContactCache",
     "FindHomes",
     "contact_homes",
     "fetch_contact",
     "fetch_presence",
     "publish",
+    "publish_contact",
     "relay_home_finder",
 ]
 
 FindHomes = Callable[[], Awaitable[Sequence[HomeEntry]]]
+Address = tuple[str, int]
+
+CONTACT_CACHE = 60.0  # seconds a resolved CONTACT is used without asking the DHT again
+MAX_CACHED = 4096  # resolved CONTACTs kept; the least recently fetched go first
+SUSPECT_FOR = 30.0  # seconds a home that did not answer is tried after the others
+MAX_SUSPECTS = 1024
 
 
 async def _newest(dht: DhtNode, key: bytes, kind: RecordKind, subject: str) -> list[SignedRecord]:
@@ -98,3 +108,57 @@ def relay_home_finder(dht: DhtNode, finder: RelayFinder, limit: int = 6) -> Find
         return await contact_homes(dht, [c.owner for c in finder.selector.healthy(limit)])
 
     return find
+
+
+async def publish_contact(
+    dht: DhtNode, identity: Identity, contact: Contact, presence: bytes, seq: int
+) -> PutResult:
+    """Our CONTACT, and our last status (if any) as a PRESENCE record for those who do
+    not watch; the CONTACT's put result."""
+    result = await publish(
+        dht, identity, RecordKind.CONTACT, CONTACT_SUBJECT, encode_contact(contact), seq
+    )
+    if presence:
+        await publish(dht, identity, RecordKind.PRESENCE, PRESENCE_SUBJECT, presence, seq)
+    return result
+
+
+class ContactCache:
+    """Resolved CONTACTs, and homes that just failed to answer (tried last for a while:
+    a peer's other home then delivers at once, until its CONTACT names a replacement)."""
+
+    def __init__(self, dht: DhtNode, clock: Callable[[], float] = time.time) -> None:
+        self._dht = dht
+        self._clock = clock
+        self._contacts: dict[bytes, tuple[Contact, float]] = {}
+        self._suspects: dict[Address, float] = {}  # home -> until when it goes last
+
+    def cached(self, key: bytes) -> Contact | None:
+        entry = self._contacts.get(key)
+        return None if entry is None else entry[0]
+
+    async def get(self, key: bytes, *, fresh: bool) -> Contact | None:
+        """``key``'s CONTACT: from the cache unless ``fresh`` or stale, else from the DHT."""
+        entry = self._contacts.get(key)
+        if entry is not None and not fresh and self._clock() - entry[1] < CONTACT_CACHE:
+            return entry[0]
+        contact = await fetch_contact(self._dht, key)
+        if contact is not None:
+            self._contacts.pop(key, None)
+            self._contacts[key] = (contact, self._clock())
+            while len(self._contacts) > MAX_CACHED:
+                del self._contacts[next(iter(self._contacts))]
+        return contact
+
+    def order(self, homes: Sequence[HomeEntry]) -> list[Address]:
+        """The homes' signalling addresses, those that just failed last."""
+        now = self._clock()
+        for address in [a for a, until in self._suspects.items() if until <= now]:
+            del self._suspects[address]
+        return sorted((home.signal for home in homes), key=lambda a: a in self._suspects)
+
+    def failed(self, attempts: Sequence[tuple[Address, str]]) -> None:
+        """Remember the homes of a send that did not answer."""
+        for address, outcome in attempts:
+            if outcome == "no answer" and len(self._suspects) < MAX_SUSPECTS:
+                self._suspects[address] = self._clock() + SUSPECT_FOR

@@ -42,16 +42,13 @@ from p2pnode.connectivity.attach import (
     PeerAttached,
 )
 from p2pnode.connectivity.contact import (
-    CONTACT_SUBJECT,
     CONTACT_TTL,
-    PRESENCE_SUBJECT,
     Capability,
     Contact,
     HomeEntry,
     NatVerdict,
     Presence,
     PresenceStatus,
-    encode_contact,
     encode_presence,
 )
 from p2pnode.connectivity.envelope import (
@@ -75,13 +72,16 @@ from p2pnode.connectivity.homewire import Code, Datagram, is_request
 from p2pnode.connectivity.link_signal import SignalDelivery
 from p2pnode.connectivity.replay import ReplayVerdict, ReplayWindow
 from p2pnode.connectivity.resolve import (
+    CONTACT_CACHE,
+    ContactCache,
     FindHomes,
     contact_homes,
     fetch_contact,
     fetch_presence,
-    publish,
+    publish_contact,
     relay_home_finder,
 )
+from p2pnode.connectivity.signal_channel import SignalChannel, SignalChannels
 from p2pnode.connectivity.signalling_events import (
     ContactPublished,
     HomeDown,
@@ -97,7 +97,6 @@ from p2pnode.connectivity.signalling_events import (
 )
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity, peer_id_for, public_key_from_peer_id
-from p2pnode.records import RecordKind
 
 __all__ = [
     "CONTACT_CACHE",
@@ -109,6 +108,7 @@ __all__ = [
     "PeerUnreachableError",
     "PresenceChanged",
     "SendReport",
+    "SignalChannel",
     "SignallingService",
     "SignallingStatistics",
     "address_text",
@@ -120,12 +120,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONTACT_CACHE = 60.0  # seconds a resolved CONTACT is used without asking the DHT again
-INBOX_SIZE = 256  # received signals waiting for receive()
 CANDIDATE_RETRY = 10.0  # seconds between searches for homes while short of them
 MAX_TICK = 0.1  # seconds between timer runs at most (retransmits are 0.25 s and up)
-SUSPECT_FOR = 30.0  # seconds a home that did not answer is tried after the others
-MAX_SUSPECTS = 1024
 
 Address = tuple[str, int]
 
@@ -183,9 +179,9 @@ class SignallingService:
         self._home: HomeCore | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._replay = ReplayWindow()
-        self._inbox: asyncio.Queue[SignalDelivery] = asyncio.Queue(INBOX_SIZE)
+        self._channels = SignalChannels(self._send_on)
         self._sends: dict[int, asyncio.Future[SendDone]] = {}
-        self._contacts: dict[bytes, tuple[Contact, float]] = {}
+        self._contacts = ContactCache(dht)
         self._presence: dict[bytes, dict[Address, tuple[bool, bytes]]] = {}
         self._reported: dict[bytes, PresenceChanged] = {}
         self._publish = asyncio.Event()
@@ -195,7 +191,6 @@ class SignallingService:
         self._seq = 0
         self._presence_payload = b""  # what our homes tell our watchers
         self._allow: tuple[bytes, ...] | None = None  # who may watch us (None: anyone)
-        self._suspects: dict[Address, float] = {}  # home -> until when it is tried last
         self._counts = {"sent": 0, "unreachable": 0, "received": 0}
         self.refused = DropCounter(logger, time.time)
 
@@ -295,16 +290,19 @@ class SignallingService:
             return (self.own_home,)
         return self._peer.homes() if self._peer is not None else ()
 
-    async def send_signal(self, peer: bytes | str, payload: bytes) -> SendReport:
-        """Seal ``payload`` to ``peer`` and hand it to its homes; ``PeerUnreachableError`` if
-        none delivers it, even after fetching its CONTACT again."""
+    async def send_signal(
+        self, peer: bytes | str, payload: bytes, *, channel: str = ""
+    ) -> SendReport:
+        """Seal ``payload`` to ``peer`` (for its service ``channel``) and hand it to its
+        homes; ``PeerUnreachableError`` if none delivers it, even after fetching its
+        CONTACT again."""
         key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
         contact = await self._contact(key, fresh=False)
         attempts: tuple[tuple[Address, str], ...] = ()
         for round_ in range(2):
             if contact is None or not contact.homes:
                 break
-            done = await self._send_once(key, payload, contact)
+            done = await self._send_once(key, payload, contact, channel)
             attempts += done.attempts
             if done.delivered and done.via is not None:
                 self._counts["sent"] += 1
@@ -323,8 +321,13 @@ class SignallingService:
         await self.send_signal(peer, payload)
 
     async def receive(self) -> SignalDelivery:
-        """The next signal addressed to us, its sender authenticated."""
-        return await self._inbox.get()
+        """The next signal for the default channel, its sender authenticated."""
+        return await self._channels.open("").receive()
+
+    def channel(self, name: str) -> SignalChannel:
+        """The channel ``name`` (created on first use): a ``SignalTransport`` of its own
+        for one service ("link", "chat", "call"...)."""
+        return self._channels.open(name)
 
     def set_presence(self, status: PresenceStatus, note: str = "") -> None:
         """Tell our homes (and so our watchers) our status."""
@@ -368,19 +371,24 @@ class SignallingService:
                 self._home.set_own_state(self._presence_payload, self._allow, time.time())
             )
 
-    async def _send_once(self, key: bytes, payload: bytes, contact: Contact) -> SendDone:
+    async def _send_on(self, peer: bytes | str, payload: bytes, channel: str) -> SendReport:
+        return await self.send_signal(peer, payload, channel=channel)
+
+    async def _send_once(
+        self, key: bytes, payload: bytes, contact: Contact, channel: str
+    ) -> SendDone:
         if self._peer is None:
             raise RuntimeError("signalling not started")
         now = time.time()
         envelope = seal_envelope(
-            self.identity, key, payload, envelope_id=os.urandom(ENVELOPE_ID_BYTES), now=now
+            self.identity,
+            key,
+            payload,
+            envelope_id=os.urandom(ENVELOPE_ID_BYTES),
+            now=now,
+            channel=channel,
         )
-        # A home that just failed to answer goes last: the peer's other home delivers at
-        # once instead of after a timeout, until its CONTACT names a replacement.
-        for address in [a for a, until in self._suspects.items() if until <= now]:
-            del self._suspects[address]
-        homes = sorted((h.signal for h in contact.homes), key=lambda a: a in self._suspects)
-        handle, out = self._peer.send(envelope, homes, now)
+        handle, out = self._peer.send(envelope, self._contacts.order(contact.homes), now)
         future: asyncio.Future[SendDone] = asyncio.get_running_loop().create_future()
         self._sends[handle] = future
         self._transmit(out)
@@ -389,21 +397,13 @@ class SignallingService:
             done = await future
         finally:
             self._sends.pop(handle, None)
-        for address, outcome in done.attempts:
-            if outcome == "no answer" and len(self._suspects) < MAX_SUSPECTS:
-                self._suspects[address] = time.time() + SUSPECT_FOR
+        self._contacts.failed(done.attempts)
         return done
 
     async def _contact(self, key: bytes, *, fresh: bool) -> Contact | None:
         if key == self.identity.public_key:
             return Contact(self.homes())
-        cached = self._contacts.get(key)
-        if cached is not None and not fresh and time.time() - cached[1] < CONTACT_CACHE:
-            return cached[0]
-        contact = await fetch_contact(self.dht, key)
-        if contact is not None:
-            self._contacts[key] = (contact, time.time())
-        return contact
+        return await self._contacts.get(key, fresh=fresh)
 
     # -- internals: datagrams and events ----------------------------------------
 
@@ -504,8 +504,12 @@ class SignallingService:
         if verdict is not ReplayVerdict.FRESH:
             self.refused.drop(f"envelope {verdict.value}")
             return
+        channel = self._channels.get(opened.channel)
+        if channel is None:
+            self.refused.drop("envelope for a channel nobody opened")
+            return
         try:
-            self._inbox.put_nowait(SignalDelivery(peer_id_for(opened.sender), opened.payload))
+            channel.inbox.put_nowait(SignalDelivery(peer_id_for(opened.sender), opened.payload))
         except asyncio.QueueFull:
             self.refused.drop("inbox full")
             return
@@ -548,29 +552,13 @@ class SignallingService:
         contact = Contact(homes, self._nat, self._device, self._capabilities)
         self._seq = max(self._seq + 1, int(time.time() * 1000))
         try:
-            result = await publish(
-                self.dht,
-                self.identity,
-                RecordKind.CONTACT,
-                CONTACT_SUBJECT,
-                encode_contact(contact),
-                self._seq,
+            result = await publish_contact(
+                self.dht, self.identity, contact, self._presence_payload, self._seq
             )
-            if self._presence_payload:  # the last status, for those who do not watch
-                await publish(
-                    self.dht,
-                    self.identity,
-                    RecordKind.PRESENCE,
-                    PRESENCE_SUBJECT,
-                    self._presence_payload,
-                    self._seq,
-                )
         except Exception as error:  # the DHT's failure is logged, the next change retries
             logger.warning("publishing our CONTACT failed: %s", error)
             return
-        self.emit(
-            ContactPublished(tuple(address_text(home.signal) for home in homes), result.stored)
-        )
+        self.emit(ContactPublished(tuple(address_text(h.signal) for h in homes), result.stored))
 
     async def _home_search(self) -> None:
         assert self._find_homes is not None
@@ -602,10 +590,10 @@ class SignallingService:
                 report = self._reported.get(key)
                 if report is not None and report.online:
                     continue
-                cached = self._contacts.get(key)
+                cached = self._contacts.cached(key)
                 contact = await self._contact(key, fresh=True)
                 if contact is None or self._peer is None or key not in self._presence:
                     continue
-                if cached is None or cached[0].homes != contact.homes:
+                if cached is None or cached.homes != contact.homes:
                     self._transmit(self._peer.watch(key, contact.homes, time.time()))
                     self._after_input()

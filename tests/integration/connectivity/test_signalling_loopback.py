@@ -140,6 +140,18 @@ def test_two_attached_peers_exchange_sealed_signals() -> None:
         async with asyncio.timeout(WAIT):
             back = await alice.receive()
         assert (back.sender, back.payload) == (bob.identity.peer_id, b"answer")
+        # Channels: each service reads only its own signals; nobody's channel is refused.
+        bob_links = bob.channel("link")
+        await alice.channel("link").send(bob.identity.peer_id, b"link offer")
+        await alice.send_signal(bob.identity.peer_id, b"chat message", channel="chat")
+        await alice.send_signal(bob.identity.peer_id, b"default again")
+        async with asyncio.timeout(WAIT):
+            on_link = await bob_links.receive()
+            on_default = await bob.receive()
+        assert (on_link.sender, on_link.payload) == (alice.identity.peer_id, b"link offer")
+        assert on_default.payload == b"default again"
+        refused = dict(bob.statistics().refused)
+        assert refused == {"envelope for a channel nobody opened": 1}
         # Nobody is attached for a stranger's key: unreachable, with what each home said.
         stranger = Identity.generate()
         with pytest.raises(PeerUnreachableError, match="no CONTACT"):

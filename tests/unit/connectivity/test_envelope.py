@@ -43,6 +43,22 @@ def test_round_trip(payload: bytes) -> None:
     assert opened.timestamp_ms == int(NOW * 1000)
 
 
+def test_the_channel_is_sealed_and_signed() -> None:
+    envelope = seal_envelope(
+        ALICE, BOB.public_key, b"offer", envelope_id=ID, now=NOW, channel="link"
+    )
+    assert open_envelope(envelope, BOB).channel == "link"
+    assert open_envelope(_seal(), BOB).channel == ""
+    # Bob's own re-seal of alice's signed content under another channel does not verify.
+    inner = nacl.public.SealedBox(BOB.x25519_private_key()).decrypt(envelope[32:])
+    fields = msgpack.unpackb(inner)
+    fields[4] = "chat"
+    with pytest.raises(EnvelopeDecodeError, match="signature"):
+        open_envelope(_reseal(fields), BOB)
+    with pytest.raises(ValueError, match="channel"):
+        seal_envelope(ALICE, BOB.public_key, b"", envelope_id=ID, now=NOW, channel="x" * 17)
+
+
 def test_payload_over_the_bound_is_refused_at_sealing() -> None:
     with pytest.raises(ValueError, match="more than"):
         _seal(bytes(MAX_PAYLOAD_BYTES + 1))
@@ -91,7 +107,7 @@ def _reseal(inner_fields: list[object]) -> bytes:
 def test_a_sealed_envelope_with_a_forged_sender_is_refused() -> None:
     # Carol seals to bob but claims alice's key, with her own signature.
     signature = CAROL.sign(b"anything")
-    forged = _reseal([1, ALICE.public_key, ID, int(NOW * 1000), b"hi", signature])
+    forged = _reseal([1, ALICE.public_key, ID, int(NOW * 1000), "", b"hi", signature])
     with pytest.raises(EnvelopeDecodeError, match="signature"):
         open_envelope(forged, BOB)
 
@@ -107,15 +123,18 @@ def test_a_signature_for_another_recipient_does_not_transfer() -> None:
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
-        ([2, ALICE.public_key, ID, 1, b"", bytes(64)], "version"),
-        ([1, b"short", ID, 1, b"", bytes(64)], "sender"),
-        ([1, ALICE.public_key, b"id", 1, b"", bytes(64)], "id"),
-        ([1, ALICE.public_key, ID, -1, b"", bytes(64)], "timestamp"),
-        ([1, ALICE.public_key, ID, 1, "text", bytes(64)], "msgpack"),  # no strings at all
-        ([1, ALICE.public_key, ID, 1, 7, bytes(64)], "payload"),
-        ([1, ALICE.public_key, ID, 1, b"", bytes(63)], "signature"),
-        ([1, ALICE.public_key, ID, 1, b""], "6 fields"),
-        ({"a": 1}, "msgpack|6 fields"),
+        ([2, ALICE.public_key, ID, 1, "", b"", bytes(64)], "version"),
+        ([1, b"short", ID, 1, "", b"", bytes(64)], "sender"),
+        ([1, ALICE.public_key, b"id", 1, "", b"", bytes(64)], "id"),
+        ([1, ALICE.public_key, ID, -1, "", b"", bytes(64)], "timestamp"),
+        ([1, ALICE.public_key, ID, 1, b"c", b"", bytes(64)], "channel"),
+        ([1, ALICE.public_key, ID, 1, "é", b"", bytes(64)], "channel"),
+        ([1, ALICE.public_key, ID, 1, "c" * 17, b"", bytes(64)], "msgpack"),
+        ([1, ALICE.public_key, ID, 1, "", "text", bytes(64)], "payload"),
+        ([1, ALICE.public_key, ID, 1, "", 7, bytes(64)], "payload"),
+        ([1, ALICE.public_key, ID, 1, "", b"", bytes(63)], "signature"),
+        ([1, ALICE.public_key, ID, 1, "", b""], "7 fields"),
+        ({"a": 1}, "msgpack|7 fields"),
     ],
 )
 def test_inner_table(fields: object, reason: str) -> None:
