@@ -114,3 +114,27 @@ def test_tls_listener_answers_and_pongs(tmp_path: Path) -> None:
             await stack.close()
 
     asyncio.run(scenario())
+
+
+def test_connections_are_capped_and_idle_ones_closed() -> None:
+    async def scenario() -> None:
+        stack = SipStack(answer_options)
+        stack.transport.max_connections = 1
+        stack.transport.idle_timeout = 0.2
+        _, port = await stack.start("127.0.0.1")
+        try:
+            first_reader, first_writer = await asyncio.open_connection("127.0.0.1", port)
+            first_writer.write(b"\r\n\r\n")
+            assert await asyncio.wait_for(first_reader.readexactly(2), 5) == b"\r\n"
+            second_reader, second_writer = await asyncio.open_connection("127.0.0.1", port)
+            # Over the cap: the gateway aborts the connection at once.
+            assert await asyncio.wait_for(second_reader.read(), 5) == b""
+            assert stack.transport.drops.counts()["tcp connection over capacity"] == 1
+            # The first one, silent for two idle periods, is closed by the gateway.
+            assert await asyncio.wait_for(first_reader.read(), 5) == b""
+            first_writer.close()
+            second_writer.close()
+        finally:
+            await stack.close()
+
+    asyncio.run(scenario())
