@@ -121,6 +121,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CANDIDATE_RETRY = 10.0  # seconds between searches for homes while short of them
+SEARCH_GAP = 2.0  # seconds at least between two searches
 MAX_TICK = 0.1  # seconds between timer runs at most (retransmits are 0.25 s and up)
 
 Address = tuple[str, int]
@@ -578,6 +579,10 @@ class SignallingService:
                 continue
             self._transmit(self._peer.offer_candidates(candidates, time.time()))
             self._after_input()
+            # However often the core asks (every candidate backed off), one search per gap.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SEARCH_GAP):
+                    await self._stop.wait()
 
     async def _rewatcher(self) -> None:
         """A watched peer that is offline may come back at other homes: look again."""

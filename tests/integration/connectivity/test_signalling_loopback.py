@@ -336,3 +336,30 @@ def test_a_node_bound_to_every_interface_advertises_its_public_address() -> None
             await dht.close()
 
     asyncio.run(scenario())
+
+
+def test_a_peer_with_no_candidates_searches_at_a_bounded_pace() -> None:
+    """Every candidate gone or backed off makes the core ask again at once; the service
+    still searches at most once per gap, never in a hot loop."""
+
+    async def scenario() -> None:
+        identity = Identity.generate()
+        dht = DhtNode(identity, config=LOOPBACK)
+        await dht.start()
+        searches = 0
+
+        async def find_nothing() -> list[HomeEntry]:
+            nonlocal searches
+            searches += 1
+            return []
+
+        service = SignallingService(identity, dht, find_homes=find_nothing, peer_config=PEER)
+        await service.start()
+        try:
+            await asyncio.sleep(1.0)
+        finally:
+            await service.stop()
+            await dht.close()
+        assert 1 <= searches <= 2, searches
+
+    asyncio.run(scenario())
