@@ -48,13 +48,9 @@ from p2pnode.app.api_models import (
 )
 from p2pnode.app.homefiles import CONTROL_FILE, TOKEN_FILE, read_token
 from p2pnode.app.node import Node
+from p2pnode.app.roles import SupernodeService
 from p2pnode.app.service import NodeStopping, event_json, snapshot_json
-from p2pnode.app.services import (
-    DhtService,
-    RelaySearchService,
-    SupernodeService,
-    directory_of,
-)
+from p2pnode.app.services import DhtService, RelaySearchService, directory_of
 from p2pnode.directory.e164 import normalise_e164
 from p2pnode.directory.lookup import DirectoryTimeoutError
 from p2pnode.directory.names import LoginError, normalise_login

@@ -28,15 +28,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import CollectorRegistry
 
 from nat.stun.server import StunServerStats
+from p2pnode.app.gateway import EnumDnsService
 from p2pnode.app.node import Node
+from p2pnode.app.roles import SupernodeService, TurnService
 from p2pnode.app.service import ServiceState
-from p2pnode.app.services import (
-    DhtService,
-    EnumDnsService,
-    StunServerService,
-    SupernodeService,
-    TurnService,
-)
+from p2pnode.app.services import DhtService, StunServerService
 from relay.messages import RelayStatistics
 from relay.supernode import Role
 

@@ -20,18 +20,12 @@ from pathlib import Path
 
 from p2pnode.app.config import NodeConfig, default_control_port, hostport
 from p2pnode.app.control import ControlContext, ControlService
+from p2pnode.app.gateway import EnumDnsService
 from p2pnode.app.logs import configure_logging
 from p2pnode.app.metrics import MetricsService
 from p2pnode.app.node import Node
-from p2pnode.app.services import (
-    DhtService,
-    EnumDnsService,
-    RelaySearchService,
-    StunServerService,
-    SupernodeService,
-    TurnService,
-    role_options,
-)
+from p2pnode.app.roles import SupernodeService, TurnService, role_options
+from p2pnode.app.services import DhtService, RelaySearchService, StunServerService
 from p2pnode.identity import Identity, public_key_from_peer_id
 
 __all__ = ["Assembly", "assemble", "reload"]

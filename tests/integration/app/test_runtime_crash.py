@@ -17,9 +17,10 @@ import pytest
 
 from p2pnode.app.config import parse_config
 from p2pnode.app.node import RestartPolicy
+from p2pnode.app.roles import SupernodeService, role_options
 from p2pnode.app.runtime import assemble
 from p2pnode.app.service import ServiceState, ServiceStateChanged
-from p2pnode.app.services import DhtService, SupernodeService, role_options
+from p2pnode.app.services import DhtService
 from p2pnode.connectivity.credentials import CredentialsError, request_credentials
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity

@@ -12,9 +12,9 @@ from aioice.turn import create_turn_endpoint
 from prometheus_client.parser import text_string_to_metric_families
 
 from p2pnode.app.config import parse_config
+from p2pnode.app.roles import RoleChanged
 from p2pnode.app.runtime import assemble
 from p2pnode.app.service import ServiceState
-from p2pnode.app.services import RoleChanged
 from p2pnode.identity import Identity
 from relay.supernode import Role
 
