@@ -8,9 +8,10 @@ Each figure has its floor or anchor measured in the same run:
   SQLite insert+commit per row with the same pragmas (the floor);
 - catch-up: seconds from ``attach`` until 1,000 queued messages (three real
   mailbox servers on loopback TCP) are all shown at the recipient;
-- online delivery latency (send -> shown) over a loopback TCP signal path, with
-  that path's echo RTT from the same run as the floor; a delivery also pays two
-  ``synchronous=FULL`` commits (sender's outbox, recipient's store), measured too.
+- online delivery latency (send -> shown) over the real sealed signalling (two
+  homes, UDP on loopback; floor: a bare signal through the same homes, one way)
+  and over a direct loopback TCP link (floor: its echo RTT); a delivery also pays
+  two ``synchronous=FULL`` commits (sender's outbox, recipient's store), measured.
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/messaging.py [--quick]
 
@@ -35,8 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from benchmarks._common import percentile, print_final_json, print_table, ratio
+from p2pnode.connectivity.attach import HomeConfig
+from p2pnode.connectivity.contact import HomeEntry
+from p2pnode.connectivity.homes import PeerConfig
+from p2pnode.connectivity.resolve import contact_homes, fetch_contact
+from p2pnode.connectivity.signalling import SignallingService
+from p2pnode.dht import DhtConfig, DhtNode
 from p2pnode.identity import Identity
 from p2pnode.sessions.chat_message import Envelope, encode_envelope
+from p2pnode.sessions.chat_signal import chat_envelope, online_sender
 from p2pnode.sessions.crypto import KeyAgreement, PrekeyBundle, RatchetHeader, RatchetSession
 from p2pnode.sessions.mailbox import MailboxCore
 from p2pnode.sessions.mailbox_list import MailboxEntry, mailbox_list_record
@@ -263,6 +271,142 @@ async def messaging(queued: int, online: int, directory: Path) -> dict[str, floa
     }
 
 
+async def _wait(condition: object, limit: float = 20.0) -> None:
+    async with asyncio.timeout(limit):
+        while not condition():  # type: ignore[operator]  # noqa: ASYNC110 - polled state
+            await asyncio.sleep(0.02)
+
+
+async def sealed_signalling(count: int, directory: Path) -> dict[str, float | None]:
+    """send -> shown over the real sealed signalling (two homes on loopback, UDP).
+
+    Floor: the same homes relaying a bare signal (send_signal -> receive) in this run.
+    """
+    loopback = DhtConfig().sharing_ip(16)
+    dhts: list[DhtNode] = []
+    services: list[SignallingService] = []
+    home_config = HomeConfig(grace=1.0, min_keepalive=0.5)
+    for _ in range(2):
+        bootstrap = [dhts[0].address] if dhts else []
+        dht = DhtNode(Identity.generate(), bootstrap=bootstrap, config=loopback)
+        await dht.start()
+        dhts.append(dht)
+        home = SignallingService(dht.identity, dht, public=True, home_config=home_config)
+        await home.start()
+        services.append(home)
+    keys = [home.identity.public_key for home in services]
+    for home in services:
+
+        async def listed(home: SignallingService = home) -> bool:
+            contact = await fetch_contact(dhts[-1], home.identity.public_key)
+            return contact is not None
+
+        for _ in range(200):
+            if await listed():
+                break
+            await asyncio.sleep(0.05)
+    peers: list[tuple[SignallingService, MessagingService]] = []
+    shown_at: dict[str, float] = {}
+    arrived = asyncio.Event()
+    bundles: dict[bytes, PrekeyBundle] = {}
+
+    async def resolve_bundle(peer: bytes) -> PrekeyBundle | None:
+        return bundles.get(peer)
+
+    async def no_mailboxes(peer: bytes) -> tuple[MailboxEntry, ...]:
+        return ()
+
+    def on_event(event: object) -> None:
+        if isinstance(event, MessageShown):
+            shown_at[event.message.text] = time.perf_counter()
+            arrived.set()
+
+    for name in ("alice", "bob"):
+        seed = os.urandom(32)
+        identity = Identity.generate(seed)
+        dht = DhtNode(identity, bootstrap=[dhts[0].address], config=loopback, client_mode=True)
+        await dht.start()
+        dhts.append(dht)
+
+        async def find_homes(dht: DhtNode = dht) -> list[HomeEntry]:
+            return await contact_homes(dht, keys)
+
+        signal = SignallingService(
+            identity, dht, find_homes=find_homes, peer_config=PeerConfig(keepalive=1.0)
+        )
+        await signal.start()
+        services.append(signal)
+        await _wait(lambda signal=signal: len(signal.homes()) == 2)
+        for _ in range(200):
+            contact = await fetch_contact(dht, identity.public_key)
+            if contact is not None and set(contact.homes) == set(signal.homes()):
+                break
+            await asyncio.sleep(0.05)
+        service = MessagingService(
+            identity,
+            seed,
+            directory / f"signal-{name}.db",
+            MessagingConfig((), policy=RetryPolicy(online=60.0), drain_every=3600),
+            send_signal=online_sender(signal),
+            resolve_bundle=resolve_bundle,
+            resolve_mailboxes=no_mailboxes,
+            clock=time.time,
+            on_event=on_event,
+        )
+        peers.append((signal, service))
+    (alice_signal, alice), (bob_signal, bob) = peers
+    bob_key = bob.identity.public_key
+    bundles[bob_key] = bundle_from_record(bob.core.prekey_record(time.time()))
+    floors: list[float] = []
+    latencies: list[float] = []
+
+    async def inbox(signal: SignallingService, service: MessagingService) -> None:
+        while True:
+            delivery = await signal.receive()
+            if delivery.payload == b"floor":
+                floors.append(time.perf_counter())
+                continue
+            envelope = chat_envelope(delivery)
+            if envelope is not None:
+                await service.deliver_online(envelope)
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(inbox(alice_signal, alice)),
+            group.create_task(inbox(bob_signal, bob)),
+            group.create_task(alice.run()),
+            group.create_task(bob.run()),
+        ]
+        rtts: list[float] = []
+        for _ in range(count):
+            began = time.perf_counter()
+            before = len(floors)
+            await alice_signal.send_signal(bob_key, b"floor")
+            await _wait(lambda before=before: len(floors) > before)
+            rtts.append((floors[-1] - began) * 1000)
+        for index in range(count):
+            text = f"signal {index}"
+            arrived.clear()
+            began = time.perf_counter()
+            await alice.send(bob_key, text)
+            await asyncio.wait_for(arrived.wait(), 20)
+            latencies.append((shown_at[text] - began) * 1000)
+        await _wait(lambda: alice.statistics().outbox == 0)
+        for task in tasks:
+            task.cancel()
+    for service in (alice, bob):
+        await service.close()
+    for signal in reversed(services):
+        await signal.stop()
+    for dht in dhts:
+        await dht.close()
+    return {
+        "p50": percentile(latencies, 50),
+        "p95": percentile(latencies, 95),
+        "floor_p50": percentile(rtts, 50),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small counts (smoke run)")
@@ -276,6 +420,7 @@ def main() -> None:
         one_way, ping_pong, bare_aead = ratchet_ops(ops)
         single, batched, bare_sqlite, fsync_ms = deposits(count, directory)
         flows = asyncio.run(messaging(queued, online, directory))
+        sealed = asyncio.run(sealed_signalling(online, directory))
     print_table(
         ["figure", "ours", "floor/anchor", "ratio"],
         [
@@ -295,16 +440,21 @@ def main() -> None:
                 ratio(flows["catchup_s"], 2.0),
             ],
             ["FULL commit (ms), 2 per delivery", fsync_ms, None, None],
-            ["online p50 (ms)", flows["online_p50_ms"], flows["rtt_ms"], None],
-            ["online p95 (ms)", flows["online_p95_ms"], flows["rtt_ms"], None],
+            ["online direct TCP p50 (ms)", flows["online_p50_ms"], flows["rtt_ms"], None],
+            ["online direct TCP p95 (ms)", flows["online_p95_ms"], flows["rtt_ms"], None],
+            ["online sealed signalling p50 (ms)", sealed["p50"], sealed["floor_p50"], None],
+            ["online sealed signalling p95 (ms)", sealed["p95"], sealed["floor_p50"], None],
             ["outbox after online run", flows["outbox_after"], 0, None],
         ],
     )
     print_final_json(
         {
-            "online_p50_ms": flows["online_p50_ms"],
-            "online_p95_ms": flows["online_p95_ms"],
-            "rtt_ms": flows["rtt_ms"],
+            "online_p50_ms": sealed["p50"],
+            "online_p95_ms": sealed["p95"],
+            "rtt_ms": sealed["floor_p50"],
+            "online_direct_p50_ms": flows["online_p50_ms"],
+            "online_direct_p95_ms": flows["online_p95_ms"],
+            "direct_rtt_ms": flows["rtt_ms"],
             "catchup_1000_s" if queued == 1000 else f"catchup_{queued}_s": flows["catchup_s"],
             "deposits_per_s": single,
             "deposits_batched_per_s": batched,

@@ -46,6 +46,7 @@ from p2pnode.sessions.outbox import MIN_COPIES, OutboxInput, RetryPolicy
 from p2pnode.sessions.store import ChatStore, MessageRow, OutboxRow
 
 __all__ = [
+    "MAX_QUEUED_REPLIES",
     "GapDetected",
     "MessageShown",
     "MessagingConfig",
@@ -58,6 +59,8 @@ __all__ = [
     "ResolveMailboxes",
     "SendSignal",
 ]
+
+MAX_QUEUED_REPLIES = 10_000  # receipts waiting to go out; beyond, dropped and counted
 
 SendSignal = Callable[[bytes, bytes], Awaitable[bool]]
 ResolveBundle = Callable[[bytes], Awaitable[PrekeyBundle | None]]
@@ -109,6 +112,7 @@ class MessagingStatistics:
     deposit_refusals: int
     drained: int
     refused: int
+    replies_dropped: int
 
 
 class MessagingService:
@@ -142,6 +146,8 @@ class MessagingService:
         self._publish = publish
         self._clients: dict[tuple[str, int], MailboxClient] = {}
         self._wake = asyncio.Event()
+        self._reply_queue: asyncio.Queue[Outgoing] = asyncio.Queue(MAX_QUEUED_REPLIES)
+        self._replies_dropped = 0
         self._rid = 0
         self._online_sent = self._deposited = self._refusals = self._drained = self._refused = 0
 
@@ -158,8 +164,10 @@ class MessagingService:
         return outgoing.message_id
 
     async def deliver_online(self, payload: bytes) -> None:
-        """An envelope arrived over the online path."""
-        await self._handle(self.core.receive([payload], self.clock()))
+        """An envelope arrived over the online path (its receipt goes out from ``run``)."""
+        # receipts go out from run()'s reply sender: the transport's inbox is not held
+        # up while they travel (an online receipt waits for the peer's home to confirm)
+        self._handle(self.core.receive([payload], self.clock()), queue_replies=True)
 
     async def read(self, peer: bytes, message_ids: tuple[bytes, ...]) -> None:
         """Tell ``peer`` these messages were shown to the person."""
@@ -174,12 +182,17 @@ class MessagingService:
         """Publish our prekey bundle (rotating the signed prekey when due) and mailbox list."""
         now = self.clock()
         await self._publish(self.core.prekey_record(now))
-        await self._publish(
-            mailbox_list_record(self.identity, self.config.mailboxes, seq=int(now * 1000), now=now)
-        )
+        if self.config.mailboxes:  # a peer without mailboxes is reachable online only
+            await self._publish(
+                mailbox_list_record(
+                    self.identity, self.config.mailboxes, seq=int(now * 1000), now=now
+                )
+            )
 
     async def register(self) -> None:
         """Ask each of our mailboxes to hold our mail (the signed list is the authorisation)."""
+        if not self.config.mailboxes:
+            return
         now = self.clock()
         record = mailbox_list_record(
             self.identity, self.config.mailboxes, seq=int(now * 1000), now=now
@@ -202,6 +215,7 @@ class MessagingService:
             group.create_task(self._pump())
             group.create_task(self._poll())
             group.create_task(self._republish())
+            group.create_task(self._reply_sender())
 
     async def close(self) -> None:
         for client in self._clients.values():
@@ -216,6 +230,7 @@ class MessagingService:
             self._refusals,
             self._drained,
             self._refused,
+            self._replies_dropped,
         )
 
     # internals
@@ -229,7 +244,8 @@ class MessagingService:
             self._clients[key] = MailboxClient(entry.host, entry.port)
         return self._clients[key]
 
-    async def _handle(self, result: ReceiveResult) -> None:
+    def _handle(self, result: ReceiveResult, *, queue_replies: bool) -> list[Outgoing]:
+        """Emit the events; the replies are queued (returned empty) or returned to send."""
         self._refused += len(result.refused)
         requests = set(result.requests)
         for message in result.shown:
@@ -238,7 +254,21 @@ class MessagingService:
             self._on_event(ReceiptArrived(message_id, kind))
         for peer, expected, held in result.gaps:
             self._on_event(GapDetected(peer, expected, held))
-        await self._send_replies(list(result.replies))
+        if not queue_replies:
+            return list(result.replies)
+        for reply in result.replies:
+            if self._reply_queue.full():
+                self._replies_dropped += 1  # the sender's outbox retry brings a new receipt
+            else:
+                self._reply_queue.put_nowait(reply)
+        return []
+
+    async def _reply_sender(self) -> None:
+        while True:
+            replies = [await self._reply_queue.get()]
+            while not self._reply_queue.empty():
+                replies.append(self._reply_queue.get_nowait())
+            await self._send_replies(replies)
 
     async def _send_replies(self, replies: list[Outgoing]) -> None:
         """Receipts: online if the peer takes them, else one deposit round (best effort)."""
@@ -361,6 +391,6 @@ class MessagingService:
                 await client.request(ack)
             except MailboxUnavailableError:
                 return total
-            await self._handle(result)
+            await self._send_replies(self._handle(result, queue_replies=False))
             if not response.more:
                 return total

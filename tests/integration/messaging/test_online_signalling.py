@@ -137,6 +137,7 @@ async def scenario(tmp: Path) -> None:
                 group.create_task(inbox(alice_signal, alice)),
                 group.create_task(inbox(bob_signal, bob)),
                 group.create_task(alice.run()),
+                group.create_task(bob.run()),  # its reply sender carries the receipts
             ]
             texts = [f"online {i}" for i in range(COUNT)]
             for text in texts:
