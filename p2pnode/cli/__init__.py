@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "p2pnode.cli.relay",
     "p2pnode.cli.directory",
     "p2pnode.cli.demo",
+    "p2pnode.cli.sip",
 )
 
 

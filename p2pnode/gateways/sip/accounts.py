@@ -40,6 +40,7 @@ DEFAULT_MAX_CALLS = 4
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"  # no 0/O, 1/l/I
 _LOGIN_RE = re.compile(r"[a-z][a-z0-9._-]{1,31}")
 
+_META = "CREATE TABLE IF NOT EXISTS sip_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sip_accounts (
     login TEXT PRIMARY KEY,
@@ -92,6 +93,26 @@ class AccountStore:
         self._db = sqlite3.connect(str(path))
         self._db.execute(_SCHEMA)
         self._db.commit()
+
+    @staticmethod
+    def open(path: Path, domain: str | None) -> AccountStore:
+        """The store at ``path`` with its domain (the digest realm) remembered in the file:
+        ``domain`` is required the first time and must match afterwards (HA1s depend on it)."""
+        db = sqlite3.connect(str(path))
+        db.execute(_META)
+        row = db.execute("SELECT value FROM sip_meta WHERE key = 'domain'").fetchone()
+        if row is None:
+            if domain is None:
+                db.close()
+                raise AccountError("no SIP domain yet: give --domain the first time")
+            db.execute("INSERT INTO sip_meta VALUES ('domain', ?)", (domain,))
+            db.commit()
+        elif domain is not None and domain != row[0]:
+            db.close()
+            raise AccountError("the accounts were made for another domain (HA1s depend on it)")
+        realm = str(row[0]) if row is not None else str(domain)
+        db.close()
+        return AccountStore(path, realm)
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,285 @@
+"""`p2pnode sip ...`: SIP accounts, a standalone gateway, status and a test call.
+
+``sip account add LOGIN`` prints the three settings a desk phone needs
+(login, password, server); the password is generated unless given and is
+shown once: only its digest hashes are stored (``<home>/sip-accounts.sqlite``).
+``sip serve`` runs the gateway on its own (the node runtime hosts it as a
+service later); ``sip try-call`` is our own user agent placing or answering a
+call with a test tone and reporting the tone it heard, so an operator can try
+a gateway without any phone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from p2pnode.cli.common import (
+    CliError,
+    NegativeAnswerError,
+    NetworkFailureError,
+    add_home_argument,
+    parse_hostport,
+)
+from p2pnode.gateways.sip.accounts import AccountError, AccountStore
+from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
+from p2pnode.gateways.sip.headers import SipUri
+from p2pnode.gateways.sip.message import Header, SipRequest
+from p2pnode.gateways.sip.transaction import MAGIC_COOKIE, Effect, ResponseReceived, TimedOut
+from p2pnode.gateways.sip.transport import SipStack
+from p2pnode.gateways.sip.useragent import SipUserAgent, UaError
+from p2pnode.identity import default_home
+
+__all__ = ["register"]
+
+ACCOUNTS_FILE = "sip-accounts.sqlite"
+MAX_TRY_SECONDS = 30.0
+
+
+def _store(args: argparse.Namespace) -> AccountStore:
+    home: Path = args.home or default_home()
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        return AccountStore.open(home / ACCOUNTS_FILE, getattr(args, "domain", None))
+    except AccountError as error:
+        raise CliError(str(error)) from None
+
+
+def _account_add(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        account, password = store.add(
+            args.login,
+            args.password,
+            randbytes=os.urandom,
+            allow_e164=args.allow_e164,
+            max_calls=args.max_calls,
+        )
+    except AccountError as error:
+        raise CliError(str(error)) from None
+    finally:
+        store.close()
+    settings = {"login": account.login, "password": password, "server": account.realm}
+    if args.json:
+        print(json.dumps(settings))
+    else:
+        print("Settings for the phone (the password is shown only now):")
+        for key, value in settings.items():
+            print(f"  {key + ':':<10}{value}")
+    return 0
+
+
+def _account_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        accounts = [store.get(login) for login in store.logins()]
+    finally:
+        store.close()
+    rows = [
+        {"login": a.login, "domain": a.realm, "e164": a.allow_e164, "max_calls": a.max_calls}
+        for a in accounts
+        if a is not None
+    ]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(
+                f"{row['login']}@{row['domain']}  e164={row['e164']}  max_calls={row['max_calls']}"
+            )
+    return 0
+
+
+def _account_remove(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        removed = store.remove(args.login)
+    finally:
+        store.close()
+    if not removed:
+        raise NegativeAnswerError(f"no SIP account {args.login}")
+    print(f"removed {args.login}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        status: dict[str, Any] = {"domain": store.realm, "accounts": store.count()}
+    finally:
+        store.close()
+    if args.server:
+        status["server"] = args.server
+        status["options_rtt_ms"] = asyncio.run(_options_ping(parse_hostport(args.server)))
+    if args.json:
+        print(json.dumps(status))
+    else:
+        for key, value in status.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+async def _options_ping(server: tuple[str, int]) -> float:
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def on_event(stack: SipStack, effect: Effect) -> None:
+        if isinstance(effect, ResponseReceived | TimedOut) and not done.done():
+            done.set_result(isinstance(effect, ResponseReceived))
+
+    stack = SipStack(on_event)
+    host, port = await stack.start("0.0.0.0")
+    token = os.urandom(8).hex()
+    headers = (
+        Header("Via", f"SIP/2.0/UDP {host}:{port};rport;branch={MAGIC_COOKIE}{token}"),
+        Header("Max-Forwards", "70"),
+        Header("From", f"<sip:status@{host}>;tag={token[:8]}"),
+        Header("To", f"<sip:{server[0]}>"),
+        Header("Call-ID", token),
+        Header("CSeq", "1 OPTIONS"),
+        Header("Content-Length", "0"),
+    )
+    request = SipRequest.build(
+        "OPTIONS", SipUri("sip", None, None, server[0], server[1]), headers, b""
+    )
+    start = time.monotonic()
+    try:
+        stack.send_request(request, server)
+        answered = await asyncio.wait_for(done, 40)
+    finally:
+        await stack.close()
+    if not answered:
+        raise NetworkFailureError(f"no answer to OPTIONS from {server[0]}:{server[1]}")
+    return round((time.monotonic() - start) * 1000, 1)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    host, port = parse_hostport(args.listen)
+    store = _store(args)
+    config = GatewayConfig(store.realm, host=host, port=port, media_host=args.media_host)
+
+    async def run() -> None:
+        gateway = SipGateway(config, store)
+        await gateway.start()
+        assert gateway.address is not None
+        print(
+            f"sip gateway for {store.realm} on {gateway.address[0]}:{gateway.address[1]}",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await gateway.stop()
+            store.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _dominant_hz(samples: np.ndarray) -> float | None:
+    if samples.size < 1600:
+        return None
+    audio = samples[800:].astype(np.float64)
+    power = np.abs(np.fft.rfft(audio * np.hanning(audio.size))) ** 2
+    freqs = np.fft.rfftfreq(audio.size, 1 / 8000)
+    power[freqs < 60] = 0
+    return round(float(freqs[int(np.argmax(power))]), 1)
+
+
+def _try_call(args: argparse.Namespace) -> int:
+    server = parse_hostport(args.server)
+    seconds = min(args.seconds, MAX_TRY_SECONDS)
+
+    async def run() -> dict[str, Any]:
+        ua = SipUserAgent(args.login, args.password, args.domain, server, host=args.local_ip)
+        await ua.start()
+        try:
+            await ua.register()
+            if args.to:
+                call = await asyncio.wait_for(ua.call(args.to), 60)
+            else:
+                print("registered; waiting for a call", flush=True)
+                call = await asyncio.wait_for(ua.incoming.get(), args.wait)
+            sent = await call.play_tone(args.tone, seconds)
+            if args.to:
+                await call.hangup()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(call.ended.wait(), 5)
+            return {"sent_packets": sent, "heard_hz": _dominant_hz(call.recording())}
+        except UaError as error:
+            raise NegativeAnswerError(str(error)) from None
+        except TimeoutError:
+            raise NetworkFailureError("no answer in time") from None
+        finally:
+            await ua.close()
+
+    result = asyncio.run(run())
+    print(
+        json.dumps(result)
+        if args.json
+        else f"sent {result['sent_packets']} packets, heard {result['heard_hz']} Hz"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add ``p2pnode sip``."""
+    parser = subparsers.add_parser("sip", help="SIP gateway: accounts, serve, status, try-call")
+    commands = parser.add_subparsers(dest="sip_command", metavar="SUBCOMMAND", required=True)
+
+    account = commands.add_parser("account", help="SIP accounts (login, password, server)")
+    accounts = account.add_subparsers(dest="account_command", metavar="ACTION", required=True)
+    add = accounts.add_parser("add", help="create an account and print its phone settings")
+    add.add_argument("login")
+    add.add_argument("--password", help="at least 12 characters (default: a generated one)")
+    add.add_argument("--domain", help="the gateway's SIP domain (required the first time)")
+    add.add_argument("--allow-e164", action="store_true", help="may call phone numbers")
+    add.add_argument("--max-calls", type=int, default=4, help="concurrent calls (default 4)")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(func=_account_add)
+    listing = accounts.add_parser("list", help="list the accounts")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=_account_list)
+    remove = accounts.add_parser("remove", help="delete an account")
+    remove.add_argument("login")
+    remove.set_defaults(func=_account_remove)
+
+    status = commands.add_parser("status", help="domain, accounts, and a gateway's OPTIONS RTT")
+    status.add_argument("--server", metavar="HOST:PORT", help="send an OPTIONS to this gateway")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
+
+    serve = commands.add_parser("serve", help="run the gateway until SIGINT/SIGTERM")
+    serve.add_argument("--listen", default="0.0.0.0:5060", metavar="HOST:PORT")
+    serve.add_argument("--media-host", help="RTP relay address (default: the listen host)")
+    serve.set_defaults(func=_serve)
+
+    try_call = commands.add_parser(
+        "try-call", help="our own SIP phone: register, call (or answer) with a test tone"
+    )
+    try_call.add_argument("--server", required=True, metavar="HOST:PORT")
+    try_call.add_argument("--domain", required=True)
+    try_call.add_argument("--login", required=True)
+    try_call.add_argument("--password", required=True)
+    try_call.add_argument("--to", help="login or SIP URI to call (default: wait for a call)")
+    try_call.add_argument("--local-ip", default="0.0.0.0", help="address to bind and announce")
+    try_call.add_argument("--tone", type=float, default=440.0, help="Hz (default 440)")
+    try_call.add_argument("--seconds", type=float, default=3.0, help="tone length, at most 30")
+    try_call.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a call")
+    try_call.add_argument("--json", action="store_true")
+    try_call.set_defaults(func=_try_call)
+    for sub in (add, listing, remove, status, serve):
+        add_home_argument(sub)
