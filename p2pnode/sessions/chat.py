@@ -59,6 +59,7 @@ __all__ = [
     "MAX_SESSIONS_PER_PEER",
     "SEEN_ENVELOPES_KEPT",
     "ChatCore",
+    "MessageStatus",
     "NeedBundleError",
     "Outgoing",
     "ReceiveResult",
@@ -79,6 +80,17 @@ class Outgoing:
     peer: bytes
     envelope: bytes
     message_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStatus:
+    """Where one of our messages is: in the outbox (state, mailbox copies) and receipts."""
+
+    queued: bool  # still in the outbox: no delivered receipt yet
+    state: OutboxState | None
+    copies: int  # mailbox copies acknowledged (the sender's view)
+    delivered: bool
+    read: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +271,17 @@ class ChatCore:
         """Forget envelope hashes older than ``SEEN_ENVELOPES_KEPT`` (bounds the table)."""
         with self.store.transaction():
             return self.store.prune_seen(now - SEEN_ENVELOPES_KEPT)
+
+    def status(self, message_id: bytes) -> MessageStatus:
+        row = self.store.outbox_for_message(message_id)
+        receipts = self.store.receipts(message_id)
+        return MessageStatus(
+            queued=row is not None,
+            state=None if row is None else row.state,
+            copies=0 if row is None else row.copies,
+            delivered=int(BodyKind.DELIVERED) in receipts,
+            read=int(BodyKind.READ) in receipts,
+        )
 
     def outbox_deadline(self) -> float | None:
         return self.store.next_outbox_deadline()

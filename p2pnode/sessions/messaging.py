@@ -28,7 +28,7 @@ from pathlib import Path
 
 from p2pnode.identity import Identity
 from p2pnode.records.codec import SignedRecord
-from p2pnode.sessions.chat import ChatCore, Outgoing, ReceiveResult
+from p2pnode.sessions.chat import ChatCore, MessageStatus, Outgoing, ReceiveResult
 from p2pnode.sessions.chat_message import BodyKind
 from p2pnode.sessions.crypto import PrekeyBundle
 from p2pnode.sessions.mailbox_list import MailboxEntry, mailbox_list_record
@@ -168,6 +168,10 @@ class MessagingService:
         # receipts go out from run()'s reply sender: the transport's inbox is not held
         # up while they travel (an online receipt waits for the peer's home to confirm)
         self._handle(self.core.receive([payload], self.clock()), queue_replies=True)
+
+    def status(self, message_id: bytes) -> MessageStatus:
+        """Outbox state, mailbox copies held and receipts of one of our messages."""
+        return self.core.status(message_id)
 
     async def read(self, peer: bytes, message_ids: tuple[bytes, ...]) -> None:
         """Tell ``peer`` these messages were shown to the person."""

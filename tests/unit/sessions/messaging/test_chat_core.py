@@ -357,3 +357,19 @@ def test_seen_envelopes_are_pruned_after_their_window(
     assert bob.core.prune(T0 + SEEN_ENVELOPES_KEPT + 1) == 1
     # the message id still dedupes: the same envelope is refused by the ratchet, not shown
     assert bob.core.receive([sent.envelope], T0).shown == ()
+
+
+def test_status_tells_copies_then_receipts(world: tuple[Peer, Peer, list[MailboxCore]]) -> None:
+    alice, bob, mailboxes = world
+    bob.shown = []  # type: ignore[attr-defined]
+    open_session(alice, bob)
+    message_id = alice.core.due(T0)[0].message_id
+    deposit_due(alice, bob, mailboxes, T0, {0, 1, 2})
+    status = alice.core.status(message_id)
+    assert status.queued and status.state is OutboxState.HELD and status.copies == 3
+    alice.core.receive(drain(bob, mailboxes, T0, {0, 1, 2}), T0)
+    status = alice.core.status(message_id)
+    assert not status.queued and status.delivered and not status.read
+    for reply in bob.core.read(alice.identity.public_key, (message_id,), T0):
+        alice.core.receive([reply.envelope], T0)
+    assert alice.core.status(message_id).read
