@@ -630,15 +630,20 @@ def _first_codec(sdp: str) -> str | None:
 
 
 def _path_kind(leg: _Leg | None) -> str | None:
-    """'relay', 'srflx' or 'host': the nominated local candidate's type, when aioice knows it."""
+    """How media flows: 'relay' when either end of the nominated pair is a relayed
+    candidate (one relay carries it), else 'direct'; with the pair's candidate types
+    and the path's name, e.g. 'relay (host->relay) via relay1'. None before nomination.
+    """
     if leg is None:
         return None
     for transceiver in leg.pc.getTransceivers():
         transport = transceiver.sender.transport
         ice = getattr(getattr(transport, "transport", None), "_connection", None)
-        nominated = getattr(ice, "_nominated", None)
+        nominated = getattr(ice, "_nominated", None)  # aioice keeps no public accessor
         if isinstance(nominated, dict) and nominated:
             pair = next(iter(nominated.values()))
-            kind: str = pair.local_candidate.type
-            return f"{kind} via {leg.path.name}"
+            local: str = pair.local_candidate.type
+            remote: str = pair.remote_candidate.type
+            kind = "relay" if "relay" in (local, remote) else "direct"
+            return f"{kind} ({local}->{remote}) via {leg.path.name}"
     return None

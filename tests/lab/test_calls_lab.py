@@ -152,7 +152,7 @@ def test_full_cone_to_port_restricted_call_is_direct(call_lab: CallLab, tmp_path
     }
     alice, _bob = call(call_lab, ("cone-a", "port-b"), paths, tmp_path)
     first = next(u for u in alice.updates() if u["detail"] == "first audio frame")
-    assert not first["path"].startswith("relay"), first
+    assert first["path"].startswith("direct ("), first
     assert_hears(tmp_path / "alice.wav", 660.0)
     assert_hears(tmp_path / "bob.wav", 440.0)
 
