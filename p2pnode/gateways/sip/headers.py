@@ -389,20 +389,30 @@ def _via(cursor: Cursor) -> Via:
     return Via(transport, host, port, _header_params(cursor, "Via"))
 
 
+@functools.lru_cache(maxsize=_PARSE_CACHE)
+def _via_value(value: str) -> tuple[Via, ...]:
+    """One Via header value (a response repeats its request's: cached)."""
+    cursor = Cursor(value)
+    vias: list[Via] = []
+    while True:
+        vias.append(_via(cursor))
+        if len(vias) > MAX_LIST_ITEMS:
+            raise SipDecodeError(400, "too many Via values")
+        if not cursor.separator(","):
+            break
+    cursor.sws()
+    if not cursor.at_end():
+        raise cursor.fail("Via")
+    return tuple(vias)
+
+
 def parse_vias(values: list[str]) -> tuple[Via, ...]:
     """Every Via value in order (several headers, each possibly comma-separated)."""
     vias: list[Via] = []
     for value in values:
-        cursor = Cursor(value)
-        while True:
-            vias.append(_via(cursor))
-            if len(vias) > MAX_LIST_ITEMS:
-                raise SipDecodeError(400, "too many Via values")
-            if not cursor.separator(","):
-                break
-        cursor.sws()
-        if not cursor.at_end():
-            raise cursor.fail("Via")
+        vias.extend(_via_value(value))
+        if len(vias) > MAX_LIST_ITEMS:
+            raise SipDecodeError(400, "too many Via values")
     return tuple(vias)
 
 
