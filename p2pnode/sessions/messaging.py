@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +62,8 @@ __all__ = [
     "SendSignal",
 ]
 
+_LOG_EVERY = 60.0  # seconds between two log lines for one refusal reason
+log = logging.getLogger(__name__)
 MAX_QUEUED_REPLIES = 10_000  # receipts waiting to go out; beyond, dropped and counted
 
 SendSignal = Callable[[bytes, bytes], Awaitable[bool]]
@@ -148,6 +152,8 @@ class MessagingService:
         self._wake = asyncio.Event()
         self._reply_queue: asyncio.Queue[Outgoing] = asyncio.Queue(MAX_QUEUED_REPLIES)
         self._replies_dropped = 0
+        self.refused_by_reason: Counter[str] = Counter()
+        self._logged_at: dict[str, float] = {}
         self._rid = 0
         self._online_sent = self._deposited = self._refusals = self._drained = self._refused = 0
 
@@ -251,6 +257,16 @@ class MessagingService:
     def _handle(self, result: ReceiveResult, *, queue_replies: bool) -> list[Outgoing]:
         """Emit the events; the replies are queued (returned empty) or returned to send."""
         self._refused += len(result.refused)
+        now = self.clock()
+        for reason in result.refused:
+            self.refused_by_reason[reason] += 1
+            if now - self._logged_at.get(reason, -_LOG_EVERY) >= _LOG_EVERY:
+                self._logged_at[reason] = now
+                log.info(
+                    "messaging: refused an envelope: %s (%d so far)",
+                    reason,
+                    self.refused_by_reason[reason],
+                )
         requests = set(result.requests)
         for message in result.shown:
             self._on_event(MessageShown(message, message.peer in requests))

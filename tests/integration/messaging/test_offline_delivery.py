@@ -176,6 +176,7 @@ def test_two_hundred_messages_through_crashes(tmp_path: Path) -> None:
         )
         await bob.deliver_online(claimed)
         assert bob.statistics().refused == 1
+        assert bob.refused_by_reason == {"tampered": 1}
         before = len(shown)
         await bob.deliver_online(forged.envelope)  # mallory as mallory: a message request
         await bob.deliver_online(forged.envelope)  # the same envelope again: a duplicate
