@@ -29,8 +29,10 @@ from dataclasses import dataclass
 
 from aiortc import RTCIceServer
 
-from p2pnode.connectivity.credentials import TurnCredentials
-from p2pnode.connectivity.relays import stun_probe
+from p2pnode.connectivity.credentials import TurnCredentials, request_credentials
+from p2pnode.connectivity.relays import RelayCandidate, stun_probe
+from p2pnode.dht import DhtNode
+from p2pnode.identity import peer_id_for
 
 __all__ = [
     "UDP_PROBE_ATTEMPTS",
@@ -39,6 +41,7 @@ __all__ = [
     "IcePlan",
     "TurnTransport",
     "choose_ice_plan",
+    "ice_plan_for",
     "plan_ice_servers",
 ]
 
@@ -150,4 +153,34 @@ async def choose_ice_plan(
         credentials=credentials,
         udp_works=udp_works,
         relay_id=relay_id,
+    )
+
+
+async def ice_plan_for(
+    node: DhtNode,
+    relay: RelayCandidate,
+    *,
+    home_stun: Address | None = None,
+    probe: Probe | None = None,
+) -> IcePlan:
+    """The plan for a link through ``relay`` (from ``RelayFinder.chosen()``), credentials
+    from its credentials RPC (signed by ``node``'s identity), STUN from our home.
+
+    Without a home STUN address, the relay's own TURN port serves (our relays
+    answer Binding there). ``CredentialsError`` if the relay refuses or is silent:
+    try the next chosen relay.
+    """
+    advert = relay.advert
+    if not advert.dht:
+        raise ValueError("the relay advertises no DHT address for its credentials RPC")
+    credentials = await request_credentials(node, advert.dht[0], relay.owner)
+    turn_udp = advert.udp[0] if advert.udp else None
+    turn_tcp = advert.tcp[0] if advert.tcp else None
+    return await choose_ice_plan(
+        stun=home_stun or turn_udp,
+        turn_udp=turn_udp,
+        turn_tcp=turn_tcp,
+        credentials=credentials,
+        relay_id=peer_id_for(relay.owner),
+        probe=probe,
     )
