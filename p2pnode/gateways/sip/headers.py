@@ -158,13 +158,20 @@ def _split_hostport(text: str) -> tuple[str, int | None]:
 
 
 # Header values repeat across the messages of a call (From, To, Contact, Route,
-# Request-URI): parsing is a pure function of the text into frozen values, so a
-# bounded cache serves the repeats. Errors are not cached (they raise).
+# Via, Request-URI): parsing is a pure function of the text into frozen values,
+# so a bounded cache serves the repeats. Errors are not cached (they raise).
+# Only values up to _CACHED_LENGTH characters are cached, which bounds what a
+# peer sending huge distinct values can make the caches hold (~3 x 4096 x 256 B).
 _PARSE_CACHE = 4096
+_CACHED_LENGTH = 256
 
 
-@functools.lru_cache(maxsize=_PARSE_CACHE)
 def parse_uri(text: str) -> Uri:
+    """Request-URI = SIP-URI / SIPS-URI / absoluteURI; a whole string, no surrounding LWS."""
+    return _parse_uri_cached(text) if len(text) <= _CACHED_LENGTH else _parse_uri(text)
+
+
+def _parse_uri(text: str) -> Uri:
     """Request-URI = SIP-URI / SIPS-URI / absoluteURI; a whole string, no surrounding LWS."""
     scheme, colon, rest = text.partition(":")
     if not colon or SCHEME_RE.fullmatch(scheme) is None or not rest:
@@ -209,6 +216,9 @@ def parse_uri(text: str) -> Uri:
                 raise SipDecodeError(400, "malformed URI header")
             headers.append((name, value))
     return SipUri(lowered, user, password, host, port, tuple(params), tuple(headers))
+
+
+_parse_uri_cached = functools.lru_cache(maxsize=_PARSE_CACHE)(_parse_uri)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,11 +307,18 @@ def _name_address(cursor: Cursor, what: str, *, require_brackets: bool) -> NameA
     return NameAddress(uri, display, _header_params(cursor, what))
 
 
-@functools.lru_cache(maxsize=_PARSE_CACHE)
 def parse_name_addresses(
     value: str, what: str, *, single: bool, require_brackets: bool = False
 ) -> tuple[NameAddress, ...]:
     """One value (From, To) or a comma-separated list (Contact, Route, Record-Route)."""
+    if len(value) <= _CACHED_LENGTH:
+        return _name_addresses_cached(value, what, single, require_brackets)
+    return _name_addresses(value, what, single, require_brackets)
+
+
+def _name_addresses(
+    value: str, what: str, single: bool, require_brackets: bool
+) -> tuple[NameAddress, ...]:
     cursor = Cursor(value)
     found: list[NameAddress] = []
     while True:
@@ -314,6 +331,9 @@ def parse_name_addresses(
     if not cursor.at_end():
         raise cursor.fail(what)
     return tuple(found)
+
+
+_name_addresses_cached = functools.lru_cache(maxsize=_PARSE_CACHE)(_name_addresses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +409,6 @@ def _via(cursor: Cursor) -> Via:
     return Via(transport, host, port, _header_params(cursor, "Via"))
 
 
-@functools.lru_cache(maxsize=_PARSE_CACHE)
 def _via_value(value: str) -> tuple[Via, ...]:
     """One Via header value (a response repeats its request's: cached)."""
     cursor = Cursor(value)
@@ -406,11 +425,14 @@ def _via_value(value: str) -> tuple[Via, ...]:
     return tuple(vias)
 
 
+_via_value_cached = functools.lru_cache(maxsize=_PARSE_CACHE)(_via_value)
+
+
 def parse_vias(values: list[str]) -> tuple[Via, ...]:
     """Every Via value in order (several headers, each possibly comma-separated)."""
     vias: list[Via] = []
     for value in values:
-        vias.extend(_via_value(value))
+        vias.extend(_via_value_cached(value) if len(value) <= _CACHED_LENGTH else _via_value(value))
         if len(vias) > MAX_LIST_ITEMS:
             raise SipDecodeError(400, "too many Via values")
     return tuple(vias)

@@ -454,3 +454,15 @@ def test_fuzz_uris_that_parse_render_back_to_equal_values(text: str) -> None:
     except SipDecodeError:
         return
     assert parse_uri(str(uri)) == uri
+
+
+def test_only_short_values_enter_the_parse_caches() -> None:
+    from p2pnode.gateways.sip import headers
+
+    before = headers._parse_uri_cached.cache_info().currsize
+    long_uri = "sip:" + "a" * 300 + "@example.com"
+    assert isinstance(parse_uri(long_uri), SipUri)
+    assert headers._parse_uri_cached.cache_info().currsize == before
+    parse_uri("sip:short-and-new-" + str(before) + "@example.com")
+    assert headers._parse_uri_cached.cache_info().currsize == before + 1
+    assert headers._parse_uri_cached.cache_info().maxsize == 4096
