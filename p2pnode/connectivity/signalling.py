@@ -122,6 +122,7 @@ logger = logging.getLogger(__name__)
 
 CANDIDATE_RETRY = 10.0  # seconds between searches for homes while short of them
 SEARCH_GAP = 2.0  # seconds at least between two searches
+PUBLISH_GAP = 0.5  # seconds at least between two CONTACT puts
 MAX_TICK = 0.1  # seconds between timer runs at most (retransmits are 0.25 s and up)
 
 Address = tuple[str, int]
@@ -547,6 +548,10 @@ class SignallingService:
                 return
             self._publish.clear()
             await self._publish_contact()
+            # Changes in a burst (a flapping home) make one put per gap, the last state.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PUBLISH_GAP):
+                    await self._stop.wait()
 
     async def _publish_contact(self) -> None:
         homes = self.homes()

@@ -39,8 +39,8 @@ from p2pnode.dht import DhtConfig, DhtNode
 from p2pnode.identity import Identity
 
 LOOPBACK = DhtConfig().sharing_ip(16)
-PEER = PeerConfig(keepalive=1.0, keepalive_timeout=1.5, retransmit=0.25, failure_backoff=30.0)
-HOME = HomeConfig(grace=1.0, min_keepalive=0.5)
+PEER = PeerConfig(keepalive=1.0, keepalive_timeout=2.5, retransmit=0.25, failure_backoff=30.0)
+HOME = HomeConfig(grace=2.0, min_keepalive=0.5)
 WAIT = 15.0  # a bound on any wait, never a speed assertion
 
 
