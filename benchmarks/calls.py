@@ -10,7 +10,8 @@ the same pipe (no call service, no state machine, no signal codec).
 
 Each call is two fresh processes (tests/integration/calls/agent.py), so a
 figure includes nothing of process start-up: the clock starts just before the
-dial. The failover figure kills the relay carrying one relayed call and
+dial (for the -warm rows: after both sides have gathered a connection ahead
+of the call, ``CallConfig.warm``). The failover figure kills the relay carrying one relayed call and
 measures the longest silence in both recordings.
 
 Not measured here yet (null in the JSON): relayed calls per supernode core and
@@ -72,10 +73,11 @@ def one_call(
     workdir: Path,
     *,
     plain: bool = False,
+    warm: bool = False,
     seconds: float = 0.3,
     during: Any = None,
 ) -> tuple[AgentRun, AgentRun]:
-    common = {"seconds": seconds, "codecs": ["opus"], "limit": 60, "plain": plain}
+    common = {"seconds": seconds, "codecs": ["opus"], "limit": 60, "plain": plain, "warm": warm}
     caller = dict(
         common, me="alice", peer="bob", dial=True, tone=440,
         record=str(workdir / "alice.wav"), paths=paths[0],
@@ -101,7 +103,13 @@ def main() -> int:
     calls = max(1, min(args.calls, 200))
     one_way_link = args.rtt_ms / 4.0
 
-    results: dict[str, list[float]] = {"direct": [], "relayed": [], "aiortc-pipe": []}
+    results: dict[str, list[float]] = {
+        "direct": [],
+        "direct-warm": [],
+        "relayed": [],
+        "relayed-warm": [],
+        "aiortc-pipe": [],
+    }
     errors: dict[str, int] = {key: 0 for key in results}
     gap: float | None = None
     with Lab() as lab, tempfile.TemporaryDirectory() as tmp:
@@ -128,16 +136,18 @@ def main() -> int:
             [path(relay_host, port_a, "bob", turn=True, name="relay1")],
         )
         plan = [
-            ("direct", hosts["cone"], hosts["port"], direct, False),
-            ("aiortc-pipe", hosts["cone"], hosts["port"], direct, True),
-            ("relayed", hosts["syma"], hosts["symb"], relayed, False),
+            ("direct", hosts["cone"], hosts["port"], direct, False, False),
+            ("direct-warm", hosts["cone"], hosts["port"], direct, False, True),
+            ("aiortc-pipe", hosts["cone"], hosts["port"], direct, True, False),
+            ("relayed", hosts["syma"], hosts["symb"], relayed, False, False),
+            ("relayed-warm", hosts["syma"], hosts["symb"], relayed, False, True),
         ]
         for _ in range(calls):  # interleaved, so drift in machine load hits all alike
-            for name, left, right, paths, plain in plan:
+            for name, left, right, paths, plain, warm in plan:
                 try:
-                    caller, _callee = one_call(left, right, paths, workdir, plain=plain)
+                    caller, _callee = one_call(left, right, paths, workdir, plain=plain, warm=warm)
                     value = setup_ms(caller)
-                except (AssertionError, OSError, ValueError) as error:
+                except (AssertionError, OSError, ValueError, RuntimeError) as error:
                     print(f"{name}: call failed: {str(error)[:200]}", file=sys.stderr)
                     errors[name] += 1
                     continue
@@ -203,6 +213,10 @@ def main() -> int:
             "setup_p95_ms": percentile(results["direct"], 95),
             "relayed_setup_p50_ms": percentile(results["relayed"], 50),
             "relayed_setup_p95_ms": percentile(results["relayed"], 95),
+            "warm_setup_p50_ms": percentile(results["direct-warm"], 50),
+            "warm_setup_p95_ms": percentile(results["direct-warm"], 95),
+            "warm_relayed_setup_p50_ms": percentile(results["relayed-warm"], 50),
+            "warm_relayed_setup_p95_ms": percentile(results["relayed-warm"], 95),
             "floor_ms": floor,
             "ratio_setup_p50_vs_floor": ratio(direct_p50, floor),
             "ratio_relayed_setup_p50_vs_floor": ratio(percentile(results["relayed"], 50), floor),

@@ -72,6 +72,7 @@ class CallConfig:
     reoffer_timeout: float = 4.0
     max_failovers: int = 6
     max_calls: int = 8
+    warm: bool = False  # keep one offer and one answer connection gathered ahead of need
     tune_ice: bool = True  # connectivity.ice_tuning: no 500 ms stall on a first lost check
 
 

@@ -27,6 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import av
 from aiortc import (
@@ -92,6 +93,7 @@ logger = logging.getLogger(__name__)
 TICK = 0.05  # seconds between deadline and silence checks
 _LOG_INTERVAL = 60.0
 CLOSE_LIMIT = 2.0  # seconds a discarded connection may take to close
+WARM_MAX_AGE = 60.0  # seconds a pre-gathered connection is trusted (NAT bindings age)
 
 SignalSender = Callable[[str, bytes], Awaitable[None]]
 
@@ -123,6 +125,8 @@ class _Leg:
         self.last_frame_at: float | None = None
         self.closing = False
         self.receivers: list[asyncio.Task[None]] = []
+        self.session: _Session | None = None  # None while a warm leg waits for a call
+        self.offer_sdp: str | None = None  # a warm offer leg's gathered offer
 
 
 class _Session:
@@ -144,6 +148,8 @@ class _Session:
         self.last_frame_at: float | None = None
         self.closing = False
         self.receivers: list[asyncio.Task[None]] = []
+        self.session: _Session | None = None  # None while a warm leg waits for a call
+        self.offer_sdp: str | None = None  # a warm offer leg's gathered offer
         self.codec: str | None = None
         self.ended = asyncio.Event()
         self.heard = asyncio.Event()  # set at the first received audio frame
@@ -174,6 +180,7 @@ class CallService:
         self._updates: asyncio.Queue[CallUpdate] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
+        self._warm: dict[str, _Leg] = {}  # "offer" / "answer": gathered ahead of need
         self.drops = _Drops()
 
     # ------------------------------------------------------------------ life
@@ -182,6 +189,9 @@ class CallService:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._tasks.create_task(self._ticker())
+        if self.config.warm:
+            for role in ("offer", "answer"):
+                self._tasks.create_task(self._warm_up(role))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -191,6 +201,9 @@ class CallService:
                     await self._apply(session, CallEvent.LOCAL_HANGUP)
             await self._close_media(session)
         self._stop.set()
+        for leg in self._warm.values():
+            self._close_leg(leg)
+        self._warm.clear()
         assert self._tasks is not None
         await self._tasks.__aexit__(None, None, None)
 
@@ -205,8 +218,14 @@ class CallService:
             media or CallMedia(),
         )
         self._sessions[session.call_id] = session
-        session.leg = await self._new_leg(session, 0)
-        session.local_sdp = await self._make_offer(session, session.leg)
+        warm = None if session.media.video else self._take_warm("offer", session)
+        if warm is not None and warm.offer_sdp is not None:
+            session.leg = warm
+            warm.pc.getTransceivers()[0].sender.replaceTrack(SourceTrack(session.media.source))
+            session.local_sdp = warm.offer_sdp
+        else:
+            session.leg = await self._new_leg(session, 0)
+            session.local_sdp = await self._make_offer(session, session.leg)
         await self._apply(session, CallEvent.LOCAL_DIAL)
         return session.call_id
 
@@ -241,6 +260,10 @@ class CallService:
         await session.heard.wait()
         assert session.first_frame_at is not None
         return session.first_frame_at
+
+    def warm_ready(self, role: str) -> bool:
+        """Whether a pre-gathered "offer" or "answer" connection is waiting."""
+        return role in self._warm
 
     def state(self, call_id: bytes) -> CallState:
         return self._session(call_id).call.state
@@ -354,7 +377,8 @@ class CallService:
     async def _action(self, session: _Session, action: CallAction) -> None:
         kind = _SEND_KINDS.get(action)
         if action is CallAction.SEND_ANSWER:
-            session.leg = await self._new_leg(session, session.generation)
+            warm = self._take_warm("answer", session) if session.generation == 0 else None
+            session.leg = warm or await self._new_leg(session, session.generation)
             sdp = await self._make_answer(session, session.leg)
             await self._signal(session, SignalKind.ANSWER, sdp=sdp)
         elif action is CallAction.SEND_REOFFER:
@@ -408,7 +432,7 @@ class CallService:
 
     # ----------------------------------------------------------------- media
 
-    async def _new_leg(self, session: _Session, generation: int) -> _Leg:
+    async def _new_leg(self, session: _Session | None, generation: int) -> _Leg:
         path = self.config.paths[generation % len(self.config.paths)]
         pc = RTCPeerConnection(
             RTCConfiguration(
@@ -422,16 +446,58 @@ class CallService:
             )
         )
         leg = _Leg(generation, path, pc)
+        leg.session = session
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            assert self._tasks is not None
-            leg.receivers.append(self._tasks.create_task(self._receive(session, leg, track)))
+            assert self._tasks is not None and leg.session is not None
+            leg.receivers.append(self._tasks.create_task(self._receive(leg.session, leg, track)))
 
         return leg
 
-    async def _make_offer(self, session: _Session, leg: _Leg) -> str:
+    # ------------------------------------------------------------ warm legs
+
+    async def _warm_up(self, role: str) -> None:
+        """Gather one connection on the first path ahead of need (TURN allocation, STUN).
+
+        An offer leg has its offer ready; an answer leg has its audio transceiver
+        and candidates, and aiortc reuses both for the next offer it is given.
+        """
+        leg = await self._new_leg(None, 0)
         transceiver = leg.pc.addTransceiver("audio", direction="sendrecv")
+        self._tune(leg)
+        try:
+            if role == "offer":
+                self._prefer_codecs(transceiver)
+                await leg.pc.setLocalDescription(await leg.pc.createOffer())
+                leg.offer_sdp = leg.pc.localDescription.sdp
+            else:
+                await transceiver.sender.transport.transport.iceGatherer.gather()
+        except Exception as error:  # a dead relay must not take the service down
+            logger.info("warm %s connection failed: %s", role, error.__class__.__name__)
+            self._close_leg(leg)
+            return
+        old = self._warm.get(role)
+        if old is not None or self._stop.is_set():
+            self._close_leg(leg)
+            return
+        self._warm[role] = leg
+
+    def _take_warm(self, role: str, session: _Session) -> _Leg | None:
+        leg = self._warm.pop(role, None)
+        if leg is None or time.monotonic() - leg.started > WARM_MAX_AGE:
+            if leg is not None:
+                self._close_leg(leg)
+            leg = None
+        assert self._tasks is not None
+        if self.config.warm:
+            self._tasks.create_task(self._warm_up(role))
+        if leg is not None:
+            leg.session = session
+            leg.started = time.monotonic()
+        return leg
+
+    def _prefer_codecs(self, transceiver: Any) -> None:
         capabilities = RTCRtpSender.getCapabilities("audio").codecs
         preferred = [
             codec
@@ -441,6 +507,10 @@ class CallService:
         ]
         if preferred:
             transceiver.setCodecPreferences(preferred)
+
+    async def _make_offer(self, session: _Session, leg: _Leg) -> str:
+        transceiver = leg.pc.addTransceiver("audio", direction="sendrecv")
+        self._prefer_codecs(transceiver)
         transceiver.sender.replaceTrack(SourceTrack(session.media.source))
         if session.media.video:
             leg.pc.addTransceiver(TestPatternTrack(), direction="sendrecv")

@@ -71,6 +71,7 @@ async def main(config: dict[str, Any]) -> None:
         paths=parse_paths(config["paths"]),
         audio_codecs=tuple(config.get("codecs", ("opus",))),
         auto_answer=not config["dial"],
+        warm=bool(config.get("warm", False)),
     )
     async with CallService(config["me"], call_config, send, answer_media=lambda: media) as calls:
         reader = asyncio.StreamReader()
@@ -87,6 +88,12 @@ async def main(config: dict[str, Any]) -> None:
                             await calls.hangup(call_id)
 
         calls_seen: set[bytes] = set()
+        if call_config.warm:  # gathered ahead of the call: wait for it, then say so
+            role = "offer" if config["dial"] else "answer"
+            async with asyncio.timeout(30):
+                while not calls.warm_ready(role):  # noqa: ASYNC110 (a flag, no event)
+                    await asyncio.sleep(0.02)
+            emit(ready=role)
         async with asyncio.TaskGroup() as tasks:
             signals = tasks.create_task(read_signals())
             started = time.monotonic()

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.harness.netns import read_line
+
 Starter = Callable[..., subprocess.Popen[str]]
 
 
@@ -62,6 +64,13 @@ def _pump(source: AgentRun, target: AgentRun) -> None:
             source.first_frame.set()
 
 
+def _wait_ready(run: AgentRun, timeout: float = 30.0) -> None:
+    """Read the agent's first line: ``{"ready": ...}`` once its warm connection is gathered."""
+    line = read_line(run.proc, timeout=timeout)
+    if "ready" not in json.loads(line):
+        raise AssertionError(f"{run.name}: expected ready, got {line[:200]}")
+
+
 def run_call(
     start_caller: Starter,
     start_callee: Starter,
@@ -77,10 +86,14 @@ def run_call(
         callee["me"],
         start_callee([*argv, json.dumps(callee)], stdin=subprocess.PIPE),
     )
+    if callee.get("warm"):  # the callee's connection is gathered before the dial
+        _wait_ready(callee_run)
     caller_run = AgentRun(
         caller["me"],
         start_caller([*argv, json.dumps(caller)], stdin=subprocess.PIPE),
     )
+    if caller.get("warm"):
+        _wait_ready(caller_run)
     threads = [
         threading.Thread(target=_pump, args=(caller_run, callee_run), daemon=True),
         threading.Thread(target=_pump, args=(callee_run, caller_run), daemon=True),

@@ -89,3 +89,32 @@ async def test_relay_killed_mid_call_audio_back_within_three_seconds(tmp_path: P
         found = spectrum(after, rate)
         assert abs(found.dominant_hz - tone) < 5, found
         assert found.dominance > 20, found
+
+
+@pytest.mark.slow
+@run_async
+async def test_warm_connections_carry_a_relayed_call_and_are_replaced(tmp_path: Path) -> None:
+    """Both sides gathered ahead of the call (TURN allocations ready); tones still cross."""
+    async with turn_relay(USERS) as (_relay, port):
+        alice_config = CallConfig(paths=(relay_path(port, "alice", "relay-a"),), warm=True)
+        bob_config = CallConfig(
+            paths=(relay_path(port, "bob", "relay-a"),), auto_answer=True, warm=True
+        )
+        bob_media = functools.partial(CallMedia, ToneSource(660.0), tmp_path / "bob.wav")
+        async with call_pair(alice_config, bob_config, bob_media=bob_media) as pair:
+            async with asyncio.timeout(WAIT):
+                while not (pair.alice.warm_ready("offer") and pair.bob.warm_ready("answer")):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            call_id = await pair.alice.dial(
+                BOB, CallMedia(ToneSource(440.0), tmp_path / "alice.wav")
+            )
+            assert not pair.alice.warm_ready("offer")  # taken by this call
+            async with asyncio.timeout(WAIT):
+                await pair.alice.wait_first_frame(call_id)
+            await asyncio.sleep(1.5)
+            await pair.alice.hangup(call_id)
+            async with asyncio.timeout(WAIT):
+                while not pair.alice.warm_ready("offer"):  # noqa: ASYNC110 (a flag, no event)
+                    await asyncio.sleep(0.05)
+    assert_tone(tmp_path / "alice.wav", 660.0)
+    assert_tone(tmp_path / "bob.wav", 440.0)
