@@ -33,6 +33,13 @@ from p2pnode.records.codec import SignedRecord
 from p2pnode.sessions.chat import ChatCore, MessageStatus, Outgoing, ReceiveResult
 from p2pnode.sessions.chat_message import BodyKind
 from p2pnode.sessions.crypto import PrekeyBundle
+from p2pnode.sessions.mailbox_choice import (
+    FORMER_KEPT,
+    MailboxHealth,
+    choose_mailboxes,
+    record_failure,
+    record_success,
+)
 from p2pnode.sessions.mailbox_list import MailboxEntry, mailbox_list_record
 from p2pnode.sessions.mailbox_service import MailboxClient, MailboxUnavailableError
 from p2pnode.sessions.mailbox_wire import (
@@ -49,6 +56,7 @@ from p2pnode.sessions.store import ChatStore, MessageRow, OutboxRow
 
 __all__ = [
     "MAX_QUEUED_REPLIES",
+    "FindMailboxes",
     "GapDetected",
     "MessageShown",
     "MessagingConfig",
@@ -70,6 +78,7 @@ SendSignal = Callable[[bytes, bytes], Awaitable[bool]]
 ResolveBundle = Callable[[bytes], Awaitable[PrekeyBundle | None]]
 ResolveMailboxes = Callable[[bytes], Awaitable[tuple[MailboxEntry, ...]]]
 PublishRecord = Callable[[SignedRecord], Awaitable[None]]
+FindMailboxes = Callable[[], Awaitable[tuple[MailboxEntry, ...]]]  # supernodes offering it
 
 
 async def _publish_nowhere(record: SignedRecord) -> None:
@@ -136,6 +145,7 @@ class MessagingService:
         rng: random.Random | None = None,
         on_event: Callable[[MessagingEvent], None] = lambda event: None,
         publish: PublishRecord = _publish_nowhere,
+        find_mailboxes: FindMailboxes | None = None,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -148,6 +158,13 @@ class MessagingService:
         self._resolve_mailboxes = resolve_mailboxes
         self._on_event = on_event
         self._publish = publish
+        self._find_mailboxes = find_mailboxes
+        self._mailboxes = config.mailboxes
+        self._former: dict[bytes, tuple[MailboxEntry, float]] = {
+            entry.key: (entry, float("inf")) for entry in config.former_mailboxes
+        }
+        self._health: dict[bytes, MailboxHealth] = {}
+        self._choice_rng = random.Random()
         self._clients: dict[tuple[str, int], MailboxClient] = {}
         self._wake = asyncio.Event()
         self._reply_queue: asyncio.Queue[Outgoing] = asyncio.Queue(MAX_QUEUED_REPLIES)
@@ -192,30 +209,62 @@ class MessagingService:
         """Publish our prekey bundle (rotating the signed prekey when due) and mailbox list."""
         now = self.clock()
         await self._publish(self.core.prekey_record(now))
-        if self.config.mailboxes:  # a peer without mailboxes is reachable online only
+        if self._mailboxes:  # a peer without mailboxes is reachable online only
             await self._publish(
-                mailbox_list_record(
-                    self.identity, self.config.mailboxes, seq=int(now * 1000), now=now
-                )
+                mailbox_list_record(self.identity, self._mailboxes, seq=int(now * 1000), now=now)
             )
+
+    @property
+    def mailboxes(self) -> tuple[MailboxEntry, ...]:
+        """The mailboxes we name now (the app persists them for the next start)."""
+        return self._mailboxes
+
+    async def refresh_mailboxes(self) -> bool:
+        """Replace mailboxes gone for a day with candidates; True when the list changed."""
+        if self._find_mailboxes is None:
+            return False
+        now = self.clock()
+        choice = choose_mailboxes(
+            self._mailboxes, await self._find_mailboxes(), self._health, now, self._choice_rng
+        )
+        if not choice.changed:
+            return False
+        for entry in choice.dropped:
+            self._former[entry.key] = (entry, now + FORMER_KEPT)
+        self._mailboxes = choice.mailboxes
+        await self.register()
+        return True
 
     async def register(self) -> None:
         """Ask each of our mailboxes to hold our mail (the signed list is the authorisation)."""
-        if not self.config.mailboxes:
+        if not self._mailboxes:
             return
         now = self.clock()
-        record = mailbox_list_record(
-            self.identity, self.config.mailboxes, seq=int(now * 1000), now=now
-        )
-        for entry in self.config.mailboxes:
+        record = mailbox_list_record(self.identity, self._mailboxes, seq=int(now * 1000), now=now)
+        for entry in self._mailboxes:
             try:
                 await self._client(entry).request(RegisterRequest(self._next_rid(), record.encoded))
             except MailboxUnavailableError:
+                self._note(entry, ok=False)
                 continue  # registered again on the next attach
+            self._note(entry, ok=True)
+
+    def _note(self, entry: MailboxEntry, *, ok: bool) -> None:
+        if entry.key in {m.key for m in self._mailboxes}:
+            health = self._health.get(entry.key, MailboxHealth())
+            now = self.clock()
+            self._health[entry.key] = (
+                record_success(health, now) if ok else record_failure(health, now)
+            )
 
     async def drain(self) -> int:
+        now = self.clock()
+        for key, (_, until) in list(self._former.items()):
+            if until <= now:
+                del self._former[key]  # past its retention: nothing of ours can be left
         total = 0
-        for entry in self.config.mailboxes + self.config.former_mailboxes:
+        former = tuple(entry for entry, _ in self._former.values())
+        for entry in self._mailboxes + former:
             total += await self._drain_one(entry)
         return total
 
@@ -379,6 +428,7 @@ class MessagingService:
 
     async def _republish(self) -> None:
         while True:
+            await self.refresh_mailboxes()
             await self.publish_records()
             self.core.prune(self.clock())
             await asyncio.sleep(self.config.republish_every)
@@ -398,7 +448,9 @@ class MessagingService:
             try:
                 response = await client.request(request)
             except MailboxUnavailableError:
+                self._note(entry, ok=False)
                 return total
+            self._note(entry, ok=True)
             if response.status is not Status.OK or not response.items:
                 return total
             result = self.core.receive([item.envelope for item in response.items], self.clock())
