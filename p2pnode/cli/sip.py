@@ -31,6 +31,7 @@ from p2pnode.cli.common import (
     parse_hostport,
 )
 from p2pnode.gateways.sip.accounts import AccountError, AccountStore
+from p2pnode.gateways.sip.digest import Algorithm
 from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
 from p2pnode.gateways.sip.headers import SipUri
 from p2pnode.gateways.sip.message import Header, SipRequest
@@ -164,7 +165,17 @@ async def _options_ping(server: tuple[str, int]) -> float:
 def _serve(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.listen)
     store = _store(args)
-    config = GatewayConfig(store.realm, host=host, port=port, media_host=args.media_host)
+    try:
+        algorithms = tuple(Algorithm(name.strip().upper()) for name in args.digest.split(","))
+    except ValueError:
+        raise CliError("--digest takes MD5 and/or SHA-256, comma-separated") from None
+    config = GatewayConfig(
+        store.realm,
+        host=host,
+        port=port,
+        media_host=args.media_host,
+        digest_algorithms=algorithms,
+    )
 
     async def run() -> None:
         gateway = SipGateway(config, store)
@@ -206,7 +217,8 @@ def _try_call(args: argparse.Namespace) -> int:
         ua = SipUserAgent(args.login, args.password, args.domain, server, host=args.local_ip)
         await ua.start()
         try:
-            await ua.register()
+            if not args.no_register:
+                await ua.register()
             if args.to:
                 call = await asyncio.wait_for(ua.call(args.to), 60)
             else:
@@ -265,6 +277,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve = commands.add_parser("serve", help="run the gateway until SIGINT/SIGTERM")
     serve.add_argument("--listen", default="0.0.0.0:5060", metavar="HOST:PORT")
     serve.add_argument("--media-host", help="RTP relay address (default: the listen host)")
+    serve.add_argument(
+        "--digest",
+        default="MD5,SHA-256",
+        help="digest challenges offered, in order (baresip 1.0 needs MD5 alone)",
+    )
     serve.set_defaults(func=_serve)
 
     try_call = commands.add_parser(
@@ -279,6 +296,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     try_call.add_argument("--tone", type=float, default=440.0, help="Hz (default 440)")
     try_call.add_argument("--seconds", type=float, default=3.0, help="tone length, at most 30")
     try_call.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a call")
+    try_call.add_argument(
+        "--no-register", action="store_true", help="call without registering (another network)"
+    )
     try_call.add_argument("--json", action="store_true")
     try_call.set_defaults(func=_try_call)
     for sub in (add, listing, remove, status, serve):

@@ -380,7 +380,7 @@ class B2bua:
         if response.status == 100 or call.state is not CallState.RINGING:
             return []
         body = b""
-        extra: list[tuple[str, str]] = [("Contact", self.contact())]
+        extra: list[tuple[str, str]] = [("Contact", self.contact()), *_record_routes(call)]
         if response.body:
             try:
                 body = self._anchor(call, response.body, Side.B, leg.destination)
@@ -414,7 +414,7 @@ class B2bua:
         call.move(_Event.ANSWER)
         self.calls_answered += 1
         call.a.dialog = Dialog.from_uas(call.a_invite, call.a_tag, confirmed=True)
-        extra = [("Contact", self.contact())]
+        extra = [("Contact", self.contact()), *_record_routes(call)]
         extra += [(h.name, h.value) for h in response.headers if h.name in _ANSWER_HEADERS]
         if body and not any(name == "Content-Type" for name, _ in extra):
             extra.append(("Content-Type", "application/sdp"))
@@ -592,6 +592,12 @@ class B2bua:
 def _ack_cseq(call: _Call, side: Side, cseq: int) -> int:
     leg = call.leg(side)
     return leg.dialog.remote_seq or 0 if leg is not None and leg.dialog is not None else 0
+
+
+def _record_routes(call: _Call) -> list[tuple[str, str]]:
+    """§12.1.1: a UAS copies Record-Route into its dialog-creating responses, so a
+    caller behind a record-routing proxy (another SIP network's) keeps it in the path."""
+    return [("Record-Route", value) for value in call.a_invite.header_values("Record-Route")]
 
 
 def _source(call: _Call, side: Side) -> Address:

@@ -84,8 +84,10 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 0
     media_host: str | None = None  # default: host
-    # sipp and many legacy phones answer only the first challenge and only MD5.
-    md5_first: bool = True
+    # Challenges offered, in order. sipp 3.6.1 answers only the first one and only
+    # MD5; baresip 1.0 (libre) gives up when *any* challenge names SHA-256, so a
+    # deployment with such phones offers MD5 alone (Kamailio's default).
+    digest_algorithms: tuple[Algorithm, ...] = (Algorithm.MD5, Algorithm.SHA256)
     guard: GuardConfig = field(default_factory=GuardConfig)
     max_calls: int = 1024
     registration_trunks: tuple[RegistrationTrunk, ...] = ()
@@ -134,11 +136,7 @@ class SipGateway:
         self.config = config
         self.accounts = accounts
         self._randbytes = randbytes
-        algorithms = (
-            (Algorithm.MD5, Algorithm.SHA256)
-            if config.md5_first
-            else (Algorithm.SHA256, Algorithm.MD5)
-        )
+        algorithms = config.digest_algorithms
         self.digest = DigestServer(
             accounts.realm, randbytes(32), randbytes=randbytes, algorithms=algorithms
         )
