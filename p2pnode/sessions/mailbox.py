@@ -55,9 +55,7 @@ CREATE TABLE IF NOT EXISTS items (
     envelope BLOB NOT NULL, deposited_at INTEGER NOT NULL,
     PRIMARY KEY (recipient, item_id));
 CREATE INDEX IF NOT EXISTS items_by_age ON items (deposited_at);
-CREATE TABLE IF NOT EXISTS usage (
-    party BLOB NOT NULL, role INTEGER NOT NULL, count INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (party, role));
+CREATE INDEX IF NOT EXISTS items_by_sender ON items (sender);
 """
 SCHEMA_VERSION = 1
 
@@ -107,6 +105,20 @@ class MailboxCore:
             "INSERT OR IGNORE INTO meta (name, value) VALUES ('schema_version', ?)",
             (SCHEMA_VERSION,),
         )
+        # Usage and grants live in memory, derived from the tables at start (one source of
+        # truth, no counters to drift): a deposit costs BEGIN, INSERT, COMMIT.
+        self._used: dict[tuple[bytes, int], tuple[int, int]] = {}
+        self._pending: dict[tuple[bytes, int], tuple[int, int]] = {}
+        for role, column in ((_RECIPIENT, "recipient"), (_SENDER, "sender")):
+            rows = self._db.execute(
+                f"SELECT {column}, count(*), sum(length(envelope)) FROM items GROUP BY {column}"  # noqa: S608 - column from a fixed pair
+            ).fetchall()
+            for party, count, size in rows:
+                self._used[(bytes(party), role)] = (int(count), int(size))
+        self._grants: dict[bytes, int] = {
+            bytes(r): int(e)
+            for r, e in self._db.execute("SELECT recipient, expires_at FROM grants")
+        }
 
     def close(self) -> None:
         self._db.close()
@@ -154,10 +166,8 @@ class MailboxCore:
                 stored = decode_record(row[0])
             except RecordDecodeError:
                 stored = None
-        if stored is None:
-            (grants,) = self._db.execute("SELECT count(*) FROM grants").fetchone()
-            if grants >= self.limits.max_recipients:
-                return self._refuse(kind, request.rid, Status.BUSY)
+        if stored is None and len(self._grants) >= self.limits.max_recipients:
+            return self._refuse(kind, request.rid, Status.BUSY)
         verdict = accept(record, stored, record.key, now)
         if not isinstance(verdict, Accepted):
             return self._refuse(kind, request.rid, Status.BAD_RECORD)
@@ -166,25 +176,36 @@ class MailboxCore:
             "VALUES (?, ?, ?, ?)",
             (record.owner, record.encoded, record.seq, record.expires_at),
         )
+        self._grants[record.owner] = record.expires_at
         return MailboxResponse(kind, request.rid, Status.OK)
 
     def _usage(self, party: bytes, role: int) -> tuple[int, int]:
-        row = self._db.execute(
-            "SELECT count, bytes FROM usage WHERE party = ? AND role = ?", (party, role)
-        ).fetchone()
-        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+        count, size = self._used.get((party, role), (0, 0))
+        pending_count, pending_size = self._pending.get((party, role), (0, 0))
+        return count + pending_count, size + pending_size
 
     def _add_usage(self, party: bytes, role: int, count: int, size: int) -> None:
-        self._db.execute(
-            "INSERT INTO usage (party, role, count, bytes) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (party, role) DO UPDATE SET count = count + excluded.count, "
-            "bytes = bytes + excluded.bytes",
-            (party, role, count, size),
-        )
-        if count < 0:
-            self._db.execute(
-                "DELETE FROM usage WHERE party = ? AND role = ? AND count <= 0", (party, role)
-            )
+        """Record a change in this transaction; ``_commit`` applies it, a rollback drops it."""
+        old_count, old_size = self._pending.get((party, role), (0, 0))
+        self._pending[(party, role)] = (old_count + count, old_size + size)
+
+    def _begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        self._pending.clear()
+
+    def _commit(self) -> None:
+        self._db.execute("COMMIT")
+        for key, (count, size) in self._pending.items():
+            old_count, old_size = self._used.get(key, (0, 0))
+            if old_count + count <= 0:
+                self._used.pop(key, None)
+            else:
+                self._used[key] = (old_count + count, old_size + size)
+        self._pending.clear()
+
+    def _rollback(self) -> None:
+        self._db.execute("ROLLBACK")
+        self._pending.clear()
 
     def _quota_status(
         self, r_usage: tuple[int, int], s_usage: tuple[int, int], size: int
@@ -205,20 +226,17 @@ class MailboxCore:
         check = self._signed_and_fresh(request, now)
         if check is not Status.OK:
             return self._refuse(kind, request.rid, check)
-        grant = self._db.execute(
-            "SELECT expires_at FROM grants WHERE recipient = ?", (request.recipient,)
-        ).fetchone()
-        if grant is None or grant[0] <= now:
+        if self._grants.get(request.recipient, 0) <= now:
             return self._refuse(kind, request.rid, Status.NOT_MAILBOX)
         statuses: list[Status] = []
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             r_usage = self._usage(request.recipient, _RECIPIENT)
             s_usage = self._usage(request.sender, _SENDER)
             for envelope in request.envelopes:
-                status = self._judge(request, envelope, r_usage, s_usage)
+                item_id = envelope_id(envelope)
+                status = self._judge(request, envelope, item_id, r_usage, s_usage)
                 if status is Status.OK:
-                    item_id = envelope_id(envelope)
                     cursor = self._db.execute(
                         "INSERT OR IGNORE INTO items (recipient, item_id, sender, envelope, "
                         "deposited_at) VALUES (?, ?, ?, ?, ?)",
@@ -235,9 +253,9 @@ class MailboxCore:
                 if not status.stored:
                     self.refused += 1
                 statuses.append(status)
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         overall = next((s for s in statuses if not s.stored), Status.OK)
         return MailboxResponse(kind, request.rid, overall, statuses=tuple(statuses))
@@ -246,22 +264,26 @@ class MailboxCore:
         self,
         request: DepositRequest,
         envelope: bytes,
+        item_id: bytes,
         r_usage: tuple[int, int],
         s_usage: tuple[int, int],
     ) -> Status:
+        """OK to insert (the INSERT itself tells a duplicate), or why not."""
         try:
             decoded = decode_envelope(envelope)
         except ChatDecodeError:
             return Status.MALFORMED
         if decoded.recipient != request.recipient or decoded.sender != request.sender:
             return Status.MALFORMED
-        exists = self._db.execute(
-            "SELECT 1 FROM items WHERE recipient = ? AND item_id = ?",
-            (request.recipient, envelope_id(envelope)),
-        ).fetchone()
-        if exists is not None:
-            return Status.DUPLICATE
-        return self._quota_status(r_usage, s_usage, len(envelope))
+        status = self._quota_status(r_usage, s_usage, len(envelope))
+        if status is not Status.OK:  # full, but a retry of what we hold is still "held"
+            exists = self._db.execute(
+                "SELECT 1 FROM items WHERE recipient = ? AND item_id = ?",
+                (request.recipient, item_id),
+            ).fetchone()
+            if exists is not None:
+                return Status.DUPLICATE
+        return status
 
     def _fetch(self, request: FetchRequest, now: float) -> MailboxResponse:
         kind = RequestKind.FETCH
@@ -302,19 +324,19 @@ class MailboxCore:
         check = self._signed_and_fresh(request, now)
         if check is not Status.OK:
             return self._refuse(kind, request.rid, check)
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             self._delete(request.recipient, request.item_ids)
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         return MailboxResponse(kind, request.rid, Status.OK)
 
     def expire(self, now: float) -> int:
         """Delete items older than the retention and lapsed grants; returns items deleted."""
         cutoff = int(now) - self.limits.retention
-        self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             rows = self._db.execute(
                 "SELECT recipient, item_id FROM items WHERE deposited_at < ?", (cutoff,)
@@ -323,10 +345,11 @@ class MailboxCore:
             for recipient, item_id in rows:
                 deleted += self._delete(recipient, (item_id,))
             self._db.execute("DELETE FROM grants WHERE expires_at <= ?", (int(now),))
-            self._db.execute("COMMIT")
+            self._commit()
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
+        self._grants = {r: e for r, e in self._grants.items() if e > now}
         return deleted
 
     def held_for(self, recipient: bytes) -> int:

@@ -150,3 +150,19 @@ def test_grants_are_bounded(tmp_path: Path) -> None:
     assert register(core, BOB) is Status.OK
     assert register(core, ALICE) is Status.BUSY
     assert register(core, BOB, seq=2) is Status.OK  # a known recipient renews
+
+
+def test_quota_usage_survives_restart(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    limits = MailboxLimits(recipient_count=2)
+    core = MailboxCore(MAILBOX.public_key, path, limits)
+    register(core, BOB)
+    assert deposit(core, (envelope(ALICE, BOB), envelope(ALICE, BOB))) == (Status.OK, Status.OK)
+    core.close()
+    core = MailboxCore(MAILBOX.public_key, path, limits)  # usage and grant rebuilt from the DB
+    assert deposit(core, (envelope(ALICE, BOB),)) == (Status.RECIPIENT_FULL_COUNT,)
+    fetched = core.handle(sign_fetch(BOB, MAILBOX.public_key, 3, int(NOW), 1), NOW)
+    held = fetched.items[0].envelope
+    assert deposit(core, (held,)) == (Status.DUPLICATE,)  # full, but that one is held
+    core.handle(sign_ack(BOB, MAILBOX.public_key, 4, int(NOW), (fetched.items[0].item_id,)), NOW)
+    assert deposit(core, (envelope(ALICE, BOB),)) == (Status.OK,)
