@@ -43,7 +43,10 @@ is completed, it starts no more checks. aioice answered a peer's late check
 (still retransmitted through the peer's relay) with a triggered check carrying
 USE-CANDIDATE, and its success replaced the nominated pair, so a link that had
 completed on a direct pair moved to the relay (seen in 1 run of ~6 of the lab
-matrix, for full-cone-port-restricted, address-restricted pairs...).
+matrix, for full-cone-port-restricted, address-restricted pairs...). And on
+either side, a success or USE-CANDIDATE arriving after completion no longer
+replaces the nominated pair (``check_complete``): each side keeps the pair it
+completed on, normally the one the controlling side nominated.
 
 Fifth, pacing (registered connections): aioice starts one new check per 20 ms
 tick; RFC 8445 §14.2 allows Ta = 5 ms, so we start up to ``CHECKS_PER_TICK``
@@ -52,10 +55,12 @@ relay pairs that come after unreachable host pairs no longer wait 20-80 ms for
 their turn (benchmark, 2 rounds x 21 pairs, 40 ms RTT, load ~8 on 2 cores:
 p50 259-272 ms vs 304-312 ms with one pair per tick).
 
-Scope: ``StunProtocol.request``, ``Connection.check_incoming`` and
-``Connection.check_start`` and ``Connection._check_periodic`` of aioice's
-``ice`` module are wrapped once per
-process (``install()`` is idempotent); no timer value is touched, TURN and
+Scope: aioice's ``StunProtocol.request`` and ``Connection.check_incoming``,
+``check_start``, ``check_complete`` and ``_check_periodic`` are wrapped once per
+process (``install()`` is idempotent). The first adjustment then applies to
+every aioice connection in the process (it only sends a retransmission RFC 8489
+allows); the others only to connections registered with
+``hold_relayed_checks``; no timer value is touched, TURN and
 STUN-server transactions are unaffected (they do not receive checks). The
 in-flight table is keyed by protocol object (weakly) and remote address, and
 holds at most one request per pair, removed when its transaction ends; the
@@ -91,7 +96,7 @@ Address = tuple[str, int]
 _inflight: weakref.WeakKeyDictionary[Any, dict[Address, stun.Message]] = weakref.WeakKeyDictionary()
 _holds: weakref.WeakKeyDictionary[ice.Connection, float] = weakref.WeakKeyDictionary()
 _first_check: weakref.WeakKeyDictionary[ice.Connection, float] = weakref.WeakKeyDictionary()
-_state = {"installed": 0, "early": 0, "held": 0, "fast": 0, "after_completion": 0}
+_state = {"installed": 0, "early": 0, "held": 0, "fast": 0, "after_completion": 0, "kept": 0}
 FAST_RETRANSMIT = 0.05  # s between extra retransmissions of an unanswered check
 FAST_RETRANSMITS = 9  # extra sends per check, all before aioice's own at 500 ms
 CHECKS_PER_TICK = 4  # new checks per aioice 20 ms tick: Ta = 5 ms (RFC 8445 §14.2 minimum)
@@ -197,6 +202,18 @@ def install() -> None:
     original_check_incoming = ice.Connection.check_incoming
     original_check_start = ice.Connection.check_start
     original_check_periodic = ice.Connection._check_periodic
+    original_check_complete = ice.Connection.check_complete
+
+    @functools.wraps(original_check_complete)
+    def check_complete(self: ice.Connection, pair: ice.CandidatePair) -> None:
+        if self in _holds and self._check_list_done and pair.nominated:
+            current = self._nominated.get(pair.component)
+            if current is not None and current is not pair:
+                # Either side: the nominated pair never changes once the list is done (a
+                # late USE-CANDIDATE or a late in-flight success must not move the path).
+                _state["kept"] += 1
+                pair.nominated = False
+        original_check_complete(self, pair)
 
     @functools.wraps(original_check_periodic)
     def check_periodic(self: ice.Connection) -> bool:
@@ -280,5 +297,6 @@ def install() -> None:
     ice.StunProtocol.request = request  # type: ignore[method-assign]
     ice.Connection.check_start = check_start  # type: ignore[method-assign]
     ice.Connection._check_periodic = check_periodic  # type: ignore[method-assign]
+    ice.Connection.check_complete = check_complete  # type: ignore[method-assign]
     ice.Connection.check_incoming = check_incoming  # type: ignore[method-assign]
     _state["installed"] = 1

@@ -196,7 +196,15 @@ class Agent:
             prepared = self.spares.pop() if self.spares else None
             link = await PeerLink.answer(delivery, transport, self.config, prepared=prepared)
             self.open_links.append(link)
-            emit({"open": tag, "role": "answer", "total_ms": link.timings.total_ms})
+            path = link.path()
+            emit(
+                {
+                    "open": tag,
+                    "role": "answer",
+                    "total_ms": link.timings.total_ms,
+                    "path": {"direct": path.direct, "describe": path.describe()},
+                }
+            )
             while True:
                 link.send(await link.receive())
         except (PeerLinkError, TimeoutError, OSError, ValueError) as error:

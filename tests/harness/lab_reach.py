@@ -120,6 +120,8 @@ class ReachLab:
         self.last_errors: dict[str, str] = {}  # each agent's stderr tail after a run
         self.agents: dict[str, _Agent] = {}
         self.plans: dict[str, dict[str, Any]] = {}  # each agent's ICE servers, as it reported
+        # Whether the answering side's nominated pair is direct, per pair (last dial round).
+        self.answer_direct: dict[tuple[NatType, NatType], bool | None] = {}
         self.plain = False
         self._buffers: dict[str, bytes] = {}
         self._links = 0
@@ -288,6 +290,7 @@ class ReachLab:
         timeout: float,
     ) -> dict[tuple[NatType, NatType], PairResult]:
         results: dict[tuple[NatType, NatType], PairResult] = {}
+        answered = self.answer_direct = {}
         deadline = time.monotonic() + timeout
         pending: list[tuple[float, int, str, dict[str, Any]]] = []
         sequence = 0
@@ -313,6 +316,10 @@ class ReachLab:
                     sequence += 1
                     release = time.monotonic() + signal_delay
                     heapq.heappush(pending, (release, sequence, target, forwarded))
+                elif "open" in message and message.get("role") == "answer":
+                    if message["open"] in links:
+                        path = message.get("path") or {}
+                        answered[links[message["open"]]] = path.get("direct")
                 elif "open" in message and message.get("role") == "dial":
                     if message["open"] not in links:
                         continue

@@ -70,6 +70,12 @@ def test_every_pair_connects_direct_wherever_physics_allows(reach_lab: ReachLab)
         if results[pair].direct != (pair not in RELAYED)
     }
     assert not wrong, wrong
+    # The answering side sends on the same kind of path (its nominated pair).
+    answers = reach_lab.answer_direct
+    disagree = {
+        pair: answers.get(pair) for pair in pairs if answers.get(pair) != results[pair].direct
+    }
+    assert not disagree, disagree
     for pair in pairs:
         result = results[pair]
         assert result.echo, pair  # data went there and back over the data channel
