@@ -94,11 +94,13 @@ _CORE_NAMES = frozenset(
 )
 
 
+_SINGLE_SET = frozenset(_SINGLE_VALUED)
+
+
 def _single(grouped: _Grouped, name: str, *, required: bool) -> str | None:
-    values = grouped.get(name, [])
-    if len(values) > 1:
-        raise SipDecodeError(400, f"more than one {name}")
-    if not values:
+    """The value of a single-valued header (duplicates were refused while grouping)."""
+    values = grouped.get(name)
+    if values is None:
         if required:
             raise SipDecodeError(400, f"missing {name}")
         return None
@@ -109,10 +111,16 @@ def parse_core_headers(headers: tuple[Header, ...]) -> CoreHeaders:
     """Validate and type the core headers; ``SipDecodeError(400)`` names what is wrong."""
     grouped: _Grouped = {}
     for header in headers:  # one pass: the core headers by name, in order
-        if header.name in _CORE_NAMES:
-            grouped.setdefault(header.name, []).append(header.value)
-    for name in _SINGLE_VALUED:
-        _single(grouped, name, required=False)
+        name = header.name
+        if name in _CORE_NAMES:
+            values = grouped.get(name)
+            if values is None:
+                grouped[name] = [header.value]
+            elif name in _SINGLE_SET:
+                # RFC 4475 §3.3.8 / §3.3.9: one value only.
+                raise SipDecodeError(400, f"more than one {name}")
+            else:
+                values.append(header.value)
     via_values = grouped.get("Via", [])
     if not via_values:
         raise SipDecodeError(400, "missing Via")

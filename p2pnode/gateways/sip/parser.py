@@ -15,6 +15,7 @@ fields, body bytes, and a stream's buffered bytes.
 from __future__ import annotations
 
 import enum
+import re
 
 from p2pnode.gateways.sip.errors import SipDecodeError
 from p2pnode.gateways.sip.grammar import (
@@ -23,7 +24,6 @@ from p2pnode.gateways.sip.grammar import (
     REASON_PHRASE_RE,
     SIP_VERSION_RE,
     canonical_header_name,
-    unfold,
 )
 from p2pnode.gateways.sip.headers import parse_uri
 from p2pnode.gateways.sip.message import Header, SipMessage, SipRequest, SipResponse
@@ -59,6 +59,24 @@ class KeepAlive(enum.Enum):
 StreamItem = SipRequest | SipResponse | KeepAlive
 
 
+# message-header = header-name HCOLON header-value CRLF, on one (unfolded) line;
+# the value without the LWS around it.
+_FIELD_RE = re.compile(rf"({HEADER_NAME_RE.pattern})[ \t]*:[ \t]*(.*?)[ \t]*")
+
+
+def _unfold_lines(lines: list[str]) -> list[str]:
+    """RFC 3261 §7.3.1: a line starting with SP/HTAB continues the field; LWS -> one SP."""
+    logical: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not logical:
+                raise SipDecodeError(400, "continuation before the first header")
+            logical[-1] = logical[-1].rstrip(" \t") + " " + line.strip(" \t")
+        else:
+            logical.append(line)
+    return logical
+
+
 def _split_head(head: bytes) -> tuple[str, tuple[Header, ...]]:
     """Start line and unfolded header fields of ``head`` (no final empty line)."""
     if len(head) > MAX_HEAD_BYTES:
@@ -67,27 +85,18 @@ def _split_head(head: bytes) -> tuple[str, tuple[Header, ...]]:
     stripped = text.replace("\r\n", "")
     if "\r" in stripped or "\n" in stripped:
         raise SipDecodeError(400, "bare CR or LF")
-    lines = text.split("\r\n")
-    start, *field_lines = lines
-    grouped: list[list[str]] = []
-    for line in field_lines:
-        if line[:1] in (" ", "\t"):
-            # RFC 3261 §7.3.1: a line starting with whitespace continues the field.
-            if not grouped:
-                raise SipDecodeError(400, "continuation before the first header")
-            grouped[-1].append(line)
-        else:
-            grouped.append([line])
-    if len(grouped) > MAX_HEADER_FIELDS:
+    start, *field_lines = text.split("\r\n")
+    if "\r\n " in text or "\r\n\t" in text:
+        field_lines = _unfold_lines(field_lines)
+    if len(field_lines) > MAX_HEADER_FIELDS:
         raise SipDecodeError(513, "too many header fields")
     headers: list[Header] = []
-    for group in grouped:
+    for line in field_lines:
         # message-header = header-name HCOLON header-value; HCOLON = *( SP / HTAB ) ":" SWS
-        name, colon, first = group[0].partition(":")
-        name = name.rstrip(" \t")
-        if not colon or HEADER_NAME_RE.fullmatch(name) is None:
+        found = _FIELD_RE.fullmatch(line)
+        if found is None:
             raise SipDecodeError(400, "malformed header field")
-        headers.append(Header(canonical_header_name(name), unfold([first, *group[1:]])))
+        headers.append(Header(canonical_header_name(found.group(1)), found.group(2)))
     return start, tuple(headers)
 
 
