@@ -218,6 +218,13 @@ class PreparedConnection:
             "p2pnode-control", negotiated=True, id=CONTROL_CHANNEL_ID, ordered=True
         )
         self.gathered = False
+        # Registered now, not when the link is returned: the peer may send the moment
+        # its side opens, before our open event has been handled.
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=MAX_INBOX_MESSAGES)
+        self.pings: dict[bytes, asyncio.Future[float]] = {}
+        self.drops: Counter[str] = Counter()
+        self.control.on("message", self._on_control)
+        self.data.on("message", self._on_data)
         # The SCTP transport owns the link's only ICE/DTLS transport and every
         # transceiver bundles onto it (max-bundle). aiortc 1.16's BUNDLE handling
         # would otherwise "replace" it by itself when an m=audio line comes first,
@@ -247,6 +254,28 @@ class PreparedConnection:
             raise
         return prepared
 
+    def _on_control(self, message: object) -> None:
+        if not isinstance(message, bytes) or len(message) != PING_BYTES:
+            self.drops["control-malformed"] += 1
+            return
+        kind, nonce = message[0], message[1:]
+        if kind == _PING:
+            self.control.send(bytes([_PONG]) + nonce)
+        elif kind == _PONG:
+            future = self.pings.get(nonce)
+            if future is not None and not future.done():
+                future.set_result(time.monotonic())
+        else:
+            self.drops["control-unknown"] += 1
+
+    def _on_data(self, message: object) -> None:
+        if not isinstance(message, bytes):
+            message = str(message).encode("utf-8")
+        try:
+            self.inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.drops["inbox-full"] += 1
+
 
 class PeerLink:
     """An open link: the data channel, the path ICE chose, its set-up time and RTT."""
@@ -267,11 +296,9 @@ class PeerLink:
         self.timings = timings
         self.remote_sdp = remote_sdp
         self._control = prepared.control
-        self._pings: dict[bytes, asyncio.Future[float]] = {}
-        self._inbox: asyncio.Queue[bytes] = asyncio.Queue(maxsize=MAX_INBOX_MESSAGES)
-        self.drops: Counter[str] = Counter()
-        self._control.on("message", self._on_control)
-        self.data.on("message", self._on_data)
+        self._pings = prepared.pings
+        self._inbox = prepared.inbox
+        self.drops = prepared.drops
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -452,28 +479,6 @@ class PeerLink:
         for future in self._pings.values():
             future.cancel()
         await self.pc.close()
-
-    def _on_control(self, message: object) -> None:
-        if not isinstance(message, bytes) or len(message) != PING_BYTES:
-            self.drops["control-malformed"] += 1
-            return
-        kind, nonce = message[0], message[1:]
-        if kind == _PING:
-            self._control.send(bytes([_PONG]) + nonce)
-        elif kind == _PONG:
-            future = self._pings.get(nonce)
-            if future is not None and not future.done():
-                future.set_result(time.monotonic())
-        else:
-            self.drops["control-unknown"] += 1
-
-    def _on_data(self, message: object) -> None:
-        if not isinstance(message, bytes):
-            message = str(message).encode("utf-8")
-        try:
-            self._inbox.put_nowait(message)
-        except asyncio.QueueFull:
-            self.drops["inbox-full"] += 1
 
 
 async def _wait_signal(
