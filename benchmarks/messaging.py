@@ -346,7 +346,8 @@ async def sealed_signalling(count: int, directory: Path) -> dict[str, float | No
             identity,
             seed,
             directory / f"signal-{name}.db",
-            MessagingConfig((), policy=RetryPolicy(online=60.0), drain_every=3600),
+            # a receipt lost under load is recovered by the sender's retry 2 s later
+            MessagingConfig((), policy=RetryPolicy(online=2.0), drain_every=3600),
             send_signal=online_sender(signal),
             resolve_bundle=resolve_bundle,
             resolve_mailboxes=no_mailboxes,
@@ -382,7 +383,10 @@ async def sealed_signalling(count: int, directory: Path) -> dict[str, float | No
             began = time.perf_counter()
             before = len(floors)
             await alice_signal.send_signal(bob_key, b"floor")
-            await _wait(lambda before=before: len(floors) > before)
+            try:
+                await _wait(lambda before=before: len(floors) > before, 2.0)
+            except TimeoutError:
+                continue  # lost on a loaded box: no sample
             rtts.append((floors[-1] - began) * 1000)
         for index in range(count):
             text = f"signal {index}"
@@ -391,7 +395,7 @@ async def sealed_signalling(count: int, directory: Path) -> dict[str, float | No
             await alice.send(bob_key, text)
             await asyncio.wait_for(arrived.wait(), 20)
             latencies.append((shown_at[text] - began) * 1000)
-        await _wait(lambda: alice.statistics().outbox == 0)
+        await _wait(lambda: alice.statistics().outbox == 0, 120)
         for task in tasks:
             task.cancel()
     for service in (alice, bob):
