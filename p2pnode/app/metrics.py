@@ -9,7 +9,8 @@ are). Served on its own listen address (``[metrics] listen``), off by default,
 so a scraper never needs the control token.
 
 Where the DHT's statistics lack a field the figures are derived and say so:
-``p2pnode_dht_requests_total{outcome}`` counts answered = sent - timed out.
+``p2pnode_dht_requests_total{outcome}`` counts answered = sent - timed out
+(``p2pnode_dht_rpcs_total{type,outcome}`` has the DHT's own per-RPC counts).
 """
 
 from __future__ import annotations
@@ -98,6 +99,16 @@ class NodeCollector:
         requests.add_metric(["answered"], max(d.requests_sent - d.timeouts, 0))
         requests.add_metric(["timeout"], d.timeouts)
         yield requests
+        rpcs = CounterMetricFamily(
+            "p2pnode_dht_rpcs",
+            "DHT RPCs by type and outcome (sent, answered, timeout, bad reply; "
+            "incoming: served, over budget, refused)",
+            labels=["type", "outcome"],
+        )
+        for key, count in sorted(d.rpcs.items()):
+            kind, _, outcome = key.partition("/")
+            rpcs.add_metric([kind, outcome], count)
+        yield rpcs
         datagrams = CounterMetricFamily(
             "p2pnode_dht_datagrams", "DHT datagrams", labels=["direction"]
         )

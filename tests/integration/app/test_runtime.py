@@ -331,6 +331,8 @@ def test_metrics_move_with_traffic_and_sigterm_drains_a_live_allocation(
             await _round_trip(turn, inbox, peer)
             assert _counter(node, "p2pnode_relay_allocations_created_total") == allocations + 1
             assert _counter(node, "p2pnode_relay_packets_total", direction="to_peer") >= 1
+            # the credentials request over the DHT was an RPC the node served
+            assert _counter(node, "p2pnode_dht_rpcs_total", outcome="served") >= 1
             node.process.send_signal(signal.SIGTERM)
             node.wait_line(r"state=draining")
             await _round_trip(turn, inbox, peer)  # the live allocation still relays
