@@ -34,6 +34,7 @@ class UasPolicy:
         {"application/sdp", "text/plain", "application/dtmf-relay", "message/sipfrag"}
     )
     answer_type: str = "application/sdp"  # what we answer INVITE/OPTIONS bodies with
+    event_packages: frozenset[str] = frozenset()  # RFC 6665 packages we serve (none: 489)
     forwarding: bool = False  # a proxy or B2BUA forwarding the request: check Max-Forwards
 
     @property
@@ -98,6 +99,14 @@ def precheck(request: SipRequest, policy: UasPolicy) -> SipResponse | None:
         and not _accepts(accept_values, policy.answer_type)
     ):
         return refuse(406, "Not Acceptable")
+    # RFC 6665 §8.2.1: a SUBSCRIBE/PUBLISH for a package we do not serve (phones
+    # subscribe to message-summary for MWI) is answered 489 with Allow-Events.
+    if method in ("SUBSCRIBE", "PUBLISH"):
+        event = (request.header("Event") or "").split(";", 1)[0].strip(" \t").lower()
+        if event not in policy.event_packages:
+            allow_events = ", ".join(sorted(policy.event_packages))
+            extra = (("Allow-Events", allow_events),) if allow_events else ()
+            return refuse(489, "Bad Event", *extra)
     # §16.3 step 3: nothing is forwarded with Max-Forwards 0 (OPTIONS may be answered).
     if policy.forwarding and request.max_forwards == 0 and method != "OPTIONS":
         return refuse(483, "Too Many Hops")

@@ -76,3 +76,24 @@ def test_options_answer_has_no_banner() -> None:
     assert answer.status == 200 and answer.header("Accept") == "application/sdp"
     assert answer.header("Server") is None and answer.header("User-Agent") is None
     assert "OPTIONS" in (answer.header("Allow") or "")
+
+
+def test_subscribe_to_a_package_we_do_not_serve_is_489() -> None:
+    zeromf = request("zeromf")
+
+    def subscribe(event: str | None) -> SipRequest:
+        headers = [
+            type(h)(h.name, h.value.replace("OPTIONS", "SUBSCRIBE")) if h.name == "CSeq" else h
+            for h in zeromf.headers
+        ]
+        if event is not None:
+            headers.insert(-1, type(headers[0])("Event", event))
+        return SipRequest.build("SUBSCRIBE", zeromf.uri, tuple(headers), b"")
+
+    mwi = precheck(subscribe("message-summary"), ENDPOINT)
+    assert mwi is not None and mwi.status == 489 and mwi.header("Allow-Events") is None
+    assert precheck(subscribe(None), ENDPOINT) is not None
+    presence = UasPolicy(event_packages=frozenset({"presence"}))
+    assert precheck(subscribe("presence;id=1"), presence) is None
+    refused = precheck(subscribe("dialog"), presence)
+    assert refused is not None and refused.header("Allow-Events") == "presence"
