@@ -452,7 +452,7 @@ _MESSAGES = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(st.tuples(_MESSAGES, st.sampled_from([H1, H2, ALICE, CAROL])), max_size=20))
 def test_any_well_formed_message_from_anyone_never_raises(
     messages: list[tuple[HomeMessage, Address]],
