@@ -189,7 +189,9 @@ def test_relay_killed_mid_call_costs_under_three_seconds(call_lab: CallLab, tmp_
     alice, _bob = call(
         call_lab, ("fail-a", "fail-b"), paths, tmp_path, seconds=6.0, during=kill_relay
     )
-    assert alice.done()["failovers"] == 1, alice.lines
+    done = alice.done()
+    assert done["failovers"] >= 1, alice.lines
+    assert done["generation"] % 2 == 1, alice.lines  # it ends on the second relay
     for name, tone in (("alice", 660.0), ("bob", 440.0)):
         samples, rate = read_wav(tmp_path / f"{name}.wav")
         gap = longest_gap(samples, rate, skip_start_s=0.3, skip_end_s=0.1)
