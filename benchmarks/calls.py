@@ -14,8 +14,12 @@ dial (for the -warm rows: after both sides have gathered a connection ahead
 of the call, ``CallConfig.warm``). The failover figure kills the relay carrying one relayed call and
 measures the longest silence in both recordings.
 
-Not measured here yet (null in the JSON): relayed calls per supernode core and
-coturn carrying the same load.
+Relayed calls per core (ours and coturn's) come from CPU per relayed packet
+under call-like load: relay_throughput.py with 100 uclient sessions each
+pacing a 172-byte packet every 20 ms (one audio stream), echoed back; a call
+relayed by one supernode costs 2 directions x 50 pps x 2 relay crossings =
+200 relayed packets per second. Derived, not a count of concurrent aiortc
+calls (two cores cannot generate 500 real calls).
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/calls.py --calls 10
 """
@@ -23,7 +27,9 @@ coturn carrying the same load.
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -94,11 +100,50 @@ def setup_ms(run: AgentRun) -> float | None:
     return None if value is None else float(value) * 1000.0
 
 
+# A call through one relay, both peers relayed by it: each 20 ms packet of each
+# direction enters the relay twice (client -> allocation A -> allocation B -> client).
+PACKETS_PER_CALL_SECOND = 2 * 50 * 2
+
+
+def relay_capacity() -> dict[str, float] | None:
+    """Relayed calls per core, ours and coturn's, from CPU per relayed packet under call-like
+    load: relay_throughput.py with uclient sessions pacing 172-byte packets every 20 ms
+    (one audio stream each), echoed by turnutils_peer (two relay crossings per message)."""
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "relay_throughput.py"),
+        "--processes", "4", "--sessions", "25", "--messages", "250",
+        "--interval", "20", "--length", "172", "--timeout", "60",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        ours, theirs = report["p2pnode"], report["coturn"]
+    except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError) as error:
+        print(f"relay capacity not measured: {error.__class__.__name__}", file=sys.stderr)
+        return None
+    print(
+        "relay CPU per relayed packet at 50 pps per stream: "
+        f"p2pnode {ours['cpu_us_per_packet']} us "
+        f"(loss {ours['loss']} %), coturn {theirs['cpu_us_per_packet']} us "
+        f"(loss {theirs['loss']} %)"
+    )
+    return {
+        "p2pnode": 1e6 / (PACKETS_PER_CALL_SECOND * float(ours["cpu_us_per_packet"])),
+        "coturn": 1e6 / (PACKETS_PER_CALL_SECOND * float(theirs["cpu_us_per_packet"])),
+        "p2pnode_us": float(ours["cpu_us_per_packet"]),
+        "coturn_us": float(theirs["cpu_us_per_packet"]),
+        "loss": max(float(ours["loss"]), float(theirs["loss"])),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=10, help="calls per configuration")
     parser.add_argument("--rtt-ms", type=float, default=40.0, help="peer-to-peer round trip")
     parser.add_argument("--no-failover", action="store_true", help="skip the failover call")
+    parser.add_argument(
+        "--no-relay-capacity", action="store_true", help="skip relayed calls per core"
+    )
     args = parser.parse_args()
     calls = max(1, min(args.calls, 200))
     one_way_link = args.rtt_ms / 4.0
@@ -190,6 +235,8 @@ def main() -> int:
                 print(f"failover: call failed: {str(error)[:200]}", file=sys.stderr)
         relay_a.kill()
 
+    capacity = None if args.no_relay_capacity else relay_capacity()
+
     floor = 2.0 * args.rtt_ms
     rows = []
     for name, values in results.items():
@@ -224,8 +271,11 @@ def main() -> int:
             "aiortc_pipe_setup_p95_ms": percentile(results["aiortc-pipe"], 95),
             "ratio_setup_p50_vs_aiortc_pipe": ratio(direct_p50, pipe_p50),
             "failed_calls": sum(errors.values()),
-            "relayed_calls_per_core": None,
-            "coturn_calls_per_core": None,
+            "relayed_calls_per_core": capacity and capacity["p2pnode"],
+            "coturn_calls_per_core": capacity and capacity["coturn"],
+            "relay_cpu_us_per_packet": capacity and capacity["p2pnode_us"],
+            "coturn_cpu_us_per_packet": capacity and capacity["coturn_us"],
+            "relay_capacity_loss_percent": capacity and capacity["loss"],
             "failover_gap_s": gap,
         }
     )
