@@ -218,7 +218,11 @@ class Node:
             await self._fail(slot, f"start failed: {error}")
             return False
         slot.started = True
-        self._set(slot, ServiceState.RUNNING, "running")
+        self._set(
+            slot,
+            ServiceState.RUNNING,
+            "started" if not slot.restarts else f"started again (restart {slot.restarts})",
+        )
         return True
 
     async def _release(self, slot: _Slot) -> None:
