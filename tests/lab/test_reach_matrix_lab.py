@@ -14,7 +14,11 @@ symmetric-symmetric and every pair with UDP blocked; direct for all others.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +92,31 @@ def test_every_pair_connects_direct_wherever_physics_allows(reach_lab: ReachLab)
         else:
             assert plan["stun"] is not None and plan["turn_transport"] == "udp", (name, plan)
     assert "(tcp, ours)" in results[(B, B)].describe
+
+
+def test_connect_benchmark_keeps_its_output_contract() -> None:
+    """benchmarks/connect.py at its smallest: runs end to end, last line is the JSON report.
+
+    Not a speed test: no figure is asserted beyond "every link opened".
+    """
+    require_lab_tools()
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "connect.py"
+    command = [sys.executable, str(script), "--rounds", "1", "--batch", "21", "--no-anchor"]
+    command += ["--loopback-links", "2"]
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in (
+        "setup_p50_ms",
+        "setup_p95_ms",
+        "floor_ms",
+        "ratio_setup_p50_vs_floor",
+        "aiortc_pipe_setup_p50_ms",
+        "direct_share",
+        "rtt_p50_ms",
+        "loopback_relay_setup_p50_ms",
+        "loopback_relay_untuned_p50_ms",
+    ):
+        assert key in report, key
+    assert report["links"] == 21 and report["failed"] == 0
+    assert report["floor_ms"] == 80.0
