@@ -66,7 +66,7 @@ MAX_TIME_MS = 2**53
 MAX_CHAIN = 2**32 - 1
 _AEAD_TAG = 16
 _BODY_OVERHEAD = 128  # msgpack framing of the fields around the text
-MAX_CIPHERTEXT_BYTES = MAX_TEXT_BYTES * 4 + _BODY_OVERHEAD + _AEAD_TAG  # 4 bytes per code point max
+MAX_CIPHERTEXT_BYTES = MAX_TEXT_BYTES + _BODY_OVERHEAD + _AEAD_TAG  # the text limit is in bytes
 MAX_ENVELOPE_BYTES = MAX_CIPHERTEXT_BYTES + 512
 
 
@@ -192,7 +192,7 @@ def decode_body(data: bytes) -> Body:
     """Parse a decrypted body or raise ``ChatDecodeError``."""
     if len(data) > MAX_CIPHERTEXT_BYTES:
         raise ChatDecodeError("body too large")
-    fields = _unpack(data, MAX_RECEIPT_IDS, HASH_BYTES, MAX_TEXT_BYTES * 4)
+    fields = _unpack(data, MAX_RECEIPT_IDS, HASH_BYTES, MAX_TEXT_BYTES)
     if type(fields) is not list or len(fields) != 7:
         raise ChatDecodeError("body is not an array of 7 fields")
     version, kind_value, message_id, seq, prev_hash, sent_at, last = fields

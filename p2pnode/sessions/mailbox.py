@@ -25,7 +25,12 @@ from pathlib import Path
 
 from p2pnode.records.codec import RecordDecodeError, decode_record
 from p2pnode.records.policy import Accepted, accept
-from p2pnode.sessions.chat_message import ChatDecodeError, decode_envelope, envelope_id
+from p2pnode.sessions.chat_message import (
+    MAX_ENVELOPE_BYTES,
+    ChatDecodeError,
+    decode_envelope,
+    envelope_id,
+)
 from p2pnode.sessions.mailbox_list import MailboxListDecodeError, mailboxes_from_record
 from p2pnode.sessions.mailbox_wire import (
     AckRequest,
@@ -269,6 +274,8 @@ class MailboxCore:
         s_usage: tuple[int, int],
     ) -> Status:
         """OK to insert (the INSERT itself tells a duplicate), or why not."""
+        if len(envelope) > MAX_ENVELOPE_BYTES:
+            return Status.TOO_LARGE
         try:
             decoded = decode_envelope(envelope)
         except ChatDecodeError:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from p2pnode.identity import Identity
 from p2pnode.sessions.chat_message import (
     GENESIS_HASH,
+    MAX_ENVELOPE_BYTES,
     MAX_TEXT_BYTES,
     Body,
     BodyKind,
@@ -22,7 +23,7 @@ from p2pnode.sessions.chat_message import (
     encode_body,
     encode_envelope,
 )
-from p2pnode.sessions.crypto import InitHeader, KeyAgreement, RatchetHeader
+from p2pnode.sessions.crypto import InitHeader, KeyAgreement, RatchetHeader, RatchetSession
 from p2pnode.sessions.mailbox_list import (
     MailboxEntry,
     MailboxListDecodeError,
@@ -210,3 +211,17 @@ def test_decoders_total_on_mutated_valid_input(data: bytes, where: int, value: i
     ):
         with contextlib.suppress(error):
             decoder(bytes(mutated))
+
+
+def test_largest_text_fits_an_envelope_and_one_byte_more_does_not() -> None:
+    alice, bob = KeyAgreement.create(os.urandom(32)), KeyAgreement.create(os.urandom(32))
+    text = "é" * (MAX_TEXT_BYTES // 2)  # 2 bytes each: exactly the limit in UTF-8
+    body = Body(BodyKind.TEXT, os.urandom(16), 1, GENESIS_HASH, 0, text)
+    _, _, header, ciphertext = RatchetSession.initiate(alice, bob.bundle(), encode_body(body))
+    envelope = Envelope(K, os.urandom(32), None, header, ciphertext)
+    assert decode_envelope(encode_envelope(envelope)) == envelope
+    assert len(encode_envelope(envelope)) <= MAX_ENVELOPE_BYTES
+    with pytest.raises(ValueError):
+        Body(BodyKind.TEXT, os.urandom(16), 1, GENESIS_HASH, 0, text + "x")
+    with pytest.raises(ValueError):
+        Envelope(K, os.urandom(32), None, header, ciphertext + bytes(MAX_ENVELOPE_BYTES))
