@@ -120,6 +120,7 @@ def finish(process: subprocess.Popen[str]) -> None:
         process.communicate(timeout=5)
 
 
+@pytest.mark.slow
 def test_baresip_registers_on_loopback_and_answers_keepalives(tmp_path: Path) -> None:
     baresip = require_tool("baresip")
     (tmp_path / "gateway.py").write_text(GATEWAY)
