@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from p2pnode.app.peer_config import PresenceSection
 from p2pnode.identity import public_key_from_peer_id
 
 __all__ = [
@@ -197,6 +198,9 @@ class TurnSection(_Section):
         "49152-65535", description="relayed port range"
     )
     tcp: bool = Field(True, description="also serve TURN over TCP")
+    rfc5766_channels: bool = Field(
+        False, description="also accept channel numbers 0x5000-0x7FFF (coturn's clients)"
+    )
 
     @model_validator(mode="after")
     def _usable(self) -> TurnSection:
@@ -265,7 +269,7 @@ class NodeConfig(_Section):
     control: ControlSection = Field(default_factory=ControlSection)  # type: ignore[arg-type]
     metrics: MetricsSection = Field(default_factory=MetricsSection)  # type: ignore[arg-type]
     log: LogSection = Field(default_factory=LogSection)  # type: ignore[arg-type]
-    presence: ReservedSection = Field(default_factory=ReservedSection)
+    presence: PresenceSection = Field(default_factory=PresenceSection)  # type: ignore[arg-type]
     mailbox: ReservedSection = Field(default_factory=ReservedSection)
     chat: ReservedSection = Field(default_factory=ReservedSection)
     calls: ReservedSection = Field(default_factory=ReservedSection)

@@ -242,6 +242,7 @@ def turn_config(config: NodeConfig, admission: Callable[[FiveTuple], bool]) -> T
         ),
         policy=PeerAddressPolicy(allow=parse_networks(section.allow_peers)),
         port_range=(low, high),
+        legacy_channels=section.rfc5766_channels,
         admission=admission,
     )
 
