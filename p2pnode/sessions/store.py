@@ -65,7 +65,15 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE seen_envelopes (envelope_id BLOB PRIMARY KEY, message_id BLOB NOT NULL,
         peer BLOB NOT NULL, seen_at REAL NOT NULL);
     """,
+    # 1 -> 2: history in the order messages were shown (a gap delays an incoming one),
+    # not the order they were stored
+    """
+    ALTER TABLE messages ADD COLUMN shown_order INTEGER;
+    UPDATE messages SET shown_order = rowid WHERE direction = 0 OR shown = 1;
+    CREATE INDEX messages_by_shown_order ON messages (shown_order);
+    """,
 )
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -240,8 +248,9 @@ class ChatStore:
         """Store a message; False when its id is already known (a duplicate)."""
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO messages (message_id, peer, direction, seq, prev_hash, hash, "
-            "text, sent_at_ms, stored_at, shown, chain_ok) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "text, sent_at_ms, stored_at, shown, chain_ok, shown_order) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN ? THEN "
+            "(SELECT coalesce(max(shown_order), 0) + 1 FROM messages) END)",
             (
                 row.message_id,
                 row.peer,
@@ -254,6 +263,7 @@ class ChatStore:
                 now,
                 int(row.shown),
                 int(row.chain_ok),
+                int(row.shown),
             ),
         )
         return cursor.rowcount == 1
@@ -274,16 +284,18 @@ class ChatStore:
 
     def mark_shown(self, message_id: bytes, chain_ok: bool) -> None:
         self._db.execute(
-            "UPDATE messages SET shown = 1, chain_ok = ? WHERE message_id = ?",
+            "UPDATE messages SET shown = 1, chain_ok = ?, "
+            "shown_order = (SELECT coalesce(max(shown_order), 0) + 1 FROM messages) "
+            "WHERE message_id = ?",
             (int(chain_ok), message_id),
         )
 
     def history(self, peer: bytes, limit: int = 1000) -> list[MessageRow]:
-        """Shown incoming and all outgoing messages, oldest first."""
+        """Shown incoming and all outgoing messages, in the order they were shown."""
         rows = self._db.execute(
             "SELECT message_id, peer, direction, seq, prev_hash, hash, text, sent_at_ms, shown, "
-            "chain_ok FROM messages WHERE peer = ? AND (direction = 0 OR shown = 1) "
-            "ORDER BY stored_at, rowid LIMIT ?",
+            "chain_ok FROM messages WHERE peer = ? AND shown_order IS NOT NULL "
+            "ORDER BY shown_order LIMIT ?",
             (peer, limit),
         ).fetchall()
         return [_message(r) for r in rows]

@@ -8,6 +8,7 @@ A crash is simulated by dropping a core and reopening it from its database.
 from __future__ import annotations
 
 import random
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ from p2pnode.sessions.outbox import (
     transition,
 )
 from p2pnode.sessions.prekeys import ROTATE_AFTER, bundle_from_record
-from p2pnode.sessions.store import SCHEMA_VERSION, ChatStore
+from p2pnode.sessions.store import MIGRATIONS, SCHEMA_VERSION, ChatStore
 
 T0 = 1_800_000_000.0
 SEED_A, SEED_B = bytes([3]) * 32, bytes([4]) * 32
@@ -392,3 +393,35 @@ def test_recipient_crash_between_commit_and_ack(
     alice.core.receive(replies, T0 + 1)  # the receipts are made again from the duplicates
     assert alice.core.store.outbox_size() == 0
     assert all(m.held_for(bob.identity.public_key) == 0 for m in mailboxes)
+
+
+def test_a_version_1_store_migrates_and_keeps_its_messages(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:  # a home written by schema version 1
+        for statement in MIGRATIONS[0].split(";"):
+            if statement.strip():
+                old.execute(statement)
+        old.execute(
+            "INSERT INTO messages (message_id, peer, direction, seq, prev_hash, hash, text, "
+            "sent_at_ms, stored_at, shown, chain_ok) VALUES (?, ?, 0, 1, ?, ?, 'kept', 0, 0, 1, 1)",
+            (bytes(16), bytes(32), bytes(32), bytes(32)),
+        )
+        old.execute("PRAGMA user_version = 1")
+    store = ChatStore(path)
+    assert store.schema_version == SCHEMA_VERSION == 2
+    assert [m.text for m in store.history(bytes(32))] == ["kept"]
+
+
+def test_history_is_in_shown_order(world: tuple[Peer, Peer, list[MailboxCore]]) -> None:
+    alice, bob, _ = world
+    bundle = bundle_from_record(bob.core.prekey_record(T0))
+    first = alice.core.compose(bob.identity.public_key, "first", T0, bundle)
+    second = alice.core.compose(bob.identity.public_key, "second", T0)
+    bob.core.receive([second.envelope], T0)  # stored first, shown only after "first"
+    reply = bob.core.compose(alice.identity.public_key, "reply", T0)
+    bob.core.receive([first.envelope], T0)
+    texts = [m.text for m in bob.core.store.history(alice.identity.public_key)]
+    assert texts == ["reply", "first", "second"]
+    assert reply.message_id in {
+        m.message_id for m in bob.core.store.history(alice.identity.public_key)
+    }
