@@ -45,7 +45,7 @@ class Groups:
     network: str
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1 << 16)
 def _groups(host: str, prefix_v4: int, prefix_v6: int, loopback: bool) -> Groups | None:
     try:
         ip = ipaddress.ip_address(host.split("%", 1)[0])

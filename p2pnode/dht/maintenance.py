@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["MAINTENANCE_TICK", "REFRESHES_PER_ROUND", "REPLICATION_BUDGET", "Maintenance"]
 
 MAINTENANCE_TICK = 1.0
+IDLE_TICK = 10.0  # longest sleep of a healthy node's upkeep
 REPLICATION_BUDGET = 512  # STOREs per replication round
 REFRESHES_PER_ROUND = 3
 
@@ -46,7 +47,22 @@ class Maintenance:
 
     def run(self, now: float) -> None:
         core = self.core
-        self.next_run = now + MAINTENANCE_TICK
+        self._run(now)
+        # Wake up for the next due step, every MAINTENANCE_TICK while the table is
+        # unhealthy (bootstrap retries), at most IDLE_TICK apart otherwise: ten
+        # thousand idle cores in one simulation need not all tick every second.
+        due = [self._next_purge, self._next_replication, self._next_refresh, now + IDLE_TICK]
+        fraction = core.config.republish_fraction
+        due += [
+            r.issued_at + fraction * (r.expires_at - r.issued_at) - core.wall_offset
+            for r in core.own_records.values()
+        ]
+        self.next_run = max(now + MAINTENANCE_TICK, min(due))
+        if not core.healthy:
+            self.next_run = now + MAINTENANCE_TICK
+
+    def _run(self, now: float) -> None:
+        core = self.core
         if now >= self._next_purge:
             self._next_purge = now + core.config.purge_interval
             wall = core.wall(now)

@@ -97,7 +97,7 @@ from p2pnode.dht.operations import (
 from p2pnode.dht.proofs import HeldTokens, receipt_valid
 from p2pnode.dht.ratelimit import TokenBuckets, source_of
 from p2pnode.dht.requests import PendingRequests, Requester, SentRequest
-from p2pnode.dht.routing import OfferOutcome, RoutingTable, TableHealth
+from p2pnode.dht.routing import RoutingTable, TableHealth
 from p2pnode.dht.storage import RecordStore
 from p2pnode.identity import Identity, verify_signature
 from p2pnode.records import (
@@ -197,7 +197,6 @@ class DhtCore:
         self._events: list[OperationDone] = []
         self._next_op = 1
         self._challenges_in_flight = 0
-        self._checking: set[bytes] = set()
         self._record_cache: OrderedDict[bytes, SignedRecord] = OrderedDict()
         self._request_limits: TokenBuckets[str] = TokenBuckets(
             self.config.request_rate, self.config.request_burst
@@ -329,6 +328,11 @@ class DhtCore:
             record.key in self.own_records or len(self.own_records) < MAX_OWN_RECORDS
         ):
             self.own_records[record.key] = record
+            lifetime = record.expires_at - record.issued_at
+            republish_at = record.issued_at + self.config.republish_fraction * lifetime
+            self.maintenance.next_run = min(
+                self.maintenance.next_run, max(now, republish_at - self.wall_offset)
+            )
         LookupOp(self, op_id, record.key, LookupKind.NODE, now, record=record).start(now)
 
     def ping(self, address: Address, now: float, expected_key: bytes | None = None) -> int:
@@ -644,12 +648,17 @@ class DhtCore:
         return sent
 
     def _proven_contact(self, sender: Contact, client: bool, now: float) -> None:
+        """A proven sender: into its bucket, or its replacement cache when the bucket is full.
+
+        No eager liveness check of the bucket's oldest contact (section 2.2): a full
+        bucket sees a newcomer on almost every request, and each check set off
+        challenges and checks at the other end (a network-wide cascade of PINGs in a
+        10,000-node simulation). Section 4.1's lazy rule replaces a contact with the
+        freshest replacement once it fails to answer a request of ours.
+        """
         self.addresses.prove(sender.public_key, sender.address, now)
-        if client:
-            return
-        offered = self.table.offer(sender, now)
-        if offered.outcome is OfferOutcome.REPLACEMENT and offered.check is not None:
-            self._check_liveness(offered.check, now)
+        if not client:
+            self.table.offer(sender, now)
 
     def _seen(self, sender: Contact, client: bool, now: float) -> None:
         """Any datagram from a sender: refresh it if proven, else challenge it if useful."""
@@ -660,11 +669,14 @@ class DhtCore:
             if proven:
                 self.table.record_success(sender.node_id, now)
             return
-        if self.table.wants(sender.node_id, sender):
-            if proven:
-                self._proven_contact(sender, client, now)
-            else:
-                self._challenge(sender, now)  # only when a slot could take it: bounded
+        if not self.table.wants(sender.node_id, sender):
+            return
+        if proven:
+            self._proven_contact(sender, client, now)
+        elif self.table.has_room(sender.node_id):
+            # A challenge costs two datagrams each way: only for a free slot. The
+            # replacement caches fill with senders whose datagrams carried a proof.
+            self._challenge(sender, now)
 
     def _challenge(self, sender: Contact, now: float) -> None:
         if self._challenges_in_flight >= MAX_CHALLENGES_IN_FLIGHT:
@@ -678,15 +690,6 @@ class DhtCore:
 
     def _challenge_done(self, result: object, now: float) -> None:
         self._challenges_in_flight -= 1
-
-    def _check_liveness(self, contact: Contact, now: float) -> None:
-        """Kademlia section 2.2: ping the least recently seen before replacing it."""
-        if contact.node_id in self._checking:
-            return
-        self._checking.add(contact.node_id)
-        op = PingOp(self, INTERNAL_OP, contact.address)
-        op.done_callback = lambda result, now: self._checking.discard(contact.node_id)
-        op.start(now, contact.public_key)
 
     # --------------------------------------------------------------- requests
 

@@ -151,6 +151,11 @@ class RoutingTable:
             return False
         return len(bucket.contacts) < self.k or len(bucket.replacements) < REPLACEMENT_CACHE_SIZE
 
+    def has_room(self, node_id: bytes) -> bool:
+        """Is there a free slot in the bucket ``node_id`` falls in?"""
+        bucket = self._bucket_of(node_id)
+        return bucket is not None and len(bucket.contacts) < self.k
+
     def record_success(self, node_id: bytes, now: float) -> None:
         """The contact answered: it is the most recently seen of its bucket."""
         bucket = self._bucket_of(node_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from p2pnode.dht.config import DhtConfig, OperationResult
 from p2pnode.dht.keys import Address
@@ -21,16 +21,26 @@ __all__ = ["MemNet"]
 
 
 class MemNet:
-    def __init__(self, *, latency: float = 0.001, seed: int = 1) -> None:
+    def __init__(
+        self, *, latency: float = 0.001, seed: int = 1, loss: float = 0.0, jitter: float = 0.0
+    ) -> None:
+        """``loss``: fraction of datagrams dropped; ``jitter``: up to this much extra
+        latency each, drawn per datagram (reorders them). Both seeded."""
         self.now = 1_700_000_000.0
         self.latency = latency
+        self.loss = loss
+        self.jitter = jitter
+        self.delivered = 0  # datagrams handed to a live core
         self.rng = random.Random(seed)
+        self._link = random.Random(seed + 1)
         self.cores: dict[Address, DhtCore] = {}
         self.down: set[Address] = set()
         self.queue: list[tuple[float, int, bytes, Address, Address]] = []
         self.results: dict[tuple[Address, int], OperationResult] = {}
         self.tap: Callable[[bytes, Address, Address], None] | None = None
         self._seq = 0
+        self._deadlines: dict[Address, float] = {}
+        self._timers: list[tuple[float, Address]] = []
 
     def add(
         self,
@@ -54,8 +64,11 @@ class MemNet:
         return address, core
 
     def inject(self, data: bytes, source: Address, destination: Address) -> None:
+        if self.loss and self._link.random() < self.loss:
+            return
         self._seq += 1
-        heapq.heappush(self.queue, (self.now + self.latency, self._seq, data, source, destination))
+        delay = self.latency + (self._link.random() * self.jitter if self.jitter else 0.0)
+        heapq.heappush(self.queue, (self.now + delay, self._seq, data, source, destination))
 
     def _flush(self, address: Address, core: DhtCore) -> None:
         for data, destination in core.datagrams_to_send():
@@ -66,14 +79,24 @@ class MemNet:
             self.results[(address, event.op_id)] = event.result
 
     def run_until(
-        self, done: Callable[[], bool], *, limit: float = 30.0, max_steps: int = 2_000_000
+        self,
+        done: Callable[[], bool],
+        *,
+        limit: float = 30.0,
+        max_steps: int = 2_000_000,
+        touched: Iterable[Address] | None = None,
     ) -> None:
+        """Deliver datagrams and fire timers until ``done()`` or ``limit`` virtual seconds.
+
+        Cores the caller fed directly (``core.get(...)`` and the like) must be flushed
+        first: all of them (``touched`` None, O(N)), or only those named in ``touched``.
+        """
         end = self.now + limit
-        # Each core's next deadline, in a heap with lazy deletion: only a core that was
-        # just fed (datagram or timer) can have moved its deadline, so a step costs
-        # O(log N), not a scan of every core (hundreds of nodes in one test).
-        deadlines: dict[Address, float] = {}
-        timers: list[tuple[float, Address]] = []
+        # Each core's next deadline, in a heap with lazy deletion (kept between calls):
+        # only a core that was just fed (datagram or timer) can have moved its deadline,
+        # so a step costs O(log N), not a scan of every core.
+        deadlines = self._deadlines
+        timers = self._timers
 
         def rearm(address: Address, core: DhtCore) -> None:
             deadline = core.next_deadline()
@@ -81,7 +104,9 @@ class MemNet:
                 deadlines[address] = deadline
                 heapq.heappush(timers, (deadline, address))
 
-        for address, core in self.cores.items():
+        fed = self.cores.keys() if touched is None else touched
+        for address in fed:
+            core = self.cores[address]
             self._flush(address, core)
             if address not in self.down:
                 rearm(address, core)
@@ -96,6 +121,7 @@ class MemNet:
                 self.now = max(self.now, when)
                 receiver = self.cores.get(destination)
                 if receiver is not None and destination not in self.down:
+                    self.delivered += 1
                     receiver.datagram_received(data, source, self.now)
                     self._flush(destination, receiver)
                     rearm(destination, receiver)
@@ -118,6 +144,7 @@ class MemNet:
         raise AssertionError("run_until: step limit reached")
 
     def wait(self, address: Address, op_id: int, *, limit: float = 30.0) -> OperationResult:
-        self.run_until(lambda: (address, op_id) in self.results, limit=limit)
+        """Run until the operation ``op_id`` just started at ``address`` finishes."""
+        self.run_until(lambda: (address, op_id) in self.results, limit=limit, touched=(address,))
         assert (address, op_id) in self.results, "operation did not finish in virtual time"
         return self.results.pop((address, op_id))
