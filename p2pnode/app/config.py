@@ -201,11 +201,18 @@ class TurnSection(_Section):
     rfc5766_channels: bool = Field(
         False, description="also accept channel numbers 0x5000-0x7FFF (coturn's clients)"
     )
+    tls_listen: HostPort | None = Field(None, description="also serve TURN over TLS here")
+    tls_cert: str | None = Field(None, description="certificate chain for tls_listen (PEM)")
+    tls_key: str | None = Field(None, description="its private key (default: in tls_cert)")
 
     @model_validator(mode="after")
     def _usable(self) -> TurnSection:
         if self.enabled and not self.users and self.secret is None:
             raise ValueError("an enabled turn server needs users or a secret")
+        if (self.tls_listen is None) != (self.tls_cert is None):
+            raise ValueError("tls_listen and tls_cert go together")
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("tls_key needs tls_cert")
         if self.enabled and self.relay_ip is None:
             host, _ = hostport(self.listen)
             if ipaddress.ip_address(host).is_unspecified:

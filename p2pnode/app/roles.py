@@ -15,6 +15,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from nat.reachability import Reachability
 from nat.stun.server import StunServerStats
@@ -33,6 +34,7 @@ from relay.quota import QuotaConfig
 from relay.server import TurnConfig, TurnServer
 from relay.service import RelayService, ServiceAddresses
 from relay.supernode import Role
+from relay.tls import TlsConfigError, server_context
 
 __all__ = [
     "RoleChanged",
@@ -267,8 +269,18 @@ class TurnService:
         loop = asyncio.get_running_loop()
         server = TurnServer(turn_config(self.config, self._admit), random.SystemRandom(),
                             loop.time())  # fmt: skip
-        tcp = [self.listen] if self.config.turn.tcp else []
-        relay = RelayService(server, udp=[self.listen], tcp=tcp)
+        section = self.config.turn
+        tcp = [self.listen] if section.tcp else []
+        tls: list[Address] = []
+        context = None
+        if section.tls_listen is not None and section.tls_cert is not None:
+            tls = [hostport(section.tls_listen)]
+            key = Path(section.tls_key) if section.tls_key is not None else None
+            try:
+                context = server_context(Path(section.tls_cert), key)
+            except TlsConfigError as error:  # a start failure the node reports
+                raise OSError(f"TLS: {error}") from None
+        relay = RelayService(server, udp=[self.listen], tcp=tcp, tls=tls, ssl_context=context)
         self.bound = await relay.start()
         self.relay = relay
         self.accepting = True

@@ -191,7 +191,8 @@ def print_started(assembly: Assembly) -> None:
         print(f"STUN server (with dial-back) on {where}", flush=True)
     if assembly.turn is not None and assembly.turn.bound.udp:
         where = " ".join(f"{h}:{p}" for h, p in assembly.turn.bound.udp)
-        print(f"TURN server (standalone) on {where} udp+tcp", flush=True)
+        tls = "".join(f"; TLS on {h}:{p}" for h, p in assembly.turn.bound.tls)
+        print(f"TURN server (standalone) on {where} udp+tcp{tls}", flush=True)
     if assembly.enum is not None and assembly.enum.address is not None:
         h, p = assembly.enum.address
         print(f"ENUM DNS gateway on udp+tcp {h}:{p}", flush=True)

@@ -1,6 +1,6 @@
 """The standalone TURN server as a service ([turn]) beside a supernode and a STUN server:
-an aioice client allocates with an operator user; metrics name each relay once; a stop
-drains the live allocation before the relay closes."""
+an aioice client allocates with an operator user over UDP and over TLS; metrics name each
+relay once; a stop drains the live allocation before the relay closes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from p2pnode.app.runtime import assemble
 from p2pnode.app.service import ServiceState
 from p2pnode.identity import Identity
 from relay.supernode import Role
+from tests.harness.tls import make_certificates
 
 
 class _Inbox(asyncio.DatagramProtocol):
@@ -41,6 +42,7 @@ async def _scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 async def _scenario(home: Path) -> None:
     identity = Identity.load_or_create(home)
+    files = make_certificates(home)
     config = parse_config(
         {
             "node": {"listen": "127.0.0.1:0"},
@@ -48,7 +50,9 @@ async def _scenario(home: Path) -> None:
                           "serve_stun": "127.0.0.1:0"},
             "relay": {"listen": "127.0.0.1:0", "drain_limit": 20.0},
             "turn": {"enabled": True, "listen": "127.0.0.1:0", "users": ["alice:secret"],
-                     "realm": "example.org", "allow_peers": ["127.0.0.0/8"]},
+                     "realm": "example.org", "allow_peers": ["127.0.0.0/8"],
+                     "tls_listen": "127.0.0.1:0", "tls_cert": str(files.certificate),
+                     "tls_key": str(files.key)},
             "control": {"enabled": False},
             "metrics": {"listen": "127.0.0.1:0"},
         }
@@ -71,12 +75,20 @@ async def _scenario(home: Path) -> None:
             transport, inbox = await create_turn_endpoint(
                 _Inbox, relay_address, "alice", "secret", lifetime=600
             )
+        async with asyncio.timeout(30):  # and over TLS, verifying the test CA
+            tls_transport, tls_inbox = await create_turn_endpoint(
+                _Inbox, turn.bound.tls[0], "alice", "secret", lifetime=600, transport="tcp",
+                ssl=files.client_context(),
+            )  # fmt: skip
+        tls_transport.close()
+        async with asyncio.timeout(30):
+            await tls_inbox.closed.wait()
         samples = await _scrape(metrics.url)
         created = dict(
             (labels["relay"], value)
             for labels, value in samples["p2pnode_relay_allocations_created_total"]
         )
-        assert created["standalone"] == 1.0
+        assert created["standalone"] == 2.0  # UDP and TLS
         assert {labels["server"] for labels, _ in samples["p2pnode_stun_responses_total"]} >= {
             "serve_stun"
         }
