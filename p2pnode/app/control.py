@@ -46,6 +46,7 @@ from p2pnode.app.api_models import (
     TableModel,
     resolution_answer,
 )
+from p2pnode.app.api_peer import PEER_ROUTES
 from p2pnode.app.homefiles import CONTROL_FILE, TOKEN_FILE, read_token
 from p2pnode.app.node import Node
 from p2pnode.app.roles import SupernodeService
@@ -364,6 +365,7 @@ ROUTES = (
     Route("GET", "/api/enum/{number}", enum_lookup, "resolve a phone number", NameAnswer),
     Route("GET", "/api/relay", relay_state, "the supernode role and relay counters", None),
     Route("GET", "/api/events", events, "WebSocket: service states, role changes", None),
+    *(Route(*spec) for spec in PEER_ROUTES),  # reach: ping, presence, contacts (api_peer.py)
 )  # fmt: skip
 
 
@@ -454,6 +456,11 @@ def build_app(
             return _json(ApiError(error=error.error, detail=error.detail), error.status)
         except (TimeoutError, DirectoryTimeoutError):
             return _json(ApiError(error="network timeout"), 504)
+        except web.HTTPException:
+            raise
+        except Exception as error:  # e.g. the DHT restarting: an answer, not a crash
+            logger.warning("control API %s %s failed: %s", request.method, request.path, error)
+            return _json(ApiError(error="internal error", detail=type(error).__name__), 500)
 
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
 

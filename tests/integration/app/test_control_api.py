@@ -63,6 +63,13 @@ async def _scenario(home: Path) -> None:
                 assert login.status == 400
             async with session.get(f"{url}/api/relay", headers=auth) as relay:
                 assert relay.status == 404  # no supernode controller configured
+            await assembly.dht.stop()  # as while the runtime restarts it
+            async with session.get(
+                f"{url}/api/records", params={"kind": "name-claim", "subject": "x"}, headers=auth
+            ) as down:
+                assert down.status in (500, 504)
+                assert (await down.json())["error"] in ("internal error", "network timeout")
+            await assembly.dht.start()
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await session.ws_connect(f"{url}/api/events?token=wrong")
             assert refused.value.status == 401
