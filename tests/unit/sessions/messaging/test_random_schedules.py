@@ -1,10 +1,10 @@
 """Random schedules in virtual time: sends, mailbox outages, lost receipts, crashes, any order.
 
-Hypothesis draws a schedule of actions (alice writes, alice's outbox runs with
-some mailboxes down and each deposit lost with 30 % odds, bob drains some mailboxes, receipts are lost or late,
-alice or bob crash). Then everything comes up and time runs until the outbox
-is empty. Whatever the schedule: bob shows every text exactly once, in order,
-and no mailbox holds anything for him.
+Hypothesis draws a schedule of actions (alice writes; alice's outbox runs with
+some mailboxes down and each deposit lost with 30 % odds; bob drains some
+mailboxes; receipts are lost or late; alice or bob crash). Then everything
+comes up and time runs until the outbox is empty. Whatever the schedule, bob
+shows every text exactly once, in order, and no mailbox holds anything for him.
 """
 
 from __future__ import annotations
