@@ -25,6 +25,7 @@ import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from p2pnode.app.peer_config import PresenceSection
+from p2pnode.app.web_config import WebSection
 from p2pnode.identity import public_key_from_peer_id
 
 __all__ = [
@@ -281,7 +282,7 @@ class NodeConfig(_Section):
     chat: ReservedSection = Field(default_factory=ReservedSection)
     calls: ReservedSection = Field(default_factory=ReservedSection)
     sip: ReservedSection = Field(default_factory=ReservedSection)
-    web: ReservedSection = Field(default_factory=ReservedSection)
+    web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
 
     def override(self, changes: dict[str, dict[str, Any]]) -> NodeConfig:
         """A copy with ``{section: {key: value}}`` applied (command-line flags), validated."""

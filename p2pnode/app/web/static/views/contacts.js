@@ -1,0 +1,56 @@
+// Contacts with presence dots: the list from /api/contacts, refreshed on every presence event.
+import { useEffect, useState } from "preact/hooks";
+import { html, api } from "../app.js";
+
+export function presenceLabel(contact) {
+  if (contact.online === null) return "unknown";
+  return contact.online ? (contact.status || "online") : "offline";
+}
+
+export function ContactsView({ paths, events }) {
+  const [contacts, setContacts] = useState([]);
+  const [name, setName] = useState("");
+  const [peer, setPeer] = useState("");
+  const [message, setMessage] = useState("");
+  const enabled = paths.has("/api/contacts");
+  const refresh = () => api("GET", "/api/contacts").then((a) => setContacts(a.contacts), (e) => setMessage(e.message));
+  useEffect(() => { if (enabled) { refresh(); const t = setInterval(refresh, 5000); return () => clearInterval(t); } return undefined; }, [enabled]);
+  useEffect(() => { if (enabled) refresh(); }, [events.length]);
+
+  const add = async (event) => {
+    event.preventDefault();
+    setMessage("Looking up…");
+    try {
+      await api("POST", "/api/contacts", { name, peer });
+      setMessage(`Added ${name}.`); setName(""); setPeer(""); refresh();
+    } catch (error) { setMessage(`Could not add: ${error.message}`); }
+  };
+  const remove = async (contact) => {
+    await api("DELETE", `/api/contacts/${encodeURIComponent(contact.name)}`).catch(() => {});
+    refresh();
+  };
+  if (!enabled) {
+    return html`<h2 tabindex="-1">Contacts</h2><p class="notice">Contacts need presence: set <code>[presence] enabled = true</code> in the node's config.</p>`;
+  }
+  return html`<h2 tabindex="-1">Contacts</h2>
+  <section class="card" aria-labelledby="add-h"><h3 id="add-h">Add a contact</h3>
+    <form onSubmit=${add}>
+      <label for="contact-name">Name</label>
+      <input id="contact-name" value=${name} onInput=${(e) => setName(e.target.value)} required pattern="[a-z0-9._-]+" />
+      <label for="contact-peer">Login or peer id</label>
+      <input id="contact-peer" value=${peer} onInput=${(e) => setPeer(e.target.value)} required />
+      <button type="submit" id="contact-add">Add</button>
+    </form>
+    <p role="status" id="contacts-message">${message}</p>
+  </section>
+  <section class="card" aria-labelledby="list-h"><h3 id="list-h">Contacts</h3>
+    ${contacts.length === 0 ? html`<p class="muted">No contacts yet.</p>` : html`<ul class="contacts" aria-live="polite">
+      ${contacts.map((c) => html`<li data-contact=${c.name} data-presence=${presenceLabel(c)}>
+        <span class=${`dot ${c.online === null ? "" : c.online ? "online" : "offline"}`} aria-hidden="true"></span>
+        <strong>${c.name}</strong> <span class="presence">${presenceLabel(c)}</span>${c.note ? html` — <em>${c.note}</em>` : ""}
+        <div class="mono muted">${c.peer_id}</div>
+        <a href=${`#/chat`} class="secondary">Chat</a>
+        <button type="button" class="secondary" aria-label=${`Remove ${c.name}`} onClick=${() => remove(c)}>Remove</button>
+      </li>`)}</ul>`}
+  </section>`;
+}
