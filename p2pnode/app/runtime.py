@@ -24,6 +24,7 @@ from p2pnode.app.gateway import EnumDnsService
 from p2pnode.app.logs import configure_logging
 from p2pnode.app.metrics import MetricsService
 from p2pnode.app.node import Node
+from p2pnode.app.peer_services import add_peer_services, effective_config
 from p2pnode.app.roles import SupernodeService, TurnService, role_options
 from p2pnode.app.services import DhtService, RelaySearchService, StunServerService
 from p2pnode.identity import Identity, public_key_from_peer_id
@@ -51,6 +52,7 @@ class Assembly:
 
 
 def assemble(home: Path, config: NodeConfig, identity: Identity) -> Assembly:
+    config = effective_config(config)  # [presence] attaching: the DHT as a client
     node = Node(drain_limit=config.relay.drain_limit)
     dht = DhtService(identity, home, config)
     node.add(dht, required=True)
@@ -83,6 +85,7 @@ def assemble(home: Path, config: NodeConfig, identity: Identity) -> Assembly:
     if config.enum.enabled:
         enum = EnumDnsService(dht, config)
         node.add(enum)
+    add_peer_services(home, config, identity, node, dht, relays)  # [presence]: signalling
     control = None
     if config.control.enabled:
         port = config.control.port

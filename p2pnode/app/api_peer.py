@@ -1,0 +1,233 @@
+"""Control-API routes for reach: ping a peer, set our presence, contacts with live presence.
+
+Kept apart from ``control.py`` (which registers ``PEER_ROUTES`` in its route
+table, so the OpenAPI document lists them from these models): the handlers
+answer from the peer app (``peer_services.PeerApp``), found by its service
+name, so a node without ``[presence]`` answers 404 with the reason. Their
+events (``PresenceChanged`` from the signalling, ``LinkOpened`` from the peer
+app) reach the WebSocket through ``Node.emit`` like every other event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import pydantic
+from aiohttp import web
+
+from p2pnode.app.api_models import ApiError
+from p2pnode.app.peer_services import MAX_PINGS, PeerApp, PeerNotFoundError
+from p2pnode.connectivity.contact import PresenceStatus
+from p2pnode.connectivity.peerlink import PeerLinkError
+from p2pnode.directory.lookup import DirectoryTimeoutError
+
+if TYPE_CHECKING:
+    from p2pnode.app.control import ControlContext
+
+__all__ = [
+    "PEER_ROUTES",
+    "ContactAddRequest",
+    "ContactModel",
+    "ContactsAnswer",
+    "PingAnswer",
+    "PingRequest",
+    "PresenceAnswer",
+    "PresenceRequest",
+]
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+MAX_PEER_BODY = 4096  # every request here is a few short fields
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class PingRequest(_Model):
+    peer: str = pydantic.Field(min_length=1, max_length=128, description="login, peer id, contact")
+    count: int = pydantic.Field(3, ge=1, le=MAX_PINGS, description="round trips to measure")
+
+
+class PingAnswer(_Model):
+    peer_id: str
+    path: str = pydantic.Field(description='e.g. "direct host->host", "relayed via ID (udp, ours)"')
+    direct: bool
+    setup_ms: float = pydantic.Field(description="first offer sent -> data channel open")
+    rtt_ms: list[float]
+
+
+class PresenceRequest(_Model):
+    status: Literal["online", "away", "busy"]
+    note: str = pydantic.Field("", max_length=140)
+
+
+class PresenceAnswer(_Model):
+    status: str
+    note: str
+
+
+class ContactAddRequest(_Model):
+    name: str = pydantic.Field(min_length=1, max_length=32, description="a-z 0-9 . _ -")
+    peer: str = pydantic.Field(min_length=1, max_length=128, description="login or peer id")
+
+
+class ContactModel(_Model):
+    name: str
+    peer_id: str
+    online: bool | None = pydantic.Field(description="null: not known yet")
+    status: str
+    note: str
+
+
+class ContactsAnswer(_Model):
+    contacts: list[ContactModel]
+
+
+class _RefusedError(Exception):
+    def __init__(self, status: int, error: str, detail: str = "") -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+def _json(model: pydantic.BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        text=model.model_dump_json(), status=status, content_type="application/json"
+    )
+
+
+def _app(ctx: ControlContext) -> PeerApp:
+    try:
+        service = ctx.node.service(PeerApp.name)
+    except KeyError:
+        raise _RefusedError(404, "presence not enabled", "set [presence] enabled = true") from None
+    assert isinstance(service, PeerApp)
+    return service
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    raw = await request.content.read(MAX_PEER_BODY + 1)
+    if len(raw) > MAX_PEER_BODY:
+        raise _RefusedError(413, "body too large")
+    try:
+        return model.model_validate_json(raw)
+    except pydantic.ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise _RefusedError(400, "invalid request", f"{where}: {first['msg']}") from None
+
+
+async def _resolve(app: PeerApp, text: str) -> str:
+    try:
+        return await app.resolve(text)
+    except PeerNotFoundError as error:
+        raise _RefusedError(404, "peer not found", str(error)) from None
+    except DirectoryTimeoutError:
+        raise _RefusedError(504, "network timeout", "the directory did not answer") from None
+
+
+def _contact(app: PeerApp, name: str, peer_id: str) -> ContactModel:
+    seen = app.presence_of(peer_id)
+    if seen is None:
+        return ContactModel(name=name, peer_id=peer_id, online=None, status="unknown", note="")
+    return ContactModel(
+        name=name, peer_id=peer_id, online=seen.online, status=seen.status, note=seen.note
+    )
+
+
+Handler = Callable[["ControlContext", web.Request], Awaitable[web.StreamResponse]]
+
+
+def _guarded(
+    handler: Callable[[PeerApp, web.Request], Awaitable[web.Response]],
+) -> Handler:
+    async def handle(ctx: ControlContext, request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(_app(ctx), request)
+        except _RefusedError as refused:
+            return _json(ApiError(error=refused.error, detail=refused.detail), refused.status)
+
+    handle.__name__ = handler.__name__
+    return handle
+
+
+async def ping(app: PeerApp, request: web.Request) -> web.Response:
+    body = await _body(request, PingRequest)
+    peer_id = await _resolve(app, body.peer)
+    try:
+        result = await app.ping(peer_id, body.count)
+    except PeerNotFoundError as error:
+        raise _RefusedError(404, "peer unreachable", str(error)) from None
+    except PeerLinkError as error:
+        raise _RefusedError(504, "link failed", str(error)) from None
+    return _json(
+        PingAnswer(
+            peer_id=result.peer,
+            path=result.path,
+            direct=result.direct,
+            setup_ms=result.setup_ms,
+            rtt_ms=list(result.rtt_ms),
+        )
+    )
+
+
+async def presence_set(app: PeerApp, request: web.Request) -> web.Response:
+    body = await _body(request, PresenceRequest)
+    app.set_presence(PresenceStatus[body.status.upper()], body.note)
+    return _json(PresenceAnswer(status=body.status, note=body.note))
+
+
+async def presence_get(app: PeerApp, request: web.Request) -> web.Response:
+    return _json(PresenceAnswer(status=app.status.name.lower(), note=app.note))
+
+
+async def contacts_list(app: PeerApp, request: web.Request) -> web.Response:
+    return _json(
+        ContactsAnswer(contacts=[_contact(app, c.name, c.peer_id) for c in app.contacts()])
+    )
+
+
+async def contact_add(app: PeerApp, request: web.Request) -> web.Response:
+    body = await _body(request, ContactAddRequest)
+    peer_id = await _resolve(app, body.peer)
+    try:
+        await app.add_contact(body.name, peer_id)
+    except ValueError as error:
+        raise _RefusedError(400, "bad contact", str(error)) from None
+    return _json(_contact(app, body.name, peer_id))
+
+
+async def contact_remove(app: PeerApp, request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if not app.remove_contact(name):
+        raise _RefusedError(404, "no such contact")
+    return _json(PresenceAnswer(status="removed", note=name))
+
+
+# (method, path, handler, summary, response, request, query): control.Route's fields
+PEER_ROUTES: tuple[
+    tuple[
+        str,
+        str,
+        Handler,
+        str,
+        type[pydantic.BaseModel] | None,
+        type[pydantic.BaseModel] | None,
+        type[pydantic.BaseModel] | None,
+    ],
+    ...,
+] = (
+    ("POST", "/api/ping", _guarded(ping), "open a link, report path, set-up and RTT",
+     PingAnswer, PingRequest, None),
+    ("GET", "/api/presence", _guarded(presence_get), "our status", PresenceAnswer, None, None),
+    ("PUT", "/api/presence", _guarded(presence_set), "set our status for our watchers",
+     PresenceAnswer, PresenceRequest, None),
+    ("GET", "/api/contacts", _guarded(contacts_list), "contacts with live presence",
+     ContactsAnswer, None, None),
+    ("POST", "/api/contacts", _guarded(contact_add), "add (or rename) a contact, watch it",
+     ContactModel, ContactAddRequest, None),
+    ("DELETE", "/api/contacts/{name}", _guarded(contact_remove), "forget a contact",
+     PresenceAnswer, None, None),
+)  # fmt: skip

@@ -1,0 +1,82 @@
+"""The ``[presence]`` section: how a node is reached (home supernodes, sealed signalling).
+
+Why a role and not a flag per part: a node either serves as a home (a public
+node is its own home and forwards others' envelopes) or attaches to two homes
+(everyone behind NAT). ``auto`` takes the verdict the operator gave at start
+(``supernode.public_ip`` set: serve); a node attaching to homes is useless in
+others' routing tables, so ``effective_config`` puts its DHT in client mode
+before the DHT starts (the DHT's client mode is fixed at construction).
+
+Off by default: a node hosts signalling only when its operator asks for it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from p2pnode.identity import public_key_from_peer_id
+
+__all__ = ["PresenceSection"]
+
+
+def _check_hostport(text: str) -> str:
+    """HOST:PORT with an IP host (config.py cannot be imported here: it imports us)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("not HOST:PORT")
+    _check_ip(host.strip("[]"))
+    return text
+
+
+def _check_ip(text: str) -> str:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError("not an IP address") from None
+    return text
+
+
+def _check_peer_id(text: str) -> str:
+    try:
+        public_key_from_peer_id(text)
+    except ValueError:
+        raise ValueError("not a peer id (52 characters)") from None
+    return text
+
+
+HostPort = Annotated[str, AfterValidator(_check_hostport)]
+IpText = Annotated[str, AfterValidator(_check_ip)]
+PeerIdText = Annotated[str, AfterValidator(_check_peer_id)]
+
+
+class PresenceSection(BaseModel):
+    """Signalling, presence and peer links (``p2pnode ping``, ``presence``, ``contacts``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="host the signalling service")
+    listen: HostPort = Field("0.0.0.0:0", description="UDP address of the signalling socket")
+    advertise: IpText | None = Field(
+        None, description="public IP of the signalling socket (serving nodes on a wildcard)"
+    )
+    home: Literal["auto", "serve", "attach"] = Field(
+        "auto", description="serve as a home, attach to two, or auto (serve when public_ip)"
+    )
+    homes: tuple[PeerIdText, ...] = Field(
+        (), description="home supernodes to attach to (default: found by the relay search)"
+    )
+    status: Literal["online", "away", "busy"] = Field("online", description="status at start")
+    note: str = Field("", max_length=140, description="presence note at start")
+    keepalive: float | None = Field(
+        None, ge=1.0, le=25.0, description="seconds between keepalives (default 20)"
+    )
+    max_attached: int = Field(100_000, ge=1, description="peers a home holds at most")
+    control_rate: float = Field(
+        20.0, gt=0, description="HELLO/ATTACH/WATCH per second per host at a home"
+    )
+    link_idle: float = Field(
+        30.0, gt=0, le=3600, description="seconds an answered idle peer link is kept"
+    )

@@ -1,0 +1,145 @@
+"""`p2pnode ping`, `p2pnode presence`, `p2pnode contacts`: reach through the running node.
+
+These only make sense with a node that stays attached to its homes (a link
+needs someone to answer it, a watch needs a home to notify us), so they ask the
+running node of the home (``[presence] enabled``) and never join themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pydantic
+
+from p2pnode.app.api_peer import (
+    ContactAddRequest,
+    ContactModel,
+    ContactsAnswer,
+    PingAnswer,
+    PingRequest,
+    PresenceAnswer,
+    PresenceRequest,
+)
+from p2pnode.cli.common import EXIT_OK, NetworkFailureError, add_home_argument
+from p2pnode.cli.control_client import RunningNode, running_node
+from p2pnode.identity import default_home
+
+__all__ = ["describe_contact", "describe_ping", "register"]
+
+
+def _node(args: argparse.Namespace) -> RunningNode:
+    home = args.home if args.home is not None else default_home()
+    node = running_node(home)
+    if node is None:
+        raise NetworkFailureError(
+            f"no node is running in {home} (start one with [presence] enabled: p2pnode run)"
+        )
+    return node
+
+
+def _print(args: argparse.Namespace, answer: pydantic.BaseModel, lines: list[str]) -> int:
+    print(answer.model_dump_json(indent=2) if args.json else "\n".join(lines))
+    return EXIT_OK
+
+
+def describe_ping(answer: PingAnswer) -> list[str]:
+    rtts = ", ".join(f"{r:.1f}" for r in answer.rtt_ms)
+    best = min(answer.rtt_ms)
+    return [
+        f"link to {answer.peer_id}: {answer.path}",
+        f"set-up {answer.setup_ms:.0f} ms (offer sent -> channel open)",
+        f"rtt {best:.1f} ms (min of {len(answer.rtt_ms)}: {rtts})",
+    ]
+
+
+def describe_contact(contact: ContactModel) -> str:
+    if contact.online is None:
+        state = "unknown (no CONTACT record yet)"
+    elif not contact.online:
+        state = "offline"
+    else:
+        state = contact.status + (f" ({contact.note})" if contact.note else "")
+    return f"{contact.name:<16} {state:<24} {contact.peer_id}"
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    answer = _node(args).request(
+        "POST", "/api/ping", PingAnswer, body=PingRequest(peer=args.peer, count=args.count)
+    )
+    return _print(args, answer, describe_ping(answer))
+
+
+def cmd_presence_set(args: argparse.Namespace) -> int:
+    body = PresenceRequest(status=args.status, note=args.note)
+    answer = _node(args).request("PUT", "/api/presence", PresenceAnswer, body=body)
+    note = f" ({answer.note})" if answer.note else ""
+    return _print(args, answer, [f"presence: {answer.status}{note}"])
+
+
+def cmd_presence_show(args: argparse.Namespace) -> int:
+    answer = _node(args).request("GET", "/api/presence", PresenceAnswer)
+    note = f" ({answer.note})" if answer.note else ""
+    return _print(args, answer, [f"presence: {answer.status}{note}"])
+
+
+def cmd_contacts_add(args: argparse.Namespace) -> int:
+    body = ContactAddRequest(name=args.name, peer=args.peer)
+    answer = _node(args).request("POST", "/api/contacts", ContactModel, body=body)
+    return _print(args, answer, [describe_contact(answer)])
+
+
+def cmd_contacts_list(args: argparse.Namespace) -> int:
+    answer = _node(args).request("GET", "/api/contacts", ContactsAnswer)
+    lines = [describe_contact(c) for c in answer.contacts] or ["no contacts"]
+    return _print(args, answer, lines)
+
+
+def cmd_contacts_remove(args: argparse.Namespace) -> int:
+    answer = _node(args).request("DELETE", f"/api/contacts/{args.name}", PresenceAnswer)
+    return _print(args, answer, [f"removed {args.name}"])
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_home_argument(parser)
+    parser.add_argument("--json", action="store_true", help="the API's JSON answer")
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add `ping`, `presence set|show`, `contacts add|list|remove`."""
+    ping = subparsers.add_parser(
+        "ping",
+        help="open a link to a peer: path, set-up time, RTT",
+        description="Open a peer link (sealed signalling through the peer's homes, ICE "
+        "through our own supernodes) and print its path, set-up time and RTT.",
+    )
+    ping.add_argument("peer", help="login, peer id or contact name")
+    ping.add_argument("--count", type=int, default=3, help="round trips (1-10)")
+    _common(ping)
+    ping.set_defaults(func=cmd_ping)
+
+    presence = subparsers.add_parser("presence", help="our status as our watchers see it")
+    inner = presence.add_subparsers(dest="presence_command", metavar="ACTION", required=True)
+    set_ = inner.add_parser("set", help="set our status")
+    set_.add_argument("status", choices=("online", "away", "busy"))
+    set_.add_argument("--note", default="", help="a short note (140 bytes)")
+    _common(set_)
+    set_.set_defaults(func=cmd_presence_set)
+    show = inner.add_parser("show", help="our status")
+    _common(show)
+    show.set_defaults(func=cmd_presence_show)
+
+    contacts = subparsers.add_parser("contacts", help="contacts and their live presence")
+    inner = contacts.add_subparsers(dest="contacts_command", metavar="ACTION", required=True)
+    add = inner.add_parser("add", help="add a contact (and watch its presence)")
+    add.add_argument("name", help="a local name: a-z 0-9 . _ -")
+    add.add_argument("peer", help="login or peer id")
+    _common(add)
+    add.set_defaults(func=cmd_contacts_add)
+    listing = inner.add_parser("list", help="contacts with live presence")
+    _common(listing)
+    listing.set_defaults(func=cmd_contacts_list)
+    remove = inner.add_parser("remove", help="forget a contact")
+    remove.add_argument("name")
+    _common(remove)
+    remove.set_defaults(func=cmd_contacts_remove)
