@@ -58,6 +58,7 @@ from p2pnode.gateways.sip.transaction import (
     TimedOut,
     TransactionStateError,
 )
+from p2pnode.gateways.sip.transaction_layer import TransactionLayer
 from p2pnode.gateways.sip.transport import SipStack
 from p2pnode.gateways.sip.trunks import IpTrunk, RegistrationTrunk, TrunkTable
 from p2pnode.gateways.sip.uas import UasPolicy, options_response, precheck
@@ -90,6 +91,9 @@ class GatewayConfig:
     digest_algorithms: tuple[Algorithm, ...] = (Algorithm.MD5, Algorithm.SHA256)
     guard: GuardConfig = field(default_factory=GuardConfig)
     max_calls: int = 1024
+    # RFC 3261 keeps a finished UDP transaction ~32 s (Timers J, K, M): at N calls/s
+    # about 5 N x 32 transactions are alive; beyond the cap new requests get 503.
+    max_transactions: int = 65_536
     registration_trunks: tuple[RegistrationTrunk, ...] = ()
     ip_trunks: tuple[IpTrunk, ...] = ()
     account_dids: tuple[tuple[str, str], ...] = ()  # (DID, login)
@@ -144,7 +148,9 @@ class SipGateway:
             RegistrarConfig(config.domain), self.digest, accounts.credentials
         )
         self.guard = Guard(config.guard)
-        self.stack = SipStack(self._on_event)
+        self.stack = SipStack(
+            self._on_event, layer=TransactionLayer(max_transactions=config.max_transactions)
+        )
         self.relay = MediaRelay(config.media_host or config.host)
         self.b2bua: B2bua | None = None
         self.address: tuple[str, int] | None = None
