@@ -11,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[4]
 FIGURES = ("online_p50_ms", "online_p95_ms", "rtt_ms", "deposits_per_s", "ratchet_ops_per_s")
 
 
+@pytest.mark.slow
 def test_quick_run_prints_the_figures_last() -> None:
     completed = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "messaging.py"), "--quick"],

@@ -13,6 +13,7 @@ import random
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,6 +48,7 @@ class Side:
         self.core = ChatCore(self.identity, self.seed, ChatStore(self.path), self.rng)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(ACTIONS, st.integers(0, 2**32))
 def test_any_schedule_delivers_everything_once_in_order(
