@@ -265,6 +265,10 @@ class CallService:
         """Whether a pre-gathered "offer" or "answer" connection is waiting."""
         return role in self._warm
 
+    def path(self, call_id: bytes) -> str | None:
+        """How the call's media flows now, e.g. 'relay (relay->relay) via relay1'."""
+        return _path_kind(self._session(call_id).leg)
+
     def state(self, call_id: bytes) -> CallState:
         return self._session(call_id).call.state
 
