@@ -40,6 +40,7 @@ from aiohttp import WSMsgType, web
 from nat.logsafe import RefusalLog
 from p2pnode.app.control import ControlService
 from p2pnode.app.homefiles import read_token
+from p2pnode.app.node import Node
 from p2pnode.app.services import directory_of
 from p2pnode.app.web.backup import (
     MAX_BACKUP_BYTES,
@@ -53,7 +54,14 @@ from p2pnode.app.web_config import WebSection
 from p2pnode.directory.names import LoginError, normalise_login
 from p2pnode.identity import KEY_FILE_NAME, Identity
 
-__all__ = ["COOKIE", "WEB_FILE", "WebService", "WebStatistics", "build_web_app"]
+__all__ = [
+    "COOKIE",
+    "WEB_FILE",
+    "WebService",
+    "WebStatistics",
+    "add_web_service",
+    "build_web_app",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -426,3 +434,14 @@ class WebService:
         return WebStatistics(
             self.url, c.requests, c.forbidden, c.unauthorized, c.proxied, self._table.statistics()
         )
+
+
+def add_web_service(
+    home: Path, section: WebSection, identity: Identity, node: Node, control: ControlService | None
+) -> WebService | None:
+    """The runtime's hook: host the app server when ``[web]`` and ``[control]`` are on."""
+    if not section.enabled or control is None:
+        return None
+    service = WebService(home, section, identity, control)
+    node.add(service)
+    return service

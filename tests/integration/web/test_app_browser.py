@@ -1,0 +1,233 @@
+"""The desktop app end to end on loopback: two app instances in Chromium (Playwright from
+Python driving Debian's /usr/bin/chromium) for two nodes attached to one serving home.
+
+Each app is opened through its one-time link (the session cookie must come back
+HttpOnly and SameSite=Strict); each page shows its node's peer id and fingerprint;
+bob claims a login and alice adds him by that login, bob adds alice by peer id;
+both presence dots turn online, and bob's "away" reaches alice's page through the
+event stream without a reload. The identity backup downloads and opens with its
+passphrase. Then the guard: a wrong Host or Origin gets 403, no session 401, a
+spent link 401. Screenshots of every screen go to tests/artifacts/web/ (not committed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from p2pnode.app.config import parse_config
+from p2pnode.app.homefiles import TOKEN_FILE
+from p2pnode.app.runtime import Assembly, assemble
+from p2pnode.app.web.backup import open_backup
+from p2pnode.app.web.server import COOKIE, WEB_FILE, WebService, add_web_service
+from p2pnode.connectivity.signalling import SignallingService, fetch_contact
+from p2pnode.identity import Identity
+from tests.harness.tools import require_tool
+
+WAIT = 30.0  # a bound on every wait, never a speed assertion
+WAIT_MS = WAIT * 1000
+ARTIFACTS = Path(__file__).parents[2] / "artifacts" / "web"
+VIEWS = ("identity", "status", "contacts", "chat", "calls", "sip", "settings")
+
+pytestmark = pytest.mark.slow
+
+
+def _config(bootstrap: str | None, presence: dict[str, Any], web: bool) -> dict[str, Any]:
+    return {
+        "node": {"listen": "127.0.0.1:0", "bootstrap": [bootstrap] if bootstrap else []},
+        "supernode": {"enabled": False, "relay_search": False},
+        "control": {"port": 0},
+        "presence": {"enabled": True, "listen": "127.0.0.1:0", **presence},
+        "web": {"enabled": web},
+    }
+
+
+def web_of(assembly: Assembly) -> WebService:
+    service = assembly.node.service("web")
+    assert isinstance(service, WebService)
+    return service
+
+
+@asynccontextmanager
+async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
+    """A serving home, then alice and bob attached to it, each with the app server."""
+    stop = asyncio.Event()
+    nodes: dict[str, Assembly] = {}
+    async with asyncio.TaskGroup() as tasks:
+
+        async def start(name: str, config: dict[str, Any]) -> Assembly:
+            home = root / name
+            home.mkdir()
+            parsed = parse_config(config)
+            assembly = assemble(home, parsed, Identity.load_or_create(home))
+            if parsed.web.enabled and "web" not in {s.name for s in assembly.node.services()}:
+                add_web_service(
+                    home, parsed.web, assembly.identity, assembly.node, assembly.control
+                )
+            tasks.create_task(assembly.node.run(stop))
+            async with asyncio.timeout(WAIT):
+                await assembly.node.ready.wait()
+            nodes[name] = assembly
+            return assembly
+
+        try:
+            home = await start("home1", _config(None, {"home": "serve"}, web=False))
+            host, port = home.dht.address
+            bootstrap = f"{host}:{port}"
+            for name in ("alice", "bob"):
+                peer = await start(
+                    name,
+                    _config(bootstrap, {"homes": [home.identity.peer_id], "home": "attach"}, True),
+                )
+                signalling = peer.node.service("signalling")
+                assert isinstance(signalling, SignallingService)
+                async with asyncio.timeout(WAIT):
+                    while not signalling.homes():  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                    while await fetch_contact(peer.dht.node, peer.identity.public_key) is None:  # noqa: ASYNC110
+                        await asyncio.sleep(0.1)
+            yield nodes
+        finally:
+            stop.set()
+
+
+async def one_time_link(session: aiohttp.ClientSession, home: Path) -> str:
+    """What ``p2pnode app`` does: ask the app server for a link with the control token."""
+    url = json.loads((home / WEB_FILE).read_text())["url"]
+    token = (home / TOKEN_FILE).read_text().strip()
+    async with session.post(f"{url}/app/ticket", headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 200
+        link = (await r.json())["url"]
+    assert isinstance(link, str) and link.startswith(url + "/open?ticket=")
+    return link
+
+
+async def check_guard(session: aiohttp.ClientSession, home: Path, spent_link: str) -> None:
+    url = json.loads((home / WEB_FILE).read_text())["url"]
+    port = url.rsplit(":", 1)[1]
+    async with session.get(f"{url}/api/status") as no_session:
+        assert no_session.status == 401
+    async with session.get(f"{url}/app/whoami") as no_session_app:
+        assert no_session_app.status == 401
+    async with session.post(f"{url}/app/ticket") as no_token:
+        assert no_token.status == 401
+    async with session.get(spent_link, allow_redirects=False) as spent:
+        assert spent.status == 401  # a one-time link works once
+    link = await one_time_link(session, home)
+    async with session.get(link, allow_redirects=False) as opened:
+        assert opened.status == 303
+        cookie = opened.cookies[COOKIE].value
+    jar = {"Cookie": f"{COOKIE}={cookie}"}
+    async with session.get(f"{url}/api/status", headers=jar) as fine:
+        assert fine.status == 200  # the session alone is enough for a read
+    rebinding = {**jar, "Host": f"attacker.example:{port}"}
+    async with session.get(f"{url}/api/status", headers=rebinding) as wrong_host:
+        assert wrong_host.status == 403
+    async with session.get(f"{url}/", headers={"Host": f"attacker.example:{port}"}) as page:
+        assert page.status == 403
+    foreign = {**jar, "Origin": "http://attacker.example"}
+    async with session.put(
+        f"{url}/api/presence", json={"status": "busy"}, headers=foreign
+    ) as wrong_origin:
+        assert wrong_origin.status == 403
+    async with session.get(f"{url}/api/status", headers=foreign) as wrong_origin_read:
+        assert wrong_origin_read.status == 403
+    async with session.put(f"{url}/api/presence", json={"status": "busy"}, headers=jar) as bare:
+        assert bare.status == 403  # a state change must say where it comes from
+    with pytest.raises(aiohttp.WSServerHandshakeError) as ws_refused:
+        await session.ws_connect(f"{url}/api/events", headers=foreign)
+    assert ws_refused.value.status == 403
+
+
+async def scenario(root: Path) -> None:
+    chromium = require_tool("chromium")
+    from playwright.async_api import async_playwright, expect
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with (
+        network(root) as nodes,
+        aiohttp.ClientSession() as session,
+        async_playwright() as playwright,
+    ):
+        browser = await playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        alice, bob = nodes["alice"], nodes["bob"]
+        pages = {}
+        links = {}
+        for name, assembly in (("alice", alice), ("bob", bob)):
+            context = await browser.new_context(accept_downloads=True)
+            page = await context.new_page()
+            links[name] = await one_time_link(session, root / name)
+            await page.goto(links[name])
+            await expect(page.locator("#peer-id")).to_have_text(
+                assembly.identity.peer_id, timeout=WAIT_MS
+            )
+            await expect(page.locator("#fingerprint")).to_have_text(assembly.identity.fingerprint)
+            (cookie,) = [c for c in await context.cookies() if c["name"] == COOKIE]
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+            pages[name] = page
+
+        login = f"bob-{secrets.token_hex(3)}"
+        await pages["bob"].fill("#login", login)
+        await pages["bob"].click("#claim")
+        await expect(pages["bob"].locator("#login-claimed")).to_have_text(login, timeout=WAIT_MS)
+        await pages["bob"].screenshot(path=ARTIFACTS / "identity-claimed.png")
+
+        async with pages["bob"].expect_download() as download_info:
+            await pages["bob"].fill("#export-pass", "correct horse battery")
+            await pages["bob"].click("#export")
+        backup = await (await download_info.value).path()
+        data = await asyncio.to_thread(Path(backup).read_bytes)
+        opened = open_backup(data, "correct horse battery")
+        assert opened.peer_id == bob.identity.peer_id
+
+        for me, other, peer in (
+            ("alice", "bob", login),
+            ("bob", "alice", alice.identity.peer_id),
+        ):
+            page = pages[me]
+            await page.click("#nav-contacts")
+            await page.fill("#contact-name", other)
+            await page.fill("#contact-peer", peer)
+            await page.click("#contact-add")
+            row = page.locator(f'li[data-contact="{other}"]')
+            await expect(row).to_have_attribute("data-presence", "online", timeout=WAIT_MS)
+        await pages["alice"].screenshot(path=ARTIFACTS / "contacts-online.png")
+
+        await pages["bob"].click("#nav-settings")
+        await pages["bob"].select_option("#presence-status", "away")
+        await pages["bob"].fill("#presence-note", "at lunch")
+        await pages["bob"].click("#presence-save")
+        row = pages["alice"].locator('li[data-contact="bob"]')  # no reload: the event stream
+        await expect(row).to_have_attribute("data-presence", "away", timeout=WAIT_MS)
+        await expect(row).to_contain_text("at lunch")
+        await expect(pages["alice"].locator("#live")).to_contain_text("live")
+
+        for view in VIEWS:
+            await pages["alice"].click(f"#nav-{view}")
+            await expect(pages["alice"].locator("main h2")).to_be_focused()
+            await pages["alice"].screenshot(path=ARTIFACTS / f"{view}.png")
+        await pages["alice"].click("#nav-status")
+        await expect(pages["alice"].locator("#table")).to_contain_text("contacts")
+        await pages["alice"].screenshot(path=ARTIFACTS / "status.png")
+        dark = await browser.new_context(color_scheme="dark")
+        dark_page = await dark.new_page()
+        await dark_page.goto(await one_time_link(session, root / "alice") + "#/contacts")
+        await expect(dark_page.locator('li[data-contact="bob"]')).to_be_visible(timeout=WAIT_MS)
+        await dark_page.screenshot(path=ARTIFACTS / "contacts-dark.png")
+        await browser.close()
+        await check_guard(session, root / "alice", links["alice"])
+
+
+def test_two_app_instances_claim_add_each_other_and_see_presence(tmp_path: Path) -> None:
+    asyncio.run(scenario(tmp_path))
