@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from p2pnode.identity import public_key_from_peer_id
 
-__all__ = ["PresenceSection"]
+__all__ = ["ChatSection", "MailboxSection", "PresenceSection"]
 
 
 def _check_hostport(text: str) -> str:
@@ -80,3 +80,38 @@ class PresenceSection(BaseModel):
     link_idle: float = Field(
         30.0, gt=0, le=3600, description="seconds an answered idle peer link is kept"
     )
+
+
+def _check_mailbox(text: str) -> str:
+    """PEERID@HOST:PORT: a mailbox supernode's key and its TCP address."""
+    peer_id, sep, address = text.partition("@")
+    if not sep:
+        raise ValueError("not PEERID@HOST:PORT")
+    _check_peer_id(peer_id)
+    _check_hostport(address)
+    return text
+
+
+MailboxText = Annotated[str, AfterValidator(_check_mailbox)]
+
+
+class MailboxSection(BaseModel):
+    """A supernode keeping others' offline messages (SQLite in the home, 30 days)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    serve: bool = Field(False, description="run a mailbox server")
+    listen: HostPort = Field("0.0.0.0:0", description="TCP address of the mailbox server")
+
+
+class ChatSection(BaseModel):
+    """End-to-end encrypted messages (online through the homes, else by mailboxes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="host the messaging service (needs [presence])")
+    mailboxes: tuple[MailboxText, ...] = Field(
+        (), max_length=8, description="our mailboxes, PEERID@HOST:PORT (at least three)"
+    )
+    drain_every: float = Field(60.0, gt=0, description="seconds between mailbox polls")
+    retry_first: float = Field(2.0, gt=0, description="first outbox retry, seconds")
