@@ -3,6 +3,7 @@
     python benchmarks/dht_lookup.py --nodes 200
     python benchmarks/dht_lookup.py --nodes 200 --dead-fraction 0.1
     python benchmarks/dht_lookup.py --nodes 1000 --systems p2pnode,opendht
+    python benchmarks/dht_lookup.py --simulate 10000 --puts 60 --gets 200
 
 For each system in turn, a child process builds N nodes on loopback (ephemeral
 ports, every node bootstrapped from one seed), waits until the routing tables
@@ -709,6 +710,9 @@ def _report(
     for label, value in (("OpenDHT", ratio_opendht), ("kademlia", ratio_kademlia)):
         shown = "-" if value is None else f"{value:.2f}"
         print(f"get p50, ours / {label}: {shown}")
+    for label, key in (("join datagrams", "join_datagrams_per_node"), ("put p50", "put_p50_ms")):
+        value = ratio(figure("p2pnode", key), figure("opendht", key))
+        print(f"{label}, ours / OpenDHT: {'-' if value is None else f'{value:.2f}'}")
     for system in args.system_list:
         result = results.get(system)
         if result is None:
@@ -730,6 +734,12 @@ def _report(
         report[f"{system}_error"] = errors.get(system)
     report["ratio_get_p50_vs_opendht"] = ratio_opendht
     report["ratio_get_p50_vs_kademlia"] = ratio_kademlia
+    join_ours = figure("p2pnode", "join_datagrams_per_node")
+    report["join_datagrams_per_node"] = join_ours
+    report["ratio_join_vs_opendht"] = ratio(join_ours, figure("opendht", "join_datagrams_per_node"))
+    report["ratio_put_p50_vs_opendht"] = ratio(
+        figure("p2pnode", "put_p50_ms"), figure("opendht", "put_p50_ms")
+    )
     report["kademlia_storm_fixed"] = not args.kademlia_unfixed
     report["gets"] = args.gets
     report["puts"] = args.puts
@@ -813,6 +823,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run each system in a private network namespace so the kernel counts its "
         "datagrams exactly (auto: when root with unshare and ip)",
     )
+    parser.add_argument(
+        "--simulate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N sans-IO cores in virtual time instead (hops, datagrams per get, success "
+        "before and after --churn)",
+    )
+    parser.add_argument(
+        "--churn",
+        type=float,
+        default=0.3,
+        help="--simulate: fraction of nodes killed at once before the second gets (default 0.3)",
+    )
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -829,8 +853,58 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def simulate_main(args: argparse.Namespace) -> int:
+    """``--simulate N``: the sans-IO core, N nodes in virtual time (tests/unit/dht/scale.py).
+
+    Tables as joins leave them; then puts, gets before and after killing
+    ``--churn`` of the nodes at once and one replication interval, 1 % loss and
+    reordering. No anchor: OpenDHT and ``kademlia`` have no virtual-time mode.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from p2pnode.dht import DhtConfig
+    from tests.unit.dht.scale import churn_run, prefilled
+
+    started = time.monotonic()
+    config = dataclasses.replace(DhtConfig(), replicate_interval=30.0)
+    net, nodes = prefilled(args.simulate, seed=args.seed, config=config, loss=0.01)
+    net.jitter = 0.004
+    built = time.monotonic() - started
+    report = churn_run(
+        net, nodes, records=args.puts, gets=args.gets, kill_fraction=args.churn, seed=args.seed
+    )
+    seconds = time.monotonic() - started
+    figures: dict[str, object] = dataclasses.asdict(report)
+    figures["success_before"] = report.gets_before / report.gets
+    figures["success_after_churn"] = report.gets_after / report.gets
+    figures["churn_fraction"] = args.churn
+    figures["build_s"] = round(built, 1)
+    figures["seconds"] = round(seconds, 1)
+    print(
+        f"\nDHT in virtual time: {args.simulate} sans-IO cores, k={K}, 1 % loss, reordering; "
+        f"{args.puts} puts, {args.gets} gets before and after killing {args.churn:.0%}"
+    )
+    print_table(
+        ["nodes", "hops p50", "FIND_VALUE/get p50", "dgrams/get", "success", "after churn", "s"],
+        [
+            [
+                report.nodes,
+                report.hops_median,
+                report.queries_median,
+                round(report.datagrams_per_get, 1),
+                figures["success_before"],
+                figures["success_after_churn"],
+                figures["seconds"],
+            ]
+        ],
+    )
+    print_final_json({"simulate": figures})
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.simulate:
+        return simulate_main(args)
     if args.worker:
         return worker_main(args)
     return parent_main(args)

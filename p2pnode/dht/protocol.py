@@ -479,8 +479,10 @@ class DhtCore:
             if self.observed is not None:
                 key_proof = self.request_proofs.proof(expected_key, self.observed, self.wall(now))
             contact = Contact(node_id_of(expected_key), expected_key, address)
-            if not self.addresses.proven(expected_key, address) and self.table.wants(
-                contact.node_id, contact
+            if (
+                not self.addresses.proven(expected_key, address)
+                and self.table.needs(contact.node_id)
+                and self.table.wants(contact.node_id, contact)
             ):
                 flags |= _PROVE  # its reply proves its key: no challenge PING needed
         frame = Frame(
@@ -735,6 +737,7 @@ class DhtCore:
             frame.key_proof
             and not client
             and not self.addresses.proven(sender.public_key, address)
+            and self.table.needs(sender.node_id)
             and self.table.wants(sender.node_id, sender)
             and request_proof_valid(
                 sender.public_key,

@@ -156,6 +156,14 @@ class RoutingTable:
         bucket = self._bucket_of(node_id)
         return bucket is not None and len(bucket.contacts) < self.k
 
+    def needs(self, node_id: bytes) -> bool:
+        """Would a proof of this id's key be worth a signature: a free slot in its bucket,
+        or an empty replacement cache (so a failing contact could be replaced)?"""
+        bucket = self._bucket_of(node_id)
+        if bucket is None or node_id in bucket.contacts or node_id in bucket.replacements:
+            return False
+        return len(bucket.contacts) < self.k or not bucket.replacements
+
     def record_success(self, node_id: bytes, now: float) -> None:
         """The contact answered: it is the most recently seen of its bucket."""
         bucket = self._bucket_of(node_id)

@@ -10,7 +10,11 @@ protocol over ``MemNet``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +38,26 @@ def test_ten_thousand_nodes_survive_losing_thirty_percent_at_once() -> None:
     assert report.gets_after >= math.ceil(0.99 * GETS)
     assert report.hops_median <= math.log2(NODES) / 3
     assert report.queries_median <= 3 * config.alpha
+
+
+def test_the_benchmark_simulate_mode_ends_with_its_json_line() -> None:
+    root = Path(__file__).resolve().parents[3]
+    command = [
+        sys.executable,
+        str(root / "benchmarks" / "dht_lookup.py"),
+        "--simulate",
+        "300",
+        "--puts",
+        "5",
+        "--gets",
+        "10",
+    ]
+    completed = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, cwd=root
+    )
+    assert completed.returncode == 0, completed.stderr
+    figures = json.loads(completed.stdout.strip().splitlines()[-1])["simulate"]
+    assert figures["nodes"] == 300
+    assert figures["gets"] == 10
+    assert 0.0 <= figures["success_after_churn"] <= 1.0
+    assert figures["success_before"] == 1.0
