@@ -304,6 +304,7 @@ class PhoneReceiver:
         self._received = 0
         self._lost = 0
         self._digits = 0
+        self._accepted = 0  # audio and telephone-event packets that decoded
         self._dropped = {reason: 0 for reason in DropReason}
         # RFC 3550 A.8 interarrival jitter, in timestamp units.
         self._jitter = 0.0
@@ -322,6 +323,7 @@ class PhoneReceiver:
             except RtpDecodeError:
                 self._dropped[DropReason.BAD_DTMF] += 1
                 return []
+            self._accepted += 1
             self._digits += len(digits)
             return digits
         if packet.payload_type != self._audio_type:
@@ -332,6 +334,7 @@ class PhoneReceiver:
             self._dropped[reason] += 1
             return []
         self._received += 1
+        self._accepted += 1
         transit = now * self._clock_rate - packet.timestamp
         if self._transit is not None:
             # Modular difference: timestamps wrap at 2^32.
@@ -339,6 +342,11 @@ class PhoneReceiver:
             self._jitter += (abs(delta) - self._jitter) / 16
         self._transit = transit
         return []
+
+    @property
+    def accepted(self) -> int:
+        """Packets that were valid media of this call (what symmetric RTP may latch on)."""
+        return self._accepted
 
     def pop(self, now: float) -> Audio | Loss | None:
         slot = self.buffer.pop(now)
