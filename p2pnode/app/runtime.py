@@ -27,6 +27,7 @@ from p2pnode.app.node import Node
 from p2pnode.app.peer_services import add_peer_services, effective_config
 from p2pnode.app.roles import SupernodeService, TurnService, role_options
 from p2pnode.app.services import DhtService, RelaySearchService, StunServerService
+from p2pnode.app.web.server import add_web_service
 from p2pnode.identity import Identity, public_key_from_peer_id
 
 __all__ = ["Assembly", "assemble", "reload"]
@@ -93,6 +94,7 @@ def assemble(home: Path, config: NodeConfig, identity: Identity) -> Assembly:
             home, config.control.host, default_control_port(home) if port is None else port
         )
         node.add(control)
+    add_web_service(home, config.web, identity, node, control)  # [web]: the desktop app
     metrics = None
     if config.metrics.listen is not None:
         host, port = hostport(config.metrics.listen)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["WebSection"]
+__all__ = ["WEB_FILE", "WebSection"]
+
+WEB_FILE = "web.json"  # {"url": ..., "pid": ...} of the running app server, in the home
 
 
 class WebSection(BaseModel):

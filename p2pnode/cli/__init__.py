@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "p2pnode.cli.directory",
     "p2pnode.cli.demo",
     "p2pnode.cli.sip",
+    "p2pnode.cli.app",
     "p2pnode.cli.peer",
 )
 

@@ -50,7 +50,7 @@ from p2pnode.app.web.backup import (
     seal_backup,
 )
 from p2pnode.app.web.sessions import SessionsStatistics, SessionTable
-from p2pnode.app.web_config import WebSection
+from p2pnode.app.web_config import WEB_FILE, WebSection
 from p2pnode.directory.names import LoginError, normalise_login
 from p2pnode.identity import KEY_FILE_NAME, Identity
 
@@ -66,7 +66,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 COOKIE = "p2pnode_session"
-WEB_FILE = "web.json"  # {"url": ..., "pid": ...} of the running app server
 STATIC = Path(__file__).parent / "static"
 MAX_PROXY_BODY = 64 * 1024  # bodies forwarded to the control API at most
 MAX_APP_BODY = 8 * 1024  # bodies of /app/* requests at most
