@@ -11,18 +11,23 @@ bucket refreshes per round, bootstrap retried with exponential backoff).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from p2pnode.dht.keys import id_to_int, random_id_in_bucket
+from p2pnode.dht.keys import Address, id_to_int, random_id_in_bucket
 from p2pnode.dht.lookup import LookupKind
 from p2pnode.dht.messages import Store
-from p2pnode.dht.operations import INTERNAL_OP, BootstrapOp, LookupOp
-from p2pnode.records import sign_record
+from p2pnode.dht.operations import INTERNAL_OP, BootstrapOp, LookupOp, OperationHost
+from p2pnode.dht.storage import RecordStore
+from p2pnode.identity import Identity
+from p2pnode.records import SignedRecord, sign_record
 
-if TYPE_CHECKING:
-    from p2pnode.dht.protocol import DhtCore
-
-__all__ = ["MAINTENANCE_TICK", "REFRESHES_PER_ROUND", "REPLICATION_BUDGET", "Maintenance"]
+__all__ = [
+    "MAINTENANCE_TICK",
+    "REFRESHES_PER_ROUND",
+    "REPLICATION_BUDGET",
+    "Maintenance",
+    "MaintenanceHost",
+]
 
 MAINTENANCE_TICK = 1.0
 IDLE_TICK = 10.0  # longest sleep of a healthy node's upkeep
@@ -30,10 +35,31 @@ REPLICATION_BUDGET = 512  # STOREs per replication round
 REFRESHES_PER_ROUND = 3
 
 
+class MaintenanceHost(OperationHost, Protocol):
+    """What upkeep needs from the core, beside what operations need: nothing more.
+
+    (It used to reach into ~30 of ``DhtCore``'s attributes; this is the whole list.)
+    """
+
+    identity: Identity
+    store: RecordStore
+    own_records: dict[bytes, SignedRecord]
+    wall_offset: float
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def wall(self, now: float) -> float: ...
+
+    def put_internal(self, op_id: int, record: SignedRecord, now: float) -> None: ...
+
+    def rejoin_addresses(self) -> list[Address]: ...
+
+
 class Maintenance:
     """The clocks of a core's periodic work."""
 
-    def __init__(self, core: DhtCore, now: float) -> None:
+    def __init__(self, core: MaintenanceHost, now: float) -> None:
         self.core = core
         config = core.config
         self.next_run = now + MAINTENANCE_TICK
