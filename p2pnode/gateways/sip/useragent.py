@@ -159,6 +159,7 @@ class SipUserAgent:
         self._provisional: dict[ClientKey, Callable[[SipResponse], None]] = {}
         self._calls: dict[str, UaCall] = {}
         self.incoming: asyncio.Queue[UaCall] = asyncio.Queue(maxsize=8)
+        self.messages: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(maxsize=64)
         self.auto_answer = True
         self._tag = self.token()
         self._contact: str | None = None
@@ -266,6 +267,23 @@ class SipUserAgent:
             raise UaError("REGISTER", response.status)
         return response
 
+    # -- MESSAGE ---------------------------------------------------------------------------
+    async def send_message(self, target: str, text: str) -> int:
+        """A page-mode MESSAGE (RFC 3428) to ``target``; returns the final status."""
+        uri = parse_uri(target if ":" in target else f"sip:{target}@{self.domain}")
+        assert isinstance(uri, SipUri)
+        call_id = self.token() + "@ua"
+        body = text.encode()
+
+        def build(cseq: int, auth: tuple[Header, ...]) -> SipRequest:
+            return self._request(
+                "MESSAGE", uri, f"<{uri}>", call_id, cseq,
+                Header("Content-Type", "text/plain"), *auth, body=body,
+            )  # fmt: skip
+
+        _, response = await self._authenticated(build)
+        return response.status
+
     # -- calls ---------------------------------------------------------------------------
     async def _open_rtp(self) -> tuple[asyncio.DatagramTransport, _Rtp]:
         loop = asyncio.get_running_loop()
@@ -359,6 +377,10 @@ class SipUserAgent:
             self.stack.respond(effect.key, stack_response)
             call.close()
             del self._calls[request.call_id]
+        elif request.method == "MESSAGE" and request.to.tag is None:
+            self.stack.respond(effect.key, build_response(request, 200, "OK", to_tag=self.token()))
+            if not self.messages.full():
+                self.messages.put_nowait((str(request.from_.uri), request.body))
         elif request.method == "OPTIONS":
             self.stack.respond(effect.key, build_response(request, 200, "OK"))
         else:

@@ -101,3 +101,40 @@ def test_wrong_password_and_unregistered_callee_are_refused(tmp_path: Path) -> N
             await gateway.stop()
 
     asyncio.run(scenario())
+
+
+def test_message_is_queued_for_an_offline_account_and_delivered_when_it_registers(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        gateway, passwords = await _gateway(tmp_path)
+        assert gateway.address is not None
+        alice = SipUserAgent("alice", passwords["alice"], DOMAIN, gateway.address)
+        bob = SipUserAgent("bob", passwords["bob"], DOMAIN, gateway.address)
+        try:
+            await alice.start()
+            await bob.start()
+            # bob has no device: accepted for later delivery (RFC 3428 202).
+            assert await alice.send_message("bob", "are you there?") == 202
+            assert bob.messages.empty()
+            await bob.register()
+            sender, body = await asyncio.wait_for(bob.messages.get(), 5)
+            assert sender == f"sip:alice@{DOMAIN}" and body == b"are you there?"
+            # Online now: delivered at once, the device's 200 is the answer.
+            assert await alice.send_message("bob", "hello") == 200
+            assert (await asyncio.wait_for(bob.messages.get(), 5))[1] == b"hello"
+            # Nobody may send as alice without her password; unknown logins get 404.
+            mallory = SipUserAgent("alice", "wrong-password-9", DOMAIN, gateway.address)
+            await mallory.start()
+            try:
+                assert await mallory.send_message("bob", "spoof") == 407
+            finally:
+                await mallory.close()
+            assert await alice.send_message("nobody", "x") == 404
+            assert bob.messages.empty()
+        finally:
+            await alice.close()
+            await bob.close()
+            await gateway.stop()
+
+    asyncio.run(scenario())
