@@ -149,3 +149,9 @@ def test_any_file_content_gives_a_config_or_config_errors(data: dict[str, object
         parse_config(data)
     except ConfigError as error:
         assert error.problems and all(p.reason and "\n" not in p.reason for p in error.problems)
+
+
+def test_the_example_config_in_contrib_is_valid() -> None:
+    example = Path(__file__).resolve().parents[3] / "contrib" / "p2pnode.toml.example"
+    config = load_config(example)
+    assert config.enum.enabled and config.metrics.listen == "127.0.0.1:9464"
