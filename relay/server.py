@@ -6,7 +6,7 @@ next deadline. The core never reads a clock, never draws entropy of its own
 (``rng`` is injected) and never touches a socket.
 
 Invariants:
-- every request gets exactly one response, built at one place (``_reply``);
+- every request gets exactly one response, built at one place (``relay.responses``);
   errors after authentication carry MESSAGE-INTEGRITY like successes;
 - state a client can create is bounded by ``QuotaConfig`` (allocations total,
   per identity, per source IP; permissions and channels per allocation);
@@ -23,52 +23,41 @@ from __future__ import annotations
 import logging
 import random
 import struct
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from nat.drops import DropCounter
 from nat.stun import (
     AdditionalAddressFamily,
-    AddressErrorCode,
-    AddressFamily,
     Attribute,
-    ChannelNumber,
     Data,
     DontFragment,
-    ErrorCode,
     EvenPort,
     Lifetime,
     Nonce,
     Realm,
     RequestedAddressFamily,
-    Software,
     StunAttributeError,
     StunClass,
     StunDecodeError,
     StunMessage,
     StunMethod,
     UnknownAttributes,
-    XorMappedAddress,
     XorPeerAddress,
-    XorRelayedAddress,
     decode_message,
     encode_message,
 )
 from nat.stun.attributes import AttributeType
 from nat.stun.server import StunServer
 from relay.allocation import (
-    DEFAULT_LIFETIME,
-    MAX_LIFETIME,
     PERMISSION_LIFETIME,
     Allocation,
-    BindResult,
     FiveTuple,
     PendingAllocate,
     Transport,
 )
-from relay.auth import Credential, CredentialLookup, NonceIssuer
-from relay.channeldata import CHANNEL_MAX, CHANNEL_MIN, LEGACY_CHANNEL_MAX
+from relay.auth import Credential, NonceIssuer
+from relay.channeldata import CHANNEL_MAX, LEGACY_CHANNEL_MAX
+from relay.config import TurnConfig
 from relay.messages import (
     CloseRelay,
     OpenRelay,
@@ -78,9 +67,9 @@ from relay.messages import (
     ToPeer,
     TurnErrorCode,
 )
-from relay.policy import PeerAddressPolicy
-from relay.ports import DEFAULT_PORT_RANGE, PortPool
-from relay.quota import AllocationCounter, QuotaConfig
+from relay.permissions import channel_bind, create_permission
+from relay.ports import PortPool
+from relay.quota import AllocationCounter
 from relay.requests import (
     Authenticated,
     AuthFailure,
@@ -90,6 +79,7 @@ from relay.requests import (
     desired_lifetime,
     has_fingerprint,
 )
+from relay.responses import ResponseBuilder
 from relay.routes import ClientRoute, PeerRoute, RouteTable, Traffic
 
 __all__ = ["TurnConfig", "TurnServer"]
@@ -103,28 +93,6 @@ _CHANNEL_HEADER = struct.Struct("!HH")
 _PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 UNAUTHENTICATED = TurnErrorCode.UNAUTHENTICATED
 _UDP = Transport.UDP  # a module constant: the hot paths compare with ``is``
-
-
-@dataclass(frozen=True)
-class TurnConfig:
-    """Operator configuration; ``credentials`` and ``quota`` are the injected policy."""
-
-    realm: str
-    credentials: CredentialLookup
-    relay_ip: str  # where relayed sockets bind and what XOR-RELAYED-ADDRESS says
-    quota: QuotaConfig = field(default_factory=QuotaConfig)
-    policy: PeerAddressPolicy = field(default_factory=PeerAddressPolicy)
-    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
-    default_lifetime: int = DEFAULT_LIFETIME
-    max_lifetime: int = MAX_LIFETIME
-    nonce_lifetime: float = 600.0
-    software: str = "p2pnode relay"
-    # Accept RFC 5766 channel numbers 0x5000-0x7FFF too (coturn's clients use them).
-    legacy_channels: bool = False
-    # Injected admission policy (as pion/turn injects its handlers): asked inside
-    # Allocate, after authentication; False refuses the new allocation with 508
-    # through the core's one response path. Existing allocations are not asked.
-    admission: Callable[[FiveTuple], bool] | None = None
 
 
 class TurnServer:
@@ -151,7 +119,7 @@ class TurnServer:
         self._by_relayed: dict[Address, Allocation] = {}
         self._counter = AllocationCounter()
         self._drops = DropCounter(logger, lambda: self._now)
-        self._refusals: Counter[int] = Counter()
+        self._responses = ResponseBuilder(config.software)
         self._deadline: float | None = None
         self._last_sweep = now
         self.allocations_created = 0
@@ -185,7 +153,7 @@ class TurnServer:
                 # RFC 8489 §6.3.1.1: a malformed attribute in a request gets a 400.
                 self._drops.drop("malformed attribute", str(error))
                 request = StunMessage(error.method, error.cls, error.transaction_id)
-                return [self._error(five_tuple, request, TurnErrorCode.BAD_REQUEST, None)]
+                return [self._responses.error(five_tuple, request, TurnErrorCode.BAD_REQUEST, None)]
             self._drops.drop("malformed attribute", str(error))
             return []
         except StunDecodeError as error:
@@ -297,27 +265,8 @@ class TurnServer:
         self._by_relayed[address] = allocation
         self.allocations_created += 1
         self._note_deadline(allocation.expiry)
-        request = StunMessage(StunMethod.ALLOCATE, StunClass.REQUEST, pending.transaction_id)
-        # RFC 8656 §7.2: the success response carries XOR-RELAYED-ADDRESS, LIFETIME
-        # and XOR-MAPPED-ADDRESS.
-        attributes: list[Attribute] = [
-            XorRelayedAddress(address),
-            Lifetime(pending.lifetime),
-            XorMappedAddress(five_tuple.client),
-        ]
-        if pending.ipv6_refused:
-            # RFC 8656 §7.2 (dual allocation): we relay one family; ADDRESS-ERROR-CODE
-            # tells the client why it got no IPv6 relayed address.
-            attributes.append(
-                AddressErrorCode(AddressFamily.IPV6, 440, "Address Family not Supported")
-            )
-        response = self._encode(
-            request,
-            StunClass.SUCCESS,
-            attributes,
-            allocation.integrity_key,
-            pending.integrity_sha256,
-            pending.fingerprint,
+        response = self._responses.allocate_success(
+            five_tuple, address, allocation.integrity_key, pending
         )
         allocation.success_response = response
         return [ToClient(five_tuple, response)]
@@ -343,7 +292,11 @@ class TurnServer:
                 Credential(allocation.integrity_key, allocation.credential_identity),
                 pending.integrity_sha256,
             )
-            return [self._error(five_tuple, request, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)]
+            return [
+                self._responses.error(
+                    five_tuple, request, TurnErrorCode.INSUFFICIENT_CAPACITY, auth
+                )
+            ]
         allocation.port = port
         allocation.pending = PendingAllocate(
             pending.transaction_id,
@@ -401,7 +354,7 @@ class TurnServer:
             packets_to_client=self._traffic.packets_to_client,
             bytes_to_client=self._traffic.bytes_to_client,
             dropped_over_bandwidth=self._traffic.dropped_over_bandwidth,
-            refusals=tuple(sorted(self._refusals.items())),
+            refusals=tuple(sorted(self._responses.refusals.items())),
             drops=tuple(sorted(self._drops.counts().items())),
         )
 
@@ -431,7 +384,7 @@ class TurnServer:
         handler = self._handlers.get(message.method)
         if handler is None:
             # RFC 8489 §6.3.1: a request for a method the server does not serve.
-            return [self._error(five_tuple, message, TurnErrorCode.BAD_REQUEST, None)]
+            return [self._responses.error(five_tuple, message, TurnErrorCode.BAD_REQUEST, None)]
         auth = self._authenticate(five_tuple, message, data, now)
         if not isinstance(auth, Authenticated):
             return auth
@@ -443,7 +396,7 @@ class TurnServer:
         if unknown:
             # RFC 8489 §6.3.1.1: 420 listing them in UNKNOWN-ATTRIBUTES.
             return [
-                self._error(
+                self._responses.error(
                     five_tuple,
                     message,
                     TurnErrorCode.UNKNOWN_ATTRIBUTE,
@@ -469,27 +422,7 @@ class TurnServer:
                     )
                 )
             return outputs
-        unknown = message.unknown_comprehension_required()
-        if unknown:
-            return [
-                self._error(
-                    five_tuple,
-                    message,
-                    TurnErrorCode.UNKNOWN_ATTRIBUTE,
-                    None,
-                    [UnknownAttributes(unknown)],
-                )
-            ]
-        fingerprint = has_fingerprint(message)
-        response = self._encode(
-            message,
-            StunClass.SUCCESS,
-            [XorMappedAddress(five_tuple.client)],
-            None,
-            False,
-            fingerprint,
-        )
-        return [ToClient(five_tuple, response)]
+        return [self._responses.binding(five_tuple, message)]
 
     def _authenticate(
         self, five_tuple: FiveTuple, message: StunMessage, data: bytes, now: float
@@ -509,12 +442,14 @@ class TurnServer:
             challenge: list[Attribute] | None = None
             if result.challenge:
                 challenge = [Realm(config.realm), Nonce(self._nonces.issue(client, now))]
-            return [self._error(five_tuple, message, result.code, None, challenge)]
+            return [self._responses.error(five_tuple, message, result.code, None, challenge)]
         allocation = self._allocations.get(five_tuple)
         if allocation is not None and allocation.username != result.username:
             # RFC 8656 §5: requests on an allocation must use the credentials that
             # created it, "else the server MUST reject it with a 441 (Wrong Credentials)".
-            return [self._error(five_tuple, message, TurnErrorCode.WRONG_CREDENTIALS, None)]
+            return [
+                self._responses.error(five_tuple, message, TurnErrorCode.WRONG_CREDENTIALS, None)
+            ]
         return result
 
     def _allocate(
@@ -602,89 +537,53 @@ class TurnServer:
         else:
             allocation.refresh(lifetime, self._now)
             self._note_deadline(allocation.expiry)
-        outputs.insert(0, self._success(five_tuple, message, auth, [Lifetime(lifetime)]))
+        outputs.insert(0, self._responses.success(five_tuple, message, auth, [Lifetime(lifetime)]))
         return outputs
-
-    def _peer_check(
-        self, five_tuple: FiveTuple, message: StunMessage, auth: Authenticated, peer: Address
-    ) -> list[Output] | None:
-        """Shared by CreatePermission and ChannelBind: family (443), then policy (403)."""
-        if address_family(peer[0]) != self._family:
-            return self._refuse(
-                five_tuple, message, TurnErrorCode.PEER_ADDRESS_FAMILY_MISMATCH, auth
-            )
-        if not self._config.policy.permits(peer[0]):
-            # RFC 8656 §9.2: "the server MAY ... reject with 403 (Forbidden) ... if
-            # the server's policy does not allow" this peer (coturn CVE-2020-26262).
-            return self._refuse(five_tuple, message, TurnErrorCode.FORBIDDEN, auth)
-        return None
 
     def _create_permission(
         self, five_tuple: FiveTuple, message: StunMessage, auth: Authenticated
     ) -> list[Output]:
-        """RFC 8656 §9.2."""
+        """RFC 8656 §9.2 (``relay.permissions``)."""
         allocation = self._allocations.get(five_tuple)
         if allocation is None or allocation.pending is not None:
             return self._refuse(five_tuple, message, TurnErrorCode.ALLOCATION_MISMATCH, auth)
-        peers = message.get_all(XorPeerAddress)
-        if not peers:
-            # "at least one XOR-PEER-ADDRESS attribute ... If not, 400".
-            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
-        for peer in peers:
-            refused = self._peer_check(five_tuple, message, auth, peer.address)
-            if refused is not None:
-                return refused  # "either install or refresh all permissions, or none"
-        now = self._now
-        ips = {peer.address[0] for peer in peers}
-        if not allocation.can_add_permissions(
-            ips, now, self._config.quota.max_permissions_per_allocation
-        ):
-            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
-        self._forget_routes(allocation)
-        for ip in ips:
-            allocation.install_permission(ip, now)
-        self._note_deadline(now + PERMISSION_LIFETIME)
-        return [self._success(five_tuple, message, auth, [])]
+        config = self._config
+        refusal = create_permission(
+            allocation,
+            message,
+            self._now,
+            family=self._family,
+            policy=config.policy,
+            quota=config.quota,
+            before_change=lambda: self._forget_routes(allocation),
+        )
+        if refusal is not None:
+            return self._refuse(five_tuple, message, refusal, auth)
+        self._note_deadline(self._now + PERMISSION_LIFETIME)
+        return [self._responses.success(five_tuple, message, auth, [])]
 
     def _channel_bind(
         self, five_tuple: FiveTuple, message: StunMessage, auth: Authenticated
     ) -> list[Output]:
-        """RFC 8656 §11.2."""
+        """RFC 8656 §11.2 (``relay.permissions``)."""
         allocation = self._allocations.get(five_tuple)
         if allocation is None or allocation.pending is not None:
             return self._refuse(five_tuple, message, TurnErrorCode.ALLOCATION_MISMATCH, auth)
-        channel = message.get(ChannelNumber)
-        peer_attribute = message.get(XorPeerAddress)
-        if channel is None or peer_attribute is None:
-            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
-        if not CHANNEL_MIN <= channel.number <= self.channel_max:
-            # "The request contains both a CHANNEL-NUMBER and an XOR-PEER-ADDRESS
-            # attribute ... the channel number is in the range 0x4000 through 0x4FFF".
-            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
-        peer = peer_attribute.address
-        refused = self._peer_check(five_tuple, message, auth, peer)
-        if refused is not None:
-            return refused
-        now = self._now
-        quota = self._config.quota
-        if not allocation.can_add_permissions({peer[0]}, now, quota.max_permissions_per_allocation):
-            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
-        self._forget_routes(allocation)
-        result = allocation.bind_channel(
-            channel.number, peer, now, quota.max_channels_per_allocation
+        config = self._config
+        refusal = channel_bind(
+            allocation,
+            message,
+            self._now,
+            family=self._family,
+            policy=config.policy,
+            quota=config.quota,
+            channel_max=self.channel_max,
+            before_change=lambda: self._forget_routes(allocation),
         )
-        if result is BindResult.FULL:
-            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
-        if result is not BindResult.OK:
-            # "The channel number is not currently bound to a different transport address
-            # (same transport address is OK); the transport address is not currently bound
-            # to a different channel number" - else 400.
-            return self._refuse(five_tuple, message, TurnErrorCode.BAD_REQUEST, auth)
-        # "In addition, the server MUST install or refresh a permission for the IP
-        # address contained in the XOR-PEER-ADDRESS attribute".
-        allocation.install_permission(peer[0], now)
-        self._note_deadline(now + PERMISSION_LIFETIME)
-        return [self._success(five_tuple, message, auth, [])]
+        if refusal is not None:
+            return self._refuse(five_tuple, message, refusal, auth)
+        self._note_deadline(self._now + PERMISSION_LIFETIME)
+        return [self._responses.success(five_tuple, message, auth, [])]
 
     def _send_indication(
         self, five_tuple: FiveTuple, message: StunMessage, now: float
@@ -735,61 +634,7 @@ class TurnServer:
         if self._deadline is None or when < self._deadline:
             self._deadline = when
 
-    def _success(
-        self,
-        five_tuple: FiveTuple,
-        request: StunMessage,
-        auth: Authenticated,
-        attributes: list[Attribute],
-    ) -> ToClient:
-        fingerprint = has_fingerprint(request)
-        data = self._encode(
-            request, StunClass.SUCCESS, attributes, auth.credential.key, auth.sha256, fingerprint
-        )
-        return ToClient(five_tuple, data)
-
     def _refuse(
         self, five_tuple: FiveTuple, request: StunMessage, code: TurnErrorCode, auth: Authenticated
     ) -> list[Output]:
-        return [self._error(five_tuple, request, code, auth)]
-
-    def _error(
-        self,
-        five_tuple: FiveTuple,
-        request: StunMessage,
-        code: TurnErrorCode,
-        auth: Authenticated | None,
-        extra: list[Attribute] | None = None,
-    ) -> ToClient:
-        """The one place error responses are built (and counted)."""
-        self._refusals[int(code)] += 1
-        logger.debug(
-            "%s from %s refused: %d %s", request.method.name, five_tuple.client, code, code.reason
-        )
-        attributes: list[Attribute] = [ErrorCode(int(code), code.reason), *(extra or [])]
-        fingerprint = has_fingerprint(request)
-        key = None if auth is None else auth.credential.key
-        sha256 = False if auth is None else auth.sha256
-        return ToClient(
-            five_tuple,
-            self._encode(request, StunClass.ERROR, attributes, key, sha256, fingerprint),
-        )
-
-    def _encode(
-        self,
-        request: StunMessage,
-        cls: StunClass,
-        attributes: list[Attribute],
-        key: bytes | None,
-        sha256: bool,
-        fingerprint: bool,
-    ) -> bytes:
-        response = StunMessage(
-            request.method,
-            cls,
-            request.transaction_id,
-            (*attributes, Software(self._config.software)),
-        )
-        return encode_message(
-            response, integrity_key=key, integrity_sha256=sha256, fingerprint=fingerprint
-        )
+        return [self._responses.error(five_tuple, request, code, auth)]
