@@ -181,7 +181,7 @@ class PhoneRtpLeg:
         self.sender = sender
         self._remote = remote
         self._latched = False
-        self._on_digit = on_digit
+        self.on_digit = on_digit
         self._encoder = PcmuEncoder() if codec is BridgeCodec.PCMU else PcmaEncoder()
         self._transport: asyncio.DatagramTransport | None = None
         self._wake = asyncio.Event()
@@ -192,6 +192,10 @@ class PhoneRtpLeg:
         assert self._transport is not None
         host, port = self._transport.get_extra_info("sockname")[:2]
         return str(host), int(port)
+
+    @property
+    def transport(self) -> asyncio.DatagramTransport | None:
+        return self._transport
 
     @property
     def remote(self) -> tuple[str, int] | None:
@@ -225,9 +229,9 @@ class PhoneRtpLeg:
         self._report(digits)
 
     def _report(self, digits: list[DtmfDigit]) -> None:
-        if self._on_digit is not None:
+        if self.on_digit is not None:
             for digit in digits:
-                self._on_digit(digit)
+                self.on_digit(digit)
 
     async def run(self, peer_track: MediaStreamTrack) -> None:
         """Carry the peer's audio to the phone until the track ends or ``close``."""

@@ -1,0 +1,155 @@
+"""End to end on loopback: a P2P peer calls the hosted identity ``alice``; her SIP phone rings.
+
+Real parts only: the SIP gateway (registrar, forking B2BUA, RTP anchor) on
+port 0, our SIP UA registered as ``alice`` (auto-answer, 440 Hz PCMU tone,
+RFC 4733 digits), the bridge (its own UA account at the gateway, a calls
+service for alice's P2P identity) and a P2P peer's calls service (aiortc,
+660 Hz), the two calls services signalling in memory. Each side's recording
+must hold the other's tone (FFT), the digits must reach the bridge's call
+events in order, and the peer's hang-up must end the phone's call (BYE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import aioice.ice
+import numpy as np
+import pytest
+
+from p2pnode.gateways.sip.accounts import AccountStore
+from p2pnode.gateways.sip.bridge import (
+    BridgedCallService,
+    BridgeEvent,
+    BridgeUserAgent,
+    SipP2pBridge,
+)
+from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
+from p2pnode.gateways.sip.rtp import dtmf_schedule
+from p2pnode.gateways.sip.useragent import SipUserAgent
+from p2pnode.sessions.call import CallState
+from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
+from p2pnode.sessions.media import ToneSource
+from tests.harness.audio import read_wav, spectrum
+
+DOMAIN = "gw.test"
+ALICE_ID = "alice-hosted-identity"
+PEER_ID = "peer-identity"
+WAIT = 15.0
+
+
+@contextlib.contextmanager
+def loopback_ice() -> Iterator[None]:
+    original = aioice.ice.get_host_addresses
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    try:
+        yield
+    finally:
+        aioice.ice.get_host_addresses = original
+
+
+class Board:
+    """In-memory signalling between the two calls services, one pump per peer."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, CallService] = {}
+        self.queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {
+            ALICE_ID: asyncio.Queue(),
+            PEER_ID: asyncio.Queue(),
+        }
+
+    def sender(self, me: str) -> Callable[[str, bytes], Awaitable[None]]:
+        async def send(peer: str, payload: bytes) -> None:
+            self.queues[peer].put_nowait((me, payload))
+
+        return send
+
+    async def pump(self, me: str) -> None:
+        while True:
+            sender, payload = await self.queues[me].get()
+            await self.services[me].handle_signal(sender, payload)
+
+
+def assert_tone(samples: np.ndarray, rate: int, expected_hz: float) -> None:
+    assert samples.size > rate, f"recording too short: {samples.size / rate:.2f} s"
+    found = spectrum(samples[int(0.4 * rate) :], rate)
+    assert abs(found.dominant_hz - expected_hz) < 8, found
+    assert found.dominance > 20, found
+    assert found.rms > 0.02, found
+
+
+async def scenario(tmp_path: Path) -> None:
+    store = AccountStore(tmp_path / "node.sqlite", DOMAIN)
+    _, alice_password = store.add("alice", None, randbytes=os.urandom)
+    _, bridge_password = store.add("p2p-bridge", None, randbytes=os.urandom)
+    gateway = SipGateway(GatewayConfig(DOMAIN), store)
+    await gateway.start()
+    assert gateway.address is not None
+    phone = SipUserAgent("alice", alice_password, DOMAIN, gateway.address)
+    bridge_ua = BridgeUserAgent("p2p-bridge", bridge_password, DOMAIN, gateway.address)
+    board = Board()
+    config = CallConfig(audio_codecs=("PCMU",))
+    try:
+        await phone.start()
+        await phone.register()
+        await bridge_ua.start()
+        hosted = BridgedCallService(ALICE_ID, config, board.sender(ALICE_ID))
+        async with (
+            hosted,
+            CallService(PEER_ID, config, board.sender(PEER_ID)) as peer,
+            asyncio.TaskGroup() as group,
+        ):
+            board.services = {ALICE_ID: hosted, PEER_ID: peer}
+            pumps = [group.create_task(board.pump(name)) for name in (ALICE_ID, PEER_ID)]
+            bridge = SipP2pBridge(hosted, bridge_ua, "alice")
+            serving = group.create_task(bridge.run())
+            events: list[BridgeEvent] = []
+            call_id = await peer.dial(ALICE_ID, CallMedia(ToneSource(660.0), tmp_path / "peer.wav"))
+            async with asyncio.timeout(WAIT):
+                ringing = await phone.incoming.get()  # the phone rang and auto-answered
+                await peer.wait_state(call_id, {CallState.ANSWERED})
+            await ringing.play_tone(440.0, 2.0)
+            assert ringing.remote_media is not None
+            sequence = 5000
+            for number, digit in enumerate("42#"):
+                for _, packet in dtmf_schedule(
+                    digit,
+                    payload_type=101,
+                    ssrc=0xD7,
+                    first_sequence=sequence,
+                    timestamp=80_000 + 8000 * number,
+                ):
+                    ringing.rtp.sendto(packet.encode(), ringing.remote_media)
+                    sequence += 1
+                    await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            await peer.hangup(call_id)
+            async with asyncio.timeout(WAIT):
+                await ringing.ended.wait()  # the bridge sent BYE to the phone
+                while "ended" not in {event.what for event in events}:
+                    events.append(await bridge.events.get())
+            digits = "".join(d.digit for d in bridge.digits[call_id])
+            for task in (*pumps, serving):
+                task.cancel()
+        samples, rate = read_wav(tmp_path / "peer.wav")
+        assert_tone(samples, rate, 440.0)  # the peer heard the phone
+        assert_tone(ringing.recording().astype(np.float64) / 32768.0, 8000, 660.0)
+        assert digits == "42#"
+        assert gateway.statistics().calls_answered == 1
+        kinds = [event.what for event in events]
+        assert kinds[:2] == ["ringing-phones", "phone-answered"]
+        assert kinds.count("digit") == 3
+    finally:
+        await phone.close()
+        await bridge_ua.close()
+        await gateway.stop()
+
+
+@pytest.mark.slow
+def test_peer_calls_hosted_alice_her_phone_rings_tones_and_digits_cross(tmp_path: Path) -> None:
+    with loopback_ice():
+        asyncio.run(scenario(tmp_path))
