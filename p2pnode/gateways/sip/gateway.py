@@ -37,16 +37,25 @@ from p2pnode.gateways.sip.b2bua import (
     Respond,
     SendDirect,
     StartRequest,
+    Target,
 )
 from p2pnode.gateways.sip.digest import Algorithm, DigestServer, VerdictKind
 from p2pnode.gateways.sip.errors import SipDecodeError
 from p2pnode.gateways.sip.headers import SipUri
 from p2pnode.gateways.sip.keepalive import NatKeepalive, PingTarget, options_ping
+from p2pnode.gateways.sip.locate import locate
 from p2pnode.gateways.sip.media import MediaRelay, MediaRelayFullError
 from p2pnode.gateways.sip.message import SipRequest, build_response
 from p2pnode.gateways.sip.messages import MessageQueue, QueuedMessage, message_request
 from p2pnode.gateways.sip.registrar import Registrar, RegistrarConfig, RegistrationResult
-from p2pnode.gateways.sip.routing import Caller, CallerKind, Refusal, Router, contact_for
+from p2pnode.gateways.sip.routing import (
+    Caller,
+    CallerKind,
+    Foreign,
+    Refusal,
+    Router,
+    contact_for,
+)
 from p2pnode.gateways.sip.security import Decision, Guard, GuardConfig
 from p2pnode.gateways.sip.transaction import (
     ClientKey,
@@ -76,6 +85,8 @@ _POLICY = UasPolicy(
     forwarding=True,
 )
 ALLOW = _POLICY.allow
+MAX_LOCATING = 256  # RFC 3263 look-ups in flight; beyond, 503
+LOCATE_TIMEOUT = 8.0
 _IN_DIALOG = frozenset({"INVITE", "BYE", "INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
 
 
@@ -98,6 +109,7 @@ class GatewayConfig:
     ip_trunks: tuple[IpTrunk, ...] = ()
     account_dids: tuple[tuple[str, str], ...] = ()  # (DID, login)
     keepalive_interval: float = 25.0
+    upstream: tuple[str, int] | None = None  # trunk for E.164 numbers not ours
 
 
 @dataclass(slots=True)
@@ -166,7 +178,9 @@ class SipGateway:
             account=accounts.get,
             bindings=self.registrar.bindings,
             trunks=self.trunks,
+            upstream=config.upstream,
         )
+        self._locating: set[asyncio.Task[None]] = set()
         self.queue = MessageQueue()
         self.keepalive = NatKeepalive(interval=config.keepalive_interval)
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -359,6 +373,42 @@ class SipGateway:
         if isinstance(decision, Refusal):
             self._respond(key, request, decision.status, decision.reason)
             return
+        if isinstance(decision, Foreign):
+            if len(self._locating) >= MAX_LOCATING:
+                self._respond(key, request, 503, "Service Unavailable")
+                return
+            task = asyncio.get_running_loop().create_task(self._foreign(effect, decision, caller))
+            self._locating.add(task)
+            task.add_done_callback(self._locating.discard)
+            return
+        self._place(effect, decision, caller, b2bua)
+
+    async def _foreign(self, effect: RequestReceived, foreign: Foreign, caller: Caller) -> None:
+        """RFC 3263: locate the other domain's server, then place the call (100 Trying is out)."""
+        try:
+            hops = await asyncio.wait_for(locate(foreign.uri, random=self._random), LOCATE_TIMEOUT)
+        except TimeoutError:
+            hops = []
+        b2bua = self.b2bua
+        if b2bua is None:
+            return
+        try:
+            if not hops:
+                self._respond(effect.key, effect.request, 404, "Not Found")
+                return
+            contact = Contact(foreign.uri, (hops[0].host, hops[0].port), False)
+            target = Target(foreign.uri, (contact,), foreign.accounts)
+            self._place(effect, target, caller, b2bua)
+        except (SipDecodeError, ValueError) as error:
+            self.stack.transport.drops.drop("foreign call refused", type(error).__name__)
+
+    def _random(self) -> float:
+        return int.from_bytes(self._randbytes(4), "big") / 2**32
+
+    def _place(
+        self, effect: RequestReceived, decision: Target, caller: Caller, b2bua: B2bua
+    ) -> None:
+        request, key = effect.request, effect.key
         for login in decision.accounts:
             if self._calls_per_account.get(login, 0) >= self._max_calls(login):
                 callee = login == decision.accounts[-1]

@@ -9,10 +9,11 @@ The rules (issue 14), in the order they are applied:
    IP trunk. Only authenticated accounts and IP trunks may call DIDs; an
    anonymous caller gets 403 (DIDs are reached from carriers' trunks).
 3. Any other number: an outbound E.164 call, only for accounts allowed to make
-   them (toll fraud guard: 403 otherwise); our ENUM and an upstream trunk are
-   not wired yet (404).
-4. Any foreign domain: 403 for anonymous callers (never an open relay), 404 for
-   accounts until RFC 3263 routing lands.
+   them (toll fraud guard: 403 otherwise), sent to the configured upstream
+   trunk (our own ENUM lookup is not wired yet; without an upstream: 404).
+4. Any foreign domain: 403 for anonymous callers (never an open relay); for
+   accounts and trunks a :class:`Foreign` target the gateway locates with
+   RFC 3263 (:mod:`locate`).
 
 Devices are reached at the REGISTER's source (the NAT path) when their Contact
 is private, a name, or reached over a stream; otherwise at the Contact itself
@@ -33,9 +34,10 @@ from p2pnode.gateways.sip.headers import NameAddress, SipUri, Uri, parse_name_ad
 from p2pnode.gateways.sip.media import is_private
 from p2pnode.gateways.sip.message import SipRequest
 from p2pnode.gateways.sip.registrar import Binding
+from p2pnode.gateways.sip.transaction import Address
 from p2pnode.gateways.sip.trunks import DidRoute, IpTrunk, TrunkTable, digits
 
-__all__ = ["Caller", "CallerKind", "Refusal", "Router", "contact_for"]
+__all__ = ["Caller", "CallerKind", "Foreign", "Refusal", "Router", "contact_for"]
 
 
 class CallerKind(enum.Enum):
@@ -55,6 +57,14 @@ class Caller:
 class Refusal:
     status: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Foreign:
+    """A call for another domain: the gateway locates its server (RFC 3263) first."""
+
+    uri: SipUri
+    accounts: tuple[str, ...]
 
 
 def contact_for(binding: Binding) -> Contact:
@@ -83,7 +93,9 @@ class Router:
         account: Callable[[str], Account | None],
         bindings: Callable[[str, float], tuple[Binding, ...]],
         trunks: TrunkTable,
+        upstream: Address | None = None,
     ) -> None:
+        self.upstream = upstream
         self.domain = domain
         self._local_hosts = local_hosts
         self._account = account
@@ -111,12 +123,14 @@ class Router:
         from_ = request.from_
         return NameAddress(from_.uri, from_.display_name, ())
 
-    def route(self, request: SipRequest, caller: Caller, now: float) -> Target | Refusal:
+    def route(self, request: SipRequest, caller: Caller, now: float) -> Target | Refusal | Foreign:
         user = self.local_user(request.uri)
         if user is None:
             if caller.kind is CallerKind.ANONYMOUS:
-                return Refusal(403, "Forbidden")
-            return Refusal(404, "Not Found")  # RFC 3263 routing to other domains: not yet
+                return Refusal(403, "Forbidden")  # never an open relay
+            if not isinstance(request.uri, SipUri):
+                return Refusal(416, "Unsupported URI Scheme")
+            return Foreign(request.uri, self._caller_accounts(caller))
         number = digits(user) if not user[:1].isalpha() else None
         if number is None:
             return self._login(user, caller, now)
@@ -131,7 +145,12 @@ class Router:
                 return Refusal(403, "Forbidden")
         elif caller.kind is CallerKind.ANONYMOUS:
             return Refusal(403, "Forbidden")
-        return Refusal(404, "Not Found")  # ENUM and the upstream trunk: not wired yet
+        if self.upstream is None:
+            return Refusal(404, "Not Found")  # our ENUM lookup is not wired yet
+        # The configured upstream trunk carries the number (E.164 with its '+').
+        uri = SipUri("sip", f"+{number}", None, self.upstream[0], self.upstream[1])
+        aor = SipUri("sip", f"+{number}", None, self.domain, None)
+        return Target(aor, (Contact(uri, self.upstream, False),), self._caller_accounts(caller))
 
     def _caller_accounts(self, caller: Caller) -> tuple[str, ...]:
         return (caller.login,) if caller.login is not None else ()

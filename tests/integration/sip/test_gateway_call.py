@@ -138,3 +138,41 @@ def test_message_is_queued_for_an_offline_account_and_delivered_when_it_register
             await gateway.stop()
 
     asyncio.run(scenario())
+
+
+def test_accounts_call_another_domain_and_numbers_through_the_upstream_trunk(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        store = AccountStore(tmp_path / "node.sqlite", DOMAIN)
+        _, password = store.add("alice", None, randbytes=os.urandom, allow_e164=True)
+        # Elsewhere (an IP-literal domain, RFC 3263 §4.2) and an upstream carrier.
+        carol = SipUserAgent("carol", "-", "other.example", ("127.0.0.1", 9), host="127.0.0.3")
+        carrier = SipUserAgent(
+            "carrier", "-", "carrier.example", ("127.0.0.1", 9), host="127.0.0.4"
+        )
+        await carol.start()
+        await carrier.start()
+        assert carol.address is not None and carrier.address is not None
+        gateway = SipGateway(GatewayConfig(DOMAIN, upstream=carrier.address), store)
+        await gateway.start()
+        assert gateway.address is not None
+        alice = SipUserAgent("alice", password, DOMAIN, gateway.address)
+        try:
+            await alice.start()
+            call = await asyncio.wait_for(alice.call(f"sip:carol@127.0.0.3:{carol.address[1]}"), 10)
+            answered = await asyncio.wait_for(carol.incoming.get(), 5)
+            await asyncio.gather(call.play_tone(440, 1.0), answered.play_tone(660, 1.0))
+            await call.hangup()
+            assert abs(_tone(call.recording())[0] - 660) < 10
+            assert abs(_tone(answered.recording())[0] - 440) < 10
+            number = await asyncio.wait_for(alice.call("+4930123"), 10)
+            upstream = await asyncio.wait_for(carrier.incoming.get(), 5)
+            assert str(upstream.dialog.local_uri.uri) == f"sip:+4930123@{DOMAIN}"
+            await number.hangup()
+        finally:
+            for ua in (alice, carol, carrier):
+                await ua.close()
+            await gateway.stop()
+
+    asyncio.run(scenario())

@@ -9,11 +9,19 @@ import pytest
 from p2pnode.gateways.sip.accounts import Account, AccountStore
 from p2pnode.gateways.sip.b2bua import Target
 from p2pnode.gateways.sip.headers import parse_uri
+from p2pnode.gateways.sip.locate import Hop, SrvRecord, literal_hop, order_srv
 from p2pnode.gateways.sip.message import SipRequest
 from p2pnode.gateways.sip.messages import MAX_BODY, MessageQueue, QueuedMessage
 from p2pnode.gateways.sip.parser import parse_datagram
 from p2pnode.gateways.sip.registrar import Binding
-from p2pnode.gateways.sip.routing import Caller, CallerKind, Refusal, Router, contact_for
+from p2pnode.gateways.sip.routing import (
+    Caller,
+    CallerKind,
+    Foreign,
+    Refusal,
+    Router,
+    contact_for,
+)
 from p2pnode.gateways.sip.trunks import IpTrunk, RegistrationTrunk, TrunkTable, digits
 
 ANONYMOUS = Caller(CallerKind.ANONYMOUS)
@@ -81,7 +89,9 @@ def test_anyone_may_call_a_login_and_it_rings_at_the_nat_path(router: Router) ->
 
 
 def test_never_an_open_relay_and_no_toll_fraud(router: Router) -> None:
-    assert router.route(invite("sip:x@elsewhere.example"), ANONYMOUS, 0.0).status == 403  # type: ignore[union-attr]
+    assert router.route(invite("sip:x@elsewhere.example"), ANONYMOUS, 0.0) == Refusal(
+        403, "Forbidden"
+    )
     assert router.route(invite("sip:+4930123@gw.test"), ANONYMOUS, 0.0).status == 403  # type: ignore[union-attr]
     bob = Caller(CallerKind.ACCOUNT, login="bob")  # not allowed E.164
     assert router.route(invite("sip:+4930123@gw.test"), bob, 0.0).status == 403  # type: ignore[union-attr]
@@ -154,3 +164,36 @@ def test_account_value_shape() -> None:
     store = AccountStore(":memory:", "gw.test")
     account, _ = store.add("zed", None, randbytes=random.Random(2).randbytes, max_calls=2)
     assert isinstance(account, Account) and account.max_calls == 2 and not account.allow_e164
+
+
+def test_accounts_reach_foreign_domains_and_numbers_go_to_the_upstream_trunk(
+    router: Router,
+) -> None:
+    alice = Caller(CallerKind.ACCOUNT, login="alice")
+    foreign = router.route(invite("sip:x@elsewhere.example"), alice, 0.0)
+    assert isinstance(foreign, Foreign) and foreign.accounts == ("alice",)
+    router.upstream = ("198.51.100.99", 5070)
+    out = router.route(invite("sip:+4930123@gw.test"), alice, 0.0)
+    assert isinstance(out, Target)
+    assert str(out.contacts[0].uri) == "sip:+4930123@198.51.100.99:5070"
+    assert out.contacts[0].destination == ("198.51.100.99", 5070)
+    bob = Caller(CallerKind.ACCOUNT, login="bob")  # no E.164 right: still refused
+    assert router.route(invite("sip:+4930123@gw.test"), bob, 0.0) == Refusal(403, "Forbidden")
+
+
+def test_rfc3263_literal_hosts_and_srv_order() -> None:
+    assert literal_hop(parse_uri("sip:a@198.51.100.7")) == Hop("198.51.100.7", 5060)  # type: ignore[arg-type]
+    assert literal_hop(parse_uri("sips:a@[2001:db8::1]:5081")) == Hop("2001:db8::1", 5081)  # type: ignore[arg-type]
+    assert literal_hop(parse_uri("sip:a@example.org")) is None  # type: ignore[arg-type]
+    records = [
+        SrvRecord(20, 0, 5060, "backup"),
+        SrvRecord(10, 60, 5060, "big"),
+        SrvRecord(10, 20, 5060, "small"),
+        SrvRecord(10, 20, 5060, "small2"),
+    ]
+    rng = random.Random(4)
+    firsts = [order_srv(records, rng.random) for _ in range(2000)]
+    assert all(order[-1].target == "backup" for order in firsts)  # priority before weight
+    share = sum(order[0].target == "big" for order in firsts) / len(firsts)
+    assert 0.55 < share < 0.65  # weight 60 of 100
+    assert sorted(r.target for r in firsts[0]) == ["backup", "big", "small", "small2"]
