@@ -77,19 +77,28 @@ def read_seed(home: Path) -> bytes:
     return seed
 
 
-def seal_backup(seed: bytes, passphrase: str, salt: bytes, nonce: bytes) -> bytes:
-    """The backup file for ``seed``; salt and nonce are parameters (random in use)."""
+def seal_backup(
+    seed: bytes,
+    passphrase: str,
+    salt: bytes,
+    nonce: bytes,
+    *,
+    opslimit: int = OPSLIMIT,
+    memlimit: int = MEMLIMIT,
+) -> bytes:
+    """The backup file for ``seed``; salt and nonce are parameters (random in use), and so
+    are the Argon2id limits (tests use the smallest: the format is the same)."""
     if len(seed) != SEED_BYTES or len(salt) != SALT_BYTES:
         raise ValueError("seed must be 32 bytes and salt 16")
-    box = nacl.secret.SecretBox(_key(passphrase, salt, OPSLIMIT, MEMLIMIT))
+    box = nacl.secret.SecretBox(_key(passphrase, salt, opslimit, memlimit))
     sealed = bytes(box.encrypt(seed, nonce))
     peer_id = peer_id_for(bytes(nacl.signing.SigningKey(seed).verify_key))
     document = {
         "format": BACKUP_FORMAT,
         "peer_id": peer_id,
         "kdf": "argon2id13",
-        "opslimit": OPSLIMIT,
-        "memlimit": MEMLIMIT,
+        "opslimit": opslimit,
+        "memlimit": memlimit,
         "salt": salt.hex(),
         "box": sealed.hex(),
     }
