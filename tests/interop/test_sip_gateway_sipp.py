@@ -332,3 +332,167 @@ def test_sipp_register_with_a_wrong_password_is_refused_and_logged_with_the_sour
         asyncio.run(scenario())
     failures = [r.getMessage() for r in caplog.records if "sip auth failed" in r.getMessage()]
     assert failures and "source=127.0.0.1 user=alice method=REGISTER" in failures[0]
+
+
+UAS_EARLY = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uas with early media, answer in the ACK">
+  <recv request="INVITE">
+    <action>
+      <ereg regexp="^$" search_in="body" check_it="true" assign_to="1"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+      SIP/2.0 183 Session Progress
+      {_RESPONSE_HEAD}
+      Contact: <sip:[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=pbx 1 1 IN IP4 127.0.0.1
+      s=-
+      c=IN IP4 127.0.0.1
+      t=0 0
+      m=audio 4000 RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+
+    ]]>
+  </send>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      {_RESPONSE_HEAD}
+      Contact: <sip:[local_ip]:[local_port]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=pbx 1 1 IN IP4 127.0.0.1
+      s=-
+      c=IN IP4 127.0.0.1
+      t=0 0
+      m=audio 4000 RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+
+    ]]>
+  </send>
+  <recv request="ACK">
+    <action>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP 8" search_in="body" check_it="true" assign_to="2"/>
+    </action>
+  </recv>
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <Reference variables="1,2"/>
+</scenario>
+"""
+
+UAC_OFFERLESS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="offer-less uac">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@gw.test SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:carrier@other.example>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@gw.test>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:carrier@[local_ip]:[local_port]>
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="183">
+    <action>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP 8" search_in="body" check_it="true" assign_to="1"/>
+    </action>
+  </recv>
+  <recv response="200" rrs="true"/>
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:carrier@other.example>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=carrier 1 1 IN IP4 [local_ip]
+      s=-
+      c=IN IP4 [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+
+    ]]>
+  </send>
+  <pause milliseconds="200"/>
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
+      From: <sip:carrier@other.example>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200"/>
+  <Reference variables="1"/>
+</scenario>
+"""
+
+
+def test_offerless_invite_with_early_media_answer_travels_in_the_ack(tmp_path: Path) -> None:
+    sipp = require_tool("sipp", "sip-tester")
+
+    async def scenario() -> None:
+        gateway, passwords = await _started(tmp_path, GatewayConfig(DOMAIN))
+        assert gateway.address is not None
+        phone = SipUserAgent("bob", passwords["bob"], DOMAIN, gateway.address)
+        (tmp_path / "uas.xml").write_text(UAS_EARLY)
+        (tmp_path / "uac.xml").write_text(UAC_OFFERLESS)
+        uas_port = free_udp_port()
+        try:
+            uas = await _sipp(
+                sipp, ["-sf", str(tmp_path / "uas.xml"), "-i", "127.0.0.1", "-p", str(uas_port)],
+                tmp_path,
+            )  # fmt: skip
+            await phone.start()
+            await phone.register(contact=f"<sip:bob@127.0.0.1:{uas_port}>")
+            uac = await _sipp(
+                sipp,
+                ["-sf", str(tmp_path / "uac.xml"), f"127.0.0.1:{gateway.address[1]}", "-s", "bob",
+                 "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port())],
+                tmp_path,
+            )  # fmt: skip
+            # The UAC saw the 183's SDP; the UAS saw no offer, then the answer in the ACK.
+            assert await asyncio.wait_for(uac.wait(), 40) == 0
+            assert await asyncio.wait_for(uas.wait(), 20) == 0
+            assert gateway.statistics().active_calls == 0
+        finally:
+            await phone.close()
+            await gateway.stop()
+
+    asyncio.run(scenario())
