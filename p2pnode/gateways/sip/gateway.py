@@ -65,6 +65,7 @@ from p2pnode.gateways.sip.transaction import (
     ServerKey,
     StrayAck,
     TimedOut,
+    Timers,
     TransactionStateError,
 )
 from p2pnode.gateways.sip.transaction_layer import TransactionLayer
@@ -110,6 +111,7 @@ class GatewayConfig:
     account_dids: tuple[tuple[str, str], ...] = ()  # (DID, login)
     keepalive_interval: float = 25.0
     upstream: tuple[str, int] | None = None  # trunk for E.164 numbers not ours
+    timers: Timers = field(default_factory=Timers)  # RFC 3261 T1/T2/T4/D (tests shorten them)
 
 
 @dataclass(slots=True)
@@ -161,7 +163,8 @@ class SipGateway:
         )
         self.guard = Guard(config.guard)
         self.stack = SipStack(
-            self._on_event, layer=TransactionLayer(max_transactions=config.max_transactions)
+            self._on_event,
+            layer=TransactionLayer(timers=config.timers, max_transactions=config.max_transactions),
         )
         self.relay = MediaRelay(config.media_host or config.host)
         self.b2bua: B2bua | None = None

@@ -17,7 +17,7 @@ import math
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ from p2pnode.gateways.sip.dialog import Dialog
 from p2pnode.gateways.sip.digest import authorization
 from p2pnode.gateways.sip.headers import SipUri, parse_uri
 from p2pnode.gateways.sip.message import Header, SipRequest, SipResponse, build_response
-from p2pnode.gateways.sip.rtp import RtpDecodeError, RtpPacket
+from p2pnode.gateways.sip.rtp import RtpDecodeError, RtpPacket, TelephoneEvent, dtmf_schedule
 from p2pnode.gateways.sip.sdp import SdpDecodeError, parse_sdp
 from p2pnode.gateways.sip.transaction import (
     MAGIC_COOKIE,
@@ -39,12 +39,22 @@ from p2pnode.gateways.sip.transaction import (
 )
 from p2pnode.gateways.sip.transport import SipStack
 
-__all__ = ["MAX_TONE_SECONDS", "SipUserAgent", "UaCall", "UaError", "mulaw_decode", "mulaw_encode"]
+__all__ = [
+    "DTMF_PAYLOAD_TYPE",
+    "MAX_TONE_SECONDS",
+    "SipUserAgent",
+    "UaCall",
+    "UaError",
+    "mulaw_decode",
+    "mulaw_encode",
+]
 
 MAX_TONE_SECONDS = 30.0
 _RATE = 8000
 _FRAME = 160  # 20 ms at 8 kHz
 _MAX_RECEIVED_FRAMES = int(MAX_TONE_SECONDS * 50)
+_MAX_EVENTS = 1000
+DTMF_PAYLOAD_TYPE = 101  # what our SDP offers for telephone-event
 
 Samples = npt.NDArray[np.int16]
 
@@ -88,6 +98,11 @@ class _Rtp(asyncio.DatagramProtocol):
             return
         if packet.payload_type == 0 and len(self.call.received) < _MAX_RECEIVED_FRAMES:
             self.call.received.append(mulaw_decode(packet.payload))
+        elif packet.payload_type == DTMF_PAYLOAD_TYPE and len(self.call.events) < _MAX_EVENTS:
+            try:
+                self.call.events.append(TelephoneEvent.decode(packet.payload))
+            except RtpDecodeError:
+                return
 
 
 @dataclass(slots=True)
@@ -101,6 +116,7 @@ class UaCall:
     remote_media: tuple[str, int] | None
     received: list[Samples]
     ended: asyncio.Event
+    events: list[TelephoneEvent] = field(default_factory=list)  # RFC 4733 packets heard
 
     def recording(self) -> Samples:
         return np.concatenate(self.received) if self.received else np.zeros(0, np.int16)
@@ -121,6 +137,24 @@ class UaCall:
             self.rtp.sendto(packet.encode(), self.remote_media)
             await asyncio.sleep(max(0.0, start + (index + 1) * 0.02 - loop.time()))
         return frames
+
+    async def send_dtmf(self, digit: str) -> int:
+        """One RFC 4733 digit (100 ms, three end packets) on payload type 101."""
+        if self.remote_media is None:
+            return 0
+        schedule = dtmf_schedule(
+            digit,
+            payload_type=DTMF_PAYLOAD_TYPE,
+            ssrc=int.from_bytes(self.ua.randbytes(4), "big"),
+            first_sequence=0,
+            timestamp=0,
+        )
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for offset, packet in schedule:
+            await asyncio.sleep(max(0.0, start + offset - loop.time()))
+            self.rtp.sendto(packet.encode(), self.remote_media)
+        return len(schedule)
 
     async def hangup(self) -> None:
         self.dialog, bye = self.dialog.create_request(
