@@ -17,10 +17,13 @@ import pydantic
 from aiohttp import web
 
 from p2pnode.app.api_models import ApiError
+from p2pnode.app.peer_chat import ChatService
 from p2pnode.app.peer_services import MAX_PINGS, PeerApp, PeerNotFoundError
 from p2pnode.connectivity.contact import PresenceStatus
 from p2pnode.connectivity.peerlink import PeerLinkError
 from p2pnode.directory.lookup import DirectoryTimeoutError
+from p2pnode.identity import peer_id_for, public_key_from_peer_id
+from p2pnode.sessions.store import Direction, MessageRow
 
 if TYPE_CHECKING:
     from p2pnode.app.control import ControlContext
@@ -30,14 +33,21 @@ __all__ = [
     "ContactAddRequest",
     "ContactModel",
     "ContactsAnswer",
+    "HistoryQuery",
+    "MessageModel",
+    "MessageStatusAnswer",
+    "MessagesAnswer",
     "PingAnswer",
     "PingRequest",
     "PresenceAnswer",
     "PresenceRequest",
+    "SendAnswer",
+    "SendRequest",
 ]
 
 M = TypeVar("M", bound=pydantic.BaseModel)
-MAX_PEER_BODY = 4096  # every request here is a few short fields
+MAX_TEXT_CHARS = 4096  # a text through the API (the store takes up to 64 KiB)
+MAX_PEER_BODY = 4 * MAX_TEXT_CHARS + 1024  # JSON escapes included
 
 
 class _Model(pydantic.BaseModel):
@@ -82,6 +92,43 @@ class ContactModel(_Model):
 
 class ContactsAnswer(_Model):
     contacts: list[ContactModel]
+
+
+class SendRequest(_Model):
+    to: str = pydantic.Field(min_length=1, max_length=128, description="login, peer id, contact")
+    text: str = pydantic.Field(min_length=1, max_length=MAX_TEXT_CHARS)
+
+
+class SendAnswer(_Model):
+    message_id: str
+    peer_id: str
+
+
+class MessageStatusAnswer(_Model):
+    message_id: str
+    queued: bool = pydantic.Field(description="still in the outbox (no delivered receipt yet)")
+    state: str = pydantic.Field(description="queued, sent_online, held, delivered")
+    copies: int = pydantic.Field(description="mailbox copies acknowledged")
+    delivered: bool
+    read: bool
+
+
+class MessageModel(_Model):
+    message_id: str
+    peer_id: str
+    incoming: bool
+    seq: int
+    text: str
+    sent_at_ms: int
+    chain_ok: bool
+
+
+class MessagesAnswer(_Model):
+    messages: list[MessageModel]
+
+
+class HistoryQuery(_Model):
+    limit: int = pydantic.Field(100, ge=1, le=1000)
 
 
 class _RefusedError(Exception):
@@ -206,6 +253,82 @@ async def contact_remove(app: PeerApp, request: web.Request) -> web.Response:
     return _json(PresenceAnswer(status="removed", note=name))
 
 
+def _chat(app: PeerApp) -> ChatService:
+    try:
+        service = app.node_services(ChatService.name)
+    except KeyError:
+        raise _RefusedError(404, "chat not enabled", "set [chat] enabled = true") from None
+    assert isinstance(service, ChatService)
+    if service.messaging is None:
+        raise _RefusedError(503, "chat not running", "the chat service is (re)starting")
+    return service
+
+
+def _message(row: MessageRow) -> MessageModel:
+    return MessageModel(
+        message_id=row.message_id.hex(),
+        peer_id=peer_id_for(row.peer),
+        incoming=row.direction is Direction.IN,
+        seq=row.seq,
+        text=row.text,
+        sent_at_ms=row.sent_at_ms,
+        chain_ok=row.chain_ok,
+    )
+
+
+async def send(app: PeerApp, request: web.Request) -> web.Response:
+    body = await _body(request, SendRequest)
+    chat = _chat(app)
+    peer_id = await _resolve(app, body.to)
+    try:
+        message_id = await chat.send(public_key_from_peer_id(peer_id), body.text)
+    except LookupError as error:
+        raise _RefusedError(404, "no prekey bundle", str(error)) from None
+    except ValueError as error:
+        raise _RefusedError(400, "message refused", str(error)) from None
+    return _json(SendAnswer(message_id=message_id.hex(), peer_id=peer_id))
+
+
+async def message_status(app: PeerApp, request: web.Request) -> web.Response:
+    chat = _chat(app)
+    text = request.match_info["message_id"]
+    try:
+        message_id = bytes.fromhex(text)
+    except ValueError:
+        raise _RefusedError(400, "bad message id", "hex expected") from None
+    status = chat.status(message_id)
+    if status.state is None:
+        state = "delivered" if status.delivered else "unknown"
+    else:
+        state = status.state.name.lower()
+    return _json(
+        MessageStatusAnswer(
+            message_id=text,
+            queued=status.queued,
+            state=state,
+            copies=status.copies,
+            delivered=status.delivered,
+            read=status.read,
+        )
+    )
+
+
+async def inbox(app: PeerApp, request: web.Request) -> web.Response:
+    chat = _chat(app)
+    return _json(MessagesAnswer(messages=[_message(row) for row in chat.inbox]))
+
+
+async def history(app: PeerApp, request: web.Request) -> web.Response:
+    chat = _chat(app)
+    try:
+        query = HistoryQuery.model_validate(dict(request.query))
+    except pydantic.ValidationError:
+        raise _RefusedError(400, "invalid request", "limit: 1-1000") from None
+    peer_id = await _resolve(app, request.match_info["peer"])
+    rows = chat.history(public_key_from_peer_id(peer_id), query.limit)
+    return _json(MessagesAnswer(messages=[_message(row) for row in rows]))
+
+
 # (method, path, handler, summary, response, request, query): control.Route's fields
 PEER_ROUTES: tuple[
     tuple[
@@ -230,4 +353,12 @@ PEER_ROUTES: tuple[
      ContactModel, ContactAddRequest, None),
     ("DELETE", "/api/contacts/{name}", _guarded(contact_remove), "forget a contact",
      PresenceAnswer, None, None),
+    ("POST", "/api/messages", _guarded(send), "send a text (online, else mailboxes)",
+     SendAnswer, SendRequest, None),
+    ("GET", "/api/messages/{message_id}", _guarded(message_status),
+     "outbox state, mailbox copies, receipts", MessageStatusAnswer, None, None),
+    ("GET", "/api/inbox", _guarded(inbox), "messages shown since the node started",
+     MessagesAnswer, None, None),
+    ("GET", "/api/history/{peer}", _guarded(history), "one conversation, oldest first",
+     MessagesAnswer, None, HistoryQuery),
 )  # fmt: skip

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from p2pnode.app.config import NodeConfig, hostport
 from p2pnode.app.node import Node
+from p2pnode.app.peer_chat import add_chat_services
 from p2pnode.app.peer_config import PresenceSection
 from p2pnode.app.services import DhtService, RelaySearchService, directory_of
 from p2pnode.connectivity.attach import HomeConfig
@@ -160,6 +161,10 @@ class _DialTransport:
         return await self.inbox.get()
 
 
+def _no_service(name: str) -> object:
+    raise KeyError(name)
+
+
 class PeerApp:
     """Contacts, their presence watches, and peer links (see the module docstring)."""
 
@@ -181,6 +186,7 @@ class PeerApp:
     ) -> None:
         self.status = status
         self.note = note
+        self.node_services: Callable[[str], object] = _no_service  # the node's, once added
         self.home = home
         self.identity = identity
         self.signalling = signalling
@@ -424,6 +430,7 @@ def add_peer_services(
     """Add the signalling service and the peer app to ``node`` (``[presence]`` enabled)."""
     presence = _presence(config)
     if not presence.enabled:
+        add_chat_services(home, config, identity, dht, None, node.add, node.emit)
         return None
     serve = home_role(config) == "serve"
     peer_config = PeerConfig(wanted=0 if serve else 2)
@@ -482,4 +489,6 @@ def add_peer_services(
         note=presence.note,
     )
     node.add(app)
+    app.node_services = node.service  # the control API reaches the chat service through us
+    add_chat_services(home, config, identity, dht, signalling, node.add, node.emit)
     return app

@@ -8,6 +8,8 @@ running node of the home (``[presence] enabled``) and never join themselves.
 from __future__ import annotations
 
 import argparse
+import time
+import urllib.parse
 from typing import Any
 
 import pydantic
@@ -16,16 +18,27 @@ from p2pnode.app.api_peer import (
     ContactAddRequest,
     ContactModel,
     ContactsAnswer,
+    MessageModel,
+    MessagesAnswer,
+    MessageStatusAnswer,
     PingAnswer,
     PingRequest,
     PresenceAnswer,
     PresenceRequest,
+    SendAnswer,
+    SendRequest,
 )
 from p2pnode.cli.common import EXIT_OK, NetworkFailureError, add_home_argument
 from p2pnode.cli.control_client import RunningNode, running_node
 from p2pnode.identity import default_home
 
-__all__ = ["describe_contact", "describe_ping", "register"]
+__all__ = [
+    "describe_contact",
+    "describe_delivery",
+    "describe_message",
+    "describe_ping",
+    "register",
+]
 
 
 def _node(args: argparse.Namespace) -> RunningNode:
@@ -100,13 +113,60 @@ def cmd_contacts_remove(args: argparse.Namespace) -> int:
     return _print(args, answer, [f"removed {args.name}"])
 
 
+def describe_delivery(status: MessageStatusAnswer) -> str:
+    if status.delivered:
+        return "delivered" + (", read" if status.read else "")
+    if status.state == "sent_online":
+        return "handed to the peer's node online, waiting for the receipt"
+    if status.state == "held":
+        return f"queued, {status.copies} copies held in mailboxes"
+    return "queued in the outbox (no path took it yet; retrying)"
+
+
+def describe_message(message: MessageModel) -> str:
+    when = time.strftime("%H:%M:%S", time.localtime(message.sent_at_ms / 1000))
+    arrow = "<-" if message.incoming else "->"
+    gap = "" if message.chain_ok else " [gap before this message]"
+    return f"{when} {arrow} {message.peer_id[:12]}: {message.text}{gap}"
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    node = _node(args)
+    sent = node.request(
+        "POST", "/api/messages", SendAnswer, body=SendRequest(to=args.to, text=args.text)
+    )
+    path = f"/api/messages/{sent.message_id}"
+    deadline = time.monotonic() + args.wait
+    status = node.request("GET", path, MessageStatusAnswer)
+    while status.state == "queued" and not status.delivered and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = node.request("GET", path, MessageStatusAnswer)
+    lines = [f"message {sent.message_id} to {sent.peer_id}: {describe_delivery(status)}"]
+    return _print(args, status, lines)
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    answer = _node(args).request("GET", "/api/inbox", MessagesAnswer)
+    lines = [describe_message(m) for m in answer.messages] or ["no messages since the node started"]
+    return _print(args, answer, lines)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    peer = urllib.parse.quote(args.peer, safe="")
+    answer = _node(args).request(
+        "GET", f"/api/history/{peer}", MessagesAnswer, query=[("limit", str(args.limit))]
+    )
+    lines = [describe_message(m) for m in answer.messages] or ["no messages"]
+    return _print(args, answer, lines)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     add_home_argument(parser)
     parser.add_argument("--json", action="store_true", help="the API's JSON answer")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add `ping`, `presence set|show`, `contacts add|list|remove`."""
+    """Add `ping`, `presence`, `contacts`, `send`, `inbox`, `history`."""
     ping = subparsers.add_parser(
         "ping",
         help="open a link to a peer: path, set-up time, RTT",
@@ -143,3 +203,23 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     remove.add_argument("name")
     _common(remove)
     remove.set_defaults(func=cmd_contacts_remove)
+
+    send = subparsers.add_parser(
+        "send",
+        help="send an end-to-end encrypted text",
+        description="Send a text: online through the peer's homes, else deposited in its "
+        "mailboxes; the outbox keeps it until the peer's delivered receipt.",
+    )
+    send.add_argument("to", help="login, peer id or contact name")
+    send.add_argument("text")
+    send.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a path")
+    _common(send)
+    send.set_defaults(func=cmd_send)
+    inbox = subparsers.add_parser("inbox", help="messages shown since the node started")
+    _common(inbox)
+    inbox.set_defaults(func=cmd_inbox)
+    history = subparsers.add_parser("history", help="one conversation, oldest first")
+    history.add_argument("peer", help="login, peer id or contact name")
+    history.add_argument("--limit", type=int, default=100)
+    _common(history)
+    history.set_defaults(func=cmd_history)
