@@ -44,8 +44,19 @@ from p2pnode.gateways.sip.bridge_media import (
     PhoneSender,
 )
 from p2pnode.gateways.sip.bridge_tracks import PhoneRtpLeg
-from p2pnode.gateways.sip.useragent import SipUserAgent, UaCall, UaError, _Rtp, mulaw_decode
-from p2pnode.sessions.call import CallDirection, CallState
+from p2pnode.gateways.sip.dialog import Dialog
+from p2pnode.gateways.sip.headers import SipUri
+from p2pnode.gateways.sip.message import build_response
+from p2pnode.gateways.sip.transaction import RequestReceived
+from p2pnode.gateways.sip.useragent import (
+    SipUserAgent,
+    UaCall,
+    UaError,
+    _media,
+    _Rtp,
+    mulaw_decode,
+)
+from p2pnode.sessions.call import CallDirection, CallState, CallStateError
 from p2pnode.sessions.calls import CallMedia, CallService, CallUpdate
 
 __all__ = [
@@ -58,9 +69,20 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
+MAX_PENDING_INVITES = 16  # phone calls waiting for the bridge to dial their peer
 BRIDGE_QUEUE_FRAMES = 25  # peer -> phone frames held between the tee and the RTP leg
 PT_PCMU = 0
 PT_DTMF = 101  # what our UA's offer names telephone-event
+# P2P end state of an unanswered outgoing call -> the phone's final response.
+_REFUSAL = {
+    CallState.DECLINED: (603, "Decline"),
+    CallState.BUSY: (486, "Busy Here"),
+    CallState.NO_ANSWER: (480, "Temporarily Unavailable"),
+    CallState.REFUSED: (403, "Forbidden"),
+    CallState.FAILED: (480, "Temporarily Unavailable"),
+    CallState.CANCELLED: (487, "Request Terminated"),
+    CallState.HUNG_UP: (487, "Request Terminated"),
+}
 _TERMINAL = {
     CallState.DECLINED,
     CallState.BUSY,
@@ -166,6 +188,50 @@ class BridgeUserAgent(SipUserAgent):
         super().__init__(*args, **kwargs)
         self.legs: dict[int, PhoneRtpLeg] = {}
         self.on_digit: Callable[[int, DtmfDigit], None] | None = None
+        self.invites: asyncio.Queue[RequestReceived] = asyncio.Queue(maxsize=MAX_PENDING_INVITES)
+        self.auto_answer = False
+
+    def _incoming(self, effect: RequestReceived) -> None:
+        request = effect.request
+        if request.method == "INVITE" and request.to.tag is None:
+            if self.invites.full():
+                self.stack.respond(effect.key, build_response(request, 486, "Busy Here"))
+            else:
+                self.stack.respond(effect.key, build_response(request, 100, "Trying"))
+                self.invites.put_nowait(effect)
+            return
+        super()._incoming(effect)
+
+    async def open_leg(self) -> tuple[asyncio.DatagramTransport, PhoneRtpLeg]:
+        transport, _ = await self._open_rtp()
+        return transport, self.legs[int(transport.get_extra_info("sockname")[1])]
+
+    def accept(
+        self, effect: RequestReceived, transport: asyncio.DatagramTransport, tag: str
+    ) -> UaCall:
+        """200 OK with our RTP leg's SDP; the call is then known to BYE handling."""
+        request = effect.request
+        port = int(transport.get_extra_info("sockname")[1])
+        dialog = Dialog.from_uas(request, tag, confirmed=True)
+        call = UaCall(
+            self, dialog, effect.source, transport, _media(request.body), [], asyncio.Event()
+        )
+        self._calls[request.call_id] = call
+        ok = build_response(
+            request, 200, "OK", ("Contact", self.contact()),
+            ("Content-Type", "application/sdp"), to_tag=tag, body=self._sdp(port),
+        )  # fmt: skip
+        self.stack.respond(effect.key, ok)
+        return call
+
+    def refuse(self, effect: RequestReceived, status: int, reason: str, tag: str) -> None:
+        self.stack.respond(effect.key, build_response(effect.request, status, reason, to_tag=tag))
+
+    def ringing(self, effect: RequestReceived, tag: str) -> None:
+        response = build_response(
+            effect.request, 180, "Ringing", ("Contact", self.contact()), to_tag=tag
+        )
+        self.stack.respond(effect.key, response)
 
     async def _open_rtp(self) -> tuple[asyncio.DatagramTransport, _Rtp]:
         receiver = PhoneReceiver(audio_type=PT_PCMU, clock_rate=8000, dtmf_type=PT_DTMF)
@@ -198,12 +264,17 @@ class SipP2pBridge:
         ua: BridgeUserAgent,
         hosted_login: str,
         *,
+        peers: Callable[[str], str | None] = lambda _login: None,
         ring_timeout: float = 30.0,
     ) -> None:
+        """``peers`` maps a login the phone dialled to the P2P peer id to call (None: 404)."""
         self.calls = calls
         self.ua = ua
         self.hosted_login = hosted_login
         self.ring_timeout = ring_timeout
+        self.peers = peers
+        self._answered: dict[bytes, asyncio.Future[CallState]] = {}
+        self._states: dict[bytes, CallState] = {}  # the latest state of each bridged call
         self.events: asyncio.Queue[BridgeEvent] = asyncio.Queue(maxsize=1024)
         self.digits: dict[bytes, list[DtmfDigit]] = {}
         self._phone_calls: dict[bytes, UaCall] = {}
@@ -216,8 +287,13 @@ class SipP2pBridge:
     async def run(self) -> None:
         """Serve until cancelled; every bridged call is a task of this group."""
         async with asyncio.TaskGroup() as group:
+            group.create_task(self._serve_invites(group))
             while True:
                 update = await self.calls.wait_update()
+                self._states[update.call_id] = update.state
+                self._settle(update.call_id)
+                if update.state in _TERMINAL:
+                    self._states.pop(update.call_id, None)
                 if (
                     update.direction is CallDirection.INCOMING
                     and update.state is CallState.RINGING_LOCAL
@@ -238,21 +314,31 @@ class SipP2pBridge:
             status = error.status if isinstance(error, UaError) else 408
             self._event(call_id, "phone-refused", str(status))
             # SIP 486/600/603/408/480 -> the P2P caller sees the call declined.
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(CallStateError, KeyError):
                 await self.calls.decline(call_id)
             return
         port = int(phone.rtp.get_extra_info("sockname")[1])
         leg = self.ua.legs[port]
-        if phone.remote_media is not None:
-            leg.set_remote(phone.remote_media)
+        queue_track = self._attach(call_id, port, leg)
+        loop = asyncio.get_running_loop()
+        await self.calls.answer(call_id, CallMedia(source=PhoneSource(leg.receiver, loop.time)))
+        self._event(call_id, "phone-answered", "PCMU transcoded")
+        await self._carry(call_id, phone, leg, queue_track)
+
+    def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> _FrameQueueTrack:
         self.digits[call_id] = []
         self.ua.on_digit = lambda p, digit: self._digit(p, port, call_id, digit)
         queue_track = _FrameQueueTrack()
         self.calls.sinks[call_id] = queue_track.offer
+        return queue_track
+
+    async def _carry(
+        self, call_id: bytes, phone: UaCall, leg: PhoneRtpLeg, queue_track: _FrameQueueTrack
+    ) -> None:
+        """Media both ways until either side hangs up; then end the other side."""
+        if phone.remote_media is not None:
+            leg.set_remote(phone.remote_media)
         self._phone_calls[call_id] = phone
-        loop = asyncio.get_running_loop()
-        await self.calls.answer(call_id, CallMedia(source=PhoneSource(leg.receiver, loop.time)))
-        self._event(call_id, "phone-answered", "PCMU transcoded")
         async with asyncio.TaskGroup() as group:
             media = group.create_task(leg.run(queue_track))
             ended = group.create_task(self._ended[call_id].wait())
@@ -265,12 +351,14 @@ class SipP2pBridge:
                     async with asyncio.timeout(5):
                         await phone.hangup()  # the P2P side hung up: BYE to the phone
             else:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(CallStateError, KeyError):
                     await self.calls.hangup(call_id)  # the phone hung up
             self.calls.sinks.pop(call_id, None)
             queue_track.offer(None)
             leg.close()
             await media
+        self._phone_calls.pop(call_id, None)
+        self._ended.pop(call_id, None)
         stats = leg.receiver.statistics()
         self._event(
             call_id,
@@ -278,6 +366,59 @@ class SipP2pBridge:
             f"received={stats.received} lost={stats.lost} jitter_ms={stats.jitter_ms:.1f} "
             f"to_phone={leg.sender.sent}",
         )
+
+    def _settle(self, call_id: bytes) -> None:
+        waiting = self._answered.get(call_id)
+        state = self._states.get(call_id)
+        if waiting is None or waiting.done() or state is None:
+            return
+        if state is CallState.ANSWERED or state in _TERMINAL:
+            waiting.set_result(state)
+
+    async def _serve_invites(self, group: asyncio.TaskGroup) -> None:
+        while True:
+            effect = await self.ua.invites.get()
+            group.create_task(self._bridge_outgoing(effect))
+
+    async def _bridge_outgoing(self, effect: RequestReceived) -> None:
+        """A phone dialled a login the bridge stands for: call that peer as the hosted identity."""
+        tag = self.ua.token()
+        login = effect.request.to.uri.user if isinstance(effect.request.to.uri, SipUri) else None
+        peer = self.peers(login) if login else None
+        if peer is None:
+            self.ua.refuse(effect, 404, "Not Found", tag)
+            return
+        transport, leg = await self.ua.open_leg()
+        loop = asyncio.get_running_loop()
+        call_id = await self.calls.dial(
+            peer, CallMedia(source=PhoneSource(leg.receiver, loop.time))
+        )
+        self._ended[call_id] = asyncio.Event()
+        answered: asyncio.Future[CallState] = loop.create_future()
+        self._answered[call_id] = answered
+        self._settle(call_id)  # the peer may have answered while dial() was still awaiting
+        queue_track = self._attach(call_id, int(transport.get_extra_info("sockname")[1]), leg)
+        self._event(call_id, "dialling-peer", peer)
+        self.ua.ringing(effect, tag)
+        try:
+            async with asyncio.timeout(self.ring_timeout):
+                state = await answered
+        except TimeoutError:
+            state = CallState.NO_ANSWER
+            with contextlib.suppress(CallStateError, KeyError):
+                await self.calls.hangup(call_id)
+        finally:
+            self._answered.pop(call_id, None)
+        if state is not CallState.ANSWERED:
+            status, reason = _REFUSAL.get(state, (480, "Temporarily Unavailable"))
+            self.ua.refuse(effect, status, reason, tag)
+            self.calls.sinks.pop(call_id, None)
+            leg.close()
+            self._event(call_id, "peer-refused", str(status))
+            return
+        phone = self.ua.accept(effect, transport, tag)
+        self._event(call_id, "peer-answered", "PCMU transcoded")
+        await self._carry(call_id, phone, leg, queue_track)
 
     def _digit(self, port: int, expected: int, call_id: bytes, digit: DtmfDigit) -> None:
         if port == expected:

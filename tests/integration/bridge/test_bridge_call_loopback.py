@@ -1,4 +1,4 @@
-"""End to end on loopback: a P2P peer calls the hosted identity ``alice``; her SIP phone rings.
+"""End to end on loopback: a P2P peer calls hosted ``alice`` (her SIP phone rings), and back.
 
 Real parts only: the SIP gateway (registrar, forking B2BUA, RTP anchor) on
 port 0, our SIP UA registered as ``alice`` (auto-answer, 440 Hz PCMU tone,
@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import aioice.ice
@@ -31,7 +32,7 @@ from p2pnode.gateways.sip.bridge import (
 from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
 from p2pnode.gateways.sip.rtp import dtmf_schedule
 from p2pnode.gateways.sip.useragent import SipUserAgent
-from p2pnode.sessions.call import CallState
+from p2pnode.sessions.call import CallDirection, CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
 from tests.harness.audio import read_wav, spectrum
@@ -85,27 +86,35 @@ def assert_tone(samples: np.ndarray, rate: int, expected_hz: float) -> None:
 async def scenario(tmp_path: Path) -> None:
     store = AccountStore(tmp_path / "node.sqlite", DOMAIN)
     _, alice_password = store.add("alice", None, randbytes=os.urandom)
-    _, bridge_password = store.add("p2p-bridge", None, randbytes=os.urandom)
+    # The login the P2P peer is known by at this gateway; the bridge is its device.
+    _, bridge_password = store.add("bob", None, randbytes=os.urandom)
     gateway = SipGateway(GatewayConfig(DOMAIN), store)
     await gateway.start()
     assert gateway.address is not None
     phone = SipUserAgent("alice", alice_password, DOMAIN, gateway.address)
-    bridge_ua = BridgeUserAgent("p2p-bridge", bridge_password, DOMAIN, gateway.address)
+    bridge_ua = BridgeUserAgent("bob", bridge_password, DOMAIN, gateway.address)
     board = Board()
     config = CallConfig(audio_codecs=("PCMU",))
     try:
         await phone.start()
         await phone.register()
         await bridge_ua.start()
+        await bridge_ua.register()
         hosted = BridgedCallService(ALICE_ID, config, board.sender(ALICE_ID))
         async with (
             hosted,
-            CallService(PEER_ID, config, board.sender(PEER_ID)) as peer,
+            CallService(
+                PEER_ID,
+                replace(config, auto_answer=True),
+                board.sender(PEER_ID),
+                answer_media=lambda: CallMedia(ToneSource(550.0), tmp_path / "peer2.wav"),
+            ) as peer,
             asyncio.TaskGroup() as group,
         ):
             board.services = {ALICE_ID: hosted, PEER_ID: peer}
             pumps = [group.create_task(board.pump(name)) for name in (ALICE_ID, PEER_ID)]
-            bridge = SipP2pBridge(hosted, bridge_ua, "alice")
+            peers = {"bob": PEER_ID}
+            bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers=peers.get)
             serving = group.create_task(bridge.run())
             events: list[BridgeEvent] = []
             call_id = await peer.dial(ALICE_ID, CallMedia(ToneSource(660.0), tmp_path / "peer.wav"))
@@ -133,13 +142,28 @@ async def scenario(tmp_path: Path) -> None:
                 while "ended" not in {event.what for event in events}:
                     events.append(await bridge.events.get())
             digits = "".join(d.digit for d in bridge.digits[call_id])
+
+            # The reverse: alice's phone dials bob, the bridge calls the peer as alice.
+            async with asyncio.timeout(WAIT):
+                outgoing = await phone.call("bob")
+            await outgoing.play_tone(440.0, 1.5)
+            await asyncio.sleep(0.2)
+            await outgoing.hangup()
+            async with asyncio.timeout(WAIT):
+                update = await peer.wait_state(None, {CallState.HUNG_UP})
+                while update.call_id == call_id:  # the first call's end, still queued
+                    update = await peer.wait_state(None, {CallState.HUNG_UP})
             for task in (*pumps, serving):
                 task.cancel()
         samples, rate = read_wav(tmp_path / "peer.wav")
         assert_tone(samples, rate, 440.0)  # the peer heard the phone
         assert_tone(ringing.recording().astype(np.float64) / 32768.0, 8000, 660.0)
         assert digits == "42#"
-        assert gateway.statistics().calls_answered == 1
+        assert update.direction is CallDirection.INCOMING  # hung up by the phone's BYE
+        samples, rate = read_wav(tmp_path / "peer2.wav")
+        assert_tone(samples, rate, 440.0)
+        assert_tone(outgoing.recording().astype(np.float64) / 32768.0, 8000, 550.0)
+        assert gateway.statistics().calls_answered == 2
         kinds = [event.what for event in events]
         assert kinds[:2] == ["ringing-phones", "phone-answered"]
         assert kinds.count("digit") == 3
