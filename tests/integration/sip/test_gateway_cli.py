@@ -100,3 +100,14 @@ def test_serve_and_two_try_calls_hear_each_other(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_sip_demo_runs_without_debian_tools_and_each_side_hears_the_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sip", "demo", "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("account ") and "password=" in line for line in lines) == 2
+    result = json.loads(lines[-1])
+    assert abs(result["alice_heard_hz"] - 660) < 10 and abs(result["bob_heard_hz"] - 440) < 10
+    assert result["rtp_relayed"] >= 150
