@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from p2pnode.app.peer_config import ChatSection, MailboxSection, PresenceSection
+from p2pnode.app.peer_config import CallsSection, ChatSection, MailboxSection, PresenceSection
 from p2pnode.app.web_config import WebSection
 from p2pnode.identity import public_key_from_peer_id
 
@@ -280,7 +280,7 @@ class NodeConfig(_Section):
     presence: PresenceSection = Field(default_factory=PresenceSection)  # type: ignore[arg-type]
     mailbox: MailboxSection = Field(default_factory=MailboxSection)  # type: ignore[arg-type]
     chat: ChatSection = Field(default_factory=ChatSection)  # type: ignore[arg-type]
-    calls: ReservedSection = Field(default_factory=ReservedSection)
+    calls: CallsSection = Field(default_factory=CallsSection)  # type: ignore[arg-type]
     sip: ReservedSection = Field(default_factory=ReservedSection)
     web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
 

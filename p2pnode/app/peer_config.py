@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from p2pnode.identity import public_key_from_peer_id
 
-__all__ = ["ChatSection", "MailboxSection", "PresenceSection"]
+__all__ = ["CallsSection", "ChatSection", "MailboxSection", "PresenceSection"]
 
 
 def _check_hostport(text: str) -> str:
@@ -115,3 +115,19 @@ class ChatSection(BaseModel):
     )
     drain_every: float = Field(60.0, gt=0, description="seconds between mailbox polls")
     retry_first: float = Field(2.0, gt=0, description="first outbox retry, seconds")
+
+
+class CallsSection(BaseModel):
+    """Audio (and video) calls over peer connections (needs [presence])."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="host the call service")
+    auto_answer: bool = Field(False, description="answer every call (gateways, tests)")
+    answer_tone: float | None = Field(
+        None, gt=0, lt=8000, description="answered calls hear this tone (Hz); default silence"
+    )
+    record: bool = Field(False, description="record answered calls to <home>/calls/*.wav")
+    non_contacts: Literal["ring", "request", "refuse"] = Field(
+        "ring", description="calls from peers not in contacts"
+    )
