@@ -205,6 +205,8 @@ async def scenario(root: Path) -> None:
         await pages["alice"].screenshot(path=ARTIFACTS / "contacts-online.png")
 
         await pages["bob"].click("#nav-settings")
+        loaded = pages["bob"].locator("#presence-form")
+        await expect(loaded).to_have_attribute("data-loaded", "yes", timeout=WAIT_MS)
         await pages["bob"].select_option("#presence-status", "away")
         await pages["bob"].fill("#presence-note", "at lunch")
         await pages["bob"].click("#presence-save")

@@ -51,6 +51,7 @@ function App() {
   const [failure, setFailure] = useState(null);
   const [paths, setPaths] = useState(new Set());
   const [events, setEvents] = useState([]);
+  const [eventCount, setEventCount] = useState(0); // grows forever; the list is bounded
   const [live, setLive] = useState(false);
 
   useEffect(() => {
@@ -72,6 +73,7 @@ function App() {
       socket.onmessage = (message) => {
         const event = JSON.parse(message.data);
         setEvents((old) => [...old.slice(-199), event]);
+        setEventCount((n) => n + 1);
       };
       socket.onclose = () => {
         setLive(false);
@@ -101,7 +103,7 @@ function App() {
         aria-current=${route === key ? "page" : undefined}>${title}</a></li>`)}
     </ul>
     <p class="status-line" role="status" id="live">${live ? "● live" : "○ reconnecting…"}</p></nav>
-    <main><${View} me=${me} paths=${paths} events=${events} /></main>
+    <main><${View} me=${me} paths=${paths} events=${events} eventCount=${eventCount} /></main>
   </div>`;
 }
 

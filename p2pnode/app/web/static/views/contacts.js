@@ -7,7 +7,7 @@ export function presenceLabel(contact) {
   return contact.online ? (contact.status || "online") : "offline";
 }
 
-export function ContactsView({ paths, events }) {
+export function ContactsView({ paths, eventCount }) {
   const [contacts, setContacts] = useState([]);
   const [name, setName] = useState("");
   const [peer, setPeer] = useState("");
@@ -15,7 +15,7 @@ export function ContactsView({ paths, events }) {
   const enabled = paths.has("/api/contacts");
   const refresh = () => api("GET", "/api/contacts").then((a) => setContacts(a.contacts), (e) => setMessage(e.message));
   useEffect(() => { if (enabled) { refresh(); const t = setInterval(refresh, 5000); return () => clearInterval(t); } return undefined; }, [enabled]);
-  useEffect(() => { if (enabled) refresh(); }, [events.length]);
+  useEffect(() => { if (enabled) refresh(); }, [eventCount]);
 
   const add = async (event) => {
     event.preventDefault();

@@ -2,12 +2,12 @@
 import { useEffect, useState } from "preact/hooks";
 import { html, api } from "../app.js";
 
-export function StatusView({ events }) {
+export function StatusView({ eventCount }) {
   const [status, setStatus] = useState(null);
   const [error, setError] = useState("");
   const refresh = () => api("GET", "/api/status").then(setStatus, (e) => setError(e.message));
   useEffect(() => { refresh(); const t = setInterval(refresh, 5000); return () => clearInterval(t); }, []);
-  useEffect(() => { refresh(); }, [events.length]);
+  useEffect(() => { refresh(); }, [eventCount]);
   if (error) return html`<h2 tabindex="-1">Status</h2><p class="error" role="alert">${error}</p>`;
   if (!status) return html`<h2 tabindex="-1">Status</h2><p role="status">Loading…</p>`;
   const relay = status.relay;
