@@ -46,10 +46,10 @@ import dns.rdtypes.IN.NAPTR
 import dns.rrset
 
 from nat.drops import DropCounter
+from nat.ratelimit import TokenBuckets
 from p2pnode.directory.e164 import MAX_E164_DIGITS, E164Error, digits_from_enum_labels, parse_e164
 from p2pnode.directory.trust import Route
 from p2pnode.gateways.enumdns.config import GatewayConfig
-from p2pnode.gateways.enumdns.ratelimit import ClientRateLimiter
 from p2pnode.gateways.enumdns.routes import RouteStatus
 
 __all__ = ["Answer", "EnumDnsCore", "GatewayStatistics", "NeedsRoute", "Transport"]
@@ -129,7 +129,7 @@ class EnumDnsCore:
         self._zones = sorted(config.zones, key=len, reverse=True)  # longest match first
         self._drops = drops or DropCounter(_log, clock or (lambda: 0.0))
         self._limiter = (
-            ClientRateLimiter(config.rate_limit, config.rate_burst, config.max_clients)
+            TokenBuckets[str](config.rate_limit, config.rate_burst, max_sources=config.max_clients)
             if config.rate_limit > 0
             else None
         )

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
+from nat.ratelimit import TokenBuckets
 from p2pnode.directory.naptr import sip_directive
 from p2pnode.directory.settings import SettingsError, parse_settings
 from p2pnode.directory.trust import Route
 from p2pnode.gateways.enumdns import EnumDnsCore, EnumDnsServer, GatewayConfig
-from p2pnode.gateways.enumdns.ratelimit import ClientRateLimiter
 from p2pnode.gateways.enumdns.routes import RouteCache, RouteStatus
 from p2pnode.identity import Identity
 
@@ -193,14 +193,14 @@ def test_lookup_timeout_is_bounded() -> None:
 
 
 def test_rate_limiter_refills_and_is_bounded() -> None:
-    limiter = ClientRateLimiter(rate=10, burst=2, max_clients=3)
+    limiter = TokenBuckets[str](rate=10, burst=2, max_sources=3)
     assert [limiter.allow("a", 0.0) for _ in range(3)] == [True, True, False]
     assert limiter.allow("a", 0.1)  # one token back after 0.1 s at 10/s
     for client in "bcde":
         limiter.allow(client, 0.1)
     assert len(limiter) == 3
     with pytest.raises(ValueError):
-        ClientRateLimiter(rate=0, burst=1, max_clients=1)
+        TokenBuckets[str](rate=0, burst=1, max_sources=1)
 
 
 def test_settings() -> None:
