@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from p2pnode.gateways.sip.bridge_chat import MessageUserAgent
 from p2pnode.gateways.sip.bridge_media import (
     BridgeCodec,
     DtmfDigit,
@@ -49,7 +50,6 @@ from p2pnode.gateways.sip.headers import SipUri
 from p2pnode.gateways.sip.message import build_response
 from p2pnode.gateways.sip.transaction import RequestReceived
 from p2pnode.gateways.sip.useragent import (
-    SipUserAgent,
     UaCall,
     UaError,
     _media,
@@ -181,8 +181,8 @@ class BridgedCallService(CallService):
         await super()._receive(session, leg, tee)  # type: ignore[arg-type]
 
 
-class BridgeUserAgent(SipUserAgent):
-    """Our UA with every call's RTP going to a bridge leg instead of a recorder."""
+class BridgeUserAgent(MessageUserAgent):
+    """Our UA (MESSAGE too) with every call's RTP going to a bridge leg, not a recorder."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
