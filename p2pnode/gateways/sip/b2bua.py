@@ -23,12 +23,22 @@ policy are :mod:`routing`'s; this module is the call state.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from p2pnode.gateways.sip.actions import (
+    Action,
+    CallEnded,
+    Contact,
+    Respond,
+    SendDirect,
+    StartRequest,
+    Target,
+)
 from p2pnode.gateways.sip.anchor import MediaPorts, anchor_sdp
 from p2pnode.gateways.sip.dialog import Dialog, DialogError
-from p2pnode.gateways.sip.headers import NameAddress, SipUri, Uri
+from p2pnode.gateways.sip.headers import NameAddress, SipUri
 from p2pnode.gateways.sip.media import Address, Side
 from p2pnode.gateways.sip.message import Header, SipRequest, SipResponse, build_response
 from p2pnode.gateways.sip.sdp import SdpDecodeError
@@ -41,6 +51,8 @@ from p2pnode.gateways.sip.transaction import (
 
 __all__ = [
     "MAX_CALLS",
+    "RING_TIMEOUT",
+    "SESSION_GRACE",
     "Action",
     "B2bua",
     "CallEnded",
@@ -53,66 +65,10 @@ __all__ = [
 ]
 
 MAX_CALLS = 1024  # calls held at once; beyond, 503
+RING_TIMEOUT = 180.0  # RFC 3261 §16.6 Timer C: a call ringing longer is cancelled (408)
+SESSION_GRACE = 32.0  # RFC 4028 §10: BYE when a session is not refreshed within SE + 32 s
 _FORWARDED_HEADERS = ("Content-Type", "Session-Expires", "Min-SE", "Event", "Info-Package")
 _ANSWER_HEADERS = ("Content-Type", "Session-Expires", "Require")
-
-
-@dataclass(frozen=True, slots=True)
-class Respond:
-    """Answer server transaction ``key`` (again, for a 2xx retransmission)."""
-
-    key: ServerKey
-    response: SipResponse
-
-
-@dataclass(frozen=True, slots=True)
-class StartRequest:
-    """Start a client transaction."""
-
-    request: SipRequest
-    destination: Address
-    reliable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SendDirect:
-    """Send outside any transaction (the ACK for a 2xx, RFC 3261 §13.2.2.4)."""
-
-    message: SipRequest
-    destination: Address
-    reliable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CallEnded:
-    """A call is over: the gateway releases its counters (per-account limits)."""
-
-    call_ref: str
-    accounts: tuple[str, ...]
-    answered: bool
-
-
-Action = Respond | StartRequest | SendDirect | CallEnded
-
-
-@dataclass(frozen=True, slots=True)
-class Contact:
-    """One device to ring: its Contact URI and where to send (the NAT path or the URI)."""
-
-    uri: Uri
-    destination: Address
-    reliable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a new call goes, decided by routing: the callee's contacts."""
-
-    aor: Uri
-    contacts: tuple[Contact, ...]
-    accounts: tuple[str, ...]  # accounts the call counts against (caller, callee)
-    request_uri_user: str | None = None  # e.g. a trunk's DID in the Request-URI
-    caller: NameAddress | None = None  # the identity shown to the callee (default: From)
 
 
 class CallState(enum.Enum):
@@ -180,6 +136,7 @@ class _Call:
     a_final: SipResponse | None = None
     b_ack_waits_for_a: bool = False
     acks_owed: dict[Side, int] = field(default_factory=dict)  # re-INVITE CSeq to ACK
+    deadline: float = math.inf  # Timer C while ringing, then the session-timer expiry
 
     def move(self, event: _Event) -> None:
         state = _TRANSITIONS.get((self.state, event))
@@ -203,7 +160,9 @@ class B2bua:
         open_media: Callable[[], MediaPorts],
         randbytes: Callable[[int], bytes],
         max_calls: int = MAX_CALLS,
+        clock: Callable[[], float] = lambda: 0.0,
     ) -> None:
+        self._clock = clock
         self.sip_host = sip_host
         self.sip_port = sip_port
         self.media_host = media_host
@@ -273,6 +232,7 @@ class B2bua:
             accounts=target.accounts,
             media=media,
             b_ack_waits_for_a=not offer,
+            deadline=self._clock() + RING_TIMEOUT,
         )
         try:
             body = self._anchor(call, offer, Side.A, source) if offer else b""
@@ -412,6 +372,7 @@ class B2bua:
         leg.final = response.status
         call.winner = leg
         call.move(_Event.ANSWER)
+        call.deadline = self._clock() + _session_interval(response)
         self.calls_answered += 1
         call.a.dialog = Dialog.from_uas(call.a_invite, call.a_tag, confirmed=True)
         extra = [("Contact", self.contact()), *_record_routes(call)]
@@ -567,8 +528,30 @@ class B2bua:
             leg = call.leg(pending.side.other)
             if leg is not None and leg.dialog is not None and leg.dialog.local_seq is not None:
                 call.acks_owed[pending.side] = leg.dialog.local_seq
+        if request.method in ("INVITE", "UPDATE") and 200 <= response.status < 300:
+            call.deadline = self._clock() + _session_interval(response)  # a refresh
         answer = build_response(request, response.status, response.reason, *extra, body=body)
         return [Respond(pending.key, answer)]
+
+    # -- time -------------------------------------------------------------------------------
+    def advance(self, now: float) -> list[Action]:
+        """Timer C for ringing calls, RFC 4028 expiry for answered ones."""
+        actions: list[Action] = []
+        for call in [c for c in self._calls.values() if c.deadline <= now]:
+            if call.state is CallState.RINGING:
+                call.move(_Event.CANCEL)
+                timeout = build_response(call.a_invite, 408, "Request Timeout", to_tag=call.a_tag)
+                actions += [Respond(call.a_key, timeout), *self._cancel_branches(call, None)]
+            else:
+                for side in Side:
+                    leg = call.leg(side)
+                    if leg is not None and leg.dialog is not None:
+                        leg.dialog, bye = leg.dialog.create_request(
+                            "BYE", via=self._via(leg.reliable), branch_id=self._token()
+                        )
+                        actions.append(StartRequest(bye, leg.destination, leg.reliable))
+            actions += self._end(call)
+        return actions
 
     # -- the end ----------------------------------------------------------------------------
     def _end(self, call: _Call) -> list[Action]:
@@ -592,6 +575,14 @@ class B2bua:
 def _ack_cseq(call: _Call, side: Side, cseq: int) -> int:
     leg = call.leg(side)
     return leg.dialog.remote_seq or 0 if leg is not None and leg.dialog is not None else 0
+
+
+def _session_interval(response: SipResponse) -> float:
+    """RFC 4028: Session-Expires of a 2xx plus the grace, or no expiry without one."""
+    value = (response.header("Session-Expires") or "").split(";", 1)[0].strip()
+    if not value.isascii() or not value.isdecimal() or len(value) > 9:
+        return math.inf
+    return int(value) + SESSION_GRACE
 
 
 def _record_routes(call: _Call) -> list[tuple[str, str]]:

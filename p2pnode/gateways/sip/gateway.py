@@ -184,6 +184,7 @@ class SipGateway:
             upstream=config.upstream,
         )
         self._locating: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
         self.queue = MessageQueue()
         self.keepalive = NatKeepalive(interval=config.keepalive_interval)
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -203,9 +204,20 @@ class SipGateway:
             open_media=self.relay.open,
             randbytes=self._randbytes,
             max_calls=self.config.max_calls,
+            clock=self._now,
         )
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        """Timer C and session expiry, checked once a second (bounded work: max_calls)."""
+        while True:
+            await asyncio.sleep(1.0)
+            if self.b2bua is not None:
+                self._apply(self.b2bua.advance(self._now()))
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._keepalive_timer is not None:
             self._keepalive_timer.cancel()
         self.relay.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 
 from p2pnode.gateways.sip.b2bua import (
+    RING_TIMEOUT,
+    SESSION_GRACE,
     B2bua,
     CallEnded,
     Contact,
@@ -270,3 +272,66 @@ Max-Forwards: 70"""
     # The call is gone: a retransmitted BYE gets 481.
     again = b2bua.in_dialog(server_key(bye), bye)
     assert isinstance(again[0], Respond) and again[0].response.status == 481
+
+
+def test_timer_c_cancels_a_call_that_rings_too_long() -> None:
+    now = [0.0]
+    ports = Ports()
+    b2bua = B2bua(
+        sip_host="192.0.2.1",
+        sip_port=5060,
+        media_host="192.0.2.1",
+        open_media=lambda: ports,
+        randbytes=random.Random(5).randbytes,
+        clock=lambda: now[0],
+    )
+    started(b2bua)
+    assert b2bua.advance(RING_TIMEOUT - 1) == []
+    actions = b2bua.advance(RING_TIMEOUT + 0.5)
+    assert [a.response.status for a in actions if isinstance(a, Respond)] == [408]
+    assert [a.request.method for a in actions if isinstance(a, StartRequest)] == ["CANCEL"] * 2
+    assert ports.closed and b2bua.active_calls() == 0
+
+
+def test_an_unrefreshed_session_timer_ends_both_legs_and_a_refresh_extends_it() -> None:
+    now = [0.0]
+    ports = Ports()
+    b2bua = B2bua(
+        sip_host="192.0.2.1",
+        sip_port=5060,
+        media_host="192.0.2.1",
+        open_media=lambda: ports,
+        randbytes=random.Random(6).randbytes,
+        clock=lambda: now[0],
+    )
+    _, starts = started(b2bua)
+    two = starts[1].request
+    ok = build_response(
+        two, 200, "OK", ("Contact", "<sip:bob@10.0.0.22>"), ("Session-Expires", "90;refresher=uac"),
+        ("Content-Type", "application/sdp"), to_tag="p2", body=sdp("10.0.0.22", 9000).encode(),
+    )  # fmt: skip
+    final = next(a for a in b2bua.response(key(two), ok) if isinstance(a, Respond)).response
+    assert final.header("Session-Expires") == "90;refresher=uac"  # passed to the caller
+    # The caller refreshes at 60 s with UPDATE; the callee's 2xx moves the expiry.
+    now[0] = 60.0
+    update = request(
+        f"""UPDATE sip:gw@192.0.2.1:5060 SIP/2.0
+Via: SIP/2.0/UDP {CALLER[0]}:5060;branch=z9hG4bKupd1
+From: <sip:carol@other.example>;tag=c1
+To: <sip:bob@gw.test>;tag={final.to.tag}
+Call-ID: call-a
+CSeq: 11 UPDATE
+Contact: <sip:carol@{CALLER[0]}>
+Max-Forwards: 70
+Session-Expires: 90;refresher=uac"""
+    )
+    (forward,) = b2bua.in_dialog(server_key(update), update)
+    assert isinstance(forward, StartRequest) and forward.request.method == "UPDATE"
+    assert forward.request.header("Session-Expires") == "90;refresher=uac"
+    refreshed = build_response(forward.request, 200, "OK", ("Session-Expires", "90;refresher=uac"))
+    b2bua.response(key(forward.request), refreshed)
+    assert b2bua.advance(90 + SESSION_GRACE + 1) == []  # would have expired without it
+    actions = b2bua.advance(60 + 90 + SESSION_GRACE + 1)
+    byes = [a for a in actions if isinstance(a, StartRequest)]
+    assert sorted(a.destination for a in byes) == sorted([CALLER, PHONE_2])
+    assert all(a.request.method == "BYE" for a in byes) and ports.closed
