@@ -86,6 +86,7 @@ _POLICY = UasPolicy(
     forwarding=True,
 )
 ALLOW = _POLICY.allow
+_TRUNK_PREFIX = "trunk:"  # keep-alive targets that are IP trunks, not registered devices
 MAX_LOCATING = 256  # RFC 3263 look-ups in flight; beyond, 503
 LOCATE_TIMEOUT = 8.0
 _IN_DIALOG = frozenset({"INVITE", "BYE", "INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
@@ -207,6 +208,16 @@ class SipGateway:
             clock=self._now,
         )
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        now = self._now()
+        for trunk in self.config.ip_trunks:  # OPTIONS pings toward IP trunks too
+            if trunk.target is not None:
+                self.keepalive.watch(self._trunk_target(trunk.name, trunk.target), now)
+        self._arm_keepalive()
+
+    @staticmethod
+    def _trunk_target(name: str, target: tuple[str, int]) -> PingTarget:
+        uri = SipUri("sip", None, None, target[0], target[1])
+        return PingTarget(_TRUNK_PREFIX + name, uri, target, False)
 
     async def _tick(self) -> None:
         """Timer C and session expiry, checked once a second (bounded work: max_calls)."""
@@ -552,9 +563,21 @@ class SipGateway:
         target = self._pings.pop(key, None)
         if target is None:
             return
+        trunk = target.username.removeprefix(_TRUNK_PREFIX)
+        is_trunk = target.username.startswith(_TRUNK_PREFIX)
         if answered:
             self.keepalive.answered(target.key)
+            if is_trunk and trunk in self.router.down_trunks:
+                self.router.down_trunks.discard(trunk)
+                _log.warning("sip trunk up name=%s", clean(trunk))
         elif self.keepalive.missed(target.key):
+            if is_trunk:
+                # A trunk is never forgotten: keep pinging, route nothing to it meanwhile.
+                self.router.down_trunks.add(trunk)
+                _log.warning("sip trunk down name=%s", clean(trunk))
+                self.keepalive.watch(target, self._now())
+                self._arm_keepalive()
+                return
             self.registrar.remove(target.username, target.contact)
             _log.info("sip device silent, unregistered user=%s", clean(target.username))
 

@@ -96,6 +96,7 @@ class Router:
         upstream: Address | None = None,
     ) -> None:
         self.upstream = upstream
+        self.down_trunks: set[str] = set()  # IP trunks whose OPTIONS pings go unanswered
         self.domain = domain
         self._local_hosts = local_hosts
         self._account = account
@@ -180,7 +181,7 @@ class Router:
             user = route.did if trunk.did_in_request_uri else None
             return self._ring(trunk.login, aor, caller, user, now)
         trunk_ip = route.ip_trunk
-        if trunk_ip is None or trunk_ip.target is None:
+        if trunk_ip is None or trunk_ip.target is None or trunk_ip.name in self.down_trunks:
             return Refusal(480, "Temporarily Unavailable")
         uri = SipUri("sip", route.did, None, trunk_ip.target[0], trunk_ip.target[1])
         contact = Contact(uri, trunk_ip.target, False)

@@ -15,6 +15,7 @@ from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
 from p2pnode.gateways.sip.rtp import DTMF_EVENTS
 from p2pnode.gateways.sip.transaction import Timers
+from p2pnode.gateways.sip.trunks import IpTrunk
 from p2pnode.gateways.sip.useragent import SipUserAgent, UaError
 
 DOMAIN = "gw.test"
@@ -102,5 +103,37 @@ def test_keepalive_pings_keep_a_live_device_and_unregister_a_silent_one(tmp_path
                 assert error.status == 480
         finally:
             await _teardown(gateway, alice)
+
+    asyncio.run(scenario())
+
+
+def test_an_ip_trunk_is_pinged_and_its_dids_are_unavailable_while_it_is_down(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        pbx = SipUserAgent("pbx", "-", "pbx.example", ("127.0.0.1", 9), host="127.0.0.5")
+        await pbx.start()
+        assert pbx.address is not None
+        trunk = IpTrunk("pbx", ("127.0.0.5/32",), dids=("4930888",), target=pbx.address)
+        config = GatewayConfig(
+            DOMAIN, ip_trunks=(trunk,), keepalive_interval=0.2, timers=Timers(t1=0.02, t2=0.1)
+        )
+        gateway, alice, bob = await _setup(tmp_path, config)
+        try:
+            await asyncio.sleep(0.6)  # pings answered by the PBX
+            call = await asyncio.wait_for(alice.call("+4930888"), 10)
+            answered = await asyncio.wait_for(pbx.incoming.get(), 5)
+            assert str(answered.dialog.local_uri.uri) == f"sip:4930888@{DOMAIN}"
+            await call.hangup()
+            await pbx.close()  # the PBX goes away
+            await asyncio.sleep(2.5)
+            assert gateway.router.down_trunks == {"pbx"}
+            try:
+                await alice.call("+4930888")
+                raise AssertionError("a call was routed to a trunk that is down")
+            except UaError as error:
+                assert error.status == 480
+        finally:
+            await _teardown(gateway, alice, bob)
 
     asyncio.run(scenario())
