@@ -10,19 +10,24 @@ app) reach the WebSocket through ``Node.emit`` like every other event.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import pydantic
 from aiohttp import web
 
 from p2pnode.app.api_models import ApiError
+from p2pnode.app.peer_calls import CallsNodeService, media_for
 from p2pnode.app.peer_chat import ChatService
 from p2pnode.app.peer_services import MAX_PINGS, PeerApp, PeerNotFoundError
 from p2pnode.connectivity.contact import PresenceStatus
 from p2pnode.connectivity.peerlink import PeerLinkError
 from p2pnode.directory.lookup import DirectoryTimeoutError
 from p2pnode.identity import peer_id_for, public_key_from_peer_id
+from p2pnode.sessions.call import CallStateError
+from p2pnode.sessions.call_config import CallMedia, CallUpdate
 from p2pnode.sessions.store import Direction, MessageRow
 
 if TYPE_CHECKING:
@@ -30,6 +35,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PEER_ROUTES",
+    "CallMediaRequest",
+    "CallModel",
+    "CallRequest",
+    "CallsAnswer",
     "ContactAddRequest",
     "ContactModel",
     "ContactsAnswer",
@@ -129,6 +138,31 @@ class MessagesAnswer(_Model):
 
 class HistoryQuery(_Model):
     limit: int = pydantic.Field(100, ge=1, le=1000)
+
+
+class CallMediaRequest(_Model):
+    tone_hz: float | None = pydantic.Field(None, gt=0, lt=8000, description="send a tone")
+    play: str | None = pydantic.Field(None, max_length=4096, description="send a WAV (absolute)")
+    record: str | None = pydantic.Field(None, max_length=4096, description="record (absolute)")
+    video: bool = False
+
+
+class CallRequest(CallMediaRequest):
+    to: str = pydantic.Field(min_length=1, max_length=128, description="login, peer id, contact")
+
+
+class CallModel(_Model):
+    call_id: str
+    peer_id: str
+    direction: str
+    state: str
+    codec: str | None
+    path: str | None
+    detail: str
+
+
+class CallsAnswer(_Model):
+    calls: list[CallModel]
 
 
 class _RefusedError(Exception):
@@ -329,6 +363,95 @@ async def history(app: PeerApp, request: web.Request) -> web.Response:
     return _json(MessagesAnswer(messages=[_message(row) for row in rows]))
 
 
+def _calls(app: PeerApp) -> CallsNodeService:
+    try:
+        service = app.node_services(CallsNodeService.name)
+    except KeyError:
+        raise _RefusedError(404, "calls not enabled", "set [calls] enabled = true") from None
+    assert isinstance(service, CallsNodeService)
+    if service.calls is None:
+        raise _RefusedError(503, "calls not running", "the call service is (re)starting")
+    return service
+
+
+def _absolute(text: str | None, what: str) -> Path | None:
+    if text is None:
+        return None
+    path = Path(text)
+    if not path.is_absolute():
+        raise _RefusedError(400, "invalid request", f"{what}: an absolute path is needed")
+    return path
+
+
+def _media(body: CallMediaRequest) -> CallMedia:
+    play = _absolute(body.play, "play")
+    if play is not None and not play.is_file():
+        raise _RefusedError(400, "invalid request", "play: no such file")
+    return media_for(body.tone_hz, play, _absolute(body.record, "record"), body.video)
+
+
+def _call_model(update: CallUpdate) -> CallModel:
+    return CallModel(
+        call_id=update.call_id.hex(),
+        peer_id=update.peer,
+        direction=update.direction.value,
+        state=update.state.value,
+        codec=update.codec,
+        path=update.path,
+        detail=update.detail,
+    )
+
+
+def _call_id(request: web.Request) -> bytes:
+    try:
+        return bytes.fromhex(request.match_info["call_id"])
+    except ValueError:
+        raise _RefusedError(400, "bad call id", "hex expected") from None
+
+
+def _last(calls: CallsNodeService, call_id: bytes) -> CallModel:
+    update = calls.last.get(call_id)
+    if update is None:
+        raise _RefusedError(404, "no such call")
+    return _call_model(update)
+
+
+async def call_place(app: PeerApp, request: web.Request) -> web.Response:
+    body = await _body(request, CallRequest)
+    calls = _calls(app)
+    peer_id = await _resolve(app, body.to)
+    call_id = await calls.service().dial(peer_id, _media(body))
+    for _ in range(50):  # the first update is reported right after the dial
+        if call_id in calls.last:
+            break
+        await asyncio.sleep(0.01)
+    return _json(_last(calls, call_id))
+
+
+async def calls_list(app: PeerApp, request: web.Request) -> web.Response:
+    calls = _calls(app)
+    return _json(CallsAnswer(calls=[_call_model(u) for u in calls.last.values()]))
+
+
+async def call_answer(app: PeerApp, request: web.Request) -> web.Response:
+    body = await _body(request, CallMediaRequest)
+    calls, call_id = _calls(app), _call_id(request)
+    try:
+        await calls.service().answer(call_id, _media(body))
+    except (KeyError, CallStateError) as error:
+        raise _RefusedError(409, "cannot answer", type(error).__name__) from None
+    return _json(_last(calls, call_id))
+
+
+async def call_hangup(app: PeerApp, request: web.Request) -> web.Response:
+    calls, call_id = _calls(app), _call_id(request)
+    try:
+        await calls.service().hangup(call_id)
+    except (KeyError, CallStateError) as error:
+        raise _RefusedError(409, "cannot hang up", type(error).__name__) from None
+    return _json(_last(calls, call_id))
+
+
 # (method, path, handler, summary, response, request, query): control.Route's fields
 PEER_ROUTES: tuple[
     tuple[
@@ -361,4 +484,12 @@ PEER_ROUTES: tuple[
      MessagesAnswer, None, None),
     ("GET", "/api/history/{peer}", _guarded(history), "one conversation, oldest first",
      MessagesAnswer, None, HistoryQuery),
+    ("POST", "/api/calls", _guarded(call_place), "place a call (tone, WAV or silence)",
+     CallModel, CallRequest, None),
+    ("GET", "/api/calls", _guarded(calls_list), "recent calls and their last state",
+     CallsAnswer, None, None),
+    ("POST", "/api/calls/{call_id}/answer", _guarded(call_answer), "answer a ringing call",
+     CallModel, CallMediaRequest, None),
+    ("POST", "/api/calls/{call_id}/hangup", _guarded(call_hangup), "hang up or cancel",
+     CallModel, None, None),
 )  # fmt: skip

@@ -27,8 +27,9 @@ from pathlib import Path
 
 from p2pnode.app.config import NodeConfig, hostport
 from p2pnode.app.node import Node
+from p2pnode.app.peer_calls import CallsNodeService
 from p2pnode.app.peer_chat import add_chat_services
-from p2pnode.app.peer_config import PresenceSection
+from p2pnode.app.peer_config import CallsSection, PresenceSection
 from p2pnode.app.services import DhtService, RelaySearchService, directory_of
 from p2pnode.connectivity.attach import HomeConfig
 from p2pnode.connectivity.contact import Capability, HomeEntry, NatVerdict, PresenceStatus
@@ -491,4 +492,8 @@ def add_peer_services(
     node.add(app)
     app.node_services = node.service  # the control API reaches the chat service through us
     add_chat_services(home, config, identity, dht, signalling, node.add, node.emit)
+    calls = config.calls
+    assert isinstance(calls, CallsSection)
+    if calls.enabled:
+        node.add(CallsNodeService(home, signalling, app, calls, emit=node.emit))
     return app

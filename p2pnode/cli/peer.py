@@ -10,11 +10,16 @@ from __future__ import annotations
 import argparse
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import pydantic
 
 from p2pnode.app.api_peer import (
+    CallMediaRequest,
+    CallModel,
+    CallRequest,
+    CallsAnswer,
     ContactAddRequest,
     ContactModel,
     ContactsAnswer,
@@ -28,11 +33,18 @@ from p2pnode.app.api_peer import (
     SendAnswer,
     SendRequest,
 )
-from p2pnode.cli.common import EXIT_OK, NetworkFailureError, add_home_argument
+from p2pnode.cli.common import (
+    EXIT_NEGATIVE,
+    EXIT_OK,
+    CliError,
+    NetworkFailureError,
+    add_home_argument,
+)
 from p2pnode.cli.control_client import RunningNode, running_node
 from p2pnode.identity import default_home
 
 __all__ = [
+    "describe_call",
     "describe_contact",
     "describe_delivery",
     "describe_message",
@@ -160,13 +172,96 @@ def cmd_history(args: argparse.Namespace) -> int:
     return _print(args, answer, lines)
 
 
+LIVE_CALL_STATES = ("new", "dialling", "ringing-remote", "offered", "ringing-local", "requested")
+CALL_WAIT = 60.0  # seconds `call` waits for an answer (the callee's no-answer time is 45 s)
+
+
+def describe_call(call: CallModel) -> str:
+    extra = ", ".join(x for x in (call.codec, call.path, call.detail) if x)
+    return f"call {call.call_id[:8]} {call.direction} {call.peer_id[:12]}: {call.state}" + (
+        f" ({extra})" if extra else ""
+    )
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).resolve()) if path is not None else None
+
+
+def _call_state(node: RunningNode, call_id: str) -> CallModel:
+    answer = node.request("GET", "/api/calls", CallsAnswer)
+    for call in answer.calls:
+        if call.call_id == call_id:
+            return call
+    raise NetworkFailureError("the node forgot the call")
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    node = _node(args)
+    body = CallRequest(
+        to=args.to, tone_hz=args.tone, play=_absolute(args.play),
+        record=_absolute(args.record), video=args.video,
+    )  # fmt: skip
+    call = node.request("POST", "/api/calls", CallModel, body=body)
+    print(describe_call(call), flush=True)
+    deadline = time.monotonic() + CALL_WAIT
+    while call.state in LIVE_CALL_STATES and time.monotonic() < deadline:
+        time.sleep(0.1)
+        call = _call_state(node, call.call_id)
+    print(describe_call(call), flush=True)
+    if call.state != "answered":
+        if call.state in LIVE_CALL_STATES:
+            node.request("POST", f"/api/calls/{call.call_id}/hangup", CallModel)
+        return EXIT_NEGATIVE
+    time.sleep(args.duration)
+    call = node.request("POST", f"/api/calls/{call.call_id}/hangup", CallModel)
+    print(describe_call(_call_state(node, call.call_id)), flush=True)
+    return EXIT_OK
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    node = _node(args)
+    ringing = [
+        c for c in node.request("GET", "/api/calls", CallsAnswer).calls
+        if c.state in ("ringing-local", "requested")
+    ]  # fmt: skip
+    if not ringing:
+        raise CliError("no call is ringing")
+    body = CallMediaRequest(
+        tone_hz=args.tone, play=_absolute(args.play), record=_absolute(args.record)
+    )
+    call = node.request("POST", f"/api/calls/{ringing[-1].call_id}/answer", CallModel, body=body)
+    print(describe_call(call))
+    return EXIT_OK
+
+
+def cmd_hangup(args: argparse.Namespace) -> int:
+    node = _node(args)
+    live = [
+        c for c in node.request("GET", "/api/calls", CallsAnswer).calls
+        if c.state in (*LIVE_CALL_STATES, "answered")
+    ]  # fmt: skip
+    if not live:
+        raise CliError("no call to hang up")
+    call = node.request("POST", f"/api/calls/{live[-1].call_id}/hangup", CallModel)
+    print(describe_call(call))
+    return EXIT_OK
+
+
+def _media_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--tone", type=float, metavar="HZ", help="send a sine tone")
+    source.add_argument("--play", metavar="FILE", help="send a WAV file")
+    parser.add_argument("--record", metavar="FILE", help="record what we hear (WAV)")
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     add_home_argument(parser)
     parser.add_argument("--json", action="store_true", help="the API's JSON answer")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add `ping`, `presence`, `contacts`, `send`, `inbox`, `history`."""
+    """Add `ping`, `presence`, `contacts`, `send`, `inbox`, `history`, `call`, `answer`,
+    `hangup`."""
     ping = subparsers.add_parser(
         "ping",
         help="open a link to a peer: path, set-up time, RTT",
@@ -223,3 +318,23 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     history.add_argument("--limit", type=int, default=100)
     _common(history)
     history.set_defaults(func=cmd_history)
+
+    call = subparsers.add_parser(
+        "call",
+        help="call a peer (tone, WAV or silence), hang up after --duration",
+        description="Place a call through the running node, wait for the answer, keep "
+        "it --duration seconds, hang up. Media flows in the node.",
+    )
+    call.add_argument("to", help="login, peer id or contact name")
+    _media_arguments(call)
+    call.add_argument("--duration", type=float, default=5.0, help="seconds once answered")
+    call.add_argument("--video", action="store_true", help="also send a test pattern")
+    _common(call)
+    call.set_defaults(func=cmd_call)
+    answer = subparsers.add_parser("answer", help="answer the ringing call")
+    _media_arguments(answer)
+    _common(answer)
+    answer.set_defaults(func=cmd_answer)
+    hangup = subparsers.add_parser("hangup", help="hang up the current call")
+    _common(hangup)
+    hangup.set_defaults(func=cmd_hangup)

@@ -5,7 +5,9 @@ against the peers' control APIs.
 
 alice adds bob as a contact (watching him), pings him by contact name (a PeerLink
 through sealed signalling: path, set-up time, RTT printed); bob sets "away" and
-alice's WebSocket event stream shows it, as does her contact list. Every wait is
+alice's WebSocket event stream shows it, as does her contact list. alice calls bob
+(``p2pnode call bob --tone 440 --record``); bob's node answers by config with 660 Hz
+and records: the FFT of each recording finds the other side's tone. Every wait is
 bounded; nothing asserts speed.
 """
 
@@ -25,12 +27,18 @@ import pytest
 
 from p2pnode.app.config import parse_config
 from p2pnode.app.homefiles import TOKEN_FILE
+from p2pnode.app.peer_calls import CALLS_DIR
 from p2pnode.app.peer_services import PeerApp
 from p2pnode.app.runtime import Assembly, assemble
 from p2pnode.connectivity.signalling import SignallingService, fetch_contact
 from p2pnode.identity import Identity
+from tests.harness.audio import read_wav, spectrum
 
 WAIT = 30.0  # a bound on every wait, never a speed assertion
+CALLS = {  # bob is unattended: he answers with 660 Hz and records what he hears
+    "alice": {"enabled": True},
+    "bob": {"enabled": True, "auto_answer": True, "answer_tone": 660.0, "record": True},
+}
 P2PNODE = [sys.executable, "-m", "p2pnode"]
 
 
@@ -85,7 +93,9 @@ async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
                 await until_contact(second, assembly.identity.public_key, 1)
             homes = [first.identity.peer_id, second.identity.peer_id]
             for name in ("alice", "bob"):
-                peer = await start(name, _config(bootstrap, {"homes": homes, "home": "attach"}))
+                config = _config(bootstrap, {"homes": homes, "home": "attach"})
+                config["calls"] = CALLS[name]
+                peer = await start(name, config)
                 async with asyncio.timeout(WAIT):
                     while len(signalling_of(peer).homes()) < 2:  # noqa: ASYNC110
                         await asyncio.sleep(0.05)
@@ -153,8 +163,29 @@ async def scenario(root: Path) -> None:
             listed = await cli(root / "alice", "contacts", "list")
             assert re.search(r"^bob\s+away \(lunch\)\s+" + bob_id, listed, re.MULTILINE), listed
 
+            await call_with_tones(root, bob)
+
             await cli(root / "alice", "contacts", "remove", "bob")
             assert "no contacts" in await cli(root / "alice", "contacts", "list")
+
+
+async def call_with_tones(root: Path, bob: Assembly) -> None:
+    """alice calls bob with 440 Hz for 2 s; each recording's FFT finds the other's tone."""
+    mine = root / "alice.wav"
+    out = await cli(root / "alice", "call", "bob", "--tone", "440", "--record", str(mine),
+                    "--duration", "2")  # fmt: skip
+    assert re.search(r": answered \(audio/(opus|PCMU|PCMA)", out), out
+    assert re.search(r": hung-up \(", out.splitlines()[-1]), out
+    async with asyncio.timeout(WAIT):  # the recorders close when the call ends
+        while not (list((root / "bob" / CALLS_DIR).glob("*.wav")) and mine.exists()):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+    theirs = next((root / "bob" / CALLS_DIR).glob("*.wav"))
+    for path, expected in ((mine, 660.0), (theirs, 440.0)):
+        samples, rate = read_wav(path)
+        heard = spectrum(samples[rate // 2 :], rate)  # the first half second: set-up
+        assert abs(heard.dominant_hz - expected) < 15, (path.name, heard)
+        assert heard.dominance > 10, (path.name, heard)
 
 
 @pytest.mark.slow

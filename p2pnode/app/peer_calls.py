@@ -1,0 +1,172 @@
+"""Calls in the running node: the sessions layer's ``CallService`` on the "call" channel.
+
+``[calls] enabled`` (with ``[presence]``): call signals travel as sealed
+envelopes on the signalling's "call" channel; media paths come from the peer
+app's link plan (our best relay's TURN, else host candidates only: never a
+public STUN server). Every ``CallUpdate`` goes to the node's event stream (the
+control API's WebSocket) and is kept as the call's last state, bounded to the
+``MAX_KEPT_CALLS`` newest calls, for ``GET /api/calls``.
+
+Why the node keeps the media choice: the CLI process that asked for a call
+(``p2pnode call --tone 440 --record a.wav``) only holds the control API's
+answer; the tone source and the recorder live in the node, which also answers
+incoming calls (``auto_answer``, ``answer_tone``, ``record``) when unattended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from p2pnode.app.peer_config import CallsSection
+from p2pnode.connectivity.signalling import SignalChannel, SignallingService
+from p2pnode.sessions.call import CallState
+from p2pnode.sessions.call_config import (
+    CallConfig,
+    CallMedia,
+    CallUpdate,
+    MediaPath,
+    NonContactPolicy,
+)
+from p2pnode.sessions.calls import CallService
+from p2pnode.sessions.media import AudioSource, SilenceSource, ToneSource, WavSource
+
+if TYPE_CHECKING:
+    from p2pnode.app.peer_services import PeerApp
+
+__all__ = [
+    "CALLS_DIR",
+    "MAX_KEPT_CALLS",
+    "CallsNodeService",
+    "CallsNodeStatistics",
+    "media_for",
+]
+
+CALLS_DIR = "calls"  # recordings of answered calls, in the home
+MAX_KEPT_CALLS = 64
+
+
+def media_for(
+    tone: float | None, play: Path | None, record: Path | None, video: bool = False
+) -> CallMedia:
+    """What we send (a tone, a WAV file, else silence) and where we record."""
+    source: AudioSource
+    if play is not None:
+        source = WavSource(play)
+    elif tone is not None:
+        source = ToneSource(tone)
+    else:
+        source = SilenceSource()
+    return CallMedia(source=source, record_to=record, video=video)
+
+
+@dataclass(frozen=True)
+class CallsNodeStatistics:
+    calls: int
+    live: int
+
+
+class CallsNodeService:
+    """The node's call service (see the module docstring)."""
+
+    name = "calls"
+
+    def __init__(
+        self,
+        home: Path,
+        signalling: SignallingService,
+        peer: PeerApp,
+        section: CallsSection,
+        *,
+        emit: Callable[[object], None],
+    ) -> None:
+        self.home = home
+        self.signalling = signalling
+        self.peer = peer
+        self.section = section
+        self.emit = emit
+        self.calls: CallService | None = None
+        self.last: collections.OrderedDict[bytes, CallUpdate] = collections.OrderedDict()
+        self._channel: SignalChannel | None = None
+        self._numbers = itertools.count(1)
+
+    def _answer_media(self) -> CallMedia:
+        record = None
+        if self.section.record:
+            directory = self.home / CALLS_DIR
+            directory.mkdir(exist_ok=True)
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            record = directory / f"{stamp}-{next(self._numbers)}.wav"
+        return media_for(self.section.answer_tone, None, record)
+
+    async def start(self) -> None:
+        if self._channel is None:  # a channel is opened once per signalling service
+            self._channel = self.signalling.channel("call")
+        link = await self.peer.link_config()
+        config = CallConfig(
+            paths=(MediaPath.from_plan(link.ice),),
+            auto_answer=self.section.auto_answer,
+            non_contacts=NonContactPolicy(self.section.non_contacts),
+        )
+        channel = self._channel
+        self.calls = CallService(
+            self.signalling.identity.peer_id,
+            config,
+            channel.send,
+            is_contact=lambda peer: peer in self._contact_ids(),
+            answer_media=self._answer_media,
+        )
+        await self.calls.__aenter__()
+
+    def _contact_ids(self) -> set[str]:
+        return {c.peer_id for c in self.peer.contacts()}
+
+    async def run(self) -> None:
+        calls, channel = self.calls, self._channel
+        assert calls is not None and channel is not None
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._updates(calls))
+            while True:
+                delivery = await channel.receive()
+                await calls.handle_signal(delivery.sender, delivery.payload)
+
+    async def _updates(self, calls: CallService) -> None:
+        while True:
+            update = await calls.wait_update()
+            self.last[update.call_id] = update
+            self.last.move_to_end(update.call_id)
+            while len(self.last) > MAX_KEPT_CALLS:
+                self.last.popitem(last=False)
+            self.emit(update)
+
+    async def stop(self) -> None:
+        if self.calls is not None:
+            calls, self.calls = self.calls, None
+            await calls.__aexit__(None, None, None)
+
+    def statistics(self) -> CallsNodeStatistics:
+        live = sum(1 for u in self.last.values() if not _ended(u.state))
+        return CallsNodeStatistics(len(self.last), live)
+
+    def service(self) -> CallService:
+        if self.calls is None:
+            raise RuntimeError("the call service is not running")
+        return self.calls
+
+
+def _ended(state: CallState) -> bool:
+    return state not in (
+        CallState.NEW,
+        CallState.DIALLING,
+        CallState.RINGING_REMOTE,
+        CallState.OFFERED,
+        CallState.RINGING_LOCAL,
+        CallState.REQUESTED,
+        CallState.ANSWERED,
+    )
