@@ -25,6 +25,7 @@ import pytest
 
 from p2pnode.app.config import parse_config
 from p2pnode.app.homefiles import TOKEN_FILE
+from p2pnode.app.peer_chat import ChatService, MailboxServerService
 from p2pnode.app.runtime import Assembly, assemble
 from p2pnode.app.web.backup import open_backup
 from p2pnode.app.web.server import COOKIE, WEB_FILE, WebService, add_web_service
@@ -35,7 +36,7 @@ from tests.harness.tools import require_tool
 WAIT = 30.0  # a bound on every wait, never a speed assertion
 WAIT_MS = WAIT * 1000
 ARTIFACTS = Path(__file__).parents[2] / "artifacts" / "web"
-VIEWS = ("identity", "status", "contacts", "chat", "calls", "sip", "settings")
+VIEWS = ("identity", "status", "contacts", "calls", "sip", "settings")  # chat: its own shots
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +49,12 @@ def _config(bootstrap: str | None, presence: dict[str, Any], web: bool) -> dict[
         "presence": {"enabled": True, "listen": "127.0.0.1:0", **presence},
         "web": {"enabled": web},
     }
+
+
+def chat_of(assembly: Assembly) -> ChatService:
+    service = assembly.node.service("chat")
+    assert isinstance(service, ChatService)
+    return service
 
 
 def web_of(assembly: Assembly) -> WebService:
@@ -79,14 +86,19 @@ async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
             return assembly
 
         try:
-            home = await start("home1", _config(None, {"home": "serve"}, web=False))
+            config = _config(None, {"home": "serve"}, web=False)
+            config["mailbox"] = {"serve": True, "listen": "127.0.0.1:0"}
+            home = await start("home1", config)
             host, port = home.dht.address
             bootstrap = f"{host}:{port}"
+            mailbox = home.node.service("mailbox")
+            assert isinstance(mailbox, MailboxServerService) and mailbox.server is not None
+            entry = f"{home.identity.peer_id}@127.0.0.1:{mailbox.server.address[1]}"
             for name in ("alice", "bob"):
-                peer = await start(
-                    name,
-                    _config(bootstrap, {"homes": [home.identity.peer_id], "home": "attach"}, True),
-                )
+                attach = {"homes": [home.identity.peer_id], "home": "attach"}
+                config = _config(bootstrap, attach, web=True)
+                config["chat"] = {"enabled": True, "mailboxes": [entry], "retry_first": 0.5}
+                peer = await start(name, config)
                 signalling = peer.node.service("signalling")
                 assert isinstance(signalling, SignallingService)
                 async with asyncio.timeout(WAIT):
@@ -94,6 +106,7 @@ async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
                         await asyncio.sleep(0.05)
                     while await fetch_contact(peer.dht.node, peer.identity.public_key) is None:  # noqa: ASYNC110
                         await asyncio.sleep(0.1)
+                    await chat_of(peer).attached.wait()  # prekey bundle published
             yield nodes
         finally:
             stop.set()
@@ -214,6 +227,27 @@ async def scenario(root: Path) -> None:
         await expect(row).to_have_attribute("data-presence", "away", timeout=WAIT_MS)
         await expect(row).to_contain_text("at lunch")
         await expect(pages["alice"].locator("#live")).to_contain_text("live")
+
+        await pages["alice"].click("#nav-chat")
+        await pages["alice"].click('button[data-conversation="bob"]')
+        await pages["alice"].fill("#chat-text", "hello bob")
+        await pages["alice"].press("#chat-text", "Enter")  # Enter sends
+        sent = pages["alice"].locator('#history li.mine[data-text="hello bob"] .receipt')
+        await expect(sent).to_have_attribute("data-receipt", "delivered", timeout=WAIT_MS)
+        await pages["bob"].click("#nav-chat")
+        badge = pages["bob"].locator('button[data-conversation="alice"] .badge')
+        await expect(badge).to_have_attribute("data-unread", "1", timeout=WAIT_MS)
+        await pages["bob"].screenshot(path=ARTIFACTS / "chat-unread.png")
+        await pages["bob"].click('button[data-conversation="alice"]')
+        await expect(
+            pages["bob"].locator('#history li.theirs[data-text="hello bob"]')
+        ).to_be_visible()
+        await expect(badge).to_have_count(0)
+        await pages["bob"].fill("#chat-text", "hi alice")
+        await pages["bob"].click("#chat-send")
+        reply = pages["alice"].locator('#history li.theirs[data-text="hi alice"]')
+        await expect(reply).to_be_visible(timeout=WAIT_MS)  # no reload: events and polling
+        await pages["alice"].screenshot(path=ARTIFACTS / "chat-conversation.png")
 
         for view in VIEWS:
             await pages["alice"].click(f"#nav-{view}")

@@ -1,22 +1,92 @@
-// Chat: conversations, history, receipts, unread counts, offline-queue state.
-// The control API has no messaging routes yet: the view says so and lists what it will show.
-import { html } from "../app.js";
+// Chat: conversations (one per contact) with history, receipts, unread counts, the offline
+// queue ("queued for offline delivery (N copies held)"), gaps; live over the event stream.
+import { useEffect, useState } from "preact/hooks";
+import { html, api } from "../app.js";
 
 export const CHAT_PATH = "/api/messages";
+const TRACKED = 20; // outgoing messages whose receipts we follow per conversation
 
-export function ChatView({ paths }) {
+function describe(status) {
+  if (!status) return "sending…";
+  if (status.read) return "read";
+  if (status.delivered) return "delivered";
+  if (status.state === "held") return `queued for offline delivery (${status.copies} copies held)`;
+  if (status.state === "sent_online") return "sent";
+  return status.state;
+}
+
+export function ChatView({ paths, events, eventCount }) {
   const ready = paths.has(CHAT_PATH);
+  const [contacts, setContacts] = useState([]);
+  const [inbox, setInbox] = useState([]);
+  const [peer, setPeer] = useState(null);
+  const [history, setHistory] = useState([]);
+  const [statuses, setStatuses] = useState({});
+  const [readUpTo, setReadUpTo] = useState({});
+  const [text, setText] = useState("");
+  const [message, setMessage] = useState("");
+
+  const refresh = async () => {
+    const [c, i] = await Promise.all([api("GET", "/api/contacts"), api("GET", "/api/inbox")]);
+    setContacts(c.contacts);
+    setInbox(i.messages);
+    if (!peer) return;
+    const h = await api("GET", `/api/history/${peer}?limit=200`);
+    setHistory(h.messages);
+    const mine = h.messages.filter((m) => !m.incoming).slice(-TRACKED);
+    const found = await Promise.all(mine.map((m) => api("GET", `/api/messages/${m.message_id}`).catch(() => null)));
+    setStatuses(Object.fromEntries(mine.map((m, n) => [m.message_id, found[n]])));
+    const last = h.messages.filter((m) => m.incoming).reduce((top, m) => Math.max(top, m.seq), 0);
+    setReadUpTo((old) => ({ ...old, [peer]: Math.max(old[peer] || 0, last) }));
+  };
+  useEffect(() => {
+    if (!ready) return undefined;
+    refresh().catch((e) => setMessage(e.message));
+    const t = setInterval(() => refresh().catch(() => {}), 3000);
+    return () => clearInterval(t);
+  }, [ready, peer]);
+  useEffect(() => { if (ready) refresh().catch(() => {}); }, [eventCount]);
+
+  const send = async (event) => {
+    event.preventDefault();
+    try {
+      await api("POST", CHAT_PATH, { to: peer, text });
+      setText(""); setMessage("");
+      await refresh();
+    } catch (error) { setMessage(`Not sent: ${error.message}`); }
+  };
+  const unread = (c) => inbox.filter((m) => m.incoming && m.peer_id === c.peer_id && m.seq > (readUpTo[c.peer_id] || 0)).length;
+  const gaps = events.filter((e) => e.type === "GapDetected");
+  if (!ready) {
+    return html`<h2 tabindex="-1">Chat</h2><p class="notice" role="status" id="chat-missing">
+      This node's control API does not offer messaging (no <code>${CHAT_PATH}</code>): set <code>[chat] enabled = true</code>.</p>`;
+  }
+  const current = contacts.find((c) => c.peer_id === peer);
   return html`<h2 tabindex="-1">Chat</h2>
-  ${ready ? "" : html`<p class="notice" role="status" id="chat-missing">
-    This node's control API does not offer messaging yet (no <code>${CHAT_PATH}</code>).
-    Messages sent from the command line still reach your contacts.</p>`}
+  <div class="chat">
   <section class="card" aria-labelledby="conv-h"><h3 id="conv-h">Conversations</h3>
-    <p class="muted">Each conversation shows delivered and read receipts, unread counts, gaps in
-    the history, and “queued for offline delivery (N copies held)” while a contact is away.</p>
-    <form onSubmit=${(e) => e.preventDefault()}>
-      <label for="chat-text">Message</label>
-      <textarea id="chat-text" rows="2" disabled=${!ready}></textarea>
-      <button type="submit" disabled=${!ready}>Send</button>
+    ${contacts.length === 0 ? html`<p class="muted">Add a contact first.</p>` : html`<ul class="conversations">
+      ${contacts.map((c) => { const n = peer === c.peer_id ? 0 : unread(c); return html`<li>
+        <button type="button" class=${peer === c.peer_id ? "" : "secondary"} data-conversation=${c.name}
+          aria-pressed=${peer === c.peer_id} onClick=${() => setPeer(c.peer_id)}>
+          ${c.name}${n ? html` <span class="badge" data-unread=${n} aria-label=${`${n} unread`}>${n}</span>` : ""}
+        </button></li>`; })}</ul>`}
+  </section>
+  ${current && html`<section class="card" aria-labelledby="hist-h"><h3 id="hist-h">${current.name}</h3>
+    ${gaps.length ? html`<p class="notice" role="status" id="chat-gap">Some messages are missing (gap in the history: waiting for ${gaps[gaps.length - 1].held_seq - gaps[gaps.length - 1].expected_seq} earlier messages).</p>` : ""}
+    <ol class="messages" aria-live="polite" id="history">
+      ${history.map((m) => html`<li class=${m.incoming ? "theirs" : "mine"} data-text=${m.text}>
+        <span>${m.text}</span>${m.chain_ok ? "" : html` <em class="error">(out of order)</em>`}
+        <div class="status-line">${new Date(m.sent_at_ms).toLocaleTimeString()}${m.incoming ? "" : html` · <span class="receipt" data-receipt=${describe(statuses[m.message_id])}>${describe(statuses[m.message_id])}</span>`}</div>
+      </li>`)}
+    </ol>
+    <form onSubmit=${send}>
+      <label for="chat-text">Message to ${current.name}</label>
+      <textarea id="chat-text" rows="2" required value=${text} onInput=${(e) => setText(e.target.value)}
+        onKeyDown=${(e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); e.target.form.requestSubmit(); } }}></textarea>
+      <button type="submit" id="chat-send">Send</button>
     </form>
-  </section>`;
+  </section>`}
+  </div>
+  <p role="status" id="chat-message">${message}</p>`;
 }
