@@ -9,6 +9,11 @@ callables, chained with ``first_match``.
 Nonces are stateless: ``hex(expiry) . HMAC(secret, expiry | client address)``,
 so a flood of unauthenticated requests costs no memory, a nonce only works for
 the client it was issued to, and an expired one gives 438 Stale Nonce.
+
+Clocks: nonces run on the core's ``now`` (monotonic). Only REST credentials need
+wall time (their expiry is unix seconds chosen by whoever issued them): the
+lookup records it in ``Credential.expires`` and the core compares it with the
+wall time its adapter passes in, so nothing here reads a clock.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ import base64
 import enum
 import hashlib
 import hmac
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -46,6 +50,8 @@ class Credential:
 
     key: bytes
     identity: str
+    # Wall-clock unix seconds after which the credential is refused (None: never).
+    expires: float | None = None
 
 
 CredentialLookup = Callable[[str, str], Credential | None]
@@ -85,21 +91,28 @@ def rest_api_password(secret: bytes, username: str) -> str:
 def rest_api_credentials(
     secret: bytes,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] | None = None,
     separator: str = ":",
 ) -> CredentialLookup:
     """Time-limited credentials: valid while the username's expiry (unix seconds) is ahead of
-    ``clock()``. Identity for quotas is the peer id after the separator, so renewing credentials
-    does not reset the per-identity cap."""
+    wall time. Identity for quotas is the peer id after the separator, so renewing credentials
+    does not reset the per-identity cap.
+
+    Without ``clock`` (inside a ``TurnServer``) the expiry goes into ``Credential.expires``
+    and the core checks it against the wall time its adapter passes; a ``clock`` (for a
+    lookup used on its own, e.g. by a credential issuer's tests) is checked here instead."""
 
     def lookup(username: str, realm: str) -> Credential | None:
         expiry_text, sep, peer_id = username.partition(separator)
         if not expiry_text.isdigit() or len(expiry_text) > 12:
             return None
-        if int(expiry_text) < clock():
+        expiry = int(expiry_text)
+        if clock is not None and expiry < clock():
             return None
         password = rest_api_password(secret, username)
-        return Credential(long_term_key(username, realm, password), peer_id if sep else username)
+        key = long_term_key(username, realm, password)
+        identity = peer_id if sep else username
+        return Credential(key, identity, None if clock is not None else float(expiry))
 
     return lookup
 

@@ -127,8 +127,12 @@ def authenticate(
     realm: str,
     credentials: CredentialLookup,
     nonces: NonceIssuer,
+    wall: float | None = None,
 ) -> Authenticated | AuthFailure:
-    """RFC 8489 §9.2.4, the long-term credential mechanism, in the RFC's order."""
+    """RFC 8489 §9.2.4, the long-term credential mechanism, in the RFC's order.
+
+    ``now`` is the core's monotonic time (nonces); ``wall`` is unix time from the
+    adapter, only for credentials that expire (None: such credentials are refused)."""
     sha256 = message.get(MessageIntegritySha256) is not None
     if message.get(MessageIntegrity) is None and not sha256:
         # "If the message does not contain a MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256
@@ -145,6 +149,9 @@ def authenticate(
         # of 400 (Bad Request)."
         return AuthFailure(TurnErrorCode.BAD_REQUEST, challenge=False)
     credential = credentials(username.value, realm) if request_realm.value == realm else None
+    expires = None if credential is None else credential.expires
+    if expires is not None and (wall is None or expires < wall):
+        credential = None  # an expired REST credential is as unknown as a wrong one
     if credential is None or not check_integrity(data, credential.key):
         # "If the value of the USERNAME ... attribute is not valid" / "If the resulting
         # value does not match the contents of the MESSAGE-INTEGRITY ... 401".

@@ -122,6 +122,7 @@ class TurnServer:
         self._responses = ResponseBuilder(config.software)
         self._deadline: float | None = None
         self._last_sweep = now
+        self._wall: float | None = None
         self.allocations_created = 0
         self._traffic = Traffic()
         self._routes = RouteTable()
@@ -140,9 +141,15 @@ class TurnServer:
 
     # ------------------------------------------------------------------ inputs
 
-    def handle_client(self, five_tuple: FiveTuple, data: bytes, now: float) -> list[Output]:
-        """One datagram (UDP) or one frame (TCP) from a client."""
+    def handle_client(
+        self, five_tuple: FiveTuple, data: bytes, now: float, wall: float | None = None
+    ) -> list[Output]:
+        """One datagram (UDP) or one frame (TCP) from a client.
+
+        ``now`` is monotonic (every timer); ``wall`` is unix time, used only to check
+        the expiry of REST credentials (without it they are refused)."""
         self._now = now
+        self._wall = wall
         if data and 64 <= data[0] <= self.channel_first_byte_max:
             relayed = self.channel_data_from_client(five_tuple, data, now)
             return [] if relayed is None else [ToPeer(*relayed)]
@@ -437,6 +444,7 @@ class TurnServer:
             realm=config.realm,
             credentials=config.credentials,
             nonces=self._nonces,
+            wall=self._wall,
         )
         if isinstance(result, AuthFailure):
             challenge: list[Attribute] | None = None

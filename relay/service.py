@@ -1,10 +1,14 @@
 """The asyncio runner around the TURN core: sockets in, ``Output`` commands out, one timer.
 
-Thin by design (STYLE 1): it feeds bytes and ``loop.time()`` to ``TurnServer``,
-executes what comes back and re-arms one timer. UDP sockets (listeners and one
-per relayed address) are non-blocking and read with ``loop.add_reader``,
-draining a bounded batch per wake-up: no protocol objects, no per-packet
-futures, no per-packet dataclasses on the ChannelData / peer-data paths.
+Thin by design (STYLE 1): it feeds bytes and ``loop.time()`` (monotonic; plus
+wall time for REST credentials' expiry) to ``TurnServer``, executes what comes
+back and re-arms one timer. It keeps its own loop instead of the shared
+``nat.driver``: the ChannelData / peer-data fast path is what
+``benchmarks/relay_throughput.py`` measures, and it needs batched
+``add_reader`` draining and cached routes that a generic driver would not give.
+UDP sockets (listeners and one per relayed address) are non-blocking and read
+with ``loop.add_reader``, draining a bounded batch per wake-up: no protocol
+objects, no per-packet futures, no per-packet dataclasses on the ChannelData / peer-data paths.
 
 TURN over TCP (RFC 8656 §3.1): one asyncio protocol per connection cuts the
 stream into STUN and ChannelData frames (``StreamFramer``); closing the
@@ -34,6 +38,7 @@ import ssl
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import time as wall_clock
 
 from nat.drops import DropCounter
 from relay.allocation import FiveTuple, Transport
@@ -341,7 +346,7 @@ class RelayService:
                     if relay_socket is not None:
                         queue((relay_socket.sendto, relayed[2], relayed[1]))
                 continue
-            self._execute(server.handle_client(five_tuple, data, now))
+            self._execute(server.handle_client(five_tuple, data, now, wall_clock()))
         self._outbox_filled(outbox)
 
     def _on_relay(self, sock: socket.socket, relayed: Address) -> None:
@@ -425,7 +430,7 @@ class RelayService:
                 client.write(data)
 
     def _from_client(self, five_tuple: FiveTuple, data: bytes) -> None:
-        self._execute(self._server.handle_client(five_tuple, data, self._time()))
+        self._execute(self._server.handle_client(five_tuple, data, self._time(), wall_clock()))
 
     # -------------------------------------------------------------- control
 

@@ -67,6 +67,7 @@ class Harness:
     open_relays: set[tuple[str, int]] = field(default_factory=set)
     to_peers: list[ToPeer] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
+    wall: float | None = None  # unix time the adapter would pass (REST credentials)
 
     def run(self, outputs: list[Output]) -> list[ToClient]:
         """Execute outputs the way the service would; return what went to clients."""
@@ -91,7 +92,7 @@ class Harness:
         return to_clients
 
     def send(self, client: Client, data: bytes) -> list[ToClient]:
-        return self.run(self.server.handle_client(client.five_tuple, data, self.now))
+        return self.run(self.server.handle_client(client.five_tuple, data, self.now, self.wall))
 
     def advance(self, seconds: float) -> list[Output]:
         self.now += seconds

@@ -201,6 +201,27 @@ def test_rest_api_credentials_through_the_core() -> None:
     assert error_code(client.refresh()) == 401  # expired credentials
 
 
+def test_rest_api_expiry_is_checked_against_the_adapters_wall_time() -> None:
+    """No clock inside the core: the lookup records the expiry, the core compares it with
+    the wall time passed in; the monotonic ``now`` (here far from unix time) never does."""
+    config = TurnConfig(
+        realm=REALM,
+        credentials=rest_api_credentials(b"secret"),
+        relay_ip=RELAY_IP,
+        port_range=(50000, 50010),
+    )
+    harness = Harness(TurnServer(config, random.Random(1), 1000.0), wall=1_000_000.0)
+    username = rest_api_username(1_000_100, "peer-7")
+    client = harness.client(username=username, password=rest_api_password(b"secret", username))
+    assert client.allocate().cls is StunClass.SUCCESS
+    harness.wall = 1_000_100.0
+    assert client.refresh().cls is StunClass.SUCCESS  # still valid at its last second
+    harness.wall = 1_000_101.0
+    assert error_code(client.refresh()) == 401  # expired by wall time
+    harness.wall = None
+    assert error_code(client.refresh()) == 401  # no wall time given: refused, never accepted
+
+
 # ------------------------------------------------------------------ Allocate
 
 
