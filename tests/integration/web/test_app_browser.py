@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -123,6 +125,22 @@ async def one_time_link(session: aiohttp.ClientSession, home: Path) -> str:
     return link
 
 
+async def cli_link(home: Path) -> str:
+    """``p2pnode app --no-browser``: the real command prints a one-time link."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "p2pnode", "app", "--no-browser", "--home", str(home),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])},
+    )  # fmt: skip
+    async with asyncio.timeout(WAIT):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert b"works once" in err
+    link = out.decode().strip()
+    assert "/open?ticket=" in link
+    return link
+
+
 async def check_guard(session: aiohttp.ClientSession, home: Path, spent_link: str) -> None:
     url = json.loads((home / WEB_FILE).read_text())["url"]
     port = url.rsplit(":", 1)[1]
@@ -194,7 +212,7 @@ async def scenario(root: Path) -> None:
         await pages["bob"].fill("#login", login)
         await pages["bob"].click("#claim")
         await expect(pages["bob"].locator("#login-claimed")).to_have_text(login, timeout=WAIT_MS)
-        await pages["bob"].screenshot(path=ARTIFACTS / "identity-claimed.png")
+        await pages["bob"].screenshot(path=ARTIFACTS / "identity-claimed.png", full_page=True)
 
         async with pages["bob"].expect_download() as download_info:
             await pages["bob"].fill("#export-pass", "correct horse battery")
@@ -215,7 +233,7 @@ async def scenario(root: Path) -> None:
             await page.click("#contact-add")
             row = page.locator(f'li[data-contact="{other}"]')
             await expect(row).to_have_attribute("data-presence", "online", timeout=WAIT_MS)
-        await pages["alice"].screenshot(path=ARTIFACTS / "contacts-online.png")
+        await pages["alice"].screenshot(path=ARTIFACTS / "contacts-online.png", full_page=True)
 
         await pages["bob"].click("#nav-settings")
         loaded = pages["bob"].locator("#presence-form")
@@ -237,7 +255,7 @@ async def scenario(root: Path) -> None:
         await pages["bob"].click("#nav-chat")
         badge = pages["bob"].locator('button[data-conversation="alice"] .badge')
         await expect(badge).to_have_attribute("data-unread", "1", timeout=WAIT_MS)
-        await pages["bob"].screenshot(path=ARTIFACTS / "chat-unread.png")
+        await pages["bob"].screenshot(path=ARTIFACTS / "chat-unread.png", full_page=True)
         await pages["bob"].click('button[data-conversation="alice"]')
         await expect(
             pages["bob"].locator('#history li.theirs[data-text="hello bob"]')
@@ -247,20 +265,33 @@ async def scenario(root: Path) -> None:
         await pages["bob"].click("#chat-send")
         reply = pages["alice"].locator('#history li.theirs[data-text="hi alice"]')
         await expect(reply).to_be_visible(timeout=WAIT_MS)  # no reload: events and polling
-        await pages["alice"].screenshot(path=ARTIFACTS / "chat-conversation.png")
+        await pages["alice"].screenshot(path=ARTIFACTS / "chat-conversation.png", full_page=True)
 
         for view in VIEWS:
             await pages["alice"].click(f"#nav-{view}")
             await expect(pages["alice"].locator("main h2")).to_be_focused()
-            await pages["alice"].screenshot(path=ARTIFACTS / f"{view}.png")
+            await pages["alice"].screenshot(path=ARTIFACTS / f"{view}.png", full_page=True)
         await pages["alice"].click("#nav-status")
         await expect(pages["alice"].locator("#table")).to_contain_text("contacts")
-        await pages["alice"].screenshot(path=ARTIFACTS / "status.png")
+        await pages["alice"].screenshot(path=ARTIFACTS / "status.png", full_page=True)
+        await expect(pages["alice"].locator("#homes")).to_contain_text("attached to 1")
+
         dark = await browser.new_context(color_scheme="dark")
         dark_page = await dark.new_page()
-        await dark_page.goto(await one_time_link(session, root / "alice") + "#/contacts")
+        await dark_page.goto(await cli_link(root / "alice") + "#/contacts")  # `p2pnode app`
         await expect(dark_page.locator('li[data-contact="bob"]')).to_be_visible(timeout=WAIT_MS)
-        await dark_page.screenshot(path=ARTIFACTS / "contacts-dark.png")
+        await dark_page.screenshot(path=ARTIFACTS / "contacts-dark.png", full_page=True)
+        await dark_page.click("#nav-identity")
+        await dark_page.set_input_files("#import-file", backup)
+        await dark_page.fill("#import-pass", "correct horse battery")
+        await dark_page.click("#import")
+        await expect(dark_page.locator("#identity-message")).to_contain_text(
+            f"Imported {bob.identity.peer_id}", timeout=WAIT_MS
+        )
+        await dark_page.screenshot(path=ARTIFACTS / "identity-imported-dark.png", full_page=True)
+        assert Identity.load(root / "alice").peer_id == bob.identity.peer_id  # used at restart
+        kept = list((root / "alice").glob("identity.key.replaced-*"))
+        assert len(kept) == 1  # alice's own key is kept, never lost
         await browser.close()
         await check_guard(session, root / "alice", links["alice"])
 
