@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from nat.logsafe import clean
 from p2pnode.gateways.sip.accounts import AccountStore
@@ -39,9 +39,10 @@ from p2pnode.gateways.sip.b2bua import (
     StartRequest,
     Target,
 )
-from p2pnode.gateways.sip.digest import Algorithm, DigestServer, VerdictKind
+from p2pnode.gateways.sip.digest import DigestServer, VerdictKind
 from p2pnode.gateways.sip.errors import SipDecodeError
 from p2pnode.gateways.sip.headers import SipUri
+from p2pnode.gateways.sip.hosted import HostedIdentities, LoginClaimer, identity_of
 from p2pnode.gateways.sip.keepalive import NatKeepalive, PingTarget, options_ping
 from p2pnode.gateways.sip.locate import locate
 from p2pnode.gateways.sip.media import MediaRelay, MediaRelayFullError
@@ -56,7 +57,8 @@ from p2pnode.gateways.sip.routing import (
     Router,
     contact_for,
 )
-from p2pnode.gateways.sip.security import Decision, Guard, GuardConfig
+from p2pnode.gateways.sip.security import Decision, Guard
+from p2pnode.gateways.sip.settings import GatewayConfig, GatewayStatistics
 from p2pnode.gateways.sip.transaction import (
     ClientKey,
     Effect,
@@ -65,12 +67,11 @@ from p2pnode.gateways.sip.transaction import (
     ServerKey,
     StrayAck,
     TimedOut,
-    Timers,
     TransactionStateError,
 )
 from p2pnode.gateways.sip.transaction_layer import TransactionLayer
 from p2pnode.gateways.sip.transport import SipStack
-from p2pnode.gateways.sip.trunks import IpTrunk, RegistrationTrunk, TrunkTable
+from p2pnode.gateways.sip.trunks import TrunkTable
 from p2pnode.gateways.sip.uas import UasPolicy, options_response, precheck
 
 __all__ = ["ALLOW", "GatewayConfig", "GatewayStatistics", "SipGateway"]
@@ -87,32 +88,10 @@ _POLICY = UasPolicy(
 )
 ALLOW = _POLICY.allow
 _TRUNK_PREFIX = "trunk:"  # keep-alive targets that are IP trunks, not registered devices
+CLAIM_TIMEOUT = 20.0
 MAX_LOCATING = 256  # RFC 3263 look-ups in flight; beyond, 503
 LOCATE_TIMEOUT = 8.0
 _IN_DIALOG = frozenset({"INVITE", "BYE", "INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayConfig:
-    domain: str
-    host: str = "127.0.0.1"
-    port: int = 0
-    media_host: str | None = None  # default: host
-    # Challenges offered, in order. sipp 3.6.1 answers only the first one and only
-    # MD5; baresip 1.0 (libre) gives up when *any* challenge names SHA-256, so a
-    # deployment with such phones offers MD5 alone (Kamailio's default).
-    digest_algorithms: tuple[Algorithm, ...] = (Algorithm.MD5, Algorithm.SHA256)
-    guard: GuardConfig = field(default_factory=GuardConfig)
-    max_calls: int = 1024
-    # RFC 3261 keeps a finished UDP transaction ~32 s (Timers J, K, M): at N calls/s
-    # about 5 N x 32 transactions are alive; beyond the cap new requests get 503.
-    max_transactions: int = 65_536
-    registration_trunks: tuple[RegistrationTrunk, ...] = ()
-    ip_trunks: tuple[IpTrunk, ...] = ()
-    account_dids: tuple[tuple[str, str], ...] = ()  # (DID, login)
-    keepalive_interval: float = 25.0
-    upstream: tuple[str, int] | None = None  # trunk for E.164 numbers not ours
-    timers: Timers = field(default_factory=Timers)  # RFC 3261 T1/T2/T4/D (tests shorten them)
 
 
 @dataclass(slots=True)
@@ -127,19 +106,6 @@ class _MessageDelivery:
     answered: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class GatewayStatistics:
-    registered_accounts: int
-    active_calls: int
-    calls_started: int
-    calls_answered: int
-    rtp_forwarded: int
-    rtp_dropped: tuple[tuple[str, int], ...]
-    auth_failures: int
-    banned_sources: int
-    dropped_requests: tuple[tuple[str, int], ...]
-
-
 class SipGateway:
     """The running gateway; ``name``/``start``/``stop``/``statistics`` follow the Service shape."""
 
@@ -151,8 +117,12 @@ class SipGateway:
         accounts: AccountStore,
         *,
         randbytes: Callable[[int], bytes] = os.urandom,
+        directory: LoginClaimer | None = None,
     ) -> None:
         self.config = config
+        self.directory = directory
+        self.hosted = HostedIdentities()
+        self._claiming: set[asyncio.Task[None]] = set()
         self.accounts = accounts
         self._randbytes = randbytes
         algorithms = config.digest_algorithms
@@ -227,6 +197,8 @@ class SipGateway:
                 self._apply(self.b2bua.advance(self._now()))
 
     async def stop(self) -> None:
+        for task in (*self._claiming, *self._locating):
+            task.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
         if self._keepalive_timer is not None:
@@ -251,6 +223,7 @@ class SipGateway:
             auth_failures=guard.auth_failures,
             banned_sources=guard.banned_sources,
             dropped_requests=guard.dropped,
+            login_claims=self.hosted.claims,
         )
 
     # -- events -----------------------------------------------------------------------
@@ -518,8 +491,17 @@ class SipGateway:
             self._respond(waiting.key, waiting.request, status, reason)
 
     def _registered(self, login: str) -> None:
-        """A device registered: watch it for NAT keep-alives, deliver queued messages."""
+        """A device registered: watch it for NAT keep-alives, deliver queued messages,
+        claim the login in the DHT with the identity the gateway hosts for it."""
         now = self._now()
+        if (
+            self.directory is not None
+            and len(self._claiming) < MAX_LOCATING
+            and self.hosted.due(login, now)
+        ):
+            task = asyncio.get_running_loop().create_task(self._claim(login))
+            self._claiming.add(task)
+            task.add_done_callback(self._claiming.discard)
         bindings = self.registrar.bindings(login, now)
         for binding in bindings:
             self.keepalive.watch(
@@ -530,6 +512,19 @@ class SipGateway:
         for message in queued:
             for binding in bindings:
                 self._send_message(message, contact_for(binding), None)
+
+    async def _claim(self, login: str) -> None:
+        account = self.accounts.get(login)
+        if account is None or self.directory is None:
+            return
+        try:
+            async with asyncio.timeout(CLAIM_TIMEOUT):
+                await self.directory.claim_name(identity_of(account), login)
+        except (TimeoutError, OSError, ValueError) as error:
+            self.hosted.failed(login)
+            _log.info("sip login claim failed user=%s error=%s", clean(login), type(error).__name__)
+            return
+        self.hosted.claims += 1
 
     # -- NAT keep-alives ------------------------------------------------------------------
     def _arm_keepalive(self) -> None:
