@@ -35,6 +35,7 @@ from p2pnode.gateways.sip.accounts import AccountError, AccountStore
 from p2pnode.gateways.sip.digest import Algorithm
 from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
 from p2pnode.gateways.sip.headers import SipUri
+from p2pnode.gateways.sip.hosted import identity_of
 from p2pnode.gateways.sip.message import Header, SipRequest
 from p2pnode.gateways.sip.transaction import MAGIC_COOKIE, Effect, ResponseReceived, TimedOut
 from p2pnode.gateways.sip.transport import SipStack
@@ -71,12 +72,14 @@ def _account_add(args: argparse.Namespace) -> int:
     finally:
         store.close()
     settings = {"login": account.login, "password": password, "server": account.realm}
+    peer_id = identity_of(account).peer_id
     if args.json:
-        print(json.dumps(settings))
+        print(json.dumps({**settings, "peer_id": peer_id}))
     else:
         print("Settings for the phone (the password is shown only now):")
         for key, value in settings.items():
             print(f"  {key + ':':<10}{value}")
+        print(f"P2P identity hosted for {account.login}: {peer_id}")
     return 0
 
 

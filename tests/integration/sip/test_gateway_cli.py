@@ -48,7 +48,8 @@ def test_account_add_prints_three_settings_and_list_remove_work(
 
     added = p2pnode(tmp_path, "sip", "account", "add", "alice", "--domain", "gw.test")
     assert added.returncode == 0, added.stderr
-    lines = dict(line.split(":", 1) for line in added.stdout.splitlines()[1:])
+    lines = dict(line.split(":", 1) for line in added.stdout.splitlines()[1:4])
+    assert added.stdout.splitlines()[4].startswith("P2P identity hosted for alice: ")
     settings = {key.strip(): value.strip() for key, value in lines.items()}
     assert settings["login"] == "alice" and settings["server"] == "gw.test"
     assert len(settings["password"]) == 20
