@@ -43,8 +43,8 @@ def test_demo_runs_every_step_and_passes() -> None:
     out = result.stdout
     lines = out.splitlines()
     assert result.returncode == 0, out + result.stderr
-    assert [n for n in range(1, 8) if any(line.startswith(f"[{n}/7]") for line in lines)] == [
-        *range(1, 8)
+    assert [n for n in range(1, 11) if any(line.startswith(f"[{n}/10]") for line in lines)] == [
+        *range(1, 11)
     ]
 
     # 1-4: the DHT and the attacker
@@ -78,6 +78,14 @@ def test_demo_runs_every_step_and_passes() -> None:
     assert "TURN credentials over the DHT: for its peer id" in out
     assert "saw it come from the relayed address: yes; the echo came back: yes" in out
     assert "released when alice closed it: yes" in out
+
+    # 8-10 (demo/peers.py): whole nodes: a link by login, offline messages, a call
+    assert re.search(r"link alice -> bob: (direct|relayed) .*, rtt [0-9.]+ ms", out)
+    assert re.search(r"[2-3] copies held in mailboxes", out)
+    assert "shows ['see you at six']" in out and "her outbox holds 0 message(s)" in out
+    heard = re.search(r"alice heard ([0-9.]+) Hz, bob heard ([0-9.]+) Hz", out)
+    assert heard is not None and abs(float(heard.group(1)) - 660) < 5
+    assert abs(float(heard.group(2)) - 440) < 5
     assert "FAILED" not in out and out.rstrip().splitlines()[-1].startswith("demo passed")
 
 
@@ -93,5 +101,5 @@ def test_a_step_that_does_not_check_out_fails_the_demo(
     assert asyncio.run(run_demo(6, 1, 1)) == 1
     out = capsys.readouterr().out
     assert "the echo came back: NO" in out and "403" in out
-    assert "[6/7]" in out and "FAILED" not in out.split("[7/7]")[0]  # the others passed
+    assert "[6/10]" in out and "FAILED" not in out.split("[7/10]")[0]  # the others passed
     assert out.rstrip().splitlines()[-1].startswith("demo FAILED")
