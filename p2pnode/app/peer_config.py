@@ -4,7 +4,7 @@ Why a role and not a flag per part: a node either serves as a home (a public
 node is its own home and forwards others' envelopes) or attaches to two homes
 (everyone behind NAT). ``auto`` takes the verdict the operator gave at start
 (``supernode.public_ip`` set: serve); a node attaching to homes is useless in
-others' routing tables, so ``effective_config`` puts its DHT in client mode
+others' routing tables, so ``peer_services.effective_config`` puts its DHT in client mode
 before the DHT starts (the DHT's client mode is fixed at construction).
 
 Off by default: a node hosts signalling only when its operator asks for it.
