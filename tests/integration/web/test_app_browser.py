@@ -100,6 +100,7 @@ async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
                 attach = {"homes": [home.identity.peer_id], "home": "attach"}
                 config = _config(bootstrap, attach, web=True)
                 config["chat"] = {"enabled": True, "mailboxes": [entry], "retry_first": 0.5}
+                config["calls"] = {"enabled": True}
                 peer = await start(name, config)
                 signalling = peer.node.service("signalling")
                 assert isinstance(signalling, SignallingService)
@@ -275,6 +276,23 @@ async def scenario(root: Path) -> None:
         await expect(pages["alice"].locator("#table")).to_contain_text("contacts")
         await pages["alice"].screenshot(path=ARTIFACTS / "status.png", full_page=True)
         await expect(pages["alice"].locator("#homes")).to_contain_text("attached to 1")
+
+        await pages["alice"].click("#nav-calls")
+        await pages["alice"].fill("#call-to", "bob")
+        await pages["alice"].click("#call-place")
+        await pages["bob"].click("#nav-calls")
+        incoming = pages["bob"].locator("[data-incoming]")
+        await expect(incoming).to_be_visible(timeout=WAIT_MS)
+        await pages["bob"].screenshot(path=ARTIFACTS / "calls-incoming.png", full_page=True)
+        await incoming.get_by_role("button", name="Answer").click()
+        for page in pages.values():
+            row = page.locator("tr[data-call]").first
+            await expect(row).to_have_attribute("data-state", "answered", timeout=WAIT_MS)
+            await expect(row).to_contain_text("direct")  # the path, shown
+        await pages["alice"].screenshot(path=ARTIFACTS / "calls-answered.png", full_page=True)
+        await pages["alice"].get_by_role("button", name="Hang up bob").click()
+        ended = pages["bob"].locator("tr[data-call]").first
+        await expect(ended).to_have_attribute("data-state", "hung-up", timeout=WAIT_MS)
 
         dark = await browser.new_context(color_scheme="dark")
         dark_page = await dark.new_page()
