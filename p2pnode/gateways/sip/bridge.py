@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import av
@@ -48,6 +48,7 @@ from p2pnode.gateways.sip.bridge_tracks import PhoneRtpLeg
 from p2pnode.gateways.sip.dialog import Dialog
 from p2pnode.gateways.sip.headers import SipUri
 from p2pnode.gateways.sip.message import build_response
+from p2pnode.gateways.sip.sdp import Direction, SdpDecodeError, parse_sdp
 from p2pnode.gateways.sip.transaction import RequestReceived
 from p2pnode.gateways.sip.useragent import (
     UaCall,
@@ -188,6 +189,7 @@ class BridgeUserAgent(MessageUserAgent):
         super().__init__(*args, **kwargs)
         self.legs: dict[int, PhoneRtpLeg] = {}
         self.on_digit: Callable[[int, DtmfDigit], None] | None = None
+        self.on_hold: Callable[[int, bool], None] | None = None
         self.invites: asyncio.Queue[RequestReceived] = asyncio.Queue(maxsize=MAX_PENDING_INVITES)
         self.auto_answer = False
 
@@ -200,7 +202,47 @@ class BridgeUserAgent(MessageUserAgent):
                 self.stack.respond(effect.key, build_response(request, 100, "Trying"))
                 self.invites.put_nowait(effect)
             return
+        call = self._calls.get(request.call_id)
+        if request.method == "INVITE" and call is not None:
+            self._reinvite(effect, call)
+            return
         super()._incoming(effect)
+
+    def _reinvite(self, effect: RequestReceived, call: UaCall) -> None:
+        """RFC 3264 §8.4 hold/resume: the P2P leg stays up, only the phone leg changes."""
+        request = effect.request
+        port = int(call.rtp.get_extra_info("sockname")[1])
+        leg = self.legs.get(port)
+        direction = Direction.SENDRECV
+        address: tuple[str, int] | None = None
+        if request.body:
+            try:
+                sdp = parse_sdp(request.body)
+            except SdpDecodeError:
+                self.stack.respond(effect.key, build_response(request, 488, "Not Acceptable Here"))
+                return
+            audio = next((m for m in sdp.media if m.media == "audio"), None)
+            if audio is not None:
+                direction = sdp.direction(audio)
+                host = sdp.address(audio)
+                if host not in (None, "0.0.0.0") and audio.port:  # RFC 2543 hold: c=0.0.0.0
+                    address = (str(host), audio.port)
+                else:
+                    direction = Direction.INACTIVE
+        held = direction in (Direction.SENDONLY, Direction.INACTIVE)
+        if leg is not None:
+            leg.held = held  # we do not send while the phone holds us (it may play music)
+            if address is not None:
+                leg.set_remote(address)
+        if self.on_hold is not None:
+            self.on_hold(port, held)
+        call.dialog = replace(call.dialog, remote_seq=request.cseq.number)
+        answer = self._sdp(port).replace(b"a=sendrecv", f"a={direction.reversed().value}".encode())
+        ok = build_response(
+            request, 200, "OK", ("Contact", self.contact()),
+            ("Content-Type", "application/sdp"), body=answer,
+        )  # fmt: skip
+        self.stack.respond(effect.key, ok)
 
     async def open_leg(self) -> tuple[asyncio.DatagramTransport, PhoneRtpLeg]:
         transport, _ = await self._open_rtp()
@@ -328,6 +370,7 @@ class SipP2pBridge:
     def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> _FrameQueueTrack:
         self.digits[call_id] = []
         self.ua.on_digit = lambda p, digit: self._digit(p, port, call_id, digit)
+        self.ua.on_hold = lambda p, held: self._hold(p, port, call_id, held)
         queue_track = _FrameQueueTrack()
         self.calls.sinks[call_id] = queue_track.offer
         return queue_track
@@ -419,6 +462,10 @@ class SipP2pBridge:
         phone = self.ua.accept(effect, transport, tag)
         self._event(call_id, "peer-answered", "PCMU transcoded")
         await self._carry(call_id, phone, leg, queue_track)
+
+    def _hold(self, port: int, expected: int, call_id: bytes, held: bool) -> None:
+        if port == expected:
+            self._event(call_id, "hold" if held else "resume")
 
     def _digit(self, port: int, expected: int, call_id: bytes, digit: DtmfDigit) -> None:
         if port == expected:

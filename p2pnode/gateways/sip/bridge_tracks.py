@@ -186,6 +186,7 @@ class PhoneRtpLeg:
         self._transport: asyncio.DatagramTransport | None = None
         self._wake = asyncio.Event()
         self.frames_from_peer = 0
+        self.held = False  # the phone put us on hold: the peer's audio is not sent
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -249,6 +250,8 @@ class PhoneRtpLeg:
             if not isinstance(frame, av.AudioFrame):
                 continue
             payloads, _ = self._encoder.encode(frame)
+            if self.held:
+                continue
             for payload in payloads:
                 self.frames_from_peer += 1
                 self.sender.push(payload, loop.time())

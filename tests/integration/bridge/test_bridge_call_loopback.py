@@ -30,8 +30,9 @@ from p2pnode.gateways.sip.bridge import (
     SipP2pBridge,
 )
 from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
+from p2pnode.gateways.sip.message import Header
 from p2pnode.gateways.sip.rtp import dtmf_schedule
-from p2pnode.gateways.sip.useragent import SipUserAgent
+from p2pnode.gateways.sip.useragent import SipUserAgent, UaCall
 from p2pnode.sessions.call import CallDirection, CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
@@ -73,6 +74,25 @@ class Board:
         while True:
             sender, payload = await self.queues[me].get()
             await self.services[me].handle_signal(sender, payload)
+
+
+async def reinvite(ua: SipUserAgent, call: UaCall, direction: str) -> int:
+    """A re-INVITE in the phone's dialog (RFC 3264 §8.4 hold with a=sendonly), ACKed."""
+    port = int(call.rtp.get_extra_info("sockname")[1])
+    body = ua._sdp(port).replace(b"a=sendrecv", f"a={direction}".encode())
+    call.dialog, request = call.dialog.create_request(
+        "INVITE",
+        via=ua.via(),
+        branch_id=ua.token(),
+        extra=(Header("Contact", ua.contact()), Header("Content-Type", "application/sdp")),
+        body=body,
+    )
+    response = await ua.transaction(request, call.destination)
+    _, ack = call.dialog.create_request(
+        "ACK", via=ua.via(), branch_id=ua.token(), cseq=request.cseq.number
+    )
+    ua.stack.transport.send(ack, call.destination, reliable=False)
+    return response.status
 
 
 def assert_tone(samples: np.ndarray, rate: int, expected_hz: float) -> None:
@@ -136,6 +156,16 @@ async def scenario(tmp_path: Path) -> None:
                     sequence += 1
                     await asyncio.sleep(0.02)
             await asyncio.sleep(0.3)
+            # Hold from the phone: the P2P call stays answered, the bridge stops sending.
+            assert await reinvite(phone, ringing, "sendonly") == 200
+            await asyncio.sleep(0.3)  # what was in flight lands
+            before_hold = len(ringing.received)
+            await asyncio.sleep(0.6)
+            held_frames = len(ringing.received) - before_hold
+            assert peer.state(call_id) is CallState.ANSWERED
+            assert await reinvite(phone, ringing, "sendrecv") == 200
+            await asyncio.sleep(0.6)
+            resumed_frames = len(ringing.received) - before_hold - held_frames
             await peer.hangup(call_id)
             async with asyncio.timeout(WAIT):
                 await ringing.ended.wait()  # the bridge sent BYE to the phone
@@ -155,16 +185,18 @@ async def scenario(tmp_path: Path) -> None:
                     update = await peer.wait_state(None, {CallState.HUNG_UP})
             for task in (*pumps, serving):
                 task.cancel()
+        kinds = [event.what for event in events]
         samples, rate = read_wav(tmp_path / "peer.wav")
         assert_tone(samples, rate, 440.0)  # the peer heard the phone
         assert_tone(ringing.recording().astype(np.float64) / 32768.0, 8000, 660.0)
         assert digits == "42#"
+        assert held_frames == 0 and resumed_frames > 15  # 0.6 s at 50 packets/s
+        assert kinds.count("hold") == 1 and kinds.count("resume") == 1
         assert update.direction is CallDirection.INCOMING  # hung up by the phone's BYE
         samples, rate = read_wav(tmp_path / "peer2.wav")
         assert_tone(samples, rate, 440.0)
         assert_tone(outgoing.recording().astype(np.float64) / 32768.0, 8000, 550.0)
         assert gateway.statistics().calls_answered == 2
-        kinds = [event.what for event in events]
         assert kinds[:2] == ["ringing-phones", "phone-answered"]
         assert kinds.count("digit") == 3
     finally:
