@@ -19,6 +19,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -205,5 +206,11 @@ async def hang_up_later(calls: CallService, call_id: bytes, config: dict[str, An
 
 
 if __name__ == "__main__":
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.WARNING,
+        format="%(relativeCreated)6.0f %(name)s %(message)s",
+    )
+    logging.getLogger("p2pnode").setLevel(logging.INFO)
     arguments = json.loads(sys.argv[1])
     asyncio.run(plain_main(arguments) if arguments.get("plain") else main(arguments))

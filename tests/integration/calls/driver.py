@@ -30,6 +30,11 @@ class AgentRun:
     lines: list[dict[str, Any]] = field(default_factory=list)
     first_frame: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stderr: str = ""  # the agent's log (p2pnode at INFO), read once it exited
+
+    def describe(self) -> str:
+        """Its last output lines and log, for an assertion message."""
+        return f"{self.name}: {self.lines[-6:]}\n{self.stderr[-2500:]}"
 
     def done(self) -> dict[str, Any]:
         for line in self.lines:
@@ -121,7 +126,8 @@ def run_call(
     for thread in threads:
         thread.join(5)
     for run in (caller_run, callee_run):
+        with contextlib.suppress(OSError, ValueError):
+            run.stderr = run.proc.stderr.read() if run.proc.stderr else ""
         if run.proc.returncode != 0:
-            stderr = run.proc.stderr.read() if run.proc.stderr else ""
-            raise AssertionError(f"{run.name} exited {run.proc.returncode}: {stderr[-3000:]}")
+            raise AssertionError(f"{run.name} exited {run.proc.returncode}: {run.stderr[-3000:]}")
     return caller_run, callee_run
