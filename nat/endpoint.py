@@ -1,8 +1,9 @@
 """The asyncio adapter for the STUN server core: bind up to four sockets plus a dial-back one.
 
-Thin on purpose: it feeds datagrams and ``loop.time()`` to ``StunServer`` and
-sends what comes back from the socket bound to the address the core names.
-All sockets are owned by one ``StunService`` and closed by ``close()``.
+Thin on purpose: ``StunService`` picks the addresses and hands sockets, clock
+and dispatch to the shared ``nat.driver.DatagramDriver``, which sends what the
+core returns from the socket bound to the address it names. ``DatagramSocket``
+stays for the NAT-discovery client (``nat.runner``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import asyncio
 import errno
 import ipaddress
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
+from nat.driver import DatagramDriver
 from nat.stun.attributes import Address
-from nat.stun.server import StunServer, StunServerStats, Transmit
+from nat.stun.server import StunServer, StunServerStats
 
 __all__ = ["DatagramSocket", "StunService", "open_datagram_socket"]
 
@@ -70,12 +72,15 @@ async def open_datagram_socket(
 
 
 class StunService:
-    """A running STUN server on real sockets; use ``async with await StunService.start(...)``."""
+    """A running STUN server on real sockets; use ``async with await StunService.start(...)``.
 
-    def __init__(self, server: StunServer, sockets: dict[Address, DatagramSocket]) -> None:
+    The sockets, the clock and the dispatch are ``nat.driver.DatagramDriver``'s;
+    this class only decides which addresses to bind (RFC 5780's two IPs and two
+    ports, plus a send-only dial-back socket)."""
+
+    def __init__(self, server: StunServer, driver: DatagramDriver) -> None:
         self.server = server
-        self._sockets = sockets
-        self._dial_back: DatagramSocket | None = None
+        self._driver = driver
 
     @classmethod
     async def start(
@@ -117,49 +122,34 @@ class StunService:
         alt_port: int | None,
         server_options: dict[str, Any],
     ) -> Self:
-        sockets: list[DatagramSocket] = []
-        holder: list[StunService] = []
-
-        def feeder(index: int) -> Callable[[bytes, Address], None]:
-            def feed(data: bytes, source: Address) -> None:
-                if holder:  # datagrams arriving while we still bind are dropped
-                    holder[0]._receive(data, source, sockets[index].local)
-
-            return feed
-
+        # Datagrams arriving while we still bind are dropped (and counted) by the driver.
+        driver = DatagramDriver(logger=logger)
         try:
-            primary = await open_datagram_socket(listen, feeder(0))
-            sockets.append(primary)
-            ports = [primary.local[1]]
+            primary = await driver.open(listen)
+            ports = [primary[1]]
             if alt_port is not None:
-                second = await open_datagram_socket((listen[0], alt_port), feeder(1))
-                sockets.append(second)
-                ports.append(second.local[1])
+                ports.append((await driver.open((listen[0], alt_port)))[1])
             if alt_ip is not None:
                 for port in ports:
-                    sockets.append(await open_datagram_socket((alt_ip, port), feeder(len(sockets))))
+                    await driver.open((alt_ip, port))
             # Probes leave from the alternate IP when there is one: an IP the
             # requester never sent to, so only a really open port lets them in.
-            probe_ip = alt_ip if alt_ip is not None else primary.local[0]
-            dial_back = await open_datagram_socket((probe_ip, 0), lambda d, s: None)
+            probe_ip = alt_ip if alt_ip is not None else primary[0]
+            await driver.open((probe_ip, 0), receive=False, default=True)
         except OSError:
-            for sock in sockets:
-                sock.close()
+            driver.close()
             raise
         server_options.setdefault("dial_back", True)  # we own a dial-back socket
         server = StunServer(
-            primary.local,
+            primary,
             alt_ip=alt_ip,
             alt_port=ports[1] if len(ports) > 1 else None,
             **server_options,
         )
-        by_address = {sock.local: sock for sock in sockets}
-        if set(by_address) != set(server.local_addresses):  # pragma: no cover - a bug guard
-            raise AssertionError(f"bound {sorted(by_address)} != {server.local_addresses}")
-        service = cls(server, by_address)
-        service._dial_back = dial_back
-        holder.append(service)
-        return service
+        if set(driver.addresses) != set(server.local_addresses):  # pragma: no cover - a bug guard
+            raise AssertionError(f"bound {sorted(driver.addresses)} != {server.local_addresses}")
+        driver.start(server)
+        return cls(server, driver)
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -168,21 +158,12 @@ class StunService:
     def statistics(self) -> StunServerStats:
         return self.server.statistics()
 
-    def _receive(self, data: bytes, source: Address, local: Address) -> None:
-        now = asyncio.get_running_loop().time()
-        for transmit in self.server.handle_datagram(data, source, local, now):
-            self._send(transmit)
-
-    def _send(self, transmit: Transmit) -> None:
-        sock = self._dial_back if transmit.local is None else self._sockets.get(transmit.local)
-        if sock is not None:
-            sock.send(transmit.data, transmit.remote)
+    def driver_drops(self) -> Mapping[str, int]:
+        """Datagrams dropped before reaching the core (or refused by it), by reason."""
+        return self._driver.drops()
 
     async def close(self) -> None:
-        for sock in self._sockets.values():
-            sock.close()
-        if self._dial_back is not None:
-            self._dial_back.close()
+        self._driver.close()
         await asyncio.sleep(0)  # let the transports run their close callbacks
 
     async def __aenter__(self) -> Self:

@@ -215,6 +215,15 @@ class StunServer:
             port = self._ports[1] if port == self._ports[0] else self._ports[0]
         return (ip, port)
 
+    def handle_timer(self, now: float) -> list[Transmit]:
+        """Nothing is ever due: the server keeps no timers (rate limits refill lazily)."""
+        self._now = now
+        return []
+
+    def next_deadline(self) -> float | None:
+        """None: see ``handle_timer`` (the shape ``nat.driver.DatagramCore`` asks for)."""
+        return None
+
     def handle_datagram(
         self, data: bytes, source: Address, local: Address, now: float
     ) -> list[Transmit]:
