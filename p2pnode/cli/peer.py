@@ -33,6 +33,7 @@ from p2pnode.app.api_peer import (
     SendAnswer,
     SendRequest,
 )
+from p2pnode.cli import chat as chat_cli
 from p2pnode.cli.common import (
     EXIT_NEGATIVE,
     EXIT_OK,
@@ -338,3 +339,4 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     hangup = subparsers.add_parser("hangup", help="hang up the current call")
     _common(hangup)
     hangup.set_defaults(func=cmd_hangup)
+    chat_cli.register(subparsers)  # `chat`: its own module (an interactive view)

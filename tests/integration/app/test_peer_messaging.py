@@ -3,7 +3,8 @@ servers), alice and bob attached to them, each a whole node built by ``assemble`
 the CLI is the real ``p2pnode`` process.
 
 1. bob online: ``p2pnode send bob`` goes online, bob's ``inbox`` and ``history``
-   show it, alice's message ends delivered (the receipt came back).
+   show it, alice's message ends delivered (the receipt came back); ``p2pnode chat
+   bob`` with piped input shows the scrollback, sends a line, prints its receipt.
 2. bob's node stopped: ``send`` reports the copies held in mailboxes; bob's node
    starts again from its home, drains its mailboxes and shows the text; the
    receipt reaches alice and her outbox empties.
@@ -25,6 +26,7 @@ from p2pnode.app.peer_chat import ChatService, MailboxServerService
 from p2pnode.app.runtime import Assembly, assemble
 from p2pnode.identity import Identity
 from tests.integration.app.test_peer_reach import (
+    P2PNODE,
     WAIT,
     _config,
     cli,
@@ -131,6 +133,13 @@ async def run(world: Running) -> None:
     history = await cli(bob_home, "history", alice.identity.peer_id)
     assert re.search(r"<- \S+: hello online", history), history
 
+    # the interactive view, its input piped: scrollback, a line sent, its receipt
+    view = await chat(alice_home, "bob", "from the chat view\n/quit\n")
+    assert "  me: hello online" in view, view
+    assert re.search(r"\(message [0-9a-f]{8}: delivered\)", view), view
+    assert "(bob is online)" in view, view
+    assert "from the chat view" in await cli(bob_home, "inbox")
+
     # 2. bob stopped: the text waits in his mailboxes
     await world.stop("bob")
     out = await cli(alice_home, "send", "bob", "while you were away", "--wait", "10")
@@ -144,6 +153,19 @@ async def run(world: Running) -> None:
     await until_delivered(alice, held.group(1))
     statistics = chat_of(alice).statistics()
     assert statistics is not None and statistics.outbox == 0
+
+
+async def chat(home: Path, peer: str, typed: str) -> str:
+    """``p2pnode chat PEER`` with ``typed`` as its input; its stdout."""
+    process = await asyncio.create_subprocess_exec(
+        *P2PNODE, "chat", peer, "--linger", "3", "--home", str(home),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(WAIT):
+        out, err = await process.communicate(typed.encode())
+    assert process.returncode == 0, err.decode()
+    return out.decode()
 
 
 async def until_delivered(alice: Assembly, message_id: str) -> None:
