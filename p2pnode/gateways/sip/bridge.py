@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -342,7 +342,7 @@ class SipP2pBridge:
                     and update.call_id not in self._ended
                 ):
                     self._ended[update.call_id] = asyncio.Event()
-                    group.create_task(self._bridge_incoming(update))
+                    group.create_task(self._guarded(update.call_id, self._bridge_incoming(update)))
                 elif update.state in _TERMINAL and update.call_id in self._ended:
                     self._ended[update.call_id].set()
 
@@ -418,10 +418,27 @@ class SipP2pBridge:
         if state is CallState.ANSWERED or state in _TERMINAL:
             waiting.set_result(state)
 
+    async def _guarded(
+        self,
+        call_id: bytes | None,
+        work: Coroutine[Any, Any, None],
+        effect: RequestReceived | None = None,
+    ) -> None:
+        """One bridged call failing (signalling down, a peer unknown) never stops the bridge."""
+        try:
+            await work
+        except (OSError, LookupError, UaError, CallStateError, RuntimeError) as error:
+            _LOG.warning("bridged call failed: %s", type(error).__name__)
+            if call_id is not None:
+                self._event(call_id, "failed", type(error).__name__)
+            if effect is not None:
+                with contextlib.suppress(Exception):
+                    self.ua.refuse(effect, 480, "Temporarily Unavailable", self.ua.token())
+
     async def _serve_invites(self, group: asyncio.TaskGroup) -> None:
         while True:
             effect = await self.ua.invites.get()
-            group.create_task(self._bridge_outgoing(effect))
+            group.create_task(self._guarded(None, self._bridge_outgoing(effect), effect))
 
     async def _bridge_outgoing(self, effect: RequestReceived) -> None:
         """A phone dialled a login the bridge stands for: call that peer as the hosted identity."""

@@ -32,7 +32,7 @@ from p2pnode.gateways.sip.bridge import (
 from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
 from p2pnode.gateways.sip.message import Header
 from p2pnode.gateways.sip.rtp import dtmf_schedule
-from p2pnode.gateways.sip.useragent import SipUserAgent, UaCall
+from p2pnode.gateways.sip.useragent import SipUserAgent, UaCall, UaError
 from p2pnode.sessions.call import CallDirection, CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
@@ -42,6 +42,15 @@ DOMAIN = "gw.test"
 ALICE_ID = "alice-hosted-identity"
 PEER_ID = "peer-identity"
 WAIT = 15.0
+ENDED = {
+    CallState.DECLINED,
+    CallState.BUSY,
+    CallState.NO_ANSWER,
+    CallState.CANCELLED,
+    CallState.HUNG_UP,
+    CallState.REFUSED,
+    CallState.FAILED,
+}
 
 
 @contextlib.contextmanager
@@ -66,7 +75,8 @@ class Board:
 
     def sender(self, me: str) -> Callable[[str, bytes], Awaitable[None]]:
         async def send(peer: str, payload: bytes) -> None:
-            self.queues[peer].put_nowait((me, payload))
+            if peer in self.queues:  # a signal to an unknown peer is lost, as on the network
+                self.queues[peer].put_nowait((me, payload))
 
         return send
 
@@ -134,7 +144,7 @@ async def scenario(tmp_path: Path) -> None:
             board.services = {ALICE_ID: hosted, PEER_ID: peer}
             pumps = [group.create_task(board.pump(name)) for name in (ALICE_ID, PEER_ID)]
             peers = {"bob": PEER_ID}
-            bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers=peers.get)
+            bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers=peers.get, ring_timeout=2.0)
             serving = group.create_task(bridge.run())
             events: list[BridgeEvent] = []
             call_id = await peer.dial(ALICE_ID, CallMedia(ToneSource(660.0), tmp_path / "peer.wav"))
@@ -183,6 +193,21 @@ async def scenario(tmp_path: Path) -> None:
                 update = await peer.wait_state(None, {CallState.HUNG_UP})
                 while update.call_id == call_id:  # the first call's end, still queued
                     update = await peer.wait_state(None, {CallState.HUNG_UP})
+
+            # No phone registered: the gateway answers the bridge 480, the peer sees a decline.
+            await phone.register(expires=0)
+            unreachable = await peer.dial(ALICE_ID, CallMedia(ToneSource(660.0)))
+            async with asyncio.timeout(WAIT):
+                final = await peer.wait_state(unreachable, ENDED)
+            # A peer that never answers: the phone gets 480 after the ring timeout; a login
+            # the bridge has no peer for: 404. The bridge keeps serving.
+            await phone.register()
+            peers["bob"] = "nobody-knows-this-peer"
+            with pytest.raises(UaError) as refused:
+                await phone.call("bob")
+            del peers["bob"]
+            with pytest.raises(UaError) as unknown:
+                await phone.call("bob")
             for task in (*pumps, serving):
                 task.cancel()
         kinds = [event.what for event in events]
@@ -198,6 +223,10 @@ async def scenario(tmp_path: Path) -> None:
         assert_tone(outgoing.recording().astype(np.float64) / 32768.0, 8000, 550.0)
         assert gateway.statistics().calls_answered == 2
         assert kinds[:2] == ["ringing-phones", "phone-answered"]
+        assert final.state is CallState.DECLINED
+        assert refused.value.status == 480
+        assert unknown.value.status == 404
+        assert not serving.done() or serving.cancelled()
         assert kinds.count("digit") == 3
     finally:
         await phone.close()
