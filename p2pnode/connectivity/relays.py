@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from nat.drops import DropCounter
+from nat.probe import binding_rtt
 from nat.stun import (
     StunClass,
     StunDecodeError,
@@ -44,6 +45,7 @@ from nat.stun import (
     decode_message,
     encode_message,
 )
+from nat.stun.probe import budget_policy
 from p2pnode.connectivity.relay_advert import (
     RelayAdvert,
     RelayAdvertDecodeError,
@@ -407,22 +409,6 @@ class RelaySelector:
 # -- the asyncio layer ---------------------------------------------------------
 
 
-class _ProbeProtocol(asyncio.DatagramProtocol):
-    def __init__(self, transaction_id: bytes, done: asyncio.Future[None]) -> None:
-        self._transaction_id = transaction_id
-        self._done = done
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        if self._done.done() or len(data) > MAX_STUN_RESPONSE_BYTES:
-            return
-        if _is_binding_success(data, self._transaction_id):
-            self._done.set_result(None)
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable: the relay is not there. Keep waiting for retransmits.
-        logger.debug("STUN probe socket error: %s", exc)
-
-
 def _is_binding_success(data: bytes, transaction_id: bytes) -> bool:
     try:
         message = decode_message(data)
@@ -463,33 +449,16 @@ async def stun_probe(
             if transport == "tcp":
                 await _probe_tcp(address, request, transaction_id)
             else:
-                await _probe_udp(address, request, transaction_id, time_budget, attempts)
+                await _probe_udp(address, time_budget, attempts)
     except (TimeoutError, OSError):
         return None
     return loop.time() - started
 
 
-async def _probe_udp(
-    address: Address, request: bytes, transaction_id: bytes, time_budget: float, attempts: int
-) -> None:
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: _ProbeProtocol(transaction_id, done), remote_addr=address
-    )
-    try:
-        # RTOs of 1, 2, 4 ... units, scaled so all attempts fit the timeout.
-        unit = time_budget / (2 ** max(attempts, 1) - 1)
-        for attempt in range(attempts):
-            transport.sendto(request)
-            try:
-                await asyncio.wait_for(asyncio.shield(done), unit * 2**attempt)
-                return
-            except TimeoutError:
-                continue
+async def _probe_udp(address: Address, time_budget: float, attempts: int) -> None:
+    """RFC 8489 §6.2.1 retransmits spread over the budget: ``nat.stun.probe`` on the driver."""
+    if await binding_rtt(address, budget_policy(time_budget, attempts)) is None:
         raise TimeoutError
-    finally:
-        transport.close()
 
 
 async def _probe_tcp(address: Address, request: bytes, transaction_id: bytes) -> None:
