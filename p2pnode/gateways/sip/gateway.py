@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -140,6 +141,7 @@ class SipGateway:
         self.relay = MediaRelay(config.media_host or config.host)
         self.b2bua: B2bua | None = None
         self.address: tuple[str, int] | None = None
+        self.tls_address: tuple[str, int] | None = None
         self._calls_per_account: dict[str, int] = {}
         self.trunks = TrunkTable(
             registration=config.registration_trunks,
@@ -167,7 +169,14 @@ class SipGateway:
 
     # -- service ------------------------------------------------------------------------
     async def start(self) -> None:
-        self.address = await self.stack.start(self.config.host, self.config.port)
+        config = self.config
+        self.address = await self.stack.start(config.host, config.port)
+        if config.tls_port is not None and config.tls_certificate and config.tls_key:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(config.tls_certificate, config.tls_key)
+            self.tls_address = await self.stack.transport.start_tls(
+                config.host, config.tls_port, context
+            )
         self.b2bua = B2bua(
             sip_host=self.address[0],
             sip_port=self.address[1],

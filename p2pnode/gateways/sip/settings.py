@@ -36,6 +36,9 @@ class GatewayConfig:
     account_dids: tuple[tuple[str, str], ...] = ()  # (DID, login)
     keepalive_interval: float = 25.0
     upstream: tuple[str, int] | None = None  # trunk for E.164 numbers not ours
+    tls_port: int | None = None  # a TLS listener (sips:) on host:tls_port when set (0: any)
+    tls_certificate: str | None = None  # PEM chain
+    tls_key: str | None = None  # PEM private key
     timers: Timers = field(default_factory=Timers)  # RFC 3261 T1/T2/T4/D (tests shorten them)
 
 
