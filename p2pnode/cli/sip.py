@@ -179,7 +179,13 @@ def _serve(args: argparse.Namespace) -> int:
         port=port,
         media_host=args.media_host,
         digest_algorithms=algorithms,
+        tls_port=args.tls_port,
+        tls_certificate=args.tls_cert,
+        tls_key=args.tls_key,
     )
+    tls_given = {args.tls_port is not None, args.tls_cert is not None, args.tls_key is not None}
+    if len(tls_given) > 1:
+        raise CliError("--tls-port, --tls-cert and --tls-key go together")
 
     async def run() -> None:
         gateway = SipGateway(config, store)
@@ -189,6 +195,9 @@ def _serve(args: argparse.Namespace) -> int:
             f"sip gateway for {store.realm} on {gateway.address[0]}:{gateway.address[1]}",
             flush=True,
         )
+        if gateway.tls_address is not None:
+            host, port = gateway.tls_address
+            print(f"sip over TLS on {host}:{port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -327,6 +336,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     serve = commands.add_parser("serve", help="run the gateway until SIGINT/SIGTERM")
     serve.add_argument("--listen", default="0.0.0.0:5060", metavar="HOST:PORT")
     serve.add_argument("--media-host", help="RTP relay address (default: the listen host)")
+    serve.add_argument("--tls-port", type=int, help="also listen for SIP over TLS on this port")
+    serve.add_argument("--tls-cert", help="PEM certificate chain for TLS")
+    serve.add_argument("--tls-key", help="PEM private key for TLS")
     serve.add_argument(
         "--digest",
         default="MD5,SHA-256",
