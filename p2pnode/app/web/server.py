@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -50,8 +51,10 @@ from p2pnode.app.web.backup import (
     seal_backup,
 )
 from p2pnode.app.web.sessions import SessionsStatistics, SessionTable
+from p2pnode.app.web.sip_accounts import add_account, list_accounts
 from p2pnode.app.web_config import WEB_FILE, WebSection
 from p2pnode.directory.names import LoginError, normalise_login
+from p2pnode.gateways.sip.accounts import AccountError
 from p2pnode.identity import KEY_FILE_NAME, Identity
 
 __all__ = [
@@ -122,6 +125,12 @@ class _ClaimRequest(pydantic.BaseModel):
 class _ExportRequest(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
     passphrase: str = pydantic.Field(min_length=8, max_length=1024)
+
+
+class _SipAccountRequest(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    login: str = pydantic.Field(min_length=2, max_length=32)
+    domain: str | None = pydantic.Field(None, min_length=1, max_length=253)
 
 
 class _ImportRequest(pydantic.BaseModel):
@@ -303,6 +312,20 @@ def build_web_app(
             {"peer_id": opened.peer_id, "replaced": True, "kept": kept.name, "restart": True}
         )
 
+    async def sip_list(request: web.Request) -> web.Response:
+        domain, accounts = await asyncio.to_thread(list_accounts, backend.home)
+        return web.json_response(
+            {"domain": domain, "accounts": [dataclasses.asdict(a) for a in accounts]}
+        )
+
+    async def sip_add(request: web.Request) -> web.Response:
+        body = await _body(request, _SipAccountRequest)
+        try:
+            added = await asyncio.to_thread(add_account, backend.home, body.login, body.domain)
+        except AccountError as error:
+            raise _AppError(400, "account refused", str(error)) from None
+        return web.json_response(dataclasses.asdict(added))
+
     async def http() -> aiohttp.ClientSession:
         if not client:
             client.append(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROXY_TIMEOUT)))
@@ -377,6 +400,8 @@ def build_web_app(
     app.router.add_post("/app/login", claim)
     app.router.add_post("/app/identity/export", export_identity)
     app.router.add_post("/app/identity/import", import_identity)
+    app.router.add_get("/app/sip", sip_list)
+    app.router.add_post("/app/sip/accounts", sip_add)
     app.router.add_get("/api/events", events)
     app.router.add_route("*", "/api/{tail:.*}", proxy)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)

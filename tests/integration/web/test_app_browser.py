@@ -31,7 +31,10 @@ from p2pnode.app.peer_chat import ChatService, MailboxServerService
 from p2pnode.app.runtime import Assembly, assemble
 from p2pnode.app.web.backup import open_backup
 from p2pnode.app.web.server import COOKIE, WEB_FILE, WebService, add_web_service
+from p2pnode.app.web.sip_accounts import ACCOUNTS_FILE
 from p2pnode.connectivity.signalling import SignallingService, fetch_contact
+from p2pnode.gateways.sip.accounts import AccountStore
+from p2pnode.gateways.sip.digest import stored_credentials
 from p2pnode.identity import Identity
 from tests.harness.tools import require_tool
 
@@ -267,6 +270,23 @@ async def scenario(root: Path) -> None:
         reply = pages["alice"].locator('#history li.theirs[data-text="hi alice"]')
         await expect(reply).to_be_visible(timeout=WAIT_MS)  # no reload: events and polling
         await pages["alice"].screenshot(path=ARTIFACTS / "chat-conversation.png", full_page=True)
+
+        await pages["alice"].click("#nav-sip")
+        await pages["alice"].fill("#sip-new-login", "deskphone")
+        await pages["alice"].fill("#sip-domain", "alice.example")
+        await pages["alice"].click("#sip-add")
+        await expect(pages["alice"].locator("#sip-password")).not_to_be_empty(timeout=WAIT_MS)
+        await expect(pages["alice"].locator("#sip-server")).to_have_text("alice.example")
+        await expect(pages["alice"].locator('tr[data-login="deskphone"]')).to_be_visible()
+        await pages["alice"].screenshot(path=ARTIFACTS / "sip-account.png", full_page=True)
+        password = await pages["alice"].locator("#sip-password").text_content()
+        store = AccountStore.open(root / "alice" / ACCOUNTS_FILE, None)
+        try:  # the gateway's own store checks the password shown on the page
+            credentials = store.credentials("deskphone")
+        finally:
+            store.close()
+        assert credentials is not None and password
+        assert credentials == stored_credentials("deskphone", "alice.example", password)
 
         for view in VIEWS:
             await pages["alice"].click(f"#nav-{view}")

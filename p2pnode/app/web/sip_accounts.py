@@ -1,0 +1,70 @@
+"""The SIP equipment view's backend: the gateway's accounts in the home, read, and one added.
+
+Why here and not in the control API: the accounts live in ``<home>/sip-accounts.sqlite``
+(``p2pnode sip account add`` writes it; the gateway reads it), not in the
+running node, and a new account's password is shown exactly once, to the
+person at the app. Only digest hashes are stored, so an existing account's
+password cannot be shown again: the view says to add a new one instead.
+Registered devices live in a running gateway's registrar, which no API exposes yet.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2pnode.gateways.sip.accounts import AccountError, AccountStore
+from p2pnode.gateways.sip.hosted import identity_of
+
+__all__ = ["ACCOUNTS_FILE", "NewAccount", "SipAccountView", "add_account", "list_accounts"]
+
+ACCOUNTS_FILE = "sip-accounts.sqlite"  # the same file as ``p2pnode sip account``
+
+
+@dataclass(frozen=True)
+class SipAccountView:
+    login: str
+    server: str
+    peer_id: str
+    e164: bool
+    max_calls: int
+
+
+@dataclass(frozen=True)
+class NewAccount:
+    login: str
+    password: str  # shown once
+    server: str
+    peer_id: str
+
+
+def list_accounts(home: Path) -> tuple[str | None, tuple[SipAccountView, ...]]:
+    """The SIP domain (None: no accounts file yet) and every account."""
+    path = home / ACCOUNTS_FILE
+    if not path.exists():
+        return None, ()
+    try:
+        store = AccountStore.open(path, None)
+    except AccountError:
+        return None, ()
+    try:
+        accounts = [store.get(login) for login in store.logins()]
+    finally:
+        store.close()
+    views = tuple(
+        SipAccountView(a.login, a.realm, identity_of(a).peer_id, a.allow_e164, a.max_calls)
+        for a in accounts
+        if a is not None
+    )
+    return store.realm, views
+
+
+def add_account(home: Path, login: str, domain: str | None) -> NewAccount:
+    """A new account with a generated password; ``AccountError`` says why not."""
+    store = AccountStore.open(home / ACCOUNTS_FILE, domain)
+    try:
+        account, password = store.add(login, None, randbytes=os.urandom)
+    finally:
+        store.close()
+    return NewAccount(account.login, password, account.realm, identity_of(account).peer_id)
