@@ -3,9 +3,12 @@
 Composition, no hooks in the gateway or the calls service:
 
 * The bridge's P2P side is a :class:`BridgedCallService` (a
-  :class:`~p2pnode.sessions.calls.CallService` for the hosted identity) whose
-  received audio is also teed to the phone leg, and whose microphone is a
-  :class:`PhoneSource` reading the phone's jitter buffer.
+  :class:`~p2pnode.sessions.calls.CallService` for the hosted identity, by
+  subclassing: it overrides the private ``_make_offer``/``_make_answer``/
+  ``_accept_answer``/``_receive`` steps) whose received audio is also teed to
+  the phone leg and whose sender track is swapped for a
+  :class:`~p2pnode.gateways.sip.bridge_tracks.PhoneAudioTrack` reading the
+  phone's jitter buffer.
 * The bridge's SIP side is a :class:`BridgeUserAgent`, our own small UA with an
   account at the gateway. To ring ``alice`` it INVITEs ``alice@domain`` through
   the gateway, which forks to every registered device of alice (first answer
@@ -18,9 +21,9 @@ End reasons cross the bridge: a phone that answers 486 makes the P2P caller
 see a decline (busy), 408/480/no answer likewise; a phone that hangs up ends
 the P2P call, a P2P hang-up sends BYE to the phone.
 
-Through the calls service the audio is decoded on the bridge (its track API
-takes PCM); G.711 passthrough needs the track-level path of
-:mod:`bridge_tracks` (see docs/sip-bridge.md).
+Phone -> peer passes G.711 through untouched when the WebRTC leg negotiated
+the phone's law (PCMU here); peer -> phone is always decoded by aiortc and
+re-encoded to PCMU (see docs/sip-bridge.md).
 """
 
 from __future__ import annotations
@@ -33,8 +36,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import av
-import numpy as np
-import numpy.typing as npt
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from p2pnode.gateways.sip.bridge_chat import MessageUserAgent
@@ -43,8 +44,9 @@ from p2pnode.gateways.sip.bridge_media import (
     DtmfDigit,
     PhoneReceiver,
     PhoneSender,
+    choose_media_path,
 )
-from p2pnode.gateways.sip.bridge_tracks import PhoneRtpLeg
+from p2pnode.gateways.sip.bridge_tracks import PhoneAudioTrack, PhoneRtpLeg
 from p2pnode.gateways.sip.dialog import Dialog
 from p2pnode.gateways.sip.headers import SipUri
 from p2pnode.gateways.sip.message import build_response
@@ -55,7 +57,6 @@ from p2pnode.gateways.sip.useragent import (
     UaError,
     _media,
     _Rtp,
-    mulaw_decode,
 )
 from p2pnode.sessions.call import CallDirection, CallState, CallStateError
 from p2pnode.sessions.calls import CallMedia, CallService, CallUpdate
@@ -65,7 +66,6 @@ __all__ = [
     "BridgeEvent",
     "BridgeUserAgent",
     "BridgedCallService",
-    "PhoneSource",
     "SipP2pBridge",
 ]
 
@@ -93,7 +93,6 @@ _TERMINAL = {
     CallState.REFUSED,
     CallState.FAILED,
 }
-Samples = npt.NDArray[np.int16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,28 +102,6 @@ class BridgeEvent:
     call_id: bytes
     what: str  # "ringing-phones", "phone-answered", "phone-refused", "digit", "ended"
     detail: str = ""
-
-
-class PhoneSource:
-    """The phone's audio as a calls-service microphone: one jitter-buffer slot per read.
-
-    The calls service reads 20 ms at 48 kHz; each read pops one 20 ms G.711
-    slot and interpolates it up (a lost slot or an empty buffer is silence).
-    """
-
-    def __init__(self, receiver: PhoneReceiver, clock: Callable[[], float]) -> None:
-        self._receiver = receiver
-        self._clock = clock
-
-    def read(self, count: int) -> Samples:
-        slot = self._receiver.pop(self._clock())
-        payload = getattr(slot, "payload", b"")
-        if not payload:
-            return np.zeros(count, dtype=np.int16)
-        narrow = mulaw_decode(payload).astype(np.float64)
-        positions = np.linspace(0, narrow.size - 1, count)
-        wide: Samples = np.interp(positions, np.arange(narrow.size), narrow).astype(np.int16)
-        return wide
 
 
 class _FrameQueueTrack(MediaStreamTrack):
@@ -164,11 +141,62 @@ class _TeeTrack(MediaStreamTrack):
 
 
 class BridgedCallService(CallService):
-    """A calls service whose received audio is also offered to a per-call sink."""
+    """A calls service whose audio comes from the phone's track and goes to a per-call sink.
+
+    The calls service builds its own microphone track from an ``AudioSource``;
+    for a bridged call the sender's track is swapped for the
+    :class:`PhoneAudioTrack` once the connection's description is made, so
+    G.711 can reach aiortc untouched (``av.Packet``) when the negotiated codec
+    matches the phone's.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sinks: dict[bytes, Callable[[av.AudioFrame], None]] = {}
+        self.tracks: dict[bytes, PhoneAudioTrack] = {}
+        self.next_track: PhoneAudioTrack | None = None  # for the dial() in progress
+
+    def _phone_track(self, session: Any) -> PhoneAudioTrack | None:
+        call_id: bytes = session.call_id
+        track = self.tracks.get(call_id)
+        if track is None and self.next_track is not None:
+            track, self.next_track = self.next_track, None
+            self.tracks[call_id] = track
+        return track
+
+    @staticmethod
+    def _swap(leg: Any, track: PhoneAudioTrack) -> None:
+        for transceiver in leg.pc.getTransceivers():
+            if transceiver.kind == "audio":
+                transceiver.sender.replaceTrack(track)
+
+    @staticmethod
+    def _negotiated(session: Any, track: PhoneAudioTrack) -> None:
+        name = str(getattr(session, "codec", None) or "").removeprefix("audio/")
+        codec = BridgeCodec.from_name(name)
+        if codec is not None:
+            track.set_webrtc_codec(codec)
+
+    async def _make_offer(self, session: Any, leg: Any) -> str:
+        track = self._phone_track(session)
+        sdp = await super()._make_offer(session, leg)
+        if track is not None:
+            self._swap(leg, track)
+        return sdp
+
+    async def _make_answer(self, session: Any, leg: Any) -> str:
+        track = self._phone_track(session)
+        sdp = await super()._make_answer(session, leg)
+        if track is not None:
+            self._swap(leg, track)
+            self._negotiated(session, track)
+        return sdp
+
+    async def _accept_answer(self, session: Any, leg: Any) -> None:
+        await super()._accept_answer(session, leg)
+        track = self.tracks.get(session.call_id)
+        if track is not None:
+            self._negotiated(session, track)
 
     async def _receive(self, session: object, leg: object, track: MediaStreamTrack) -> None:
         call_id = getattr(session, "call_id", b"")
@@ -320,6 +348,7 @@ class SipP2pBridge:
         self.events: asyncio.Queue[BridgeEvent] = asyncio.Queue(maxsize=1024)
         self.digits: dict[bytes, list[DtmfDigit]] = {}
         self._phone_calls: dict[bytes, UaCall] = {}
+        self._dialling = asyncio.Lock()
         self._ended: dict[bytes, asyncio.Event] = {}
 
     def _event(self, call_id: bytes, what: str, detail: str = "") -> None:
@@ -362,10 +391,15 @@ class SipP2pBridge:
         port = int(phone.rtp.get_extra_info("sockname")[1])
         leg = self.ua.legs[port]
         queue_track = self._attach(call_id, port, leg)
-        loop = asyncio.get_running_loop()
-        await self.calls.answer(call_id, CallMedia(source=PhoneSource(leg.receiver, loop.time)))
-        self._event(call_id, "phone-answered", "PCMU transcoded")
+        self.calls.tracks[call_id] = self._track(leg)
+        await self.calls.answer(call_id, CallMedia())
+        self._event(call_id, "phone-answered", "PCMU")
         await self._carry(call_id, phone, leg, queue_track)
+
+    @staticmethod
+    def _track(leg: PhoneRtpLeg) -> PhoneAudioTrack:
+        # Transcoding until the WebRTC codec is negotiated; passthrough if it is PCMU.
+        return PhoneAudioTrack(leg.receiver, choose_media_path(BridgeCodec.PCMU, BridgeCodec.OPUS))
 
     def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> _FrameQueueTrack:
         self.digits[call_id] = []
@@ -403,11 +437,17 @@ class SipP2pBridge:
         self._phone_calls.pop(call_id, None)
         self._ended.pop(call_id, None)
         stats = leg.receiver.statistics()
+        track = self.calls.tracks.pop(call_id, None)
+        counts = track.statistics() if track is not None else None
+        if track is not None:
+            track.stop()
         self._event(
             call_id,
             "ended",
             f"received={stats.received} lost={stats.lost} jitter_ms={stats.jitter_ms:.1f} "
-            f"to_phone={leg.sender.sent}",
+            f"to_phone={leg.sender.sent} "
+            f"passthrough={counts.passthrough_frames if counts else 0} "
+            f"transcoded={counts.transcoded_frames if counts else 0}",
         )
 
     def _settle(self, call_id: bytes) -> None:
@@ -450,9 +490,9 @@ class SipP2pBridge:
             return
         transport, leg = await self.ua.open_leg()
         loop = asyncio.get_running_loop()
-        call_id = await self.calls.dial(
-            peer, CallMedia(source=PhoneSource(leg.receiver, loop.time))
-        )
+        async with self._dialling:  # next_track belongs to one dial() at a time
+            self.calls.next_track = self._track(leg)
+            call_id = await self.calls.dial(peer, CallMedia())
         self._ended[call_id] = asyncio.Event()
         answered: asyncio.Future[CallState] = loop.create_future()
         self._answered[call_id] = answered
@@ -477,7 +517,7 @@ class SipP2pBridge:
             self._event(call_id, "peer-refused", str(status))
             return
         phone = self.ua.accept(effect, transport, tag)
-        self._event(call_id, "peer-answered", "PCMU transcoded")
+        self._event(call_id, "peer-answered", "PCMU")
         await self._carry(call_id, phone, leg, queue_track)
 
     def _hold(self, port: int, expected: int, call_id: bytes, held: bool) -> None:

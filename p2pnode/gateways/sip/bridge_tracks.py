@@ -99,6 +99,10 @@ class PhoneAudioTrack(MediaStreamTrack):
     def statistics(self) -> TrackStatistics:
         return TrackStatistics(self._passthrough, self._transcoded, self._silence)
 
+    def set_webrtc_codec(self, codec: BridgeCodec) -> None:
+        """The WebRTC leg's negotiated codec is known: passthrough from now on if it matches."""
+        self._path = MediaPath(self._path.phone_codec, codec)
+
     async def recv(self) -> av.Packet[Any] | av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError

@@ -193,6 +193,8 @@ async def scenario(tmp_path: Path) -> None:
                 update = await peer.wait_state(None, {CallState.HUNG_UP})
                 while update.call_id == call_id:  # the first call's end, still queued
                     update = await peer.wait_state(None, {CallState.HUNG_UP})
+                while [event.what for event in events].count("ended") < 2:
+                    events.append(await bridge.events.get())
 
             # No phone registered: the gateway answers the bridge 480, the peer sees a decline.
             await phone.register(expires=0)
@@ -228,6 +230,11 @@ async def scenario(tmp_path: Path) -> None:
         assert unknown.value.status == 404
         assert not serving.done() or serving.cancelled()
         assert kinds.count("digit") == 3
+        # PCMU on both legs: the phone's payloads reached aiortc untouched, both ways round.
+        for event in (e for e in events if e.what == "ended"):
+            counts = dict(item.split("=") for item in event.detail.split())
+            assert int(counts["passthrough"]) > 50, event.detail
+            assert int(counts["transcoded"]) == 0, event.detail
     finally:
         await phone.close()
         await bridge_ua.close()
