@@ -30,7 +30,7 @@ from p2pnode.app.homefiles import TOKEN_FILE
 from p2pnode.app.peer_chat import ChatService, MailboxServerService
 from p2pnode.app.runtime import Assembly, assemble
 from p2pnode.app.web.backup import open_backup
-from p2pnode.app.web.server import COOKIE, WEB_FILE, WebService, add_web_service
+from p2pnode.app.web.server import COOKIE, WEB_FILE, WebService
 from p2pnode.app.web.sip_accounts import ACCOUNTS_FILE
 from p2pnode.connectivity.signalling import SignallingService, fetch_contact
 from p2pnode.gateways.sip.accounts import AccountStore
@@ -68,32 +68,61 @@ def web_of(assembly: Assembly) -> WebService:
     return service
 
 
+class Lab:
+    """Nodes each with its own stop event, so bob can be stopped and started again."""
+
+    def __init__(self, root: Path, tasks: asyncio.TaskGroup) -> None:
+        self.root = root
+        self.tasks = tasks
+        self.nodes: dict[str, Assembly] = {}
+        self.configs: dict[str, dict[str, Any]] = {}
+        self.stops: dict[str, asyncio.Event] = {}
+        self.running: dict[str, asyncio.Task[None]] = {}
+
+    async def start(self, name: str, config: dict[str, Any]) -> Assembly:
+        home = self.root / name
+        home.mkdir(exist_ok=True)
+        assembly = assemble(home, parse_config(config), Identity.load_or_create(home))
+        stop = self.stops[name] = asyncio.Event()
+        self.running[name] = self.tasks.create_task(assembly.node.run(stop))
+        async with asyncio.timeout(WAIT):
+            await assembly.node.ready.wait()
+        self.nodes[name] = assembly
+        self.configs[name] = config
+        return assembly
+
+    async def start_peer(self, name: str, config: dict[str, Any]) -> Assembly:
+        peer = await self.start(name, config)
+        signalling = peer.node.service("signalling")
+        assert isinstance(signalling, SignallingService)
+        async with asyncio.timeout(WAIT):
+            while not signalling.homes():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            while await fetch_contact(peer.dht.node, peer.identity.public_key) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            await chat_of(peer).attached.wait()  # prekey bundle published, mailboxes drained
+        return peer
+
+    async def stop(self, name: str) -> None:
+        self.stops[name].set()
+        async with asyncio.timeout(WAIT):
+            await self.running[name]
+
+    def stop_all(self) -> None:
+        for stop in self.stops.values():
+            stop.set()
+
+
 @asynccontextmanager
-async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
-    """A serving home, then alice and bob attached to it, each with the app server."""
-    stop = asyncio.Event()
-    nodes: dict[str, Assembly] = {}
+async def network(root: Path) -> AsyncIterator[Lab]:
+    """A serving home (also a mailbox), then alice and bob attached to it, each with the
+    app server (hosted by the runtime: ``[web] enabled``), chat and calls."""
     async with asyncio.TaskGroup() as tasks:
-
-        async def start(name: str, config: dict[str, Any]) -> Assembly:
-            home = root / name
-            home.mkdir()
-            parsed = parse_config(config)
-            assembly = assemble(home, parsed, Identity.load_or_create(home))
-            if parsed.web.enabled and "web" not in {s.name for s in assembly.node.services()}:
-                add_web_service(
-                    home, parsed.web, assembly.identity, assembly.node, assembly.control
-                )
-            tasks.create_task(assembly.node.run(stop))
-            async with asyncio.timeout(WAIT):
-                await assembly.node.ready.wait()
-            nodes[name] = assembly
-            return assembly
-
+        lab = Lab(root, tasks)
         try:
             config = _config(None, {"home": "serve"}, web=False)
             config["mailbox"] = {"serve": True, "listen": "127.0.0.1:0"}
-            home = await start("home1", config)
+            home = await lab.start("home1", config)
             host, port = home.dht.address
             bootstrap = f"{host}:{port}"
             mailbox = home.node.service("mailbox")
@@ -102,20 +131,14 @@ async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
             for name in ("alice", "bob"):
                 attach = {"homes": [home.identity.peer_id], "home": "attach"}
                 config = _config(bootstrap, attach, web=True)
-                config["chat"] = {"enabled": True, "mailboxes": [entry], "retry_first": 0.5}
+                config["chat"] = {
+                    "enabled": True, "mailboxes": [entry], "retry_first": 0.5, "drain_every": 1.0,
+                }  # fmt: skip
                 config["calls"] = {"enabled": True}
-                peer = await start(name, config)
-                signalling = peer.node.service("signalling")
-                assert isinstance(signalling, SignallingService)
-                async with asyncio.timeout(WAIT):
-                    while not signalling.homes():  # noqa: ASYNC110
-                        await asyncio.sleep(0.05)
-                    while await fetch_contact(peer.dht.node, peer.identity.public_key) is None:  # noqa: ASYNC110
-                        await asyncio.sleep(0.1)
-                    await chat_of(peer).attached.wait()  # prekey bundle published
-            yield nodes
+                await lab.start_peer(name, config)
+            yield lab
         finally:
-            stop.set()
+            lab.stop_all()
 
 
 async def one_time_link(session: aiohttp.ClientSession, home: Path) -> str:
@@ -188,7 +211,7 @@ async def scenario(root: Path) -> None:
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with (
-        network(root) as nodes,
+        network(root) as lab,
         aiohttp.ClientSession() as session,
         async_playwright() as playwright,
     ):
@@ -196,7 +219,7 @@ async def scenario(root: Path) -> None:
             executable_path=chromium,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
         )
-        alice, bob = nodes["alice"], nodes["bob"]
+        alice, bob = lab.nodes["alice"], lab.nodes["bob"]
         pages = {}
         links = {}
         for name, assembly in (("alice", alice), ("bob", bob)):
@@ -221,7 +244,8 @@ async def scenario(root: Path) -> None:
         async with pages["bob"].expect_download() as download_info:
             await pages["bob"].fill("#export-pass", "correct horse battery")
             await pages["bob"].click("#export")
-        backup = await (await download_info.value).path()
+        backup = root / "bob.backup.json"  # kept: bob's browser context closes later
+        await (await download_info.value).save_as(backup)
         data = await asyncio.to_thread(Path(backup).read_bytes)
         opened = open_backup(data, "correct horse battery")
         assert opened.peer_id == bob.identity.peer_id
@@ -313,6 +337,27 @@ async def scenario(root: Path) -> None:
         await pages["alice"].get_by_role("button", name="Hang up bob").click()
         ended = pages["bob"].locator("tr[data-call]").first
         await expect(ended).to_have_attribute("data-state", "hung-up", timeout=WAIT_MS)
+
+        # bob's node stops: alice's text waits in the mailbox, shown as such on her page
+        await pages["bob"].context.close()
+        await lab.stop("bob")
+        await pages["alice"].click("#nav-chat")
+        await pages["alice"].click('button[data-conversation="bob"]')
+        await pages["alice"].fill("#chat-text", "while you were away")
+        await pages["alice"].click("#chat-send")
+        held = pages["alice"].locator('#history li.mine[data-text="while you were away"] .receipt')
+        await expect(held).to_have_attribute(
+            "data-receipt", "queued for offline delivery (1 copy held)", timeout=WAIT_MS
+        )
+        await pages["alice"].screenshot(path=ARTIFACTS / "chat-queued.png", full_page=True)
+        bob = await lab.start_peer("bob", lab.configs["bob"])  # the same home
+        context = await browser.new_context()
+        page = pages["bob"] = await context.new_page()
+        await page.goto(await one_time_link(session, root / "bob") + "#/chat")
+        await page.click('button[data-conversation="alice"]')
+        late = page.locator('#history li.theirs[data-text="while you were away"]')
+        await expect(late).to_be_visible(timeout=WAIT_MS)
+        await expect(held).to_have_attribute("data-receipt", "delivered", timeout=WAIT_MS)
 
         dark = await browser.new_context(color_scheme="dark")
         dark_page = await dark.new_page()

@@ -10,7 +10,9 @@ function describe(status) {
   if (!status) return "sending…";
   if (status.read) return "read";
   if (status.delivered) return "delivered";
-  if (status.state === "held") return `queued for offline delivery (${status.copies} copies held)`;
+  if (status.state === "held" || (status.queued && status.copies > 0)) {
+    return `queued for offline delivery (${status.copies} ${status.copies === 1 ? "copy" : "copies"} held)`;
+  }
   if (status.state === "sent_online") return "sent";
   return status.state;
 }
