@@ -9,6 +9,11 @@ input; a core that raises a ``ValueError`` (every ``...DecodeError`` is one) on
 a datagram drops that datagram, counted by reason and logged at most once per
 interval, never taking the socket down.
 
+Sockets are non-blocking and read with ``loop.add_reader``, draining up to
+``BATCH`` datagrams per wake-up (asyncio's datagram transport polls once per
+datagram, which costs more than a cached DNS answer); the timer is re-armed once
+per batch. A full send buffer drops the datagram (counted), as the network would.
+
 Not everything uses it: the TURN relay's ChannelData fast path
 (``relay.service``) keeps its own batched loop because that is what its
 benchmark measures. A DHT node would move as ``DatagramDriver()`` +
@@ -20,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from nat.drops import DropCounter
 
@@ -29,6 +35,9 @@ __all__ = ["DatagramCore", "DatagramDriver", "Outgoing"]
 
 Address = tuple[str, int]
 _logger = logging.getLogger(__name__)
+
+BATCH = 64  # datagrams drained per wake-up
+MAX_DATAGRAM = 65535
 
 
 class Outgoing(Protocol):
@@ -56,25 +65,13 @@ class DatagramCore(Protocol):
     def next_deadline(self) -> float | None: ...
 
 
-def _address(addr: Any) -> Address:
-    return (str(addr[0]), int(addr[1]))
+class _Socket:
+    __slots__ = ("local", "receive", "sock")
 
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, driver: DatagramDriver, receive: bool) -> None:
-        self._driver = driver
-        self._receive = receive
-        self.local: Address = ("", 0)
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self._receive:
-            self._driver._datagram(data, _address(addr), self.local)
-        else:
-            self._driver._drops.drop("datagram on a send-only socket")
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors for earlier sends (port unreachable): counted, nothing to undo.
-        self._driver._drops.drop("socket error", type(exc).__name__)
+    def __init__(self, sock: socket.socket, local: Address, receive: bool) -> None:
+        self.sock = sock
+        self.local = local
+        self.receive = receive
 
 
 class DatagramDriver:
@@ -88,33 +85,52 @@ class DatagramDriver:
     def __init__(self, *, logger: logging.Logger | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._core: DatagramCore | None = None
-        self._transports: dict[Address, asyncio.DatagramTransport] = {}
-        self._send_only: list[asyncio.DatagramTransport] = []
-        self._default: asyncio.DatagramTransport | None = None
+        self._receiving: dict[Address, _Socket] = {}
+        self._all: list[_Socket] = []
+        self._default: _Socket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._drops = DropCounter(logger or _logger, self._loop.time)
         self.sent = 0
         self.received = 0
 
-    async def open(self, local: Address, *, receive: bool = True, default: bool = False) -> Address:
+    async def open(
+        self,
+        local: Address,
+        *,
+        receive: bool = True,
+        default: bool = False,
+        buffer_bytes: int | None = None,
+    ) -> Address:
         """Bind ``local`` (port 0: any) and return the bound address.
 
-        ``receive`` False: a send-only socket (what arrives is dropped). ``default``:
-        the socket that sends a core's datagrams whose ``local`` is None.
+        ``receive`` False: a send-only socket (what arrives is dropped, counted).
+        ``default``: the socket that sends a core's datagrams whose ``local`` is None.
+        ``buffer_bytes``: ask for larger kernel buffers to absorb bursts (best effort).
         """
-        transport, protocol = await self._loop.create_datagram_endpoint(
-            lambda: _Protocol(self, receive), local_addr=local
-        )
-        bound = _address(transport.get_extra_info("sockname"))
-        protocol.local = bound
+        family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if buffer_bytes is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_bytes)
+                except OSError:
+                    pass
+            sock.bind(local)
+        except OSError:
+            sock.close()
+            raise
+        name = sock.getsockname()
+        entry = _Socket(sock, (str(name[0]), int(name[1])), receive)
+        self._all.append(entry)
         if receive:
-            self._transports[bound] = transport
-        else:
-            self._send_only.append(transport)
+            self._receiving[entry.local] = entry
         if default:
-            self._default = transport
-        return bound
+            self._default = entry
+        self._loop.add_reader(sock.fileno(), self._readable, entry)
+        return entry.local
 
     def start(self, core: DatagramCore) -> None:
         """Feed datagrams to ``core`` from now on and arm its first timer."""
@@ -124,7 +140,7 @@ class DatagramDriver:
     @property
     def addresses(self) -> tuple[Address, ...]:
         """Bound receiving sockets, in the order they were opened."""
-        return tuple(self._transports)
+        return tuple(self._receiving)
 
     def drops(self) -> Mapping[str, int]:
         """Datagrams the driver dropped (or the core refused), by reason."""
@@ -132,13 +148,7 @@ class DatagramDriver:
 
     def send(self, outgoing: Sequence[Outgoing]) -> None:
         """Send what a core returned outside ``handle_datagram``/``handle_timer``."""
-        for item in outgoing:
-            transport = self._default if item.local is None else self._transports.get(item.local)
-            if transport is None or transport.is_closing():
-                self._drops.drop("no socket for outgoing datagram")
-                continue
-            transport.sendto(item.data, item.remote)
-            self.sent += 1
+        self._transmit(outgoing)
         self._arm()
 
     def close(self) -> None:
@@ -146,25 +156,59 @@ class DatagramDriver:
             self._timer.cancel()
             self._timer = None
         self._core = None
-        for transport in (*self._transports.values(), *self._send_only):
-            transport.close()
-        self._transports.clear()
-        self._send_only.clear()
+        for entry in self._all:
+            self._loop.remove_reader(entry.sock.fileno())
+            entry.sock.close()
+        self._all.clear()
+        self._receiving.clear()
+        self._default = None
 
     # ------------------------------------------------------------------ inner
 
-    def _datagram(self, data: bytes, source: Address, local: Address) -> None:
-        core = self._core
-        if core is None:
-            self._drops.drop("datagram before start")
-            return
-        self.received += 1
-        try:
-            outgoing = core.handle_datagram(data, source, local, self._loop.time())
-        except ValueError as error:
-            self._drops.drop("core refused datagram", type(error).__name__)
-            return
-        self.send(outgoing)
+    def _readable(self, entry: _Socket) -> None:
+        """Drain up to ``BATCH`` datagrams: one poll, many inputs, one re-arm."""
+        sock = entry.sock
+        local = entry.local
+        now = self._loop.time()
+        for _ in range(BATCH):
+            try:
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:  # e.g. ICMP port unreachable surfacing as ECONNREFUSED
+                self._drops.drop("socket error", type(error).__name__)
+                continue
+            core = self._core
+            if not entry.receive:
+                self._drops.drop("datagram on a send-only socket")
+                continue
+            if core is None:
+                self._drops.drop("datagram before start")
+                continue
+            self.received += 1
+            try:
+                outgoing = core.handle_datagram(data, (addr[0], addr[1]), local, now)
+            except ValueError as error:
+                self._drops.drop("core refused datagram", type(error).__name__)
+                continue
+            if outgoing:
+                self._transmit(outgoing)
+        self._arm()
+
+    def _transmit(self, outgoing: Sequence[Outgoing]) -> None:
+        for item in outgoing:
+            entry = self._default if item.local is None else self._receiving.get(item.local)
+            if entry is None:
+                self._drops.drop("no socket for outgoing datagram")
+                continue
+            try:
+                entry.sock.sendto(item.data, item.remote)
+            except (BlockingIOError, InterruptedError):
+                self._drops.drop("send buffer full")  # the peer retries, as after any loss
+            except OSError as error:
+                self._drops.drop("send failed", type(error).__name__)
+            else:
+                self.sent += 1
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -1,8 +1,10 @@
 """Thin asyncio adapters for the ENUM DNS core: one UDP socket and one TCP listener.
 
-UDP uses ``loop.add_reader`` on a non-blocking socket and drains a bounded batch
-of datagrams per wake-up: asyncio's datagram transport polls once per datagram,
-which cost more than the whole answer (the core answers a cached query in ~2 µs).
+UDP runs on the shared ``nat.driver.DatagramDriver`` (non-blocking socket read
+with ``loop.add_reader``, a bounded batch per wake-up: asyncio's datagram
+transport polls once per datagram, which cost more than the whole answer; the
+core answers a cached query in ~2 µs). ``_UdpQueries`` is the small core the
+driver runs: answer now, or park the query until its route arrives.
 
 Invariants:
 - Every task has an owner: ``EnumDnsServer.run`` holds a TaskGroup with the
@@ -22,8 +24,10 @@ import errno
 import logging
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+from nat.driver import DatagramDriver
 from p2pnode.gateways.enumdns.core import EnumDnsCore, NeedsRoute, Transport
 from p2pnode.gateways.enumdns.routes import RouteCache
 
@@ -35,9 +39,41 @@ MAX_DEFERRED = 512  # UDP queries waiting for a route at once
 MAX_TCP_CONNECTIONS = 256
 TCP_IDLE_TIMEOUT = 10.0  # RFC 7766 §6.2.3: servers should close idle connections
 _BIND_ATTEMPTS = 20
-UDP_BATCH = 64  # datagrams handled per event-loop wake-up
-UDP_MAX_QUERY = 4096  # larger queries are truncated by the kernel and fail to parse
 UDP_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    data: bytes
+    remote: Address
+    local: Address | None
+
+
+class _UdpQueries:
+    """The driver's core: the gateway core's answer now, or a deferred one (no timers)."""
+
+    def __init__(self, server: EnumDnsServer) -> None:
+        self._server = server
+        self._handle = server.core.handle
+
+    def handle_datagram(
+        self, data: bytes, source: Address, local: Address, now: float
+    ) -> list[_Reply]:
+        result = self._handle(data, source[0], now, Transport.UDP)
+        if type(result) is bytes:
+            return [_Reply(result, source, local)]
+        if isinstance(result, NeedsRoute):
+            self._server._defer(data, source, local, result)
+        return []
+
+    def handle_timer(self, now: float) -> list[_Reply]:
+        return []
+
+    def next_deadline(self) -> float | None:
+        return None
 
 
 class EnumDnsServer:
@@ -61,12 +97,16 @@ class EnumDnsServer:
         self.routes = routes
         self.route_wait = route_wait
         self._loop = asyncio.get_running_loop()
-        self._udp: socket.socket | None = None
+        self._udp: DatagramDriver | None = None
         self._group: asyncio.TaskGroup | None = None
         self._deferred = 0
         self._tcp_tasks: set[asyncio.Task[Any]] = set()
-        self.send_drops = 0
         self.address: tuple[str, int] = ("", 0)
+
+    @property
+    def send_drops(self) -> int:
+        """UDP answers dropped because the send buffer was full (the client retries)."""
+        return 0 if self._udp is None else self._udp.drops().get("send buffer full", 0)
 
     @contextlib.asynccontextmanager
     async def running(self, host: str, port: int) -> AsyncIterator[tuple[str, int]]:
@@ -88,17 +128,12 @@ class EnumDnsServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         last_error: OSError | None = None
         for _ in range(_BIND_ATTEMPTS if port == 0 else 1):
-            udp = socket.socket(family, socket.SOCK_DGRAM)
+            udp = DatagramDriver(logger=_log)
             try:
-                udp.setblocking(False)
-                with contextlib.suppress(OSError):  # best effort: absorb bursts
-                    udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_BUFFER_BYTES)
-                    udp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UDP_BUFFER_BYTES)
-                udp.bind((host, port))
+                bound = await udp.open((host, port), buffer_bytes=UDP_BUFFER_BYTES)
             except OSError:
                 udp.close()
                 raise
-            bound = udp.getsockname()
             try:
                 tcp = await asyncio.start_server(
                     self._serve_tcp, host, bound[1], family=family, reuse_address=True
@@ -110,8 +145,8 @@ class EnumDnsServer:
                 last_error = error
                 continue
             self._udp = udp
-            self._loop.add_reader(udp.fileno(), self._on_readable)
-            self.address = (bound[0], bound[1])
+            udp.start(_UdpQueries(self))
+            self.address = bound
             return tcp
         assert last_error is not None
         raise last_error
@@ -121,61 +156,35 @@ class EnumDnsServer:
         for task in list(self._tcp_tasks):
             task.cancel()
         if self._udp is not None:
-            self._loop.remove_reader(self._udp.fileno())
             self._udp.close()
             self._udp = None
 
-    def _on_readable(self) -> None:
-        """Drain up to ``UDP_BATCH`` datagrams per wake-up: one poll, many answers."""
-        sock = self._udp
-        if sock is None:
-            return
-        now = self._loop.time()
-        handle = self.core.handle
-        for _ in range(UDP_BATCH):
-            try:
-                data, addr = sock.recvfrom(UDP_MAX_QUERY)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:  # e.g. ICMP port unreachable surfacing as ECONNREFUSED
-                _log.debug("UDP receive error: %s", error)
-                continue
-            result = handle(data, addr[0], now, Transport.UDP)
-            if type(result) is bytes:
-                self._send(result, addr)
-            elif isinstance(result, NeedsRoute):
-                self._defer(data, addr, result)
+    def _send(self, data: bytes, addr: Address, local: Address) -> None:
+        if self._udp is not None:
+            self._udp.send([_Reply(data, addr, local)])
 
-    def _send(self, data: bytes, addr: Any) -> None:
-        if self._udp is None:
-            return
-        try:
-            self._udp.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            self.send_drops += 1  # socket buffer full: the client retries, as after any loss
-        except OSError as error:
-            _log.debug("UDP send to %s failed: %s", addr, error)
-
-    def _defer(self, data: bytes, addr: Any, result: NeedsRoute) -> None:
+    def _defer(self, data: bytes, addr: Address, local: Address, result: NeedsRoute) -> None:
         if self._group is None or self._deferred >= MAX_DEFERRED:
-            self._answer_final(data, addr)  # bounded: SERVFAIL now rather than hold it
+            self._answer_final(data, addr, local)  # bounded: SERVFAIL now rather than hold it
             return
         self._deferred += 1
-        self._group.create_task(self._deferred_answer(data, addr, result.number))
+        self._group.create_task(self._deferred_answer(data, addr, local, result.number))
 
-    async def _deferred_answer(self, data: bytes, addr: Any, number: str) -> None:
+    async def _deferred_answer(
+        self, data: bytes, addr: Address, local: Address, number: str
+    ) -> None:
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.route_wait):
                     await self.routes.wait(number)
-            self._answer_final(data, addr)
+            self._answer_final(data, addr, local)
         finally:
             self._deferred -= 1
 
-    def _answer_final(self, data: bytes, addr: Any) -> None:
+    def _answer_final(self, data: bytes, addr: Address, local: Address) -> None:
         result = self.core.handle(data, addr[0], self._loop.time(), Transport.UDP, final=True)
         if isinstance(result, bytes):
-            self._send(result, addr)
+            self._send(result, addr, local)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
