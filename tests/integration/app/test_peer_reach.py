@@ -142,6 +142,18 @@ async def scenario(root: Path) -> None:
             aiohttp.ClientSession() as session,
             session.ws_connect(f"{alice.control.url}/api/events?token={token}") as events,
         ):
+            auth = {"Authorization": f"Bearer {token}"}
+            async with session.get(f"{alice.control.url}/api/openapi.json", headers=auth) as spec:
+                paths = (await spec.json())["paths"]
+            for route in ("/api/ping", "/api/presence", "/api/contacts", "/api/messages",
+                         "/api/inbox", "/api/calls", "/api/calls/{call_id}/hangup"):  # fmt: skip
+                assert route in paths, route
+            async with session.post(
+                f"{alice.control.url}/api/messages", json={"to": bob_id, "text": "x"},
+                headers=auth,
+            ) as refused:  # fmt: skip
+                assert refused.status == 404  # [chat] is off in this network: said so
+                assert "[chat]" in (await refused.json())["detail"]
             added = await cli(root / "alice", "contacts", "add", "bob", bob_id)
             assert bob_id in added
             await presence_event(events, bob_id, "online")
