@@ -446,6 +446,8 @@ class SipP2pBridge:
             "ended",
             f"received={stats.received} lost={stats.lost} jitter_ms={stats.jitter_ms:.1f} "
             f"to_phone={leg.sender.sent} "
+            + "".join(f"dropped_{reason.value}={count} " for reason, count in stats.dropped)
+            + f"from_peer={leg.frames_from_peer} "
             f"passthrough={counts.passthrough_frames if counts else 0} "
             f"transcoded={counts.transcoded_frames if counts else 0}",
         )
