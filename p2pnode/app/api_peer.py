@@ -50,11 +50,14 @@ __all__ = [
     "PingRequest",
     "PresenceAnswer",
     "PresenceRequest",
+    "ReadAnswer",
+    "ReadRequest",
     "SendAnswer",
     "SendRequest",
 ]
 
 M = TypeVar("M", bound=pydantic.BaseModel)
+MAX_READ = 256  # message ids one read receipt request names
 MAX_TEXT_CHARS = 4096  # a text through the API (the store takes up to 64 KiB)
 MAX_PEER_BODY = 4 * MAX_TEXT_CHARS + 1024  # JSON escapes included
 
@@ -134,6 +137,15 @@ class MessageModel(_Model):
 
 class MessagesAnswer(_Model):
     messages: list[MessageModel]
+
+
+class ReadRequest(_Model):
+    peer: str = pydantic.Field(min_length=1, max_length=128, description="login, peer id, contact")
+    message_ids: list[str] = pydantic.Field(max_length=MAX_READ, description="hex ids shown")
+
+
+class ReadAnswer(_Model):
+    marked: int
 
 
 class HistoryQuery(_Model):
@@ -352,6 +364,19 @@ async def inbox(app: PeerApp, request: web.Request) -> web.Response:
     return _json(MessagesAnswer(messages=[_message(row) for row in chat.inbox]))
 
 
+async def mark_read(app: PeerApp, request: web.Request) -> web.Response:
+    body = await _body(request, ReadRequest)
+    chat = _chat(app)
+    try:
+        ids = tuple(bytes.fromhex(text) for text in body.message_ids)
+    except ValueError:
+        raise _RefusedError(400, "bad message id", "hex expected") from None
+    peer_id = await _resolve(app, body.peer)
+    if ids:
+        await chat.read(public_key_from_peer_id(peer_id), ids)
+    return _json(ReadAnswer(marked=len(ids)))
+
+
 async def history(app: PeerApp, request: web.Request) -> web.Response:
     chat = _chat(app)
     try:
@@ -484,6 +509,8 @@ PEER_ROUTES: tuple[
      MessagesAnswer, None, None),
     ("GET", "/api/history/{peer}", _guarded(history), "one conversation, oldest first",
      MessagesAnswer, None, HistoryQuery),
+    ("POST", "/api/read", _guarded(mark_read), "tell the sender these were read",
+     ReadAnswer, ReadRequest, None),
     ("POST", "/api/calls", _guarded(call_place), "place a call (tone, WAV or silence)",
      CallModel, CallRequest, None),
     ("GET", "/api/calls", _guarded(calls_list), "recent calls and their last state",

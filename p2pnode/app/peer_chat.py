@@ -246,6 +246,9 @@ class ChatService:
     def status(self, message_id: bytes) -> MessageStatus:
         return self._service().status(message_id)
 
+    async def read(self, peer: bytes, message_ids: tuple[bytes, ...]) -> None:
+        await self._service().read(peer, message_ids)
+
     def history(self, peer: bytes, limit: int) -> list[MessageRow]:
         return self._service().core.store.history(peer, limit=limit)
 

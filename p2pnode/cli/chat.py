@@ -18,6 +18,8 @@ from p2pnode.app.api_peer import (
     ContactsAnswer,
     MessagesAnswer,
     MessageStatusAnswer,
+    ReadAnswer,
+    ReadRequest,
     SendAnswer,
     SendRequest,
 )
@@ -57,7 +59,14 @@ class ChatView:
             self.peer_id = message.peer_id
         for message in messages[-SCROLLBACK:]:
             lines.append(self._line(message.incoming, message.text, message.message_id))
+        self._read([m.message_id for m in messages[-SCROLLBACK:] if m.incoming])
         return lines
+
+    def _read(self, message_ids: list[str]) -> None:
+        """Shown on screen: the sender gets our read receipts."""
+        if message_ids and self.peer_id:
+            body = ReadRequest(peer=self.peer_id, message_ids=message_ids)
+            self.node.request("POST", "/api/read", ReadAnswer, body=body)
 
     def _line(self, incoming: bool, text: str, message_id: str) -> str:
         if incoming:
@@ -77,12 +86,16 @@ class ChatView:
     def poll(self) -> list[str]:
         """Lines to print: new incoming messages, receipt changes, presence changes."""
         lines = []
+        shown = []
         for message in self._history(WINDOW).messages:
             with self.lock:
                 new = message.message_id not in self.seen
                 self.seen.add(message.message_id)
+                self.peer_id = message.peer_id
             if new and message.incoming:
                 lines.append(self._line(True, message.text, message.message_id))
+                shown.append(message.message_id)
+        self._read(shown)
         for message_id, was in list(self.receipts.items()):
             if was == "read":
                 continue

@@ -4,7 +4,8 @@ the CLI is the real ``p2pnode`` process.
 
 1. bob online: ``p2pnode send bob`` goes online, bob's ``inbox`` and ``history``
    show it, alice's message ends delivered (the receipt came back); ``p2pnode chat
-   bob`` with piped input shows the scrollback, sends a line, prints its receipt.
+   bob`` with piped input shows the scrollback, sends a line, prints its receipt;
+   bob's ``chat`` view shows the conversation and alice gets his read receipt.
 2. bob's node stopped: ``send`` reports the copies held in mailboxes; bob's node
    starts again from its home, drains its mailboxes and shows the text; the
    receipt reaches alice and her outbox empties.
@@ -139,6 +140,12 @@ async def run(world: Running) -> None:
     assert re.search(r"\(message [0-9a-f]{8}: delivered\)", view), view
     assert "(bob is online)" in view, view
     assert "from the chat view" in await cli(bob_home, "inbox")
+    # bob opens his view of the conversation: what it shows is read, alice learns it
+    shown = await chat(bob_home, alice.identity.peer_id, "/quit\n")
+    assert re.search(r": hello online$", shown, re.MULTILINE), shown
+    async with asyncio.timeout(WAIT):
+        while not chat_of(alice).status(bytes.fromhex(first.group(1))).read:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
 
     # 2. bob stopped: the text waits in his mailboxes
     await world.stop("bob")
