@@ -7,7 +7,8 @@ else its SDP names the host's other address while its RTP leaves from
 address") with ``answermode=auto``, PCMU, playing 440 Hz with ``ausine`` and recording what
 it hears with ``sndfile``; the bridge and two calls services as in the other
 bridge tests; the peer plays 660 Hz and records. Each recording must hold the
-other side's tone (FFT), and the phone's PCMU must pass the bridge untouched.
+other side's tone (FFT); with PCMU on the P2P leg the phone's payloads pass the
+bridge untouched, with opus they are transcoded.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def assert_tone(path: Path, expected_hz: float) -> None:
     assert found.dominance > 10, found
 
 
-async def scenario(baresip: str, tmp_path: Path) -> tuple[Path, list[BridgeEvent]]:
+async def scenario(baresip: str, tmp_path: Path, codec: str) -> tuple[Path, list[BridgeEvent]]:
     store = AccountStore(tmp_path / "node.sqlite", DOMAIN)
     _, alice_password = store.add("alice", None, randbytes=os.urandom)
     _, bob_password = store.add("bob", None, randbytes=os.urandom)
@@ -109,7 +110,7 @@ async def scenario(baresip: str, tmp_path: Path) -> tuple[Path, list[BridgeEvent
     )  # fmt: skip
     bridge_ua = BridgeUserAgent("bob", bob_password, DOMAIN, gateway.address)
     board = Board()
-    config = CallConfig(audio_codecs=("PCMU",))
+    config = CallConfig(audio_codecs=(codec,))  # the P2P leg; the phone's is PCMU
     events: list[BridgeEvent] = []
     try:
         await bridge_ua.start()
@@ -157,14 +158,18 @@ def gateway_now(gateway: SipGateway) -> float:
 
 
 @pytest.mark.slow
-def test_baresip_rings_for_a_p2p_caller_and_both_hear_the_other(tmp_path: Path) -> None:
+@pytest.mark.parametrize("codec", ["PCMU", "opus"])
+def test_baresip_rings_for_a_p2p_caller_and_both_hear_the_other(codec: str, tmp_path: Path) -> None:
     baresip = require_tool("baresip")
     with loopback_ice():
-        records, events = asyncio.run(scenario(baresip, tmp_path))
+        records, events = asyncio.run(scenario(baresip, tmp_path, codec))
     assert_tone(tmp_path / "peer.wav", 440.0)  # the peer heard baresip's sine
     heard = sorted(records.glob("*-dec.wav"))
     assert heard, f"no baresip recording in {records}"
     assert_tone(heard[-1], 660.0)  # baresip heard the peer
     ended = next(event for event in events if event.what == "ended")
     counts = dict(item.split("=") for item in ended.detail.split())
-    assert int(counts["passthrough"]) > 50 and int(counts["transcoded"]) == 0
+    if codec == "PCMU":  # G.711 on both legs: untouched
+        assert int(counts["passthrough"]) > 50 and int(counts["transcoded"]) == 0
+    else:  # opus on the P2P leg: decoded and re-encoded
+        assert int(counts["transcoded"]) > 50 and int(counts["passthrough"]) == 0
