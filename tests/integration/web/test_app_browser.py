@@ -30,7 +30,7 @@ from p2pnode.app.homefiles import TOKEN_FILE
 from p2pnode.app.peer_chat import ChatService, MailboxServerService
 from p2pnode.app.runtime import Assembly, assemble
 from p2pnode.app.web.backup import open_backup
-from p2pnode.app.web.server import COOKIE, WEB_FILE, WebService
+from p2pnode.app.web.server import COOKIE, WEB_FILE
 from p2pnode.app.web.sip_accounts import ACCOUNTS_FILE
 from p2pnode.connectivity.signalling import SignallingService, fetch_contact
 from p2pnode.gateways.sip.accounts import AccountStore
@@ -42,6 +42,9 @@ WAIT = 30.0  # a bound on every wait, never a speed assertion
 WAIT_MS = WAIT * 1000
 ARTIFACTS = Path(__file__).parents[2] / "artifacts" / "web"
 VIEWS = ("identity", "status", "contacts", "calls", "sip", "settings")  # chat: its own shots
+
+UNLABELLED = """[...document.querySelectorAll("main input, main select, main textarea")]
+  .filter((e) => e.labels.length === 0 && !e.getAttribute("aria-label")).map((e) => e.id)"""
 
 pytestmark = pytest.mark.slow
 
@@ -59,12 +62,6 @@ def _config(bootstrap: str | None, presence: dict[str, Any], web: bool) -> dict[
 def chat_of(assembly: Assembly) -> ChatService:
     service = assembly.node.service("chat")
     assert isinstance(service, ChatService)
-    return service
-
-
-def web_of(assembly: Assembly) -> WebService:
-    service = assembly.node.service("web")
-    assert isinstance(service, WebService)
     return service
 
 
@@ -312,9 +309,12 @@ async def scenario(root: Path) -> None:
         assert credentials is not None and password
         assert credentials == stored_credentials("deskphone", "alice.example", password)
 
-        for view in VIEWS:
-            await pages["alice"].click(f"#nav-{view}")
+        for view in VIEWS:  # by keyboard: focus the link, Enter; the heading takes focus
+            await pages["alice"].focus(f"#nav-{view}")
+            await pages["alice"].keyboard.press("Enter")
             await expect(pages["alice"].locator("main h2")).to_be_focused()
+            unlabelled = await pages["alice"].evaluate(UNLABELLED)
+            assert unlabelled == [], (view, unlabelled)  # every field has a label
             await pages["alice"].screenshot(path=ARTIFACTS / f"{view}.png", full_page=True)
         await pages["alice"].click("#nav-status")
         await expect(pages["alice"].locator("#table")).to_contain_text("contacts")
