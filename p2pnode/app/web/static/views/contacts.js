@@ -21,7 +21,16 @@ export function ContactsView({ paths, eventCount }) {
     event.preventDefault();
     setMessage("Looking up…");
     try {
-      await api("POST", "/api/contacts", { name, peer });
+      let target = peer.trim();
+      if (target.startsWith("+")) { // a phone number: only through trusted ENUM (verified)
+        const found = await api("GET", `/api/enum/${encodeURIComponent(target)}`);
+        if (found.outcome !== "verified" || found.candidates.length !== 1) {
+          setMessage(`${target}: ${found.outcome} — no trusted registrar vouches for one owner.`);
+          return;
+        }
+        target = found.candidates[0].peer_id;
+      }
+      await api("POST", "/api/contacts", { name, peer: target });
       setMessage(`Added ${name}.`); setName(""); setPeer(""); refresh();
     } catch (error) { setMessage(`Could not add: ${error.message}`); }
   };
@@ -37,7 +46,7 @@ export function ContactsView({ paths, eventCount }) {
     <form onSubmit=${add}>
       <label for="contact-name">Name</label>
       <input id="contact-name" value=${name} onInput=${(e) => setName(e.target.value)} required pattern="[a-z0-9._-]+" />
-      <label for="contact-peer">Login or peer id</label>
+      <label for="contact-peer">Login, peer id or phone number (+…)</label>
       <input id="contact-peer" value=${peer} onInput=${(e) => setPeer(e.target.value)} required />
       <button type="submit" id="contact-add">Add</button>
     </form>
