@@ -1,44 +1,52 @@
-"""`p2pnode name|enum|verifier|enum-dns`: logins, phone numbers (ENUM), verifiers, the DNS gateway.
+"""`p2pnode name|enum|verifier`: logins, phone numbers (ENUM), verifiers.
 
 Every network command joins the DHT as a client through ``--bootstrap`` (or the
-``bootstrap`` list in ``<home>/directory.toml``), does its work and leaves;
-``enum-dns`` stays and serves DNS until SIGINT/SIGTERM.
+``bootstrap`` list in ``<home>/directory.toml``), does its work and leaves
+(lookups go through the running node of the home when there is one). The
+shared plumbing is in ``directory_common``; ``enum serve`` (the DNS gateway,
+old name ``enum-dns``) in ``enum_serve``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime
 import math
-import signal
 import time
-from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import dns.exception
-import dns.name
-
-from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
-from p2pnode.cli.node import load_identity
+from p2pnode.cli.common import CliError, add_home_argument
+from p2pnode.cli.directory_common import (
+    DAY,
+    VERIFIER_DIR,
+    _add_days_argument,
+    _add_network_arguments,
+    _date,
+    _days,
+    _describe,
+    _endorsements,
+    _home,
+    _identity,
+    _login,
+    _number,
+    _owner_key,
+    _settings,
+    _tollfree,
+    _trusted,
+    _verifier,
+    _with_directory,
+)
+from p2pnode.cli.enum_serve import add_serve_parsers
 from p2pnode.cli.via_node import (
     enum_lookup_via_node,
     name_lookup_via_node,
     print_json_resolution,
 )
-from p2pnode.dht import DhtNode
-from p2pnode.directory.e164 import E164Error, normalise_country, normalise_e164
 from p2pnode.directory.lookup import (
-    MAX_TRUSTED_VERIFIERS,
-    DhtNetwork,
     Directory,
-    DirectoryTimeoutError,
 )
 from p2pnode.directory.names import (
     ClaimedLogin,
     LoginError,
-    normalise_login,
     parse_login_or_peer_id,
 )
 from p2pnode.directory.naptr import (
@@ -48,249 +56,19 @@ from p2pnode.directory.naptr import (
     parse_enumer_directive,
     sip_directive,
 )
-from p2pnode.directory.settings import DirectorySettings, SettingsError, load_settings
-from p2pnode.directory.tollfree import TollFreeError, TollFreeTable, load_tollfree
-from p2pnode.directory.trust import Ambiguous, Candidate, NotFound, Resolution, Verified
+from p2pnode.directory.settings import DirectorySettings
+from p2pnode.directory.trust import Ambiguous, NotFound, Resolution, Verified
 from p2pnode.directory.verifiers import (
-    DEFAULT_VALIDITY,
-    MAX_VALIDITY,
     EndorsementToken,
     RevocationTooShortError,
-    TokenError,
     countersign,
-    decode_token,
     encode_token,
     inspect_claim,
 )
-from p2pnode.gateways.enumdns import EnumDnsCore, EnumDnsServer, GatewayConfig, RouteCache
-from p2pnode.gateways.enumdns.config import DEFAULT_ZONES, parse_zone
-from p2pnode.identity import Identity, IdentityError, default_home, fingerprint_for
-from p2pnode.identity import public_key_from_peer_id as key_of
+from p2pnode.identity import Identity, IdentityError, fingerprint_for
 from p2pnode.records import RecordKind
 
 __all__ = ["register"]
-
-VERIFIER_DIR = "verifier"
-JOIN_TIMEOUT = 10.0
-DAY = 86400
-T = TypeVar("T")
-
-
-# ------------------------------------------------------------------ shared plumbing
-
-
-def _home(args: argparse.Namespace) -> Path:
-    return Path(args.home) if args.home else default_home()
-
-
-def _settings(args: argparse.Namespace) -> DirectorySettings:
-    try:
-        return load_settings(_home(args))
-    except SettingsError as error:
-        raise CliError(str(error)) from None
-
-
-def _trusted(args: argparse.Namespace, settings: DirectorySettings) -> frozenset[bytes]:
-    keys = set(settings.trust)
-    for text in getattr(args, "trust", None) or []:
-        try:
-            keys.add(key_of(text))
-        except ValueError:
-            raise CliError(f"--trust {text!r} is not a verifier peer id (52 characters)") from None
-    if len(keys) > MAX_TRUSTED_VERIFIERS:
-        raise CliError(f"at most {MAX_TRUSTED_VERIFIERS} trusted verifiers (--trust and trust =)")
-    return frozenset(keys)
-
-
-def _tollfree(args: argparse.Namespace, settings: DirectorySettings) -> TollFreeTable:
-    path = getattr(args, "tollfree_file", None) or settings.tollfree_file
-    if path is None:
-        return TollFreeTable()
-    try:
-        return load_tollfree(Path(path))
-    except TollFreeError as error:
-        raise CliError(str(error)) from None
-
-
-def _country(args: argparse.Namespace, settings: DirectorySettings) -> str | None:
-    if not args.country:
-        return settings.country
-    try:
-        return normalise_country(args.country)
-    except E164Error as error:
-        raise CliError(f"--country: {error}") from None
-
-
-def _number(text: str, args: argparse.Namespace, settings: DirectorySettings) -> str:
-    country = _country(args, settings)
-    try:
-        return normalise_e164(text, country)
-    except E164Error as error:
-        raise CliError(f"bad number: {error}") from None
-
-
-def _whole_number(option: str, text: str, low: int, high: int, unit: str) -> int:
-    """``text`` as an integer in ``low..high``; a one-line ``CliError`` otherwise."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise CliError(
-            f"{option} must be a whole number of {unit} from {low} to {high}, not {text!r}"
-        )
-    return value
-
-
-def _days(args: argparse.Namespace) -> int:
-    """``--days``: how long a countersignature is valid (1-730 days)."""
-    return _whole_number("--days", args.days, 1, MAX_VALIDITY // DAY, "days")
-
-
-def _rate(option: str, text: str) -> float:
-    """A non-negative finite rate (0 turns the limit off)."""
-    try:
-        value = float(text.strip())
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise CliError(f"{option} must be a number of queries per second, 0 or more, not {text!r}")
-    return value
-
-
-def _login(text: str) -> str:
-    try:
-        return normalise_login(text)
-    except LoginError as error:
-        raise CliError(f"bad login: {error}") from None
-
-
-def _owner_key(text: str) -> bytes:
-    try:
-        return key_of(text)
-    except ValueError:
-        raise CliError(f"--owner {text!r} is not a peer id (52 characters)") from None
-
-
-def _identity(args: argparse.Namespace) -> Identity:
-    """The node identity in --home; never created here (as `record put`: run `p2pnode init`)."""
-    return load_identity(args)
-
-
-def _verifier(args: argparse.Namespace) -> Identity:
-    home = _home(args) / VERIFIER_DIR
-    if not (home / "identity.key").is_file():
-        raise CliError(f"no verifier identity in {home}: run `p2pnode verifier init` first")
-    try:
-        return Identity.load(home)
-    except IdentityError as error:
-        raise CliError(str(error)) from None
-
-
-def _date(stamp: int) -> str:
-    return datetime.datetime.fromtimestamp(stamp, datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _with_directory(
-    args: argparse.Namespace, work: Callable[[Directory, DirectorySettings], Awaitable[T]]
-) -> T:
-    settings = _settings(args)
-    trusted = _trusted(args, settings)  # every local check before the network
-    tollfree = _tollfree(args, settings)
-    bootstrap = [*settings.bootstrap, *(args.bootstrap or [])]
-    if not bootstrap:
-        raise CliError(
-            "no DHT node to join: give --bootstrap HOST:PORT (or set it in directory.toml)"
-        )
-    addresses = [parse_hostport(b) for b in bootstrap]
-
-    async def run() -> T:
-        node = DhtNode(
-            Identity.generate(), listen=("0.0.0.0", 0), bootstrap=addresses, client_mode=True
-        )
-        try:
-            async with asyncio.timeout(JOIN_TIMEOUT):
-                joined = await node.start()
-        except TimeoutError:
-            await node.close()
-            raise CliError(f"could not join the DHT through {', '.join(bootstrap)}") from None
-        try:
-            if joined is not None and joined.answered == 0:
-                raise CliError(f"no DHT node answered at {', '.join(bootstrap)}")
-            directory = Directory(
-                DhtNetwork(node),
-                trusted=trusted,
-                clock=time.time,
-                tollfree=tollfree,
-            )
-            return await work(directory, settings)
-        except DirectoryTimeoutError as error:
-            raise CliError(str(error)) from None
-        finally:
-            await node.close()
-
-    return asyncio.run(run())
-
-
-def _add_network_arguments(parser: argparse.ArgumentParser, *, trust: bool = True) -> None:
-    add_home_argument(parser)
-    parser.add_argument(
-        "--bootstrap",
-        action="append",
-        metavar="HOST:PORT",
-        help="a DHT node to join through (repeatable; adds to directory.toml's list)",
-    )
-    if trust:
-        parser.add_argument(
-            "--trust",
-            action="append",
-            metavar="VERIFIER_PEER_ID",
-            help="trust this verifier's countersignatures (repeatable; adds to directory.toml)",
-        )
-
-
-def _add_days_argument(parser: argparse.ArgumentParser, action: str) -> None:
-    longest = MAX_VALIDITY // DAY
-    if action == "verify":
-        parser.add_argument(
-            "--days",
-            default=str(DEFAULT_VALIDITY // DAY),
-            help=f"how long the countersignature is valid (1-{longest}; "
-            f"default {DEFAULT_VALIDITY // DAY})",
-        )
-    else:
-        parser.add_argument(
-            "--days",
-            help=f"how long the revocation lasts (1-{longest}; default {longest}, the longest "
-            "any countersignature can be valid); refused if shorter than one it voids",
-        )
-
-
-def _print_directive(directive: NaptrDirective, number: str) -> None:
-    uri = directive.uri_for(number) or "(rule does not apply to this number)"
-    print(f"  {uri}    [{format_enumer_directive(directive)}]")
-
-
-def _describe(candidate: Candidate) -> str:
-    return f"owner {candidate.fingerprint} (peer id {candidate.peer_id})"
-
-
-def _endorsements(
-    texts: list[str] | None, kind: RecordKind, subject: str, owner: Identity
-) -> list[Any]:
-    result = []
-    for text in texts or []:
-        try:
-            token = decode_token(text)
-        except TokenError as error:
-            raise CliError(str(error)) from None
-        if token.kind != kind or token.subject != subject:
-            raise CliError(f"that endorsement is for {token.subject!r}, not {subject!r}")
-        if token.owner != owner.public_key:
-            raise CliError("that endorsement was signed for another owner key, not this node's")
-        result.append(token.endorsement)
-    return result
-
 
 # ------------------------------------------------------------------ name
 
@@ -531,53 +309,6 @@ def _verifier_init(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ enum-dns
-
-
-def _enum_dns(args: argparse.Namespace) -> int:
-    host, port = parse_hostport(args.listen, default_host="0.0.0.0")
-    try:
-        zones = tuple(parse_zone(z) for z in args.zone) if args.zone else None
-    except ValueError as error:
-        raise CliError(f"--zone: {error}") from None
-    try:
-        ns_name = dns.name.from_text(args.ns_name)
-    except dns.exception.DNSException as error:
-        raise CliError(f"--ns-name {args.ns_name!r} is not a domain name: {error}") from None
-    rate = _rate("--rate-limit", args.rate_limit)
-    config = GatewayConfig(
-        zones=zones or DEFAULT_ZONES,
-        ns_name=ns_name,
-        rate_limit=rate,
-        rate_burst=max(2.0 * rate, 1.0),  # two seconds' worth, whatever the rate
-        serial=int(time.time()) % 2**32,
-    )
-
-    async def work(directory: Directory, _: DirectorySettings) -> int:
-        loop = asyncio.get_running_loop()
-        routes = RouteCache(directory.route, loop.time)
-        core = EnumDnsCore(config, routes.route_nowait, clock=loop.time)
-        server = EnumDnsServer(core, routes)
-        stop = asyncio.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            async with server.running(host, port) as (bound_host, bound_port):
-                names = ", ".join(z.to_text() for z in config.zones)
-                print(
-                    f"p2pnode enum-dns: serving {names} on udp+tcp {bound_host}:{bound_port}; "
-                    f"{len(directory.trusted)} trusted verifier(s); "
-                    f"{len(directory.tollfree.directives)} toll-free rule(s)",
-                    flush=True,
-                )
-                await stop.wait()
-        except OSError as error:
-            raise CliError(f"cannot listen on {host}:{port}: {error}") from None
-        return 0
-
-    return _with_directory(args, work)
-
-
 # ------------------------------------------------------------------ registration
 
 
@@ -680,45 +411,4 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add_home_argument(init)
     init.set_defaults(func=_verifier_init)
 
-    serve_description = (
-        "A DNS server (UDP and TCP) for PBXs: NAPTR answers for numbers with a "
-        "record countersigned by a --trust'ed verifier, else the toll-free table, else NXDOMAIN. "
-        "`p2pnode run` hosts the same gateway as a service ([enum] in its config)."
-    )
-    for gateway in (
-        enum_sub.add_parser(
-            "serve",
-            help="serve ENUM NAPTR answers over DNS from the DHT",
-            description=serve_description,
-        ),
-        subparsers.add_parser(
-            "enum-dns", help="old name of `enum serve`", description=serve_description
-        ),
-    ):
-        gateway.add_argument(
-            "--listen",
-            required=True,
-            metavar="HOST:PORT",
-            help="address for UDP and TCP, e.g. 127.0.0.1:5353 or 0.0.0.0:53",
-        )
-        gateway.add_argument(
-            "--zone",
-            action="append",
-            metavar="ZONE",
-            help="zone to serve (repeatable; default e164.arpa. and enum.)",
-        )
-        gateway.add_argument(
-            "--tollfree-file",
-            metavar="FILE",
-            help="ENUMER-style rules answered when no trusted record exists",
-        )
-        gateway.add_argument("--ns-name", default="localhost.", help="NS/SOA name of this server")
-        gateway.add_argument(
-            "--rate-limit",
-            default="100",
-            metavar="QPS",
-            help="UDP answers per second per client address, bursts of two seconds' worth "
-            "(0: off; default 100)",
-        )
-        _add_network_arguments(gateway)
-        gateway.set_defaults(func=_enum_dns)
+    add_serve_parsers(enum_sub, subparsers)
