@@ -55,7 +55,13 @@ from p2pnode.app.web.sip_accounts import add_account, list_accounts
 from p2pnode.app.web_config import WEB_FILE, WebSection
 from p2pnode.directory.names import LoginError, normalise_login
 from p2pnode.gateways.sip.accounts import AccountError
-from p2pnode.identity import KEY_FILE_NAME, Identity
+from p2pnode.identity import (
+    KEY_FILE_NAME,
+    Identity,
+    fingerprint_for,
+    peer_id_for,
+    public_key_from_peer_id,
+)
 
 __all__ = [
     "COOKIE",
@@ -262,6 +268,13 @@ def build_web_app(
             }
         )
 
+    async def fingerprint(request: web.Request) -> web.Response:
+        try:  # the page cannot compute it: BLAKE2b with a person string is not in WebCrypto
+            key = public_key_from_peer_id(request.match_info["peer_id"])
+        except ValueError:
+            raise _AppError(400, "bad peer id") from None
+        return web.json_response({"peer_id": peer_id_for(key), "fingerprint": fingerprint_for(key)})
+
     async def claim(request: web.Request) -> web.Response:
         body = await _body(request, _ClaimRequest)
         ctx = backend.control.ctx
@@ -397,6 +410,7 @@ def build_web_app(
     app.router.add_get("/open", open_link)
     app.router.add_post("/app/ticket", ticket)
     app.router.add_get("/app/whoami", whoami)
+    app.router.add_get("/app/fingerprint/{peer_id}", fingerprint)
     app.router.add_post("/app/login", claim)
     app.router.add_post("/app/identity/export", export_identity)
     app.router.add_post("/app/identity/import", import_identity)

@@ -258,6 +258,8 @@ async def scenario(root: Path) -> None:
             await page.click("#contact-add")
             row = page.locator(f'li[data-contact="{other}"]')
             await expect(row).to_have_attribute("data-presence", "online", timeout=WAIT_MS)
+        fingerprint = pages["alice"].locator('li[data-contact="bob"] .fingerprint')
+        await expect(fingerprint).to_have_text(bob.identity.fingerprint)
         await pages["alice"].screenshot(path=ARTIFACTS / "contacts-online.png", full_page=True)
 
         await pages["bob"].click("#nav-settings")

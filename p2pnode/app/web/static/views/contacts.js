@@ -13,7 +13,13 @@ export function ContactsView({ paths, eventCount }) {
   const [peer, setPeer] = useState("");
   const [message, setMessage] = useState("");
   const enabled = paths.has("/api/contacts");
-  const refresh = () => api("GET", "/api/contacts").then((a) => setContacts(a.contacts), (e) => setMessage(e.message));
+  const [fingerprints, setFingerprints] = useState({});
+  const refresh = () => api("GET", "/api/contacts").then((a) => {
+    setContacts(a.contacts);
+    a.contacts.filter((c) => !(c.peer_id in fingerprints)).forEach((c) => {
+      api("GET", `/app/fingerprint/${c.peer_id}`).then((f) => setFingerprints((old) => ({ ...old, [c.peer_id]: f.fingerprint })), () => {});
+    });
+  }, (e) => setMessage(e.message));
   useEffect(() => { if (enabled) { refresh(); const t = setInterval(refresh, 5000); return () => clearInterval(t); } return undefined; }, [enabled]);
   useEffect(() => { if (enabled) refresh(); }, [eventCount]);
 
@@ -58,6 +64,7 @@ export function ContactsView({ paths, eventCount }) {
         <span class=${`dot ${c.online === null ? "" : c.online ? "online" : "offline"}`} aria-hidden="true"></span>
         <strong>${c.name}</strong> <span class="presence">${presenceLabel(c)}</span>${c.note ? html` — <em>${c.note}</em>` : ""}
         <div class="mono muted">${c.peer_id}</div>
+        <div>Fingerprint (compare aloud): <span class="mono fingerprint">${fingerprints[c.peer_id] || "…"}</span></div>
         <a href=${`#/chat`} class="secondary">Chat</a>
         <button type="button" class="secondary" aria-label=${`Remove ${c.name}`} onClick=${() => remove(c)}>Remove</button>
       </li>`)}</ul>`}
