@@ -56,12 +56,7 @@ from p2pnode.dht.config import (
     OperationResult,
     PutResult,
 )
-from p2pnode.dht.keyproof import (
-    RequestProofs,
-    reply_proof_valid,
-    request_proof_valid,
-    sign_reply_proof,
-)
+from p2pnode.dht.contacts import ContactGate
 from p2pnode.dht.keys import Address, Contact, node_id_of
 from p2pnode.dht.lookup import LookupKind
 from p2pnode.dht.maintenance import Maintenance
@@ -120,7 +115,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MAX_CHALLENGES_IN_FLIGHT = 256
 MAX_OWN_RECORDS = 256
 MAX_BOOTSTRAP_ADDRESSES = 64  # addresses pinged by one (re-)bootstrap
 RECORD_CACHE_SIZE = 1024  # encodings whose signature we already checked
@@ -196,7 +190,6 @@ class DhtCore:
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[OperationDone] = []
         self._next_op = 1
-        self._challenges_in_flight = 0
         self._record_cache: OrderedDict[bytes, SignedRecord] = OrderedDict()
         self._request_limits: TokenBuckets[str] = TokenBuckets(
             self.config.request_rate, self.config.request_burst
@@ -212,8 +205,7 @@ class DhtCore:
         self.own_records: dict[bytes, SignedRecord] = {}
         self.datagrams_in = 0
         self.datagrams_out = 0
-        self.observed: Address | None = None  # our address as the last PONG saw it
-        self.request_proofs = RequestProofs(identity)
+        self.contacts = ContactGate(identity, self.table, self.addresses, self._ping_for_gate)
         self.answers = Answers(
             identity,
             self.config,
@@ -476,14 +468,8 @@ class DhtCore:
         flags = self._flags
         key_proof = b""
         if expected_key is not None and not self._flags:
-            if self.observed is not None:
-                key_proof = self.request_proofs.proof(expected_key, self.observed, self.wall(now))
-            contact = Contact(node_id_of(expected_key), expected_key, address)
-            if (
-                not self.addresses.proven(expected_key, address)
-                and self.table.needs(contact.node_id)
-                and self.table.wants(contact.node_id, contact)
-            ):
+            key_proof = self.contacts.request_proof(expected_key, self.wall(now))
+            if self.contacts.wants_reply_proof(expected_key, address):
                 flags |= _PROVE  # its reply proves its key: no challenge PING needed
         frame = Frame(
             message,
@@ -605,21 +591,14 @@ class DhtCore:
         sender = Contact(frame.sender_id, frame.sender_key, address)
         client = bool(frame.flags & _CLIENT)
         if isinstance(message, Pong):
-            self.observed = message.observed
-            self._proven_contact(sender, client, now)
-        elif (
-            frame.key_proof
-            and not client
-            and not self.addresses.proven(sender.public_key, address)
-            and reply_proof_valid(
-                sender.public_key, frame.key_proof, frame.request_id, self.identity.public_key
-            )
-        ):
-            self._proven_contact(sender, client, now)  # a PONG folded into the reply
+            self.contacts.observed = message.observed
+            self.contacts.proven_contact(sender, client, now)
+        elif not client and self.contacts.reply_proves(frame, address):
+            self.contacts.proven_contact(sender, client, now)  # a PONG folded into the reply
         else:
             if receipted:  # it signed our random request id at this address, as in a PONG
                 self.addresses.prove(sender.public_key, address, now)
-            self._seen(sender, client, now)
+            self.contacts.seen(sender, client, now)
         if (
             isinstance(message, StoreResult)
             and message.status is StoreStatus.UNPROVEN
@@ -649,49 +628,25 @@ class DhtCore:
         self.store_retries += int(sent)
         return sent
 
-    def _proven_contact(self, sender: Contact, client: bool, now: float) -> None:
-        """A proven sender: into its bucket, or its replacement cache when the bucket is full.
+    def _ping_for_gate(
+        self,
+        address: Address,
+        expected_key: bytes,
+        done: Callable[[object, float], None],
+        now: float,
+    ) -> None:
+        op = PingOp(self, INTERNAL_OP, address)
+        op.done_callback = done
+        op.start(now, expected_key)
 
-        No eager liveness check of the bucket's oldest contact (section 2.2): a full
-        bucket sees a newcomer on almost every request, and each check set off
-        challenges and checks at the other end (a network-wide cascade of PINGs in a
-        10,000-node simulation). Section 4.1's lazy rule replaces a contact with the
-        freshest replacement once it fails to answer a request of ours.
-        """
-        self.addresses.prove(sender.public_key, sender.address, now)
-        if not client:
-            self.table.offer(sender, now)
+    @property
+    def observed(self) -> Address | None:
+        """Our address as the last PONG saw it (what request proofs sign)."""
+        return self.contacts.observed
 
-    def _seen(self, sender: Contact, client: bool, now: float) -> None:
-        """Any datagram from a sender: refresh it if proven, else challenge it if useful."""
-        if client:
-            return  # clients pad their requests; they never get a table slot
-        proven = self.addresses.proven(sender.public_key, sender.address)
-        if sender.node_id in self.table:
-            if proven:
-                self.table.record_success(sender.node_id, now)
-            return
-        if not self.table.wants(sender.node_id, sender):
-            return
-        if proven:
-            self._proven_contact(sender, client, now)
-        elif self.table.has_room(sender.node_id):
-            # A challenge costs two datagrams each way: only for a free slot. The
-            # replacement caches fill with senders whose datagrams carried a proof.
-            self._challenge(sender, now)
-
-    def _challenge(self, sender: Contact, now: float) -> None:
-        if self._challenges_in_flight >= MAX_CHALLENGES_IN_FLIGHT:
-            return
-        if not self.addresses.may_challenge(sender.address, now):
-            return
-        self._challenges_in_flight += 1
-        op = PingOp(self, INTERNAL_OP, sender.address)
-        op.done_callback = self._challenge_done
-        op.start(now, sender.public_key)
-
-    def _challenge_done(self, result: object, now: float) -> None:
-        self._challenges_in_flight -= 1
+    @observed.setter
+    def observed(self, address: Address | None) -> None:
+        self.contacts.observed = address
 
     # --------------------------------------------------------------- requests
 
@@ -716,7 +671,9 @@ class DhtCore:
             flags = self._flags | (_VERIFIED_YOU if receives else 0)
             key_proof = b""
             if frame.flags & _PROVE and not self._flags:
-                key_proof = sign_reply_proof(self.identity, frame.request_id, sender.public_key)
+                key_proof = self.contacts.sign_reply(
+                    self.identity, frame.request_id, sender.public_key
+                )
             reply_frame = Frame(
                 reply,
                 frame.request_id,
@@ -733,22 +690,9 @@ class DhtCore:
             else:
                 self._out.append((data, address))
                 self.rpcs[(kind, "served")] += 1
-        if (
-            frame.key_proof
-            and not client
-            and not self.addresses.proven(sender.public_key, address)
-            and self.table.needs(sender.node_id)
-            and self.table.wants(sender.node_id, sender)
-            and request_proof_valid(
-                sender.public_key,
-                frame.key_proof,
-                self.identity.public_key,
-                address,
-                self.wall(now),
-            )
-        ):
-            self.addresses.prove(sender.public_key, address, now)  # no challenge needed
-        self._seen(sender, client, now)
+        if not client:
+            self.contacts.check_request_proof(frame, sender, now, self.wall(now))
+        self.contacts.seen(sender, client, now)
 
     def _answer(
         self,

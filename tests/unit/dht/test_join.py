@@ -9,6 +9,7 @@ record. These tests compute the true XOR ranks from every node id.
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -22,6 +23,10 @@ from p2pnode.records import RecordKind, sign_record
 from tests.unit.dht.memnet import MemNet
 
 JOIN_BATCH = 10  # nodes joining at once, as in benchmarks/dht_lookup.py
+
+
+def _all_done(net: MemNet, ops: list[tuple[Address, int]]) -> bool:
+    return all(op in net.results for op in ops)
 
 
 def joined_network(
@@ -38,7 +43,7 @@ def joined_network(
             for _ in range(min(JOIN_BATCH, size - start))
         ]
         ops = [(address, core.bootstrap(net.now)) for address, core in batch]
-        net.run_until(lambda ops=ops: all(op in net.results for op in ops), limit=120)
+        net.run_until(functools.partial(_all_done, net, ops), limit=120)
         assert all(net.results.pop(op, None) is not None for op in ops), "a join did not finish"
         nodes += batch
     return net, nodes
