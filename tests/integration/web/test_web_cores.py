@@ -4,6 +4,9 @@ backup format (round trip, wrong passphrase, tampering, a total decoder under hy
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +87,14 @@ def test_open_backup_is_total_on_json_objects(document: dict[str, object]) -> No
     document["memlimit"] = 8192
     with pytest.raises(BackupDecodeError):
         open_backup(json.dumps(document).encode(), "pass")
+
+
+def test_app_command_without_a_running_node_says_so(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "p2pnode", "app", "--no-browser", "--home", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])},
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "no node is running" in result.stderr
+    assert result.stdout == ""
