@@ -118,6 +118,14 @@ async def cli(home: Path, *args: str) -> str:
     return out.decode()
 
 
+async def event_of(events: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    async with asyncio.timeout(WAIT):
+        while True:
+            event: dict[str, Any] = await events.receive_json()
+            if event["type"] == kind:
+                return event
+
+
 async def presence_event(events: aiohttp.ClientWebSocketResponse, peer: str, status: str) -> None:
     async with asyncio.timeout(WAIT):
         while True:
@@ -166,6 +174,8 @@ async def scenario(root: Path) -> None:
             rtt = re.search(r"rtt ([0-9.]+) ms \(min of 2", out)
             assert setup is not None and rtt is not None, out
             assert float(rtt.group(1)) > 0
+            opened = await event_of(events, "LinkOpened")
+            assert opened["peer"] == bob_id and opened["dialled"] and opened["path"]
             app = bob.node.service("peer")
             assert isinstance(app, PeerApp)
             assert app.statistics().links_answered == 1
