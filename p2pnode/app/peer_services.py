@@ -144,7 +144,7 @@ class PeerAppStatistics:
     links_open: int
     links_answered: int
     links_dialled: int
-    refused: dict[str, int]  # reason -> offers dropped
+    refused: tuple[tuple[str, int], ...]  # (reason, signals dropped)
 
 
 class _DialTransport:
@@ -244,7 +244,7 @@ class PeerApp:
             len(self._answered),
             self._counts["answered"],
             self._counts["dialled"],
-            dict(self._refused),
+            tuple(sorted(self._refused.items())),
         )
 
     # -- contacts -------------------------------------------------------------------------
