@@ -30,7 +30,7 @@ from p2pnode.app.homefiles import TOKEN_FILE
 from p2pnode.app.peer_chat import ChatService, MailboxServerService
 from p2pnode.app.runtime import Assembly, assemble
 from p2pnode.app.web.backup import open_backup
-from p2pnode.app.web.server import COOKIE, WEB_FILE
+from p2pnode.app.web.server import COOKIE, MAX_APP_BODY, MAX_PROXY_BODY, WEB_FILE
 from p2pnode.app.web.sip_accounts import ACCOUNTS_FILE
 from p2pnode.connectivity.signalling import SignallingService, fetch_contact
 from p2pnode.gateways.sip.accounts import AccountStore
@@ -195,6 +195,15 @@ async def check_guard(session: aiohttp.ClientSession, home: Path, spent_link: st
         assert wrong_origin.status == 403
     async with session.get(f"{url}/api/status", headers=foreign) as wrong_origin_read:
         assert wrong_origin_read.status == 403
+    own = {**jar, "Origin": url}
+    async with session.post(f"{url}/app/login", data=b"x" * (MAX_APP_BODY + 1), headers=own) as big:
+        assert big.status == 413  # bounded before it is parsed
+    async with session.put(
+        f"{url}/api/presence", data=b"x" * (MAX_PROXY_BODY + 1), headers=own
+    ) as big_proxied:
+        assert big_proxied.status == 413  # never forwarded
+    async with session.post(f"{url}/app/login", json={"login": "NOT A LOGIN"}, headers=own) as bad:
+        assert bad.status == 400
     async with session.put(f"{url}/api/presence", json={"status": "busy"}, headers=jar) as bare:
         assert bare.status == 403  # a state change must say where it comes from
     with pytest.raises(aiohttp.WSServerHandshakeError) as ws_refused:
