@@ -216,8 +216,9 @@ class BridgeUserAgent(MessageUserAgent):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.legs: dict[int, PhoneRtpLeg] = {}
-        self.on_digit: Callable[[int, DtmfDigit], None] | None = None
-        self.on_hold: Callable[[int, bool], None] | None = None
+        # Per RTP port (one per call): who hears that call's digits and hold changes.
+        self.digit_handlers: dict[int, Callable[[DtmfDigit], None]] = {}
+        self.hold_handlers: dict[int, Callable[[bool], None]] = {}
         self.invites: asyncio.Queue[RequestReceived] = asyncio.Queue(maxsize=MAX_PENDING_INVITES)
         self.auto_answer = False
 
@@ -262,8 +263,9 @@ class BridgeUserAgent(MessageUserAgent):
             leg.held = held  # we do not send while the phone holds us (it may play music)
             if address is not None:
                 leg.set_remote(address)
-        if self.on_hold is not None:
-            self.on_hold(port, held)
+        on_hold = self.hold_handlers.get(port)
+        if on_hold is not None:
+            on_hold(held)
         call.dialog = replace(call.dialog, remote_seq=request.cseq.number)
         answer = self._sdp(port).replace(b"a=sendrecv", f"a={direction.reversed().value}".encode())
         ok = build_response(
@@ -303,7 +305,16 @@ class BridgeUserAgent(MessageUserAgent):
         )
         self.stack.respond(effect.key, response)
 
+    def _forget_closed_legs(self) -> None:
+        """Legs of ended calls go; what the UA holds stays bounded by the calls in progress."""
+        for port, leg in list(self.legs.items()):
+            if leg.transport is None or leg.transport.is_closing():
+                del self.legs[port]
+                self.digit_handlers.pop(port, None)
+                self.hold_handlers.pop(port, None)
+
     async def _open_rtp(self) -> tuple[asyncio.DatagramTransport, _Rtp]:
+        self._forget_closed_legs()
         receiver = PhoneReceiver(audio_type=PT_PCMU, clock_rate=8000, dtmf_type=PT_DTMF)
         sender = PhoneSender(
             ssrc=int.from_bytes(self.randbytes(4), "big"),
@@ -316,8 +327,9 @@ class BridgeUserAgent(MessageUserAgent):
         self.legs[port] = leg
 
         def digit(found: DtmfDigit) -> None:
-            if self.on_digit is not None:
-                self.on_digit(port, found)
+            handler = self.digit_handlers.get(port)
+            if handler is not None:
+                handler(found)
 
         leg.on_digit = digit
         transport = leg.transport
@@ -403,8 +415,8 @@ class SipP2pBridge:
 
     def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> _FrameQueueTrack:
         self.digits[call_id] = []
-        self.ua.on_digit = lambda p, digit: self._digit(p, port, call_id, digit)
-        self.ua.on_hold = lambda p, held: self._hold(p, port, call_id, held)
+        self.ua.digit_handlers[port] = lambda digit: self._digit(call_id, digit)
+        self.ua.hold_handlers[port] = lambda held: self._hold(call_id, held)
         queue_track = _FrameQueueTrack()
         self.calls.sinks[call_id] = queue_track.offer
         return queue_track
@@ -522,11 +534,9 @@ class SipP2pBridge:
         self._event(call_id, "peer-answered", "PCMU")
         await self._carry(call_id, phone, leg, queue_track)
 
-    def _hold(self, port: int, expected: int, call_id: bytes, held: bool) -> None:
-        if port == expected:
-            self._event(call_id, "hold" if held else "resume")
+    def _hold(self, call_id: bytes, held: bool) -> None:
+        self._event(call_id, "hold" if held else "resume")
 
-    def _digit(self, port: int, expected: int, call_id: bytes, digit: DtmfDigit) -> None:
-        if port == expected:
-            self.digits[call_id].append(digit)
-            self._event(call_id, "digit", digit.digit)
+    def _digit(self, call_id: bytes, digit: DtmfDigit) -> None:
+        self.digits[call_id].append(digit)
+        self._event(call_id, "digit", digit.digit)

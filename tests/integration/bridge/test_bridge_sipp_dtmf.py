@@ -160,12 +160,17 @@ async def scenario(sipp: str, tmp_path: Path) -> None:
                 f"{gateway.address[0]}:{gateway.address[1]}", "-s", "bob",
                 "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
                 "-m", "1", "-nostdin", "-timeout", "30", "-timeout_error",
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
                 cwd=tmp_path,
             )  # fmt: skip
-            assert await asyncio.wait_for(process.wait(), 45) == 0
+            _, errors = await asyncio.wait_for(process.communicate(), 45)
+            events = []
+            while not bridge.events.empty():
+                events.append(bridge.events.get_nowait())
+            assert process.returncode == 0, (errors.decode(errors="replace")[-800:], events)
             async with asyncio.timeout(WAIT):
                 update = await bob.wait_state(None, {CallState.HUNG_UP})  # sipp's BYE
+            assert len(bridge.digits) == 1, events
             (call_id,) = bridge.digits
             digits = "".join(d.digit for d in bridge.digits[call_id])
             for task in tasks:
