@@ -66,6 +66,7 @@ from p2pnode.identity import (
 __all__ = [
     "COOKIE",
     "WEB_FILE",
+    "WebBackend",
     "WebService",
     "WebStatistics",
     "add_web_service",
@@ -165,7 +166,7 @@ async def _body(request: web.Request, model: type[T]) -> T:
 
 
 @dataclass(frozen=True)
-class _Backend:
+class WebBackend:
     """What the app server reaches: the control API (URL + token) and the home's identity."""
 
     home: Path
@@ -173,7 +174,7 @@ class _Backend:
     control: ControlService
 
 
-def _token(backend: _Backend) -> str:
+def _token(backend: WebBackend) -> str:
     token = read_token(backend.home)
     if token is None:
         raise _AppError(503, "control API not running")
@@ -181,7 +182,7 @@ def _token(backend: _Backend) -> str:
 
 
 def build_web_app(
-    backend: _Backend,
+    backend: WebBackend,
     section: WebSection,
     port: Callable[[], int],
     clock: Callable[[], float] = time.monotonic,
@@ -434,7 +435,7 @@ class WebService:
         self.home = home
         self.section = section
         self.url = ""
-        self._backend = _Backend(home, identity, control)
+        self._backend = WebBackend(home, identity, control)
         self._counters = _Counters()
         self._table = SessionTable(section.session_hours * 3600.0)
         self._port = 0
