@@ -1,4 +1,4 @@
-"""The bridge across NATs: a P2P peer behind one NAT calls ``alice``, a baresip behind another.
+"""The bridge across NATs: a P2P peer behind one NAT and baresip behind another call each other.
 
 Topology (netns lab, root): the gateway + bridge process on a public host
 (in-process SipGateway with MD5 digest, the bridge's UA registered as ``bob``,
@@ -12,7 +12,9 @@ the peer's NATed address by peer-reflexive candidates; the phone's RTP goes
 through the gateway's anchor, which latches its NAT binding.
 
 Both recordings must hold the other side's tone (FFT), and PCMU must pass the
-bridge untouched.
+bridge untouched. Then the reverse: a second baresip of alice (same NAT)
+dials ``bob``, the login the bridge stands for; the bridge calls the peer,
+which answers with 550 Hz; the phone's hang-up ends the P2P call.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ async def main(host, home):
     server = await asyncio.start_server(serve, host, 0)
     hosted = BridgedCallService("alice-id", CallConfig(audio_codecs=("PCMU",)), send)
     async with hosted:
-        bridge = SipP2pBridge(hosted, ua, "alice")
+        bridge = SipP2pBridge(hosted, ua, "alice", peers={"bob": "peer-id"}.get)
         task = asyncio.ensure_future(bridge.run())
         print("READY", f"{gateway.address[0]}:{gateway.address[1]}",
               server.sockets[0].getsockname()[1], alice_password, flush=True)
@@ -110,18 +112,27 @@ from p2pnode.sessions.call import CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
 
-async def main(host, port, record):
+async def main(host, port, record, mode):
     reader, writer = await asyncio.open_connection(host, int(port))
-    peer = CallService("peer-id", CallConfig(audio_codecs=("PCMU",)),
-                       writer_sender("peer-id", writer))
+    media = lambda: CallMedia(ToneSource(550.0), Path(record))
+    config = CallConfig(audio_codecs=("PCMU",), auto_answer=mode == "answer")
+    peer = CallService("peer-id", config, writer_sender("peer-id", writer), answer_media=media)
     async with peer:
         pump = asyncio.ensure_future(read_frames(reader, peer.handle_signal))
-        call_id = await peer.dial("alice-id", CallMedia(ToneSource(660.0), Path(record)))
+        print("CONNECTED", flush=True)
+        if mode == "dial":
+            call_id = await peer.dial("alice-id", CallMedia(ToneSource(660.0), Path(record)))
+        else:
+            update = await asyncio.wait_for(peer.wait_state(None, {CallState.ANSWERED}), 40)
+            call_id = update.call_id
         await asyncio.wait_for(peer.wait_state(call_id, {CallState.ANSWERED}), 30)
         await asyncio.wait_for(peer.wait_first_frame(call_id), 30)
-        await asyncio.sleep(3.0)
         print("PATH", peer.path(call_id), flush=True)
-        await peer.hangup(call_id)
+        if mode == "dial":
+            await asyncio.sleep(3.0)
+            await peer.hangup(call_id)
+        else:  # the phone hangs up; the bridge ends the P2P call
+            await asyncio.wait_for(peer.wait_state(call_id, {CallState.HUNG_UP}), 40)
         await asyncio.sleep(0.5)
         pump.cancel()
     print("DONE", flush=True)
@@ -131,14 +142,14 @@ asyncio.run(main(*sys.argv[1:]))
 )
 
 
-def baresip_config(directory: Path, ip: str, password: str, server: str) -> Path:
+def baresip_config(directory: Path, ip: str, password: str, server: str, port: int) -> Path:
     records = directory / "records"
     records.mkdir(parents=True)
     (directory / "config").write_text(
         textwrap.dedent(
             f"""\
             poll_method epoll
-            sip_listen {ip}:5060
+            sip_listen {ip}:{port}
             audio_player aubridge,nowhere
             audio_source ausine,440
             audio_alert aubridge,nowhere
@@ -195,7 +206,7 @@ def test_peer_behind_nat_calls_baresip_behind_nat_through_the_bridge() -> None:
         assert ready[:1] == ["READY"], ready
         sip_server, signal_port, alice_password = ready[1], ready[2], ready[3]
         records = baresip_config(
-            home / "baresip", phone_host.addresses[0], alice_password, sip_server
+            home / "baresip", phone_host.addresses[0], alice_password, sip_server, 5060
         )
         phone = phone_host.popen(
             [baresip, "-f", str(home / "baresip"), "-t", "60"], stdin=subprocess.DEVNULL
@@ -203,12 +214,16 @@ def test_peer_behind_nat_calls_baresip_behind_nat_through_the_bridge() -> None:
         wait_registered(phone)
         peer = peer_host.popen(
             peer_host.python(
-                str(home / "peer.py"), gw.addresses[0], signal_port, str(home / "peer.wav")
+                str(home / "peer.py"),
+                gw.addresses[0],
+                signal_port,
+                str(home / "peer.wav"),
+                "dial",
             )
         )
-        lines = [read_line(peer, 60), read_line(peer, 20)]
+        lines = [read_line(peer, 60) for _ in range(3)]
         assert lines[-1] == "DONE", lines
-        assert lines[0].startswith("PATH direct"), lines  # host/prflx pair through the NAT
+        assert lines[1].startswith("PATH direct"), lines  # host/prflx pair through the NAT
         events: list[dict[str, str]] = []
         while not any(e.get("what") == "ended" for e in events):
             events.append(json.loads(read_line(bridge, 20)))
@@ -220,3 +235,28 @@ def test_peer_behind_nat_calls_baresip_behind_nat_through_the_bridge() -> None:
         ended = next(e for e in events if e["what"] == "ended")
         counts = dict(item.split("=") for item in ended["detail"].split())
         assert int(counts["passthrough"]) > 50 and int(counts["transcoded"]) == 0, ended
+        phone.terminate()
+        phone.communicate(timeout=10)
+
+        # The reverse: a second baresip of alice dials bob, the P2P login; the peer answers.
+        back = baresip_config(
+            home / "baresip2", phone_host.addresses[0], alice_password, sip_server, 5062
+        )
+        answerer = peer_host.popen(
+            peer_host.python(
+                str(home / "peer.py"), gw.addresses[0], signal_port, str(home / "peer2.wav"),
+                "answer",
+            )
+        )  # fmt: skip
+        assert read_line(answerer, 30) == "CONNECTED"
+        caller = phone_host.popen(
+            [baresip, "-f", str(home / "baresip2"), "-t", "7", "-e", f"/dial sip:bob@{DOMAIN}"],
+            stdin=subprocess.DEVNULL,
+        )
+        lines = [read_line(answerer, 60) for _ in range(2)]
+        assert lines[-1] == "DONE", lines
+        caller.communicate(timeout=20)
+        assert_tone(home / "peer2.wav", 440.0)  # the peer heard the calling phone
+        heard = sorted(back.glob("*-dec.wav"))
+        assert heard, f"no baresip recording in {back}"
+        assert_tone(heard[-1], 550.0)  # the phone heard the peer it dialled
