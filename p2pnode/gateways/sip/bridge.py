@@ -66,6 +66,8 @@ __all__ = [
     "BridgeEvent",
     "BridgeUserAgent",
     "BridgedCallService",
+    "ForeignCallGate",
+    "ForeignCallPolicy",
     "SipP2pBridge",
 ]
 
@@ -93,6 +95,49 @@ _TERMINAL = {
     CallState.REFUSED,
     CallState.FAILED,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignCallPolicy:
+    """Whether callers from other SIP domains may reach bridged P2P logins, and how often.
+
+    The From domain of a foreign caller is unverified (the gateway only
+    authenticates From in its own domain), so the allow-list is a filter, not
+    a proof; the rate limit is what bounds the cost an outside network can
+    put on the P2P side (each admitted call is a P2P dial).
+    """
+
+    enabled: bool = True
+    allow_domains: frozenset[str] = frozenset()  # empty: any domain
+    per_minute: float = 30.0  # foreign calls admitted per minute (burst: as many)
+
+
+class ForeignCallGate:
+    """Sans-IO admission of foreign calls: a token bucket refilled at ``per_minute``."""
+
+    def __init__(self, policy: ForeignCallPolicy, local_domain: str) -> None:
+        self.policy = policy
+        self.local_domain = local_domain.lower()
+        self._tokens = policy.per_minute
+        self._last: float | None = None
+
+    def admit(self, caller_domain: str, now: float) -> tuple[int, str] | None:
+        """None to admit, else the SIP refusal (403 off / not allowed, 503 over the rate)."""
+        domain = caller_domain.lower()
+        if domain == self.local_domain:
+            return None  # our own (authenticated) accounts are not foreign
+        if not self.policy.enabled:
+            return 403, "Forbidden"
+        if self.policy.allow_domains and domain not in self.policy.allow_domains:
+            return 403, "Forbidden"
+        if self._last is not None:
+            refill = (now - self._last) * self.policy.per_minute / 60
+            self._tokens = min(self.policy.per_minute, self._tokens + refill)
+        self._last = now
+        if self._tokens < 1:
+            return 503, "Service Unavailable"
+        self._tokens -= 1
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +393,7 @@ class SipP2pBridge:
         *,
         peers: Callable[[str], str | None] = lambda _login: None,
         ring_timeout: float = 30.0,
+        foreign: ForeignCallPolicy = ForeignCallPolicy(),
     ) -> None:
         """``peers`` maps a login the phone dialled to the P2P peer id to call (None: 404)."""
         self.calls = calls
@@ -355,6 +401,7 @@ class SipP2pBridge:
         self.hosted_login = hosted_login
         self.ring_timeout = ring_timeout
         self.peers = peers
+        self.foreign = ForeignCallGate(foreign, ua.domain)
         self._answered: dict[bytes, asyncio.Future[CallState]] = {}
         self._states: dict[bytes, CallState] = {}  # the latest state of each bridged call
         self.events: asyncio.Queue[BridgeEvent] = asyncio.Queue(maxsize=1024)
@@ -501,6 +548,12 @@ class SipP2pBridge:
         peer = self.peers(login) if login else None
         if peer is None:
             self.ua.refuse(effect, 404, "Not Found", tag)
+            return
+        caller = effect.request.from_.uri
+        domain = caller.host if isinstance(caller, SipUri) else ""
+        refusal = self.foreign.admit(domain, asyncio.get_running_loop().time())
+        if refusal is not None:
+            self.ua.refuse(effect, *refusal, tag)
             return
         transport, leg = await self.ua.open_leg()
         loop = asyncio.get_running_loop()
