@@ -41,11 +41,13 @@ async def scenario(tmp_path: Path) -> None:
     store = AccountStore(tmp_path / "node.sqlite", DOMAIN)
     _, alice_password = store.add("alice", None, randbytes=os.urandom)
     _, bob_password = store.add("bob", None, randbytes=os.urandom)
+    _, carol_password = store.add("carol", None, randbytes=os.urandom)
     gateway = SipGateway(GatewayConfig(DOMAIN), store)
     await gateway.start()
     assert gateway.address is not None
     phone = SipUserAgent("alice", alice_password, DOMAIN, gateway.address)
     bridge_ua = MessageUserAgent("bob", bob_password, DOMAIN, gateway.address)
+    carol = SipUserAgent("carol", carol_password, DOMAIN, gateway.address)
 
     services: dict[bytes, MessagingService] = {}
     bundles: dict[bytes, PrekeyBundle] = {}
@@ -119,14 +121,22 @@ async def scenario(tmp_path: Path) -> None:
             async with asyncio.timeout(WAIT):
                 origin, body = await phone.messages.get()
             assert body.decode() == "while you were away"
+            # Another account may not speak as alice through her bridge: refused, not sent.
+            await carol.start()
+            await carol.send_message("bob", "I am not alice")
+            async with asyncio.timeout(WAIT):
+                while bridge.statistics().refused == 0:  # noqa: ASYNC110 - no event to await
+                    await asyncio.sleep(0.05)
             stats = bridge.statistics()
-            assert (stats.to_chat, stats.to_phones, stats.refused) == (1, 2, 0)
+            assert (stats.to_chat, stats.to_phones, stats.refused) == (1, 2, 1)
+            assert bob_shown.empty()
             for task in tasks:
                 task.cancel()
     finally:
         await alice.close()
         await bob.close()
         await phone.close()
+        await carol.close()
         await bridge_ua.close()
         await gateway.stop()
 
