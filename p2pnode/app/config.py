@@ -25,6 +25,7 @@ import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from p2pnode.app.peer_config import CallsSection, ChatSection, MailboxSection, PresenceSection
+from p2pnode.app.sip_config import SipSection
 from p2pnode.app.web_config import WebSection
 from p2pnode.identity import public_key_from_peer_id
 
@@ -281,7 +282,7 @@ class NodeConfig(_Section):
     mailbox: MailboxSection = Field(default_factory=MailboxSection)  # type: ignore[arg-type]
     chat: ChatSection = Field(default_factory=ChatSection)  # type: ignore[arg-type]
     calls: CallsSection = Field(default_factory=CallsSection)  # type: ignore[arg-type]
-    sip: ReservedSection = Field(default_factory=ReservedSection)
+    sip: SipSection = Field(default_factory=SipSection)  # type: ignore[arg-type]
     web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
 
     def override(self, changes: dict[str, dict[str, Any]]) -> NodeConfig:

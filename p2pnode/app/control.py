@@ -47,6 +47,7 @@ from p2pnode.app.api_models import (
     resolution_answer,
 )
 from p2pnode.app.api_peer import PEER_ROUTES
+from p2pnode.app.api_sip import SIP_ROUTES
 from p2pnode.app.homefiles import CONTROL_FILE, TOKEN_FILE, read_token
 from p2pnode.app.node import Node
 from p2pnode.app.roles import SupernodeService
@@ -366,6 +367,7 @@ ROUTES = (
     Route("GET", "/api/relay", relay_state, "the supernode role and relay counters", None),
     Route("GET", "/api/events", events, "WebSocket: service states, role changes", None),
     *(Route(*spec) for spec in PEER_ROUTES),  # reach: ping, presence, contacts (api_peer.py)
+    *(Route(*spec) for spec in SIP_ROUTES),  # the SIP gateway (api_sip.py)
 )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from p2pnode.app.api_sip import SipStatusAnswer
 from p2pnode.cli.common import (
     CliError,
     NegativeAnswerError,
@@ -31,6 +32,7 @@ from p2pnode.cli.common import (
     add_home_argument,
     parse_hostport,
 )
+from p2pnode.cli.control_client import running_node
 from p2pnode.gateways.sip.accounts import AccountError, AccountStore
 from p2pnode.gateways.sip.digest import Algorithm
 from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
@@ -122,6 +124,12 @@ def _status(args: argparse.Namespace) -> int:
         status: dict[str, Any] = {"domain": store.realm, "accounts": store.count()}
     finally:
         store.close()
+    node = running_node(args.home or default_home())
+    if node is not None:  # the node running in this home hosts the gateway ([sip])
+        try:
+            status.update(node.request("GET", "/api/sip", SipStatusAnswer).model_dump())
+        except CliError as error:
+            status["running_node"] = str(error)
     if args.server:
         status["server"] = args.server
         status["options_rtt_ms"] = asyncio.run(_options_ping(parse_hostport(args.server)))

@@ -1,0 +1,114 @@
+"""Control-API route for the SIP gateway: its status and the registered devices.
+
+Kept apart from ``control.py`` (which lists ``SIP_ROUTES`` in its route table,
+so the OpenAPI document shows these models). The handler answers from the
+node's ``sip`` service; a node without ``[sip] enabled`` answers 404 with the
+setting to change, and a gateway not running (starting, failed) answers 503,
+so ``p2pnode sip status`` can tell the operator which it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import pydantic
+from aiohttp import web
+
+from p2pnode.app.api_models import ApiError
+from p2pnode.app.sip_service import SipService
+
+if TYPE_CHECKING:
+    from p2pnode.app.control import ControlContext
+
+__all__ = ["SIP_ROUTES", "SipRegistrationModel", "SipStatusAnswer"]
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class SipRegistrationModel(_Model):
+    login: str
+    contact: str
+    source: str = pydantic.Field(description="HOST:PORT the device registered from")
+    transport: str = pydantic.Field(description='"udp" or "stream" (TCP/TLS)')
+    expires_in: int = pydantic.Field(description="seconds left")
+
+
+class SipStatusAnswer(_Model):
+    domain: str
+    address: str = pydantic.Field(description="HOST:PORT of SIP over UDP and TCP")
+    tls_address: str = pydantic.Field(description='HOST:PORT of SIP over TLS, "" if none')
+    accounts: int
+    registered_accounts: int
+    active_calls: int
+    calls_started: int
+    calls_answered: int
+    rtp_forwarded: int
+    auth_failures: int
+    banned_sources: int
+    login_claims: int
+    registrations: list[SipRegistrationModel]
+    truncated: bool = pydantic.Field(description="more registrations than listed")
+
+
+def _error(status: int, error: str, detail: str) -> web.Response:
+    body = ApiError(error=error, detail=detail).model_dump_json()
+    return web.Response(text=body, status=status, content_type="application/json")
+
+
+async def sip_status(ctx: ControlContext, request: web.Request) -> web.StreamResponse:
+    try:
+        service = ctx.node.service("sip")
+    except KeyError:
+        return _error(404, "sip not enabled", "set [sip] enabled = true")
+    assert isinstance(service, SipService)
+    status = service.status(asyncio.get_running_loop().time())
+    gateway = status.statistics.gateway
+    if gateway is None:
+        return _error(503, "sip gateway not running", "see p2pnode status for its state")
+    answer = SipStatusAnswer(
+        domain=status.statistics.domain,
+        address=status.statistics.address,
+        tls_address=status.statistics.tls_address,
+        accounts=status.statistics.accounts,
+        registered_accounts=gateway.registered_accounts,
+        active_calls=gateway.active_calls,
+        calls_started=gateway.calls_started,
+        calls_answered=gateway.calls_answered,
+        rtp_forwarded=gateway.rtp_forwarded,
+        auth_failures=gateway.auth_failures,
+        banned_sources=gateway.banned_sources,
+        login_claims=gateway.login_claims,
+        registrations=[
+            SipRegistrationModel(
+                login=r.login,
+                contact=r.contact,
+                source=r.source,
+                transport=r.transport,
+                expires_in=r.expires_in,
+            )
+            for r in status.registrations
+        ],
+        truncated=status.truncated,
+    )
+    return web.Response(text=answer.model_dump_json(), content_type="application/json")
+
+
+SIP_ROUTES: tuple[
+    tuple[
+        str,
+        str,
+        Callable[[ControlContext, web.Request], Awaitable[web.StreamResponse]],
+        str,
+        type[pydantic.BaseModel] | None,
+        type[pydantic.BaseModel] | None,
+        type[pydantic.BaseModel] | None,
+    ],
+    ...,
+] = (
+    ("GET", "/api/sip", sip_status, "SIP gateway: counters and registered devices",
+     SipStatusAnswer, None, None),
+)  # fmt: skip

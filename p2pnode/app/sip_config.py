@@ -1,0 +1,199 @@
+"""The ``[sip]`` section: the SIP gateway hosted by ``p2pnode run``.
+
+Why the defaults: a desk phone is configured with three settings (login,
+password, server), so the gateway listens where phones look (UDP and TCP on
+5060) and offers MD5 first: sipp answers only the first challenge and only
+MD5, and baresip 1.0 gives up when a challenge names SHA-256 at all
+(``digest = ["MD5"]`` for such phones). The domain is the digest realm the
+accounts' hashes were made for; it defaults to the one remembered in
+``<home>/sip-accounts.sqlite`` (where ``p2pnode sip account add`` writes).
+
+``to_gateway`` maps the validated section onto the gateway's frozen
+``GatewayConfig``, so a mistake is reported with its path (``sip.trunks.0.login``)
+before anything binds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from p2pnode.gateways.sip.accounts import valid_login
+from p2pnode.gateways.sip.digest import Algorithm
+from p2pnode.gateways.sip.settings import GatewayConfig
+from p2pnode.gateways.sip.trunks import IpTrunk, RegistrationTrunk, digits
+
+__all__ = ["IpTrunkSection", "RegistrationTrunkSection", "SipSection", "to_gateway"]
+
+MAX_TRUNKS = 64
+MAX_DIDS = 10_000
+
+
+def _check_hostport(text: str) -> str:
+    """HOST:PORT with an IP host (config.py cannot be imported here: it imports us)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("not HOST:PORT")
+    _check_ip(host.strip("[]"))
+    return text
+
+
+def _check_ip(text: str) -> str:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError("not an IP address") from None
+    return text
+
+
+def _check_source(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError("not an IP address or network") from None
+    return text
+
+
+def _check_login(text: str) -> str:
+    if not valid_login(text):
+        raise ValueError("not a SIP account login")
+    return text
+
+
+def _check_did(text: str) -> str:
+    if digits(text) is None:
+        raise ValueError("not a phone number (digits, optional +)")
+    return text
+
+
+def _check_domain(text: str) -> str:
+    labels = text.split(".")
+    if len(text) > 253 or not all(
+        label and len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii()
+        for label in labels
+    ):
+        raise ValueError("not a domain name")
+    return text.lower()
+
+
+def _split(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+HostPort = Annotated[str, AfterValidator(_check_hostport)]
+IpText = Annotated[str, AfterValidator(_check_ip)]
+SourceText = Annotated[str, AfterValidator(_check_source)]
+LoginText = Annotated[str, AfterValidator(_check_login)]
+DidText = Annotated[str, AfterValidator(_check_did)]
+DomainText = Annotated[str, AfterValidator(_check_domain)]
+
+
+class RegistrationTrunkSection(BaseModel):
+    """A PBX that registers an account and owns DIDs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    login: LoginText = Field(description="the account the PBX registers")
+    dids: tuple[DidText, ...] = Field((), max_length=MAX_DIDS, description="its numbers")
+    did_in_request_uri: bool = Field(True, description="the DID in the Request-URI too")
+
+
+class IpTrunkSection(BaseModel):
+    """A PBX or carrier recognised by its source address (no REGISTER)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    sources: tuple[SourceText, ...] = Field(min_length=1, max_length=64)
+    dids: tuple[DidText, ...] = Field((), max_length=MAX_DIDS)
+    target: HostPort | None = Field(None, description="where calls to its DIDs go")
+    trust_pai: bool = Field(True, description="take the caller from P-Asserted-Identity")
+
+
+class SipSection(BaseModel):
+    """The SIP gateway: desk phones, DECT bases and PBXs with login, password and server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(False, description="host the SIP gateway")
+    domain: DomainText | None = Field(
+        None, description="SIP domain and digest realm (default: the accounts file's)"
+    )
+    listen: HostPort = Field("0.0.0.0:5060", description="UDP and TCP address for SIP")
+    media_host: IpText | None = Field(None, description="RTP relay address (default: listen's)")
+    tls_port: int | None = Field(
+        None, ge=0, le=65535, description="SIP over TLS (sips:) on listen's host, this port"
+    )
+    tls_certificate: str | None = Field(None, description="PEM certificate chain for TLS")
+    tls_key: str | None = Field(None, description="PEM private key for TLS")
+    digest: tuple[Literal["MD5", "SHA-256"], ...] = Field(
+        ("MD5", "SHA-256"),
+        min_length=1,
+        max_length=2,
+        description="digest challenges offered, in order (baresip 1.0: MD5 alone)",
+    )
+    max_calls: int = Field(1024, ge=1, le=100_000, description="concurrent calls")
+    max_transactions: int = Field(65_536, ge=64, le=1_000_000, description="SIP transactions")
+    keepalive: float = Field(25.0, ge=5.0, le=3600.0, description="seconds between OPTIONS pings")
+    upstream: HostPort | None = Field(None, description="trunk for phone numbers not ours")
+    dids: dict[DidText, LoginText] = Field(
+        default_factory=dict, max_length=MAX_DIDS, description="DID -> account login"
+    )
+    registration_trunks: tuple[RegistrationTrunkSection, ...] = Field(
+        (), max_length=MAX_TRUNKS, description="PBXs registering an account"
+    )
+    ip_trunks: tuple[IpTrunkSection, ...] = Field(
+        (), max_length=MAX_TRUNKS, description="PBXs and carriers by source address"
+    )
+    claim_logins: bool = Field(
+        True, description="claim a registered account's login in the DHT (its hosted identity)"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SipSection:
+        tls = {self.tls_port is None, self.tls_certificate is None, self.tls_key is None}
+        if len(tls) > 1:
+            raise ValueError("tls_port, tls_certificate and tls_key go together")
+        if len(set(self.digest)) != len(self.digest):
+            raise ValueError("digest names an algorithm twice")
+        names = [trunk.name for trunk in self.ip_trunks]
+        if len(set(names)) != len(names):
+            raise ValueError("two ip_trunks share a name")
+        return self
+
+
+def to_gateway(section: SipSection, domain: str) -> GatewayConfig:
+    """The gateway's configuration for ``domain`` (the section's, or the accounts file's)."""
+    host, port = _split(section.listen)
+    return GatewayConfig(
+        domain,
+        host=host,
+        port=port,
+        media_host=section.media_host,
+        digest_algorithms=tuple(Algorithm(name) for name in section.digest),
+        max_calls=section.max_calls,
+        max_transactions=section.max_transactions,
+        registration_trunks=tuple(
+            RegistrationTrunk(t.login, t.dids, t.did_in_request_uri)
+            for t in section.registration_trunks
+        ),
+        ip_trunks=tuple(
+            IpTrunk(
+                t.name,
+                t.sources,
+                t.dids,
+                None if t.target is None else _split(t.target),
+                t.trust_pai,
+            )
+            for t in section.ip_trunks
+        ),
+        account_dids=tuple(section.dids.items()),
+        keepalive_interval=section.keepalive,
+        upstream=None if section.upstream is None else _split(section.upstream),
+        tls_port=section.tls_port,
+        tls_certificate=section.tls_certificate,
+        tls_key=section.tls_key,
+    )

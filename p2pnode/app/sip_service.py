@@ -1,0 +1,159 @@
+"""The SIP gateway as a service of ``p2pnode run`` (``[sip] enabled = true``).
+
+Why a wrapper and not the gateway itself in the node: the gateway lives in a
+lower layer (gateways) and knows neither the home nor the runtime. This
+service opens the accounts where ``p2pnode sip account add`` and the desktop
+app write them (``<home>/sip-accounts.sqlite``), takes the domain from
+``[sip]`` or from that file, gives the gateway the node's DHT as its
+directory (a registered account's login is claimed with the identity the
+gateway hosts for it), and answers the control API's status with a snapshot
+of the registrations. A fresh gateway is built at every start, so the node's
+restart after a failure begins from a clean state (registrations are
+renewed by the phones within their Expires).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2pnode.app.services import DhtService, directory_of
+from p2pnode.app.sip_config import SipSection, to_gateway
+from p2pnode.gateways.sip.accounts import AccountError, AccountStore
+from p2pnode.gateways.sip.gateway import SipGateway
+from p2pnode.gateways.sip.hosted import LoginClaimer
+from p2pnode.gateways.sip.settings import GatewayStatistics
+
+__all__ = [
+    "ACCOUNTS_FILE",
+    "MAX_LISTED",
+    "Registration",
+    "SipService",
+    "SipServiceStatistics",
+    "SipStatus",
+]
+
+ACCOUNTS_FILE = "sip-accounts.sqlite"  # the same file as ``p2pnode sip account``
+MAX_LISTED = 1000  # registrations one status lists (the count is always complete)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered device of an account."""
+
+    login: str
+    contact: str
+    source: str  # HOST:PORT the REGISTER came from (the path back through a NAT)
+    transport: str  # "udp" or "stream"
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class SipServiceStatistics:
+    domain: str
+    address: str  # HOST:PORT of UDP and TCP, "" before start
+    tls_address: str
+    accounts: int
+    gateway: GatewayStatistics | None
+
+
+@dataclass(frozen=True)
+class SipStatus:
+    """What ``p2pnode sip status`` shows of a running node."""
+
+    statistics: SipServiceStatistics
+    registrations: tuple[Registration, ...]
+    truncated: bool
+
+
+def _text(address: tuple[str, int] | None) -> str:
+    if address is None:
+        return ""
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class SipService:
+    """Hosts ``SipGateway`` with the home's accounts and the node's DHT."""
+
+    name = "sip"
+
+    def __init__(
+        self,
+        home: Path,
+        section: SipSection,
+        *,
+        directory: Callable[[], LoginClaimer] | None = None,
+    ) -> None:
+        self.home = home
+        self.section = section
+        self._directory = directory
+        self.store: AccountStore | None = None
+        self.gateway: SipGateway | None = None
+        self.domain = section.domain or ""
+
+    @staticmethod
+    def for_node(home: Path, section: SipSection, dht: DhtService) -> SipService:
+        """The service claiming logins through ``dht`` (unless ``claim_logins`` is off)."""
+        if not section.claim_logins:
+            return SipService(home, section)
+        return SipService(home, section, directory=lambda: directory_of(dht, frozenset()))
+
+    async def start(self) -> None:
+        try:
+            store = AccountStore.open(self.home / ACCOUNTS_FILE, self.section.domain)
+        except AccountError as error:
+            raise RuntimeError(f"[sip]: {error} (set sip.domain)") from None
+        gateway = SipGateway(
+            to_gateway(self.section, store.realm),
+            store,
+            directory=None if self._directory is None else self._directory(),
+        )
+        try:
+            await gateway.start()
+        except BaseException:
+            await gateway.stop()
+            store.close()
+            raise
+        self.store, self.gateway, self.domain = store, gateway, store.realm
+
+    async def stop(self) -> None:
+        gateway, store = self.gateway, self.store
+        self.gateway = self.store = None
+        if gateway is not None:
+            await gateway.stop()
+        if store is not None:
+            store.close()
+
+    def statistics(self) -> SipServiceStatistics:
+        gateway, store = self.gateway, self.store
+        return SipServiceStatistics(
+            domain=self.domain,
+            address=_text(None if gateway is None else gateway.address),
+            tls_address=_text(None if gateway is None else gateway.tls_address),
+            accounts=0 if store is None else store.count(),
+            gateway=None if gateway is None else gateway.statistics(),
+        )
+
+    def status(self, now: float) -> SipStatus:
+        """The statistics and every live registration (at most ``MAX_LISTED``), by login."""
+        gateway, store = self.gateway, self.store
+        rows: list[Registration] = []
+        truncated = False
+        if gateway is not None and store is not None:
+            for login in store.logins():
+                for binding in gateway.registrar.bindings(login, now):
+                    if len(rows) == MAX_LISTED:
+                        truncated = True
+                        break
+                    rows.append(
+                        Registration(
+                            login=login,
+                            contact=str(binding.contact),
+                            source=_text(binding.source),
+                            transport="stream" if binding.reliable else "udp",
+                            expires_in=binding.remaining(now),
+                        )
+                    )
+        return SipStatus(self.statistics(), tuple(rows), truncated)
