@@ -27,11 +27,9 @@ from collections.abc import Callable
 
 from nat.drops import DropCounter
 from nat.stun import (
-    AdditionalAddressFamily,
     Attribute,
     Data,
     DontFragment,
-    EvenPort,
     Lifetime,
     Nonce,
     Realm,
@@ -48,11 +46,11 @@ from nat.stun import (
 )
 from nat.stun.attributes import AttributeType
 from nat.stun.server import StunServer
+from relay.allocate import new_allocation, next_bind_attempt
 from relay.allocation import (
     PERMISSION_LIFETIME,
     Allocation,
     FiveTuple,
-    PendingAllocate,
     Transport,
 )
 from relay.auth import Credential, NonceIssuer
@@ -74,10 +72,8 @@ from relay.requests import (
     Authenticated,
     AuthFailure,
     address_family,
-    allocate_refusal,
     authenticate,
     desired_lifetime,
-    has_fingerprint,
 )
 from relay.responses import ResponseBuilder
 from relay.routes import ClientRoute, PeerRoute, RouteTable, Traffic
@@ -87,7 +83,6 @@ __all__ = ["TurnConfig", "TurnServer"]
 Address = tuple[str, int]
 logger = logging.getLogger(__name__)
 
-MAX_BIND_ATTEMPTS = 8  # relayed ports tried before answering 508
 SWEEP_INTERVAL = 1.0  # the sweep runs at most this often
 _CHANNEL_HEADER = struct.Struct("!HH")
 _PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
@@ -286,11 +281,10 @@ class TurnServer:
             return []
         pending = allocation.pending
         failed_port = allocation.port
-        port = None
-        if pending.bind_attempts + 1 < MAX_BIND_ATTEMPTS:
-            port = self._ports.take(self._rng, even=pending.even_port)
+        retry = next_bind_attempt(pending)
+        port = None if retry is None else self._ports.take(self._rng, even=pending.even_port)
         self._ports.release(failed_port)
-        if port is None:
+        if retry is None or port is None:
             allocation.port = 0
             self._delete(allocation)
             request = StunMessage(StunMethod.ALLOCATE, StunClass.REQUEST, pending.transaction_id)
@@ -299,21 +293,10 @@ class TurnServer:
                 Credential(allocation.integrity_key, allocation.credential_identity),
                 pending.integrity_sha256,
             )
-            return [
-                self._responses.error(
-                    five_tuple, request, TurnErrorCode.INSUFFICIENT_CAPACITY, auth
-                )
-            ]
+            code = TurnErrorCode.INSUFFICIENT_CAPACITY
+            return [self._responses.error(five_tuple, request, code, auth)]
         allocation.port = port
-        allocation.pending = PendingAllocate(
-            pending.transaction_id,
-            pending.lifetime,
-            pending.integrity_sha256,
-            pending.fingerprint,
-            pending.even_port,
-            pending.bind_attempts + 1,
-            pending.ipv6_refused,
-        )
+        allocation.pending = retry
         return [OpenRelay(five_tuple, (self._config.relay_ip, port))]
 
     def client_closed(self, five_tuple: FiveTuple, now: float) -> list[Output]:
@@ -463,7 +446,8 @@ class TurnServer:
     def _allocate(
         self, five_tuple: FiveTuple, message: StunMessage, auth: Authenticated
     ) -> list[Output]:
-        """RFC 8656 §7.2, steps after authentication (step 1)."""
+        """RFC 8656 §7.2, steps after authentication (step 1); the decision is
+        ``relay.allocate.new_allocation``."""
         config = self._config
         existing = self._allocations.get(five_tuple)
         if existing is not None:
@@ -472,49 +456,23 @@ class TurnServer:
                 return [] if existing.pending else [ToClient(five_tuple, existing.success_response)]
             # Step 2: "If yes, the server rejects the request with a 437 (Allocation Mismatch)."
             return self._refuse(five_tuple, message, TurnErrorCode.ALLOCATION_MISMATCH, auth)
-        refusal = allocate_refusal(message, self._family)
-        if refusal is not None:
-            return self._refuse(five_tuple, message, refusal, auth)
-        if config.admission is not None and not config.admission(five_tuple):
-            # RFC 8656 §7.2: "If the server cannot satisfy the request, then the server
-            # rejects the request with a 508 (Insufficient Capacity) error".
-            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
-        even_port = message.get(EvenPort)
-        additional_family = message.get(AdditionalAddressFamily)
-        if len(self._allocations) >= config.quota.max_allocations:
-            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
-        identity = auth.credential.identity
-        if self._counter.would_exceed(config.quota, identity, five_tuple.client[0]):
-            # Step 10: "the server MAY choose to reject the request with a 486".
-            return self._refuse(five_tuple, message, TurnErrorCode.ALLOCATION_QUOTA_REACHED, auth)
-        port = self._ports.take(self._rng, even=even_port is not None)
-        if port is None:
-            return self._refuse(five_tuple, message, TurnErrorCode.INSUFFICIENT_CAPACITY, auth)
-        lifetime = self._desired_lifetime(message)
-        fingerprint = has_fingerprint(message)
-        allocation = Allocation(
+        allocation = new_allocation(
             five_tuple,
-            username=auth.username,
-            identity=identity,
-            integrity_key=auth.credential.key,
-            port=port,
-            lifetime=max(lifetime, 1),
+            message,
+            auth,
+            config=config,
+            family=self._family,
+            held=len(self._allocations),
+            counter=self._counter,
+            ports=self._ports,
+            rng=self._rng,
             now=self._now,
-            bandwidth=config.quota.bandwidth_bytes_per_second,
-            burst=config.quota.burst_seconds,
-            pending=PendingAllocate(
-                message.transaction_id,
-                lifetime,
-                auth.sha256,
-                fingerprint,
-                even_port is not None,
-                0,
-                additional_family is not None,
-            ),
         )
+        if isinstance(allocation, TurnErrorCode):
+            return self._refuse(five_tuple, message, allocation, auth)
         self._allocations[five_tuple] = allocation
-        self._counter.add(identity, five_tuple.client[0])
-        return [OpenRelay(five_tuple, (config.relay_ip, port))]
+        self._counter.add(allocation.credential_identity, five_tuple.client[0])
+        return [OpenRelay(five_tuple, (config.relay_ip, allocation.port))]
 
     def _desired_lifetime(self, message: StunMessage) -> int:
         return desired_lifetime(message, self._config.default_lifetime, self._config.max_lifetime)
