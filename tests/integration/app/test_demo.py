@@ -43,8 +43,8 @@ def test_demo_runs_every_step_and_passes() -> None:
     out = result.stdout
     lines = out.splitlines()
     assert result.returncode == 0, out + result.stderr
-    assert [n for n in range(1, 11) if any(line.startswith(f"[{n}/10]") for line in lines)] == [
-        *range(1, 11)
+    assert [n for n in range(1, 12) if any(line.startswith(f"[{n}/11]") for line in lines)] == [
+        *range(1, 12)
     ]
 
     # 1-4: the DHT and the attacker
@@ -86,6 +86,12 @@ def test_demo_runs_every_step_and_passes() -> None:
     heard = re.search(r"alice heard ([0-9.]+) Hz, bob heard ([0-9.]+) Hz", out)
     assert heard is not None and abs(float(heard.group(1)) - 660) < 5
     assert abs(float(heard.group(2)) - 440) < 5
+
+    # 11 (demo/sip.py): two accounts' settings, two of our phones registered, a call with audio
+    assert len(re.findall(r"account (alice|bob): login=\1  password=\S{12,}  server=", out)) == 2
+    phones = re.search(r"alice's phone heard ([0-9.]+) Hz, bob's phone heard ([0-9.]+) Hz", out)
+    assert phones is not None and abs(float(phones.group(1)) - 660) < 10
+    assert abs(float(phones.group(2)) - 440) < 10
     assert "FAILED" not in out and out.rstrip().splitlines()[-1].startswith("demo passed")
 
 
@@ -101,5 +107,5 @@ def test_a_step_that_does_not_check_out_fails_the_demo(
     assert asyncio.run(run_demo(6, 1, 1)) == 1
     out = capsys.readouterr().out
     assert "the echo came back: NO" in out and "403" in out
-    assert "[6/10]" in out and "FAILED" not in out.split("[7/10]")[0]  # the others passed
+    assert "[6/11]" in out and "FAILED" not in out.split("[7/11]")[0]  # the others passed
     assert out.rstrip().splitlines()[-1].startswith("demo FAILED")

@@ -1,0 +1,122 @@
+"""The demo's SIP step: phones on the gateway, as ``p2pnode run`` hosts it with ``[sip]``.
+
+Why our own user agent for the phones: the demo runs on a fresh machine with
+no Debian packages, and ``p2pnode sip try-call`` is the same code an operator
+uses to try a gateway. The gateway is the node's ``SipService`` (the home's
+accounts file, the ``[sip]`` section), on 127.0.0.1 with a port the system
+picks. Then:
+
+1. two accounts are created and their three settings (login, password,
+   server) printed, as ``p2pnode sip account add`` prints them;
+2. a phone registers with each account (digest, MD5 as desk phones answer);
+3. alice's phone calls bob's; both play a tone through the gateway's RTP
+   relay, and an FFT of each recording names the frequency each side heard.
+
+Invariants: the gateway and both phones are closed on return; every wait is
+bounded (``LIMIT``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from p2pnode.app.sip_config import SipSection
+from p2pnode.app.sip_service import ACCOUNTS_FILE, SipService
+from p2pnode.gateways.sip.accounts import AccountStore
+from p2pnode.gateways.sip.useragent import SipUserAgent
+
+__all__ = ["ALICE_HZ", "BOB_HZ", "DOMAIN", "LIMIT", "heard_hz", "run_sip_step"]
+
+LIMIT = 10.0  # seconds any one wait may take
+DOMAIN = "sip.demo.p2pnode.test"
+ALICE_HZ = 440.0
+BOB_HZ = 660.0
+TONE_SECONDS = 1.5
+TOLERANCE_HZ = 10.0
+RATE = 8000  # G.711
+
+Say = Callable[[str], None]
+
+
+def heard_hz(samples: np.ndarray) -> float:
+    """The strongest frequency in a recording (the first 0.1 s skipped: jitter start-up)."""
+    audio = samples[RATE // 10 :].astype(np.float64)
+    if audio.size < RATE // 10:
+        return 0.0
+    power = np.abs(np.fft.rfft(audio * np.hanning(audio.size))) ** 2
+    power[np.fft.rfftfreq(audio.size, 1 / RATE) < 60] = 0.0
+    return float(np.fft.rfftfreq(audio.size, 1 / RATE)[int(np.argmax(power))])
+
+
+async def run_sip_step(say: Say, label: str) -> bool:
+    """Step ``label``: two accounts, two phones registering, a call with audio both ways."""
+    with tempfile.TemporaryDirectory() as home:
+        section = SipSection.model_validate(
+            {"enabled": True, "domain": DOMAIN, "listen": "127.0.0.1:0", "digest": ["MD5"]}
+        )
+        store = AccountStore.open(Path(home) / ACCOUNTS_FILE, DOMAIN)
+        try:
+            passwords = {
+                login: store.add(login, None, randbytes=os.urandom)[1] for login in ("alice", "bob")
+            }
+        finally:
+            store.close()
+        service = SipService(Path(home), section)
+        await service.start()
+        phones: list[SipUserAgent] = []
+        try:
+            return await _calls(say, label, service, passwords, phones)
+        finally:
+            for phone in phones:
+                await phone.close()
+            await service.stop()
+
+
+async def _calls(
+    say: Say,
+    label: str,
+    service: SipService,
+    passwords: dict[str, str],
+    phones: list[SipUserAgent],
+) -> bool:
+    gateway = service.gateway
+    assert gateway is not None and gateway.address is not None
+    server = service.statistics().address
+    say(f"{label} the SIP gateway (as `p2pnode run` hosts it with [sip]) on {server}:")
+    for login, password in passwords.items():
+        say(f"  account {login}: login={login}  password={password}  server={DOMAIN}")
+    for login, password in passwords.items():
+        phone = SipUserAgent(login, password, DOMAIN, gateway.address, host="127.0.0.1")
+        phones.append(phone)
+        await phone.start()
+        await asyncio.wait_for(phone.register(), LIMIT)
+    listed = service.status(asyncio.get_running_loop().time()).registrations
+    say(f"  phones registered: {', '.join(f'{r.login} from {r.source}' for r in listed)}")
+    alice, bob = phones
+    call = await asyncio.wait_for(alice.call("bob"), LIMIT)
+    answered = await asyncio.wait_for(bob.incoming.get(), LIMIT)
+    say(f"  alice's phone calls bob's: answered; tones {ALICE_HZ:.0f} Hz and {BOB_HZ:.0f} Hz")
+    await asyncio.wait_for(
+        asyncio.gather(
+            call.play_tone(ALICE_HZ, TONE_SECONDS), answered.play_tone(BOB_HZ, TONE_SECONDS)
+        ),
+        LIMIT,
+    )
+    await asyncio.wait_for(call.hangup(), LIMIT)
+    alice_heard, bob_heard = heard_hz(call.recording()), heard_hz(answered.recording())
+    relayed = service.statistics().gateway
+    say(
+        f"  alice's phone heard {alice_heard:.1f} Hz, bob's phone heard {bob_heard:.1f} Hz; "
+        f"{0 if relayed is None else relayed.rtp_forwarded} RTP packets relayed by the gateway"
+    )
+    return (
+        len(listed) == 2
+        and abs(alice_heard - BOB_HZ) < TOLERANCE_HZ
+        and abs(bob_heard - ALICE_HZ) < TOLERANCE_HZ
+    )
