@@ -167,7 +167,7 @@ def sink(ip: str) -> None:
     # A big receive buffer: a busy machine may not schedule us during the burst,
     # and a full buffer would drop datagrams the lab's loss rule let through.
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 1 << 22)
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 1 << 22)
     except (OSError, AttributeError):  # not root: the largest buffer we are allowed
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
     print(json.dumps({"port": sock.getsockname()[1]}), flush=True)

@@ -18,6 +18,7 @@ import asyncio
 import faulthandler
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -74,8 +75,8 @@ def service(
     seed: bytes,
     mailboxes: tuple[MailboxEntry, ...],
     bundle: PrekeyBundle | None,
-    on_event=None,
-) -> MessagingService:  # type: ignore[no-untyped-def]
+    on_event: Callable[[MessagingEvent], None] | None = None,
+) -> MessagingService:
     async def resolve_bundle(peer: bytes) -> PrekeyBundle | None:
         return bundle
 

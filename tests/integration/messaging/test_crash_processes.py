@@ -26,6 +26,7 @@ def launch(role: str, argv: list[str], log: Path) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, *argv],
             stdout=subprocess.PIPE,
+            text=True,
             stderr=errors,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
         )

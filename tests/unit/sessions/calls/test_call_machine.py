@@ -107,7 +107,8 @@ def test_answered_call_then_hangup() -> None:
     assert caller.state is CallState.RINGING_REMOTE
     assert caller.deadline == 31.0
     assert caller.handle(CallEvent.REMOTE_ANSWER, 2.0).actions == (CallAction.START_MEDIA,)
-    assert caller.deadline is None
+    deadline_after_answer: float | None = caller.deadline  # mypy narrowed it to float above
+    assert deadline_after_answer is None
     transition = caller.handle(CallEvent.LOCAL_HANGUP, 9.0)
     assert transition.new is CallState.HUNG_UP
     assert transition.actions == (CallAction.SEND_HANGUP, CallAction.STOP_MEDIA)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,7 @@ class Peer:
         self.seed, self.path = seed, path
         self.identity = Identity.generate(seed)
         self.rng = random.Random(rng_seed)
+        self.shown: list[str] = []  # texts shown, in the order a test drained them
         self.open()
 
     def open(self) -> None:
@@ -181,7 +183,7 @@ STEPS = 12
 
 def run_with_crash(world: tuple[Peer, Peer, list[MailboxCore]], crash_at: int, who: str) -> None:
     alice, bob, mailboxes = world
-    bob.shown = []  # type: ignore[attr-defined]
+    bob.shown = []
     open_session(alice, bob)
     texts = ["m0"] + [f"m{i}" for i in range(1, 6)]
     for text in texts[1:]:
@@ -211,7 +213,7 @@ def run_with_crash(world: tuple[Peer, Peer, list[MailboxCore]], crash_at: int, w
             break
         deadline = alice.core.outbox_deadline()
         now = max(now + 1, deadline if deadline is not None else now)
-    assert bob.shown == texts  # type: ignore[attr-defined]  # every message once, in order
+    assert bob.shown == texts  # every message once, in order
     assert alice.core.store.outbox_size() == 0
     assert all(m.held_for(bob.identity.public_key) == 0 for m in mailboxes)
 
@@ -226,14 +228,14 @@ def test_crash_at_every_step_loses_and_duplicates_nothing(
 
 def test_mailbox_down_still_two_copies(world: tuple[Peer, Peer, list[MailboxCore]]) -> None:
     alice, bob, mailboxes = world
-    bob.shown = []  # type: ignore[attr-defined]
+    bob.shown = []
     open_session(alice, bob)
     deposit_due(alice, bob, mailboxes, T0, {0, 2})
     row = alice.core.store.due_outbox(T0 + 10**9)[0]
     assert row.state is OutboxState.HELD and row.copies == 2
     deposit_due(alice, bob, mailboxes, T0 + 1, {0, 2})
     alice.core.receive(drain(bob, mailboxes, T0 + 2, {0, 1, 2}), T0 + 2)
-    assert bob.shown == ["m0"]  # type: ignore[attr-defined]
+    assert bob.shown == ["m0"]
     assert alice.core.store.outbox_size() == 0
 
 
@@ -244,19 +246,19 @@ class CrashError(Exception):
 class _DyingConnection:
     """Forwards to the real connection and dies at the n-th statement, mid-transaction."""
 
-    def __init__(self, real: object, countdown: int) -> None:
+    def __init__(self, real: sqlite3.Connection, countdown: int) -> None:
         self.real, self.countdown = real, countdown
 
-    def execute(self, sql: str, *args: object) -> object:
+    def execute(self, sql: str, *args: Any) -> object:
         if self.countdown <= 0:  # dead: not even the ROLLBACK runs; close() discards the rest
             raise CrashError
         self.countdown -= 1
         if self.countdown == 0:
             raise CrashError
-        return self.real.execute(sql, *args)  # type: ignore[attr-defined]
+        return self.real.execute(sql, *args)
 
     def close(self) -> None:
-        self.real.close()  # type: ignore[attr-defined]
+        self.real.close()
 
 
 def _die_after(peer: Peer, statements: int) -> _DyingConnection:
@@ -359,7 +361,7 @@ def test_seen_envelopes_are_pruned_after_their_window(
 
 def test_status_tells_copies_then_receipts(world: tuple[Peer, Peer, list[MailboxCore]]) -> None:
     alice, bob, mailboxes = world
-    bob.shown = []  # type: ignore[attr-defined]
+    bob.shown = []
     open_session(alice, bob)
     message_id = alice.core.due(T0)[0].message_id
     deposit_due(alice, bob, mailboxes, T0, {0, 1, 2})
@@ -378,7 +380,7 @@ def test_recipient_crash_between_commit_and_ack(
 ) -> None:
     """The mailbox keeps what was not acknowledged; the second drain shows nothing twice."""
     alice, bob, mailboxes = world
-    bob.shown = []  # type: ignore[attr-defined]
+    bob.shown = []
     open_session(alice, bob)
     alice.core.compose(bob.identity.public_key, "m1", T0)
     deposit_due(alice, bob, mailboxes, T0, {0, 1, 2})
@@ -389,7 +391,7 @@ def test_recipient_crash_between_commit_and_ack(
     assert [m.text for m in first.shown] == ["m0", "m1"]
     bob.crash()  # before the ACK and before the receipts left
     replies = drain(bob, mailboxes, T0 + 1, {0, 1, 2})
-    assert bob.shown == []  # type: ignore[attr-defined]  # nothing shown again
+    assert bob.shown == []  # nothing shown again
     alice.core.receive(replies, T0 + 1)  # the receipts are made again from the duplicates
     assert alice.core.store.outbox_size() == 0
     assert all(m.held_for(bob.identity.public_key) == 0 for m in mailboxes)

@@ -33,6 +33,9 @@ from p2pnode.sessions.mailbox_list import (
     mailboxes_from_record,
 )
 from p2pnode.sessions.mailbox_wire import (
+    AckRequest,
+    DepositRequest,
+    FetchRequest,
     MailboxDecodeError,
     MailboxItem,
     MailboxResponse,
@@ -141,7 +144,7 @@ def test_record_payload_decoders_are_total(data: bytes) -> None:
 def test_requests_round_trip_and_signatures_bind_the_mailbox() -> None:
     alice, bob = Identity.generate(), Identity.generate()
     mailbox, other_mailbox = os.urandom(32), os.urandom(32)
-    requests = [
+    requests: list[DepositRequest | FetchRequest | AckRequest] = [
         sign_deposit(alice, mailbox, 7, bob.public_key, (b"a", b"bc"), 1000),
         sign_fetch(bob, mailbox, 8, 1000, 50),
         sign_ack(bob, mailbox, 9, 1000, (os.urandom(16),)),
