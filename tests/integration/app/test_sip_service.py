@@ -15,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,22 @@ class Gateway:
     process: subprocess.Popen[str]
     passwords: dict[str, str]
 
-    def status(self) -> dict[str, object]:
+    def cli_status(self) -> dict[str, object]:
+        """``p2pnode sip status`` through the running node (as an operator asks)."""
         done = p2pnode("sip", "status", "--home", str(self.home), "--json")
         assert done.returncode == 0, done.stderr
         answer = json.loads(done.stdout)
+        assert isinstance(answer, dict)
+        return answer
+
+    def status(self) -> dict[str, object]:
+        """The same answer straight from the control API (no CLI start-up per poll)."""
+        url = json.loads((self.home / "control.json").read_text())["url"]
+        request = urllib.request.Request(url + "/api/sip")  # noqa: S310 (loopback)
+        token = (self.home / "control.token").read_text().strip()
+        request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=WAIT) as response:  # noqa: S310
+            answer = json.loads(response.read())
         assert isinstance(answer, dict)
         return answer
 
@@ -102,7 +115,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     running = Gateway(home, process, passwords)
     try:
         deadline = time.monotonic() + WAIT
-        while "address" not in running.status():  # the node is starting its services
+        while not _up(running):  # the node is starting its services
             assert process.poll() is None, "the node ended"
             assert time.monotonic() < deadline, "the gateway never came up"
             time.sleep(0.2)
@@ -114,6 +127,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=WAIT)
+
+
+def _up(gateway: Gateway) -> bool:
+    try:
+        return bool(gateway.status()["address"])
+    except (OSError, ValueError, KeyError):  # no control.json yet, or 503 while starting
+        return False
 
 
 def dominant_hz(samples: np.ndarray) -> float:
@@ -139,7 +159,7 @@ def test_phones_register_show_in_status_and_call_with_audio(gateway: Gateway) ->
             for phone in phones.values():
                 await phone.start()
                 await phone.register()
-            status = await asyncio.to_thread(gateway.status)
+            status = await asyncio.to_thread(gateway.cli_status)
             call = await asyncio.wait_for(phones["bob"].call("alice"), WAIT)
             answered = await asyncio.wait_for(phones["alice"].incoming.get(), WAIT)
             await asyncio.gather(call.play_tone(440, 1.5), answered.play_tone(660, 1.5))
