@@ -12,6 +12,13 @@ picks. Then:
 3. alice's phone calls bob's; both play a tone through the gateway's RTP
    relay, and an FFT of each recording names the frequency each side heard.
 
+And (``run_bridge_step``, issue 15) a phone calls a P2P peer: ``bob`` is now a
+peer of the network (a calls service with its own key, answering with
+660 Hz); the bridge (``gateways/sip/bridge.py``) is the registered device of
+the login ``bob`` and dials the peer as alice's hosted identity. The two calls
+services exchange their signals in memory (the in-process stand-in for the
+peer link that ``demo/peers.py`` shows); the media is aiortc over UDP.
+
 Invariants: the gateway and both phones are closed on return; every wait is
 bounded (``LIMIT``).
 """
@@ -19,19 +26,27 @@ bounded (``LIMIT``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import numpy as np
 
 from p2pnode.app.sip_config import SipSection
 from p2pnode.app.sip_service import ACCOUNTS_FILE, SipService
+from p2pnode.demo.calls import dominant_frequency
 from p2pnode.gateways.sip.accounts import AccountStore
+from p2pnode.gateways.sip.bridge import BridgedCallService, BridgeUserAgent, SipP2pBridge
+from p2pnode.gateways.sip.hosted import identity_of
 from p2pnode.gateways.sip.useragent import SipUserAgent
+from p2pnode.identity import Identity
+from p2pnode.sessions.call import CallState
+from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
+from p2pnode.sessions.media import ToneSource
 
-__all__ = ["ALICE_HZ", "BOB_HZ", "DOMAIN", "LIMIT", "heard_hz", "run_sip_step"]
+__all__ = ["ALICE_HZ", "BOB_HZ", "DOMAIN", "LIMIT", "heard_hz", "run_bridge_step", "run_sip_step"]
 
 LIMIT = 10.0  # seconds any one wait may take
 DOMAIN = "sip.demo.p2pnode.test"
@@ -120,3 +135,95 @@ async def _calls(
         and abs(alice_heard - BOB_HZ) < TOLERANCE_HZ
         and abs(bob_heard - ALICE_HZ) < TOLERANCE_HZ
     )
+
+
+class _Board:
+    """Call signalling between the two calls services, in memory (media goes over UDP)."""
+
+    def __init__(self) -> None:
+        self.services: dict[str, CallService] = {}
+        self.queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {}
+
+    def sender(self, me: str) -> Callable[[str, bytes], Awaitable[None]]:
+        self.queues[me] = asyncio.Queue()
+
+        async def send(peer: str, payload: bytes) -> None:
+            if peer in self.queues:
+                self.queues[peer].put_nowait((me, payload))
+
+        return send
+
+    async def pump(self, me: str) -> None:
+        while True:
+            sender, payload = await self.queues[me].get()
+            await self.services[me].handle_signal(sender, payload)
+
+
+async def run_bridge_step(say: Say, label: str) -> bool:
+    """Step ``label``: alice's phone dials ``bob``, a P2P peer, through the SIP<->P2P bridge."""
+    with tempfile.TemporaryDirectory() as home:
+        root = Path(home)
+        section = SipSection.model_validate(
+            {"enabled": True, "domain": DOMAIN, "listen": "127.0.0.1:0", "digest": ["MD5"]}
+        )
+        store = AccountStore.open(root / ACCOUNTS_FILE, DOMAIN)
+        try:
+            alice_account, alice_password = store.add("alice", None, randbytes=os.urandom)
+            _, bob_password = store.add("bob", None, randbytes=os.urandom)  # the bridge's device
+        finally:
+            store.close()
+        service = SipService(root, section)
+        await service.start()
+        gateway = service.gateway
+        assert gateway is not None and gateway.address is not None
+        phone = SipUserAgent("alice", alice_password, DOMAIN, gateway.address, host="127.0.0.1")
+        bridge_ua = BridgeUserAgent("bob", bob_password, DOMAIN, gateway.address)
+        try:
+            for ua in (phone, bridge_ua):
+                await ua.start()
+                await asyncio.wait_for(ua.register(), LIMIT)
+            alice_id, bob_id = identity_of(alice_account).peer_id, Identity.generate().peer_id
+            say(
+                f"{label} alice's phone dials bob, a P2P peer ({bob_id[:12]}...): the gateway's "
+                "bridge calls him as alice's hosted identity (call signals in memory, media UDP)"
+            )
+            heard = await _bridged_call(root, phone, bridge_ua, alice_id, bob_id)
+        finally:
+            await phone.close()
+            await bridge_ua.close()
+            await service.stop()
+    phone_heard, peer_heard = heard
+    say(
+        f"  alice's phone heard {phone_heard:.1f} Hz (bob's {BOB_HZ:.0f} Hz), "
+        f"bob's P2P node heard {peer_heard:.1f} Hz (the phone's {ALICE_HZ:.0f} Hz)"
+    )
+    return abs(phone_heard - BOB_HZ) < TOLERANCE_HZ and abs(peer_heard - ALICE_HZ) < TOLERANCE_HZ
+
+
+async def _bridged_call(
+    root: Path, phone: SipUserAgent, bridge_ua: BridgeUserAgent, alice_id: str, bob_id: str
+) -> tuple[float, float]:
+    board = _Board()
+    config = CallConfig(audio_codecs=("PCMU",))
+    recording = root / "bob-heard.wav"
+    hosted = BridgedCallService(alice_id, config, board.sender(alice_id))
+    peer = CallService(
+        bob_id,
+        dataclasses.replace(config, auto_answer=True),
+        board.sender(bob_id),
+        answer_media=lambda: CallMedia(ToneSource(BOB_HZ), recording),
+    )
+    async with hosted, peer, asyncio.TaskGroup() as group:
+        board.services = {alice_id: hosted, bob_id: peer}
+        bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers={"bob": bob_id}.get)
+        tasks = [group.create_task(board.pump(name)) for name in (alice_id, bob_id)]
+        tasks.append(group.create_task(bridge.run()))
+        try:
+            call = await asyncio.wait_for(phone.call("bob"), LIMIT)
+            await asyncio.wait_for(call.play_tone(ALICE_HZ, TONE_SECONDS), LIMIT)
+            await asyncio.wait_for(call.hangup(), LIMIT)
+            await asyncio.wait_for(peer.wait_state(None, {CallState.HUNG_UP}), LIMIT)
+        finally:
+            for task in tasks:
+                task.cancel()
+    return heard_hz(call.recording()), dominant_frequency(recording)

@@ -27,7 +27,7 @@ import dns.rcode
 from p2pnode.demo.directory import DirectoryParties, run_directory_step
 from p2pnode.demo.enumdns import query_gateway
 from p2pnode.demo.peers import run_peer_steps
-from p2pnode.demo.sip import run_sip_step
+from p2pnode.demo.sip import run_bridge_step, run_sip_step
 from p2pnode.demo.supernode import STUN_SERVERS, SupernodeDemo
 from p2pnode.dht import DhtConfig, DhtNode, StoreReply
 from p2pnode.directory.naptr import sip_directive
@@ -44,7 +44,7 @@ NAMES = (
 )
 MAX_ROWS = 20
 TTL = 3600
-STEPS = 11
+STEPS = 12
 DEFAULT_NODES = 50
 LOGIN = "alice"
 NUMBER = "+18005550199"  # NANP 555-0100..0199 are reserved for fiction
@@ -458,6 +458,7 @@ async def run_demo(count: int, lookups_per_node: int, seed: int) -> int:
         labels = (f"[8/{STEPS}]", f"[9/{STEPS}] offline messages:", f"[10/{STEPS}] a call:")
         passed.extend(await run_peer_steps(say, labels))  # p2pnode/demo/peers.py
         passed.append(await step(run_sip_step(say, f"[11/{STEPS}] phones:")))  # demo/sip.py
+        passed.append(await step(run_bridge_step(say, f"[12/{STEPS}] a phone calls a peer:")))
     finally:
         await mallory.close()
         for node in nodes:

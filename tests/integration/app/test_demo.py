@@ -43,8 +43,8 @@ def test_demo_runs_every_step_and_passes() -> None:
     out = result.stdout
     lines = out.splitlines()
     assert result.returncode == 0, out + result.stderr
-    assert [n for n in range(1, 12) if any(line.startswith(f"[{n}/11]") for line in lines)] == [
-        *range(1, 12)
+    assert [n for n in range(1, 13) if any(line.startswith(f"[{n}/12]") for line in lines)] == [
+        *range(1, 13)
     ]
 
     # 1-4: the DHT and the attacker
@@ -92,6 +92,11 @@ def test_demo_runs_every_step_and_passes() -> None:
     phones = re.search(r"alice's phone heard ([0-9.]+) Hz, bob's phone heard ([0-9.]+) Hz", out)
     assert phones is not None and abs(float(phones.group(1)) - 660) < 10
     assert abs(float(phones.group(2)) - 440) < 10
+
+    # 12 (demo/sip.py): a phone dials a P2P peer through the SIP<->P2P bridge
+    bridged = re.search(r"alice's phone heard ([0-9.]+) Hz \(bob's.*node heard ([0-9.]+) Hz", out)
+    assert bridged is not None and abs(float(bridged.group(1)) - 660) < 10
+    assert abs(float(bridged.group(2)) - 440) < 10
     assert "FAILED" not in out and out.rstrip().splitlines()[-1].startswith("demo passed")
 
 
@@ -107,5 +112,5 @@ def test_a_step_that_does_not_check_out_fails_the_demo(
     assert asyncio.run(run_demo(6, 1, 1)) == 1
     out = capsys.readouterr().out
     assert "the echo came back: NO" in out and "403" in out
-    assert "[6/11]" in out and "FAILED" not in out.split("[7/11]")[0]  # the others passed
+    assert "[6/12]" in out and "FAILED" not in out.split("[7/12]")[0]  # the others passed
     assert out.rstrip().splitlines()[-1].startswith("demo FAILED")
