@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nat.drops import DropCounter
+from nat.ratelimit import TokenBuckets, source_of
 from p2pnode.connectivity.envelope import EnvelopeDecodeError, envelope_recipient
 from p2pnode.connectivity.homewire import (
     NONCE_BYTES,
@@ -65,7 +66,6 @@ from p2pnode.connectivity.homewire import (
     encode_message,
 )
 from p2pnode.connectivity.watch import WatchOutcome, WatchTable
-from p2pnode.dht.ratelimit import TokenBuckets, source_of
 from p2pnode.identity import verify_signature
 
 __all__ = [

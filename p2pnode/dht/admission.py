@@ -22,11 +22,11 @@ bounded table; tokens are stateless.
 
 from __future__ import annotations
 
+from nat.ratelimit import TokenBuckets, source_of
 from p2pnode.dht.config import DhtConfig
 from p2pnode.dht.keys import Contact
 from p2pnode.dht.messages import Store, StoreResult, StoreStatus
 from p2pnode.dht.proofs import StoreTokens, sign_receipt, store_proof_valid
-from p2pnode.dht.ratelimit import TokenBuckets, source_of
 from p2pnode.dht.storage import RecordStore
 from p2pnode.identity import Identity
 from p2pnode.records import MAX_RECORD_BYTES, RecordDecodeError, RejectReason, decode_record

@@ -37,7 +37,7 @@ class DhtConfig:
     client_mode: bool = False  # query only; ask others not to put us in their tables
     rpc_timeout_min: float = 0.2
     rpc_timeout_max: float = 1.0
-    # Rate limits are per source IP (IPv4 address, IPv6 /64; ``ratelimit.source_of``), not
+    # Rate limits are per source IP (IPv4 address, IPv6 /64; ``nat.ratelimit.source_of``), not
     # per port: a host sending from many ports gets one budget. Nothing is exempt, loopback
     # included: many nodes on one IP (tests, the demo) must say so with ``sharing_ip``.
     request_rate: float = 200.0  # requests per second per source IP

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from nat.drops import DropCounter
+from nat.ratelimit import TokenBuckets, source_of
 from p2pnode.dht.addresses import (
     AMPLIFICATION_FACTOR,
     PING_PAD_TO,
@@ -90,7 +91,6 @@ from p2pnode.dht.operations import (
     StoreOp,
 )
 from p2pnode.dht.proofs import HeldTokens, receipt_valid
-from p2pnode.dht.ratelimit import TokenBuckets, source_of
 from p2pnode.dht.requests import PendingRequests, Requester, SentRequest
 from p2pnode.dht.routing import RoutingTable, TableHealth
 from p2pnode.dht.storage import RecordStore
