@@ -87,7 +87,11 @@ class CallMedia:
 
 @dataclass(frozen=True, slots=True)
 class CallUpdate:
-    """One reportable change: state, and once media flows, the codec and path."""
+    """One reportable change: state, and once media flows, the codec and path.
+
+    ``dtmf`` is set (state unchanged) on the update that reports one digit the
+    peer keyed mid-call, in the order the peer sent them.
+    """
 
     call_id: bytes
     peer: str
@@ -96,6 +100,7 @@ class CallUpdate:
     codec: str | None = None
     path: str | None = None
     detail: str = ""
+    dtmf: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

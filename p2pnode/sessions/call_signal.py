@@ -1,4 +1,4 @@
-"""Call signalling messages: invite, ringing, answer, decline, busy, cancel, hangup.
+"""Call signalling messages: invite, ringing, answer, decline, busy, cancel, hangup, dtmf.
 
 These ride inside the sealed, authenticated envelopes of the connectivity
 layer, so the sender's peer id is known and is not repeated here. A message
@@ -8,9 +8,15 @@ a call onto another path). ``generation`` counts media re-negotiations so a
 late answer to an older offer is recognised and dropped.
 
 Wire format: a msgpack array ``[version, kind, call_id, generation, sdp,
-reason]`` with ``nil`` for the absent fields. The decoder is total: any bytes
-give a ``CallSignal`` or one ``CallSignalDecodeError`` naming the reason, never
-an attacker's value.
+reason]`` with ``nil`` for the absent fields. A DTMF signal (a digit the far
+end keyed during the call, e.g. a phone behind the SIP bridge sending RFC 4733
+events) appends a seventh field ``[sequence, digit, duration_ms]``; every other
+kind keeps the six-field layout byte for byte, so older peers read them as
+before and drop (and count) only the DTMF kind they do not know. ``sequence``
+counts a call's digits from 0 so the receiver reports them once and in order
+even if the transport repeats or reorders signals. The decoder is total: any
+bytes give a ``CallSignal`` or one ``CallSignalDecodeError`` naming the reason,
+never an attacker's value.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ import msgpack
 
 __all__ = [
     "CALL_ID_BYTES",
+    "DTMF_DIGITS",
+    "MAX_DTMF_DURATION_MS",
+    "MAX_DTMF_SEQUENCE",
     "MAX_GENERATION",
     "MAX_SDP_BYTES",
     "MAX_SIGNAL_BYTES",
@@ -29,6 +38,7 @@ __all__ = [
     "CallSignal",
     "CallSignalDecodeError",
     "DeclineReason",
+    "Dtmf",
     "SignalKind",
     "decode_signal",
     "encode_signal",
@@ -39,6 +49,9 @@ CALL_ID_BYTES = 16
 MAX_SDP_BYTES = 16 * 1024  # aiortc's audio+video offer with relay candidates is ~3 KB
 MAX_SIGNAL_BYTES = MAX_SDP_BYTES + 256
 MAX_GENERATION = 0xFFFF
+DTMF_DIGITS = "0123456789*#ABCD"  # RFC 4733 §3.2 events 0..15
+MAX_DTMF_DURATION_MS = 0xFFFF  # RFC 4733's 16-bit duration at 8 kHz is ~8 s; this bounds it
+MAX_DTMF_SEQUENCE = 0xFFFFFFFF
 
 
 class SignalKind(enum.IntEnum):
@@ -51,6 +64,7 @@ class SignalKind(enum.IntEnum):
     HANGUP = 7
     REOFFER = 8  # mid-call: the caller moves the media to a new path
     REANSWER = 9
+    DTMF = 10  # mid-call: one keyed digit, in order (a phone's RFC 4733 event)
 
 
 class DeclineReason(enum.IntEnum):
@@ -64,6 +78,23 @@ _WITH_SDP = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    """One digit keyed during a call; ``sequence`` orders a call's digits from 0."""
+
+    sequence: int
+    digit: str
+    duration_ms: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.sequence <= MAX_DTMF_SEQUENCE:
+            raise ValueError("dtmf sequence out of range")
+        if len(self.digit) != 1 or self.digit not in DTMF_DIGITS:
+            raise ValueError("dtmf digit is not one of 0-9 * # A-D")
+        if not 0 <= self.duration_ms <= MAX_DTMF_DURATION_MS:
+            raise ValueError("dtmf duration out of range")
+
+
 class CallSignalDecodeError(ValueError):
     """Bytes that are not a valid call signal; the message says why, never what."""
 
@@ -75,6 +106,7 @@ class CallSignal:
     generation: int = 0
     sdp: str | None = None
     reason: DeclineReason | None = None
+    dtmf: Dtmf | None = None
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -93,21 +125,23 @@ def _problem(signal: CallSignal) -> str | None:
         return "sdp too long"
     if (signal.reason is not None) != (signal.kind is SignalKind.DECLINE):
         return "reason only and always on decline"
+    if (signal.dtmf is not None) != (signal.kind is SignalKind.DTMF):
+        return "dtmf only and always on a dtmf signal"
     return None
 
 
 def encode_signal(signal: CallSignal) -> bytes:
-    packed: bytes = msgpack.packb(
-        [
-            SIGNAL_VERSION,
-            int(signal.kind),
-            signal.call_id,
-            signal.generation,
-            signal.sdp,
-            None if signal.reason is None else int(signal.reason),
-        ],
-        use_bin_type=True,
-    )
+    fields: list[object] = [
+        SIGNAL_VERSION,
+        int(signal.kind),
+        signal.call_id,
+        signal.generation,
+        signal.sdp,
+        None if signal.reason is None else int(signal.reason),
+    ]
+    if signal.dtmf is not None:
+        fields.append([signal.dtmf.sequence, signal.dtmf.digit, signal.dtmf.duration_ms])
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
     return packed
 
 
@@ -115,6 +149,20 @@ def _int(value: object, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise CallSignalDecodeError(f"{what} is not an integer")
     return value
+
+
+def _dtmf(value: object) -> Dtmf:
+    if not isinstance(value, list) or len(value) != 3:
+        raise CallSignalDecodeError("dtmf is not a three-field array")
+    sequence, digit, duration = value
+    if not isinstance(digit, str):
+        raise CallSignalDecodeError("dtmf digit is not text")
+    try:
+        return Dtmf(_int(sequence, "dtmf sequence"), digit, _int(duration, "dtmf duration"))
+    except ValueError as error:
+        if isinstance(error, CallSignalDecodeError):
+            raise
+        raise CallSignalDecodeError(str(error)) from error
 
 
 def decode_signal(data: bytes) -> CallSignal:
@@ -135,9 +183,10 @@ def decode_signal(data: bytes) -> CallSignal:
         )
     except Exception as error:  # msgpack raises many types for bad input
         raise CallSignalDecodeError("not a msgpack signal") from error
-    if not isinstance(fields, list) or len(fields) != 6:
-        raise CallSignalDecodeError("not a six-field array")
-    version, kind, call_id, generation, sdp, reason = fields
+    if not isinstance(fields, list) or len(fields) not in (6, 7):
+        raise CallSignalDecodeError("not a six-field (or seven with dtmf) array")
+    version, kind, call_id, generation, sdp, reason = fields[:6]
+    dtmf = _dtmf(fields[6]) if len(fields) == 7 else None
     if _int(version, "version") != SIGNAL_VERSION:
         raise CallSignalDecodeError("unsupported version")
     kind_number = _int(kind, "kind")
@@ -157,7 +206,9 @@ def decode_signal(data: bytes) -> CallSignal:
         except ValueError as error:
             raise CallSignalDecodeError("unknown decline reason") from error
     try:
-        return CallSignal(signal_kind, call_id, _int(generation, "generation"), sdp, decline_reason)
+        return CallSignal(
+            signal_kind, call_id, _int(generation, "generation"), sdp, decline_reason, dtmf
+        )
     except ValueError as error:
         if isinstance(error, CallSignalDecodeError):
             raise

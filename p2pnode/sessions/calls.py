@@ -65,6 +65,7 @@ from p2pnode.sessions.call_signal import (
     CallSignal,
     CallSignalDecodeError,
     DeclineReason,
+    Dtmf,
     SignalKind,
     decode_signal,
     encode_signal,
@@ -148,6 +149,8 @@ class _Session:
         self.last_frame_at: float | None = None
         self.closing = False
         self.receivers: list[asyncio.Task[None]] = []
+        self.dtmf_sent = 0  # the next DTMF sequence number we send
+        self.dtmf_heard = 0  # the next DTMF sequence number we report
         self.session: _Session | None = None  # None while a warm leg waits for a call
         self.offer_sdp: str | None = None  # a warm offer leg's gathered offer
         self.codec: str | None = None
@@ -241,6 +244,20 @@ class CallService:
     async def hangup(self, call_id: bytes) -> None:
         await self._apply(self._session(call_id), CallEvent.LOCAL_HANGUP)
 
+    async def send_dtmf(self, call_id: bytes, digit: str, duration_ms: int = 100) -> None:
+        """Tell the peer one digit was keyed (e.g. a bridged phone's RFC 4733 event).
+
+        Raises ``KeyError`` for an unknown call, ``ValueError`` for a call not
+        answered (yet or any more) or a digit outside 0-9 * # A-D.
+        """
+        session = self._session(call_id)
+        if session.call.state is not CallState.ANSWERED:
+            raise ValueError("dtmf outside an answered call")
+        dtmf = Dtmf(session.dtmf_sent, digit, duration_ms)
+        session.dtmf_sent += 1
+        signal = CallSignal(SignalKind.DTMF, call_id, session.generation, dtmf=dtmf)
+        await self._send(session.peer, encode_signal(signal))
+
     async def wait_update(self) -> CallUpdate:
         return await self._updates.get()
 
@@ -303,6 +320,9 @@ class CallService:
         if session is None or session.peer != peer:
             self.drops.drop("unknown call")
             return
+        if signal.dtmf is not None:
+            self._on_dtmf(session, signal.dtmf)
+            return
         event = _REMOTE_EVENTS.get(signal.kind)
         if signal.kind is SignalKind.DECLINE:
             event = _DECLINE_EVENTS[signal.reason or DeclineReason.DECLINED]
@@ -325,6 +345,17 @@ class CallService:
             return
         if signal.kind is SignalKind.REANSWER:
             await self._on_reanswer(session)
+
+    def _on_dtmf(self, session: _Session, dtmf: Dtmf) -> None:
+        """Report each digit once, in the sender's order; repeats and late ones are dropped."""
+        if session.call.state is not CallState.ANSWERED:
+            self.drops.drop("dtmf outside an answered call")
+            return
+        if dtmf.sequence < session.dtmf_heard:
+            self.drops.drop("stale dtmf")
+            return
+        session.dtmf_heard = dtmf.sequence + 1
+        self._report(session, f"duration_ms={dtmf.duration_ms}", dtmf=dtmf.digit)
 
     async def _on_invite(self, peer: str, signal: CallSignal) -> None:
         if signal.call_id in self._sessions:
@@ -420,7 +451,7 @@ class CallService:
         signal = CallSignal(kind, session.call_id, session.generation, sdp, reason)
         await self._send(session.peer, encode_signal(signal))
 
-    def _report(self, session: _Session, detail: str = "") -> None:
+    def _report(self, session: _Session, detail: str = "", dtmf: str | None = None) -> None:
         path = session.leg.path.name if session.leg else None
         self._updates.put_nowait(
             CallUpdate(
@@ -431,6 +462,7 @@ class CallService:
                 session.codec,
                 _path_kind(session.leg) or path,
                 detail,
+                dtmf,
             )
         )
 

@@ -63,6 +63,7 @@ from p2pnode.sessions.calls import CallMedia, CallService, CallUpdate
 
 __all__ = [
     "BRIDGE_QUEUE_FRAMES",
+    "MAX_QUEUED_DIGITS",
     "BridgeEvent",
     "BridgeUserAgent",
     "BridgedCallService",
@@ -72,6 +73,7 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
+MAX_QUEUED_DIGITS = 64  # phone digits waiting to be signalled to the peer, per call
 MAX_PENDING_INVITES = 16  # phone calls waiting for the bridge to dial their peer
 BRIDGE_QUEUE_FRAMES = 25  # peer -> phone frames held between the tee and the RTP leg
 PT_PCMU = 0
@@ -406,6 +408,8 @@ class SipP2pBridge:
         self._states: dict[bytes, CallState] = {}  # the latest state of each bridged call
         self.events: asyncio.Queue[BridgeEvent] = asyncio.Queue(maxsize=1024)
         self.digits: dict[bytes, list[DtmfDigit]] = {}
+        self._digit_queues: dict[bytes, asyncio.Queue[DtmfDigit]] = {}
+        self.digits_dropped = 0  # digits a full per-call queue could not take
         self._phone_calls: dict[bytes, UaCall] = {}
         self._dialling = asyncio.Lock()
         self._ended: dict[bytes, asyncio.Event] = {}
@@ -462,6 +466,7 @@ class SipP2pBridge:
 
     def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> _FrameQueueTrack:
         self.digits[call_id] = []
+        self._digit_queues[call_id] = asyncio.Queue(MAX_QUEUED_DIGITS)
         self.ua.digit_handlers[port] = lambda digit: self._digit(call_id, digit)
         self.ua.hold_handlers[port] = lambda held: self._hold(call_id, held)
         queue_track = _FrameQueueTrack()
@@ -477,6 +482,7 @@ class SipP2pBridge:
         self._phone_calls[call_id] = phone
         async with asyncio.TaskGroup() as group:
             media = group.create_task(leg.run(queue_track))
+            signaller = group.create_task(self._signal_digits(call_id))
             ended = group.create_task(self._ended[call_id].wait())
             phone_gone = group.create_task(phone.ended.wait())
             done, _ = await asyncio.wait({ended, phone_gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -492,7 +498,9 @@ class SipP2pBridge:
             self.calls.sinks.pop(call_id, None)
             queue_track.offer(None)
             leg.close()
+            signaller.cancel()
             await media
+        self._digit_queues.pop(call_id, None)
         self._phone_calls.pop(call_id, None)
         self._ended.pop(call_id, None)
         stats = leg.receiver.statistics()
@@ -580,6 +588,7 @@ class SipP2pBridge:
             status, reason = _REFUSAL.get(state, (480, "Temporarily Unavailable"))
             self.ua.refuse(effect, status, reason, tag)
             self.calls.sinks.pop(call_id, None)
+            self._digit_queues.pop(call_id, None)
             leg.close()
             self._event(call_id, "peer-refused", str(status))
             return
@@ -593,3 +602,18 @@ class SipP2pBridge:
     def _digit(self, call_id: bytes, digit: DtmfDigit) -> None:
         self.digits[call_id].append(digit)
         self._event(call_id, "digit", digit.digit)
+        queue = self._digit_queues.get(call_id)
+        if queue is None or queue.full():
+            self.digits_dropped += 1
+            return
+        queue.put_nowait(digit)
+
+    async def _signal_digits(self, call_id: bytes) -> None:
+        """The phone's RFC 4733 digits go to the peer as DTMF signals, one at a time, in order."""
+        queue = self._digit_queues[call_id]
+        while True:
+            digit = await queue.get()
+            try:
+                await self.calls.send_dtmf(call_id, digit.digit, digit.duration_ms)
+            except (CallStateError, KeyError, ValueError, OSError):
+                self.digits_dropped += 1  # the P2P call is ending or not yet answered

@@ -7,7 +7,8 @@ registered device, which is the bridge; the bridge dials bob's P2P identity
 (a calls service on loopback, auto-answer), answers sipp, and sipp plays the
 Debian pcaps ``dtmf_2833_1``, ``_5`` and ``_9`` (ten packets each, one event
 timestamp per digit). The digits must appear in the bridge's call events once
-each and in order.
+each and in order, and - carried as DTMF call signals - in bob's own call
+events (``CallUpdate.dtmf``) in the same order.
 """
 
 from __future__ import annotations
@@ -168,8 +169,11 @@ async def scenario(sipp: str, tmp_path: Path) -> None:
             while not bridge.events.empty():
                 events.append(bridge.events.get_nowait())
             assert process.returncode == 0, (errors.decode(errors="replace")[-800:], events)
+            heard: list[tuple[bytes, str]] = []  # digits in bob's own call events
             async with asyncio.timeout(WAIT):
-                update = await bob.wait_state(None, {CallState.HUNG_UP})  # sipp's BYE
+                while (update := await bob.wait_update()).state is not CallState.HUNG_UP:
+                    if update.dtmf is not None:  # sipp's BYE ends the loop
+                        heard.append((update.call_id, update.dtmf))
             assert len(bridge.digits) == 1, events
             (call_id,) = bridge.digits
             digits = "".join(d.digit for d in bridge.digits[call_id])
@@ -177,6 +181,9 @@ async def scenario(sipp: str, tmp_path: Path) -> None:
                 task.cancel()
         assert update.call_id == call_id
         assert digits == DIGITS
+        # The digits crossed the bridge as DTMF call signals: bob's call events show them.
+        assert [digit for _, digit in heard] == list(DIGITS)
+        assert {bob_call for bob_call, _ in heard} == {update.call_id}
     finally:
         await bridge_ua.close()
         await gateway.stop()

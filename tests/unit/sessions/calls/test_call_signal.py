@@ -14,6 +14,7 @@ from p2pnode.sessions.call_signal import (
     CallSignal,
     CallSignalDecodeError,
     DeclineReason,
+    Dtmf,
     SignalKind,
     decode_signal,
     encode_signal,
@@ -34,6 +35,8 @@ CASES = [
     CallSignal(SignalKind.HANGUP, CALL_ID),
     CallSignal(SignalKind.REOFFER, CALL_ID, 3, SDP),
     CallSignal(SignalKind.REANSWER, CALL_ID, 3, SDP),
+    CallSignal(SignalKind.DTMF, CALL_ID, 3, dtmf=Dtmf(0, "5", 120)),
+    CallSignal(SignalKind.DTMF, CALL_ID, 0, dtmf=Dtmf(0xFFFFFFFF, "#", 0)),
 ]
 
 
@@ -53,6 +56,27 @@ def test_the_wire_layout_is_a_six_field_array() -> None:
     assert fields == [1, 4, CALL_ID, 0, None, 1]
 
 
+def test_only_dtmf_adds_a_seventh_field() -> None:
+    signal = CallSignal(SignalKind.DTMF, CALL_ID, 0, dtmf=Dtmf(7, "D", 80))
+    assert msgpack.unpackb(encode_signal(signal), raw=False) == [
+        1,
+        10,
+        CALL_ID,
+        0,
+        None,
+        None,
+        [7, "D", 80],
+    ]
+    for other in CASES[:11]:
+        assert len(msgpack.unpackb(encode_signal(other), raw=False)) == 6
+
+
+@pytest.mark.parametrize("digit", ["", "55", "E", "x", "\u0665"])
+def test_dtmf_digits_are_the_sixteen_rfc4733_events(digit: str) -> None:
+    with pytest.raises(ValueError, match="digit"):
+        Dtmf(0, digit, 100)
+
+
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
@@ -70,6 +94,17 @@ def test_the_wire_layout_is_a_six_field_array() -> None:
         ([1, 1, "text-not-bytes", 0, SDP, None], "bytes"),
         ([1, 1, CALL_ID, 0, b"sdp", None], "text"),
         ([1, 1, CALL_ID, 0, SDP], "six"),
+        ([1, 10, CALL_ID, 0, None, None], "dtmf"),
+        ([1, 7, CALL_ID, 0, None, None, [0, "1", 100]], "dtmf"),
+        ([1, 10, CALL_ID, 0, None, None, [0, "1"]], "three"),
+        ([1, 10, CALL_ID, 0, None, None, "1"], "three"),
+        ([1, 10, CALL_ID, 0, None, None, [0, 1, 100]], "digit is not text"),
+        ([1, 10, CALL_ID, 0, None, None, [0, "E", 100]], "digit"),
+        ([1, 10, CALL_ID, 0, None, None, [-1, "1", 100]], "sequence"),
+        ([1, 10, CALL_ID, 0, None, None, [1 << 32, "1", 100]], "sequence"),
+        ([1, 10, CALL_ID, 0, None, None, [0, "1", 1 << 16]], "duration"),
+        ([1, 10, CALL_ID, 0, None, None, [0, "1", True]], "integer"),
+        ([1, 1, CALL_ID, 0, SDP, None, None, None], "six"),
         ({"kind": 1}, "msgpack"),
     ],
 )
