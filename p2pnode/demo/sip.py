@@ -12,10 +12,11 @@ picks. Then:
 3. alice's phone calls bob's; both play a tone through the gateway's RTP
    relay, and an FFT of each recording names the frequency each side heard.
 
-And (``run_bridge_step``, issue 15) a phone calls a P2P peer: ``bob`` is now a
+And (``run_bridge_step``, issue 15) a phone calls a P2P peer and back: ``bob`` is now a
 peer of the network (a calls service with its own key, answering with
 660 Hz); the bridge (``gateways/sip/bridge.py``) is the registered device of
-the login ``bob`` and dials the peer as alice's hosted identity. The two calls
+the login ``bob`` and dials the peer as alice's hosted identity; then the peer
+calls alice and the bridge rings her phone. The two calls
 services exchange their signals in memory (the in-process stand-in for the
 peer link that ``demo/peers.py`` shows); the media is aiortc over UDP.
 
@@ -192,17 +193,22 @@ async def run_bridge_step(say: Say, label: str) -> bool:
             await phone.close()
             await bridge_ua.close()
             await service.stop()
-    phone_heard, peer_heard = heard
+    phone_heard, peer_heard, phone_back, peer_back = heard
     say(
         f"  alice's phone heard {phone_heard:.1f} Hz (bob's {BOB_HZ:.0f} Hz), "
         f"bob's P2P node heard {peer_heard:.1f} Hz (the phone's {ALICE_HZ:.0f} Hz)"
     )
-    return abs(phone_heard - BOB_HZ) < TOLERANCE_HZ and abs(peer_heard - ALICE_HZ) < TOLERANCE_HZ
+    say(
+        f"  and back, bob's P2P node calls alice, her phone rings and answers: it heard "
+        f"{phone_back:.1f} Hz, bob's node heard {peer_back:.1f} Hz"
+    )
+    phone_ok = all(abs(hz - BOB_HZ) < TOLERANCE_HZ for hz in (phone_heard, phone_back))
+    return phone_ok and all(abs(hz - ALICE_HZ) < TOLERANCE_HZ for hz in (peer_heard, peer_back))
 
 
 async def _bridged_call(
     root: Path, phone: SipUserAgent, bridge_ua: BridgeUserAgent, alice_id: str, bob_id: str
-) -> tuple[float, float]:
+) -> tuple[float, float, float, float]:
     board = _Board()
     config = CallConfig(audio_codecs=("PCMU",))
     recording = root / "bob-heard.wav"
@@ -223,7 +229,20 @@ async def _bridged_call(
             await asyncio.wait_for(call.play_tone(ALICE_HZ, TONE_SECONDS), LIMIT)
             await asyncio.wait_for(call.hangup(), LIMIT)
             await asyncio.wait_for(peer.wait_state(None, {CallState.HUNG_UP}), LIMIT)
+            # And back: the peer calls alice; her hosted identity rings her phone (auto-answer).
+            back = root / "bob-heard-back.wav"
+            call_id = await peer.dial(alice_id, CallMedia(ToneSource(BOB_HZ), back))
+            ringing = await asyncio.wait_for(phone.incoming.get(), LIMIT)
+            await asyncio.wait_for(peer.wait_state(call_id, {CallState.ANSWERED}), LIMIT)
+            await asyncio.wait_for(ringing.play_tone(ALICE_HZ, TONE_SECONDS), LIMIT)
+            await peer.hangup(call_id)
+            await asyncio.wait_for(ringing.ended.wait(), LIMIT)
         finally:
             for task in tasks:
                 task.cancel()
-    return heard_hz(call.recording()), dominant_frequency(recording)
+    return (
+        heard_hz(call.recording()),
+        dominant_frequency(recording),
+        heard_hz(ringing.recording()),
+        dominant_frequency(back),
+    )

@@ -97,6 +97,9 @@ def test_demo_runs_every_step_and_passes() -> None:
     bridged = re.search(r"alice's phone heard ([0-9.]+) Hz \(bob's.*node heard ([0-9.]+) Hz", out)
     assert bridged is not None and abs(float(bridged.group(1)) - 660) < 10
     assert abs(float(bridged.group(2)) - 440) < 10
+    back = re.search(r"rings and answers: it heard ([0-9.]+) Hz, .* heard ([0-9.]+) Hz", out)
+    assert back is not None and abs(float(back.group(1)) - 660) < 10
+    assert abs(float(back.group(2)) - 440) < 10
     assert "FAILED" not in out and out.rstrip().splitlines()[-1].startswith("demo passed")
 
 
