@@ -6,7 +6,8 @@ RFC 4733 digits), the bridge (its own UA account at the gateway, a calls
 service for alice's P2P identity) and a P2P peer's calls service (aiortc,
 660 Hz), the two calls services signalling in memory. Each side's recording
 must hold the other's tone (FFT), the digits must reach the bridge's call
-events in order, and the peer's hang-up must end the phone's call (BYE).
+events and the peer's (``CallUpdate.dtmf``) in order, and the peer's hang-up
+must end the phone's call (BYE).
 """
 
 from __future__ import annotations
@@ -177,6 +178,13 @@ async def scenario(tmp_path: Path) -> None:
             await asyncio.sleep(0.6)
             resumed_frames = len(ringing.received) - before_hold - held_frames
             await peer.hangup(call_id)
+            peer_digits: list[str] = []  # the digits in the peer's own call events
+            async with asyncio.timeout(WAIT):
+                while (
+                    update := await peer.wait_update()
+                ).call_id != call_id or update.state is not CallState.HUNG_UP:
+                    if update.call_id == call_id and update.dtmf is not None:
+                        peer_digits.append(update.dtmf)
             async with asyncio.timeout(WAIT):
                 await ringing.ended.wait()  # the bridge sent BYE to the phone
                 while "ended" not in {event.what for event in events}:
@@ -217,6 +225,7 @@ async def scenario(tmp_path: Path) -> None:
         assert_tone(samples, rate, 440.0)  # the peer heard the phone
         assert_tone(ringing.recording().astype(np.float64) / 32768.0, 8000, 660.0)
         assert digits == "42#"
+        assert peer_digits == ["4", "2", "#"]  # carried as DTMF signals, in order
         assert held_frames == 0 and resumed_frames > 15  # 0.6 s at 50 packets/s
         assert kinds.count("hold") == 1 and kinds.count("resume") == 1
         assert update.direction is CallDirection.INCOMING  # hung up by the phone's BYE
