@@ -103,8 +103,8 @@ class SipService:
     async def start(self) -> None:
         try:
             store = AccountStore.open(self.home / ACCOUNTS_FILE, self.section.domain)
-        except AccountError as error:
-            raise RuntimeError(f"[sip]: {error} (set sip.domain)") from None
+        except AccountError as error:  # no domain anywhere, or another domain's accounts
+            raise RuntimeError(f"[sip]: {error}; set sip.domain to the accounts' domain") from None
         gateway = SipGateway(
             to_gateway(self.section, store.realm),
             store,

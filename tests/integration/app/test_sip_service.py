@@ -25,6 +25,7 @@ import pytest
 
 from p2pnode.app.config import ConfigError, parse_config
 from p2pnode.app.sip_config import to_gateway
+from p2pnode.app.sip_service import SipService
 from p2pnode.gateways.sip.digest import Algorithm
 from p2pnode.gateways.sip.useragent import SipUserAgent, UaError
 
@@ -221,6 +222,18 @@ def test_sip_config_mistakes_are_reported_with_paths() -> None:
     with pytest.raises(ConfigError) as tls:
         parse_config({"sip": {"tls_port": 5061}}, "node.toml")
     assert "go together" in str(tls.value)
+
+
+def test_a_gateway_without_a_domain_fails_its_start_and_says_why(tmp_path: Path) -> None:
+    section = parse_config({"sip": {"enabled": True, "listen": "127.0.0.1:0"}}).sip
+    service = SipService(tmp_path, section)  # no accounts file, no sip.domain
+
+    async def start() -> None:
+        await service.start()
+
+    with pytest.raises(RuntimeError, match=r"sip\.domain"):
+        asyncio.run(start())
+    assert service.statistics().address == "" and service.statistics().gateway is None
 
 
 def test_sip_section_maps_onto_the_gateway_config() -> None:
