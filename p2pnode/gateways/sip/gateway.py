@@ -119,7 +119,10 @@ class SipGateway:
         *,
         randbytes: Callable[[int], bytes] = os.urandom,
         directory: LoginClaimer | None = None,
+        p2p_login: str | None = None,
     ) -> None:
+        """``p2p_login``: the bridge's account; calls to logins and numbers not hosted here
+        ring it (see :mod:`routing`)."""
         self.config = config
         self.directory = directory
         self.hosted = HostedIdentities()
@@ -155,6 +158,7 @@ class SipGateway:
             bindings=self.registrar.bindings,
             trunks=self.trunks,
             upstream=config.upstream,
+            p2p_login=p2p_login,
         )
         self._locating: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None

@@ -15,6 +15,14 @@ The rules (issue 14), in the order they are applied:
    accounts and trunks a :class:`Foreign` target the gateway locates with
    RFC 3263 (:mod:`locate`).
 
+With a ``p2p_login`` (the account the SIP <-> P2P bridge registers as), what
+would be a 404 here goes to the bridge instead, To naming what was dialled:
+a login not hosted here (from any SIP network: it may live elsewhere in the
+P2P network), a DID configured for a login not hosted here, and a number with
+no upstream trunk (after the toll-fraud guard). The bridge resolves it in the
+directory and refuses (404) what names no peer; the bridge account's
+``max_calls`` bounds how many such calls run at once.
+
 Devices are reached at the REGISTER's source (the NAT path) when their Contact
 is private, a name, or reached over a stream; otherwise at the Contact itself
 (a third-party registration of a PBX or test agent names its own address).
@@ -94,8 +102,10 @@ class Router:
         bindings: Callable[[str, float], tuple[Binding, ...]],
         trunks: TrunkTable,
         upstream: Address | None = None,
+        p2p_login: str | None = None,
     ) -> None:
         self.upstream = upstream
+        self.p2p_login = p2p_login
         self.down_trunks: set[str] = set()  # IP trunks whose OPTIONS pings go unanswered
         self.domain = domain
         self._local_hosts = local_hosts
@@ -147,7 +157,8 @@ class Router:
         elif caller.kind is CallerKind.ANONYMOUS:
             return Refusal(403, "Forbidden")
         if self.upstream is None:
-            return Refusal(404, "Not Found")  # our ENUM lookup is not wired yet
+            aor = SipUri("sip", f"+{number}", None, self.domain, None)
+            return self._to_p2p(aor, caller, now) or Refusal(404, "Not Found")
         # The configured upstream trunk carries the number (E.164 with its '+').
         uri = SipUri("sip", f"+{number}", None, self.upstream[0], self.upstream[1])
         aor = SipUri("sip", f"+{number}", None, self.domain, None)
@@ -158,10 +169,17 @@ class Router:
 
     def _login(self, login: str, caller: Caller, now: float) -> Target | Refusal:
         account = self._account(login)
-        if account is None:
-            return Refusal(404, "Not Found")
         aor = SipUri("sip", login, None, self.domain, None)
+        if account is None:
+            return self._to_p2p(aor, caller, now) or Refusal(404, "Not Found")
         return self._ring(login, aor, caller, None, now)
+
+    def _to_p2p(self, aor: SipUri, caller: Caller, now: float) -> Target | None:
+        """Ring the bridge's devices for ``aor`` (To keeps it), if a bridge account is set."""
+        if self.p2p_login is None or self._account(self.p2p_login) is None:
+            return None
+        ring = self._ring(self.p2p_login, aor, caller, None, now)
+        return ring if isinstance(ring, Target) else None
 
     def _ring(
         self, login: str, aor: SipUri, caller: Caller, request_uri_user: str | None, now: float
@@ -174,7 +192,8 @@ class Router:
         aor = SipUri("sip", route.did, None, self.domain, None)
         if route.account is not None:
             if self._account(route.account) is None:
-                return Refusal(404, "Not Found")
+                p2p_aor = SipUri("sip", route.account, None, self.domain, None)
+                return self._to_p2p(p2p_aor, caller, now) or Refusal(404, "Not Found")
             return self._ring(route.account, aor, caller, None, now)
         if route.registration_trunk is not None:
             trunk = route.registration_trunk
