@@ -66,6 +66,7 @@ class Gateway:
     home: Path
     process: subprocess.Popen[str]
     passwords: dict[str, str]
+    peer_ids: dict[str, str]  # the P2P identities the gateway hosts for the accounts
 
     def cli_status(self) -> dict[str, object]:
         """``p2pnode sip status`` through the running node (as an operator asks)."""
@@ -96,7 +97,7 @@ class Gateway:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     home = tmp_path_factory.mktemp("sipnode")
     assert p2pnode("init", "--home", str(home)).returncode == 0
-    passwords = {}
+    passwords, peer_ids = {}, {}
     for login in ("alice", "bob"):
         added = p2pnode(
             "sip", "account", "add", login, "--home", str(home), "--domain", DOMAIN, "--json"
@@ -105,6 +106,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         settings = json.loads(added.stdout)
         assert settings["server"] == DOMAIN and settings["login"] == login
         passwords[login] = settings["password"]
+        peer_ids[login] = settings["peer_id"]
     config = home / "node.toml"
     config.write_text(CONFIG)
     process = subprocess.Popen(
@@ -113,7 +115,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    running = Gateway(home, process, passwords)
+    running = Gateway(home, process, passwords, peer_ids)
     try:
         deadline = time.monotonic() + WAIT
         while not _up(running):  # the node is starting its services
@@ -181,6 +183,19 @@ def test_phones_register_show_in_status_and_call_with_audio(gateway: Gateway) ->
     after = gateway.status()
     assert after["calls_answered"] == 1
     assert isinstance(after["rtp_forwarded"], int) and after["rtp_forwarded"] > 100
+
+
+def test_a_registered_login_is_claimed_in_the_nodes_dht(gateway: Gateway) -> None:
+    # Runs after the call test: alice and bob registered, so the gateway claimed both
+    # with the identities it hosts for them, and the node's DHT resolves the login.
+    deadline = time.monotonic() + WAIT
+    while gateway.status()["login_claims"] != 2:
+        assert time.monotonic() < deadline, gateway.status()
+        time.sleep(0.2)
+    found = p2pnode("name", "lookup", "alice", "--home", str(gateway.home), "--json")
+    answer = json.loads(found.stdout)
+    assert found.returncode == 1 and answer["outcome"] == "unverified"  # no verifier trusted
+    assert [c["peer_id"] for c in answer["candidates"]] == [gateway.peer_ids["alice"]]
 
 
 def test_wrong_password_is_refused_and_counted(gateway: Gateway) -> None:
