@@ -17,6 +17,10 @@ Invariants: every task or timer created here is cancelled by ``close``; the
 routing table is persisted as JSON (key, host, port), never pickled. The core
 runs on ``time.monotonic()`` (a wall-clock step never fires or starves a timer);
 it is told the wall clock's offset at every wakeup, for records' times.
+Abuse refusals the core reports (rate-limited requests and STOREs, STOREs whose
+proof of key fails) are logged fail2ban style: ``refused what=dht-request
+reason=rate-limited source=<ip> count=<n>``, at most once per source and
+interval (``nat.logsafe.RefusalLog``).
 ``k``/``alpha``/``client_mode`` keywords, when given, override ``config``.
 """
 
@@ -34,6 +38,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from nat.logsafe import RefusalLog
 from p2pnode.dht.config import (
     BootstrapResult,
     DhtConfig,
@@ -144,6 +149,7 @@ class DhtNode:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
         self._waiting: dict[int, asyncio.Future[OperationResult]] = {}
+        self.refusal_log = RefusalLog(logger, time.monotonic)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -325,6 +331,8 @@ class DhtNode:
         sock = self._socket
         if sock is None:
             return
+        for refusal in self.core.refusals():
+            self.refusal_log.refused(refusal.what, refusal.reason, refusal.address)
         for data, destination in self.core.datagrams_to_send():
             try:
                 sock.sendto(data, destination)

@@ -25,6 +25,7 @@ Invariants:
   handed out (``p2pnode.dht.proofs``). Others get ``UNPROVEN`` and a fresh token;
   our own STOREs are sent again once with the proof. Then the record is judged
   (``accept``). Requests and STOREs are rate-limited per source IP (/64 for IPv6).
+  Serving a request is ``serving``; judging records read from peers ``reading``.
 - A STORED or DUPLICATE answer from a storer we have not proven counts only
   with its signed receipt (our request id is the nonce); then it is proven.
 - Drops are counted by reason (``nat.drops.DropCounter``) and never raise.
@@ -34,13 +35,12 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from nat.drops import DropCounter
-from nat.ratelimit import TokenBuckets, source_of
 from p2pnode.dht.addresses import (
     AMPLIFICATION_FACTOR,
     PING_PAD_TO,
@@ -90,18 +90,15 @@ from p2pnode.dht.operations import (
     PingOp,
     StoreOp,
 )
-from p2pnode.dht.proofs import HeldTokens, receipt_valid
+from p2pnode.dht.proofs import HeldTokens
+from p2pnode.dht.reading import RecordReader
+from p2pnode.dht.replies import match_reply, offered_token
 from p2pnode.dht.requests import PendingRequests, Requester, SentRequest
 from p2pnode.dht.routing import RoutingTable, TableHealth
+from p2pnode.dht.serving import Refusal, RequestServer, kind_of
 from p2pnode.dht.storage import RecordStore
-from p2pnode.identity import Identity, verify_signature
-from p2pnode.records import (
-    RecordDecodeError,
-    Rejected,
-    SignedRecord,
-    accept,
-    decode_record,
-)
+from p2pnode.identity import Identity
+from p2pnode.records import Rejected, SignedRecord, accept
 
 __all__ = [
     "AMPLIFICATION_FACTOR",
@@ -111,27 +108,17 @@ __all__ = [
     "DhtCore",
     "OperationDone",
     "Peer",
+    "Refusal",
 ]
 
 logger = logging.getLogger(__name__)
 
 MAX_OWN_RECORDS = 256
 MAX_BOOTSTRAP_ADDRESSES = 64  # addresses pinged by one (re-)bootstrap
-RECORD_CACHE_SIZE = 1024  # encodings whose signature we already checked
 LATENCY_SAMPLES = 256  # recent lookups kept for the latency summary
-UNDECODABLE = "undecodable"  # read-reject reason of a record that does not decode
-_STORED = (StoreStatus.STORED, StoreStatus.DUPLICATE)
-_REPLY_TYPES: dict[type, type] = {
-    Ping: Pong,
-    FindNode: Nodes,
-    FindValue: Value,
-    Store: StoreResult,
-    ExtensionRequest: ExtensionReply,
-}
 
 T = TypeVar("T")
 _CLIENT = int(Flags.CLIENT)
-_VERIFIED_YOU = int(Flags.VERIFIED_YOU)
 _PROVE = int(Flags.PROVE)
 
 
@@ -141,17 +128,6 @@ class OperationDone:
 
     op_id: int
     result: OperationResult
-
-
-def _offered_token(message: Message) -> bytes:
-    """The store token (and cookie) a reply hands us, if any."""
-    if isinstance(message, Nodes | Pong | StoreResult | Value):
-        return message.token
-    return b""
-
-
-def _kind(message: Message) -> str:
-    return type(message).__name__.lower()
 
 
 class DhtCore:
@@ -190,16 +166,13 @@ class DhtCore:
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[OperationDone] = []
         self._next_op = 1
-        self._record_cache: OrderedDict[bytes, SignedRecord] = OrderedDict()
-        self._request_limits: TokenBuckets[str] = TokenBuckets(
-            self.config.request_rate, self.config.request_burst
-        )
+        self.reader = RecordReader()
         self.admission = StoreAdmission(identity, self.config, self.store, rng.randbytes(32))
         self.addresses = AddressProofs(self.admission.tokens)
         self.held_tokens = HeldTokens(identity, max_entries=4 * self.config.max_pending_requests)
         self.store_retries = 0
         self.drops = DropCounter(logger, lambda: self._now)
-        self.read_rejects: Counter[str] = Counter()
+        self.read_rejects = self.reader.rejects
         self.rpcs: Counter[tuple[str, str]] = Counter()  # (message type, outcome) -> count
         self.lookup_latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.own_records: dict[bytes, SignedRecord] = {}
@@ -214,6 +187,18 @@ class DhtCore:
             self.admission,
             self.store,
             self.drops,
+        )
+        self.server = RequestServer(
+            identity,
+            self.config,
+            addresses=self.addresses,
+            admission=self.admission,
+            answers=self.answers,
+            contacts=self.contacts,
+            drops=self.drops,
+            rpcs=self.rpcs,
+            send=lambda data, address: self._out.append((data, address)),
+            wall=self.wall,
         )
         self.maintenance = Maintenance(self, now)
 
@@ -232,6 +217,12 @@ class DhtCore:
     def events(self) -> list[OperationDone]:
         events, self._events = self._events, []
         return events
+
+    def refusals(self) -> list[Refusal]:
+        """Drain the abuse refusals since the last call (for the adapter's refusal log)."""
+        refusals = list(self.server.refusals)
+        self.server.refusals.clear()
+        return refusals
 
     def next_deadline(self) -> float:
         """When ``handle_timer`` must run next (absolute, same clock as ``now``)."""
@@ -258,14 +249,14 @@ class DhtCore:
             if isinstance(frame.message, Pong | Nodes | Value | StoreResult | ExtensionReply):
                 self._on_reply(frame, address, now)
             else:
-                self._on_request(frame, address, len(data), now)
+                self.server.serve(frame, address, len(data), now)
         except Exception as error:  # a bug or a hostile shape: never take the node down
             self.drops.drop("handler error", type(error).__name__)
 
     def handle_timer(self, now: float) -> None:
         self._now = now
         for request in self.requests.expired(now):
-            self.rpcs[(_kind(request.message), "timeout")] += 1
+            self.rpcs[(kind_of(request.message), "timeout")] += 1
             if request.expected_key is not None:
                 self.table.record_failure(node_id_of(request.expected_key), now)
             if request.owner is not None:
@@ -482,7 +473,7 @@ class DhtCore:
         )
         self._out.append((encode_frame(frame, pad_to=pad), address))
         self.requests.add(request_id, address, message, expected_key, owner, now, retried=retried)
-        self.rpcs[(_kind(message), "sent")] += 1
+        self.rpcs[(kind_of(message), "sent")] += 1
         return True
 
     def contacts_from_wire(self, contacts: Sequence[WireContact]) -> list[Contact]:
@@ -499,27 +490,7 @@ class DhtCore:
         Signatures are checked once per encoding. A decoder that fails in any way
         (even other than ``RecordDecodeError``) means ``UNDECODABLE``, never a raise.
         """
-        wall = self.wall(now)
-        cached = self._record_cache.get(encoded)
-        if cached is not None:
-            # Passing the verified record as "stored" takes accept's byte-identical path:
-            # every rule but the (already checked) signature runs again.
-            verdict = accept(cached, cached, key, wall)
-        else:
-            try:
-                record = decode_record(encoded)
-            except (RecordDecodeError, RecursionError, ValueError, TypeError):
-                self.read_rejects[UNDECODABLE] += 1
-                return UNDECODABLE
-            verdict = accept(record, None, key, wall)
-        if isinstance(verdict, Rejected):
-            self.read_rejects[verdict.reason.value] += 1
-            return verdict.reason.value
-        self._record_cache[encoded] = verdict.record
-        self._record_cache.move_to_end(encoded)
-        if len(self._record_cache) > RECORD_CACHE_SIZE:
-            self._record_cache.popitem(last=False)
-        return verdict.record
+        return self.reader.verify(encoded, key, self.wall(now))
 
     def penalize(self, contact: Contact, now: float) -> None:
         """``contact`` sent something malformed: count it like a timeout against it."""
@@ -541,51 +512,18 @@ class DhtCore:
 
     def _on_reply(self, frame: Frame, address: Address, now: float) -> None:
         request = self.requests.get(frame.request_id)
-        if request is None:
-            self.drops.drop("unsolicited reply")
+        matched = match_reply(request, frame, address, self.identity.public_key, self.addresses)
+        if isinstance(matched, str):
+            self.drops.drop(matched)
             return
-        if request.address != address:
-            self.drops.drop("reply from another address")
-            return
-        if request.expected_key is not None and request.expected_key != frame.sender_key:
-            self.drops.drop("reply from another key")
-            return
+        assert request is not None
         message = frame.message
-        if _REPLY_TYPES[type(request.message)] is not type(message):
-            self.drops.drop("reply of the wrong type")
-            return
-        if isinstance(message, Pong):
-            assert isinstance(request.message, Ping)
-            signed = PONG_CONTEXT + request.message.nonce + self.identity.public_key
-            if not verify_signature(frame.sender_key, signed, message.signature):
-                self.drops.drop("bad challenge signature")
-                return
-        receipted = False
-        if (
-            isinstance(message, StoreResult)
-            and message.status in _STORED
-            and not self.addresses.proven(frame.sender_key, address)
-        ):
-            # A storer we have not proven signs its answer, our request id being the nonce.
-            assert isinstance(request.message, Store)
-            store = request.message
-            if not receipt_valid(
-                frame.sender_key,
-                message.receipt,
-                frame.request_id,
-                self.identity.public_key,
-                store.key,
-                store.record,
-                message.status,
-            ):
-                self.drops.drop("bad store receipt")  # not signed by the key we asked
-                return
-            receipted = True
+        receipted = matched.receipted
         # From here on the request is answered: it leaves the table before anything
         # else can fail, and its owner hears of it whatever happens below.
         self.requests.complete(frame.request_id, now)
-        self.rpcs[(_kind(request.message), "answered")] += 1
-        token = _offered_token(message)
+        self.rpcs[(kind_of(request.message), "answered")] += 1
+        token = offered_token(message)
         if token:
             self.held_tokens.remember(address, frame.sender_key, token, now)
         sender = Contact(frame.sender_id, frame.sender_key, address)
@@ -614,7 +552,7 @@ class DhtCore:
                 # The reply made the operation fail: it counts as no answer (the lookup
                 # goes on without this contact) and against the contact.
                 self.drops.drop("reply broke its operation", type(error).__name__)
-                self.rpcs[(_kind(request.message), "bad reply")] += 1
+                self.rpcs[(kind_of(request.message), "bad reply")] += 1
                 self.table.record_failure(sender.node_id, now)
                 self._tell_timeout(request.owner, request, now)
 
@@ -647,70 +585,3 @@ class DhtCore:
     @observed.setter
     def observed(self, address: Address | None) -> None:
         self.contacts.observed = address
-
-    # --------------------------------------------------------------- requests
-
-    def _on_request(self, frame: Frame, address: Address, size: int, now: float) -> None:
-        if not self._request_limits.allow(source_of(address[0]), now):
-            self.drops.drop("rate limited")
-            return
-        kind = _kind(frame.message)
-        receives = self.addresses.receives_at(frame.cookie, frame.sender_key, address, now)
-        budget = self.addresses.reply_budget(receives, size)
-        client = bool(frame.flags & _CLIENT)
-        sender = Contact(frame.sender_id, frame.sender_key, address)
-        message = frame.message
-        reply: Message | None
-        try:
-            reply = self._answer(message, sender, client, budget, frame.request_id, now)
-        except DhtDecodeError as error:
-            self.drops.drop("bad extension request", str(error))
-            self.rpcs[(kind, "refused")] += 1
-            return
-        if reply is not None:
-            flags = self._flags | (_VERIFIED_YOU if receives else 0)
-            key_proof = b""
-            if frame.flags & _PROVE and not self._flags:
-                key_proof = self.contacts.sign_reply(
-                    self.identity, frame.request_id, sender.public_key
-                )
-            reply_frame = Frame(
-                reply,
-                frame.request_id,
-                self.identity.public_key,
-                self.own_id,
-                flags,
-                b"",
-                key_proof,
-            )
-            data = encode_frame(reply_frame)
-            if len(data) > budget:
-                self.drops.drop("reply larger than the amplification budget")
-                self.rpcs[(kind, "over budget")] += 1
-            else:
-                self._out.append((data, address))
-                self.rpcs[(kind, "served")] += 1
-        if not client:
-            self.contacts.check_request_proof(frame, sender, now, self.wall(now))
-        self.contacts.seen(sender, client, now)
-
-    def _answer(
-        self,
-        message: Message,
-        sender: Contact,
-        client: bool,
-        budget: int,
-        request_id: bytes,
-        now: float,
-    ) -> Message | None:
-        """The reply to one request (``answers``); STOREs may prove their sender."""
-        if isinstance(message, Store):
-            proven = self.addresses.proven(sender.public_key, sender.address)
-            result, newly_proven = self.admission.answer(
-                message, sender, request_id, proven, now, self.wall(now)
-            )
-            if newly_proven:  # it signed the token we sent to this address: a challenge
-                self.addresses.prove(sender.public_key, sender.address, now)
-            return result
-        proven = self.addresses.proven(sender.public_key, sender.address)
-        return self.answers.answer(message, sender, client, proven, budget, now, self.wall(now))
