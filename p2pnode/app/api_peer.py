@@ -19,6 +19,7 @@ import pydantic
 from aiohttp import web
 
 from p2pnode.app.api_models import ApiError
+from p2pnode.app.browser_calls import MAX_BROWSER_SDP, BrowserMedia
 from p2pnode.app.peer_calls import CallsNodeService, media_for
 from p2pnode.app.peer_chat import ChatService
 from p2pnode.app.peer_services import MAX_PINGS, PeerApp, PeerNotFoundError
@@ -157,6 +158,10 @@ class CallMediaRequest(_Model):
     play: str | None = pydantic.Field(None, max_length=4096, description="send a WAV (absolute)")
     record: str | None = pydantic.Field(None, max_length=4096, description="record (absolute)")
     video: bool = False
+    sdp: str | None = pydantic.Field(
+        None, min_length=1, max_length=MAX_BROWSER_SDP,
+        description="the page's own offer/answer: the page is the media endpoint",
+    )  # fmt: skip
 
 
 class CallRequest(CallMediaRequest):
@@ -175,6 +180,21 @@ class CallModel(_Model):
 
 class CallsAnswer(_Model):
     calls: list[CallModel]
+
+
+class IceServerModel(_Model):
+    urls: str
+    username: str | None
+    credential: str | None
+
+
+class IceAnswer(_Model):
+    ice_servers: list[IceServerModel]
+
+
+class CallSdpAnswer(_Model):
+    call_id: str
+    sdp: str | None = pydantic.Field(description="the peer's latest offer or answer")
 
 
 class _RefusedError(Exception):
@@ -409,6 +429,8 @@ def _absolute(text: str | None, what: str) -> Path | None:
 
 
 def _media(body: CallMediaRequest) -> CallMedia:
+    if body.sdp is not None:
+        return BrowserMedia(record_to=_absolute(body.record, "record"), sdp=body.sdp)
     play = _absolute(body.play, "play")
     if play is not None and not play.is_file():
         raise _RefusedError(400, "invalid request", "play: no such file")
@@ -468,6 +490,29 @@ async def call_answer(app: PeerApp, request: web.Request) -> web.Response:
     return _json(_last(calls, call_id))
 
 
+async def call_ice(app: PeerApp, request: web.Request) -> web.Response:
+    _calls(app)
+    link = await app.link_config()
+    servers = [
+        IceServerModel(
+            urls=s.urls if isinstance(s.urls, str) else s.urls[0],
+            username=s.username,
+            credential=s.credential,
+        )
+        for s in link.ice.rtc_servers()
+    ]
+    return _json(IceAnswer(ice_servers=servers))
+
+
+async def call_sdp(app: PeerApp, request: web.Request) -> web.Response:
+    calls, call_id = _calls(app), _call_id(request)
+    try:
+        sdp = calls.service().remote_sdp(call_id)
+    except KeyError:
+        raise _RefusedError(404, "no such call") from None
+    return _json(CallSdpAnswer(call_id=call_id.hex(), sdp=sdp))
+
+
 async def call_hangup(app: PeerApp, request: web.Request) -> web.Response:
     calls, call_id = _calls(app), _call_id(request)
     try:
@@ -515,6 +560,12 @@ PEER_ROUTES: tuple[
      CallModel, CallRequest, None),
     ("GET", "/api/calls", _guarded(calls_list), "recent calls and their last state",
      CallsAnswer, None, None),
+    ("GET", "/api/calls/ice", _guarded(call_ice),
+     "ICE servers for the page's own connection (our relays' STUN/TURN, its credentials)",
+     IceAnswer, None, None),
+    ("GET", "/api/calls/{call_id}/sdp", _guarded(call_sdp),
+     "the peer's offer or answer, for a page that is the media endpoint",
+     CallSdpAnswer, None, None),
     ("POST", "/api/calls/{call_id}/answer", _guarded(call_answer), "answer a ringing call",
      CallModel, CallMediaRequest, None),
     ("POST", "/api/calls/{call_id}/hangup", _guarded(call_hangup), "hang up or cancel",

@@ -11,6 +11,9 @@ Why the node keeps the media choice: the CLI process that asked for a call
 (``p2pnode call --tone 440 --record a.wav``) only holds the control API's
 answer; the tone source and the recorder live in the node, which also answers
 incoming calls (``auto_answer``, ``answer_tone``, ``record``) when unattended.
+The app page may instead be the media endpoint of a call (``browser_calls``): it
+dials or answers with its own SDP, and an incoming call waiting for a human is
+announced as a ``CallOffer`` event carrying the remote offer for it.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from p2pnode.app.browser_calls import BrowserCallService, CallOffer
 from p2pnode.app.peer_config import CallsSection
 from p2pnode.connectivity.signalling import SignalChannel, SignallingService
-from p2pnode.sessions.call import CallState
+from p2pnode.sessions.call import CallDirection, CallState
 from p2pnode.sessions.call_config import (
     CallConfig,
     CallMedia,
@@ -34,7 +38,6 @@ from p2pnode.sessions.call_config import (
     MediaPath,
     NonContactPolicy,
 )
-from p2pnode.sessions.calls import CallService
 from p2pnode.sessions.media import AudioSource, SilenceSource, ToneSource, WavSource
 
 if TYPE_CHECKING:
@@ -91,7 +94,7 @@ class CallsNodeService:
         self.peer = peer
         self.section = section
         self.emit = emit
-        self.calls: CallService | None = None
+        self.calls: BrowserCallService | None = None
         self.last: collections.OrderedDict[bytes, CallUpdate] = collections.OrderedDict()
         self._channel: SignalChannel | None = None
         self._numbers = itertools.count(1)
@@ -115,7 +118,7 @@ class CallsNodeService:
             non_contacts=NonContactPolicy(self.section.non_contacts),
         )
         channel = self._channel
-        self.calls = CallService(
+        self.calls = BrowserCallService(
             self.signalling.identity.peer_id,
             config,
             channel.send,
@@ -136,7 +139,7 @@ class CallsNodeService:
                 delivery = await channel.receive()
                 await calls.handle_signal(delivery.sender, delivery.payload)
 
-    async def _updates(self, calls: CallService) -> None:
+    async def _updates(self, calls: BrowserCallService) -> None:
         while True:
             update = await calls.wait_update()
             self.last[update.call_id] = update
@@ -144,6 +147,10 @@ class CallsNodeService:
             while len(self.last) > MAX_KEPT_CALLS:
                 self.last.popitem(last=False)
             self.emit(update)
+            if update.direction is CallDirection.INCOMING and update.state in _WAITING:
+                sdp = calls.remote_sdp(update.call_id)
+                if sdp is not None:  # a page may answer it with its own connection
+                    self.emit(CallOffer(update.call_id.hex(), update.peer, sdp))
 
     async def stop(self) -> None:
         if self.calls is not None:
@@ -154,10 +161,13 @@ class CallsNodeService:
         live = sum(1 for u in self.last.values() if not _ended(u.state))
         return CallsNodeStatistics(len(self.last), live)
 
-    def service(self) -> CallService:
+    def service(self) -> BrowserCallService:
         if self.calls is None:
             raise RuntimeError("the call service is not running")
         return self.calls
+
+
+_WAITING = (CallState.RINGING_LOCAL, CallState.REQUESTED)
 
 
 def _ended(state: CallState) -> bool:

@@ -36,6 +36,7 @@ from p2pnode.connectivity.signalling import SignallingService, fetch_contact
 from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.digest import stored_credentials
 from p2pnode.identity import Identity
+from tests.harness.audio import write_tone_wav
 from tests.harness.tools import require_tool
 
 WAIT = 30.0  # a bound on every wait, never a speed assertion
@@ -216,6 +217,8 @@ async def scenario(root: Path) -> None:
     from playwright.async_api import async_playwright, expect
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    tone = root / "pages-440.wav"  # both pages' fake microphone: they are the call's endpoints
+    write_tone_wav(tone, 440.0, 20.0)
     async with (
         network(root) as lab,
         aiohttp.ClientSession() as session,
@@ -223,8 +226,11 @@ async def scenario(root: Path) -> None:
     ):
         browser = await playwright.chromium.launch(
             executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--autoplay-policy=no-user-gesture-required", "--use-fake-ui-for-media-stream",
+                  "--use-fake-device-for-media-stream",
+                  f"--use-file-for-fake-audio-capture={tone}"],
+        )  # fmt: skip
         alice, bob = lab.nodes["alice"], lab.nodes["bob"]
         pages = {}
         links = {}
@@ -344,6 +350,12 @@ async def scenario(root: Path) -> None:
             row = page.locator("tr[data-call]").first
             await expect(row).to_have_attribute("data-state", "answered", timeout=WAIT_MS)
             await expect(row).to_contain_text("direct")  # the path, shown
+        for page in pages.values():  # each page's WebAudio analyser hears the other's 440 Hz
+            await page.wait_for_function(
+                "() => (window.p2pPeaks || []).length >= 20", timeout=WAIT_MS, polling=200
+            )
+            peaks: list[float] = await page.evaluate("() => window.p2pPeaks.slice(-20)")
+            assert len([p for p in peaks if abs(p - 440.0) < 15]) >= 15, peaks
         await pages["alice"].screenshot(path=ARTIFACTS / "calls-answered.png", full_page=True)
         await pages["alice"].get_by_role("button", name="Hang up bob").click()
         ended = pages["bob"].locator("tr[data-call]").first

@@ -1,9 +1,10 @@
-// Calls: place, answer, decline, hang up; state, path (direct or relayed), codec, timer, and
-// an incoming-call ring. Today the node is the media endpoint (its tone, WAV or silence);
-// the browser as the endpoint (RTCPeerConnection, mute) needs the node to carry the page's
-// SDP as sealed signalling (docs/app.md).
+// Calls: place, answer, decline, hang up, mute; state, path (direct or relayed), codec,
+// timer, and an incoming-call ring. This page is the media endpoint (phone.js: its own
+// RTCPeerConnection, the node carries its SDP as sealed signalling); with no page open the
+// node answers by its config or from the CLI, with its own media.
 import { useEffect, useRef, useState } from "preact/hooks";
 import { html, api } from "../app.js";
+import * as phone from "../phone.js";
 
 export const CALL_PATH = "/api/calls";
 const LIVE = new Set(["new", "dialling", "ringing-remote", "offered", "ringing-local", "answered"]);
@@ -35,10 +36,17 @@ export function CallsView({ paths, eventCount }) {
   const [message, setMessage] = useState("");
   const [now, setNow] = useState(Date.now());
   const answeredAt = useRef({});
+  const [pagePaths, setPagePaths] = useState({}); // call id -> the page's own media path
   const rung = useRef(new Set());
   const refresh = async () => {
     const answer = await api("GET", CALL_PATH);
     setCalls(answer.calls);
+    phone.reconcile(answer.calls);
+    const found = {};
+    for (const call of answer.calls) {
+      if (call.state === "answered" && phone.hasLeg(call.call_id)) found[call.call_id] = await phone.path(call.call_id).catch(() => null);
+    }
+    setPagePaths(found);
     for (const call of answer.calls) {
       if (call.state === "answered" && !answeredAt.current[call.call_id]) answeredAt.current[call.call_id] = Date.now();
       if (call.state === "ringing-local" && !rung.current.has(call.call_id)) { rung.current.add(call.call_id); ring(); }
@@ -49,19 +57,23 @@ export function CallsView({ paths, eventCount }) {
     refresh().catch((e) => setMessage(e.message));
     api("GET", "/api/contacts").then((a) => setContacts(a.contacts), () => {});
     const t = setInterval(() => { setNow(Date.now()); }, 1000);
-    const p = setInterval(() => refresh().catch(() => {}), 3000);
+    const p = setInterval(() => refresh().catch(() => {}), 1000);
     return () => { clearInterval(t); clearInterval(p); };
   }, [ready]);
   useEffect(() => { if (ready) refresh().catch(() => {}); }, [eventCount]);
 
   const act = async (what, call) => {
-    try { await api("POST", `${CALL_PATH}/${call.call_id}/${what}`, what === "answer" ? {} : undefined); await refresh(); }
-    catch (error) { setMessage(`${what} failed: ${error.message}`); }
+    try {
+      if (what === "answer") await phone.answer(call.call_id);
+      else { await api("POST", `${CALL_PATH}/${call.call_id}/${what}`); phone.close(call.call_id); }
+      await refresh();
+    } catch (error) { setMessage(`${what} failed: ${error.message}`); }
   };
+  const toggleMute = (call) => { phone.mute(call.call_id, !phone.isMuted(call.call_id)); setNow(Date.now()); };
   const place = async (event) => {
     event.preventDefault();
     setMessage("Calling…");
-    try { await api("POST", CALL_PATH, { to }); setMessage(""); await refresh(); }
+    try { await phone.dial(to); setMessage(""); await refresh(); }
     catch (error) { setMessage(`Call failed: ${error.message}`); }
   };
   if (!ready) {
@@ -82,7 +94,7 @@ export function CallsView({ paths, eventCount }) {
       <datalist id="call-contacts">${contacts.map((c) => html`<option value=${c.name} />`)}</datalist>
       <button type="submit" id="call-place">Call</button>
     </form>
-    <p class="muted">The node sends and receives the audio for now; mute needs the browser as the media endpoint.</p>
+    <p class="muted">This browser sends your microphone and plays the call; allow the microphone when asked.</p>
     <p role="status" id="calls-message">${message}</p>
   </section>
   <section class="card" aria-labelledby="recent-h"><h3 id="recent-h">Calls</h3>
@@ -91,9 +103,9 @@ export function CallsView({ paths, eventCount }) {
       <tbody>${[...calls].reverse().map((c) => html`<tr data-call=${c.call_id} data-state=${c.state}>
         <td>${c.direction === "incoming" ? "← " : "→ "}${name(c.peer_id)}</td>
         <td>${c.state}${c.detail ? html` <span class="muted">(${c.detail})</span>` : ""}</td>
-        <td>${c.path || "—"}${c.codec ? html` <span class="muted">${c.codec}</span>` : ""}</td>
+        <td>${pagePaths[c.call_id] || c.path || "—"}${c.codec ? html` <span class="muted">${c.codec}</span>` : ""}</td>
         <td role="timer">${c.state === "answered" && answeredAt.current[c.call_id] ? clock(now - answeredAt.current[c.call_id]) : ""}</td>
-        <td>${LIVE.has(c.state) ? html`<button type="button" class="secondary" aria-label=${`Hang up ${name(c.peer_id)}`} onClick=${() => act("hangup", c)}>Hang up</button>` : ""}</td>
+        <td>${c.state === "answered" && phone.hasLeg(c.call_id) ? html`<button type="button" class="secondary" aria-pressed=${phone.isMuted(c.call_id) ? "true" : "false"} onClick=${() => toggleMute(c)}>${phone.isMuted(c.call_id) ? "Unmute" : "Mute"}</button> ` : ""}${LIVE.has(c.state) ? html`<button type="button" class="secondary" aria-label=${`Hang up ${name(c.peer_id)}`} onClick=${() => act("hangup", c)}>Hang up</button>` : ""}</td>
       </tr>`)}</tbody></table>`}
   </section>`;
 }
