@@ -9,7 +9,7 @@ gives the metrics one spot that sees every refusal.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 
 from nat.stun import (
     AddressErrorCode,
@@ -17,6 +17,8 @@ from nat.stun import (
     Attribute,
     ErrorCode,
     Lifetime,
+    MessageIntegrity,
+    MessageIntegritySha256,
     Software,
     StunClass,
     StunMessage,
@@ -30,10 +32,11 @@ from relay.allocation import FiveTuple, PendingAllocate
 from relay.messages import ToClient, TurnErrorCode
 from relay.requests import Authenticated, has_fingerprint
 
-__all__ = ["ResponseBuilder"]
+__all__ = ["MAX_AUTH_REFUSALS", "ResponseBuilder"]
 
 Address = tuple[str, int]
 logger = logging.getLogger("relay.server")
+MAX_AUTH_REFUSALS = 256  # refusals kept for the adapter's log between two drains
 
 
 class ResponseBuilder:
@@ -42,6 +45,10 @@ class ResponseBuilder:
     def __init__(self, software: str) -> None:
         self._software = software
         self.refusals: Counter[int] = Counter()
+        # Authentication/abuse refusals (client address, code) for the adapter's fail2ban
+        # style log: 403s, and 401s to requests that carried credentials (a 401 to one
+        # without is the normal challenge of every first request, not a refusal).
+        self.auth_refusals: deque[tuple[Address, int]] = deque(maxlen=MAX_AUTH_REFUSALS)
 
     def success(
         self,
@@ -67,6 +74,14 @@ class ResponseBuilder:
     ) -> ToClient:
         """The one place error responses are built (and counted)."""
         self.refusals[int(code)] += 1
+        if code is TurnErrorCode.FORBIDDEN or (
+            code is TurnErrorCode.UNAUTHENTICATED
+            and (
+                request.get(MessageIntegrity) is not None
+                or request.get(MessageIntegritySha256) is not None
+            )
+        ):
+            self.auth_refusals.append((five_tuple.client, int(code)))
         logger.debug(
             "%s from %s refused: %d %s", request.method.name, five_tuple.client, code, code.reason
         )

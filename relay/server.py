@@ -331,6 +331,12 @@ class TurnServer:
 
     # ------------------------------------------------------------ introspection
 
+    def auth_refusals(self) -> list[tuple[Address, int]]:
+        """Drain the 401s (with credentials) and 403s since the last call, for the log."""
+        refused = list(self._responses.auth_refusals)
+        self._responses.auth_refusals.clear()
+        return refused
+
     def statistics(self) -> RelayStatistics:
         now = self._now
         live = [a for a in self._allocations.values() if a.pending is None]

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from time import time as wall_clock
 
 from nat.drops import DropCounter
+from nat.logsafe import RefusalLog
 from relay.allocation import FiveTuple, Transport
 from relay.channeldata import ChannelDataDecodeError, StreamFramer
 from relay.messages import CloseRelay, OpenRelay, Output, RelayStatistics, ToClient, ToPeer
@@ -202,6 +203,7 @@ class RelayService:
         self._timer_when: float | None = None
         self._closed = False
         self._drops = DropCounter(logger, self._time)
+        self.refusal_log = RefusalLog(logger, self._time)
         self.send_errors = 0
         # One receive buffer for every UDP socket (callbacks never nest): 4 bytes of room
         # in front so peer data becomes ChannelData in place.
@@ -439,6 +441,9 @@ class RelayService:
         server = self._server
         if self._outbox:
             self._flush()  # what was relayed before goes first
+        for client, code in server.auth_refusals():  # the STUN path only, never ChannelData
+            reason = "bad-credentials" if code == 401 else "forbidden"
+            self.refusal_log.refused("turn-auth", reason, client)
         queue = list(outputs)
         index = 0
         while index < len(queue):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ from p2pnode.gateways.enumdns.routes import RouteStatus
 __all__ = ["Answer", "EnumDnsCore", "GatewayStatistics", "NeedsRoute", "Transport"]
 
 _log = logging.getLogger(__name__)
+MAX_QUEUED_LIMITED = 256  # rate-limited clients kept for the adapter's log between drains
 
 _HEADER = 12
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # QDCOUNT=1, AN/NS/AR=0: no EDNS
@@ -138,6 +140,9 @@ class EnumDnsCore:
             Transport.TCP: {},
         }
         self._limited = 0
+        # Clients refused by the rate limit, for the adapter's fail2ban-style refusal log
+        # (``nat.logsafe.RefusalLog``); bounded, the oldest go first.
+        self.limited_clients: deque[str] = deque(maxlen=MAX_QUEUED_LIMITED)
         self._queries = 0
         self._hits = 0
         self._answers = 0
@@ -182,6 +187,7 @@ class EnumDnsCore:
             and self._limiter is not None
             and not self._limiter.allow(client, now)
         ):
+            self.limited_clients.append(client)
             return self._rate_limited(query, plain)
         key = None
         if question_end is not None:

@@ -14,6 +14,8 @@ Invariants:
   bounded set of deferred answers, each waiting at most ``route_wait`` seconds.
 - TCP (RFC 7766): two-byte length framing, bounded connections, an idle
   timeout per connection.
+- A rate-limited client is logged fail2ban style (``refused what=dns-query
+  reason=rate-limited source=<ip>``), at most once per client and interval.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 from nat.driver import DatagramDriver
+from nat.logsafe import RefusalLog
 from p2pnode.gateways.enumdns.core import EnumDnsCore, NeedsRoute, Transport
 from p2pnode.gateways.enumdns.routes import RouteCache
 
@@ -58,11 +61,14 @@ class _UdpQueries:
     def __init__(self, server: EnumDnsServer) -> None:
         self._server = server
         self._handle = server.core.handle
+        self._limited = server.core.limited_clients
 
     def handle_datagram(
         self, data: bytes, source: Address, local: Address, now: float
     ) -> list[_Reply]:
         result = self._handle(data, source[0], now, Transport.UDP)
+        if self._limited:  # rare: only rate-limited queries fill it
+            self._server.log_refusals()
         if type(result) is bytes:
             return [_Reply(result, source, local)]
         if isinstance(result, NeedsRoute):
@@ -102,6 +108,13 @@ class EnumDnsServer:
         self._deferred = 0
         self._tcp_tasks: set[asyncio.Task[Any]] = set()
         self.address: tuple[str, int] = ("", 0)
+        self.refusal_log = RefusalLog(_log, self._loop.time)
+
+    def log_refusals(self) -> None:
+        """One fail2ban-style line per rate-limited client and interval (``RefusalLog``)."""
+        limited = self.core.limited_clients
+        while limited:
+            self.refusal_log.refused("dns-query", "rate-limited", limited.popleft())
 
     @property
     def send_drops(self) -> int:
