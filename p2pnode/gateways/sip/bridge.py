@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -46,6 +46,7 @@ from p2pnode.gateways.sip.bridge_media import (
     PhoneSender,
     choose_media_path,
 )
+from p2pnode.gateways.sip.bridge_routing import NOT_THIS_BRIDGE, BridgeCallers, takes_caller
 from p2pnode.gateways.sip.bridge_tracks import PhoneAudioTrack, PhoneRtpLeg
 from p2pnode.gateways.sip.dialog import Dialog
 from p2pnode.gateways.sip.headers import SipUri
@@ -394,15 +395,25 @@ class SipP2pBridge:
         hosted_login: str,
         *,
         peers: Callable[[str], str | None] = lambda _login: None,
+        resolve: Callable[[str], Awaitable[str | None]] | None = None,
         ring_timeout: float = 30.0,
         foreign: ForeignCallPolicy = ForeignCallPolicy(),
+        callers: BridgeCallers = BridgeCallers.ANY,
     ) -> None:
-        """``peers`` maps a login the phone dialled to the P2P peer id to call (None: 404)."""
+        """``peers`` maps a login the phone dialled to the P2P peer id to call (None: 404).
+
+        ``resolve`` is asked next, for what ``peers`` does not know: the
+        directory lookup of a login, peer id or number
+        (:meth:`~p2pnode.gateways.sip.bridge_routing.PeerResolver.peer_id`).
+        ``callers``: whose phone calls this bridge places (the others get 503).
+        """
         self.calls = calls
         self.ua = ua
         self.hosted_login = hosted_login
         self.ring_timeout = ring_timeout
         self.peers = peers
+        self.resolve = resolve
+        self.callers = callers
         self.foreign = ForeignCallGate(foreign, ua.domain)
         self._answered: dict[bytes, asyncio.Future[CallState]] = {}
         self._states: dict[bytes, CallState] = {}  # the latest state of each bridged call
@@ -553,15 +564,21 @@ class SipP2pBridge:
         """A phone dialled a login the bridge stands for: call that peer as the hosted identity."""
         tag = self.ua.token()
         login = effect.request.to.uri.user if isinstance(effect.request.to.uri, SipUri) else None
-        peer = self.peers(login) if login else None
-        if peer is None:
-            self.ua.refuse(effect, 404, "Not Found", tag)
-            return
         caller = effect.request.from_.uri
         domain = caller.host if isinstance(caller, SipUri) else ""
+        if not takes_caller(self.callers, caller, self.ua.domain, self.hosted_login):
+            self.ua.refuse(effect, *NOT_THIS_BRIDGE, tag)
+            return
+        # Admission first: a foreign network's calls cost directory lookups too.
         refusal = self.foreign.admit(domain, asyncio.get_running_loop().time())
         if refusal is not None:
             self.ua.refuse(effect, *refusal, tag)
+            return
+        peer = self.peers(login) if login else None
+        if peer is None and login and self.resolve is not None:
+            peer = await self.resolve(login)
+        if peer is None:
+            self.ua.refuse(effect, 404, "Not Found", tag)
             return
         transport, leg = await self.ua.open_leg()
         loop = asyncio.get_running_loop()
