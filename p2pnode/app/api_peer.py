@@ -430,6 +430,8 @@ def _absolute(text: str | None, what: str) -> Path | None:
 
 def _media(body: CallMediaRequest) -> CallMedia:
     if body.sdp is not None:
+        if len(body.sdp.encode()) > MAX_BROWSER_SDP:
+            raise _RefusedError(413, "sdp too large", f"at most {MAX_BROWSER_SDP} bytes")
         return BrowserMedia(record_to=_absolute(body.record, "record"), sdp=body.sdp)
     play = _absolute(body.play, "play")
     if play is not None and not play.is_file():

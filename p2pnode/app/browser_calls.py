@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from aiortc.sdp import SessionDescription
 
 from p2pnode.sessions.call_config import CallMedia
+from p2pnode.sessions.call_signal import MAX_SDP_BYTES
 from p2pnode.sessions.calls import CallService, _Leg, _Session  # the overridable hooks' types
 
 __all__ = ["MAX_BROWSER_SDP", "BrowserCallService", "BrowserMedia", "CallOffer", "sdp_codec"]
 
-MAX_BROWSER_SDP = 16_000  # characters; a page's SDP with candidates is ~2-4 kB
+MAX_BROWSER_SDP = MAX_SDP_BYTES  # UTF-8 bytes, the call signal's bound; a page's is ~2-4 kB
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@ the ICE servers the node returns (``/api/calls/ice``), its fake microphone plays
 440 Hz WAV, and alice's node carries the page's SDP offer as the sealed INVITE. bob is
 an unattended CLI-style node (aiortc): it auto-answers with 660 Hz and records. bob's
 recording must hold 440 Hz (FFT) and the page's WebAudio analyser must hear 660 Hz;
-alice's node must have sent no media of its own (the call is the page's). No relay
+alice's node must have received no media of its own (the call is the page's). Then
+bob's node calls alice: her node announces a ``CallOffer`` with bob's offer, her page
+answers it with its own connection, and the tones cross again. No relay
 runs here, so ICE uses host candidates on the non-loopback interface (aioice skips
 127.0.0.1). Every wait is bounded; nothing asserts speed.
 """
@@ -14,7 +16,6 @@ runs here, so ICE uses host candidates on the non-loopback interface (aioice ski
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from p2pnode.app.peer_calls import CALLS_DIR, CallsNodeService
+from p2pnode.app.browser_calls import CallOffer
+from p2pnode.app.peer_calls import CALLS_DIR, CallsNodeService, media_for
 from p2pnode.connectivity.signalling import SignallingService, fetch_contact
 from tests.harness.audio import read_wav, spectrum, write_tone_wav
 from tests.harness.tools import require_tool
@@ -138,12 +140,62 @@ async def scenario(root: Path) -> None:
             while not list(recordings.glob("*.wav")):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)
-        samples, rate = read_wav(next(recordings.glob("*.wav")))
-        heard = spectrum(samples[rate // 2 :], rate)  # the first half second: set-up
-        assert abs(heard.dominant_hz - 440.0) < 15, heard
-        assert heard.dominance > 10, heard
+        assert_tone(next(recordings.glob("*.wav")), 440.0)
+
+        # bob's node calls alice: her node announces the offer, her page answers it
+        too_big = await page.evaluate(BIG_ANSWER, call_id)
+        assert too_big == 413  # an SDP over the call signal's bound is refused, never sent
+        bob_calls = bob.node.service("calls")
+        assert isinstance(bob_calls, CallsNodeService)
+        record = root / "bob-dialled.wav"
+        with alice.node.subscribe() as events:
+            dialled = await bob_calls.service().dial(
+                alice.identity.peer_id, media_for(660.0, None, record)
+            )
+            offer = await offer_event(events, dialled.hex())
+        assert offer.peer_id == bob.identity.peer_id and "a=fingerprint:sha-256" in offer.sdp
+        incoming = page.locator(f"[data-incoming='{dialled.hex()}']")
+        await expect(incoming).to_be_visible(timeout=WAIT_MS)
+        await page.evaluate("() => { window.p2pPeaks = []; }")
+        await incoming.get_by_role("button", name="Answer").click()
+        answered = page.locator(f"tr[data-call='{dialled.hex()}'][data-state='answered']")
+        await expect(answered).to_have_count(1, timeout=WAIT_MS)
+        await expect(answered).to_contain_text("direct", timeout=WAIT_MS)  # the page's ICE pair
+        await page.wait_for_function(
+            "() => (window.p2pPeaks || []).length >= 20", timeout=WAIT_MS, polling=200
+        )
+        again: list[float] = await page.evaluate("() => window.p2pPeaks.slice(-20)")
+        assert len([p for p in again if abs(p - 660.0) < 15]) >= 15, again
+        assert service.statistics(dialled).frames == 0  # alice's node held no media
+        await asyncio.sleep(2.0)
+        await bob_calls.service().hangup(dialled)
+        async with asyncio.timeout(WAIT):
+            while not record.exists():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+        assert_tone(record, 440.0)
+        await page.screenshot(path=ARTIFACTS / "calls-page-answered.png", full_page=True)
         await browser.close()
-        (root / "result.json").write_text(json.dumps({"peaks": peaks}))
+
+
+BIG_ANSWER = """async (callId) => (await fetch(`/api/calls/${callId}/answer`, {method: "POST",
+  headers: {"Content-Type": "application/json"},
+  body: JSON.stringify({sdp: "v=0\\r\\n" + "\u00e9".repeat(9000)})})).status"""
+
+
+async def offer_event(events: asyncio.Queue[object], call_id: str) -> CallOffer:
+    async with asyncio.timeout(WAIT):
+        while True:
+            event = await events.get()
+            if isinstance(event, CallOffer) and event.call_id == call_id:
+                return event
+
+
+def assert_tone(path: Path, expected: float) -> None:
+    samples, rate = read_wav(path)
+    heard = spectrum(samples[rate // 2 :], rate)  # the first half second: set-up
+    assert abs(heard.dominant_hz - expected) < 15, (path.name, heard)
+    assert heard.dominance > 10, (path.name, heard)
 
 
 def test_app_page_is_the_media_endpoint_of_a_call_to_an_aiortc_node(tmp_path: Path) -> None:
