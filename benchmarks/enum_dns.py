@@ -1,9 +1,9 @@
-"""ENUM over DNS: our gateway (``p2pnode enum-dns``) against NSD, same records, same query mix.
+"""ENUM over DNS: our gateway (``p2pnode enum serve``) against NSD, same records, same query mix.
 
 Setup (all on loopback, ports chosen by binding port 0 first):
 - a real DHT of a few nodes (in this process, on a background event loop);
   ``COUNT`` numbers published, each countersigned by one verifier;
-- ``p2pnode enum-dns`` as its own process, trusting that verifier, rate limit
+- ``p2pnode enum serve`` as its own process, trusting that verifier, rate limit
   off, warmed up (every name asked once, so routes are in its cache);
 - NSD (C, authoritative) with a static ``e164.arpa`` zone holding the same
   NAPTR records, ``rrl-ratelimit: 0``, ``server-count: 1`` (one process, as ours).
@@ -178,7 +178,8 @@ def start_gateway(workdir: Path, seed: str, verifier: str) -> tuple[subprocess.P
         sys.executable,
         "-m",
         "p2pnode",
-        "enum-dns",
+        "enum",
+        "serve",
         "--listen",
         "127.0.0.1:0",
         "--bootstrap",
@@ -376,7 +377,7 @@ def main() -> int:
         ["server", "qps", "avg ms", "lost", "completed", "response codes"],
         [
             [
-                "p2pnode enum-dns (Python)",
+                "p2pnode enum serve (Python)",
                 ours["qps"],
                 ours["avg_ms"],
                 ours["lost"],

@@ -3,8 +3,12 @@
 Every network command joins the DHT as a client through ``--bootstrap`` (or the
 ``bootstrap`` list in ``<home>/directory.toml``), does its work and leaves
 (lookups go through the running node of the home when there is one). The
-shared plumbing is in ``directory_common``; ``enum serve`` (the DNS gateway,
-old name ``enum-dns``) in ``enum_serve``.
+shared plumbing is in ``directory_common``; ``enum serve`` (the DNS gateway)
+in ``enum_serve``.
+
+Exit statuses (``p2pnode --help``): 0 a positive answer; 1 a negative one
+("nobody claims", "ambiguous", an unverified owner, "no DHT node stored" it);
+2 a usage error; 3 a network failure (the DHT could not be joined or timed out).
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ import math
 import time
 from typing import Any
 
-from p2pnode.cli.common import CliError, add_home_argument
+from p2pnode.cli.common import (
+    EXIT_NEGATIVE,
+    EXIT_OK,
+    CliError,
+    NegativeAnswerError,
+    add_home_argument,
+)
 from p2pnode.cli.directory_common import (
     DAY,
     VERIFIER_DIR,
@@ -90,7 +100,7 @@ def _name_claim(args: argparse.Namespace) -> int:
         for note in published.notes:
             print(f"warning: {note}")
         if published.stored_on == 0:
-            raise CliError("no DHT node stored the claim")
+            raise NegativeAnswerError("no DHT node stored the claim")
         return 0
 
     return _with_directory(args, work)
@@ -101,11 +111,11 @@ def _print_resolution(resolution: Resolution, number: str | None, as_json: bool 
         return print_json_resolution(resolution, number)
     subject = resolution.subject
     if isinstance(resolution, NotFound):
-        raise CliError(f"nobody claims {subject!r}")
+        raise NegativeAnswerError(f"nobody claims {subject!r}")
     if isinstance(resolution, Ambiguous):
         what = "verified owners conflict" if resolution.conflict else "unverified claims"
         lines = "; ".join(_describe(c) for c in resolution.candidates)
-        raise CliError(
+        raise NegativeAnswerError(
             f"ambiguous: {len(resolution.candidates)} {what} for {subject!r}: {lines}. "
             "Trust a verifier (--trust) or ask the person for their peer id."
         )
@@ -122,7 +132,7 @@ def _print_resolution(resolution: Resolution, number: str | None, as_json: bool 
         for directive in sorted(candidate.directives, key=lambda d: (d.order, d.preference)):
             uri = directive.uri_for(number) or "(rule does not apply)"
             print(f"  {uri}    [{format_enumer_directive(directive)}]")
-    return 0 if isinstance(resolution, Verified) else 1
+    return EXIT_OK if isinstance(resolution, Verified) else EXIT_NEGATIVE
 
 
 def _name_lookup(args: argparse.Namespace) -> int:
@@ -182,7 +192,7 @@ def _enum_publish(args: argparse.Namespace) -> int:
         for note in published.notes:
             print(f"warning: {note}")
         if published.stored_on == 0:
-            raise CliError("no DHT node stored the record")
+            raise NegativeAnswerError("no DHT node stored the record")
         return 0
 
     return _with_directory(args, work)
@@ -222,7 +232,7 @@ def _verify(args: argparse.Namespace, kind: RecordKind, subject: str) -> int:
         claims = [inspect_claim(r) for r in records if r.kind == kind and r.subject == subject]
         if owner is None:
             if not claims:
-                raise CliError(f"nobody claims {subject!r}")
+                raise NegativeAnswerError(f"nobody claims {subject!r}")
             for view in claims:
                 mine = any(e.verifier == verifier.public_key for e in view.endorsements)
                 print(
@@ -237,7 +247,9 @@ def _verify(args: argparse.Namespace, kind: RecordKind, subject: str) -> int:
             print("countersign one with --owner PEER_ID after checking the person holds it")
             return 0
         if not any(view.owner == owner for view in claims):
-            raise CliError(f"{args.owner} has no claim on {subject!r} in the DHT (publish first)")
+            raise NegativeAnswerError(
+                f"{args.owner} has no claim on {subject!r} in the DHT (publish first)"
+            )
         endorsement = countersign(
             verifier, kind, subject, owner, now=time.time(), validity=days * DAY
         )
@@ -279,7 +291,7 @@ def _revoke(args: argparse.Namespace, kind: RecordKind, subject: str) -> int:
             f"revoked your endorsements of {subject} for owner {fingerprint_for(owner)} "
             f"until {_date(published.record.expires_at)}; stored on {published.stored_on} nodes"
         )
-        return 0 if published.stored_on else 1
+        return EXIT_OK if published.stored_on else EXIT_NEGATIVE
 
     return _with_directory(args, work)
 
@@ -313,8 +325,7 @@ def _verifier_init(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``name``, ``enum`` (with ``enum serve``), ``verifier`` and ``enum-dns``
-    (the old name of ``enum serve``)."""
+    """Add ``name``, ``enum`` (with ``enum serve``) and ``verifier``."""
     name = subparsers.add_parser("name", help="claim and look up logins")
     name_sub = name.add_subparsers(dest="name_command", metavar="ACTION", required=True)
     claim = name_sub.add_parser(
@@ -411,4 +422,4 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     add_home_argument(init)
     init.set_defaults(func=_verifier_init)
 
-    add_serve_parsers(enum_sub, subparsers)
+    add_serve_parsers(enum_sub)

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
+from p2pnode.cli.common import CliError, NetworkFailureError, add_home_argument, parse_hostport
 from p2pnode.cli.node import load_identity
 from p2pnode.dht import DhtNode
 from p2pnode.directory.e164 import E164Error, normalise_country, normalise_e164
@@ -217,10 +217,12 @@ def _with_directory(
                 joined = await node.start()
         except TimeoutError:
             await node.close()
-            raise CliError(f"could not join the DHT through {', '.join(bootstrap)}") from None
+            raise NetworkFailureError(
+                f"could not join the DHT through {', '.join(bootstrap)}"
+            ) from None
         try:
             if joined is not None and joined.answered == 0:
-                raise CliError(f"no DHT node answered at {', '.join(bootstrap)}")
+                raise NetworkFailureError(f"no DHT node answered at {', '.join(bootstrap)}")
             directory = Directory(
                 DhtNetwork(node),
                 trusted=trusted,
@@ -229,7 +231,7 @@ def _with_directory(
             )
             return await work(directory, settings)
         except DirectoryTimeoutError as error:
-            raise CliError(str(error)) from None
+            raise NetworkFailureError(str(error)) from None
         finally:
             await node.close()
 

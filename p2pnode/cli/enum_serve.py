@@ -1,7 +1,8 @@
-"""`p2pnode enum serve` (old name `enum-dns`): the ENUM DNS gateway on its own.
+"""`p2pnode enum serve`: the ENUM DNS gateway on its own.
 
 It joins the DHT as a client and serves NAPTR answers until SIGINT/SIGTERM;
-`p2pnode run` hosts the same gateway as a service ([enum]).
+`p2pnode run` hosts the same gateway as a service ([enum]). The old top-level
+name `enum-dns` is gone (issue 9: no users depended on it).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from p2pnode.gateways.enumdns.config import DEFAULT_ZONES, parse_zone
 __all__ = ["add_serve_parsers"]
 
 
-# ------------------------------------------------------------------ enum-dns
+# ------------------------------------------------------------------ enum serve
 
 
-def _enum_dns(args: argparse.Namespace) -> int:
+def _enum_serve(args: argparse.Namespace) -> int:
     host, port = parse_hostport(args.listen, default_host="0.0.0.0")
     try:
         zones = tuple(parse_zone(z) for z in args.zone) if args.zone else None
@@ -63,7 +64,7 @@ def _enum_dns(args: argparse.Namespace) -> int:
             async with server.running(host, port) as (bound_host, bound_port):
                 names = ", ".join(z.to_text() for z in config.zones)
                 print(
-                    f"p2pnode enum-dns: serving {names} on udp+tcp {bound_host}:{bound_port}; "
+                    f"p2pnode enum serve: serving {names} on udp+tcp {bound_host}:{bound_port}; "
                     f"{len(directory.trusted)} trusted verifier(s); "
                     f"{len(directory.tollfree.directives)} toll-free rule(s)",
                     flush=True,
@@ -76,49 +77,42 @@ def _enum_dns(args: argparse.Namespace) -> int:
     return _with_directory(args, work)
 
 
-def add_serve_parsers(
-    enum_sub: argparse._SubParsersAction[Any], subparsers: argparse._SubParsersAction[Any]
-) -> None:
-    """``enum serve`` and its old name ``enum-dns``."""
+def add_serve_parsers(enum_sub: argparse._SubParsersAction[Any]) -> None:
+    """``enum serve``, under the ``enum`` command's subparsers."""
     serve_description = (
         "A DNS server (UDP and TCP) for PBXs: NAPTR answers for numbers with a "
         "record countersigned by a --trust'ed verifier, else the toll-free table, else NXDOMAIN. "
         "`p2pnode run` hosts the same gateway as a service ([enum] in its config)."
     )
-    for gateway in (
-        enum_sub.add_parser(
-            "serve",
-            help="serve ENUM NAPTR answers over DNS from the DHT",
-            description=serve_description,
-        ),
-        subparsers.add_parser(
-            "enum-dns", help="old name of `enum serve`", description=serve_description
-        ),
-    ):
-        gateway.add_argument(
-            "--listen",
-            required=True,
-            metavar="HOST:PORT",
-            help="address for UDP and TCP, e.g. 127.0.0.1:5353 or 0.0.0.0:53",
-        )
-        gateway.add_argument(
-            "--zone",
-            action="append",
-            metavar="ZONE",
-            help="zone to serve (repeatable; default e164.arpa. and enum.)",
-        )
-        gateway.add_argument(
-            "--tollfree-file",
-            metavar="FILE",
-            help="ENUMER-style rules answered when no trusted record exists",
-        )
-        gateway.add_argument("--ns-name", default="localhost.", help="NS/SOA name of this server")
-        gateway.add_argument(
-            "--rate-limit",
-            default="100",
-            metavar="QPS",
-            help="UDP answers per second per client address, bursts of two seconds' worth "
-            "(0: off; default 100)",
-        )
-        _add_network_arguments(gateway)
-        gateway.set_defaults(func=_enum_dns)
+    gateway = enum_sub.add_parser(
+        "serve",
+        help="serve ENUM NAPTR answers over DNS from the DHT",
+        description=serve_description,
+    )
+    gateway.add_argument(
+        "--listen",
+        required=True,
+        metavar="HOST:PORT",
+        help="address for UDP and TCP, e.g. 127.0.0.1:5353 or 0.0.0.0:53",
+    )
+    gateway.add_argument(
+        "--zone",
+        action="append",
+        metavar="ZONE",
+        help="zone to serve (repeatable; default e164.arpa. and enum.)",
+    )
+    gateway.add_argument(
+        "--tollfree-file",
+        metavar="FILE",
+        help="ENUMER-style rules answered when no trusted record exists",
+    )
+    gateway.add_argument("--ns-name", default="localhost.", help="NS/SOA name of this server")
+    gateway.add_argument(
+        "--rate-limit",
+        default="100",
+        metavar="QPS",
+        help="UDP answers per second per client address, bursts of two seconds' worth "
+        "(0: off; default 100)",
+    )
+    _add_network_arguments(gateway)
+    gateway.set_defaults(func=_enum_serve)

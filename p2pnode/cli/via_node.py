@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from p2pnode.app.api_models import NameAnswer, resolution_answer
-from p2pnode.cli.common import EXIT_NEGATIVE, EXIT_OK, CliError
+from p2pnode.cli.common import EXIT_NEGATIVE, EXIT_OK, NegativeAnswerError
 from p2pnode.cli.control_client import running_node, say
 from p2pnode.directory.trust import Resolution
 from p2pnode.identity import (
@@ -50,11 +50,11 @@ def _lookup_via_node(args: argparse.Namespace, path: str, trusted: frozenset[byt
         print(answer.model_dump_json(indent=2))
         return EXIT_OK if answer.outcome == "verified" else EXIT_NEGATIVE
     if answer.outcome == "not-found":
-        raise CliError(f"nobody claims {answer.subject!r}")
+        raise NegativeAnswerError(f"nobody claims {answer.subject!r}")
     described = [f"owner {c.fingerprint} (peer id {c.peer_id})" for c in answer.candidates]
     if answer.outcome == "ambiguous":
         what = "verified owners conflict" if answer.conflict else "unverified claims"
-        raise CliError(
+        raise NegativeAnswerError(
             f"ambiguous: {len(answer.candidates)} {what} for {answer.subject!r}: "
             f"{'; '.join(described)}. Trust a verifier (--trust) or ask the person for "
             "their peer id."

@@ -1,6 +1,6 @@
 """The demo's DNS step: the ENUM gateway answers NAPTR queries from the DHT, as a PBX asks.
 
-The gateway is built the way `p2pnode enum-dns` builds it: a client-mode DHT
+The gateway is built the way `p2pnode enum serve` builds it: a client-mode DHT
 node joined through a bootstrap address, a ``Directory`` trusting the given
 verifiers, ``RouteCache`` -> ``EnumDnsCore`` -> ``EnumDnsServer``, here bound
 to 127.0.0.1 on an ephemeral port. It is asked with dnspython, a real DNS

@@ -329,7 +329,7 @@ async def directory_step(
 async def dns_step(bootstrap: tuple[str, int], verifier: Identity) -> bool:
     """Step 6: the ENUM DNS gateway answers from the DHT; dnspython asks over UDP and TCP."""
     say()
-    say(f"[6/{STEPS}] the ENUM DNS gateway, as `p2pnode enum-dns` runs it (trusting the verifier),")
+    say(f"[6/{STEPS}] ENUM DNS gateway, as `p2pnode enum serve` runs it (trusting the verifier),")
     say("      asked by dnspython as a PBX would; answers as dig prints them:")
     outcome = await query_gateway(
         bootstrap,

@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -167,7 +168,7 @@ def test_publish_verify_lookup_revoke(tmp_path: Path, capsys: pytest.CaptureFixt
         assert "squat" not in out
         # without trusting the verifier: two unverified claims, reported as ambiguous
         code, _, err = run(capsys, "enum", "lookup", "+18009359935", *net, "--home", str(tmp_path))
-        assert code == 2 and "ambiguous" in err
+        assert code == 1 and "ambiguous" in err  # a negative answer: exit 1
 
         _gateway_answers(seed, verifier_id.group(1), tmp_path)  # a real process, asked by dig
 
@@ -180,16 +181,22 @@ def test_publish_verify_lookup_revoke(tmp_path: Path, capsys: pytest.CaptureFixt
         code, _, err = run(
             capsys, "enum", "lookup", "+18009359935", *net, *trust, "--home", str(tmp_path)
         )
-        assert code == 2 and "ambiguous" in err
+        assert code == 1 and "ambiguous" in err  # a negative answer: exit 1
 
         # logins
         for home in (owner_home, squatter_home):
             code, _, _ = run(capsys, "name", "claim", "Alice", "--home", str(home), *net)
             assert code == 0
         code, _, err = run(capsys, "name", "lookup", "alice", *net, "--home", str(tmp_path))
-        assert code == 2 and "ambiguous" in err and Identity.load(owner_home).fingerprint in err
+        assert code == 1 and "ambiguous" in err and Identity.load(owner_home).fingerprint in err
         code, out, _ = run(capsys, "name", "lookup", owner_id, "--home", str(tmp_path))
         assert code == 0 and "a peer id" in out
+        code, out, err = run(capsys, "name", "lookup", "nobody-here", *net, "--home", str(tmp_path))
+        assert code == 1 and not out and "nobody claims 'nobody-here'" in err
+        code, out, err = run(
+            capsys, "enum", "lookup", "+18005550199", *net, "--home", str(tmp_path)
+        )
+        assert code == 1 and "nobody claims" in err
 
         # errors a person understands
         code, _, err = run(
@@ -203,13 +210,14 @@ def test_publish_verify_lookup_revoke(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def _gateway_answers(seed: str, verifier: str, tmp_path: Path) -> None:
-    """``p2pnode enum-dns`` as a real process, asked by dig."""
+    """``p2pnode enum serve`` as a real process, asked by dig."""
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "p2pnode",
-            "enum-dns",
+            "enum",
+            "serve",
             "--listen",
             "127.0.0.1:0",
             "--bootstrap",
@@ -271,13 +279,13 @@ PEER = Identity.generate(bytes(32)).peer_id
         (["enum", "revoke", "+18009359935", "--owner", PEER, "--days", "731"], "--days"),
         (["enum", "lookup", "800 935 9935", "--country", "ZZ"], "--country"),
         (["enum", "verify", "+18009359935"], "no verifier identity"),
-        (["enum-dns", "--listen", ":0", "--rate-limit", "-1"], "--rate-limit"),
-        (["enum-dns", "--listen", ":0", "--rate-limit", "nan"], "--rate-limit"),
-        (["enum-dns", "--listen", ":0", "--rate-limit", "inf"], "--rate-limit"),
-        (["enum-dns", "--listen", ":0", "--rate-limit", "lots"], "--rate-limit"),
-        (["enum-dns", "--listen", ":0", "--ns-name", "ns..example"], "--ns-name"),
-        (["enum-dns", "--listen", ":0", "--zone", "a..b"], "--zone"),
-        (["enum-dns", "--listen", "nowhere"], "HOST:PORT"),
+        (["enum", "serve", "--listen", ":0", "--rate-limit", "-1"], "--rate-limit"),
+        (["enum", "serve", "--listen", ":0", "--rate-limit", "nan"], "--rate-limit"),
+        (["enum", "serve", "--listen", ":0", "--rate-limit", "inf"], "--rate-limit"),
+        (["enum", "serve", "--listen", ":0", "--rate-limit", "lots"], "--rate-limit"),
+        (["enum", "serve", "--listen", ":0", "--ns-name", "ns..example"], "--ns-name"),
+        (["enum", "serve", "--listen", ":0", "--zone", "a..b"], "--zone"),
+        (["enum", "serve", "--listen", "nowhere"], "HOST:PORT"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -301,3 +309,27 @@ def test_unusable_home_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture
     ]
     code, _, err = run(capsys, "enum", "lookup", "+18009359935", *too_many, "--home", str(tmp_path))
     assert code == 2 and "at most 32" in err
+
+
+def test_old_gateway_name_is_gone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``enum-dns`` was renamed ``enum serve`` (issue 9): the old name is a usage error now."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["enum-dns", "--listen", ":0", "--home", str(tmp_path)])
+    assert exit_info.value.code == 2 and "invalid choice: 'enum-dns'" in capsys.readouterr().err
+
+
+def test_unreachable_dht_is_a_network_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nobody answers at the bootstrap address: exit 3 (a network failure), not 1 or 2."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    # the port is closed again: the join's PINGs get no answer
+    code, out, err = run(
+        capsys, "name", "lookup", "alice", "--bootstrap", f"127.0.0.1:{port}", "--home",
+        str(tmp_path),
+    )  # fmt: skip
+    assert code == 3 and not out
+    line = err.splitlines()[-1]  # after "no node running in HOME; joining the DHT"
+    assert line.startswith("p2pnode name: network failure: ") and f"127.0.0.1:{port}" in line
