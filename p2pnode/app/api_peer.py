@@ -19,7 +19,7 @@ import pydantic
 from aiohttp import web
 
 from p2pnode.app.api_models import ApiError
-from p2pnode.app.browser_calls import MAX_BROWSER_SDP, BrowserMedia
+from p2pnode.app.browser_calls import MAX_BROWSER_SDP, BrowserMedia, page_ice_servers
 from p2pnode.app.peer_calls import CallsNodeService, media_for
 from p2pnode.app.peer_chat import ChatService
 from p2pnode.app.peer_services import MAX_PINGS, PeerApp, PeerNotFoundError
@@ -496,12 +496,8 @@ async def call_ice(app: PeerApp, request: web.Request) -> web.Response:
     _calls(app)
     link = await app.link_config()
     servers = [
-        IceServerModel(
-            urls=s.urls if isinstance(s.urls, str) else s.urls[0],
-            username=s.username,
-            credential=s.credential,
-        )
-        for s in link.ice.rtc_servers()
+        IceServerModel(urls=s.urls, username=s.username, credential=s.credential)
+        for s in page_ice_servers(link.ice)
     ]
     return _json(IceAnswer(ice_servers=servers))
 

@@ -21,11 +21,20 @@ from dataclasses import dataclass
 
 from aiortc.sdp import SessionDescription
 
+from p2pnode.connectivity.ice_servers import IcePlan
 from p2pnode.sessions.call_config import CallMedia
 from p2pnode.sessions.call_signal import MAX_SDP_BYTES
 from p2pnode.sessions.calls import CallService, _Leg, _Session  # the overridable hooks' types
 
-__all__ = ["MAX_BROWSER_SDP", "BrowserCallService", "BrowserMedia", "CallOffer", "sdp_codec"]
+__all__ = [
+    "MAX_BROWSER_SDP",
+    "BrowserCallService",
+    "BrowserMedia",
+    "CallOffer",
+    "PageIceServer",
+    "page_ice_servers",
+    "sdp_codec",
+]
 
 MAX_BROWSER_SDP = MAX_SDP_BYTES  # UTF-8 bytes, the call signal's bound; a page's is ~2-4 kB
 
@@ -46,11 +55,36 @@ class CallOffer:
     sdp: str
 
 
+@dataclass(frozen=True, slots=True)
+class PageIceServer:
+    """One entry of the page's ``RTCConfiguration.iceServers`` (W3C field names)."""
+
+    urls: str
+    username: str | None = None
+    credential: str | None = None
+
+
+def page_ice_servers(plan: IcePlan) -> tuple[PageIceServer, ...]:
+    """The page's ICE servers: exactly the node's plan (our relay's STUN and TURN with the
+    credentials it issued to this identity); empty means host candidates only. Never a
+    public server: the page gets nothing the plan does not name."""
+    return tuple(
+        PageIceServer(
+            server.urls if isinstance(server.urls, str) else server.urls[0],
+            server.username,
+            server.credential,
+        )
+        for server in plan.rtc_servers()
+    )
+
+
 def sdp_codec(sdp: str) -> str | None:
-    """The first audio codec of an SDP (the negotiated one in an answer), for reports."""
+    """The first audio codec of an SDP (the negotiated one in an answer), for reports.
+
+    The remote SDP is a peer's input: whatever it holds gives a codec or None."""
     try:
         description = SessionDescription.parse(sdp)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, KeyError, AssertionError):  # aiortc asserts on bad m= lines
         return None
     for media in description.media:
         if media.kind == "audio" and media.rtp.codecs:
