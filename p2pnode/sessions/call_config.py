@@ -90,7 +90,9 @@ class CallUpdate:
     """One reportable change: state, and once media flows, the codec and path.
 
     ``dtmf`` is set (state unchanged) on the update that reports one digit the
-    peer keyed mid-call, in the order the peer sent them.
+    peer keyed mid-call, in the order the peer sent them. ``relayed_caller``:
+    the peer is a gateway and said who called on its side (a SIP From, say);
+    ``detail`` then says whether the gateway verified it.
     """
 
     call_id: bytes
@@ -101,6 +103,7 @@ class CallUpdate:
     path: str | None = None
     detail: str = ""
     dtmf: str | None = None
+    relayed_caller: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Call signalling messages: invite, ringing, answer, decline, busy, cancel, hangup, dtmf.
+"""Call signalling messages: invite, ringing, answer, decline, busy, cancel, hangup, dtmf, caller.
 
 These ride inside the sealed, authenticated envelopes of the connectivity
 layer, so the sender's peer id is known and is not repeated here. A message
@@ -14,7 +14,9 @@ events) appends a seventh field ``[sequence, digit, duration_ms]``; every other
 kind keeps the six-field layout byte for byte, so older peers read them as
 before and drop (and count) only the DTMF kind they do not know. ``sequence``
 counts a call's digits from 0 so the receiver reports them once and in order
-even if the transport repeats or reorders signals. The decoder is total: any
+even if the transport repeats or reorders signals. A CALLER signal (a gateway
+saying who placed the call on its side, e.g. a SIP From it could not verify)
+appends ``[uri, verified]`` the same way. The decoder is total: any
 bytes give a ``CallSignal`` or one ``CallSignalDecodeError`` naming the reason,
 never an attacker's value.
 """
@@ -32,6 +34,7 @@ __all__ = [
     "MAX_DTMF_DURATION_MS",
     "MAX_DTMF_SEQUENCE",
     "MAX_GENERATION",
+    "MAX_RELAYED_CALLER_CHARS",
     "MAX_SDP_BYTES",
     "MAX_SIGNAL_BYTES",
     "SIGNAL_VERSION",
@@ -39,6 +42,7 @@ __all__ = [
     "CallSignalDecodeError",
     "DeclineReason",
     "Dtmf",
+    "RelayedCaller",
     "SignalKind",
     "decode_signal",
     "encode_signal",
@@ -52,6 +56,7 @@ MAX_GENERATION = 0xFFFF
 DTMF_DIGITS = "0123456789*#ABCD"  # RFC 4733 §3.2 events 0..15
 MAX_DTMF_DURATION_MS = 0xFFFF  # RFC 4733's 16-bit duration at 8 kHz is ~8 s; this bounds it
 MAX_DTMF_SEQUENCE = 0xFFFFFFFF
+MAX_RELAYED_CALLER_CHARS = 256  # a SIP From URI as a gateway relays it
 
 
 class SignalKind(enum.IntEnum):
@@ -65,6 +70,7 @@ class SignalKind(enum.IntEnum):
     REOFFER = 8  # mid-call: the caller moves the media to a new path
     REANSWER = 9
     DTMF = 10  # mid-call: one keyed digit, in order (a phone's RFC 4733 event)
+    CALLER = 11  # after INVITE: who placed the call behind the calling gateway
 
 
 class DeclineReason(enum.IntEnum):
@@ -95,6 +101,25 @@ class Dtmf:
             raise ValueError("dtmf duration out of range")
 
 
+@dataclass(frozen=True, slots=True)
+class RelayedCaller:
+    """Who placed a call on a gateway's far side; ``verified``: the gateway authenticated it.
+
+    The signal's sender is the gateway's peer id (that much is proven); the
+    ``uri`` is only what the gateway reports, printable ASCII so it can be
+    shown without escaping.
+    """
+
+    uri: str
+    verified: bool
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.uri) <= MAX_RELAYED_CALLER_CHARS:
+            raise ValueError("relayed caller length out of range")
+        if not (self.uri.isascii() and self.uri.isprintable()):
+            raise ValueError("relayed caller is not printable ascii")
+
+
 class CallSignalDecodeError(ValueError):
     """Bytes that are not a valid call signal; the message says why, never what."""
 
@@ -107,6 +132,7 @@ class CallSignal:
     sdp: str | None = None
     reason: DeclineReason | None = None
     dtmf: Dtmf | None = None
+    caller: RelayedCaller | None = None
 
     def __post_init__(self) -> None:
         problem = _problem(self)
@@ -127,6 +153,8 @@ def _problem(signal: CallSignal) -> str | None:
         return "reason only and always on decline"
     if (signal.dtmf is not None) != (signal.kind is SignalKind.DTMF):
         return "dtmf only and always on a dtmf signal"
+    if (signal.caller is not None) != (signal.kind is SignalKind.CALLER):
+        return "caller only and always on a caller signal"
     return None
 
 
@@ -141,6 +169,8 @@ def encode_signal(signal: CallSignal) -> bytes:
     ]
     if signal.dtmf is not None:
         fields.append([signal.dtmf.sequence, signal.dtmf.digit, signal.dtmf.duration_ms])
+    if signal.caller is not None:
+        fields.append([signal.caller.uri, signal.caller.verified])
     packed: bytes = msgpack.packb(fields, use_bin_type=True)
     return packed
 
@@ -165,6 +195,18 @@ def _dtmf(value: object) -> Dtmf:
         raise CallSignalDecodeError(str(error)) from error
 
 
+def _caller(value: object) -> RelayedCaller:
+    if not isinstance(value, list) or len(value) != 2:
+        raise CallSignalDecodeError("caller is not a two-field array")
+    uri, verified = value
+    if not isinstance(uri, str) or not isinstance(verified, bool):
+        raise CallSignalDecodeError("caller fields are not text and a boolean")
+    try:
+        return RelayedCaller(uri, verified)
+    except ValueError as error:
+        raise CallSignalDecodeError(str(error)) from error
+
+
 def decode_signal(data: bytes) -> CallSignal:
     """Decode one signal; raises ``CallSignalDecodeError`` and nothing else."""
     if len(data) > MAX_SIGNAL_BYTES:
@@ -184,9 +226,15 @@ def decode_signal(data: bytes) -> CallSignal:
     except Exception as error:  # msgpack raises many types for bad input
         raise CallSignalDecodeError("not a msgpack signal") from error
     if not isinstance(fields, list) or len(fields) not in (6, 7):
-        raise CallSignalDecodeError("not a six-field (or seven with dtmf) array")
+        raise CallSignalDecodeError("not a six-field (or seven with dtmf/caller) array")
     version, kind, call_id, generation, sdp, reason = fields[:6]
-    dtmf = _dtmf(fields[6]) if len(fields) == 7 else None
+    extra = fields[6] if len(fields) == 7 else None
+    dtmf: Dtmf | None = None
+    caller: RelayedCaller | None = None
+    if extra is not None and kind == SignalKind.CALLER:
+        caller = _caller(extra)
+    elif extra is not None:
+        dtmf = _dtmf(extra)
     if _int(version, "version") != SIGNAL_VERSION:
         raise CallSignalDecodeError("unsupported version")
     kind_number = _int(kind, "kind")
@@ -207,7 +255,7 @@ def decode_signal(data: bytes) -> CallSignal:
             raise CallSignalDecodeError("unknown decline reason") from error
     try:
         return CallSignal(
-            signal_kind, call_id, _int(generation, "generation"), sdp, decline_reason, dtmf
+            signal_kind, call_id, _int(generation, "generation"), sdp, decline_reason, dtmf, caller
         )
     except ValueError as error:
         if isinstance(error, CallSignalDecodeError):

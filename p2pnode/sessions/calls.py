@@ -66,6 +66,7 @@ from p2pnode.sessions.call_signal import (
     CallSignalDecodeError,
     DeclineReason,
     Dtmf,
+    RelayedCaller,
     SignalKind,
     decode_signal,
     encode_signal,
@@ -151,6 +152,7 @@ class _Session:
         self.receivers: list[asyncio.Task[None]] = []
         self.dtmf_sent = 0  # the next DTMF sequence number we send
         self.dtmf_heard = 0  # the next DTMF sequence number we report
+        self.relayed_caller: RelayedCaller | None = None  # a gateway peer's caller
         self.session: _Session | None = None  # None while a warm leg waits for a call
         self.offer_sdp: str | None = None  # a warm offer leg's gathered offer
         self.codec: str | None = None
@@ -258,6 +260,12 @@ class CallService:
         signal = CallSignal(SignalKind.DTMF, call_id, session.generation, dtmf=dtmf)
         await self._send(session.peer, encode_signal(signal))
 
+    async def send_caller(self, call_id: bytes, caller: RelayedCaller) -> None:
+        """As a gateway: tell the callee who placed ``call_id`` on our side (after dial)."""
+        session = self._session(call_id)
+        signal = CallSignal(SignalKind.CALLER, call_id, session.generation, caller=caller)
+        await self._send(session.peer, encode_signal(signal))
+
     async def wait_update(self) -> CallUpdate:
         return await self._updates.get()
 
@@ -323,6 +331,9 @@ class CallService:
         if signal.dtmf is not None:
             self._on_dtmf(session, signal.dtmf)
             return
+        if signal.caller is not None:
+            self._on_caller(session, signal.caller)
+            return
         event = _REMOTE_EVENTS.get(signal.kind)
         if signal.kind is SignalKind.DECLINE:
             event = _DECLINE_EVENTS[signal.reason or DeclineReason.DECLINED]
@@ -356,6 +367,18 @@ class CallService:
             return
         session.dtmf_heard = dtmf.sequence + 1
         self._report(session, f"duration_ms={dtmf.duration_ms}", dtmf=dtmf.digit)
+
+    def _on_caller(self, session: _Session, caller: RelayedCaller) -> None:
+        """Once per incoming call, before it ends; later updates of the call repeat it."""
+        if (
+            session.call.direction is not CallDirection.INCOMING
+            or session.call.ended
+            or session.relayed_caller is not None
+        ):
+            self.drops.drop("unexpected caller")
+            return
+        session.relayed_caller = caller
+        self._report(session, "verified by the gateway" if caller.verified else "unverified")
 
     async def _on_invite(self, peer: str, signal: CallSignal) -> None:
         if signal.call_id in self._sessions:
@@ -463,6 +486,7 @@ class CallService:
                 _path_kind(session.leg) or path,
                 detail,
                 dtmf,
+                None if session.relayed_caller is None else session.relayed_caller.uri,
             )
         )
 

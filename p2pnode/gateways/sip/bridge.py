@@ -49,7 +49,7 @@ from p2pnode.gateways.sip.bridge_media import (
 from p2pnode.gateways.sip.bridge_routing import NOT_THIS_BRIDGE, BridgeCallers, takes_caller
 from p2pnode.gateways.sip.bridge_tracks import PhoneAudioTrack, PhoneRtpLeg
 from p2pnode.gateways.sip.dialog import Dialog
-from p2pnode.gateways.sip.headers import SipUri
+from p2pnode.gateways.sip.headers import SipUri, Uri
 from p2pnode.gateways.sip.message import build_response
 from p2pnode.gateways.sip.sdp import Direction, SdpDecodeError, parse_sdp
 from p2pnode.gateways.sip.transaction import RequestReceived
@@ -60,6 +60,7 @@ from p2pnode.gateways.sip.useragent import (
     _Rtp,
 )
 from p2pnode.sessions.call import CallDirection, CallState, CallStateError
+from p2pnode.sessions.call_signal import RelayedCaller
 from p2pnode.sessions.calls import CallMedia, CallService, CallUpdate
 
 __all__ = [
@@ -586,6 +587,7 @@ class SipP2pBridge:
             self.calls.next_track = self._track(leg)
             call_id = await self.calls.dial(peer, CallMedia())
         self._ended[call_id] = asyncio.Event()
+        await self._tell_caller(call_id, caller)
         answered: asyncio.Future[CallState] = loop.create_future()
         self._answered[call_id] = answered
         self._settle(call_id)  # the peer may have answered while dial() was still awaiting
@@ -612,6 +614,22 @@ class SipP2pBridge:
         phone = self.ua.accept(effect, transport, tag)
         self._event(call_id, "peer-answered", "PCMU")
         await self._carry(call_id, phone, leg, queue_track)
+
+    async def _tell_caller(self, call_id: bytes, caller: Uri) -> None:
+        """A caller other than the hosted user: the peer hears who, and whether it is proven.
+
+        The gateway authenticated a From in its own domain; a foreign From is
+        only what the other network said. Unrenderable Froms are not relayed.
+        """
+        if takes_caller(BridgeCallers.HOSTED, caller, self.ua.domain, self.hosted_login):
+            return  # the P2P identity is the caller's own
+        local = isinstance(caller, SipUri) and caller.host.lower() == self.ua.domain.lower()
+        try:
+            relayed = RelayedCaller(str(caller), local)
+        except ValueError:
+            return
+        with contextlib.suppress(KeyError):
+            await self.calls.send_caller(call_id, relayed)
 
     def _hold(self, call_id: bytes, held: bool) -> None:
         self._event(call_id, "hold" if held else "resume")

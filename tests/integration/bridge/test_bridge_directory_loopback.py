@@ -12,7 +12,8 @@ What must hold: alice's phone dials ``carol`` (hosted nowhere here) and carol
 hears its 440 Hz (FFT) from alice's identity; the number whose trusted ENUM
 record points at ``sip:carol@gw.test``, and a DID the gateway maps to carol,
 reach carol too; a carrier's INVITE to ``carol@gw.test`` reaches her from the
-gateway's identity, never alice's; a caller outside the allow-list gets 403;
+gateway's identity, never alice's, and carol's call events show the carrier's
+From marked unverified; a caller outside the allow-list gets 403;
 an unverified login and an unknown one get 404.
 """
 
@@ -97,10 +98,17 @@ async def answered_call(carol: CallService) -> CallUpdate:
         return await carol.wait_state(None, {CallState.ANSWERED})
 
 
-async def hang_up(call: UaCall, carol: CallService, call_id: bytes) -> None:
+async def hang_up(call: UaCall, carol: CallService, call_id: bytes) -> set[tuple[str, str]]:
+    """The phone hangs up; returns the (relayed caller, detail) pairs carol's events showed."""
     await call.hangup()
+    relayed: set[tuple[str, str]] = set()
     async with asyncio.timeout(WAIT):
-        await carol.wait_state(call_id, {CallState.HUNG_UP})
+        while True:
+            update = await carol.wait_update()
+            if update.call_id == call_id and update.relayed_caller is not None:
+                relayed.add((update.relayed_caller, update.detail))
+            if update.call_id == call_id and update.state is CallState.HUNG_UP:
+                return relayed
 
 
 async def scenario(tmp_path: Path) -> None:
@@ -166,7 +174,7 @@ async def scenario(tmp_path: Path) -> None:
                     by_login = await phone.call("carol")
                 first = await answered_call(carol)
                 await by_login.play_tone(440.0, 1.5)
-                await hang_up(by_login, carol, first.call_id)
+                shown = [await hang_up(by_login, carol, first.call_id)]
                 callers = [first.peer]
                 # ...the number whose verified ENUM record points at carol@gw.test, the DID.
                 for dialled in (NUMBER, DID):
@@ -174,13 +182,13 @@ async def scenario(tmp_path: Path) -> None:
                         call = await phone.call(dialled)
                     update = await answered_call(carol)
                     callers.append(update.peer)
-                    await hang_up(call, carol, update.call_id)
+                    shown.append(await hang_up(call, carol, update.call_id))
                 # A carrier (another SIP network) calls carol@gw.test: the gateway's identity.
                 async with asyncio.timeout(WAIT):
                     foreign = await carrier.call(f"sip:carol@{DOMAIN}")
                 update = await answered_call(carol)
                 callers.append(update.peer)
-                await hang_up(foreign, carol, update.call_id)
+                shown.append(await hang_up(foreign, carol, update.call_id))
                 refusals = []
                 for ua, dialled in (
                     (stranger, f"sip:carol@{DOMAIN}"),  # not on the allow-list
@@ -197,6 +205,10 @@ async def scenario(tmp_path: Path) -> None:
         assert_tone(samples, rate, 440.0)  # carol heard alice's phone
         assert_tone(by_login.recording().astype("float64") / 32768.0, 8000, 550.0)
         assert callers == [ALICE_ID, ALICE_ID, ALICE_ID, GATEWAY_ID]
+        # alice's calls come from her own identity; the carrier's shows its unverified From.
+        assert shown[:3] == [set(), set(), set()]
+        assert {uri for uri, _ in shown[3]} == {"sip:carrier@carrier.example"}
+        assert ("sip:carrier@carrier.example", "unverified") in shown[3]
         assert refusals == [403, 404, 404]
     finally:
         for ua in user_agents:

@@ -15,6 +15,7 @@ from p2pnode.sessions.call_signal import (
     CallSignalDecodeError,
     DeclineReason,
     Dtmf,
+    RelayedCaller,
     SignalKind,
     decode_signal,
     encode_signal,
@@ -37,6 +38,8 @@ CASES = [
     CallSignal(SignalKind.REANSWER, CALL_ID, 3, SDP),
     CallSignal(SignalKind.DTMF, CALL_ID, 3, dtmf=Dtmf(0, "5", 120)),
     CallSignal(SignalKind.DTMF, CALL_ID, 0, dtmf=Dtmf(0xFFFFFFFF, "#", 0)),
+    CallSignal(SignalKind.CALLER, CALL_ID, caller=RelayedCaller("sip:c@other.example", False)),
+    CallSignal(SignalKind.CALLER, CALL_ID, caller=RelayedCaller("x" * 256, True)),
 ]
 
 
@@ -56,7 +59,7 @@ def test_the_wire_layout_is_a_six_field_array() -> None:
     assert fields == [1, 4, CALL_ID, 0, None, 1]
 
 
-def test_only_dtmf_adds_a_seventh_field() -> None:
+def test_only_dtmf_and_caller_add_a_seventh_field() -> None:
     signal = CallSignal(SignalKind.DTMF, CALL_ID, 0, dtmf=Dtmf(7, "D", 80))
     assert msgpack.unpackb(encode_signal(signal), raw=False) == [
         1,
@@ -69,6 +72,12 @@ def test_only_dtmf_adds_a_seventh_field() -> None:
     ]
     for other in CASES[:11]:
         assert len(msgpack.unpackb(encode_signal(other), raw=False)) == 6
+
+
+@pytest.mark.parametrize("uri", ["", "x" * 257, "sip:\u00e9@x", "sip:a@b\r\nEvil: 1"])
+def test_a_relayed_caller_is_short_printable_ascii(uri: str) -> None:
+    with pytest.raises(ValueError, match="relayed caller"):
+        RelayedCaller(uri, False)
 
 
 @pytest.mark.parametrize("digit", ["", "55", "E", "x", "\u0665"])
@@ -105,6 +114,13 @@ def test_dtmf_digits_are_the_sixteen_rfc4733_events(digit: str) -> None:
         ([1, 10, CALL_ID, 0, None, None, [0, "1", 1 << 16]], "duration"),
         ([1, 10, CALL_ID, 0, None, None, [0, "1", True]], "integer"),
         ([1, 1, CALL_ID, 0, SDP, None, None, None], "six"),
+        ([1, 11, CALL_ID, 0, None, None], "caller"),
+        ([1, 11, CALL_ID, 0, None, None, ["sip:a@b"]], "two-field"),
+        ([1, 11, CALL_ID, 0, None, None, ["sip:a@b", 1]], "boolean"),
+        ([1, 11, CALL_ID, 0, None, None, [b"sip:a@b", True]], "boolean"),
+        ([1, 11, CALL_ID, 0, None, None, ["", True]], "length"),
+        ([1, 11, CALL_ID, 0, None, None, ["a\x00b", True]], "printable"),
+        ([1, 10, CALL_ID, 0, None, None, ["sip:a@b", True]], "three"),
         ({"kind": 1}, "msgpack"),
     ],
 )
