@@ -46,7 +46,13 @@ from p2pnode.gateways.sip.bridge_media import (
     PhoneSender,
     choose_media_path,
 )
-from p2pnode.gateways.sip.bridge_routing import NOT_THIS_BRIDGE, BridgeCallers, takes_caller
+from p2pnode.gateways.sip.bridge_routing import (
+    NOT_THIS_BRIDGE,
+    BridgeCallers,
+    ForeignCallGate,
+    ForeignCallPolicy,
+    takes_caller,
+)
 from p2pnode.gateways.sip.bridge_tracks import PhoneAudioTrack, PhoneRtpLeg
 from p2pnode.gateways.sip.dialog import Dialog
 from p2pnode.gateways.sip.headers import SipUri, Uri
@@ -99,49 +105,6 @@ _TERMINAL = {
     CallState.REFUSED,
     CallState.FAILED,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ForeignCallPolicy:
-    """Whether callers from other SIP domains may reach bridged P2P logins, and how often.
-
-    The From domain of a foreign caller is unverified (the gateway only
-    authenticates From in its own domain), so the allow-list is a filter, not
-    a proof; the rate limit is what bounds the cost an outside network can
-    put on the P2P side (each admitted call is a P2P dial).
-    """
-
-    enabled: bool = True
-    allow_domains: frozenset[str] = frozenset()  # empty: any domain
-    per_minute: float = 30.0  # foreign calls admitted per minute (burst: as many)
-
-
-class ForeignCallGate:
-    """Sans-IO admission of foreign calls: a token bucket refilled at ``per_minute``."""
-
-    def __init__(self, policy: ForeignCallPolicy, local_domain: str) -> None:
-        self.policy = policy
-        self.local_domain = local_domain.lower()
-        self._tokens = policy.per_minute
-        self._last: float | None = None
-
-    def admit(self, caller_domain: str, now: float) -> tuple[int, str] | None:
-        """None to admit, else the SIP refusal (403 off / not allowed, 503 over the rate)."""
-        domain = caller_domain.lower()
-        if domain == self.local_domain:
-            return None  # our own (authenticated) accounts are not foreign
-        if not self.policy.enabled:
-            return 403, "Forbidden"
-        if self.policy.allow_domains and domain not in self.policy.allow_domains:
-            return 403, "Forbidden"
-        if self._last is not None:
-            refill = (now - self._last) * self.policy.per_minute / 60
-            self._tokens = min(self.policy.per_minute, self._tokens + refill)
-        self._last = now
-        if self._tokens < 1:
-            return 503, "Service Unavailable"
-        self._tokens -= 1
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,7 +361,7 @@ class SipP2pBridge:
         peers: Callable[[str], str | None] = lambda _login: None,
         resolve: Callable[[str], Awaitable[str | None]] | None = None,
         ring_timeout: float = 30.0,
-        foreign: ForeignCallPolicy = ForeignCallPolicy(),
+        foreign: ForeignCallPolicy | None = None,
         callers: BridgeCallers = BridgeCallers.ANY,
     ) -> None:
         """``peers`` maps a login the phone dialled to the P2P peer id to call (None: 404).
@@ -415,7 +378,7 @@ class SipP2pBridge:
         self.peers = peers
         self.resolve = resolve
         self.callers = callers
-        self.foreign = ForeignCallGate(foreign, ua.domain)
+        self.foreign = ForeignCallGate(foreign or ForeignCallPolicy(), ua.domain)
         self._answered: dict[bytes, asyncio.Future[CallState]] = {}
         self._states: dict[bytes, CallState] = {}  # the latest state of each bridged call
         self.events: asyncio.Queue[BridgeEvent] = asyncio.Queue(maxsize=1024)

@@ -1,4 +1,8 @@
-"""Which P2P peer a login, peer id or number dialled at the gateway stands for.
+"""Which P2P peer a login, peer id or number dialled at the gateway stands for, and who may.
+
+Who: :class:`BridgeCallers` splits the callers among bridges sharing the
+gateway's bridge account; :class:`ForeignCallGate` admits other SIP networks'
+calls under the operator's :class:`ForeignCallPolicy` (off, allow-list, rate).
 
 The gateway rings the bridge for what it does not host (see :mod:`routing`);
 the To of that INVITE names what the caller dialled. This module turns that
@@ -41,6 +45,8 @@ from p2pnode.records import RecordKind
 __all__ = [
     "NOT_THIS_BRIDGE",
     "BridgeCallers",
+    "ForeignCallGate",
+    "ForeignCallPolicy",
     "LookupDirectory",
     "PeerResolver",
     "PeerTarget",
@@ -52,6 +58,49 @@ __all__ = [
 # the bridge account to every registered bridge, and RFC 3261 §16.7 ranks 5xx
 # last, so the one bridge that takes the call decides the caller's answer.
 NOT_THIS_BRIDGE = (503, "Service Unavailable")
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignCallPolicy:
+    """Whether callers from other SIP domains may reach bridged P2P logins, and how often.
+
+    The From domain of a foreign caller is unverified (the gateway only
+    authenticates From in its own domain), so the allow-list is a filter, not
+    a proof; the rate limit is what bounds the cost an outside network can
+    put on the P2P side (each admitted call is a P2P dial).
+    """
+
+    enabled: bool = True
+    allow_domains: frozenset[str] = frozenset()  # empty: any domain
+    per_minute: float = 30.0  # foreign calls admitted per minute (burst: as many)
+
+
+class ForeignCallGate:
+    """Sans-IO admission of foreign calls: a token bucket refilled at ``per_minute``."""
+
+    def __init__(self, policy: ForeignCallPolicy, local_domain: str) -> None:
+        self.policy = policy
+        self.local_domain = local_domain.lower()
+        self._tokens = policy.per_minute
+        self._last: float | None = None
+
+    def admit(self, caller_domain: str, now: float) -> tuple[int, str] | None:
+        """None to admit, else the SIP refusal (403 off / not allowed, 503 over the rate)."""
+        domain = caller_domain.lower()
+        if domain == self.local_domain:
+            return None  # our own (authenticated) accounts are not foreign
+        if not self.policy.enabled:
+            return 403, "Forbidden"
+        if self.policy.allow_domains and domain not in self.policy.allow_domains:
+            return 403, "Forbidden"
+        if self._last is not None:
+            refill = (now - self._last) * self.policy.per_minute / 60
+            self._tokens = min(self.policy.per_minute, self._tokens + refill)
+        self._last = now
+        if self._tokens < 1:
+            return 503, "Service Unavailable"
+        self._tokens -= 1
+        return None
 
 
 class BridgeCallers(enum.Enum):
