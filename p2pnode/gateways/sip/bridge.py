@@ -384,6 +384,7 @@ class SipP2pBridge:
         self.events: asyncio.Queue[BridgeEvent] = asyncio.Queue(maxsize=1024)
         self.digits: dict[bytes, list[DtmfDigit]] = {}
         self._digit_queues: dict[bytes, asyncio.Queue[DtmfDigit]] = {}
+        self._legs: dict[bytes, PhoneRtpLeg] = {}  # each bridged call's phone leg
         self.digits_dropped = 0  # digits a full per-call queue could not take
         self._phone_calls: dict[bytes, UaCall] = {}
         self._dialling = asyncio.Lock()
@@ -412,6 +413,8 @@ class SipP2pBridge:
                     group.create_task(self._guarded(update.call_id, self._bridge_incoming(update)))
                 elif update.state in _TERMINAL and update.call_id in self._ended:
                     self._ended[update.call_id].set()
+                if update.dtmf is not None:
+                    self._digit_to_phone(update.call_id, update.dtmf)
 
     async def _bridge_incoming(self, update: CallUpdate) -> None:
         call_id = update.call_id
@@ -442,6 +445,7 @@ class SipP2pBridge:
     def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> _FrameQueueTrack:
         self.digits[call_id] = []
         self._digit_queues[call_id] = asyncio.Queue(MAX_QUEUED_DIGITS)
+        self._legs[call_id] = leg
         self.ua.digit_handlers[port] = lambda digit: self._digit(call_id, digit)
         self.ua.hold_handlers[port] = lambda held: self._hold(call_id, held)
         queue_track = _FrameQueueTrack()
@@ -476,6 +480,7 @@ class SipP2pBridge:
             signaller.cancel()
             await media
         self._digit_queues.pop(call_id, None)
+        self._legs.pop(call_id, None)
         self._phone_calls.pop(call_id, None)
         self._ended.pop(call_id, None)
         stats = leg.receiver.statistics()
@@ -571,6 +576,7 @@ class SipP2pBridge:
             self.ua.refuse(effect, status, reason, tag)
             self.calls.sinks.pop(call_id, None)
             self._digit_queues.pop(call_id, None)
+            self._legs.pop(call_id, None)
             leg.close()
             self._event(call_id, "peer-refused", str(status))
             return
@@ -593,6 +599,14 @@ class SipP2pBridge:
             return
         with contextlib.suppress(KeyError):
             await self.calls.send_caller(call_id, relayed)
+
+    def _digit_to_phone(self, call_id: bytes, digit: str) -> None:
+        """The peer keyed a digit: RFC 4733 to the phone, in its RTP stream, 20 ms a packet."""
+        leg = self._legs.get(call_id)
+        if leg is None or not leg.send_digit(digit, PT_DTMF):
+            self.digits_dropped += 1
+            return
+        self._event(call_id, "digit-to-phone", digit)
 
     def _hold(self, call_id: bytes, held: bool) -> None:
         self._event(call_id, "hold" if held else "resume")

@@ -31,11 +31,12 @@ import enum
 from collections import deque
 from dataclasses import dataclass
 
-from p2pnode.gateways.sip.rtp import RtpDecodeError, RtpPacket, TelephoneEvent
+from p2pnode.gateways.sip.rtp import RtpDecodeError, RtpPacket, TelephoneEvent, dtmf_schedule
 
 __all__ = [
     "DTMF_DIGITS",
     "JITTER_MAX_PACKETS",
+    "SEND_DIGITS_MAX",
     "SEND_QUEUE_MAX",
     "Audio",
     "BridgeCodec",
@@ -54,6 +55,7 @@ __all__ = [
 # Bounds: a phone can make us hold at most this many packets (2 s at 20 ms).
 JITTER_MAX_PACKETS = 100
 SEND_QUEUE_MAX = 25  # peer -> phone: 500 ms; older frames are dropped first
+SEND_DIGITS_MAX = 32  # peer -> phone RFC 4733 digits waiting; more are refused
 # A packet this far ahead of the playout point means the phone restarted its
 # sequence (new SSRC, re-INVITE): resynchronise instead of waiting for a gap.
 RESYNC_DISTANCE = 3 * JITTER_MAX_PACKETS
@@ -404,10 +406,66 @@ class PhoneSender:
         self._sent = 0
         self._overflow = 0
         self._paused = True
+        self._digits: deque[tuple[str, int, int]] = deque()  # (digit, payload type, ms)
+        self._event: deque[RtpPacket] = deque()  # the digit being sent, one packet a slot
+        self._event_slots = 0
+        self._event_timestamp = 0
+        self.events_sent = 0  # RFC 4733 packets
+        self.audio_replaced = 0  # audio frames whose slot a digit took
 
     @property
     def sent(self) -> int:
         return self._sent
+
+    def push_digit(self, digit: str, payload_type: int, now: float, duration_ms: int = 100) -> bool:
+        """Queue one RFC 4733 event (0-9 * #); False when refused (bad digit, queue full).
+
+        Its packets take the next ``ptime`` slots (the audio of those slots is
+        dropped: the tone replaces the voice), sharing our SSRC and sequence;
+        the timestamp then moves on by the slots used, so the clock stays whole.
+        """
+        if len(self._digits) >= SEND_DIGITS_MAX or not 40 <= duration_ms <= 5000:
+            return False
+        try:
+            dtmf_schedule(digit, payload_type=payload_type, ssrc=0, first_sequence=0, timestamp=0)
+        except ValueError:
+            return False
+        if self._next_send is None:
+            self._next_send = now
+        elif not self._busy():
+            self._skip_silence(now)
+        self._digits.append((digit, payload_type, duration_ms))
+        return True
+
+    def _busy(self) -> bool:
+        return bool(self._queue or self._digits or self._event)
+
+    def _next_event_packet(self) -> bytes:
+        if not self._event:
+            digit, payload_type, duration_ms = self._digits.popleft()
+            schedule = dtmf_schedule(
+                digit,
+                payload_type=payload_type,
+                ssrc=self._ssrc,
+                first_sequence=self._sequence,
+                timestamp=self._timestamp,
+                duration_ms=duration_ms,
+                ptime_ms=round(self._ptime * 1000),
+            )
+            self._event.extend(packet for _, packet in schedule)
+            self._event_slots = len(schedule)
+            self._event_timestamp = self._timestamp
+        packet = self._event.popleft()
+        if self._queue:
+            self._queue.popleft()
+            self.audio_replaced += 1
+        self.events_sent += 1
+        self._sequence = (packet.sequence + 1) & 0xFFFF
+        if not self._event:  # the event is over: its slots pass on the sampling clock
+            slots = self._event_slots * self._samples
+            self._timestamp = (self._event_timestamp + slots) & 0xFFFFFFFF
+            self._paused = True
+        return packet.encode()
 
     @property
     def overflow(self) -> int:
@@ -425,7 +483,7 @@ class PhoneSender:
         self._queue.append(payload)
 
     def next_deadline(self) -> float | None:
-        return self._next_send if self._queue else None
+        return self._next_send if self._busy() else None
 
     def _skip_silence(self, now: float) -> None:
         """Nothing was sent for a while: the clock kept running (RFC 3550 §5.1)."""
@@ -441,10 +499,14 @@ class PhoneSender:
         out: list[bytes] = []
         if self._next_send is None:
             return out
-        if not self._queue:
+        if not self._busy():
             self._skip_silence(now)
             return out
-        while self._queue and now >= self._next_send:
+        while self._busy() and now >= self._next_send:
+            if self._event or self._digits:
+                out.append(self._next_event_packet())
+                self._next_send += self._ptime
+                continue
             payload = self._queue.popleft()
             packet = RtpPacket(
                 self._payload_type,

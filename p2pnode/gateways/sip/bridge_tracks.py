@@ -238,6 +238,15 @@ class PhoneRtpLeg:
             for digit in digits:
                 self.on_digit(digit)
 
+    def send_digit(self, digit: str, payload_type: int, duration_ms: int = 100) -> bool:
+        """An RFC 4733 digit to the phone, paced with the audio; False if refused or on hold."""
+        if self.held:
+            return False
+        now = asyncio.get_running_loop().time()
+        queued = self.sender.push_digit(digit, payload_type, now, duration_ms)
+        self._wake.set()
+        return queued
+
     async def run(self, peer_track: MediaStreamTrack) -> None:
         """Carry the peer's audio to the phone until the track ends or ``close``."""
         async with asyncio.TaskGroup() as group:

@@ -6,14 +6,16 @@ RFC 4733 digits), the bridge (its own UA account at the gateway, a calls
 service for alice's P2P identity) and a P2P peer's calls service (aiortc,
 660 Hz), the two calls services signalling in memory. Each side's recording
 must hold the other's tone (FFT), the digits must reach the bridge's call
-events and the peer's (``CallUpdate.dtmf``) in order, and the peer's hang-up
-must end the phone's call (BYE).
+events and the peer's (``CallUpdate.dtmf``) in order, the peer's digits must
+reach the phone as RFC 4733 events in order, and the peer's hang-up must end
+the phone's call (BYE).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
@@ -167,6 +169,15 @@ async def scenario(tmp_path: Path) -> None:
                     sequence += 1
                     await asyncio.sleep(0.02)
             await asyncio.sleep(0.3)
+            # The peer keys digits: RFC 4733 events in the phone's stream.
+            for digit in "70":
+                await peer.send_dtmf(call_id, digit)
+            for _ in range(int(WAIT / 0.02)):  # the UA's RTP has no event to wait on
+                if sum(event.end for event in ringing.events) >= 6:  # 3 end packets each
+                    break
+                await asyncio.sleep(0.02)
+            ends = [event.event for event in ringing.events if event.end]
+            to_phone = [ends[0], *(b for a, b in itertools.pairwise(ends) if b != a)]
             # Hold from the phone: the P2P call stays answered, the bridge stops sending.
             assert await reinvite(phone, ringing, "sendonly") == 200
             await asyncio.sleep(0.3)  # what was in flight lands
@@ -226,6 +237,8 @@ async def scenario(tmp_path: Path) -> None:
         assert_tone(ringing.recording().astype(np.float64) / 32768.0, 8000, 660.0)
         assert digits == "42#"
         assert peer_digits == ["4", "2", "#"]  # carried as DTMF signals, in order
+        assert to_phone == [7, 0]  # the peer's digits, in order, as RFC 4733 events
+        assert kinds.count("digit-to-phone") == 2
         assert held_frames == 0 and resumed_frames > 15  # 0.6 s at 50 packets/s
         assert kinds.count("hold") == 1 and kinds.count("resume") == 1
         assert update.direction is CallDirection.INCOMING  # hung up by the phone's BYE
