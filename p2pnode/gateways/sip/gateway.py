@@ -8,8 +8,11 @@ rest to the B2BUA's dialog handling or a fixed answer (OPTIONS 200, SUBSCRIBE
 
     sip auth failed source=IP user=LOGIN method=M reason=R
 
-(fail2ban style, names cleaned by ``nat.logsafe.clean``). No Server or
-User-Agent header is ever sent (no version banner).
+(fail2ban style, names cleaned by ``nat.logsafe.clean``), and the line every
+other refusal writes, ``refused what=sip-auth reason=R source=IP count=N``, at
+most once per source and interval (``nat.logsafe.RefusalLog``), so one filter
+``refused .* source=<HOST>`` covers SIP too. No Server or User-Agent header is
+ever sent (no version banner).
 
 Routing rules (issue 14): a caller whose From names our domain must
 authenticate (407, digest with the account's HA1s), so nobody places calls
@@ -28,7 +31,7 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from nat.logsafe import clean
+from nat.logsafe import RefusalLog, clean
 from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.b2bua import (
     Action,
@@ -137,6 +140,8 @@ class SipGateway:
             RegistrarConfig(config.domain), self.digest, accounts.credentials
         )
         self.guard = Guard(config.guard)
+        # the shared fail2ban line (``refused what=sip-auth ...``), once per source and interval
+        self.refusal_log = RefusalLog(_log, self._now)
         self.stack = SipStack(
             self._on_event,
             layer=TransactionLayer(timers=config.timers, max_transactions=config.max_transactions),
@@ -313,6 +318,7 @@ class SipGateway:
             "sip auth failed source=%s user=%s method=%s reason=%s",
             clean(source[0]), clean(user or "-"), clean(method), clean(reason),
         )  # fmt: skip
+        self.refusal_log.refused("sip-auth", reason, source)
         if self.guard.auth_failed(source[0], user, self._now()):
             _log.warning("sip source banned source=%s", clean(source[0]))
 
