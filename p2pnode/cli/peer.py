@@ -200,7 +200,7 @@ def cmd_call(args: argparse.Namespace) -> int:
     node = _node(args)
     body = CallRequest(
         to=args.to, tone_hz=args.tone, play=_absolute(args.play),
-        record=_absolute(args.record), video=args.video,
+        record=_absolute(args.record), video=args.video, sdp=None,
     )  # fmt: skip
     call = node.request("POST", "/api/calls", CallModel, body=body)
     print(describe_call(call), flush=True)
@@ -228,7 +228,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     if not ringing:
         raise CliError("no call is ringing")
     body = CallMediaRequest(
-        tone_hz=args.tone, play=_absolute(args.play), record=_absolute(args.record)
+        tone_hz=args.tone, play=_absolute(args.play), record=_absolute(args.record), sdp=None
     )
     call = node.request("POST", f"/api/calls/{ringing[-1].call_id}/answer", CallModel, body=body)
     print(describe_call(call))

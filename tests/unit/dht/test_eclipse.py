@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import random
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,7 @@ from p2pnode.dht.messages import (
 )
 from p2pnode.dht.proofs import sign_receipt
 from p2pnode.dht.protocol import DhtCore
+from p2pnode.dht.serving import RequestServer
 from p2pnode.identity import Identity
 from p2pnode.records import RecordKind, SignedRecord, sign_record
 from tests.unit.dht.memnet import MemNet
@@ -47,10 +49,11 @@ OWNER_SEED = b"eclipse-owner".ljust(32, b"\x00")
 NOW = 1_700_000_000.0
 
 
-class SybilCore(DhtCore):
-    """A colluding node: names only its fellow sybils, stores nothing, signs every STORE."""
+class SybilServer(RequestServer):
+    """A colluding node's request server: names only its fellow sybils, stores nothing,
+    signs every STORE."""
 
-    crowd: tuple[WireContact, ...] = ()
+    _k = 20
 
     def _answer(
         self,
@@ -61,19 +64,31 @@ class SybilCore(DhtCore):
         request_id: bytes,
         now: float,
     ) -> Message | None:
-        fellows = tuple(c for c in self.crowd if c.public_key != self.identity.public_key)
-        token = self.admission.token_for(sender, now)
+        fellows = tuple(c for c in SybilCore.crowd if c.public_key != self.identity.public_key)
+        token = self._admission.token_for(sender, now)
         match message:
             case FindNode():
-                return Nodes(fellows[: self.config.k], token)
+                return Nodes(fellows[: self._k], token)
             case FindValue():
-                return Value((), 0, fellows[: self.config.k], token)
+                return Value((), 0, fellows[: self._k], token)
             case Store(key, record):
                 receipt = sign_receipt(
                     self.identity, request_id, sender.public_key, key, record, StoreStatus.STORED
                 )
                 return StoreResult(StoreStatus.STORED, "", "", b"", receipt)
         return super()._answer(message, sender, client, budget, request_id, now)
+
+
+class SybilCore(DhtCore):
+    """A DHT core whose requests are answered by a ``SybilServer``."""
+
+    crowd: tuple[WireContact, ...] = ()  # every sybil, set once they all exist
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.server.__class__ = SybilServer  # same state, the colluder's answers
+        assert isinstance(self.server, SybilServer)
+        self.server._k = self.config.k
 
 
 def the_record(seq: int) -> SignedRecord:

@@ -8,11 +8,12 @@ runner would hand the datagram to the core instead.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nat.stun import StunClass
+from nat.stun import StunClass, StunMessage
 from relay.allocation import FiveTuple, Transport
 from relay.quota import QuotaConfig
 from relay.server import TurnServer
@@ -129,11 +130,12 @@ def test_expired_channel_makes_the_route_stale_and_peer_data_becomes_data_indica
 def test_requests_that_change_state_forget_the_routes() -> None:
     harness = Harness(make_server())
     client = bound(harness)
-    for change in (
+    changes: tuple[Callable[[], StunMessage], ...] = (
         lambda: client.permit(PEER2),
         lambda: client.bind(0x4001, PEER2),
         lambda: client.refresh(1200),
-    ):
+    )
+    for change in changes:
         warm(harness, client)
         assert harness.server.routes_held() == 2
         assert change().cls is StunClass.SUCCESS
