@@ -23,8 +23,10 @@ from aiortc.sdp import SessionDescription
 
 from p2pnode.connectivity.ice_servers import IcePlan
 from p2pnode.sessions.call_config import CallMedia
+from p2pnode.sessions.call_legs import CallSession as _Session  # the overridable hooks' types
+from p2pnode.sessions.call_legs import MediaLeg as _Leg
 from p2pnode.sessions.call_signal import MAX_SDP_BYTES
-from p2pnode.sessions.calls import CallService, _Leg, _Session  # the overridable hooks' types
+from p2pnode.sessions.calls import CallService
 
 __all__ = [
     "MAX_BROWSER_SDP",

@@ -39,7 +39,6 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
-from aiortc.sdp import SessionDescription
 
 from p2pnode.connectivity import ice_tuning
 from p2pnode.sessions.call import (
@@ -61,6 +60,33 @@ from p2pnode.sessions.call_config import (
     MediaPath,
     NonContactPolicy,
 )
+from p2pnode.sessions.call_legs import (
+    DECLINE_EVENTS as _DECLINE_EVENTS,
+)
+from p2pnode.sessions.call_legs import (
+    DECLINE_REASONS as _DECLINE_REASONS,
+)
+from p2pnode.sessions.call_legs import (
+    REMOTE_EVENTS as _REMOTE_EVENTS,
+)
+from p2pnode.sessions.call_legs import (
+    SEND_KINDS as _SEND_KINDS,
+)
+from p2pnode.sessions.call_legs import (
+    CallSession as _Session,
+)
+from p2pnode.sessions.call_legs import (
+    MediaLeg as _Leg,
+)
+from p2pnode.sessions.call_legs import (
+    SignalDrops as _Drops,
+)
+from p2pnode.sessions.call_legs import (
+    first_codec as _first_codec,
+)
+from p2pnode.sessions.call_legs import (
+    path_kind as _path_kind,
+)
 from p2pnode.sessions.call_signal import (
     CallSignal,
     CallSignalDecodeError,
@@ -74,7 +100,6 @@ from p2pnode.sessions.call_signal import (
 from p2pnode.sessions.media import (
     SourceTrack,
     TestPatternTrack,
-    VideoProbe,
     WavRecorder,
 )
 
@@ -98,66 +123,6 @@ CLOSE_LIMIT = 2.0  # seconds a discarded connection may take to close
 WARM_MAX_AGE = 60.0  # seconds a pre-gathered connection is trusted (NAT bindings age)
 
 SignalSender = Callable[[str, bytes], Awaitable[None]]
-
-
-class _Drops:
-    """Counts dropped signals by reason; logs each reason at most once per interval."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self._logged: dict[str, float] = {}
-
-    def drop(self, reason: str) -> None:
-        self.counts[reason] = self.counts.get(reason, 0) + 1
-        now = time.monotonic()
-        if now - self._logged.get(reason, -_LOG_INTERVAL) >= _LOG_INTERVAL:
-            self._logged[reason] = now
-            logger.info("dropped call signal: %s", reason)
-
-
-class _Leg:
-    """One media generation: a peer connection and what it received."""
-
-    def __init__(self, generation: int, path: MediaPath, pc: RTCPeerConnection) -> None:
-        self.generation = generation
-        self.path = path
-        self.pc = pc
-        self.started = time.monotonic()
-        self.answered = False
-        self.last_frame_at: float | None = None
-        self.closing = False
-        self.receivers: list[asyncio.Task[None]] = []
-        self.session: _Session | None = None  # None while a warm leg waits for a call
-        self.offer_sdp: str | None = None  # a warm offer leg's gathered offer
-
-
-class _Session:
-    def __init__(self, call_id: bytes, peer: str, call: Call, media: CallMedia) -> None:
-        self.call_id = call_id
-        self.peer = peer
-        self.call = call
-        self.media = media
-        self.local_sdp: str | None = None  # our offer, sent with the invite
-        self.remote_sdp: str | None = None  # the latest offer or answer from the peer
-        self.leg: _Leg | None = None
-        self.pending: _Leg | None = None  # a re-offer waiting for its answer
-        self.generation = 0
-        self.failovers = 0
-        self.recorder: WavRecorder | None = None  # opened at the first frame
-        self.video = VideoProbe()
-        self.frames = 0
-        self.first_frame_at: float | None = None
-        self.last_frame_at: float | None = None
-        self.closing = False
-        self.receivers: list[asyncio.Task[None]] = []
-        self.dtmf_sent = 0  # the next DTMF sequence number we send
-        self.dtmf_heard = 0  # the next DTMF sequence number we report
-        self.relayed_caller: RelayedCaller | None = None  # a gateway peer's caller
-        self.session: _Session | None = None  # None while a warm leg waits for a call
-        self.offer_sdp: str | None = None  # a warm offer leg's gathered offer
-        self.codec: str | None = None
-        self.ended = asyncio.Event()
-        self.heard = asyncio.Event()  # set at the first received audio frame
 
 
 class CallService:
@@ -714,66 +679,3 @@ class CallService:
         if session is None:
             raise KeyError("no such call")
         return session
-
-
-_REMOTE_EVENTS: dict[SignalKind, CallEvent] = {
-    SignalKind.RINGING: CallEvent.REMOTE_RINGING,
-    SignalKind.ANSWER: CallEvent.REMOTE_ANSWER,
-    SignalKind.BUSY: CallEvent.REMOTE_BUSY,
-    SignalKind.CANCEL: CallEvent.REMOTE_CANCEL,
-    SignalKind.HANGUP: CallEvent.REMOTE_HANGUP,
-    SignalKind.REOFFER: CallEvent.REMOTE_REOFFER,
-    SignalKind.REANSWER: CallEvent.REMOTE_REANSWER,
-}
-_DECLINE_EVENTS = {
-    DeclineReason.DECLINED: CallEvent.REMOTE_DECLINE,
-    DeclineReason.NO_ANSWER: CallEvent.REMOTE_NO_ANSWER,
-    DeclineReason.REFUSED: CallEvent.REMOTE_REFUSED,
-}
-_SEND_KINDS: dict[CallAction, SignalKind] = {
-    CallAction.SEND_RINGING: SignalKind.RINGING,
-    CallAction.SEND_DECLINE: SignalKind.DECLINE,
-    CallAction.SEND_NO_ANSWER: SignalKind.DECLINE,
-    CallAction.SEND_REFUSED: SignalKind.DECLINE,
-    CallAction.SEND_BUSY: SignalKind.BUSY,
-    CallAction.SEND_CANCEL: SignalKind.CANCEL,
-    CallAction.SEND_HANGUP: SignalKind.HANGUP,
-}
-_DECLINE_REASONS = {
-    CallAction.SEND_DECLINE: DeclineReason.DECLINED,
-    CallAction.SEND_NO_ANSWER: DeclineReason.NO_ANSWER,
-    CallAction.SEND_REFUSED: DeclineReason.REFUSED,
-}
-
-
-def _first_codec(sdp: str) -> str | None:
-    """The negotiated audio codec: the first one in the answer's audio section."""
-    try:
-        description = SessionDescription.parse(sdp)
-    except (ValueError, IndexError):
-        return None
-    for media in description.media:
-        if media.kind == "audio" and media.rtp.codecs:
-            name: str = media.rtp.codecs[0].mimeType
-            return name
-    return None
-
-
-def _path_kind(leg: _Leg | None) -> str | None:
-    """How media flows: 'relay' when either end of the nominated pair is a relayed
-    candidate (one relay carries it), else 'direct'; with the pair's candidate types
-    and the path's name, e.g. 'relay (host->relay) via relay1'. None before nomination.
-    """
-    if leg is None:
-        return None
-    for transceiver in leg.pc.getTransceivers():
-        transport = transceiver.sender.transport
-        ice = getattr(getattr(transport, "transport", None), "_connection", None)
-        nominated = getattr(ice, "_nominated", None)  # aioice keeps no public accessor
-        if isinstance(nominated, dict) and nominated:
-            pair = next(iter(nominated.values()))
-            local: str = pair.local_candidate.type
-            remote: str = pair.remote_candidate.type
-            kind = "relay" if "relay" in (local, remote) else "direct"
-            return f"{kind} ({local}->{remote}) via {leg.path.name}"
-    return None
