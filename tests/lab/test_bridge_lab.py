@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.harness.audio import read_wav, spectrum
+from tests.harness.baresip import wait_registered, write_baresip_config
 from tests.harness.netns import Lab, NatType, read_line
 from tests.harness.tools import require_tool
 from tests.lab.conftest import require_lab_tools
@@ -143,44 +143,13 @@ asyncio.run(main(*sys.argv[1:]))
 
 
 def baresip_config(directory: Path, ip: str, password: str, server: str, port: int) -> Path:
-    records = directory / "records"
-    records.mkdir(parents=True)
-    (directory / "config").write_text(
-        textwrap.dedent(
-            f"""\
-            poll_method epoll
-            sip_listen {ip}:{port}
-            audio_player aubridge,nowhere
-            audio_source ausine,440
-            audio_alert aubridge,nowhere
-            ausrc_srate 48000
-            auplay_srate 48000
-            ausrc_channels 2
-            auplay_channels 1
-            module_path /usr/lib/baresip/modules
-            module g711.so
-            module ausine.so
-            module aubridge.so
-            module sndfile.so
-            module_app account.so
-            module_app menu.so
-            snd_path {records}
-            """
-        )
+    return write_baresip_config(
+        directory,
+        listen=f"{ip}:{port}",
+        account=f"alice@{DOMAIN}",
+        password=password,
+        outbound=server,
     )
-    (directory / "accounts").write_text(
-        f'<sip:alice@{DOMAIN}>;auth_pass={password};outbound="sip:{server}";'
-        "regint=300;answermode=auto;audio_codecs=PCMU\n"
-    )
-    return records
-
-
-def wait_registered(process: subprocess.Popen[str], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "200 OK" in read_line(process, max(0.1, deadline - time.monotonic())):
-            return
-    raise AssertionError("baresip did not register")
 
 
 def assert_tone(path: Path, expected_hz: float) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.audio import read_wav, spectrum
+from tests.harness.baresip import wait_registered, write_baresip_config
 from tests.harness.netns import Host, Lab, NatType, read_line
 from tests.harness.tools import require_tool
 from tests.lab.conftest import require_lab_tools
@@ -54,44 +55,15 @@ class Topology:
 
 def _baresip_config(home: Path, login: str, password: str, ip: str, server: str, tone: int) -> Path:
     directory = Path(tempfile.mkdtemp(prefix=f"baresip-{login}-", dir=home))
-    records = directory / "records"
-    records.mkdir()
-    (directory / "config").write_text(
-        textwrap.dedent(
-            f"""\
-            poll_method epoll
-            sip_listen {ip}:5060
-            audio_player aubridge,nowhere
-            audio_source ausine,{tone}
-            audio_alert aubridge,nowhere
-            ausrc_srate 48000
-            auplay_srate 48000
-            ausrc_channels 2
-            auplay_channels 1
-            module_path /usr/lib/baresip/modules
-            module g711.so
-            module ausine.so
-            module aubridge.so
-            module sndfile.so
-            module_app account.so
-            module_app menu.so
-            snd_path {records}
-            """
-        )
-    )
-    (directory / "accounts").write_text(
-        f'<sip:{login}@{DOMAIN}>;auth_pass={password};outbound="sip:{server}";'
-        "regint=300;answermode=auto;audio_codecs=PCMU\n"
+    write_baresip_config(
+        directory,
+        listen=f"{ip}:5060",
+        account=f"{login}@{DOMAIN}",
+        password=password,
+        outbound=server,
+        tone_hz=tone,
     )
     return directory
-
-
-def _wait_registered(process: subprocess.Popen[str], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "200 OK" in read_line(process, max(0.1, deadline - time.monotonic())):
-            return
-    raise AssertionError("baresip did not register")
 
 
 def _tone(path: Path) -> tuple[float, float]:
@@ -169,7 +141,7 @@ def topology() -> Iterator[Topology]:
         gateway = read_line(serve, 30).split()[-1]
         config = _baresip_config(home, "bob", passwords["bob"], bob.addresses[0], gateway, 660)
         phone = bob.popen(["baresip", "-f", str(config), "-t", "120"], stdin=subprocess.DEVNULL)
-        _wait_registered(phone)
+        wait_registered(phone)
         yield Topology(lab, home, passwords, gateway, alice, bob, kam, config / "records")
 
 

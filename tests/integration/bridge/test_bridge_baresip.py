@@ -17,7 +17,6 @@ import asyncio
 import os
 import socket
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -35,6 +34,7 @@ from p2pnode.sessions.call import CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
 from tests.harness.audio import read_wav, spectrum
+from tests.harness.baresip import write_baresip_config
 from tests.harness.tools import require_tool
 from tests.integration.bridge.test_bridge_call_loopback import (
     ALICE_ID,
@@ -55,37 +55,14 @@ def free_udp_port() -> int:
 
 
 def baresip_config(directory: Path, password: str, server: tuple[str, int]) -> Path:
-    records = directory / "records"
-    records.mkdir(parents=True)
-    (directory / "config").write_text(
-        textwrap.dedent(
-            f"""\
-            poll_method epoll
-            net_interface 127.0.0.1
-            sip_listen 127.0.0.1:{free_udp_port()}
-            audio_player aubridge,nowhere
-            audio_source ausine,440
-            audio_alert aubridge,nowhere
-            ausrc_srate 48000
-            auplay_srate 48000
-            ausrc_channels 2
-            auplay_channels 1
-            module_path /usr/lib/baresip/modules
-            module g711.so
-            module ausine.so
-            module aubridge.so
-            module sndfile.so
-            module_app account.so
-            module_app menu.so
-            snd_path {records}
-            """
-        )
+    return write_baresip_config(
+        directory,
+        listen=f"127.0.0.1:{free_udp_port()}",
+        account=f"alice@{DOMAIN}",
+        password=password,
+        outbound=f"{server[0]}:{server[1]}",
+        net_interface="127.0.0.1",
     )
-    (directory / "accounts").write_text(
-        f'<sip:alice@{DOMAIN}>;auth_pass={password};outbound="sip:{server[0]}:{server[1]}";'
-        "regint=300;answermode=auto;audio_codecs=PCMU\n"
-    )
-    return records
 
 
 def assert_tone(path: Path, expected_hz: float) -> None:

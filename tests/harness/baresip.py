@@ -1,0 +1,75 @@
+"""A headless baresip phone for tests: its config directory and its registration.
+
+baresip 1.0 (Debian) reads ``config`` and ``accounts`` from the directory given
+with ``-f``. Headless: a sine source (``ausine``), no player (``aubridge`` to
+nowhere), every call recorded by ``sndfile`` into ``records/`` (``*-dec.wav`` is
+what the phone heard), auto-answer, PCMU only. On a host with more than one
+address give ``net_interface``, or its SDP may name an address its RTP does
+not come from (the gateway's latching then drops the media).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+from tests.harness.netns import read_line
+
+__all__ = ["wait_registered", "write_baresip_config"]
+
+
+def write_baresip_config(
+    directory: Path,
+    *,
+    listen: str,
+    account: str,
+    password: str,
+    outbound: str,
+    tone_hz: int = 440,
+    net_interface: str | None = None,
+) -> Path:
+    """Write a phone registering ``account`` (login@domain) through ``outbound``
+    (host:port), listening on ``listen`` (ip:port); returns its recordings folder."""
+    records = directory / "records"
+    records.mkdir(parents=True)
+    interface = f"net_interface {net_interface}\n" if net_interface else ""
+    (directory / "config").write_text(
+        "poll_method epoll\n"
+        + interface
+        + textwrap.dedent(
+            f"""\
+            sip_listen {listen}
+            audio_player aubridge,nowhere
+            audio_source ausine,{tone_hz}
+            audio_alert aubridge,nowhere
+            ausrc_srate 48000
+            auplay_srate 48000
+            ausrc_channels 2
+            auplay_channels 1
+            module_path /usr/lib/baresip/modules
+            module g711.so
+            module ausine.so
+            module aubridge.so
+            module sndfile.so
+            module_app account.so
+            module_app menu.so
+            snd_path {records}
+            """
+        )
+    )
+    (directory / "accounts").write_text(
+        f'<sip:{account}>;auth_pass={password};outbound="sip:{outbound}";'
+        "regint=300;answermode=auto;audio_codecs=PCMU\n"
+    )
+    return records
+
+
+def wait_registered(process: subprocess.Popen[str], timeout: float = 20.0) -> None:
+    """Read the phone's output until its REGISTER got 200 OK."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "200 OK" in read_line(process, max(0.1, deadline - time.monotonic())):
+            return
+    raise AssertionError("baresip did not register")
