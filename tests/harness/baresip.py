@@ -13,11 +13,12 @@ from __future__ import annotations
 import subprocess
 import textwrap
 import time
+import wave
 from pathlib import Path
 
 from tests.harness.netns import read_line
 
-__all__ = ["wait_registered", "write_baresip_config"]
+__all__ = ["finished_recording", "wait_registered", "write_baresip_config"]
 
 
 def write_baresip_config(
@@ -73,3 +74,35 @@ def wait_registered(process: subprocess.Popen[str], timeout: float = 20.0) -> No
         if "200 OK" in read_line(process, max(0.1, deadline - time.monotonic())):
             return
     raise AssertionError("baresip did not register")
+
+
+def finished_recording(
+    records: Path,
+    kind: str = "dec",
+    after: frozenset[Path] | set[Path] = frozenset(),
+    timeout: float = 15.0,
+) -> Path:
+    """The newest ``*-{kind}.wav`` not in ``after``, once baresip has closed it.
+
+    sndfile writes the WAV header only when the call's audio stops, which is
+    after the BYE reached this phone: a caller that has already exited does
+    not mean the callee's recording is complete. Wait until it parses.
+    """
+    deadline = time.monotonic() + timeout
+    newest: Path | None = None
+    while True:
+        found = sorted(p for p in records.glob(f"*-{kind}.wav") if p not in after)
+        if found:
+            newest = found[-1]
+            try:
+                with wave.open(str(newest), "rb") as reader:
+                    if reader.getnframes() > 0:
+                        return newest
+            except (wave.Error, EOFError):
+                pass
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"no complete {kind} recording in {records} after {timeout:.0f} s"
+                + (f" (newest: {newest.name}, {newest.stat().st_size} bytes)" if newest else "")
+            )
+        time.sleep(0.2)

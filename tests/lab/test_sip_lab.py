@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.audio import read_wav, spectrum
-from tests.harness.baresip import wait_registered, write_baresip_config
+from tests.harness.baresip import finished_recording, wait_registered, write_baresip_config
 from tests.harness.netns import Host, Lab, NatType, read_line
 from tests.harness.tools import require_tool
 from tests.lab.conftest import require_lab_tools
@@ -70,12 +70,6 @@ def _tone(path: Path) -> tuple[float, float]:
     samples, rate = read_wav(path)
     result = spectrum(samples[rate // 5 :], rate)  # skip the first 200 ms
     return result.dominant_hz, result.dominance
-
-
-def _newest(records: Path, kind: str, after: set[Path]) -> Path:
-    found = sorted(p for p in records.glob(f"*-{kind}.wav") if p not in after)
-    assert found, f"no {kind} recording in {records}"
-    return found[-1]
 
 
 def _kamailio_config(ip: str, gateway: str) -> str:
@@ -159,8 +153,8 @@ def test_baresip_calls_baresip_behind_a_port_restricted_nat_and_both_hear_the_ot
     )
     output, _ = caller.communicate(timeout=40)
     assert "Call established" in output
-    heard_by_alice = _tone(_newest(config / "records", "dec", set()))
-    heard_by_bob = _tone(_newest(topology.bob_records, "dec", before))
+    heard_by_alice = _tone(finished_recording(config / "records"))
+    heard_by_bob = _tone(finished_recording(topology.bob_records, after=before))
     assert abs(heard_by_alice[0] - 660) < 10 and heard_by_alice[1] > 20, heard_by_alice
     assert abs(heard_by_bob[0] - 440) < 10 and heard_by_bob[1] > 20, heard_by_bob
 
@@ -190,5 +184,5 @@ def test_another_network_through_kamailio_rings_the_registered_baresip(
     assert called.returncode == 0, called.stderr
     heard_by_carol = json.loads(called.stdout)["heard_hz"]
     assert abs(heard_by_carol - 660) < 10
-    heard_by_bob = _tone(_newest(topology.bob_records, "dec", before))
+    heard_by_bob = _tone(finished_recording(topology.bob_records, after=before))
     assert abs(heard_by_bob[0] - 440) < 10 and heard_by_bob[1] > 20, heard_by_bob
