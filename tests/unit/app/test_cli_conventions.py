@@ -3,12 +3,16 @@ and the negative-answer / network-failure exit codes."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from p2pnode.cli import build_parser, main
+from p2pnode.cli import COMMAND_MODULES, COMMANDS, build_parser, main
 
 
 def test_help_states_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
@@ -41,3 +45,30 @@ def test_status_without_a_running_node_is_a_network_failure(
 ) -> None:
     assert main(["status", "--home", str(tmp_path)]) == 3
     assert "no node is running" in capsys.readouterr().err
+
+
+def test_the_command_table_names_the_module_of_every_command() -> None:
+    registered: dict[str, str] = {}
+    for name in COMMAND_MODULES:
+        subparsers = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(name).register(subparsers)
+        registered.update(dict.fromkeys(subparsers.choices, name))
+    assert registered == COMMANDS
+
+
+def test_a_command_imports_its_module_alone() -> None:
+    """`p2pnode status` must not pay for aiortc and the demo (seconds per CLI call)."""
+    probe = (
+        "import sys\n"
+        "from p2pnode.cli import main\n"
+        "try:\n"
+        "    main(['status', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('aiortc', 'p2pnode.demo.walkthrough', 'p2pnode.cli.peer')"
+        " if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
