@@ -20,7 +20,7 @@ from aiohttp import web
 
 from p2pnode.app.api_models import ApiError
 from p2pnode.app.browser_calls import MAX_BROWSER_SDP, BrowserMedia, page_ice_servers
-from p2pnode.app.peer_calls import CallsNodeService, media_for
+from p2pnode.app.peer_calls import CallNotes, CallsNodeService, media_for
 from p2pnode.app.peer_chat import ChatService
 from p2pnode.app.peer_services import MAX_PINGS, PeerApp, PeerNotFoundError
 from p2pnode.connectivity.contact import PresenceStatus
@@ -176,6 +176,11 @@ class CallModel(_Model):
     codec: str | None
     path: str | None
     detail: str
+    dtmf: str = pydantic.Field("", description="digits the peer keyed, oldest first")
+    relayed_caller: str | None = pydantic.Field(
+        None, description="the caller a gateway relayed (a SIP From); None: the peer called"
+    )
+    caller_verified: bool = pydantic.Field(False, description="the gateway vouched for it")
 
 
 class CallsAnswer(_Model):
@@ -439,7 +444,8 @@ def _media(body: CallMediaRequest) -> CallMedia:
     return media_for(body.tone_hz, play, _absolute(body.record, "record"), body.video)
 
 
-def _call_model(update: CallUpdate) -> CallModel:
+def _call_model(update: CallUpdate, notes: CallNotes | None = None) -> CallModel:
+    notes = notes or CallNotes()
     return CallModel(
         call_id=update.call_id.hex(),
         peer_id=update.peer,
@@ -448,6 +454,9 @@ def _call_model(update: CallUpdate) -> CallModel:
         codec=update.codec,
         path=update.path,
         detail=update.detail,
+        dtmf=notes.digits,
+        relayed_caller=notes.relayed_caller,
+        caller_verified=notes.caller_verified,
     )
 
 
@@ -462,7 +471,7 @@ def _last(calls: CallsNodeService, call_id: bytes) -> CallModel:
     update = calls.last.get(call_id)
     if update is None:
         raise _RefusedError(404, "no such call")
-    return _call_model(update)
+    return _call_model(update, calls.notes.get(call_id))
 
 
 async def call_place(app: PeerApp, request: web.Request) -> web.Response:
@@ -479,7 +488,9 @@ async def call_place(app: PeerApp, request: web.Request) -> web.Response:
 
 async def calls_list(app: PeerApp, request: web.Request) -> web.Response:
     calls = _calls(app)
-    return _json(CallsAnswer(calls=[_call_model(u) for u in calls.last.values()]))
+    return _json(
+        CallsAnswer(calls=[_call_model(u, calls.notes.get(u.call_id)) for u in calls.last.values()])
+    )
 
 
 async def call_answer(app: PeerApp, request: web.Request) -> web.Response:

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CALLS_DIR",
     "MAX_KEPT_CALLS",
+    "MAX_KEPT_DIGITS",
+    "CallNotes",
     "CallsNodeService",
     "CallsNodeStatistics",
     "media_for",
@@ -53,6 +55,7 @@ __all__ = [
 
 CALLS_DIR = "calls"  # recordings of answered calls, in the home
 MAX_KEPT_CALLS = 64
+MAX_KEPT_DIGITS = 64  # the newest DTMF digits kept per call (a peer may key forever)
 
 
 def media_for(
@@ -67,6 +70,31 @@ def media_for(
     else:
         source = SilenceSource()
     return CallMedia(source=source, record_to=record, video=video)
+
+
+@dataclass(frozen=True)
+class CallNotes:
+    """What one call's updates said beyond its state, kept for the app's call view.
+
+    ``CallUpdate.dtmf`` carries one digit per update and the next update forgets
+    it; the view shows every digit the peer keyed (the newest ``MAX_KEPT_DIGITS``).
+    ``relayed_caller`` is the SIP caller a gateway relayed (``None``: the peer
+    itself called), ``caller_verified`` whether the gateway vouched for it."""
+
+    digits: str = ""
+    relayed_caller: str | None = None
+    caller_verified: bool = False
+
+
+def _noted(notes: CallNotes, update: CallUpdate) -> CallNotes:
+    digits = notes.digits
+    if update.dtmf is not None:
+        digits = (digits + update.dtmf)[-MAX_KEPT_DIGITS:]
+    caller, verified = notes.relayed_caller, notes.caller_verified
+    if update.relayed_caller is not None and update.relayed_caller != caller:
+        # the update that first reports the caller says "verified by the gateway" or not
+        caller, verified = update.relayed_caller, update.detail.startswith("verified")
+    return CallNotes(digits, caller, verified)
 
 
 @dataclass(frozen=True)
@@ -96,6 +124,7 @@ class CallsNodeService:
         self.emit = emit
         self.calls: BrowserCallService | None = None
         self.last: collections.OrderedDict[bytes, CallUpdate] = collections.OrderedDict()
+        self.notes: dict[bytes, CallNotes] = {}  # the calls of ``last`` only
         self._channel: SignalChannel | None = None
         self._numbers = itertools.count(1)
 
@@ -144,8 +173,10 @@ class CallsNodeService:
             update = await calls.wait_update()
             self.last[update.call_id] = update
             self.last.move_to_end(update.call_id)
+            self.notes[update.call_id] = _noted(self.notes.get(update.call_id, CallNotes()), update)
             while len(self.last) > MAX_KEPT_CALLS:
-                self.last.popitem(last=False)
+                dropped, _ = self.last.popitem(last=False)
+                self.notes.pop(dropped, None)
             self.emit(update)
             if update.direction is CallDirection.INCOMING and update.state in _WAITING:
                 sdp = calls.remote_sdp(update.call_id)
