@@ -47,11 +47,12 @@ from p2pnode.gateways.sip.digest import DigestServer, VerdictKind
 from p2pnode.gateways.sip.errors import SipDecodeError
 from p2pnode.gateways.sip.headers import SipUri
 from p2pnode.gateways.sip.hosted import HostedIdentities, LoginClaimer, identity_of
-from p2pnode.gateways.sip.keepalive import NatKeepalive, PingTarget, options_ping
+from p2pnode.gateways.sip.keepalive import NatKeepalive, PingTarget
 from p2pnode.gateways.sip.locate import locate
 from p2pnode.gateways.sip.media import MediaRelay, MediaRelayFullError
 from p2pnode.gateways.sip.message import SipRequest, build_response
 from p2pnode.gateways.sip.messages import MessageQueue, QueuedMessage, message_request
+from p2pnode.gateways.sip.pinger import Pinger
 from p2pnode.gateways.sip.registrar import Registrar, RegistrarConfig, RegistrationResult
 from p2pnode.gateways.sip.routing import (
     Caller,
@@ -91,7 +92,6 @@ _POLICY = UasPolicy(
     forwarding=True,
 )
 ALLOW = _POLICY.allow
-_TRUNK_PREFIX = "trunk:"  # keep-alive targets that are IP trunks, not registered devices
 CLAIM_TIMEOUT = 20.0
 MAX_LOCATING = 256  # RFC 3263 look-ups in flight; beyond, 503
 LOCATE_TIMEOUT = 8.0
@@ -168,9 +168,15 @@ class SipGateway:
         self._locating: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.queue = MessageQueue()
-        self.keepalive = NatKeepalive(interval=config.keepalive_interval)
-        self._keepalive_timer: asyncio.TimerHandle | None = None
-        self._pings: dict[ClientKey, PingTarget] = {}
+        self.pinger = Pinger(
+            stack=self.stack,
+            keepalive=NatKeepalive(interval=config.keepalive_interval),
+            domain=config.domain,
+            router=self.router,
+            registrar=self.registrar,
+            randbytes=randbytes,
+            clock=self._now,
+        )
         self._deliveries: dict[ClientKey, _MessageDelivery] = {}
 
     def _local_hosts(self) -> frozenset[str]:
@@ -180,6 +186,7 @@ class SipGateway:
     async def start(self) -> None:
         config = self.config
         self.address = await self.stack.start(config.host, config.port)
+        self.pinger.address = self.address
         if config.tls_port is not None and config.tls_certificate and config.tls_key:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(config.tls_certificate, config.tls_key)
@@ -199,13 +206,8 @@ class SipGateway:
         now = self._now()
         for trunk in self.config.ip_trunks:  # OPTIONS pings toward IP trunks too
             if trunk.target is not None:
-                self.keepalive.watch(self._trunk_target(trunk.name, trunk.target), now)
-        self._arm_keepalive()
-
-    @staticmethod
-    def _trunk_target(name: str, target: tuple[str, int]) -> PingTarget:
-        uri = SipUri("sip", None, None, target[0], target[1])
-        return PingTarget(_TRUNK_PREFIX + name, uri, target, False)
+                self.pinger.watch_trunk(trunk.name, trunk.target, now)
+        self.pinger.arm()
 
     async def _tick(self) -> None:
         """Timer C and session expiry, checked once a second (bounded work: max_calls)."""
@@ -219,8 +221,7 @@ class SipGateway:
             task.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
+        self.pinger.close()
         self.relay.close()
         await self.stack.close()
 
@@ -254,8 +255,8 @@ class SipGateway:
                 self._request(effect, b2bua)
             elif isinstance(effect, ResponseReceived):
                 status = effect.response.status
-                if effect.key in self._pings:
-                    self._ping_result(effect.key, answered=True)
+                if self.pinger.owns(effect.key):
+                    self.pinger.result(effect.key, answered=True)
                 elif effect.key in self._deliveries:
                     if status >= 200:
                         self._delivered(effect.key, status)
@@ -265,8 +266,8 @@ class SipGateway:
                 if not self.guard.banned(effect.source[0], self._now()):
                     self._apply(b2bua.ack(effect.request))
             elif isinstance(effect, TimedOut) and isinstance(effect.key, ClientKey):
-                if effect.key in self._pings:
-                    self._ping_result(effect.key, answered=False)
+                if self.pinger.owns(effect.key):
+                    self.pinger.result(effect.key, answered=False)
                 elif effect.key in self._deliveries:
                     self._delivered(effect.key, 408)
                 else:
@@ -523,10 +524,10 @@ class SipGateway:
             task.add_done_callback(self._claiming.discard)
         bindings = self.registrar.bindings(login, now)
         for binding in bindings:
-            self.keepalive.watch(
+            self.pinger.watch(
                 PingTarget(login, binding.contact, binding.source, binding.reliable), now
             )
-        self._arm_keepalive()
+        self.pinger.arm()
         queued = self.queue.take(login, now)
         for message in queued:
             for binding in bindings:
@@ -544,56 +545,6 @@ class SipGateway:
             _log.info("sip login claim failed user=%s error=%s", clean(login), type(error).__name__)
             return
         self.hosted.claims += 1
-
-    # -- NAT keep-alives ------------------------------------------------------------------
-    def _arm_keepalive(self) -> None:
-        deadline = self.keepalive.next_deadline()
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
-            self._keepalive_timer = None
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._keepalive_timer = loop.call_at(deadline, self._ping)
-
-    def _ping(self) -> None:
-        self._keepalive_timer = None
-        assert self.address is not None
-        for target in self.keepalive.due(self._now()):
-            token = self._randbytes(8).hex()
-            transport = "TCP" if target.reliable else "UDP"
-            request = options_ping(
-                target,
-                via=f"SIP/2.0/{transport} {self.address[0]}:{self.address[1]}",
-                from_uri=f"sip:gw@{self.config.domain}",
-                branch_id=token,
-                call_id=token + "@gw",
-                tag=token[:8],
-            )
-            key = self.stack.send_request(request, target.source, reliable=target.reliable)
-            self._pings[key] = target
-        self._arm_keepalive()
-
-    def _ping_result(self, key: ClientKey, answered: bool) -> None:
-        target = self._pings.pop(key, None)
-        if target is None:
-            return
-        trunk = target.username.removeprefix(_TRUNK_PREFIX)
-        is_trunk = target.username.startswith(_TRUNK_PREFIX)
-        if answered:
-            self.keepalive.answered(target.key)
-            if is_trunk and trunk in self.router.down_trunks:
-                self.router.down_trunks.discard(trunk)
-                _log.warning("sip trunk up name=%s", clean(trunk))
-        elif self.keepalive.missed(target.key):
-            if is_trunk:
-                # A trunk is never forgotten: keep pinging, route nothing to it meanwhile.
-                self.router.down_trunks.add(trunk)
-                _log.warning("sip trunk down name=%s", clean(trunk))
-                self.keepalive.watch(target, self._now())
-                self._arm_keepalive()
-                return
-            self.registrar.remove(target.username, target.contact)
-            _log.info("sip device silent, unregistered user=%s", clean(target.username))
 
     def _authenticate(self, effect: RequestReceived) -> str | None:
         """The authenticated login of an INVITE, or None after answering 407/403."""
