@@ -22,6 +22,7 @@ P2PNODE_LAYERS = (
     "sessions",
     "gateways",
     "app",
+    "lab",
     "demo",
     "cli",
 )
