@@ -17,15 +17,14 @@ leg. The ACK of leg B waits for leg A's ACK only when A's INVITE had no offer
 Sans-IO: :meth:`B2bua.handle` takes the transaction layer's events and ``now``
 and returns :class:`Action` values; the relay's ports come from an injected
 ``open_media`` and randomness from ``randbytes``. Routing, authentication and
-policy are :mod:`routing`'s; this module is the call state.
+policy are :mod:`routing`'s; this module holds the calls, and one call's
+record (legs, state table) is :mod:`b2bua_call`'s.
 """
 
 from __future__ import annotations
 
-import enum
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from p2pnode.gateways.sip.actions import (
     Action,
@@ -37,6 +36,19 @@ from p2pnode.gateways.sip.actions import (
     Target,
 )
 from p2pnode.gateways.sip.anchor import MediaPorts, anchor_sdp
+from p2pnode.gateways.sip.b2bua_call import (
+    SESSION_GRACE,
+    Call,
+    CallEvent,
+    CallState,
+    Leg,
+    Pending,
+    ack_cseq,
+    failure_rank,
+    record_routes,
+    session_interval,
+    source_of,
+)
 from p2pnode.gateways.sip.dialog import Dialog, DialogError
 from p2pnode.gateways.sip.headers import NameAddress, SipUri
 from p2pnode.gateways.sip.media import Address, Side
@@ -66,86 +78,8 @@ __all__ = [
 
 MAX_CALLS = 1024  # calls held at once; beyond, 503
 RING_TIMEOUT = 180.0  # RFC 3261 §16.6 Timer C: a call ringing longer is cancelled (408)
-SESSION_GRACE = 32.0  # RFC 4028 §10: BYE when a session is not refreshed within SE + 32 s
 _FORWARDED_HEADERS = ("Content-Type", "Session-Expires", "Min-SE", "Event", "Info-Package")
 _ANSWER_HEADERS = ("Content-Type", "Session-Expires", "Require")
-
-
-class CallState(enum.Enum):
-    RINGING = "ringing"  # INVITEs out, no final answer yet
-    ANSWERED = "answered"  # 2xx sent to A, A's ACK not yet in
-    CONFIRMED = "confirmed"
-    ENDED = "ended"
-
-
-class _Event(enum.Enum):
-    ANSWER = "answer"
-    ACK = "ack"
-    FAIL = "fail"
-    CANCEL = "cancel"
-    BYE = "bye"
-
-
-_TRANSITIONS: dict[tuple[CallState, _Event], CallState] = {
-    (CallState.RINGING, _Event.ANSWER): CallState.ANSWERED,
-    (CallState.RINGING, _Event.FAIL): CallState.ENDED,
-    (CallState.RINGING, _Event.CANCEL): CallState.ENDED,
-    (CallState.ANSWERED, _Event.ACK): CallState.CONFIRMED,
-    (CallState.ANSWERED, _Event.BYE): CallState.ENDED,
-    (CallState.CONFIRMED, _Event.ACK): CallState.CONFIRMED,
-    (CallState.CONFIRMED, _Event.BYE): CallState.ENDED,
-}
-
-
-@dataclass(slots=True)
-class _Leg:
-    side: Side
-    destination: Address
-    reliable: bool
-    dialog: Dialog | None = None
-    invite: SipRequest | None = None  # leg B: the INVITE we sent on this branch
-    key: ClientKey | None = None
-    final: int | None = None
-    ack: SipRequest | None = None  # the last ACK we sent for a 2xx on this leg
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A request forwarded from ``side``: its answer goes back to ``key``."""
-
-    call_ref: str
-    side: Side
-    key: ServerKey
-    request: SipRequest
-
-
-@dataclass(slots=True)
-class _Call:
-    ref: str
-    state: CallState
-    a: _Leg
-    a_key: ServerKey
-    a_invite: SipRequest
-    a_tag: str
-    b_call_id: str
-    b_tag: str
-    accounts: tuple[str, ...]
-    media: MediaPorts
-    branches: list[_Leg] = field(default_factory=list)
-    winner: _Leg | None = None
-    a_final: SipResponse | None = None
-    b_ack_waits_for_a: bool = False
-    acks_owed: dict[Side, int] = field(default_factory=dict)  # re-INVITE CSeq to ACK
-    deadline: float = math.inf  # Timer C while ringing, then the session-timer expiry
-
-    def move(self, event: _Event) -> None:
-        state = _TRANSITIONS.get((self.state, event))
-        if state is None:
-            raise DialogError(f"{event.value} in a {self.state.value} call")
-        self.state = state
-
-    def leg(self, side: Side) -> _Leg | None:
-        return self.a if side is Side.A else self.winner
 
 
 class B2bua:
@@ -169,11 +103,11 @@ class B2bua:
         self._open_media = open_media
         self._randbytes = randbytes
         self.max_calls = max_calls
-        self._calls: dict[str, _Call] = {}
+        self._calls: dict[str, Call] = {}
         self._by_a: dict[tuple[str, str], str] = {}  # (Call-ID, caller's From tag) -> ref
         self._by_b: dict[str, str] = {}  # B-leg Call-ID -> ref
-        self._clients: dict[ClientKey, tuple[str, _Leg]] = {}
-        self._pending: dict[ClientKey, _Pending] = {}
+        self._clients: dict[ClientKey, tuple[str, Leg]] = {}
+        self._pending: dict[ClientKey, Pending] = {}
         self.calls_started = 0
         self.calls_answered = 0
 
@@ -190,7 +124,7 @@ class B2bua:
     def active_calls(self) -> int:
         return len(self._calls)
 
-    def _call_for(self, request: SipRequest) -> tuple[_Call, Side] | None:
+    def _call_for(self, request: SipRequest) -> tuple[Call, Side] | None:
         ref = self._by_b.get(request.call_id)
         if ref is not None:
             return self._calls[ref], Side.B
@@ -199,7 +133,7 @@ class B2bua:
             return self._calls[ref], Side.A
         return None
 
-    def _anchor(self, call: _Call, body: bytes, sender: Side, source: Address) -> bytes:
+    def _anchor(self, call: Call, body: bytes, sender: Side, source: Address) -> bytes:
         return anchor_sdp(
             body, sender=sender, sender_source=source, media=call.media, media_host=self.media_host
         )
@@ -220,10 +154,10 @@ class B2bua:
         offer = request.body
         media = self._open_media()
         ref = self._token()
-        call = _Call(
+        call = Call(
             ref=ref,
             state=CallState.RINGING,
-            a=_Leg(Side.A, source, reliable),
+            a=Leg(Side.A, source, reliable),
             a_key=key,
             a_invite=request,
             a_tag=self._token(),
@@ -270,7 +204,7 @@ class B2bua:
             if target.request_uri_user is not None and isinstance(uri, SipUri):
                 uri = replace(uri, user=target.request_uri_user)
             invite = SipRequest.build("INVITE", uri, headers, body)
-            leg = _Leg(Side.B, binding.destination, binding.reliable, invite=invite)
+            leg = Leg(Side.B, binding.destination, binding.reliable, invite=invite)
             leg.key = client_key(invite)
             assert leg.key is not None
             self._clients[leg.key] = (ref, leg)
@@ -287,13 +221,13 @@ class B2bua:
         actions: list[Action] = [Respond(key, build_response(request, 200, "OK"))]
         if call.state is not CallState.RINGING:
             return actions  # too late: the 2xx crossed the CANCEL; A will BYE
-        call.move(_Event.CANCEL)
+        call.move(CallEvent.CANCEL)
         terminated = build_response(call.a_invite, 487, "Request Terminated", to_tag=call.a_tag)
         actions.append(Respond(call.a_key, terminated))
         actions += self._cancel_branches(call, None)
         return actions + self._end(call)
 
-    def _cancel_branches(self, call: _Call, keep: _Leg | None) -> list[Action]:
+    def _cancel_branches(self, call: Call, keep: Leg | None) -> list[Action]:
         actions: list[Action] = []
         for leg in call.branches:
             if leg is keep or leg.final is not None or leg.invite is None:
@@ -330,17 +264,17 @@ class B2bua:
         del self._clients[key]
         if call.state is not CallState.RINGING or any(b.final is None for b in call.branches):
             return []
-        call.move(_Event.FAIL)
-        best = min((b.final or 500 for b in call.branches), key=_failure_rank)
+        call.move(CallEvent.FAIL)
+        best = min((b.final or 500 for b in call.branches), key=failure_rank)
         reason = response.reason if best == response.status else "Call Failed"
         failure = build_response(call.a_invite, best, reason, to_tag=call.a_tag)
         return [Respond(call.a_key, failure), *self._end(call)]
 
-    def _provisional(self, call: _Call, leg: _Leg, response: SipResponse) -> list[Action]:
+    def _provisional(self, call: Call, leg: Leg, response: SipResponse) -> list[Action]:
         if response.status == 100 or call.state is not CallState.RINGING:
             return []
         body = b""
-        extra: list[tuple[str, str]] = [("Contact", self.contact()), *_record_routes(call)]
+        extra: list[tuple[str, str]] = [("Contact", self.contact()), *record_routes(call)]
         if response.body:
             try:
                 body = self._anchor(call, response.body, Side.B, leg.destination)
@@ -352,7 +286,7 @@ class B2bua:
         )
         return [Respond(call.a_key, relayed)]
 
-    def _answer(self, call: _Call, leg: _Leg, response: SipResponse) -> list[Action]:
+    def _answer(self, call: Call, leg: Leg, response: SipResponse) -> list[Action]:
         if call.winner is not None:
             if leg is call.winner:  # a retransmitted 2xx: our ACK or A's 2xx got lost
                 if leg.ack is not None:
@@ -371,11 +305,11 @@ class B2bua:
             return self._late_answer(leg, response)
         leg.final = response.status
         call.winner = leg
-        call.move(_Event.ANSWER)
-        call.deadline = self._clock() + _session_interval(response)
+        call.move(CallEvent.ANSWER)
+        call.deadline = self._clock() + session_interval(response)
         self.calls_answered += 1
         call.a.dialog = Dialog.from_uas(call.a_invite, call.a_tag, confirmed=True)
-        extra = [("Contact", self.contact()), *_record_routes(call)]
+        extra = [("Contact", self.contact()), *record_routes(call)]
         extra += [(h.name, h.value) for h in response.headers if h.name in _ANSWER_HEADERS]
         if body and not any(name == "Content-Type" for name, _ in extra):
             extra.append(("Content-Type", "application/sdp"))
@@ -387,7 +321,7 @@ class B2bua:
             actions += self._ack(leg, leg.invite.cseq.number, b"")
         return actions + self._cancel_branches(call, leg)
 
-    def _ack(self, leg: _Leg, cseq: int, body: bytes) -> list[Action]:
+    def _ack(self, leg: Leg, cseq: int, body: bytes) -> list[Action]:
         assert leg.dialog is not None
         extra = (Header("Content-Type", "application/sdp"),) if body else ()
         _, ack = leg.dialog.create_request(
@@ -401,7 +335,7 @@ class B2bua:
         leg.ack = ack
         return [SendDirect(ack, leg.destination, leg.reliable)]
 
-    def _late_answer(self, leg: _Leg, response: SipResponse) -> list[Action]:
+    def _late_answer(self, leg: Leg, response: SipResponse) -> list[Action]:
         """A 2xx from a branch that lost (or after the call ended): ACK it, then BYE it."""
         if leg.invite is None:
             return []
@@ -442,17 +376,17 @@ class B2bua:
         body = b""
         if request.body:
             try:
-                body = self._anchor(call, request.body, side, _source(call, side))
+                body = self._anchor(call, request.body, side, source_of(call, side))
             except SdpDecodeError:
                 body = b""
         if side is Side.A and call.state is CallState.ANSWERED:
-            call.move(_Event.ACK)
+            call.move(CallEvent.ACK)
             if call.b_ack_waits_for_a and other.invite is not None:
                 call.b_ack_waits_for_a = False
                 return self._ack(other, other.invite.cseq.number, body)
             return []
         cseq = call.acks_owed.pop(side, None)
-        if cseq is None or request.cseq.number != _ack_cseq(call, side, cseq):
+        if cseq is None or request.cseq.number != ack_cseq(call, side, cseq):
             return []
         return self._ack(other, cseq, body)
 
@@ -482,14 +416,14 @@ class B2bua:
                 )
                 actions.append(StartRequest(bye, other.destination, other.reliable))
             if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
-                call.move(_Event.BYE)
+                call.move(CallEvent.BYE)
             return actions + self._end(call)
         if other is None or other.dialog is None:
             return refuse(481, "Call/Transaction Does Not Exist")
         body = request.body
         if body and request.header("Content-Type") == "application/sdp":
             try:
-                body = self._anchor(call, body, side, _source(call, side))
+                body = self._anchor(call, body, side, source_of(call, side))
             except SdpDecodeError:
                 return refuse(488, "Not Acceptable Here")
         extra = [h for h in request.headers if h.name in _FORWARDED_HEADERS]
@@ -504,10 +438,10 @@ class B2bua:
         )
         forward_key = client_key(forwarded)
         assert forward_key is not None
-        self._pending[forward_key] = _Pending(call.ref, side, key, request)
+        self._pending[forward_key] = Pending(call.ref, side, key, request)
         return [StartRequest(forwarded, other.destination, other.reliable)]
 
-    def _forwarded_answer(self, pending: _Pending, response: SipResponse) -> list[Action]:
+    def _forwarded_answer(self, pending: Pending, response: SipResponse) -> list[Action]:
         call = self._calls.get(pending.call_ref)
         request = pending.request
         if call is None:
@@ -529,7 +463,7 @@ class B2bua:
             if leg is not None and leg.dialog is not None and leg.dialog.local_seq is not None:
                 call.acks_owed[pending.side] = leg.dialog.local_seq
         if request.method in ("INVITE", "UPDATE") and 200 <= response.status < 300:
-            call.deadline = self._clock() + _session_interval(response)  # a refresh
+            call.deadline = self._clock() + session_interval(response)  # a refresh
         answer = build_response(request, response.status, response.reason, *extra, body=body)
         return [Respond(pending.key, answer)]
 
@@ -539,7 +473,7 @@ class B2bua:
         actions: list[Action] = []
         for call in [c for c in self._calls.values() if c.deadline <= now]:
             if call.state is CallState.RINGING:
-                call.move(_Event.CANCEL)
+                call.move(CallEvent.CANCEL)
                 timeout = build_response(call.a_invite, 408, "Request Timeout", to_tag=call.a_tag)
                 actions += [Respond(call.a_key, timeout), *self._cancel_branches(call, None)]
             else:
@@ -554,7 +488,7 @@ class B2bua:
         return actions
 
     # -- the end ----------------------------------------------------------------------------
-    def _end(self, call: _Call) -> list[Action]:
+    def _end(self, call: Call) -> list[Action]:
         call.state = CallState.ENDED
         call.media.close()
         self._calls.pop(call.ref, None)
@@ -570,38 +504,3 @@ class B2bua:
         owner = self._clients.get(key)
         if owner is not None and owner[0] not in self._calls:
             del self._clients[key]
-
-
-def _ack_cseq(call: _Call, side: Side, cseq: int) -> int:
-    leg = call.leg(side)
-    return leg.dialog.remote_seq or 0 if leg is not None and leg.dialog is not None else 0
-
-
-def _session_interval(response: SipResponse) -> float:
-    """RFC 4028: Session-Expires of a 2xx plus the grace, or no expiry without one."""
-    value = (response.header("Session-Expires") or "").split(";", 1)[0].strip()
-    if not value.isascii() or not value.isdecimal() or len(value) > 9:
-        return math.inf
-    return int(value) + SESSION_GRACE
-
-
-def _record_routes(call: _Call) -> list[tuple[str, str]]:
-    """§12.1.1: a UAS copies Record-Route into its dialog-creating responses, so a
-    caller behind a record-routing proxy (another SIP network's) keeps it in the path."""
-    return [("Record-Route", value) for value in call.a_invite.header_values("Record-Route")]
-
-
-def _source(call: _Call, side: Side) -> Address:
-    leg = call.leg(side)
-    return leg.destination if leg is not None else ("0.0.0.0", 0)
-
-
-def _failure_rank(status: int) -> tuple[int, int]:
-    """RFC 3261 §16.7 step 6 in short: 6xx first, then 486/480 over other 4xx, then 5xx."""
-    if status >= 600:
-        return (0, status)
-    if status in (486, 480, 487):
-        return (1, status)
-    if 400 <= status < 500:
-        return (2, status)
-    return (3, status)
