@@ -27,6 +27,7 @@ import pytest
 from p2pnode.app.browser_calls import CallOffer
 from p2pnode.app.peer_calls import CALLS_DIR, CallsNodeService, media_for
 from p2pnode.connectivity.signalling import SignallingService, fetch_contact
+from p2pnode.sessions.call import TERMINAL_STATES, CallState
 from tests.harness.audio import read_wav, spectrum, write_tone_wav
 from tests.harness.tools import require_tool
 from tests.integration.web.test_app_browser import ARTIFACTS, Lab, _config, one_time_link
@@ -148,6 +149,8 @@ async def scenario(root: Path) -> None:
         bob_calls = bob.node.service("calls")
         assert isinstance(bob_calls, CallsNodeService)
         record = root / "bob-dialled.wav"
+        await page.click("#nav-status")  # the alert shows over any view, not only Calls
+        await expect(page.locator("main h2")).to_have_text("Status", timeout=WAIT_MS)
         with alice.node.subscribe() as events:
             dialled = await bob_calls.service().dial(
                 alice.identity.peer_id, media_for(660.0, None, record)
@@ -156,8 +159,16 @@ async def scenario(root: Path) -> None:
         assert offer.peer_id == bob.identity.peer_id and "a=fingerprint:sha-256" in offer.sdp
         incoming = page.locator(f"[data-incoming='{dialled.hex()}']")
         await expect(incoming).to_be_visible(timeout=WAIT_MS)
+        await expect(incoming).to_have_attribute("role", "alertdialog")
+        assert await page.locator("#incoming-alert").get_attribute("aria-live") == "assertive"
+        answer_button = incoming.get_by_role("button", name="Answer")
+        await expect(answer_button).to_be_focused(timeout=WAIT_MS)  # keyboard: Enter answers
+        await page.wait_for_function(RINGS, timeout=WAIT_MS, polling=200)  # 440 + 480 Hz
+        await page.screenshot(path=ARTIFACTS / "incoming-call-alert.png", full_page=True)
         await page.evaluate("() => { window.p2pPeaks = []; }")
-        await incoming.get_by_role("button", name="Answer").click()
+        await page.keyboard.press("Enter")
+        await expect(page.locator("main h2")).to_have_text("Calls", timeout=WAIT_MS)
+        assert await page.evaluate("() => window.p2pRinging") is False  # answered: silent
         answered = page.locator(f"tr[data-call='{dialled.hex()}'][data-state='answered']")
         await expect(answered).to_have_count(1, timeout=WAIT_MS)
         await expect(answered).to_contain_text("direct", timeout=WAIT_MS)  # the page's ICE pair
@@ -175,9 +186,24 @@ async def scenario(root: Path) -> None:
             await asyncio.sleep(0.5)
         assert_tone(record, 440.0)
         await page.screenshot(path=ARTIFACTS / "calls-page-answered.png", full_page=True)
+
+        # a call that rings while the person reads chat: Escape declines it
+        await page.click("#nav-chat")
+        declined = await bob_calls.service().dial(
+            alice.identity.peer_id, media_for(660.0, None, None)
+        )
+        ringing = page.locator(f"[data-incoming='{declined.hex()}']")
+        await expect(ringing.get_by_role("button", name="Answer")).to_be_focused(timeout=WAIT_MS)
+        await page.keyboard.press("Escape")
+        await expect(ringing).to_have_count(0, timeout=WAIT_MS)
+        async with asyncio.timeout(WAIT):
+            while bob_calls.last[declined].state not in TERMINAL_STATES:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert bob_calls.last[declined].state is CallState.DECLINED
         await browser.close()
 
 
+RINGS = """() => (window.p2pRingPeaks || []).filter((p) => Math.abs(p - 460) < 35).length >= 5"""
 BIG_ANSWER = """async (callId) => (await fetch(`/api/calls/${callId}/answer`, {method: "POST",
   headers: {"Content-Type": "application/json"},
   body: JSON.stringify({sdp: "v=0\\r\\n" + "\u00e9".repeat(9000)})})).status"""

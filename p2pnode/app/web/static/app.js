@@ -6,7 +6,7 @@ import { IdentityView } from "./views/identity.js";
 import { StatusView } from "./views/status.js";
 import { ContactsView } from "./views/contacts.js";
 import { ChatView } from "./views/chat.js";
-import { CallsView } from "./views/calls.js";
+import { CallsView, IncomingCallAlert } from "./views/calls.js";
 import { SipView } from "./views/sip.js";
 import { SettingsView } from "./views/settings.js";
 
@@ -103,7 +103,8 @@ function App() {
         aria-current=${route === key ? "page" : undefined}>${title}</a></li>`)}
     </ul>
     <p class="status-line" role="status" id="live">${live ? "● live" : "○ reconnecting…"}</p></nav>
-    <main><${View} me=${me} paths=${paths} events=${events} eventCount=${eventCount} /></main>
+    <main><${IncomingCallAlert} paths=${paths} eventCount=${eventCount} />
+      <${View} me=${me} paths=${paths} events=${events} eventCount=${eventCount} /></main>
   </div>`;
 }
 
