@@ -6,6 +6,12 @@ nowhere), every call recorded by ``sndfile`` into ``records/`` (``*-dec.wav`` is
 what the phone heard), auto-answer, PCMU only. On a host with more than one
 address give ``net_interface``, or its SDP may name an address its RTP does
 not come from (the gateway's latching then drops the media).
+
+For texts give ``contacts``: the ``stdio`` UI and the ``contact`` module are
+loaded, the first contact is the current one, ``/message TEXT`` written to
+baresip's stdin (a pipe: stdio warns it is no terminal and works anyway)
+sends ``MESSAGE`` to it, and every incoming MESSAGE is printed on stdout as
+``\r<from uri>: "<text>"`` (menu's message handler through the stdio UI).
 """
 
 from __future__ import annotations
@@ -30,12 +36,18 @@ def write_baresip_config(
     outbound: str,
     tone_hz: int = 440,
     net_interface: str | None = None,
+    contacts: tuple[str, ...] = (),
 ) -> Path:
     """Write a phone registering ``account`` (login@domain) through ``outbound``
-    (host:port), listening on ``listen`` (ip:port); returns its recordings folder."""
+    (host:port), listening on ``listen`` (ip:port); returns its recordings folder.
+
+    ``contacts`` (SIP URIs): load the console and contacts for ``/message``."""
     records = directory / "records"
     records.mkdir(parents=True)
     interface = f"net_interface {net_interface}\n" if net_interface else ""
+    texts = "module stdio.so\nmodule_app contact.so\n" if contacts else ""
+    if contacts:
+        (directory / "contacts").write_text("".join(f"<{uri}>\n" for uri in contacts))
     (directory / "config").write_text(
         "poll_method epoll\n"
         + interface
@@ -59,6 +71,7 @@ def write_baresip_config(
             snd_path {records}
             """
         )
+        + texts
     )
     (directory / "accounts").write_text(
         f'<sip:{account}>;auth_pass={password};outbound="sip:{outbound}";'
