@@ -231,9 +231,18 @@ class ChatCore:
         return encode_envelope(envelope)
 
     def read(self, peer: bytes, message_ids: tuple[bytes, ...], now: float) -> list[Outgoing]:
-        """Read receipts for shown messages (sent once; a lost one is only cosmetic)."""
+        """Mark ``peer``'s shown messages read here (the unread counts) and make read
+        receipts for those newly marked: sent once, so a page that marks a conversation
+        again on every refresh sends nothing twice (a lost receipt is only cosmetic)."""
         with self.store.transaction():
-            return self._receipts(peer, BodyKind.READ, message_ids, now)
+            newly = self.store.mark_read_here(peer, message_ids)
+            if not newly:
+                return []
+            return self._receipts(peer, BodyKind.READ, tuple(newly), now)
+
+    def unread(self) -> dict[bytes, int]:
+        """Shown incoming messages the person has not read yet, per peer."""
+        return self.store.unread_counts()
 
     def _receipts(
         self, peer: bytes, kind: BodyKind, ids: tuple[bytes, ...], now: float

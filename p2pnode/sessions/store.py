@@ -1,9 +1,11 @@
 """The local message store: one SQLite file in the node's home.
 
 Tables: contacts, conversations, messages, receipts, outbox, sessions, and our
-X3DH state. ``PRAGMA user_version`` is the schema version; ``MIGRATIONS[i]``
-takes version ``i`` to ``i + 1`` inside one transaction, so an old home opens
-with every table it lacks and nothing it had is lost.
+X3DH state. An incoming message's ``read_here`` says the person here has seen it
+(the unread counts); the ``receipts`` table holds the receipts peers sent us.
+``PRAGMA user_version`` is the schema version; ``MIGRATIONS[i]`` takes version
+``i`` to ``i + 1`` inside one transaction, so an old home opens with every table
+it lacks and nothing it had is lost.
 
 Invariants:
 - WAL with ``synchronous=FULL``: ratchet state and the outbox must survive an
@@ -71,6 +73,12 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE messages ADD COLUMN shown_order INTEGER;
     UPDATE messages SET shown_order = rowid WHERE direction = 0 OR shown = 1;
     CREATE INDEX messages_by_shown_order ON messages (shown_order);
+    """,
+    # 2 -> 3: unread counts kept by the node (the app page reloads; the count must not reset).
+    # Messages shown before this version count as read: no flood of old badges.
+    """
+    ALTER TABLE messages ADD COLUMN read_here INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET read_here = 1 WHERE direction = 1 AND shown = 1;
     """,
 )
 
@@ -299,6 +307,28 @@ class ChatStore:
             (peer, limit),
         ).fetchall()
         return [_message(r) for r in rows]
+
+    def mark_read_here(self, peer: bytes, message_ids: tuple[bytes, ...]) -> list[bytes]:
+        """Mark ``peer``'s shown incoming messages read here; the ids newly marked (ids
+        of other peers, of our own or of held messages, and repeats, are ignored)."""
+        newly: list[bytes] = []
+        for message_id in message_ids:
+            cursor = self._db.execute(
+                "UPDATE messages SET read_here = 1 WHERE message_id = ? AND peer = ? "
+                "AND direction = 1 AND shown = 1 AND read_here = 0",
+                (message_id, peer),
+            )
+            if cursor.rowcount == 1:
+                newly.append(message_id)
+        return newly
+
+    def unread_counts(self) -> dict[bytes, int]:
+        """Shown incoming messages not yet read here, per peer (peers with none left out)."""
+        rows = self._db.execute(
+            "SELECT peer, count(*) FROM messages WHERE direction = 1 AND shown = 1 "
+            "AND read_here = 0 GROUP BY peer"
+        ).fetchall()
+        return {bytes(r[0]): int(r[1]) for r in rows}
 
     def unshown(self, peer: bytes) -> list[MessageRow]:
         rows = self._db.execute(
