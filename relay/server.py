@@ -11,7 +11,8 @@ Invariants:
 - state a client can create is bounded by ``QuotaConfig`` (allocations total,
   per identity, per source IP; permissions and channels per allocation);
   unauthenticated clients create none (nonces are stateless);
-- malformed or unrelayable input is dropped and counted by reason;
+- malformed or unrelayable input is dropped and counted by reason (the
+  forwarding checks per packet are ``relay.forwarding``'s);
 - expiry is checked lazily on every use, the sweep only frees memory;
 - every change to an allocation's permissions, channels, lifetime or existence
   first forgets its forwarding routes (``relay.routes``), which the slow path
@@ -22,13 +23,11 @@ from __future__ import annotations
 
 import logging
 import random
-import struct
 from collections.abc import Callable
 
 from nat.drops import DropCounter
 from nat.stun import (
     Attribute,
-    Data,
     DontFragment,
     Lifetime,
     Nonce,
@@ -40,9 +39,7 @@ from nat.stun import (
     StunMessage,
     StunMethod,
     UnknownAttributes,
-    XorPeerAddress,
     decode_message,
-    encode_message,
 )
 from nat.stun.attributes import AttributeType
 from nat.stun.server import StunServer
@@ -56,6 +53,7 @@ from relay.allocation import (
 from relay.auth import Credential, NonceIssuer
 from relay.channeldata import CHANNEL_MAX, LEGACY_CHANNEL_MAX
 from relay.config import TurnConfig
+from relay.forwarding import Forwarding
 from relay.messages import (
     CloseRelay,
     OpenRelay,
@@ -84,10 +82,7 @@ Address = tuple[str, int]
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 1.0  # the sweep runs at most this often
-_CHANNEL_HEADER = struct.Struct("!HH")
-_PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")
 UNAUTHENTICATED = TurnErrorCode.UNAUTHENTICATED
-_UDP = Transport.UDP  # a module constant: the hot paths compare with ``is``
 
 
 class TurnServer:
@@ -121,6 +116,9 @@ class TurnServer:
         self.allocations_created = 0
         self._traffic = Traffic()
         self._routes = RouteTable()
+        self._forwarding = Forwarding(
+            self._allocations, self._by_relayed, self._traffic, self._routes, self._drops, rng
+        )
         self.channel_max = LEGACY_CHANNEL_MAX if config.legacy_channels else CHANNEL_MAX
         # First byte of a ChannelData message: 0x40..0x4F (RFC 7983), 0x40..0x7F (legacy).
         self.channel_first_byte_max = self.channel_max >> 8
@@ -164,96 +162,23 @@ class TurnServer:
         if message.cls is StunClass.REQUEST:
             return self._request(five_tuple, message, data, now)
         if message.cls is StunClass.INDICATION and message.method is StunMethod.SEND:
-            return self._send_indication(five_tuple, message, now)
+            return self._forwarding.send_indication(five_tuple, message, now)
         self._drops.drop("unexpected stun message", f"{message.method.name} {message.cls.name}")
         return []
 
     def channel_data_from_client(
         self, five_tuple: FiveTuple, data: bytes, now: float
     ) -> tuple[Address, Address, bytes] | None:
-        """Hot path: a ChannelData message from a client -> (relayed, peer, payload) or drop.
-
-        RFC 8656 §12.5: "If the channel number is not bound ... the message MUST be
-        discarded"; a datagram shorter than the claimed length is discarded too.
-        """
-        allocation = self._allocations.get(five_tuple)
-        if allocation is None or allocation.relayed is None or allocation.expiry <= now:
-            self._drops.drop("channel data without allocation")
-            return None
-        if len(data) < 4:
-            self._drops.drop("malformed channel data")
-            return None
-        number, length = _CHANNEL_HEADER.unpack_from(data)
-        binding = allocation.channels.get(number)
-        if binding is None or binding.expiry <= now:
-            self._drops.drop("channel not bound")
-            return None
-        if len(data) < 4 + length:
-            self._drops.drop("malformed channel data")
-            return None
-        peer = binding.peer
-        expiry = allocation.permissions.get(peer[0])
-        if expiry is None or expiry <= now:
-            self._drops.drop("no permission")
-            return None
-        route = ClientRoute(
-            allocation.relayed,
-            peer,
-            min(allocation.expiry, binding.expiry, expiry),
-            allocation.to_peer_bucket,
-            self._traffic,
-        )
-        if five_tuple[0] is _UDP:
-            self._routes.add_client_route(five_tuple, number, route)
-        if not route.admit(length, now):
-            return None
-        return allocation.relayed, peer, data[4 : 4 + length]
+        """Hot path: a ChannelData message from a client -> (relayed, peer, payload) or drop
+        (``relay.forwarding``)."""
+        return self._forwarding.channel_data(five_tuple, data, now)
 
     def from_peer(
         self, relayed: Address, data: bytes, peer: Address, now: float
     ) -> tuple[FiveTuple, bytes] | None:
-        """Hot path: a datagram arriving on a relayed address -> (client 5-tuple, bytes) or drop.
-
-        RFC 8656 §11.3 / §12.6: relay only from peers with a permission; use the
-        channel if one is bound to the peer, else a Data indication.
-        """
-        allocation = self._by_relayed.get(relayed)
-        if allocation is None or allocation.expiry <= now:
-            self._drops.drop("peer data without allocation")
-            return None
-        expiry = allocation.permissions.get(peer[0])
-        if expiry is None or expiry <= now:
-            # RFC 8656 §11.3: "If no permission ... the UDP datagram is silently discarded."
-            self._drops.drop("no permission")
-            return None
-        size = len(data)
-        if not self._traffic.to_client(allocation.to_client_bucket, size, now):
-            return None
-        five_tuple = allocation.five_tuple
-        binding = allocation.peer_channels.get(peer)
-        if binding is not None and binding.expiry > now:
-            if five_tuple[0] is _UDP:
-                route = PeerRoute(
-                    five_tuple,
-                    binding.number,
-                    min(allocation.expiry, binding.expiry, expiry),
-                    allocation.to_client_bucket,
-                    self._traffic,
-                )
-                self._routes.add_peer_route(relayed, peer, route)
-            header = _CHANNEL_HEADER.pack(binding.number, size)
-            if five_tuple.transport is Transport.TCP:
-                # RFC 8656 §12.5: over TCP "the ChannelData message MUST be padded".
-                return five_tuple, header + data + _PADDING[size & 3]
-            return five_tuple, header + data
-        # RFC 8656 §11.3: "the server ... forms and sends a Data indication".
-        indication = StunMessage(
-            StunMethod.DATA,
-            StunClass.INDICATION,
-            self._rng.randbytes(12),
-            (XorPeerAddress(peer), Data(data)),
-        )
-        return five_tuple, encode_message(indication)
+        """Hot path: a datagram arriving on a relayed address -> (client 5-tuple, bytes) or
+        drop (``relay.forwarding``)."""
+        return self._forwarding.peer_data(relayed, data, peer, now)
 
     def relay_opened(self, five_tuple: FiveTuple, address: Address, now: float) -> list[Output]:
         """The runner bound the relayed socket: complete the Allocate (RFC 8656 §7.2)."""
@@ -556,31 +481,6 @@ class TurnServer:
             return self._refuse(five_tuple, message, refusal, auth)
         self._note_deadline(self._now + PERMISSION_LIFETIME)
         return [self._responses.success(five_tuple, message, auth, [])]
-
-    def _send_indication(
-        self, five_tuple: FiveTuple, message: StunMessage, now: float
-    ) -> list[Output]:
-        """RFC 8656 §10.2: indications are never answered; bad ones are dropped."""
-        allocation = self._allocations.get(five_tuple)
-        if allocation is None or allocation.relayed is None or allocation.expiry <= now:
-            self._drops.drop("send without allocation")
-            return []
-        peer = message.get(XorPeerAddress)
-        data = message.get(Data)
-        if peer is None or data is None:
-            # "If the indication lacks either attribute, it is discarded."
-            self._drops.drop("malformed send indication")
-            return []
-        if message.get(DontFragment) is not None or message.unknown_comprehension_required():
-            # We cannot set DF; the indication "MUST be discarded" (§10.2).
-            self._drops.drop("send indication asks for DF")
-            return []
-        if not allocation.has_permission(peer.address[0], now):
-            self._drops.drop("no permission")
-            return []
-        if not self._traffic.to_peer(allocation.to_peer_bucket, len(data.value), now):
-            return []
-        return [ToPeer(allocation.relayed, peer.address, data.value)]
 
     # ---------------------------------------------------------------- plumbing
 

@@ -105,6 +105,7 @@ SANS_IO_CORES = (
     "nat/stun/transaction.py",
     "nat/reachability.py",
     "relay/server.py",
+    "relay/forwarding.py",
     "relay/supernode.py",
     "relay/allocation.py",
     "relay/routes.py",
