@@ -2,15 +2,12 @@
 
 Composition, no hooks in the gateway or the calls service:
 
-* The bridge's P2P side is a :class:`BridgedCallService` (a
-  :class:`~p2pnode.sessions.calls.CallService` for the hosted identity, by
-  subclassing: it overrides the private ``_make_offer``/``_make_answer``/
-  ``_accept_answer``/``_receive`` steps) whose received audio is also teed to
-  the phone leg and whose sender track is swapped for a
-  :class:`~p2pnode.gateways.sip.bridge_tracks.PhoneAudioTrack` reading the
-  phone's jitter buffer.
-* The bridge's SIP side is a :class:`BridgeUserAgent`, our own small UA with an
-  account at the gateway. To ring ``alice`` it INVITEs ``alice@domain`` through
+* The bridge's P2P side is a :class:`~.bridge_calls.BridgedCallService` (a
+  calls service for the hosted identity whose received audio is also teed to
+  the phone leg and whose sender track is the phone's
+  :class:`~p2pnode.gateways.sip.bridge_tracks.PhoneAudioTrack`).
+* The bridge's SIP side is a :class:`~.bridge_ua.BridgeUserAgent`, our own
+  small UA with an account at the gateway. To ring ``alice`` it INVITEs ``alice@domain`` through
   the gateway, which forks to every registered device of alice (first answer
   wins, the others get CANCEL - the gateway's B2BUA does that) and anchors the
   media. The RTP it receives goes to a
@@ -24,28 +21,31 @@ the P2P call, a P2P hang-up sends BYE to the phone.
 Phone -> peer passes G.711 through untouched when the WebRTC leg negotiated
 the phone's law (PCMU here); peer -> phone is always decoded by aiortc and
 re-encoded to PCMU (see docs/sip-bridge.md).
+
+Bounds: the per-call tables hold the calls in progress only and are emptied
+at each call's end (also when the phones never answer); ``digits`` keeps the
+newest ``MAX_KEPT_DIGIT_CALLS`` calls, ``MAX_DIGITS_PER_CALL`` digits each, so
+a phone keying forever or a long-running bridge cannot grow it; ``events`` is
+a bounded queue (the newest are counted and dropped when nobody reads).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-import av
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-
-from p2pnode.gateways.sip.bridge_chat import MessageUserAgent
-from p2pnode.gateways.sip.bridge_media import (
-    BridgeCodec,
-    DtmfDigit,
-    PhoneReceiver,
-    PhoneSender,
-    choose_media_path,
+from p2pnode.gateways.sip.bridge_calls import (
+    BRIDGE_QUEUE_FRAMES,
+    BridgedCallService,
+    FrameQueueTrack,
 )
+from p2pnode.gateways.sip.bridge_media import BridgeCodec, DtmfDigit, choose_media_path
 from p2pnode.gateways.sip.bridge_routing import (
     NOT_THIS_BRIDGE,
     BridgeCallers,
@@ -54,27 +54,26 @@ from p2pnode.gateways.sip.bridge_routing import (
     takes_caller,
 )
 from p2pnode.gateways.sip.bridge_tracks import PhoneAudioTrack, PhoneRtpLeg
-from p2pnode.gateways.sip.dialog import Dialog
+from p2pnode.gateways.sip.bridge_ua import PT_DTMF, BridgeUserAgent
 from p2pnode.gateways.sip.headers import SipUri, Uri
-from p2pnode.gateways.sip.message import build_response
-from p2pnode.gateways.sip.sdp import Direction, SdpDecodeError, parse_sdp
 from p2pnode.gateways.sip.transaction import RequestReceived
-from p2pnode.gateways.sip.useragent import (
-    UaCall,
-    UaError,
-    _media,
-    _Rtp,
-)
+from p2pnode.gateways.sip.useragent import UaCall, UaError
 from p2pnode.sessions.call import CallDirection, CallState, CallStateError
 from p2pnode.sessions.call_signal import RelayedCaller
-from p2pnode.sessions.calls import CallMedia, CallService, CallUpdate
+from p2pnode.sessions.calls import CallMedia, CallUpdate
 
 __all__ = [
     "BRIDGE_QUEUE_FRAMES",
+    "MAX_DIGITS_PER_CALL",
+    "MAX_KEPT_DIGIT_CALLS",
     "MAX_QUEUED_DIGITS",
+    "BridgeDirection",
     "BridgeEvent",
+    "BridgeMode",
+    "BridgeStatistics",
     "BridgeUserAgent",
     "BridgedCallService",
+    "BridgedCallSummary",
     "ForeignCallGate",
     "ForeignCallPolicy",
     "SipP2pBridge",
@@ -82,10 +81,9 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 MAX_QUEUED_DIGITS = 64  # phone digits waiting to be signalled to the peer, per call
-MAX_PENDING_INVITES = 16  # phone calls waiting for the bridge to dial their peer
-BRIDGE_QUEUE_FRAMES = 25  # peer -> phone frames held between the tee and the RTP leg
-PT_PCMU = 0
-PT_DTMF = 101  # what our UA's offer names telephone-event
+MAX_DIGITS_PER_CALL = 256  # phone digits remembered per call in ``digits`` (the rest counted)
+MAX_KEPT_DIGIT_CALLS = 64  # calls whose digits ``digits`` remembers, the newest
+MAX_EVENTS = 1024  # events waiting for a reader; the newest are dropped beyond
 # P2P end state of an unanswered outgoing call -> the phone's final response.
 _REFUSAL = {
     CallState.DECLINED: (603, "Decline"),
@@ -107,246 +105,78 @@ _TERMINAL = {
 }
 
 
+class BridgeDirection(enum.Enum):
+    """Which side started a bridged call."""
+
+    TO_PHONE = "to-phone"  # a P2P peer called a hosted identity: its phones rang
+    FROM_PHONE = "from-phone"  # a phone or another SIP network dialled a P2P login
+
+
+class BridgeMode(enum.Enum):
+    """How the phone's audio crossed: payload bytes unchanged, or decoded and re-encoded."""
+
+    PASSTHROUGH = "passthrough"
+    TRANSCODED = "transcoded"
+
+
+@dataclass(frozen=True, slots=True)
+class BridgedCallSummary:
+    """What one bridged call carried, taken at its end (``ended`` event, API, metrics)."""
+
+    direction: BridgeDirection
+    peer: str  # the P2P peer id on the other leg
+    phone_codec: str  # the phone leg's codec (G.711 today)
+    webrtc_codec: str  # the P2P leg's negotiated codec, "" if it never flowed
+    mode: BridgeMode
+    seconds: float  # answered -> ended
+    packets_from_phone: int
+    lost: int  # phone packets missing at the jitter buffer
+    jitter_ms: float  # RFC 3550 A.8 interarrival jitter of the phone's stream
+    packets_to_phone: int
+    frames_from_peer: int
+    passthrough_frames: int
+    transcoded_frames: int
+    dropped: tuple[tuple[str, int], ...]  # phone packets dropped, by reason
+
+
 @dataclass(frozen=True, slots=True)
 class BridgeEvent:
-    """One per-call observation for the control API and metrics."""
+    """One per-call observation for the control API and metrics.
 
-    call_id: bytes
-    what: str  # "ringing-phones", "phone-answered", "phone-refused", "digit", "ended"
-    detail: str = ""
-
-
-class _FrameQueueTrack(MediaStreamTrack):
-    """Frames teed from the calls service, handed to the phone leg's pump (bounded)."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.queue: asyncio.Queue[av.AudioFrame | None] = asyncio.Queue(BRIDGE_QUEUE_FRAMES)
-
-    def offer(self, frame: av.AudioFrame | None) -> None:
-        if self.queue.full():
-            self.queue.get_nowait()  # drop the oldest: latency beats completeness
-        self.queue.put_nowait(frame)
-
-    async def recv(self) -> av.AudioFrame:
-        frame = await self.queue.get()
-        if frame is None:
-            raise MediaStreamError
-        return frame
-
-
-class _TeeTrack(MediaStreamTrack):
-    kind = "audio"
-
-    def __init__(self, inner: MediaStreamTrack, sink: Callable[[av.AudioFrame], None]) -> None:
-        super().__init__()
-        self._inner = inner
-        self._sink = sink
-
-    async def recv(self) -> av.AudioFrame:
-        frame = await self._inner.recv()
-        assert isinstance(frame, av.AudioFrame)
-        self._sink(frame)
-        return frame
-
-
-class BridgedCallService(CallService):
-    """A calls service whose audio comes from the phone's track and goes to a per-call sink.
-
-    The calls service builds its own microphone track from an ``AudioSource``;
-    for a bridged call the sender's track is swapped for the
-    :class:`PhoneAudioTrack` once the connection's description is made, so
-    G.711 can reach aiortc untouched (``av.Packet``) when the negotiated codec
-    matches the phone's.
+    ``what``: ``ringing-phones``, ``phone-answered``, ``phone-refused``,
+    ``dialling-peer``, ``peer-answered``, ``peer-refused``, ``digit``,
+    ``digit-to-phone``, ``hold``, ``resume``, ``failed``, ``ended`` (with
+    ``summary``; ``detail`` keeps the same numbers as ``key=value`` text).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.sinks: dict[bytes, Callable[[av.AudioFrame], None]] = {}
-        self.tracks: dict[bytes, PhoneAudioTrack] = {}
-        self.next_track: PhoneAudioTrack | None = None  # for the dial() in progress
-
-    def _phone_track(self, session: Any) -> PhoneAudioTrack | None:
-        call_id: bytes = session.call_id
-        track = self.tracks.get(call_id)
-        if track is None and self.next_track is not None:
-            track, self.next_track = self.next_track, None
-            self.tracks[call_id] = track
-        return track
-
-    @staticmethod
-    def _swap(leg: Any, track: PhoneAudioTrack) -> None:
-        for transceiver in leg.pc.getTransceivers():
-            if transceiver.kind == "audio":
-                transceiver.sender.replaceTrack(track)
-
-    @staticmethod
-    def _negotiated(session: Any, track: PhoneAudioTrack) -> None:
-        name = str(getattr(session, "codec", None) or "").removeprefix("audio/")
-        codec = BridgeCodec.from_name(name)
-        if codec is not None:
-            track.set_webrtc_codec(codec)
-
-    async def _make_offer(self, session: Any, leg: Any) -> str:
-        track = self._phone_track(session)
-        sdp = await super()._make_offer(session, leg)
-        if track is not None:
-            self._swap(leg, track)
-        return sdp
-
-    async def _make_answer(self, session: Any, leg: Any) -> str:
-        track = self._phone_track(session)
-        sdp = await super()._make_answer(session, leg)
-        if track is not None:
-            self._swap(leg, track)
-            self._negotiated(session, track)
-        return sdp
-
-    async def _accept_answer(self, session: Any, leg: Any) -> None:
-        await super()._accept_answer(session, leg)
-        track = self.tracks.get(session.call_id)
-        if track is not None:
-            self._negotiated(session, track)
-
-    async def _receive(self, session: object, leg: object, track: MediaStreamTrack) -> None:
-        call_id = getattr(session, "call_id", b"")
-
-        def sink(frame: av.AudioFrame) -> None:
-            target = self.sinks.get(call_id)
-            if target is not None:
-                target(frame)
-
-        tee = _TeeTrack(track, sink) if track.kind == "audio" else track
-        await super()._receive(session, leg, tee)  # type: ignore[arg-type]
+    call_id: bytes
+    what: str
+    detail: str = ""
+    summary: BridgedCallSummary | None = None
 
 
-class BridgeUserAgent(MessageUserAgent):
-    """Our UA (MESSAGE too) with every call's RTP going to a bridge leg, not a recorder."""
+@dataclass(frozen=True, slots=True)
+class BridgeStatistics:
+    """Counters of one bridge since it was built (monotonic, except ``active_calls``)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.legs: dict[int, PhoneRtpLeg] = {}
-        # Per RTP port (one per call): who hears that call's digits and hold changes.
-        self.digit_handlers: dict[int, Callable[[DtmfDigit], None]] = {}
-        self.hold_handlers: dict[int, Callable[[bool], None]] = {}
-        self.invites: asyncio.Queue[RequestReceived] = asyncio.Queue(maxsize=MAX_PENDING_INVITES)
-        self.auto_answer = False
+    active_calls: int
+    calls: tuple[tuple[BridgeDirection, BridgeMode, int], ...]  # ended answered calls
+    refusals: tuple[tuple[str, int], ...]  # by reason: calls the bridge did not connect
+    packets_from_phone: int
+    packets_to_phone: int
+    lost: int
+    passthrough_frames: int
+    transcoded_frames: int
+    digits_from_phone: int
+    digits_to_phone: int
+    digits_dropped: int
+    events_dropped: int
 
-    def _incoming(self, effect: RequestReceived) -> None:
-        request = effect.request
-        if request.method == "INVITE" and request.to.tag is None:
-            if self.invites.full():
-                self.stack.respond(effect.key, build_response(request, 486, "Busy Here"))
-            else:
-                self.stack.respond(effect.key, build_response(request, 100, "Trying"))
-                self.invites.put_nowait(effect)
-            return
-        call = self._calls.get(request.call_id)
-        if request.method == "INVITE" and call is not None:
-            self._reinvite(effect, call)
-            return
-        super()._incoming(effect)
 
-    def _reinvite(self, effect: RequestReceived, call: UaCall) -> None:
-        """RFC 3264 §8.4 hold/resume: the P2P leg stays up, only the phone leg changes."""
-        request = effect.request
-        port = int(call.rtp.get_extra_info("sockname")[1])
-        leg = self.legs.get(port)
-        direction = Direction.SENDRECV
-        address: tuple[str, int] | None = None
-        if request.body:
-            try:
-                sdp = parse_sdp(request.body)
-            except SdpDecodeError:
-                self.stack.respond(effect.key, build_response(request, 488, "Not Acceptable Here"))
-                return
-            audio = next((m for m in sdp.media if m.media == "audio"), None)
-            if audio is not None:
-                direction = sdp.direction(audio)
-                host = sdp.address(audio)
-                if host not in (None, "0.0.0.0") and audio.port:  # RFC 2543 hold: c=0.0.0.0
-                    address = (str(host), audio.port)
-                else:
-                    direction = Direction.INACTIVE
-        held = direction in (Direction.SENDONLY, Direction.INACTIVE)
-        if leg is not None:
-            leg.held = held  # we do not send while the phone holds us (it may play music)
-            if address is not None:
-                leg.set_remote(address)
-        on_hold = self.hold_handlers.get(port)
-        if on_hold is not None:
-            on_hold(held)
-        call.dialog = replace(call.dialog, remote_seq=request.cseq.number)
-        answer = self._sdp(port).replace(b"a=sendrecv", f"a={direction.reversed().value}".encode())
-        ok = build_response(
-            request, 200, "OK", ("Contact", self.contact()),
-            ("Content-Type", "application/sdp"), body=answer,
-        )  # fmt: skip
-        self.stack.respond(effect.key, ok)
-
-    async def open_leg(self) -> tuple[asyncio.DatagramTransport, PhoneRtpLeg]:
-        transport, _ = await self._open_rtp()
-        return transport, self.legs[int(transport.get_extra_info("sockname")[1])]
-
-    def accept(
-        self, effect: RequestReceived, transport: asyncio.DatagramTransport, tag: str
-    ) -> UaCall:
-        """200 OK with our RTP leg's SDP; the call is then known to BYE handling."""
-        request = effect.request
-        port = int(transport.get_extra_info("sockname")[1])
-        dialog = Dialog.from_uas(request, tag, confirmed=True)
-        call = UaCall(
-            self, dialog, effect.source, transport, _media(request.body), [], asyncio.Event()
-        )
-        self._calls[request.call_id] = call
-        ok = build_response(
-            request, 200, "OK", ("Contact", self.contact()),
-            ("Content-Type", "application/sdp"), to_tag=tag, body=self._sdp(port),
-        )  # fmt: skip
-        self.stack.respond(effect.key, ok)
-        return call
-
-    def refuse(self, effect: RequestReceived, status: int, reason: str, tag: str) -> None:
-        self.stack.respond(effect.key, build_response(effect.request, status, reason, to_tag=tag))
-
-    def ringing(self, effect: RequestReceived, tag: str) -> None:
-        response = build_response(
-            effect.request, 180, "Ringing", ("Contact", self.contact()), to_tag=tag
-        )
-        self.stack.respond(effect.key, response)
-
-    def _forget_closed_legs(self) -> None:
-        """Legs of ended calls go; what the UA holds stays bounded by the calls in progress."""
-        for port, leg in list(self.legs.items()):
-            if leg.transport is None or leg.transport.is_closing():
-                del self.legs[port]
-                self.digit_handlers.pop(port, None)
-                self.hold_handlers.pop(port, None)
-
-    async def _open_rtp(self) -> tuple[asyncio.DatagramTransport, _Rtp]:
-        self._forget_closed_legs()
-        receiver = PhoneReceiver(audio_type=PT_PCMU, clock_rate=8000, dtmf_type=PT_DTMF)
-        sender = PhoneSender(
-            ssrc=int.from_bytes(self.randbytes(4), "big"),
-            payload_type=PT_PCMU,
-            first_sequence=int.from_bytes(self.randbytes(2), "big"),
-            first_timestamp=int.from_bytes(self.randbytes(4), "big"),
-        )
-        leg = PhoneRtpLeg(receiver, sender, BridgeCodec.PCMU)
-        _, port = await leg.open(self.host)
-        self.legs[port] = leg
-
-        def digit(found: DtmfDigit) -> None:
-            handler = self.digit_handlers.get(port)
-            if handler is not None:
-                handler(found)
-
-        leg.on_digit = digit
-        transport = leg.transport
-        assert transport is not None
-        return transport, _Rtp()  # the recorder protocol stays detached
+def _mode(codec: BridgeCodec | None) -> BridgeMode:
+    if codec is not None and choose_media_path(BridgeCodec.PCMU, codec).passthrough:
+        return BridgeMode.PASSTHROUGH
+    return BridgeMode.TRANSCODED
 
 
 class SipP2pBridge:
@@ -381,18 +211,48 @@ class SipP2pBridge:
         self.foreign = ForeignCallGate(foreign or ForeignCallPolicy(), ua.domain)
         self._answered: dict[bytes, asyncio.Future[CallState]] = {}
         self._states: dict[bytes, CallState] = {}  # the latest state of each bridged call
-        self.events: asyncio.Queue[BridgeEvent] = asyncio.Queue(maxsize=1024)
-        self.digits: dict[bytes, list[DtmfDigit]] = {}
+        self.events: asyncio.Queue[BridgeEvent] = asyncio.Queue(maxsize=MAX_EVENTS)
+        self.digits: OrderedDict[bytes, list[DtmfDigit]] = OrderedDict()
         self._digit_queues: dict[bytes, asyncio.Queue[DtmfDigit]] = {}
         self._legs: dict[bytes, PhoneRtpLeg] = {}  # each bridged call's phone leg
         self.digits_dropped = 0  # digits a full per-call queue could not take
         self._phone_calls: dict[bytes, UaCall] = {}
         self._dialling = asyncio.Lock()
         self._ended: dict[bytes, asyncio.Event] = {}
+        self._calls: Counter[tuple[BridgeDirection, BridgeMode]] = Counter()
+        self._refusals: Counter[str] = Counter()
+        self._totals: Counter[str] = Counter()
+        self.on_event: Callable[[BridgeEvent], None] = lambda _event: None
 
-    def _event(self, call_id: bytes, what: str, detail: str = "") -> None:
-        if not self.events.full():
-            self.events.put_nowait(BridgeEvent(call_id, what, detail))
+    def _event(
+        self, call_id: bytes, what: str, detail: str = "", summary: BridgedCallSummary | None = None
+    ) -> None:
+        event = BridgeEvent(call_id, what, detail, summary)
+        self.on_event(event)
+        if self.events.full():
+            self._totals["events_dropped"] += 1
+        else:
+            self.events.put_nowait(event)
+
+    def _refused(self, reason: str) -> None:
+        self._refusals[reason] += 1
+
+    def statistics(self) -> BridgeStatistics:
+        t = self._totals
+        return BridgeStatistics(
+            active_calls=len(self._phone_calls),
+            calls=tuple((d, m, n) for (d, m), n in sorted(self._calls.items(), key=_key)),
+            refusals=tuple(sorted((self._refusals + self.foreign.refusals).items())),
+            packets_from_phone=t["from_phone"],
+            packets_to_phone=t["to_phone"],
+            lost=t["lost"],
+            passthrough_frames=t["passthrough"],
+            transcoded_frames=t["transcoded"],
+            digits_from_phone=t["digits_from_phone"],
+            digits_to_phone=t["digits_to_phone"],
+            digits_dropped=self.digits_dropped + t["digits_unkept"],
+            events_dropped=t["events_dropped"],
+        )
 
     async def run(self) -> None:
         """Serve until cancelled; every bridged call is a task of this group."""
@@ -425,6 +285,8 @@ class SipP2pBridge:
         except (UaError, TimeoutError) as error:
             status = error.status if isinstance(error, UaError) else 408
             self._event(call_id, "phone-refused", str(status))
+            self._refused(f"phone-{status}")
+            self._ended.pop(call_id, None)
             # SIP 486/600/603/408/480 -> the P2P caller sees the call declined.
             with contextlib.suppress(CallStateError, KeyError):
                 await self.calls.decline(call_id)
@@ -435,30 +297,39 @@ class SipP2pBridge:
         self.calls.tracks[call_id] = self._track(leg)
         await self.calls.answer(call_id, CallMedia())
         self._event(call_id, "phone-answered", "PCMU")
-        await self._carry(call_id, phone, leg, queue_track)
+        await self._carry(call_id, phone, leg, queue_track, BridgeDirection.TO_PHONE, update.peer)
 
     @staticmethod
     def _track(leg: PhoneRtpLeg) -> PhoneAudioTrack:
         # Transcoding until the WebRTC codec is negotiated; passthrough if it is PCMU.
         return PhoneAudioTrack(leg.receiver, choose_media_path(BridgeCodec.PCMU, BridgeCodec.OPUS))
 
-    def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> _FrameQueueTrack:
+    def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> FrameQueueTrack:
         self.digits[call_id] = []
+        while len(self.digits) > MAX_KEPT_DIGIT_CALLS:
+            self.digits.popitem(last=False)
         self._digit_queues[call_id] = asyncio.Queue(MAX_QUEUED_DIGITS)
         self._legs[call_id] = leg
         self.ua.digit_handlers[port] = lambda digit: self._digit(call_id, digit)
         self.ua.hold_handlers[port] = lambda held: self._hold(call_id, held)
-        queue_track = _FrameQueueTrack()
+        queue_track = FrameQueueTrack()
         self.calls.sinks[call_id] = queue_track.offer
         return queue_track
 
     async def _carry(
-        self, call_id: bytes, phone: UaCall, leg: PhoneRtpLeg, queue_track: _FrameQueueTrack
+        self,
+        call_id: bytes,
+        phone: UaCall,
+        leg: PhoneRtpLeg,
+        queue_track: FrameQueueTrack,
+        direction: BridgeDirection,
+        peer: str,
     ) -> None:
         """Media both ways until either side hangs up; then end the other side."""
         if phone.remote_media is not None:
             leg.set_remote(phone.remote_media)
         self._phone_calls[call_id] = phone
+        began = asyncio.get_running_loop().time()
         async with asyncio.TaskGroup() as group:
             media = group.create_task(leg.run(queue_track))
             signaller = group.create_task(self._signal_digits(call_id))
@@ -483,21 +354,39 @@ class SipP2pBridge:
         self._legs.pop(call_id, None)
         self._phone_calls.pop(call_id, None)
         self._ended.pop(call_id, None)
-        stats = leg.receiver.statistics()
-        track = self.calls.tracks.pop(call_id, None)
+        codec = self.calls.codecs.get(call_id)
+        track = self.calls.forget(call_id)
         counts = track.statistics() if track is not None else None
         if track is not None:
             track.stop()
-        self._event(
-            call_id,
-            "ended",
-            f"received={stats.received} lost={stats.lost} jitter_ms={stats.jitter_ms:.1f} "
-            f"to_phone={leg.sender.sent} "
-            + "".join(f"dropped_{reason.value}={count} " for reason, count in stats.dropped)
-            + f"from_peer={leg.frames_from_peer} "
-            f"passthrough={counts.passthrough_frames if counts else 0} "
-            f"transcoded={counts.transcoded_frames if counts else 0}",
+        stats = leg.receiver.statistics()
+        summary = BridgedCallSummary(
+            direction=direction,
+            peer=peer,
+            phone_codec=BridgeCodec.PCMU.value,
+            webrtc_codec="" if codec is None else codec.value,
+            mode=_mode(codec),
+            seconds=asyncio.get_running_loop().time() - began,
+            packets_from_phone=stats.received,
+            lost=stats.lost,
+            jitter_ms=stats.jitter_ms,
+            packets_to_phone=leg.sender.sent,
+            frames_from_peer=leg.frames_from_peer,
+            passthrough_frames=counts.passthrough_frames if counts else 0,
+            transcoded_frames=counts.transcoded_frames if counts else 0,
+            dropped=tuple((reason.value, count) for reason, count in stats.dropped),
         )
+        self._count(summary)
+        self._event(call_id, "ended", _ended_detail(summary), summary)
+
+    def _count(self, summary: BridgedCallSummary) -> None:
+        self._calls[(summary.direction, summary.mode)] += 1
+        t = self._totals
+        t["from_phone"] += summary.packets_from_phone
+        t["to_phone"] += summary.packets_to_phone
+        t["lost"] += summary.lost
+        t["passthrough"] += summary.passthrough_frames
+        t["transcoded"] += summary.transcoded_frames
 
     def _settle(self, call_id: bytes) -> None:
         waiting = self._answered.get(call_id)
@@ -518,7 +407,9 @@ class SipP2pBridge:
             await work
         except (OSError, LookupError, UaError, CallStateError, RuntimeError) as error:
             _LOG.warning("bridged call failed: %s", type(error).__name__)
+            self._refused("failed")
             if call_id is not None:
+                self._ended.pop(call_id, None)
                 self._event(call_id, "failed", type(error).__name__)
             if effect is not None:
                 with contextlib.suppress(Exception):
@@ -547,6 +438,7 @@ class SipP2pBridge:
         if peer is None and login and self.resolve is not None:
             peer = await self.resolve(login)
         if peer is None:
+            self._refused("not-found")
             self.ua.refuse(effect, 404, "Not Found", tag)
             return
         transport, leg = await self.ua.open_leg()
@@ -574,15 +466,19 @@ class SipP2pBridge:
         if state is not CallState.ANSWERED:
             status, reason = _REFUSAL.get(state, (480, "Temporarily Unavailable"))
             self.ua.refuse(effect, status, reason, tag)
-            self.calls.sinks.pop(call_id, None)
+            track = self.calls.forget(call_id)
+            if track is not None:
+                track.stop()
             self._digit_queues.pop(call_id, None)
             self._legs.pop(call_id, None)
+            self._ended.pop(call_id, None)
             leg.close()
             self._event(call_id, "peer-refused", str(status))
+            self._refused(f"peer-{state.value}")
             return
         phone = self.ua.accept(effect, transport, tag)
         self._event(call_id, "peer-answered", "PCMU")
-        await self._carry(call_id, phone, leg, queue_track)
+        await self._carry(call_id, phone, leg, queue_track, BridgeDirection.FROM_PHONE, peer)
 
     async def _tell_caller(self, call_id: bytes, caller: Uri) -> None:
         """A caller other than the hosted user: the peer hears who, and whether it is proven.
@@ -606,13 +502,19 @@ class SipP2pBridge:
         if leg is None or not leg.send_digit(digit, PT_DTMF):
             self.digits_dropped += 1
             return
+        self._totals["digits_to_phone"] += 1
         self._event(call_id, "digit-to-phone", digit)
 
     def _hold(self, call_id: bytes, held: bool) -> None:
         self._event(call_id, "hold" if held else "resume")
 
     def _digit(self, call_id: bytes, digit: DtmfDigit) -> None:
-        self.digits[call_id].append(digit)
+        self._totals["digits_from_phone"] += 1
+        kept = self.digits.get(call_id)
+        if kept is not None and len(kept) < MAX_DIGITS_PER_CALL:
+            kept.append(digit)
+        else:
+            self._totals["digits_unkept"] += 1
         self._event(call_id, "digit", digit.digit)
         queue = self._digit_queues.get(call_id)
         if queue is None or queue.full():
@@ -629,3 +531,19 @@ class SipP2pBridge:
                 await self.calls.send_dtmf(call_id, digit.digit, digit.duration_ms)
             except (CallStateError, KeyError, ValueError, OSError):
                 self.digits_dropped += 1  # the P2P call is ending or not yet answered
+
+
+def _key(item: tuple[tuple[BridgeDirection, BridgeMode], int]) -> tuple[str, str]:
+    (direction, mode), _ = item
+    return direction.value, mode.value
+
+
+def _ended_detail(summary: BridgedCallSummary) -> str:
+    """The ``ended`` event's numbers as ``key=value`` text (logs, older readers)."""
+    return (
+        f"received={summary.packets_from_phone} lost={summary.lost} "
+        f"jitter_ms={summary.jitter_ms:.1f} to_phone={summary.packets_to_phone} "
+        + "".join(f"dropped_{reason}={count} " for reason, count in summary.dropped)
+        + f"from_peer={summary.frames_from_peer} passthrough={summary.passthrough_frames} "
+        f"transcoded={summary.transcoded_frames}"
+    )

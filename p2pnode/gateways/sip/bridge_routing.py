@@ -30,6 +30,7 @@ bridge round a loop. A directory that does not answer in time raises
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -83,6 +84,8 @@ class ForeignCallGate:
         self.local_domain = local_domain.lower()
         self._tokens = policy.per_minute
         self._last: float | None = None
+        self.refusals: Counter[str] = Counter()  # by reason: foreign-off/-domain/-rate
+        self.admitted = 0  # foreign calls let through
 
     def admit(self, caller_domain: str, now: float) -> tuple[int, str] | None:
         """None to admit, else the SIP refusal (403 off / not allowed, 503 over the rate)."""
@@ -90,16 +93,20 @@ class ForeignCallGate:
         if domain == self.local_domain:
             return None  # our own (authenticated) accounts are not foreign
         if not self.policy.enabled:
+            self.refusals["foreign-off"] += 1
             return 403, "Forbidden"
         if self.policy.allow_domains and domain not in self.policy.allow_domains:
+            self.refusals["foreign-domain"] += 1
             return 403, "Forbidden"
         if self._last is not None:
             refill = (now - self._last) * self.policy.per_minute / 60
             self._tokens = min(self.policy.per_minute, self._tokens + refill)
         self._last = now
         if self._tokens < 1:
+            self.refusals["foreign-rate"] += 1
             return 503, "Service Unavailable"
         self._tokens -= 1
+        self.admitted += 1
         return None
 
 
