@@ -35,6 +35,7 @@ class SipRegistrationModel(_Model):
     source: str = pydantic.Field(description="HOST:PORT the device registered from")
     transport: str = pydantic.Field(description='"udp" or "stream" (TCP/TLS)')
     expires_in: int = pydantic.Field(description="seconds left")
+    user_agent: str = pydantic.Field("", description="the device's User-Agent, if it sent one")
 
 
 class SipStatusAnswer(_Model):
@@ -89,6 +90,7 @@ async def sip_status(ctx: ControlContext, request: web.Request) -> web.StreamRes
                 source=r.source,
                 transport=r.transport,
                 expires_in=r.expires_in,
+                user_agent=r.user_agent,
             )
             for r in status.registrations
         ],

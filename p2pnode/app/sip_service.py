@@ -47,6 +47,7 @@ class Registration:
     source: str  # HOST:PORT the REGISTER came from (the path back through a NAT)
     transport: str  # "udp" or "stream"
     expires_in: int
+    user_agent: str = ""  # the device's User-Agent header (printable, bounded)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class SipService:
                             source=_text(binding.source),
                             transport="stream" if binding.reliable else "udp",
                             expires_in=binding.remaining(now),
+                            user_agent=binding.user_agent,
                         )
                     )
         return SipStatus(self.statistics(), tuple(rows), truncated)

@@ -157,6 +157,26 @@ class AccountStore:
         self._db.commit()
         return account, password
 
+    def reset_password(
+        self, login: str, password: str | None, *, randbytes: Callable[[int], bytes]
+    ) -> str:
+        """Give ``login`` a new password (generated when None) and return it; the hosted
+        identity and limits stay. Devices still using the old one fail their next
+        challenge. ``AccountError`` for an unknown login or a short password."""
+        if password is None:
+            password = generate_password(randbytes)
+        elif len(password) < MIN_PASSWORD_LENGTH:
+            raise AccountError(f"password shorter than {MIN_PASSWORD_LENGTH} characters")
+        credentials = stored_credentials(login, self.realm, password)
+        cursor = self._db.execute(
+            "UPDATE sip_accounts SET ha1_md5 = ?, ha1_sha256 = ? WHERE login = ? AND realm = ?",
+            (credentials.ha1_md5, credentials.ha1_sha256, login, self.realm),
+        )
+        self._db.commit()
+        if cursor.rowcount == 0:
+            raise AccountError("no such account")
+        return password
+
     def remove(self, login: str) -> bool:
         cursor = self._db.execute("DELETE FROM sip_accounts WHERE login = ?", (login,))
         self._db.commit()

@@ -28,6 +28,7 @@ from p2pnode.gateways.sip.message import SipRequest, SipResponse, build_response
 from p2pnode.gateways.sip.transaction import Address
 
 __all__ = [
+    "MAX_USER_AGENT",
     "Binding",
     "RegisterOutcome",
     "Registrar",
@@ -58,6 +59,7 @@ class Binding:
     source: Address  # where the REGISTER came from: the path back to the device
     reliable: bool
     q: str | None = None
+    user_agent: str = ""  # the device's User-Agent, printable and cut to MAX_USER_AGENT
 
     def remaining(self, now: float) -> int:
         return max(0, int(self.expires_at - now + 0.5))
@@ -243,6 +245,7 @@ class Registrar:
                     source=source,
                     reliable=reliable,
                     q=contact.param("q"),
+                    user_agent=_shown_user_agent(request.header("User-Agent")),
                 )
             )
             if len(current) > config.max_contacts:
@@ -292,3 +295,13 @@ def _contact_expires(contact: NameAddress, header: int | None, default: int) -> 
     if not value.isascii() or not value.isdecimal() or len(value) > 10:
         return None
     return int(value)
+
+
+MAX_USER_AGENT = 128  # characters of a device's User-Agent kept for the owner to see
+
+
+def _shown_user_agent(value: str | None) -> str:
+    """A device's User-Agent as the account's owner may see it: printable, bounded."""
+    if not value:
+        return ""
+    return "".join(c if c.isprintable() else "?" for c in value[:MAX_USER_AGENT])

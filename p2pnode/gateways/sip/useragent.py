@@ -180,8 +180,10 @@ class SipUserAgent:
         *,
         host: str = "127.0.0.1",
         randbytes: Callable[[int], bytes] = os.urandom,
+        user_agent: str = "",
     ) -> None:
         self.login = login
+        self.user_agent = user_agent  # sent as User-Agent when set (none by default)
         self.password = password
         self.domain = domain
         self.server = server
@@ -253,6 +255,7 @@ class SipUserAgent:
             Header("Call-ID", call_id),
             Header("CSeq", f"{cseq} {method}"),
             Header("Contact", self.contact()),
+            *((Header("User-Agent", self.user_agent),) if self.user_agent else ()),
             *extra,
             Header("Content-Length", str(len(body))),
         )
