@@ -272,7 +272,7 @@ class HomeCore:
             self._allow.pop(self.home_key, None)
         else:
             self._allow[self.home_key] = frozenset(allow)
-            self.watches.keep_only(self.home_key, self._allow[self.home_key])
+            self._restrict(self.home_key, self._allow[self.home_key])
         if presence != self._own_presence:
             self._own_presence = presence
             self._notify(self.home_key, attached=True, presence=presence)
@@ -392,7 +392,7 @@ class HomeCore:
         else:
             allowed = frozenset(message.allow)
             self._allow[session.key] = allowed
-            self.watches.keep_only(session.key, allowed)
+            self._restrict(session.key, allowed)
         changed = message.presence != session.presence
         session.presence = message.presence
         self._send(SetAck(message.txid, Code.OK), source)
@@ -543,6 +543,16 @@ class HomeCore:
         else:
             self._counts["not_attached"] += 1
         self._send(SendResult(pending.txid, code), pending.sender)
+
+    def _restrict(self, target: bytes, allowed: frozenset[bytes]) -> None:
+        """Apply ``target``'s new allow-list: each watcher it drops hears "not attached"
+        now (else it would show the last presence until its watch is renewed)."""
+        for watcher in self.watches.watchers(target, self._now):
+            if watcher.key not in allowed:
+                self._notify_seq += 1
+                notify = Notify(target, False, b"", self._notify_seq, watcher.token)
+                self._out.append(Datagram(encode_message(notify), watcher.address))
+        self.watches.keep_only(target, allowed)
 
     def _notify(self, target: bytes, *, attached: bool, presence: bytes) -> None:
         watchers = self.watches.watchers(target, self._now)

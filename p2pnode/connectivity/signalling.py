@@ -53,8 +53,6 @@ from p2pnode.connectivity.contact import (
 )
 from p2pnode.connectivity.envelope import (
     ENVELOPE_ID_BYTES,
-    EnvelopeDecodeError,
-    open_envelope,
     seal_envelope,
 )
 from p2pnode.connectivity.homes import (
@@ -68,9 +66,8 @@ from p2pnode.connectivity.homes import (
     PresenceNotice,
     SendDone,
 )
-from p2pnode.connectivity.homewire import Code, Datagram, is_request
+from p2pnode.connectivity.homewire import Datagram, is_request
 from p2pnode.connectivity.link_signal import SignalDelivery
-from p2pnode.connectivity.replay import ReplayVerdict, ReplayWindow
 from p2pnode.connectivity.resolve import (
     CONTACT_CACHE,
     ContactCache,
@@ -82,6 +79,7 @@ from p2pnode.connectivity.resolve import (
     relay_home_finder,
 )
 from p2pnode.connectivity.signal_channel import SignalChannel, SignalChannels
+from p2pnode.connectivity.signal_inbox import SignalInbox
 from p2pnode.connectivity.signalling_events import (
     ContactPublished,
     HomeDown,
@@ -93,8 +91,8 @@ from p2pnode.connectivity.signalling_events import (
     SendReport,
     SignallingStatistics,
     address_text,
-    presence_report,
 )
+from p2pnode.connectivity.watched_presence import WatchedPresence
 from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity, peer_id_for, public_key_from_peer_id
 
@@ -175,17 +173,14 @@ class SignallingService:
         self._peer_config = peer_config or PeerConfig(wanted=0 if public else 2)
         self._home_config = home_config
         self.emit = emit or (lambda event: None)
-        self._x25519 = identity.x25519_private_key()
         self._transport: asyncio.DatagramTransport | None = None
         self._peer: PeerCore | None = None
         self._home: HomeCore | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._replay = ReplayWindow()
         self._channels = SignalChannels(self._send_on)
         self._sends: dict[int, asyncio.Future[SendDone]] = {}
         self._contacts = ContactCache(dht)
-        self._presence: dict[bytes, dict[Address, tuple[bool, bytes]]] = {}
-        self._reported: dict[bytes, PresenceChanged] = {}
+        self._watched = WatchedPresence()
         self._publish = asyncio.Event()
         self._want_homes = asyncio.Event()
         self._stop = asyncio.Event()
@@ -193,8 +188,9 @@ class SignallingService:
         self._seq = 0
         self._presence_payload = b""  # what our homes tell our watchers
         self._allow: tuple[bytes, ...] | None = None  # who may watch us (None: anyone)
-        self._counts = {"sent": 0, "unreachable": 0, "received": 0}
+        self._counts = {"sent": 0, "unreachable": 0}
         self.refused = DropCounter(logger, time.time)
+        self._inbox = SignalInbox(identity, self._channels, self.refused, time.time)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -278,7 +274,7 @@ class SignallingService:
             homes=len(peer.homes()) if peer is not None else 0,
             sent=self._counts["sent"],
             unreachable=self._counts["unreachable"],
-            received=self._counts["received"],
+            received=self._inbox.received,
             refused=tuple(sorted(self.refused.counts().items())),
             dropped=tuple(sorted(peer.drops.counts().items())) if peer is not None else (),
             home=self._home.statistics() if self._home is not None else None,
@@ -341,6 +337,7 @@ class SignallingService:
         """Only these keys may watch us (None: anyone); our homes enforce it."""
         self._allow = None if peers is None else tuple(peers)
         self._push_state()
+        self._publish.set()  # the public PRESENCE record follows (_publish_contact)
 
     async def watch(self, peer: bytes | str) -> bool:
         """Follow ``peer``'s presence (``PresenceChanged`` events); False without CONTACT."""
@@ -348,20 +345,19 @@ class SignallingService:
         contact = await self._contact(key, fresh=True)
         if contact is None or self._peer is None:
             return False
-        self._presence.setdefault(key, {})
+        self._watched.follow(key)
         self._transmit(self._peer.watch(key, contact.homes, time.time()))
         return True
 
     def unwatch(self, peer: bytes | str) -> None:
         key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
-        self._presence.pop(key, None)
-        self._reported.pop(key, None)
+        self._watched.forget(key)
         if self._peer is not None:
             self._peer.unwatch(key)
 
     def presence_of(self, peer: bytes | str) -> PresenceChanged | None:
         key = public_key_from_peer_id(peer) if isinstance(peer, str) else peer
-        return self._reported.get(key)
+        return self._watched.report(key)
 
     # -- internals: sending ------------------------------------------------------
 
@@ -447,7 +443,7 @@ class SignallingService:
         if self._home is not None:
             for home_event in self._home.drain_events():
                 if isinstance(home_event, LocalDelivery):
-                    self._accept(home_event.envelope)
+                    self._inbox.accept(home_event.envelope)
                 elif isinstance(home_event, PeerAttached):
                     self.emit(
                         PeerAttachedHere(
@@ -464,7 +460,7 @@ class SignallingService:
     def _on_peer_event(self, event: object) -> None:
         match event:
             case Delivered():
-                self._accept(event.envelope)
+                self._inbox.accept(event.envelope)
             case SendDone():
                 future = self._sends.get(event.handle)
                 if future is not None and not future.done():
@@ -474,7 +470,9 @@ class SignallingService:
             case NeedCandidates():
                 self._want_homes.set()
             case PresenceNotice():
-                self._on_presence(event)
+                report = self._watched.notice(event)
+                if report is not None:
+                    self.emit(report)
             case HomeAttached():
                 home = event.home
                 self.emit(
@@ -493,39 +491,6 @@ class SignallingService:
                 )
             case _:
                 pass
-
-    def _accept(self, envelope: bytes) -> None:
-        try:
-            opened = open_envelope(envelope, self.identity, self._x25519)
-        except EnvelopeDecodeError as error:
-            self.refused.drop("envelope", str(error))
-            return
-        verdict = self._replay.check(
-            opened.sender, opened.envelope_id, opened.timestamp_ms / 1000, time.time()
-        )
-        if verdict is not ReplayVerdict.FRESH:
-            self.refused.drop(f"envelope {verdict.value}")
-            return
-        channel = self._channels.get(opened.channel)
-        if channel is None:
-            self.refused.drop("envelope for a channel nobody opened")
-            return
-        try:
-            channel.inbox.put_nowait(SignalDelivery(peer_id_for(opened.sender), opened.payload))
-        except asyncio.QueueFull:
-            self.refused.drop("inbox full")
-            return
-        self._counts["received"] += 1
-
-    def _on_presence(self, notice: PresenceNotice) -> None:
-        homes = self._presence.get(notice.target)
-        if homes is None:
-            return
-        homes[notice.home] = (notice.code is Code.OK and notice.attached, notice.presence)
-        report = presence_report(peer_id_for(notice.target), homes.values())
-        if self._reported.get(notice.target) != report:
-            self._reported[notice.target] = report
-            self.emit(report)
 
     # -- the runner: CONTACT publishing, home search, re-watching ----------------
 
@@ -558,9 +523,10 @@ class SignallingService:
         contact = Contact(homes, self._nat, self._device, self._capabilities)
         self._seq = max(self._seq + 1, int(time.time() * 1000))
         try:
-            result = await publish_contact(
-                self.dht, self.identity, contact, self._presence_payload, self._seq
-            )
+            # Watchers restricted (allow-list): the DHT, which anyone reads, says offline.
+            hidden = encode_presence(Presence(PresenceStatus.OFFLINE, "", int(time.time())))
+            public = self._presence_payload if self._allow is None else hidden
+            result = await publish_contact(self.dht, self.identity, contact, public, self._seq)
         except Exception as error:  # the DHT's failure is logged, the next change retries
             logger.warning("publishing our CONTACT failed: %s", error)
             return
@@ -596,13 +562,13 @@ class SignallingService:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._stop.wait()
-            for key in list(self._presence):
-                report = self._reported.get(key)
+            for key in self._watched.watched():
+                report = self._watched.report(key)
                 if report is not None and report.online:
                     continue
                 cached = self._contacts.cached(key)
                 contact = await self._contact(key, fresh=True)
-                if contact is None or self._peer is None or key not in self._presence:
+                if contact is None or self._peer is None or not self._watched.following(key):
                     continue
                 if cached is None or cached.homes != contact.homes:
                     self._transmit(self._peer.watch(key, contact.homes, time.time()))
