@@ -96,7 +96,7 @@ async def finished(process: asyncio.subprocess.Process) -> tuple[int, str]:
     return process.returncode, errors.decode(errors="replace")[-800:]
 
 
-async def scenario(binary: str, tmp_path: Path) -> str:
+async def scenario(binary: str, tmp_path: Path) -> None:
     store = AccountStore(tmp_path / "node.sqlite", DOMAIN)
     _, pbx_password = store.add("pbx", None, randbytes=os.urandom)
     _, bridge_password = store.add("p2p", None, randbytes=os.urandom)
@@ -159,9 +159,6 @@ async def scenario(binary: str, tmp_path: Path) -> str:
             await pbx.wait()
         await bridge_ua.close()
         await gateway.stop()
-    traces = list(tmp_path.glob("pbx_did_uas_*_messages.log"))
-    assert len(traces) == 1, traces
-    return traces[0].read_text(errors="replace")
 
 
 def gateway_now(gateway: SipGateway) -> float:
@@ -172,7 +169,10 @@ def gateway_now(gateway: SipGateway) -> float:
 def test_p2p_peer_reaches_a_registration_trunk_pbx_with_its_did_in_to(tmp_path: Path) -> None:
     binary = require_tool("sipp", "sip-tester")
     with loopback_ice():
-        trace = asyncio.run(scenario(binary, tmp_path))
+        asyncio.run(scenario(binary, tmp_path))
+    traces = list(tmp_path.glob("pbx_did_uas_*_messages.log"))
+    assert len(traces) == 1, traces
+    trace = traces[0].read_text(errors="replace")
     invite = trace[trace.index("INVITE sip:") :]
     assert re.search(r"^To: <sip:4930777@gw\.test>", invite, re.MULTILINE), invite[:600]
     samples, rate = read_wav(tmp_path / "peer.wav")
