@@ -51,7 +51,7 @@ from p2pnode.app.web.backup import (
     seal_backup,
 )
 from p2pnode.app.web.sessions import SessionsStatistics, SessionTable
-from p2pnode.app.web.sip_accounts import add_account, list_accounts
+from p2pnode.app.web.sip_accounts import add_account, list_accounts, reset_password
 from p2pnode.app.web_config import WEB_FILE, WebSection
 from p2pnode.directory.names import LoginError, normalise_login
 from p2pnode.gateways.sip.accounts import AccountError
@@ -340,6 +340,15 @@ def build_web_app(
             raise _AppError(400, "account refused", str(error)) from None
         return web.json_response(dataclasses.asdict(added))
 
+    async def sip_reset(request: web.Request) -> web.Response:
+        try:
+            made = await asyncio.to_thread(
+                reset_password, backend.home, request.match_info["login"]
+            )
+        except AccountError as error:
+            raise _AppError(404, "no such account", str(error)) from None
+        return web.json_response(dataclasses.asdict(made))
+
     async def http() -> aiohttp.ClientSession:
         if not client:
             client.append(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROXY_TIMEOUT)))
@@ -417,6 +426,7 @@ def build_web_app(
     app.router.add_post("/app/identity/import", import_identity)
     app.router.add_get("/app/sip", sip_list)
     app.router.add_post("/app/sip/accounts", sip_add)
+    app.router.add_post("/app/sip/accounts/{login}/password", sip_reset)
     app.router.add_get("/api/events", events)
     app.router.add_route("*", "/api/{tail:.*}", proxy)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)

@@ -4,8 +4,10 @@ Why here and not in the control API: the accounts live in ``<home>/sip-accounts.
 (``p2pnode sip account add`` writes it; the gateway reads it), not in the
 running node, and a new account's password is shown exactly once, to the
 person at the app. Only digest hashes are stored, so an existing account's
-password cannot be shown again: the view says to add a new one instead.
-Registered devices live in a running gateway's registrar, which no API exposes yet.
+password cannot be shown again: a reset makes a new one (shown once), and the
+devices still holding the old one fail their next challenge. Registered devices
+live in the running gateway's registrar: the page reads them from the control
+API's ``/api/sip``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from pathlib import Path
 from p2pnode.gateways.sip.accounts import AccountError, AccountStore
 from p2pnode.gateways.sip.hosted import identity_of
 
-__all__ = ["ACCOUNTS_FILE", "NewAccount", "SipAccountView", "add_account", "list_accounts"]
+__all__ = [
+    "ACCOUNTS_FILE",
+    "NewAccount",
+    "SipAccountView",
+    "add_account",
+    "list_accounts",
+    "reset_password",
+]
 
 ACCOUNTS_FILE = "sip-accounts.sqlite"  # the same file as ``p2pnode sip account``
 
@@ -67,4 +76,19 @@ def add_account(home: Path, login: str, domain: str | None) -> NewAccount:
         account, password = store.add(login, None, randbytes=os.urandom)
     finally:
         store.close()
+    return NewAccount(account.login, password, account.realm, identity_of(account).peer_id)
+
+
+def reset_password(home: Path, login: str) -> NewAccount:
+    """A new generated password for ``login`` (shown once); ``AccountError`` says why not."""
+    path = home / ACCOUNTS_FILE
+    if not path.exists():
+        raise AccountError("no such account")
+    store = AccountStore.open(path, None)
+    try:
+        password = store.reset_password(login, None, randbytes=os.urandom)
+        account = store.get(login)
+    finally:
+        store.close()
+    assert account is not None
     return NewAccount(account.login, password, account.realm, identity_of(account).peer_id)
