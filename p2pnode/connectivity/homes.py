@@ -1,6 +1,7 @@
 """The peer side of the home protocol (sans-IO): two homes kept, envelopes sent, watches held.
 
-A node behind NAT keeps ``wanted`` (two) home supernodes. Each home slot is a
+A node behind NAT keeps ``wanted`` (two) home supernodes. What this core reports
+(its events) and its configuration are :mod:`homes_events`'s, re-exported here. Each home slot is a
 small state machine written as a table (``homeslot.py``); an undefined (state,
 input) pair raises ``TransitionError``, which the datagram boundary counts as a
 drop.
@@ -32,6 +33,17 @@ from dataclasses import dataclass, field
 from nat.drops import DropCounter
 from p2pnode.connectivity.attach import attach_signed_bytes, watch_signed_bytes
 from p2pnode.connectivity.contact import HomeEntry
+from p2pnode.connectivity.homes_events import (
+    Delivered,
+    HomeAttached,
+    HomeLost,
+    HomesChanged,
+    NeedCandidates,
+    PeerConfig,
+    PeerEvent,
+    PresenceNotice,
+    SendDone,
+)
 from p2pnode.connectivity.homeslot import (
     DEFAULT_KEEPALIVE,
     MIN_KEEPALIVE,
@@ -96,69 +108,6 @@ SET_RETRIES = 4  # quick resends of an unacknowledged SET before it rides on kee
 Address = tuple[str, int]
 Random = Callable[[int], bytes]
 Sign = Callable[[bytes], bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerConfig:
-    wanted: int = 2
-    keepalive: float = DEFAULT_KEEPALIVE
-    keepalive_timeout: float = 3.0  # silence after a keepalive before the home is lost
-    attach_timeout: float = 3.0
-    retransmit: float = 0.5
-    send_timeout: float = 2.5  # per home: its delivery timeout (1.5 s) plus round trips
-    failure_backoff: float = 60.0
-    watch_refresh: float = 20.0
-
-
-@dataclass(frozen=True, slots=True)
-class HomeAttached:
-    home: HomeEntry
-    observed: Address  # our address as the home sees it (our NAT's mapping)
-    keepalive: float
-
-
-@dataclass(frozen=True, slots=True)
-class HomeLost:
-    home: HomeEntry
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class HomesChanged:
-    homes: tuple[HomeEntry, ...]  # attached now, in slot order
-
-
-@dataclass(frozen=True, slots=True)
-class NeedCandidates:
-    """Fewer usable candidates than slots to fill: find more supernodes."""
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    envelope: bytes
-    home: HomeEntry
-
-
-@dataclass(frozen=True, slots=True)
-class SendDone:
-    handle: int
-    delivered: bool
-    via: Address | None
-    attempts: tuple[tuple[Address, str], ...]  # (home, outcome) in order tried
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceNotice:
-    target: bytes
-    home: Address
-    code: Code
-    attached: bool
-    presence: bytes
-
-
-PeerEvent = (
-    HomeAttached | HomeLost | HomesChanged | NeedCandidates | Delivered | SendDone | PresenceNotice
-)
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ peer we do not watch are ignored.
 
 from __future__ import annotations
 
-from p2pnode.connectivity.homes import PresenceNotice
+from p2pnode.connectivity.homes_events import PresenceNotice
 from p2pnode.connectivity.homewire import Code
 from p2pnode.connectivity.signalling_events import PresenceChanged, presence_report
 from p2pnode.identity import peer_id_for

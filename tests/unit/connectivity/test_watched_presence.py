@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from p2pnode.connectivity.contact import Presence, PresenceStatus, encode_presence
-from p2pnode.connectivity.homes import PresenceNotice
+from p2pnode.connectivity.homes_events import PresenceNotice
 from p2pnode.connectivity.homewire import Code
 from p2pnode.connectivity.watched_presence import WatchedPresence
 
