@@ -134,6 +134,7 @@ class MessageModel(_Model):
     text: str
     sent_at_ms: int
     chain_ok: bool
+    request: bool = pydantic.Field(False, description="from a stranger (a contact request)")
 
 
 class MessagesAnswer(_Model):
@@ -335,7 +336,7 @@ def _chat(app: PeerApp) -> ChatService:
     return service
 
 
-def _message(row: MessageRow) -> MessageModel:
+def _message(row: MessageRow, request: bool = False) -> MessageModel:
     return MessageModel(
         message_id=row.message_id.hex(),
         peer_id=peer_id_for(row.peer),
@@ -344,6 +345,7 @@ def _message(row: MessageRow) -> MessageModel:
         text=row.text,
         sent_at_ms=row.sent_at_ms,
         chain_ok=row.chain_ok,
+        request=request,
     )
 
 
@@ -386,7 +388,8 @@ async def message_status(app: PeerApp, request: web.Request) -> web.Response:
 
 async def inbox(app: PeerApp, request: web.Request) -> web.Response:
     chat = _chat(app)
-    return _json(MessagesAnswer(messages=[_message(row) for row in chat.inbox]))
+    messages = [_message(entry.message, entry.request) for entry in chat.inbox]
+    return _json(MessagesAnswer(messages=messages))
 
 
 async def mark_read(app: PeerApp, request: web.Request) -> web.Response:
@@ -563,7 +566,7 @@ PEER_ROUTES: tuple[
      MessagesAnswer, None, None),
     ("GET", "/api/history/{peer}", _guarded(history), "one conversation, oldest first",
      MessagesAnswer, None, HistoryQuery),
-    ("POST", "/api/read", _guarded(mark_read), "tell the sender these were read",
+    ("POST", "/api/read", _guarded(mark_read), "mark read here, tell the sender (once each)",
      ReadAnswer, ReadRequest, None),
     ("POST", "/api/calls", _guarded(call_place), "place a call (tone, WAV or silence)",
      CallModel, CallRequest, None),

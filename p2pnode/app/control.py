@@ -32,6 +32,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from nat.logsafe import RefusalLog
 from p2pnode import __version__
+from p2pnode.app.api_contacts import CONTACT_ROUTES
 from p2pnode.app.api_models import (
     ApiError,
     NameAnswer,
@@ -367,6 +368,7 @@ ROUTES = (
     Route("GET", "/api/relay", relay_state, "the supernode role and relay counters", None),
     Route("GET", "/api/events", events, "WebSocket: service states, role changes", None),
     *(Route(*spec) for spec in PEER_ROUTES),  # reach: ping, presence, contacts (api_peer.py)
+    *(Route(*spec) for spec in CONTACT_ROUTES),  # requests, settings, unread (api_contacts.py)
     *(Route(*spec) for spec in SIP_ROUTES),  # the SIP gateway (api_sip.py)
 )  # fmt: skip
 

@@ -127,6 +127,7 @@ class CallsNodeService:
         self.notes: dict[bytes, CallNotes] = {}  # the calls of ``last`` only
         self._channel: SignalChannel | None = None
         self._numbers = itertools.count(1)
+        self.blocked_dropped = 0  # call signals from declined peers
 
     def _answer_media(self) -> CallMedia:
         record = None
@@ -144,7 +145,7 @@ class CallsNodeService:
         config = CallConfig(
             paths=(MediaPath.from_plan(link.ice),),
             auto_answer=self.section.auto_answer,
-            non_contacts=NonContactPolicy(self.section.non_contacts),
+            non_contacts=self.peer.call_policy(NonContactPolicy(self.section.non_contacts)),
         )
         channel = self._channel
         self.calls = BrowserCallService(
@@ -154,6 +155,7 @@ class CallsNodeService:
             is_contact=lambda peer: peer in self._contact_ids(),
             answer_media=self._answer_media,
         )
+        self.calls.announce = self.emit  # re-offers waiting for the page
         await self.calls.__aenter__()
 
     def _contact_ids(self) -> set[str]:
@@ -166,11 +168,16 @@ class CallsNodeService:
             tasks.create_task(self._updates(calls))
             while True:
                 delivery = await channel.receive()
+                if self.peer.book.is_blocked(delivery.sender):  # declined: never rings
+                    self.blocked_dropped += 1
+                    continue
                 await calls.handle_signal(delivery.sender, delivery.payload)
 
     async def _updates(self, calls: BrowserCallService) -> None:
         while True:
             update = await calls.wait_update()
+            if update.direction is CallDirection.INCOMING and update.call_id not in self.last:
+                self.peer.screen(update.peer, known=False, call=True)  # a stranger: a request
             self.last[update.call_id] = update
             self.last.move_to_end(update.call_id)
             self.notes[update.call_id] = _noted(self.notes.get(update.call_id, CallNotes()), update)

@@ -11,6 +11,13 @@ back); then it runs the outbox pump and reads the chat channel.
 Why the inbox is a bounded in-memory list: the store keeps every message per
 conversation (``history``); the inbox is what arrived since the node started,
 which is what ``p2pnode inbox`` shows (``MAX_INBOX`` newest).
+
+Strangers (``peer_contacts``): the peer app screens every shown message; a
+stranger's is kept in the inbox flagged as a request (the app shows no
+conversation for it until accepted), a blocked peer's is neither kept nor
+announced, and its online envelopes are dropped before decryption. Unread counts
+come from the store (``read_here``), so a reloaded page or a restarted node
+shows the same badges. Gaps are announced by peer id (``ConversationGap``).
 """
 
 from __future__ import annotations
@@ -23,13 +30,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from p2pnode.app.config import NodeConfig, hostport
 from p2pnode.app.peer_config import ChatSection, MailboxSection
+from p2pnode.app.peer_contacts import Screening
 from p2pnode.app.service import Service
 from p2pnode.app.services import DhtService
 from p2pnode.connectivity.signalling import SignalChannel, SignallingService
-from p2pnode.identity import Identity, public_key_from_peer_id
+from p2pnode.identity import Identity, peer_id_for, public_key_from_peer_id
 from p2pnode.records import RecordKind, SignedRecord, record_key
 from p2pnode.sessions.chat import MessageStatus
 from p2pnode.sessions.chat_signal import ChatSignalRefusedError, chat_envelope, online_sender
@@ -38,6 +47,7 @@ from p2pnode.sessions.mailbox import MailboxCore
 from p2pnode.sessions.mailbox_list import MAILBOX_LIST_SUBJECT, MailboxEntry, mailboxes_from_record
 from p2pnode.sessions.mailbox_service import MailboxServer
 from p2pnode.sessions.messaging import (
+    GapDetected,
     MessageShown,
     MessagingConfig,
     MessagingEvent,
@@ -53,8 +63,11 @@ __all__ = [
     "MAILBOX_DB",
     "MAX_INBOX",
     "ChatService",
+    "ConversationGap",
+    "InboxEntry",
     "MailboxServerService",
     "MailboxServerStatistics",
+    "Screen",
     "add_chat_services",
     "parse_mailbox",
 ]
@@ -73,6 +86,29 @@ def parse_mailbox(text: str) -> MailboxEntry:
     peer_id, _, address = text.partition("@")
     host, port = hostport(address)
     return MailboxEntry(public_key_from_peer_id(peer_id), host, port)
+
+
+@dataclass(frozen=True)
+class ConversationGap:
+    """Event: messages from ``peer_id`` are held until the missing ones arrive."""
+
+    peer_id: str
+    expected_seq: int
+    held_seq: int
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    message: MessageRow
+    request: bool  # from a stranger: no conversation shown until accepted
+
+
+class Screen(Protocol):
+    def __call__(self, peer_id: str, *, known: bool, text: str | None = None) -> Screening: ...
+
+
+def _show_all(peer_id: str, *, known: bool, text: str | None = None) -> Screening:
+    return Screening.SHOW
 
 
 @dataclass(frozen=True)
@@ -141,14 +177,28 @@ class ChatService:
         self.section = section
         self.emit = emit
         self.messaging: MessagingService | None = None
-        self.inbox: collections.deque[MessageRow] = collections.deque(maxlen=MAX_INBOX)
+        self.inbox: collections.deque[InboxEntry] = collections.deque(maxlen=MAX_INBOX)
         self._channel: SignalChannel | None = None
         self.refused = 0
+        self.blocked_dropped = 0
         self.attached = asyncio.Event()
+        self.screen: Screen = _show_all  # the peer app's, once added
+        self.blocked: Callable[[str], bool] = lambda peer_id: False
 
     def _on_event(self, event: MessagingEvent) -> None:
         if isinstance(event, MessageShown):
-            self.inbox.append(event.message)
+            peer_id = peer_id_for(event.message.peer)
+            screening = self.screen(peer_id, known=not event.request, text=event.message.text)
+            if screening is Screening.BLOCKED:
+                self.blocked_dropped += 1
+                return
+            self.inbox.append(InboxEntry(event.message, screening is Screening.REQUEST))
+        elif isinstance(event, GapDetected):
+            peer_id = peer_id_for(event.peer)
+            if self.blocked(peer_id):
+                return
+            self.emit(ConversationGap(peer_id, event.expected_seq, event.held_seq))
+            return
         self.emit(event)
 
     async def _bundle(self, peer: bytes) -> PrekeyBundle | None:
@@ -220,8 +270,12 @@ class ChatService:
                 except ChatSignalRefusedError:
                     self.refused += 1
                     continue
-                if envelope is not None:
-                    await messaging.deliver_online(envelope)
+                if envelope is None:
+                    continue
+                if self.blocked(delivery.sender):  # declined: not even decrypted
+                    self.blocked_dropped += 1
+                    continue
+                await messaging.deliver_online(envelope)
 
     async def stop(self) -> None:
         self.attached.clear()
@@ -252,6 +306,9 @@ class ChatService:
     def history(self, peer: bytes, limit: int) -> list[MessageRow]:
         return self._service().core.store.history(peer, limit=limit)
 
+    def unread(self) -> dict[bytes, int]:
+        return self._service().core.unread()
+
 
 def add_chat_services(
     home: Path,
@@ -261,7 +318,7 @@ def add_chat_services(
     signalling: SignallingService | None,
     add: Callable[[Service], None],
     emit: Callable[[object], None],
-) -> None:
+) -> ChatService | None:
     """The mailbox server (``[mailbox] serve``) and the chat service (``[chat] enabled``,
     which needs the signalling of ``[presence]``)."""
     mailbox = config.mailbox
@@ -273,4 +330,7 @@ def add_chat_services(
     if chat.enabled:
         if signalling is None:
             raise ValueError("[chat] needs [presence] enabled (the online path)")
-        add(ChatService(home, identity, dht, signalling, chat, emit=emit))
+        service = ChatService(home, identity, dht, signalling, chat, emit=emit)
+        add(service)
+        return service
+    return None

@@ -20,9 +20,10 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from p2pnode.app.config import NodeConfig, hostport
@@ -30,10 +31,17 @@ from p2pnode.app.node import Node
 from p2pnode.app.peer_calls import CallsNodeService
 from p2pnode.app.peer_chat import add_chat_services
 from p2pnode.app.peer_config import CallsSection, PresenceSection
+from p2pnode.app.peer_contacts import (
+    ContactRequested,
+    PresenceVisibility,
+    RequestBook,
+    Screening,
+)
 from p2pnode.app.services import DhtService, RelaySearchService, directory_of
 from p2pnode.connectivity.attach import HomeConfig
 from p2pnode.connectivity.contact import Capability, HomeEntry, NatVerdict, PresenceStatus
 from p2pnode.connectivity.homes import PeerConfig
+from p2pnode.connectivity.homewire import MAX_ALLOW
 from p2pnode.connectivity.ice_servers import IcePlan, ice_plan_for
 from p2pnode.connectivity.link_signal import (
     SignalDecodeError,
@@ -55,6 +63,7 @@ from p2pnode.directory.names import normalise_login
 from p2pnode.directory.trust import Unverified, Verified
 from p2pnode.identity import Identity, public_key_from_peer_id
 from p2pnode.records import RecordKind
+from p2pnode.sessions.call_config import NonContactPolicy
 
 __all__ = [
     "CONTACTS_FILE",
@@ -197,6 +206,7 @@ class PeerApp:
         self.emit = emit
         self.trusted = trusted
         self._contacts: dict[str, str] = {}
+        self.book = RequestBook(home)  # requests from strangers, blocks, reach settings
         self._links: SignalChannel | None = None
         self._answered: set[asyncio.Task[None]] = set()
         self._dials: dict[str, _DialTransport] = {}
@@ -209,7 +219,9 @@ class PeerApp:
     async def start(self) -> None:
         self._stop = asyncio.Event()
         self._contacts = self._load()
+        self.book.load()
         self.signalling.set_presence(self.status, self.note)
+        self.apply_settings()
         if self._links is None:  # a channel is opened once per signalling service
             self._links = self.signalling.channel("link")
 
@@ -294,6 +306,8 @@ class PeerApp:
             raise ValueError(f"at most {MAX_CONTACTS} contacts")
         self._contacts[name] = peer_id
         self._save()
+        self.book.take(peer_id)  # a pending request accepted; a block lifted
+        self.apply_settings()
         return await self.signalling.watch(peer_id)
 
     def remove_contact(self, name: str) -> bool:
@@ -303,7 +317,49 @@ class PeerApp:
         self._save()
         if peer_id not in self._contacts.values():
             self.signalling.unwatch(peer_id)
+        self.apply_settings()
         return True
+
+    # -- requests from strangers and reach settings (peer_contacts) ------------------------
+
+    def is_contact(self, peer_id: str) -> bool:
+        return peer_id in self._contacts.values()
+
+    def screen(
+        self, peer_id: str, *, known: bool, text: str | None = None, call: bool = False
+    ) -> Screening:
+        """A message or call from ``peer_id``: shown, noted as a request (announced on the
+        event stream), or dropped (blocked). Contacts are always known."""
+        screening, request = self.book.screen(
+            peer_id, time.time(), known=known or self.is_contact(peer_id), text=text, call=call
+        )
+        if request is not None:
+            self.emit(ContactRequested(peer_id, request.messages, request.calls, request.preview))
+        return screening
+
+    def call_policy(self, configured: NonContactPolicy) -> NonContactPolicy:
+        """Who may call: the person's setting, else the config's ``[calls] non_contacts``."""
+        return self.book.settings.who_may_call or configured
+
+    def apply_settings(self) -> None:
+        """Presence visibility to the homes (an allow-list of at most ``MAX_ALLOW`` keys:
+        beyond, the other contacts see us offline) and who may call to the call service."""
+        visibility = self.book.settings.presence_visibility
+        if visibility is PresenceVisibility.EVERYONE:
+            self.signalling.allow_watchers(None)
+        elif visibility is PresenceVisibility.NOBODY:
+            self.signalling.allow_watchers(())
+        else:
+            keys = sorted({public_key_from_peer_id(p) for p in self._contacts.values()})
+            if len(keys) > MAX_ALLOW:
+                logger.warning("presence visible to %d of %d contacts only", MAX_ALLOW, len(keys))
+            self.signalling.allow_watchers(keys[:MAX_ALLOW])
+        with contextlib.suppress(KeyError):
+            calls = self.node_services(CallsNodeService.name)
+            if isinstance(calls, CallsNodeService) and calls.calls is not None:
+                service = calls.calls
+                policy = self.call_policy(NonContactPolicy(calls.section.non_contacts))
+                service.config = replace(service.config, non_contacts=policy)
 
     async def resolve(self, text: str) -> str:
         """A peer id from a contact name, a peer id, or a login (directory: one verified
@@ -491,7 +547,9 @@ def add_peer_services(
     )
     node.add(app)
     app.node_services = node.service  # the control API reaches the chat service through us
-    add_chat_services(home, config, identity, dht, signalling, node.add, node.emit)
+    chat = add_chat_services(home, config, identity, dht, signalling, node.add, node.emit)
+    if chat is not None:  # strangers' messages become requests; blocked peers are dropped
+        chat.screen, chat.blocked = app.screen, app.book.is_blocked
     calls = config.calls
     assert isinstance(calls, CallsSection)
     if calls.enabled:
