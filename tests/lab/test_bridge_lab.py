@@ -15,6 +15,12 @@ Both recordings must hold the other side's tone (FFT), and PCMU must pass the
 bridge untouched. Then the reverse: a second baresip of alice (same NAT)
 dials ``bob``, the login the bridge stands for; the bridge calls the peer,
 which answers with 550 Hz; the phone's hang-up ends the P2P call.
+
+The transcoded variant shares the topology (one module-scoped lab, gateway
+and bridge): the bridge's calls service takes PCMU or opus, the peer offers
+or answers opus only, so the P2P leg is opus while the phone leg stays PCMU;
+both directions again, tones by FFT, the phone's audio counted as
+transcoded and never passed through.
 """
 
 from __future__ import annotations
@@ -22,13 +28,15 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.harness.audio import read_wav, spectrum
 from tests.harness.baresip import finished_recording, wait_registered, write_baresip_config
-from tests.harness.netns import Lab, NatType, read_line
+from tests.harness.netns import Host, Lab, NatType, read_line
 from tests.harness.tools import require_tool
 from tests.lab.conftest import require_lab_tools
 
@@ -57,13 +65,20 @@ def writer_sender(me, writer):
 BRIDGE = (
     _COMMON
     + """
-import os, tempfile
+import dataclasses, os, tempfile
 from pathlib import Path
 from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.bridge import BridgedCallService, BridgeUserAgent, SipP2pBridge
 from p2pnode.gateways.sip.digest import Algorithm
 from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
 from p2pnode.sessions.calls import CallConfig
+
+async def offer_lines(hosted):
+    # 'OFFER opus,PCMU' on stdin: the codecs, in order, of the calls the bridge places.
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        codecs = tuple(line.split()[1].split(","))
+        hosted.config = dataclasses.replace(hosted.config, audio_codecs=codecs)
+        print(json.dumps({"call": "", "what": "offering", "detail": ",".join(codecs)}), flush=True)
 
 async def main(host, home):
     store = AccountStore(Path(home) / "node.sqlite", "gw.test")
@@ -89,15 +104,18 @@ async def main(host, home):
         await writer_sender("alice-id", links["writer"])(peer, payload)
 
     server = await asyncio.start_server(serve, host, 0)
-    hosted = BridgedCallService("alice-id", CallConfig(audio_codecs=("PCMU",)), send)
+    # PCMU first (what the bridge offers when it dials); opus when the peer offers only that.
+    hosted = BridgedCallService("alice-id", CallConfig(audio_codecs=("PCMU", "opus")), send)
     async with hosted:
         bridge = SipP2pBridge(hosted, ua, "alice", peers={"bob": "peer-id"}.get)
         task = asyncio.ensure_future(bridge.run())
+        offers = asyncio.ensure_future(offer_lines(hosted))
         print("READY", f"{gateway.address[0]}:{gateway.address[1]}",
               server.sockets[0].getsockname()[1], alice_password, flush=True)
         while True:
             event = await bridge.events.get()
-            print(json.dumps({"what": event.what, "detail": event.detail}), flush=True)
+            print(json.dumps({"call": event.call_id.hex(), "what": event.what,
+                              "detail": event.detail}), flush=True)
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
@@ -111,10 +129,10 @@ from p2pnode.sessions.call import CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
 
-async def main(host, port, record, mode):
+async def main(host, port, record, mode, codec):
     reader, writer = await asyncio.open_connection(host, int(port))
     media = lambda: CallMedia(ToneSource(550.0), Path(record))
-    config = CallConfig(audio_codecs=("PCMU",), auto_answer=mode == "answer")
+    config = CallConfig(audio_codecs=(codec,), auto_answer=mode == "answer")
     peer = CallService("peer-id", config, writer_sender("peer-id", writer), answer_media=media)
     async with peer:
         pump = asyncio.ensure_future(read_frames(reader, peer.handle_signal))
@@ -126,7 +144,7 @@ async def main(host, port, record, mode):
             call_id = update.call_id
         await asyncio.wait_for(peer.wait_state(call_id, {CallState.ANSWERED}), 30)
         await asyncio.wait_for(peer.wait_first_frame(call_id), 30)
-        print("PATH", peer.path(call_id), flush=True)
+        print("PATH", peer.path(call_id), "CALL", call_id.hex(), flush=True)
         if mode == "dial":
             await asyncio.sleep(3.0)
             await peer.hangup(call_id)
@@ -159,9 +177,24 @@ def assert_tone(path: Path, expected_hz: float) -> None:
     assert found.dominance > 10, found
 
 
-def test_peer_behind_nat_calls_baresip_behind_nat_through_the_bridge() -> None:
+@dataclass(frozen=True)
+class Topology:
+    """One lab for the module: the gateway + bridge process and the two NATed hosts."""
+
+    home: Path
+    gw: Host
+    phone_host: Host
+    peer_host: Host
+    bridge: subprocess.Popen[str]
+    sip_server: str
+    signal_port: str
+    alice_password: str
+
+
+@pytest.fixture(scope="module")
+def topology() -> Iterator[Topology]:
     require_lab_tools()
-    baresip = require_tool("baresip")
+    require_tool("baresip")
     with tempfile.TemporaryDirectory() as tmp, Lab() as lab:
         home = Path(tmp)
         (home / "bridge.py").write_text(BRIDGE)
@@ -169,57 +202,113 @@ def test_peer_behind_nat_calls_baresip_behind_nat_through_the_bridge() -> None:
         gw = lab.public_host("gw")
         phone_host = lab.private_host("alice", NatType.PORT_RESTRICTED)
         peer_host = lab.private_host("peer", NatType.FULL_CONE)
-        bridge = gw.popen(gw.python(str(home / "bridge.py"), gw.addresses[0], str(home)))
+        bridge = gw.popen(
+            gw.python(str(home / "bridge.py"), gw.addresses[0], str(home)), stdin=subprocess.PIPE
+        )
         ready = read_line(bridge, 40).split()
         assert ready[:1] == ["READY"], ready
-        sip_server, signal_port, alice_password = ready[1], ready[2], ready[3]
-        records = baresip_config(
-            home / "baresip", phone_host.addresses[0], alice_password, sip_server, 5060
-        )
-        phone = phone_host.popen(
-            [baresip, "-f", str(home / "baresip"), "-t", "60"], stdin=subprocess.DEVNULL
-        )
-        wait_registered(phone)
-        peer = peer_host.popen(
-            peer_host.python(
-                str(home / "peer.py"),
-                gw.addresses[0],
-                signal_port,
-                str(home / "peer.wav"),
-                "dial",
-            )
-        )
-        lines = [read_line(peer, 60) for _ in range(3)]
-        assert lines[-1] == "DONE", lines
-        assert lines[1].startswith("PATH direct"), lines  # host/prflx pair through the NAT
-        events: list[dict[str, str]] = []
-        while not any(e.get("what") == "ended" for e in events):
-            events.append(json.loads(read_line(bridge, 20)))
-        assert_tone(home / "peer.wav", 440.0)  # the peer heard the phone across both NATs
-        assert_tone(finished_recording(records), 660.0)  # the phone heard the peer
-        ended = next(e for e in events if e["what"] == "ended")
-        counts = dict(item.split("=") for item in ended["detail"].split())
-        assert int(counts["passthrough"]) > 50 and int(counts["transcoded"]) == 0, ended
-        phone.terminate()
-        phone.communicate(timeout=10)
+        yield Topology(home, gw, phone_host, peer_host, bridge, ready[1], ready[2], ready[3])
 
-        # The reverse: a second baresip of alice dials bob, the P2P login; the peer answers.
-        back = baresip_config(
-            home / "baresip2", phone_host.addresses[0], alice_password, sip_server, 5062
+
+def bridge_event(topology: Topology, call: str, what: str) -> dict[str, str]:
+    """The bridge's next ``what`` event of ``call`` (events of earlier calls are skipped)."""
+    while True:
+        event: dict[str, str] = json.loads(read_line(topology.bridge, 20))
+        if event.get("call") == call and event.get("what") == what:
+            return event
+
+
+def offer_codecs(topology: Topology, codecs: str) -> None:
+    """The codecs (in order) the bridge offers when it dials a peer; the answer takes the first."""
+    assert topology.bridge.stdin is not None
+    topology.bridge.stdin.write(f"OFFER {codecs}\n")
+    topology.bridge.stdin.flush()
+    assert bridge_event(topology, "", "offering")["detail"] == codecs
+
+
+def call_id_of(path_line: str) -> str:
+    words = path_line.split()
+    assert words[:1] == ["PATH"] and "CALL" in words, path_line
+    return words[words.index("CALL") + 1]
+
+
+def counts_of(ended: dict[str, str]) -> dict[str, int]:
+    return {k: int(float(v)) for k, v in (item.split("=") for item in ended["detail"].split())}
+
+
+def peer_calls_phone(topology: Topology, name: str, port: int, codec: str) -> dict[str, int]:
+    """The peer dials alice (660 Hz), her baresip answers (440 Hz); both tones checked."""
+    home, baresip = topology.home, require_tool("baresip")
+    records = baresip_config(
+        home / name, topology.phone_host.addresses[0], topology.alice_password,
+        topology.sip_server, port,
+    )  # fmt: skip
+    phone = topology.phone_host.popen(
+        [baresip, "-f", str(home / name), "-t", "60"], stdin=subprocess.DEVNULL
+    )
+    wait_registered(phone)
+    peer = topology.peer_host.popen(
+        topology.peer_host.python(
+            str(home / "peer.py"), topology.gw.addresses[0], topology.signal_port,
+            str(home / f"{name}-peer.wav"), "dial", codec,
         )
-        answerer = peer_host.popen(
-            peer_host.python(
-                str(home / "peer.py"), gw.addresses[0], signal_port, str(home / "peer2.wav"),
-                "answer",
-            )
-        )  # fmt: skip
-        assert read_line(answerer, 30) == "CONNECTED"
-        caller = phone_host.popen(
-            [baresip, "-f", str(home / "baresip2"), "-t", "7", "-e", f"/dial sip:bob@{DOMAIN}"],
-            stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    lines = [read_line(peer, 60) for _ in range(3)]
+    assert lines[-1] == "DONE", lines
+    assert lines[1].startswith("PATH direct"), lines  # host/prflx pair through the NAT
+    ended = bridge_event(topology, call_id_of(lines[1]), "ended")
+    assert_tone(home / f"{name}-peer.wav", 440.0)  # the peer heard the phone across both NATs
+    assert_tone(finished_recording(records), 660.0)  # the phone heard the peer
+    phone.terminate()
+    phone.communicate(timeout=10)
+    return counts_of(ended)
+
+
+def phone_calls_peer(topology: Topology, name: str, port: int, codec: str) -> dict[str, int]:
+    """A baresip of alice dials bob; the peer answers (550 Hz); the phone's hang-up ends it."""
+    home, baresip = topology.home, require_tool("baresip")
+    records = baresip_config(
+        home / name, topology.phone_host.addresses[0], topology.alice_password,
+        topology.sip_server, port,
+    )  # fmt: skip
+    answerer = topology.peer_host.popen(
+        topology.peer_host.python(
+            str(home / "peer.py"), topology.gw.addresses[0], topology.signal_port,
+            str(home / f"{name}-peer.wav"), "answer", codec,
         )
-        lines = [read_line(answerer, 60) for _ in range(2)]
-        assert lines[-1] == "DONE", lines
-        caller.communicate(timeout=20)
-        assert_tone(home / "peer2.wav", 440.0)  # the peer heard the calling phone
-        assert_tone(finished_recording(back), 550.0)  # the phone heard the peer it dialled
+    )  # fmt: skip
+    assert read_line(answerer, 30) == "CONNECTED"
+    caller = topology.phone_host.popen(
+        [baresip, "-f", str(home / name), "-t", "7", "-e", f"/dial sip:bob@{DOMAIN}"],
+        stdin=subprocess.DEVNULL,
+    )
+    lines = [read_line(answerer, 60) for _ in range(2)]
+    assert lines[-1] == "DONE", lines
+    ended = bridge_event(topology, call_id_of(lines[0]), "ended")
+    caller.communicate(timeout=20)
+    assert_tone(home / f"{name}-peer.wav", 440.0)  # the peer heard the calling phone
+    assert_tone(finished_recording(records), 550.0)  # the phone heard the peer it dialled
+    return counts_of(ended)
+
+
+def test_peer_behind_nat_calls_baresip_behind_nat_through_the_bridge(
+    topology: Topology,
+) -> None:
+    counts = peer_calls_phone(topology, "baresip", 5060, "PCMU")
+    assert counts["passthrough"] > 50 and counts["transcoded"] == 0, counts
+    # The reverse: a second baresip of alice dials bob, the P2P login; the peer answers.
+    counts = phone_calls_peer(topology, "baresip2", 5062, "PCMU")
+    assert counts["passthrough"] > 50 and counts["transcoded"] == 0, counts
+
+
+def test_opus_p2p_leg_is_transcoded_to_the_pcmu_phone_across_nats_both_ways(
+    topology: Topology,
+) -> None:
+    counts = peer_calls_phone(topology, "baresip3", 5064, "opus")  # the peer offers opus only
+    assert counts["transcoded"] > 50 and counts["passthrough"] == 0, counts
+    offer_codecs(topology, "opus,PCMU")  # the bridge dials: opus first, the peer answers it
+    try:
+        counts = phone_calls_peer(topology, "baresip4", 5066, "opus")
+    finally:
+        offer_codecs(topology, "PCMU,opus")
+    assert counts["transcoded"] > 50 and counts["passthrough"] == 0, counts
