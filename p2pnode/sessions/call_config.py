@@ -12,7 +12,7 @@ from pathlib import Path
 
 from p2pnode.connectivity.ice_servers import IcePlan
 from p2pnode.sessions.call import CallDirection, CallState, CallTimers
-from p2pnode.sessions.media import AudioSource, SilenceSource
+from p2pnode.sessions.media import AudioSource, CallAudio, SilenceSource
 
 __all__ = [
     "CallConfig",
@@ -78,11 +78,17 @@ class CallConfig:
 
 @dataclass(frozen=True, slots=True)
 class CallMedia:
-    """What one side sends and where it keeps what it hears."""
+    """What one side sends and where it keeps what it hears.
+
+    ``audio``: a binding that carries the call's audio itself (a SIP bridge's
+    phone leg, see ``sessions.media.CallAudio``); ``source`` and ``record_to``
+    are then unused for audio.
+    """
 
     source: AudioSource = field(default_factory=SilenceSource)
     record_to: Path | None = None
     video: bool = False
+    audio: CallAudio | None = None
 
 
 @dataclass(frozen=True, slots=True)

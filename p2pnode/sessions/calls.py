@@ -191,7 +191,7 @@ class CallService:
         warm = None if session.media.video else self._take_warm("offer", session)
         if warm is not None and warm.offer_sdp is not None:
             session.leg = warm
-            warm.pc.getTransceivers()[0].sender.replaceTrack(SourceTrack(session.media.source))
+            warm.pc.getTransceivers()[0].sender.replaceTrack(self._audio_track(session))
             session.local_sdp = warm.offer_sdp
         else:
             session.leg = await self._new_leg(session, 0)
@@ -536,7 +536,7 @@ class CallService:
     async def _make_offer(self, session: _Session, leg: _Leg) -> str:
         transceiver = leg.pc.addTransceiver("audio", direction="sendrecv")
         self._prefer_codecs(transceiver)
-        transceiver.sender.replaceTrack(SourceTrack(session.media.source))
+        transceiver.sender.replaceTrack(self._audio_track(session))
         if session.media.video:
             leg.pc.addTransceiver(TestPatternTrack(), direction="sendrecv")
         self._tune(leg)
@@ -548,14 +548,26 @@ class CallService:
         assert session.remote_sdp is not None
         await leg.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "offer"))
         self._tune(leg)
-        leg.pc.addTrack(SourceTrack(session.media.source))
+        leg.pc.addTrack(self._audio_track(session))
         if session.media.video and any(t.kind == "video" for t in leg.pc.getTransceivers()):
             leg.pc.addTrack(TestPatternTrack())
         await leg.pc.setLocalDescription(await leg.pc.createAnswer())
         sdp: str = leg.pc.localDescription.sdp
         session.codec = _first_codec(sdp)
+        self._negotiated(session)
         leg.answered = True
         return sdp
+
+    @staticmethod
+    def _audio_track(session: _Session) -> MediaStreamTrack:
+        """What a new connection sends: the ``CallMedia.audio`` binding's track, else the source."""
+        audio = session.media.audio
+        return audio.track() if audio is not None else SourceTrack(session.media.source)
+
+    @staticmethod
+    def _negotiated(session: _Session) -> None:
+        if session.media.audio is not None:
+            session.media.audio.negotiated(session.codec)
 
     def _tune(self, leg: _Leg) -> None:
         """Register the leg's ICE agents with ice_tuning (fast check retransmission)."""
@@ -572,6 +584,7 @@ class CallService:
         assert session.remote_sdp is not None
         await leg.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "answer"))
         session.codec = _first_codec(session.remote_sdp)
+        self._negotiated(session)
         leg.answered = True
         leg.started = time.monotonic()
 
@@ -579,25 +592,37 @@ class CallService:
         if track.kind == "video":
             await session.video.consume(track)
             return
+        audio = session.media.audio
+        if audio is not None:  # the binding takes the audio (CallMedia.audio)
+            receiver = next(
+                (t.receiver for t in leg.pc.getTransceivers() if t.kind == "audio"), None
+            )
+            await audio.receive(track, receiver, lambda: self._heard(session, leg, None))
+            return
         while not session.call.ended:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if session.leg is not leg:
-                continue  # a superseded connection still draining
-            now = time.monotonic()
-            session.frames += 1
-            if session.first_frame_at is None:
-                session.first_frame_at = now
-                session.heard.set()
-                self._report(session, "first audio frame")
-            session.last_frame_at = now
-            leg.last_frame_at = now
-            if session.recorder is None and session.media.record_to is not None:
-                session.recorder = WavRecorder(session.media.record_to)
-            if session.recorder is not None and isinstance(frame, av.AudioFrame):
-                session.recorder.write_frame(frame, now)
+            self._heard(session, leg, frame)
+
+    def _heard(self, session: _Session, leg: _Leg, frame: object) -> bool:
+        """One frame (or packet) of audio arrived on ``leg``; False if ``leg`` is superseded."""
+        if session.leg is not leg or session.call.ended:
+            return False  # a superseded connection still draining
+        now = time.monotonic()
+        session.frames += 1
+        if session.first_frame_at is None:
+            session.first_frame_at = now
+            session.heard.set()
+            self._report(session, "first audio frame")
+        session.last_frame_at = now
+        leg.last_frame_at = now
+        if session.recorder is None and session.media.record_to is not None:
+            session.recorder = WavRecorder(session.media.record_to)
+        if session.recorder is not None and isinstance(frame, av.AudioFrame):
+            session.recorder.write_frame(frame, now)
+        return True
 
     async def _close_media(self, session: _Session) -> None:
         for leg in (session.leg, session.pending):
@@ -653,6 +678,7 @@ class CallService:
         assert pending is not None and session.remote_sdp is not None
         await pending.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "answer"))
         old, session.leg, session.pending = session.leg, pending, None
+        self._negotiated(session)
         pending.answered = True
         pending.started = time.monotonic()
         if old is not None:

@@ -21,6 +21,7 @@ import math
 import os
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +36,7 @@ __all__ = [
     "MAX_WAV_SECONDS",
     "SAMPLE_RATE",
     "AudioSource",
+    "CallAudio",
     "MediaDeviceError",
     "SilenceSource",
     "SourceTrack",
@@ -61,6 +63,36 @@ class AudioSource(Protocol):
     """A generator of 48 kHz mono s16 samples; ``read`` never blocks."""
 
     def read(self, count: int) -> Samples: ...
+
+
+class CallAudio(Protocol):
+    """Who carries a call's audio instead of the service's source track and recorder.
+
+    Why: a gateway bridging the call to something else (a SIP phone's RTP leg)
+    has its audio already encoded and must not pay for aiortc's decode and
+    re-encode per frame. With ``CallMedia(audio=...)`` the calls service still
+    owns signalling, connections and failover, and asks this object for:
+
+    * ``track()``: the track to send on each new connection (a fresh one per
+      connection: aiortc stops a track with its connection);
+    * ``negotiated(codec)``: that connection's audio codec once the answer is
+      known (``"audio/PCMU"``...), so G.711 can pass through untouched;
+    * ``receive(track, receiver, heard)``: the connection's incoming audio, for
+      as long as it lasts. ``receiver`` is aiortc's ``RTCRtpReceiver``, for a
+      binding that takes RTP payloads before aiortc's jitter buffer and
+      decoder. ``heard()`` must be called for every frame or packet of audio:
+      it keeps the call's frame counters, first-frame event and silence
+      failover true, and returns False while this connection is not the call's
+      current one (audio from a superseded connection is dropped).
+    """
+
+    def track(self) -> MediaStreamTrack: ...
+
+    def negotiated(self, codec: str | None) -> None: ...
+
+    async def receive(
+        self, track: MediaStreamTrack, receiver: object, heard: Callable[[], bool]
+    ) -> None: ...
 
 
 class SilenceSource:

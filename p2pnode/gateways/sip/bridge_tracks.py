@@ -1,18 +1,25 @@
-"""asyncio/aiortc adapters of the media bridge: the phone's RTP socket and the WebRTC tracks.
+"""asyncio/aiortc adapters of the media bridge: the phone's RTP socket and the WebRTC side.
 
 aiortc speaks only DTLS-SRTP, so the phone's plain RTP leg is our own UDP
-socket (:class:`PhoneRtpLeg`). Its datagrams feed a
+socket (:class:`PhoneRtpLeg`: one socket, one ``DatagramProtocol``, no task or
+coroutine per packet). Its datagrams feed a
 :class:`~p2pnode.gateways.sip.bridge_media.PhoneReceiver`; the WebRTC leg pulls
 from it through :class:`PhoneAudioTrack`, which hands aiortc the phone's G.711
 payload untouched as an ``av.Packet`` when both legs negotiated the same law
 (aiortc's ``PcmEncoder.pack`` sends it as is), and a decoded ``av.AudioFrame``
 otherwise (aiortc then encodes it, e.g. to opus).
 
-The other direction always arrives decoded (aiortc's receiver has no public
-hook for encoded frames): :meth:`PhoneRtpLeg.run` encodes each frame to the
-phone's law with aiortc's G.711 encoder (which resamples from opus' 48 kHz)
-and hands it to a :class:`~p2pnode.gateways.sip.bridge_media.PhoneSender`,
-which paces and rewrites it.
+The other direction, G.711 passthrough: :class:`PhoneCallAudio` (the calls
+service's ``CallMedia(audio=...)`` binding) takes the peer's RTP payloads of
+the phone's law at the connection's ``RTCRtpReceiver``, before aiortc's jitter
+buffer, decoder thread and track queue, and hands them to the phone leg's
+:class:`~p2pnode.gateways.sip.bridge_media.PhoneSender` (rewriting, pacing).
+Any other codec takes aiortc's decoding path and is re-encoded to the phone's
+law with aiortc's G.711 encoder (which resamples from opus' 48 kHz).
+
+Timers: one :class:`MediaClock` per event loop ticks every ``TICK`` seconds
+for every leg and track of every call (pacing to the phone, DTMF timeouts,
+the tracks' 20 ms frames), instead of one timer per call and direction.
 
 These classes only move bytes and re-arm timers; every decision lives in the
 sans-IO cores.
@@ -21,9 +28,11 @@ sans-IO cores.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
+import heapq
+import itertools
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -42,11 +51,15 @@ from p2pnode.gateways.sip.bridge_media import (
     MediaPath,
     PhoneReceiver,
     PhoneSender,
+    choose_media_path,
 )
 
 __all__ = [
     "G711_SILENCE",
+    "TICK",
+    "MediaClock",
     "PhoneAudioTrack",
+    "PhoneCallAudio",
     "PhoneRtpLeg",
     "TrackStatistics",
 ]
@@ -56,15 +69,91 @@ G711_SILENCE = {BridgeCodec.PCMU: 0xFF, BridgeCodec.PCMA: 0xD5}
 _G711_DECODER = {BridgeCodec.PCMU: "pcm_mulaw", BridgeCodec.PCMA: "pcm_alaw"}
 _PHONE_RATE = 8000
 _DEFAULT_SAMPLES = 160  # 20 ms at 8 kHz
+TICK = 0.01  # seconds between the media clock's ticks (a 20 ms frame is never > 5 ms late)
+_STALL = 0.2  # a track this far behind its schedule restarts it instead of bursting
+# RFC 3551 §6 static payload types: what the phone's law is called on any RTP leg.
+_STATIC_TYPE = {BridgeCodec.PCMU: 0, BridgeCodec.PCMA: 8}
 
 
 @dataclass(frozen=True, slots=True)
 class TrackStatistics:
-    """How the phone's audio crossed into WebRTC: untouched, decoded, or silence."""
+    """How audio crossed the bridge: untouched, decoded, or silence.
+
+    ``passthrough_frames``/``transcoded_frames``/``silence_frames``: phone ->
+    peer. ``peer_passthrough``: the peer's G.711 payloads taken at the RTP
+    receiver; ``peer_transcoded``: peer frames aiortc decoded and we re-encoded.
+    """
 
     passthrough_frames: int
     transcoded_frames: int
     silence_frames: int
+    peer_passthrough: int = 0
+    peer_transcoded: int = 0
+
+
+class MediaClock:
+    """One timer for every phone leg and track of an event loop.
+
+    Why: a call has two 20 ms streams; with a timer (or ``wait_for`` task) per
+    stream and call, the loop wakes 100 times per second per call at random
+    phases. The clock wakes every :data:`TICK` while anything is registered,
+    polls every leg (pacing, DTMF) and releases every track whose frame is due.
+    """
+
+    _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = TICK) -> None:
+        self._loop = loop
+        self._tick = tick
+        self._legs: dict[PhoneRtpLeg, None] = {}  # insertion-ordered set
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._handle: asyncio.TimerHandle | None = None
+        self._next = 0.0
+        self.ticks = 0
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> MediaClock:
+        """The clock shared by everything on ``loop``."""
+        clock = cls._clocks.get(loop)
+        if clock is None:
+            clock = cls._clocks[loop] = cls(loop)
+        return clock
+
+    def add(self, leg: PhoneRtpLeg) -> None:
+        self._legs[leg] = None
+        self._arm()
+
+    def discard(self, leg: PhoneRtpLeg) -> None:
+        self._legs.pop(leg, None)
+
+    def wait_until(self, when: float) -> asyncio.Future[None]:
+        """A future done at the first tick at or after ``when`` (minus half a tick)."""
+        future: asyncio.Future[None] = self._loop.create_future()
+        heapq.heappush(self._waiters, (when, next(self._order), future))
+        self._arm()
+        return future
+
+    def _arm(self) -> None:
+        if self._handle is None and (self._legs or self._waiters):
+            self._next = max(self._next + self._tick, self._loop.time())
+            self._handle = self._loop.call_at(self._next, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        self.ticks += 1
+        now = self._loop.time()
+        for leg in list(self._legs):
+            leg.tick(now)
+        due = now + self._tick / 2
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= due:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():  # a cancelled recv() leaves its future behind
+                future.set_result(None)
+        self._arm()
 
 
 class PhoneAudioTrack(MediaStreamTrack):
@@ -107,12 +196,12 @@ class PhoneAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         loop = asyncio.get_running_loop()
-        if self._next_at is None:
-            self._next_at = loop.time()
-        wait = self._next_at - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
         now = loop.time()
+        if self._next_at is None:
+            self._next_at = now
+        if self._next_at > now:
+            await MediaClock.of(loop).wait_until(self._next_at)
+            now = loop.time()
         slot = self._receiver.pop(now)
         payload: bytes
         if isinstance(slot, Audio) and slot.payload:
@@ -125,7 +214,7 @@ class PhoneAudioTrack(MediaStreamTrack):
         pts = self._pts
         self._pts += len(payload)
         self._next_at += len(payload) / _PHONE_RATE
-        if now - self._next_at > 0.2:
+        if now - self._next_at > _STALL:
             self._next_at = now  # the loop stalled: do not burst to catch up
         if self._path.passthrough:
             self._passthrough += 1
@@ -159,7 +248,7 @@ class _RtpProtocol(asyncio.DatagramProtocol):
         self._leg = leg
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        self._leg.datagram_received(data, (str(addr[0]), int(str(addr[1]))))
+        self._leg.datagram_received(data, addr)
 
 
 class PhoneRtpLeg:
@@ -168,6 +257,10 @@ class PhoneRtpLeg:
     Symmetric RTP (RFC 4961): once the phone's first valid packet arrives we
     send to its source address, which gets through a NAT in front of the
     phone; until then we send where its SDP said.
+
+    Audio for the phone arrives encoded in its law (:meth:`from_peer`) and is
+    sent at once when its 20 ms slot is due; otherwise the shared
+    :class:`MediaClock` sends it at its slot (and times out DTMF events).
     """
 
     def __init__(
@@ -183,12 +276,14 @@ class PhoneRtpLeg:
             raise ValueError("the phone leg supports PCMU and PCMA")
         self.receiver = receiver
         self.sender = sender
+        self.codec = codec
         self._remote = remote
         self._latched = False
         self.on_digit = on_digit
         self._encoder = PcmuEncoder() if codec is BridgeCodec.PCMU else PcmaEncoder()
         self._transport: asyncio.DatagramTransport | None = None
-        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed: asyncio.Future[None] | None = None
         self.frames_from_peer = 0
         self.held = False  # the phone put us on hold: the peer's audio is not sent
 
@@ -206,85 +301,216 @@ class PhoneRtpLeg:
     def remote(self) -> tuple[str, int] | None:
         return self._remote
 
+    @property
+    def is_closed(self) -> bool:
+        return self._closed is not None and self._closed.done()
+
     async def open(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _RtpProtocol(self), local_addr=(host, port)
         )
         self._transport = transport
+        self._loop = loop
+        self._closed = loop.create_future()
+        MediaClock.of(loop).add(self)
         return self.local_address
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-        self._wake.set()
+        if self._loop is not None:
+            MediaClock.of(self._loop).discard(self)
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Until :meth:`close` (the call ended on either side)."""
+        assert self._closed is not None, "open() first"
+        await asyncio.shield(self._closed)
 
     def set_remote(self, remote: tuple[str, int]) -> None:
         """A re-INVITE moved the phone's media (resume from hold to a new port)."""
         self._remote = remote
         self._latched = False
 
-    def datagram_received(self, data: bytes, source: tuple[str, int]) -> None:
-        now = asyncio.get_running_loop().time()
-        before = self.receiver.accepted
-        digits = self.receiver.datagram(data, now)
-        if self.receiver.accepted > before and not self._latched:
-            self._remote = source  # RFC 4961 symmetric RTP: latch the source
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        assert self._loop is not None
+        receiver = self.receiver
+        before = receiver.accepted
+        digits = receiver.datagram(data, self._loop.time())
+        if not self._latched and receiver.accepted > before:
+            self._remote = (str(addr[0]), int(str(addr[1])))  # RFC 4961: latch the source
             self._latched = True
-        self._report(digits)
+        if digits:
+            self._report(digits)
 
     def _report(self, digits: list[DtmfDigit]) -> None:
         if self.on_digit is not None:
             for digit in digits:
                 self.on_digit(digit)
 
+    def from_peer(self, payload: bytes) -> None:
+        """One frame of the peer's audio, already in the phone's law: queue it, send if due."""
+        if self.held or self._loop is None or self.is_closed or not payload:
+            return
+        self.frames_from_peer += 1
+        now = self._loop.time()
+        self.sender.push(payload, now)
+        self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        transport, remote = self._transport, self._remote
+        for datagram in self.sender.poll(now):
+            if transport is not None and remote is not None:
+                transport.sendto(datagram, remote)
+
+    def tick(self, now: float) -> None:
+        """The media clock's tick: packets whose slot came, DTMF events that timed out."""
+        self._flush(now)
+        digits = self.receiver.poll(now)
+        if digits:
+            self._report(digits)
+
     def send_digit(self, digit: str, payload_type: int, duration_ms: int = 100) -> bool:
         """An RFC 4733 digit to the phone, paced with the audio; False if refused or on hold."""
-        if self.held:
+        if self.held or self._loop is None:
             return False
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         queued = self.sender.push_digit(digit, payload_type, now, duration_ms)
-        self._wake.set()
+        self._flush(now)
         return queued
 
+    def encode(self, frame: av.AudioFrame) -> list[bytes]:
+        """A decoded frame from the peer in the phone's law (20 ms payloads, resampled)."""
+        payloads, _ = self._encoder.encode(frame)
+        return payloads
+
     async def run(self, peer_track: MediaStreamTrack) -> None:
-        """Carry the peer's audio to the phone until the track ends or ``close``."""
+        """Carry the peer's decoded audio to the phone until the track ends or ``close``."""
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._pump(peer_track))
-            group.create_task(self._transmit())
+            pump = group.create_task(self._pump(peer_track))
+            await self.wait_closed()
+            pump.cancel()
 
     async def _pump(self, peer_track: MediaStreamTrack) -> None:
-        loop = asyncio.get_running_loop()
-        while self._transport is not None and not self._transport.is_closing():
+        while not self.is_closed:
             try:
                 frame = await peer_track.recv()
             except MediaStreamError:
                 break
-            if not isinstance(frame, av.AudioFrame):
-                continue
-            payloads, _ = self._encoder.encode(frame)
-            if self.held:
-                continue
-            for payload in payloads:
-                self.frames_from_peer += 1
-                self.sender.push(payload, loop.time())
-            self._wake.set()
+            if isinstance(frame, av.AudioFrame):
+                for payload in self.encode(frame):
+                    self.from_peer(payload)
         self.close()
 
-    async def _transmit(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._transport is not None and not self._transport.is_closing():
-            now = loop.time()
-            for datagram in self.sender.poll(now):
-                if self._remote is not None:
-                    self._transport.sendto(datagram, self._remote)
-            self._report(self.receiver.poll(now))
-            deadlines = [
-                d
-                for d in (self.sender.next_deadline(), self.receiver.next_deadline())
-                if d is not None
-            ]
-            self._wake.clear()
-            timeout = max(0.0, min(deadlines) - now) if deadlines else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+
+class _RtpTap:
+    """Takes the peer's RTP of the phone's law at aiortc's receiver, before its jitter buffer.
+
+    aiortc has no public hook for encoded audio: its DTLS transport awaits
+    ``receiver._handle_rtp_packet(packet, arrival_time_ms=...)`` for every
+    packet, so the tap shadows that method on the one receiver instance.
+    Packets of other payload types (opus) go on to aiortc's own handler.
+    """
+
+    def __init__(self, receiver: Any, audio: PhoneCallAudio, heard: Callable[[], bool]) -> None:
+        self._receiver = receiver
+        self._audio = audio
+        self._heard = heard
+        self._original = receiver._handle_rtp_packet
+        receiver._handle_rtp_packet = self._handle
+
+    async def _handle(self, packet: Any, arrival_time_ms: int = 0) -> None:
+        audio = self._audio
+        if packet.payload_type == audio.tapped_type:
+            if self._heard():
+                audio.peer_passthrough += 1
+                audio.leg.from_peer(packet.payload)
+            return
+        await self._original(packet, arrival_time_ms=arrival_time_ms)
+
+    def remove(self) -> None:
+        vars(self._receiver).pop("_handle_rtp_packet", None)
+
+
+class PhoneCallAudio:
+    """A bridged call's audio for the calls service: ``CallMedia(audio=PhoneCallAudio(leg))``.
+
+    Implements :class:`~p2pnode.sessions.media.CallAudio`. Each connection of
+    the call sends a fresh :class:`PhoneAudioTrack` over the leg's jitter
+    buffer; what the peer sends is tapped as RTP when the connection
+    negotiated the phone's law (no decode, no encode, no queue), decoded and
+    re-encoded otherwise. The leg and its socket outlive the connections
+    (relay failover), like a calls service's source and recorder.
+    """
+
+    def __init__(self, leg: PhoneRtpLeg) -> None:
+        self.leg = leg
+        self._codec: BridgeCodec | None = None
+        self._track: PhoneAudioTrack | None = None
+        self._to_peer = (0, 0, 0)  # counts of the tracks of earlier connections
+        self.peer_passthrough = 0
+        self.peer_transcoded = 0
+        self.tapped_type: int | None = None  # the WebRTC payload type taken as is
+
+    def track(self) -> PhoneAudioTrack:
+        """A new connection's sending track (transcoding until :meth:`negotiated`)."""
+        if self._track is not None:
+            old = self._track.statistics()
+            passthrough, transcoded, silence = self._to_peer
+            self._to_peer = (
+                passthrough + old.passthrough_frames,
+                transcoded + old.transcoded_frames,
+                silence + old.silence_frames,
+            )
+        path = choose_media_path(self.leg.codec, self._codec or BridgeCodec.OPUS)
+        self._track = PhoneAudioTrack(self.leg.receiver, path)
+        return self._track
+
+    def negotiated(self, codec: str | None) -> None:
+        """The connection's codec ("audio/PCMU"...): passthrough both ways if it is the phone's."""
+        found = BridgeCodec.from_name((codec or "").removeprefix("audio/"))
+        if found is None:
+            return
+        self._codec = found
+        if self._track is not None:
+            self._track.set_webrtc_codec(found)
+        self.tapped_type = _STATIC_TYPE.get(found) if found is self.leg.codec else None
+
+    async def receive(
+        self, track: MediaStreamTrack, receiver: object, heard: Callable[[], bool]
+    ) -> None:
+        """The connection's incoming audio to the phone until the leg closes or the track ends."""
+        tap = _RtpTap(receiver, self, heard) if hasattr(receiver, "_handle_rtp_packet") else None
+        try:
+            async with asyncio.TaskGroup() as group:
+                pump = group.create_task(self._decoded(track, heard))
+                await self.leg.wait_closed()
+                pump.cancel()
+        finally:
+            if tap is not None:
+                tap.remove()
+
+    async def _decoded(self, track: MediaStreamTrack, heard: Callable[[], bool]) -> None:
+        """Frames aiortc decoded (a codec other than the phone's law): re-encode them."""
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if isinstance(frame, av.AudioFrame) and heard():
+                for payload in self.leg.encode(frame):
+                    self.peer_transcoded += 1
+                    self.leg.from_peer(payload)
+
+    def statistics(self) -> TrackStatistics:
+        passthrough, transcoded, silence = self._to_peer
+        if self._track is not None:
+            now = self._track.statistics()
+            passthrough += now.passthrough_frames
+            transcoded += now.transcoded_frames
+            silence += now.silence_frames
+        return TrackStatistics(
+            passthrough, transcoded, silence, self.peer_passthrough, self.peer_transcoded
+        )
