@@ -14,6 +14,18 @@ the gateway's message queue does that, not this module).
 
 Bounds: at most :data:`MAX_PENDING` messages wait each way; a MESSAGE body
 over :data:`MAX_TEXT_BYTES` or not text/plain UTF-8 is refused (413/415).
+
+A chat text may be far longer than a phone takes in one MESSAGE: RFC 3428 §4
+keeps a MESSAGE over UDP under 1300 bytes (fragments rarely survive NATs), so
+a longer text goes to the phones as several MESSAGEs of at most
+:data:`MAX_PHONE_BODY_BYTES` each, cut between characters, sent one after the
+other (each waits for its final answer, so they arrive in order).
+
+A chat that cannot be sent - no prekey bundle, the directory timing out or
+unreachable, a bundle that does not verify - answers 480 and is counted as
+failed; it never stops the bridge. The gateway then holds that MESSAGE for
+the bridge's login (its only device refused it), answers the phone 202, and
+hands it to the bridge again when the bridge next registers.
 """
 
 from __future__ import annotations
@@ -30,15 +42,33 @@ from p2pnode.gateways.sip.useragent import SipUserAgent, UaError
 
 __all__ = [
     "MAX_PENDING",
+    "MAX_PHONE_BODY_BYTES",
     "MAX_TEXT_BYTES",
     "ChatBridge",
     "ChatBridgeStatistics",
     "MessageUserAgent",
+    "phone_parts",
 ]
 
 _LOG = logging.getLogger(__name__)
 MAX_PENDING = 64
 MAX_TEXT_BYTES = 4096  # one chat message; SIP over UDP keeps MESSAGE well under 1300 bytes anyway
+# One MESSAGE body to the phones: with the gateway's ~500 bytes of headers under 1300 (RFC 3428 §4).
+MAX_PHONE_BODY_BYTES = 800
+
+
+def phone_parts(text: str, limit: int = MAX_PHONE_BODY_BYTES) -> tuple[str, ...]:
+    """``text`` cut into pieces of at most ``limit`` UTF-8 bytes, never inside a character."""
+    parts: list[str] = []
+    start = size = 0
+    for index, char in enumerate(text):
+        width = len(char.encode("utf-8"))
+        if size + width > limit:
+            parts.append(text[start:index])
+            start, size = index, 0
+        size += width
+    parts.append(text[start:])
+    return tuple(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +148,12 @@ class ChatBridge:
                 try:
                     await self._send_chat(self.peer, text)
                     self._to_chat += 1
-                except LookupError:  # no prekey bundle: the peer cannot be reached yet
+                # No prekey bundle, the directory timing out or unreachable, a bundle
+                # that does not verify: the peer cannot be reached now.
+                except (LookupError, TimeoutError, OSError, ValueError) as error:
                     status, reason = 480, "Temporarily Unavailable"
                     self._failed += 1
+                    _LOG.info("phone text not sent to chat: %s", type(error).__name__)
             else:
                 self._refused += 1
             response = build_response(request, status, reason, to_tag=self.ua.token())
@@ -144,13 +177,15 @@ class ChatBridge:
     async def _to_phones_loop(self) -> None:
         while True:
             text = await self._to_phones.get()
-            try:
-                status = await self.ua.send_message(self.hosted_login, text)
-            except UaError:
-                status = 408
-            if 200 <= status < 300:
+            for part in phone_parts(text):
+                try:
+                    status = await self.ua.send_message(self.hosted_login, part)
+                except (UaError, OSError, TimeoutError):
+                    status = 408
+                if not 200 <= status < 300:
+                    self._failed += 1  # the rest of this text is not sent: no gap inside it
+                    _LOG.info("chat to phones not accepted: status %d", status)
+                    break
+            else:
                 self._phones += 1
                 self._progress.set()
-            else:
-                self._failed += 1
-                _LOG.info("chat to phones not accepted: status %d", status)

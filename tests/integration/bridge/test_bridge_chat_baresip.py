@@ -22,7 +22,6 @@ import asyncio
 import os
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -31,18 +30,9 @@ from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.bridge_chat import ChatBridge, MessageUserAgent
 from p2pnode.gateways.sip.digest import Algorithm
 from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
-from p2pnode.identity import Identity
-from p2pnode.sessions.crypto import PrekeyBundle
-from p2pnode.sessions.mailbox_list import MailboxEntry
-from p2pnode.sessions.messaging import (
-    MessageShown,
-    MessagingConfig,
-    MessagingEvent,
-    MessagingService,
-)
-from p2pnode.sessions.prekeys import bundle_from_record
 from tests.harness.baresip import write_baresip_config
 from tests.harness.tools import require_tool
+from tests.integration.bridge.chat_pair import ChatPair
 
 pytestmark = pytest.mark.interop
 DOMAIN = "gw.test"
@@ -122,52 +112,10 @@ async def scenario(baresip: str, tmp_path: Path) -> None:
         contacts=(f"sip:bob@{DOMAIN}",),
     )
     bridge_ua = MessageUserAgent("bob", bob_password, DOMAIN, gateway.address)
-
-    services: dict[bytes, MessagingService] = {}
-    bundles: dict[bytes, PrekeyBundle] = {}
-    bob_shown: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue()
-    bridge_holder: list[ChatBridge] = []
-
-    async def send_signal(peer: bytes, envelope: bytes) -> bool:
-        await services[peer].deliver_online(envelope)
-        return True
-
-    async def resolve_bundle(peer: bytes) -> PrekeyBundle | None:
-        return bundles.get(peer)
-
-    async def resolve_mailboxes(peer: bytes) -> tuple[MailboxEntry, ...]:
-        return ()
-
-    def alice_event(event: MessagingEvent) -> None:
-        if isinstance(event, MessageShown):
-            bridge_holder[0].chat_shown(event.message.peer, event.message.text)
-
-    def bob_event(event: MessagingEvent) -> None:
-        if isinstance(event, MessageShown):
-            bob_shown.put_nowait((event.message.peer, event.message.text))
-
-    def service(name: str, on_event: object) -> MessagingService:
-        seed = os.urandom(32)
-        return MessagingService(
-            Identity.generate(seed),
-            seed,
-            tmp_path / f"{name}.db",
-            MessagingConfig(()),
-            send_signal=send_signal,
-            resolve_bundle=resolve_bundle,
-            resolve_mailboxes=resolve_mailboxes,
-            clock=time.time,
-            on_event=on_event,  # type: ignore[arg-type]
-        )
-
-    alice = service("alice", alice_event)
-    bob = service("bob", bob_event)
-    alice_key, bob_key = alice.identity.public_key, bob.identity.public_key
-    services.update({alice_key: alice, bob_key: bob})
-    for one in (alice, bob):
-        bundles[one.identity.public_key] = bundle_from_record(one.core.prekey_record(time.time()))
-    bridge = ChatBridge(bridge_ua, hosted_login="alice", peer=bob_key, send_chat=alice.send)
-    bridge_holder.append(bridge)
+    pair = ChatPair(tmp_path)
+    alice, bob, alice_key, bob_shown = pair.alice, pair.bob, pair.alice_key, pair.bob_shown
+    bridge = ChatBridge(bridge_ua, hosted_login="alice", peer=pair.bob_key, send_chat=alice.send)
+    pair.bridge = bridge
     phone = await start_phone(baresip, phone_dir)
     try:
         await bridge_ua.start()
@@ -206,8 +154,7 @@ async def scenario(baresip: str, tmp_path: Path) -> None:
                 task.cancel()
     finally:
         await stop_phone(phone)
-        await alice.close()
-        await bob.close()
+        await pair.close()
         await bridge_ua.close()
         await gateway.stop()
 
