@@ -23,7 +23,7 @@ import collections
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,6 +55,7 @@ __all__ = [
 
 CALLS_DIR = "calls"  # recordings of answered calls, in the home
 MAX_KEPT_CALLS = 64
+RELAY_WAIT_INTERVAL = 1.0  # s between looks for a relay when the service started without one
 MAX_KEPT_DIGITS = 64  # the newest DTMF digits kept per call (a peer may key forever)
 
 
@@ -166,12 +167,25 @@ class CallsNodeService:
         assert calls is not None and channel is not None
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._updates(calls))
+            tasks.create_task(self._adopt_relay(calls))
             while True:
                 delivery = await channel.receive()
                 if self.peer.book.is_blocked(delivery.sender):  # declined: never rings
                     self.blocked_dropped += 1
                     continue
                 await calls.handle_signal(delivery.sender, delivery.payload)
+
+    async def _adopt_relay(self, calls: BrowserCallService) -> None:
+        """The relay search usually chooses a relay after this service started: take its
+        TURN path for the calls that start afterwards (a leg reads the paths when it starts).
+        Without it, two peers whose NATs need a relay got answered calls with no media."""
+        if self.peer.relays is None:
+            return  # no relay search: the start's plan is all there is
+        while calls.config.paths[0].name == "direct":
+            await asyncio.sleep(RELAY_WAIT_INTERVAL)
+            link = await self.peer.link_config()
+            if link.ice.relay_id:
+                calls.config = replace(calls.config, paths=(MediaPath.from_plan(link.ice),))
 
     async def _updates(self, calls: BrowserCallService) -> None:
         while True:

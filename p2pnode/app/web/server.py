@@ -13,7 +13,9 @@ Every request passes, in this order:
 
 ``/api/*`` is forwarded to the control API with the token (the page never sees
 it); ``/api/events`` is relayed WebSocket to WebSocket. ``/app/*`` holds what
-only this package does: who am I, claim a login, identity backup export/import.
+only this package does: who am I, claim a login, identity backup export/import,
+SIP accounts, and a page call's renegotiation (its re-offer, or its answer to the
+peer's re-offer, when a relay fails: ``browser_calls``).
 """
 
 from __future__ import annotations
@@ -39,9 +41,15 @@ import pydantic
 from aiohttp import WSMsgType, web
 
 from nat.logsafe import RefusalLog
+from p2pnode.app.browser_calls import (
+    MAX_BROWSER_SDP,
+    BrowserCallService,
+    StaleRenegotiationError,
+)
 from p2pnode.app.control import ControlService
 from p2pnode.app.homefiles import read_token
 from p2pnode.app.node import Node
+from p2pnode.app.peer_calls import CallsNodeService
 from p2pnode.app.services import directory_of
 from p2pnode.app.web.backup import (
     MAX_BACKUP_BYTES,
@@ -140,6 +148,15 @@ class _SipAccountRequest(pydantic.BaseModel):
     domain: str | None = pydantic.Field(None, min_length=1, max_length=253)
 
 
+class _PageSdpRequest(pydantic.BaseModel):
+    """A page's SDP for a live call: a re-offer (no generation) or the answer to the
+    peer's re-offer ``generation``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    sdp: str = pydantic.Field(min_length=1, max_length=MAX_BROWSER_SDP)
+    generation: int | None = pydantic.Field(None, ge=1, le=2**31)
+
+
 class _ImportRequest(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
     passphrase: str = pydantic.Field(min_length=1, max_length=1024)
@@ -153,9 +170,9 @@ def _error(status: int, error: str, detail: str = "") -> web.Response:
 T = TypeVar("T", bound=pydantic.BaseModel)
 
 
-async def _body(request: web.Request, model: type[T]) -> T:
-    raw = await request.content.read(MAX_APP_BODY + 1)
-    if len(raw) > MAX_APP_BODY:
+async def _body(request: web.Request, model: type[T], limit: int = MAX_APP_BODY) -> T:
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
         raise _AppError(413, "body too large")
     try:
         return model.model_validate_json(raw)
@@ -349,6 +366,61 @@ def build_web_app(
             raise _AppError(404, "no such account", str(error)) from None
         return web.json_response(dataclasses.asdict(made))
 
+    def page_calls() -> BrowserCallService:
+        ctx = backend.control.ctx
+        if ctx is None:
+            raise _AppError(503, "node starting")
+        try:
+            service = ctx.node.service(CallsNodeService.name)
+        except KeyError:
+            raise _AppError(404, "calls not enabled", "set [calls] enabled = true") from None
+        if not isinstance(service, CallsNodeService) or service.calls is None:
+            raise _AppError(503, "calls not running")
+        return service.calls
+
+    def call_id_of(request: web.Request) -> bytes:
+        try:
+            return bytes.fromhex(request.match_info["call_id"])
+        except ValueError:
+            raise _AppError(400, "bad call id", "hex expected") from None
+
+    async def page_sdp(request: web.Request) -> _PageSdpRequest:
+        body = await _body(request, _PageSdpRequest, MAX_BROWSER_SDP * 2)
+        if len(body.sdp.encode("utf-8")) > MAX_BROWSER_SDP:
+            raise _AppError(413, "sdp too large", f"at most {MAX_BROWSER_SDP} bytes")
+        return body
+
+    async def held_reoffer(request: web.Request) -> web.Response:
+        try:
+            held = page_calls().held_reoffer(call_id_of(request))
+        except KeyError:
+            raise _AppError(404, "no such call") from None
+        if held is None:
+            return web.json_response({"generation": 0, "sdp": None})
+        return web.json_response({"generation": held.generation, "sdp": held.sdp})
+
+    async def reoffer(request: web.Request) -> web.Response:
+        body = await page_sdp(request)
+        try:
+            generation = await page_calls().page_reoffer(call_id_of(request), body.sdp)
+        except KeyError:
+            raise _AppError(404, "no such call") from None
+        except StaleRenegotiationError as error:
+            raise _AppError(409, "cannot re-offer", str(error)) from None
+        return web.json_response({"generation": generation})
+
+    async def reanswer(request: web.Request) -> web.Response:
+        body = await page_sdp(request)
+        if body.generation is None:
+            raise _AppError(400, "invalid request", "generation: the re-offer answered")
+        try:
+            await page_calls().page_reanswer(call_id_of(request), body.generation, body.sdp)
+        except KeyError:
+            raise _AppError(404, "no such call") from None
+        except StaleRenegotiationError as error:
+            raise _AppError(409, "stale re-offer", str(error)) from None
+        return web.json_response({"generation": body.generation})
+
     async def http() -> aiohttp.ClientSession:
         if not client:
             client.append(aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROXY_TIMEOUT)))
@@ -427,6 +499,9 @@ def build_web_app(
     app.router.add_get("/app/sip", sip_list)
     app.router.add_post("/app/sip/accounts", sip_add)
     app.router.add_post("/app/sip/accounts/{login}/password", sip_reset)
+    app.router.add_get("/app/calls/{call_id}/reoffer", held_reoffer)
+    app.router.add_post("/app/calls/{call_id}/reoffer", reoffer)
+    app.router.add_post("/app/calls/{call_id}/reanswer", reanswer)
     app.router.add_get("/api/events", events)
     app.router.add_route("*", "/api/{tail:.*}", proxy)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)

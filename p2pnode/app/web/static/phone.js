@@ -3,23 +3,115 @@
 // credentials; never a public server). The page gathers every candidate before it hands
 // its SDP to the node (no trickle: the call signal carries one SDP), and the node signs
 // and seals that SDP, the page's DTLS fingerprint included, as the call's offer or answer.
+//
+// Relay failover: a new path is a new connection (new ICE, new DTLS), made here, never
+// an old SDP reused. When the peer re-offers (it heard silence on its relay) the node
+// holds it and this page answers from a fresh connection (/app/calls/ID/reanswer). When
+// this page placed the call and hears nothing for SILENCE_MS (or ICE failed), it offers
+// from a fresh connection with a fresh ICE plan from the node (/app/calls/ID/reoffer; the
+// node's plan skips a relay that no longer answers), applies the peer's re-answer, and
+// closes the old connection. The callee never re-offers (no glare of re-offers).
 import { api } from "./app.js";
 
 const CALLS = "/api/calls";
 const GATHER_MS = 10000; // a bound on ICE gathering; what was gathered by then is sent
 const POLL_MS = 200;
+const WATCH_MS = 500; // how often a live call checks for a held re-offer and for silence
+const SILENCE_MS = 1500; // nothing received this long on a live call: move it (caller)
+const CONNECT_MS = 8000; // a new connection that never brought a packet: move it (caller)
+const REANSWER_MS = 10000; // a re-offer not answered by then is given up (and tried again)
+const MAX_REOFFERS = 6;
 const LIVE = new Set(["new", "dialling", "ringing-remote", "offered", "ringing-local", "requested", "answered"]);
 
 const legs = new Map(); // call id -> { pc, stream, muted }
 
-async function connection() {
+async function connection(stream) {
   const plan = await api("GET", `${CALLS}/ice`);
   const iceServers = plan.ice_servers.map((s) => (s.username ? { urls: s.urls, username: s.username, credential: s.credential } : { urls: s.urls }));
   const pc = new RTCPeerConnection({ iceServers });
-  const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
-  for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
+  const source = stream || await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+  for (const track of source.getAudioTracks()) pc.addTrack(track, source);
   pc.ontrack = (event) => play(event.streams[0] || new MediaStream([event.track]));
-  return { pc, stream, muted: false };
+  // generation: the last re-offer this connection answered or made; remote: the SDP applied
+  return { pc, stream: source, muted: false, outgoing: false, generation: 0, remote: null, answered: false, reoffers: 0, timer: null };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function received(pc) {
+  const stats = await pc.getStats();
+  let packets = 0;
+  stats.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "audio") packets += s.packetsReceived || 0; });
+  return packets;
+}
+
+function swap(callId, old, fresh) {
+  fresh.muted = old.muted;
+  legs.set(callId, fresh);
+  clearInterval(old.timer);
+  old.pc.close();
+  watch(callId, fresh);
+}
+
+// The peer re-offered (the node held it for us): answer from a fresh connection.
+async function reanswer(callId, old, held) {
+  const fresh = await connection(old.stream);
+  Object.assign(fresh, { outgoing: old.outgoing, reoffers: old.reoffers });
+  await fresh.pc.setRemoteDescription({ type: "offer", sdp: held.sdp });
+  await fresh.pc.setLocalDescription(await fresh.pc.createAnswer());
+  try {
+    await api("POST", `/app/calls/${callId}/reanswer`, { generation: held.generation, sdp: await gathered(fresh.pc) });
+  } catch (error) { // stale: the peer moved on to a newer re-offer, which the watch answers
+    fresh.pc.close();
+    return;
+  }
+  Object.assign(fresh, { generation: held.generation, remote: held.sdp, answered: true });
+  swap(callId, old, fresh);
+}
+
+// Our media failed on a call we placed: offer from a fresh connection, apply the re-answer.
+async function reoffer(callId, old) {
+  if (old.reoffers >= MAX_REOFFERS) return;
+  old.reoffers += 1;
+  const fresh = await connection(old.stream);
+  Object.assign(fresh, { outgoing: true, reoffers: old.reoffers });
+  await fresh.pc.setLocalDescription(await fresh.pc.createOffer());
+  const made = await api("POST", `/app/calls/${callId}/reoffer`, { sdp: await gathered(fresh.pc) });
+  fresh.generation = made.generation;
+  for (const deadline = Date.now() + REANSWER_MS; Date.now() < deadline; await sleep(POLL_MS)) {
+    if (legs.get(callId) !== old) break; // the call ended meanwhile
+    const { sdp } = await api("GET", `${CALLS}/${callId}/sdp`);
+    if (sdp && sdp !== old.remote) {
+      await fresh.pc.setRemoteDescription({ type: "answer", sdp });
+      Object.assign(fresh, { remote: sdp, answered: true });
+      swap(callId, old, fresh);
+      return;
+    }
+  }
+  fresh.pc.close(); // no re-answer: the watch tries again while re-offers are left
+}
+
+function watch(callId, leg) {
+  let last = -1;
+  let since = Date.now();
+  let busy = false;
+  leg.timer = setInterval(async () => {
+    if (busy || legs.get(callId) !== leg) return;
+    busy = true;
+    try {
+      const held = await api("GET", `/app/calls/${callId}/reoffer`);
+      if (held.sdp && held.generation > leg.generation) { await reanswer(callId, leg, held); return; }
+      if (!leg.outgoing || !leg.answered) return;
+      const packets = await received(leg.pc);
+      if (packets !== last) { last = packets; since = Date.now(); return; }
+      const limit = packets > 0 ? SILENCE_MS : CONNECT_MS;
+      if (Date.now() - since >= limit || leg.pc.iceConnectionState === "failed") {
+        await reoffer(callId, leg);
+        since = Date.now();
+      }
+    } catch (error) { /* the call may have ended: reconcile() closes the leg */ }
+    finally { busy = false; }
+  }, WATCH_MS);
 }
 
 async function gathered(pc) {
@@ -76,9 +168,13 @@ export async function dial(to) {
   const leg = await connection();
   await leg.pc.setLocalDescription(await leg.pc.createOffer());
   const call = await api("POST", CALLS, { to, sdp: await gathered(leg.pc) });
+  leg.outgoing = true;
   legs.set(call.call_id, leg);
   remoteSdp(call.call_id).then(async (sdp) => {
-    if (sdp && legs.get(call.call_id) === leg) await leg.pc.setRemoteDescription({ type: "answer", sdp });
+    if (!sdp || legs.get(call.call_id) !== leg) return;
+    await leg.pc.setRemoteDescription({ type: "answer", sdp });
+    Object.assign(leg, { remote: sdp, answered: true });
+    watch(call.call_id, leg);
   }).catch(() => close(call.call_id));
   return call;
 }
@@ -90,8 +186,11 @@ export async function answer(callId) {
   const leg = await connection();
   await leg.pc.setRemoteDescription({ type: "offer", sdp: offer });
   await leg.pc.setLocalDescription(await leg.pc.createAnswer());
+  Object.assign(leg, { remote: offer, answered: true });
   legs.set(callId, leg);
-  return api("POST", `${CALLS}/${callId}/answer`, { sdp: await gathered(leg.pc) });
+  const answered = await api("POST", `${CALLS}/${callId}/answer`, { sdp: await gathered(leg.pc) });
+  watch(callId, leg);
+  return answered;
 }
 
 export function mute(callId, muted) {
@@ -126,6 +225,7 @@ export function close(callId) {
   const leg = legs.get(callId);
   if (!leg) return;
   legs.delete(callId);
+  clearInterval(leg.timer);
   leg.pc.close();
   for (const track of leg.stream.getTracks()) track.stop();
 }
