@@ -5,9 +5,11 @@ Each app is opened through its one-time link (the session cookie must come back
 HttpOnly and SameSite=Strict); each page shows its node's peer id and fingerprint;
 bob claims a login and alice adds him by that login, bob adds alice by peer id;
 both presence dots turn online, and bob's "away" reaches alice's page through the
-event stream without a reload. The identity backup downloads and opens with its
-passphrase. Then the guard: a wrong Host or Origin gets 403, no session 401, a
-spent link 401. Screenshots of every screen go to tests/artifacts/web/ (not committed).
+event stream without a reload. Bob's unread badge survives a reload (the node
+keeps it); opening the conversation marks it read and alice's page shows "read".
+The identity backup downloads and opens with its passphrase. Then the guard: a
+wrong Host or Origin gets 403, no session 401, a spent link 401. Screenshots of
+every screen go to tests/artifacts/web/ (not committed).
 """
 
 from __future__ import annotations
@@ -298,11 +300,15 @@ async def scenario(root: Path) -> None:
         badge = pages["bob"].locator('button[data-conversation="alice"] .badge')
         await expect(badge).to_have_attribute("data-unread", "1", timeout=WAIT_MS)
         await pages["bob"].screenshot(path=ARTIFACTS / "chat-unread.png", full_page=True)
+        await pages["bob"].reload()  # the unread count is the node's: a reload keeps it
+        await expect(badge).to_have_attribute("data-unread", "1", timeout=WAIT_MS)
         await pages["bob"].click('button[data-conversation="alice"]')
         await expect(
             pages["bob"].locator('#history li.theirs[data-text="hello bob"]')
         ).to_be_visible()
         await expect(badge).to_have_count(0)
+        # bob's open, visible conversation marked it read: alice's page shows the receipt
+        await expect(sent).to_have_attribute("data-receipt", "read", timeout=WAIT_MS)
         await pages["bob"].fill("#chat-text", "hi alice")
         await pages["bob"].click("#chat-send")
         reply = pages["alice"].locator('#history li.theirs[data-text="hi alice"]')
@@ -380,7 +386,8 @@ async def scenario(root: Path) -> None:
         await page.click('button[data-conversation="alice"]')
         late = page.locator('#history li.theirs[data-text="while you were away"]')
         await expect(late).to_be_visible(timeout=WAIT_MS)
-        await expect(held).to_have_attribute("data-receipt", "delivered", timeout=WAIT_MS)
+        # delivered, then read: bob's page has the conversation open
+        await expect(held).to_have_attribute("data-receipt", "read", timeout=WAIT_MS)
 
         dark = await browser.new_context(color_scheme="dark")
         dark_page = await dark.new_page()

@@ -1,10 +1,25 @@
 // Chat: conversations (one per contact) with history, receipts, unread counts, the offline
 // queue ("queued for offline delivery (N copies held)"), gaps; live over the event stream.
+// Unread counts are the node's (they survive a reload); an open conversation on a visible
+// page marks its messages read, which sends the read receipts (once each, the node decides).
 import { useEffect, useState } from "preact/hooks";
 import { html, api } from "../app.js";
 
 export const CHAT_PATH = "/api/messages";
 const TRACKED = 20; // outgoing messages whose receipts we follow per conversation
+const MAX_READ = 256; // message ids one POST /api/read names (the API's bound)
+const marked = new Set(); // incoming ids this page already reported read (the node dedupes too)
+
+async function markRead(peer, messages) {
+  if (document.visibilityState !== "visible") return false;
+  const ids = messages.filter((m) => m.incoming && !marked.has(m.message_id)).map((m) => m.message_id);
+  for (let start = 0; start < ids.length; start += MAX_READ) {
+    const chunk = ids.slice(start, start + MAX_READ);
+    await api("POST", "/api/read", { peer, message_ids: chunk });
+    chunk.forEach((id) => marked.add(id));
+  }
+  return ids.length > 0;
+}
 
 function describe(status) {
   if (!status) return "sending…";
@@ -20,26 +35,28 @@ function describe(status) {
 export function ChatView({ paths, events, eventCount }) {
   const ready = paths.has(CHAT_PATH);
   const [contacts, setContacts] = useState([]);
-  const [inbox, setInbox] = useState([]);
+  const [unreadBy, setUnreadBy] = useState({});
   const [peer, setPeer] = useState(null);
   const [history, setHistory] = useState([]);
   const [statuses, setStatuses] = useState({});
-  const [readUpTo, setReadUpTo] = useState({});
   const [text, setText] = useState("");
   const [message, setMessage] = useState("");
 
   const refresh = async () => {
-    const [c, i] = await Promise.all([api("GET", "/api/contacts"), api("GET", "/api/inbox")]);
+    const c = await api("GET", "/api/contacts");
     setContacts(c.contacts);
-    setInbox(i.messages);
-    if (!peer) return;
-    const h = await api("GET", `/api/history/${peer}?limit=200`);
-    setHistory(h.messages);
+    let h = null;
+    if (peer) {
+      h = await api("GET", `/api/history/${peer}?limit=200`);
+      setHistory(h.messages);
+      await markRead(peer, h.messages).catch(() => {});
+    }
+    const u = await api("GET", "/api/unread");
+    setUnreadBy(Object.fromEntries(u.conversations.map((x) => [x.peer_id, x.unread])));
+    if (!h) return;
     const mine = h.messages.filter((m) => !m.incoming).slice(-TRACKED);
     const found = await Promise.all(mine.map((m) => api("GET", `/api/messages/${m.message_id}`).catch(() => null)));
     setStatuses(Object.fromEntries(mine.map((m, n) => [m.message_id, found[n]])));
-    const last = h.messages.filter((m) => m.incoming).reduce((top, m) => Math.max(top, m.seq), 0);
-    setReadUpTo((old) => ({ ...old, [peer]: Math.max(old[peer] || 0, last) }));
   };
   useEffect(() => {
     if (!ready) return undefined;
@@ -48,6 +65,11 @@ export function ChatView({ paths, events, eventCount }) {
     return () => clearInterval(t);
   }, [ready, peer]);
   useEffect(() => { if (ready) refresh().catch(() => {}); }, [eventCount]);
+  useEffect(() => { // a page shown again marks what arrived while it was hidden
+    const shown = () => { if (ready && document.visibilityState === "visible") refresh().catch(() => {}); };
+    document.addEventListener("visibilitychange", shown);
+    return () => document.removeEventListener("visibilitychange", shown);
+  }, [ready, peer]);
 
   const send = async (event) => {
     event.preventDefault();
@@ -57,8 +79,8 @@ export function ChatView({ paths, events, eventCount }) {
       await refresh();
     } catch (error) { setMessage(`Not sent: ${error.message}`); }
   };
-  const unread = (c) => inbox.filter((m) => m.incoming && m.peer_id === c.peer_id && m.seq > (readUpTo[c.peer_id] || 0)).length;
-  const gaps = events.filter((e) => e.type === "GapDetected");
+  const unread = (c) => unreadBy[c.peer_id] || 0;
+  const gaps = events.filter((e) => e.type === "ConversationGap" && e.peer_id === peer);
   if (!ready) {
     return html`<h2 tabindex="-1">Chat</h2><p class="notice" role="status" id="chat-missing">
       This node's control API does not offer messaging (no <code>${CHAT_PATH}</code>): set <code>[chat] enabled = true</code>.</p>`;
@@ -68,7 +90,7 @@ export function ChatView({ paths, events, eventCount }) {
   <div class="chat">
   <section class="card" aria-labelledby="conv-h"><h3 id="conv-h">Conversations</h3>
     ${contacts.length === 0 ? html`<p class="muted">Add a contact first.</p>` : html`<ul class="conversations">
-      ${contacts.map((c) => { const n = peer === c.peer_id ? 0 : unread(c); return html`<li>
+      ${contacts.map((c) => { const n = unread(c); return html`<li>
         <button type="button" class=${peer === c.peer_id ? "" : "secondary"} data-conversation=${c.name}
           aria-pressed=${peer === c.peer_id} onClick=${() => setPeer(c.peer_id)}>
           ${c.name}${n ? html` <span class="badge" data-unread=${n} aria-label=${`${n} unread`}>${n}</span>` : ""}

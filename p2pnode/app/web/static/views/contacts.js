@@ -1,4 +1,5 @@
-// Contacts with presence dots: the list from /api/contacts, refreshed on every presence event.
+// Contacts with presence dots: the list from /api/contacts, refreshed on every presence event;
+// contact requests from strangers (kept by the node) with accept / decline, live as they come.
 import { useEffect, useState } from "preact/hooks";
 import { html, api } from "../app.js";
 
@@ -14,7 +15,16 @@ export function ContactsView({ paths, eventCount }) {
   const [message, setMessage] = useState("");
   const enabled = paths.has("/api/contacts");
   const [fingerprints, setFingerprints] = useState({});
+  const [requests, setRequests] = useState([]);
+  const [requestNames, setRequestNames] = useState({});
+  const refreshRequests = () => api("GET", "/api/contacts/requests").then((a) => {
+    setRequests(a.requests);
+    a.requests.filter((r) => !(r.peer_id in fingerprints)).forEach((r) => {
+      api("GET", `/app/fingerprint/${r.peer_id}`).then((f) => setFingerprints((old) => ({ ...old, [r.peer_id]: f.fingerprint })), () => {});
+    });
+  }, () => {});
   const refresh = () => api("GET", "/api/contacts").then((a) => {
+    refreshRequests();
     setContacts(a.contacts);
     a.contacts.filter((c) => !(c.peer_id in fingerprints)).forEach((c) => {
       api("GET", `/app/fingerprint/${c.peer_id}`).then((f) => setFingerprints((old) => ({ ...old, [c.peer_id]: f.fingerprint })), () => {});
@@ -40,6 +50,19 @@ export function ContactsView({ paths, eventCount }) {
       setMessage(`Added ${name}.`); setName(""); setPeer(""); refresh();
     } catch (error) { setMessage(`Could not add: ${error.message}`); }
   };
+  const accept = async (request) => {
+    const chosen = (requestNames[request.peer_id] || "").trim();
+    try {
+      await api("POST", `/api/contacts/requests/${request.peer_id}/accept`, { name: chosen });
+      setMessage(`Accepted ${chosen}.`); refresh();
+    } catch (error) { setMessage(`Could not accept: ${error.message}`); }
+  };
+  const decline = async (request) => {
+    try {
+      await api("POST", `/api/contacts/requests/${request.peer_id}/decline`);
+      setMessage("Declined: their messages and calls are blocked."); refresh();
+    } catch (error) { setMessage(`Could not decline: ${error.message}`); }
+  };
   const remove = async (contact) => {
     await api("DELETE", `/api/contacts/${encodeURIComponent(contact.name)}`).catch(() => {});
     refresh();
@@ -58,6 +81,19 @@ export function ContactsView({ paths, eventCount }) {
     </form>
     <p role="status" id="contacts-message">${message}</p>
   </section>
+  ${requests.length ? html`<section class="card" aria-labelledby="req-h"><h3 id="req-h">Requests <span class="badge" id="requests-count">${requests.length}</span></h3>
+    <p class="muted">Not in your contacts: their messages wait here and their calls do not ring until you accept.</p>
+    <ul class="contacts" aria-live="polite">${requests.map((r, n) => html`<li data-request=${r.peer_id}>
+      <div class="mono">${r.peer_id}</div>
+      <div>Fingerprint (compare aloud): <span class="mono fingerprint">${fingerprints[r.peer_id] || "…"}</span></div>
+      <div>${r.messages} ${r.messages === 1 ? "message" : "messages"}, ${r.calls} ${r.calls === 1 ? "call" : "calls"}${r.preview ? html` — “<em class="preview">${r.preview}</em>”` : ""}</div>
+      <label for=${`request-name-${n}`}>Name to keep them as</label>
+      <input id=${`request-name-${n}`} class="request-name" pattern="[a-z0-9._-]+" value=${requestNames[r.peer_id] || ""}
+        onInput=${(e) => setRequestNames((old) => ({ ...old, [r.peer_id]: e.target.value }))} />
+      <button type="button" class="request-accept" aria-label=${`Accept ${r.peer_id}`} onClick=${() => accept(r)}>Accept</button>
+      <button type="button" class="secondary request-decline" aria-label=${`Decline and block ${r.peer_id}`} onClick=${() => decline(r)}>Decline</button>
+    </li>`)}</ul>
+  </section>` : ""}
   <section class="card" aria-labelledby="list-h"><h3 id="list-h">Contacts</h3>
     ${contacts.length === 0 ? html`<p class="muted">No contacts yet.</p>` : html`<ul class="contacts" aria-live="polite">
       ${contacts.map((c) => html`<li data-contact=${c.name} data-presence=${presenceLabel(c)}>

@@ -1,0 +1,200 @@
+"""Contact requests and reach settings in the app, end to end on loopback (Chromium).
+
+One serving home (also a mailbox); alice with the app; two strangers without pages,
+carol (chat and calls) and dave (chat), driven through their own nodes' services.
+
+- carol watches alice (everyone may) and writes: alice's open Contacts view shows the
+  request at once (event stream), with the text; no conversation is offered for it.
+- alice's Settings: presence for contacts only, strangers' calls wait as requests;
+  carol's node sees alice go offline (the home drops its watch); the settings are in
+  alice's home; carol's call does not ring (it waits as "requested") and is counted
+  on her request.
+- alice accepts carol: a contact with a conversation holding the earlier text and an
+  unread badge that survives a page reload (the node keeps it); opening it marks it
+  read and carol's node gets the read receipt.
+- dave writes, alice declines: dave's next text is dropped (no request, not in the inbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from p2pnode.app.peer_calls import CallsNodeService, media_for
+from p2pnode.app.peer_contacts import SETTINGS_FILE
+from p2pnode.app.peer_services import PeerApp
+from p2pnode.identity import public_key_from_peer_id
+from p2pnode.sessions.call import CallState
+from tests.harness.tools import require_tool
+from tests.integration.web.test_app_browser import (
+    ARTIFACTS,
+    WAIT,
+    WAIT_MS,
+    Lab,
+    _config,
+    chat_of,
+    one_time_link,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def peer_app(lab: Lab, name: str) -> PeerApp:
+    service = lab.nodes[name].node.service("peer")
+    assert isinstance(service, PeerApp)
+    return service
+
+
+def calls_of(lab: Lab, name: str) -> CallsNodeService:
+    service = lab.nodes[name].node.service("calls")
+    assert isinstance(service, CallsNodeService)
+    return service
+
+
+@asynccontextmanager
+async def network(root: Path) -> AsyncIterator[Lab]:
+    async with asyncio.TaskGroup() as tasks:
+        lab = Lab(root, tasks)
+        try:
+            config = _config(None, {"home": "serve"}, web=False)
+            config["mailbox"] = {"serve": True, "listen": "127.0.0.1:0"}
+            home = await lab.start("home1", config)
+            host, port = home.dht.address
+            mailbox = home.node.service("mailbox")
+            address = mailbox.server.address  # type: ignore[attr-defined]
+            entry = f"{home.identity.peer_id}@127.0.0.1:{address[1]}"
+            attach = {"homes": [home.identity.peer_id], "home": "attach"}
+            for name in ("alice", "carol", "dave"):
+                peer: dict[str, Any] = _config(f"{host}:{port}", attach, web=name == "alice")
+                peer["chat"] = {
+                    "enabled": True, "mailboxes": [entry], "retry_first": 0.5, "drain_every": 1.0,
+                }  # fmt: skip
+                peer["calls"] = {"enabled": name != "dave"}
+                await lab.start_peer(name, peer)
+            yield lab
+        finally:
+            lab.stop_all()
+
+
+async def until(check: Any, what: str) -> None:
+    """Poll ``check()`` (a bound, never a speed assertion)."""
+    async with asyncio.timeout(WAIT):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    assert check(), what
+
+
+async def scenario(root: Path) -> None:
+    chromium = require_tool("chromium")
+    from playwright.async_api import async_playwright, expect
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with (
+        network(root) as lab,
+        aiohttp.ClientSession() as session,
+        async_playwright() as playwright,
+    ):
+        browser = await playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        alice, carol, dave = (lab.nodes[n] for n in ("alice", "carol", "dave"))
+        alice_id, carol_id = alice.identity.peer_id, carol.identity.peer_id
+        alice_key = public_key_from_peer_id(alice_id)
+        page = await (await browser.new_context()).new_page()
+        await page.goto(await one_time_link(session, root / "alice") + "#/contacts")
+        await expect(page.locator("#contacts-message")).to_be_attached(timeout=WAIT_MS)
+
+        # carol may watch alice (everyone may, by default), then writes as a stranger
+        carol_app = peer_app(lab, "carol")
+        await carol_app.add_contact("alice", alice_id)
+
+        def carol_sees_alice(online: bool) -> bool:
+            seen = carol_app.presence_of(alice_id)
+            return seen is not None and seen.online is online
+
+        await until(lambda: carol_sees_alice(True), "carol sees alice online")
+        first = await chat_of(carol).send(alice_key, "hi, it is carol")
+        request = page.locator(f'li[data-request="{carol_id}"]')  # no reload: the event stream
+        await expect(request).to_contain_text("hi, it is carol", timeout=WAIT_MS)
+        await expect(request).to_contain_text("1 message, 0 calls")
+        await page.screenshot(path=ARTIFACTS / "contacts-request.png", full_page=True)
+        await page.click("#nav-chat")
+        await expect(page.locator("[data-conversation]")).to_have_count(0)  # not a conversation
+
+        # reach settings: presence for contacts only, strangers' calls wait as requests
+        await page.click("#nav-settings")
+        await page.select_option("#presence-visibility", "contacts")
+        await page.select_option("#who-calls", "request")
+        await expect(page.locator("#auto-answer")).not_to_be_checked()
+        await page.click("#reach-save")
+        await expect(page.locator("#reach-message")).to_have_text("Saved.", timeout=WAIT_MS)
+        await page.screenshot(path=ARTIFACTS / "settings-reach.png", full_page=True)
+        kept = json.loads((root / "alice" / SETTINGS_FILE).read_text())
+        assert kept == {"presence_visibility": "contacts", "who_may_call": "request"}
+        await until(lambda: carol_sees_alice(False), "alice hidden from a stranger")
+
+        carol_calls = calls_of(lab, "carol").service()
+        call_id = await carol_calls.dial(alice_id, media_for(None, None, None))
+        alice_calls = calls_of(lab, "alice")
+        await until(
+            lambda: (
+                call_id in alice_calls.last
+                and alice_calls.last[call_id].state is CallState.REQUESTED
+            ),
+            "carol's call waits as a request at alice's (it does not ring)",
+        )
+        await page.click("#nav-contacts")
+        await expect(request).to_contain_text("1 message, 1 call", timeout=WAIT_MS)
+        await carol_calls.hangup(call_id)
+
+        # accept: carol becomes a contact; her text is an unread conversation
+        await request.locator(".request-name").fill("carol")
+        await request.locator(".request-accept").click()
+        await expect(page.locator('li[data-contact="carol"]')).to_be_visible(timeout=WAIT_MS)
+        await expect(request).to_have_count(0)
+        await page.click("#nav-chat")
+        badge = page.locator('button[data-conversation="carol"] .badge')
+        await expect(badge).to_have_attribute("data-unread", "1", timeout=WAIT_MS)
+        await page.reload()  # the count is the node's: a reload keeps it
+        await expect(badge).to_have_attribute("data-unread", "1", timeout=WAIT_MS)
+        await page.click('button[data-conversation="carol"]')
+        await expect(page.locator('#history li.theirs[data-text="hi, it is carol"]')).to_be_visible(
+            timeout=WAIT_MS
+        )
+        await expect(badge).to_have_count(0)
+        carol_chat = chat_of(carol)
+        await until(lambda: carol_chat.status(first).read, "carol's node got the read receipt")
+        await page.reload()
+        await page.click('button[data-conversation="carol"]')
+        await expect(page.locator("#history li.theirs")).to_have_count(1, timeout=WAIT_MS)
+        await expect(badge).to_have_count(0)  # read stays read
+
+        # decline: dave is blocked, his next text is dropped
+        await page.click("#nav-contacts")
+        await chat_of(dave).send(alice_key, "dave here")
+        dave_row = page.locator(f'li[data-request="{dave.identity.peer_id}"]')
+        await expect(dave_row).to_contain_text("dave here", timeout=WAIT_MS)
+        await dave_row.locator(".request-decline").click()
+        await expect(dave_row).to_have_count(0, timeout=WAIT_MS)
+        alice_chat = chat_of(alice)
+        dropped = alice_chat.blocked_dropped
+        await chat_of(dave).send(alice_key, "dave again")
+        await until(lambda: alice_chat.blocked_dropped > dropped, "dave's text dropped")
+        answer = await page.evaluate("async () => (await fetch('/api/contacts/requests')).json()")
+        assert answer["requests"] == [] and answer["blocked"] == 1
+        inbox = await page.evaluate("async () => (await fetch('/api/inbox')).json()")
+        texts = [m["text"] for m in inbox["messages"]]
+        assert "dave again" not in texts and "hi, it is carol" in texts
+        await browser.close()
+
+
+def test_strangers_become_requests_accepted_or_declined_and_settings_act(tmp_path: Path) -> None:
+    asyncio.run(scenario(tmp_path))
