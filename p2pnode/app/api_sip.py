@@ -17,6 +17,7 @@ import pydantic
 from aiohttp import web
 
 from p2pnode.app.api_models import ApiError
+from p2pnode.app.api_sip_bridge import SipBridgeAnswer, sip_bridge_status
 from p2pnode.app.sip_service import SipService
 
 if TYPE_CHECKING:
@@ -113,4 +114,7 @@ SIP_ROUTES: tuple[
 ] = (
     ("GET", "/api/sip", sip_status, "SIP gateway: counters and registered devices",
      SipStatusAnswer, None, None),
+    ("GET", "/api/sip/bridge", sip_bridge_status,
+     "SIP <-> P2P bridge: calls by direction and mode, refusals, recent calls",
+     SipBridgeAnswer, None, None),
 )  # fmt: skip

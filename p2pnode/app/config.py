@@ -285,6 +285,12 @@ class NodeConfig(_Section):
     sip: SipSection = Field(default_factory=SipSection)  # type: ignore[arg-type]
     web: WebSection = Field(default_factory=WebSection)  # type: ignore[arg-type]
 
+    @model_validator(mode="after")
+    def _bridge_needs_presence(self) -> NodeConfig:
+        if self.sip.enabled and self.sip.bridge and not self.presence.enabled:
+            raise ValueError("sip.bridge needs [presence] enabled (the bridge's signalling)")
+        return self
+
     def override(self, changes: dict[str, dict[str, Any]]) -> NodeConfig:
         """A copy with ``{section: {key: value}}`` applied (command-line flags), validated."""
         data = self.model_dump()

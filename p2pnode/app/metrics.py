@@ -34,6 +34,7 @@ from p2pnode.app.node import Node
 from p2pnode.app.roles import SupernodeService, TurnService
 from p2pnode.app.service import ServiceState
 from p2pnode.app.services import DhtService, StunServerService
+from p2pnode.app.sip_bridge import SipBridgeService, bridge_metrics
 from relay.messages import RelayStatistics
 from relay.supernode import Role
 
@@ -87,6 +88,8 @@ class NodeCollector:
                 yield from self._enum(service)
             elif isinstance(service, StunServerService):
                 stuns.append(("serve_stun", service.statistics()))
+            elif isinstance(service, SipBridgeService):
+                yield from bridge_metrics(service.statistics())
         yield from self._relays(relays)
         yield from self._stuns(stuns)
 

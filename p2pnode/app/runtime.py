@@ -27,6 +27,7 @@ from p2pnode.app.node import Node
 from p2pnode.app.peer_services import add_peer_services, effective_config
 from p2pnode.app.roles import SupernodeService, TurnService, role_options
 from p2pnode.app.services import DhtService, RelaySearchService, StunServerService
+from p2pnode.app.sip_bridge import add_sip_bridge
 from p2pnode.app.sip_service import SipService
 from p2pnode.app.web.server import add_web_service
 from p2pnode.identity import Identity, public_key_from_peer_id
@@ -88,8 +89,11 @@ def assemble(home: Path, config: NodeConfig, identity: Identity) -> Assembly:
         enum = EnumDnsService(dht, config)
         node.add(enum)
     add_peer_services(home, config, identity, node, dht, relays)  # [presence]: signalling
-    if config.sip.enabled:  # [sip]: the SIP gateway (sip_service.py)
-        node.add(SipService.for_node(home, config.sip, dht))
+    if config.sip.enabled:  # [sip]: the SIP gateway (sip_service.py), its bridge (sip_bridge.py)
+        bridge = config.sip.bridging(config.presence.enabled)
+        sip = SipService.for_node(home, config.sip, dht, bridge=bridge)
+        node.add(sip)
+        add_sip_bridge(home, config, node, sip, dht)
     control = None
     if config.control.enabled:
         port = config.control.port

@@ -8,6 +8,13 @@ MD5, and baresip 1.0 gives up when a challenge names SHA-256 at all
 accounts' hashes were made for; it defaults to the one remembered in
 ``<home>/sip-accounts.sqlite`` (where ``p2pnode sip account add`` writes).
 
+The bridge keys (``bridge*``, ``foreign_*``) stay flat under ``[sip]`` so
+``config reference`` lists them like every other key. The bridge is on by
+default when the node has signalling (``[presence]``): a gateway operator who
+runs a peer wants phones and peers to reach each other; ``bridge = false``
+turns it off, and ``foreign_*`` limits what other SIP networks can make the
+P2P side do (each admitted foreign call is a P2P dial).
+
 ``to_gateway`` maps the validated section onto the gateway's frozen
 ``GatewayConfig``, so a mistake is reported with its path (``sip.trunks.0.login``)
 before anything binds.
@@ -29,6 +36,8 @@ __all__ = ["IpTrunkSection", "RegistrationTrunkSection", "SipSection", "to_gatew
 
 MAX_TRUNKS = 64
 MAX_DIDS = 10_000
+MAX_BRIDGED = 16  # hosted accounts with a bridge: each is one more signalling socket
+MAX_FOREIGN_DOMAINS = 1000
 
 
 def _check_hostport(text: str) -> str:
@@ -151,6 +160,32 @@ class SipSection(BaseModel):
     claim_logins: bool = Field(
         True, description="claim a registered account's login in the DHT (its hosted identity)"
     )
+    bridge: bool | None = Field(
+        None, description="bridge phones and P2P peers (default: on when [presence] is)"
+    )
+    bridge_account: LoginText = Field(
+        "p2p", description="account the bridge registers as (made at start, password in home)"
+    )
+    bridge_hosted: tuple[LoginText, ...] = Field(
+        (),
+        max_length=MAX_BRIDGED,
+        description="accounts whose P2P calls ring their phones and whose phones dial P2P",
+    )
+    bridge_unverified_logins: bool = Field(
+        False, description="dial a login's single unverified claim (anyone can claim a free one)"
+    )
+    bridge_ring_timeout: float = Field(
+        30.0, ge=5.0, le=300.0, description="seconds a bridged call rings before 480/no answer"
+    )
+    foreign_calls: bool = Field(
+        True, description="other SIP networks may call P2P logins (as the gateway's identity)"
+    )
+    foreign_domains: tuple[DomainText, ...] = Field(
+        (), max_length=MAX_FOREIGN_DOMAINS, description="only these From domains; empty: any"
+    )
+    foreign_per_minute: float = Field(
+        30.0, gt=0, le=6000.0, description="foreign calls admitted per minute (burst as many)"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> SipSection:
@@ -162,7 +197,15 @@ class SipSection(BaseModel):
         names = [trunk.name for trunk in self.ip_trunks]
         if len(set(names)) != len(names):
             raise ValueError("two ip_trunks share a name")
+        if self.bridge_account in self.bridge_hosted:
+            raise ValueError("bridge_account is the bridge itself, not a hosted account")
+        if len(set(self.bridge_hosted)) != len(self.bridge_hosted):
+            raise ValueError("bridge_hosted names an account twice")
         return self
+
+    def bridging(self, presence: bool) -> bool:
+        """Whether ``p2pnode run`` starts the bridge (it needs the node's signalling)."""
+        return self.enabled and (presence if self.bridge is None else self.bridge)
 
 
 def to_gateway(section: SipSection, domain: str) -> GatewayConfig:

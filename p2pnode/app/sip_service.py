@@ -86,20 +86,29 @@ class SipService:
         section: SipSection,
         *,
         directory: Callable[[], LoginClaimer] | None = None,
+        p2p_login: str | None = None,
     ) -> None:
+        """``p2p_login``: the bridge's account (what the gateway does not host goes there)."""
         self.home = home
         self.section = section
         self._directory = directory
+        self.p2p_login = p2p_login
         self.store: AccountStore | None = None
         self.gateway: SipGateway | None = None
         self.domain = section.domain or ""
 
     @staticmethod
-    def for_node(home: Path, section: SipSection, dht: DhtService) -> SipService:
-        """The service claiming logins through ``dht`` (unless ``claim_logins`` is off)."""
+    def for_node(
+        home: Path, section: SipSection, dht: DhtService, *, bridge: bool = False
+    ) -> SipService:
+        """The service claiming logins through ``dht`` (unless ``claim_logins`` is off);
+        with ``bridge``, routing what it does not host to ``section.bridge_account``."""
+        p2p_login = section.bridge_account if bridge else None
         if not section.claim_logins:
-            return SipService(home, section)
-        return SipService(home, section, directory=lambda: directory_of(dht, frozenset()))
+            return SipService(home, section, p2p_login=p2p_login)
+        return SipService(
+            home, section, directory=lambda: directory_of(dht, frozenset()), p2p_login=p2p_login
+        )
 
     async def start(self) -> None:
         try:
@@ -110,6 +119,7 @@ class SipService:
             to_gateway(self.section, store.realm),
             store,
             directory=None if self._directory is None else self._directory(),
+            p2p_login=self.p2p_login,
         )
         try:
             await gateway.start()

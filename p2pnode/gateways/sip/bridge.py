@@ -405,7 +405,8 @@ class SipP2pBridge:
         """One bridged call failing (signalling down, a peer unknown) never stops the bridge."""
         try:
             await work
-        except (OSError, LookupError, UaError, CallStateError, RuntimeError) as error:
+        except Exception as error:  # any one call's failure (signalling unreachable, a
+            # peer unknown, a SIP timeout) is that call's, never the bridge's
             _LOG.warning("bridged call failed: %s", type(error).__name__)
             self._refused("failed")
             if call_id is not None:
@@ -445,7 +446,14 @@ class SipP2pBridge:
         loop = asyncio.get_running_loop()
         async with self._dialling:  # next_track belongs to one dial() at a time
             self.calls.next_track = self._track(leg)
-            call_id = await self.calls.dial(peer, CallMedia())
+            try:
+                call_id = await self.calls.dial(peer, CallMedia())
+            except BaseException:  # e.g. the peer is unreachable: its leg and track go now
+                pending, self.calls.next_track = self.calls.next_track, None
+                if pending is not None:
+                    pending.stop()
+                leg.close()
+                raise
         self._ended[call_id] = asyncio.Event()
         await self._tell_caller(call_id, caller)
         answered: asyncio.Future[CallState] = loop.create_future()
@@ -466,9 +474,9 @@ class SipP2pBridge:
         if state is not CallState.ANSWERED:
             status, reason = _REFUSAL.get(state, (480, "Temporarily Unavailable"))
             self.ua.refuse(effect, status, reason, tag)
-            track = self.calls.forget(call_id)
-            if track is not None:
-                track.stop()
+            unused = self.calls.forget(call_id)
+            if unused is not None:
+                unused.stop()
             self._digit_queues.pop(call_id, None)
             self._legs.pop(call_id, None)
             self._ended.pop(call_id, None)

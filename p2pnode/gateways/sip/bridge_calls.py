@@ -102,7 +102,7 @@ class BridgedCallService(CallService):
             if transceiver.kind == "audio":
                 transceiver.sender.replaceTrack(track)
 
-    def _negotiated(self, session: Any, track: PhoneAudioTrack) -> None:
+    def _tell_codec(self, session: Any, track: PhoneAudioTrack) -> None:
         name = str(getattr(session, "codec", None) or "").removeprefix("audio/")
         codec = BridgeCodec.from_name(name)
         if codec is not None:
@@ -128,14 +128,14 @@ class BridgedCallService(CallService):
         sdp = await super()._make_answer(session, leg)
         if track is not None:
             self._swap(leg, track)
-            self._negotiated(session, track)
+            self._tell_codec(session, track)
         return sdp
 
     async def _accept_answer(self, session: Any, leg: Any) -> None:
         await super()._accept_answer(session, leg)
         track = self.tracks.get(session.call_id)
         if track is not None:
-            self._negotiated(session, track)
+            self._tell_codec(session, track)
 
     async def _receive(self, session: object, leg: object, track: MediaStreamTrack) -> None:
         call_id = getattr(session, "call_id", b"")

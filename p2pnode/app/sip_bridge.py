@@ -1,0 +1,521 @@
+"""The SIP <-> P2P bridge as a service of ``p2pnode run`` (``[sip]`` ``bridge*``, ``foreign_*``).
+
+Why a service of its own beside ``sip``: the bridge needs the running gateway
+(its address, its account store), the node's signalling (its homes) and the
+peer app (the ICE plan of our relay); it is started after all of them and
+restarted alone when it fails, without taking the phones' registrations down.
+
+What it builds at each start, one bridge per P2P identity it speaks as:
+
+* one per ``bridge_hosted`` account (``BridgeCallers.HOSTED``): the identity
+  the gateway hosts for that account (``hosted.identity_of``, the key its login
+  claim is made with). A P2P call to it rings the account's phones; that
+  account's phones dial P2P logins, peer ids, trusted ENUM numbers and DIDs as
+  it.
+* one for other SIP networks when ``foreign_calls`` (``FOREIGN``): the hosted
+  identity of the bridge account itself (the gateway's identity), behind the
+  operator's ``ForeignCallPolicy`` (off, allow-list of From domains, rate). It
+  refuses P2P calls (nobody is behind it to ring).
+
+Each bridge has its own ``SignallingService`` for its identity (attached to
+the node's own homes: the node itself when it serves as a home), its own
+``BridgedCallService`` on that signalling's "call" channel, and its own
+``BridgeUserAgent`` registered at the gateway as ``bridge_account``; the
+gateway routes what it does not host to that account and forks to every
+bridge, each taking only its callers. The bridge account is made at the first
+start with a generated password kept in ``<home>/sip-bridge.secret`` (0600).
+
+Observability: every bridge event goes to the node's event stream as a
+``SipBridgeEvent``; ``statistics()`` keeps totals across restarts (so the
+Prometheus counters built from it stay monotonic) and the last
+``MAX_RECENT_CALLS`` ended calls for ``GET /api/sip/bridge``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from p2pnode.app.config import NodeConfig
+from p2pnode.app.node import Node
+from p2pnode.app.peer_config import PresenceSection
+from p2pnode.app.peer_services import PeerApp, home_role
+from p2pnode.app.services import DhtService, directory_of
+from p2pnode.app.sip_service import SipService
+from p2pnode.connectivity.contact import Capability, HomeEntry
+from p2pnode.connectivity.homes import PeerConfig
+from p2pnode.connectivity.signalling import SignalChannel, SignallingService
+from p2pnode.gateways.sip.accounts import AccountError, AccountStore
+from p2pnode.gateways.sip.bridge import (
+    BridgedCallService,
+    BridgedCallSummary,
+    BridgeDirection,
+    BridgeEvent,
+    BridgeMode,
+    BridgeStatistics,
+    BridgeUserAgent,
+    SipP2pBridge,
+)
+from p2pnode.gateways.sip.bridge_routing import BridgeCallers, ForeignCallPolicy, PeerResolver
+from p2pnode.gateways.sip.hosted import identity_of
+from p2pnode.gateways.sip.useragent import UaError
+from p2pnode.identity import Identity, public_key_from_peer_id
+from p2pnode.sessions.call_config import CallConfig, MediaPath, NonContactPolicy
+
+__all__ = [
+    "BRIDGE_SECRET_FILE",
+    "MAX_RECENT_CALLS",
+    "BridgeSnapshot",
+    "BridgedCall",
+    "SipBridgeEvent",
+    "SipBridgeService",
+    "SipBridgeStatistics",
+    "add_sip_bridge",
+    "bridge_metrics",
+]
+
+logger = logging.getLogger(__name__)
+
+BRIDGE_SECRET_FILE = "sip-bridge.secret"  # noqa: S105 - a file name, not a secret
+MAX_RECENT_CALLS = 64  # ended calls kept for the control API
+REGISTER_EXPIRES = 300  # seconds a bridge's registration at the gateway lasts
+REGISTER_EVERY = 120.0  # seconds between re-registrations (well inside the expiry)
+# PCMU first: a peer offering it lets the phone's G.711 pass through untouched.
+BRIDGE_CODECS = ("PCMU", "PCMA", "opus")
+
+
+@dataclass(frozen=True)
+class SipBridgeEvent:
+    """Event on the node's stream: one observation of one bridged call."""
+
+    bridge: str  # the hosted login (or the bridge account for foreign calls)
+    call_id: bytes
+    what: str  # see ``BridgeEvent``
+    detail: str
+    summary: BridgedCallSummary | None
+
+
+@dataclass(frozen=True)
+class BridgedCall:
+    """One ended bridged call (the newest ``MAX_RECENT_CALLS``)."""
+
+    bridge: str
+    call_id: bytes
+    summary: BridgedCallSummary
+
+
+@dataclass(frozen=True)
+class BridgeSnapshot:
+    """One running bridge: whose calls, as which P2P identity, reached how."""
+
+    login: str
+    callers: BridgeCallers
+    peer_id: str
+    homes: int  # homes its signalling is attached to (0: unreachable for P2P calls)
+    statistics: BridgeStatistics
+
+
+@dataclass(frozen=True)
+class SipBridgeStatistics:
+    """Totals since the node started (across restarts) and the running bridges."""
+
+    account: str
+    active_calls: int
+    calls: tuple[tuple[BridgeDirection, BridgeMode, int], ...]
+    refusals: tuple[tuple[str, int], ...]
+    packets_from_phone: int
+    packets_to_phone: int
+    lost: int
+    passthrough_frames: int
+    transcoded_frames: int
+    digits_from_phone: int
+    digits_to_phone: int
+    digits_dropped: int
+    bridges: tuple[BridgeSnapshot, ...]
+    recent: tuple[BridgedCall, ...]
+
+
+_TOTALS = (
+    "packets_from_phone",
+    "packets_to_phone",
+    "lost",
+    "passthrough_frames",
+    "transcoded_frames",
+    "digits_from_phone",
+    "digits_to_phone",
+    "digits_dropped",
+)
+
+
+class _Totals:
+    """Counters summed over bridges (the retired ones' final counts plus the live ones)."""
+
+    def __init__(self) -> None:
+        self.values: Counter[str] = Counter()
+        self.calls: Counter[tuple[BridgeDirection, BridgeMode]] = Counter()
+        self.refusals: Counter[str] = Counter()
+
+    def add(self, stats: BridgeStatistics) -> None:
+        for name in _TOTALS:
+            self.values[name] += getattr(stats, name)
+        for direction, mode, count in stats.calls:
+            self.calls[(direction, mode)] += count
+        for reason, count in stats.refusals:
+            self.refusals[reason] += count
+
+    def copy(self) -> _Totals:
+        other = _Totals()
+        other.values.update(self.values)
+        other.calls.update(self.calls)
+        other.refusals.update(self.refusals)
+        return other
+
+
+@dataclass
+class _Bridge:
+    login: str
+    callers: BridgeCallers
+    identity: Identity
+    signalling: SignallingService
+    channel: SignalChannel
+    calls: BridgedCallService
+    ua: BridgeUserAgent
+    bridge: SipP2pBridge
+
+
+def _client_address(address: tuple[str, int]) -> tuple[str, int]:
+    """Where our own UA reaches a gateway bound to ``address`` (a wildcard: loopback)."""
+    host, port = address[:2]
+    if host == "0.0.0.0":
+        return "127.0.0.1", port
+    if host == "::":
+        return "::1", port
+    return host, port
+
+
+class SipBridgeService:
+    """Hosts the bridges of ``[sip]`` (see the module docstring)."""
+
+    name = "sip-bridge"
+
+    def __init__(
+        self,
+        home: Path,
+        config: NodeConfig,
+        sip: SipService,
+        dht: DhtService,
+        node_service: Callable[[str], object],
+        *,
+        emit: Callable[[object], None],
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.section = config.sip
+        self.sip = sip
+        self.dht = dht
+        self.node_service = node_service
+        self.emit = emit
+        self._bridges: list[_Bridge] = []
+        self._retired = _Totals()
+        self._recent: collections.deque[BridgedCall] = collections.deque(maxlen=MAX_RECENT_CALLS)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        gateway, store = self.sip.gateway, self.sip.store
+        if gateway is None or store is None or gateway.address is None:
+            raise RuntimeError("[sip] bridge: the SIP gateway is not running")
+        wanted = [(login, BridgeCallers.HOSTED) for login in self.section.bridge_hosted]
+        if self.section.foreign_calls:
+            wanted.append((self.section.bridge_account, BridgeCallers.FOREIGN))
+        identities = []
+        for login, callers in wanted:
+            account = store.get(login) if callers is BridgeCallers.HOSTED else None
+            if callers is BridgeCallers.HOSTED and account is None:
+                raise RuntimeError(f"[sip] bridge_hosted: no account {login} (sip account add)")
+            identities.append((login, callers, account))
+        password = self._bridge_password(store)
+        account = store.get(self.section.bridge_account)
+        assert account is not None
+        server = _client_address(gateway.address)
+        try:
+            for login, callers, hosted in identities:
+                identity = identity_of(hosted if hosted is not None else account)
+                self._bridges.append(
+                    await self._bridge(login, callers, identity, password, store.realm, server)
+                )
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _bridge_password(self, store: AccountStore) -> str:
+        """The bridge account's password: made with the account, kept in the home."""
+        secret = self.home / BRIDGE_SECRET_FILE
+        login = self.section.bridge_account
+        known = secret.read_text().strip() if secret.exists() else None
+        if store.get(login) is not None and known:
+            return known
+        if store.get(login) is not None:  # the secret was lost: a new account, a new identity
+            logger.warning("sip bridge account=%s had no secret file: made again", login)
+            store.remove(login)
+        try:
+            _, password = store.add(login, None, randbytes=os.urandom)
+        except AccountError as error:
+            raise RuntimeError(f"[sip] bridge_account: {error}") from None
+        secret.touch(mode=0o600)
+        secret.write_text(password + "\n")
+        return password
+
+    async def _bridge(
+        self,
+        login: str,
+        callers: BridgeCallers,
+        identity: Identity,
+        password: str,
+        domain: str,
+        server: tuple[str, int],
+    ) -> _Bridge:
+        presence = self.config.presence
+        assert isinstance(presence, PresenceSection)
+        serve = home_role(self.config) == "serve"
+        node_signalling = self.node_service("signalling")
+        peer = self.node_service("peer")
+        assert isinstance(node_signalling, SignallingService) and isinstance(peer, PeerApp)
+
+        async def node_homes() -> Sequence[HomeEntry]:
+            return node_signalling.homes()  # the node's own homes (itself when serving)
+
+        host = presence.listen.rpartition(":")[0].strip("[]")
+        signalling = SignallingService(
+            identity,
+            self.dht.node,
+            listen=(host, 0),
+            find_homes=node_homes,
+            capabilities=Capability.CHAT | Capability.AUDIO,
+            peer_config=PeerConfig(wanted=1 if serve else 2),
+        )
+        await signalling.start()
+        parts: list[object] = [signalling]
+        try:
+            link = await peer.link_config()
+            foreign = callers is BridgeCallers.FOREIGN
+            config = CallConfig(
+                paths=(MediaPath.from_plan(link.ice),),
+                audio_codecs=BRIDGE_CODECS,
+                non_contacts=NonContactPolicy.REFUSE if foreign else NonContactPolicy.RING,
+            )
+            channel = signalling.channel("call")
+            calls = BridgedCallService(
+                identity.peer_id, config, channel.send, is_contact=lambda _peer: not foreign
+            )
+            await calls.__aenter__()
+            parts.append(calls)
+            ua = BridgeUserAgent(
+                self.section.bridge_account, password, domain, server, host=server[0]
+            )
+            parts.append(ua)
+            await ua.start()
+            await ua.register(expires=REGISTER_EXPIRES)
+            bridge = self._controller(login, callers, calls, ua, domain)
+        except BaseException:
+            await _close(parts)
+            raise
+        return _Bridge(login, callers, identity, signalling, channel, calls, ua, bridge)
+
+    def _controller(
+        self,
+        login: str,
+        callers: BridgeCallers,
+        calls: BridgedCallService,
+        ua: BridgeUserAgent,
+        domain: str,
+    ) -> SipP2pBridge:
+        section = self.section
+        trusted = frozenset(public_key_from_peer_id(p) for p in self.config.enum.trust)
+        resolver = PeerResolver(
+            directory_of(self.dht, trusted),
+            gateway_domain=domain,
+            dids=section.dids,
+            allow_unverified=section.bridge_unverified_logins,
+        )
+        bridge = SipP2pBridge(
+            calls,
+            ua,
+            login,
+            resolve=resolver.peer_id,
+            ring_timeout=section.bridge_ring_timeout,
+            foreign=ForeignCallPolicy(
+                enabled=section.foreign_calls,
+                allow_domains=frozenset(section.foreign_domains),
+                per_minute=section.foreign_per_minute,
+            ),
+            callers=callers,
+        )
+        bridge.on_event = lambda event: self._on_event(login, event)
+        return bridge
+
+    async def run(self) -> None:
+        """Every bridge's controller, signal pump and re-registration, until stopped."""
+        async with asyncio.TaskGroup() as tasks:
+            for bridge in self._bridges:
+                tasks.create_task(bridge.bridge.run())
+                tasks.create_task(_pump(bridge))
+                tasks.create_task(_reregister(bridge.ua))
+                tasks.create_task(_drain(bridge.bridge))
+
+    async def stop(self) -> None:
+        bridges, self._bridges = self._bridges, []
+        for bridge in bridges:
+            self._retired.add(bridge.bridge.statistics())
+            await _close([bridge.signalling, bridge.calls, bridge.ua])
+
+    # -- observations ---------------------------------------------------------------------
+
+    def _on_event(self, login: str, event: BridgeEvent) -> None:
+        if event.summary is not None:
+            self._recent.append(BridgedCall(login, event.call_id, event.summary))
+        self.emit(SipBridgeEvent(login, event.call_id, event.what, event.detail, event.summary))
+
+    def statistics(self) -> SipBridgeStatistics:
+        totals = self._retired.copy()
+        snapshots = []
+        for bridge in self._bridges:
+            stats = bridge.bridge.statistics()
+            totals.add(stats)
+            homes = len(bridge.signalling.homes())
+            snapshots.append(
+                BridgeSnapshot(bridge.login, bridge.callers, bridge.identity.peer_id, homes, stats)
+            )
+        v = totals.values
+        return SipBridgeStatistics(
+            account=self.section.bridge_account,
+            active_calls=sum(s.statistics.active_calls for s in snapshots),
+            calls=tuple(
+                (d, m, n)
+                for (d, m), n in sorted(
+                    totals.calls.items(), key=lambda i: (i[0][0].value, i[0][1].value)
+                )
+            ),
+            refusals=tuple(sorted(totals.refusals.items())),
+            packets_from_phone=v["packets_from_phone"],
+            packets_to_phone=v["packets_to_phone"],
+            lost=v["lost"],
+            passthrough_frames=v["passthrough_frames"],
+            transcoded_frames=v["transcoded_frames"],
+            digits_from_phone=v["digits_from_phone"],
+            digits_to_phone=v["digits_to_phone"],
+            digits_dropped=v["digits_dropped"],
+            bridges=tuple(snapshots),
+            recent=tuple(self._recent),
+        )
+
+
+def _by_name(item: tuple[tuple[BridgeDirection, BridgeMode], int]) -> tuple[str, str]:
+    (direction, mode), _ = item
+    return direction.value, mode.value
+
+
+async def _close(parts: Sequence[object]) -> None:
+    """Close what one bridge opened, last first; one failing part does not keep the rest."""
+    for part in reversed(parts):
+        with contextlib.suppress(Exception):
+            if isinstance(part, BridgeUserAgent):
+                await part.close()
+            elif isinstance(part, BridgedCallService):
+                await part.__aexit__(None, None, None)
+            elif isinstance(part, SignallingService):
+                await part.stop()
+
+
+async def _pump(bridge: _Bridge) -> None:
+    """Call signals for the bridge's identity, into its calls service."""
+    while True:
+        delivery = await bridge.channel.receive()
+        await bridge.calls.handle_signal(delivery.sender, delivery.payload)
+
+
+async def _reregister(ua: BridgeUserAgent) -> None:
+    """Keep the bridge's registration at the gateway alive (a failed one is retried)."""
+    while True:
+        await asyncio.sleep(REGISTER_EVERY)
+        try:
+            await ua.register(expires=REGISTER_EXPIRES)
+        except (OSError, UaError, ValueError) as error:
+            logger.warning("sip bridge registration failed: %s", type(error).__name__)
+
+
+async def _drain(bridge: SipP2pBridge) -> None:
+    """The service reads events through ``on_event``; the bridge's own queue is emptied."""
+    while True:
+        await bridge.events.get()
+
+
+def add_sip_bridge(
+    home: Path, config: NodeConfig, node: Node, sip: SipService, dht: DhtService
+) -> SipBridgeService | None:
+    """Add the bridge service after ``sip`` when ``[sip]`` bridges (see ``SipSection.bridging``)."""
+    presence = config.presence
+    assert isinstance(presence, PresenceSection)
+    if not config.sip.bridging(presence.enabled):
+        return None
+    service = SipBridgeService(home, config, sip, dht, node.service, emit=node.emit)
+    node.add(service)
+    return service
+
+
+def bridge_metrics(stats: SipBridgeStatistics) -> Iterator[Metric]:
+    """The bridge's Prometheus families (``metrics.NodeCollector`` yields them at scrape)."""
+    calls = CounterMetricFamily(
+        "p2pnode_sip_bridge_calls",
+        "answered bridged calls that ended, by who started them and how audio crossed",
+        labels=["direction", "mode"],
+    )
+    for direction in BridgeDirection:
+        for mode in BridgeMode:  # every series from the first scrape: rate() needs a zero
+            count = next((n for d, m, n in stats.calls if d is direction and m is mode), 0)
+            calls.add_metric([direction.value, mode.value], count)
+    yield calls
+    active = GaugeMetricFamily("p2pnode_sip_bridge_active_calls", "bridged calls in progress")
+    active.add_metric([], stats.active_calls)
+    yield active
+    refusals = CounterMetricFamily(
+        "p2pnode_sip_bridge_refusals",
+        "calls the bridge did not connect, by reason (foreign-*, not-found, peer-*, phone-*)",
+        labels=["reason"],
+    )
+    for reason, count in stats.refusals:
+        refusals.add_metric([reason], count)
+    yield refusals
+    frames = CounterMetricFamily(
+        "p2pnode_sip_bridge_frames",
+        "phone audio frames into the P2P leg: payload untouched or decoded",
+        labels=["mode"],
+    )
+    frames.add_metric([BridgeMode.PASSTHROUGH.value], stats.passthrough_frames)
+    frames.add_metric([BridgeMode.TRANSCODED.value], stats.transcoded_frames)
+    yield frames
+    packets = CounterMetricFamily(
+        "p2pnode_sip_bridge_rtp_packets",
+        "RTP packets on the phone leg of ended calls (lost: missing at the jitter buffer)",
+        labels=["what"],
+    )
+    packets.add_metric(["from-phone"], stats.packets_from_phone)
+    packets.add_metric(["to-phone"], stats.packets_to_phone)
+    packets.add_metric(["lost"], stats.lost)
+    yield packets
+    digits = CounterMetricFamily(
+        "p2pnode_sip_bridge_digits", "RFC 4733 digits carried or dropped", labels=["what"]
+    )
+    digits.add_metric(["from-phone"], stats.digits_from_phone)
+    digits.add_metric(["to-phone"], stats.digits_to_phone)
+    digits.add_metric(["dropped"], stats.digits_dropped)
+    yield digits

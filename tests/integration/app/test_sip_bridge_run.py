@@ -1,0 +1,330 @@
+"""The SIP <-> P2P bridge as ``p2pnode run`` hosts it: two nodes configured by TOML files only.
+
+Node A serves as a home and hosts the SIP gateway with ``[sip] bridge_hosted =
+["alice"]`` (and foreign calls allowed from ``carrier.example`` only); node B
+attaches to A, claims the login ``bob`` (countersigned by a verifier A trusts
+in ``[enum] trust``) and answers every call with 660 Hz, recording. Nothing
+is wired by hand: the bridge service, its signalling for alice's hosted
+identity, its calls service and its user agent are what ``assemble`` builds
+from the files.
+
+What must hold: alice's phone (our UA, registered at A's gateway) dials
+``bob``; B's recording has the phone's 440 Hz and the phone's has B's 660 Hz
+(FFT). B calls the login ``alice`` back: it resolves to the identity the
+gateway hosts for alice, her phone rings and answers, and again each side
+hears the other (550 Hz from B, 440 Hz from the phone). A stranger's INVITE
+from another domain is refused 403. Then ``GET /api/sip/bridge``, the
+WebSocket stream and ``/metrics`` show both calls by direction and mode with
+their codecs, jitter and loss, and the refusal by its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from p2pnode.app.config import load_config
+from p2pnode.app.homefiles import TOKEN_FILE
+from p2pnode.app.peer_calls import CALLS_DIR, CallsNodeService
+from p2pnode.app.peer_services import PeerApp
+from p2pnode.app.runtime import Assembly, assemble
+from p2pnode.app.services import directory_of
+from p2pnode.app.sip_bridge import SipBridgeService
+from p2pnode.app.sip_service import ACCOUNTS_FILE, SipService
+from p2pnode.connectivity.signalling import SignallingService, fetch_contact
+from p2pnode.directory.verifiers import countersign
+from p2pnode.gateways.sip.accounts import AccountStore
+from p2pnode.gateways.sip.hosted import identity_of
+from p2pnode.gateways.sip.useragent import SipUserAgent, UaError
+from p2pnode.identity import Identity
+from p2pnode.records import RecordKind
+from p2pnode.sessions.call_config import CallMedia
+from p2pnode.sessions.media import ToneSource
+from tests.harness.audio import read_wav
+from tests.integration.bridge.test_bridge_call_loopback import assert_tone, loopback_ice
+
+pytestmark = pytest.mark.slow
+
+WAIT = 30.0  # a bound on every wait, never a speed assertion
+DOMAIN = "gw.test"
+T = TypeVar("T")
+
+
+def gateway_toml(verifier: str) -> str:
+    return f"""
+[node]
+listen = "127.0.0.1:0"
+
+[supernode]
+enabled = false
+relay_search = false
+
+[control]
+port = 0
+
+[metrics]
+listen = "127.0.0.1:0"
+
+[enum]
+trust = ["{verifier}"]
+
+[presence]
+enabled = true
+listen = "127.0.0.1:0"
+home = "serve"
+
+[sip]
+enabled = true
+domain = "{DOMAIN}"
+listen = "127.0.0.1:0"
+digest = ["MD5"]
+bridge_hosted = ["alice"]
+foreign_domains = ["carrier.example"]
+"""
+
+
+def peer_toml(bootstrap: str, home: str) -> str:
+    return f"""
+[node]
+listen = "127.0.0.1:0"
+bootstrap = ["{bootstrap}"]
+
+[supernode]
+enabled = false
+relay_search = false
+
+[control]
+enabled = false
+
+[presence]
+enabled = true
+listen = "127.0.0.1:0"
+home = "attach"
+homes = ["{home}"]
+
+[calls]
+enabled = true
+auto_answer = true
+answer_tone = 660.0
+record = true
+"""
+
+
+async def until(check: Any, what: str) -> None:
+    """Poll ``check()`` (sync or async) until true, bounded by WAIT."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            value = check()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running(home: Path, toml: str) -> AsyncIterator[Assembly]:
+    """A node assembled from ``<home>/p2pnode.toml`` alone, running until the block ends."""
+    path = home / "p2pnode.toml"
+    path.write_text(toml)
+    assembly = assemble(home, load_config(path), Identity.load_or_create(home))
+    stop = asyncio.Event()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(assembly.node.run(stop))
+        try:
+            async with asyncio.timeout(WAIT):
+                await assembly.node.ready.wait()
+            yield assembly
+        finally:
+            stop.set()
+
+
+def service(assembly: Assembly, name: str, kind: type[T]) -> T:
+    found = assembly.node.service(name)
+    assert isinstance(found, kind), name
+    return found
+
+
+async def events_of(socket: aiohttp.ClientWebSocketResponse, into: list[dict[str, Any]]) -> None:
+    async for message in socket:
+        if message.type is aiohttp.WSMsgType.TEXT:
+            event = message.json()
+            if event["type"] == "SipBridgeEvent":
+                into.append(event)
+
+
+async def has_home(assembly: Assembly, key: bytes) -> bool:
+    contact = await fetch_contact(assembly.dht.node, key)
+    return contact is not None and len(contact.homes) >= 1
+
+
+def newest_wav(home: Path, after: set[Path]) -> Path:
+    fresh = sorted(set((home / CALLS_DIR).glob("*.wav")) - after)
+    assert len(fresh) == 1, fresh
+    return fresh[0]
+
+
+async def scenario(root: Path) -> None:
+    verifier = Identity.generate()
+    a_home, b_home = root / "a", root / "b"
+    a_home.mkdir()
+    b_home.mkdir()
+    store = AccountStore.open(a_home / ACCOUNTS_FILE, DOMAIN)  # as `p2pnode sip account add`
+    _, alice_password = store.add("alice", None, randbytes=os.urandom)
+    alice_account = store.get("alice")
+    assert alice_account is not None
+    store.close()
+    alice_hosted = identity_of(alice_account).peer_id
+
+    async with running(a_home, gateway_toml(verifier.peer_id)) as a:
+        sip = service(a, "sip", SipService)
+        bridges = service(a, "sip-bridge", SipBridgeService)
+        assert sip.gateway is not None and sip.gateway.address is not None
+        host, port = a.dht.address
+        async with running(b_home, peer_toml(f"{host}:{port}", a.identity.peer_id)) as b:
+            b_signalling = service(b, "signalling", SignallingService)
+            await until(b_signalling.homes, "b attached")
+            await until(lambda: all(s.homes for s in bridges.statistics().bridges), "bridges")
+            for key in (b.identity.public_key, identity_of(alice_account).public_key):
+                await until(lambda k=key: has_home(a, k), "contact published with its home")
+            # bob's login, countersigned by the verifier node A trusts.
+            b_peer = service(b, "peer", PeerApp)
+            directory = directory_of(b.dht, frozenset())
+            vouched = countersign(
+                verifier, RecordKind.NAME_CLAIM, "bob", b.identity.public_key, now=time.time()
+            )
+            await directory.claim_name(b.identity, "bob", add=[vouched])
+
+            token = (a_home / TOKEN_FILE).read_text().strip()
+            assert a.control is not None and a.metrics is not None
+            phone = SipUserAgent("alice", alice_password, DOMAIN, sip.gateway.address)
+            stranger = SipUserAgent("mallory", "unused", "elsewhere.example", sip.gateway.address)
+            seen: list[dict[str, Any]] = []
+            async with (
+                aiohttp.ClientSession() as http,
+                http.ws_connect(f"{a.control.url}/api/events?token={token}") as socket,
+                asyncio.TaskGroup() as tasks,
+            ):
+                reader = tasks.create_task(events_of(socket, seen))
+                try:
+                    await phone.start()
+                    await stranger.start()
+                    await phone.register()  # the gateway claims "alice" for her hosted identity
+
+                    # 1. alice's phone dials the P2P login bob.
+                    before = set((b_home / CALLS_DIR).glob("*.wav"))
+                    async with asyncio.timeout(WAIT):
+                        outgoing = await phone.call("bob")
+                    await outgoing.play_tone(440.0, 1.5)
+                    await outgoing.hangup()
+                    calls_b = service(b, "calls", CallsNodeService)
+                    await until(lambda: calls_b.statistics().live == 0, "b's call ended")
+                    heard_by_b = newest_wav(b_home, before)
+
+                    # 2. bob calls the login alice back: her phone rings through the bridge.
+                    resolved = await b_peer.resolve("alice")
+                    call_id = await calls_b.service().dial(
+                        resolved, CallMedia(ToneSource(550.0), root / "b-dialled.wav")
+                    )
+                    async with asyncio.timeout(WAIT):
+                        ringing = await phone.incoming.get()
+                    await ringing.play_tone(440.0, 1.5)
+                    await calls_b.service().hangup(call_id)
+                    async with asyncio.timeout(WAIT):
+                        await ringing.ended.wait()  # the bridge sent BYE to the phone
+
+                    # 3. another network, not on the allow-list.
+                    with pytest.raises(UaError) as refused:
+                        async with asyncio.timeout(WAIT):
+                            await stranger.call(f"sip:bob@{DOMAIN}")
+
+                    await until(lambda: len(bridges.statistics().recent) == 2, "two calls ended")
+                    await until(
+                        lambda: sum(e["what"] == "ended" for e in seen) == 2, "ended events"
+                    )
+                    auth = {"Authorization": f"Bearer {token}"}
+                    async with http.get(f"{a.control.url}/api/sip/bridge", headers=auth) as got:
+                        assert got.status == 200
+                        answer = await got.json()
+                    async with http.get(a.metrics.url) as scraped:
+                        metrics = await scraped.text()
+                finally:
+                    await phone.close()
+                    await stranger.close()
+                    await socket.close()
+                    await reader
+
+    assert resolved == alice_hosted  # the login the gateway claims is its hosted identity
+    samples, rate = read_wav(heard_by_b)
+    assert_tone(samples, rate, 440.0)  # bob heard alice's phone
+    assert_tone(outgoing.recording().astype(np.float64) / 32768.0, 8000, 660.0)
+    samples, rate = read_wav(root / "b-dialled.wav")
+    assert_tone(samples, rate, 440.0)  # bob, calling back, heard the phone
+    assert_tone(ringing.recording().astype(np.float64) / 32768.0, 8000, 550.0)
+    assert refused.value.status == 403
+
+    # The control API: both calls, each with its direction, codecs, mode, jitter and loss.
+    recent = {call["direction"]: call for call in answer["recent"]}
+    assert set(recent) == {"from-phone", "to-phone"}, answer
+    assert recent["from-phone"]["peer"] == b.identity.peer_id
+    assert recent["to-phone"]["peer"] == b.identity.peer_id
+    for call in recent.values():
+        assert call["bridge"] == "alice"
+        assert call["phone_codec"] == "PCMU"
+        frames = call["passthrough_frames"] + call["transcoded_frames"]
+        assert frames > 50, call  # the phone's 1.5 s crossed
+        mode = "passthrough" if call["webrtc_codec"] == "PCMU" else "transcoded"
+        assert call["mode"] == mode, call
+        assert call[f"{mode}_frames"] == frames, call
+        assert call["packets_from_phone"] > 50 and call["packets_to_phone"] > 50, call
+        assert call["lost"] >= 0 and call["jitter_ms"] >= 0.0
+    assert answer["refusals"] == {"foreign-domain": 1}, answer
+    assert [(b["login"], b["callers"]) for b in answer["bridges"]] == [
+        ("alice", "hosted"),
+        ("p2p", "foreign"),
+    ]
+    assert answer["bridges"][0]["peer_id"] == alice_hosted
+    # The WebSocket stream: the same calls, as they happened.
+    kinds = [event["what"] for event in seen]
+    for what in ("dialling-peer", "peer-answered", "ringing-phones", "phone-answered"):
+        assert what in kinds, kinds
+    ended = [event for event in seen if event["what"] == "ended"]
+    assert {event["summary"]["direction"] for event in ended} == {"from-phone", "to-phone"}
+    # /metrics: the same numbers as Prometheus families.
+    samples_by_name: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            samples_by_name[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    for direction in ("from-phone", "to-phone"):
+        mode = recent[direction]["mode"]
+        labels = (("direction", direction), ("mode", mode))
+        assert samples_by_name[("p2pnode_sip_bridge_calls_total", labels)] == 1.0
+    total = sum(
+        value
+        for (name, labels), value in samples_by_name.items()
+        if name == "p2pnode_sip_bridge_calls_total"
+    )
+    assert total == 2.0
+    reason = (("reason", "foreign-domain"),)
+    assert samples_by_name[("p2pnode_sip_bridge_refusals_total", reason)] == 1.0
+    frames = sum(c["passthrough_frames"] for c in recent.values())
+    mode_label = (("mode", "passthrough"),)
+    assert samples_by_name[("p2pnode_sip_bridge_frames_total", mode_label)] == frames
+    assert samples_by_name[("p2pnode_sip_bridge_active_calls", ())] == 0.0
+
+
+def test_a_phone_and_a_peer_call_each_other_through_the_bridge_p2pnode_run_builds(
+    tmp_path: Path,
+) -> None:
+    with loopback_ice():
+        asyncio.run(scenario(tmp_path))
