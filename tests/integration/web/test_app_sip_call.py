@@ -18,8 +18,11 @@ registered as bob, ringing alice's phones), because ``p2pnode run`` does not
 start it yet. carol's page dials gw's peer id with its own RTCPeerConnection
 (fake microphone: 440 Hz); the bridge rings baresip, which auto-answers playing
 660 Hz. The page's analyser must hear 660 Hz and baresip's recording must hold
-440 Hz (FFT); the call row shows the page's ICE path. Every wait is bounded;
-nothing asserts speed.
+440 Hz (FFT); the call row shows the page's ICE path. Then the gateway's side
+calls carol as the bridge does for a foreign SIP caller (a CALLER signal,
+unverified): her alert and call row say "sip:carrier@other.example via SIP
+gateway ..., caller unverified", and the digits the gateway passes on (4, 2) show
+as keyed. Every wait is bounded; nothing asserts speed.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ from p2pnode.connectivity.signalling import SignalChannel, SignallingService
 from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.bridge import BridgedCallService, BridgeUserAgent, SipP2pBridge
 from p2pnode.gateways.sip.useragent import SipUserAgent, UaError
-from p2pnode.sessions.call_config import CallConfig
+from p2pnode.sessions.call_config import CallConfig, CallMedia
+from p2pnode.sessions.call_signal import RelayedCaller
+from p2pnode.sessions.media import ToneSource
 from tests.harness.audio import read_wav, spectrum, write_tone_wav
 from tests.harness.baresip import finished_recording, write_baresip_config
 from tests.harness.tools import require_tool
@@ -121,7 +126,7 @@ async def scenario(root: Path, baresip: str, chromium: str) -> None:
         aiohttp.ClientSession() as session,
         async_playwright() as playwright,
     ):
-        gw = lab.nodes["gw"]
+        gw, carol = lab.nodes["gw"], lab.nodes["carol"]
         sip = gw.node.service("sip")
         assert isinstance(sip, SipService) and sip.gateway is not None
         server = sip.gateway.address
@@ -211,8 +216,31 @@ async def scenario(root: Path, baresip: str, chromium: str) -> None:
                     1, timeout=WAIT_MS
                 )
                 recording = await asyncio.to_thread(finished_recording, records)
-                pump.cancel()
                 running.cancel()
+
+                # a foreign SIP caller through the gateway, as the bridge relays one: the
+                # alert and the call row say who, via which gateway, and that it is unverified
+                relayed = await hosted.dial(carol.identity.peer_id, CallMedia(ToneSource(520.0)))
+                await hosted.send_caller(relayed, RelayedCaller("sip:carrier@other.example", False))
+                alert = calling.locator(f"[data-incoming='{relayed.hex()}']")
+                await expect(alert).to_contain_text(
+                    "sip:carrier@other.example via SIP gateway", timeout=WAIT_MS
+                )
+                await expect(alert).to_contain_text("caller unverified")
+                await alert.get_by_role("button", name="Answer").click()
+                answered = calling.locator(
+                    f"tr[data-call='{relayed.hex()}'][data-state='answered']"
+                )
+                await expect(answered).to_have_count(1, timeout=WAIT_MS)
+                for digit in "42":  # the phone's keys, as the bridge passes them on
+                    await hosted.send_dtmf(relayed, digit)
+                await expect(answered.locator(".dtmf")).to_have_text("keyed 42", timeout=WAIT_MS)
+                await expect(answered.locator(".with")).to_contain_text("caller unverified")
+                await calling.screenshot(
+                    path=ARTIFACTS / "calls-relayed-caller.png", full_page=True
+                )
+                await hosted.hangup(relayed)
+                pump.cancel()
             samples, rate = read_wav(recording)
             heard = spectrum(samples[rate // 2 :], rate)
             assert abs(heard.dominant_hz - 440.0) < 15, heard  # the phone heard the page

@@ -198,7 +198,7 @@ export function CallsView({ paths, eventCount }) {
       <th scope="col">With</th><th scope="col">State</th><th scope="col">Path</th><th scope="col">Time</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
       <tbody>${[...calls].reverse().map((c) => html`<tr data-call=${c.call_id} data-state=${c.state}>
         <td class="with">${c.direction === "incoming" ? "← " : "→ "}${caller(c, contacts)}</td>
-        <td>${c.state}${c.detail ? html` <span class="muted">(${c.detail})</span>` : ""}${c.dtmf ? html` <span class="muted dtmf">keyed ${c.dtmf}</span>` : ""}</td>
+        <td>${c.state}${c.detail && !c.detail.startsWith("duration_ms=") ? html` <span class="muted">(${c.detail})</span>` : ""}${c.dtmf ? html` <span class="muted dtmf">keyed ${c.dtmf}</span>` : ""}</td>
         <td>${pagePaths[c.call_id] || c.path || "—"}${c.codec ? html` <span class="muted">${c.codec}</span>` : ""}</td>
         <td role="timer">${c.state === "answered" && answeredAt.current[c.call_id] ? clock(now - answeredAt.current[c.call_id]) : ""}</td>
         <td>${c.state === "answered" && phone.hasLeg(c.call_id) ? html`<button type="button" class="secondary" aria-pressed=${phone.isMuted(c.call_id) ? "true" : "false"} onClick=${() => toggleMute(c)}>${phone.isMuted(c.call_id) ? "Unmute" : "Mute"}</button> ` : ""}${LIVE.has(c.state) ? html`<button type="button" class="secondary" aria-label=${`Hang up ${name(c.peer_id)}`} onClick=${() => act("hangup", c)}>Hang up</button>` : ""}</td>
