@@ -165,7 +165,7 @@ async def _offline(demo: PeerDemo, config: dict[str, Any], say: Say) -> bool:
             await asyncio.sleep(0.05)
     say(f"      alice writes {TEXT!r}: bob unreachable, {status.copies} copies held in mailboxes")
     bob = await _peer(demo, "bob", config)
-    shown = [m.text for m in _service(bob, "chat", ChatService).inbox]
+    shown = [m.message.text for m in _service(bob, "chat", ChatService).inbox]
     say(f"      bob's node back: drained its mailboxes, shows {shown}")
     async with asyncio.timeout(LIMIT):
         while not (status := chat.status(message_id)).delivered:  # noqa: ASYNC110

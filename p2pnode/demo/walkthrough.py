@@ -26,6 +26,7 @@ import dns.rcode
 
 from p2pnode.demo.directory import DirectoryParties, run_directory_step
 from p2pnode.demo.enumdns import query_gateway
+from p2pnode.demo.natlab import run_lab_peer_steps
 from p2pnode.demo.peers import run_peer_steps
 from p2pnode.demo.sip import run_bridge_step, run_sip_step
 from p2pnode.demo.supernode import STUN_SERVERS, SupernodeDemo
@@ -33,6 +34,7 @@ from p2pnode.dht import DhtConfig, DhtNode, StoreReply
 from p2pnode.directory.naptr import sip_directive
 from p2pnode.directory.trust import Ambiguous, Candidate, Resolution, Unverified, Verified
 from p2pnode.identity import Identity
+from p2pnode.lab.netns import LabError
 from p2pnode.records import RecordKind, SignedRecord, sign_record
 from relay.supernode import Role
 
@@ -430,9 +432,24 @@ async def supernode_step(supernode_dht: DhtNode, client: DhtNode, names: dict[in
         )
 
 
-async def run_demo(count: int, lookups_per_node: int, seed: int) -> int:
+def peer_steps(labels: tuple[str, str, str], lab: bool) -> list[bool]:
+    """Steps 8-10 behind NATs in the netns lab when ``lab``; on loopback otherwise, or when
+    the lab cannot be built (said in one line)."""
+    if lab:
+        try:
+            return run_lab_peer_steps(say, labels)  # p2pnode/demo/natlab.py
+        except LabError as error:
+            say(f"{labels[0]} NAT LAB COULD NOT BE BUILT ({error}); the peers run on loopback")
+    return []
+
+
+async def run_demo(count: int, lookups_per_node: int, seed: int, *, lab: bool = False) -> int:
+    """Every step; ``lab``: steps 8-10 with real `p2pnode run` peers behind NATs (root)."""
     rng = random.Random(seed)
     say(f"p2pnode demo: {count} DHT nodes on 127.0.0.1 in one process, real UDP")
+    if lab:
+        say("      steps 8-10: peers behind NATs in a network-namespace lab (alice behind")
+        say("      a port-restricted NAT, bob behind a symmetric one, two public supernodes)")
     say()
     started = time.perf_counter()
     nodes = await start_network(count)
@@ -456,7 +473,8 @@ async def run_demo(count: int, lookups_per_node: int, seed: int) -> int:
         passed.append(await step(dns_step(nodes[0].address, verifier)))
         passed.append(await step(supernode_step(nodes[1 % count], nodes[0], names)))
         labels = (f"[8/{STEPS}]", f"[9/{STEPS}] offline messages:", f"[10/{STEPS}] a call:")
-        passed.extend(await run_peer_steps(say, labels))  # p2pnode/demo/peers.py
+        in_lab = peer_steps(labels, lab)
+        passed.extend(in_lab or await run_peer_steps(say, labels))  # p2pnode/demo/peers.py
         passed.append(await step(run_sip_step(say, f"[11/{STEPS}] phones:")))  # demo/sip.py
         passed.append(await step(run_bridge_step(say, f"[12/{STEPS}] a phone calls a peer:")))
     finally:

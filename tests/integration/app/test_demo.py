@@ -39,7 +39,7 @@ def line_with(lines: list[str], text: str) -> str:
 
 
 def test_demo_runs_every_step_and_passes() -> None:
-    result = p2pnode("demo", "--nodes", "12", "--lookups", "2")
+    result = p2pnode("demo", "--loopback", "--nodes", "12", "--lookups", "2")
     out = result.stdout
     lines = out.splitlines()
     assert result.returncode == 0, out + result.stderr
