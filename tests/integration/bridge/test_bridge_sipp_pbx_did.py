@@ -104,6 +104,8 @@ async def scenario(binary: str, tmp_path: Path) -> None:
         DOMAIN,
         digest_algorithms=(Algorithm.MD5,),  # sipp 3.6 answers MD5 challenges only
         registration_trunks=(RegistrationTrunk("pbx", (DID,)),),
+        # sipp's UAS takes any new Call-ID for a call: an OPTIONS ping would be a failed one.
+        keepalive_interval=300.0,
     )
     gateway = SipGateway(config, store)
     await gateway.start()
