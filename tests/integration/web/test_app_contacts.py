@@ -12,6 +12,8 @@ carol (chat and calls) and dave (chat), driven through their own nodes' services
 - alice accepts carol: a contact with a conversation holding the earlier text and an
   unread badge that survives a page reload (the node keeps it); opening it marks it
   read and carol's node gets the read receipt.
+- alice adds carol by phone number: her ENUM record is countersigned by the verifier
+  alice's node trusts; dave's number, claimed without a verifier, is refused.
 - dave writes, alice declines: dave's next text is dropped (no request, not in the inbox).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,7 +33,11 @@ import pytest
 from p2pnode.app.peer_calls import CallsNodeService, media_for
 from p2pnode.app.peer_contacts import SETTINGS_FILE
 from p2pnode.app.peer_services import PeerApp
-from p2pnode.identity import public_key_from_peer_id
+from p2pnode.app.services import directory_of
+from p2pnode.directory.naptr import sip_directive
+from p2pnode.directory.verifiers import countersign
+from p2pnode.identity import Identity, public_key_from_peer_id
+from p2pnode.records import RecordKind
 from p2pnode.sessions.call import CallState
 from tests.harness.tools import require_tool
 from tests.integration.web.test_app_browser import (
@@ -44,6 +51,9 @@ from tests.integration.web.test_app_browser import (
 )
 
 pytestmark = pytest.mark.slow
+
+CAROL_NUMBER = "+442079460019"  # verified by the registrar alice trusts
+DAVE_NUMBER = "+442079460020"  # claimed by dave alone
 
 
 def peer_app(lab: Lab, name: str) -> PeerApp:
@@ -59,7 +69,7 @@ def calls_of(lab: Lab, name: str) -> CallsNodeService:
 
 
 @asynccontextmanager
-async def network(root: Path) -> AsyncIterator[Lab]:
+async def network(root: Path, verifier: Identity) -> AsyncIterator[Lab]:
     async with asyncio.TaskGroup() as tasks:
         lab = Lab(root, tasks)
         try:
@@ -77,6 +87,7 @@ async def network(root: Path) -> AsyncIterator[Lab]:
                     "enabled": True, "mailboxes": [entry], "retry_first": 0.5, "drain_every": 1.0,
                 }  # fmt: skip
                 peer["calls"] = {"enabled": name != "dave"}
+                peer["enum"] = {"trust": [verifier.peer_id]}
                 await lab.start_peer(name, peer)
             yield lab
         finally:
@@ -96,8 +107,9 @@ async def scenario(root: Path) -> None:
     from playwright.async_api import async_playwright, expect
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    verifier = Identity.generate()
     async with (
-        network(root) as lab,
+        network(root, verifier) as lab,
         aiohttp.ClientSession() as session,
         async_playwright() as playwright,
     ):
@@ -176,6 +188,36 @@ async def scenario(root: Path) -> None:
         await page.click('button[data-conversation="carol"]')
         await expect(page.locator("#history li.theirs")).to_have_count(1, timeout=WAIT_MS)
         await expect(badge).to_have_count(0)  # read stays read
+
+        # add by phone number: only through ENUM the trusted verifier countersigned
+        directory = directory_of(carol.dht, frozenset())
+        await directory.publish_enum(
+            carol.identity, CAROL_NUMBER, [sip_directive("sip:carol@example.test")]
+        )
+        vouch = countersign(
+            verifier,
+            RecordKind.ENUM_ENTRY,
+            CAROL_NUMBER,
+            carol.identity.public_key,
+            now=time.time(),
+        )
+        await directory.publish_enum(carol.identity, CAROL_NUMBER, None, add=[vouch])
+        await directory.publish_enum(
+            dave.identity, DAVE_NUMBER, [sip_directive("sip:dave@example.test")]
+        )
+        await page.click("#nav-contacts")
+        await page.fill("#contact-name", "carol-phone")
+        await page.fill("#contact-peer", CAROL_NUMBER)
+        await page.click("#contact-add")
+        by_number = page.locator('li[data-contact="carol-phone"]')
+        await expect(by_number).to_contain_text(carol_id, timeout=WAIT_MS)
+        await page.fill("#contact-name", "dave-phone")
+        await page.fill("#contact-peer", DAVE_NUMBER)
+        await page.click("#contact-add")
+        await expect(page.locator("#contacts-message")).to_contain_text(
+            "unverified", timeout=WAIT_MS
+        )
+        await expect(page.locator('li[data-contact="dave-phone"]')).to_have_count(0)
 
         # decline: dave is blocked, his next text is dropped
         await page.click("#nav-contacts")
