@@ -371,6 +371,7 @@ class SipBridgeService:
                 tasks.create_task(_pump(bridge))
                 tasks.create_task(_reregister(bridge.ua))
                 tasks.create_task(_drain(bridge.bridge))
+                tasks.create_task(_no_chat(bridge.ua))
 
     async def stop(self) -> None:
         bridges, self._bridges = self._bridges, []
@@ -457,6 +458,14 @@ async def _drain(bridge: SipP2pBridge) -> None:
     """The service reads events through ``on_event``; the bridge's own queue is emptied."""
     while True:
         await bridge.events.get()
+
+
+async def _no_chat(ua: BridgeUserAgent) -> None:
+    """No chat bridge runs here yet: a MESSAGE for a bridged login is answered 480 at once
+    (rather than waiting unanswered until the sender's transaction times out)."""
+    while True:
+        effect = await ua.pending_messages.get()
+        ua.refuse(effect, 480, "Temporarily Unavailable", ua.token())
 
 
 def add_sip_bridge(
