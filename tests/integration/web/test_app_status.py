@@ -111,6 +111,8 @@ async def scenario(root: Path, chromium: str) -> None:
         await expect(served.locator("#attached-peers")).to_contain_text("1")
         await expect(served.locator("#homes")).to_contain_text("a home itself")
         await expect(served.locator("#nat-type")).to_contain_text("p2pnode nat")
+        await expect(served.locator("#relays-chosen")).to_contain_text("relay_search off")
+        await expect(served.locator("#call-relay")).to_have_count(0)  # no calls on the home
 
         mine = pages["alice"]
         await expect(mine.locator("#role")).to_contain_text("peer")

@@ -10,7 +10,7 @@ function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 
 /** The relay a call placed now would use: the TURN server of the node's ICE plan. */
 function callRelay(plan) {
-  if (!plan) return null;
+  if (!plan) return null; // not known yet
   const turn = plan.ice_servers.find((s) => s.urls.startsWith("turn"));
   if (!turn) return "none: calls use host and server-reflexive candidates only";
   const [, where, transport] = turn.urls.match(/^turns?:([^?]+)(?:\?transport=(\w+))?/) || [];
@@ -24,7 +24,7 @@ export function StatusView({ paths, eventCount }) {
   const calls = paths.has("/api/calls/ice");
   const refresh = () => {
     api("GET", "/api/status").then((s) => { setStatus(s); setError(""); }, (e) => setError(e.message));
-    if (calls) api("GET", "/api/calls/ice").then(setPlan, () => setPlan(null));
+    if (calls) api("GET", "/api/calls/ice").then(setPlan, () => setPlan(false)); // false: no calls here
   };
   useEffect(() => { refresh(); const t = setInterval(refresh, 5000); return () => clearInterval(t); }, [calls]);
   useEffect(() => { refresh(); }, [eventCount]);
@@ -38,7 +38,7 @@ export function StatusView({ paths, eventCount }) {
   const homes = reach ? (reach.homes > 0 ? `attached to ${plural(reach.homes, "home supernode")}`
     : home ? "this node is a home itself (peers attach here)" : "none: not attached, so peers cannot signal this node")
     : "signalling is off ([presence] enabled = false)";
-  const chosen = relay ? relay.chosen_relays : search ? search.chosen.map(([h, p]) => `${h}:${p}`) : null;
+  const chosen = search ? search.chosen.map(([h, p]) => `${h}:${p}`) : null; // null: no search runs
   return html`<h2 tabindex="-1">Status</h2>
   <section class="card" aria-labelledby="net-h"><h3 id="net-h">Network</h3><dl>
     <dt>Reachability</dt><dd id="reachability">${relay ? relay.reachability : "not measured: the supernode role is off"}</dd>
@@ -51,7 +51,7 @@ export function StatusView({ paths, eventCount }) {
     <dt>Home supernodes</dt><dd id="homes">${homes}</dd>
     <dt>Relays found</dt><dd id="relays-chosen">${chosen === null ? "not searched (relay_search off)"
       : chosen.length ? html`<span class="mono">${chosen.join(", ")}</span>${search ? ` (of ${search.known} known)` : ""}` : "none yet"}</dd>
-    ${calls && html`<dt>Relay for calls</dt><dd id="call-relay" class="mono">${callRelay(plan) || "…"}</dd>`}
+    ${calls && plan !== false && html`<dt>Relay for calls</dt><dd id="call-relay" class="mono">${callRelay(plan) || "…"}</dd>`}
     <dt>DHT address</dt><dd class="mono">${status.dht_address}</dd>
     <dt>DHT table</dt><dd id="table">${status.table.contacts} contacts in ${status.table.buckets_used} buckets, ${status.table.records} records${status.table.healthy ? "" : " (not healthy yet)"}</dd>
     <dt>Uptime</dt><dd>${Math.round(status.uptime)} s</dd>
