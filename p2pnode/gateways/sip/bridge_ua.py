@@ -133,12 +133,19 @@ class BridgeUserAgent(MessageUserAgent):
         self.stack.respond(effect.key, response)
 
     def _forget_closed_legs(self) -> None:
-        """Legs of ended calls go; what the UA holds stays bounded by the calls in progress."""
+        """Legs of ended calls go; what the UA holds stays bounded by the calls in progress.
+
+        Calls we hung up go too: the base UA forgets a call on the phone's BYE,
+        not on ours, and the bridge sends BYE whenever the P2P side hangs up.
+        """
         for port, leg in list(self.legs.items()):
             if leg.transport is None or leg.transport.is_closing():
                 del self.legs[port]
                 self.digit_handlers.pop(port, None)
                 self.hold_handlers.pop(port, None)
+        for call_id, call in list(self._calls.items()):
+            if call.ended.is_set():
+                del self._calls[call_id]
 
     async def _open_rtp(self) -> tuple[asyncio.DatagramTransport, _Rtp]:
         self._forget_closed_legs()

@@ -23,6 +23,7 @@ from p2pnode.gateways.sip.bridge import (
     SipP2pBridge,
 )
 from p2pnode.gateways.sip.bridge_media import BridgeCodec, DtmfDigit, PhoneReceiver, PhoneSender
+from p2pnode.gateways.sip.bridge_routing import ForeignCallGate, ForeignCallPolicy
 from p2pnode.gateways.sip.bridge_tracks import PhoneRtpLeg
 from p2pnode.sessions.call_config import CallConfig
 
@@ -108,3 +109,18 @@ def test_digits_a_phone_keys_stay_bounded() -> None:
 
 async def _never_sent(peer: str, payload: bytes) -> None:
     raise AssertionError("no signal is sent in this test")
+
+
+def test_foreign_refusals_are_counted_by_reason() -> None:
+    off = ForeignCallGate(ForeignCallPolicy(enabled=False), "gw.test")
+    assert off.admit("carrier.example", 0.0) == (403, "Forbidden")
+    assert off.admit("GW.test", 0.0) is None  # our own domain is never foreign
+    assert off.refusals == {"foreign-off": 1}
+    gate = ForeignCallGate(
+        ForeignCallPolicy(allow_domains=frozenset({"carrier.example"}), per_minute=2), "gw.test"
+    )
+    answers = [gate.admit(domain, 0.0) for domain in ("other.example", *["carrier.example"] * 3)]
+    assert answers == [(403, "Forbidden"), None, None, (503, "Service Unavailable")]
+    assert gate.admit("carrier.example", 30.0) is None  # refilled: 2 a minute
+    assert gate.refusals == {"foreign-domain": 1, "foreign-rate": 1}
+    assert gate.admitted == 3
