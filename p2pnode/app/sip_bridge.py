@@ -225,6 +225,7 @@ class SipBridgeService:
         self.node_service = node_service
         self.emit = emit
         self._bridges: list[_Bridge] = []
+        self._gateway_stopped = asyncio.Event()  # the one of the gateway registered at
         self._retired = _Totals()
         self._recent: collections.deque[BridgedCall] = collections.deque(maxlen=MAX_RECENT_CALLS)
 
@@ -247,6 +248,7 @@ class SipBridgeService:
         account = store.get(self.section.bridge_account)
         assert account is not None
         server = _client_address(gateway.address)
+        self._gateway_stopped = self.sip.stopped
         try:
             for login, callers, hosted in identities:
                 identity = identity_of(hosted if hosted is not None else account)
@@ -366,12 +368,19 @@ class SipBridgeService:
     async def run(self) -> None:
         """Every bridge's controller, signal pump and re-registration, until stopped."""
         async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._watch_gateway())
             for bridge in self._bridges:
                 tasks.create_task(bridge.bridge.run())
                 tasks.create_task(_pump(bridge))
                 tasks.create_task(_reregister(bridge.ua))
                 tasks.create_task(_drain(bridge.bridge))
                 tasks.create_task(_no_chat(bridge.ua))
+
+    async def _watch_gateway(self) -> None:
+        """A restarted ``sip`` service is a new gateway (no registrations, perhaps another
+        port): end, so the node restarts the bridges against it."""
+        await self._gateway_stopped.wait()
+        raise RuntimeError("the SIP gateway restarted: the bridges follow")
 
     async def stop(self) -> None:
         bridges, self._bridges = self._bridges, []

@@ -14,6 +14,7 @@ renewed by the phones within their Expires).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,7 @@ class SipService:
         self.section = section
         self._directory = directory
         self.p2p_login = p2p_login
+        self.stopped = asyncio.Event()  # set when this start's gateway stops (the bridge follows)
         self.store: AccountStore | None = None
         self.gateway: SipGateway | None = None
         self.domain = section.domain or ""
@@ -128,10 +130,12 @@ class SipService:
             store.close()
             raise
         self.store, self.gateway, self.domain = store, gateway, store.realm
+        self.stopped = asyncio.Event()
 
     async def stop(self) -> None:
         gateway, store = self.gateway, self.store
         self.gateway = self.store = None
+        self.stopped.set()
         if gateway is not None:
             await gateway.stop()
         if store is not None:

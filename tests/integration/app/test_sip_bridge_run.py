@@ -226,6 +226,11 @@ async def scenario(root: Path) -> None:
                     async with asyncio.timeout(WAIT):
                         outgoing = await phone.call("bob")
                     await outgoing.play_tone(440.0, 1.5)
+                    await outgoing.send_dtmf("7")  # RFC 4733, carried to bob as a DTMF signal
+                    await until(
+                        lambda: bridges.statistics().bridges[0].statistics.digits_from_phone,
+                        "digit",
+                    )
                     await outgoing.hangup()
                     calls_b = service(b, "calls", CallsNodeService)
                     await until(lambda: calls_b.statistics().live == 0, "b's call ended")
@@ -289,6 +294,7 @@ async def scenario(root: Path) -> None:
         assert call["packets_from_phone"] > 50 and call["packets_to_phone"] > 50, call
         assert call["lost"] >= 0 and call["jitter_ms"] >= 0.0
     assert answer["refusals"] == {"foreign-domain": 1}, answer
+    assert answer["digits_from_phone"] == 1 and answer["digits_dropped"] == 0, answer
     assert [(b["login"], b["callers"]) for b in answer["bridges"]] == [
         ("alice", "hosted"),
         ("p2p", "foreign"),
@@ -321,6 +327,7 @@ async def scenario(root: Path) -> None:
     mode_label = (("mode", "passthrough"),)
     assert samples_by_name[("p2pnode_sip_bridge_frames_total", mode_label)] == frames
     assert samples_by_name[("p2pnode_sip_bridge_active_calls", ())] == 0.0
+    assert samples_by_name[("p2pnode_sip_bridge_digits_total", (("what", "from-phone"),))] == 1.0
 
 
 def test_a_phone_and_a_peer_call_each_other_through_the_bridge_p2pnode_run_builds(
