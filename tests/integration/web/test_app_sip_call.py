@@ -1,9 +1,10 @@
 """The app's SIP equipment view and an app call to a desk phone through the bridge, on loopback.
 
-Three nodes: a serving home; ``gw``, whose node runs the SIP gateway (``[sip]``,
-MD5 digest for baresip) and the app; ``carol``, a peer with calls and the app.
-The gateway's accounts file holds ``alice`` (a desk phone's account) and ``bob``
-(the bridge's own account).
+Three nodes: a serving home; ``gw``, whose ``p2pnode run`` hosts the SIP gateway
+(``[sip]``, MD5 digest for baresip) with the bridge for ``alice``
+(``bridge_hosted``: the runtime builds her hosted identity's signalling, calls
+service and bridge user agent, nothing by hand) and the app; ``carol``, a peer
+with calls and the app.
 
 SIP equipment (gw's page): baresip 1.0 registers as alice, and so does our own
 user agent with a User-Agent of its own; the page lists both devices with their
@@ -12,17 +13,16 @@ through ``/api/sip``). A password reset from the page shows a new password once;
 the old one then fails our UA's next REGISTER, the new one succeeds, and the
 device leaves the list when it unregisters.
 
-The call (carol's page): the bridge is assembled by hand as the bridge tests do
-(``BridgedCallService`` on gw's own "call" signalling channel, ``SipP2pBridge``
-registered as bob, ringing alice's phones), because ``p2pnode run`` does not
-start it yet. carol's page dials gw's peer id with its own RTCPeerConnection
-(fake microphone: 440 Hz); the bridge rings baresip, which auto-answers playing
-660 Hz. The page's analyser must hear 660 Hz and baresip's recording must hold
-440 Hz (FFT); the call row shows the page's ICE path. Then the gateway's side
-calls carol as the bridge does for a foreign SIP caller (a CALLER signal,
-unverified): her alert and call row say "sip:carrier@other.example via SIP
-gateway ..., caller unverified", and the digits the gateway passes on (4, 2) show
-as keyed. Every wait is bounded; nothing asserts speed.
+The call (carol's page): the page dials alice's hosted identity with its own
+RTCPeerConnection (fake microphone: 440 Hz); the bridge rings baresip, which
+auto-answers playing 660 Hz. The page's analyser must hear 660 Hz and
+baresip's recording must hold 440 Hz (FFT); the call row shows the page's ICE
+path. Then a gateway peer calls carol relaying a foreign SIP caller (a CALLER
+signal, unverified; sent by a ``BridgedCallService`` on gw's own "call"
+channel, as the foreign bridge does): her alert and call row say
+"sip:carrier@other.example via SIP gateway ..., caller unverified", and the
+digits the gateway passes on (4, 2) show as keyed. Every wait is bounded;
+nothing asserts speed.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from p2pnode.app.sip_config import SipSection
 from p2pnode.app.sip_service import SipService
 from p2pnode.app.web.sip_accounts import ACCOUNTS_FILE
-from p2pnode.connectivity.signalling import SignalChannel, SignallingService
+from p2pnode.connectivity.signalling import SignalChannel, SignallingService, fetch_contact
 from p2pnode.gateways.sip.accounts import AccountStore
-from p2pnode.gateways.sip.bridge import BridgedCallService, BridgeUserAgent, SipP2pBridge
+from p2pnode.gateways.sip.bridge import BridgedCallService
+from p2pnode.gateways.sip.hosted import identity_of
 from p2pnode.gateways.sip.useragent import SipUserAgent, UaError
 from p2pnode.sessions.call_config import CallConfig, CallMedia
 from p2pnode.sessions.call_signal import RelayedCaller
@@ -61,6 +61,7 @@ WAIT = 30.0  # a bound on every wait, never a speed assertion
 WAIT_MS = WAIT * 1000
 DOMAIN = "gw.test"
 UA_NAME = "p2pnode-test-phone/1.0"
+SIP_ACCOUNTS = """async () => (await fetch("/app/sip")).json()"""
 
 
 def free_udp_port() -> int:
@@ -70,16 +71,15 @@ def free_udp_port() -> int:
 
 
 def sip_section() -> dict[str, Any]:
-    section: dict[str, Any] = {
+    return {
         "enabled": True,
         "domain": DOMAIN,
         "listen": "127.0.0.1:0",
         "digest": ["MD5"],  # baresip's libre gives up on a SHA-256 challenge
         "claim_logins": False,
+        "bridge_hosted": ["alice"],
+        "foreign_calls": False,
     }
-    if "bridge" in SipSection.model_fields:  # the runtime's own bridge: this test builds one
-        section["bridge"] = False
-    return section
 
 
 @asynccontextmanager
@@ -92,8 +92,7 @@ async def network(root: Path, passwords: dict[str, str]) -> AsyncIterator[Lab]:
             attach = {"homes": [home.identity.peer_id], "home": "attach"}
             (root / "gw").mkdir()
             store = AccountStore.open(root / "gw" / ACCOUNTS_FILE, DOMAIN)
-            for login in ("alice", "bob"):
-                passwords[login] = store.add(login, None, randbytes=os.urandom)[1]
+            passwords["alice"] = store.add("alice", None, randbytes=os.urandom)[1]
             store.close()
             gw = _config(f"{host}:{port}", attach, web=True)
             gw["sip"] = sip_section()
@@ -103,6 +102,14 @@ async def network(root: Path, passwords: dict[str, str]) -> AsyncIterator[Lab]:
             await lab.start("carol", carol)
             for name in ("gw", "carol"):
                 await attached(lab, name)
+            store = AccountStore.open(root / "gw" / ACCOUNTS_FILE, None)
+            account = store.get("alice")
+            store.close()
+            assert account is not None
+            hosted = identity_of(account)
+            async with asyncio.timeout(WAIT):  # the bridge's signalling for alice is up
+                while await fetch_contact(lab.nodes["carol"].dht.node, hosted.public_key) is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.1)
             yield lab
         finally:
             lab.stop_all()
@@ -145,7 +152,6 @@ async def scenario(root: Path, baresip: str, chromium: str) -> None:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         desk = SipUserAgent("alice", passwords["alice"], DOMAIN, server, user_agent=UA_NAME)
-        bridge_ua = BridgeUserAgent("bob", passwords["bob"], DOMAIN, server)
         browser = await playwright.chromium.launch(
             executable_path=chromium, args=[*FLAGS, f"--use-file-for-fake-audio-capture={tone}"]
         )
@@ -186,38 +192,38 @@ async def scenario(root: Path, baresip: str, chromium: str) -> None:
             await expect(devices).to_have_count(1, timeout=WAIT_MS)
             await expect(devices.locator(".user-agent")).to_contain_text("baresip")
 
-            # ---- carol's page calls alice's desk phone through the bridge
+            # ---- carol's page calls alice's desk phone through the runtime's bridge
+            alice_hosted = next(
+                a["peer_id"] for a in (await page.evaluate(SIP_ACCOUNTS))["accounts"]
+                if a["login"] == "alice"
+            )  # fmt: skip
+            calling = await (await browser.new_context()).new_page()
+            await calling.goto(await one_time_link(session, root / "carol"))
+            await calling.click("#nav-calls")
+            await calling.fill("#call-to", alice_hosted)
+            await calling.click("#call-place")
+            row = calling.locator("tr[data-state='answered']")
+            await expect(row).to_have_count(1, timeout=WAIT_MS)
+            await expect(row).to_contain_text("direct", timeout=WAIT_MS)  # the page's pair
+            await calling.wait_for_function(
+                "() => (window.p2pPeaks || []).length >= 20", timeout=WAIT_MS, polling=200
+            )
+            peaks: list[float] = await calling.evaluate("() => window.p2pPeaks.slice(-20)")
+            assert len([p for p in peaks if abs(p - 660.0) < 15]) >= 15, peaks
+            await calling.screenshot(path=ARTIFACTS / "calls-to-desk-phone.png", full_page=True)
+            await asyncio.sleep(2.0)  # two seconds of the page's tone at the phone
+            await row.get_by_role("button", name="Hang up").click()
+            await expect(calling.locator("tr[data-state='hung-up']")).to_have_count(
+                1, timeout=WAIT_MS
+            )
+            recording = await asyncio.to_thread(finished_recording, records)
+
             signalling = gw.node.service("signalling")
             assert isinstance(signalling, SignallingService)
             channel = signalling.channel("call")  # gw runs no calls service of its own
             hosted = BridgedCallService(gw.identity.peer_id, CallConfig(), channel.send)
-            await bridge_ua.start()
             async with hosted, asyncio.TaskGroup() as group:
                 pump = group.create_task(pump_calls(channel, hosted))
-                bridge = SipP2pBridge(hosted, bridge_ua, "alice")
-                running = group.create_task(bridge.run())
-                calling = await (await browser.new_context()).new_page()
-                await calling.goto(await one_time_link(session, root / "carol"))
-                await calling.click("#nav-calls")
-                await calling.fill("#call-to", gw.identity.peer_id)
-                await calling.click("#call-place")
-                row = calling.locator("tr[data-state='answered']")
-                await expect(row).to_have_count(1, timeout=WAIT_MS)
-                await expect(row).to_contain_text("direct", timeout=WAIT_MS)  # the page's pair
-                await calling.wait_for_function(
-                    "() => (window.p2pPeaks || []).length >= 20", timeout=WAIT_MS, polling=200
-                )
-                peaks: list[float] = await calling.evaluate("() => window.p2pPeaks.slice(-20)")
-                assert len([p for p in peaks if abs(p - 660.0) < 15]) >= 15, peaks
-                await calling.screenshot(path=ARTIFACTS / "calls-to-desk-phone.png", full_page=True)
-                await asyncio.sleep(2.0)  # two seconds of the page's tone at the phone
-                await row.get_by_role("button", name="Hang up").click()
-                await expect(calling.locator("tr[data-state='hung-up']")).to_have_count(
-                    1, timeout=WAIT_MS
-                )
-                recording = await asyncio.to_thread(finished_recording, records)
-                running.cancel()
-
                 # a foreign SIP caller through the gateway, as the bridge relays one: the
                 # alert and the call row say who, via which gateway, and that it is unverified
                 relayed = await hosted.dial(carol.identity.peer_id, CallMedia(ToneSource(520.0)))
@@ -247,7 +253,6 @@ async def scenario(root: Path, baresip: str, chromium: str) -> None:
             assert heard.dominance > 10, heard
         finally:
             await browser.close()
-            await bridge_ua.close()
             await desk.close()
             if phone.returncode is None:
                 phone.terminate()
