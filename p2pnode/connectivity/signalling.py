@@ -337,6 +337,7 @@ class SignallingService:
         """Only these keys may watch us (None: anyone); our homes enforce it."""
         self._allow = None if peers is None else tuple(peers)
         self._push_state()
+        self._publish.set()  # the public PRESENCE record follows (_publish_contact)
 
     async def watch(self, peer: bytes | str) -> bool:
         """Follow ``peer``'s presence (``PresenceChanged`` events); False without CONTACT."""
@@ -522,9 +523,10 @@ class SignallingService:
         contact = Contact(homes, self._nat, self._device, self._capabilities)
         self._seq = max(self._seq + 1, int(time.time() * 1000))
         try:
-            result = await publish_contact(
-                self.dht, self.identity, contact, self._presence_payload, self._seq
-            )
+            # Watchers restricted (allow-list): the DHT, which anyone reads, says offline.
+            hidden = encode_presence(Presence(PresenceStatus.OFFLINE, "", int(time.time())))
+            public = self._presence_payload if self._allow is None else hidden
+            result = await publish_contact(self.dht, self.identity, contact, public, self._seq)
         except Exception as error:  # the DHT's failure is logged, the next change retries
             logger.warning("publishing our CONTACT failed: %s", error)
             return
