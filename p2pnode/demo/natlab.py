@@ -148,6 +148,7 @@ class LabNode:
 
     @property
     def peer_id(self) -> str:
+        self.home.mkdir(parents=True, exist_ok=True)
         return Identity.load_or_create(self.home).peer_id
 
     def start(self) -> None:
@@ -239,9 +240,44 @@ class LabNode:
             time.sleep(POLL)
 
 
+def supernode_sections(ip: str, bootstrap: str) -> dict[str, dict[str, object]]:
+    """A public supernode asserting its address: relay, home, mailbox; ``bootstrap`` is
+    the first supernode's DHT address (empty for the first itself)."""
+    return {
+        "node": {"listen": f"{ip}:{SUPERNODE_DHT_PORT}",
+                 "bootstrap": [bootstrap] if bootstrap else [], "status_interval": 3600.0},
+        "supernode": {"enabled": True, "public_ip": ip, "check_interval": 3600.0},
+        "relay": {"listen": f"{ip}:0", "allow_peers": [PUBLIC_NETWORK]},
+        "presence": {"enabled": True, "home": "serve", "listen": f"{ip}:0"},
+        "mailbox": {"serve": True, "listen": f"{ip}:{MAILBOX_PORT}"},
+    }  # fmt: skip
+
+
+def peer_sections(
+    homes: list[tuple[str, str]], bootstrap: str, calls: dict[str, object]
+) -> dict[str, dict[str, object]]:
+    """A peer behind NAT attaching to ``homes`` (peer id, IP), which are its mailboxes too;
+    relays found in the DHT carry its links and calls."""
+    return {
+        "node": {"listen": "0.0.0.0:0", "bootstrap": [bootstrap], "status_interval": 3600.0},
+        "supernode": {"enabled": False, "relay_search": True},
+        "presence": {"enabled": True, "home": "attach", "listen": "0.0.0.0:0",
+                     "homes": [peer for peer, _ in homes]},
+        "chat": {"enabled": True, "drain_every": 1.0, "retry_first": 0.5,
+                 "mailboxes": [f"{peer}@{ip}:{MAILBOX_PORT}" for peer, ip in homes]},
+        "calls": calls,
+    }  # fmt: skip
+
+
+ALICE_CALLS: dict[str, object] = {"enabled": True}
+BOB_CALLS: dict[str, object] = {  # unattended: answers with a tone and records
+    "enabled": True, "auto_answer": True, "answer_tone": BOB_HZ, "record": True,
+}  # fmt: skip
+
+
 @dataclass
 class NatDemo:
-    """The lab, the supernodes and the two peers."""
+    """The lab's hosts and the ``p2pnode run`` node each runs."""
 
     lab: Lab
     root: Path
@@ -249,61 +285,50 @@ class NatDemo:
     peers: dict[str, LabNode] = field(default_factory=dict)
     bootstrap: str = ""
 
-    def start_supernodes(self, count: int = 2) -> None:
-        """Public nodes asserting their address: each promotes itself to relay, serves as a
-        home and a mailbox. All start at once: the first one's DHT port is fixed (in its own
-        namespace nothing else listens), so the others can bootstrap from it at once."""
-        hosts = [self.lab.public_host(f"supernode{i + 1}") for i in range(count)]
-        self.bootstrap = f"{hosts[0].addresses[0]}:{SUPERNODE_DHT_PORT}"
+    @classmethod
+    def build(cls, lab: Lab, root: Path, supernodes: int = 2) -> NatDemo:
+        """Hosts and configs; nothing runs yet. The first supernode's DHT port is fixed (in
+        its own namespace nothing else listens), so every config can name it at once."""
+        demo = cls(lab, root)
+        hosts = [lab.public_host(f"supernode{i + 1}") for i in range(supernodes)]
+        demo.bootstrap = f"{hosts[0].addresses[0]}:{SUPERNODE_DHT_PORT}"
         for index, host in enumerate(hosts):
-            ip = host.addresses[0]
+            name = f"supernode{index + 1}"
+            bootstrap = demo.bootstrap if index else ""
             node = LabNode(
-                f"supernode{index + 1}",
-                host,
-                self.root / f"supernode{index + 1}",
-                {
-                    "node": {"listen": f"{ip}:{SUPERNODE_DHT_PORT}",
-                             "bootstrap": [self.bootstrap] if index else [],
-                             "status_interval": 3600.0},
-                    "supernode": {"enabled": True, "public_ip": ip, "check_interval": 3600.0},
-                    "relay": {"listen": f"{ip}:0", "allow_peers": [PUBLIC_NETWORK]},
-                    "presence": {"enabled": True, "home": "serve", "listen": f"{ip}:0"},
-                    "mailbox": {"serve": True, "listen": f"{ip}:{MAILBOX_PORT}"},
-                },
-            )  # fmt: skip
+                name, host, root / name, supernode_sections(host.addresses[0], bootstrap)
+            )
+            demo.supernodes.append(node)
+        homes = [(node.peer_id, node.host.addresses[0]) for node in demo.supernodes]
+        for name, nat, calls in (("alice", ALICE_NAT, ALICE_CALLS), ("bob", BOB_NAT, BOB_CALLS)):
+            host = lab.private_host(name, nat)
+            demo.peers[name] = LabNode(
+                name, host, root / name, peer_sections(homes, demo.bootstrap, calls)
+            )
+        return demo
+
+    def start(self) -> None:
+        """Supernodes first (the peers' relay search must find their adverts: a miss is
+        retried only minutes later), then the peers, their logins claimed meanwhile."""
+        for node in self.supernodes:
             node.start()
-            self.supernodes.append(node)
         for node in self.supernodes:
             node.wait_for(r"^role: supernode ")
-
-    def peer_sections(self, calls: dict[str, object]) -> dict[str, dict[str, object]]:
-        homes = [node.peer_id for node in self.supernodes]
-        mailboxes = [
-            f"{node.peer_id}@{node.host.addresses[0]}:{MAILBOX_PORT}" for node in self.supernodes
+        for node in self.peers.values():
+            node.start()
+        claims = [
+            (node, node.cli_start("name", "claim", node.name, "--bootstrap", self.bootstrap))
+            for node in self.peers.values()
         ]
-        return {
-            "node": {"listen": "0.0.0.0:0", "bootstrap": [self.bootstrap],
-                     "status_interval": 3600.0},
-            "supernode": {"enabled": False, "relay_search": True},
-            "presence": {"enabled": True, "home": "attach", "listen": "0.0.0.0:0", "homes": homes},
-            "chat": {"enabled": True, "mailboxes": mailboxes, "drain_every": 1.0,
-                     "retry_first": 0.5},
-            "calls": calls,
-        }  # fmt: skip
-
-    def start_peer(self, name: str, host: Host, calls: dict[str, object]) -> LabNode:
-        node = LabNode(name, host, self.root / name, self.peer_sections(calls))
-        node.start()
-        self.peers[name] = node
-        return node
+        for node in self.peers.values():
+            self.wait_ready(node)
+        for node, process in claims:
+            node.cli_finish(process)
 
     def wait_ready(self, node: LabNode) -> None:
         """Started, a relay chosen for its links, attached to both homes."""
         node.wait_for(r"^relays: \d")
-        node.until(
-            "attaching to two homes",
-            lambda: _attached(node.api("GET", "/api/status")),
-        )
+        node.until("attaching to two homes", lambda: _attached(node.api("GET", "/api/status")))
 
 
 def _attached(status: dict[str, Any]) -> bool:
@@ -331,8 +356,19 @@ def _interrupts_raise() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def name_relays(demo: NatDemo, text: str) -> str:
+    """A path as the CLI prints it, with each supernode's peer id replaced by its name."""
+    for node in demo.supernodes:
+        ip = node.host.addresses[0]
+        text = text.replace(node.peer_id, f"{node.name} ({ip})")
+        text = re.sub(rf"via {re.escape(ip)}\b", f"via {node.name} ({ip})", text)
+    return text
+
+
 def describe_topology(demo: NatDemo) -> list[str]:
-    lines = []
+    lines = [
+        f"      lab {demo.lab.prefix}: namespaces {demo.lab.prefix}*, removed when the demo ends"
+    ]
     for node in demo.supernodes:
         lines.append(
             f"      {node.name} {node.host.addresses[0]} on the public segment {PUBLIC_NETWORK}: "
@@ -355,10 +391,8 @@ def _link(demo: NatDemo, say: Say) -> bool:
     if found is None or setup is None or rtt is None:
         raise NatDemoError(f"alice: `p2pnode ping bob` said {out!r}")
     say(f"      alice$ p2pnode ping bob -> {found.group(1)[:16]}... (found by login)")
-    say(
-        f"      link alice -> bob: {found.group(2)}, set-up {setup.group(1)} ms, "
-        f"rtt {rtt.group(1)} ms"
-    )
+    path = name_relays(demo, found.group(2))
+    say(f"      link alice -> bob: {path}, set-up {setup.group(1)} ms, rtt {rtt.group(1)} ms")
     return found.group(1) == bob.peer_id and float(rtt.group(1)) > 0
 
 
@@ -432,7 +466,8 @@ def _call(demo: NatDemo, say: Say) -> bool:
         "--duration", str(CALL_SECONDS),
     )  # fmt: skip
     answered = re.search(r": answered \((.+)\)", out)
-    if answered is None:
+    ended = re.search(r": hung-up \((.+)\)", out)
+    if answered is None or ended is None:
         raise NatDemoError(f"alice: `p2pnode call bob` said {out!r}")
     recordings = bob.home / CALLS_DIR
     bob.until(
@@ -443,8 +478,8 @@ def _call(demo: NatDemo, say: Say) -> bool:
     alice_heard = dominant_frequency(mine)
     bob_heard = dominant_frequency(sorted(recordings.glob("*.wav"))[-1])
     say(
-        f"      alice$ p2pnode call bob --tone {ALICE_HZ:.0f}: answered ({answered.group(1)}); "
-        f"bob's node answered with {BOB_HZ:.0f} Hz"
+        f"      alice$ p2pnode call bob --tone {ALICE_HZ:.0f} -> answered: "
+        f"{name_relays(demo, ended.group(1))}; bob's node answered with {BOB_HZ:.0f} Hz"
     )
     say(f"      alice heard {alice_heard:.1f} Hz, bob heard {bob_heard:.1f} Hz (FFT)")
     return abs(alice_heard - BOB_HZ) < 5 and abs(bob_heard - ALICE_HZ) < 5
@@ -459,35 +494,20 @@ def run_lab_peer_steps(say: Say, labels: tuple[str, str, str]) -> list[bool]:
         tempfile.TemporaryDirectory(prefix="p2pnode-natdemo-") as directory,
         Lab() as lab,
     ):
-        demo = NatDemo(lab, Path(directory))
-        alice_host = lab.private_host("alice", ALICE_NAT)
-        bob_host = lab.private_host("bob", BOB_NAT)
+        demo = NatDemo.build(lab, Path(directory))
+        say(
+            f"{labels[0]} NAT lab (network namespaces, nftables NATs): "
+            f"{len(demo.supernodes)} supernodes and 2 peers, each a `p2pnode run` process"
+        )
+        for line in describe_topology(demo):
+            say(line)
+        say(
+            "      a port-restricted and a symmetric NAT have no direct path between them "
+            "(RFC 4787): links and calls go through a supernode's TURN relay"
+        )
         try:
-            demo.start_supernodes()
-            demo.start_peer("alice", alice_host, {"enabled": True})
-            bob_calls: dict[str, object] = {
-                "enabled": True, "auto_answer": True, "answer_tone": BOB_HZ, "record": True,
-            }  # fmt: skip
-            demo.start_peer("bob", bob_host, bob_calls)
-            claims = [
-                (node, node.cli_start("name", "claim", node.name, "--bootstrap", demo.bootstrap))
-                for node in demo.peers.values()
-            ]  # while the nodes attach
-            for node in demo.peers.values():
-                demo.wait_ready(node)
-            for node, process in claims:
-                node.cli_finish(process)
-            say(
-                f"{labels[0]} NAT lab (network namespaces, nftables NATs): "
-                f"{len(demo.supernodes)} supernodes and 2 peers, each a `p2pnode run` process"
-            )
-            for line in describe_topology(demo):
-                say(line)
-            say("      alice and bob claimed their logins (`p2pnode name claim`, unverified)")
-            say(
-                "      a port-restricted and a symmetric NAT have no direct path between them "
-                "(RFC 4787): links and calls go through a supernode's TURN relay"
-            )
+            demo.start()
+            say("      all nodes up; alice and bob claimed their logins (`p2pnode name claim`)")
             passed.append(_link(demo, say))
             say(labels[1])
             passed.append(_chat(demo, say) and _offline(demo, say))
