@@ -62,10 +62,14 @@ class StoreAdmission:
         proven: bool,
         now: float,
         wall: float | None = None,
+        *,
+        receipt: bool = True,
     ) -> tuple[StoreResult, bool]:
         """The STORE_RESULT for ``store``, and whether the STORE's proof proved the sender.
 
         ``proven``: the sender already proved its key at this address (challenge or proof).
+        ``receipt``: sign a receipt (the putter asked: it has not proven our key; a
+        putter that has gains nothing from one, so we spare the signature).
         ``now`` (monotonic) paces and dates tokens; ``wall`` judges the record (default now).
         """
 
@@ -105,10 +109,12 @@ class StoreAdmission:
             detail = outcome.detail[:MAX_DETAIL_CHARS]
             return StoreResult(StoreStatus.REJECTED, outcome.reason, detail), newly_proven
         status = StoreStatus.DUPLICATE if outcome.duplicate else StoreStatus.STORED
-        receipt = sign_receipt(
-            self.identity, request_id, sender.public_key, store.key, store.record, status
-        )
-        return StoreResult(status, "", "", b"", receipt), newly_proven
+        signed = b""
+        if receipt:
+            signed = sign_receipt(
+                self.identity, request_id, sender.public_key, store.key, store.record, status
+            )
+        return StoreResult(status, "", "", b"", signed), newly_proven
 
     def _unproven(self, store: Store, sender: Contact, now: float) -> tuple[str, str] | None:
         """Why the STORE's proof does not prove ``sender``'s key (reason, detail), or None."""

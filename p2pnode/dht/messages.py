@@ -108,7 +108,12 @@ class Flags(enum.IntFlag):
     NONE = 0
     CLIENT = 1  # the sender is in client mode: never put it into a routing table
     VERIFIED_YOU = 2  # (replies) the sender has verified the requester's address
-    PROVE = 4  # (requests) sign a key proof into the reply: we would add you to our table
+    PROVE = 4  # (requests) sign a key proof into the reply (a STORE: a receipt)
+    # (replies) your key is proven at this address here: your STOREs need no token proof
+    PROVEN_YOU = 8
+
+
+_ALL_FLAGS = int(Flags.CLIENT | Flags.VERIFIED_YOU | Flags.PROVE | Flags.PROVEN_YOU)
 
 
 class StoreStatus(enum.IntEnum):
@@ -479,7 +484,7 @@ def decode_frame(data: bytes) -> Frame:
     request_id = _bin(items[1], "request id", REQUEST_ID_BYTES)
     sender_key = _bin(items[2], "sender key", PUBLIC_KEY_BYTES)
     sender_id = _bin(items[3], "sender id", ID_BYTES)
-    flags = _uint(items[4], "flags", int(Flags.CLIENT | Flags.VERIFIED_YOU | Flags.PROVE))
+    flags = _uint(items[4], "flags", _ALL_FLAGS)
     cookie = _token(items[5])
     key_proof = _optional_signature(items[6], "key proof")
     body = items[7:]

@@ -87,6 +87,7 @@ MAX_JOIN_REFRESHES = 32  # buckets refreshed by one join: enough for 2**32 nodes
 # with them, 122 with widths 4 and 8, 91 with 2 and 4 (test_join's checks all hold).
 REFRESH_WIDTH = 2
 SECOND_LOOKUP_WIDTH = 4
+SELF_LOOKUP_WIDTH: int | None = None  # the first self-lookup: k
 
 
 class OperationHost(Protocol):
@@ -504,7 +505,13 @@ class BootstrapOp:
     def _lookup(self, now: float) -> None:
         self.stage = _JoinStage.LOOKING
         op = LookupOp(
-            self.host, INTERNAL_OP, self.host.own_id, LookupKind.NODE, now, then=self._looked
+            self.host,
+            INTERNAL_OP,
+            self.host.own_id,
+            LookupKind.NODE,
+            now,
+            then=self._looked,
+            width=SELF_LOOKUP_WIDTH,
         )
         op.start(now)
 

@@ -139,15 +139,27 @@ class HeldTokens:
     def __init__(self, identity: Identity, *, max_entries: int) -> None:
         self.identity = identity
         self.max_entries = max_entries
-        # address -> (issuer key, token, when received, our proof once signed)
-        self._held: OrderedDict[Address, tuple[bytes, bytes, float, bytes]] = OrderedDict()
+        # address -> (issuer key, token, when received, our proof once signed,
+        #             whether the issuer said it holds us proven at our address)
+        self._held: OrderedDict[Address, tuple[bytes, bytes, float, bytes, bool]] = OrderedDict()
 
-    def remember(self, address: Address, issuer_key: bytes, token: bytes, now: float) -> None:
+    def remember(
+        self,
+        address: Address,
+        issuer_key: bytes,
+        token: bytes,
+        now: float,
+        *,
+        proven_there: bool = False,
+    ) -> None:
+        """Keep ``token``; ``proven_there``: the issuer's reply said we are proven there
+        (``Flags.PROVEN_YOU``), so a STORE to it needs no proof (saves a signature per
+        storer; if it forgot us meanwhile, its ``UNPROVEN`` answer costs one round trip)."""
         held = self._held.get(address)
         proof = b""
         if held is not None and held[0] == issuer_key and held[1] == token:
             proof = held[3]  # the same token again (same slot): it is fresh from now on
-        self._held[address] = (issuer_key, token, now, proof)
+        self._held[address] = (issuer_key, token, now, proof, proven_there)
         self._held.move_to_end(address)
         if len(self._held) > self.max_entries:
             self._held.popitem(last=False)
@@ -159,14 +171,16 @@ class HeldTokens:
         held = self._held.get(address)
         if store.proof or held is None:
             return store
-        issuer_key, token, received_at, proof = held
+        issuer_key, token, received_at, proof, proven_there = held
         if now - received_at > TOKEN_USE_WITHIN:
             return store
         if expected_key is not None and expected_key != issuer_key:
             return store  # the token came from another key at that address
+        if proven_there:
+            return store  # it holds us proven: no signature to spend
         if not proof:
             proof = sign_store_proof(self.identity, token, issuer_key)
-            self._held[address] = (issuer_key, token, received_at, proof)
+            self._held[address] = (issuer_key, token, received_at, proof, False)
         return Store(store.key, store.record, token, proof)
 
     def cookie_for(self, address: Address, expected_key: bytes | None, now: float) -> bytes:

@@ -120,6 +120,7 @@ LATENCY_SAMPLES = 256  # recent lookups kept for the latency summary
 T = TypeVar("T")
 _CLIENT = int(Flags.CLIENT)
 _PROVE = int(Flags.PROVE)
+_PROVEN_YOU = int(Flags.PROVEN_YOU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +345,9 @@ class DhtCore:
         op_id = self._op_id()
         if extra:
             self.saved_addresses = list(dict.fromkeys(extra))[:MAX_BOOTSTRAP_ADDRESSES]
-        BootstrapOp(self, op_id, self.rejoin_addresses()).start(now)
+        op = BootstrapOp(self, op_id, self.rejoin_addresses())
+        self.maintenance.track_join(op)
+        op.start(now)
         return op_id
 
     def rejoin_addresses(self) -> list[Address]:
@@ -458,9 +461,20 @@ class DhtCore:
                 pad = PING_PAD_TO
         flags = self._flags
         key_proof = b""
+        # A receipt is what counts an answer from a storer we have not proven (a node
+        # naming itself under someone else's key is not counted): a STORE asks for one
+        # only then; from a proven storer the answer to our random request id at its
+        # address is as good as its PONG, and a receipt would be a wasted signature
+        # there and a wasted check here.
+        if isinstance(message, Store) and (
+            expected_key is None or not self.addresses.proven(expected_key, address)
+        ):
+            flags |= _PROVE
         if expected_key is not None and not self._flags:
             key_proof = self.contacts.request_proof(expected_key, self.wall(now))
-            if self.contacts.wants_reply_proof(expected_key, address):
+            if not isinstance(message, Store) and self.contacts.wants_reply_proof(
+                expected_key, address
+            ):
                 flags |= _PROVE  # its reply proves its key: no challenge PING needed
         frame = Frame(
             message,
@@ -525,7 +539,10 @@ class DhtCore:
         self.rpcs[(kind_of(request.message), "answered")] += 1
         token = offered_token(message)
         if token:
-            self.held_tokens.remember(address, frame.sender_key, token, now)
+            proven_there = bool(frame.flags & _PROVEN_YOU)
+            self.held_tokens.remember(
+                address, frame.sender_key, token, now, proven_there=proven_there
+            )
         sender = Contact(frame.sender_id, frame.sender_key, address)
         client = bool(frame.flags & _CLIENT)
         if isinstance(message, Pong):

@@ -49,6 +49,7 @@ STORE_REFUSALS = frozenset({"rate-limited", "bad-proof"})  # STORE reasons that 
 _CLIENT = int(Flags.CLIENT)
 _VERIFIED_YOU = int(Flags.VERIFIED_YOU)
 _PROVE = int(Flags.PROVE)
+_PROVEN_YOU = int(Flags.PROVEN_YOU)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,15 @@ class RequestServer:
         sender = Contact(frame.sender_id, frame.sender_key, address)
         reply: Message | None
         try:
-            reply = self._answer(frame.message, sender, client, budget, frame.request_id, now)
+            reply = self._answer(
+                frame.message,
+                sender,
+                client,
+                budget,
+                frame.request_id,
+                now,
+                receipt=bool(frame.flags & _PROVE),
+            )
         except DhtDecodeError as error:
             self._drops.drop("bad extension request", str(error))
             self._rpcs[(kind, "refused")] += 1
@@ -131,8 +140,11 @@ class RequestServer:
         kind: str,
     ) -> None:
         flags = self._flags | (_VERIFIED_YOU if receives else 0)
+        if not self._flags and self._addresses.proven(sender.public_key, sender.address):
+            flags |= _PROVEN_YOU  # its STOREs here need no proof: it may spare the signature
         key_proof = b""
-        if frame.flags & _PROVE and not self._flags:
+        # A STORE's PROVE asks for a receipt (``admission``), which proves our key too.
+        if frame.flags & _PROVE and not self._flags and not isinstance(reply, StoreResult):
             key_proof = self._contacts.sign_reply(
                 self.identity, frame.request_id, sender.public_key
             )
@@ -161,12 +173,17 @@ class RequestServer:
         budget: int,
         request_id: bytes,
         now: float,
+        *,
+        receipt: bool = True,
     ) -> Message | None:
-        """The reply to one request (``answers``); STOREs may prove their sender."""
+        """The reply to one request (``answers``); STOREs may prove their sender.
+
+        ``receipt``: the STORE asked for a signed receipt (``Flags.PROVE``).
+        """
         proven = self._addresses.proven(sender.public_key, sender.address)
         if isinstance(message, Store):
             result, newly_proven = self._admission.answer(
-                message, sender, request_id, proven, now, self._wall(now)
+                message, sender, request_id, proven, now, self._wall(now), receipt=receipt
             )
             if newly_proven:  # it signed the token we sent to this address: a challenge
                 self._addresses.prove(sender.public_key, sender.address, now)

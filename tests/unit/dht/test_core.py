@@ -260,10 +260,14 @@ def test_loopback_nodes_sharing_one_ip_configure_it() -> None:
     assert config.store_burst == 50 * DhtConfig().store_burst
 
 
-def request(sender: Identity, message: Message, request_id: bytes = b"r" * 8) -> bytes:
-    """A raw client-mode request from ``sender`` (no DHT core behind it)."""
+def request(
+    sender: Identity, message: Message, request_id: bytes = b"r" * 8, *, prove: bool = False
+) -> bytes:
+    """A raw client-mode request from ``sender`` (no DHT core behind it); ``prove``: flag
+    ``PROVE`` (a STORE then asks for a signed receipt)."""
+    flags = Flags.CLIENT | (Flags.PROVE if prove else Flags.NONE)
     return encode_frame(
-        Frame(message, request_id, sender.public_key, sender.node_id, Flags.CLIENT),
+        Frame(message, request_id, sender.public_key, sender.node_id, flags),
         pad_to=UNVERIFIED_PAD_TO,
     )
 
@@ -299,7 +303,7 @@ def test_unproven_store_is_refused_then_admitted_after_the_proof() -> None:
     assert core.store.get(record.key, net.now) == []
     assert core.statistics().store_rejects == {"unproven": 1}
     store = proven_store(sender, record, refused.token, core)
-    taken = store_reply(core, request(sender, store, b"s" * 8), source, net.now)
+    taken = store_reply(core, request(sender, store, b"s" * 8, prove=True), source, net.now)
     assert taken.status is StoreStatus.STORED and taken.token == b""
     assert receipt_valid(
         core.identity.public_key,
@@ -315,7 +319,9 @@ def test_unproven_store_is_refused_then_admitted_after_the_proof() -> None:
     # Proven once per contact: the next STORE from this key at this address needs no proof.
     newer = sign_record(sender, RecordKind.PRESENCE, "x", b"hi", seq=2, now=net.now, ttl=60)
     plain = Store(newer.key, newer.encoded)
-    assert store_reply(core, request(sender, plain), source, net.now).status is StoreStatus.STORED
+    again = store_reply(core, request(sender, plain), source, net.now)
+    assert again.status is StoreStatus.STORED
+    assert again.receipt == b""  # a receipt only when asked (PROVE): no signature spent
     elsewhere = store_reply(core, request(sender, plain), ("10.5.5.5", 6), net.now)
     assert elsewhere.reason == "unproven"  # another port is another contact
     assert sender.node_id not in core.table  # a client proving its key gets no table slot

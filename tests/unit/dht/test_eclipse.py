@@ -63,6 +63,8 @@ class SybilServer(RequestServer):
         budget: int,
         request_id: bytes,
         now: float,
+        *,
+        receipt: bool = True,
     ) -> Message | None:
         fellows = tuple(c for c in SybilCore.crowd if c.public_key != self.identity.public_key)
         token = self._admission.token_for(sender, now)
@@ -72,11 +74,11 @@ class SybilServer(RequestServer):
             case FindValue():
                 return Value((), 0, fellows[: self._k], token)
             case Store(key, record):
-                receipt = sign_receipt(
+                signed = sign_receipt(
                     self.identity, request_id, sender.public_key, key, record, StoreStatus.STORED
                 )
-                return StoreResult(StoreStatus.STORED, "", "", b"", receipt)
-        return super()._answer(message, sender, client, budget, request_id, now)
+                return StoreResult(StoreStatus.STORED, "", "", b"", signed)
+        return super()._answer(message, sender, client, budget, request_id, now, receipt=receipt)
 
 
 class SybilCore(DhtCore):

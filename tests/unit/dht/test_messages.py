@@ -69,7 +69,9 @@ def frame(
 
 @pytest.mark.parametrize("message", CASES, ids=lambda m: type(m).__name__)
 def test_round_trip(message: Message) -> None:
-    original = frame(message, Flags.CLIENT | Flags.VERIFIED_YOU | Flags.PROVE, b"", SIGNATURE)
+    original = frame(
+        message, Flags.CLIENT | Flags.VERIFIED_YOU | Flags.PROVE | Flags.PROVEN_YOU, b"", SIGNATURE
+    )
     assert decode_frame(encode_frame(original)) == original
     with_cookie = frame(message, cookie=TOKEN)
     assert decode_frame(encode_frame(with_cookie)) == with_cookie
@@ -116,7 +118,7 @@ def test_contact_hosts_must_be_ip_literals(host: str) -> None:
         [1, b"\x07" * 8, KEY, NODE_ID, 0],  # no cookie (protocol version 1's frame)
         [1, b"\x07" * 7, KEY, NODE_ID, 0, b"", b"", bytes(16), b""],  # short request id
         [1, b"\x07" * 8, KEY[:31], NODE_ID, 0, b"", b"", bytes(16), b""],  # short key
-        [1, b"\x07" * 8, KEY, NODE_ID, 8, b"", b"", bytes(16), b""],  # unknown flag
+        [1, b"\x07" * 8, KEY, NODE_ID, 16, b"", b"", bytes(16), b""],  # unknown flag
         [1, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", bytes(15), b""],  # short nonce
         [2, b"\x07" * 8, KEY, NODE_ID, 0, b"", b"", bytes(64), "1.2.3.4", 0, b""],  # port 0
         [
