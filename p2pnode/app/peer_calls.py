@@ -51,6 +51,7 @@ __all__ = [
     "CallsNodeService",
     "CallsNodeStatistics",
     "media_for",
+    "note_update",
 ]
 
 CALLS_DIR = "calls"  # recordings of answered calls, in the home
@@ -87,7 +88,8 @@ class CallNotes:
     caller_verified: bool = False
 
 
-def _noted(notes: CallNotes, update: CallUpdate) -> CallNotes:
+def note_update(notes: CallNotes, update: CallUpdate) -> CallNotes:
+    """``notes`` with what ``update`` adds: its digit, the caller it first reports."""
     digits = notes.digits
     if update.dtmf is not None:
         digits = (digits + update.dtmf)[-MAX_KEPT_DIGITS:]
@@ -194,7 +196,9 @@ class CallsNodeService:
                 self.peer.screen(update.peer, known=False, call=True)  # a stranger: a request
             self.last[update.call_id] = update
             self.last.move_to_end(update.call_id)
-            self.notes[update.call_id] = _noted(self.notes.get(update.call_id, CallNotes()), update)
+            self.notes[update.call_id] = note_update(
+                self.notes.get(update.call_id, CallNotes()), update
+            )
             while len(self.last) > MAX_KEPT_CALLS:
                 dropped, _ = self.last.popitem(last=False)
                 self.notes.pop(dropped, None)
