@@ -1,14 +1,19 @@
-"""The demo's walkthrough (`p2pnode demo`): the first batch of work on loopback, step by step.
+"""The demo's walkthrough (`p2pnode demo`): the whole system, step by step.
 
 A network of DHT nodes publishes and looks up signed records and rejects an
 attacker's; the directory settles contested logins and numbers through a
 verifier; the ENUM DNS gateway answers NAPTR queries from the DHT; a node that
 STUN servers can dial back becomes a supernode and relays a client's datagram.
+Then two peers find each other, write and call (steps 8-10): as root, as real
+`p2pnode run` nodes behind NATs in a network-namespace lab (``demo/natlab.py``),
+else as whole nodes on loopback (``demo/peers.py``); last, phones on the SIP
+gateway (``demo/sip.py``).
 
 Honest by construction: every line it prints comes from a real lookup, STORE
-reply, DNS answer or relayed datagram on real sockets (127.0.0.1, ephemeral
-ports), and it exits 1 if any step did not check out. The scenario steps live
-in ``p2pnode.demo.*``; this module runs them and says what happened.
+reply, DNS answer, relayed datagram, CLI answer or recording, on real sockets
+(127.0.0.1 with ephemeral ports, or the lab's namespaces), and it exits 1 if
+any step did not check out. The scenario steps live in ``p2pnode.demo.*``; this
+module runs them and says what happened.
 """
 
 from __future__ import annotations
