@@ -137,6 +137,8 @@ async def scenario(root: Path) -> None:
         request = page.locator(f'li[data-request="{carol_id}"]')  # no reload: the event stream
         await expect(request).to_contain_text("hi, it is carol", timeout=WAIT_MS)
         await expect(request).to_contain_text("1 message, 0 calls")
+        nav_requests = page.locator("#nav-contacts .badge")  # the navigation says so too
+        await expect(nav_requests).to_have_attribute("data-count", "1", timeout=WAIT_MS)
         await page.screenshot(path=ARTIFACTS / "contacts-request.png", full_page=True)
         await page.click("#nav-chat")
         await expect(page.locator("[data-conversation]")).to_have_count(0)  # not a conversation
@@ -172,6 +174,10 @@ async def scenario(root: Path) -> None:
         await request.locator(".request-accept").click()
         await expect(page.locator('li[data-contact="carol"]')).to_be_visible(timeout=WAIT_MS)
         await expect(request).to_have_count(0)
+        await expect(nav_requests).to_have_count(0, timeout=WAIT_MS)
+        await expect(page.locator("#nav-chat .badge")).to_have_attribute(
+            "data-count", "1", timeout=WAIT_MS
+        )
         await page.click("#nav-chat")
         badge = page.locator('button[data-conversation="carol"] .badge')
         await expect(badge).to_have_attribute("data-unread", "1", timeout=WAIT_MS)
@@ -182,6 +188,7 @@ async def scenario(root: Path) -> None:
             timeout=WAIT_MS
         )
         await expect(badge).to_have_count(0)
+        await expect(page.locator("#nav-chat .badge")).to_have_count(0, timeout=WAIT_MS)
         carol_chat = chat_of(carol)
         await until(lambda: carol_chat.status(first).read, "carol's node got the read receipt")
         await page.reload()

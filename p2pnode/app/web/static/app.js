@@ -4,7 +4,7 @@ import { useEffect, useState } from "preact/hooks";
 import htm from "htm";
 import { IdentityView } from "./views/identity.js";
 import { StatusView } from "./views/status.js";
-import { ContactsView } from "./views/contacts.js";
+import { ContactsView, useNavCounts } from "./views/contacts.js";
 import { ChatView } from "./views/chat.js";
 import { CallsView, IncomingCallAlert } from "./views/calls.js";
 import { SipView } from "./views/sip.js";
@@ -53,6 +53,7 @@ function App() {
   const [events, setEvents] = useState([]);
   const [eventCount, setEventCount] = useState(0); // grows forever; the list is bounded
   const [live, setLive] = useState(false);
+  const counts = useNavCounts(paths, eventCount, Boolean(me)); // nav badges (views/contacts.js)
 
   useEffect(() => {
     const onHash = () => setRoute(currentRoute());
@@ -100,7 +101,8 @@ function App() {
   return html`<div class="shell">
     <nav aria-label="Sections"><h1>p2pnode</h1><ul>
       ${VIEWS.map(([key, title]) => html`<li><a href=${`#/${key}`} id=${`nav-${key}`}
-        aria-current=${route === key ? "page" : undefined}>${title}</a></li>`)}
+        aria-current=${route === key ? "page" : undefined}>${title}${counts[key] ? html` <span class="badge"
+        data-count=${counts[key]} aria-label=${`${counts[key]} new`}>${counts[key]}</span>` : ""}</a></li>`)}
     </ul>
     <p class="status-line" role="status" id="live">${live ? "● live" : "○ reconnecting…"}</p></nav>
     <main><${IncomingCallAlert} paths=${paths} eventCount=${eventCount} />

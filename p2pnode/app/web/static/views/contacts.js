@@ -3,6 +3,27 @@
 import { useEffect, useState } from "preact/hooks";
 import { html, api } from "../app.js";
 
+/** Pending requests and unread messages for the navigation's badges: the node's counts,
+ * fetched on every event and every 5 s (marking read emits no event). */
+export function useNavCounts(paths, eventCount, enabled) {
+  const [counts, setCounts] = useState({});
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    if (!enabled) return undefined;
+    const t = setInterval(() => setTick((n) => n + 1), 5000);
+    return () => clearInterval(t);
+  }, [enabled]);
+  useEffect(() => {
+    if (!enabled) return;
+    const get = (path, pick) => (paths.has(path) ? api("GET", path).then(pick, () => 0) : Promise.resolve(0));
+    Promise.all([
+      get("/api/contacts/requests", (a) => a.requests.length),
+      get("/api/unread", (a) => a.conversations.reduce((n, c) => n + c.unread, 0)),
+    ]).then(([contacts, chat]) => setCounts({ contacts, chat }));
+  }, [paths, eventCount, enabled, tick]);
+  return counts;
+}
+
 export function presenceLabel(contact) {
   if (contact.online === null) return "unknown";
   return contact.online ? (contact.status || "online") : "offline";
