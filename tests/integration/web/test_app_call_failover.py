@@ -50,6 +50,21 @@ HEARS_660 = """() => { const p = (window.p2pPeaks || []).slice(-20);
   return p.length >= 20 && p.filter((f) => Math.abs(f - 660) < 15).length >= 15; }"""
 
 
+REFUSALS = """async (id) => {
+  const post = async (path, body) => (await fetch(path, {method: "POST",
+    headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)})).status;
+  const sdp = "v=0\\r\\n";
+  return {
+    ended: await post(`/app/calls/${id}/reanswer`, {generation: 1, sdp}),
+    reoffer_ended: await post(`/app/calls/${id}/reoffer`, {sdp}),
+    no_generation: await post(`/app/calls/${id}/reanswer`, {sdp}),
+    bad_id: await post(`/app/calls/not-hex/reoffer`, {sdp}),
+    unknown: await post(`/app/calls/${"00".repeat(16)}/reoffer`, {sdp}),
+    too_big: await post(`/app/calls/${id}/reoffer`, {sdp: "\u00e9".repeat(9000)}),
+  };
+}"""
+
+
 def relay_path(port: int, name: str) -> MediaPath:
     server = IceServer(f"turn:127.0.0.1:{port}?transport=udp", "bob", USERS["bob"])
     return MediaPath((server,), relay_only=True, name=name)
@@ -151,6 +166,17 @@ async def scenario(root: Path, chromium: str) -> None:
             await expect(page.locator(f"tr[data-call='{call.hex()}']")).to_have_attribute(
                 "data-state", "hung-up", timeout=WAIT_MS
             )
+
+            # the renegotiation routes refuse what does not fit, and change nothing
+            refused = await page.evaluate(REFUSALS, call.hex())
+            assert refused == {
+                "ended": 409,  # the call is over: no re-offer waits, none can be made
+                "reoffer_ended": 409,
+                "no_generation": 400,
+                "bad_id": 400,
+                "unknown": 404,
+                "too_big": 413,
+            }, refused
 
             # 2. the page calls bob, whose first path is the dead relay: the page re-offers
             await page.evaluate("() => { window.p2pPeaks = []; }")
