@@ -98,9 +98,14 @@ LOCATE_TIMEOUT = 8.0
 _IN_DIALOG = frozenset({"INVITE", "BYE", "INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
 
 
+# A device's final answer meaning "not now" (no answer counts as 408): the MESSAGE is held.
+_TRY_LATER = frozenset({408, 480, 503})
+
+
 @dataclass(slots=True)
 class _MessageDelivery:
-    """A MESSAGE forwarded to a login's devices: the first 2xx answers it, else it queues."""
+    """A MESSAGE forwarded to a login's devices: the first 2xx answers it; if every device
+    refused it for good (403, 415, ...) the sender gets that refusal, else it queues."""
 
     key: ServerKey
     request: SipRequest
@@ -108,6 +113,8 @@ class _MessageDelivery:
     message: QueuedMessage
     remaining: int
     answered: bool = False
+    try_later: bool = False  # some device said "not now": hold the message for it
+    refusal: int | None = None  # a device's final refusal
 
 
 class SipGateway:
@@ -504,6 +511,14 @@ class SipGateway:
         if 200 <= status < 300:
             waiting.answered = True
             self._respond(waiting.key, waiting.request, 200, "OK")
+            return
+        if status in _TRY_LATER:
+            waiting.try_later = True
+        else:
+            waiting.refusal = status
+        if waiting.remaining == 0 and not waiting.try_later and waiting.refusal is not None:
+            waiting.answered = True  # every device refused it: holding it would only hide that
+            self._respond(waiting.key, waiting.request, waiting.refusal, "Refused by the device")
         elif waiting.remaining == 0:
             waiting.answered = True
             refusal = self.queue.put(waiting.login, waiting.message)

@@ -9,7 +9,8 @@ bob refused them, holds them and answers the phone 202 (RFC 3428: accepted,
 not yet delivered), the third 200. bob sees the third text at once, and the
 first two when the bridge registers again (the gateway hands a login's held
 messages to its devices on registration) - no text is lost to a directory
-failure.
+failure. A MESSAGE the bridge refuses for good (carol, another account, may
+not speak as alice: 403) is not held: carol gets the 403.
 
 Back: bob's 2,884-character reply (3,124 UTF-8 bytes with its umlauts) is
 more than one MESSAGE over UDP should carry (RFC 3428 §4: under 1300
@@ -57,11 +58,13 @@ async def scenario(tmp_path: Path) -> None:
     store = AccountStore(tmp_path / "node.sqlite", DOMAIN)
     _, alice_password = store.add("alice", None, randbytes=os.urandom)
     _, bob_password = store.add("bob", None, randbytes=os.urandom)
+    _, carol_password = store.add("carol", None, randbytes=os.urandom)
     gateway = SipGateway(GatewayConfig(DOMAIN), store)
     await gateway.start()
     assert gateway.address is not None
     phone = SipUserAgent("alice", alice_password, DOMAIN, gateway.address)
     bridge_ua = MessageUserAgent("bob", bob_password, DOMAIN, gateway.address)
+    carol = SipUserAgent("carol", carol_password, DOMAIN, gateway.address)
     pair = ChatPair(tmp_path)
     failures: list[BaseException] = [TimeoutError(), OSError("network unreachable")]
 
@@ -79,6 +82,7 @@ async def scenario(tmp_path: Path) -> None:
         for ua in (phone, bridge_ua):
             await ua.start()
             await ua.register()
+        await carol.start()
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(t) for t in (pair.alice.run(), pair.bob.run(), bridge.run())]
             statuses = [await phone.send_message("bob", f"try {n}") for n in range(3)]
@@ -90,6 +94,8 @@ async def scenario(tmp_path: Path) -> None:
             async with asyncio.timeout(WAIT):
                 shown = [await pair.bob_shown.get() for _ in range(2)]
             assert shown == [(pair.alice_key, "try 0"), (pair.alice_key, "try 1")]
+            # Refused for good by the only device: the sender hears it, nothing is held.
+            assert await carol.send_message("bob", "I am not alice") == 403
             # The long reply: consecutive MESSAGEs, each within the limit, joined in order.
             await pair.bob.send(pair.alice_key, LONG_REPLY)
             expected = len(phone_parts(LONG_REPLY))
@@ -104,13 +110,14 @@ async def scenario(tmp_path: Path) -> None:
             assert all(len(body) <= MAX_PHONE_BODY_BYTES for body in bodies)
             assert "".join(body.decode("utf-8") for body in bodies) == LONG_REPLY
             stats = bridge.statistics()
-            assert (stats.to_chat, stats.to_phones, stats.refused, stats.failed) == (3, 1, 0, 2)
+            assert (stats.to_chat, stats.to_phones, stats.refused, stats.failed) == (3, 1, 1, 2)
             assert pair.bob_shown.empty() and phone.messages.empty()
             for task in tasks:
                 task.cancel()
     finally:
         await pair.close()
         await phone.close()
+        await carol.close()
         await bridge_ua.close()
         await gateway.stop()
 
