@@ -15,7 +15,9 @@ gateway hosts for alice, her phone rings and answers, and again each side
 hears the other (550 Hz from B, 440 Hz from the phone). A stranger's INVITE
 from another domain is refused 403. Then ``GET /api/sip/bridge``, the
 WebSocket stream and ``/metrics`` show both calls by direction and mode with
-their codecs, jitter and loss, and the refusal by its reason.
+their codecs, jitter and loss, and the refusal by its reason. Last, the
+gateway restarts: the bridge service follows it (the node restarts it), the
+phone reaches bob again, and the totals count on from the first two calls.
 """
 
 from __future__ import annotations
@@ -163,6 +165,10 @@ async def events_of(socket: aiohttp.ClientWebSocketResponse, into: list[dict[str
                 into.append(event)
 
 
+def restarts(assembly: Assembly, name: str) -> int:
+    return next(s.restarts for s in assembly.node.status() if s.name == name)
+
+
 async def has_home(assembly: Assembly, key: bytes) -> bool:
     contact = await fetch_contact(assembly.dht.node, key)
     return contact is not None and len(contact.homes) >= 1
@@ -263,6 +269,22 @@ async def scenario(root: Path) -> None:
                         answer = await got.json()
                     async with http.get(a.metrics.url) as scraped:
                         metrics = await scraped.text()
+
+                    # 5. The gateway restarts (a crash as the node sees it): the bridges follow
+                    # it, the phone registers again and reaches bob; the totals carry over.
+                    await sip.stop()
+                    await sip.start()
+                    await until(lambda: restarts(a, "sip-bridge") >= 1, "bridge restarted")
+                    await until(lambda: len(bridges.statistics().bridges) == 2, "bridges back")
+                    assert sip.gateway is not None and sip.gateway.address is not None
+                    phone.server = sip.gateway.address  # listen port 0: a new port
+                    await phone.register()
+                    async with asyncio.timeout(WAIT):
+                        again = await phone.call("bob")
+                    await again.play_tone(440.0, 0.3)
+                    await again.hangup()
+                    await until(lambda: len(bridges.statistics().recent) == 3, "third call")
+                    after = bridges.statistics()
                 finally:
                     await phone.close()
                     await stranger.close()
@@ -327,6 +349,9 @@ async def scenario(root: Path) -> None:
     mode_label = (("mode", "passthrough"),)
     assert samples_by_name[("p2pnode_sip_bridge_frames_total", mode_label)] == frames
     assert samples_by_name[("p2pnode_sip_bridge_active_calls", ())] == 0.0
+    # After the gateway's restart: counted on top of the first two calls (monotonic).
+    assert sum(n for d, _, n in after.calls if d.value == "from-phone") == 2
+    assert sum(n for _, _, n in after.calls) == 3
     assert samples_by_name[("p2pnode_sip_bridge_digits_total", (("what", "from-phone"),))] == 1.0
 
 
