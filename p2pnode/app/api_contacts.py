@@ -70,13 +70,17 @@ class SettingsRequest(_Model):
         description="strangers' calls: ring (anyone), request (contacts; others wait as "
         "requests), refuse (contacts only)"
     )
+    auto_answer: bool | None = pydantic.Field(
+        None, description="answer calls unattended (null: as [calls] auto_answer)"
+    )
 
 
 class SettingsAnswer(_Model):
     presence_visibility: str
     who_may_call: str
     who_may_call_from: Literal["settings", "config"]
-    auto_answer: bool = pydantic.Field(description="[calls] auto_answer, set in the config")
+    auto_answer: bool
+    auto_answer_from: Literal["settings", "config"]
 
 
 class UnreadModel(_Model):
@@ -157,7 +161,8 @@ def _settings(app: PeerApp) -> SettingsAnswer:
         presence_visibility=settings.presence_visibility.value,
         who_may_call=app.call_policy(configured).value,
         who_may_call_from="config" if settings.who_may_call is None else "settings",
-        auto_answer=calls.section.auto_answer if calls else False,
+        auto_answer=app.auto_answer(calls.section.auto_answer if calls else False),
+        auto_answer_from="config" if settings.auto_answer is None else "settings",
     )
 
 
@@ -169,7 +174,9 @@ async def settings_set(app: PeerApp, request: web.Request) -> web.Response:
     body = await _body(request, SettingsRequest)
     app.book.set_settings(
         ReachSettings(
-            PresenceVisibility(body.presence_visibility), NonContactPolicy(body.who_may_call)
+            PresenceVisibility(body.presence_visibility),
+            NonContactPolicy(body.who_may_call),
+            body.auto_answer,
         )
     )
     app.apply_settings()

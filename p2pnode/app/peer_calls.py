@@ -147,7 +147,7 @@ class CallsNodeService:
         link = await self.peer.link_config()
         config = CallConfig(
             paths=(MediaPath.from_plan(link.ice),),
-            auto_answer=self.section.auto_answer,
+            auto_answer=self.peer.auto_answer(self.section.auto_answer),
             non_contacts=self.peer.call_policy(NonContactPolicy(self.section.non_contacts)),
         )
         channel = self._channel

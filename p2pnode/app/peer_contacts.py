@@ -7,7 +7,8 @@ contact request that the person accepts (the peer becomes a contact) or declines
 are stored but never shown). The settings say who may see our presence
 (everyone, contacts, nobody: the homes refuse other watchers and the DHT's
 public record says offline) and who may call (anyone rings; contacts only, the
-others waiting silently as requests; contacts only, the others refused).
+others waiting silently as requests; contacts only, the others refused) and
+whether calls are answered automatically.
 
 Why a file in the home and not the chat store: requests come from calls too, and a
 node without ``[chat]`` still has contacts, presence and calls. Both files are
@@ -73,6 +74,7 @@ class Screening(enum.Enum):
 class ReachSettings:
     presence_visibility: PresenceVisibility = PresenceVisibility.EVERYONE
     who_may_call: NonContactPolicy | None = None  # None: the config's [calls] non_contacts
+    auto_answer: bool | None = None  # None: the config's [calls] auto_answer
 
 
 @dataclass(frozen=True)
@@ -157,9 +159,11 @@ class RequestBook:
         if isinstance(settings, dict):
             with contextlib.suppress(ValueError, TypeError, KeyError):
                 policy = settings.get("who_may_call")
+                auto = settings.get("auto_answer")
                 self._settings = ReachSettings(
                     PresenceVisibility(settings.get("presence_visibility", "everyone")),
                     None if policy is None else NonContactPolicy(policy),
+                    auto if isinstance(auto, bool) else None,
                 )
 
     def _save_requests(self) -> None:
@@ -185,6 +189,7 @@ class RequestBook:
             {
                 "presence_visibility": settings.presence_visibility.value,
                 "who_may_call": None if policy is None else policy.value,
+                "auto_answer": settings.auto_answer,
             },
         )
 

@@ -341,9 +341,15 @@ class PeerApp:
         """Who may call: the person's setting, else the config's ``[calls] non_contacts``."""
         return self.book.settings.who_may_call or configured
 
+    def auto_answer(self, configured: bool) -> bool:
+        """Answer calls unattended: the person's setting, else ``[calls] auto_answer``."""
+        chosen = self.book.settings.auto_answer
+        return configured if chosen is None else chosen
+
     def apply_settings(self) -> None:
         """Presence visibility to the homes (an allow-list of at most ``MAX_ALLOW`` keys:
-        beyond, the other contacts see us offline) and who may call to the call service."""
+        beyond, the other contacts see us offline); who may call and auto-answer to the
+        running call service (a new one reads them at its start)."""
         visibility = self.book.settings.presence_visibility
         if visibility is PresenceVisibility.EVERYONE:
             self.signalling.allow_watchers(None)
@@ -359,7 +365,8 @@ class PeerApp:
             if isinstance(calls, CallsNodeService) and calls.calls is not None:
                 service = calls.calls
                 policy = self.call_policy(NonContactPolicy(calls.section.non_contacts))
-                service.config = replace(service.config, non_contacts=policy)
+                auto = self.auto_answer(calls.section.auto_answer)
+                service.config = replace(service.config, non_contacts=policy, auto_answer=auto)
 
     async def resolve(self, text: str) -> str:
         """A peer id from a contact name, a peer id, or a login (directory: one verified

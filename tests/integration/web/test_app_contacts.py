@@ -152,7 +152,11 @@ async def scenario(root: Path) -> None:
         await expect(page.locator("#reach-message")).to_have_text("Saved.", timeout=WAIT_MS)
         await page.screenshot(path=ARTIFACTS / "settings-reach.png", full_page=True)
         kept = json.loads((root / "alice" / SETTINGS_FILE).read_text())
-        assert kept == {"presence_visibility": "contacts", "who_may_call": "request"}
+        assert kept == {
+            "presence_visibility": "contacts", "who_may_call": "request", "auto_answer": False
+        }  # fmt: skip
+        alice_service = calls_of(lab, "alice").service()
+        assert not alice_service.config.auto_answer  # what the running node does
         await until(lambda: carol_sees_alice(False), "alice hidden from a stranger")
 
         carol_calls = calls_of(lab, "carol").service()
@@ -168,6 +172,18 @@ async def scenario(root: Path) -> None:
         await page.click("#nav-contacts")
         await expect(request).to_contain_text("1 message, 1 call", timeout=WAIT_MS)
         await carol_calls.hangup(call_id)
+        await page.click("#nav-settings")  # auto-answer on: the running node answers itself
+        await page.check("#auto-answer")
+        await page.click("#reach-save")
+        await expect(page.locator("#reach-message")).to_have_text("Saved.", timeout=WAIT_MS)
+        assert alice_service.config.auto_answer
+        await page.reload()
+        await expect(page.locator("#auto-answer")).to_be_checked(timeout=WAIT_MS)
+        await page.uncheck("#auto-answer")
+        await page.click("#reach-save")
+        await expect(page.locator("#reach-message")).to_have_text("Saved.", timeout=WAIT_MS)
+        assert not alice_service.config.auto_answer
+        await page.click("#nav-contacts")
 
         # accept: carol becomes a contact; her text is an unread conversation
         await request.locator(".request-name").fill("carol")

@@ -75,7 +75,7 @@ def test_settings_persist_and_junk_files_are_ignored(tmp_path: Path) -> None:
     book = RequestBook(tmp_path)
     book.load()
     assert book.settings == ReachSettings(PresenceVisibility.EVERYONE, None)
-    chosen = ReachSettings(PresenceVisibility.CONTACTS, NonContactPolicy.REQUEST)
+    chosen = ReachSettings(PresenceVisibility.CONTACTS, NonContactPolicy.REQUEST, True)
     book.set_settings(chosen)
     reloaded = RequestBook(tmp_path)
     reloaded.load()

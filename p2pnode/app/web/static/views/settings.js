@@ -1,7 +1,7 @@
 // Settings: presence (status and note for those who watch us) and reach: who may see our
 // presence, who may call. The node keeps and enforces them (its homes refuse other watchers,
-// its call service lets strangers ring, wait as requests, or refuses them); auto-answer is
-// the config's ([calls] auto_answer) and only shown here.
+// its call service lets strangers ring, wait as requests, or refuses them) and whether it
+// answers calls unattended (off unless chosen here or by [calls] auto_answer).
 import { useEffect, useState } from "preact/hooks";
 import { html, api } from "../app.js";
 
@@ -20,6 +20,7 @@ function ReachForm() {
     try {
       setReach(await api("PUT", "/api/settings", {
         presence_visibility: reach.presence_visibility, who_may_call: reach.who_may_call,
+        auto_answer: reach.auto_answer,
       }));
       setMessage("Saved.");
     } catch (error) { setMessage(`Not saved: ${error.message}`); }
@@ -38,8 +39,9 @@ function ReachForm() {
       onChange=${(e) => setReach({ ...reach, who_may_call: e.target.value })}>
       ${CALLERS.map(([value, label]) => html`<option value=${value}>${label}</option>`)}
     </select>
-    <label><input type="checkbox" id="auto-answer" checked=${reach.auto_answer} disabled />
-      Answer calls automatically (${reach.auto_answer ? "on" : "off"}; set by <code>[calls] auto_answer</code> in the node's config)</label>
+    <label><input type="checkbox" id="auto-answer" checked=${reach.auto_answer}
+      onChange=${(e) => setReach({ ...reach, auto_answer: e.target.checked })} />
+      Answer calls automatically, without me (the node answers with its own media: for unattended nodes)</label>
     <button type="submit" id="reach-save">Save</button>
     <p role="status" id="reach-message">${message}</p>
   </form>`;
