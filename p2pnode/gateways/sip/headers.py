@@ -245,8 +245,39 @@ class NameAddress:
         return f"{display}<{self.uri}>{render_params(self.params)}"
 
 
+# The fast paths below take the forms phones and our own builders write (no LWS
+# around separators, no quoted parameter values, no escapes in a display name) with
+# one regex each and build exactly what the general scanners build from the same
+# text; anything else (or anything they are unsure of) goes the general way.
+# tests/unit/sip/test_header_fast_paths.py holds them equal to the scanners.
+_FAST_PARAMS = rf"(?:;{TOKEN_RE.pattern}(?:={PARAM_VALUE_RE.pattern})?)*"
+_FAST_PARAMS_RE = re.compile(_FAST_PARAMS)
+# After the fast parameters, a character the general scanner could still consume
+# (LWS around ";" or "=", a quoted value): the fast result would differ, so do not use it.
+_PARAMS_UNSURE = frozenset(' \t;="')
+
+
+def _split_params(text: str) -> tuple[Param, ...]:
+    """``;a=b;c`` as matched by ``_FAST_PARAMS_RE`` (no LWS, no quotes) -> Params."""
+    params: list[Param] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        params.append(Param(name, value if eq else None))
+    return tuple(params)
+
+
 def _header_params(cursor: Cursor, what: str) -> tuple[Param, ...]:
     # *( SEMI generic-param ); generic-param = token [ EQUAL gen-value ]
+    fast = _FAST_PARAMS_RE.match(cursor.text, cursor.pos)
+    if fast is not None:
+        end = fast.end()
+        if end == len(cursor.text) or cursor.text[end] not in _PARAMS_UNSURE:
+            cursor.pos = end
+            return _split_params(fast.group()) if end > fast.start() else ()
+    return _scan_params(cursor, what)
+
+
+def _scan_params(cursor: Cursor, what: str) -> tuple[Param, ...]:
     params: list[Param] = []
     while cursor.separator(";"):
         name = cursor.expect(TOKEN_RE, what)
@@ -316,7 +347,38 @@ def parse_name_addresses(
     return _name_addresses(value, what, single, require_brackets)
 
 
+# One name-addr with brackets: [ "quoted display" SWS / token *(SP token) [SP] ] "<" uri ">"
+# params. qdtext as in grammar (no DQUOTE, backslash or control characters but HTAB).
+_FAST_NAME_ADDR_RE = re.compile(
+    rf'(?:"([^"\\\x00-\x08\x0a-\x1f\x7f]*)"[ \t]*|({TOKEN_RE.pattern}(?: {TOKEN_RE.pattern})*) ?)?'
+    rf"<([^>]*)>({_FAST_PARAMS})"
+)
+
+
+def _name_address_fast(value: str) -> NameAddress | None:
+    """One bracketed name-addr in its common spelling, or None (use the scanner)."""
+    found = _FAST_NAME_ADDR_RE.fullmatch(value)
+    if found is None:
+        return None
+    quoted, words, uri_text, params = found.groups()
+    try:
+        uri = parse_uri(uri_text)
+    except SipDecodeError:
+        return None  # the scanner raises its own error for it
+    display = quoted if quoted is not None else words
+    return NameAddress(uri, display, _split_params(params) if params else ())
+
+
 def _name_addresses(
+    value: str, what: str, single: bool, require_brackets: bool
+) -> tuple[NameAddress, ...]:
+    fast = _name_address_fast(value)
+    if fast is not None:
+        return (fast,)
+    return _scan_name_addresses(value, what, single, require_brackets)
+
+
+def _scan_name_addresses(
     value: str, what: str, single: bool, require_brackets: bool
 ) -> tuple[NameAddress, ...]:
     cursor = Cursor(value)
@@ -409,8 +471,38 @@ def _via(cursor: Cursor) -> Via:
     return Via(transport, host, port, _header_params(cursor, "Via"))
 
 
+# One via-parm as phones and we write it: "SIP/2.0/" transport SP host [":" port] params.
+_FAST_VIA_RE = re.compile(
+    rf"SIP/2\.0/({TOKEN_RE.pattern}) ([A-Za-z0-9\-.]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{{1,5}}))?"
+    rf"({_FAST_PARAMS})"
+)
+
+
+def _via_fast(value: str) -> Via | None:
+    """One via-parm in its common spelling, or None (use the scanner)."""
+    found = _FAST_VIA_RE.fullmatch(value)
+    if found is None:
+        return None
+    transport, host, port, params = found.groups()
+    if not is_valid_host(host) or (port is not None and int(port) > 65535):
+        return None
+    return Via(
+        transport.upper(),
+        host,
+        None if port is None else int(port),
+        _split_params(params) if params else (),
+    )
+
+
 def _via_value(value: str) -> tuple[Via, ...]:
     """One Via header value (a response repeats its request's: cached)."""
+    fast = _via_fast(value)
+    if fast is not None:
+        return (fast,)
+    return _scan_via_value(value)
+
+
+def _scan_via_value(value: str) -> tuple[Via, ...]:
     cursor = Cursor(value)
     vias: list[Via] = []
     while True:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from p2pnode.gateways.sip.errors import SipDecodeError
 from p2pnode.gateways.sip.grammar import (
     RFC1123_DATE_RE,
+    TOKEN_RE,
     canonical_header_name,
 )
 from p2pnode.gateways.sip.headers import (
@@ -350,7 +351,61 @@ def build_response(
         headers += [header for header in request.headers if header.name == name]
     headers += [Header(name, value) for name, value in extra]
     headers.append(Header("Content-Length", str(len(body))))
-    return SipResponse.build(status, reason, tuple(headers), body)
+    core = _response_core(request, to_tag, extra, len(body))
+    if core is None:
+        return SipResponse.build(status, reason, tuple(headers), body)
+    if not 100 <= status <= 699:
+        raise SipDecodeError(400, "malformed status code")
+    return SipResponse(status, reason, tuple(headers), body, core)
+
+
+# Extra headers whose typed form a response's core holds and build_response derives;
+# any other core name among the extras sends it through the full parse.
+_DERIVED_EXTRAS = frozenset({"Contact", "Record-Route"})
+
+
+def _response_core(
+    request: SipRequest, to_tag: str | None, extra: tuple[tuple[str, str], ...], length: int
+) -> CoreHeaders | None:
+    """The core headers of a response built from ``request``, from the request's own
+    (already validated) core instead of parsing the copies again; None when the
+    extras hold core headers this does not derive (then the caller parses).
+
+    Equal to ``parse_core_headers`` of the response's headers: Via, From, Call-ID and
+    CSeq are the request's values; To gains ``tag`` as the parser would read it;
+    Contact and Record-Route are parsed from the extras as the parser would.
+    """
+    core = request.core
+    to = core.to
+    if to_tag is not None and to.tag is None:
+        if TOKEN_RE.fullmatch(to_tag) is None:
+            return None
+        to = NameAddress(to.uri, to.display_name, (*to.params, Param("tag", to_tag)))
+    contacts: list[NameAddress] = []
+    record_routes: list[NameAddress] = []
+    for name, value in extra:
+        if name in _CORE_NAMES:
+            if name not in _DERIVED_EXTRAS or value == "*":
+                return None
+            if name == "Contact":
+                contacts.extend(parse_name_addresses(value, "Contact", single=False))
+            else:
+                record_routes.extend(
+                    parse_name_addresses(value, name, single=False, require_brackets=True)
+                )
+    return CoreHeaders(
+        vias=core.vias,
+        from_=core.from_,
+        to=to,
+        call_id=core.call_id,
+        cseq=core.cseq,
+        max_forwards=None,
+        content_length=length,
+        contacts=tuple(contacts),
+        contact_star=False,
+        routes=(),
+        record_routes=tuple(record_routes),
+    )
 
 
 def stamp_received(request: SipRequest, source: tuple[str, int]) -> SipRequest:

@@ -15,7 +15,6 @@ fields, body bytes, and a stream's buffered bytes.
 from __future__ import annotations
 
 import enum
-import re
 
 from p2pnode.gateways.sip.errors import SipDecodeError
 from p2pnode.gateways.sip.grammar import (
@@ -60,8 +59,8 @@ StreamItem = SipRequest | SipResponse | KeepAlive
 
 
 # message-header = header-name HCOLON header-value CRLF, on one (unfolded) line;
-# the value without the LWS around it.
-_FIELD_RE = re.compile(rf"({HEADER_NAME_RE.pattern})[ \t]*:[ \t]*(.*?)[ \t]*")
+# the value without the LWS around it:
+#   ({HEADER_NAME_RE})[ \t]*:[ \t]*(.*?)[ \t]*   (split by hand in _split_head)
 
 
 def _unfold_lines(lines: list[str]) -> list[str]:
@@ -93,10 +92,13 @@ def _split_head(head: bytes) -> tuple[str, tuple[Header, ...]]:
     headers: list[Header] = []
     for line in field_lines:
         # message-header = header-name HCOLON header-value; HCOLON = *( SP / HTAB ) ":" SWS
-        found = _FIELD_RE.fullmatch(line)
-        if found is None:
+        # A token holds no ":", so the first ":" ends the name and its LWS (the
+        # same split as the regex above, without its backtracking over the value).
+        name, colon, value = line.partition(":")
+        name = name.rstrip(" \t")
+        if not colon or HEADER_NAME_RE.fullmatch(name) is None:
             raise SipDecodeError(400, "malformed header field")
-        headers.append(Header(canonical_header_name(found.group(1)), found.group(2)))
+        headers.append(Header(canonical_header_name(name), value.strip(" \t")))
     return start, tuple(headers)
 
 
