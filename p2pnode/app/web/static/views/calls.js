@@ -62,7 +62,8 @@ function stopRing() {
   ringer = null;
 }
 
-const RINGING = new Set(["ringing-local", "requested"]);
+// Only calls that ring here: a stranger's call "requested" waits silently in Contacts' requests.
+const RINGING = new Set(["ringing-local"]);
 
 /** Who a call is with, in words: a contact's name, else the peer id's start; a caller
  * relayed by a SIP gateway is named with the gateway's verdict. */
@@ -123,7 +124,7 @@ export function IncomingCallAlert({ paths, eventCount }) {
   return html`<div id="incoming-alert" class="incoming-alert" aria-live="assertive">
     ${ringing.map((c) => html`<section class="card incoming" role="alertdialog" aria-labelledby=${`in-${c.call_id}`}
       data-incoming=${c.call_id} onKeyDown=${(e) => keys(e, c)}>
-      <strong id=${`in-${c.call_id}`}>${caller(c, contacts)} is calling${c.state === "requested" ? " (not in your contacts)" : ""}</strong>
+      <strong id=${`in-${c.call_id}`}>${caller(c, contacts)} is calling</strong>
       <button type="button" onClick=${() => act("answer", c)}>Answer</button>
       <button type="button" class="secondary" onClick=${() => act("hangup", c)}>Decline</button>
       <span class="muted">Esc declines</span></section>`)}
