@@ -45,6 +45,9 @@ class Groups:
     network: str
 
 
+MAX_CACHED_HOSTS = 4096  # per Diversity: hosts whose groups are remembered
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _groups(host: str, prefix_v4: int, prefix_v6: int, loopback: bool) -> Groups | None:
     try:
@@ -81,10 +84,19 @@ class Diversity:
         self.prefix_v4 = prefix_v4
         self.prefix_v6 = prefix_v6
         self.loopback = loopback
+        self._cache: dict[str, Groups | None] = {}
 
     def groups(self, contact: Contact) -> Groups | None:
         """The contact's groups, or None when it is exempt (loopback by default)."""
-        return _groups(contact.address[0], self.prefix_v4, self.prefix_v6, self.loopback)
+        host = contact.address[0]
+        try:
+            return self._cache[host]  # a lookup walks its candidates once per reply
+        except KeyError:
+            pass
+        if len(self._cache) >= MAX_CACHED_HOSTS:
+            self._cache.clear()
+        found = self._cache[host] = _groups(host, self.prefix_v4, self.prefix_v6, self.loopback)
+        return found
 
     def admits(self, present: Iterable[Contact], newcomer: Contact) -> bool:
         """Would ``newcomer`` keep a set holding ``present`` within the limits?"""

@@ -83,6 +83,9 @@ class Lookup:
         self.queries = 0
         self.value_holders = 0
         self.value_depth = 0
+        # The first k considered candidates (``_considered``), kept until the candidate
+        # set changes: a walk with the diversity tally per reply instead of three.
+        self._top: list[_Candidate] | None = None
         self.add(seeds, depth=1)
 
     def add(self, contacts: Iterable[Contact], *, depth: int) -> None:
@@ -102,6 +105,7 @@ class Lookup:
                 del self._by_id[dropped]
             self._by_id[node_id] = _Candidate(contact, dist, depth)
             bisect.insort(self._order, (dist, node_id))
+            self._top = None
 
     def next_queries(self) -> list[Contact]:
         """Candidates to query now; each is marked in flight."""
@@ -116,7 +120,7 @@ class Lookup:
             # The records' neighbourhood is found and the queries in flight can complete
             # the quorum: wait for them instead of spending more datagrams.
             return picked
-        for candidate in islice(self._considered(), self.k):
+        for candidate in self._first_k():
             if self.in_flight >= self.alpha:
                 break
             if candidate.state is _State.NEW:
@@ -125,6 +129,13 @@ class Lookup:
                 self.queries += 1
                 picked.append(candidate.contact)
         return picked
+
+    def _first_k(self) -> list[_Candidate]:
+        """The first k of ``_considered`` (their states are read live: only a new or a
+        failed candidate changes who they are)."""
+        if self._top is None:
+            self._top = list(islice(self._considered(), self.k))
+        return self._top
 
     def _considered(self) -> Iterator[_Candidate]:
         """Candidates that have not failed, nearest first, within the diversity limits."""
@@ -163,12 +174,13 @@ class Lookup:
             return
         candidate.state = _State.FAILED
         self.in_flight -= 1
+        self._top = None
 
     @property
     def done(self) -> bool:
         if self.kind is LookupKind.VALUE and self.value_holders >= self.quorum:
             return True
-        return all(c.state is _State.ANSWERED for c in islice(self._considered(), self.k))
+        return all(c.state is _State.ANSWERED for c in self._first_k())
 
     def closest_answered(self) -> list[Contact]:
         """The k closest candidates that answered, nearest first."""

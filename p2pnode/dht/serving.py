@@ -124,10 +124,12 @@ class RequestServer:
             return
         if isinstance(reply, StoreResult) and reply.reason in STORE_REFUSALS:
             self.refusals.append(Refusal("dht-store", reply.reason, address))
+        if not client:
+            # Before the reply, so that it can say PROVEN_YOU: the put this lookup may
+            # be part of then sends its STOREs here without a proof to sign.
+            self._contacts.check_request_proof(frame, sender, now, self._wall(now))
         if reply is not None:
             self._reply(frame, reply, sender, receives, budget, kind)
-        if not client:
-            self._contacts.check_request_proof(frame, sender, now, self._wall(now))
         self._contacts.seen(sender, client, now)
 
     def _reply(
