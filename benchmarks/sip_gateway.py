@@ -4,7 +4,10 @@ Three figures, each beside its anchor:
 1. call set-ups per second (INVITE/100/180/200/ACK/BYE, sipp's built-in uac ->
    system -> sipp's built-in uas, closed loop with ``--concurrency`` calls in
    flight): our gateway (a B2BUA that also opens an RTP relay port pair per
-   call) vs Kamailio 5.6 as a stateful proxy (tm, one worker);
+   call) vs Kamailio 5.6 as a stateful proxy (tm, one worker), in ``--rounds``
+   alternating rounds so both see the same load on the shared box (the ratio is
+   the median of the rounds' ratios), with the CPU each system's processes spent
+   per call (/proc, Kamailio's whole process tree);
 2. REGISTERs with digest per second (sipp answers each 401): our registrar vs
    Kamailio's registrar with ``pv_www_authenticate``;
 3. RTP packets relayed per CPU-second (one stream, offered below saturation,
@@ -14,7 +17,7 @@ Three figures, each beside its anchor:
 Both SIP systems run as one process (Kamailio ``children=1``) on loopback.
 The box has 2 cores shared with other work: figures are indicative.
 
-Usage: flock /tmp/bench.lock .venv/bin/python benchmarks/sip_gateway.py [--calls N]
+Usage: flock /tmp/bench.lock .venv/bin/python benchmarks/sip_gateway.py [--calls N] [--rounds R]
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -89,6 +94,30 @@ def free_port() -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and every descendant (Kamailio forks its workers)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, of in parents.items() if of == parent and child not in tree]
+        tree.update(children)
+        frontier += children
+    total = 0.0
+    for member in tree:
+        try:
+            total += cpu_seconds(member)
+        except (OSError, IndexError):
+            continue
+    return total
 
 
 # -- workers (child processes) -----------------------------------------------------------
@@ -161,6 +190,35 @@ def cps_through(
     if done < calls:
         print(f"warning: {calls - done} of {calls} calls failed", file=sys.stderr)
     return done / elapsed if done else None
+
+
+@dataclass(frozen=True)
+class CpsMeasure:
+    cps: float | None
+    cpu_ms_per_call: float | None
+
+
+@dataclass(frozen=True)
+class CpsRound:
+    ours: CpsMeasure
+    theirs: CpsMeasure | None
+
+
+def cps_round(
+    pid: int, target: tuple[str, int], uas_port: int, args: argparse.Namespace, tmp: Path
+) -> CpsMeasure:
+    """One closed-loop sipp run through ``target``, with the CPU its process tree spent."""
+    uas = start_uas(uas_port, args.calls, tmp)
+    before = tree_cpu_seconds(pid)
+    cps = cps_through(target, uas_port, args.calls, args.concurrency, tmp)
+    spent = tree_cpu_seconds(pid) - before
+    stop(uas)
+    return CpsMeasure(cps, spent / args.calls * 1000 if cps else None)
+
+
+def median(values: list[float | None]) -> float | None:
+    present = sorted(v for v in values if v is not None)
+    return statistics.median(present) if present else None
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -404,7 +462,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--worker", choices=("gateway", "relay"))
     parser.add_argument("--home", type=Path)
-    parser.add_argument("--calls", type=int, default=1500)
+    parser.add_argument("--calls", type=int, default=1000, help="calls per round and system")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--registers", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--packets", type=int, default=60_000)
@@ -425,26 +484,28 @@ def main() -> None:
         assert gateway.stdout is not None and gateway.stdin is not None
         target = (GATEWAY_HOST, int(gateway.stdout.readline()))
         uas_port = free_port()
-        uas = start_uas(uas_port, args.calls, tmp)
         register_uas_contact(target, uas_port)
-        cps = cps_through(target, uas_port, args.calls, args.concurrency, tmp)
-        stop(uas)
+        have_kamailio = bool(shutil.which("kamailio") and shutil.which("sipp"))
+        kam_port, kam_uas_port = free_port(), free_port()
+        proxy = kamailio(proxy_config(kam_port, kam_uas_port), tmp) if have_kamailio else None
+        # Rounds alternate gateway and Kamailio, so both see the same load on this
+        # shared box; the ratio is the median of the rounds' own ratios.
+        rounds: list[CpsRound] = []
+        for _ in range(args.rounds):
+            ours = cps_round(gateway.pid, target, uas_port, args, tmp)
+            theirs = None
+            if proxy is not None:
+                theirs = cps_round(proxy.pid, ("127.0.0.1", kam_port), kam_uas_port, args, tmp)
+            rounds.append(CpsRound(ours, theirs))
+        if proxy is not None:
+            proxy.terminate()
+            proxy.wait(timeout=10)
         registers = registers_through(target, args.registers, args.concurrency, tmp)
         gateway.stdin.close()
         gateway.wait(timeout=10)
 
-        kam_cps = kam_registers = None
-        if shutil.which("kamailio") and shutil.which("sipp"):
-            port = free_port()
-            uas_port = free_port()
-            uas = start_uas(uas_port, args.calls * 2, tmp)
-            proxy = kamailio(proxy_config(port, uas_port), tmp)
-            kam_cps = cps_through(
-                ("127.0.0.1", port), uas_port, args.calls * 2, args.concurrency, tmp
-            )
-            proxy.terminate()
-            proxy.wait(timeout=10)
-            stop(uas)
+        kam_registers = None
+        if have_kamailio:
             port = free_port()
             registrar = kamailio(registrar_config(port), tmp)
             kam_registers = registers_through(
@@ -456,10 +517,26 @@ def main() -> None:
         ours_pps, ours_loss = pps_ours(args.packets, args.rate)
         engine_pps, engine_loss = pps_rtpengine(args.packets, args.rate, tmp)
 
+    cps = median([r.ours.cps for r in rounds])
+    kam_cps = median([r.theirs.cps for r in rounds if r.theirs is not None])
+    cpu_ms = median([r.ours.cpu_ms_per_call for r in rounds])
+    kam_cpu_ms = median([r.theirs.cpu_ms_per_call for r in rounds if r.theirs is not None])
+    round_ratios = [ratio(r.ours.cps, r.theirs.cps if r.theirs else None) for r in rounds]
+    cps_ratio = median(round_ratios)
+    print_table(
+        ["round", "gateway cps", "kamailio cps", "ratio", "gateway CPU ms/call",
+         "kamailio CPU ms/call"],
+        [[n + 1, r.ours.cps, r.theirs.cps if r.theirs else None, round_ratios[n],
+          r.ours.cpu_ms_per_call, r.theirs.cpu_ms_per_call if r.theirs else None]
+         for n, r in enumerate(rounds)],
+    )  # fmt: skip
+    print()
     print_table(
         ["figure", "p2pnode gateway", "anchor", "anchor system", "ratio"],
         [
-            ["call set-ups/s", cps, kam_cps, "kamailio tm proxy", ratio(cps, kam_cps)],
+            ["call set-ups/s (median of rounds)", cps, kam_cps, "kamailio tm proxy", cps_ratio],
+            ["CPU ms per call set-up", cpu_ms, kam_cpu_ms, "kamailio (all processes)",
+             ratio(cpu_ms, kam_cpu_ms)],
             ["REGISTER+digest/s", registers, kam_registers, "kamailio registrar",
              ratio(registers, kam_registers)],
             ["RTP pkts per CPU-s", ours_pps, engine_pps, "rtpengine userspace",
@@ -472,7 +549,12 @@ def main() -> None:
         {
             "cps": cps,
             "kamailio_cps": kam_cps,
-            "ratio_cps_vs_kamailio": ratio(cps, kam_cps),
+            "ratio_cps_vs_kamailio": cps_ratio,
+            "cps_rounds": [r.ours.cps for r in rounds],
+            "kamailio_cps_rounds": [r.theirs.cps if r.theirs else None for r in rounds],
+            "cpu_ms_per_call": cpu_ms,
+            "kamailio_cpu_ms_per_call": kam_cpu_ms,
+            "ratio_cpu_per_call_vs_kamailio": ratio(cpu_ms, kam_cpu_ms),
             "registers_per_s": registers,
             "kamailio_registers_per_s": kam_registers,
             "ratio_registers_vs_kamailio": ratio(registers, kam_registers),
@@ -482,6 +564,7 @@ def main() -> None:
             "rtp_loss": ours_loss,
             "rtpengine_loss": engine_loss,
             "calls": args.calls,
+            "rounds": args.rounds,
             "concurrency": args.concurrency,
             "rtp_offered_pps": args.rate,
         }

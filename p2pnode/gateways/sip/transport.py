@@ -295,10 +295,12 @@ class SipStack:
         self._rearm()
 
     def _rearm(self) -> None:
+        deadline = self.layer.next_deadline()
         if self._timer is not None:
+            if deadline is not None and self._timer.when() <= deadline:
+                return  # an early wake-up only finds nothing due and re-arms
             self._timer.cancel()
             self._timer = None
-        deadline = self.layer.next_deadline()
         if deadline is not None:
             self._timer = asyncio.get_running_loop().call_at(deadline, self._fire)
 
