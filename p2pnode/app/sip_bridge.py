@@ -12,10 +12,12 @@ What it builds at each start, one bridge per P2P identity it speaks as:
   claim is made with). A P2P call to it rings the account's phones; that
   account's phones dial P2P logins, peer ids, trusted ENUM numbers and DIDs as
   it.
-* one for other SIP networks when ``foreign_calls`` (``FOREIGN``): the hosted
-  identity of the bridge account itself (the gateway's identity), behind the
-  operator's ``ForeignCallPolicy`` (off, allow-list of From domains, rate). It
-  refuses P2P calls (nobody is behind it to ring).
+* one with the hosted identity of the bridge account itself (the gateway's
+  identity): for other SIP networks (behind the operator's
+  ``ForeignCallPolicy``: off, allow-list of From domains, rate) and, with
+  ``bridge_local_calls``, for the local accounts that have no bridge of their
+  own (``BridgeCallers.OTHERS``; the callee is told the account's URI,
+  verified). It refuses P2P calls (nobody is behind it to ring).
 
 Each bridge has its own ``SignallingService`` for its identity (attached to
 the node's own homes: the node itself when it serves as a home), its own
@@ -97,7 +99,7 @@ BRIDGE_CODECS = ("PCMU", "PCMA", "opus")
 class SipBridgeEvent:
     """Event on the node's stream: one observation of one bridged call."""
 
-    bridge: str  # the hosted login (or the bridge account for foreign calls)
+    bridge: str  # the hosted login (or the bridge account: the gateway's identity)
     call_id: bytes
     what: str  # see ``BridgeEvent``
     detail: str
@@ -235,9 +237,12 @@ class SipBridgeService:
         gateway, store = self.sip.gateway, self.sip.store
         if gateway is None or store is None or gateway.address is None:
             raise RuntimeError("[sip] bridge: the SIP gateway is not running")
-        wanted = [(login, BridgeCallers.HOSTED) for login in self.section.bridge_hosted]
-        if self.section.foreign_calls:
-            wanted.append((self.section.bridge_account, BridgeCallers.FOREIGN))
+        section = self.section
+        wanted = [(login, BridgeCallers.HOSTED) for login in section.bridge_hosted]
+        if section.bridge_local_calls:  # foreign callers too, under ForeignCallPolicy
+            wanted.append((section.bridge_account, BridgeCallers.OTHERS))
+        elif section.foreign_calls:
+            wanted.append((section.bridge_account, BridgeCallers.FOREIGN))
         identities = []
         for login, callers in wanted:
             account = store.get(login) if callers is BridgeCallers.HOSTED else None
@@ -309,7 +314,7 @@ class SipBridgeService:
         parts: list[object] = [signalling]
         try:
             link = await peer.link_config()
-            foreign = callers is BridgeCallers.FOREIGN
+            foreign = callers is not BridgeCallers.HOSTED  # the gateway's identity
             config = CallConfig(
                 paths=(MediaPath.from_plan(link.ice),),
                 audio_codecs=BRIDGE_CODECS,
@@ -361,6 +366,7 @@ class SipBridgeService:
                 per_minute=section.foreign_per_minute,
             ),
             callers=callers,
+            own_bridges=frozenset(section.bridge_hosted) | {section.bridge_account},
         )
         bridge.on_event = lambda event: self._on_event(login, event)
         return bridge

@@ -171,6 +171,10 @@ class SipSection(BaseModel):
         max_length=MAX_BRIDGED,
         description="accounts whose P2P calls ring their phones and whose phones dial P2P",
     )
+    bridge_local_calls: bool = Field(
+        True,
+        description="accounts not in bridge_hosted dial P2P as the gateway (their URI shown)",
+    )
     bridge_unverified_logins: bool = Field(
         False, description="dial a login's single unverified claim (anyone can claim a free one)"
     )

@@ -3,9 +3,9 @@
 Composition, no hooks in the gateway or the calls service:
 
 * The bridge's P2P side is a :class:`~.bridge_calls.BridgedCallService` (a
-  calls service for the hosted identity whose received audio is also teed to
-  the phone leg and whose sender track is the phone's
-  :class:`~p2pnode.gateways.sip.bridge_tracks.PhoneAudioTrack`).
+  calls service for the hosted identity); each bridged call carries the
+  phone leg's audio as ``CallMedia(audio=PhoneCallAudio(leg))``
+  (:class:`~p2pnode.gateways.sip.bridge_tracks.PhoneCallAudio`).
 * The bridge's SIP side is a :class:`~.bridge_ua.BridgeUserAgent`, our own
   small UA with an account at the gateway. To ring ``alice`` it INVITEs ``alice@domain`` through
   the gateway, which forks to every registered device of alice (first answer
@@ -18,9 +18,10 @@ End reasons cross the bridge: a phone that answers 486 makes the P2P caller
 see a decline (busy), 408/480/no answer likewise; a phone that hangs up ends
 the P2P call, a P2P hang-up sends BYE to the phone.
 
-Phone -> peer passes G.711 through untouched when the WebRTC leg negotiated
-the phone's law (PCMU here); peer -> phone is always decoded by aiortc and
-re-encoded to PCMU (see docs/sip-bridge.md).
+G.711 passes through untouched both ways when the WebRTC leg negotiated the
+phone's law (PCMU here): phone -> peer as ``av.Packet``, peer -> phone as RTP
+payloads taken at aiortc's receiver; any other codec is decoded by aiortc and
+re-encoded (see docs/sip-bridge.md).
 
 Bounds: the per-call tables hold the calls in progress only and are emptied
 at each call's end (also when the phones never answer); ``digits`` keeps the
@@ -40,11 +41,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from p2pnode.gateways.sip.bridge_calls import (
-    BRIDGE_QUEUE_FRAMES,
-    BridgedCallService,
-    FrameQueueTrack,
-)
+from p2pnode.gateways.sip.bridge_calls import BridgedCallService
 from p2pnode.gateways.sip.bridge_media import BridgeCodec, DtmfDigit, choose_media_path
 from p2pnode.gateways.sip.bridge_routing import (
     NOT_THIS_BRIDGE,
@@ -53,7 +50,7 @@ from p2pnode.gateways.sip.bridge_routing import (
     ForeignCallPolicy,
     takes_caller,
 )
-from p2pnode.gateways.sip.bridge_tracks import PhoneAudioTrack, PhoneRtpLeg
+from p2pnode.gateways.sip.bridge_tracks import PhoneCallAudio, PhoneRtpLeg
 from p2pnode.gateways.sip.bridge_ua import PT_DTMF, BridgeUserAgent
 from p2pnode.gateways.sip.headers import SipUri, Uri
 from p2pnode.gateways.sip.transaction import RequestReceived
@@ -63,7 +60,6 @@ from p2pnode.sessions.call_signal import RelayedCaller
 from p2pnode.sessions.calls import CallMedia, CallUpdate
 
 __all__ = [
-    "BRIDGE_QUEUE_FRAMES",
     "MAX_DIGITS_PER_CALL",
     "MAX_KEPT_DIGIT_CALLS",
     "MAX_QUEUED_DIGITS",
@@ -193,13 +189,15 @@ class SipP2pBridge:
         ring_timeout: float = 30.0,
         foreign: ForeignCallPolicy | None = None,
         callers: BridgeCallers = BridgeCallers.ANY,
+        own_bridges: frozenset[str] = frozenset(),
     ) -> None:
         """``peers`` maps a login the phone dialled to the P2P peer id to call (None: 404).
 
         ``resolve`` is asked next, for what ``peers`` does not know: the
         directory lookup of a login, peer id or number
         (:meth:`~p2pnode.gateways.sip.bridge_routing.PeerResolver.peer_id`).
-        ``callers``: whose phone calls this bridge places (the others get 503).
+        ``callers``: whose phone calls this bridge places (the others get 503);
+        ``own_bridges``: with ``OTHERS``, the local logins left to their own bridge.
         """
         self.calls = calls
         self.ua = ua
@@ -208,6 +206,7 @@ class SipP2pBridge:
         self.peers = peers
         self.resolve = resolve
         self.callers = callers
+        self.own_bridges = own_bridges
         self.foreign = ForeignCallGate(foreign or ForeignCallPolicy(), ua.domain)
         self._answered: dict[bytes, asyncio.Future[CallState]] = {}
         self._states: dict[bytes, CallState] = {}  # the latest state of each bridged call
@@ -217,7 +216,6 @@ class SipP2pBridge:
         self._legs: dict[bytes, PhoneRtpLeg] = {}  # each bridged call's phone leg
         self.digits_dropped = 0  # digits a full per-call queue could not take
         self._phone_calls: dict[bytes, UaCall] = {}
-        self._dialling = asyncio.Lock()
         self._ended: dict[bytes, asyncio.Event] = {}
         self._calls: Counter[tuple[BridgeDirection, BridgeMode]] = Counter()
         self._refusals: Counter[str] = Counter()
@@ -293,18 +291,15 @@ class SipP2pBridge:
             return
         port = int(phone.rtp.get_extra_info("sockname")[1])
         leg = self.ua.legs[port]
-        queue_track = self._attach(call_id, port, leg)
-        self.calls.tracks[call_id] = self._track(leg)
-        await self.calls.answer(call_id, CallMedia())
+        self._attach(call_id, port, leg)
+        # The call's audio is the phone leg's: G.711 passes through when the peer
+        # negotiates the phone's law (sessions.media.CallAudio).
+        audio = PhoneCallAudio(leg)
+        await self.calls.answer(call_id, CallMedia(audio=audio))
         self._event(call_id, "phone-answered", "PCMU")
-        await self._carry(call_id, phone, leg, queue_track, BridgeDirection.TO_PHONE, update.peer)
+        await self._carry(call_id, phone, leg, audio, BridgeDirection.TO_PHONE, update.peer)
 
-    @staticmethod
-    def _track(leg: PhoneRtpLeg) -> PhoneAudioTrack:
-        # Transcoding until the WebRTC codec is negotiated; passthrough if it is PCMU.
-        return PhoneAudioTrack(leg.receiver, choose_media_path(BridgeCodec.PCMU, BridgeCodec.OPUS))
-
-    def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> FrameQueueTrack:
+    def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> None:
         self.digits[call_id] = []
         while len(self.digits) > MAX_KEPT_DIGIT_CALLS:
             self.digits.popitem(last=False)
@@ -312,16 +307,13 @@ class SipP2pBridge:
         self._legs[call_id] = leg
         self.ua.digit_handlers[port] = lambda digit: self._digit(call_id, digit)
         self.ua.hold_handlers[port] = lambda held: self._hold(call_id, held)
-        queue_track = FrameQueueTrack()
-        self.calls.sinks[call_id] = queue_track.offer
-        return queue_track
 
     async def _carry(
         self,
         call_id: bytes,
         phone: UaCall,
         leg: PhoneRtpLeg,
-        queue_track: FrameQueueTrack,
+        audio: PhoneCallAudio,
         direction: BridgeDirection,
         peer: str,
     ) -> None:
@@ -331,7 +323,7 @@ class SipP2pBridge:
         self._phone_calls[call_id] = phone
         began = asyncio.get_running_loop().time()
         async with asyncio.TaskGroup() as group:
-            media = group.create_task(leg.run(queue_track))
+            media = group.create_task(leg.wait_closed())
             signaller = group.create_task(self._signal_digits(call_id))
             ended = group.create_task(self._ended[call_id].wait())
             phone_gone = group.create_task(phone.ended.wait())
@@ -345,8 +337,6 @@ class SipP2pBridge:
             else:
                 with contextlib.suppress(CallStateError, KeyError):
                     await self.calls.hangup(call_id)  # the phone hung up
-            self.calls.sinks.pop(call_id, None)
-            queue_track.offer(None)
             leg.close()
             signaller.cancel()
             await media
@@ -354,11 +344,8 @@ class SipP2pBridge:
         self._legs.pop(call_id, None)
         self._phone_calls.pop(call_id, None)
         self._ended.pop(call_id, None)
-        codec = self.calls.codecs.get(call_id)
-        track = self.calls.forget(call_id)
-        counts = track.statistics() if track is not None else None
-        if track is not None:
-            track.stop()
+        codec = audio.codec
+        counts = audio.statistics()
         stats = leg.receiver.statistics()
         summary = BridgedCallSummary(
             direction=direction,
@@ -372,8 +359,8 @@ class SipP2pBridge:
             jitter_ms=stats.jitter_ms,
             packets_to_phone=leg.sender.sent,
             frames_from_peer=leg.frames_from_peer,
-            passthrough_frames=counts.passthrough_frames if counts else 0,
-            transcoded_frames=counts.transcoded_frames if counts else 0,
+            passthrough_frames=counts.passthrough_frames,
+            transcoded_frames=counts.transcoded_frames,
             dropped=tuple((reason.value, count) for reason, count in stats.dropped),
         )
         self._count(summary)
@@ -427,7 +414,8 @@ class SipP2pBridge:
         login = effect.request.to.uri.user if isinstance(effect.request.to.uri, SipUri) else None
         caller = effect.request.from_.uri
         domain = caller.host if isinstance(caller, SipUri) else ""
-        if not takes_caller(self.callers, caller, self.ua.domain, self.hosted_login):
+        ours = (self.ua.domain, self.hosted_login, self.own_bridges)
+        if not takes_caller(self.callers, caller, *ours):
             self.ua.refuse(effect, *NOT_THIS_BRIDGE, tag)
             return
         # Admission first: a foreign network's calls cost directory lookups too.
@@ -444,22 +432,18 @@ class SipP2pBridge:
             return
         transport, leg = await self.ua.open_leg()
         loop = asyncio.get_running_loop()
-        async with self._dialling:  # next_track belongs to one dial() at a time
-            self.calls.next_track = self._track(leg)
-            try:
-                call_id = await self.calls.dial(peer, CallMedia())
-            except BaseException:  # e.g. the peer is unreachable: its leg and track go now
-                pending, self.calls.next_track = self.calls.next_track, None
-                if pending is not None:
-                    pending.stop()
-                leg.close()
-                raise
+        audio = PhoneCallAudio(leg)
+        try:
+            call_id = await self.calls.dial(peer, CallMedia(audio=audio))
+        except BaseException:  # e.g. the peer is unreachable: its leg goes now
+            leg.close()
+            raise
         self._ended[call_id] = asyncio.Event()
         await self._tell_caller(call_id, caller)
         answered: asyncio.Future[CallState] = loop.create_future()
         self._answered[call_id] = answered
         self._settle(call_id)  # the peer may have answered while dial() was still awaiting
-        queue_track = self._attach(call_id, int(transport.get_extra_info("sockname")[1]), leg)
+        self._attach(call_id, int(transport.get_extra_info("sockname")[1]), leg)
         self._event(call_id, "dialling-peer", peer)
         self.ua.ringing(effect, tag)
         try:
@@ -474,9 +458,6 @@ class SipP2pBridge:
         if state is not CallState.ANSWERED:
             status, reason = _REFUSAL.get(state, (480, "Temporarily Unavailable"))
             self.ua.refuse(effect, status, reason, tag)
-            unused = self.calls.forget(call_id)
-            if unused is not None:
-                unused.stop()
             self._digit_queues.pop(call_id, None)
             self._legs.pop(call_id, None)
             self._ended.pop(call_id, None)
@@ -486,7 +467,7 @@ class SipP2pBridge:
             return
         phone = self.ua.accept(effect, transport, tag)
         self._event(call_id, "peer-answered", "PCMU")
-        await self._carry(call_id, phone, leg, queue_track, BridgeDirection.FROM_PHONE, peer)
+        await self._carry(call_id, phone, leg, audio, BridgeDirection.FROM_PHONE, peer)
 
     async def _tell_caller(self, call_id: bytes, caller: Uri) -> None:
         """A caller other than the hosted user: the peer hears who, and whether it is proven.

@@ -117,24 +117,38 @@ class BridgeCallers(enum.Enum):
     hosted identity (``HOSTED``: only that login's own phones, so the peer
     sees the user's identity) and one with the gateway's identity for other
     SIP networks (``FOREIGN``), so a foreign caller never speaks as a user.
+    ``OTHERS`` is ``FOREIGN`` plus the local accounts that have no bridge of
+    their own (``own_bridges``): they dial as the gateway's identity too, and
+    the callee is told who called, verified (the gateway authenticated them).
     """
 
     ANY = "any"
     HOSTED = "hosted"
     FOREIGN = "foreign"
+    OTHERS = "others"
 
 
-def takes_caller(callers: BridgeCallers, caller: Uri, domain: str, hosted_login: str) -> bool:
+def takes_caller(
+    callers: BridgeCallers,
+    caller: Uri,
+    domain: str,
+    hosted_login: str,
+    own_bridges: frozenset[str] = frozenset(),
+) -> bool:
     """Whether a bridge serving ``callers`` places a call from ``caller`` (the From URI).
 
     The gateway authenticated a From in its own domain, so ``HOSTED`` is a proof;
-    a foreign From is whatever the other network said.
+    a foreign From is whatever the other network said. ``own_bridges``: the
+    local logins whose ``HOSTED`` bridge places their calls (``OTHERS`` leaves
+    them to it).
     """
     if callers is BridgeCallers.ANY:
         return True
     local = isinstance(caller, SipUri) and caller.host.lower() == domain.lower()
     if callers is BridgeCallers.FOREIGN:
         return not local
+    if callers is BridgeCallers.OTHERS:
+        return not local or (isinstance(caller, SipUri) and caller.user not in own_bridges)
     return local and isinstance(caller, SipUri) and caller.user == hosted_login
 
 

@@ -12,7 +12,9 @@ What must hold: alice's phone (our UA, registered at A's gateway) dials
 ``bob``; B's recording has the phone's 440 Hz and the phone's has B's 660 Hz
 (FFT). B calls the login ``alice`` back: it resolves to the identity the
 gateway hosts for alice, her phone rings and answers, and again each side
-hears the other (550 Hz from B, 440 Hz from the phone). A stranger's INVITE
+hears the other (550 Hz from B, 440 Hz from the phone). carol, an account
+with no bridge of her own, reaches bob as the gateway's identity and bob's
+events name her, verified by the gateway. A stranger's INVITE
 from another domain is refused 403. Then ``GET /api/sip/bridge``, the
 WebSocket stream and ``/metrics`` show both calls by direction and mode with
 their codecs, jitter and loss, and the refusal by its reason. Last, the
@@ -50,7 +52,7 @@ from p2pnode.gateways.sip.hosted import identity_of
 from p2pnode.gateways.sip.useragent import SipUserAgent, UaError
 from p2pnode.identity import Identity
 from p2pnode.records import RecordKind
-from p2pnode.sessions.call_config import CallMedia
+from p2pnode.sessions.call_config import CallMedia, CallUpdate
 from p2pnode.sessions.media import ToneSource
 from tests.harness.audio import read_wav
 from tests.integration.bridge.test_bridge_call_loopback import assert_tone, loopback_ice
@@ -165,6 +167,15 @@ async def events_of(socket: aiohttp.ClientWebSocketResponse, into: list[dict[str
                 into.append(event)
 
 
+async def relayed_callers(node: Assembly, into: list[CallUpdate]) -> None:
+    """The call updates of ``node`` that name a caller relayed by a gateway."""
+    with node.node.subscribe() as queue:
+        while True:
+            event = await queue.get()
+            if isinstance(event, CallUpdate) and event.relayed_caller is not None:
+                into.append(event)
+
+
 def restarts(assembly: Assembly, name: str) -> int:
     return next(s.restarts for s in assembly.node.status() if s.name == name)
 
@@ -187,6 +198,7 @@ async def scenario(root: Path) -> None:
     b_home.mkdir()
     store = AccountStore.open(a_home / ACCOUNTS_FILE, DOMAIN)  # as `p2pnode sip account add`
     _, alice_password = store.add("alice", None, randbytes=os.urandom)
+    _, carol_password = store.add("carol", None, randbytes=os.urandom)  # no bridge of her own
     alice_account = store.get("alice")
     assert alice_account is not None
     store.close()
@@ -215,6 +227,8 @@ async def scenario(root: Path) -> None:
             assert a.control is not None and a.metrics is not None
             phone = SipUserAgent("alice", alice_password, DOMAIN, sip.gateway.address)
             stranger = SipUserAgent("mallory", "unused", "elsewhere.example", sip.gateway.address)
+            carol = SipUserAgent("carol", carol_password, DOMAIN, sip.gateway.address)
+            shown: list[CallUpdate] = []  # bob's call updates that name a relayed caller
             seen: list[dict[str, Any]] = []
             async with (
                 aiohttp.ClientSession() as http,
@@ -222,10 +236,12 @@ async def scenario(root: Path) -> None:
                 asyncio.TaskGroup() as tasks,
             ):
                 reader = tasks.create_task(events_of(socket, seen))
+                watcher = tasks.create_task(relayed_callers(b, shown))
                 try:
-                    await phone.start()
-                    await stranger.start()
+                    for ua in (phone, stranger, carol):
+                        await ua.start()
                     await phone.register()  # the gateway claims "alice" for her hosted identity
+                    await carol.register()
 
                     # 1. alice's phone dials the P2P login bob.
                     before = set((b_home / CALLS_DIR).glob("*.wav"))
@@ -241,6 +257,14 @@ async def scenario(root: Path) -> None:
                     calls_b = service(b, "calls", CallsNodeService)
                     await until(lambda: calls_b.statistics().live == 0, "b's call ended")
                     heard_by_b = newest_wav(b_home, before)
+
+                    # 1b. carol has no bridge of her own: she reaches bob as the gateway, and
+                    # bob is told it was her, verified by the gateway.
+                    async with asyncio.timeout(WAIT):
+                        by_carol = await carol.call("bob")
+                    await until(lambda: shown, "carol shown to bob")
+                    await by_carol.hangup()
+                    await until(lambda: calls_b.statistics().live == 0, "b's call ended")
 
                     # 2. bob calls the login alice back: her phone rings through the bridge.
                     resolved = await b_peer.resolve("alice")
@@ -259,9 +283,9 @@ async def scenario(root: Path) -> None:
                         async with asyncio.timeout(WAIT):
                             await stranger.call(f"sip:bob@{DOMAIN}")
 
-                    await until(lambda: len(bridges.statistics().recent) == 2, "two calls ended")
+                    await until(lambda: len(bridges.statistics().recent) == 3, "3 calls ended")
                     await until(
-                        lambda: sum(e["what"] == "ended" for e in seen) == 2, "ended events"
+                        lambda: sum(e["what"] == "ended" for e in seen) == 3, "ended events"
                     )
                     auth = {"Authorization": f"Bearer {token}"}
                     async with http.get(f"{a.control.url}/api/sip/bridge", headers=auth) as got:
@@ -269,6 +293,7 @@ async def scenario(root: Path) -> None:
                         answer = await got.json()
                     async with http.get(a.metrics.url) as scraped:
                         metrics = await scraped.text()
+                    streamed = list(seen)
 
                     # 5. The gateway restarts (a crash as the node sees it): the bridges follow
                     # it, the phone registers again and reaches bob; the totals carry over.
@@ -283,13 +308,14 @@ async def scenario(root: Path) -> None:
                         again = await phone.call("bob")
                     await again.play_tone(440.0, 0.3)
                     await again.hangup()
-                    await until(lambda: len(bridges.statistics().recent) == 3, "third call")
+                    await until(lambda: len(bridges.statistics().recent) == 4, "fourth call")
                     after = bridges.statistics()
                 finally:
-                    await phone.close()
-                    await stranger.close()
+                    for ua in (phone, stranger, carol):
+                        await ua.close()
                     await socket.close()
                     await reader
+                    watcher.cancel()
 
     assert resolved == alice_hosted  # the login the gateway claims is its hosted identity
     samples, rate = read_wav(heard_by_b)
@@ -300,49 +326,61 @@ async def scenario(root: Path) -> None:
     assert_tone(ringing.recording().astype(np.float64) / 32768.0, 8000, 550.0)
     assert refused.value.status == 403
 
-    # The control API: both calls, each with its direction, codecs, mode, jitter and loss.
-    recent = {call["direction"]: call for call in answer["recent"]}
-    assert set(recent) == {"from-phone", "to-phone"}, answer
-    assert recent["from-phone"]["peer"] == b.identity.peer_id
-    assert recent["to-phone"]["peer"] == b.identity.peer_id
+    gateway_id = answer["bridges"][1]["peer_id"]  # the bridge account's hosted identity
+    assert [(u.peer, u.relayed_caller, u.detail) for u in shown[:1]] == [
+        (gateway_id, f"sip:carol@{DOMAIN}", "verified by the gateway")
+    ]
+    # The control API: the calls, each with its direction, codecs, mode, jitter and loss.
+    recent = {(call["bridge"], call["direction"]): call for call in answer["recent"]}
+    assert set(recent) == {("alice", "from-phone"), ("p2p", "from-phone"), ("alice", "to-phone")}
     for call in recent.values():
-        assert call["bridge"] == "alice"
+        assert call["peer"] == b.identity.peer_id
         assert call["phone_codec"] == "PCMU"
         frames = call["passthrough_frames"] + call["transcoded_frames"]
-        assert frames > 50, call  # the phone's 1.5 s crossed
+        if call["bridge"] == "alice":  # the calls where the phone played 1.5 s
+            assert frames > 50 and call["packets_from_phone"] > 50, call
+            assert call["packets_to_phone"] > 50, call
         mode = "passthrough" if call["webrtc_codec"] == "PCMU" else "transcoded"
         assert call["mode"] == mode, call
         assert call[f"{mode}_frames"] == frames, call
-        assert call["packets_from_phone"] > 50 and call["packets_to_phone"] > 50, call
         assert call["lost"] >= 0 and call["jitter_ms"] >= 0.0
     assert answer["refusals"] == {"foreign-domain": 1}, answer
     assert answer["digits_from_phone"] == 1 and answer["digits_dropped"] == 0, answer
     assert [(b["login"], b["callers"]) for b in answer["bridges"]] == [
         ("alice", "hosted"),
-        ("p2p", "foreign"),
+        ("p2p", "others"),
     ]
     assert answer["bridges"][0]["peer_id"] == alice_hosted
     # The WebSocket stream: the same calls, as they happened.
-    kinds = [event["what"] for event in seen]
+    kinds = [event["what"] for event in streamed]
     for what in ("dialling-peer", "peer-answered", "ringing-phones", "phone-answered"):
         assert what in kinds, kinds
-    ended = [event for event in seen if event["what"] == "ended"]
-    assert {event["summary"]["direction"] for event in ended} == {"from-phone", "to-phone"}
+    ended = [event for event in streamed if event["what"] == "ended"]
+    assert sorted(event["summary"]["direction"] for event in ended) == [
+        "from-phone",
+        "from-phone",
+        "to-phone",
+    ]
     # /metrics: the same numbers as Prometheus families.
     samples_by_name: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in text_string_to_metric_families(metrics):
         for sample in family.samples:
             samples_by_name[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    for direction in ("from-phone", "to-phone"):
-        mode = recent[direction]["mode"]
-        labels = (("direction", direction), ("mode", mode))
-        assert samples_by_name[("p2pnode_sip_bridge_calls_total", labels)] == 1.0
+    counted: dict[tuple[tuple[str, str], ...], float] = {}
+    for call in recent.values():
+        series: tuple[tuple[str, str], ...] = (
+            ("direction", call["direction"]),
+            ("mode", call["mode"]),
+        )
+        counted[series] = counted.get(series, 0.0) + 1.0
+    for series, count in counted.items():
+        assert samples_by_name[("p2pnode_sip_bridge_calls_total", series)] == count
     total = sum(
         value
         for (name, labels), value in samples_by_name.items()
         if name == "p2pnode_sip_bridge_calls_total"
     )
-    assert total == 2.0
+    assert total == 3.0
     reason = (("reason", "foreign-domain"),)
     assert samples_by_name[("p2pnode_sip_bridge_refusals_total", reason)] == 1.0
     frames = sum(c["passthrough_frames"] for c in recent.values())
@@ -350,8 +388,8 @@ async def scenario(root: Path) -> None:
     assert samples_by_name[("p2pnode_sip_bridge_frames_total", mode_label)] == frames
     assert samples_by_name[("p2pnode_sip_bridge_active_calls", ())] == 0.0
     # After the gateway's restart: counted on top of the first two calls (monotonic).
-    assert sum(n for d, _, n in after.calls if d.value == "from-phone") == 2
-    assert sum(n for _, _, n in after.calls) == 3
+    assert sum(n for d, _, n in after.calls if d.value == "from-phone") == 3
+    assert sum(n for _, _, n in after.calls) == 4
     assert samples_by_name[("p2pnode_sip_bridge_digits_total", (("what", "from-phone"),))] == 1.0
 
 

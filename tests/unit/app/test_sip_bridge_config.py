@@ -23,8 +23,14 @@ from p2pnode.gateways.sip.bridge import (
     SipP2pBridge,
 )
 from p2pnode.gateways.sip.bridge_media import BridgeCodec, DtmfDigit, PhoneReceiver, PhoneSender
-from p2pnode.gateways.sip.bridge_routing import ForeignCallGate, ForeignCallPolicy
+from p2pnode.gateways.sip.bridge_routing import (
+    BridgeCallers,
+    ForeignCallGate,
+    ForeignCallPolicy,
+    takes_caller,
+)
 from p2pnode.gateways.sip.bridge_tracks import PhoneRtpLeg
+from p2pnode.gateways.sip.headers import parse_uri
 from p2pnode.sessions.call_config import CallConfig
 
 SIP = {"enabled": True, "domain": "gw.test"}
@@ -124,3 +130,15 @@ def test_foreign_refusals_are_counted_by_reason() -> None:
     assert gate.admit("carrier.example", 30.0) is None  # refilled: 2 a minute
     assert gate.refusals == {"foreign-domain": 1, "foreign-rate": 1}
     assert gate.admitted == 3
+
+
+def test_the_gateway_bridge_takes_foreign_callers_and_local_ones_without_a_bridge() -> None:
+    own = frozenset({"alice", "p2p"})
+
+    def takes(uri: str) -> bool:
+        return takes_caller(BridgeCallers.OTHERS, parse_uri(uri), "gw.test", "p2p", own)
+
+    assert takes("sip:carrier@other.example")  # another network
+    assert takes("sip:carol@gw.test")  # a local account with no bridge of her own
+    assert not takes("sip:alice@gw.test")  # alice's own bridge places her calls
+    assert not takes("sip:p2p@gw.test")  # the bridge account itself
