@@ -64,6 +64,12 @@ POLL = 0.2  # s between polls of the control API
 # peers' configs can name them before the supernodes print anything.
 SUPERNODE_DHT_PORT = 4000
 MAILBOX_PORT = 7400
+SIP_PORT = 5060
+SIP_DOMAIN = "gw.demo.p2pnode.test"
+PHONE_LOGIN = "carol"  # an account on supernode1's gateway, bridged to the P2P network
+PHONE_NAT = NatType.PORT_RESTRICTED
+PHONE_HZ = 440.0
+BOB_CALLS_PHONE_HZ = 550.0
 ALICE_HZ = 440.0
 BOB_HZ = 660.0
 CALL_SECONDS = 2.0
@@ -240,10 +246,13 @@ class LabNode:
             time.sleep(POLL)
 
 
-def supernode_sections(ip: str, bootstrap: str) -> dict[str, dict[str, object]]:
+def supernode_sections(
+    ip: str, bootstrap: str, *, gateway: bool = False
+) -> dict[str, dict[str, object]]:
     """A public supernode asserting its address: relay, home, mailbox; ``bootstrap`` is
-    the first supernode's DHT address (empty for the first itself)."""
-    return {
+    the first supernode's DHT address (empty for the first itself). ``gateway``: it also
+    hosts the SIP gateway, whose account ``PHONE_LOGIN`` is bridged both ways."""
+    sections: dict[str, dict[str, object]] = {
         "node": {"listen": f"{ip}:{SUPERNODE_DHT_PORT}",
                  "bootstrap": [bootstrap] if bootstrap else [], "status_interval": 3600.0},
         "supernode": {"enabled": True, "public_ip": ip, "check_interval": 3600.0},
@@ -251,6 +260,13 @@ def supernode_sections(ip: str, bootstrap: str) -> dict[str, dict[str, object]]:
         "presence": {"enabled": True, "home": "serve", "listen": f"{ip}:0"},
         "mailbox": {"serve": True, "listen": f"{ip}:{MAILBOX_PORT}"},
     }  # fmt: skip
+    if gateway:
+        # No verifier in the demo: the bridge may dial a login's single unverified claim.
+        sections["sip"] = {
+            "enabled": True, "domain": SIP_DOMAIN, "listen": f"{ip}:{SIP_PORT}",
+            "digest": ["MD5"], "bridge_hosted": [PHONE_LOGIN], "bridge_unverified_logins": True,
+        }  # fmt: skip
+    return sections
 
 
 def peer_sections(
@@ -284,6 +300,8 @@ class NatDemo:
     supernodes: list[LabNode] = field(default_factory=list)
     peers: dict[str, LabNode] = field(default_factory=dict)
     bootstrap: str = ""
+    phone: Host | None = None  # our own SIP user agent, behind its own NAT
+    phone_password: str = ""
 
     @classmethod
     def build(cls, lab: Lab, root: Path, supernodes: int = 2) -> NatDemo:
@@ -295,21 +313,25 @@ class NatDemo:
         for index, host in enumerate(hosts):
             name = f"supernode{index + 1}"
             bootstrap = demo.bootstrap if index else ""
-            node = LabNode(
-                name, host, root / name, supernode_sections(host.addresses[0], bootstrap)
-            )
-            demo.supernodes.append(node)
+            sections = supernode_sections(host.addresses[0], bootstrap, gateway=not index)
+            demo.supernodes.append(LabNode(name, host, root / name, sections))
         homes = [(node.peer_id, node.host.addresses[0]) for node in demo.supernodes]
         for name, nat, calls in (("alice", ALICE_NAT, ALICE_CALLS), ("bob", BOB_NAT, BOB_CALLS)):
             host = lab.private_host(name, nat)
             demo.peers[name] = LabNode(
                 name, host, root / name, peer_sections(homes, demo.bootstrap, calls)
             )
+        demo.phone = lab.private_host("phone", PHONE_NAT)
         return demo
 
     def start(self) -> None:
         """Supernodes first (the peers' relay search must find their adverts: a miss is
         retried only minutes later), then the peers, their logins claimed meanwhile."""
+        gateway = self.supernodes[0]
+        account = json.loads(
+            gateway.cli("sip", "account", "add", PHONE_LOGIN, "--domain", SIP_DOMAIN, "--json")
+        )  # as an operator would, before the node starts
+        self.phone_password = str(account["password"])
         for node in self.supernodes:
             node.start()
         for node in self.supernodes:
@@ -378,6 +400,12 @@ def describe_topology(demo: NatDemo) -> list[str]:
         lines.append(
             f"      {node.name} {node.host.addresses[0]} behind a {node.host.nat.value} NAT "
             f"-> {node.host.public_address}"
+        )
+    if demo.phone is not None:
+        lines.append(
+            f"      phone {demo.phone.addresses[0]} behind a {demo.phone.nat.value} NAT "
+            f"-> {demo.phone.public_address}: our SIP user agent, account {PHONE_LOGIN!r} on "
+            f"{demo.supernodes[0].name}'s gateway (bridged to the P2P network)"
         )
     return lines
 
@@ -485,7 +513,81 @@ def _call(demo: NatDemo, say: Say) -> bool:
     return abs(alice_heard - BOB_HZ) < 5 and abs(bob_heard - ALICE_HZ) < 5
 
 
-def run_lab_peer_steps(say: Say, labels: tuple[str, str, str]) -> list[bool]:
+def _phone_argv(demo: NatDemo, *args: str) -> list[str]:
+    gateway = demo.supernodes[0].host.addresses[0]
+    assert demo.phone is not None
+    return demo.phone.python(
+        "-m", "p2pnode", "sip", "try-call", "--server", f"{gateway}:{SIP_PORT}",
+        "--domain", SIP_DOMAIN, "--login", PHONE_LOGIN, "--password", demo.phone_password,
+        "--local-ip", demo.phone.addresses[0], "--tone", f"{PHONE_HZ:.0f}", "--seconds",
+        str(CALL_SECONDS), "--json", *args,
+    )  # fmt: skip
+
+
+def _phone_result(process: subprocess.Popen[str], what: str) -> float:
+    """The tone the phone heard (its JSON line), or why not."""
+    try:
+        out, err = process.communicate(timeout=LIMIT * 2)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise NatDemoError(f"phone: {what} did not finish") from None
+    if process.returncode != 0:
+        said = (err.strip().splitlines() or ["(nothing on stderr)"])[-1]
+        raise NatDemoError(f"phone: {what} exited {process.returncode}: {said}")
+    heard = json.loads(out.strip().splitlines()[-1])["heard_hz"]
+    return float(heard) if heard is not None else 0.0
+
+
+def _newest_recording(node: LabNode, after: set[Path]) -> Path:
+    recordings = node.home / CALLS_DIR
+    node.until("the recording", lambda: bool(set(recordings.glob("*.wav")) - after))
+    time.sleep(0.5)  # the recorder closes with the call
+    return sorted(set(recordings.glob("*.wav")) - after)[-1]
+
+
+def _phone(demo: NatDemo, say: Say) -> bool:
+    """The phone dials the login bob through the gateway's bridge; then bob calls the
+    login carol (the identity the gateway hosts for the account) and the phone rings."""
+    assert demo.phone is not None
+    bob = demo.peers["bob"]
+    before = set((bob.home / CALLS_DIR).glob("*.wav"))
+    phone_heard = _phone_result(demo.phone.popen(_phone_argv(demo, "--to", "bob")), "calling bob")
+    bob_heard = dominant_frequency(_newest_recording(bob, before))
+    say(
+        f"      phone$ p2pnode sip try-call --login {PHONE_LOGIN} --to bob --tone "
+        f"{PHONE_HZ:.0f}: the gateway's bridge calls bob (P2P, behind his NAT), his node "
+        f"answers with {BOB_HZ:.0f} Hz"
+    )
+    say(f"      the phone heard {phone_heard:.1f} Hz, bob's node heard {bob_heard:.1f} Hz (FFT)")
+    waiting = demo.phone.popen(_phone_argv(demo, "--wait", str(LIMIT)))
+    if read_line(waiting, timeout=LIMIT) != "registered; waiting for a call":
+        raise NatDemoError("phone: did not register to wait for a call")
+    mine = bob.home / "bob-heard-phone.wav"
+    out = bob.cli(
+        "call", PHONE_LOGIN, "--tone", f"{BOB_CALLS_PHONE_HZ:.0f}", "--record", str(mine),
+        "--duration", str(CALL_SECONDS + 0.5),
+    )  # fmt: skip
+    if re.search(r": answered \(", out) is None:
+        raise NatDemoError(f"bob: `p2pnode call {PHONE_LOGIN}` said {out!r}")
+    rang_heard = _phone_result(waiting, "waiting for bob's call")
+    bob.until("the recording", mine.exists)
+    time.sleep(0.5)
+    back_heard = dominant_frequency(mine)
+    say(
+        f"      and back: bob$ p2pnode call {PHONE_LOGIN} --tone {BOB_CALLS_PHONE_HZ:.0f} -> "
+        f"the login resolves to the identity the gateway hosts for {PHONE_LOGIN}; the phone rings"
+    )
+    say(f"      and answers: it heard {rang_heard:.1f} Hz, bob heard {back_heard:.1f} Hz (FFT)")
+    return (
+        abs(phone_heard - BOB_HZ) < 10
+        and abs(bob_heard - PHONE_HZ) < 10
+        and abs(rang_heard - BOB_CALLS_PHONE_HZ) < 10
+        and abs(back_heard - PHONE_HZ) < 10
+    )
+
+
+def run_lab_peer_steps(say: Say, labels: tuple[str, str, str, str]) -> list[bool]:
     """The three steps above, each headed by its label; an error fails the steps not yet
     passed in one line. Raises ``LabError`` only when the lab itself cannot be built."""
     passed: list[bool] = []
@@ -497,7 +599,8 @@ def run_lab_peer_steps(say: Say, labels: tuple[str, str, str]) -> list[bool]:
         demo = NatDemo.build(lab, Path(directory))
         say(
             f"{labels[0]} NAT lab (network namespaces, nftables NATs): "
-            f"{len(demo.supernodes)} supernodes and 2 peers, each a `p2pnode run` process"
+            f"{len(demo.supernodes)} supernodes and 2 peers, each a `p2pnode run` process, "
+            "and a phone"
         )
         for line in describe_topology(demo):
             say(line)
@@ -513,6 +616,8 @@ def run_lab_peer_steps(say: Say, labels: tuple[str, str, str]) -> list[bool]:
             passed.append(_chat(demo, say) and _offline(demo, say))
             say(labels[2])
             passed.append(_call(demo, say))
+            say(labels[3])
+            passed.append(_phone(demo, say))
         except NatDemoError as error:
             say(f"      failed: {error}")
         finally:

@@ -437,9 +437,9 @@ async def supernode_step(supernode_dht: DhtNode, client: DhtNode, names: dict[in
         )
 
 
-def peer_steps(labels: tuple[str, str, str], lab: bool) -> list[bool]:
-    """Steps 8-10 behind NATs in the netns lab when ``lab``; on loopback otherwise, or when
-    the lab cannot be built (said in one line)."""
+def lab_steps(labels: tuple[str, str, str, str], lab: bool) -> list[bool]:
+    """Steps 8-11 behind NATs in the netns lab when ``lab`` (empty: run them on loopback,
+    also when the lab cannot be built, said in one line)."""
     if lab:
         try:
             return run_lab_peer_steps(say, labels)  # p2pnode/demo/natlab.py
@@ -449,12 +449,14 @@ def peer_steps(labels: tuple[str, str, str], lab: bool) -> list[bool]:
 
 
 async def run_demo(count: int, lookups_per_node: int, seed: int, *, lab: bool = False) -> int:
-    """Every step; ``lab``: steps 8-10 with real `p2pnode run` peers behind NATs (root)."""
+    """Every step; ``lab``: steps 8-11 with real `p2pnode run` peers behind NATs (root)."""
     rng = random.Random(seed)
     say(f"p2pnode demo: {count} DHT nodes on 127.0.0.1 in one process, real UDP")
     if lab:
-        say("      steps 8-10: peers behind NATs in a network-namespace lab (alice behind")
-        say("      a port-restricted NAT, bob behind a symmetric one, two public supernodes)")
+        say("      steps 8-11: peers behind NATs in a network-namespace lab (alice behind a")
+        say(
+            "      port-restricted NAT, bob behind a symmetric one, two public supernodes, a phone)"
+        )
     say()
     started = time.perf_counter()
     nodes = await start_network(count)
@@ -478,10 +480,15 @@ async def run_demo(count: int, lookups_per_node: int, seed: int, *, lab: bool = 
         passed.append(await step(dns_step(nodes[0].address, verifier)))
         passed.append(await step(supernode_step(nodes[1 % count], nodes[0], names)))
         labels = (f"[8/{STEPS}]", f"[9/{STEPS}] offline messages:", f"[10/{STEPS}] a call:")
-        in_lab = peer_steps(labels, lab)
-        passed.extend(in_lab or await run_peer_steps(say, labels))  # p2pnode/demo/peers.py
-        passed.append(await step(run_sip_step(say, f"[11/{STEPS}] phones:")))  # demo/sip.py
-        passed.append(await step(run_bridge_step(say, f"[12/{STEPS}] a phone calls a peer:")))
+        phone_label = f"[11/{STEPS}] a phone on the gateway calls a peer behind a NAT, and back:"
+        in_lab = lab_steps((*labels, phone_label), lab)
+        if in_lab:  # the lab's phone was step 11; the gateway's own phones come last
+            passed.extend(in_lab)
+            passed.append(await step(run_sip_step(say, f"[12/{STEPS}] phones:")))
+        else:
+            passed.extend(await run_peer_steps(say, labels))  # p2pnode/demo/peers.py
+            passed.append(await step(run_sip_step(say, f"[11/{STEPS}] phones:")))  # demo/sip.py
+            passed.append(await step(run_bridge_step(say, f"[12/{STEPS}] a phone calls a peer:")))
     finally:
         await mallory.close()
         for node in nodes:

@@ -4,7 +4,9 @@ no namespace, state file or process behind.
 
 The lab part: two public supernodes, alice behind a port-restricted NAT and bob behind a
 symmetric one, each a real `p2pnode run`; that pair has no direct path, so the link and
-the call must be relayed by a supernode.
+the call must be relayed by a supernode. A phone (our SIP user agent) behind its own NAT
+is an account on the first supernode's gateway: it calls bob by login through the
+bridge, and bob calls its login back.
 """
 
 from __future__ import annotations
@@ -103,6 +105,18 @@ def test_the_nat_demo_runs_every_step_and_cleans_up() -> None:
     assert call.group(1) in {name for name, _ in supernodes}
     heard = one(lines, r"alice heard ([0-9.]+) Hz, bob heard ([0-9.]+) Hz \(FFT\)")
     assert abs(float(heard.group(1)) - 660) < 5 and abs(float(heard.group(2)) - 440) < 5
+
+    # [11/12] the phone behind its NAT calls the login bob through the bridge, and back
+    assert one(lines, r"^\[11/12\] a phone on the gateway calls a peer behind a NAT")
+    one(lines, r"phone 10\.\d+\.0\.2 behind a port-restricted NAT -> 203\.0\.113\.\d+")
+    there = one(lines, r"the phone heard ([0-9.]+) Hz, bob's node heard ([0-9.]+) Hz \(FFT\)")
+    assert abs(float(there.group(1)) - 660) < 10 and abs(float(there.group(2)) - 440) < 10
+    back = one(lines, r"and answers: it heard ([0-9.]+) Hz, bob heard ([0-9.]+) Hz \(FFT\)")
+    assert abs(float(back.group(1)) - 550) < 10 and abs(float(back.group(2)) - 440) < 10
+
+    # [12/12] the gateway's own phones, on loopback
+    assert one(lines, r"^\[12/12\] phones:")
+    assert one(lines, r"alice's phone heard ([0-9.]+) Hz, bob's phone heard ([0-9.]+) Hz")
 
 
 def test_ctrl_c_during_the_lab_removes_it() -> None:

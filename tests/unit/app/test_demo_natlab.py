@@ -15,6 +15,7 @@ from p2pnode.cli.common import CliError
 from p2pnode.demo.natlab import (
     BOB_CALLS,
     MAILBOX_PORT,
+    PHONE_LOGIN,
     SUPERNODE_DHT_PORT,
     lab_availability,
     peer_sections,
@@ -49,9 +50,12 @@ def test_forcing_the_lab_without_root_is_a_usage_error(monkeypatch: pytest.Monke
 def test_supernode_and_peer_configs_are_valid_node_configs() -> None:
     homes = [(Identity.generate().peer_id, f"203.0.113.{n}") for n in (2, 3)]
     bootstrap = f"203.0.113.2:{SUPERNODE_DHT_PORT}"
-    first = parse_config(tomllib.loads(toml_text(supernode_sections("203.0.113.2", ""))))
+    gateway = supernode_sections("203.0.113.2", "", gateway=True)
+    first = parse_config(tomllib.loads(toml_text(gateway)))
     second = parse_config(tomllib.loads(toml_text(supernode_sections("203.0.113.3", bootstrap))))
     assert first.node.bootstrap == () and second.node.bootstrap == (bootstrap,)
+    assert first.sip.enabled and first.sip.bridge_hosted == (PHONE_LOGIN,)
+    assert not second.sip.enabled
     assert second.supernode.public_ip == "203.0.113.3" and second.mailbox.serve
     assert second.presence.home == "serve"
     bob = parse_config(tomllib.loads(toml_text(peer_sections(homes, bootstrap, BOB_CALLS))))
