@@ -54,9 +54,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "(TURN). Then two peers find each other by login, open a link, write while one is "
         "offline (mailboxes) and call with a tone each side: as root with ip and nft, as "
         "`p2pnode run` nodes behind a port-restricted and a symmetric NAT in a network-"
-        "namespace lab (removed afterwards, also on Ctrl-C), else on loopback. Last, two "
-        "phones call through the SIP gateway and a phone calls a peer. Exits 0 only if "
-        "every step checks out.",
+        "namespace lab (removed afterwards, also on Ctrl-C), where a phone behind its own "
+        "NAT also calls bob through the gateway's bridge and back; else on loopback. Last, "
+        "two phones call through the SIP gateway (and, on loopback, a phone calls a peer). "
+        "Exits 0 only if every step checks out.",
     )
     demo.add_argument(
         "--nodes", type=int, default=DEFAULT_NODES, help=f"how many nodes (default {DEFAULT_NODES})"

@@ -9,15 +9,19 @@ port-restricted cone NAT and bob behind a symmetric NAT, each on its own LAN
 drops what a symmetric mapping sends from a fresh port), so its links and calls
 go through a supernode's TURN relay. Every node is a real ``p2pnode run``
 process with a TOML config in its namespace; the demo drives them only through
-the CLI (``name claim``, ``ping``, ``send``, ``inbox``, ``call``) and the control
-API, run inside their namespaces:
+the CLI (``name claim``, ``ping``, ``send``, ``call``, ``sip account add``,
+``sip try-call``) and the control API, run inside their namespaces:
 
 1. both claim their logins; alice pings bob by login: path and RTT;
 2. alice and bob write to each other (delivered receipts both ways); bob's node
    is stopped, alice writes again: the copies held in the mailboxes; bob's node
    starts again, drains them, and the receipt reaches alice;
 3. alice calls bob with 440 Hz, bob's node answers by config with 660 Hz; an
-   FFT of each recording names the frequency each side heard.
+   FFT of each recording names the frequency each side heard;
+4. a phone (our SIP user agent, ``p2pnode sip try-call``) behind its own NAT is
+   the account carol on the first supernode's SIP gateway, whose bridge (the
+   runtime's ``sip-bridge``) carries it to the P2P network: the phone dials the
+   login bob, and bob calls the login carol back; each side's tone by FFT.
 
 Invariants: the lab (namespaces and every process in them) is removed on
 return, on any error and on Ctrl-C or SIGTERM; every wait is bounded.
