@@ -90,6 +90,7 @@ logger = logging.getLogger(__name__)
 BRIDGE_SECRET_FILE = "sip-bridge.secret"  # noqa: S105 - a file name, not a secret
 MAX_RECENT_CALLS = 64  # ended calls kept for the control API
 REGISTER_EXPIRES = 300  # seconds a bridge's registration at the gateway lasts
+HOMES_WAIT = 10.0  # seconds a bridge's home search waits for the node's own homes
 REGISTER_EVERY = 120.0  # seconds between re-registrations (well inside the expiry)
 # PCMU first: a peer offering it lets the phone's G.711 pass through untouched.
 BRIDGE_CODECS = ("PCMU", "PCMA", "opus")
@@ -299,7 +300,13 @@ class SipBridgeService:
         assert isinstance(node_signalling, SignallingService) and isinstance(peer, PeerApp)
 
         async def node_homes() -> Sequence[HomeEntry]:
-            return node_signalling.homes()  # the node's own homes (itself when serving)
+            """The node's own homes (itself when serving); a node still attaching gets
+            ``HOMES_WAIT`` seconds, so the bridge does not sit out a failed search's backoff."""
+            for _ in range(int(HOMES_WAIT / 0.1)):
+                if node_signalling.homes():
+                    break
+                await asyncio.sleep(0.1)
+            return node_signalling.homes()
 
         host = presence.listen.rpartition(":")[0].strip("[]")
         signalling = SignallingService(

@@ -1,25 +1,27 @@
-"""The SIP <-> P2P bridge as ``p2pnode run`` hosts it: two nodes configured by TOML files only.
+"""The SIP <-> P2P bridge as ``p2pnode run`` hosts it: nodes configured by TOML files only.
 
-Node A serves as a home and hosts the SIP gateway with ``[sip] bridge_hosted =
-["alice"]`` (and foreign calls allowed from ``carrier.example`` only); node B
-attaches to A, claims the login ``bob`` (countersigned by a verifier A trusts
-in ``[enum] trust``) and answers every call with 660 Hz, recording. Nothing
-is wired by hand: the bridge service, its signalling for alice's hosted
-identity, its calls service and its user agent are what ``assemble`` builds
-from the files.
+Three nodes: H, a serving home; A, the SIP gateway with ``[sip] bridge_hosted
+= ["alice"]`` (foreign calls allowed from ``carrier.example`` only), which
+either attaches to H (as behind NAT) or serves as its own home (public): the
+test runs both; B, a peer attached to H that claims the login ``bob``
+(countersigned by a verifier A trusts in ``[enum] trust``) and answers every
+call with 660 Hz, recording. Nothing is wired by hand: the bridge service,
+its signalling for alice's hosted identity, its calls service and its user
+agent are what ``assemble`` builds from the files.
 
 What must hold: alice's phone (our UA, registered at A's gateway) dials
 ``bob``; B's recording has the phone's 440 Hz and the phone's has B's 660 Hz
-(FFT). B calls the login ``alice`` back: it resolves to the identity the
-gateway hosts for alice, her phone rings and answers, and again each side
-hears the other (550 Hz from B, 440 Hz from the phone). carol, an account
-with no bridge of her own, reaches bob as the gateway's identity and bob's
-events name her, verified by the gateway. A stranger's INVITE
-from another domain is refused 403. Then ``GET /api/sip/bridge``, the
-WebSocket stream and ``/metrics`` show both calls by direction and mode with
-their codecs, jitter and loss, and the refusal by its reason. Last, the
-gateway restarts: the bridge service follows it (the node restarts it), the
-phone reaches bob again, and the totals count on from the first two calls.
+(FFT), and the phone's RFC 4733 digit is counted. carol, an account with no
+bridge of her own, reaches bob as the gateway's identity and bob's events
+name her, verified by the gateway. B calls the login ``alice`` back: it
+resolves to the identity the gateway hosts for alice, her phone rings and
+answers, and again each side hears the other (550 Hz from B, 440 Hz from the
+phone). A stranger's INVITE from another domain is refused 403. Then ``GET
+/api/sip/bridge``, the WebSocket stream and ``/metrics`` show the calls by
+direction and mode with their codecs, jitter and loss, and the refusal by its
+reason. Last, the gateway restarts (a new port): the bridge service follows
+it (the node restarts it), the phone reaches bob again, and the totals count
+on.
 """
 
 from __future__ import annotations
@@ -64,10 +66,32 @@ DOMAIN = "gw.test"
 T = TypeVar("T")
 
 
-def gateway_toml(verifier: str) -> str:
+HOME_TOML = """
+[node]
+listen = "127.0.0.1:0"
+
+[supernode]
+enabled = false
+relay_search = false
+
+[control]
+enabled = false
+
+[presence]
+enabled = true
+listen = "127.0.0.1:0"
+home = "serve"
+"""
+
+
+def gateway_toml(verifier: str, bootstrap: str, home: str, role: str) -> str:
+    """The gateway attaches to a home (as behind NAT) or serves as its own (public);
+    the bridges' signalling attaches where the node does."""
+    homes = f'homes = ["{home}"]' if role == "attach" else ""
     return f"""
 [node]
 listen = "127.0.0.1:0"
+bootstrap = ["{bootstrap}"]
 
 [supernode]
 enabled = false
@@ -85,7 +109,8 @@ trust = ["{verifier}"]
 [presence]
 enabled = true
 listen = "127.0.0.1:0"
-home = "serve"
+home = "{role}"
+{homes}
 
 [sip]
 enabled = true
@@ -176,6 +201,11 @@ async def relayed_callers(node: Assembly, into: list[CallUpdate]) -> None:
                 into.append(event)
 
 
+def hostport(assembly: Assembly) -> str:
+    host, port = assembly.dht.address
+    return f"{host}:{port}"
+
+
 def restarts(assembly: Assembly, name: str) -> int:
     return next(s.restarts for s in assembly.node.status() if s.name == name)
 
@@ -191,7 +221,7 @@ def newest_wav(home: Path, after: set[Path]) -> Path:
     return fresh[0]
 
 
-async def scenario(root: Path) -> None:
+async def scenario(root: Path, role: str) -> None:
     verifier = Identity.generate()
     a_home, b_home = root / "a", root / "b"
     a_home.mkdir()
@@ -204,118 +234,120 @@ async def scenario(root: Path) -> None:
     store.close()
     alice_hosted = identity_of(alice_account).peer_id
 
-    async with running(a_home, gateway_toml(verifier.peer_id)) as a:
+    h_home = root / "h"
+    h_home.mkdir()
+    async with (
+        running(h_home, HOME_TOML) as h,
+        running(a_home, gateway_toml(verifier.peer_id, hostport(h), h.identity.peer_id, role)) as a,
+        running(b_home, peer_toml(hostport(h), h.identity.peer_id)) as b,
+    ):
         sip = service(a, "sip", SipService)
         bridges = service(a, "sip-bridge", SipBridgeService)
         assert sip.gateway is not None and sip.gateway.address is not None
-        host, port = a.dht.address
-        async with running(b_home, peer_toml(f"{host}:{port}", a.identity.peer_id)) as b:
-            b_signalling = service(b, "signalling", SignallingService)
-            await until(b_signalling.homes, "b attached")
-            await until(lambda: all(s.homes for s in bridges.statistics().bridges), "bridges")
-            for key in (b.identity.public_key, identity_of(alice_account).public_key):
-                await until(lambda k=key: has_home(a, k), "contact published with its home")
-            # bob's login, countersigned by the verifier node A trusts.
-            b_peer = service(b, "peer", PeerApp)
-            directory = directory_of(b.dht, frozenset())
-            vouched = countersign(
-                verifier, RecordKind.NAME_CLAIM, "bob", b.identity.public_key, now=time.time()
-            )
-            await directory.claim_name(b.identity, "bob", add=[vouched])
+        b_signalling = service(b, "signalling", SignallingService)
+        await until(b_signalling.homes, "b attached")
+        await until(lambda: all(s.homes for s in bridges.statistics().bridges), "bridges")
+        for key in (b.identity.public_key, identity_of(alice_account).public_key):
+            await until(lambda k=key: has_home(h, k), "contact published with its home")
+        # bob's login, countersigned by the verifier node A trusts.
+        b_peer = service(b, "peer", PeerApp)
+        directory = directory_of(b.dht, frozenset())
+        vouched = countersign(
+            verifier, RecordKind.NAME_CLAIM, "bob", b.identity.public_key, now=time.time()
+        )
+        await directory.claim_name(b.identity, "bob", add=[vouched])
 
-            token = (a_home / TOKEN_FILE).read_text().strip()
-            assert a.control is not None and a.metrics is not None
-            phone = SipUserAgent("alice", alice_password, DOMAIN, sip.gateway.address)
-            stranger = SipUserAgent("mallory", "unused", "elsewhere.example", sip.gateway.address)
-            carol = SipUserAgent("carol", carol_password, DOMAIN, sip.gateway.address)
-            shown: list[CallUpdate] = []  # bob's call updates that name a relayed caller
-            seen: list[dict[str, Any]] = []
-            async with (
-                aiohttp.ClientSession() as http,
-                http.ws_connect(f"{a.control.url}/api/events?token={token}") as socket,
-                asyncio.TaskGroup() as tasks,
-            ):
-                reader = tasks.create_task(events_of(socket, seen))
-                watcher = tasks.create_task(relayed_callers(b, shown))
-                try:
-                    for ua in (phone, stranger, carol):
-                        await ua.start()
-                    await phone.register()  # the gateway claims "alice" for her hosted identity
-                    await carol.register()
+        token = (a_home / TOKEN_FILE).read_text().strip()
+        assert a.control is not None and a.metrics is not None
+        phone = SipUserAgent("alice", alice_password, DOMAIN, sip.gateway.address)
+        stranger = SipUserAgent("mallory", "unused", "elsewhere.example", sip.gateway.address)
+        carol = SipUserAgent("carol", carol_password, DOMAIN, sip.gateway.address)
+        shown: list[CallUpdate] = []  # bob's call updates that name a relayed caller
+        seen: list[dict[str, Any]] = []
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(f"{a.control.url}/api/events?token={token}") as socket,
+            asyncio.TaskGroup() as tasks,
+        ):
+            reader = tasks.create_task(events_of(socket, seen))
+            watcher = tasks.create_task(relayed_callers(b, shown))
+            try:
+                for ua in (phone, stranger, carol):
+                    await ua.start()
+                await phone.register()  # the gateway claims "alice" for her hosted identity
+                await carol.register()
 
-                    # 1. alice's phone dials the P2P login bob.
-                    before = set((b_home / CALLS_DIR).glob("*.wav"))
+                # 1. alice's phone dials the P2P login bob.
+                before = set((b_home / CALLS_DIR).glob("*.wav"))
+                async with asyncio.timeout(WAIT):
+                    outgoing = await phone.call("bob")
+                await outgoing.play_tone(440.0, 1.5)
+                await outgoing.send_dtmf("7")  # RFC 4733, carried to bob as a DTMF signal
+                await until(
+                    lambda: bridges.statistics().bridges[0].statistics.digits_from_phone,
+                    "digit",
+                )
+                await outgoing.hangup()
+                calls_b = service(b, "calls", CallsNodeService)
+                await until(lambda: calls_b.statistics().live == 0, "b's call ended")
+                heard_by_b = newest_wav(b_home, before)
+
+                # 1b. carol has no bridge of her own: she reaches bob as the gateway, and
+                # bob is told it was her, verified by the gateway.
+                async with asyncio.timeout(WAIT):
+                    by_carol = await carol.call("bob")
+                await until(lambda: shown, "carol shown to bob")
+                await by_carol.hangup()
+                await until(lambda: calls_b.statistics().live == 0, "b's call ended")
+
+                # 2. bob calls the login alice back: her phone rings through the bridge.
+                resolved = await b_peer.resolve("alice")
+                call_id = await calls_b.service().dial(
+                    resolved, CallMedia(ToneSource(550.0), root / "b-dialled.wav")
+                )
+                async with asyncio.timeout(WAIT):
+                    ringing = await phone.incoming.get()
+                await ringing.play_tone(440.0, 1.5)
+                await calls_b.service().hangup(call_id)
+                async with asyncio.timeout(WAIT):
+                    await ringing.ended.wait()  # the bridge sent BYE to the phone
+
+                # 3. another network, not on the allow-list.
+                with pytest.raises(UaError) as refused:
                     async with asyncio.timeout(WAIT):
-                        outgoing = await phone.call("bob")
-                    await outgoing.play_tone(440.0, 1.5)
-                    await outgoing.send_dtmf("7")  # RFC 4733, carried to bob as a DTMF signal
-                    await until(
-                        lambda: bridges.statistics().bridges[0].statistics.digits_from_phone,
-                        "digit",
-                    )
-                    await outgoing.hangup()
-                    calls_b = service(b, "calls", CallsNodeService)
-                    await until(lambda: calls_b.statistics().live == 0, "b's call ended")
-                    heard_by_b = newest_wav(b_home, before)
+                        await stranger.call(f"sip:bob@{DOMAIN}")
 
-                    # 1b. carol has no bridge of her own: she reaches bob as the gateway, and
-                    # bob is told it was her, verified by the gateway.
-                    async with asyncio.timeout(WAIT):
-                        by_carol = await carol.call("bob")
-                    await until(lambda: shown, "carol shown to bob")
-                    await by_carol.hangup()
-                    await until(lambda: calls_b.statistics().live == 0, "b's call ended")
+                await until(lambda: len(bridges.statistics().recent) == 3, "3 calls ended")
+                await until(lambda: sum(e["what"] == "ended" for e in seen) == 3, "ended events")
+                auth = {"Authorization": f"Bearer {token}"}
+                async with http.get(f"{a.control.url}/api/sip/bridge", headers=auth) as got:
+                    assert got.status == 200
+                    answer = await got.json()
+                async with http.get(a.metrics.url) as scraped:
+                    metrics = await scraped.text()
+                streamed = list(seen)
 
-                    # 2. bob calls the login alice back: her phone rings through the bridge.
-                    resolved = await b_peer.resolve("alice")
-                    call_id = await calls_b.service().dial(
-                        resolved, CallMedia(ToneSource(550.0), root / "b-dialled.wav")
-                    )
-                    async with asyncio.timeout(WAIT):
-                        ringing = await phone.incoming.get()
-                    await ringing.play_tone(440.0, 1.5)
-                    await calls_b.service().hangup(call_id)
-                    async with asyncio.timeout(WAIT):
-                        await ringing.ended.wait()  # the bridge sent BYE to the phone
-
-                    # 3. another network, not on the allow-list.
-                    with pytest.raises(UaError) as refused:
-                        async with asyncio.timeout(WAIT):
-                            await stranger.call(f"sip:bob@{DOMAIN}")
-
-                    await until(lambda: len(bridges.statistics().recent) == 3, "3 calls ended")
-                    await until(
-                        lambda: sum(e["what"] == "ended" for e in seen) == 3, "ended events"
-                    )
-                    auth = {"Authorization": f"Bearer {token}"}
-                    async with http.get(f"{a.control.url}/api/sip/bridge", headers=auth) as got:
-                        assert got.status == 200
-                        answer = await got.json()
-                    async with http.get(a.metrics.url) as scraped:
-                        metrics = await scraped.text()
-                    streamed = list(seen)
-
-                    # 5. The gateway restarts (a crash as the node sees it): the bridges follow
-                    # it, the phone registers again and reaches bob; the totals carry over.
-                    await sip.stop()
-                    await sip.start()
-                    await until(lambda: restarts(a, "sip-bridge") >= 1, "bridge restarted")
-                    await until(lambda: len(bridges.statistics().bridges) == 2, "bridges back")
-                    assert sip.gateway is not None and sip.gateway.address is not None
-                    phone.server = sip.gateway.address  # listen port 0: a new port
-                    await phone.register()
-                    async with asyncio.timeout(WAIT):
-                        again = await phone.call("bob")
-                    await again.play_tone(440.0, 0.3)
-                    await again.hangup()
-                    await until(lambda: len(bridges.statistics().recent) == 4, "fourth call")
-                    after = bridges.statistics()
-                finally:
-                    for ua in (phone, stranger, carol):
-                        await ua.close()
-                    await socket.close()
-                    await reader
-                    watcher.cancel()
+                # 5. The gateway restarts (a crash as the node sees it): the bridges follow
+                # it, the phone registers again and reaches bob; the totals carry over.
+                await sip.stop()
+                await sip.start()
+                await until(lambda: restarts(a, "sip-bridge") >= 1, "bridge restarted")
+                await until(lambda: len(bridges.statistics().bridges) == 2, "bridges back")
+                assert sip.gateway is not None and sip.gateway.address is not None
+                phone.server = sip.gateway.address  # listen port 0: a new port
+                await phone.register()
+                async with asyncio.timeout(WAIT):
+                    again = await phone.call("bob")
+                await again.play_tone(440.0, 0.3)
+                await again.hangup()
+                await until(lambda: len(bridges.statistics().recent) == 4, "fourth call")
+                after = bridges.statistics()
+            finally:
+                for ua in (phone, stranger, carol):
+                    await ua.close()
+                await socket.close()
+                await reader
+                watcher.cancel()
 
     assert resolved == alice_hosted  # the login the gateway claims is its hosted identity
     samples, rate = read_wav(heard_by_b)
@@ -393,8 +425,9 @@ async def scenario(root: Path) -> None:
     assert samples_by_name[("p2pnode_sip_bridge_digits_total", (("what", "from-phone"),))] == 1.0
 
 
+@pytest.mark.parametrize("role", ["attach", "serve"])
 def test_a_phone_and_a_peer_call_each_other_through_the_bridge_p2pnode_run_builds(
-    tmp_path: Path,
+    tmp_path: Path, role: str
 ) -> None:
     with loopback_ice():
-        asyncio.run(scenario(tmp_path))
+        asyncio.run(scenario(tmp_path, role))
