@@ -37,9 +37,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
+import fractions
 import functools
 import json
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -51,8 +54,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import av  # noqa: E402
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
 from aiortc.codecs.g711 import PcmuEncoder  # noqa: E402
+from aiortc.codecs.opus import OpusEncoder  # noqa: E402
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
 
 from p2pnode.gateways.sip.accounts import AccountStore  # noqa: E402
@@ -90,13 +95,19 @@ PT_PCMU = 0
 
 @dataclass
 class FarEnd:
-    """The child process: phones and P2P peers, as cheap as they can be."""
+    """The child process: phones and P2P peers, as cheap as they can be.
+
+    The peers send pre-encoded packets (PCMU or opus, a 660 Hz cycle) and count
+    the RTP packets they receive at the receiver, without decoding, so the
+    far end keeps up with many calls on a loaded machine.
+    """
 
     pcs: list[RTCPeerConnection] = field(default_factory=list)
     phones: list[tuple[asyncio.DatagramTransport, tuple[str, int]]] = field(default_factory=list)
     phone_packets: list[int] = field(default_factory=lambda: [0])
-    peer_frames: list[int] = field(default_factory=lambda: [0])
+    peer_packets: list[int] = field(default_factory=lambda: [0])
     payloads: list[bytes] = field(default_factory=list)
+    encoded: dict[str, list[bytes]] = field(default_factory=dict)
 
 
 class _Counter(asyncio.DatagramProtocol):
@@ -105,6 +116,52 @@ class _Counter(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self._counter[0] += 1
+
+
+class _PacketTrack(MediaStreamTrack):
+    """Pre-encoded audio handed to aiortc as ``av.Packet`` every 20 ms."""
+
+    kind = "audio"
+
+    def __init__(self, payloads: list[bytes], rate: int) -> None:
+        super().__init__()
+        self._payloads = payloads
+        self._step = rate // 50
+        self._time_base = fractions.Fraction(1, rate)
+        self._index = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.Packet[Any]:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        await asyncio.sleep(max(0.0, self._start + 0.02 * self._index - loop.time()))
+        packet = av.Packet(self._payloads[self._index % len(self._payloads)])
+        packet.pts = self._index * self._step
+        packet.time_base = self._time_base
+        self._index += 1
+        return packet
+
+
+def _encoded_tones() -> dict[str, list[bytes]]:
+    """One second of 660 Hz in PCMU (8 kHz) and opus (48 kHz), 20 ms a payload."""
+    pcmu = PcmuEncoder()
+    opus = OpusEncoder()
+    out: dict[str, list[bytes]] = {"audio/PCMU": [], "audio/opus": []}
+    for index in range(50):
+        out["audio/PCMU"] += pcmu.encode(tone_frame(660.0, index * 160, 160, 8000))[0]
+        out["audio/opus"] += opus.encode(tone_frame(660.0, index * 960, 960, 48_000))[0]
+    return out
+
+
+def _count_rtp(pc: RTCPeerConnection, counter: list[int]) -> None:
+    """Count the peer's received RTP at the receiver instead of decoding it (benchmark only)."""
+
+    async def count(packet: Any, arrival_time_ms: int = 0) -> None:
+        counter[0] += 1
+
+    for receiver in pc.getReceivers():
+        receiver._handle_rtp_packet = count  # type: ignore[method-assign]
 
 
 async def _drain(track: MediaStreamTrack, counter: list[int]) -> None:
@@ -133,12 +190,17 @@ async def _phones_tick(far: FarEnd) -> None:
 async def far_end() -> None:
     """Answer the gateway's offers (one JSON line each) until told to stop; report counts."""
     loop = asyncio.get_running_loop()
-    far = FarEnd()
+    far = FarEnd(encoded=_encoded_tones())
     encoder = PcmuEncoder()
     for index in range(50):  # 1 s of 440 Hz, looped
         far.payloads.append(encoder.encode(tone_frame(440.0, index * 160, 160, 8000))[0][0])
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def counts() -> None:
+        print(json.dumps({"peer": far.peer_packets[0], "phone": far.phone_packets[0]}))
+        sys.stdout.flush()
+
     async with asyncio.TaskGroup() as group:
         ticker = group.create_task(_phones_tick(far))
         while True:
@@ -147,8 +209,7 @@ async def far_end() -> None:
                 break
             order = json.loads(line)
             if order["cmd"] == "count":
-                print(json.dumps({"peer": far.peer_frames[0], "phone": far.phone_packets[0]}))
-                sys.stdout.flush()
+                counts()
                 continue
             if order["cmd"] == "stop":
                 ticker.cancel()
@@ -156,15 +217,16 @@ async def far_end() -> None:
                     transport.close()
                 for pc in far.pcs:
                     await pc.close()
-                print(json.dumps({"peer": far.peer_frames[0], "phone": far.phone_packets[0]}))
-                sys.stdout.flush()
+                counts()
                 break
+            codec = first_codec(order["offer"]) or "audio/PCMU"
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             far.pcs.append(pc)
-            pc.addTrack(SourceTrack(ToneSource(660.0)))
-            pc.on("track", lambda t: group.create_task(_drain(t, far.peer_frames)))
+            rate = 48_000 if codec == "audio/opus" else 8000
+            pc.addTrack(_PacketTrack(far.encoded[codec], rate))
             await pc.setRemoteDescription(RTCSessionDescription(order["offer"], "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
+            _count_rtp(pc, far.peer_packets)
             reply: dict[str, Any] = {"answer": pc.localDescription.sdp}
             if order["phone"] is not None:
                 transport, _ = await loop.create_datagram_endpoint(
@@ -203,7 +265,13 @@ async def _bridge_leg(
     return audio, address
 
 
-async def media_load(mode: str, calls: int, seconds: float, settle: float) -> dict[str, float]:
+async def media_load(
+    mode: str,
+    calls: int,
+    seconds: float,
+    settle: float,
+    profiler: cProfile.Profile | None = None,
+) -> dict[str, float]:
     """CPU per call of this process for ``calls`` concurrent calls of ``mode``."""
     child = await asyncio.create_subprocess_exec(
         sys.executable, __file__, "--far-end",
@@ -234,9 +302,13 @@ async def media_load(mode: str, calls: int, seconds: float, settle: float) -> di
                 await pc.setRemoteDescription(RTCSessionDescription(reply["answer"], "answer"))
             await asyncio.sleep(settle)  # ICE, DTLS, first frames
             cpu0, wall0 = time.process_time(), time.monotonic()
-            far0 = await _counts(child)
+            far0, ours0 = await _counts(child), _ours(legs, bindings)
+            if profiler is not None:
+                profiler.enable()
             await asyncio.sleep(seconds)
-            far1 = await _counts(child)
+            if profiler is not None:
+                profiler.disable()
+            far1, ours1 = await _counts(child), _ours(legs, bindings)
             cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
             for leg in legs:
                 leg.close()
@@ -249,10 +321,21 @@ async def media_load(mode: str, calls: int, seconds: float, settle: float) -> di
     passthrough = sum(b.statistics().passthrough_frames for b in bindings)
     return {
         "cpu_per_call": cpu / wall / calls,
-        "peer_frames_per_s_per_call": (far1["peer"] - far0["peer"]) / wall / calls,
+        "peer_packets_per_s_per_call": (far1["peer"] - far0["peer"]) / wall / calls,
         "phone_packets_per_s_per_call": (far1["phone"] - far0["phone"]) / wall / calls,
         "passthrough_frames": float(passthrough),
+        "sent_to_peer_per_s_per_call": (ours1[0] - ours0[0]) / wall / calls,
+        "sent_to_phone_per_s_per_call": (ours1[1] - ours0[1]) / wall / calls,
     }
+
+
+def _ours(legs: list[PhoneRtpLeg], bindings: list[PhoneCallAudio]) -> tuple[int, int]:
+    """(frames this process handed to the peers, packets it sent to the phones) so far."""
+    to_peer = 0
+    for binding in bindings:
+        counts = binding.statistics()
+        to_peer += counts.passthrough_frames + counts.transcoded_frames + counts.silence_frames
+    return to_peer, sum(leg.sender.sent for leg in legs)
 
 
 def _bind(
@@ -345,28 +428,71 @@ async def setup_times(runs: int, tmp: Path) -> tuple[list[float], list[float]]:
     return bridged, floor
 
 
-async def main(calls: int, seconds: float, runs: int, settle: float) -> None:
+# Where a passthrough call's CPU goes, by who runs the code (cProfile's own time).
+_CATEGORIES = (
+    ("socket syscalls (sendto/recvfrom)", ("_socket.socket",)),
+    ("SRTP (libsrtp via pylibsrtp)", ("pylibsrtp",)),
+    ("RTCP (aiortc sender/receiver reports)", ("_run_rtcp", "rtcp")),
+    ("aiortc RTP send loop (track, pack, serialize)", ("rtcrtpsender", "aiortc/rtp.py",
+                                                      "aiortc/codecs", "aiortc/clock")),
+    ("aiortc DTLS transport + receiver", ("rtcdtlstransport", "rtcrtpreceiver",
+                                          "rtcicetransport", "aiortc/")),
+    ("aioice (ICE data path, consent)", ("aioice",)),
+    ("bridge media (ours)", ("p2pnode",)),
+    ("asyncio event loop", ("asyncio", "selectors", "_asyncio", "_contextvars")),
+)  # fmt: skip
+
+
+def cost_breakdown(profiler: cProfile.Profile) -> list[tuple[str, float]]:
+    """Share of the busy time (idle epoll waits excluded) per category."""
+    totals: dict[str, float] = {}
+    raw: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    for (filename, _line, name), (_cc, _nc, own, _cum, _callers) in raw.items():
+        where = f"{filename}:{name}"
+        if "select.epoll" in where:
+            continue  # waiting, not working
+        category = next(
+            (label for label, marks in _CATEGORIES if any(m in where for m in marks)), "other"
+        )
+        totals[category] = totals.get(category, 0.0) + own
+    busy = sum(totals.values()) or 1.0
+    return sorted(((k, v / busy) for k, v in totals.items()), key=lambda kv: -kv[1])
+
+
+async def main(calls: int, seconds: float, runs: int, settle: float, profile: bool) -> None:
     rows = {}
     for mode in ("aiortc", "passthrough", "transcoded"):
         rows[mode] = await media_load(mode, calls, seconds, settle)
+    breakdown: list[tuple[str, float]] = []
+    if profile:
+        profiler = cProfile.Profile(time.thread_time)  # CPU, not wall: preemption excluded
+        await media_load("passthrough", calls, seconds, settle, profiler)
+        breakdown = cost_breakdown(profiler)
     with tempfile.TemporaryDirectory() as tmp:
         bridged, floor = await setup_times(runs, Path(tmp))
     print("gateway process only; the phones and peers run in a child process")
     print(
         f"{'row':<12} {'calls':>5} {'cpu/call %':>10} {'calls/core':>10} "
-        f"{'peer frames/s':>13} {'phone pkts/s':>12}"
+        f"{'peer pkts/s':>13} {'phone pkts/s':>12} {'sent peer/s':>11} {'sent phone/s':>12}"
     )
     for mode, row in rows.items():
         per_core = 1 / row["cpu_per_call"] if row["cpu_per_call"] else float("inf")
         print(
             f"{mode:<12} {calls:>5} {100 * row['cpu_per_call']:>10.2f} {per_core:>10.1f} "
-            f"{row['peer_frames_per_s_per_call']:>13.1f} "
-            f"{row['phone_packets_per_s_per_call']:>12.1f}"
+            f"{row['peer_packets_per_s_per_call']:>13.1f} "
+            f"{row['phone_packets_per_s_per_call']:>12.1f} "
+            f"{row['sent_to_peer_per_s_per_call']:>11.1f} "
+            f"{row['sent_to_phone_per_s_per_call']:>12.1f}"
         )
+    print("(peer pkts/s, phone pkts/s: counted by the far end; sent: by this process)")
     setup_p50 = statistics.median(bridged)
     floor_p50 = statistics.median(floor)
     print(f"set-up phone INVITE -> peer first frame: p50 {setup_p50:.1f} ms over {runs} calls")
     print(f"floor (P2P dial -> callee first frame):  p50 {floor_p50:.1f} ms")
+    if breakdown:
+        print("passthrough, where the gateway thread's CPU goes (cProfile own CPU, a rerun):")
+        for label, share in breakdown:
+            print(f"  {label:<48} {100 * share:5.1f} %")
     print("2 shared cores, 8 engineers: indicative figures")
     result = {
         "passthrough_calls_per_core": round(1 / rows["passthrough"]["cpu_per_call"], 1),
@@ -376,11 +502,14 @@ async def main(calls: int, seconds: float, runs: int, settle: float) -> None:
             rows["aiortc"]["cpu_per_call"] / rows["passthrough"]["cpu_per_call"], 2
         ),
         "passthrough_frames": rows["passthrough"]["passthrough_frames"],
-        "passthrough_peer_frames_per_s": round(
-            rows["passthrough"]["peer_frames_per_s_per_call"], 1
+        "passthrough_peer_packets_per_s": round(
+            rows["passthrough"]["peer_packets_per_s_per_call"], 1
         ),
         "passthrough_phone_packets_per_s": round(
             rows["passthrough"]["phone_packets_per_s_per_call"], 1
+        ),
+        "passthrough_sent_to_phone_per_s": round(
+            rows["passthrough"]["sent_to_phone_per_s_per_call"], 1
         ),
         "setup_p50_ms": round(setup_p50, 1),
         "floor_ms": round(floor_p50, 1),
@@ -388,6 +517,10 @@ async def main(calls: int, seconds: float, runs: int, settle: float) -> None:
         "calls": calls,
         "seconds": seconds,
     }
+    for label, share in breakdown:
+        result["share_" + label.split(" (")[0].replace(" ", "_").replace("+", "and")] = round(
+            share, 3
+        )
     print(json.dumps(result))
 
 
@@ -397,6 +530,9 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--settle", type=float, default=1.5, help="seconds before measuring")
+    parser.add_argument(
+        "--profile", action="store_true", help="rerun passthrough under cProfile: cost by part"
+    )
     parser.add_argument("--far-end", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     with loopback_ice(), contextlib.suppress(KeyboardInterrupt):
@@ -409,5 +545,6 @@ if __name__ == "__main__":
                     min(args.seconds, MAX_SECONDS),
                     min(args.runs, 20),
                     min(args.settle, 10.0),
+                    args.profile,
                 )
             )

@@ -113,6 +113,7 @@ class MediaClock:
         self._handle: asyncio.TimerHandle | None = None
         self._next = 0.0
         self.ticks = 0
+        self.failed = 0  # legs dropped because their tick raised
 
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> MediaClock:
@@ -121,6 +122,9 @@ class MediaClock:
         if clock is None:
             clock = cls._clocks[loop] = cls(loop)
         return clock
+
+    def time(self) -> float:
+        return self._loop.time()
 
     def add(self, leg: PhoneRtpLeg) -> None:
         self._legs[leg] = None
@@ -145,15 +149,22 @@ class MediaClock:
         self._handle = None
         self.ticks += 1
         now = self._loop.time()
-        for leg in list(self._legs):
-            leg.tick(now)
-        due = now + self._tick / 2
-        waiters = self._waiters
-        while waiters and waiters[0][0] <= due:
-            future = heapq.heappop(waiters)[2]
-            if not future.done():  # a cancelled recv() leaves its future behind
-                future.set_result(None)
-        self._arm()
+        try:
+            for leg in list(self._legs):
+                try:
+                    leg.tick(now)
+                except Exception as error:  # one broken leg never stops every call's clock
+                    self._legs.pop(leg, None)
+                    self.failed += 1
+                    _LOG.warning("media clock: a phone leg failed: %s", type(error).__name__)
+            due = now + self._tick / 2
+            waiters = self._waiters
+            while waiters and waiters[0][0] <= due:
+                future = heapq.heappop(waiters)[2]
+                if not future.done():  # a cancelled recv() leaves its future behind
+                    future.set_result(None)
+        finally:
+            self._arm()
 
 
 class PhoneAudioTrack(MediaStreamTrack):
@@ -176,6 +187,7 @@ class PhoneAudioTrack(MediaStreamTrack):
         self._pts = 0
         self._samples = _DEFAULT_SAMPLES
         self._next_at: float | None = None
+        self._clock: MediaClock | None = None
         self._decoder = cast(
             AudioCodecContext, av.CodecContext.create(_G711_DECODER[path.phone_codec], "r")
         )
@@ -195,13 +207,15 @@ class PhoneAudioTrack(MediaStreamTrack):
     async def recv(self) -> av.Packet[Any] | av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        clock = self._clock
+        if clock is None:
+            clock = self._clock = MediaClock.of(asyncio.get_running_loop())
+        now = clock.time()
         if self._next_at is None:
             self._next_at = now
         if self._next_at > now:
-            await MediaClock.of(loop).wait_until(self._next_at)
-            now = loop.time()
+            await clock.wait_until(self._next_at)
+            now = clock.time()
         slot = self._receiver.pop(now)
         payload: bytes
         if isinstance(slot, Audio) and slot.payload:
@@ -303,7 +317,10 @@ class PhoneRtpLeg:
 
     @property
     def is_closed(self) -> bool:
-        return self._closed is not None and self._closed.done()
+        """Closed here, or its socket closed by its owner (the UA ends the call)."""
+        if self._closed is not None and self._closed.done():
+            return True
+        return self._transport is not None and self._transport.is_closing()
 
     async def open(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
@@ -361,16 +378,21 @@ class PhoneRtpLeg:
 
     def _flush(self, now: float) -> None:
         transport, remote = self._transport, self._remote
+        if transport is None or transport.is_closing():
+            self.close()  # the socket went with the call: stop ticking for it
+            return
         for datagram in self.sender.poll(now):
-            if transport is not None and remote is not None:
+            if remote is not None:
                 transport.sendto(datagram, remote)
 
     def tick(self, now: float) -> None:
         """The media clock's tick: packets whose slot came, DTMF events that timed out."""
-        self._flush(now)
-        digits = self.receiver.poll(now)
-        if digits:
-            self._report(digits)
+        due = self.sender.next_deadline()
+        if due is not None and due <= now:
+            self._flush(now)
+        due = self.receiver.next_deadline()
+        if due is not None and due <= now:
+            self._report(self.receiver.poll(now))
 
     def send_digit(self, digit: str, payload_type: int, duration_ms: int = 100) -> bool:
         """An RFC 4733 digit to the phone, paced with the audio; False if refused or on hold."""
@@ -453,6 +475,11 @@ class PhoneCallAudio:
         self.peer_passthrough = 0
         self.peer_transcoded = 0
         self.tapped_type: int | None = None  # the WebRTC payload type taken as is
+
+    @property
+    def codec(self) -> BridgeCodec | None:
+        """The WebRTC leg's negotiated codec (None before the answer)."""
+        return self._codec
 
     def track(self) -> PhoneAudioTrack:
         """A new connection's sending track (transcoding until :meth:`negotiated`)."""

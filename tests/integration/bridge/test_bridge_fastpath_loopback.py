@@ -212,3 +212,31 @@ def test_the_media_clock_releases_waiters_in_order_and_never_early() -> None:
     order, early = asyncio.run(run())
     assert order == [4, 1, 2, 3, 0]
     assert max(early) <= 0.005 + 1e-9  # at most half a tick before its time
+
+
+def test_a_leg_whose_owner_closed_its_socket_leaves_the_clock_to_the_others() -> None:
+    async def run() -> tuple[int, bool, int]:
+        a_phone, b_phone = Phone(), Phone()
+        a, _, a_transport = await _open_leg(a_phone)
+        b, _, b_transport = await _open_leg(b_phone)
+        try:
+            for leg in (a, b):  # the first frame goes at once, the others at their 20 ms slots
+                for _ in range(5):
+                    leg.from_peer(bytes([0xFF]) * 160)
+            assert a.transport is not None
+            a.transport.close()  # the UA ended a's call under the leg
+            await asyncio.sleep(0.3)  # 4 slots of 20 ms, and loopback delivery
+            return (
+                len(b_phone.received),
+                a.is_closed,
+                MediaClock.of(asyncio.get_running_loop()).failed,
+            )
+        finally:
+            b.close()
+            a_transport.close()
+            b_transport.close()
+
+    b_received, a_closed, failed = asyncio.run(run())
+    assert b_received == 5  # b's clock-paced frames still went out
+    assert a_closed
+    assert failed == 0  # a was dropped as closed, not as a failure
