@@ -57,7 +57,7 @@ class RequestModel(_Model):
 
 class RequestsAnswer(_Model):
     requests: list[RequestModel]
-    blocked: int = pydantic.Field(description="peers declined")
+    blocked: list[str] = pydantic.Field(description="peer ids declined (blocked)")
 
 
 class AcceptRequest(_Model):
@@ -105,7 +105,7 @@ def _request_model(request: ContactRequest) -> RequestModel:
 
 def _requests(app: PeerApp) -> RequestsAnswer:
     return RequestsAnswer(
-        requests=[_request_model(r) for r in app.book.pending()], blocked=len(app.book.blocked())
+        requests=[_request_model(r) for r in app.book.pending()], blocked=list(app.book.blocked())
     )
 
 
@@ -142,6 +142,12 @@ async def request_decline(app: PeerApp, request: web.Request) -> web.Response:
         app.book.block(peer_id)
     except ValueError as error:
         raise _RefusedError(507, "too many blocked peers", str(error)) from None
+    return _json(_requests(app))
+
+
+async def unblock(app: PeerApp, request: web.Request) -> web.Response:
+    if not app.book.unblock(_peer_id(request)):
+        raise _RefusedError(404, "not blocked")
     return _json(_requests(app))
 
 
@@ -214,6 +220,8 @@ CONTACT_ROUTES: tuple[
      "make a stranger a contact (its conversation is shown)", ContactModel, AcceptRequest, None),
     ("POST", "/api/contacts/requests/{peer_id}/decline", _guarded(request_decline),
      "block a stranger: its messages and calls are dropped", RequestsAnswer, None, None),
+    ("POST", "/api/contacts/blocked/{peer_id}/unblock", _guarded(unblock),
+     "lift a block: its next message or call is a request again", RequestsAnswer, None, None),
     ("GET", "/api/settings", _guarded(settings_get),
      "presence visibility, who may call, auto-answer", SettingsAnswer, None, None),
     ("PUT", "/api/settings", _guarded(settings_set),

@@ -244,6 +244,14 @@ class RequestBook:
         self._blocked.add(peer_id)
         self._save_requests()
 
+    def unblock(self, peer_id: str) -> bool:
+        """Lift a block (its next message or call is a request again); whether it was."""
+        if peer_id not in self._blocked:
+            return False
+        self._blocked.discard(peer_id)
+        self._save_requests()
+        return True
+
     def is_blocked(self, peer_id: str) -> bool:
         return peer_id in self._blocked
 

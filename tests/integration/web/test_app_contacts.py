@@ -14,7 +14,8 @@ carol (chat and calls) and dave (chat), driven through their own nodes' services
   read and carol's node gets the read receipt.
 - alice adds carol by phone number: her ENUM record is countersigned by the verifier
   alice's node trusts; dave's number, claimed without a verifier, is refused.
-- dave writes, alice declines: dave's next text is dropped (no request, not in the inbox).
+- dave writes, alice declines: dave's next text is dropped (no request, not in the inbox);
+  alice unblocks him and his next text is a request again.
 """
 
 from __future__ import annotations
@@ -257,10 +258,16 @@ async def scenario(root: Path) -> None:
         await chat_of(dave).send(alice_key, "dave again")
         await until(lambda: alice_chat.blocked_dropped > dropped, "dave's text dropped")
         answer = await page.evaluate("async () => (await fetch('/api/contacts/requests')).json()")
-        assert answer["requests"] == [] and answer["blocked"] == 1
+        assert answer["requests"] == [] and answer["blocked"] == [dave.identity.peer_id]
         inbox = await page.evaluate("async () => (await fetch('/api/inbox')).json()")
         texts = [m["text"] for m in inbox["messages"]]
         assert "dave again" not in texts and "hi, it is carol" in texts
+
+        # unblock: dave's next text is a request again
+        await page.locator(f'li[data-blocked="{dave.identity.peer_id}"] .blocked-unblock').click()
+        await expect(page.locator("li[data-blocked]")).to_have_count(0, timeout=WAIT_MS)
+        await chat_of(dave).send(alice_key, "dave, third time")
+        await expect(dave_row).to_contain_text("dave, third time", timeout=WAIT_MS)
         await browser.close()
 
 

@@ -55,6 +55,9 @@ def test_declined_is_blocked_until_taken(tmp_path: Path) -> None:
     assert reloaded.is_blocked(carol)
     reloaded.take(carol)  # added as a contact by hand: the block is lifted
     assert reloaded.screen(carol, 3.0, known=True)[0] is Screening.SHOW
+    reloaded.block(carol)
+    assert reloaded.unblock(carol) and not reloaded.unblock(carol)
+    assert reloaded.screen(carol, 4.0, known=False, text="hi")[0] is Screening.REQUEST
     with pytest.raises(ValueError):
         book.block("not a peer id")
 

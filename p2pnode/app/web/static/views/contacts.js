@@ -37,9 +37,11 @@ export function ContactsView({ paths, eventCount }) {
   const enabled = paths.has("/api/contacts");
   const [fingerprints, setFingerprints] = useState({});
   const [requests, setRequests] = useState([]);
+  const [blocked, setBlocked] = useState([]);
   const [requestNames, setRequestNames] = useState({});
   const refreshRequests = () => api("GET", "/api/contacts/requests").then((a) => {
     setRequests(a.requests);
+    setBlocked(a.blocked);
     a.requests.filter((r) => !(r.peer_id in fingerprints)).forEach((r) => {
       api("GET", `/app/fingerprint/${r.peer_id}`).then((f) => setFingerprints((old) => ({ ...old, [r.peer_id]: f.fingerprint })), () => {});
     });
@@ -84,6 +86,12 @@ export function ContactsView({ paths, eventCount }) {
       setMessage("Declined: their messages and calls are blocked."); refresh();
     } catch (error) { setMessage(`Could not decline: ${error.message}`); }
   };
+  const unblock = async (peerId) => {
+    try {
+      await api("POST", `/api/contacts/blocked/${peerId}/unblock`);
+      setMessage("Unblocked: their next message or call is a request again."); refresh();
+    } catch (error) { setMessage(`Could not unblock: ${error.message}`); }
+  };
   const remove = async (contact) => {
     await api("DELETE", `/api/contacts/${encodeURIComponent(contact.name)}`).catch(() => {});
     refresh();
@@ -125,5 +133,11 @@ export function ContactsView({ paths, eventCount }) {
         <a href=${`#/chat`} class="secondary">Chat</a>
         <button type="button" class="secondary" aria-label=${`Remove ${c.name}`} onClick=${() => remove(c)}>Remove</button>
       </li>`)}</ul>`}
-  </section>`;
+  </section>
+  ${blocked.length ? html`<section class="card" aria-labelledby="blocked-h"><h3 id="blocked-h">Blocked</h3>
+    <ul class="contacts">${blocked.map((peerId) => html`<li data-blocked=${peerId}>
+      <span class="mono">${peerId}</span>
+      <button type="button" class="secondary blocked-unblock" aria-label=${`Unblock ${peerId}`} onClick=${() => unblock(peerId)}>Unblock</button>
+    </li>`)}</ul>
+  </section>` : ""}`;
 }
