@@ -438,6 +438,7 @@ class SystemResult:
 
     get_p50_ms: float | None
     get_p95_ms: float | None
+    get_cpu_p50_ms: float | None  # process CPU per get (see put_cpu_p50_ms)
     put_p50_ms: float | None
     put_p95_ms: float | None
     # CPU of the whole process (every node of the system, all its threads) per put: less
@@ -559,6 +560,7 @@ async def measure(system: System, args: argparse.Namespace, isolated: bool) -> S
     alive = sorted(set(range(n)) - set(dead))
 
     get_ms: list[float] = []
+    get_cpu_ms: list[float] = []
     gets_ok = 0
     gets_start = meter.read()
     budget_end = time.monotonic() + args.get_budget
@@ -569,12 +571,14 @@ async def measure(system: System, args: argparse.Namespace, isolated: bool) -> S
         node = rng.choice(alive)
         item = rng.randrange(puts)
         began = time.perf_counter()
+        began_cpu = time.process_time()
         try:
             ok = await asyncio.wait_for(system.get(node, item), args.op_timeout)
         except Exception as error:
             system.failures[f"get {type(error).__name__}"] += 1
             ok = False
         get_ms.append((time.perf_counter() - began) * 1000)
+        get_cpu_ms.append((time.process_time() - began_cpu) * 1000)
         gets_ok += ok
     per_get = _per(meter.read(), gets_start, len(get_ms))
     await system.close()
@@ -584,6 +588,7 @@ async def measure(system: System, args: argparse.Namespace, isolated: bool) -> S
     return SystemResult(
         get_p50_ms=percentile(get_ms, 50),
         get_p95_ms=percentile(get_ms, 95),
+        get_cpu_p50_ms=percentile(get_cpu_ms, 50),
         put_p50_ms=percentile(put_ms, 50),
         put_p95_ms=percentile(put_ms, 95),
         put_cpu_p50_ms=percentile(put_cpu_ms, 50),
@@ -674,6 +679,7 @@ def _report(
         "system",
         "get p50 ms",
         "get p95 ms",
+        "get CPU ms",
         "put p50 ms",
         "put p95 ms",
         "put CPU ms",
@@ -697,6 +703,7 @@ def _report(
                 system,
                 figure(system, "get_p50_ms"),
                 figure(system, "get_p95_ms"),
+                figure(system, "get_cpu_p50_ms"),
                 figure(system, "put_p50_ms"),
                 figure(system, "put_p95_ms"),
                 figure(system, "put_cpu_p50_ms"),
@@ -727,6 +734,7 @@ def _report(
         ("join datagrams", "join_datagrams_per_node"),
         ("put p50", "put_p50_ms"),
         ("put CPU p50", "put_cpu_p50_ms"),
+        ("get CPU p50", "get_cpu_p50_ms"),
     ):
         value = ratio(figure("p2pnode", key), figure("opendht", key))
         print(f"{label}, ours / OpenDHT: {'-' if value is None else f'{value:.2f}'}")
@@ -756,6 +764,9 @@ def _report(
     report["ratio_join_vs_opendht"] = ratio(join_ours, figure("opendht", "join_datagrams_per_node"))
     report["ratio_put_p50_vs_opendht"] = ratio(
         figure("p2pnode", "put_p50_ms"), figure("opendht", "put_p50_ms")
+    )
+    report["ratio_get_cpu_p50_vs_opendht"] = ratio(
+        figure("p2pnode", "get_cpu_p50_ms"), figure("opendht", "get_cpu_p50_ms")
     )
     report["ratio_put_cpu_p50_vs_opendht"] = ratio(
         figure("p2pnode", "put_cpu_p50_ms"), figure("opendht", "put_cpu_p50_ms")
