@@ -207,6 +207,8 @@ class PeerApp:
         self.trusted = trusted
         self._contacts: dict[str, str] = {}
         self.book = RequestBook(home)  # requests from strangers, blocks, reach settings
+        self._allowed: tuple[bytes, ...] | None = None  # the watchers' allow-list sent
+        self._allow_sent = False
         self._links: SignalChannel | None = None
         self._answered: set[asyncio.Task[None]] = set()
         self._dials: dict[str, _DialTransport] = {}
@@ -220,6 +222,7 @@ class PeerApp:
         self._stop = asyncio.Event()
         self._contacts = self._load()
         self.book.load()
+        self._allow_sent = False  # a restarted signalling service needs it again
         self.signalling.set_presence(self.status, self.note)
         self.apply_settings()
         if self._links is None:  # a channel is opened once per signalling service
@@ -351,15 +354,17 @@ class PeerApp:
         beyond, the other contacts see us offline); who may call and auto-answer to the
         running call service (a new one reads them at its start)."""
         visibility = self.book.settings.presence_visibility
-        if visibility is PresenceVisibility.EVERYONE:
-            self.signalling.allow_watchers(None)
-        elif visibility is PresenceVisibility.NOBODY:
-            self.signalling.allow_watchers(())
-        else:
+        allow: tuple[bytes, ...] | None = None
+        if visibility is PresenceVisibility.NOBODY:
+            allow = ()
+        elif visibility is PresenceVisibility.CONTACTS:
             keys = sorted({public_key_from_peer_id(p) for p in self._contacts.values()})
             if len(keys) > MAX_ALLOW:
                 logger.warning("presence visible to %d of %d contacts only", MAX_ALLOW, len(keys))
-            self.signalling.allow_watchers(keys[:MAX_ALLOW])
+            allow = tuple(keys[:MAX_ALLOW])
+        if allow != self._allowed or not self._allow_sent:  # each change republishes: only then
+            self.signalling.allow_watchers(allow)
+            self._allowed, self._allow_sent = allow, True
         with contextlib.suppress(KeyError):
             calls = self.node_services(CallsNodeService.name)
             if isinstance(calls, CallsNodeService) and calls.calls is not None:
