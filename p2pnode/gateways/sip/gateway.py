@@ -29,9 +29,11 @@ import logging
 import os
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import Protocol
 
 from nat.logsafe import RefusalLog, clean
+from p2pnode.directory.trust import Route
 from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.b2bua import (
     Action,
@@ -43,6 +45,7 @@ from p2pnode.gateways.sip.b2bua import (
     StartRequest,
     Target,
 )
+from p2pnode.gateways.sip.delivery import MessageDelivery
 from p2pnode.gateways.sip.digest import DigestServer, VerdictKind
 from p2pnode.gateways.sip.errors import SipDecodeError
 from p2pnode.gateways.sip.headers import SipUri
@@ -51,13 +54,14 @@ from p2pnode.gateways.sip.keepalive import NatKeepalive, PingTarget
 from p2pnode.gateways.sip.locate import locate
 from p2pnode.gateways.sip.media import MediaRelay, MediaRelayFullError
 from p2pnode.gateways.sip.message import SipRequest, build_response
-from p2pnode.gateways.sip.messages import MessageQueue, QueuedMessage, message_request
+from p2pnode.gateways.sip.messages import MessageQueue, QueuedMessage
 from p2pnode.gateways.sip.pinger import Pinger
 from p2pnode.gateways.sip.registrar import Registrar, RegistrarConfig, RegistrationResult
 from p2pnode.gateways.sip.routing import (
     Caller,
     CallerKind,
     Foreign,
+    NumberLookup,
     Refusal,
     Router,
     contact_for,
@@ -79,7 +83,7 @@ from p2pnode.gateways.sip.transport import SipStack
 from p2pnode.gateways.sip.trunks import TrunkTable
 from p2pnode.gateways.sip.uas import UasPolicy, options_response, precheck
 
-__all__ = ["ALLOW", "GatewayConfig", "GatewayStatistics", "SipGateway"]
+__all__ = ["ALLOW", "GatewayConfig", "GatewayStatistics", "NumberDirectory", "SipGateway"]
 
 _log = logging.getLogger(__name__)
 
@@ -98,23 +102,10 @@ LOCATE_TIMEOUT = 8.0
 _IN_DIALOG = frozenset({"INVITE", "BYE", "INFO", "UPDATE", "MESSAGE", "OPTIONS", "NOTIFY"})
 
 
-# A device's final answer meaning "not now" (no answer counts as 408): the MESSAGE is held.
-_TRY_LATER = frozenset({408, 480, 503})
+class NumberDirectory(Protocol):
+    """What the gateway asks of :class:`p2pnode.directory.lookup.Directory` for numbers."""
 
-
-@dataclass(slots=True)
-class _MessageDelivery:
-    """A MESSAGE forwarded to a login's devices: the first 2xx answers it; if every device
-    refused it for good (403, 415, ...) the sender gets that refusal, else it queues."""
-
-    key: ServerKey
-    request: SipRequest
-    login: str
-    message: QueuedMessage
-    remaining: int
-    answered: bool = False
-    try_later: bool = False  # some device said "not now": hold the message for it
-    refusal: int | None = None  # a device's final refusal
+    async def route(self, number: str) -> Route | None: ...
 
 
 class SipGateway:
@@ -130,11 +121,15 @@ class SipGateway:
         randbytes: Callable[[int], bytes] = os.urandom,
         directory: LoginClaimer | None = None,
         p2p_login: str | None = None,
+        numbers: NumberDirectory | None = None,
     ) -> None:
         """``p2p_login``: the bridge's account; calls to logins and numbers not hosted here
-        ring it (see :mod:`routing`)."""
+        ring it (see :mod:`routing`). ``numbers``: our verifier-trusted ENUM (a
+        ``directory.lookup.Directory`` with the operator's verifiers), asked first for
+        every outbound number."""
         self.config = config
         self.directory = directory
+        self.numbers = numbers
         self.hosted = HostedIdentities()
         self._claiming: set[asyncio.Task[None]] = set()
         self.accounts = accounts
@@ -171,10 +166,15 @@ class SipGateway:
             trunks=self.trunks,
             upstream=config.upstream,
             p2p_login=p2p_login,
+            enum_first=numbers is not None,
+            default_country=config.default_country,
         )
         self._locating: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.queue = MessageQueue()
+        self.delivery = MessageDelivery(
+            stack=self.stack, queue=self.queue, randbytes=randbytes, respond=self._respond
+        )
         self.pinger = Pinger(
             stack=self.stack,
             keepalive=NatKeepalive(interval=config.keepalive_interval),
@@ -184,7 +184,6 @@ class SipGateway:
             randbytes=randbytes,
             clock=self._now,
         )
-        self._deliveries: dict[ClientKey, _MessageDelivery] = {}
 
     def _local_hosts(self) -> frozenset[str]:
         return frozenset() if self.address is None else frozenset({self.address[0]})
@@ -193,7 +192,7 @@ class SipGateway:
     async def start(self) -> None:
         config = self.config
         self.address = await self.stack.start(config.host, config.port)
-        self.pinger.address = self.address
+        self.pinger.address = self.delivery.address = self.address
         if config.tls_port is not None and config.tls_certificate and config.tls_key:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(config.tls_certificate, config.tls_key)
@@ -264,9 +263,9 @@ class SipGateway:
                 status = effect.response.status
                 if self.pinger.owns(effect.key):
                     self.pinger.result(effect.key, answered=True)
-                elif effect.key in self._deliveries:
+                elif self.delivery.owns(effect.key):
                     if status >= 200:
-                        self._delivered(effect.key, status)
+                        self.delivery.result(effect.key, status)
                 else:
                     self._apply(b2bua.response(effect.key, effect.response))
             elif isinstance(effect, StrayAck):
@@ -275,8 +274,8 @@ class SipGateway:
             elif isinstance(effect, TimedOut) and isinstance(effect.key, ClientKey):
                 if self.pinger.owns(effect.key):
                     self.pinger.result(effect.key, answered=False)
-                elif effect.key in self._deliveries:
-                    self._delivered(effect.key, 408)
+                elif self.delivery.owns(effect.key):
+                    self.delivery.result(effect.key, 408)
                 else:
                     self._apply(b2bua.timed_out(effect.key))
         except (SipDecodeError, ValueError) as error:
@@ -399,11 +398,16 @@ class SipGateway:
         if isinstance(decision, Refusal):
             self._respond(key, request, decision.status, decision.reason)
             return
-        if isinstance(decision, Foreign):
+        if isinstance(decision, Foreign | NumberLookup):
             if len(self._locating) >= MAX_LOCATING:
                 self._respond(key, request, 503, "Service Unavailable")
                 return
-            task = asyncio.get_running_loop().create_task(self._foreign(effect, decision, caller))
+            look_up = (
+                self._foreign(effect, decision, caller)
+                if isinstance(decision, Foreign)
+                else self._number(effect, decision, caller)
+            )
+            task = asyncio.get_running_loop().create_task(look_up)
             self._locating.add(task)
             task.add_done_callback(self._locating.discard)
             return
@@ -427,6 +431,26 @@ class SipGateway:
             self._place(effect, target, caller, b2bua)
         except (SipDecodeError, ValueError) as error:
             self.stack.transport.drops.drop("foreign call refused", type(error).__name__)
+
+    async def _number(self, effect: RequestReceived, lookup: NumberLookup, caller: Caller) -> None:
+        """Our trusted ENUM first, then the router's fallback (routing rule 3)."""
+        route = None
+        if self.numbers is not None:
+            try:
+                route = await asyncio.wait_for(self.numbers.route(lookup.number), LOCATE_TIMEOUT)
+            except (TimeoutError, OSError, ValueError) as error:  # the trunk still carries it
+                _log.info("sip enum lookup failed error=%s", type(error).__name__)
+        b2bua = self.b2bua
+        if b2bua is None:
+            return
+        decision = self.router.after_enum(lookup, route, caller, self._now())
+        try:
+            if isinstance(decision, Refusal):
+                self._respond(effect.key, effect.request, decision.status, decision.reason)
+            else:
+                self._place(effect, decision, caller, b2bua)
+        except (SipDecodeError, ValueError) as error:
+            self.stack.transport.drops.drop("number call refused", type(error).__name__)
 
     def _random(self) -> float:
         return int.from_bytes(self._randbytes(4), "big") / 2**32
@@ -478,52 +502,7 @@ class SipGateway:
             queued_at=now,
         )
         contacts = [contact_for(b) for b in self.registrar.bindings(login, now)]
-        if not contacts:
-            refusal = self.queue.put(login, message)
-            if refusal is not None:
-                self._respond(key, request, refusal, "Message Refused")
-            else:
-                self._respond(key, request, 202, "Accepted")
-            return
-        waiting = _MessageDelivery(key, request, login, message, len(contacts))
-        for contact in contacts:
-            self._send_message(message, contact, waiting)
-
-    def _send_message(
-        self, message: QueuedMessage, contact: Contact, waiting: _MessageDelivery | None
-    ) -> None:
-        assert self.address is not None
-        transport = "TCP" if contact.reliable else "UDP"
-        via = f"SIP/2.0/{transport} {self.address[0]}:{self.address[1]};rport"
-        token = self._randbytes(8).hex()
-        outgoing = message_request(
-            message, contact, via=via, branch_id=token, tag=token[:8], call_id=token + "@gw"
-        )
-        client = self.stack.send_request(outgoing, contact.destination, reliable=contact.reliable)
-        if waiting is not None:
-            self._deliveries[client] = waiting
-
-    def _delivered(self, key: ClientKey, status: int) -> None:
-        waiting = self._deliveries.pop(key, None)
-        if waiting is None or waiting.answered:
-            return
-        waiting.remaining -= 1
-        if 200 <= status < 300:
-            waiting.answered = True
-            self._respond(waiting.key, waiting.request, 200, "OK")
-            return
-        if status in _TRY_LATER:
-            waiting.try_later = True
-        else:
-            waiting.refusal = status
-        if waiting.remaining == 0 and not waiting.try_later and waiting.refusal is not None:
-            waiting.answered = True  # every device refused it: holding it would only hide that
-            self._respond(waiting.key, waiting.request, waiting.refusal, "Refused by the device")
-        elif waiting.remaining == 0:
-            waiting.answered = True
-            refusal = self.queue.put(waiting.login, waiting.message)
-            status, reason = (202, "Accepted") if refusal is None else (refusal, "Message Refused")
-            self._respond(waiting.key, waiting.request, status, reason)
+        self.delivery.deliver(key, request, login, message, contacts)
 
     def _registered(self, login: str) -> None:
         """A device registered: watch it for NAT keep-alives, deliver queued messages,
@@ -543,10 +522,7 @@ class SipGateway:
                 PingTarget(login, binding.contact, binding.source, binding.reliable), now
             )
         self.pinger.arm()
-        queued = self.queue.take(login, now)
-        for message in queued:
-            for binding in bindings:
-                self._send_message(message, contact_for(binding), None)
+        self.delivery.flush(login, [contact_for(b) for b in bindings], now)
 
     async def _claim(self, login: str) -> None:
         account = self.accounts.get(login)

@@ -9,8 +9,15 @@ The rules (issue 14), in the order they are applied:
    IP trunk. Only authenticated accounts and IP trunks may call DIDs; an
    anonymous caller gets 403 (DIDs are reached from carriers' trunks).
 3. Any other number: an outbound E.164 call, only for accounts allowed to make
-   them (toll fraud guard: 403 otherwise), sent to the configured upstream
-   trunk (our own ENUM lookup is not wired yet; without an upstream: 404).
+   them (toll fraud guard: 403 otherwise). A number in national form is first
+   normalised to E.164 with the gateway's ``default_country``. With a number
+   directory (``enum_first``) the route is a :class:`NumberLookup`: the
+   gateway looks the number up in our verifier-trusted ENUM, and
+   :meth:`Router.after_enum` rings its owner when a verified record points into
+   this gateway's domain (a login hosted here rings its devices; any other
+   login or peer id goes to the P2P bridge); only otherwise does the call
+   take the fallback: the configured upstream trunk (without one: the bridge,
+   else 404). An unverified or toll-free record is never followed.
 4. Any foreign domain: 403 for anonymous callers (never an open relay); for
    accounts and trunks a :class:`Foreign` target the gateway locates with
    RFC 3263 (:mod:`locate`).
@@ -35,17 +42,19 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from p2pnode.directory.e164 import E164Error, normalise_e164
+from p2pnode.directory.trust import Route
 from p2pnode.gateways.sip.accounts import Account
 from p2pnode.gateways.sip.b2bua import Contact, Target
 from p2pnode.gateways.sip.errors import SipDecodeError
-from p2pnode.gateways.sip.headers import NameAddress, SipUri, Uri, parse_name_addresses
+from p2pnode.gateways.sip.headers import NameAddress, SipUri, Uri, parse_name_addresses, parse_uri
 from p2pnode.gateways.sip.media import is_private
 from p2pnode.gateways.sip.message import SipRequest
 from p2pnode.gateways.sip.registrar import Binding
 from p2pnode.gateways.sip.transaction import Address
 from p2pnode.gateways.sip.trunks import DidRoute, IpTrunk, TrunkTable, digits
 
-__all__ = ["Caller", "CallerKind", "Foreign", "Refusal", "Router", "contact_for"]
+__all__ = ["Caller", "CallerKind", "Foreign", "NumberLookup", "Refusal", "Router", "contact_for"]
 
 
 class CallerKind(enum.Enum):
@@ -73,6 +82,14 @@ class Foreign:
 
     uri: SipUri
     accounts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NumberLookup:
+    """An outbound number: our trusted ENUM first (the gateway's lookup), else ``fallback``."""
+
+    number: str  # +<digits>
+    fallback: Target | Refusal
 
 
 def contact_for(binding: Binding) -> Contact:
@@ -103,8 +120,14 @@ class Router:
         trunks: TrunkTable,
         upstream: Address | None = None,
         p2p_login: str | None = None,
+        enum_first: bool = False,
+        default_country: str | None = None,
     ) -> None:
+        """``enum_first``: the gateway can look numbers up in the directory (see rule 3);
+        ``default_country``: ISO 3166 code for dialled national numbers (``DE``)."""
         self.upstream = upstream
+        self.enum_first = enum_first
+        self.default_country = default_country
         self.p2p_login = p2p_login
         self.down_trunks: set[str] = set()  # IP trunks whose OPTIONS pings go unanswered
         self.domain = domain
@@ -134,7 +157,9 @@ class Router:
         from_ = request.from_
         return NameAddress(from_.uri, from_.display_name, ())
 
-    def route(self, request: SipRequest, caller: Caller, now: float) -> Target | Refusal | Foreign:
+    def route(
+        self, request: SipRequest, caller: Caller, now: float
+    ) -> Target | Refusal | Foreign | NumberLookup:
         user = self.local_user(request.uri)
         if user is None:
             if caller.kind is CallerKind.ANONYMOUS:
@@ -156,13 +181,59 @@ class Router:
                 return Refusal(403, "Forbidden")
         elif caller.kind is CallerKind.ANONYMOUS:
             return Refusal(403, "Forbidden")
+        e164 = self._e164(user, number)
+        if e164 is None:
+            return Refusal(484, "Address Incomplete")
+        fallback = self._outbound(e164, caller, now)
+        return NumberLookup(e164, fallback) if self.enum_first else fallback
+
+    def _e164(self, dialled: str, number: str) -> str | None:
+        """``+<digits>``: as dialled when it starts with ``+`` or without a default
+        country, else the national form read in ``default_country`` (None: invalid)."""
+        if dialled.startswith("+") or self.default_country is None:
+            return f"+{number}"
+        try:
+            return normalise_e164(number, self.default_country)
+        except E164Error:
+            return None
+
+    def _outbound(self, number: str, caller: Caller, now: float) -> Target | Refusal:
+        """Where a number goes that our ENUM does not route: the upstream trunk."""
+        aor = SipUri("sip", number, None, self.domain, None)
         if self.upstream is None:
-            aor = SipUri("sip", f"+{number}", None, self.domain, None)
             return self._to_p2p(aor, caller, now) or Refusal(404, "Not Found")
         # The configured upstream trunk carries the number (E.164 with its '+').
-        uri = SipUri("sip", f"+{number}", None, self.upstream[0], self.upstream[1])
-        aor = SipUri("sip", f"+{number}", None, self.domain, None)
+        uri = SipUri("sip", number, None, self.upstream[0], self.upstream[1])
         return Target(aor, (Contact(uri, self.upstream, False),), self._caller_accounts(caller))
+
+    def after_enum(
+        self, lookup: NumberLookup, route: Route | None, caller: Caller, now: float
+    ) -> Target | Refusal:
+        """Rule 3 once the directory answered: the number's owner here or in the P2P
+        network when a verified record says so, else the lookup's fallback."""
+        if route is None or route.source != "verified":
+            return lookup.fallback
+        for directive in route.directives:
+            user = self._own_user(directive.uri_for(lookup.number))
+            if user is None:
+                continue  # a URI elsewhere: a phone number we do not carry
+            aor = SipUri("sip", user, None, self.domain, None)
+            if self._account(user) is not None:
+                return self._ring(user, aor, caller, None, now)
+            return self._to_p2p(aor, caller, now) or lookup.fallback
+        return lookup.fallback
+
+    def _own_user(self, uri_text: str | None) -> str | None:
+        """The user of ``sip:user@<our domain>`` (a login or peer id), else None."""
+        if uri_text is None:
+            return None
+        try:
+            uri = parse_uri(uri_text)
+        except SipDecodeError:
+            return None
+        user = self.local_user(uri)
+        # A number again (a DID, another record) is not followed: one indirection only.
+        return None if user is None or digits(user) is not None else user
 
     def _caller_accounts(self, caller: Caller) -> tuple[str, ...]:
         return (caller.login,) if caller.login is not None else ()

@@ -36,6 +36,7 @@ class GatewayConfig:
     account_dids: tuple[tuple[str, str], ...] = ()  # (DID, login)
     keepalive_interval: float = 25.0
     upstream: tuple[str, int] | None = None  # trunk for E.164 numbers not ours
+    default_country: str | None = None  # ISO 3166 code reading dialled national numbers
     tls_port: int | None = None  # a TLS listener (sips:) on host:tls_port when set (0: any)
     tls_certificate: str | None = None  # PEM chain
     tls_key: str | None = None  # PEM private key
