@@ -91,7 +91,8 @@ def assemble(home: Path, config: NodeConfig, identity: Identity) -> Assembly:
     add_peer_services(home, config, identity, node, dht, relays)  # [presence]: signalling
     if config.sip.enabled:  # [sip]: the SIP gateway (sip_service.py), its bridge (sip_bridge.py)
         bridge = config.sip.bridging(config.presence.enabled)
-        sip = SipService.for_node(home, config.sip, dht, bridge=bridge)
+        trust = frozenset(public_key_from_peer_id(p) for p in config.enum.trust)
+        sip = SipService.for_node(home, config.sip, dht, bridge=bridge, trusted=trust)
         node.add(sip)
         add_sip_bridge(home, config, node, sip, dht)
     control = None

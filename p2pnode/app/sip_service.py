@@ -22,7 +22,7 @@ from pathlib import Path
 from p2pnode.app.services import DhtService, directory_of
 from p2pnode.app.sip_config import SipSection, to_gateway
 from p2pnode.gateways.sip.accounts import AccountError, AccountStore
-from p2pnode.gateways.sip.gateway import SipGateway
+from p2pnode.gateways.sip.gateway import NumberDirectory, SipGateway
 from p2pnode.gateways.sip.hosted import LoginClaimer
 from p2pnode.gateways.sip.settings import GatewayStatistics
 
@@ -88,11 +88,13 @@ class SipService:
         *,
         directory: Callable[[], LoginClaimer] | None = None,
         p2p_login: str | None = None,
+        numbers: Callable[[], NumberDirectory] | None = None,
     ) -> None:
         """``p2p_login``: the bridge's account (what the gateway does not host goes there)."""
         self.home = home
         self.section = section
         self._directory = directory
+        self._numbers = numbers  # our trusted ENUM, asked first for outbound numbers
         self.p2p_login = p2p_login
         self.stopped = asyncio.Event()  # set when this start's gateway stops (the bridge follows)
         self.store: AccountStore | None = None
@@ -101,15 +103,26 @@ class SipService:
 
     @staticmethod
     def for_node(
-        home: Path, section: SipSection, dht: DhtService, *, bridge: bool = False
+        home: Path,
+        section: SipSection,
+        dht: DhtService,
+        *,
+        bridge: bool = False,
+        trusted: frozenset[bytes] = frozenset(),
     ) -> SipService:
         """The service claiming logins through ``dht`` (unless ``claim_logins`` is off);
-        with ``bridge``, routing what it does not host to ``section.bridge_account``."""
+        with ``bridge``, routing what it does not host to ``section.bridge_account``; with
+        ``trusted`` verifiers ([enum] trust), outbound numbers ask our ENUM first."""
         p2p_login = section.bridge_account if bridge else None
+        numbers = (lambda: directory_of(dht, trusted)) if trusted else None
         if not section.claim_logins:
-            return SipService(home, section, p2p_login=p2p_login)
+            return SipService(home, section, p2p_login=p2p_login, numbers=numbers)
         return SipService(
-            home, section, directory=lambda: directory_of(dht, frozenset()), p2p_login=p2p_login
+            home,
+            section,
+            directory=lambda: directory_of(dht, frozenset()),
+            p2p_login=p2p_login,
+            numbers=numbers,
         )
 
     async def start(self) -> None:
@@ -122,6 +135,7 @@ class SipService:
             store,
             directory=None if self._directory is None else self._directory(),
             p2p_login=self.p2p_login,
+            numbers=None if self._numbers is None else self._numbers(),
         )
         try:
             await gateway.start()
