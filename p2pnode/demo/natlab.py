@@ -46,6 +46,7 @@ from typing import Any
 
 from p2pnode.app.homefiles import CONTROL_FILE, TOKEN_FILE
 from p2pnode.app.peer_calls import CALLS_DIR
+from p2pnode.connectivity.relays import relay_bucket, relay_subject
 from p2pnode.demo.calls import dominant_frequency
 from p2pnode.identity import Identity
 from p2pnode.lab.netns import PUBLIC_NETWORK, Host, Lab, LabError, NatType, read_line
@@ -340,6 +341,10 @@ class NatDemo:
             node.start()
         for node in self.supernodes:
             node.wait_for(r"^role: supernode ")
+        for node in self.supernodes:
+            gateway.until(
+                "its relay advert in the DHT", functools.partial(_advertised, gateway, node)
+            )
         for node in self.peers.values():
             node.start()
         claims = [
@@ -355,6 +360,15 @@ class NatDemo:
         """Started, a relay chosen for its links, attached to both homes."""
         node.wait_for(r"^relays: \d")
         node.until("attaching to two homes", lambda: _attached(node.api("GET", "/api/status")))
+
+
+def _advertised(reader: LabNode, supernode: LabNode) -> bool:
+    """``reader`` finds ``supernode``'s signed RELAY_ADVERT in the DHT (what the peers'
+    relay search will look up first)."""
+    identity = Identity.load_or_create(supernode.home)
+    subject = relay_subject(relay_bucket(identity.node_id))
+    found = reader.api("GET", f"/api/records?kind=relay-advert&subject={subject}")
+    return any(record.get("owner") == identity.peer_id for record in found.get("records", []))
 
 
 def _attached(status: dict[str, Any]) -> bool:
