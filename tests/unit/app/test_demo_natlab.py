@@ -12,6 +12,7 @@ import pytest
 from p2pnode.app.config import parse_config
 from p2pnode.cli import demo as demo_cli
 from p2pnode.cli.common import CliError
+from p2pnode.demo.labnode import toml_text
 from p2pnode.demo.natlab import (
     BOB_CALLS,
     MAILBOX_PORT,
@@ -20,7 +21,6 @@ from p2pnode.demo.natlab import (
     lab_availability,
     peer_sections,
     supernode_sections,
-    toml_text,
 )
 from p2pnode.identity import Identity
 
