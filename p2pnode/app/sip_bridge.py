@@ -25,7 +25,7 @@ the node's own homes: the node itself when it serves as a home), its own
 ``BridgeUserAgent`` registered at the gateway as ``bridge_account``; the
 gateway routes what it does not host to that account and forks to every
 bridge, each taking only its callers. The bridge account is made at the first
-start with a generated password kept in ``<home>/sip-bridge.secret`` (0600).
+start; its password is generated at every start and kept in memory.
 
 Observability: every bridge event goes to the node's event stream as a
 ``SipBridgeEvent``; ``statistics()`` keeps totals across restarts (so the
@@ -74,7 +74,6 @@ from p2pnode.identity import Identity, public_key_from_peer_id
 from p2pnode.sessions.call_config import CallConfig, MediaPath, NonContactPolicy
 
 __all__ = [
-    "BRIDGE_SECRET_FILE",
     "MAX_RECENT_CALLS",
     "BridgeSnapshot",
     "BridgedCall",
@@ -87,7 +86,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BRIDGE_SECRET_FILE = "sip-bridge.secret"  # noqa: S105 - a file name, not a secret
 MAX_RECENT_CALLS = 64  # ended calls kept for the control API
 REGISTER_EXPIRES = 300  # seconds a bridge's registration at the gateway lasts
 HOMES_WAIT = 10.0  # seconds a bridge's home search waits for the node's own homes
@@ -266,21 +264,21 @@ class SipBridgeService:
             raise
 
     def _bridge_password(self, store: AccountStore) -> str:
-        """The bridge account's password: made with the account, kept in the home."""
-        secret = self.home / BRIDGE_SECRET_FILE
+        """The bridge account's password, new at every start and kept in memory only.
+
+        Only our own UAs use it. The account is made once and keeps its hosted
+        identity (the gateway's P2P identity); a password made at each start is
+        never on disk and a reset elsewhere (the app's SIP view) cannot lock the
+        bridge out for longer than one restart.
+        """
         login = self.section.bridge_account
-        known = secret.read_text().strip() if secret.exists() else None
-        if store.get(login) is not None and known:
-            return known
-        if store.get(login) is not None:  # the secret was lost: a new account, a new identity
-            logger.warning("sip bridge account=%s had no secret file: made again", login)
-            store.remove(login)
         try:
-            _, password = store.add(login, None, randbytes=os.urandom)
+            if store.get(login) is None:
+                _, password = store.add(login, None, randbytes=os.urandom)
+            else:
+                password = store.reset_password(login, None, randbytes=os.urandom)
         except AccountError as error:
             raise RuntimeError(f"[sip] bridge_account: {error}") from None
-        secret.touch(mode=0o600)
-        secret.write_text(password + "\n")
         return password
 
     async def _bridge(

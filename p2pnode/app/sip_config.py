@@ -164,7 +164,7 @@ class SipSection(BaseModel):
         None, description="bridge phones and P2P peers (default: on when [presence] is)"
     )
     bridge_account: LoginText = Field(
-        "p2p", description="account the bridge registers as (made at start, password in home)"
+        "p2p", description="account the bridge registers as (made once, new password each start)"
     )
     bridge_hosted: tuple[LoginText, ...] = Field(
         (),
