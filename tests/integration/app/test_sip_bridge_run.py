@@ -323,6 +323,8 @@ async def scenario(root: Path, role: str) -> None:
                 async with http.get(f"{a.control.url}/api/sip/bridge", headers=auth) as got:
                     assert got.status == 200
                     answer = await got.json()
+                async with http.get(f"{a.control.url}/api/openapi.json", headers=auth) as doc:
+                    assert "/api/sip/bridge" in (await doc.json())["paths"]
                 async with http.get(a.metrics.url) as scraped:
                     metrics = await scraped.text()
                 streamed = list(seen)
