@@ -15,7 +15,11 @@ which is what ``p2pnode inbox`` shows (``MAX_INBOX`` newest).
 Strangers (``peer_contacts``): the peer app screens every shown message; a
 stranger's is kept in the inbox flagged as a request (the app shows no
 conversation for it until accepted), a blocked peer's is neither kept nor
-announced, and its online envelopes are dropped before decryption. Unread counts
+announced, and its online envelopes are dropped before decryption. Receipts
+follow the same screen: a blocked peer's mailbox copies (fetched in bulk, so
+decrypted and stored) get no delivered receipt (the receive step withholds it);
+a stranger's get "delivered" but never "read" until the person accepts it (a
+contact, or someone we wrote to), whatever a page marks. Unread counts
 come from the store (``read_here``), so a reloaded page or a restarted node
 shows the same badges. Gaps are announced by peer id (``ConversationGap``).
 """
@@ -184,6 +188,8 @@ class ChatService:
         self.attached = asyncio.Event()
         self.screen: Screen = _show_all  # the peer app's, once added
         self.blocked: Callable[[str], bool] = lambda peer_id: False
+        self.is_contact: Callable[[str], bool] = lambda peer_id: True  # the peer app's
+        self.reads_withheld = 0  # read marks refused: a stranger's or a blocked peer's
 
     def _on_event(self, event: MessagingEvent) -> None:
         if isinstance(event, MessageShown):
@@ -251,6 +257,7 @@ class ChatService:
             clock=time.time,
             on_event=self._on_event,
             publish=self._publish,
+            withhold_receipts=lambda peer: self.blocked(peer_id_for(peer)),
         )
 
     async def run(self) -> None:
@@ -300,8 +307,17 @@ class ChatService:
     def status(self, message_id: bytes) -> MessageStatus:
         return self._service().status(message_id)
 
-    async def read(self, peer: bytes, message_ids: tuple[bytes, ...]) -> None:
-        await self._service().read(peer, message_ids)
+    async def read(self, peer: bytes, message_ids: tuple[bytes, ...]) -> bool:
+        """Mark read and send read receipts, only for an accepted peer: a stranger learns
+        "read" once the person accepts it, a blocked peer never; whether it was marked."""
+        service = self._service()
+        peer_id = peer_id_for(peer)
+        accepted = self.is_contact(peer_id) or service.core.store.is_accepted(peer)
+        if self.blocked(peer_id) or not accepted:
+            self.reads_withheld += 1
+            return False
+        await service.read(peer, message_ids)
+        return True
 
     def history(self, peer: bytes, limit: int) -> list[MessageRow]:
         return self._service().core.store.history(peer, limit=limit)

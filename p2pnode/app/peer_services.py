@@ -562,6 +562,7 @@ def add_peer_services(
     chat = add_chat_services(home, config, identity, dht, signalling, node.add, node.emit)
     if chat is not None:  # strangers' messages become requests; blocked peers are dropped
         chat.screen, chat.blocked = app.screen, app.book.is_blocked
+        chat.is_contact = app.is_contact  # read receipts only to accepted peers
     calls = config.calls
     assert isinstance(calls, CallsSection)
     if calls.enabled:

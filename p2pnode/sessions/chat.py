@@ -15,11 +15,16 @@ Invariants:
 - The outbox row of a message is deleted only by the recipient's delivered
   receipt (``OutboxInput.RECEIPT``), never by a mailbox's acknowledgement.
 - Messages from peers we never accepted are stored as requests (``request``).
+- A peer the caller withholds receipts from (``receive``'s ``withhold``: the app's
+  blocked peers) gets no delivered receipt, not even for a duplicate, and none is
+  encrypted for it (an unsent receipt would still advance our sending chain and
+  open a gap of skipped keys at the peer).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2pnode.identity import Identity
@@ -69,6 +74,10 @@ MAX_SESSIONS_PER_PEER = 4  # simultaneous initiations leave two; a reinstall add
 SEEN_ENVELOPES_KEPT = 90 * 24 * 3600  # past mailbox retention and any sane outbox retry
 
 
+def _withhold_none(peer: bytes) -> bool:
+    return False
+
+
 class NeedBundleError(LookupError):
     """No session with this peer yet: fetch its prekey bundle and call again."""
 
@@ -102,6 +111,7 @@ class ReceiveResult:
     duplicates: int = 0
     gaps: tuple[tuple[bytes, int, int], ...] = ()  # (peer, expected seq, first held seq)
     requests: tuple[bytes, ...] = ()  # peers not yet accepted who wrote
+    withheld: int = 0  # delivered receipts not made: the peer is withheld (blocked)
 
 
 class ChatCore:
@@ -296,8 +306,15 @@ class ChatCore:
         return self.store.next_outbox_deadline()
 
     # receiving
-    def receive(self, envelopes: list[bytes], now: float) -> ReceiveResult:
-        """Decrypt a batch (one transaction), show what is in order, answer with receipts."""
+    def receive(
+        self,
+        envelopes: list[bytes],
+        now: float,
+        withhold: Callable[[bytes], bool] = _withhold_none,
+    ) -> ReceiveResult:
+        """Decrypt a batch (one transaction), show what is in order, answer with delivered
+        receipts, except to peers ``withhold`` names (their messages are still stored, so
+        a mailbox may forget its copies, but the sender never learns they arrived)."""
         shown: list[MessageRow] = []
         receipts: list[tuple[bytes, BodyKind]] = []
         refused: list[str] = []
@@ -367,7 +384,11 @@ class ChatCore:
                 if gap is not None:
                     gaps.append((peer, *gap))
             replies: list[Outgoing] = []
+            withheld = 0
             for peer, ids in delivered.items():
+                if withhold(peer):
+                    withheld += len(ids)
+                    continue
                 replies.extend(self._receipts(peer, BodyKind.DELIVERED, tuple(ids), now))
         return ReceiveResult(
             tuple(shown),
@@ -377,6 +398,7 @@ class ChatCore:
             duplicates,
             tuple(gaps),
             tuple(sorted(requests)),
+            withheld,
         )
 
     def _decrypt(self, envelope: Envelope, now: float) -> bytes:

@@ -15,6 +15,10 @@ What it guarantees (the core's invariants plus):
   its store has committed.
 - Every task is owned by ``run``'s TaskGroup; a failing mailbox is a failed
   attempt, never a crash.
+- Peers ``withhold_receipts`` names (the app's blocked peers) get no delivered
+  receipt, online or from a mailbox: the screen runs inside the receive step,
+  before any receipt exists. Their mailbox copies are still acknowledged to the
+  mailbox (deleted there, never fetched again).
 """
 
 from __future__ import annotations
@@ -126,6 +130,7 @@ class MessagingStatistics:
     drained: int
     refused: int
     replies_dropped: int
+    receipts_withheld: int = 0  # delivered receipts not sent to withheld (blocked) peers
 
 
 class MessagingService:
@@ -146,6 +151,7 @@ class MessagingService:
         on_event: Callable[[MessagingEvent], None] = lambda event: None,
         publish: PublishRecord = _publish_nowhere,
         find_mailboxes: FindMailboxes | None = None,
+        withhold_receipts: Callable[[bytes], bool] = lambda peer: False,
     ) -> None:
         self.identity = identity
         self.config = config
@@ -159,6 +165,8 @@ class MessagingService:
         self._on_event = on_event
         self._publish = publish
         self._find_mailboxes = find_mailboxes
+        self._withhold = withhold_receipts
+        self._withheld = 0
         self._mailboxes = config.mailboxes
         self._former: dict[bytes, tuple[MailboxEntry, float]] = {
             entry.key: (entry, float("inf")) for entry in config.former_mailboxes
@@ -190,7 +198,7 @@ class MessagingService:
         """An envelope arrived over the online path (its receipt goes out from ``run``)."""
         # receipts go out from run()'s reply sender: the transport's inbox is not held
         # up while they travel (an online receipt waits for the peer's home to confirm)
-        self._handle(self.core.receive([payload], self.clock()), queue_replies=True)
+        self._handle(self.core.receive([payload], self.clock(), self._withhold), queue_replies=True)
 
     def status(self, message_id: bytes) -> MessageStatus:
         """Outbox state, mailbox copies held and receipts of one of our messages."""
@@ -290,6 +298,7 @@ class MessagingService:
             self._drained,
             self._refused,
             self._replies_dropped,
+            self._withheld,
         )
 
     # internals
@@ -306,6 +315,7 @@ class MessagingService:
     def _handle(self, result: ReceiveResult, *, queue_replies: bool) -> list[Outgoing]:
         """Emit the events; the replies are queued (returned empty) or returned to send."""
         self._refused += len(result.refused)
+        self._withheld += result.withheld
         now = self.clock()
         for reason in result.refused:
             self.refused_by_reason[reason] += 1
@@ -453,7 +463,8 @@ class MessagingService:
             self._note(entry, ok=True)
             if response.status is not Status.OK or not response.items:
                 return total
-            result = self.core.receive([item.envelope for item in response.items], self.clock())
+            envelopes = [item.envelope for item in response.items]
+            result = self.core.receive(envelopes, self.clock(), self._withhold)
             total += len(response.items)
             self._drained += len(response.items)
             # committed above: now the mailbox may forget them (refused ones are junk forever)
