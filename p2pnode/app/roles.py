@@ -2,8 +2,12 @@
 
 ``SupernodeService`` hosts ``connectivity.supernode.Supernode`` (reachability
 checks, promotion, the relay, the advert) and publishes a ``RoleChanged`` event
-when the role changes; ``TurnService`` runs a STUN + TURN server with operator
-users (``[turn]``, what ``p2pnode relay`` does). Both drain on SIGTERM: new
+when the role changes; when a check judges the running node behind NAT, its DHT
+turns client (``DhtClientMode``): nobody can dial it, so it must not sit in
+others' routing tables or hold their records (the start-up decision in
+``peer_services.effective_config`` only knows the configuration);
+``TurnService`` runs a STUN + TURN server with operator users (``[turn]``,
+what ``p2pnode relay`` does). Both drain on SIGTERM: new
 allocations are refused through the TURN core's admission policy (508) and
 the live ones get up to ``[relay] drain_limit`` seconds.
 """
@@ -37,6 +41,7 @@ from relay.supernode import Role
 from relay.tls import TlsConfigError, server_context
 
 __all__ = [
+    "DhtClientMode",
     "RoleChanged",
     "SupernodeService",
     "SupernodeServiceStatistics",
@@ -59,6 +64,13 @@ class RoleChanged:
     role: Role
     reason: str
     reachability: Reachability
+
+
+@dataclass(frozen=True)
+class DhtClientMode:
+    """Event: the running DHT became a client (query only) after a behind-NAT verdict."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,11 @@ class SupernodeService:
                 shown = (status.role, status.reason)
                 logger.info("role=%s reason=%s", status.role.value, status.reason)
                 self.emit(RoleChanged(status.role, status.reason, status.reachability))
+            node = self.dht.node
+            if status.reachability is Reachability.BEHIND_NAT and not node.config.client_mode:
+                node.enter_client_mode()  # one way: only a restart serves the DHT again
+                logger.info("dht client mode: %s", status.reason)
+                self.emit(DhtClientMode(status.reason))
             try:
                 async with asyncio.timeout(WATCH_INTERVAL):
                     await self._stop.wait()

@@ -272,6 +272,11 @@ class DhtNode:
     ) -> None:
         self.core.register_extension(code, decoder, handler)
 
+    def enter_client_mode(self) -> None:
+        """Query only from now on: a running node found behind NAT (see the core's)."""
+        self.config = dataclasses.replace(self.config, client_mode=True)
+        self.core.enter_client_mode()
+
     def statistics(self) -> DhtStatistics:
         return self.core.statistics()
 

@@ -37,7 +37,7 @@ import logging
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from nat.drops import DropCounter
@@ -354,6 +354,15 @@ class DhtCore:
         """Where (re-)bootstrapping knocks: bootstrap addresses first, then saved contacts."""
         addresses = dict.fromkeys([*self.bootstrap_addresses, *self.saved_addresses])
         return list(addresses)[:MAX_BOOTSTRAP_ADDRESSES]
+
+    def enter_client_mode(self) -> None:
+        """Query only from now on (a later verdict found us behind NAT): our frames carry
+        the client flag, so peers stop adding us, and STOREs are refused. Held records
+        stay until they expire; only a restart leaves client mode."""
+        self.config = replace(self.config, client_mode=True)
+        self._flags = _CLIENT
+        self.admission.client_mode = True
+        self.server.enter_client_mode()
 
     def register_extension(
         self,

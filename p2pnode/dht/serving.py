@@ -96,6 +96,10 @@ class RequestServer:
         self._wall = wall
         self.refusals: deque[Refusal] = deque(maxlen=MAX_QUEUED_REFUSALS)
 
+    def enter_client_mode(self) -> None:
+        """Answer as a client from now on (``DhtCore.enter_client_mode``)."""
+        self._flags = _CLIENT
+
     def serve(self, frame: Frame, address: Address, size: int, now: float) -> None:
         """Answer one request datagram of ``size`` bytes (its frame decoded and checked)."""
         if not self._limits.allow(source_of(address[0]), now):
