@@ -233,6 +233,9 @@ class SipBridgeService:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Nothing to bind yet: the bridges are built in ``run`` once the gateway runs."""
+
+    async def _build(self) -> None:
         gateway, store = self.sip.gateway, self.sip.store
         if gateway is None or store is None or gateway.address is None:
             raise RuntimeError("[sip] bridge: the SIP gateway is not running")
@@ -377,7 +380,11 @@ class SipBridgeService:
         return bridge
 
     async def run(self) -> None:
-        """Every bridge's controller, signal pump and re-registration, until stopped."""
+        """Wait for the gateway (a gateway that cannot bind yet is retried by the node
+        without failing the bridge), build the bridges, then every bridge's controller,
+        signal pump and re-registration until stopped."""
+        await self.sip.started.wait()
+        await self._build()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._watch_gateway())
             for bridge in self._bridges:

@@ -97,6 +97,7 @@ class SipService:
         self._numbers = numbers  # our trusted ENUM, asked first for outbound numbers
         self.p2p_login = p2p_login
         self.stopped = asyncio.Event()  # set when this start's gateway stops (the bridge follows)
+        self.started = asyncio.Event()  # set while a gateway runs (the bridge waits for it)
         self.store: AccountStore | None = None
         self.gateway: SipGateway | None = None
         self.domain = section.domain or ""
@@ -145,11 +146,13 @@ class SipService:
             raise
         self.store, self.gateway, self.domain = store, gateway, store.realm
         self.stopped = asyncio.Event()
+        self.started.set()
 
     async def stop(self) -> None:
         gateway, store = self.gateway, self.store
         self.gateway = self.store = None
         self.stopped.set()
+        self.started.clear()
         if gateway is not None:
             await gateway.stop()
         if store is not None:

@@ -206,6 +206,11 @@ def hostport(assembly: Assembly) -> str:
     return f"{host}:{port}"
 
 
+def ready(service: SipBridgeService) -> bool:
+    built = service.statistics().bridges
+    return len(built) == 2 and all(bridge.homes for bridge in built)
+
+
 def restarts(assembly: Assembly, name: str) -> int:
     return next(s.restarts for s in assembly.node.status() if s.name == name)
 
@@ -246,7 +251,7 @@ async def scenario(root: Path, role: str) -> None:
         assert sip.gateway is not None and sip.gateway.address is not None
         b_signalling = service(b, "signalling", SignallingService)
         await until(b_signalling.homes, "b attached")
-        await until(lambda: all(s.homes for s in bridges.statistics().bridges), "bridges")
+        await until(lambda: ready(bridges), "bridges attached")
         for key in (b.identity.public_key, identity_of(alice_account).public_key):
             await until(lambda k=key: has_home(h, k), "contact published with its home")
         # bob's login, countersigned by the verifier node A trusts.
@@ -334,7 +339,7 @@ async def scenario(root: Path, role: str) -> None:
                 await sip.stop()
                 await sip.start()
                 await until(lambda: restarts(a, "sip-bridge") >= 1, "bridge restarted")
-                await until(lambda: len(bridges.statistics().bridges) == 2, "bridges back")
+                await until(lambda: ready(bridges), "bridges back")
                 assert sip.gateway is not None and sip.gateway.address is not None
                 phone.server = sip.gateway.address  # listen port 0: a new port
                 await phone.register()
