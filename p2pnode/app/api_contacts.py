@@ -66,9 +66,10 @@ class AcceptRequest(_Model):
 
 class SettingsRequest(_Model):
     presence_visibility: Literal["everyone", "contacts", "nobody"]
-    who_may_call: Literal["ring", "request", "refuse"] = pydantic.Field(
+    who_may_call: Literal["ring", "request", "refuse"] | None = pydantic.Field(
+        None,
         description="strangers' calls: ring (anyone), request (contacts; others wait as "
-        "requests), refuse (contacts only)"
+        "requests), refuse (contacts only); null: as [calls] non_contacts",
     )
     auto_answer: bool | None = pydantic.Field(
         None, description="answer calls unattended (null: as [calls] auto_answer)"
@@ -181,7 +182,7 @@ async def settings_set(app: PeerApp, request: web.Request) -> web.Response:
     app.book.set_settings(
         ReachSettings(
             PresenceVisibility(body.presence_visibility),
-            NonContactPolicy(body.who_may_call),
+            None if body.who_may_call is None else NonContactPolicy(body.who_may_call),
             body.auto_answer,
         )
     )

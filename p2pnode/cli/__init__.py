@@ -43,6 +43,7 @@ COMMAND_MODULES = (
     "p2pnode.cli.sip",
     "p2pnode.cli.app",
     "p2pnode.cli.peer",
+    "p2pnode.cli.settings",
 )
 
 # Which module registers each top-level command (tests/unit/app/test_cli_conventions.py
@@ -63,6 +64,7 @@ COMMANDS: dict[str, str] = {
          "presence", "send"),
         "p2pnode.cli.peer",
     ),
+    "settings": "p2pnode.cli.settings",
 }  # fmt: skip
 
 EPILOG = """\

@@ -34,6 +34,7 @@ from p2pnode.app.api_peer import (
     SendRequest,
 )
 from p2pnode.cli import chat as chat_cli
+from p2pnode.cli import contacts as contacts_cli
 from p2pnode.cli.common import (
     EXIT_NEGATIVE,
     EXIT_OK,
@@ -299,6 +300,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     remove.add_argument("name")
     _common(remove)
     remove.set_defaults(func=cmd_contacts_remove)
+    contacts_cli.add_request_commands(inner)  # requests, accept, decline, unblock
 
     send = subparsers.add_parser(
         "send",
