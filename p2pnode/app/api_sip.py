@@ -19,11 +19,19 @@ from aiohttp import web
 from p2pnode.app.api_models import ApiError
 from p2pnode.app.api_sip_bridge import SipBridgeAnswer, sip_bridge_status
 from p2pnode.app.sip_service import SipService
+from p2pnode.gateways.sip.gateway import SipGateway
 
 if TYPE_CHECKING:
     from p2pnode.app.control import ControlContext
 
-__all__ = ["SIP_ROUTES", "SipRegistrationModel", "SipStatusAnswer"]
+__all__ = [
+    "SIP_ROUTES",
+    "SipRegistrationModel",
+    "SipStatusAnswer",
+    "SipUnregisterAnswer",
+    "SipUnregisterQuery",
+    "drop_registrations",
+]
 
 
 class _Model(pydantic.BaseModel):
@@ -54,6 +62,36 @@ class SipStatusAnswer(_Model):
     login_claims: int
     registrations: list[SipRegistrationModel]
     truncated: bool = pydantic.Field(description="more registrations than listed")
+
+
+class SipUnregisterQuery(_Model):
+    contact: str | None = pydantic.Field(
+        None, max_length=1024, description="the device's contact URI as listed; none: all"
+    )
+
+
+class SipUnregisterAnswer(_Model):
+    login: str
+    removed: int = pydantic.Field(description="registrations dropped")
+
+
+def drop_registrations(gateway: SipGateway, login: str, contact: str | None, now: float) -> int:
+    """Drop ``login``'s bindings (only the one whose contact is ``contact``, as
+    ``/api/sip`` lists it) from the running registrar, and stop pinging them; how many.
+
+    Why at once and not at expiry: a removed account's devices, or a device the person
+    unregistered, must stop ringing now (a device re-registering needs the password,
+    which a removed account no longer has)."""
+    removed = 0
+    for binding in gateway.registrar.bindings(login, now):
+        uri = str(binding.contact)
+        if contact is not None and uri != contact:
+            continue
+        if gateway.registrar.remove(login, binding.contact):
+            removed += 1
+        gateway.pinger.keepalive.unwatch((login, uri))
+    gateway.pinger.arm()
+    return removed
 
 
 def _error(status: int, error: str, detail: str) -> web.Response:
@@ -100,6 +138,28 @@ async def sip_status(ctx: ControlContext, request: web.Request) -> web.StreamRes
     return web.Response(text=answer.model_dump_json(), content_type="application/json")
 
 
+async def sip_unregister(ctx: ControlContext, request: web.Request) -> web.StreamResponse:
+    try:
+        service = ctx.node.service("sip")
+    except KeyError:
+        return _error(404, "sip not enabled", "set [sip] enabled = true")
+    assert isinstance(service, SipService)
+    gateway = service.gateway
+    if gateway is None:
+        return _error(503, "sip gateway not running", "see p2pnode status for its state")
+    try:
+        query = SipUnregisterQuery.model_validate(dict(request.query))
+    except pydantic.ValidationError:
+        return _error(400, "invalid query", "contact: the device's contact URI")
+    login = request.match_info["login"]
+    now = asyncio.get_running_loop().time()
+    removed = drop_registrations(gateway, login, query.contact, now)
+    if query.contact is not None and removed == 0:
+        return _error(404, "no such registration", "see GET /api/sip")
+    answer = SipUnregisterAnswer(login=login, removed=removed)
+    return web.Response(text=answer.model_dump_json(), content_type="application/json")
+
+
 SIP_ROUTES: tuple[
     tuple[
         str,
@@ -117,4 +177,7 @@ SIP_ROUTES: tuple[
     ("GET", "/api/sip/bridge", sip_bridge_status,
      "SIP <-> P2P bridge: calls by direction and mode, refusals, recent calls",
      SipBridgeAnswer, None, None),
+    ("DELETE", "/api/sip/registrations/{login}", sip_unregister,
+     "drop a login's registered devices now (all, or the one ?contact= names)",
+     SipUnregisterAnswer, None, SipUnregisterQuery),
 )  # fmt: skip
