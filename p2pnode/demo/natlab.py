@@ -49,7 +49,7 @@ from p2pnode.connectivity.relays import relay_bucket, relay_subject
 from p2pnode.demo.calls import dominant_frequency
 from p2pnode.demo.labnode import LIMIT, LabNode, NatDemoError
 from p2pnode.identity import Identity
-from p2pnode.lab.netns import PUBLIC_NETWORK, Host, Lab, NatType, read_line
+from p2pnode.lab.netns import PUBLIC_NETWORK, Host, Lab, LabError, NatType, read_line
 
 __all__ = [
     "ALICE_NAT",
@@ -433,7 +433,11 @@ def _phone(demo: NatDemo, say: Say) -> bool:
     )
     say(f"      the phone heard {phone_heard:.1f} Hz, bob's node heard {bob_heard:.1f} Hz (FFT)")
     waiting = demo.phone.popen(_phone_argv(demo, "--wait", str(LIMIT)))
-    if read_line(waiting, timeout=LIMIT) != "registered; waiting for a call":
+    try:
+        registered = read_line(waiting, timeout=LIMIT) == "registered; waiting for a call"
+    except LabError:  # it exited or said nothing: a failed step, not a lab that failed
+        registered = False
+    if not registered:
         raise NatDemoError("phone: did not register to wait for a call")
     mine = bob.home / "bob-heard-phone.wav"
     out = bob.cli(
