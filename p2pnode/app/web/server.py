@@ -14,8 +14,9 @@ Every request passes, in this order:
 ``/api/*`` is forwarded to the control API with the token (the page never sees
 it); ``/api/events`` is relayed WebSocket to WebSocket. ``/app/*`` holds what
 only this package does: who am I, claim a login, identity backup export/import,
-SIP accounts, and a page call's renegotiation (its re-offer, or its answer to the
-peer's re-offer, when a relay fails: ``browser_calls``).
+SIP accounts (add, new password, remove: its registrations dropped at once), and a
+page call's renegotiation (its re-offer, or its answer to the peer's re-offer,
+when a relay fails: ``browser_calls``).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import pydantic
 from aiohttp import WSMsgType, web
 
 from nat.logsafe import RefusalLog
+from p2pnode.app.api_sip import drop_registrations
 from p2pnode.app.browser_calls import (
     MAX_BROWSER_SDP,
     BrowserCallService,
@@ -51,6 +53,7 @@ from p2pnode.app.homefiles import read_token
 from p2pnode.app.node import Node
 from p2pnode.app.peer_calls import CallsNodeService
 from p2pnode.app.services import directory_of
+from p2pnode.app.sip_service import SipService
 from p2pnode.app.web.backup import (
     MAX_BACKUP_BYTES,
     BackupDecodeError,
@@ -59,7 +62,12 @@ from p2pnode.app.web.backup import (
     seal_backup,
 )
 from p2pnode.app.web.sessions import SessionsStatistics, SessionTable
-from p2pnode.app.web.sip_accounts import add_account, list_accounts, reset_password
+from p2pnode.app.web.sip_accounts import (
+    add_account,
+    list_accounts,
+    remove_account,
+    reset_password,
+)
 from p2pnode.app.web_config import WEB_FILE, WebSection
 from p2pnode.directory.names import LoginError, normalise_login
 from p2pnode.gateways.sip.accounts import AccountError
@@ -366,6 +374,21 @@ def build_web_app(
             raise _AppError(404, "no such account", str(error)) from None
         return web.json_response(dataclasses.asdict(made))
 
+    async def sip_remove(request: web.Request) -> web.Response:
+        login = request.match_info["login"]
+        try:
+            await asyncio.to_thread(remove_account, backend.home, login)
+        except AccountError as error:
+            raise _AppError(404, "no such account", str(error)) from None
+        dropped = 0  # its devices stop ringing now, not at their expiry
+        ctx = backend.control.ctx
+        with contextlib.suppress(KeyError):
+            service = None if ctx is None else ctx.node.service("sip")
+            if isinstance(service, SipService) and service.gateway is not None:
+                now = asyncio.get_running_loop().time()
+                dropped = drop_registrations(service.gateway, login, None, now)
+        return web.json_response({"login": login, "removed": True, "devices_dropped": dropped})
+
     def page_calls() -> BrowserCallService:
         ctx = backend.control.ctx
         if ctx is None:
@@ -499,6 +522,7 @@ def build_web_app(
     app.router.add_get("/app/sip", sip_list)
     app.router.add_post("/app/sip/accounts", sip_add)
     app.router.add_post("/app/sip/accounts/{login}/password", sip_reset)
+    app.router.add_delete("/app/sip/accounts/{login}", sip_remove)
     app.router.add_get("/app/calls/{call_id}/reoffer", held_reoffer)
     app.router.add_post("/app/calls/{call_id}/reoffer", reoffer)
     app.router.add_post("/app/calls/{call_id}/reanswer", reanswer)

@@ -7,7 +7,10 @@ person at the app. Only digest hashes are stored, so an existing account's
 password cannot be shown again: a reset makes a new one (shown once), and the
 devices still holding the old one fail their next challenge. Registered devices
 live in the running gateway's registrar: the page reads them from the control
-API's ``/api/sip``.
+API's ``/api/sip`` and drops one there (``DELETE /api/sip/registrations/{login}``).
+Removing an account deletes it from the file and then drops its registrations on
+the running gateway (the server route does both), so its phones stop ringing at
+once and cannot register again.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "SipAccountView",
     "add_account",
     "list_accounts",
+    "remove_account",
     "reset_password",
 ]
 
@@ -92,3 +96,16 @@ def reset_password(home: Path, login: str) -> NewAccount:
         store.close()
     assert account is not None
     return NewAccount(account.login, password, account.realm, identity_of(account).peer_id)
+
+
+def remove_account(home: Path, login: str) -> None:
+    """Delete ``login`` from the home's accounts; ``AccountError`` when there is none."""
+    path = home / ACCOUNTS_FILE
+    if not path.exists():
+        raise AccountError("no such account")
+    store = AccountStore.open(path, None)
+    try:
+        if not store.remove(login):
+            raise AccountError("no such account")
+    finally:
+        store.close()

@@ -1,7 +1,9 @@
 // SIP equipment: the login, password and server to type into a desk phone or PBX (the
 // gateway's accounts in this node's home), the devices registered on each account (from the
-// running gateway's registrar, /api/sip), and a password reset. A password is shown once,
-// when the account is made or its password reset: only digest hashes are kept.
+// running gateway's registrar, /api/sip), a password reset, removing an account (confirmed;
+// the node drops its registrations at once) and unregistering one device (DELETE
+// /api/sip/registrations/LOGIN?contact=URI). A password is shown once, when the account is
+// made or its password reset: only digest hashes are kept.
 import { useEffect, useState } from "preact/hooks";
 import { html, api } from "../app.js";
 
@@ -21,7 +23,7 @@ export function SipView({ eventCount }) {
   const [login, setLogin] = useState("");
   const [newDomain, setNewDomain] = useState("");
   const [made, setMade] = useState(null);
-  const [confirming, setConfirming] = useState(null);
+  const [confirming, setConfirming] = useState(null); // { login, action: "reset" | "remove" }
   const [message, setMessage] = useState("");
   const refresh = () => {
     api("GET", "/app/sip").then((a) => { setDomain(a.domain); setAccounts(a.accounts); }, (e) => setMessage(e.message));
@@ -44,6 +46,23 @@ export function SipView({ eventCount }) {
       setMessage("");
     } catch (error) { setMessage(`Password not reset: ${error.message}`); }
   };
+  const remove = async (account) => {
+    setConfirming(null);
+    try {
+      const done = await api("DELETE", `/app/sip/accounts/${encodeURIComponent(account)}`);
+      if (made && made.login === account) setMade(null);
+      setMessage(`Removed ${account}; ${done.devices_dropped} registered device${done.devices_dropped === 1 ? "" : "s"} dropped.`);
+      refresh();
+    } catch (error) { setMessage(`Not removed: ${error.message}`); }
+  };
+  const unregister = async (r) => {
+    try {
+      const query = `contact=${encodeURIComponent(r.contact)}`;
+      await api("DELETE", `/api/sip/registrations/${encodeURIComponent(r.login)}?${query}`);
+      setMessage(`Unregistered a device of ${r.login} (it can register again with the password).`);
+      refresh();
+    } catch (error) { setMessage(`Not unregistered: ${error.message}`); }
+  };
   const devices = (account) => (gateway ? gateway.registrations.filter((r) => r.login === account) : []);
   return html`<h2 tabindex="-1">SIP equipment</h2>
   ${made && html`<section class="card" role="alert" aria-labelledby="made-h" id="sip-made">
@@ -64,11 +83,16 @@ export function SipView({ eventCount }) {
       <tbody>${accounts.map((a) => html`<tr data-login=${a.login}><td>${a.login}</td><td>${a.server}</td>
         <td>${a.e164 ? "allowed" : "no"}</td><td class="mono">${a.peer_id.slice(0, 16)}…</td>
         <td data-devices=${devices(a.login).length}>${gateway ? devices(a.login).length : "—"}</td>
-        <td>${confirming === a.login
+        <td>${confirming && confirming.login === a.login && confirming.action === "reset"
           ? html`<span role="group" aria-label=${`Reset the password of ${a.login}?`}>Phones using the old password stop working.
               <button type="button" onClick=${() => reset(a.login)}>Reset ${a.login}'s password</button>
               <button type="button" class="secondary" onClick=${() => setConfirming(null)}>Cancel</button></span>`
-          : html`<button type="button" class="secondary" aria-label=${`New password for ${a.login}`} onClick=${() => setConfirming(a.login)}>New password…</button>`}</td></tr>`)}</tbody></table>`}
+          : confirming && confirming.login === a.login && confirming.action === "remove"
+          ? html`<span role="group" aria-label=${`Remove the account ${a.login}?`}>Its phones stop working now and cannot register again.
+              <button type="button" onClick=${() => remove(a.login)}>Remove ${a.login}</button>
+              <button type="button" class="secondary" onClick=${() => setConfirming(null)}>Cancel</button></span>`
+          : html`<button type="button" class="secondary" aria-label=${`New password for ${a.login}`} onClick=${() => setConfirming({ login: a.login, action: "reset" })}>New password…</button>
+              <button type="button" class="secondary" aria-label=${`Remove account ${a.login}`} onClick=${() => setConfirming({ login: a.login, action: "remove" })}>Remove…</button>`}</td></tr>`)}</tbody></table>`}
     <form onSubmit=${add}>
       <label for="sip-new-login">New account login</label>
       <input id="sip-new-login" value=${login} onInput=${(e) => setLogin(e.target.value)} required pattern="[a-z][a-z0-9._-]{1,31}" />
@@ -76,18 +100,21 @@ export function SipView({ eventCount }) {
         <input id="sip-domain" value=${newDomain} onInput=${(e) => setNewDomain(e.target.value)} required />`}
       <button type="submit" id="sip-add">Add account</button>
     </form>
-    <p role="status">${message}</p>
+    <p role="status" id="sip-message">${message}</p>
   </section>
   <section class="card" aria-labelledby="dev-h"><h3 id="dev-h">Registered devices</h3>
     ${devicesError ? html`<p class="muted" id="sip-devices-note">${devicesError}</p>`
       : !gateway ? html`<p role="status">Loading…</p>`
       : gateway.registrations.length === 0 ? html`<p class="muted" id="sip-devices-note">No device is registered now. A phone registers with the login, password and server above${gateway.address ? html`, sending to <span class="mono">${gateway.address}</span>` : ""}.</p>`
       : html`<table id="sip-devices"><thead><tr><th scope="col">Account</th><th scope="col">Device</th><th scope="col">Contact</th>
-        <th scope="col">From address</th><th scope="col">Transport</th><th scope="col">Expires in</th></tr></thead>
+        <th scope="col">From address</th><th scope="col">Transport</th><th scope="col">Expires in</th>
+        <th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
         <tbody>${gateway.registrations.map((r) => html`<tr data-device=${r.login}><td>${r.login}</td>
           <td class="user-agent">${r.user_agent || html`<span class="muted">(no User-Agent)</span>`}</td>
           <td class="mono">${r.contact}</td><td class="mono source">${r.source}</td><td>${r.transport}</td>
-          <td class="expires">${r.expires_in} s</td></tr>`)}</tbody></table>
+          <td class="expires">${r.expires_in} s</td>
+          <td><button type="button" class="secondary unregister" aria-label=${`Unregister ${r.user_agent || "the device"} at ${r.source} from ${r.login}`}
+            onClick=${() => unregister(r)}>Unregister</button></td></tr>`)}</tbody></table>
         ${gateway.truncated ? html`<p class="muted">More devices are registered than listed.</p>` : ""}`}
   </section>`;
 }
