@@ -171,6 +171,9 @@ class SelectorConfig:
     max_in_flight: int = 4  # concurrent health checks
     max_candidates: int = MAX_CANDIDATES
     rediscover_interval: float = 300.0  # refetch buckets at least this often when short
+    # With no usable relay at all, refetch sooner: 5 s, 10 s, 20 s ... up to the above.
+    # A node started before any supernode advertised would otherwise wait 300 s.
+    empty_rediscover: float = 5.0
     min_dial_back: int = 0  # also short while fewer advertised dial-back servers are known
 
     def __post_init__(self) -> None:
@@ -200,6 +203,7 @@ class RelaySelector:
         self._entries: dict[bytes, _Entry] = {}
         self._chosen: list[bytes] = []
         self._last_discovery = -math.inf
+        self._empty_discoveries = 0  # discoveries in a row that left nothing usable
 
     # -- inputs ------------------------------------------------------------
 
@@ -215,6 +219,7 @@ class RelaySelector:
         self._forget_expired(now)
         self._bound()
         self._fill(now)
+        self._empty_discoveries = 0 if self._usable() else self._empty_discoveries + 1
 
     def probe_succeeded(self, owner: bytes, rtt: float, now: float) -> None:
         entry = self._entries.get(owner)
@@ -312,14 +317,9 @@ class RelaySelector:
             return now - self._last_discovery >= self.config.rediscover_interval
         if len(self._chosen) >= self.config.keep:
             return False
-        usable = sum(
-            1
-            for e in self._entries.values()
-            if e.state is not CandidateState.FAILED and e.candidate.advert.has_room
-        )
-        if usable >= self.config.keep:
+        if self._usable() >= self.config.keep:
             return False
-        return now - self._last_discovery >= self.config.rediscover_interval
+        return now - self._last_discovery >= self._rediscover_wait()
 
     def has_due(self, now: float) -> bool:
         """Whether ``probes_due(now)`` would return something (marks nothing)."""
@@ -336,8 +336,22 @@ class RelaySelector:
             elif entry.state is CandidateState.HEALTHY:
                 times.append(entry.checked_at + self.config.recheck_interval)
         if len(self._chosen) < self.config.keep:
-            times.append(self._last_discovery + self.config.rediscover_interval)
+            times.append(self._last_discovery + self._rediscover_wait())
         return min(times) if times else None
+
+    def _usable(self) -> int:
+        return sum(
+            1
+            for e in self._entries.values()
+            if e.state is not CandidateState.FAILED and e.candidate.advert.has_room
+        )
+
+    def _rediscover_wait(self) -> float:
+        """The full interval, or a short doubling one while nothing usable is known."""
+        if self._usable() or not self._empty_discoveries:
+            return self.config.rediscover_interval
+        short = self.config.empty_rediscover * 2.0 ** (self._empty_discoveries - 1)
+        return min(short, self.config.rediscover_interval)
 
     # -- policy ------------------------------------------------------------
 

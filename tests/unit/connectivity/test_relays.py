@@ -224,6 +224,27 @@ def test_rediscovery_when_short_and_interval_elapsed() -> None:
     assert not selector.needs_discovery(NOW + 300)
 
 
+def test_a_discovery_that_found_nothing_is_retried_soon_then_less_often() -> None:
+    """A node started before any supernode advertised must not wait 300 s for one."""
+    selector = RelaySelector(SelectorConfig(rediscover_interval=300.0, empty_rediscover=5.0))
+    assert selector.needs_discovery(NOW)
+    now = NOW
+    waits = []
+    for _ in range(8):
+        selector.add_candidates([], now)
+        deadline = selector.next_deadline()
+        assert deadline is not None
+        waits.append(deadline - now)
+        assert not selector.needs_discovery(deadline - 0.01)
+        assert selector.needs_discovery(deadline)
+        now = deadline
+    assert waits == [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]
+    selector.add_candidates([candidate(1)], now)  # found one: back to the full interval
+    probe_all(selector, now, {1: 0.01})
+    assert not selector.needs_discovery(now + 299)
+    assert selector.needs_discovery(now + 300)
+
+
 def test_dial_back_servers_healthy_first_never_failed_one_per_supernode() -> None:
     selector = RelaySelector(SelectorConfig(max_in_flight=8))
     selector.add_candidates(
