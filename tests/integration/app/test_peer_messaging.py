@@ -140,7 +140,9 @@ async def run(world: Running) -> None:
     assert re.search(r"\(message [0-9a-f]{8}: delivered\)", view), view
     assert "(bob is online)" in view, view
     assert "from the chat view" in await cli(bob_home, "inbox")
-    # bob opens his view of the conversation: what it shows is read, alice learns it
+    # bob accepts alice (read receipts go to accepted peers only) and opens his view of
+    # the conversation: what it shows is read, alice learns it
+    await cli(bob_home, "contacts", "add", "alice", alice.identity.peer_id)
     shown = await chat(bob_home, alice.identity.peer_id, "/quit\n")
     assert re.search(r": hello online$", shown, re.MULTILINE), shown
     async with asyncio.timeout(WAIT):
