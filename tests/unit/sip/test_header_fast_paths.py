@@ -37,7 +37,7 @@ def _outcome_scan_name(value: str) -> tuple[NameAddress, ...] | str:
         return f"error {error}"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(st.from_regex(headers._FAST_VIA_RE, fullmatch=True), _NEAR))
 def test_fast_via_equals_the_scanner(value: str) -> None:
     fast = headers._via_fast(value)
@@ -45,7 +45,7 @@ def test_fast_via_equals_the_scanner(value: str) -> None:
         assert _outcome_scan_via(value) == (fast,)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(st.from_regex(headers._FAST_NAME_ADDR_RE, fullmatch=True), _NEAR))
 def test_fast_name_address_equals_the_scanner(value: str) -> None:
     fast = headers._name_address_fast(value)
@@ -53,7 +53,7 @@ def test_fast_name_address_equals_the_scanner(value: str) -> None:
         assert _outcome_scan_name(value) == (fast,)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.one_of(st.from_regex(headers._FAST_PARAMS_RE, fullmatch=True), _NEAR),
     st.sampled_from(["", ",", " ", ";", "=", '"x"', ", next", " ;a=b", "x"]),
