@@ -141,6 +141,41 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bridge(args: argparse.Namespace) -> int:
+    """The running node's SIP <-> P2P bridge: totals, bridges, the newest calls."""
+    from p2pnode.app.api_sip_bridge import SipBridgeAnswer  # noqa: PLC0415 (aiortc: only when asked)
+
+    node = running_node(args.home or default_home())
+    if node is None:
+        raise NetworkFailureError("no node is running in this home (p2pnode run with [sip])")
+    answer = node.request("GET", "/api/sip/bridge", SipBridgeAnswer)
+    if args.json:
+        print(answer.model_dump_json())
+        return 0
+    print(f"bridge account: {answer.account}   active calls: {answer.active_calls}")
+    for bridge in answer.bridges:
+        print(
+            f"  {bridge.login}: takes {bridge.callers}, peer {bridge.peer_id[:16]}..., "
+            f"{bridge.homes} home(s), {bridge.active_calls} active"
+        )
+    ended = ", ".join(f"{c.direction} {c.mode} {c.calls}" for c in answer.calls) or "none"
+    print(f"ended calls: {ended}")
+    refused = ", ".join(f"{k} {v}" for k, v in sorted(answer.refusals.items())) or "none"
+    print(f"refused: {refused}")
+    print(
+        f"frames passthrough {answer.passthrough_frames}, transcoded {answer.transcoded_frames}; "
+        f"RTP from phones {answer.packets_from_phone} (lost {answer.lost}), "
+        f"to phones {answer.packets_to_phone}; digits {answer.digits_from_phone} from phones, "
+        f"{answer.digits_to_phone} to phones"
+    )
+    for call in answer.recent:
+        print(
+            f"  {call.direction:>8} {call.peer[:24]:<24} {call.phone_codec}/{call.webrtc_codec} "
+            f"{call.mode} {call.seconds:.1f} s, lost {call.lost}, jitter {call.jitter_ms:.1f} ms"
+        )
+    return 0
+
+
 async def _options_ping(server: tuple[str, int]) -> float:
     done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
@@ -341,6 +376,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
 
+    bridge = commands.add_parser(
+        "bridge", help="the running node's SIP <-> P2P bridge: bridges, counters, recent calls"
+    )
+    bridge.add_argument("--json", action="store_true")
+    bridge.set_defaults(func=_bridge)
+
     serve = commands.add_parser("serve", help="run the gateway until SIGINT/SIGTERM")
     serve.add_argument("--listen", default="0.0.0.0:5060", metavar="HOST:PORT")
     serve.add_argument("--media-host", help="RTP relay address (default: the listen host)")
@@ -377,5 +418,5 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=_demo)
-    for sub in (add, listing, remove, status, serve):
+    for sub in (add, listing, remove, status, bridge, serve):
         add_home_argument(sub)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -332,6 +333,13 @@ async def scenario(root: Path, role: str) -> None:
                     assert "/api/sip/bridge" in (await doc.json())["paths"]
                 async with http.get(a.metrics.url) as scraped:
                     metrics = await scraped.text()
+                # The operator's view of the same: `p2pnode sip bridge` on the gateway's home.
+                cli = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "p2pnode", "sip", "bridge", "--home", str(a_home),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                )  # fmt: skip
+                printed, complaint = await asyncio.wait_for(cli.communicate(), 60)
+                assert cli.returncode == 0, complaint.decode()
                 streamed = list(seen)
 
                 # 5. The gateway restarts (a crash as the node sees it): the bridges follow
@@ -384,6 +392,9 @@ async def scenario(root: Path, role: str) -> None:
         assert call[f"{mode}_frames"] == frames, call
         assert call["lost"] >= 0 and call["jitter_ms"] >= 0.0
     assert answer["refusals"] == {"foreign-domain": 1}, answer
+    table = printed.decode()
+    assert "bridge account: p2p" in table and "refused: foreign-domain 1" in table, table
+    assert table.count(f" {b.identity.peer_id[:24]} ") == 3, table  # the three calls, listed
     assert answer["digits_from_phone"] == 1 and answer["digits_dropped"] == 0, answer
     assert [(b["login"], b["callers"]) for b in answer["bridges"]] == [
         ("alice", "hosted"),
