@@ -8,8 +8,11 @@ against alice's control API.
   ``--json``); accepting an id without a request is a negative answer (1), a
   malformed id a usage error (2).
 - ``contacts decline``: carol is blocked (listed so), her next text is dropped and
-  makes no request; ``contacts unblock`` lifts it (twice: 1), her next text is a
-  request again; ``contacts accept --name carol`` makes her a contact.
+  makes no request. alice's node stops, carol writes again (a copy in the home's
+  mailbox), alice's node starts again and drains it: the copy is deleted from the
+  mailbox, but no delivered receipt reaches carol (still blocked after the restart).
+  ``contacts unblock`` lifts it (twice: 1), her next text is a request again;
+  ``contacts accept --name carol`` makes her a contact.
 - ``settings``: defaults shown with where they come from; ``set presence contacts``
   keeps who-may-call with the config; who-may-call and auto-answer reach alice's
   running call service and her home's settings.json; ``default`` hands auto-answer
@@ -30,8 +33,10 @@ from typing import Any
 import pytest
 
 from p2pnode.app.peer_calls import CallsNodeService
+from p2pnode.app.peer_chat import MailboxServerService
 from p2pnode.app.peer_contacts import SETTINGS_FILE
 from p2pnode.app.peer_services import PeerApp
+from p2pnode.app.runtime import Assembly
 from p2pnode.identity import Identity, public_key_from_peer_id
 from p2pnode.sessions.call_config import NonContactPolicy
 from tests.integration.app.test_peer_reach import P2PNODE
@@ -91,6 +96,12 @@ async def until(check: Callable[[], bool], what: str) -> None:
     assert check(), what
 
 
+def peer_app(assembly: Assembly) -> PeerApp:
+    service = assembly.node.service("peer")
+    assert isinstance(service, PeerApp)
+    return service
+
+
 def auto_answering(calls: CallsNodeService) -> bool:
     """What the running call service does (a function: mypy would narrow the attribute)."""
     assert calls.calls is not None
@@ -103,9 +114,11 @@ async def scenario(root: Path) -> None:
         home = root / "alice"
         carol_id = carol.identity.peer_id
         alice_key = public_key_from_peer_id(alice.identity.peer_id)
-        app = alice.node.service("peer")
-        assert isinstance(app, PeerApp)
+        app = peer_app(alice)
         chat = chat_of(alice)
+        mailbox = lab.nodes["home1"].node.service("mailbox")
+        assert isinstance(mailbox, MailboxServerService) and mailbox.server is not None
+        held = mailbox.server.core.held_for
 
         await chat_of(carol).send(alice_key, "hello, it is carol")
         await until(lambda: len(app.book.pending()) == 1, "carol's text is a request")
@@ -129,6 +142,17 @@ async def scenario(root: Path) -> None:
         await chat_of(carol).send(alice_key, "are you there?")
         await until(lambda: chat.blocked_dropped > dropped, "carol's text dropped")
         assert app.book.pending() == ()
+        # a mailbox copy from a blocked peer: fetched and deleted, never receipted
+        await lab.stop("alice")
+        queued = await chat_of(carol).send(alice_key, "while you were away")
+        await until(lambda: held(alice_key) >= 1, "carol's copy in alice's mailbox")
+        alice = await lab.start_peer("alice", lab.configs["alice"])  # drained at start
+        app, chat = peer_app(alice), chat_of(alice)
+        statistics = chat.statistics()
+        assert statistics is not None and statistics.receipts_withheld >= 1
+        assert statistics.drained >= 1 and held(alice_key) == 0
+        assert not chat_of(carol).status(queued).delivered
+        assert app.book.pending() == ()  # still blocked: no request either
         assert "unblocked" in await ok(home, "contacts", "unblock", carol_id)
         code, _, err = await p2pnode(home, "contacts", "unblock", carol_id)
         assert code == 1 and "not blocked" in err, err
