@@ -70,6 +70,7 @@ from nat.stun.message import long_term_key  # noqa: E402
 
 USER, PASSWORD, REALM = "bench", "bench-password", "bench"
 TICKS = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
 PACING_S = 0.020  # one packet per stream every 20 ms
 PAYLOAD = 172  # RTP header (12) + 160 bytes of G.711 at 8 kHz, 20 ms
 PACKETS_PER_CALL_SECOND = 2 * 50 * 2  # two streams x 50 pps x two relay crossings
@@ -158,7 +159,7 @@ class Leg:
 
 def _native_step(
     pacer: str, port: int, legs: list[Leg], seconds: float, drain: float, stdout: IO[str]
-) -> tuple[int, int, int, int, float]:
+) -> tuple[int, int, int, int, float, int]:
     """Pace with the C helper (benchmarks/native/pacer.c) on the legs' sockets."""
     fds = [leg.sock.fileno() for leg in legs]
     argv = [pacer, str(port), str(seconds), str(drain), str(PAYLOAD), *map(str, fds)]
@@ -170,9 +171,10 @@ def _native_step(
         stdout.write(line)
         stdout.flush()
         words = child.stdout.readline().split()
-    if len(words) != 5:
+    if len(words) != 6:
         raise TurnError("the pacer failed")
-    return int(words[0]), int(words[1]), int(words[2]), int(words[3]), float(words[4])
+    sent, received, late, slots = (int(word) for word in words[:4])
+    return sent, received, late, slots, float(words[4]), int(words[5])
 
 
 def _python_step(
@@ -183,7 +185,7 @@ def _python_step(
     seconds: float,
     drain: float,
     stdout: IO[str],
-) -> tuple[int, int, int, int, float]:
+) -> tuple[int, int, int, int, float, int]:
     """The same pacing in Python (no C compiler): the generator then limits early."""
     header = struct.pack("!HH", CHANNEL, PAYLOAD)
     packet = header + bytes(PAYLOAD)
@@ -228,7 +230,7 @@ def _python_step(
             with contextlib.suppress(OSError):
                 if by_fd[fd].recv_into(buffer) >= 4:
                     received += 1
-    return sent, received, late_ticks, max(1, tick), window
+    return sent, received, late_ticks, max(1, tick), window, -1
 
 
 def build_pacer(directory: Path) -> str | None:
@@ -273,7 +275,7 @@ def generator(server: Address, pacer: str | None, stdin: IO[str], stdout: IO[str
             result = _native_step(pacer, server[1], legs, seconds, drain, stdout)
         else:
             result = _python_step(server, legs, poller, by_fd, seconds, drain, stdout)
-        sent, received, late_ticks, ticks, window = result
+        sent, received, late_ticks, ticks, window, silent = result
         stdout.write(
             json.dumps(
                 {
@@ -283,6 +285,7 @@ def generator(server: Address, pacer: str | None, stdin: IO[str], stdout: IO[str
                     "window_s": window,
                     "setup_s": setup_s,
                     "late_tick_fraction": late_ticks / ticks,
+                    "silent_legs": silent,
                 }
             )
             + "\n"
@@ -305,6 +308,9 @@ class Step:
     relay_cpu_fraction: float  # of one core, over the pacing window
     pacing_kept: bool  # at most --late of the 1 ms send slots went out over 20 ms late
     setup_s: float
+    silent_legs: int  # client sockets that got nothing back (-1: not counted)
+    host_busy_cores: float  # every process's CPU over the pacing window, in cores
+    rcvbuf_errors: int  # the host's UdpRcvbufErrors over the step (any process's sockets)
 
 
 @dataclass(frozen=True)
@@ -319,6 +325,22 @@ class Ladder:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def host_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole host (/proc/stat 'cpu' line)."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def rcvbuf_errors() -> int:
+    """The host's UDP receive-buffer overflows so far (/proc/net/snmp, all sockets)."""
+    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    udp = [line for line in lines if line and line[0] == "Udp:"]
+    if len(udp) < 2 or "RcvbufErrors" not in udp[0]:
+        return 0
+    return int(udp[1][udp[0].index("RcvbufErrors")])
 
 
 def free_udp_port() -> int:
@@ -408,8 +430,9 @@ def ladder(kind: str, args: argparse.Namespace, pacer: str | None) -> Ladder:
                 stopped_by = f"set-up failed: {line.strip()[:120]}"
                 break
             cpu0, wall0 = cpu_seconds(server.pid), time.monotonic()
+            rcvbuf0, host0 = rcvbuf_errors(), host_cpu()
             line = load.stdout.readline()  # SENT
-            cpu1, wall1 = cpu_seconds(server.pid), time.monotonic()
+            cpu1, wall1, host1 = cpu_seconds(server.pid), time.monotonic(), host_cpu()
             report = json.loads(load.stdout.readline())
             sent, received = int(report["sent"]), int(report["received"])
             step = Step(
@@ -420,11 +443,16 @@ def ladder(kind: str, args: argparse.Namespace, pacer: str | None) -> Ladder:
                 relay_cpu_fraction=(cpu1 - cpu0) / (wall1 - wall0),
                 pacing_kept=float(report["late_tick_fraction"]) <= args.late,
                 setup_s=float(report["setup_s"]),
+                silent_legs=int(report["silent_legs"]),
+                rcvbuf_errors=rcvbuf_errors() - rcvbuf0,
+                host_busy_cores=(host1[0] - host0[0]) / (host1[1] - host0[1]) * CORES,
             )
             steps.append(step)
             print(
                 f"  {kind:<8} {calls:>5} calls  sent {sent:>7}  lost {sent - received:>5} "
-                f"({step.loss_percent:.3f} %)  relay CPU {step.relay_cpu_fraction:.2f} core"
+                f"({step.loss_percent:.3f} %)  relay CPU {step.relay_cpu_fraction:.2f} core  "
+                f"silent legs {step.silent_legs}  host rcvbuf drops {step.rcvbuf_errors}  "
+                f"host busy {step.host_busy_cores:.2f} of {CORES} cores"
                 f"{'' if step.pacing_kept else '  (generator behind its pacing)'}",
                 file=sys.stderr,
             )

@@ -205,6 +205,8 @@ class RelayService:
         self._drops = DropCounter(logger, self._time)
         self.refusal_log = RefusalLog(logger, self._time)
         self.send_errors = 0
+        # Datagrams relayed between two of our own allocations without a kernel hop.
+        self.hairpinned = 0
         # One receive buffer for every UDP socket (callbacks never nest): 4 bytes of room
         # in front so peer data becomes ChannelData in place.
         self._buffer = bytearray(_CHANNEL_HEADER.size + MAX_DATAGRAM)
@@ -319,7 +321,8 @@ class RelayService:
         buffer = self._buffer
         unpack = _CHANNEL_HEADER.unpack_from
         routes_get = server.client_routes(local).get
-        relays_get = self._relays.get
+        relays = self._relays
+        relays_get = relays.get
         outbox = self._outbox
         queue = outbox.append
         first_byte_max = server.channel_first_byte_max
@@ -333,6 +336,10 @@ class RelayService:
                 route = routes_get((source, number))
                 if route is not None and now < route.expiry and size >= 4 + length:
                     if route.admit(length, now):
+                        if route.peer in relays:
+                            # Both ends on this relay: the peer is one of our relayed sockets.
+                            self._hairpin(route.peer, route.relayed, length, now)
+                            continue
                         relay_socket = relays_get(route.relayed)
                         if relay_socket is not None:
                             queue((relay_socket.sendto, buffer[4 : 4 + length], route.peer))
@@ -344,9 +351,7 @@ class RelayService:
             if size and 64 <= data[0] <= first_byte_max:
                 relayed = server.channel_data_from_client(five_tuple, data, now)
                 if relayed is not None:
-                    relay_socket = relays_get(relayed[0])
-                    if relay_socket is not None:
-                        queue((relay_socket.sendto, relayed[2], relayed[1]))
+                    self._to_peer(relayed[0], relayed[1], relayed[2], now)
                 continue
             self._execute(server.handle_client(five_tuple, data, now, wall_clock()))
         self._outbox_filled(outbox)
@@ -364,7 +369,6 @@ class RelayService:
         payload = self._payload_view
         pack = _CHANNEL_HEADER.pack_into
         routes_get = self._server.peer_routes(relayed).get
-        from_peer = self._server.from_peer
         listeners_get = self._listeners.get
         outbox = self._outbox
         queue = outbox.append
@@ -382,17 +386,59 @@ class RelayService:
                         queue((listener.sendto, buffer[: 4 + size], route.client))
                 continue
             peer = source if len(source) == 2 else (source[0], source[1])
-            forwarded = from_peer(relayed, bytes(payload[:size]), peer, now)
-            if forwarded is None:
-                continue
-            five_tuple, out = forwarded
-            if five_tuple[0] is _UDP:
-                listener = listeners_get(five_tuple[2])
-                if listener is not None:
-                    queue((listener.sendto, out, five_tuple[1]))
-            else:
-                self._send_client(five_tuple, out)
+            self._from_peer_slow(relayed, bytes(payload[:size]), peer, now)
         self._outbox_filled(outbox)
+
+    def _from_peer_slow(self, relayed: Address, data: bytes, peer: Address, now: float) -> None:
+        """Peer data the fast path had no live route for: the core checks everything."""
+        forwarded = self._server.from_peer(relayed, data, peer, now)
+        if forwarded is None:
+            return
+        five_tuple, out = forwarded
+        if five_tuple[0] is _UDP:
+            listener = self._listeners.get(five_tuple[2])
+            if listener is not None:
+                self._outbox.append((listener.sendto, out, five_tuple[1]))
+        else:
+            self._send_client(five_tuple, out)
+
+    def _hairpin(self, relayed: Address, source: Address, length: int, now: float) -> None:
+        """Deliver ``length`` bytes at ``self._buffer[4:]``, sent from our relayed address
+        ``source`` to our relayed address ``relayed``, without the kernel round trip.
+
+        When both peers of a call are relayed by this server, their media goes from one
+        allocation's relayed socket to the other's. Through the kernel that is a
+        ``sendto`` (paying the receiver's network stack) plus a wake-up and a
+        ``recvfrom`` on the other socket, per packet. Here the datagram is handed
+        straight to what ``_on_relay`` would do with it when it arrived from ``source``:
+        the receiving allocation's peer route if live (same lookup, expiry compare and
+        ``admit``), else the core's full checks (permission, channel or Data indication,
+        drops counted by reason). So forwarding obeys exactly the receiving
+        allocation's state, and stops the instant it is deleted (its socket leaves
+        ``_relays``; then the datagram goes out through the kernel as before, to a
+        closed port) or its permission or channel expires (the route is stale).
+        """
+        self.hairpinned += 1
+        route = self._server.peer_routes(relayed).get(source)
+        if route is not None and now < route.expiry:
+            if route.admit(length, now):
+                listener = self._listeners.get(route.server)
+                if listener is not None:
+                    buffer = self._buffer
+                    _CHANNEL_HEADER.pack_into(buffer, 0, route.number, length)
+                    self._outbox.append((listener.sendto, buffer[: 4 + length], route.client))
+            return
+        self._from_peer_slow(relayed, bytes(self._buffer[4 : 4 + length]), source, now)
+
+    def _to_peer(self, relayed: Address, peer: Address, data: bytes, now: float) -> None:
+        """Relay ``data`` from our relayed address ``relayed`` to ``peer`` (core paths)."""
+        if peer in self._relays and len(data) <= MAX_DATAGRAM:
+            self._payload_view[: len(data)] = data
+            self._hairpin(peer, relayed, len(data), now)
+            return
+        sock = self._relays.get(relayed)
+        if sock is not None:
+            self._outbox.append((sock.sendto, data, peer))
 
     def _outbox_filled(self, outbox: list[_Datagram]) -> None:
         """Send now if the outbox is full, else once every ready socket has been read."""
@@ -452,12 +498,7 @@ class RelayService:
             if isinstance(output, ToClient):
                 self._send_client(output.five_tuple, output.data)
             elif isinstance(output, ToPeer):
-                sock = self._relays.get(output.relayed)
-                if sock is not None:
-                    try:
-                        sock.sendto(output.data, output.peer)
-                    except OSError:
-                        self.send_errors += 1
+                self._to_peer(output.relayed, output.peer, output.data, self._time())
             elif isinstance(output, OpenRelay):
                 queue.extend(self._open_relay(output))
             elif isinstance(output, CloseRelay):
@@ -466,6 +507,8 @@ class RelayService:
                     if self._loop is not None:
                         self._loop.remove_reader(sock.fileno())
                     sock.close()
+        if self._outbox:
+            self._flush()  # relayed datagrams (ToPeer) leave now, as they always did
         if not self._closed:
             self._rearm(server.next_deadline())
 

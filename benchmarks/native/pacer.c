@@ -6,7 +6,8 @@
  * one ChannelData message of PAYLOAD bytes on every socket every 20 ms
  * (the sockets spread over 20 slots of 1 ms), counts what comes back, prints
  * "SENT" when the sending window ends, drains for DRAIN seconds and prints
- * one line: "sent received late_slots slots window_s".
+ * one line: "sent received late_slots slots window_s silent_sockets" (sockets that
+ * received nothing: a call that never got through, as opposed to scattered loss).
  *
  *   pacer SERVER_PORT SECONDS DRAIN PAYLOAD FD...
  *
@@ -26,6 +27,9 @@
 #define SLOTS 20
 #define PERIOD 0.020
 #define MAX_EVENTS 512
+#define MAX_FD 65536
+
+static long hits[MAX_FD]; /* datagrams received per file descriptor */
 
 static double now(void) {
     struct timespec t;
@@ -45,7 +49,10 @@ static long drain_ready(int epoll, double timeout, struct epoll_event *events, c
         for (;;) {
             ssize_t size = recv(events[i].data.fd, buffer, 2048, MSG_DONTWAIT);
             if (size < 0) break;
-            if (size >= 4) received++;
+            if (size >= 4) {
+                received++;
+                hits[events[i].data.fd]++;
+            }
         }
     }
     return received;
@@ -65,6 +72,7 @@ int main(int argc, char **argv) {
     int epoll = epoll_create1(0);
     for (int i = 0; i < count; i++) {
         fds[i] = atoi(argv[5 + i]);
+        if (fds[i] < 0 || fds[i] >= MAX_FD) return 2;
         struct epoll_event event = {.events = EPOLLIN, .data.fd = fds[i]};
         if (epoll_ctl(epoll, EPOLL_CTL_ADD, fds[i], &event) != 0) {
             perror("epoll_ctl");
@@ -107,6 +115,10 @@ int main(int argc, char **argv) {
     for (double t = now(); t < drain_end; t = now()) {
         received += drain_ready(epoll, drain_end - t, events, buffer);
     }
-    printf("%ld %ld %ld %ld %.6f\n", sent, received, late, slot > 0 ? slot : 1, window);
+    int silent = 0;
+    for (int i = 0; i < count; i++)
+        if (hits[fds[i]] == 0) silent++;
+    printf("%ld %ld %ld %ld %.6f %d\n", sent, received, late, slot > 0 ? slot : 1, window,
+           silent);
     return 0;
 }

@@ -263,3 +263,43 @@ def test_fast_path_relays_exactly_when_the_rules_allow(steps: list[tuple[str, fl
                 forwarded = harness.server.from_peer(client.relayed, b"x", PEER, now)
                 back = forwarded is not None and forwarded[1][:2] == b"\x40\x00"
             assert back is allowed
+
+
+def test_both_ends_on_one_relay_each_direction_obeys_the_receiving_allocation() -> None:
+    """What ``RelayService._hairpin`` consults when alice's channel points at bob's relayed
+    address on the same server: alice's client route, then bob's peer route keyed by
+    alice's relayed address. Bob's permission for alice expiring (alice keeps hers)
+    stops the second half to the instant; bob's deallocation stops it too."""
+    harness = Harness(make_server(allow=("198.51.100.0/24", "192.0.2.0/24")))
+    alice = harness.client(("203.0.113.5", 40000), "alice")
+    bob = harness.client(("203.0.113.6", 40000), "bob")
+    assert alice.allocate().cls is StunClass.SUCCESS and bob.allocate().cls is StunClass.SUCCESS
+    assert alice.relayed is not None and bob.relayed is not None
+    assert alice.bind(CHANNEL, bob.relayed).cls is StunClass.SUCCESS
+    assert bob.bind(0x4001, alice.relayed).cls is StunClass.SUCCESS
+    server = harness.server
+    relayed = server.channel_data_from_client(alice.five_tuple, PACKET, harness.now)
+    assert relayed == (alice.relayed, bob.relayed, b"abc")  # to our own relayed address
+    back = server.from_peer(bob.relayed, b"abc", alice.relayed, harness.now)
+    assert back is not None and back[0] == bob.five_tuple
+    assert back[1] == b"\x40\x01\x00\x03abc"  # on bob's channel
+    route = server.peer_routes(bob.relayed)[alice.relayed]
+    assert (route.client, route.number) == (bob.five_tuple.client, 0x4001)
+    harness.now += 250
+    assert alice.bind(CHANNEL, bob.relayed).cls is StunClass.SUCCESS  # alice refreshes hers
+    server.channel_data_from_client(alice.five_tuple, PACKET, harness.now)
+    server.from_peer(bob.relayed, b"abc", alice.relayed, harness.now)
+    harness.now += 49.999
+    assert fast_to_peer(server, alice.five_tuple, PACKET, harness.now) is True
+    assert fast_to_client(server, bob.relayed, b"x", alice.relayed, harness.now) is True
+    harness.now += 0.001  # bob's permission for alice: 300 s, gone now
+    assert fast_to_peer(server, alice.five_tuple, PACKET, harness.now) is True
+    assert fast_to_client(server, bob.relayed, b"x", alice.relayed, harness.now) == "slow"
+    assert server.from_peer(bob.relayed, b"x", alice.relayed, harness.now) is None
+    assert server.statistics().dropped("no permission") == 1
+    assert bob.bind(0x4001, alice.relayed).cls is StunClass.SUCCESS  # bob permits again
+    assert server.from_peer(bob.relayed, b"x", alice.relayed, harness.now) is not None
+    assert bob.refresh(0).cls is StunClass.SUCCESS  # bob hangs up: his allocation goes
+    assert fast_to_client(server, bob.relayed, b"x", alice.relayed, harness.now) == "slow"
+    assert server.from_peer(bob.relayed, b"x", alice.relayed, harness.now) is None
+    assert server.statistics().dropped("peer data without allocation") == 1
