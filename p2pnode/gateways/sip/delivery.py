@@ -7,6 +7,14 @@ otherwise (some device said "not now" or nobody is registered) it waits in the
 bounded :class:`messages.MessageQueue` (202) and goes out when the login next
 registers (``flush``). The queue's own refusals (full, too large) answer the
 sender with their status.
+
+Not held (``hold=False``): MESSAGEs to or from the SIP <-> P2P bridge. The
+bridge keeps its texts itself, on disk (the chat outbox one way, its held
+texts the other), so a "not now" must reach the sender instead of waiting in
+this in-memory queue (which a restart empties, and whose redelivery nobody
+answers). Nobody registered answers 480; otherwise the best final answer of
+the devices goes back (RFC 3261 §16.7 step 6: a 6xx, else the lowest class),
+with the device's reason phrase.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ class _Waiting:
     answered: bool = False
     try_later: bool = False  # some device said "not now": hold the message for it
     refusal: int | None = None  # a device's final refusal
+    hold: bool = True  # False: no queue, the best device answer goes back (bridge texts)
+    best: tuple[int, str] | None = None  # with hold=False: the best refusal so far
 
 
 class MessageDelivery:
@@ -72,8 +82,14 @@ class MessageDelivery:
         login: str,
         message: QueuedMessage,
         contacts: list[Contact],
+        *,
+        hold: bool = True,
     ) -> None:
-        """Fork ``message`` to ``contacts``; with none, queue it (202) or refuse it."""
+        """Fork ``message`` to ``contacts``; with none, queue it (202) or refuse it
+        (``hold=False``: 480, never queued)."""
+        if not contacts and not hold:
+            self._respond(key, request, 480, "Temporarily Unavailable")
+            return
         if not contacts:
             refusal = self.queue.put(login, message)
             if refusal is not None:
@@ -81,7 +97,7 @@ class MessageDelivery:
             else:
                 self._respond(key, request, 202, "Accepted")
             return
-        waiting = _Waiting(key, request, login, message, len(contacts))
+        waiting = _Waiting(key, request, login, message, len(contacts), hold=hold)
         for contact in contacts:
             self.send(message, contact, waiting)
 
@@ -105,7 +121,7 @@ class MessageDelivery:
         if waiting is not None:
             self._waiting[client] = waiting
 
-    def result(self, key: ClientKey, status: int) -> None:
+    def result(self, key: ClientKey, status: int, reason: str = "") -> None:
         """A device's final answer to a forwarded MESSAGE (408: no answer at all)."""
         waiting = self._waiting.pop(key, None)
         if waiting is None or waiting.answered:
@@ -113,7 +129,17 @@ class MessageDelivery:
         waiting.remaining -= 1
         if 200 <= status < 300:
             waiting.answered = True
-            self._respond(waiting.key, waiting.request, 200, "OK")
+            if waiting.hold:
+                self._respond(waiting.key, waiting.request, 200, "OK")
+            else:  # the bridge's own 2xx: 202 means "in the chat outbox", not "delivered"
+                self._respond(waiting.key, waiting.request, status, reason or "OK")
+            return
+        if not waiting.hold:
+            if waiting.best is None or _rank(status) < _rank(waiting.best[0]):
+                waiting.best = (status, reason or "Refused by the device")
+            if waiting.remaining == 0:
+                waiting.answered = True
+                self._respond(waiting.key, waiting.request, *waiting.best)
             return
         if status in _TRY_LATER:
             waiting.try_later = True
@@ -127,3 +153,8 @@ class MessageDelivery:
             refusal = self.queue.put(waiting.login, waiting.message)
             status, reason = (202, "Accepted") if refusal is None else (refusal, "Message Refused")
             self._respond(waiting.key, waiting.request, status, reason)
+
+
+def _rank(status: int) -> tuple[int, int]:
+    """RFC 3261 §16.7 step 6: any 6xx first, else the lowest response class."""
+    return (0 if status >= 600 else 1, status // 100)

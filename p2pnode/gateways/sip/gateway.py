@@ -172,6 +172,8 @@ class SipGateway:
         self._locating: set[asyncio.Task[None]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.queue = MessageQueue()
+        # Called with the login after each successful REGISTER (no I/O: they only wake).
+        self.registration_listeners: list[Callable[[str], None]] = []
         self.delivery = MessageDelivery(
             stack=self.stack, queue=self.queue, randbytes=randbytes, respond=self._respond
         )
@@ -265,7 +267,7 @@ class SipGateway:
                     self.pinger.result(effect.key, answered=True)
                 elif self.delivery.owns(effect.key):
                     if status >= 200:
-                        self.delivery.result(effect.key, status)
+                        self.delivery.result(effect.key, status, effect.response.reason)
                 else:
                     self._apply(b2bua.response(effect.key, effect.response))
             elif isinstance(effect, StrayAck):
@@ -384,10 +386,16 @@ class SipGateway:
         login = self._authenticate(effect)
         if login is None:
             return None
-        if login != claimed:
+        if login != claimed and not self._bridge_speaks_for(login, claimed):
             self._respond(effect.key, request, 403, "Forbidden")
             return None
         return Caller(CallerKind.ACCOUNT, login=login)
+
+    def _bridge_speaks_for(self, login: str, claimed: str) -> bool:
+        """The bridge account stands for every P2P user (a login or peer id that is no
+        account here): its texts to phones come from them, so a reply reaches them."""
+        p2p = self.router.p2p_login
+        return p2p is not None and login == p2p and self.accounts.get(claimed) is None
 
     def _invite(self, effect: RequestReceived, b2bua: B2bua) -> None:
         request, key, now = effect.request, effect.key, self._now()
@@ -491,18 +499,24 @@ class SipGateway:
             status = 403 if caller.kind is CallerKind.ANONYMOUS else 404
             self._respond(key, request, status, "Forbidden" if status == 403 else "Not Found")
             return
+        recipient = f"<sip:{login}@{self.config.domain}>"
+        p2p = self.router.p2p_login
+        # Texts to or from the bridge are never held here: it keeps them on disk itself.
+        hold = p2p is None or caller.login != p2p
         if self.accounts.get(login) is None:
-            self._respond(key, request, 404, "Not Found")
-            return
+            if p2p is None or self.accounts.get(p2p) is None:
+                self._respond(key, request, 404, "Not Found")
+                return
+            login, hold = p2p, False  # a P2P login, peer id or number: the bridge's devices
         message = QueuedMessage(
             sender=self.router.caller_id(request, caller),
-            recipient=f"<sip:{login}@{self.config.domain}>",
+            recipient=recipient,
             content_type=request.header("Content-Type") or "text/plain",
             body=request.body,
             queued_at=now,
         )
         contacts = [contact_for(b) for b in self.registrar.bindings(login, now)]
-        self.delivery.deliver(key, request, login, message, contacts)
+        self.delivery.deliver(key, request, login, message, contacts, hold=hold)
 
     def _registered(self, login: str) -> None:
         """A device registered: watch it for NAT keep-alives, deliver queued messages,
@@ -523,6 +537,8 @@ class SipGateway:
             )
         self.pinger.arm()
         self.delivery.flush(login, [contact_for(b) for b in bindings], now)
+        for listener in self.registration_listeners:  # e.g. the chat bridge's held texts
+            listener(login)
 
     async def _claim(self, login: str) -> None:
         account = self.accounts.get(login)
