@@ -14,12 +14,13 @@ dial (for the -warm rows: after both sides have gathered a connection ahead
 of the call, ``CallConfig.warm``). The failover figure kills the relay carrying one relayed call and
 measures the longest silence in both recordings.
 
-Relayed calls per core (ours and coturn's) come from CPU per relayed packet
-under call-like load: relay_throughput.py with 100 uclient sessions each
-pacing a 172-byte packet every 20 ms (one audio stream), echoed back; a call
-relayed by one supernode costs 2 directions x 50 pps x 2 relay crossings =
-200 relayed packets per second. Derived, not a count of concurrent aiortc
-calls (two cores cannot generate 500 real calls).
+Relayed calls per core (ours and coturn's) are counted live by
+benchmarks/relay_calls.py: N concurrent calls, each two TURN allocations with
+channels bound to each other's relayed address and two audio streams (172-byte
+datagrams every 20 ms each way; 200 relayed packets per second per call), N
+rising by 100 until a packet is lost or the relay's core saturates, from a
+load generator in a separate process (the relay's CPU is its own). Synthetic
+RTP-sized datagrams, not aiortc calls (two cores cannot run 500 aiortc calls).
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/calls.py --calls 10
 """
@@ -100,40 +101,31 @@ def setup_ms(run: AgentRun) -> float | None:
     return None if value is None else float(value) * 1000.0
 
 
-# A call through one relay, both peers relayed by it: each 20 ms packet of each
-# direction enters the relay twice (client -> allocation A -> allocation B -> client).
-PACKETS_PER_CALL_SECOND = 2 * 50 * 2
-
-
-def relay_capacity() -> dict[str, float] | None:
-    """Relayed calls per core, ours and coturn's, from CPU per relayed packet under call-like
-    load: relay_throughput.py with uclient sessions pacing 172-byte packets every 20 ms
-    (one audio stream each), echoed by turnutils_peer (two relay crossings per message)."""
+def relay_capacity() -> dict[str, Any] | None:
+    """Live relayed calls per relay core, ours and coturn's: benchmarks/relay_calls.py
+    (two allocations + channels per call, 2 x 50 pps of 172 B, rising N until loss or a
+    saturated core; its load generator is a separate process)."""
     command = [
-        sys.executable, str(ROOT / "benchmarks" / "relay_throughput.py"),
-        "--processes", "4", "--sessions", "25", "--messages", "250",
-        "--interval", "20", "--length", "172", "--timeout", "60",
+        sys.executable, str(ROOT / "benchmarks" / "relay_calls.py"),
+        "--start", "100", "--step", "100", "--max-calls", "1000", "--seconds", "3",
+        "--timeout", "120",
     ]  # fmt: skip
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-        report = json.loads(done.stdout.strip().splitlines()[-1])
-        ours, theirs = report["p2pnode"], report["coturn"]
-    except (subprocess.TimeoutExpired, ValueError, IndexError, KeyError) as error:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=400, check=False)
+        report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError) as error:
         print(f"relay capacity not measured: {error.__class__.__name__}", file=sys.stderr)
         return None
+    if "relayed_calls_per_core" not in report:
+        print("relay capacity not measured: relay_calls.py failed", file=sys.stderr)
+        return None
     print(
-        "relay CPU per relayed packet at 50 pps per stream: "
-        f"p2pnode {ours['cpu_us_per_packet']} us "
-        f"(loss {ours['loss']} %), coturn {theirs['cpu_us_per_packet']} us "
-        f"(loss {theirs['loss']} %)"
+        f"relayed calls at 0 % loss: p2pnode {report['relayed_calls_per_core']} "
+        f"({report['relay_cpu_at_best_step']} core, stopped by {report['relay_stopped_by']}), "
+        f"coturn {report['coturn_calls_per_core']} ({report['coturn_cpu_at_best_step']} core, "
+        f"stopped by {report['coturn_stopped_by']})"
     )
-    return {
-        "p2pnode": 1e6 / (PACKETS_PER_CALL_SECOND * float(ours["cpu_us_per_packet"])),
-        "coturn": 1e6 / (PACKETS_PER_CALL_SECOND * float(theirs["cpu_us_per_packet"])),
-        "p2pnode_us": float(ours["cpu_us_per_packet"]),
-        "coturn_us": float(theirs["cpu_us_per_packet"]),
-        "loss": max(float(ours["loss"]), float(theirs["loss"])),
-    }
+    return report
 
 
 def main() -> int:
@@ -271,11 +263,13 @@ def main() -> int:
             "aiortc_pipe_setup_p95_ms": percentile(results["aiortc-pipe"], 95),
             "ratio_setup_p50_vs_aiortc_pipe": ratio(direct_p50, pipe_p50),
             "failed_calls": sum(errors.values()),
-            "relayed_calls_per_core": capacity and capacity["p2pnode"],
-            "coturn_calls_per_core": capacity and capacity["coturn"],
-            "relay_cpu_us_per_packet": capacity and capacity["p2pnode_us"],
-            "coturn_cpu_us_per_packet": capacity and capacity["coturn_us"],
-            "relay_capacity_loss_percent": capacity and capacity["loss"],
+            "relayed_calls_per_core": capacity and capacity["relayed_calls_per_core"],
+            "coturn_calls_per_core": capacity and capacity["coturn_calls_per_core"],
+            "relayed_calls_per_core_by_cpu": capacity and capacity["relayed_calls_per_core_by_cpu"],
+            "coturn_calls_per_core_by_cpu": capacity and capacity["coturn_calls_per_core_by_cpu"],
+            "relay_cpu_us_per_packet": capacity and capacity["relay_cpu_us_per_packet"],
+            "coturn_cpu_us_per_packet": capacity and capacity["coturn_cpu_us_per_packet"],
+            "relay_capacity_loss_percent": capacity and 0.0,  # the figures are at 0 % loss
             "failover_gap_s": gap,
         }
     )

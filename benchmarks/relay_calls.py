@@ -382,10 +382,11 @@ def start_coturn() -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-def start_ours() -> tuple[subprocess.Popen[bytes], int]:
+def start_ours(profile: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    profiler = [] if profile is None else ["-m", "cProfile", "-o", profile]
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "p2pnode", "relay", "--listen", "127.0.0.1:0",
+            sys.executable, *profiler, "-m", "p2pnode", "relay", "--listen", "127.0.0.1:0",
             "--realm", REALM, "--user", f"{USER}:{PASSWORD}", "--allow-peer", "127.0.0.0/8",
             "--max-per-user", "10000", "--max-per-ip", "10000",
             "--max-allocations", "10000", "--ports", "48001-56000",
@@ -405,7 +406,7 @@ def start_ours() -> tuple[subprocess.Popen[bytes], int]:
 
 
 def ladder(kind: str, args: argparse.Namespace, pacer: str | None) -> Ladder:
-    server, port = start_coturn() if kind == "coturn" else start_ours()
+    server, port = start_coturn() if kind == "coturn" else start_ours(args.profile)
     load = subprocess.Popen(
         [sys.executable, __file__, "--generator", str(port)]
         + ([] if pacer is None else ["--pacer", pacer]),
@@ -497,11 +498,22 @@ def per_core(result: Ladder) -> float | None:
     return result.calls_at_zero_loss / result.cpu_at_that_step
 
 
+def us_per_packet(result: Ladder) -> float | None:
+    """The relay's CPU per relayed packet at the best step, in microseconds."""
+    if not result.calls_at_zero_loss:
+        return None
+    packets_per_second = result.calls_at_zero_loss * PACKETS_PER_CALL_SECOND
+    return round(1e6 * result.cpu_at_that_step / packets_per_second, 2)
+
+
 def measure(args: argparse.Namespace) -> dict[str, object]:
     """Both ladders, coturn first; the summary ``benchmarks/calls.py`` embeds too."""
     with tempfile.TemporaryDirectory() as tmp:
         pacer = None if args.python_pacer else build_pacer(Path(tmp))
-        results = {kind: ladder(kind, args, pacer) for kind in ("coturn", "p2pnode")}
+        kinds = ("p2pnode",) if args.profile else ("coturn", "p2pnode")
+        results = {kind: ladder(kind, args, pacer) for kind in kinds}
+    if args.profile:  # a profiling run: ours only, no comparison
+        return {"profile": args.profile, "steps": [asdict(s) for s in results["p2pnode"].steps]}
     ours, theirs = results["p2pnode"], results["coturn"]
     return {
         "relayed_calls_per_core": ours.calls_at_zero_loss,
@@ -510,6 +522,8 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         "coturn_cpu_at_best_step": round(theirs.cpu_at_that_step, 3),
         "relayed_calls_per_core_by_cpu": per_core(ours) and round(per_core(ours) or 0, 1),
         "coturn_calls_per_core_by_cpu": per_core(theirs) and round(per_core(theirs) or 0, 1),
+        "relay_cpu_us_per_packet": us_per_packet(ours),
+        "coturn_cpu_us_per_packet": us_per_packet(theirs),
         "relay_stopped_by": ours.stopped_by,
         "coturn_stopped_by": theirs.stopped_by,
         "generator": "python" if pacer is None else "c",
@@ -529,6 +543,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--late", type=float, default=0.05, help="fraction of send slots allowed 20 ms late"
     )
     parser.add_argument("--timeout", type=float, default=120.0, help="cap per server run, s")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="run only ours, under cProfile, stats to FILE"
+    )
     parser.add_argument("--generator", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--pacer", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -547,6 +564,9 @@ def main() -> int:
         print("turnserver missing: apt-get install coturn", file=sys.stderr)
         return 2
     summary = measure(args)
+    if args.profile:
+        print(json.dumps(summary))
+        return 0
     print(
         f"relayed calls (2 allocations, 2 x 50 pps of {PAYLOAD} B each; "
         f"{PACKETS_PER_CALL_SECOND} relayed packets/s per call); 2 shared cores, indicative"
