@@ -37,12 +37,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import cProfile
 import fractions
 import functools
 import json
 import os
-import pstats
 import statistics
 import sys
 import tempfile
@@ -116,6 +114,16 @@ class _Counter(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self._counter[0] += 1
+
+
+class _SilentTrack(MediaStreamTrack):
+    """A sending track that never yields a frame: the connection carries no media."""
+
+    kind = "audio"
+
+    async def recv(self) -> av.AudioFrame:
+        await asyncio.get_running_loop().create_future()  # until the connection closes
+        raise MediaStreamError
 
 
 class _PacketTrack(MediaStreamTrack):
@@ -223,7 +231,8 @@ async def far_end() -> None:
             pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             far.pcs.append(pc)
             rate = 48_000 if codec == "audio/opus" else 8000
-            pc.addTrack(_PacketTrack(far.encoded[codec], rate))
+            sends = order["peer_sends"]
+            pc.addTrack(_PacketTrack(far.encoded[codec], rate) if sends else _SilentTrack())
             await pc.setRemoteDescription(RTCSessionDescription(order["offer"], "offer"))
             await pc.setLocalDescription(await pc.createAnswer())
             _count_rtp(pc, far.peer_packets)
@@ -270,7 +279,6 @@ async def media_load(
     calls: int,
     seconds: float,
     settle: float,
-    profiler: cProfile.Profile | None = None,
 ) -> dict[str, float]:
     """CPU per call of this process for ``calls`` concurrent calls of ``mode``."""
     child = await asyncio.create_subprocess_exec(
@@ -291,23 +299,27 @@ async def media_load(
                     pc.addTrack(SourceTrack(ToneSource(440.0)))
                     prefer(pc, "audio/PCMU")
                     pc.on("track", lambda t: group.create_task(_drain(t, frames)))
+                elif mode == "connected":  # connections up, no media either way
+                    pc.addTrack(_SilentTrack())
+                    prefer(pc, "audio/PCMU")
                 else:
-                    webrtc = BridgeCodec.PCMU if mode == "passthrough" else BridgeCodec.OPUS
+                    webrtc = BridgeCodec.OPUS if mode == "transcoded" else BridgeCodec.PCMU
                     audio, phone = await _bridge_leg(pc, webrtc, legs)
                     bindings.append(audio)
                     pc.on("track", functools.partial(_bind, group, pc, audio))
                 await pc.setLocalDescription(await pc.createOffer())
-                reply = await _ask(child, {"cmd": "call", "offer": pc.localDescription.sdp,
-                                           "phone": phone})  # fmt: skip
+                order = {
+                    "cmd": "call",
+                    "offer": pc.localDescription.sdp,
+                    "phone": phone,
+                    "peer_sends": mode not in ("connected", "phone_to_peer"),
+                }
+                reply = await _ask(child, order)  # fmt: skip
                 await pc.setRemoteDescription(RTCSessionDescription(reply["answer"], "answer"))
             await asyncio.sleep(settle)  # ICE, DTLS, first frames
             cpu0, wall0 = time.process_time(), time.monotonic()
             far0, ours0 = await _counts(child), _ours(legs, bindings)
-            if profiler is not None:
-                profiler.enable()
             await asyncio.sleep(seconds)
-            if profiler is not None:
-                profiler.disable()
             far1, ours1 = await _counts(child), _ours(legs, bindings)
             cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
             for leg in legs:
@@ -329,6 +341,18 @@ async def media_load(
     }
 
 
+def _parts(rows: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per-call CPU of each part of a passthrough call, from the ablation rows."""
+    idle = rows["connected"]["cpu_per_call"]
+    one_way = rows["phone_to_peer"]["cpu_per_call"]
+    full = rows["passthrough"]["cpu_per_call"]
+    return {
+        "connected: ICE consent, DTLS, RTCP, idle tasks": idle,
+        "phone -> peer: RTP in, jitter buffer, aiortc send, SRTP": one_way - idle,
+        "peer -> phone: SRTP, RTP tap, rewrite, pacing, RTP out": full - one_way,
+    }
+
+
 def _ours(legs: list[PhoneRtpLeg], bindings: list[PhoneCallAudio]) -> tuple[int, int]:
     """(frames this process handed to the peers, packets it sent to the phones) so far."""
     to_peer = 0
@@ -342,9 +366,9 @@ def _bind(
     group: asyncio.TaskGroup, pc: RTCPeerConnection, audio: PhoneCallAudio, track: MediaStreamTrack
 ) -> None:
     """What the calls service does with a bridged call's incoming track (CallMedia.audio)."""
-    receiver = next(r for r in pc.getReceivers() if r.track is track)
+    transceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
     audio.negotiated(_codec(pc))
-    group.create_task(audio.receive(track, receiver, lambda: True))
+    group.create_task(audio.receive(track, transceiver, lambda: True))
 
 
 def _codec(pc: RTCPeerConnection) -> str | None:
@@ -428,46 +452,13 @@ async def setup_times(runs: int, tmp: Path) -> tuple[list[float], list[float]]:
     return bridged, floor
 
 
-# Where a passthrough call's CPU goes, by who runs the code (cProfile's own time).
-_CATEGORIES = (
-    ("socket syscalls (sendto/recvfrom)", ("_socket.socket",)),
-    ("SRTP (libsrtp via pylibsrtp)", ("pylibsrtp",)),
-    ("RTCP (aiortc sender/receiver reports)", ("_run_rtcp", "rtcp")),
-    ("aiortc RTP send loop (track, pack, serialize)", ("rtcrtpsender", "aiortc/rtp.py",
-                                                      "aiortc/codecs", "aiortc/clock")),
-    ("aiortc DTLS transport + receiver", ("rtcdtlstransport", "rtcrtpreceiver",
-                                          "rtcicetransport", "aiortc/")),
-    ("aioice (ICE data path, consent)", ("aioice",)),
-    ("bridge media (ours)", ("p2pnode",)),
-    ("asyncio event loop", ("asyncio", "selectors", "_asyncio", "_contextvars")),
-)  # fmt: skip
-
-
-def cost_breakdown(profiler: cProfile.Profile) -> list[tuple[str, float]]:
-    """Share of the busy time (idle epoll waits excluded) per category."""
-    totals: dict[str, float] = {}
-    raw: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
-    for (filename, _line, name), (_cc, _nc, own, _cum, _callers) in raw.items():
-        where = f"{filename}:{name}"
-        if "select.epoll" in where:
-            continue  # waiting, not working
-        category = next(
-            (label for label, marks in _CATEGORIES if any(m in where for m in marks)), "other"
-        )
-        totals[category] = totals.get(category, 0.0) + own
-    busy = sum(totals.values()) or 1.0
-    return sorted(((k, v / busy) for k, v in totals.items()), key=lambda kv: -kv[1])
-
-
-async def main(calls: int, seconds: float, runs: int, settle: float, profile: bool) -> None:
+async def main(calls: int, seconds: float, runs: int, settle: float, breakdown: bool) -> None:
     rows = {}
-    for mode in ("aiortc", "passthrough", "transcoded"):
+    modes = ["aiortc", "passthrough", "transcoded"]
+    if breakdown:
+        modes += ["connected", "phone_to_peer"]
+    for mode in modes:
         rows[mode] = await media_load(mode, calls, seconds, settle)
-    breakdown: list[tuple[str, float]] = []
-    if profile:
-        profiler = cProfile.Profile(time.thread_time)  # CPU, not wall: preemption excluded
-        await media_load("passthrough", calls, seconds, settle, profiler)
-        breakdown = cost_breakdown(profiler)
     with tempfile.TemporaryDirectory() as tmp:
         bridged, floor = await setup_times(runs, Path(tmp))
     print("gateway process only; the phones and peers run in a child process")
@@ -489,10 +480,11 @@ async def main(calls: int, seconds: float, runs: int, settle: float, profile: bo
     floor_p50 = statistics.median(floor)
     print(f"set-up phone INVITE -> peer first frame: p50 {setup_p50:.1f} ms over {runs} calls")
     print(f"floor (P2P dial -> callee first frame):  p50 {floor_p50:.1f} ms")
-    if breakdown:
-        print("passthrough, where the gateway thread's CPU goes (cProfile own CPU, a rerun):")
-        for label, share in breakdown:
-            print(f"  {label:<48} {100 * share:5.1f} %")
+    parts = _parts(rows) if breakdown else {}
+    if parts:
+        print("a passthrough call's CPU by part (differences of rows, % of a core per call):")
+        for label, share in parts.items():
+            print(f"  {label:<58} {100 * share:5.2f} %")
     print("2 shared cores, 8 engineers: indicative figures")
     result = {
         "passthrough_calls_per_core": round(1 / rows["passthrough"]["cpu_per_call"], 1),
@@ -517,9 +509,9 @@ async def main(calls: int, seconds: float, runs: int, settle: float, profile: bo
         "calls": calls,
         "seconds": seconds,
     }
-    for label, share in breakdown:
-        result["share_" + label.split(" (")[0].replace(" ", "_").replace("+", "and")] = round(
-            share, 3
+    for label, share in parts.items():
+        result["part_" + label.split(":")[0].replace(" ", "_").replace("->", "to")] = round(
+            100 * share, 3
         )
     print(json.dumps(result))
 
@@ -531,7 +523,9 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--settle", type=float, default=1.5, help="seconds before measuring")
     parser.add_argument(
-        "--profile", action="store_true", help="rerun passthrough under cProfile: cost by part"
+        "--breakdown",
+        action="store_true",
+        help="two more rows (connections only; phone -> peer only): a passthrough call by part",
     )
     parser.add_argument("--far-end", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -545,6 +539,6 @@ if __name__ == "__main__":
                     min(args.seconds, MAX_SECONDS),
                     min(args.runs, 20),
                     min(args.settle, 10.0),
-                    args.profile,
+                    args.breakdown,
                 )
             )

@@ -594,10 +594,8 @@ class CallService:
             return
         audio = session.media.audio
         if audio is not None:  # the binding takes the audio (CallMedia.audio)
-            receiver = next(
-                (t.receiver for t in leg.pc.getTransceivers() if t.kind == "audio"), None
-            )
-            await audio.receive(track, receiver, lambda: self._heard(session, leg, None))
+            transceiver = next((t for t in leg.pc.getTransceivers() if t.kind == "audio"), None)
+            await audio.receive(track, transceiver, lambda: self._heard(session, leg, None))
             return
         while not session.call.ended:
             try:

@@ -77,10 +77,11 @@ class CallAudio(Protocol):
       connection: aiortc stops a track with its connection);
     * ``negotiated(codec)``: that connection's audio codec once the answer is
       known (``"audio/PCMU"``...), so G.711 can pass through untouched;
-    * ``receive(track, receiver, heard)``: the connection's incoming audio, for
-      as long as it lasts. ``receiver`` is aiortc's ``RTCRtpReceiver``, for a
-      binding that takes RTP payloads before aiortc's jitter buffer and
-      decoder. ``heard()`` must be called for every frame or packet of audio:
+    * ``receive(track, transceiver, heard)``: the connection's incoming audio,
+      for as long as it lasts. ``transceiver`` is the connection's audio
+      ``RTCRtpTransceiver``, for a binding that takes RTP payloads at its
+      receiver (before aiortc's jitter buffer and decoder) or sends through
+      its sender's transport. ``heard()`` must be called for every frame or packet of audio:
       it keeps the call's frame counters, first-frame event and silence
       failover true, and returns False while this connection is not the call's
       current one (audio from a superseded connection is dropped).
@@ -91,7 +92,7 @@ class CallAudio(Protocol):
     def negotiated(self, codec: str | None) -> None: ...
 
     async def receive(
-        self, track: MediaStreamTrack, receiver: object, heard: Callable[[], bool]
+        self, track: MediaStreamTrack, transceiver: object, heard: Callable[[], bool]
     ) -> None: ...
 
 

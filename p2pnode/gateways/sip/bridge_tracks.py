@@ -14,12 +14,16 @@ service's ``CallMedia(audio=...)`` binding) takes the peer's RTP payloads of
 the phone's law at the connection's ``RTCRtpReceiver``, before aiortc's jitter
 buffer, decoder thread and track queue, and hands them to the phone leg's
 :class:`~p2pnode.gateways.sip.bridge_media.PhoneSender` (rewriting, pacing).
-Any other codec takes aiortc's decoding path and is re-encoded to the phone's
-law with aiortc's G.711 encoder (which resamples from opus' 48 kHz).
+The phone's frames go the other way through a
+:class:`~p2pnode.gateways.sip.bridge_direct.DirectRtp` on the media clock
+(aiortc's per-frame sender task is left idle). Any other codec takes aiortc's
+decoding and encoding paths; the peer's audio is re-encoded to the phone's law
+with aiortc's G.711 encoder (which resamples from opus' 48 kHz).
 
-Timers: one :class:`MediaClock` per event loop ticks every ``TICK`` seconds
-for every leg and track of every call (pacing to the phone, DTMF timeouts,
-the tracks' 20 ms frames), instead of one timer per call and direction.
+Timers: one :class:`~p2pnode.gateways.sip.bridge_clock.MediaClock` per event
+loop ticks every ``TICK`` seconds for every leg and track of every call
+(pacing to the phone, DTMF timeouts, the 20 ms frames to the peer), instead
+of one timer per call and direction.
 
 These classes only move bytes and re-arm timers; every decision lives in the
 sans-IO cores.
@@ -29,10 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import heapq
-import itertools
 import logging
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -43,6 +44,8 @@ from aiortc.codecs.g711 import PcmaEncoder, PcmuEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.audio.codeccontext import AudioCodecContext
 
+from p2pnode.gateways.sip.bridge_clock import TICK, MediaClock
+from p2pnode.gateways.sip.bridge_direct import DirectRtp
 from p2pnode.gateways.sip.bridge_media import (
     Audio,
     BridgeCodec,
@@ -69,7 +72,6 @@ G711_SILENCE = {BridgeCodec.PCMU: 0xFF, BridgeCodec.PCMA: 0xD5}
 _G711_DECODER = {BridgeCodec.PCMU: "pcm_mulaw", BridgeCodec.PCMA: "pcm_alaw"}
 _PHONE_RATE = 8000
 _DEFAULT_SAMPLES = 160  # 20 ms at 8 kHz
-TICK = 0.01  # seconds between the media clock's ticks (a 20 ms frame is never > 5 ms late)
 _STALL = 0.2  # a track this far behind its schedule restarts it instead of bursting
 # RFC 3551 §6 static payload types: what the phone's law is called on any RTP leg.
 _STATIC_TYPE = {BridgeCodec.PCMU: 0, BridgeCodec.PCMA: 8}
@@ -89,82 +91,6 @@ class TrackStatistics:
     silence_frames: int
     peer_passthrough: int = 0
     peer_transcoded: int = 0
-
-
-class MediaClock:
-    """One timer for every phone leg and track of an event loop.
-
-    Why: a call has two 20 ms streams; with a timer (or ``wait_for`` task) per
-    stream and call, the loop wakes 100 times per second per call at random
-    phases. The clock wakes every :data:`TICK` while anything is registered,
-    polls every leg (pacing, DTMF) and releases every track whose frame is due.
-    """
-
-    _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float = TICK) -> None:
-        self._loop = loop
-        self._tick = tick
-        self._legs: dict[PhoneRtpLeg, None] = {}  # insertion-ordered set
-        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = itertools.count()
-        self._handle: asyncio.TimerHandle | None = None
-        self._next = 0.0
-        self.ticks = 0
-        self.failed = 0  # legs dropped because their tick raised
-
-    @classmethod
-    def of(cls, loop: asyncio.AbstractEventLoop) -> MediaClock:
-        """The clock shared by everything on ``loop``."""
-        clock = cls._clocks.get(loop)
-        if clock is None:
-            clock = cls._clocks[loop] = cls(loop)
-        return clock
-
-    def time(self) -> float:
-        return self._loop.time()
-
-    def add(self, leg: PhoneRtpLeg) -> None:
-        self._legs[leg] = None
-        self._arm()
-
-    def discard(self, leg: PhoneRtpLeg) -> None:
-        self._legs.pop(leg, None)
-
-    def wait_until(self, when: float) -> asyncio.Future[None]:
-        """A future done at the first tick at or after ``when`` (minus half a tick)."""
-        future: asyncio.Future[None] = self._loop.create_future()
-        heapq.heappush(self._waiters, (when, next(self._order), future))
-        self._arm()
-        return future
-
-    def _arm(self) -> None:
-        if self._handle is None and (self._legs or self._waiters):
-            self._next = max(self._next + self._tick, self._loop.time())
-            self._handle = self._loop.call_at(self._next, self._fire)
-
-    def _fire(self) -> None:
-        self._handle = None
-        self.ticks += 1
-        now = self._loop.time()
-        try:
-            for leg in list(self._legs):
-                try:
-                    leg.tick(now)
-                except Exception as error:  # one broken leg never stops every call's clock
-                    self._legs.pop(leg, None)
-                    self.failed += 1
-                    _LOG.warning("media clock: a phone leg failed: %s", type(error).__name__)
-            due = now + self._tick / 2
-            waiters = self._waiters
-            while waiters and waiters[0][0] <= due:
-                future = heapq.heappop(waiters)[2]
-                if not future.done():  # a cancelled recv() leaves its future behind
-                    future.set_result(None)
-        finally:
-            self._arm()
 
 
 class PhoneAudioTrack(MediaStreamTrack):
@@ -188,6 +114,7 @@ class PhoneAudioTrack(MediaStreamTrack):
         self._samples = _DEFAULT_SAMPLES
         self._next_at: float | None = None
         self._clock: MediaClock | None = None
+        self._muted = False
         self._decoder = cast(
             AudioCodecContext, av.CodecContext.create(_G711_DECODER[path.phone_codec], "r")
         )
@@ -210,12 +137,34 @@ class PhoneAudioTrack(MediaStreamTrack):
         clock = self._clock
         if clock is None:
             clock = self._clock = MediaClock.of(asyncio.get_running_loop())
+        if self._muted:  # a direct sender took the stream: aiortc's loop waits for ever
+            await asyncio.get_running_loop().create_future()  # cancelled with the sender
         now = clock.time()
         if self._next_at is None:
             self._next_at = now
         if self._next_at > now:
             await clock.wait_until(self._next_at)
             now = clock.time()
+        payload, pts = self.take(now)
+        if self._path.passthrough:
+            packet = av.Packet(payload)
+            packet.pts = pts
+            packet.time_base = self._time_base
+            return packet
+        return self._decode(payload, pts)
+
+    def mute(self) -> None:
+        """Another sender pulls the frames (:meth:`take`); ``recv`` yields none from now on."""
+        self._muted = True
+
+    def due(self, now: float, slack: float = TICK / 2) -> bool:
+        """Whether the next 20 ms frame's time has come (``slack`` early at most)."""
+        return self._next_at is None or self._next_at <= now + slack
+
+    def take(self, now: float) -> tuple[bytes, int]:
+        """The next frame in the phone's law and its timestamp: a jitter-buffer slot or silence."""
+        if self._next_at is None:
+            self._next_at = now
         slot = self._receiver.pop(now)
         payload: bytes
         if isinstance(slot, Audio) and slot.payload:
@@ -232,12 +181,9 @@ class PhoneAudioTrack(MediaStreamTrack):
             self._next_at = now  # the loop stalled: do not burst to catch up
         if self._path.passthrough:
             self._passthrough += 1
-            packet = av.Packet(payload)
-            packet.pts = pts
-            packet.time_base = self._time_base
-            return packet
-        self._transcoded += 1
-        return self._decode(payload, pts)
+        else:
+            self._transcoded += 1
+        return payload, pts
 
     def _decode(self, payload: bytes, pts: int) -> av.AudioFrame:
         packet = av.Packet(payload)
@@ -475,6 +421,7 @@ class PhoneCallAudio:
         self.peer_passthrough = 0
         self.peer_transcoded = 0
         self.tapped_type: int | None = None  # the WebRTC payload type taken as is
+        self.direct: DirectRtp | None = None  # the latest connection's direct sender
 
     @property
     def codec(self) -> BridgeCodec | None:
@@ -506,10 +453,31 @@ class PhoneCallAudio:
         self.tapped_type = _STATIC_TYPE.get(found) if found is self.leg.codec else None
 
     async def receive(
-        self, track: MediaStreamTrack, receiver: object, heard: Callable[[], bool]
+        self, track: MediaStreamTrack, transceiver: object, heard: Callable[[], bool]
     ) -> None:
-        """The connection's incoming audio to the phone until the leg closes or the track ends."""
+        """The connection's audio both ways until the leg closes or the track ends.
+
+        Passthrough (the connection negotiated the phone's law): the peer's RTP
+        is tapped at the receiver and the phone's frames go out through a
+        :class:`DirectRtp` on the media clock; otherwise aiortc decodes and
+        encodes.
+        """
+        receiver = getattr(transceiver, "receiver", None)
+        sender = getattr(transceiver, "sender", None)
         tap = _RtpTap(receiver, self, heard) if hasattr(receiver, "_handle_rtp_packet") else None
+        direct: DirectRtp | None = None
+        loop = asyncio.get_running_loop()
+        mine = self._track
+        sending = getattr(sender, "track", None)
+        if (
+            self.tapped_type is not None
+            and hasattr(sender, "_ssrc")
+            and sending is mine
+            and mine is not None
+        ):
+            mine.mute()
+            direct = self.direct = DirectRtp(mine, sender, self.tapped_type)
+            MediaClock.of(loop).add(direct)
         try:
             async with asyncio.TaskGroup() as group:
                 pump = group.create_task(self._decoded(track, heard))
@@ -518,6 +486,8 @@ class PhoneCallAudio:
         finally:
             if tap is not None:
                 tap.remove()
+            if direct is not None:
+                MediaClock.of(loop).discard(direct)
 
     async def _decoded(self, track: MediaStreamTrack, heard: Callable[[], bool]) -> None:
         """Frames aiortc decoded (a codec other than the phone's law): re-encode them."""

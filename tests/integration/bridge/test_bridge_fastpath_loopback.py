@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -59,7 +60,7 @@ async def _open_leg(phone: Phone) -> tuple[PhoneRtpLeg, tuple[str, int], asyncio
     return leg, await leg.open(), transport
 
 
-async def _calls_service_call(tmp: Path) -> tuple[TrackStatistics, Phone, Path, int]:
+async def _calls_service_call(tmp: Path) -> tuple[TrackStatistics, Phone, Path, int, int]:
     """The bridge side dials the peer through a real CallService with the phone's binding."""
     queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {
         "bridge": asyncio.Queue(),
@@ -106,13 +107,14 @@ async def _calls_service_call(tmp: Path) -> tuple[TrackStatistics, Phone, Path, 
     finally:
         leg.close()
         phone_transport.close()
-    return audio.statistics(), phone, heard_by_peer, frames
+    direct = audio.direct.sent if audio.direct is not None else 0
+    return audio.statistics(), phone, heard_by_peer, frames, direct
 
 
 @pytest.mark.slow
 def test_a_calls_service_call_with_the_phone_binding_passes_g711_through(tmp_path: Path) -> None:
     with loopback_ice():
-        stats, phone, heard_by_peer, frames = asyncio.run(_calls_service_call(tmp_path))
+        stats, phone, heard_by_peer, frames, direct = asyncio.run(_calls_service_call(tmp_path))
     samples, rate = read_wav(heard_by_peer)
     assert_tone(samples, rate, PHONE_HZ)
     assert_tone(phone.recording(), 8000, PEER_HZ)
@@ -121,6 +123,8 @@ def test_a_calls_service_call_with_the_phone_binding_passes_g711_through(tmp_pat
     assert stats.peer_transcoded == 0
     assert stats.passthrough_frames > 50
     assert stats.transcoded_frames == 0
+    # The phone's frames went out on the media clock, not through aiortc's sender task.
+    assert direct == stats.passthrough_frames  # (silence slots included)
     # The service counted the tapped packets as the call's audio.
     assert frames >= stats.peer_passthrough > 0
     # One rewritten stream at the phone: our SSRC, consecutive sequence numbers.
@@ -129,7 +133,9 @@ def test_a_calls_service_call_with_the_phone_binding_passes_g711_through(tmp_pat
     assert sequences == list(range(3, 3 + len(sequences)))
 
 
-async def _bare_call(webrtc: BridgeCodec, current: bool) -> tuple[TrackStatistics, Phone]:
+async def _bare_call(
+    webrtc: BridgeCodec, current: bool
+) -> tuple[TrackStatistics, Phone, PhoneCallAudio, set[str | None]]:
     """The binding on a bare connection, as the calls service drives it."""
     phone = Phone()
     leg, address, phone_transport = await _open_leg(phone)
@@ -141,8 +147,8 @@ async def _bare_call(webrtc: BridgeCodec, current: bool) -> tuple[TrackStatistic
     heard: list[int] = []
 
     def on_track(track: MediaStreamTrack) -> None:
-        receiver = next(r for r in bridge_pc.getReceivers() if r.track is track)
-        receiving.append(asyncio.ensure_future(audio.receive(track, receiver, seen)))
+        transceiver = next(t for t in bridge_pc.getTransceivers() if t.receiver.track is track)
+        receiving.append(asyncio.ensure_future(audio.receive(track, transceiver, seen)))
 
     def seen() -> bool:
         heard.append(1)
@@ -158,6 +164,7 @@ async def _bare_call(webrtc: BridgeCodec, current: bool) -> tuple[TrackStatistic
         answer = peer_pc.localDescription
         await bridge_pc.setRemoteDescription(RTCSessionDescription(answer.sdp, answer.type))
         audio.negotiated(f"audio/{webrtc.value}")
+        mids = _record_mids(peer_pc)
         async with asyncio.timeout(WAIT):
             await send_phone_audio(phone, address, "")
             leg.close()
@@ -167,27 +174,46 @@ async def _bare_call(webrtc: BridgeCodec, current: bool) -> tuple[TrackStatistic
         await bridge_pc.close()
         await peer_pc.close()
         phone_transport.close()
-    return audio.statistics(), phone
+    return audio.statistics(), phone, audio, mids
+
+
+def _record_mids(pc: RTCPeerConnection) -> set[str | None]:
+    """The MID header extension of every RTP packet ``pc`` receives (RFC 8843 demux)."""
+    mids: set[str | None] = set()
+    receiver = pc.getReceivers()[0]
+    original = receiver._handle_rtp_packet
+
+    async def handle(packet: Any, arrival_time_ms: int = 0) -> None:
+        mids.add(packet.extensions.mid)
+        await original(packet, arrival_time_ms=arrival_time_ms)
+
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+    return mids
 
 
 @pytest.mark.slow
 def test_opus_is_transcoded_both_ways_and_nothing_is_tapped() -> None:
     with loopback_ice():
-        stats, phone = asyncio.run(_bare_call(BridgeCodec.OPUS, current=True))
+        stats, phone, audio, mids = asyncio.run(_bare_call(BridgeCodec.OPUS, current=True))
     assert_tone(phone.recording(), 8000, PEER_HZ)
     assert stats.peer_passthrough == 0
     assert stats.peer_transcoded > 50
     assert stats.transcoded_frames > 50
     assert stats.passthrough_frames == 0
+    assert audio.direct is None  # aiortc encodes: its own sender loop sends
+    assert mids == {"0"}
 
 
 @pytest.mark.slow
 def test_a_superseded_connection_passes_nothing_to_the_phone() -> None:
     with loopback_ice():
-        stats, phone = asyncio.run(_bare_call(BridgeCodec.PCMU, current=False))
+        stats, phone, audio, mids = asyncio.run(_bare_call(BridgeCodec.PCMU, current=False))
     assert stats.peer_passthrough == 0
     assert stats.peer_transcoded == 0
     assert phone.received == []
+    # The phone -> peer direction is not this flag's: it went out directly, with the MID.
+    assert audio.direct is not None and audio.direct.sent > 50
+    assert mids == {"0"}
 
 
 def test_the_media_clock_releases_waiters_in_order_and_never_early() -> None:
