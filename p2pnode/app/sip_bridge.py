@@ -49,9 +49,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from p2pnode.app.config import NodeConfig
 from p2pnode.app.node import Node
-from p2pnode.app.peer_config import PresenceSection
+from p2pnode.app.peer_config import ChatSection, PresenceSection
 from p2pnode.app.peer_services import PeerApp, home_role
 from p2pnode.app.services import DhtService, directory_of
+from p2pnode.app.sip_bridge_chat import (
+    BridgeChat,
+    BridgeChatSnapshot,
+    refuse_texts,
+    start_chat,
+)
 from p2pnode.app.sip_service import SipService
 from p2pnode.connectivity.contact import Capability, HomeEntry
 from p2pnode.connectivity.homes import PeerConfig
@@ -191,6 +197,7 @@ class _Bridge:
     calls: BridgedCallService
     ua: BridgeUserAgent
     bridge: SipP2pBridge
+    chat: BridgeChat | None = None  # texts (hosted identities only: sip_bridge_chat)
 
 
 def _client_address(address: tuple[str, int]) -> tuple[str, int]:
@@ -340,11 +347,30 @@ class SipBridgeService:
             parts.append(ua)
             await ua.start()
             await ua.register(expires=REGISTER_EXPIRES)
-            bridge = self._controller(login, callers, calls, ua, domain)
+            resolver = self._resolver(domain)
+            bridge = self._controller(login, callers, calls, ua, resolver)
+            chat = None
+            if callers is BridgeCallers.HOSTED:
+                section = self.config.chat
+                assert isinstance(section, ChatSection)
+                chat = await start_chat(
+                    self.home, login, identity, self.dht, signalling, section, ua, resolver.peer_id
+                )
+                parts.append(chat)
         except BaseException:
             await _close(parts)
             raise
-        return _Bridge(login, callers, identity, signalling, channel, calls, ua, bridge)
+        return _Bridge(login, callers, identity, signalling, channel, calls, ua, bridge, chat)
+
+    def _resolver(self, domain: str) -> PeerResolver:
+        section = self.section
+        trusted = frozenset(public_key_from_peer_id(p) for p in self.config.enum.trust)
+        return PeerResolver(
+            directory_of(self.dht, trusted),
+            gateway_domain=domain,
+            dids=section.dids,
+            allow_unverified=section.bridge_unverified_logins,
+        )
 
     def _controller(
         self,
@@ -352,16 +378,9 @@ class SipBridgeService:
         callers: BridgeCallers,
         calls: BridgedCallService,
         ua: BridgeUserAgent,
-        domain: str,
+        resolver: PeerResolver,
     ) -> SipP2pBridge:
         section = self.section
-        trusted = frozenset(public_key_from_peer_id(p) for p in self.config.enum.trust)
-        resolver = PeerResolver(
-            directory_of(self.dht, trusted),
-            gateway_domain=domain,
-            dids=section.dids,
-            allow_unverified=section.bridge_unverified_logins,
-        )
         bridge = SipP2pBridge(
             calls,
             ua,
@@ -385,6 +404,9 @@ class SipBridgeService:
         signal pump and re-registration until stopped."""
         await self.sip.started.wait()
         await self._build()
+        gateway = self.sip.gateway
+        assert gateway is not None
+        own = frozenset(self.section.bridge_hosted)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._watch_gateway())
             for bridge in self._bridges:
@@ -392,7 +414,12 @@ class SipBridgeService:
                 tasks.create_task(_pump(bridge))
                 tasks.create_task(_reregister(bridge.ua))
                 tasks.create_task(_drain(bridge.bridge))
-                tasks.create_task(_no_chat(bridge.ua))
+                if bridge.chat is not None:
+                    # A held text goes out when its login's phone registers.
+                    gateway.registration_listeners.append(bridge.chat.bridge.registered)
+                    tasks.create_task(bridge.chat.run())
+                else:
+                    tasks.create_task(refuse_texts(bridge.ua, own))
 
     async def _watch_gateway(self) -> None:
         """A restarted ``sip`` service is a new gateway (no registrations, perhaps another
@@ -402,9 +429,13 @@ class SipBridgeService:
 
     async def stop(self) -> None:
         bridges, self._bridges = self._bridges, []
+        gateway = self.sip.gateway
         for bridge in bridges:
             self._retired.add(bridge.bridge.statistics())
-            await _close([bridge.signalling, bridge.calls, bridge.ua])
+            if bridge.chat is not None and gateway is not None:
+                with contextlib.suppress(ValueError):
+                    gateway.registration_listeners.remove(bridge.chat.bridge.registered)
+            await _close([bridge.signalling, bridge.calls, bridge.ua, bridge.chat])
 
     # -- observations ---------------------------------------------------------------------
 
@@ -412,6 +443,10 @@ class SipBridgeService:
         if event.summary is not None:
             self._recent.append(BridgedCall(login, event.call_id, event.summary))
         self.emit(SipBridgeEvent(login, event.call_id, event.what, event.detail, event.summary))
+
+    def chats(self) -> tuple[BridgeChatSnapshot, ...]:
+        """The texts of each hosted identity (``sip_bridge_chat``)."""
+        return tuple(b.chat.snapshot() for b in self._bridges if b.chat is not None)
 
     def statistics(self) -> SipBridgeStatistics:
         totals = self._retired.copy()
@@ -456,7 +491,9 @@ async def _close(parts: Sequence[object]) -> None:
     """Close what one bridge opened, last first; one failing part does not keep the rest."""
     for part in reversed(parts):
         with contextlib.suppress(Exception):
-            if isinstance(part, BridgeUserAgent):
+            if isinstance(part, BridgeChat):
+                await part.stop()
+            elif isinstance(part, BridgeUserAgent):
                 await part.close()
             elif isinstance(part, BridgedCallService):
                 await part.__aexit__(None, None, None)
@@ -485,14 +522,6 @@ async def _drain(bridge: SipP2pBridge) -> None:
     """The service reads events through ``on_event``; the bridge's own queue is emptied."""
     while True:
         await bridge.events.get()
-
-
-async def _no_chat(ua: BridgeUserAgent) -> None:
-    """No chat bridge runs here yet: a MESSAGE for a bridged login is answered 480 at once
-    (rather than waiting unanswered until the sender's transaction times out)."""
-    while True:
-        effect = await ua.pending_messages.get()
-        ua.refuse(effect, 480, "Temporarily Unavailable", ua.token())
 
 
 def add_sip_bridge(

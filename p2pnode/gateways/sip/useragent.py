@@ -246,11 +246,13 @@ class SipUserAgent:
         cseq: int,
         *extra: Header,
         body: bytes = b"",
+        sender: str | None = None,
     ) -> SipRequest:
+        from_ = sender or f"<sip:{self.login}@{self.domain}>"
         headers = (
             Header("Via", f"{self.via()};branch={MAGIC_COOKIE}{self.token()}"),
             Header("Max-Forwards", "70"),
-            Header("From", f"<sip:{self.login}@{self.domain}>;tag={self._tag}"),
+            Header("From", f"{from_};tag={self._tag}"),
             Header("To", to),
             Header("Call-ID", call_id),
             Header("CSeq", f"{cseq} {method}"),
@@ -305,8 +307,11 @@ class SipUserAgent:
         return response
 
     # -- MESSAGE ---------------------------------------------------------------------------
-    async def send_message(self, target: str, text: str) -> int:
-        """A page-mode MESSAGE (RFC 3428) to ``target``; returns the final status."""
+    async def send_message(self, target: str, text: str, *, sender: str | None = None) -> int:
+        """A page-mode MESSAGE (RFC 3428) to ``target``; returns the final status.
+
+        ``sender``: another From name-addr (``"bob" <sip:ID@domain>``), for the bridge
+        that stands for P2P users; it still authenticates as ``login``."""
         uri = parse_uri(target if ":" in target else f"sip:{target}@{self.domain}")
         assert isinstance(uri, SipUri)
         call_id = self.token() + "@ua"
@@ -315,7 +320,7 @@ class SipUserAgent:
         def build(cseq: int, auth: tuple[Header, ...]) -> SipRequest:
             return self._request(
                 "MESSAGE", uri, f"<{uri}>", call_id, cseq,
-                Header("Content-Type", "text/plain"), *auth, body=body,
+                Header("Content-Type", "text/plain"), *auth, body=body, sender=sender,
             )  # fmt: skip
 
         _, response = await self._authenticated(build)

@@ -1,0 +1,177 @@
+"""Texts cross the SIP <-> P2P bridge as ``p2pnode run`` hosts it: nodes from TOML files only.
+
+Three nodes (the setup of ``test_sip_bridge_run``): H, a serving home; A, the
+SIP gateway with ``[sip] bridge_hosted = ["alice"]`` attached to H; B, a peer
+with ``[chat]`` attached to H that claims the login ``bob`` (countersigned by
+a verifier A trusts). Nothing is wired by hand: the chat of alice's hosted
+identity, its stores under A's home and the chat bridge are what ``assemble``
+builds from the files.
+
+What must hold: alice's phone (our UA) sends MESSAGE to ``bob``: 202, and
+B's inbox shows the text from alice's hosted identity. B replies by chat:
+the phone gets a MESSAGE from ``sip:<B's peer id>@gw.test``. carol, an
+account with no bridge of her own, is refused 403 (never sent as the
+gateway). The phone unregisters: B's next reply is held on A's disk (A
+answers B's chat, the phone has nothing). A stops and starts again from its
+home (new ports): when the phone registers at the new gateway the held reply
+arrives, and a new text from the phone reaches B (the ratchet state came back
+from disk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from p2pnode.app.peer_chat import ChatService
+from p2pnode.app.runtime import Assembly
+from p2pnode.app.services import directory_of
+from p2pnode.app.sip_bridge import SipBridgeService
+from p2pnode.app.sip_service import ACCOUNTS_FILE, SipService
+from p2pnode.connectivity.signalling import SignallingService
+from p2pnode.directory.verifiers import countersign
+from p2pnode.gateways.sip.accounts import AccountStore
+from p2pnode.gateways.sip.hosted import identity_of
+from p2pnode.gateways.sip.useragent import SipUserAgent
+from p2pnode.identity import Identity
+from p2pnode.records import RecordKind
+from tests.integration.app.test_sip_bridge_run import (
+    DOMAIN,
+    HOME_TOML,
+    WAIT,
+    gateway_toml,
+    has_home,
+    hostport,
+    peer_toml,
+    ready,
+    running,
+    service,
+    until,
+)
+
+pytestmark = pytest.mark.slow
+
+CHAT_TOML = "\n[chat]\nenabled = true\n"
+
+
+def shown_at(b: Assembly, text: str) -> bytes | None:
+    """The sender of ``text`` in B's inbox, None while it has not arrived."""
+    inbox = service(b, "chat", ChatService).inbox
+    return next((e.message.peer for e in inbox if e.message.text == text), None)
+
+
+def held(bridges: SipBridgeService) -> int:
+    chats = bridges.chats()
+    return chats[0].statistics.held if chats else -1
+
+
+async def gateway_ready(a: Assembly, alice_key: bytes, h: Assembly) -> SipBridgeService:
+    bridges = service(a, "sip-bridge", SipBridgeService)
+    await until(lambda: ready(bridges), "bridges attached")
+    await until(lambda: all(c.attached for c in bridges.chats()), "alice's chat attached")
+    await until(lambda: has_home(h, alice_key), "alice's hosted identity reachable")
+    return bridges
+
+
+async def scenario(root: Path) -> None:
+    verifier = Identity.generate()
+    a_home, b_home, h_home = root / "a", root / "b", root / "h"
+    for home in (a_home, b_home, h_home):
+        home.mkdir()
+    store = AccountStore.open(a_home / ACCOUNTS_FILE, DOMAIN)  # as `p2pnode sip account add`
+    _, alice_password = store.add("alice", None, randbytes=os.urandom)
+    _, carol_password = store.add("carol", None, randbytes=os.urandom)  # no bridge of her own
+    alice_account = store.get("alice")
+    assert alice_account is not None
+    store.close()
+    alice_key = identity_of(alice_account).public_key
+
+    async with contextlib.AsyncExitStack() as stack:
+        h = await stack.enter_async_context(running(h_home, HOME_TOML))
+        h_id = h.identity.peer_id
+        b = await stack.enter_async_context(
+            running(b_home, peer_toml(hostport(h), h_id) + CHAT_TOML)
+        )
+        a_toml = gateway_toml(verifier.peer_id, hostport(h), h_id, "attach")
+        first = contextlib.AsyncExitStack()
+        a = await first.enter_async_context(running(a_home, a_toml))
+        bridges = await gateway_ready(a, alice_key, h)
+        await until(service(b, "signalling", SignallingService).homes, "b attached")
+        await until(lambda: has_home(h, b.identity.public_key), "b's contact published")
+        chat_b = service(b, "chat", ChatService)
+        await until(chat_b.attached.is_set, "b's chat attached")
+        vouched = countersign(
+            verifier, RecordKind.NAME_CLAIM, "bob", b.identity.public_key, now=time.time()
+        )
+        await directory_of(b.dht, frozenset()).claim_name(b.identity, "bob", add=[vouched])
+
+        sip = service(a, "sip", SipService)
+        assert sip.gateway is not None and sip.gateway.address is not None
+        phone = SipUserAgent("alice", alice_password, DOMAIN, sip.gateway.address)
+        carol = SipUserAgent("carol", carol_password, DOMAIN, sip.gateway.address)
+        stack.push_async_callback(phone.close)
+        stack.push_async_callback(carol.close)
+        await phone.start()
+        await carol.start()
+        await phone.register()
+
+        # 1. Phone -> chat: accepted into alice's chat outbox (202), shown at bob's node.
+        async with asyncio.timeout(WAIT):
+            status = await phone.send_message("bob", "hello from the desk phone")
+        assert status == 202
+        await until(lambda: shown_at(b, "hello from the desk phone"), "text at bob")
+        assert shown_at(b, "hello from the desk phone") == alice_key
+
+        # 2. Chat -> phone: bob's reply comes from his peer id at the gateway's domain.
+        await chat_b.send(alice_key, "reply über P2P")
+        async with asyncio.timeout(WAIT):
+            origin, body = await phone.messages.get()
+        assert origin == f"sip:{b.identity.peer_id}@{DOMAIN}"
+        assert body.decode() == "reply über P2P"
+
+        # 3. carol has no bridge of her own: refused, not sent as the gateway.
+        async with asyncio.timeout(WAIT):
+            refused = await carol.send_message("bob", "I have no bridge")
+        assert refused == 403
+
+        # 4. The phone is away: bob's next reply is held on the gateway's disk.
+        await phone.register(expires=0)
+        await chat_b.send(alice_key, "while you were away")
+        await until(lambda: held(bridges) == 1, "reply held for the phone")
+        assert phone.messages.empty()
+
+        # 5. The gateway node stops and starts again from its home (new ports).
+        await first.aclose()
+        a = await stack.enter_async_context(running(a_home, a_toml))
+        bridges = await gateway_ready(a, alice_key, h)
+        assert held(bridges) == 1  # read back from disk
+        sip = service(a, "sip", SipService)
+        assert sip.gateway is not None and sip.gateway.address is not None
+        phone.server = sip.gateway.address
+        await phone.register()
+        async with asyncio.timeout(WAIT):
+            origin, body = await phone.messages.get()
+        assert (origin, body.decode()) == (
+            f"sip:{b.identity.peer_id}@{DOMAIN}",
+            "while you were away",
+        )
+        await until(lambda: held(bridges) == 0, "held reply delivered")
+        # The restored ratchet carries the phone's next text to bob.
+        async with asyncio.timeout(WAIT):
+            status = await phone.send_message("bob", "back after the restart")
+        assert status == 202
+        await until(lambda: shown_at(b, "back after the restart"), "second text at bob")
+        assert shown_at(b, "back after the restart") == alice_key
+        statistics = bridges.chats()[0].statistics
+        assert (statistics.to_chat, statistics.to_phones, statistics.held) == (1, 1, 0)
+
+
+def test_texts_cross_the_bridge_p2pnode_run_builds_and_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    asyncio.run(scenario(tmp_path))
