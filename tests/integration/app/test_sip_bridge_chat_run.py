@@ -9,7 +9,8 @@ builds from the files.
 
 What must hold: alice's phone (our UA) sends MESSAGE to ``bob``: 202, and
 B's inbox shows the text from alice's hosted identity. B replies by chat:
-the phone gets a MESSAGE from ``sip:<B's peer id>@gw.test``. carol, an
+the phone gets a MESSAGE from ``sip:<B's peer id>@gw.test``, and a MESSAGE
+to that From reaches B too; a login nobody claims gets 404. carol, an
 account with no bridge of her own, is refused 403 (never sent as the
 gateway). The phone unregisters: B's next reply is held on A's disk (A
 answers B's chat, the phone has nothing). A stops and starts again from its
@@ -36,7 +37,11 @@ from p2pnode.app.sip_service import ACCOUNTS_FILE, SipService
 from p2pnode.connectivity.signalling import SignallingService
 from p2pnode.directory.verifiers import countersign
 from p2pnode.gateways.sip.accounts import AccountStore
+from p2pnode.gateways.sip.bridge_chat import MessageUserAgent
+from p2pnode.gateways.sip.bridge_routing import NOT_THIS_BRIDGE
+from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
 from p2pnode.gateways.sip.hosted import identity_of
+from p2pnode.gateways.sip.message import build_response
 from p2pnode.gateways.sip.useragent import SipUserAgent
 from p2pnode.identity import Identity
 from p2pnode.records import RecordKind
@@ -53,8 +58,6 @@ from tests.integration.app.test_sip_bridge_run import (
     service,
     until,
 )
-
-pytestmark = pytest.mark.slow
 
 CHAT_TOML = "\n[chat]\nenabled = true\n"
 
@@ -134,6 +137,16 @@ async def scenario(root: Path) -> None:
         assert origin == f"sip:{b.identity.peer_id}@{DOMAIN}"
         assert body.decode() == "reply über P2P"
 
+        # 2b. Answering that From reaches the same peer (by peer id, whatever bob's login).
+        async with asyncio.timeout(WAIT):
+            status = await phone.send_message(origin, "answered by peer id")
+        assert status == 202
+        await until(lambda: shown_at(b, "answered by peer id"), "reply by peer id at bob")
+        # A login nobody claims: the phone learns it at once (404), nothing is kept.
+        async with asyncio.timeout(WAIT):
+            unknown = await phone.send_message("nobody", "lost?")
+        assert unknown == 404
+
         # 3. carol has no bridge of her own: refused, not sent as the gateway.
         async with asyncio.timeout(WAIT):
             refused = await carol.send_message("bob", "I have no bridge")
@@ -169,9 +182,60 @@ async def scenario(root: Path) -> None:
         assert shown_at(b, "back after the restart") == alice_key
         statistics = bridges.chats()[0].statistics
         assert (statistics.to_chat, statistics.to_phones, statistics.held) == (1, 1, 0)
+        assert (statistics.refused, statistics.failed) == (0, 0)
 
 
+@pytest.mark.slow
 def test_texts_cross_the_bridge_p2pnode_run_builds_and_survive_a_restart(
     tmp_path: Path,
 ) -> None:
     asyncio.run(scenario(tmp_path))
+
+
+async def fork(tmp_path: Path) -> None:
+    """The gateway alone: bridge texts are never held, the best bridge answer goes back."""
+    store = AccountStore(tmp_path / "accounts.sqlite", DOMAIN)
+    _, alice_password = store.add("alice", None, randbytes=os.urandom)
+    _, bridge_password = store.add("p2p", None, randbytes=os.urandom)
+    gateway = SipGateway(GatewayConfig(DOMAIN), store, p2p_login="p2p")
+    await gateway.start()
+    assert gateway.address is not None
+    phone = SipUserAgent("alice", alice_password, DOMAIN, gateway.address)
+    bridges = [MessageUserAgent("p2p", bridge_password, DOMAIN, gateway.address) for _ in "ab"]
+    registered: list[str] = []
+    gateway.registration_listeners.append(registered.append)
+
+    async def answer(ua: MessageUserAgent, status: int, reason: str) -> None:
+        effect = await ua.pending_messages.get()
+        ua.stack.respond(effect.key, build_response(effect.request, status, reason, to_tag="t"))
+
+    try:
+        for ua in (phone, *bridges):
+            await ua.start()
+        await phone.register()
+        async with asyncio.timeout(WAIT):
+            # No bridge registered: 480 at once, not 202 and held in memory.
+            assert await phone.send_message("bob", "nobody bridges") == 480
+            for ua in bridges:
+                await ua.register()
+            # Two bridges: the one not taking it says 503, the other 404; 404 wins.
+            texting = asyncio.create_task(phone.send_message("bob", "to whom?"))
+            await answer(bridges[0], *NOT_THIS_BRIDGE)
+            await answer(bridges[1], 404, "Not Found")
+            assert await texting == 404
+            # A 202 from one bridge answers the phone 202 (in the outbox, not delivered).
+            texting = asyncio.create_task(phone.send_message("bob", "kept"))
+            await answer(bridges[0], *NOT_THIS_BRIDGE)
+            await answer(bridges[1], 202, "Accepted")
+            assert await texting == 202
+        assert len(gateway.queue) == 0  # nothing held by the gateway
+        assert registered == ["alice", "p2p", "p2p"]
+    finally:
+        for ua in (phone, *bridges):
+            await ua.close()
+        await gateway.stop()
+        store.close()
+
+
+def test_the_gateway_never_holds_bridge_texts_and_returns_the_best_answer(tmp_path: Path) -> None:
+    asyncio.run(fork(tmp_path))
