@@ -27,6 +27,13 @@ gateway routes what it does not host to that account and forks to every
 bridge, each taking only its callers. The bridge account is made at the first
 start; its password is generated at every start and kept in memory.
 
+Texts: each ``bridge_hosted`` bridge also carries its login's SIP MESSAGEs
+<-> E2E chat of its hosted identity (``sip_bridge_chat``: a chat service
+with its own stores under ``<home>/sip-bridge/<peer id>/`` on that bridge's
+signalling, and a ``ChatBridge`` on its UA; held texts go out when the
+gateway reports the login's next REGISTER). The gateway's own bridge refuses
+texts of accounts without a bridge (``NO_CHAT``).
+
 Observability: every bridge event goes to the node's event stream as a
 ``SipBridgeEvent``; ``statistics()`` keeps totals across restarts (so the
 Prometheus counters built from it stay monotonic) and the last
