@@ -8,15 +8,22 @@ wall time, divided by the calls, is the CPU per call; calls per core is its
 inverse. Three rows, measured in the same run on loopback:
 
 * ``passthrough``: a plain RTP "phone" sending PCMU at 20 ms -> the bridge's
-  phone leg (jitter buffer) -> G.711 handed to aiortc as ``av.Packet`` -> the
-  peer; the peer's PCMU RTP is tapped at the bridge's ``RTCRtpReceiver``
-  (no aiortc jitter buffer, decoder thread or track) -> rewritten and paced ->
-  the phone. Exactly the binding ``SipP2pBridge`` gives a bridged call.
+  phone leg (jitter buffer) -> RTP built on the shared media clock and sent
+  through the connection's DTLS-SRTP transport (``DirectRtp``) -> the peer;
+  the peer's PCMU RTP is tapped at the bridge's ``RTCRtpReceiver`` (no aiortc
+  jitter buffer, decoder thread or track) -> rewritten and paced -> the phone.
+  Exactly the binding ``SipP2pBridge`` gives a bridged call
+  (``CallMedia(audio=PhoneCallAudio(leg))``).
 * ``transcoded``: the same with opus on the WebRTC leg (decoded, resampled,
   re-encoded both ways).
 * ``aiortc`` (the anchor): one plain aiortc PCMU call leg per call in this
   process (a tone source sending, the received track drained), the same far
   end: what a P2P node pays for one call side with no bridge.
+
+``--breakdown`` adds two rows to split a passthrough call's CPU: ``connected``
+(the connections up, no media either way: ICE consent, DTLS, RTCP, idle
+tasks) and ``phone_to_peer`` (the phone talks, the peer is silent); the
+differences give each direction's cost.
 
 The far ends count what they received (frames at the peer, packets at the
 phone, per second per call): the rows only count if media flowed both ways.
@@ -84,6 +91,7 @@ from tests.integration.bridge.test_bridge_media_loopback import (  # noqa: E402
 )
 
 MAX_CALLS = 100
+FULL_RATE = 45.0  # packets/s per call and direction below which a row's CPU is undercounted
 MAX_SECONDS = 20.0
 PT_PCMU = 0
 
@@ -341,6 +349,18 @@ async def media_load(
     }
 
 
+def _full_rate(mode: str, row: dict[str, float]) -> bool:
+    """Whether media flowed at ~50 packets/s each way the row sends (else CPU is undercounted)."""
+    rates = [row["peer_packets_per_s_per_call"]]
+    if mode not in ("aiortc", "connected"):
+        rates.append(row["sent_to_peer_per_s_per_call"])
+    if mode not in ("aiortc", "connected", "phone_to_peer"):
+        rates.append(row["phone_packets_per_s_per_call"])
+    if mode == "connected":
+        return True
+    return min(rates) >= FULL_RATE
+
+
 def _parts(rows: dict[str, dict[str, float]]) -> dict[str, float]:
     """Per-call CPU of each part of a passthrough call, from the ablation rows."""
     idle = rows["connected"]["cpu_per_call"]
@@ -476,6 +496,9 @@ async def main(calls: int, seconds: float, runs: int, settle: float, breakdown: 
             f"{row['sent_to_phone_per_s_per_call']:>12.1f}"
         )
     print("(peer pkts/s, phone pkts/s: counted by the far end; sent: by this process)")
+    short = [mode for mode, row in rows.items() if not _full_rate(mode, row)]
+    if short:
+        print(f"NOT AT FULL RATE (< {FULL_RATE:.0f}/s somewhere, figure too high): {short}")
     setup_p50 = statistics.median(bridged)
     floor_p50 = statistics.median(floor)
     print(f"set-up phone INVITE -> peer first frame: p50 {setup_p50:.1f} ms over {runs} calls")
@@ -503,6 +526,7 @@ async def main(calls: int, seconds: float, runs: int, settle: float, breakdown: 
         "passthrough_sent_to_phone_per_s": round(
             rows["passthrough"]["sent_to_phone_per_s_per_call"], 1
         ),
+        "full_rate": {mode: _full_rate(mode, row) for mode, row in rows.items()},
         "setup_p50_ms": round(setup_p50, 1),
         "floor_ms": round(floor_p50, 1),
         "setup_vs_floor": round(setup_p50 / floor_p50, 2),
