@@ -274,8 +274,8 @@ class ChatBridge:
                 await self._send_chat(peer, text)
             self._to_chat += 1
         # No prekey bundle, the directory timing out or unreachable, a bundle
-        # that does not verify: the peer cannot be reached now.
-        except (LookupError, TimeoutError, OSError, ValueError) as error:
+        # that does not verify, the chat service stopping: not now.
+        except (LookupError, TimeoutError, OSError, ValueError, RuntimeError) as error:
             self._failed += 1
             _LOG.info("phone text not sent to chat: %s", type(error).__name__)
             return 480, "Temporarily Unavailable"
