@@ -85,6 +85,7 @@ class DirectRtp:
         self._first = True
         self.sent = 0
         self.errors = 0
+        self.retired = False
         self._packets = 0
         self._octets = 0
         self._first_byte = 0x80  # RFC 3550 §5.1: version 2
@@ -105,7 +106,13 @@ class DirectRtp:
                 self._first_byte |= 0x10  # X bit
         return True
 
+    def retire(self) -> None:
+        """A newer connection of the call took over (failover): send nothing more."""
+        self.retired = True
+
     def tick(self, now: float) -> None:
+        if self.retired:
+            return
         transport = self._sender.transport
         if transport.state != "connected":
             return  # before DTLS (the jitter buffer keeps the phone's audio) or after close

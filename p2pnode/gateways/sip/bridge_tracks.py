@@ -429,7 +429,13 @@ class PhoneCallAudio:
         return self._codec
 
     def track(self) -> PhoneAudioTrack:
-        """A new connection's sending track (transcoding until :meth:`negotiated`)."""
+        """A new connection's sending track (transcoding until :meth:`negotiated`).
+
+        The previous connection's direct sender retires: both would pull the
+        same jitter buffer and split the phone's frames between them.
+        """
+        if self.direct is not None:
+            self.direct.retire()
         if self._track is not None:
             old = self._track.statistics()
             passthrough, transcoded, silence = self._to_peer
