@@ -123,7 +123,8 @@ def tree_cpu_seconds(pid: int) -> float:
 # -- workers (child processes) -----------------------------------------------------------
 
 
-def gateway_worker(home: Path) -> None:
+def gateway_worker(home: Path, profile: Path | None = None) -> None:
+    """The gateway in its own process; with ``profile`` its cProfile stats go there."""
     from p2pnode.gateways.sip.accounts import AccountStore
     from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
     from p2pnode.gateways.sip.security import GuardConfig
@@ -146,7 +147,14 @@ def gateway_worker(home: Path) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await gateway.stop()
 
-    asyncio.run(run())
+    if profile is None:
+        asyncio.run(run())
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.runcall(asyncio.run, run())
+    profiler.dump_stats(profile)
 
 
 def relay_worker() -> None:
@@ -468,17 +476,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--packets", type=int, default=60_000)
     parser.add_argument("--rate", type=float, default=20_000.0)
+    parser.add_argument(
+        "--profile", type=Path, help="write the gateway process's cProfile stats to this file"
+    )
     args = parser.parse_args()
     if args.worker == "gateway":
-        gateway_worker(args.home)
+        gateway_worker(args.home, args.profile)
         return
     if args.worker == "relay":
         relay_worker()
         return
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
+        profiling = [] if args.profile is None else ["--profile", str(args.profile)]
         gateway = subprocess.Popen(
-            [sys.executable, __file__, "--worker", "gateway", "--home", str(tmp)],
+            [sys.executable, __file__, "--worker", "gateway", "--home", str(tmp), *profiling],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert gateway.stdout is not None and gateway.stdin is not None

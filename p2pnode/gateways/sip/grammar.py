@@ -14,6 +14,7 @@ decoder, and the rules below simply do not match it where it is not allowed.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -184,7 +185,20 @@ def unfold(lines: list[str]) -> str:
 
 
 def is_valid_host(host: str) -> bool:
-    """host = hostname / IPv4address / IPv6reference (RFC 3261 §25.1)."""
+    """host = hostname / IPv4address / IPv6reference (RFC 3261 §25.1).
+
+    Every Via, URI and Contact asks, and the same few hosts repeat in every
+    message of a call: answers for short hosts are cached (bounded LRU).
+    """
+    if len(host) > _CACHED_HOST_LENGTH:
+        return _is_valid_host(host)
+    return _is_valid_host_cached(host)
+
+
+_CACHED_HOST_LENGTH = 64
+
+
+def _is_valid_host(host: str) -> bool:
     if host.startswith("["):
         if IPV6_REFERENCE_RE.fullmatch(host) is None:
             return False
@@ -196,6 +210,9 @@ def is_valid_host(host: str) -> bool:
     if IPV4_RE.fullmatch(host) is not None:
         return all(int(octet) <= 255 for octet in host.split("."))
     return HOSTNAME_RE.fullmatch(host) is not None
+
+
+_is_valid_host_cached = functools.lru_cache(maxsize=1024)(_is_valid_host)
 
 
 def quote(text: str) -> str:

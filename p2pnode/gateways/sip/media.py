@@ -21,7 +21,9 @@ latched address is accepted. Everything else is dropped and counted.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
+import functools
 import ipaddress
 import socket
 from collections.abc import Callable
@@ -29,7 +31,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "LATCH_WINDOW",
+    "MAX_IDLE_PAIRS",
     "MAX_RELAYS",
+    "PAIR_QUARANTINE",
     "Address",
     "LatchCore",
     "MediaRelay",
@@ -46,6 +50,10 @@ Address = tuple[str, int]
 
 LATCH_WINDOW = 2.0  # seconds after the first latch during which a side may re-latch
 MAX_RELAYS = 2048  # port pairs held at once (4096 sockets)
+MAX_IDLE_PAIRS = 256  # ended calls' port pairs kept open for later calls (512 sockets)
+# An ended call's pair serves no new call for this long: the old call's stream has
+# stopped by then, so it cannot reach (or latch onto) the next call on that pair.
+PAIR_QUARANTINE = 0.5
 _NAT_NETWORKS = tuple(
     ipaddress.ip_network(network)
     for network in (
@@ -76,7 +84,14 @@ class Verdict(enum.Enum):
 
 
 def is_private(host: str) -> bool:
-    """True for addresses a phone behind NAT writes (RFC 1918, CGNAT, link-local, ULA)."""
+    """True for addresses a phone behind NAT writes (RFC 1918, CGNAT, link-local, ULA).
+
+    Asked for both legs' SDP and SIP addresses of every call: cached (bounded LRU).
+    """
+    return _is_private_cached(host) if len(host) <= 64 else _is_private(host)
+
+
+def _is_private(host: str) -> bool:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -84,6 +99,9 @@ def is_private(host: str) -> bool:
     return any(
         address in network for network in _NAT_NETWORKS if network.version == address.version
     )
+
+
+_is_private_cached = functools.lru_cache(maxsize=1024)(_is_private)
 
 
 def signalled_address(sdp_host: str, sdp_port: int, sip_source: Address) -> Address:
@@ -153,17 +171,58 @@ class RelayStatistics:
     dropped: tuple[tuple[str, int], ...]
 
 
+class _PortPair:
+    """Two bound sockets, read with ``add_reader`` once for their whole life; a call's
+    :class:`RelayHandle` borrows them. While no call holds them (in the relay's idle
+    pool) whatever arrives is read and dropped, so a reused pair starts empty."""
+
+    __slots__ = ("handle", "owner", "ports", "sockets")
+
+    def __init__(self, owner: MediaRelay, sockets: dict[Side, socket.socket]) -> None:
+        self.owner = owner
+        self.sockets = sockets
+        self.ports = {side: int(sock.getsockname()[1]) for side, sock in sockets.items()}
+        self.handle: RelayHandle | None = None
+        for side, sock in sockets.items():
+            owner.loop.add_reader(sock.fileno(), self._readable, side)
+
+    def _readable(self, side: Side) -> None:
+        handle = self.handle
+        if handle is not None:
+            handle._readable(side)
+            return
+        own = self.sockets[side]
+        for _ in range(_BURST):
+            try:
+                own.recvfrom(_MAX_DATAGRAM)
+            except OSError:  # BlockingIOError: drained
+                return
+            self.owner.count_drop("idle port")
+
+    def drain(self) -> None:
+        """Drop what arrived for the pair's previous call (read, never forwarded)."""
+        for side in Side:
+            self._readable(side)
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            self.owner.loop.remove_reader(sock.fileno())
+            sock.close()
+
+
 class RelayHandle:
     """One call's port pair: ``port(side)`` is the gateway port that side sends to."""
 
-    def __init__(self, owner: MediaRelay, sockets: dict[Side, socket.socket]) -> None:
+    def __init__(self, owner: MediaRelay, pair: _PortPair) -> None:
         self._owner = owner
-        self._sockets = sockets
+        self._pair = pair
+        self._sockets = pair.sockets
         self.core = LatchCore(owner.window)
         self.closed = False
+        pair.handle = self
 
     def port(self, side: Side) -> int:
-        return int(self._sockets[side].getsockname()[1])
+        return self._pair.ports[side]
 
     def expect(self, side: Side, address: Address) -> None:
         self.core.expect(side, address)
@@ -197,28 +256,42 @@ class RelayHandle:
         if self.closed:
             return
         self.closed = True
-        self._owner._release(self)
-        for sock in self._sockets.values():
-            self._owner.loop.remove_reader(sock.fileno())
-            sock.close()
+        self._pair.handle = None
+        self._owner._release(self, self._pair)
 
 
 class MediaRelay:
-    """Port pairs on ``host``, read with ``add_reader`` (no per-packet task or future)."""
+    """Port pairs on ``host``, read with ``add_reader`` (no per-packet task or future).
+
+    A call's pair goes back to a bounded idle pool (``max_idle`` pairs) when it
+    ends, and a new call takes the oldest idle one once it has been idle for
+    ``quarantine`` seconds (rtpengine cycles through a port range for the same
+    reason: a late packet of the old call must not meet the new one). Opening
+    two sockets, binding them, registering them with the loop and undoing it all
+    again was ~6 % of a call set-up's CPU (cProfile under
+    benchmarks/sip_gateway.py). A reused pair is drained first and gets a fresh
+    :class:`LatchCore`, so nothing of the previous call's media or latching
+    carries over; what reaches an idle pair is read and dropped ("idle port").
+    """
 
     def __init__(
         self,
         host: str,
         *,
         max_relays: int = MAX_RELAYS,
+        max_idle: int = MAX_IDLE_PAIRS,
+        quarantine: float = PAIR_QUARANTINE,
         window: float = LATCH_WINDOW,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self.host = host
         self.max_relays = max_relays
+        self.max_idle = max_idle
+        self.quarantine = quarantine
         self.window = window
         self._clock = clock
         self._relays: set[RelayHandle] = set()
+        self._idle: collections.deque[tuple[float, _PortPair]] = collections.deque()  # oldest first
         self.forwarded = 0
         self.dropped: dict[str, int] = {}
 
@@ -233,9 +306,21 @@ class MediaRelay:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
     def open(self) -> RelayHandle:
-        """Bind a port pair (kernel-chosen ports); raises MediaRelayFullError beyond the cap."""
+        """A port pair (an idle one, else two kernel-chosen ports); raises
+        MediaRelayFullError beyond the cap."""
         if len(self._relays) >= self.max_relays:
             raise MediaRelayFullError
+        idle = self._idle
+        if idle and self.clock() - idle[0][0] >= self.quarantine:
+            pair = idle.popleft()[1]
+            pair.drain()
+        else:
+            pair = _PortPair(self, self._bind_pair())
+        handle = RelayHandle(self, pair)
+        self._relays.add(handle)
+        return handle
+
+    def _bind_pair(self) -> dict[Side, socket.socket]:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sockets: dict[Side, socket.socket] = {}
         try:
@@ -248,18 +333,20 @@ class MediaRelay:
             for sock in sockets.values():
                 sock.close()
             raise
-        handle = RelayHandle(self, sockets)
-        for side, sock in sockets.items():
-            self.loop.add_reader(sock.fileno(), handle._readable, side)
-        self._relays.add(handle)
-        return handle
+        return sockets
 
-    def _release(self, handle: RelayHandle) -> None:
+    def _release(self, handle: RelayHandle, pair: _PortPair) -> None:
         self._relays.discard(handle)
+        if len(self._idle) < self.max_idle:
+            self._idle.append((self.clock(), pair))
+        else:
+            pair.close()
 
     def close(self) -> None:
         for handle in list(self._relays):
             handle.close()
+        while self._idle:
+            self._idle.popleft()[1].close()
 
     def statistics(self) -> RelayStatistics:
         return RelayStatistics(
