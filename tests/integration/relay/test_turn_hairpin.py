@@ -217,3 +217,24 @@ async def test_the_receiving_allocation_needs_its_own_permission() -> None:
         assert service.hairpinned == 2
     finally:
         close(service, [alice, bob])
+
+
+@run_async
+async def test_a_send_indication_to_our_own_relayed_address_takes_the_hairpin_too() -> None:
+    service, (alice, bob) = await relay_and_clients(2)
+    try:
+        await alice.permit(bob.relayed)  # alice sends by Send indication, no channel
+        await bob.bind(BOB_CHANNEL, alice.relayed)
+        indication = StunMessage(
+            StunMethod.SEND,
+            StunClass.INDICATION,
+            os.urandom(12),
+            (XorPeerAddress(bob.relayed), Data(b"by indication")),
+        )
+        alice.send(encode_message(indication))
+        assert await bob.receive() == channel_data(BOB_CHANNEL, b"by indication")
+        assert service.hairpinned == 1
+        stats = service.statistics()
+        assert (stats.packets_to_peer, stats.packets_to_client) == (1, 1)
+    finally:
+        close(service, [alice, bob])
