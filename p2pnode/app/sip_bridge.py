@@ -47,12 +47,9 @@ import collections
 import contextlib
 import logging
 import os
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from p2pnode.app.config import NodeConfig
 from p2pnode.app.node import Node
@@ -65,6 +62,15 @@ from p2pnode.app.sip_bridge_chat import (
     refuse_texts,
     start_chat,
 )
+from p2pnode.app.sip_bridge_stats import (
+    TEXT_COUNTS,
+    BridgedCall,
+    BridgeSnapshot,
+    SipBridgeEvent,
+    SipBridgeStatistics,
+    Totals,
+    bridge_metrics,
+)
 from p2pnode.app.sip_service import SipService
 from p2pnode.connectivity.contact import Capability, HomeEntry
 from p2pnode.connectivity.homes import PeerConfig
@@ -72,11 +78,7 @@ from p2pnode.connectivity.signalling import SignalChannel, SignallingService
 from p2pnode.gateways.sip.accounts import AccountError, AccountStore
 from p2pnode.gateways.sip.bridge import (
     BridgedCallService,
-    BridgedCallSummary,
-    BridgeDirection,
     BridgeEvent,
-    BridgeMode,
-    BridgeStatistics,
     BridgeUserAgent,
     SipP2pBridge,
 )
@@ -105,93 +107,6 @@ HOMES_WAIT = 10.0  # seconds a bridge's home search waits for the node's own hom
 REGISTER_EVERY = 120.0  # seconds between re-registrations (well inside the expiry)
 # PCMU first: a peer offering it lets the phone's G.711 pass through untouched.
 BRIDGE_CODECS = ("PCMU", "PCMA", "opus")
-
-
-@dataclass(frozen=True)
-class SipBridgeEvent:
-    """Event on the node's stream: one observation of one bridged call."""
-
-    bridge: str  # the hosted login (or the bridge account: the gateway's identity)
-    call_id: bytes
-    what: str  # see ``BridgeEvent``
-    detail: str
-    summary: BridgedCallSummary | None
-
-
-@dataclass(frozen=True)
-class BridgedCall:
-    """One ended bridged call (the newest ``MAX_RECENT_CALLS``)."""
-
-    bridge: str
-    call_id: bytes
-    summary: BridgedCallSummary
-
-
-@dataclass(frozen=True)
-class BridgeSnapshot:
-    """One running bridge: whose calls, as which P2P identity, reached how."""
-
-    login: str
-    callers: BridgeCallers
-    peer_id: str
-    homes: int  # homes its signalling is attached to (0: unreachable for P2P calls)
-    statistics: BridgeStatistics
-
-
-@dataclass(frozen=True)
-class SipBridgeStatistics:
-    """Totals since the node started (across restarts) and the running bridges."""
-
-    account: str
-    active_calls: int
-    calls: tuple[tuple[BridgeDirection, BridgeMode, int], ...]
-    refusals: tuple[tuple[str, int], ...]
-    packets_from_phone: int
-    packets_to_phone: int
-    lost: int
-    passthrough_frames: int
-    transcoded_frames: int
-    digits_from_phone: int
-    digits_to_phone: int
-    digits_dropped: int
-    bridges: tuple[BridgeSnapshot, ...]
-    recent: tuple[BridgedCall, ...]
-
-
-_TOTALS = (
-    "packets_from_phone",
-    "packets_to_phone",
-    "lost",
-    "passthrough_frames",
-    "transcoded_frames",
-    "digits_from_phone",
-    "digits_to_phone",
-    "digits_dropped",
-)
-
-
-class _Totals:
-    """Counters summed over bridges (the retired ones' final counts plus the live ones)."""
-
-    def __init__(self) -> None:
-        self.values: Counter[str] = Counter()
-        self.calls: Counter[tuple[BridgeDirection, BridgeMode]] = Counter()
-        self.refusals: Counter[str] = Counter()
-
-    def add(self, stats: BridgeStatistics) -> None:
-        for name in _TOTALS:
-            self.values[name] += getattr(stats, name)
-        for direction, mode, count in stats.calls:
-            self.calls[(direction, mode)] += count
-        for reason, count in stats.refusals:
-            self.refusals[reason] += count
-
-    def copy(self) -> _Totals:
-        other = _Totals()
-        other.values.update(self.values)
-        other.calls.update(self.calls)
-        other.refusals.update(self.refusals)
-        return other
 
 
 @dataclass
@@ -241,7 +156,7 @@ class SipBridgeService:
         self.emit = emit
         self._bridges: list[_Bridge] = []
         self._gateway_stopped = asyncio.Event()  # the one of the gateway registered at
-        self._retired = _Totals()
+        self._retired = Totals()
         self._recent: collections.deque[BridgedCall] = collections.deque(maxlen=MAX_RECENT_CALLS)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -439,6 +354,8 @@ class SipBridgeService:
         gateway = self.sip.gateway
         for bridge in bridges:
             self._retired.add(bridge.bridge.statistics())
+            if bridge.chat is not None:
+                self._retired.add_texts(bridge.chat.bridge.statistics())
             if bridge.chat is not None and gateway is not None:
                 with contextlib.suppress(ValueError):
                     gateway.registration_listeners.remove(bridge.chat.bridge.registered)
@@ -458,6 +375,10 @@ class SipBridgeService:
     def statistics(self) -> SipBridgeStatistics:
         totals = self._retired.copy()
         snapshots = []
+        held = 0
+        for chat in self.chats():
+            totals.add_texts(chat.statistics)
+            held += chat.statistics.held
         for bridge in self._bridges:
             stats = bridge.bridge.statistics()
             totals.add(stats)
@@ -486,12 +407,9 @@ class SipBridgeService:
             digits_dropped=v["digits_dropped"],
             bridges=tuple(snapshots),
             recent=tuple(self._recent),
+            texts=tuple((what, totals.texts[what]) for what in TEXT_COUNTS),
+            texts_held=held,
         )
-
-
-def _by_name(item: tuple[tuple[BridgeDirection, BridgeMode], int]) -> tuple[str, str]:
-    (direction, mode), _ = item
-    return direction.value, mode.value
 
 
 async def _close(parts: Sequence[object]) -> None:
@@ -542,52 +460,3 @@ def add_sip_bridge(
     service = SipBridgeService(home, config, sip, dht, node.service, emit=node.emit)
     node.add(service)
     return service
-
-
-def bridge_metrics(stats: SipBridgeStatistics) -> Iterator[Metric]:
-    """The bridge's Prometheus families (``metrics.NodeCollector`` yields them at scrape)."""
-    calls = CounterMetricFamily(
-        "p2pnode_sip_bridge_calls",
-        "answered bridged calls that ended, by who started them and how audio crossed",
-        labels=["direction", "mode"],
-    )
-    for direction in BridgeDirection:
-        for mode in BridgeMode:  # every series from the first scrape: rate() needs a zero
-            count = next((n for d, m, n in stats.calls if d is direction and m is mode), 0)
-            calls.add_metric([direction.value, mode.value], count)
-    yield calls
-    active = GaugeMetricFamily("p2pnode_sip_bridge_active_calls", "bridged calls in progress")
-    active.add_metric([], stats.active_calls)
-    yield active
-    refusals = CounterMetricFamily(
-        "p2pnode_sip_bridge_refusals",
-        "calls the bridge did not connect, by reason (foreign-*, not-found, peer-*, phone-*)",
-        labels=["reason"],
-    )
-    for reason, count in stats.refusals:
-        refusals.add_metric([reason], count)
-    yield refusals
-    frames = CounterMetricFamily(
-        "p2pnode_sip_bridge_frames",
-        "phone audio frames into the P2P leg: payload untouched or decoded",
-        labels=["mode"],
-    )
-    frames.add_metric([BridgeMode.PASSTHROUGH.value], stats.passthrough_frames)
-    frames.add_metric([BridgeMode.TRANSCODED.value], stats.transcoded_frames)
-    yield frames
-    packets = CounterMetricFamily(
-        "p2pnode_sip_bridge_rtp_packets",
-        "RTP packets on the phone leg of ended calls (lost: missing at the jitter buffer)",
-        labels=["what"],
-    )
-    packets.add_metric(["from-phone"], stats.packets_from_phone)
-    packets.add_metric(["to-phone"], stats.packets_to_phone)
-    packets.add_metric(["lost"], stats.lost)
-    yield packets
-    digits = CounterMetricFamily(
-        "p2pnode_sip_bridge_digits", "RFC 4733 digits carried or dropped", labels=["what"]
-    )
-    digits.add_metric(["from-phone"], stats.digits_from_phone)
-    digits.add_metric(["to-phone"], stats.digits_to_phone)
-    digits.add_metric(["dropped"], stats.digits_dropped)
-    yield digits

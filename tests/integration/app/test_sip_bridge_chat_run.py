@@ -27,7 +27,9 @@ import os
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from p2pnode.app.peer_chat import ChatService
 from p2pnode.app.runtime import Assembly
@@ -183,6 +185,21 @@ async def scenario(root: Path) -> None:
         statistics = bridges.chats()[0].statistics
         assert (statistics.to_chat, statistics.to_phones, statistics.held) == (1, 1, 0)
         assert (statistics.refused, statistics.failed) == (0, 0)
+        # The same on /metrics (the restarted node counts from its start).
+        assert a.metrics is not None
+        async with aiohttp.ClientSession() as http, http.get(a.metrics.url) as scraped:
+            metrics = await scraped.text()
+        values = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(metrics)
+            for sample in family.samples
+        }
+        texts = {
+            what: values[("p2pnode_sip_bridge_texts_total", (("what", what),))]
+            for what in ("to-chat", "to-phones", "refused", "failed")
+        }
+        assert texts == {"to-chat": 1.0, "to-phones": 1.0, "refused": 0.0, "failed": 0.0}
+        assert values[("p2pnode_sip_bridge_texts_held", ())] == 0.0
 
 
 @pytest.mark.slow
