@@ -434,9 +434,27 @@ def stamp_received(request: SipRequest, source: tuple[str, int]) -> SipRequest:
     stamped = Via(top.transport, top.host, top.port, tuple(params))
     headers = list(request.headers)
     index = next(i for i, header in enumerate(headers) if header.name == "Via")
-    rest = parse_vias([headers[index].value])[1:]
-    headers[index] = Header("Via", ", ".join(str(via) for via in (stamped, *rest)))
-    return SipRequest.build(request.method, request.uri, tuple(headers), request.body)
+    first = parse_vias([headers[index].value])  # the first Via header's values (cached)
+    value = ", ".join(str(via) for via in (stamped, *first[1:]))
+    headers[index] = Header("Via", value)
+    # Only the first Via header changed: parse it again (the stamped value must be
+    # one the parser accepts) and keep the rest of the request's validated core,
+    # instead of parsing every core header again (equal: tests/unit/sip/test_rport.py).
+    vias = (*parse_vias([value]), *request.core.vias[len(first) :])
+    core = CoreHeaders(
+        vias=vias,
+        from_=request.core.from_,
+        to=request.core.to,
+        call_id=request.core.call_id,
+        cseq=request.core.cseq,
+        max_forwards=request.core.max_forwards,
+        content_length=request.core.content_length,
+        contacts=request.core.contacts,
+        contact_star=request.core.contact_star,
+        routes=request.core.routes,
+        record_routes=request.core.record_routes,
+    )
+    return SipRequest(request.method, request.uri, tuple(headers), request.body, core)
 
 
 def error_response(

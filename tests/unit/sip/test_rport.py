@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from p2pnode.gateways.sip.errors import SipDecodeError
-from p2pnode.gateways.sip.message import SipRequest, error_response, stamp_received
+from p2pnode.gateways.sip.headers import Param, Via, parse_vias
+from p2pnode.gateways.sip.message import Header, SipRequest, error_response, stamp_received
 from p2pnode.gateways.sip.parser import parse_datagram, serialize
+from tests.unit.sip.test_parser import VALID_4475, VALID_5118, vector
 
 BASE = (
     b"REGISTER sip:gw.example.org SIP/2.0\r\n"
@@ -68,3 +70,44 @@ def test_error_response_for_an_unsupported_version() -> None:
     with pytest.raises(SipDecodeError) as broken:
         parse_datagram(wire.replace(b"CSeq: 1 REGISTER", b"CSeq: x"))
     assert error_response(broken.value.request_headers, 400, "Bad") is None
+
+
+_SOURCES = [("192.0.2.7", 40000), ("10.0.0.5", 5060), ("2001:db8::9", 5062)]
+
+
+@pytest.mark.parametrize("source", _SOURCES)
+def test_a_stamped_requests_core_equals_a_full_parse(source: tuple[str, int]) -> None:
+    """stamp_received re-parses only the first Via header; the rest of the core is kept.
+    It must be exactly what parsing every header again gives (RFC 4475/5118 requests,
+    with and without rport, several Via headers and values)."""
+    requests = [registered(b""), registered(b";rport")]
+    for name in VALID_4475 + VALID_5118:
+        message = parse_datagram(vector(name))
+        if isinstance(message, SipRequest):
+            requests.append(message)
+    stamped_any = False
+    for request in requests:
+        try:
+            stamped = stamp_received(request, source)
+        except SipDecodeError:
+            with pytest.raises(SipDecodeError):
+                _full_parse_of_stamp(request, source)
+            continue
+        stamped_any = stamped_any or stamped is not request
+        again = SipRequest.build(stamped.method, stamped.uri, stamped.headers, stamped.body)
+        assert stamped.core == again.core
+        assert parse_datagram(serialize(stamped)).core == again.core
+    assert stamped_any
+
+
+def _full_parse_of_stamp(request: SipRequest, source: tuple[str, int]) -> SipRequest:
+    """The old stamping: rewrite the first Via header, then parse the whole request."""
+    top = request.top_via
+    params = [p for p in top.params if p.name.lower() != "received"]
+    params.append(Param("received", source[0]))
+    stamped = Via(top.transport, top.host, top.port, tuple(params))
+    headers = list(request.headers)
+    index = next(i for i, header in enumerate(headers) if header.name == "Via")
+    rest = parse_vias([headers[index].value])[1:]
+    headers[index] = Header("Via", ", ".join(str(via) for via in (stamped, *rest)))
+    return SipRequest.build(request.method, request.uri, tuple(headers), request.body)
