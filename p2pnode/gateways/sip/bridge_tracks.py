@@ -379,7 +379,10 @@ class _RtpTap:
     aiortc has no public hook for encoded audio: its DTLS transport awaits
     ``receiver._handle_rtp_packet(packet, arrival_time_ms=...)`` for every
     packet, so the tap shadows that method on the one receiver instance.
-    Packets of other payload types (opus) go on to aiortc's own handler.
+    Packets of other payload types (opus), and G.711 packets that are not
+    20 ms (a peer with another ptime: the phone leg sends one 20 ms packet
+    per slot), go on to aiortc's own handler, which decodes them; the leg
+    re-encodes 20 ms frames.
     """
 
     def __init__(self, receiver: Any, audio: PhoneCallAudio, heard: Callable[[], bool]) -> None:
@@ -391,7 +394,7 @@ class _RtpTap:
 
     async def _handle(self, packet: Any, arrival_time_ms: int = 0) -> None:
         audio = self._audio
-        if packet.payload_type == audio.tapped_type:
+        if packet.payload_type == audio.tapped_type and len(packet.payload) == _DEFAULT_SAMPLES:
             if self._heard():
                 audio.peer_passthrough += 1
                 audio.leg.from_peer(packet.payload)
