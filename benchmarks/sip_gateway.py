@@ -123,8 +123,10 @@ def tree_cpu_seconds(pid: int) -> float:
 # -- workers (child processes) -----------------------------------------------------------
 
 
-def gateway_worker(home: Path, profile: Path | None = None) -> None:
-    """The gateway in its own process; with ``profile`` its cProfile stats go there."""
+def gateway_worker(home: Path, profile: Path | None = None, loop: str = "asyncio") -> None:
+    """The gateway in its own process; with ``profile`` its cProfile stats go there.
+    ``loop="uvloop"`` runs it on uvloop (an experiment: not a dependency, not how
+    ``p2pnode run`` or ``sip serve`` run it)."""
     from p2pnode.gateways.sip.accounts import AccountStore
     from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
     from p2pnode.gateways.sip.security import GuardConfig
@@ -147,6 +149,11 @@ def gateway_worker(home: Path, profile: Path | None = None) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await gateway.stop()
 
+    if loop == "uvloop":
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+
+        uvloop.run(run())
+        return
     if profile is None:
         asyncio.run(run())
         return
@@ -477,11 +484,17 @@ def main() -> None:
     parser.add_argument("--packets", type=int, default=60_000)
     parser.add_argument("--rate", type=float, default=20_000.0)
     parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="the gateway's event loop (uvloop: an experiment, needs the package)",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="write the gateway process's cProfile stats to this file"
     )
     args = parser.parse_args()
     if args.worker == "gateway":
-        gateway_worker(args.home, args.profile)
+        gateway_worker(args.home, args.profile, args.loop)
         return
     if args.worker == "relay":
         relay_worker()
@@ -489,6 +502,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         profiling = [] if args.profile is None else ["--profile", str(args.profile)]
+        profiling += ["--loop", args.loop]
         gateway = subprocess.Popen(
             [sys.executable, __file__, "--worker", "gateway", "--home", str(tmp), *profiling],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -579,6 +593,7 @@ def main() -> None:
             "rounds": args.rounds,
             "concurrency": args.concurrency,
             "rtp_offered_pps": args.rate,
+            "gateway_loop": args.loop,
         }
     )
 
