@@ -138,9 +138,12 @@ class ContactCache:
         return None if entry is None else entry[0]
 
     async def get(self, key: bytes, *, fresh: bool) -> Contact | None:
-        """``key``'s CONTACT: from the cache unless ``fresh`` or stale, else from the DHT."""
+        """``key``'s CONTACT: from the cache unless ``fresh`` or stale, else from the DHT.
+        One naming no home is asked again (a peer just starting publishes one before it
+        attaches; kept, it made every send fail for ``CONTACT_CACHE`` seconds)."""
         entry = self._contacts.get(key)
-        if entry is not None and not fresh and self._clock() - entry[1] < CONTACT_CACHE:
+        recent = entry is not None and self._clock() - entry[1] < CONTACT_CACHE
+        if entry is not None and entry[0].homes and not fresh and recent:
             return entry[0]
         contact = await fetch_contact(self._dht, key)
         if contact is not None:
