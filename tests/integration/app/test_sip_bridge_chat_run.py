@@ -13,10 +13,11 @@ the phone gets a MESSAGE from ``sip:<B's peer id>@gw.test``, and a MESSAGE
 to that From reaches B too; a login nobody claims gets 404. carol, an
 account with no bridge of her own, is refused 403 (never sent as the
 gateway). The phone unregisters: B's next reply is held on A's disk (A
-answers B's chat, the phone has nothing). A stops and starts again from its
-home (new ports): when the phone registers at the new gateway the held reply
-arrives, and a new text from the phone reaches B (the ratchet state came back
-from disk).
+answers B's chat, the phone has nothing). B stops; the phone's next text is
+answered 202 (in alice's chat outbox on A's disk). A stops, B starts again,
+A starts again from its home (new ports): A's outbox delivers the text to B,
+the phone registers at the new gateway and gets the held reply, and a new
+text from the phone reaches B (the ratchet state came back from disk).
 """
 
 from __future__ import annotations
@@ -99,11 +100,13 @@ async def scenario(root: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
         h = await stack.enter_async_context(running(h_home, HOME_TOML))
         h_id = h.identity.peer_id
-        b = await stack.enter_async_context(
-            running(b_home, peer_toml(hostport(h), h_id) + CHAT_TOML)
-        )
+        b_toml = peer_toml(hostport(h), h_id) + CHAT_TOML
+        b_first = contextlib.AsyncExitStack()
+        b = await b_first.enter_async_context(running(b_home, b_toml))
         a_toml = gateway_toml(verifier.peer_id, hostport(h), h_id, "attach")
         first = contextlib.AsyncExitStack()
+        stack.push_async_callback(first.aclose)
+        stack.push_async_callback(b_first.aclose)
         a = await first.enter_async_context(running(a_home, a_toml))
         bridges = await gateway_ready(a, alice_key, h)
         await until(service(b, "signalling", SignallingService).homes, "b attached")
@@ -160,8 +163,18 @@ async def scenario(root: Path) -> None:
         await until(lambda: held(bridges) == 1, "reply held for the phone")
         assert phone.messages.empty()
 
-        # 5. The gateway node stops and starts again from its home (new ports).
+        # 4b. bob's node stops: the phone's next text waits in alice's chat outbox.
+        await b_first.aclose()
+        async with asyncio.timeout(WAIT):
+            status = await phone.send_message("bob", "while bob was away")
+        assert status == 202
+
+        # 5. The gateway node stops; bob's comes back; the gateway starts again from its
+        # home (new ports): its outbox reaches bob, its held reply the phone.
         await first.aclose()
+        b = await stack.enter_async_context(running(b_home, b_toml))
+        await until(service(b, "signalling", SignallingService).homes, "b attached again")
+        await until(service(b, "chat", ChatService).attached.is_set, "b's chat again")
         a = await stack.enter_async_context(running(a_home, a_toml))
         bridges = await gateway_ready(a, alice_key, h)
         assert held(bridges) == 1  # read back from disk
@@ -176,6 +189,8 @@ async def scenario(root: Path) -> None:
             "while you were away",
         )
         await until(lambda: held(bridges) == 0, "held reply delivered")
+        await until(lambda: shown_at(b, "while bob was away"), "outbox text at bob")
+        assert shown_at(b, "while bob was away") == alice_key
         # The restored ratchet carries the phone's next text to bob.
         async with asyncio.timeout(WAIT):
             status = await phone.send_message("bob", "back after the restart")
