@@ -287,7 +287,7 @@ async def scenario(root: Path, role: str) -> None:
                 before = set((b_home / CALLS_DIR).glob("*.wav"))
                 async with asyncio.timeout(WAIT):
                     outgoing = await phone.call("bob")
-                await outgoing.play_tone(440.0, 1.5)
+                await outgoing.play_tone(440.0, 2.5)  # the P2P leg may still be connecting
                 await outgoing.send_dtmf("7")  # RFC 4733, carried to bob as a DTMF signal
                 await until(
                     lambda: bridges.statistics().bridges[0].statistics.digits_from_phone,
@@ -313,7 +313,7 @@ async def scenario(root: Path, role: str) -> None:
                 )
                 async with asyncio.timeout(WAIT):
                     ringing = await phone.incoming.get()
-                await ringing.play_tone(440.0, 1.5)
+                await ringing.play_tone(440.0, 2.5)
                 await calls_b.service().hangup(call_id)
                 async with asyncio.timeout(WAIT):
                     await ringing.ended.wait()  # the bridge sent BYE to the phone
@@ -384,7 +384,7 @@ async def scenario(root: Path, role: str) -> None:
         assert call["peer"] == b.identity.peer_id
         assert call["phone_codec"] == "PCMU"
         frames = call["passthrough_frames"] + call["transcoded_frames"]
-        if call["bridge"] == "alice":  # the calls where the phone played 1.5 s
+        if call["bridge"] == "alice":  # the calls where the phone played 2.5 s
             assert frames > 50 and call["packets_from_phone"] > 50, call
             assert call["packets_to_phone"] > 50, call
         mode = "passthrough" if call["webrtc_codec"] == "PCMU" else "transcoded"
