@@ -54,6 +54,7 @@ from _common import (
 SYSTEMS = ("p2pnode", "kademlia", "opendht")
 K = 20
 ALPHA = 3
+PATHS = 2  # DhtConfig.disjoint_paths's default
 HEALTHY_CONTACTS = 8  # every node must know at least min(this, N-1) others before we measure
 HEALTH_TIMEOUT = 60.0  # seconds to wait for healthy tables
 SETTLE_TIMEOUT = 20.0  # seconds to wait for the join traffic to calm down
@@ -142,7 +143,7 @@ class OursSystem(System):
 
         # Rate limits are per source IP and all N nodes send from 127.0.0.1: give that
         # IP the budget of N hosts, or the nodes would throttle each other as one host.
-        config = DhtConfig().sharing_ip(self.n)
+        config = DhtConfig(disjoint_paths=self.args.paths).sharing_ip(self.n)
         seed = DhtNode(
             self.identities[0],
             k=self.args.k,
@@ -656,6 +657,8 @@ def _worker_command(system: str, args: argparse.Namespace, isolate: bool) -> lis
         str(args.join_batch),
         "--k",
         str(args.k),
+        "--paths",
+        str(args.paths),
     ]
     if args.kademlia_unfixed:
         command.append("--kademlia-unfixed")
@@ -772,6 +775,7 @@ def _report(
         figure("p2pnode", "put_cpu_p50_ms"), figure("opendht", "put_cpu_p50_ms")
     )
     report["k"] = args.k
+    report["paths"] = args.paths
     report["kademlia_storm_fixed"] = not args.kademlia_unfixed
     report["gets"] = args.gets
     report["puts"] = args.puts
@@ -830,6 +834,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"bucket size and replication of ours and kademlia (default {K}; OpenDHT's "
         "TARGET_NODES is 8: --k 8 compares a put on 8 nodes with OpenDHT's)",
     )
+    parser.add_argument(
+        "--paths",
+        type=int,
+        default=PATHS,
+        help=f"disjoint paths per get of ours (S/Kademlia; default {PATHS}, 1: one path)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument(
         "--idle-seconds", type=float, default=3.0, help="idle traffic window (default 3)"
@@ -876,6 +886,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.3,
         help="--simulate: fraction of nodes killed at once before the second gets (default 0.3)",
     )
+    parser.add_argument(
+        "--misses",
+        type=int,
+        default=20,
+        help="--simulate: gets of keys nobody stored, after the others (default 20)",
+    )
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -887,6 +903,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--nodes must be at least 2")
     if not 0.0 <= args.dead_fraction < 1.0:
         parser.error("--dead-fraction must be in [0, 1)")
+    if not 1 <= args.paths <= 8:
+        parser.error("--paths must be 1 to 8")
     if args.gets < 1 or args.puts < 1:
         parser.error("--gets and --puts must be at least 1")
     return args
@@ -904,32 +922,50 @@ def simulate_main(args: argparse.Namespace) -> int:
     from tests.unit.dht.scale import churn_run, prefilled
 
     started = time.monotonic()
-    config = dataclasses.replace(DhtConfig(), replicate_interval=30.0)
+    config = dataclasses.replace(DhtConfig(), replicate_interval=30.0, disjoint_paths=args.paths)
     net, nodes = prefilled(args.simulate, seed=args.seed, config=config, loss=0.01)
     net.jitter = 0.004
     built = time.monotonic() - started
     report = churn_run(
-        net, nodes, records=args.puts, gets=args.gets, kill_fraction=args.churn, seed=args.seed
+        net,
+        nodes,
+        records=args.puts,
+        gets=args.gets,
+        kill_fraction=args.churn,
+        seed=args.seed,
+        misses=args.misses,
     )
     seconds = time.monotonic() - started
     figures: dict[str, object] = dataclasses.asdict(report)
     figures["success_before"] = report.gets_before / report.gets
     figures["success_after_churn"] = report.gets_after / report.gets
     figures["churn_fraction"] = args.churn
+    figures["paths"] = args.paths
     figures["build_s"] = round(built, 1)
     figures["seconds"] = round(seconds, 1)
     print(
-        f"\nDHT in virtual time: {args.simulate} sans-IO cores, k={K}, 1 % loss, reordering; "
-        f"{args.puts} puts, {args.gets} gets before and after killing {args.churn:.0%}"
+        f"\nDHT in virtual time: {args.simulate} sans-IO cores, k={K}, {args.paths} disjoint "
+        f"path(s) per get, 1 % loss, reordering; {args.puts} puts, {args.gets} gets before and "
+        f"after killing {args.churn:.0%}, {args.misses} gets of absent keys"
     )
     print_table(
-        ["nodes", "hops p50", "FIND_VALUE/get p50", "dgrams/get", "success", "after churn", "s"],
+        [
+            "nodes",
+            "hops p50",
+            "FIND_VALUE/get p50",
+            "dgrams/get",
+            "dgrams/miss",
+            "success",
+            "after churn",
+            "s",
+        ],
         [
             [
                 report.nodes,
                 report.hops_median,
                 report.queries_median,
                 round(report.datagrams_per_get, 1),
+                round(report.datagrams_per_miss, 1),
                 figures["success_before"],
                 figures["success_after_churn"],
                 figures["seconds"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from p2pnode.dht.disjoint import MAX_PATHS
 from p2pnode.dht.diversity import Diversity
 from p2pnode.dht.keys import Address, Contact
 from p2pnode.dht.messages import StoreStatus
@@ -61,6 +62,13 @@ class DhtConfig:
     network_prefix_v4: int = 24
     network_prefix_v6: int = 48
     diverse_loopback: bool = False
+    # Gets walk this many disjoint paths (``p2pnode.dht.disjoint``, S/Kademlia): a crowd of
+    # ground ids must then fill the k closest of every path, not of one. 1: one path.
+    disjoint_paths: int = 2
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.disjoint_paths <= MAX_PATHS:
+            raise ValueError(f"disjoint_paths must be 1 to {MAX_PATHS}")
 
     def diversity(self) -> Diversity:
         return Diversity(

@@ -68,8 +68,15 @@ class Lookup:
         quorum: int,
         seeds: Iterable[Contact],
         diversity: Diversity | None = None,
+        claims: dict[bytes, int] | None = None,
+        path: int = 0,
     ) -> None:
         self.diversity = diversity
+        # Disjoint lookups (``dht/disjoint.py``): which path queried which node, shared by
+        # every path; a node another path claimed is never queried here, nor counted
+        # among this path's k closest.
+        self._claims = claims
+        self.path = path
         self.target = target
         self.target_int = id_to_int(target)
         self.kind = kind
@@ -124,6 +131,8 @@ class Lookup:
             if self.in_flight >= self.alpha:
                 break
             if candidate.state is _State.NEW:
+                if self._claims is not None:
+                    self._claims[candidate.contact.node_id] = self.path
                 candidate.state = _State.IN_FLIGHT
                 self.in_flight += 1
                 self.queries += 1
@@ -137,12 +146,20 @@ class Lookup:
             self._top = list(islice(self._considered(), self.k))
         return self._top
 
+    def reconsider(self) -> None:
+        """Another path claimed nodes: this path's k closest may have changed."""
+        self._top = None
+
     def _considered(self) -> Iterator[_Candidate]:
-        """Candidates that have not failed, nearest first, within the diversity limits."""
+        """Candidates that have not failed, nearest first, within the diversity limits
+        (and, on a disjoint path, not claimed by another path)."""
         tally = Tally(self.diversity) if self.diversity is not None else None
+        claims = self._claims
         for _, node_id in self._order:
             candidate = self._by_id[node_id]
             if candidate.state is _State.FAILED:
+                continue
+            if claims is not None and claims.get(node_id, self.path) != self.path:
                 continue
             if tally is not None and not tally.take(candidate.contact):
                 continue

@@ -30,6 +30,7 @@ from p2pnode.dht.config import (
     PutResult,
     StoreReply,
 )
+from p2pnode.dht.disjoint import DisjointLookup, make_lookup
 from p2pnode.dht.keys import (
     ID_BITS,
     Address,
@@ -152,7 +153,9 @@ class LookupOp:
         self.started = now
         self.finished = False
         config = host.config
-        self.lookup = Lookup(
+        # Gets take disjoint paths (``dht/disjoint.py``); node lookups (puts, joins,
+        # refreshes) one: a put stores at the k closest found either way.
+        self.lookup: Lookup | DisjointLookup = make_lookup(
             target,
             kind,
             own_id=host.own_id,
@@ -160,6 +163,7 @@ class LookupOp:
             alpha=config.alpha,
             quorum=config.quorum,
             seeds=host.table.closest(target, config.k),
+            paths=config.disjoint_paths if kind is LookupKind.VALUE else 1,
             diversity=host.table.diversity,
         )
         self.best: dict[bytes, SignedRecord] = {}

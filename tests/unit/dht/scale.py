@@ -79,6 +79,7 @@ class ScaleReport:
     hops_median: float
     queries_median: float  # FIND_VALUE requests per get
     datagrams_per_get: float
+    datagrams_per_miss: float  # per get of a key nobody stored (0.0: none tried)
 
 
 def churn_run(
@@ -89,9 +90,11 @@ def churn_run(
     gets: int,
     kill_fraction: float,
     seed: int = 2,
+    misses: int = 0,
 ) -> ScaleReport:
     """Put ``records`` records, get them, kill ``kill_fraction`` of the nodes at once,
-    let a replication interval pass, and get them again from live nodes."""
+    let a replication interval pass, and get them again from live nodes; then
+    ``misses`` gets of keys nobody stored (what a get costs when it finds nothing)."""
     rng = random.Random(seed)
     stored: list[int] = []
     put_records: list[SignedRecord] = []
@@ -131,6 +134,13 @@ def churn_run(
     interval = max(core.config.replicate_interval for _, core in nodes[:1])
     net.run_until(lambda: False, limit=interval + 5)
     after = get_all(alive)
+    missed: list[int] = []
+    for _ in range(misses):
+        address, core = rng.choice(alive)
+        before_miss = net.delivered
+        result = net.wait(address, core.get(rng.randbytes(20), net.now), limit=60)
+        assert isinstance(result, GetResult) and not result.records
+        missed.append(net.delivered - before_miss)
     return ScaleReport(
         nodes=len(nodes),
         records=records,
@@ -141,4 +151,5 @@ def churn_run(
         hops_median=sorted(hops)[len(hops) // 2],
         queries_median=sorted(queries)[len(queries) // 2],
         datagrams_per_get=sum(datagrams) / len(datagrams),
+        datagrams_per_miss=sum(missed) / len(missed) if missed else 0.0,
     )

@@ -15,31 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from p2pnode.dht.config import DhtConfig, GetResult, PutResult
-from p2pnode.dht.keys import Address, Contact
-from p2pnode.dht.messages import (
-    FindNode,
-    FindValue,
-    Message,
-    Nodes,
-    Store,
-    StoreResult,
-    StoreStatus,
-    Value,
-    WireContact,
-)
-from p2pnode.dht.proofs import sign_receipt
-from p2pnode.dht.protocol import DhtCore
-from p2pnode.dht.serving import RequestServer
 from p2pnode.identity import Identity
 from p2pnode.records import RecordKind, SignedRecord, sign_record
 from tests.unit.dht.memnet import MemNet
+from tests.unit.dht.sybils import add_sybils, grind, join
 
 HONEST = 40
 SYBILS = 20
@@ -47,50 +31,6 @@ SHARED_BITS = 12
 READERS = 10
 OWNER_SEED = b"eclipse-owner".ljust(32, b"\x00")
 NOW = 1_700_000_000.0
-
-
-class SybilServer(RequestServer):
-    """A colluding node's request server: names only its fellow sybils, stores nothing,
-    signs every STORE."""
-
-    _k = 20
-
-    def _answer(
-        self,
-        message: Message,
-        sender: Contact,
-        client: bool,
-        budget: int,
-        request_id: bytes,
-        now: float,
-        *,
-        receipt: bool = True,
-    ) -> Message | None:
-        fellows = tuple(c for c in SybilCore.crowd if c.public_key != self.identity.public_key)
-        token = self._admission.token_for(sender, now)
-        match message:
-            case FindNode():
-                return Nodes(fellows[: self._k], token)
-            case FindValue():
-                return Value((), 0, fellows[: self._k], token)
-            case Store(key, record):
-                signed = sign_receipt(
-                    self.identity, request_id, sender.public_key, key, record, StoreStatus.STORED
-                )
-                return StoreResult(StoreStatus.STORED, "", "", b"", signed)
-        return super()._answer(message, sender, client, budget, request_id, now, receipt=receipt)
-
-
-class SybilCore(DhtCore):
-    """A DHT core whose requests are answered by a ``SybilServer``."""
-
-    crowd: tuple[WireContact, ...] = ()  # every sybil, set once they all exist
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.server.__class__ = SybilServer  # same state, the colluder's answers
-        assert isinstance(self.server, SybilServer)
-        self.server._k = self.config.k
 
 
 def the_record(seq: int) -> SignedRecord:
@@ -101,27 +41,7 @@ def the_record(seq: int) -> SignedRecord:
 @functools.cache
 def ground_identities() -> tuple[Identity, ...]:
     """``SYBILS`` identities whose node ids share ``SHARED_BITS`` leading bits with the key."""
-    target = int.from_bytes(the_record(1).key, "big") >> (160 - SHARED_BITS)
-    found: list[Identity] = []
-    counter = 0
-    while len(found) < SYBILS:
-        counter += 1
-        identity = Identity.generate(counter.to_bytes(32, "big"))
-        if int.from_bytes(identity.node_id, "big") >> (160 - SHARED_BITS) == target:
-            found.append(identity)
-    return tuple(found)
-
-
-def join(net: MemNet, nodes: Sequence[tuple[Address, DhtCore]]) -> None:
-    for start in range(0, len(nodes), 10):
-        join_batch(net, nodes[start : start + 10])
-
-
-def join_batch(net: MemNet, batch: Sequence[tuple[Address, DhtCore]]) -> None:
-    ops = [(address, core.bootstrap(net.now)) for address, core in batch]
-    net.run_until(lambda: all(op in net.results for op in ops), limit=120)
-    for op in ops:
-        net.results.pop(op, None)
+    return grind(the_record(1).key, SYBILS, SHARED_BITS)
 
 
 def run_attack(sybil_hosts: list[str], config: DhtConfig) -> tuple[int, int, int, int]:
@@ -137,21 +57,7 @@ def run_attack(sybil_hosts: list[str], config: DhtConfig) -> tuple[int, int, int
     put = net.wait(owner_address, owner.put(old, net.now))
     assert isinstance(put, PutResult) and put.stored >= config.k // 2
 
-    sybils: list[tuple[Address, DhtCore]] = []
-    for identity, host in zip(ground_identities(), sybil_hosts, strict=True):
-        n = len(net.cores)
-        address = (host, 1000 + n)
-        sybil = SybilCore(
-            identity,
-            config=config,
-            rng=random.Random(n),
-            now=net.now,
-            bootstrap=[first[0]],
-        )
-        net.cores[address] = sybil
-        sybils.append((address, sybil))
-    SybilCore.crowd = tuple(WireContact(c.identity.public_key, a) for a, c in sybils)
-    join(net, sybils)
+    sybils = add_sybils(net, ground_identities(), sybil_hosts, config, first[0])
     # The honest nodes meet the crowd the way a network does: lookups near the key.
     for address, core in honest[::4]:
         net.wait(address, core.find_node(old.key, net.now))
