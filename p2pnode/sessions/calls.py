@@ -15,6 +15,11 @@ connection; the callee answers on its own next path; the old connection is
 closed once the new one is answered. Sources and the recorder outlive the
 connections, so the tone keeps its phase and the recording its timeline.
 
+Where the parts live: this module drives signals, policy and the call machine;
+``call_connections`` makes and closes the aiortc connections (and warm ones);
+``call_failover`` decides when silence calls for a re-offer; ``call_legs`` holds
+a call's session, its legs and the signal/action tables.
+
 Bounds: at most ``max_calls`` live calls (more get BUSY), one pending re-offer
 per call, signals larger than the codec's limit are refused by the decoder.
 """
@@ -27,18 +32,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import av
-from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCSessionDescription,
-)
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from p2pnode.connectivity import ice_tuning
 from p2pnode.sessions.call import (
@@ -60,33 +53,13 @@ from p2pnode.sessions.call_config import (
     MediaPath,
     NonContactPolicy,
 )
-from p2pnode.sessions.call_legs import (
-    DECLINE_EVENTS as _DECLINE_EVENTS,
-)
-from p2pnode.sessions.call_legs import (
-    DECLINE_REASONS as _DECLINE_REASONS,
-)
-from p2pnode.sessions.call_legs import (
-    REMOTE_EVENTS as _REMOTE_EVENTS,
-)
-from p2pnode.sessions.call_legs import (
-    SEND_KINDS as _SEND_KINDS,
-)
-from p2pnode.sessions.call_legs import (
-    CallSession as _Session,
-)
-from p2pnode.sessions.call_legs import (
-    MediaLeg as _Leg,
-)
-from p2pnode.sessions.call_legs import (
-    SignalDrops as _Drops,
-)
-from p2pnode.sessions.call_legs import (
-    first_codec as _first_codec,
-)
-from p2pnode.sessions.call_legs import (
-    path_kind as _path_kind,
-)
+from p2pnode.sessions.call_connections import AiortcLegs
+from p2pnode.sessions.call_failover import FailoverStep, pending_expired, silence_step
+from p2pnode.sessions.call_legs import DECLINE_EVENTS, DECLINE_REASONS, REMOTE_EVENTS, SEND_KINDS
+from p2pnode.sessions.call_legs import CallSession as _Session
+from p2pnode.sessions.call_legs import MediaLeg as _Leg
+from p2pnode.sessions.call_legs import SignalDrops as _Drops
+from p2pnode.sessions.call_legs import path_kind as _path_kind
 from p2pnode.sessions.call_signal import (
     CallSignal,
     CallSignalDecodeError,
@@ -96,11 +69,6 @@ from p2pnode.sessions.call_signal import (
     SignalKind,
     decode_signal,
     encode_signal,
-)
-from p2pnode.sessions.media import (
-    SourceTrack,
-    TestPatternTrack,
-    WavRecorder,
 )
 
 __all__ = [
@@ -118,9 +86,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TICK = 0.05  # seconds between deadline and silence checks
-_LOG_INTERVAL = 60.0
-CLOSE_LIMIT = 2.0  # seconds a discarded connection may take to close
-WARM_MAX_AGE = 60.0  # seconds a pre-gathered connection is trusted (NAT bindings age)
 
 SignalSender = Callable[[str, bytes], Awaitable[None]]
 
@@ -150,7 +115,7 @@ class CallService:
         self._updates: asyncio.Queue[CallUpdate] = asyncio.Queue()
         self._tasks: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
-        self._warm: dict[str, _Leg] = {}  # "offer" / "answer": gathered ahead of need
+        self._legs = AiortcLegs(lambda: self.config, self._report)
         self.drops = _Drops()
 
     # ------------------------------------------------------------------ life
@@ -159,9 +124,7 @@ class CallService:
         self._tasks = asyncio.TaskGroup()
         await self._tasks.__aenter__()
         self._tasks.create_task(self._ticker())
-        if self.config.warm:
-            for role in ("offer", "answer"):
-                self._tasks.create_task(self._warm_up(role))
+        self._legs.start(self._tasks)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -171,9 +134,7 @@ class CallService:
                     await self._apply(session, CallEvent.LOCAL_HANGUP)
             await self._close_media(session)
         self._stop.set()
-        for leg in self._warm.values():
-            self._close_leg(leg)
-        self._warm.clear()
+        self._legs.stop()
         assert self._tasks is not None
         await self._tasks.__aexit__(None, None, None)
 
@@ -191,10 +152,9 @@ class CallService:
         warm = None if session.media.video else self._take_warm("offer", session)
         if warm is not None and warm.offer_sdp is not None:
             session.leg = warm
-            warm.pc.getTransceivers()[0].sender.replaceTrack(self._audio_track(session))
-            session.local_sdp = warm.offer_sdp
+            session.local_sdp = self._legs.reuse_offer(session, warm)
         else:
-            session.leg = await self._new_leg(session, 0)
+            session.leg = self._legs.new_leg(session, 0)
             session.local_sdp = await self._make_offer(session, session.leg)
         await self._apply(session, CallEvent.LOCAL_DIAL)
         return session.call_id
@@ -253,7 +213,7 @@ class CallService:
 
     def warm_ready(self, role: str) -> bool:
         """Whether a pre-gathered "offer" or "answer" connection is waiting."""
-        return role in self._warm
+        return self._legs.warm_ready(role)
 
     def path(self, call_id: bytes) -> str | None:
         """How the call's media flows now, e.g. 'relay (relay->relay) via relay1'."""
@@ -299,9 +259,9 @@ class CallService:
         if signal.caller is not None:
             self._on_caller(session, signal.caller)
             return
-        event = _REMOTE_EVENTS.get(signal.kind)
+        event = REMOTE_EVENTS.get(signal.kind)
         if signal.kind is SignalKind.DECLINE:
-            event = _DECLINE_EVENTS[signal.reason or DeclineReason.DECLINED]
+            event = DECLINE_EVENTS[signal.reason or DeclineReason.DECLINED]
         if event is None:  # pragma: no cover - every non-invite kind is mapped
             self.drops.drop("unmapped kind")
             return
@@ -398,21 +358,20 @@ class CallService:
             await self._close_media(session)
 
     async def _action(self, session: _Session, action: CallAction) -> None:
-        kind = _SEND_KINDS.get(action)
+        kind = SEND_KINDS.get(action)
         if action is CallAction.SEND_ANSWER:
             warm = self._take_warm("answer", session) if session.generation == 0 else None
-            session.leg = warm or await self._new_leg(session, session.generation)
+            session.leg = warm or self._legs.new_leg(session, session.generation)
             sdp = await self._make_answer(session, session.leg)
             await self._signal(session, SignalKind.ANSWER, sdp=sdp)
         elif action is CallAction.SEND_REOFFER:
             session.generation += 1
-            session.pending = await self._new_leg(session, session.generation)
-            session.pending.started = time.monotonic()
+            session.pending = self._legs.new_leg(session, session.generation)
             sdp = await self._make_offer(session, session.pending)
             await self._signal(session, SignalKind.REOFFER, sdp=sdp)
         elif action is CallAction.SEND_REANSWER:
             old = session.leg
-            session.leg = await self._new_leg(session, session.generation)
+            session.leg = self._legs.new_leg(session, session.generation)
             sdp = await self._make_answer(session, session.leg)
             await self._signal(session, SignalKind.REANSWER, sdp=sdp)
             if old is not None:
@@ -425,7 +384,7 @@ class CallService:
         elif action is CallAction.STOP_MEDIA:
             await self._close_media(session)
         elif kind is not None:
-            reason = _DECLINE_REASONS.get(action)
+            reason = DECLINE_REASONS.get(action)
             await self._signal(session, kind, reason=reason)
 
     async def _signal(
@@ -455,177 +414,10 @@ class CallService:
             )
         )
 
-    # ----------------------------------------------------------------- media
-
-    async def _new_leg(self, session: _Session | None, generation: int) -> _Leg:
-        path = self.config.paths[generation % len(self.config.paths)]
-        pc = RTCPeerConnection(
-            RTCConfiguration(
-                iceServers=[
-                    RTCIceServer(urls=s.url, username=s.username, credential=s.credential)
-                    for s in path.servers
-                ],
-                iceTransportPolicy=(
-                    RTCIceTransportPolicy.RELAY if path.relay_only else RTCIceTransportPolicy.ALL
-                ),
-            )
-        )
-        leg = _Leg(generation, path, pc)
-        leg.session = session
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            assert self._tasks is not None and leg.session is not None
-            leg.receivers.append(self._tasks.create_task(self._receive(leg.session, leg, track)))
-
-        return leg
-
-    # ------------------------------------------------------------ warm legs
-
-    async def _warm_up(self, role: str) -> None:
-        """Gather one connection on the first path ahead of need (TURN allocation, STUN).
-
-        An offer leg has its offer ready; an answer leg has its audio transceiver
-        and candidates, and aiortc reuses both for the next offer it is given.
-        """
-        leg = await self._new_leg(None, 0)
-        transceiver = leg.pc.addTransceiver("audio", direction="sendrecv")
-        self._tune(leg)
-        try:
-            if role == "offer":
-                self._prefer_codecs(transceiver)
-                await leg.pc.setLocalDescription(await leg.pc.createOffer())
-                leg.offer_sdp = leg.pc.localDescription.sdp
-            else:
-                await transceiver.sender.transport.transport.iceGatherer.gather()
-        except Exception as error:  # a dead relay must not take the service down
-            logger.info("warm %s connection failed: %s", role, error.__class__.__name__)
-            self._close_leg(leg)
-            return
-        old = self._warm.get(role)
-        if old is not None or self._stop.is_set():
-            self._close_leg(leg)
-            return
-        self._warm[role] = leg
-
-    def _take_warm(self, role: str, session: _Session) -> _Leg | None:
-        leg = self._warm.pop(role, None)
-        if leg is None or time.monotonic() - leg.started > WARM_MAX_AGE:
-            if leg is not None:
-                self._close_leg(leg)
-            leg = None
-        assert self._tasks is not None
-        if self.config.warm:
-            self._tasks.create_task(self._warm_up(role))
-        if leg is not None:
-            leg.session = session
-            leg.started = time.monotonic()
-        return leg
-
-    def _prefer_codecs(self, transceiver: Any) -> None:
-        capabilities = RTCRtpSender.getCapabilities("audio").codecs
-        preferred = [
-            codec
-            for name in self.config.audio_codecs
-            for codec in capabilities
-            if codec.mimeType.lower() == f"audio/{name.lower()}"
-        ]
-        if preferred:
-            transceiver.setCodecPreferences(preferred)
-
-    async def _make_offer(self, session: _Session, leg: _Leg) -> str:
-        transceiver = leg.pc.addTransceiver("audio", direction="sendrecv")
-        self._prefer_codecs(transceiver)
-        transceiver.sender.replaceTrack(self._audio_track(session))
-        if session.media.video:
-            leg.pc.addTransceiver(TestPatternTrack(), direction="sendrecv")
-        self._tune(leg)
-        await leg.pc.setLocalDescription(await leg.pc.createOffer())
-        sdp: str = leg.pc.localDescription.sdp
-        return sdp
-
-    async def _make_answer(self, session: _Session, leg: _Leg) -> str:
-        assert session.remote_sdp is not None
-        await leg.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "offer"))
-        self._tune(leg)
-        leg.pc.addTrack(self._audio_track(session))
-        if session.media.video and any(t.kind == "video" for t in leg.pc.getTransceivers()):
-            leg.pc.addTrack(TestPatternTrack())
-        await leg.pc.setLocalDescription(await leg.pc.createAnswer())
-        sdp: str = leg.pc.localDescription.sdp
-        session.codec = _first_codec(sdp)
-        self._negotiated(session)
-        leg.answered = True
-        return sdp
-
-    @staticmethod
-    def _audio_track(session: _Session) -> MediaStreamTrack:
-        """What a new connection sends: the ``CallMedia.audio`` binding's track, else the source."""
-        audio = session.media.audio
-        return audio.track() if audio is not None else SourceTrack(session.media.source)
-
-    @staticmethod
-    def _negotiated(session: _Session) -> None:
-        if session.media.audio is not None:
-            session.media.audio.negotiated(session.codec)
-
-    def _tune(self, leg: _Leg) -> None:
-        """Register the leg's ICE agents with ice_tuning (fast check retransmission)."""
-        if not self.config.tune_ice:
-            return
-        for transceiver in leg.pc.getTransceivers():
-            transport = getattr(transceiver.sender.transport, "transport", None)
-            gatherer = getattr(transport, "iceGatherer", None)
-            connection = getattr(gatherer, "_connection", None)  # aiortc has no accessor
-            if connection is not None:
-                ice_tuning.hold_relayed_checks(connection, 0.0)
-
-    async def _accept_answer(self, session: _Session, leg: _Leg) -> None:
-        assert session.remote_sdp is not None
-        await leg.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "answer"))
-        session.codec = _first_codec(session.remote_sdp)
-        self._negotiated(session)
-        leg.answered = True
-        leg.started = time.monotonic()
-
-    async def _receive(self, session: _Session, leg: _Leg, track: MediaStreamTrack) -> None:
-        if track.kind == "video":
-            await session.video.consume(track)
-            return
-        audio = session.media.audio
-        if audio is not None:  # the binding takes the audio (CallMedia.audio)
-            transceiver = next((t for t in leg.pc.getTransceivers() if t.kind == "audio"), None)
-            await audio.receive(track, transceiver, lambda: self._heard(session, leg, None))
-            return
-        while not session.call.ended:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                return
-            self._heard(session, leg, frame)
-
-    def _heard(self, session: _Session, leg: _Leg, frame: object) -> bool:
-        """One frame (or packet) of audio arrived on ``leg``; False if ``leg`` is superseded."""
-        if session.leg is not leg or session.call.ended:
-            return False  # a superseded connection still draining
-        now = time.monotonic()
-        session.frames += 1
-        if session.first_frame_at is None:
-            session.first_frame_at = now
-            session.heard.set()
-            self._report(session, "first audio frame")
-        session.last_frame_at = now
-        leg.last_frame_at = now
-        if session.recorder is None and session.media.record_to is not None:
-            session.recorder = WavRecorder(session.media.record_to)
-        if session.recorder is not None and isinstance(frame, av.AudioFrame):
-            session.recorder.write_frame(frame, now)
-        return True
-
     async def _close_media(self, session: _Session) -> None:
         for leg in (session.leg, session.pending):
             if leg is not None:
-                self._close_leg(leg)
+                self._legs.close(leg)
         if session.recorder is not None:
             session.recorder.close()
         session.ended.set()
@@ -653,50 +445,42 @@ class CallService:
             return
         pending = session.pending
         if pending is not None:
-            if now - pending.started < self.config.reoffer_timeout:
+            if not pending_expired(pending, self.config, now):
                 return
-            self._close_leg(pending)
+            self._legs.close(pending)
             session.pending = None
-        leg = session.leg
-        if leg.last_frame_at is None:
-            since, limit = leg.started, self.config.connect_grace
-        else:
-            since, limit = leg.last_frame_at, self.config.silence_after
-        if now - since < limit:
-            return
-        if session.failovers >= self.config.max_failovers:
+        step = silence_step(session.leg, session.failovers, self.config, now)
+        if step is FailoverStep.FAIL:
             await self._apply(session, CallEvent.MEDIA_FAILED)
-            return
-        session.failovers += 1
-        logger.info("call media silent for %.1f s: re-offering on the next path", now - since)
-        await self._apply(session, CallEvent.LOCAL_REOFFER)
+        elif step is FailoverStep.REOFFER:
+            session.failovers += 1
+            logger.info("call media silent: re-offering on the next path")
+            await self._apply(session, CallEvent.LOCAL_REOFFER)
 
     async def _on_reanswer(self, session: _Session) -> None:
         pending = session.pending
         assert pending is not None and session.remote_sdp is not None
-        await pending.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "answer"))
+        await self._legs.reanswered(session, pending)
         old, session.leg, session.pending = session.leg, pending, None
-        self._negotiated(session)
-        pending.answered = True
-        pending.started = time.monotonic()
         if old is not None:
-            self._close_leg(old)
+            self._legs.close(old)
+
+    # the app's browser calls still override these (to be replaced by a public option)
+
+    def _take_warm(self, role: str, session: _Session) -> _Leg | None:
+        return self._legs.take_warm(role, session)
+
+    async def _make_offer(self, session: _Session, leg: _Leg) -> str:
+        return await self._legs.offer(session, leg)
+
+    async def _make_answer(self, session: _Session, leg: _Leg) -> str:
+        return await self._legs.answer(session, leg)
+
+    async def _accept_answer(self, session: _Session, leg: _Leg) -> None:
+        await self._legs.accept(session, leg)
 
     def _close_leg(self, leg: _Leg) -> None:
-        """Close a connection in a task the service owns: a signal handler never waits on it."""
-        if leg.closing:
-            return
-        leg.closing = True
-        for receiver in leg.receivers:  # a track that never got media would wait forever
-            receiver.cancel()
-        assert self._tasks is not None
-        self._tasks.create_task(self._bounded_close(leg))
-
-    async def _bounded_close(self, leg: _Leg) -> None:
-        # aioice deletes a TURN allocation on close and retransmits for ~40 s when the
-        # relay is dead (the failover case): the connection is discarded anyway.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(leg.pc.close(), CLOSE_LIMIT)
+        self._legs.close(leg)
 
     def _session(self, call_id: bytes) -> _Session:
         session = self._sessions.get(call_id)
