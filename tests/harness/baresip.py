@@ -37,11 +37,14 @@ def write_baresip_config(
     tone_hz: int = 440,
     net_interface: str | None = None,
     contacts: tuple[str, ...] = (),
+    audio_codecs: str = "PCMU",
 ) -> Path:
     """Write a phone registering ``account`` (login@domain) through ``outbound``
     (host:port), listening on ``listen`` (ip:port); returns its recordings folder.
 
-    ``contacts`` (SIP URIs): load the console and contacts for ``/message``."""
+    ``contacts`` (SIP URIs): load the console and contacts for ``/message``.
+    ``audio_codecs``: the account's codec list in preference order (``opus``,
+    ``G722``, ``PCMA``...; their modules are loaded)."""
     records = directory / "records"
     records.mkdir(parents=True)
     interface = f"net_interface {net_interface}\n" if net_interface else ""
@@ -63,6 +66,8 @@ def write_baresip_config(
             auplay_channels 1
             module_path /usr/lib/baresip/modules
             module g711.so
+            module g722.so
+            module opus.so
             module ausine.so
             module aubridge.so
             module sndfile.so
@@ -75,7 +80,7 @@ def write_baresip_config(
     )
     (directory / "accounts").write_text(
         f'<sip:{account}>;auth_pass={password};outbound="sip:{outbound}";'
-        "regint=300;answermode=auto;audio_codecs=PCMU\n"
+        f"regint=300;answermode=auto;audio_codecs={audio_codecs}\n"
     )
     return records
 

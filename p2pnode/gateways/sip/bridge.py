@@ -121,7 +121,7 @@ class BridgedCallSummary:
 
     direction: BridgeDirection
     peer: str  # the P2P peer id on the other leg
-    phone_codec: str  # the phone leg's codec (G.711 today)
+    phone_codec: str  # the phone leg's codec (PCMU, PCMA, G722, opus)
     webrtc_codec: str  # the P2P leg's negotiated codec, "" if it never flowed
     mode: BridgeMode
     seconds: float  # answered -> ended
@@ -169,8 +169,8 @@ class BridgeStatistics:
     events_dropped: int
 
 
-def _mode(codec: BridgeCodec | None) -> BridgeMode:
-    if codec is not None and choose_media_path(BridgeCodec.PCMU, codec).passthrough:
+def _mode(phone: BridgeCodec, codec: BridgeCodec | None) -> BridgeMode:
+    if codec is not None and choose_media_path(phone, codec).passthrough:
         return BridgeMode.PASSTHROUGH
     return BridgeMode.TRANSCODED
 
@@ -296,7 +296,7 @@ class SipP2pBridge:
         # negotiates the phone's law (sessions.media.CallAudio).
         audio = PhoneCallAudio(leg)
         await self.calls.answer(call_id, CallMedia(audio=audio))
-        self._event(call_id, "phone-answered", "PCMU")
+        self._event(call_id, "phone-answered", leg.codec.value)
         await self._carry(call_id, phone, leg, audio, BridgeDirection.TO_PHONE, update.peer)
 
     def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> None:
@@ -350,9 +350,9 @@ class SipP2pBridge:
         summary = BridgedCallSummary(
             direction=direction,
             peer=peer,
-            phone_codec=BridgeCodec.PCMU.value,
+            phone_codec=leg.codec.value,
             webrtc_codec="" if codec is None else codec.value,
-            mode=_mode(codec),
+            mode=_mode(leg.codec, codec),
             seconds=asyncio.get_running_loop().time() - began,
             packets_from_phone=stats.received,
             lost=stats.lost,
@@ -430,7 +430,7 @@ class SipP2pBridge:
             self._refused("not-found")
             self.ua.refuse(effect, 404, "Not Found", tag)
             return
-        transport, leg = await self.ua.open_leg()
+        transport, leg = await self.ua.open_leg(effect.request.body)
         loop = asyncio.get_running_loop()
         audio = PhoneCallAudio(leg)
         try:
@@ -466,7 +466,7 @@ class SipP2pBridge:
             self._refused(f"peer-{state.value}")
             return
         phone = self.ua.accept(effect, transport, tag)
-        self._event(call_id, "peer-answered", "PCMU")
+        self._event(call_id, "peer-answered", leg.codec.value)
         await self._carry(call_id, phone, leg, audio, BridgeDirection.FROM_PHONE, peer)
 
     async def _tell_caller(self, call_id: bytes, caller: Uri) -> None:

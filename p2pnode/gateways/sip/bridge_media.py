@@ -80,6 +80,16 @@ class BridgeCodec(enum.Enum):
     def is_g711(self) -> bool:
         return self in (BridgeCodec.PCMU, BridgeCodec.PCMA)
 
+    @property
+    def channels(self) -> int:
+        """Channels its SDP names: RFC 7587 §7 writes opus as ``opus/48000/2`` always."""
+        return 2 if self is BridgeCodec.OPUS else 1
+
+    @property
+    def frame_samples(self) -> int:
+        """RTP timestamp units per 20 ms frame (the only ptime the phone leg sends)."""
+        return self.clock_rate // 50
+
     @staticmethod
     def from_name(name: str) -> BridgeCodec | None:
         for codec in BridgeCodec:
@@ -312,6 +322,15 @@ class PhoneReceiver:
         self._jitter = 0.0
         self._transit: float | None = None
 
+    def set_format(self, *, audio_type: int, clock_rate: int, dtmf_type: int | None) -> None:
+        """The offer/answer settled the phone's codec: its payload type and RTP clock.
+
+        Called before media flows (the leg is opened before the SDP is known).
+        """
+        self._audio_type = audio_type
+        self._dtmf_type = dtmf_type
+        self._clock_rate = clock_rate
+
     def datagram(self, data: bytes, now: float) -> list[DtmfDigit]:
         """Feed one datagram from the phone; the digits it completed."""
         try:
@@ -416,6 +435,11 @@ class PhoneSender:
     @property
     def sent(self) -> int:
         return self._sent
+
+    def set_format(self, *, payload_type: int, samples_per_frame: int) -> None:
+        """The phone's negotiated payload type and timestamp step (before media flows)."""
+        self._payload_type = payload_type
+        self._samples = samples_per_frame
 
     def push_digit(self, digit: str, payload_type: int, now: float, duration_ms: int = 100) -> bool:
         """Queue one RFC 4733 event (0-9 * #); False when refused (bad digit, queue full).

@@ -40,7 +40,10 @@ from typing import Any, cast
 
 import av
 import numpy as np
+from aiortc.codecs.base import Encoder
 from aiortc.codecs.g711 import PcmaEncoder, PcmuEncoder
+from aiortc.codecs.g722 import G722Encoder
+from aiortc.codecs.opus import OpusEncoder
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.audio.codeccontext import AudioCodecContext
 
@@ -69,7 +72,22 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 G711_SILENCE = {BridgeCodec.PCMU: 0xFF, BridgeCodec.PCMA: 0xD5}
-_G711_DECODER = {BridgeCodec.PCMU: "pcm_mulaw", BridgeCodec.PCMA: "pcm_alaw"}
+# FFmpeg (PyAV) decoder of each phone codec and the rate it decodes at: G.722
+# samples at 16 kHz though its RTP clock is 8000 (RFC 3551 §4.5.2); opus at 48 kHz.
+_DECODER = {
+    BridgeCodec.PCMU: ("pcm_mulaw", 8000),
+    BridgeCodec.PCMA: ("pcm_alaw", 8000),
+    BridgeCodec.G722: ("g722", 16000),
+    BridgeCodec.OPUS: ("libopus", 48000),
+}
+# aiortc's encoders to the phone's codec (each resamples the peer's audio, 20 ms packets).
+_ENCODER: dict[BridgeCodec, Callable[[], Encoder]] = {
+    BridgeCodec.PCMU: PcmuEncoder,
+    BridgeCodec.PCMA: PcmaEncoder,
+    BridgeCodec.G722: G722Encoder,
+    BridgeCodec.OPUS: OpusEncoder,
+}
+_FRAME_SECONDS = 0.02  # the frame a lost or undecodable non-G.711 packet stands for
 _PHONE_RATE = 8000
 _DEFAULT_SAMPLES = 160  # 20 ms at 8 kHz
 _STALL = 0.2  # a track this far behind its schedule restarts it instead of bursting
@@ -105,21 +123,20 @@ class PhoneAudioTrack(MediaStreamTrack):
 
     def __init__(self, receiver: PhoneReceiver, path: MediaPath) -> None:
         super().__init__()
-        if not path.phone_codec.is_g711:
-            raise ValueError("the phone leg supports PCMU and PCMA")
         self._receiver = receiver
         self._path = path
-        self._time_base = fractions.Fraction(1, _PHONE_RATE)
+        name, self._rate = _DECODER[path.phone_codec]
+        self._time_base = fractions.Fraction(1, self._rate)
         self._pts = 0
         self._samples = _DEFAULT_SAMPLES
         self._next_at: float | None = None
         self._clock: MediaClock | None = None
         self._muted = False
-        self._decoder = cast(
-            AudioCodecContext, av.CodecContext.create(_G711_DECODER[path.phone_codec], "r")
-        )
-        self._decoder.layout = "mono"
-        self._decoder.sample_rate = _PHONE_RATE
+        self._decoder = cast(AudioCodecContext, av.CodecContext.create(name, "r"))
+        self._decoder.layout = "stereo" if path.phone_codec is BridgeCodec.OPUS else "mono"
+        self._decoder.sample_rate = self._rate
+        # aiortc's encoders take s16: opus decodes to float stereo, made s16 mono here.
+        self._to_s16 = av.AudioResampler(format="s16", layout="mono", rate=self._rate)
         self._passthrough = 0
         self._transcoded = 0
         self._silence = 0
@@ -162,21 +179,32 @@ class PhoneAudioTrack(MediaStreamTrack):
         return self._next_at is None or self._next_at <= now + slack
 
     def take(self, now: float) -> tuple[bytes, int]:
-        """The next frame in the phone's law and its timestamp: a jitter-buffer slot or silence."""
+        """The next frame in the phone's codec and its timestamp: a jitter-buffer slot or silence.
+
+        Silence is G.711 silence bytes for G.711, else an empty payload that
+        :meth:`_decode` turns into 20 ms of zeros.
+        """
         if self._next_at is None:
             self._next_at = now
         slot = self._receiver.pop(now)
+        codec = self._path.phone_codec
         payload: bytes
         if isinstance(slot, Audio) and slot.payload:
             payload = slot.payload
-            self._samples = len(payload)  # G.711: one byte per sample
+            if codec.is_g711:
+                self._samples = len(payload)  # G.711: one byte per sample
         else:
             assert slot is None or isinstance(slot, Loss) or not slot.payload
-            payload = bytes([G711_SILENCE[self._path.phone_codec]]) * self._samples
+            silence = G711_SILENCE.get(codec)
+            payload = b"" if silence is None else bytes([silence]) * self._samples
             self._silence += 1
+        # G.711 and G.722 carry one byte per 1/8000 s; opus is sent in 20 ms frames.
+        seconds = len(payload) / _PHONE_RATE if codec is not BridgeCodec.OPUS else _FRAME_SECONDS
+        if not payload:
+            seconds = _FRAME_SECONDS
         pts = self._pts
-        self._pts += len(payload)
-        self._next_at += len(payload) / _PHONE_RATE
+        self._pts += round(seconds * self._rate)
+        self._next_at += seconds
         if now - self._next_at > _STALL:
             self._next_at = now  # the loop stalled: do not burst to catch up
         if self._path.passthrough:
@@ -186,18 +214,33 @@ class PhoneAudioTrack(MediaStreamTrack):
         return payload, pts
 
     def _decode(self, payload: bytes, pts: int) -> av.AudioFrame:
-        packet = av.Packet(payload)
-        packet.pts = pts
-        packet.time_base = self._time_base
-        frames = self._decoder.decode(packet)
-        if frames:
-            frame = frames[0]
-            assert isinstance(frame, av.AudioFrame)
-        else:  # pragma: no cover - G.711 decodes every packet
+        """One decoded s16 mono frame; silence for an empty or undecodable payload.
+
+        A phone's bad opus or G.722 bytes must not end the track: FFmpeg's
+        error becomes 20 ms of silence.
+        """
+        frame: av.AudioFrame | None = None
+        if payload:
+            packet = av.Packet(payload)
+            packet.pts = pts
+            packet.time_base = self._time_base
+            try:
+                frames = self._decoder.decode(packet)
+            except (av.FFmpegError, ValueError):
+                frames = []
+            if frames and isinstance(frames[0], av.AudioFrame):
+                frame = frames[0]
+                if frame.format.name != "s16" or frame.layout.name != "mono":
+                    frame.pts = None
+                    converted = self._to_s16.resample(frame)
+                    frame = converted[0] if converted else None
+        if frame is None:
+            samples = len(payload) if self._path.phone_codec.is_g711 and payload else 0
+            samples = samples or round(_FRAME_SECONDS * self._rate)
             frame = av.AudioFrame.from_ndarray(
-                np.zeros((1, len(payload)), dtype=np.int16), format="s16", layout="mono"
+                np.zeros((1, samples), dtype=np.int16), format="s16", layout="mono"
             )
-        frame.sample_rate = _PHONE_RATE
+        frame.sample_rate = self._rate
         frame.pts = pts
         frame.time_base = self._time_base
         return frame
@@ -232,15 +275,13 @@ class PhoneRtpLeg:
         remote: tuple[str, int] | None = None,
         on_digit: Callable[[DtmfDigit], None] | None = None,
     ) -> None:
-        if not codec.is_g711:
-            raise ValueError("the phone leg supports PCMU and PCMA")
         self.receiver = receiver
         self.sender = sender
         self.codec = codec
         self._remote = remote
         self._latched = False
         self.on_digit = on_digit
-        self._encoder = PcmuEncoder() if codec is BridgeCodec.PCMU else PcmaEncoder()
+        self._encoder = _ENCODER[codec]()
         self._transport: asyncio.DatagramTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed: asyncio.Future[None] | None = None
@@ -291,6 +332,15 @@ class PhoneRtpLeg:
         """Until :meth:`close` (the call ended on either side)."""
         assert self._closed is not None, "open() first"
         await asyncio.shield(self._closed)
+
+    def set_codec(self, codec: BridgeCodec, payload_type: int, dtmf_type: int | None) -> None:
+        """The phone's offer/answer chose ``codec`` as ``payload_type`` (before media flows)."""
+        self.codec = codec
+        self._encoder = _ENCODER[codec]()
+        self.receiver.set_format(
+            audio_type=payload_type, clock_rate=codec.clock_rate, dtmf_type=dtmf_type
+        )
+        self.sender.set_format(payload_type=payload_type, samples_per_frame=codec.frame_samples)
 
     def set_remote(self, remote: tuple[str, int]) -> None:
         """A re-INVITE moved the phone's media (resume from hold to a new port)."""

@@ -9,6 +9,13 @@ its ``invites`` queue. Every call's RTP goes to a
 :class:`~p2pnode.gateways.sip.bridge_tracks.PhoneRtpLeg` (jitter buffer, RFC
 4733 digits, rewriting, 20 ms pacing) instead of the UA's recorder.
 
+Codecs (RFC 3264): the bridge offers PCMU, PCMA, G.722 and opus (RFC 7587:
+``opus/48000/2``) and, answering a phone's offer, takes the first of the
+phone's codecs it speaks, so the phone's preference order wins. G.711 on both
+legs passes through; anything else is decoded and re-encoded
+(:mod:`~p2pnode.gateways.sip.bridge_tracks`). A phone offering none of them is
+answered with PCMU as before (it may still accept it).
+
 Bounds: at most ``MAX_PENDING_INVITES`` phone calls wait for the controller
 (the next get 486); ``legs`` and the per-port handlers are forgotten when
 their leg's socket closes, so they stay bounded by the calls in progress.
@@ -18,23 +25,72 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from p2pnode.gateways.sip.bridge_chat import MessageUserAgent
 from p2pnode.gateways.sip.bridge_media import BridgeCodec, DtmfDigit, PhoneReceiver, PhoneSender
 from p2pnode.gateways.sip.bridge_tracks import PhoneRtpLeg
 from p2pnode.gateways.sip.dialog import Dialog
-from p2pnode.gateways.sip.message import build_response
+from p2pnode.gateways.sip.message import Header, SipRequest, SipResponse, build_response
 from p2pnode.gateways.sip.sdp import Direction, SdpDecodeError, parse_sdp
 from p2pnode.gateways.sip.transaction import RequestReceived
 from p2pnode.gateways.sip.useragent import UaCall, _media, _Rtp
 
-__all__ = ["MAX_PENDING_INVITES", "PT_DTMF", "PT_PCMU", "BridgeUserAgent"]
+__all__ = [
+    "MAX_PENDING_INVITES",
+    "PT_DTMF",
+    "PT_OPUS",
+    "PT_PCMU",
+    "BridgeUserAgent",
+    "PhoneFormat",
+    "choose_phone_format",
+]
 
 MAX_PENDING_INVITES = 16  # phone calls waiting for the bridge to dial their peer
 PT_PCMU = 0
 PT_DTMF = 101  # what our UA's offer names telephone-event
+PT_OPUS = 111  # our offer's dynamic type for opus (RFC 7587)
+# Our offer, best first: G.711 passes through to a G.711 P2P leg untouched.
+_OFFER = (
+    (BridgeCodec.PCMU, PT_PCMU),
+    (BridgeCodec.PCMA, 8),
+    (BridgeCodec.G722, 9),
+    (BridgeCodec.OPUS, PT_OPUS),
+)
+_OPUS_FMTP = "minptime=10;useinbandfec=1"  # RFC 7587 §6.1; we send 20 ms frames
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneFormat:
+    """The phone leg's negotiated audio: codec, its payload type, telephone-event's."""
+
+    codec: BridgeCodec
+    payload_type: int
+    dtmf_type: int | None
+
+
+def choose_phone_format(body: bytes) -> PhoneFormat | None:
+    """The first codec of the SDP's audio line the bridge speaks (RFC 3264 §6.1 order).
+
+    A codec counts only at its RTP clock (opus 48000, G.722 8000 per RFC 3551
+    §4.5.2); telephone-event only at 8000 (the digit extractor's clock).
+    None for bad SDP or no common codec.
+    """
+    try:
+        sdp = parse_sdp(body)
+    except SdpDecodeError:
+        return None
+    audio = next((m for m in sdp.media if m.media == "audio" and m.port), None)
+    if audio is None:
+        return None
+    event = audio.telephone_event
+    dtmf = event.payload_type if event is not None and event.clock_rate == 8000 else None
+    for offered in audio.codecs():
+        codec = BridgeCodec.from_name(offered.name)
+        if codec is not None and offered.clock_rate == codec.clock_rate:
+            return PhoneFormat(codec, offered.payload_type, dtmf)
+    return None
 
 
 class BridgeUserAgent(MessageUserAgent):
@@ -48,6 +104,7 @@ class BridgeUserAgent(MessageUserAgent):
         self.hold_handlers: dict[int, Callable[[bool], None]] = {}
         self.invites: asyncio.Queue[RequestReceived] = asyncio.Queue(maxsize=MAX_PENDING_INVITES)
         self.auto_answer = False
+        self.formats: dict[int, PhoneFormat] = {}  # per RTP port, once offer/answer settled
 
     def _incoming(self, effect: RequestReceived) -> None:
         request = effect.request
@@ -101,9 +158,64 @@ class BridgeUserAgent(MessageUserAgent):
         )  # fmt: skip
         self.stack.respond(effect.key, ok)
 
-    async def open_leg(self) -> tuple[asyncio.DatagramTransport, PhoneRtpLeg]:
+    async def open_leg(
+        self, offer: bytes | None = None
+    ) -> tuple[asyncio.DatagramTransport, PhoneRtpLeg]:
+        """A leg for a phone's call; ``offer`` (its INVITE's SDP) picks the leg's codec."""
         transport, _ = await self._open_rtp()
-        return transport, self.legs[int(transport.get_extra_info("sockname")[1])]
+        port = int(transport.get_extra_info("sockname")[1])
+        leg = self.legs[port]
+        chosen = choose_phone_format(offer) if offer else None
+        if chosen is not None:
+            self._settle(port, chosen)
+        return transport, leg
+
+    def _settle(self, port: int, chosen: PhoneFormat) -> None:
+        self.formats[port] = chosen
+        leg = self.legs.get(port)
+        if leg is not None:
+            leg.set_codec(chosen.codec, chosen.payload_type, chosen.dtmf_type)
+
+    def _sdp(self, port: int) -> bytes:
+        """Our offer (every codec we speak), or the answer naming the one settled."""
+        chosen = self.formats.get(port)
+        offers = _OFFER if chosen is None else ((chosen.codec, chosen.payload_type),)
+        dtmf = PT_DTMF if chosen is None else chosen.dtmf_type
+        types = [str(pt) for _, pt in offers] + ([] if dtmf is None else [str(dtmf)])
+        lines = [
+            "v=0",
+            f"o=- {int(self.token()[:8], 16)} 1 IN IP4 {self.host}",
+            "s=-",
+            f"c=IN IP4 {self.host}",
+            "t=0 0",
+            f"m=audio {port} RTP/AVP {' '.join(types)}",
+        ]
+        for codec, pt in offers:
+            channels = f"/{codec.channels}" if codec.channels > 1 else ""
+            lines.append(f"a=rtpmap:{pt} {codec.value}/{codec.clock_rate}{channels}")
+            if codec is BridgeCodec.OPUS:
+                lines.append(f"a=fmtp:{pt} {_OPUS_FMTP}")
+        if dtmf is not None:
+            lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} 0-15"]
+        lines += ["a=ptime:20", "a=sendrecv", ""]
+        return "\r\n".join(lines).encode()
+
+    async def _authenticated(
+        self,
+        build: Callable[[int, tuple[Header, ...]], SipRequest],
+        on_provisional: Callable[[SipResponse], None] | None = None,
+    ) -> tuple[SipRequest, SipResponse]:
+        """The base UA's requests; a 2xx to our INVITE settles that call's codec.
+
+        Our offer's m= port names the leg; the phone's answer picks the codec.
+        """
+        request, response = await super()._authenticated(build, on_provisional)
+        if request.method == "INVITE" and 200 <= response.status < 300 and response.body:
+            chosen = choose_phone_format(response.body)
+            port = _audio_port(request.body)
+            if chosen is not None and port is not None and port in self.legs:
+                self._settle(port, chosen)
+        return request, response
 
     def accept(
         self, effect: RequestReceived, transport: asyncio.DatagramTransport, tag: str
@@ -141,6 +253,7 @@ class BridgeUserAgent(MessageUserAgent):
         for port, leg in list(self.legs.items()):
             if leg.transport is None or leg.transport.is_closing():
                 del self.legs[port]
+                self.formats.pop(port, None)
                 self.digit_handlers.pop(port, None)
                 self.hold_handlers.pop(port, None)
         for call_id, call in list(self._calls.items()):
@@ -169,3 +282,11 @@ class BridgeUserAgent(MessageUserAgent):
         transport = leg.transport
         assert transport is not None
         return transport, _Rtp()  # the recorder protocol stays detached
+
+
+def _audio_port(body: bytes) -> int | None:
+    try:
+        sdp = parse_sdp(body)
+    except SdpDecodeError:
+        return None
+    return next((m.port for m in sdp.media if m.media == "audio"), None)

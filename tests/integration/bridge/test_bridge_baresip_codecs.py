@@ -1,0 +1,204 @@
+"""baresip with opus only, then with G.722 only, through the bridge: tones both ways, codec named.
+
+One gateway, one bridge and two calls services for the module (loopback, MD5
+digest, ``net_interface 127.0.0.1`` as in test_bridge_baresip.py); the P2P leg
+is PCMU, so the phone's codec is decoded and re-encoded both ways:
+
+* opus (RFC 7587): the peer (660 Hz) dials ``alice``; the bridge's INVITE
+  offers PCMU, PCMA, G.722 and opus, baresip (440 Hz) answers opus;
+* G.722: baresip (440 Hz) dials ``bob`` offering G.722 only; the bridge
+  answers G.722 (``9 G722/8000``, 16 kHz audio) and rings the peer (550 Hz).
+
+Each recording must hold the other side's tone (FFT) and the bridge's
+``ended`` summary must name the phone's codec and say transcoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from p2pnode.gateways.sip.accounts import AccountStore
+from p2pnode.gateways.sip.bridge import (
+    BridgedCallService,
+    BridgedCallSummary,
+    BridgeEvent,
+    BridgeMode,
+    BridgeUserAgent,
+    SipP2pBridge,
+)
+from p2pnode.gateways.sip.digest import Algorithm
+from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
+from p2pnode.sessions.call import CallState
+from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
+from p2pnode.sessions.media import ToneSource
+from tests.harness.baresip import finished_recording, write_baresip_config
+from tests.harness.tools import require_tool
+from tests.integration.bridge.test_bridge_baresip import assert_tone, free_udp_port
+from tests.integration.bridge.test_bridge_call_loopback import (
+    ALICE_ID,
+    PEER_ID,
+    Board,
+    loopback_ice,
+)
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+DOMAIN = "gw.test"
+WAIT = 20.0
+
+
+@dataclass(frozen=True)
+class Heard:
+    """One call: what each side recorded and the bridge's end-of-call summary."""
+
+    phone_wav: Path
+    peer_wav: Path
+    summary: BridgedCallSummary
+
+
+@dataclass(frozen=True)
+class Calls:
+    opus: Heard
+    g722: Heard
+
+
+def _phone(directory: Path, password: str, server: tuple[str, int], codecs: str) -> Path:
+    return write_baresip_config(
+        directory,
+        listen=f"127.0.0.1:{free_udp_port()}",
+        account=f"alice@{DOMAIN}",
+        password=password,
+        outbound=f"{server[0]}:{server[1]}",
+        net_interface="127.0.0.1",
+        audio_codecs=codecs,
+    )
+
+
+async def _spawn(*command: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+    try:
+        await asyncio.wait_for(process.wait(), 10)
+    except TimeoutError:
+        process.kill()
+        await asyncio.wait_for(process.wait(), 5)
+
+
+async def _ended(bridge: SipP2pBridge) -> BridgedCallSummary:
+    async with asyncio.timeout(WAIT):
+        while True:
+            event: BridgeEvent = await bridge.events.get()
+            if event.what == "ended":
+                assert event.summary is not None
+                return event.summary
+
+
+async def _registered(gateway: SipGateway, bound: int) -> None:
+    async with asyncio.timeout(WAIT):
+        # baresip registers (challenge, MD5); the gateway has no event to await
+        while len(gateway.registrar.bindings("alice", gateway._now())) < bound:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+async def scenario(baresip: str, tmp: Path) -> Calls:
+    store = AccountStore(tmp / "node.sqlite", DOMAIN)
+    _, alice_password = store.add("alice", None, randbytes=os.urandom)
+    _, bob_password = store.add("bob", None, randbytes=os.urandom)
+    gateway = SipGateway(GatewayConfig(DOMAIN, digest_algorithms=(Algorithm.MD5,)), store)
+    await gateway.start()
+    assert gateway.address is not None
+    bridge_ua = BridgeUserAgent("bob", bob_password, DOMAIN, gateway.address)
+    board = Board()
+    config = CallConfig(audio_codecs=("PCMU",))  # the P2P leg: the phone's codec is transcoded
+    answering = CallConfig(audio_codecs=("PCMU",), auto_answer=True)
+    opus_records = _phone(tmp / "opus", alice_password, gateway.address, "opus/48000/2")
+    g722_records = _phone(tmp / "g722", alice_password, gateway.address, "G722/16000/1")
+    phones: list[asyncio.subprocess.Process] = []
+    try:
+        await bridge_ua.start()
+        await bridge_ua.register()  # as bob: the phone's call to bob reaches the bridge
+        hosted = BridgedCallService(ALICE_ID, config, board.sender(ALICE_ID))
+
+        def answer_media() -> CallMedia:
+            return CallMedia(ToneSource(550.0), tmp / "peer-g722.wav")
+
+        peer_service = CallService(
+            PEER_ID, answering, board.sender(PEER_ID), answer_media=answer_media
+        )
+        async with hosted, peer_service as peer, asyncio.TaskGroup() as group:
+            board.services = {ALICE_ID: hosted, PEER_ID: peer}
+            tasks = [group.create_task(board.pump(name)) for name in (ALICE_ID, PEER_ID)]
+            bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers={"bob": PEER_ID}.get)
+            tasks.append(group.create_task(bridge.run()))
+
+            # 1. The peer dials alice; her baresip speaks opus only.
+            phones.append(await _spawn(baresip, "-f", str(tmp / "opus"), "-t", "60"))
+            await _registered(gateway, 1)
+            call_id = await peer.dial(ALICE_ID, CallMedia(ToneSource(660.0), tmp / "peer-opus.wav"))
+            async with asyncio.timeout(WAIT):
+                await peer.wait_state(call_id, {CallState.ANSWERED})
+                await peer.wait_first_frame(call_id)
+            await asyncio.sleep(2.5)
+            await peer.hangup(call_id)
+            opus_summary = await _ended(bridge)
+            await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
+            await _stop(phones[0])
+
+            # 2. alice's other baresip, G.722 only, dials bob (the peer, auto-answering).
+            dial = ("-e", f"/dial sip:bob@{DOMAIN}")
+            phones.append(await _spawn(baresip, "-f", str(tmp / "g722"), "-t", "6", *dial))
+            g722_summary = await _ended(bridge)
+            await _stop(phones[1])
+            for task in tasks:
+                task.cancel()
+    finally:
+        for phone in phones:
+            await _stop(phone)
+        await bridge_ua.close()
+        await gateway.stop()
+    return Calls(
+        Heard(finished_recording(opus_records), tmp / "peer-opus.wav", opus_summary),
+        Heard(finished_recording(g722_records), tmp / "peer-g722.wav", g722_summary),
+    )
+
+
+@pytest.fixture(scope="module")
+def calls() -> Iterator[Calls]:
+    baresip = require_tool("baresip")
+    with tempfile.TemporaryDirectory() as tmp, loopback_ice():
+        yield asyncio.run(scenario(baresip, Path(tmp)))
+
+
+def test_opus_phone_hears_the_peer_and_is_heard(calls: Calls) -> None:
+    assert_tone(calls.opus.peer_wav, 440.0)  # the peer heard baresip's sine, decoded from opus
+    assert_tone(calls.opus.phone_wav, 660.0)  # baresip heard the peer, encoded to opus
+    summary = calls.opus.summary
+    assert (summary.phone_codec, summary.webrtc_codec) == ("opus", "PCMU")
+    assert summary.mode is BridgeMode.TRANSCODED
+    assert summary.transcoded_frames > 50 and summary.passthrough_frames == 0
+    assert summary.packets_from_phone > 50 and summary.packets_to_phone > 50
+
+
+def test_g722_phone_dials_a_peer_and_both_hear(calls: Calls) -> None:
+    assert_tone(calls.g722.peer_wav, 440.0)
+    assert_tone(calls.g722.phone_wav, 550.0)
+    summary = calls.g722.summary
+    assert (summary.phone_codec, summary.webrtc_codec) == ("G722", "PCMU")
+    assert summary.mode is BridgeMode.TRANSCODED
+    assert summary.transcoded_frames > 50 and summary.passthrough_frames == 0
