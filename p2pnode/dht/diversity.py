@@ -14,7 +14,9 @@ routing table, to each reply we send, and to the k nodes a lookup settles on
 What an attacker with N addresses in M networks can still do: place at most
 ``min(N * max_per_address, M * max_per_network)`` of the k contacts of any
 bucket, reply or lookup result (k=20 with the defaults 2 and 4: one address
-places 2, one /24 places 4, so 5 networks are needed to fill a neighbourhood).
+places 2, one /24 places 4, so 5 networks are needed to fill a neighbourhood;
+gets take disjoint paths, ``dht/disjoint.py``, so a crowd must fill the k closest
+of each of them: 10 networks for 2 paths).
 
 Loopback (127.0.0.0/8, ::1) is exempt unless ``diverse_loopback`` is set: tests
 and demos run many honest nodes on 127.0.0.1. Prefix lengths are settings so a
