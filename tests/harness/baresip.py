@@ -38,16 +38,19 @@ def write_baresip_config(
     net_interface: str | None = None,
     contacts: tuple[str, ...] = (),
     audio_codecs: str = "PCMU",
+    rtcp_mux: bool = False,
 ) -> Path:
     """Write a phone registering ``account`` (login@domain) through ``outbound``
     (host:port), listening on ``listen`` (ip:port); returns its recordings folder.
 
     ``contacts`` (SIP URIs): load the console and contacts for ``/message``.
     ``audio_codecs``: the account's codec list in preference order (``opus``,
-    ``G722``, ``PCMA``...; their modules are loaded)."""
+    ``G722``, ``PCMA``...; their modules are loaded). ``rtcp_mux``: offer and
+    accept RTCP on the RTP port (RFC 5761; baresip sends RTCP either way)."""
     records = directory / "records"
     records.mkdir(parents=True)
     interface = f"net_interface {net_interface}\n" if net_interface else ""
+    interface += "rtcp_mux yes\n" if rtcp_mux else ""
     texts = "module stdio.so\nmodule_app contact.so\n" if contacts else ""
     if contacts:
         (directory / "contacts").write_text("".join(f"<{uri}>\n" for uri in contacts))

@@ -133,6 +133,12 @@ class BridgedCallSummary:
     passthrough_frames: int
     transcoded_frames: int
     dropped: tuple[tuple[str, int], ...]  # phone packets dropped, by reason
+    # RTCP on the phone leg (rtcp-mux only): our reports, the phone's, and what it said.
+    rtcp_sent: int = 0
+    rtcp_received: int = 0
+    round_trip_ms: float | None = None
+    phone_reported_lost: int | None = None  # cumulative, of our stream
+    phone_reported_jitter_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +353,7 @@ class SipP2pBridge:
         codec = audio.codec
         counts = audio.statistics()
         stats = leg.receiver.statistics()
+        rtcp = None if leg.rtcp is None else leg.rtcp.statistics()
         summary = BridgedCallSummary(
             direction=direction,
             peer=peer,
@@ -362,6 +369,11 @@ class SipP2pBridge:
             passthrough_frames=counts.passthrough_frames,
             transcoded_frames=counts.transcoded_frames,
             dropped=tuple((reason.value, count) for reason, count in stats.dropped),
+            rtcp_sent=0 if rtcp is None else rtcp.reports_sent,
+            rtcp_received=0 if rtcp is None else rtcp.reports_received,
+            round_trip_ms=None if rtcp is None else rtcp.round_trip_ms,
+            phone_reported_lost=None if rtcp is None else rtcp.phone_cumulative_lost,
+            phone_reported_jitter_ms=None if rtcp is None else rtcp.phone_jitter_ms,
         )
         self._count(summary)
         self._event(call_id, "ended", _ended_detail(summary), summary)
@@ -534,5 +546,18 @@ def _ended_detail(summary: BridgedCallSummary) -> str:
         f"jitter_ms={summary.jitter_ms:.1f} to_phone={summary.packets_to_phone} "
         + "".join(f"dropped_{reason}={count} " for reason, count in summary.dropped)
         + f"from_peer={summary.frames_from_peer} passthrough={summary.passthrough_frames} "
-        f"transcoded={summary.transcoded_frames}"
+        f"transcoded={summary.transcoded_frames}" + _rtcp_detail(summary)
     )
+
+
+def _rtcp_detail(summary: BridgedCallSummary) -> str:
+    if not (summary.rtcp_sent or summary.rtcp_received):
+        return ""
+    out = f" rtcp_sent={summary.rtcp_sent} rtcp_received={summary.rtcp_received}"
+    if summary.round_trip_ms is not None:
+        out += f" rtt_ms={summary.round_trip_ms:.1f}"
+    if summary.phone_reported_lost is not None:
+        out += f" phone_lost={summary.phone_reported_lost}"
+    if summary.phone_reported_jitter_ms is not None:
+        out += f" phone_jitter_ms={summary.phone_reported_jitter_ms:.1f}"
+    return out

@@ -181,11 +181,19 @@ class JitterBuffer:
         self._max = max_packets
         self._packets: dict[int, Audio] = {}
         self._highest: int | None = None
+        self._first: int | None = None  # the first packet's sequence (RTCP's base, A.1)
         self._next: int | None = None  # the sequence the next pop plays
         self._start_at: float | None = None
 
     def __len__(self) -> int:
         return len(self._packets)
+
+    @property
+    def sequence_range(self) -> tuple[int, int] | None:
+        """(first, highest) extended sequence numbers seen, for RTCP's "expected" (RFC 3550 A.3)."""
+        if self._first is None or self._highest is None:
+            return None
+        return self._first, self._highest
 
     @property
     def ready_at(self) -> float | None:
@@ -197,6 +205,7 @@ class JitterBuffer:
         if self._highest is None:
             extended = packet.sequence
             self._highest = extended
+            self._first = extended
             self._next = extended
             self._start_at = now + self._delay
         else:
@@ -321,6 +330,7 @@ class PhoneReceiver:
         # RFC 3550 A.8 interarrival jitter, in timestamp units.
         self._jitter = 0.0
         self._transit: float | None = None
+        self.ssrc: int | None = None  # the phone's latest SSRC (what our RTCP reports on)
 
     def set_format(self, *, audio_type: int, clock_rate: int, dtmf_type: int | None) -> None:
         """The offer/answer settled the phone's codec: its payload type and RTP clock.
@@ -356,6 +366,7 @@ class PhoneReceiver:
             return []
         self._received += 1
         self._accepted += 1
+        self.ssrc = packet.ssrc
         transit = now * self._clock_rate - packet.timestamp
         if self._transit is not None:
             # Modular difference: timestamps wrap at 2^32.
@@ -382,6 +393,16 @@ class PhoneReceiver:
 
     def next_deadline(self) -> float | None:
         return self._dtmf.next_deadline()
+
+    @property
+    def received(self) -> int:
+        """Audio packets taken into the jitter buffer."""
+        return self._received
+
+    @property
+    def jitter(self) -> float:
+        """RFC 3550 A.8 interarrival jitter, in the phone's timestamp units."""
+        return self._jitter
 
     def statistics(self) -> ReceiverStatistics:
         return ReceiverStatistics(
@@ -423,6 +444,7 @@ class PhoneSender:
         self._max = max_queue
         self._next_send: float | None = None
         self._sent = 0
+        self._octets = 0  # payload octets of the audio packets sent (RTCP SR)
         self._overflow = 0
         self._paused = True
         self._digits: deque[tuple[str, int, int]] = deque()  # (digit, payload type, ms)
@@ -435,6 +457,21 @@ class PhoneSender:
     @property
     def sent(self) -> int:
         return self._sent
+
+    @property
+    def ssrc(self) -> int:
+        return self._ssrc
+
+    @property
+    def octets(self) -> int:
+        return self._octets
+
+    def rtp_timestamp_at(self, now: float) -> int:
+        """Our stream's RTP time at ``now`` (RFC 3550 §6.4.1: an SR's RTP timestamp)."""
+        if self._next_send is None:
+            return self._timestamp
+        ahead = round((self._next_send - now) / self._ptime * self._samples)
+        return (self._timestamp - ahead) & 0xFFFFFFFF
 
     def set_format(self, *, payload_type: int, samples_per_frame: int) -> None:
         """The phone's negotiated payload type and timestamp step (before media flows)."""
@@ -543,6 +580,7 @@ class PhoneSender:
             out.append(packet.encode())
             self._paused = False
             self._sent += 1
+            self._octets += len(payload)
             self._sequence = (self._sequence + 1) & 0xFFFF
             self._timestamp = (self._timestamp + self._samples) & 0xFFFFFFFF
             self._next_send += self._ptime

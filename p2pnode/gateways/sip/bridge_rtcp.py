@@ -98,7 +98,7 @@ class RtcpSession:
         ssrc: int,
         cname: str,
         clock_rate: int,
-        start: float,
+        start: float | None = None,
         interval: float = REPORT_INTERVAL,
         spread: Callable[[], float] = lambda: 1.0,
     ) -> None:
@@ -109,8 +109,9 @@ class RtcpSession:
         self._clock_rate = clock_rate
         self._interval = interval
         self._spread = spread
-        # RFC 3550 §6.2: the first report after half the interval.
-        self._deadline = start + interval / 2 * self._factor()
+        self._deadline = float("inf")
+        if start is not None:
+            self.begin(start)
         self._sent = 0
         self._received = 0
         self._last_sr: int = 0  # LSR: middle 32 bits of the phone's last SR
@@ -125,7 +126,21 @@ class RtcpSession:
     def _factor(self) -> float:
         return min(max(self._spread(), 0.5), 1.5)
 
+    @property
+    def started(self) -> bool:
+        return self._deadline != float("inf")
+
+    def begin(self, now: float) -> None:
+        """Start reporting (RFC 3550 §6.2: the first report after half the interval).
+
+        The leg begins when its first audio went to the phone, so our first
+        report is an SR whose timestamp the phone's next report echoes (LSR).
+        """
+        if not self.started:
+            self._deadline = now + self._interval / 2 * self._factor()
+
     def next_deadline(self) -> float:
+        """When :meth:`report` is due (infinity before :meth:`begin`)."""
         return self._deadline
 
     def receive(self, data: bytes, now: float, wallclock: float) -> RtcpDropReason | None:

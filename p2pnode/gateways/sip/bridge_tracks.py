@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -59,6 +60,7 @@ from p2pnode.gateways.sip.bridge_media import (
     PhoneSender,
     choose_media_path,
 )
+from p2pnode.gateways.sip.bridge_rtcp import ReceptionCounts, RtcpSession, SendingCounts
 
 __all__ = [
     "G711_SILENCE",
@@ -88,6 +90,7 @@ _ENCODER: dict[BridgeCodec, Callable[[], Encoder]] = {
     BridgeCodec.OPUS: OpusEncoder,
 }
 _FRAME_SECONDS = 0.02  # the frame a lost or undecodable non-G.711 packet stands for
+_RTCP_LOG_INTERVAL = 60.0  # each refused-RTCP reason is logged at most this often per leg
 _PHONE_RATE = 8000
 _DEFAULT_SAMPLES = 160  # 20 ms at 8 kHz
 _STALL = 0.2  # a track this far behind its schedule restarts it instead of bursting
@@ -287,6 +290,9 @@ class PhoneRtpLeg:
         self._closed: asyncio.Future[None] | None = None
         self.frames_from_peer = 0
         self.held = False  # the phone put us on hold: the peer's audio is not sent
+        # RTCP (RFC 5761 rtcp-mux on this socket) once the SDP settled it; else none.
+        self.rtcp: RtcpSession | None = None
+        self._rtcp_logged: dict[str, float] = {}
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -342,6 +348,16 @@ class PhoneRtpLeg:
         )
         self.sender.set_format(payload_type=payload_type, samples_per_frame=codec.frame_samples)
 
+    def enable_rtcp(self, cname: str, spread: Callable[[], float]) -> None:
+        """Reports on this socket (rtcp-mux negotiated): ours every ~5 s, the phone's read."""
+        assert self._loop is not None, "open() first"
+        self.rtcp = RtcpSession(
+            ssrc=self.sender.ssrc,
+            cname=cname,
+            clock_rate=self.codec.clock_rate,
+            spread=spread,
+        )
+
     def set_remote(self, remote: tuple[str, int]) -> None:
         """A re-INVITE moved the phone's media (resume from hold to a new port)."""
         self._remote = remote
@@ -349,6 +365,10 @@ class PhoneRtpLeg:
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         assert self._loop is not None
+        rtcp = self.rtcp
+        if rtcp is not None and len(data) > 1 and 191 < data[1] < 224:  # RFC 5761 §4
+            self._rtcp_received(rtcp, data)
+            return
         receiver = self.receiver
         before = receiver.accepted
         digits = receiver.datagram(data, self._loop.time())
@@ -357,6 +377,31 @@ class PhoneRtpLeg:
             self._latched = True
         if digits:
             self._report(digits)
+
+    def _rtcp_received(self, rtcp: RtcpSession, data: bytes) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        reason = rtcp.receive(data, now, time.time())
+        if reason is not None and now - self._rtcp_logged.get(reason.value, -1e9) > (
+            _RTCP_LOG_INTERVAL
+        ):
+            self._rtcp_logged[reason.value] = now
+            _LOG.info("phone leg: RTCP refused (%s)", reason.value)
+
+    def _send_rtcp(self, rtcp: RtcpSession, now: float) -> None:
+        """Our SR/RR from the leg's counters, to where the RTP goes (rtcp-mux)."""
+        sender, receiver = self.sender, self.receiver
+        span = receiver.buffer.sequence_range
+        first, highest = span if span is not None else (0, 0)
+        data = rtcp.report(
+            now,
+            time.time(),
+            SendingCounts(sender.sent, sender.octets, sender.rtp_timestamp_at(now)),
+            ReceptionCounts(receiver.ssrc, first, highest, receiver.received, receiver.jitter),
+        )
+        transport, remote = self._transport, self._remote
+        if transport is not None and not transport.is_closing() and remote is not None:
+            transport.sendto(data, remote)
 
     def _report(self, digits: list[DtmfDigit]) -> None:
         if self.on_digit is not None:
@@ -389,6 +434,12 @@ class PhoneRtpLeg:
         due = self.receiver.next_deadline()
         if due is not None and due <= now:
             self._report(self.receiver.poll(now))
+        rtcp = self.rtcp
+        if rtcp is not None:
+            if not rtcp.started and self.sender.sent and self._remote is not None:
+                rtcp.begin(now)  # our first audio went out: reports from now on
+            elif rtcp.next_deadline() <= now:
+                self._send_rtcp(rtcp, now)
 
     def send_digit(self, digit: str, payload_type: int, duration_ms: int = 100) -> bool:
         """An RFC 4733 digit to the phone, paced with the audio; False if refused or on hold."""

@@ -16,6 +16,11 @@ legs passes through; anything else is decoded and re-encoded
 (:mod:`~p2pnode.gateways.sip.bridge_tracks`). A phone offering none of them is
 answered with PCMU as before (it may still accept it).
 
+RTCP (RFC 3550) rides the RTP socket when the phone accepts rtcp-mux (RFC
+5761: our offer carries ``a=rtcp-mux``; our answer does when the phone's offer
+did). Without it the bridge sends no RTCP: the gateway's media anchor relays
+the RTP port only, so RTP+1 would reach nobody.
+
 Bounds: at most ``MAX_PENDING_INVITES`` phone calls wait for the controller
 (the next get 486); ``legs`` and the per-port handlers are forgotten when
 their leg's socket closes, so they stay bounded by the calls in progress.
@@ -68,6 +73,7 @@ class PhoneFormat:
     codec: BridgeCodec
     payload_type: int
     dtmf_type: int | None
+    rtcp_mux: bool = False  # RFC 5761: RTCP on the RTP port
 
 
 def choose_phone_format(body: bytes) -> PhoneFormat | None:
@@ -86,10 +92,11 @@ def choose_phone_format(body: bytes) -> PhoneFormat | None:
         return None
     event = audio.telephone_event
     dtmf = event.payload_type if event is not None and event.clock_rate == 8000 else None
+    mux = audio.attribute("rtcp-mux") is not None
     for offered in audio.codecs():
         codec = BridgeCodec.from_name(offered.name)
         if codec is not None and offered.clock_rate == codec.clock_rate:
-            return PhoneFormat(codec, offered.payload_type, dtmf)
+            return PhoneFormat(codec, offered.payload_type, dtmf, mux)
     return None
 
 
@@ -175,6 +182,12 @@ class BridgeUserAgent(MessageUserAgent):
         leg = self.legs.get(port)
         if leg is not None:
             leg.set_codec(chosen.codec, chosen.payload_type, chosen.dtmf_type)
+            if chosen.rtcp_mux:
+                leg.enable_rtcp(f"{self.login}@{self.domain}", self._spread)
+
+    def _spread(self) -> float:
+        """RFC 3550 §6.2: each report interval times a random factor in [0.5, 1.5)."""
+        return 0.5 + int.from_bytes(self.randbytes(2), "big") / 65536
 
     def _sdp(self, port: int) -> bytes:
         """Our offer (every codec we speak), or the answer naming the one settled."""
@@ -197,6 +210,8 @@ class BridgeUserAgent(MessageUserAgent):
                 lines.append(f"a=fmtp:{pt} {_OPUS_FMTP}")
         if dtmf is not None:
             lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} 0-15"]
+        if chosen is None or chosen.rtcp_mux:
+            lines.append("a=rtcp-mux")
         lines += ["a=ptime:20", "a=sendrecv", ""]
         return "\r\n".join(lines).encode()
 

@@ -6,11 +6,17 @@ is PCMU, so the phone's codec is decoded and re-encoded both ways:
 
 * opus (RFC 7587): the peer (660 Hz) dials ``alice``; the bridge's INVITE
   offers PCMU, PCMA, G.722 and opus, baresip (440 Hz) answers opus;
-* G.722: baresip (440 Hz) dials ``bob`` offering G.722 only; the bridge
-  answers G.722 (``9 G722/8000``, 16 kHz audio) and rings the peer (550 Hz).
+* G.722: baresip (440 Hz) dials ``bob`` offering G.722 only and rtcp-mux;
+  the bridge answers G.722 (``9 G722/8000``, 16 kHz audio) with
+  ``a=rtcp-mux`` and rings the peer (550 Hz); baresip hangs up after ~7 s,
+  time for one RTCP report each way (ours at 1.25-3.75 s after our first
+  audio, baresip's every 5 s).
 
 Each recording must hold the other side's tone (FFT) and the bridge's
-``ended`` summary must name the phone's codec and say transcoded.
+``ended`` summary must name the phone's codec and say transcoded; for the
+G.722 call it must also show the phone's RTCP report (its loss and jitter of
+our stream, the round trip from its LSR/DLSR of our SR). The opus phone did
+not offer rtcp-mux: no RTCP is sent to it (the anchor relays no RTP+1).
 """
 
 from __future__ import annotations
@@ -69,7 +75,9 @@ class Calls:
     g722: Heard
 
 
-def _phone(directory: Path, password: str, server: tuple[str, int], codecs: str) -> Path:
+def _phone(
+    directory: Path, password: str, server: tuple[str, int], codecs: str, *, mux: bool = False
+) -> Path:
     return write_baresip_config(
         directory,
         listen=f"127.0.0.1:{free_udp_port()}",
@@ -78,6 +86,7 @@ def _phone(directory: Path, password: str, server: tuple[str, int], codecs: str)
         outbound=f"{server[0]}:{server[1]}",
         net_interface="127.0.0.1",
         audio_codecs=codecs,
+        rtcp_mux=mux,
     )
 
 
@@ -128,7 +137,7 @@ async def scenario(baresip: str, tmp: Path) -> Calls:
     config = CallConfig(audio_codecs=("PCMU",))  # the P2P leg: the phone's codec is transcoded
     answering = CallConfig(audio_codecs=("PCMU",), auto_answer=True)
     opus_records = _phone(tmp / "opus", alice_password, gateway.address, "opus/48000/2")
-    g722_records = _phone(tmp / "g722", alice_password, gateway.address, "G722/16000/1")
+    g722_records = _phone(tmp / "g722", alice_password, gateway.address, "G722/16000/1", mux=True)
     phones: list[asyncio.subprocess.Process] = []
     try:
         await bridge_ua.start()
@@ -162,7 +171,7 @@ async def scenario(baresip: str, tmp: Path) -> Calls:
 
             # 2. alice's other baresip, G.722 only, dials bob (the peer, auto-answering).
             dial = ("-e", f"/dial sip:bob@{DOMAIN}")
-            phones.append(await _spawn(baresip, "-f", str(tmp / "g722"), "-t", "6", *dial))
+            phones.append(await _spawn(baresip, "-f", str(tmp / "g722"), "-t", "8", *dial))
             g722_summary = await _ended(bridge)
             await _stop(phones[1])
             for task in tasks:
@@ -193,6 +202,7 @@ def test_opus_phone_hears_the_peer_and_is_heard(calls: Calls) -> None:
     assert summary.mode is BridgeMode.TRANSCODED
     assert summary.transcoded_frames > 50 and summary.passthrough_frames == 0
     assert summary.packets_from_phone > 50 and summary.packets_to_phone > 50
+    assert summary.rtcp_sent == 0 and summary.rtcp_received == 0  # no rtcp-mux offered
 
 
 def test_g722_phone_dials_a_peer_and_both_hear(calls: Calls) -> None:
@@ -202,3 +212,14 @@ def test_g722_phone_dials_a_peer_and_both_hear(calls: Calls) -> None:
     assert (summary.phone_codec, summary.webrtc_codec) == ("G722", "PCMU")
     assert summary.mode is BridgeMode.TRANSCODED
     assert summary.transcoded_frames > 50 and summary.passthrough_frames == 0
+
+
+def test_rtcp_mux_reports_cross_and_the_summary_shows_the_phone_s(calls: Calls) -> None:
+    summary = calls.g722.summary
+    assert summary.rtcp_sent >= 1  # our SR reached baresip: its report echoes it
+    assert summary.rtcp_received >= 1
+    assert summary.round_trip_ms is not None and 0 <= summary.round_trip_ms < 1000
+    # On loopback baresip lost nothing of ours; its jitter is in G.722's 8 kHz clock.
+    assert summary.phone_reported_lost is not None and abs(summary.phone_reported_lost) < 20
+    assert summary.phone_reported_jitter_ms is not None
+    assert 0 <= summary.phone_reported_jitter_ms < 200

@@ -36,6 +36,14 @@ def reception(received: int, highest: int, first: int = 1000) -> ReceptionCounts
     return ReceptionCounts(PHONE, first, highest, received, jitter=40.0)
 
 
+def test_no_report_before_begin_and_begin_happens_once() -> None:
+    core = RtcpSession(ssrc=BRIDGE, cname="c", clock_rate=8000)
+    assert not core.started and core.next_deadline() == float("inf")
+    core.begin(10.0)
+    core.begin(20.0)
+    assert core.next_deadline() == 12.5  # from the first begin
+
+
 def test_first_report_after_half_the_interval_then_every_interval_with_spread() -> None:
     spreads = iter([1.0, 0.5, 1.5, 9.0])  # 9.0 is clamped to 1.5 (RFC 3550 §6.2 range)
     core = session(spread=lambda: next(spreads))
