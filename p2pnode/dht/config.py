@@ -65,6 +65,9 @@ class DhtConfig:
     # Gets walk this many disjoint paths (``p2pnode.dht.disjoint``, S/Kademlia): a crowd of
     # ground ids must then fill the k closest of every path, not of one. 1: one path.
     disjoint_paths: int = 2
+    # Puts too: STOREs go to each path's k closest (up to paths x k STOREs), so that a put
+    # made while a crowd sits near its key still reaches the honest nodes beyond it.
+    disjoint_puts: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.disjoint_paths <= MAX_PATHS:

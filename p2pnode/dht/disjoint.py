@@ -17,6 +17,11 @@ make every path miss the honest nodes the crowd must be ``paths`` x k strong
 not k. The records of every path are merged by the caller (the newest valid one
 per owner, ``records.supersedes``): one path reaching one honest holder is enough.
 
+A put (with ``DhtConfig.disjoint_puts``) takes the paths too and stores at each
+path's k closest (``closest_answered_per_path``): the crowd takes the first k
+slots of each, the honest nodes just beyond it, where disjoint gets arrive, hold
+the record as well. That doubles a put's STOREs, so it is off by default.
+
 Cost: the paths share the ``alpha`` queries in flight (alpha = 3 over 2 paths: 2
 and 1; at least 1 each), and a get still stops once ``quorum`` nodes returned records, so a get
 that finds its key costs about what a single path did. A get of a key nobody
@@ -146,6 +151,14 @@ class DisjointLookup:
         if self.diversity is None:
             return answered[: self.k]
         return self.diversity.pick(answered, self.k)
+
+    def closest_answered_per_path(self) -> list[Contact]:
+        """Each path's k closest that answered (distinct: no node answers two paths),
+        nearest first: where a disjoint put stores."""
+        return sorted(
+            (contact for path in self.paths for contact in path.closest_answered()),
+            key=lambda contact: contact.id_int ^ self.target_int,
+        )
 
     @property
     def hops(self) -> int:

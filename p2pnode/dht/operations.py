@@ -153,8 +153,9 @@ class LookupOp:
         self.started = now
         self.finished = False
         config = host.config
-        # Gets take disjoint paths (``dht/disjoint.py``); node lookups (puts, joins,
-        # refreshes) one: a put stores at the k closest found either way.
+        # Gets take disjoint paths (``dht/disjoint.py``), and puts with ``disjoint_puts``
+        # (they then store at each path's k closest); joins and refreshes one.
+        disjoint = kind is LookupKind.VALUE or (record is not None and config.disjoint_puts)
         self.lookup: Lookup | DisjointLookup = make_lookup(
             target,
             kind,
@@ -163,7 +164,7 @@ class LookupOp:
             alpha=config.alpha,
             quorum=config.quorum,
             seeds=host.table.closest(target, config.k),
-            paths=config.disjoint_paths if kind is LookupKind.VALUE else 1,
+            paths=config.disjoint_paths if disjoint else 1,
             diversity=host.table.diversity,
         )
         self.best: dict[bytes, SignedRecord] = {}
@@ -304,6 +305,9 @@ class LookupOp:
         self.storing = True
         closest = self.lookup.closest_answered()
         k = self.host.config.k
+        targets = closest
+        if isinstance(self.lookup, DisjointLookup):
+            targets = self.lookup.closest_answered_per_path()
         if not self.host.config.client_mode:
             own = int.from_bytes(self.host.own_id, "big")
             target = self.lookup.target_int
@@ -313,7 +317,7 @@ class LookupOp:
             ):
                 self.stored += 1
         message = Store(self.target, self.record.encoded)
-        for contact in closest:
+        for contact in targets:
             if self.host.send_request(
                 contact.address,
                 message,

@@ -5,7 +5,9 @@ from 5 or more networks (4 ids each) a crowd fills all k = 20 closest slots of a
 single lookup. Here a crowd from 6 networks crowds a key whose record honest nodes
 hold: a single-path get misses it from some readers, a get over 2 disjoint paths
 finds it from at least 9 of 10. The bound is tested too: a crowd must fill the k
-closest of *every* path, so 10 networks (40 ids) beat 2 paths and not 3.
+closest of *every* path, so 10 networks (40 ids) beat 2 paths and not 3. A put
+made after the crowd came lands on it, unless it too takes disjoint paths
+(``disjoint_puts``) and stores at each path's k closest.
 
 First the state machine alone (``DisjointLookup`` with scripted replies), then whole
 cores in virtual time (``memnet``) with colluding sybils (``sybils.py``).
@@ -180,25 +182,35 @@ def ground(count: int) -> tuple[Identity, ...]:
     return grind(the_record().key, count, SHARED_BITS)
 
 
-def readers_finding(networks: int, paths: int) -> int:
-    """Honest readers (none of which holds the record) whose get finds the record stored
-    before a crowd of ``networks`` x 4 ground ids joined; readers take ``paths``."""
-    config = DhtConfig(disjoint_paths=paths)
+def readers_finding(
+    networks: int, paths: int, *, put_after: bool = False, disjoint_puts: bool = False
+) -> tuple[int, int]:
+    """(honest readers whose get finds the record, honest nodes holding it).
+
+    The record is put before a crowd of ``networks`` x 4 ground ids joins, or after
+    (``put_after``); readers (none holds the record itself) take ``paths``."""
+    config = DhtConfig(disjoint_paths=paths, disjoint_puts=disjoint_puts)
     net = MemNet(seed=7)
     net.now = NOW
     first = net.add(config=config)
     honest = [first] + [net.add(config=config, bootstrap=[first[0]]) for _ in range(HONEST - 1)]
     join(net, honest[1:])
     record = the_record()
-    put = net.wait(honest[1][0], honest[1][1].put(record, net.now))
-    assert isinstance(put, PutResult) and put.stored >= config.k - 2
+    owner_address, owner = honest[1]
+    if not put_after:
+        put = net.wait(owner_address, owner.put(record, net.now))
+        assert isinstance(put, PutResult) and put.stored >= config.k - 2
 
     hosts = [f"10.250.{n}.{i + 1}" for n in range(networks) for i in range(PER_NETWORK)]
     add_sybils(net, ground(len(hosts)), hosts, config, first[0])
     # The honest nodes meet the crowd the way a network does: lookups near the key.
     for address, core in honest[::4]:
         net.wait(address, core.find_node(record.key, net.now))
+    if put_after:
+        put = net.wait(owner_address, owner.put(record, net.now))
+        assert isinstance(put, PutResult)
 
+    holders = sum(bool(core.store.get(record.key, net.now)) for _, core in honest)
     readers = [(a, c) for a, c in honest if not c.store.get(record.key, net.now)][-READERS:]
     assert len(readers) == READERS
     found = 0
@@ -206,16 +218,41 @@ def readers_finding(networks: int, paths: int) -> int:
         result = net.wait(address, core.get(record.key, net.now))
         assert isinstance(result, GetResult)
         found += any(r.encoded == record.encoded for r in result.records)
-    return found
+    return found, holders
 
 
 @pytest.mark.slow
 def test_six_networks_eclipse_one_path_and_not_two() -> None:
-    assert readers_finding(6, paths=1) < READERS - 1  # the control: the crowd works
-    assert readers_finding(6, paths=2) >= READERS - 1
+    assert readers_finding(6, paths=1)[0] < READERS - 1  # the control: the crowd works
+    assert readers_finding(6, paths=2)[0] >= READERS - 1
 
 
 @pytest.mark.slow
 def test_ten_networks_are_needed_against_two_paths_and_do_not_beat_three() -> None:
-    assert readers_finding(10, paths=2) < READERS - 1
-    assert readers_finding(10, paths=3) >= READERS - 1
+    assert readers_finding(10, paths=2)[0] < READERS - 1
+    assert readers_finding(10, paths=3)[0] >= READERS - 1
+
+
+@pytest.mark.slow
+def test_a_disjoint_put_made_after_the_crowd_reaches_honest_nodes() -> None:
+    found, holders = readers_finding(6, paths=2, put_after=True)
+    assert holders <= 2 and found <= 2  # the control: a put of one path lands on the crowd
+    found, holders = readers_finding(6, paths=2, put_after=True, disjoint_puts=True)
+    assert holders >= DhtConfig().k // 2
+    assert found >= READERS - 1
+
+
+def test_a_disjoint_put_still_stores_at_the_true_k_closest() -> None:
+    config = DhtConfig(disjoint_puts=True)
+    net = MemNet(seed=3)
+    first = net.add(config=config)
+    nodes = [first] + [net.add(config=config, bootstrap=[first[0]]) for _ in range(59)]
+    join(net, nodes[1:])
+    record = the_record()
+    address, owner = nodes[5]
+    put = net.wait(address, owner.put(record, net.now))
+    assert isinstance(put, PutResult)
+    target = int.from_bytes(record.key, "big")
+    ranked = sorted(nodes, key=lambda node: node[1].table.own_int ^ target)
+    assert all(core.store.get(record.key, net.now) for _, core in ranked[: config.k])
+    assert config.k < put.stored <= config.disjoint_paths * config.k + 1
