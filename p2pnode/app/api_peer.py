@@ -19,7 +19,7 @@ import pydantic
 from aiohttp import web
 
 from p2pnode.app.api_models import ApiError
-from p2pnode.app.browser_calls import MAX_BROWSER_SDP, BrowserMedia, page_ice_servers
+from p2pnode.app.browser_calls import MAX_BROWSER_SDP, page_ice_servers, page_media
 from p2pnode.app.peer_calls import CallNotes, CallsNodeService, media_for
 from p2pnode.app.peer_chat import ChatService
 from p2pnode.app.peer_services import MAX_PINGS, PeerApp, PeerNotFoundError
@@ -440,7 +440,7 @@ def _media(body: CallMediaRequest) -> CallMedia:
     if body.sdp is not None:
         if len(body.sdp.encode()) > MAX_BROWSER_SDP:
             raise _RefusedError(413, "sdp too large", f"at most {MAX_BROWSER_SDP} bytes")
-        return BrowserMedia(record_to=_absolute(body.record, "record"), sdp=body.sdp)
+        return page_media(body.sdp, _absolute(body.record, "record"))
     play = _absolute(body.play, "play")
     if play is not None and not play.is_file():
         raise _RefusedError(400, "invalid request", "play: no such file")

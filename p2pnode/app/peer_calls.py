@@ -13,7 +13,8 @@ answer; the tone source and the recorder live in the node, which also answers
 incoming calls (``auto_answer``, ``answer_tone``, ``record``) when unattended.
 The app page may instead be the media endpoint of a call (``browser_calls``): it
 dials or answers with its own SDP, and an incoming call waiting for a human is
-announced as a ``CallOffer`` event carrying the remote offer for it.
+announced as a ``CallOffer`` event carrying the remote offer for it, and so is a
+peer's re-offer the service holds for a page's call (``REOFFER_HELD``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from p2pnode.sessions.call_config import (
     MediaPath,
     NonContactPolicy,
 )
+from p2pnode.sessions.call_sdp import REOFFER_HELD
 from p2pnode.sessions.media import AudioSource, SilenceSource, ToneSource, WavSource
 
 if TYPE_CHECKING:
@@ -158,7 +160,6 @@ class CallsNodeService:
             is_contact=lambda peer: peer in self._contact_ids(),
             answer_media=self._answer_media,
         )
-        self.calls.announce = self.emit  # re-offers waiting for the page
         await self.calls.__aenter__()
 
     def _contact_ids(self) -> set[str]:
@@ -207,6 +208,10 @@ class CallsNodeService:
                 sdp = calls.remote_sdp(update.call_id)
                 if sdp is not None:  # a page may answer it with its own connection
                     self.emit(CallOffer(update.call_id.hex(), update.peer, sdp))
+            elif update.detail == REOFFER_HELD:  # a page's call: its new connection answers
+                held = calls.held_reoffer(update.call_id)
+                if held is not None:
+                    self.emit(held)
 
     async def stop(self) -> None:
         if self.calls is not None:

@@ -9,10 +9,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p2pnode.connectivity.ice_servers import IcePlan
 from p2pnode.sessions.call import CallDirection, CallState, CallTimers
 from p2pnode.sessions.media import AudioSource, CallAudio, SilenceSource
+
+if TYPE_CHECKING:
+    from p2pnode.sessions.call_sdp import SdpSource
 
 __all__ = [
     "CallConfig",
@@ -83,12 +87,18 @@ class CallMedia:
     ``audio``: a binding that carries the call's audio itself (a SIP bridge's
     phone leg, see ``sessions.media.CallAudio``); ``source`` and ``record_to``
     are then unused for audio.
+
+    ``sdp``: an endpoint outside the node holds the call's connection and makes
+    every SDP (the app's page, see ``sessions.call_sdp.SdpSource``); the node
+    then keeps no media for the call, and ``source``, ``record_to``, ``video``
+    and ``audio`` are unused.
     """
 
     source: AudioSource = field(default_factory=SilenceSource)
     record_to: Path | None = None
     video: bool = False
     audio: CallAudio | None = None
+    sdp: SdpSource | None = None
 
 
 @dataclass(frozen=True, slots=True)

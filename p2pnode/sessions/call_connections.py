@@ -38,6 +38,7 @@ from aiortc.rtcconfiguration import RTCIceTransportPolicy
 from p2pnode.connectivity import ice_tuning
 from p2pnode.sessions.call_config import CallConfig
 from p2pnode.sessions.call_legs import CallSession, MediaLeg, first_codec
+from p2pnode.sessions.call_sdp import path_for
 from p2pnode.sessions.media import SourceTrack, TestPatternTrack, WavRecorder
 
 __all__ = ["CLOSE_LIMIT", "WARM_MAX_AGE", "AiortcLegs"]
@@ -85,8 +86,7 @@ class AiortcLegs:
 
     def new_leg(self, session: CallSession | None, generation: int) -> MediaLeg:
         """A fresh connection on the path of ``generation`` (paths rotate on failover)."""
-        paths = self._config().paths
-        path = paths[generation % len(paths)]
+        path = path_for(self._config(), generation)
         pc = RTCPeerConnection(
             RTCConfiguration(
                 iceServers=[
@@ -110,7 +110,7 @@ class AiortcLegs:
 
     def reuse_offer(self, session: CallSession, warm: MediaLeg) -> str:
         """A warm offer connection takes the call's audio; its gathered offer is the dial's."""
-        warm.pc.getTransceivers()[0].sender.replaceTrack(audio_track(session))
+        _pc(warm).getTransceivers()[0].sender.replaceTrack(audio_track(session))
         assert warm.offer_sdp is not None
         return warm.offer_sdp
 
@@ -121,13 +121,14 @@ class AiortcLegs:
         and candidates, and aiortc reuses both for the next offer it is given.
         """
         leg = self.new_leg(None, 0)
-        transceiver = leg.pc.addTransceiver("audio", direction="sendrecv")
+        pc = _pc(leg)
+        transceiver = pc.addTransceiver("audio", direction="sendrecv")
         self._tune(leg)
         try:
             if role == "offer":
                 self._prefer_codecs(transceiver)
-                await leg.pc.setLocalDescription(await leg.pc.createOffer())
-                leg.offer_sdp = leg.pc.localDescription.sdp
+                await pc.setLocalDescription(await pc.createOffer())
+                leg.offer_sdp = pc.localDescription.sdp
             else:
                 await transceiver.sender.transport.transport.iceGatherer.gather()
         except Exception as error:  # a dead relay must not take the service down
@@ -168,7 +169,7 @@ class AiortcLegs:
         """Register the leg's ICE agents with ice_tuning (fast check retransmission)."""
         if not self._config().tune_ice:
             return
-        for transceiver in leg.pc.getTransceivers():
+        for transceiver in _pc(leg).getTransceivers():
             transport = getattr(transceiver.sender.transport, "transport", None)
             gatherer = getattr(transport, "iceGatherer", None)
             connection = getattr(gatherer, "_connection", None)  # aiortc has no accessor
@@ -178,25 +179,27 @@ class AiortcLegs:
     # ------------------------------------------------------------ describing
 
     async def offer(self, session: CallSession, leg: MediaLeg) -> str:
-        transceiver = leg.pc.addTransceiver("audio", direction="sendrecv")
+        pc = _pc(leg)
+        transceiver = pc.addTransceiver("audio", direction="sendrecv")
         self._prefer_codecs(transceiver)
         transceiver.sender.replaceTrack(audio_track(session))
         if session.media.video:
-            leg.pc.addTransceiver(TestPatternTrack(), direction="sendrecv")
+            pc.addTransceiver(TestPatternTrack(), direction="sendrecv")
         self._tune(leg)
-        await leg.pc.setLocalDescription(await leg.pc.createOffer())
-        sdp: str = leg.pc.localDescription.sdp
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp: str = pc.localDescription.sdp
         return sdp
 
     async def answer(self, session: CallSession, leg: MediaLeg) -> str:
         assert session.remote_sdp is not None
-        await leg.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "offer"))
+        pc = _pc(leg)
+        await pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "offer"))
         self._tune(leg)
-        leg.pc.addTrack(audio_track(session))
-        if session.media.video and any(t.kind == "video" for t in leg.pc.getTransceivers()):
-            leg.pc.addTrack(TestPatternTrack())
-        await leg.pc.setLocalDescription(await leg.pc.createAnswer())
-        sdp: str = leg.pc.localDescription.sdp
+        pc.addTrack(audio_track(session))
+        if session.media.video and any(t.kind == "video" for t in pc.getTransceivers()):
+            pc.addTrack(TestPatternTrack())
+        await pc.setLocalDescription(await pc.createAnswer())
+        sdp: str = pc.localDescription.sdp
         session.codec = first_codec(sdp)
         negotiated(session)
         leg.answered = True
@@ -205,7 +208,7 @@ class AiortcLegs:
     async def accept(self, session: CallSession, leg: MediaLeg) -> None:
         """The peer's answer (to the dial's offer or a re-offer) arrived for ``leg``."""
         assert session.remote_sdp is not None
-        await leg.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "answer"))
+        await _pc(leg).setRemoteDescription(RTCSessionDescription(session.remote_sdp, "answer"))
         session.codec = first_codec(session.remote_sdp)
         negotiated(session)
         leg.answered = True
@@ -214,7 +217,7 @@ class AiortcLegs:
     async def reanswered(self, session: CallSession, pending: MediaLeg) -> None:
         """The peer answered our re-offer: ``pending`` gets it (the codec stays the call's)."""
         assert session.remote_sdp is not None
-        await pending.pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "answer"))
+        await _pc(pending).setRemoteDescription(RTCSessionDescription(session.remote_sdp, "answer"))
         negotiated(session)
         pending.answered = True
         pending.started = time.monotonic()
@@ -227,7 +230,8 @@ class AiortcLegs:
             return
         audio = session.media.audio
         if audio is not None:  # the binding takes the audio (CallMedia.audio)
-            transceiver = next((t for t in leg.pc.getTransceivers() if t.kind == "audio"), None)
+            transceivers = _pc(leg).getTransceivers()
+            transceiver = next((t for t in transceivers if t.kind == "audio"), None)
             await audio.receive(track, transceiver, lambda: self._heard(session, leg, None))
             return
         while not session.call.ended:
@@ -258,14 +262,23 @@ class AiortcLegs:
     # ------------------------------------------------------------ closing
 
     def close(self, leg: MediaLeg) -> None:
-        """Close a connection in a task the service owns: a signal handler never waits on it."""
+        """Close a connection in a task the service owns: a signal handler never waits on it.
+
+        A leg without a connection (an ``SdpSource`` call's) is only marked closed.
+        """
         if leg.closing:
             return
         leg.closing = True
         for receiver in leg.receivers:  # a track that never got media would wait forever
             receiver.cancel()
-        assert self._tasks is not None
-        self._tasks.create_task(_bounded_close(leg.pc))
+        if leg.pc is not None:
+            assert self._tasks is not None
+            self._tasks.create_task(_bounded_close(leg.pc))
+
+
+def _pc(leg: MediaLeg) -> RTCPeerConnection:
+    assert leg.pc is not None  # every leg this module made has one
+    return leg.pc
 
 
 def audio_track(session: CallSession) -> MediaStreamTrack:

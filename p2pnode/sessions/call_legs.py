@@ -3,8 +3,8 @@
 A ``CallSession`` holds one call's state across its media generations; a
 ``MediaLeg`` is one generation (one ``RTCPeerConnection`` and what it received);
 the tables translate signals to machine events and machine actions to signals.
-They live here so ``calls.py`` stays the service itself; ``CallService`` (and its
-subclasses in the bridge and the app) use them under their old private names.
+They live here so ``calls.py`` stays the service itself; no subclass of
+``CallService`` needs them (the bridge and the app use its public options).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from aiortc import RTCPeerConnection
 from aiortc.sdp import SessionDescription
@@ -20,6 +21,9 @@ from p2pnode.sessions.call import Call, CallAction, CallEvent
 from p2pnode.sessions.call_config import CallMedia, MediaPath
 from p2pnode.sessions.call_signal import DeclineReason, RelayedCaller, SignalKind
 from p2pnode.sessions.media import VideoProbe, WavRecorder
+
+if TYPE_CHECKING:
+    from p2pnode.sessions.call_sdp import HeldReoffer
 
 __all__ = [
     "DECLINE_EVENTS",
@@ -54,9 +58,12 @@ class SignalDrops:
 
 
 class MediaLeg:
-    """One media generation: a peer connection and what it received."""
+    """One media generation: a peer connection and what it received.
 
-    def __init__(self, generation: int, path: MediaPath, pc: RTCPeerConnection) -> None:
+    ``pc`` is None for a call whose connection an ``SdpSource``'s endpoint holds.
+    """
+
+    def __init__(self, generation: int, path: MediaPath, pc: RTCPeerConnection | None) -> None:
         self.generation = generation
         self.path = path
         self.pc = pc
@@ -86,13 +93,10 @@ class CallSession:
         self.frames = 0
         self.first_frame_at: float | None = None
         self.last_frame_at: float | None = None
-        self.closing = False
-        self.receivers: list[asyncio.Task[None]] = []
+        self.held: HeldReoffer | None = None  # a peer's re-offer waiting for an SdpSource
         self.dtmf_sent = 0  # the next DTMF sequence number we send
         self.dtmf_heard = 0  # the next DTMF sequence number we report
         self.relayed_caller: RelayedCaller | None = None  # a gateway peer's caller
-        self.session: CallSession | None = None  # None while a warm leg waits for a call
-        self.offer_sdp: str | None = None  # a warm offer leg's gathered offer
         self.codec: str | None = None
         self.ended = asyncio.Event()
         self.heard = asyncio.Event()  # set at the first received audio frame
@@ -129,10 +133,13 @@ DECLINE_REASONS = {
 
 
 def first_codec(sdp: str) -> str | None:
-    """The negotiated audio codec: the first one in the answer's audio section."""
+    """The negotiated audio codec: the first one in the answer's audio section.
+
+    The SDP may be a peer's (or a page's) input: whatever it holds gives a codec or None.
+    """
     try:
         description = SessionDescription.parse(sdp)
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, KeyError, AssertionError):  # aiortc asserts on bad m= lines
         return None
     for media in description.media:
         if media.kind == "audio" and media.rtp.codecs:
@@ -146,7 +153,7 @@ def path_kind(leg: MediaLeg | None) -> str | None:
     candidate (one relay carries it), else 'direct'; with the pair's candidate types
     and the path's name, e.g. 'relay (host->relay) via relay1'. None before nomination.
     """
-    if leg is None:
+    if leg is None or leg.pc is None:
         return None
     for transceiver in leg.pc.getTransceivers():
         transport = transceiver.sender.transport

@@ -18,9 +18,11 @@ connections, so the tone keeps its phase and the recording its timeline.
 Where the parts live: this module drives signals, policy and the call machine;
 ``call_connections`` makes and closes the aiortc connections (and warm ones);
 ``call_failover`` decides when silence calls for a re-offer; ``call_legs`` holds
-a call's session, its legs and the signal/action tables.
+a call's session, its legs and the signal/action tables; ``call_sdp`` is the
+public option for calls whose SDP an outside endpoint makes (``CallMedia(sdp=...)``:
+no connection here, no silence watch, peers' re-offers held for the endpoint).
 
-Bounds: at most ``max_calls`` live calls (more get BUSY), one pending re-offer
+Bounds: at most ``max_calls`` live calls (more get BUSY), one pending and one held re-offer
 per call, signals larger than the codec's limit are refused by the decoder.
 """
 
@@ -57,9 +59,15 @@ from p2pnode.sessions.call_connections import AiortcLegs
 from p2pnode.sessions.call_failover import FailoverStep, pending_expired, silence_step
 from p2pnode.sessions.call_legs import DECLINE_EVENTS, DECLINE_REASONS, REMOTE_EVENTS, SEND_KINDS
 from p2pnode.sessions.call_legs import CallSession as _Session
-from p2pnode.sessions.call_legs import MediaLeg as _Leg
 from p2pnode.sessions.call_legs import SignalDrops as _Drops
 from p2pnode.sessions.call_legs import path_kind as _path_kind
+from p2pnode.sessions.call_sdp import (
+    REOFFER_HELD,
+    HeldReoffer,
+    SdpSource,
+    SourceLegs,
+    StaleRenegotiationError,
+)
 from p2pnode.sessions.call_signal import (
     CallSignal,
     CallSignalDecodeError,
@@ -77,10 +85,13 @@ __all__ = [
     "CallService",
     "CallStatistics",
     "CallUpdate",
+    "HeldReoffer",
     "IceServer",
     "MediaPath",
     "NonContactPolicy",
+    "SdpSource",
     "SignalSender",
+    "StaleRenegotiationError",
 ]
 
 logger = logging.getLogger(__name__)
@@ -116,6 +127,7 @@ class CallService:
         self._tasks: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._legs = AiortcLegs(lambda: self.config, self._report)
+        self._outside = SourceLegs(lambda: self.config)  # CallMedia(sdp=...) calls
         self.drops = _Drops()
 
     # ------------------------------------------------------------------ life
@@ -149,13 +161,15 @@ class CallService:
             media or CallMedia(),
         )
         self._sessions[session.call_id] = session
-        warm = None if session.media.video else self._take_warm("offer", session)
+        aiortc = session.media.sdp is None and not session.media.video
+        warm = self._legs.take_warm("offer", session) if aiortc else None
         if warm is not None and warm.offer_sdp is not None:
             session.leg = warm
             session.local_sdp = self._legs.reuse_offer(session, warm)
         else:
-            session.leg = self._legs.new_leg(session, 0)
-            session.local_sdp = await self._make_offer(session, session.leg)
+            maker = self._maker(session)
+            session.leg = maker.new_leg(session, 0)
+            session.local_sdp = await maker.offer(session, session.leg)
         await self._apply(session, CallEvent.LOCAL_DIAL)
         return session.call_id
 
@@ -219,6 +233,9 @@ class CallService:
         """How the call's media flows now, e.g. 'relay (relay->relay) via relay1'."""
         return _path_kind(self._session(call_id).leg)
 
+    def peer(self, call_id: bytes) -> str:
+        return self._session(call_id).peer
+
     def state(self, call_id: bytes) -> CallState:
         return self._session(call_id).call.state
 
@@ -237,6 +254,62 @@ class CallService:
     def video_snapshot(self, call_id: bytes) -> object:
         return self._session(call_id).video.snapshot()
 
+    def media(self, call_id: bytes) -> CallMedia:
+        """What the call sends and records now (or whose ``SdpSource`` makes its SDP)."""
+        return self._session(call_id).media
+
+    def remote_sdp(self, call_id: bytes) -> str | None:
+        """The peer's latest offer or answer for ``call_id`` (an endpoint applies it)."""
+        return self._session(call_id).remote_sdp
+
+    # -------------------------------------------------- renegotiation (SdpSource)
+
+    async def reoffer(self, call_id: bytes, media: CallMedia | None = None) -> int:
+        """Re-offer a live call from a new connection now; returns the re-offer's generation.
+
+        For an ``SdpSource`` call, whose endpoint watches its own media, this is
+        its failover: the source's ``reoffer()`` gives the SDP (``media`` may bring
+        a new source), and the peer's re-answer reaches ``accept()``. A re-offer
+        still unanswered is given up: only the newest can be answered.
+        ``StaleRenegotiationError`` when the call is not live.
+        """
+        session = self._session(call_id)
+        if session.call.state is not CallState.ANSWERED:
+            raise StaleRenegotiationError("not a live call")
+        if session.pending is not None:
+            self._legs.close(session.pending)
+            session.pending = None
+        if media is not None:
+            session.media = media
+        await self._apply(session, CallEvent.LOCAL_REOFFER)
+        return session.generation
+
+    def waiting_reoffer(self, call_id: bytes) -> HeldReoffer | None:
+        """The peer's newest re-offer waiting for an ``SdpSource`` call's endpoint, if any."""
+        return self._session(call_id).held
+
+    async def answer_reoffer(
+        self, call_id: bytes, generation: int, media: CallMedia | None = None
+    ) -> None:
+        """The endpoint is ready to answer held re-offer ``generation``: the source's
+        ``answer(remote)`` (``media`` may bring a new source) goes as the re-answer.
+
+        ``StaleRenegotiationError`` when that re-offer is not the one waiting.
+        """
+        session = self._session(call_id)
+        held = session.held
+        if held is None or held.generation != generation or session.call.ended:
+            raise StaleRenegotiationError("no such re-offer waiting")
+        session.held = None
+        if media is not None:
+            session.media = media
+        session.remote_sdp = held.sdp
+        session.generation = held.generation
+        try:
+            await self._apply(session, CallEvent.REMOTE_REOFFER)
+        except CallStateError:
+            self.drops.drop(f"reoffer in state {session.call.state.value}")
+
     # ------------------------------------------------------------ signalling
 
     async def handle_signal(self, peer: str, payload: bytes) -> None:
@@ -252,6 +325,9 @@ class CallService:
         session = self._sessions.get(signal.call_id)
         if session is None or session.peer != peer:
             self.drops.drop("unknown call")
+            return
+        if signal.kind is SignalKind.REOFFER and signal.sdp and session.media.sdp is not None:
+            self._hold_reoffer(session, signal.generation, signal.sdp)
             return
         if signal.dtmf is not None:
             self._on_dtmf(session, signal.dtmf)
@@ -281,6 +357,17 @@ class CallService:
             return
         if signal.kind is SignalKind.REANSWER:
             await self._on_reanswer(session)
+
+    def _hold_reoffer(self, session: _Session, generation: int, sdp: str) -> None:
+        """An ``SdpSource`` call's re-offer waits for its endpoint (``answer_reoffer``)."""
+        held = session.held
+        if generation <= max(session.generation, held.generation if held else 0):
+            self.drops.drop("stale reoffer")
+        elif session.call.state is not CallState.ANSWERED:
+            self.drops.drop(f"reoffer in state {session.call.state.value}")
+        else:
+            session.held = HeldReoffer(generation, sdp)  # only the newest can be answered
+            self._report(session, REOFFER_HELD)
 
     def _on_dtmf(self, session: _Session, dtmf: Dtmf) -> None:
         """Report each digit once, in the sender's order; repeats and late ones are dropped."""
@@ -359,28 +446,30 @@ class CallService:
 
     async def _action(self, session: _Session, action: CallAction) -> None:
         kind = SEND_KINDS.get(action)
+        maker = self._maker(session)
         if action is CallAction.SEND_ANSWER:
-            warm = self._take_warm("answer", session) if session.generation == 0 else None
-            session.leg = warm or self._legs.new_leg(session, session.generation)
-            sdp = await self._make_answer(session, session.leg)
+            aiortc = session.media.sdp is None and session.generation == 0
+            warm = self._legs.take_warm("answer", session) if aiortc else None
+            session.leg = warm or maker.new_leg(session, session.generation)
+            sdp = await maker.answer(session, session.leg)
             await self._signal(session, SignalKind.ANSWER, sdp=sdp)
         elif action is CallAction.SEND_REOFFER:
             session.generation += 1
-            session.pending = self._legs.new_leg(session, session.generation)
-            sdp = await self._make_offer(session, session.pending)
+            session.pending = maker.new_leg(session, session.generation)
+            sdp = await maker.offer(session, session.pending)
             await self._signal(session, SignalKind.REOFFER, sdp=sdp)
         elif action is CallAction.SEND_REANSWER:
             old = session.leg
-            session.leg = self._legs.new_leg(session, session.generation)
-            sdp = await self._make_answer(session, session.leg)
+            session.leg = maker.new_leg(session, session.generation)
+            sdp = await maker.answer(session, session.leg)
             await self._signal(session, SignalKind.REANSWER, sdp=sdp)
             if old is not None:
-                self._close_leg(old)
+                self._legs.close(old)
         elif action is CallAction.SEND_INVITE:
             await self._signal(session, SignalKind.INVITE, sdp=session.local_sdp)
         elif action is CallAction.START_MEDIA:
             if session.call.direction is CallDirection.OUTGOING and session.leg is not None:
-                await self._accept_answer(session, session.leg)
+                await maker.accept(session, session.leg)
         elif action is CallAction.STOP_MEDIA:
             await self._close_media(session)
         elif kind is not None:
@@ -420,6 +509,7 @@ class CallService:
                 self._legs.close(leg)
         if session.recorder is not None:
             session.recorder.close()
+        session.held = None  # a held re-offer of an ended call is never answered
         session.ended.set()
 
     # ----------------------------------------------------------------- timers
@@ -443,6 +533,8 @@ class CallService:
         """Relay failover: silence on a live call makes the caller re-offer on the next path."""
         if session.call.direction is not CallDirection.OUTGOING or session.leg is None:
             return
+        if session.media.sdp is not None:
+            return  # the node hears nothing of it: the SdpSource's endpoint watches its media
         pending = session.pending
         if pending is not None:
             if not pending_expired(pending, self.config, now):
@@ -460,27 +552,14 @@ class CallService:
     async def _on_reanswer(self, session: _Session) -> None:
         pending = session.pending
         assert pending is not None and session.remote_sdp is not None
-        await self._legs.reanswered(session, pending)
+        await self._maker(session).reanswered(session, pending)
         old, session.leg, session.pending = session.leg, pending, None
         if old is not None:
             self._legs.close(old)
 
-    # the app's browser calls still override these (to be replaced by a public option)
-
-    def _take_warm(self, role: str, session: _Session) -> _Leg | None:
-        return self._legs.take_warm(role, session)
-
-    async def _make_offer(self, session: _Session, leg: _Leg) -> str:
-        return await self._legs.offer(session, leg)
-
-    async def _make_answer(self, session: _Session, leg: _Leg) -> str:
-        return await self._legs.answer(session, leg)
-
-    async def _accept_answer(self, session: _Session, leg: _Leg) -> None:
-        await self._legs.accept(session, leg)
-
-    def _close_leg(self, leg: _Leg) -> None:
-        self._legs.close(leg)
+    def _maker(self, session: _Session) -> AiortcLegs | SourceLegs:
+        """Who makes the call's connections and SDP: aiortc, or the media's ``SdpSource``."""
+        return self._legs if session.media.sdp is None else self._outside
 
     def _session(self, call_id: bytes) -> _Session:
         session = self._sessions.get(call_id)
