@@ -126,6 +126,12 @@ class DhtSection(_Section):
 
     k: int = Field(20, ge=1, le=64, description="bucket size and replication factor")
     alpha: int = Field(3, ge=1, le=16, description="lookups in flight per operation")
+    disjoint_paths: int = Field(
+        2, ge=1, le=8, description="disjoint lookup paths per get (S/Kademlia; eclipse cost)"
+    )
+    disjoint_puts: bool = Field(
+        False, description="also store on each path's k closest (about 2x a put's datagrams)"
+    )
 
 
 class SupernodeSection(_Section):

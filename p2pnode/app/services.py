@@ -99,7 +99,13 @@ class DhtService:
             k=dht.k,
             alpha=dht.alpha,
             client_mode=config.node.client,
-            config=DhtConfig(k=dht.k, alpha=dht.alpha, client_mode=config.node.client),
+            config=DhtConfig(
+                k=dht.k,
+                alpha=dht.alpha,
+                client_mode=config.node.client,
+                disjoint_paths=dht.disjoint_paths,
+                disjoint_puts=dht.disjoint_puts,
+            ),
             state_path=home / DHT_STATE_FILE,
         )
         self._joins = 0

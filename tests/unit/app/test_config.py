@@ -19,7 +19,9 @@ from p2pnode.app.config import (
     load_config,
     parse_config,
 )
+from p2pnode.app.services import DhtService
 from p2pnode.cli.config import to_toml
+from p2pnode.identity import Identity
 
 THREE_MISTAKES = """
 [node]
@@ -155,3 +157,16 @@ def test_the_example_config_in_contrib_is_valid() -> None:
     example = Path(__file__).resolve().parents[3] / "contrib" / "p2pnode.toml.example"
     config = load_config(example)
     assert config.enum.enabled and config.metrics.listen == "127.0.0.1:9464"
+
+
+def test_dht_disjoint_paths_reach_the_running_dht(tmp_path: Path) -> None:
+    """[dht] disjoint_paths / disjoint_puts are what the node's DHT uses (issue 10)."""
+    config = parse_config(
+        {"node": {"listen": "127.0.0.1:0"}, "dht": {"disjoint_paths": 3, "disjoint_puts": True}}
+    )
+    service = DhtService(Identity.generate(), tmp_path, config)
+    assert service.node.config.disjoint_paths == 3 and service.node.config.disjoint_puts
+    assert NodeConfig().dht.disjoint_paths == 2 and not NodeConfig().dht.disjoint_puts
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"dht": {"disjoint_paths": 9}})
+    assert "dht.disjoint_paths" in str(refused.value)
