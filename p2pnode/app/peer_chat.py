@@ -8,6 +8,16 @@ publishes both records, registers at its mailboxes and drains them (messages
 that waited while the node was stopped are shown then, and their receipts go
 back); then it runs the outbox pump and reads the chat channel.
 
+Mailboxes found in the network: a mailbox server that knows its public IP
+publishes a signed offer (``mailbox_list.mailbox_offer_record``) at start and
+hourly. A peer whose ``[chat] mailboxes`` names fewer than three fills up to
+three itself: candidates are the supernodes it knows (``[presence] homes``, the
+homes it is attached to, the relay search's healthy supernodes), each mapped to
+its offer, kept if it accepts a TCP connection. Config-named mailboxes come
+first and are never replaced; the chosen ones and the former ones still drained
+are kept in ``<home>/mailboxes.json`` (rewritten on every change), so the list
+is stable across restarts and a replaced mailbox is still drained after one.
+
 Why the inbox is a bounded in-memory list: the store keeps every message per
 conversation (``history``); the inbox is what arrived since the node started,
 which is what ``p2pnode inbox`` shows (``MAX_INBOX`` newest).
@@ -29,7 +39,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
+import json
 import logging
+import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,10 +51,11 @@ from pathlib import Path
 from typing import Protocol
 
 from p2pnode.app.config import NodeConfig, hostport
-from p2pnode.app.peer_config import ChatSection, MailboxSection
+from p2pnode.app.peer_config import ChatSection, MailboxSection, PresenceSection
 from p2pnode.app.peer_contacts import Screening
 from p2pnode.app.service import Service
 from p2pnode.app.services import DhtService
+from p2pnode.connectivity.relays import RelayFinder
 from p2pnode.connectivity.signalling import SignalChannel, SignallingService
 from p2pnode.identity import Identity, peer_id_for, public_key_from_peer_id
 from p2pnode.records import RecordKind, SignedRecord, record_key
@@ -48,10 +63,20 @@ from p2pnode.sessions.chat import MessageStatus
 from p2pnode.sessions.chat_signal import ChatSignalRefusedError, chat_envelope, online_sender
 from p2pnode.sessions.crypto import PrekeyBundle
 from p2pnode.sessions.mailbox import MailboxCore
-from p2pnode.sessions.mailbox_list import MAILBOX_LIST_SUBJECT, MailboxEntry, mailboxes_from_record
+from p2pnode.sessions.mailbox_list import (
+    MAILBOX_LIST_SUBJECT,
+    MAILBOX_OFFER_SUBJECT,
+    MAX_MAILBOXES,
+    MIN_MAILBOXES,
+    MailboxEntry,
+    mailbox_offer_record,
+    mailboxes_from_record,
+    offer_from_record,
+)
 from p2pnode.sessions.mailbox_service import MailboxServer
 from p2pnode.sessions.messaging import (
     GapDetected,
+    MailboxesChanged,
     MessageShown,
     MessagingConfig,
     MessagingEvent,
@@ -64,6 +89,7 @@ from p2pnode.sessions.store import MessageRow
 
 __all__ = [
     "CHAT_DB",
+    "MAILBOXES_FILE",
     "MAILBOX_DB",
     "MAX_INBOX",
     "ChatService",
@@ -71,9 +97,13 @@ __all__ = [
     "InboxEntry",
     "MailboxServerService",
     "MailboxServerStatistics",
+    "MailboxState",
     "Screen",
     "add_chat_services",
+    "format_mailbox",
+    "load_mailbox_state",
     "parse_mailbox",
+    "save_mailbox_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,6 +113,12 @@ MAILBOX_DB = "mailbox.db"
 MAX_INBOX = 256  # messages shown since start, kept for `p2pnode inbox`
 PUBLISH_ATTEMPTS = 40  # puts of a record at start while nobody holds it ...
 PUBLISH_RETRY = 0.5  # ... this many seconds apart (then the hourly republish)
+MAILBOXES_FILE = "mailboxes.json"  # our chosen and former mailboxes, across restarts
+MAX_MAILBOXES_FILE = 64 * 1024  # bytes read from it at most
+MAX_FORMER = 16  # former mailboxes remembered (each drained until its retention ends)
+MAX_CANDIDATE_KEYS = 16  # supernodes asked for a mailbox offer per search
+PROBE_TIMEOUT = 2.0  # seconds for a candidate mailbox to accept a TCP connection
+OFFER_EVERY = 3600.0  # seconds between two puts of our mailbox offer
 
 
 def parse_mailbox(text: str) -> MailboxEntry:
@@ -90,6 +126,92 @@ def parse_mailbox(text: str) -> MailboxEntry:
     peer_id, _, address = text.partition("@")
     host, port = hostport(address)
     return MailboxEntry(public_key_from_peer_id(peer_id), host, port)
+
+
+def format_mailbox(entry: MailboxEntry) -> str:
+    """The ``PEERID@HOST:PORT`` text ``parse_mailbox`` reads."""
+    host = f"[{entry.host}]" if ":" in entry.host else entry.host
+    return f"{peer_id_for(entry.key)}@{host}:{entry.port}"
+
+
+@dataclass(frozen=True)
+class MailboxState:
+    """What ``<home>/mailboxes.json`` keeps: the mailboxes we chose (not the config's)
+    and the former ones, each drained until its time (None: no end known)."""
+
+    chosen: tuple[MailboxEntry, ...] = ()
+    former: tuple[tuple[MailboxEntry, float | None], ...] = ()
+
+
+def load_mailbox_state(path: Path) -> MailboxState:
+    """The saved state, or an empty one when the file is missing or unreadable (logged:
+    losing it costs a new choice, never mail, since the former list is drained anyway)."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_MAILBOXES_FILE + 1)
+    except FileNotFoundError:
+        return MailboxState()
+    except OSError as error:
+        logger.warning("cannot read %s: %s", path.name, error.strerror)
+        return MailboxState()
+    try:
+        if len(raw) > MAX_MAILBOXES_FILE:
+            raise ValueError("too large")
+        data = json.loads(raw)
+        if type(data) is not dict or data.get("version") != 1:
+            raise ValueError("not version 1")
+        chosen = tuple(parse_mailbox(text) for text in _strings(data.get("chosen")))
+        former: list[tuple[MailboxEntry, float | None]] = []
+        for item in _list(data.get("former")):
+            text, until = _list(item)
+            end = float(until) if isinstance(until, int | float) else None
+            if type(text) is not str or type(until) is bool or (end is None and until is not None):
+                raise ValueError("a former mailbox is not [text, time]")
+            former.append((parse_mailbox(text), end))
+    except ValueError as error:  # json, shapes, keys and addresses all raise ValueError
+        logger.warning("ignoring %s: %s", path.name, type(error).__name__)
+        return MailboxState()
+    return MailboxState(chosen[:MAX_MAILBOXES], tuple(former[:MAX_FORMER]))
+
+
+def _list(value: object) -> list[object]:
+    if type(value) is not list:
+        raise ValueError("not a list")
+    return value
+
+
+def _strings(value: object) -> list[str]:
+    items = _list(value)
+    if not all(type(item) is str for item in items):
+        raise ValueError("not a list of strings")
+    return [str(item) for item in items]
+
+
+def save_mailbox_state(path: Path, state: MailboxState) -> None:
+    """Write atomically (a crash leaves the old file or the new one, never half)."""
+    data = {
+        "version": 1,
+        "chosen": [format_mailbox(m) for m in state.chosen],
+        "former": [[format_mailbox(m), until] for m, until in state.former[:MAX_FORMER]],
+    }
+    partial = path.with_suffix(".partial")
+    with partial.open("w", encoding="utf-8") as file:
+        json.dump(data, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+async def publish_until_stored(dht: DhtService, record: SignedRecord) -> bool:
+    """Put until another node holds it: right after start the DHT may not have joined
+    yet, and a record only we hold helps nobody. Whether some node stored it."""
+    for _ in range(PUBLISH_ATTEMPTS):
+        result = await dht.put(record)
+        if result.contacted > 0 and result.stored > 0:
+            return True
+        await asyncio.sleep(PUBLISH_RETRY)
+    logger.warning("record kind=%s not stored by any node yet", record.kind.name)
+    return False
 
 
 @dataclass(frozen=True)
@@ -125,11 +247,33 @@ class MailboxServerService:
 
     name = "mailbox"
 
-    def __init__(self, home: Path, identity: Identity, section: MailboxSection) -> None:
+    def __init__(
+        self,
+        home: Path,
+        identity: Identity,
+        section: MailboxSection,
+        *,
+        dht: DhtService | None = None,
+        advertise: str | None = None,
+    ) -> None:
         self.home = home
         self.identity = identity
         self.section = section
+        self.dht = dht
+        self.advertise = advertise  # the IP to offer when listening on a wildcard
         self.server: MailboxServer | None = None
+        self.offers_published = 0
+
+    def offer_address(self) -> tuple[str, int] | None:
+        """Where peers reach us: the bound IP, else the advertised one (None: unknown)."""
+        if self.server is None:
+            return None
+        host, port = self.server.address
+        if ipaddress.ip_address(host).is_unspecified:
+            if self.advertise is None:
+                return None
+            host = self.advertise
+        return str(ipaddress.ip_address(host)), port
 
     async def start(self) -> None:
         core = MailboxCore(self.identity.public_key, self.home / MAILBOX_DB)
@@ -140,7 +284,21 @@ class MailboxServerService:
 
     async def run(self) -> None:
         assert self.server is not None
-        await self.server.run_expiry()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.server.run_expiry())
+            tasks.create_task(self._offer())
+
+    async def _offer(self) -> None:
+        """Publish our signed mailbox offer at start and every ``OFFER_EVERY`` seconds."""
+        address = self.offer_address()
+        if self.dht is None or address is None:
+            logger.info("mailbox: no public address known, no offer published")
+            return
+        while True:
+            record = mailbox_offer_record(self.identity, *address, now=time.time())
+            if await publish_until_stored(self.dht, record):
+                self.offers_published += 1
+            await asyncio.sleep(OFFER_EVERY)
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -157,6 +315,27 @@ async def _newest(
     result = await dht.get(record_key(kind, owner, subject))
     mine = [r for r in result.records if r.owner == owner]
     return max(mine, key=lambda r: r.seq, default=None)
+
+
+@dataclass(frozen=True)
+class MailboxConfigPart:
+    """Our mailboxes at start: the named ones, and the former ones with their ends."""
+
+    mailboxes: tuple[MailboxEntry, ...]
+    former: tuple[tuple[MailboxEntry, float], ...]
+
+
+async def _accepts(entry: MailboxEntry) -> bool:
+    """Whether the mailbox accepts a TCP connection now (a dead offer is not picked)."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            _, writer = await asyncio.open_connection(entry.host, entry.port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 class ChatService:
@@ -190,6 +369,9 @@ class ChatService:
         self.blocked: Callable[[str], bool] = lambda peer_id: False
         self.is_contact: Callable[[str], bool] = lambda peer_id: True  # the peer app's
         self.reads_withheld = 0  # read marks refused: a stranger's or a blocked peer's
+        self.relays: RelayFinder | None = None  # the relay search's, once added
+        self.home_keys: tuple[bytes, ...] = ()  # [presence] homes: mailbox candidates too
+        self.pinned = tuple(parse_mailbox(m) for m in section.mailboxes)
 
     def _on_event(self, event: MessagingEvent) -> None:
         if isinstance(event, MessageShown):
@@ -199,6 +381,9 @@ class ChatService:
                 self.blocked_dropped += 1
                 return
             self.inbox.append(InboxEntry(event.message, screening is Screening.REQUEST))
+        elif isinstance(event, MailboxesChanged):
+            self._save_mailboxes(event)
+            return
         elif isinstance(event, GapDetected):
             peer_id = peer_id_for(event.peer)
             if self.blocked(peer_id):
@@ -226,14 +411,62 @@ class ChatService:
             return ()
 
     async def _publish(self, record: SignedRecord) -> None:
-        """Put until another node holds it: right after start the DHT may not have
-        joined yet, and a bundle only we hold makes every sender fail."""
-        for _ in range(PUBLISH_ATTEMPTS):
-            result = await self.dht.put(record)
-            if result.contacted > 0 and result.stored > 0:
-                return
-            await asyncio.sleep(PUBLISH_RETRY)
-        logger.warning("chat record kind=%s not stored by any node yet", record.kind.name)
+        """Put until another node holds it (a bundle only we hold makes senders fail)."""
+        await publish_until_stored(self.dht, record)
+
+    def _save_mailboxes(self, event: MailboxesChanged) -> None:
+        pinned = {m.key for m in self.pinned}
+        chosen = tuple(m for m in event.mailboxes if m.key not in pinned)
+        former = tuple((m, None if math.isinf(t) else t) for m, t in event.former)
+        logger.info(
+            "chat mailboxes now %s",
+            " ".join(peer_id_for(m.key)[:8] for m in event.mailboxes),
+        )
+        try:
+            save_mailbox_state(self.home / MAILBOXES_FILE, MailboxState(chosen, former))
+        except OSError as error:
+            logger.warning("cannot save %s: %s", MAILBOXES_FILE, error.strerror)
+
+    async def _find_mailboxes(self) -> tuple[MailboxEntry, ...]:
+        """Mailbox supernodes we can reach: the offers of the supernodes we know."""
+        keys = dict.fromkeys(self.home_keys)
+        keys.update(dict.fromkeys(home.key for home in self.signalling.homes()))
+        if self.relays is not None:
+            healthy = self.relays.selector.healthy(MAX_CANDIDATE_KEYS)
+            keys.update(dict.fromkeys(c.owner for c in healthy))
+        keys.pop(self.identity.public_key, None)
+        asked = list(keys)[:MAX_CANDIDATE_KEYS]
+        offers = await asyncio.gather(*(self._offer(key) for key in asked))
+        found = [offer for offer in offers if offer is not None]
+        alive = await asyncio.gather(*(_accepts(entry) for entry in found))
+        return tuple(entry for entry, ok in zip(found, alive, strict=True) if ok)
+
+    async def _offer(self, key: bytes) -> MailboxEntry | None:
+        try:
+            record = await _newest(self.dht, RecordKind.MAILBOX_LIST, key, MAILBOX_OFFER_SUBJECT)
+        except (OSError, TimeoutError):
+            return None
+        if record is None or record.expires_at <= time.time():
+            return None
+        try:
+            return offer_from_record(record)
+        except ValueError:
+            return None
+
+    def _initial_mailboxes(self) -> tuple[MailboxConfigPart, bool]:
+        """Our mailboxes at start (config ones first, then the saved choice) and whether
+        we look for more (only while the config names fewer than ``MIN_MAILBOXES``)."""
+        state = load_mailbox_state(self.home / MAILBOXES_FILE)
+        pinned = self.pinned
+        searching = len(pinned) < MIN_MAILBOXES
+        keys = {m.key for m in pinned}
+        chosen = tuple(m for m in state.chosen if m.key not in keys) if searching else ()
+        current = (pinned + chosen)[:MAX_MAILBOXES]
+        named = {m.key for m in current}
+        dropped = [(m, math.inf) for m in state.chosen if m.key not in named]
+        former = dropped + [(m, math.inf if t is None else t) for m, t in state.former]
+        unique = {m.key: (m, t) for m, t in former if m.key not in named}
+        return MailboxConfigPart(current, tuple(unique.values())), searching
 
     async def start(self) -> None:
         if self._channel is None:  # a channel is opened once per signalling service
@@ -242,14 +475,18 @@ class ChatService:
         # Identity has no public accessor for it yet (reported): the signing key's bytes.
         seed = bytes(self.identity._signing_key)
         policy = RetryPolicy(first=self.section.retry_first)
+        initial, searching = self._initial_mailboxes()
         self.messaging = MessagingService(
             self.identity,
             seed,
             self.home / CHAT_DB,
             MessagingConfig(
-                tuple(parse_mailbox(m) for m in self.section.mailboxes),
+                initial.mailboxes,
+                former_mailboxes=tuple(m for m, _ in initial.former),
+                former_until=tuple(t for _, t in initial.former),
                 policy=policy,
                 drain_every=self.section.drain_every,
+                pinned=self.pinned,
             ),
             send_signal=online_sender(self._channel),
             resolve_bundle=self._bundle,
@@ -258,12 +495,14 @@ class ChatService:
             on_event=self._on_event,
             publish=self._publish,
             withhold_receipts=lambda peer: self.blocked(peer_id_for(peer)),
+            find_mailboxes=self._find_mailboxes if searching else None,
         )
 
     async def run(self) -> None:
         """Publish, register and drain, then pump the outbox and read the chat channel."""
         messaging = self.messaging
         assert messaging is not None and self._channel is not None
+        await messaging.refresh_mailboxes()  # short of mailboxes: fill from the network
         await messaging.publish_records()
         drained = await messaging.attach()
         logger.info("chat attached drained=%d", drained)
@@ -339,14 +578,18 @@ def add_chat_services(
     which needs the signalling of ``[presence]``)."""
     mailbox = config.mailbox
     assert isinstance(mailbox, MailboxSection)
+    presence = config.presence
+    assert isinstance(presence, PresenceSection)
     if mailbox.serve:
-        add(MailboxServerService(home, identity, mailbox))
+        advertise = mailbox.advertise or config.supernode.public_ip or presence.advertise
+        add(MailboxServerService(home, identity, mailbox, dht=dht, advertise=advertise))
     chat = config.chat
     assert isinstance(chat, ChatSection)
     if chat.enabled:
         if signalling is None:
             raise ValueError("[chat] needs [presence] enabled (the online path)")
         service = ChatService(home, identity, dht, signalling, chat, emit=emit)
+        service.home_keys = tuple(public_key_from_peer_id(p) for p in presence.homes)
         add(service)
         return service
     return None

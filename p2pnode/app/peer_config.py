@@ -102,6 +102,11 @@ class MailboxSection(BaseModel):
 
     serve: bool = Field(False, description="run a mailbox server")
     listen: HostPort = Field("0.0.0.0:0", description="TCP address of the mailbox server")
+    advertise: IpText | None = Field(
+        None,
+        description="IP published in our mailbox offer (default: the listen IP, else "
+        "supernode.public_ip, else presence.advertise; none known: no offer)",
+    )
 
 
 class ChatSection(BaseModel):

@@ -563,6 +563,7 @@ def add_peer_services(
     if chat is not None:  # strangers' messages become requests; blocked peers are dropped
         chat.screen, chat.blocked = app.screen, app.book.is_blocked
         chat.is_contact = app.is_contact  # read receipts only to accepted peers
+        chat.relays = relays.finder if relays is not None else None  # mailbox candidates
     calls = config.calls
     assert isinstance(calls, CallsSection)
     if calls.enabled:

@@ -6,7 +6,9 @@ failed for ``GONE_AFTER`` seconds without a success in between; only then is it
 replaced, so a supernode restarting or a short outage never reshuffles the list
 (every change costs senders a stale list until they re-resolve). A dropped
 mailbox stays *former* for ``FORMER_KEPT`` seconds (its retention): we keep
-draining it in case it comes back holding mail.
+draining it in case it comes back holding mail. Pinned mailboxes (those the
+operator named in the config) are never dropped and always come first: the
+operator's word beats our health record.
 """
 
 from __future__ import annotations
@@ -64,21 +66,26 @@ def choose_mailboxes(
     now: float,
     rng: random.Random,
     want: int = MIN_MAILBOXES,
+    pinned: tuple[MailboxEntry, ...] = (),
 ) -> MailboxChoice:
     """Keep every current mailbox that is not gone; fill up to ``want`` from candidates.
 
-    Candidates already known to be gone are never picked; among the rest the pick
-    is random (``rng``), so peers spread over the supernodes they can find.
+    ``pinned`` come first whatever their health. Candidates already known to be
+    gone are never picked; among the rest the pick is random (``rng``), so peers
+    spread over the supernodes they can find.
     """
     if not MIN_MAILBOXES <= want <= MAX_MAILBOXES:
         raise ValueError(f"want {MIN_MAILBOXES}..{MAX_MAILBOXES} mailboxes")
     default = MailboxHealth()
-    kept = tuple(m for m in current if not health.get(m.key, default).gone(now))
-    dropped = tuple(m for m in current if m not in kept)
-    known = {m.key for m in current}
+    pinned_keys = {m.key for m in pinned}
+    kept = pinned + tuple(
+        m for m in current if m.key not in pinned_keys and not health.get(m.key, default).gone(now)
+    )
+    dropped = tuple(m for m in current if m.key not in {k.key for k in kept})
+    known = {m.key for m in current} | pinned_keys
     pool = [
         c for c in candidates if c.key not in known and not health.get(c.key, default).gone(now)
     ]
     rng.shuffle(pool)
-    chosen = kept + tuple(pool[: max(0, want - len(kept))])
+    chosen = (kept + tuple(pool[: max(0, want - len(kept))]))[:MAX_MAILBOXES]
     return MailboxChoice(chosen, dropped, chosen != current)

@@ -9,6 +9,18 @@ stores deposits for a peer only while it holds an unexpired MAILBOX_LIST record
 of that peer naming the supernode's own key (``names``). Senders read it from
 the DHT to learn where to deposit.
 
+A supernode that serves mailboxes says so with a second record of the same kind
+and codec under its own key and the subject ``MAILBOX_OFFER_SUBJECT``: a list of
+exactly one entry naming itself and its mailbox TCP address. Why a record of its
+own rather than a field in RELAY_ADVERT or CONTACT: the mailbox server runs apart
+from the relay and the signalling (``[mailbox] serve`` alone is enough), so it
+publishes what it alone knows; a peer that learned a supernode's key (relay
+search, its homes) reads one more record to learn whether and where it keeps
+mail. The offer lives ``MAILBOX_OFFER_TTL`` (republished hourly), so a supernode
+that stopped serving drops out of every search within a day. An offer can never
+stand in for a peer's list at a mailbox: ``mailboxes_from_record`` checks the
+subject.
+
 Invariants: ``decode_mailbox_list`` is total (``MailboxListDecodeError``); at
 most ``MAX_MAILBOXES`` entries, keys unique, addresses canonical IPs.
 """
@@ -27,6 +39,8 @@ from p2pnode.records.kinds import RecordKind
 __all__ = [
     "MAILBOX_LIST_SUBJECT",
     "MAILBOX_LIST_TTL",
+    "MAILBOX_OFFER_SUBJECT",
+    "MAILBOX_OFFER_TTL",
     "MAX_MAILBOXES",
     "MIN_MAILBOXES",
     "MailboxEntry",
@@ -34,11 +48,15 @@ __all__ = [
     "decode_mailbox_list",
     "encode_mailbox_list",
     "mailbox_list_record",
+    "mailbox_offer_record",
     "mailboxes_from_record",
+    "offer_from_record",
 ]
 
 MAILBOX_LIST_SUBJECT = "mailboxes"
 MAILBOX_LIST_TTL = 30 * 24 * 3600
+MAILBOX_OFFER_SUBJECT = "mailbox-offer"
+MAILBOX_OFFER_TTL = 24 * 3600
 MIN_MAILBOXES = 3
 MAX_MAILBOXES = 8
 _VERSION = 1
@@ -132,3 +150,27 @@ def mailboxes_from_record(record: SignedRecord) -> tuple[MailboxEntry, ...]:
     if record.kind is not RecordKind.MAILBOX_LIST or record.subject != MAILBOX_LIST_SUBJECT:
         raise MailboxListDecodeError("not a mailbox list record")
     return decode_mailbox_list(record.payload)
+
+
+def mailbox_offer_record(identity: Identity, host: str, port: int, *, now: float) -> SignedRecord:
+    """A supernode's signed "I keep mailboxes at HOST:PORT" (see the module docstring)."""
+    entry = MailboxEntry(identity.public_key, host, port)
+    return sign_record(
+        identity,
+        RecordKind.MAILBOX_LIST,
+        MAILBOX_OFFER_SUBJECT,
+        encode_mailbox_list((entry,)),
+        seq=int(now * 1000),
+        now=now,
+        ttl=MAILBOX_OFFER_TTL,
+    )
+
+
+def offer_from_record(record: SignedRecord) -> MailboxEntry:
+    """The mailbox a supernode offers: one entry, naming the record's own signer."""
+    if record.kind is not RecordKind.MAILBOX_LIST or record.subject != MAILBOX_OFFER_SUBJECT:
+        raise MailboxListDecodeError("not a mailbox offer record")
+    entries = decode_mailbox_list(record.payload)
+    if len(entries) != 1 or entries[0].key != record.owner:
+        raise MailboxListDecodeError("an offer names exactly its own signer")
+    return entries[0]

@@ -15,6 +15,11 @@ What it guarantees (the core's invariants plus):
   its store has committed.
 - Every task is owned by ``run``'s TaskGroup; a failing mailbox is a failed
   attempt, never a crash.
+- Our own mailboxes: with ``find_mailboxes`` the run loop keeps at least
+  ``MIN_MAILBOXES`` (``refresh_mailboxes``: every ``refill_every`` seconds while
+  short, else every ``republish_every``); a mailbox failing for ``GONE_AFTER`` is
+  replaced, the pinned ones (the operator's) never; each change registers, is
+  published at once and announced (``MailboxesChanged``) so the app persists it.
 - Peers ``withhold_receipts`` names (the app's blocked peers) get no delivered
   receipt, online or from a mailbox: the screen runs inside the receive step,
   before any receipt exists. Their mailbox copies are still acknowledged to the
@@ -44,7 +49,7 @@ from p2pnode.sessions.mailbox_choice import (
     record_failure,
     record_success,
 )
-from p2pnode.sessions.mailbox_list import MailboxEntry, mailbox_list_record
+from p2pnode.sessions.mailbox_list import MIN_MAILBOXES, MailboxEntry, mailbox_list_record
 from p2pnode.sessions.mailbox_service import MailboxClient, MailboxUnavailableError
 from p2pnode.sessions.mailbox_wire import (
     MAX_DEPOSIT_ITEMS,
@@ -62,6 +67,7 @@ __all__ = [
     "MAX_QUEUED_REPLIES",
     "FindMailboxes",
     "GapDetected",
+    "MailboxesChanged",
     "MessageShown",
     "MessagingConfig",
     "MessagingEvent",
@@ -108,7 +114,16 @@ class GapDetected:
     held_seq: int
 
 
-MessagingEvent = MessageShown | ReceiptArrived | GapDetected
+@dataclass(frozen=True, slots=True)
+class MailboxesChanged:
+    """Our mailbox list changed: what we name now, and the former ones still drained
+    (each with the time after which nothing of ours can be left there)."""
+
+    mailboxes: tuple[MailboxEntry, ...]
+    former: tuple[tuple[MailboxEntry, float], ...]
+
+
+MessagingEvent = MessageShown | ReceiptArrived | GapDetected | MailboxesChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +134,9 @@ class MessagingConfig:
     drain_every: float = 60.0  # poll our mailboxes while attached
     idle_wake: float = 5.0  # longest sleep of the outbox pump
     republish_every: float = 3600.0  # prekey bundle (rotated when due) and mailbox list
+    refill_every: float = 30.0  # look for mailboxes this often while we name too few
+    pinned: tuple[MailboxEntry, ...] = ()  # the operator's: first, never replaced
+    former_until: tuple[float, ...] = ()  # per former mailbox: drained until then (default ever)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +186,10 @@ class MessagingService:
         self._withhold = withhold_receipts
         self._withheld = 0
         self._mailboxes = config.mailboxes
+        untils = config.former_until + (float("inf"),) * len(config.former_mailboxes)
         self._former: dict[bytes, tuple[MailboxEntry, float]] = {
-            entry.key: (entry, float("inf")) for entry in config.former_mailboxes
+            entry.key: (entry, until)
+            for entry, until in zip(config.former_mailboxes, untils, strict=False)
         }
         self._health: dict[bytes, MailboxHealth] = {}
         self._choice_rng = random.Random()
@@ -227,20 +247,35 @@ class MessagingService:
         """The mailboxes we name now (the app persists them for the next start)."""
         return self._mailboxes
 
+    @property
+    def former_mailboxes(self) -> tuple[tuple[MailboxEntry, float], ...]:
+        """Mailboxes we no longer name but still drain, each with its end of draining."""
+        return tuple(self._former.values())
+
     async def refresh_mailboxes(self) -> bool:
-        """Replace mailboxes gone for a day with candidates; True when the list changed."""
+        """Replace mailboxes gone for a day and fill up to ``MIN_MAILBOXES`` with
+        candidates; register at the new list and announce it; True when it changed."""
         if self._find_mailboxes is None:
             return False
+        candidates = await self._find_mailboxes()
         now = self.clock()
         choice = choose_mailboxes(
-            self._mailboxes, await self._find_mailboxes(), self._health, now, self._choice_rng
+            self._mailboxes,
+            candidates,
+            self._health,
+            now,
+            self._choice_rng,
+            pinned=self.config.pinned,
         )
         if not choice.changed:
             return False
         for entry in choice.dropped:
             self._former[entry.key] = (entry, now + FORMER_KEPT)
+        for entry in choice.mailboxes:
+            self._former.pop(entry.key, None)  # named again: current, not former
         self._mailboxes = choice.mailboxes
         await self.register()
+        self._on_event(MailboxesChanged(self._mailboxes, self.former_mailboxes))
         return True
 
     async def register(self) -> None:
@@ -437,11 +472,23 @@ class MessagingService:
                     await self._wake.wait()
 
     async def _republish(self) -> None:
+        """Refresh our mailboxes (often while short of them), publish on every change
+        and every ``republish_every`` seconds."""
+        publish_at = -float("inf")
+        short_rounds = 0  # searches in a row that left us short: 1 s, 2 s ... refill_every
         while True:
-            await self.refresh_mailboxes()
-            await self.publish_records()
-            self.core.prune(self.clock())
-            await asyncio.sleep(self.config.republish_every)
+            changed = await self.refresh_mailboxes()
+            now = self.clock()
+            if changed or now >= publish_at:
+                await self.publish_records()
+                self.core.prune(now)
+                publish_at = now + self.config.republish_every
+            short = self._find_mailboxes is not None and len(self._mailboxes) < MIN_MAILBOXES
+            short_rounds = short_rounds + 1 if short else 0
+            wait = self.config.republish_every
+            if short:
+                wait = min(self.config.refill_every, 2.0 ** min(short_rounds - 1, 16))
+            await asyncio.sleep(min(wait, max(0.0, publish_at - self.clock())))
 
     async def _poll(self) -> None:
         while True:
