@@ -80,6 +80,7 @@ from p2pnode.sessions.call_signal import (
 )
 
 __all__ = [
+    "ENDED_CALLS_KEPT",
     "CallConfig",
     "CallMedia",
     "CallService",
@@ -97,6 +98,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TICK = 0.05  # seconds between deadline and silence checks
+# Ended calls are kept so late signals of theirs are recognised and dropped; the
+# oldest beyond this many are forgotten (a long-running node took every call it
+# ever had to its grave).
+ENDED_CALLS_KEPT = 256
 
 SignalSender = Callable[[str, bytes], Awaitable[None]]
 
@@ -160,7 +165,7 @@ class CallService:
             Call(CallDirection.OUTGOING, self.config.timers),
             media or CallMedia(),
         )
-        self._sessions[session.call_id] = session
+        self._remember(session)
         aiortc = session.media.sdp is None and not session.media.video
         warm = self._legs.take_warm("offer", session) if aiortc else None
         if warm is not None and warm.offer_sdp is not None:
@@ -392,6 +397,13 @@ class CallService:
         session.relayed_caller = caller
         self._report(session, "verified by the gateway" if caller.verified else "unverified")
 
+    def _remember(self, session: _Session) -> None:
+        """Track a new call; forget the oldest ended ones beyond ENDED_CALLS_KEPT."""
+        self._sessions[session.call_id] = session
+        ended = [k for k, s in self._sessions.items() if s.call.ended]
+        for call_id in ended[: max(0, len(ended) - ENDED_CALLS_KEPT)]:
+            del self._sessions[call_id]
+
     async def _on_invite(self, peer: str, signal: CallSignal) -> None:
         if signal.call_id in self._sessions:
             self.drops.drop("duplicate invite")
@@ -404,7 +416,7 @@ class CallService:
         )
         session.remote_sdp = signal.sdp
         live = [s for s in self._sessions.values() if not s.call.ended]
-        self._sessions[signal.call_id] = session
+        self._remember(session)
         await self._apply(session, CallEvent.REMOTE_INVITE)
         dialling = [
             s

@@ -118,3 +118,31 @@ async def _scenario() -> None:
         with pytest.raises(StaleRenegotiationError):
             await bob.reoffer(call_id)
         assert bob.waiting_reoffer(call_id) is None
+
+
+def test_ended_calls_are_forgotten_beyond_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's call table does not grow with every call it ever had."""
+    monkeypatch.setattr("p2pnode.sessions.calls.ENDED_CALLS_KEPT", 3)
+    asyncio.run(_many_calls())
+
+
+async def _many_calls() -> None:
+    async with call_pair(
+        CallConfig(), CallConfig(auto_answer=True), bob_media=lambda: CallMedia(sdp=Labels("b"))
+    ) as pair:
+        alice, bob = pair.alice, pair.bob
+        ids = []
+        for _ in range(8):
+            call_id = await alice.dial(BOB, CallMedia(sdp=Labels("a")))
+            async with asyncio.timeout(WAIT):
+                await alice.wait_state(call_id, {CallState.ANSWERED})
+            await alice.hangup(call_id)
+            async with asyncio.timeout(WAIT):
+                await bob.wait_state(call_id, {CallState.HUNG_UP})
+            ids.append(call_id)
+        ninth = await alice.dial(BOB, CallMedia(sdp=Labels("a")))  # prunes on arrival
+        async with asyncio.timeout(WAIT):
+            await bob.wait_state(ninth, {CallState.ANSWERED})
+        for service in (alice, bob):
+            assert [i for i in ids if i in service._sessions] == ids[-3:]  # the newest ended
+            assert ninth in service._sessions
