@@ -133,6 +133,7 @@ class BridgedCallSummary:
     passthrough_frames: int
     transcoded_frames: int
     dropped: tuple[tuple[str, int], ...]  # phone packets dropped, by reason
+    peer_passthrough_frames: int = 0  # the peer's packets sent to the phone untouched
     # RTCP on the phone leg (rtcp-mux only): our reports, the phone's, and what it said.
     rtcp_sent: int = 0
     rtcp_received: int = 0
@@ -368,6 +369,7 @@ class SipP2pBridge:
             frames_from_peer=leg.frames_from_peer,
             passthrough_frames=counts.passthrough_frames,
             transcoded_frames=counts.transcoded_frames,
+            peer_passthrough_frames=counts.peer_passthrough,
             dropped=tuple((reason.value, count) for reason, count in stats.dropped),
             rtcp_sent=0 if rtcp is None else rtcp.reports_sent,
             rtcp_received=0 if rtcp is None else rtcp.reports_received,

@@ -107,11 +107,16 @@ class MediaPath:
 
     @property
     def passthrough(self) -> bool:
-        return self.phone_codec is self.webrtc_codec and self.phone_codec.is_g711
+        same = self.phone_codec is self.webrtc_codec
+        return same and (self.phone_codec.is_g711 or self.phone_codec is BridgeCodec.OPUS)
 
 
 def choose_media_path(phone: BridgeCodec, webrtc: BridgeCodec) -> MediaPath:
-    """Passthrough exactly when both legs negotiated the same G.711 law.
+    """Passthrough exactly when both legs negotiated the same G.711 law, or both opus.
+
+    Opus packets are self-describing (RFC 6716 TOC byte), so the P2P leg's
+    decoder takes the phone's packets as they are and vice versa; G.722 has
+    no WebRTC peer here (aiortc offers it, browsers do not) and is transcoded.
 
     PCMU on one leg and PCMA on the other could be converted sample by sample,
     but that is still a transcode; keeping the rule this simple makes the

@@ -90,6 +90,9 @@ _ENCODER: dict[BridgeCodec, Callable[[], Encoder]] = {
     BridgeCodec.OPUS: OpusEncoder,
 }
 _FRAME_SECONDS = 0.02  # the frame a lost or undecodable non-G.711 packet stands for
+# RFC 6716 §3.1: TOC config 31 (CELT fullband, 20 ms), mono, one frame; decodes to
+# 960 samples of silence. Stands for a lost opus slot when opus passes through.
+_OPUS_SILENCE = b"\xf8\xff\xfe"
 _RTCP_LOG_INTERVAL = 60.0  # each refused-RTCP reason is logged at most this often per leg
 _PHONE_RATE = 8000
 _DEFAULT_SAMPLES = 160  # 20 ms at 8 kHz
@@ -199,7 +202,10 @@ class PhoneAudioTrack(MediaStreamTrack):
         else:
             assert slot is None or isinstance(slot, Loss) or not slot.payload
             silence = G711_SILENCE.get(codec)
-            payload = b"" if silence is None else bytes([silence]) * self._samples
+            if silence is not None:
+                payload = bytes([silence]) * self._samples
+            else:
+                payload = _OPUS_SILENCE if codec is BridgeCodec.OPUS else b""
             self._silence += 1
         # G.711 and G.722 carry one byte per 1/8000 s; opus is sent in 20 ms frames.
         seconds = len(payload) / _PHONE_RATE if codec is not BridgeCodec.OPUS else _FRAME_SECONDS
@@ -495,7 +501,9 @@ class _RtpTap:
 
     async def _handle(self, packet: Any, arrival_time_ms: int = 0) -> None:
         audio = self._audio
-        if packet.payload_type == audio.tapped_type and len(packet.payload) == _DEFAULT_SAMPLES:
+        if packet.payload_type == audio.tapped_type and (
+            len(packet.payload) == _DEFAULT_SAMPLES or audio.tapped_opus
+        ):
             if self._heard():
                 audio.peer_passthrough += 1
                 audio.leg.from_peer(packet.payload)
@@ -525,6 +533,8 @@ class PhoneCallAudio:
         self.peer_passthrough = 0
         self.peer_transcoded = 0
         self.tapped_type: int | None = None  # the WebRTC payload type taken as is
+        self.tapped_opus = False  # opus on both legs: any packet size is taken
+        self._transceiver: object | None = None  # the latest connection's
         self.direct: DirectRtp | None = None  # the latest connection's direct sender
 
     @property
@@ -561,6 +571,19 @@ class PhoneCallAudio:
         if self._track is not None:
             self._track.set_webrtc_codec(found)
         self.tapped_type = _STATIC_TYPE.get(found) if found is self.leg.codec else None
+        self.tapped_opus = False
+        self._tap_opus()
+
+    def _tap_opus(self) -> None:
+        """Opus on both legs: tap the connection's opus payload type (dynamic, from its SDP).
+
+        The connection's codec and its transceiver arrive in either order
+        (an answering connection's track comes before its answer is made).
+        """
+        both = self._codec is BridgeCodec.OPUS and self.leg.codec is BridgeCodec.OPUS
+        if both and self._transceiver is not None:
+            self.tapped_type = _dynamic_type(self._transceiver, "audio/opus")
+            self.tapped_opus = self.tapped_type is not None
 
     async def receive(
         self, track: MediaStreamTrack, transceiver: object, heard: Callable[[], bool]
@@ -574,6 +597,8 @@ class PhoneCallAudio:
         """
         receiver = getattr(transceiver, "receiver", None)
         sender = getattr(transceiver, "sender", None)
+        self._transceiver = transceiver
+        self._tap_opus()
         tap = _RtpTap(receiver, self, heard) if hasattr(receiver, "_handle_rtp_packet") else None
         direct: DirectRtp | None = None
         loop = asyncio.get_running_loop()
@@ -621,3 +646,12 @@ class PhoneCallAudio:
         return TrackStatistics(
             passthrough, transcoded, silence, self.peer_passthrough, self.peer_transcoded
         )
+
+
+def _dynamic_type(transceiver: object, mime_type: str) -> int | None:
+    """The payload type the connection negotiated for ``mime_type`` (aiortc's ``_codecs``)."""
+    for codec in getattr(transceiver, "_codecs", ()):
+        if str(getattr(codec, "mimeType", "")).lower() == mime_type:
+            payload_type = getattr(codec, "payloadType", None)
+            return payload_type if isinstance(payload_type, int) else None
+    return None

@@ -1,22 +1,23 @@
 """baresip with opus only, then with G.722 only, through the bridge: tones both ways, codec named.
 
 One gateway, one bridge and two calls services for the module (loopback, MD5
-digest, ``net_interface 127.0.0.1`` as in test_bridge_baresip.py); the P2P leg
-is PCMU, so the phone's codec is decoded and re-encoded both ways:
+digest, ``net_interface 127.0.0.1`` as in test_bridge_baresip.py):
 
-* opus (RFC 7587): the peer (660 Hz) dials ``alice``; the bridge's INVITE
-  offers PCMU, PCMA, G.722 and opus, baresip (440 Hz) answers opus;
-* G.722: baresip (440 Hz) dials ``bob`` offering G.722 only and rtcp-mux;
-  the bridge answers G.722 (``9 G722/8000``, 16 kHz audio) with
-  ``a=rtcp-mux`` and rings the peer (550 Hz); baresip hangs up after ~7 s,
-  time for one RTCP report each way (ours at 1.25-3.75 s after our first
-  audio, baresip's every 5 s).
+* opus (RFC 7587) on both legs: the peer (660 Hz) dials ``alice`` offering
+  opus; the bridge's INVITE offers PCMU, PCMA, G.722 and opus, baresip
+  (440 Hz) answers opus: the packets pass through both ways (no decode, no
+  encode). baresip offered no rtcp-mux: no RTCP is sent to it (the anchor
+  relays no RTP+1).
+* G.722 against a PCMU P2P leg (transcoded both ways): baresip (440 Hz)
+  dials ``bob`` offering G.722 only and rtcp-mux; the bridge answers G.722
+  (``9 G722/8000``, 16 kHz audio) with ``a=rtcp-mux`` and rings the peer
+  (550 Hz); baresip hangs up after ~7 s, time for one RTCP report each way
+  (ours 1.25-3.75 s after our first audio, baresip's every 5 s).
 
-Each recording must hold the other side's tone (FFT) and the bridge's
-``ended`` summary must name the phone's codec and say transcoded; for the
-G.722 call it must also show the phone's RTCP report (its loss and jitter of
-our stream, the round trip from its LSR/DLSR of our SR). The opus phone did
-not offer rtcp-mux: no RTCP is sent to it (the anchor relays no RTP+1).
+Each recording must hold the other side's tone (FFT); the bridge's ``ended``
+summary must name the phone's codec, passthrough or transcoded, and for the
+G.722 call the phone's RTCP report (its loss and jitter of our stream, the
+round trip from its LSR/DLSR of our SR).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,8 @@ async def scenario(baresip: str, tmp: Path) -> Calls:
             bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers={"bob": PEER_ID}.get)
             tasks.append(group.create_task(bridge.run()))
 
-            # 1. The peer dials alice; her baresip speaks opus only.
+            # 1. The peer dials alice offering opus; her baresip speaks opus only.
+            peer.config = replace(answering, audio_codecs=("opus",))
             phones.append(await _spawn(baresip, "-f", str(tmp / "opus"), "-t", "60"))
             await _registered(gateway, 1)
             call_id = await peer.dial(ALICE_ID, CallMedia(ToneSource(660.0), tmp / "peer-opus.wav"))
@@ -166,6 +168,7 @@ async def scenario(baresip: str, tmp: Path) -> Calls:
             await asyncio.sleep(2.5)
             await peer.hangup(call_id)
             opus_summary = await _ended(bridge)
+            peer.config = answering
             await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
             await _stop(phones[0])
 
@@ -194,13 +197,14 @@ def calls() -> Iterator[Calls]:
         yield asyncio.run(scenario(baresip, Path(tmp)))
 
 
-def test_opus_phone_hears_the_peer_and_is_heard(calls: Calls) -> None:
-    assert_tone(calls.opus.peer_wav, 440.0)  # the peer heard baresip's sine, decoded from opus
-    assert_tone(calls.opus.phone_wav, 660.0)  # baresip heard the peer, encoded to opus
+def test_opus_on_both_legs_passes_through_and_both_hear(calls: Calls) -> None:
+    assert_tone(calls.opus.peer_wav, 440.0)  # the peer heard baresip's own opus packets
+    assert_tone(calls.opus.phone_wav, 660.0)  # baresip heard aiortc's opus packets
     summary = calls.opus.summary
-    assert (summary.phone_codec, summary.webrtc_codec) == ("opus", "PCMU")
-    assert summary.mode is BridgeMode.TRANSCODED
-    assert summary.transcoded_frames > 50 and summary.passthrough_frames == 0
+    assert (summary.phone_codec, summary.webrtc_codec) == ("opus", "opus")
+    assert summary.mode is BridgeMode.PASSTHROUGH
+    assert summary.passthrough_frames > 50 and summary.transcoded_frames == 0
+    assert summary.peer_passthrough_frames > 50  # the peer's opus tapped, not decoded
     assert summary.packets_from_phone > 50 and summary.packets_to_phone > 50
     assert summary.rtcp_sent == 0 and summary.rtcp_received == 0  # no rtcp-mux offered
 
@@ -212,6 +216,7 @@ def test_g722_phone_dials_a_peer_and_both_hear(calls: Calls) -> None:
     assert (summary.phone_codec, summary.webrtc_codec) == ("G722", "PCMU")
     assert summary.mode is BridgeMode.TRANSCODED
     assert summary.transcoded_frames > 50 and summary.passthrough_frames == 0
+    assert summary.peer_passthrough_frames == 0
 
 
 def test_rtcp_mux_reports_cross_and_the_summary_shows_the_phone_s(calls: Calls) -> None:

@@ -10,7 +10,12 @@ import av
 import numpy as np
 import pytest
 
-from p2pnode.gateways.sip.bridge_media import BridgeCodec, MediaPath, PhoneReceiver
+from p2pnode.gateways.sip.bridge_media import (
+    BridgeCodec,
+    MediaPath,
+    PhoneReceiver,
+    choose_media_path,
+)
 from p2pnode.gateways.sip.bridge_tracks import PhoneAudioTrack
 from p2pnode.gateways.sip.bridge_ua import (
     PT_OPUS,
@@ -118,3 +123,20 @@ def test_g722_from_the_phone_decodes_to_its_tone_at_16_khz() -> None:
 def test_undecodable_opus_from_the_phone_becomes_20_ms_of_silence() -> None:
     samples = asyncio.run(_decoded(BridgeCodec.OPUS, 111, [b"\xff" * 3, b"\x03"]))
     assert samples.size == 2 * 960 and not samples.any()
+
+
+@pytest.mark.parametrize(
+    ("phone", "webrtc", "passthrough"),
+    [
+        (BridgeCodec.PCMU, BridgeCodec.PCMU, True),
+        (BridgeCodec.PCMA, BridgeCodec.PCMA, True),
+        (BridgeCodec.OPUS, BridgeCodec.OPUS, True),  # self-describing packets
+        (BridgeCodec.G722, BridgeCodec.G722, False),  # no WebRTC peer of ours sends it
+        (BridgeCodec.PCMA, BridgeCodec.PCMU, False),
+        (BridgeCodec.OPUS, BridgeCodec.PCMU, False),
+    ],
+)
+def test_passthrough_needs_the_same_g711_law_or_opus_on_both_legs(
+    phone: BridgeCodec, webrtc: BridgeCodec, passthrough: bool
+) -> None:
+    assert choose_media_path(phone, webrtc).passthrough is passthrough
