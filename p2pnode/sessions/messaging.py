@@ -257,6 +257,12 @@ class MessagingService:
         candidates; register at the new list and announce it; True when it changed."""
         if self._find_mailboxes is None:
             return False
+        pinned = {m.key for m in self.config.pinned}
+        now = self.clock()
+        chosen = [m.key for m in self._mailboxes if m.key not in pinned]
+        gone = any(self._health[key].gone(now) for key in chosen if key in self._health)
+        if len(self._mailboxes) >= MIN_MAILBOXES and not gone and pinned <= self._keys():
+            return False  # nothing to replace: no search (it costs DHT lookups and probes)
         candidates = await self._find_mailboxes()
         now = self.clock()
         choice = choose_mailboxes(
@@ -277,6 +283,9 @@ class MessagingService:
         await self.register()
         self._on_event(MailboxesChanged(self._mailboxes, self.former_mailboxes))
         return True
+
+    def _keys(self) -> set[bytes]:
+        return {m.key for m in self._mailboxes}
 
     async def register(self) -> None:
         """Ask each of our mailboxes to hold our mail (the signed list is the authorisation)."""

@@ -67,11 +67,13 @@ class World:
         self.candidates = candidates
         self.published: list[SignedRecord] = []
         self.events: list[MessagingEvent] = []
+        self.searches = 0
 
     def clock(self) -> float:
         return self.now
 
     async def find(self) -> tuple[MailboxEntry, ...]:
+        self.searches += 1
         return self.candidates
 
     async def publish(self, record: SignedRecord) -> None:
@@ -130,13 +132,14 @@ def test_gone_for_a_day_is_replaced_by_the_run_loop(tmp_path: Path) -> None:
                 world.now = T0 + GONE_AFTER - 1  # nearly a day: republished, still kept
                 await until(lambda: len(world.lists()) == 2)
                 assert world.lists() == [current, current] and not world.events
+                assert world.searches == 0  # three named, none gone: nothing to search for
                 world.now = T0 + GONE_AFTER + 1
                 await until(lambda: bool(world.events))
                 await until(lambda: world.lists()[-1] == (live[0], live[1], live[2]))
             finally:
                 loop.cancel()
                 await asyncio.gather(loop, return_exceptions=True)
-            assert bob.mailboxes == (live[0], live[1], live[2])
+            assert bob.mailboxes == (live[0], live[1], live[2]) and world.searches >= 1
             assert world.events == [
                 MailboxesChanged(bob.mailboxes, ((dead, T0 + GONE_AFTER + 1 + FORMER_KEPT),))
             ]
