@@ -40,10 +40,8 @@ import asyncio
 import collections
 import contextlib
 import ipaddress
-import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +49,13 @@ from pathlib import Path
 from typing import Protocol
 
 from p2pnode.app.config import NodeConfig, hostport
+from p2pnode.app.mailbox_state import (
+    MAILBOXES_FILE,
+    MailboxState,
+    load_mailbox_state,
+    parse_mailbox,
+    save_mailbox_state,
+)
 from p2pnode.app.peer_config import ChatSection, MailboxSection, PresenceSection
 from p2pnode.app.peer_contacts import Screening
 from p2pnode.app.service import Service
@@ -89,7 +94,6 @@ from p2pnode.sessions.store import MessageRow
 
 __all__ = [
     "CHAT_DB",
-    "MAILBOXES_FILE",
     "MAILBOX_DB",
     "MAX_INBOX",
     "ChatService",
@@ -97,13 +101,10 @@ __all__ = [
     "InboxEntry",
     "MailboxServerService",
     "MailboxServerStatistics",
-    "MailboxState",
     "Screen",
     "add_chat_services",
-    "format_mailbox",
-    "load_mailbox_state",
-    "parse_mailbox",
-    "save_mailbox_state",
+    "parse_mailbox",  # re-exported: it lived here first
+    "publish_until_stored",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,93 +114,9 @@ MAILBOX_DB = "mailbox.db"
 MAX_INBOX = 256  # messages shown since start, kept for `p2pnode inbox`
 PUBLISH_ATTEMPTS = 40  # puts of a record at start while nobody holds it ...
 PUBLISH_RETRY = 0.5  # ... this many seconds apart (then the hourly republish)
-MAILBOXES_FILE = "mailboxes.json"  # our chosen and former mailboxes, across restarts
-MAX_MAILBOXES_FILE = 64 * 1024  # bytes read from it at most
-MAX_FORMER = 16  # former mailboxes remembered (each drained until its retention ends)
 MAX_CANDIDATE_KEYS = 16  # supernodes asked for a mailbox offer per search
 PROBE_TIMEOUT = 2.0  # seconds for a candidate mailbox to accept a TCP connection
 OFFER_EVERY = 3600.0  # seconds between two puts of our mailbox offer
-
-
-def parse_mailbox(text: str) -> MailboxEntry:
-    """``PEERID@HOST:PORT`` (checked by the config) as a ``MailboxEntry``."""
-    peer_id, _, address = text.partition("@")
-    host, port = hostport(address)
-    return MailboxEntry(public_key_from_peer_id(peer_id), host, port)
-
-
-def format_mailbox(entry: MailboxEntry) -> str:
-    """The ``PEERID@HOST:PORT`` text ``parse_mailbox`` reads."""
-    host = f"[{entry.host}]" if ":" in entry.host else entry.host
-    return f"{peer_id_for(entry.key)}@{host}:{entry.port}"
-
-
-@dataclass(frozen=True)
-class MailboxState:
-    """What ``<home>/mailboxes.json`` keeps: the mailboxes we chose (not the config's)
-    and the former ones, each drained until its time (None: no end known)."""
-
-    chosen: tuple[MailboxEntry, ...] = ()
-    former: tuple[tuple[MailboxEntry, float | None], ...] = ()
-
-
-def load_mailbox_state(path: Path) -> MailboxState:
-    """The saved state, or an empty one when the file is missing or unreadable (logged:
-    losing it costs a new choice, never mail, since the former list is drained anyway)."""
-    try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_MAILBOXES_FILE + 1)
-    except FileNotFoundError:
-        return MailboxState()
-    except OSError as error:
-        logger.warning("cannot read %s: %s", path.name, error.strerror)
-        return MailboxState()
-    try:
-        if len(raw) > MAX_MAILBOXES_FILE:
-            raise ValueError("too large")
-        data = json.loads(raw)
-        if type(data) is not dict or data.get("version") != 1:
-            raise ValueError("not version 1")
-        chosen = tuple(parse_mailbox(text) for text in _strings(data.get("chosen")))
-        former: list[tuple[MailboxEntry, float | None]] = []
-        for item in _list(data.get("former")):
-            text, until = _list(item)
-            end = float(until) if isinstance(until, int | float) else None
-            if type(text) is not str or type(until) is bool or (end is None and until is not None):
-                raise ValueError("a former mailbox is not [text, time]")
-            former.append((parse_mailbox(text), end))
-    except ValueError as error:  # json, shapes, keys and addresses all raise ValueError
-        logger.warning("ignoring %s: %s", path.name, type(error).__name__)
-        return MailboxState()
-    return MailboxState(chosen[:MAX_MAILBOXES], tuple(former[:MAX_FORMER]))
-
-
-def _list(value: object) -> list[object]:
-    if type(value) is not list:
-        raise ValueError("not a list")
-    return value
-
-
-def _strings(value: object) -> list[str]:
-    items = _list(value)
-    if not all(type(item) is str for item in items):
-        raise ValueError("not a list of strings")
-    return [str(item) for item in items]
-
-
-def save_mailbox_state(path: Path, state: MailboxState) -> None:
-    """Write atomically (a crash leaves the old file or the new one, never half)."""
-    data = {
-        "version": 1,
-        "chosen": [format_mailbox(m) for m in state.chosen],
-        "former": [[format_mailbox(m), until] for m, until in state.former[:MAX_FORMER]],
-    }
-    partial = path.with_suffix(".partial")
-    with partial.open("w", encoding="utf-8") as file:
-        json.dump(data, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
 
 
 async def publish_until_stored(dht: DhtService, record: SignedRecord) -> bool:

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from p2pnode.app.peer_chat import MAILBOXES_FILE, MailboxServerService, load_mailbox_state
+from p2pnode.app.mailbox_state import MAILBOXES_FILE, load_mailbox_state
+from p2pnode.app.peer_chat import MailboxServerService
 from p2pnode.app.runtime import Assembly
 from p2pnode.app.services import DhtService
 from p2pnode.connectivity.relays import RELAY_BUCKETS, relay_key

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pnode.app.peer_chat import (
+from p2pnode.app.mailbox_state import (
     MailboxState,
     format_mailbox,
     load_mailbox_state,
