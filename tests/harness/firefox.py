@@ -32,6 +32,8 @@ from typing import Any, Final
 import aiohttp
 
 __all__ = [
+    "DUMMY",
+    "DUMMY_PEER",
     "OFFLINE_PREFS",
     "BidiError",
     "Firefox",
@@ -45,6 +47,8 @@ START_TIMEOUT: Final = 30.0  # until Firefox prints its BiDi address
 KEYS: Final = {"Tab": "\ue004", "Enter": "\ue007", "Shift": "\ue008"}  # WebDriver key codes
 _LISTENING = re.compile(r"WebDriver BiDi listening on (ws://[0-9.:\[\]]+)")
 _CLONE_NEWNET: Final = 0x40000000
+DUMMY: Final = "offline0"  # run_offline's extra interface, and its veth peer
+DUMMY_PEER: Final = "offline1"
 
 # Everything that would make Firefox open a connection of its own accord.
 OFFLINE_PREFS: Final[dict[str, bool | int | str]] = {
@@ -207,6 +211,12 @@ class Firefox:
         source = {"type": "key", "id": "keyboard", "actions": actions}
         await self.command("input.performActions", {"context": self.context, "actions": [source]})
 
+    async def type_text(self, text: str) -> None:
+        """Type ``text`` into the focused element, one real key press per character."""
+        actions = [{"type": kind, "value": c} for c in text for kind in ("keyDown", "keyUp")]
+        source = {"type": "key", "id": "keyboard", "actions": actions}
+        await self.command("input.performActions", {"context": self.context, "actions": [source]})
+
     async def screenshot(self, path: Path) -> None:
         params = {"context": self.context, "origin": "document"}
         result = await self.command("browsingContext.captureScreenshot", params)
@@ -266,12 +276,17 @@ async def launch_firefox(executable: str, profile: Path) -> AsyncIterator[Firefo
             await process.wait()
 
 
-def run_offline(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+def run_offline(
+    scenario: Callable[[], Coroutine[Any, Any, None]], dummy: str | None = None
+) -> None:
     """Run ``scenario`` on a thread in a new network namespace with only loopback (needs root).
 
     A network namespace belongs to a thread: sockets made and processes started
     from this thread live in it, so the node, aiohttp and Firefox see only
     their own ``lo``; the namespace goes when the thread and its sockets do.
+    ``dummy`` ("10.99.0.1/24") adds an interface with that address: ICE agents
+    skip loopback candidates. It is a veth pair whose both ends are in this
+    namespace, so it leads nowhere either.
     """
     failure: list[BaseException] = []
 
@@ -281,6 +296,19 @@ def run_offline(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
             if libc.unshare(_CLONE_NEWNET) != 0:
                 raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
             subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=10)
+            if dummy is not None:
+                for argv in (
+                    # a veth pair with both ends here (no dummy module in every
+                    # kernel): its far end is in this namespace too
+                    ["ip", "link", "add", DUMMY, "type", "veth", "peer", "name", DUMMY_PEER],
+                    ["ip", "link", "set", DUMMY_PEER, "up"],
+                    ["ip", "addr", "add", dummy, "dev", DUMMY],
+                    ["ip", "link", "set", DUMMY, "up"],
+                    # Firefox gathers ICE candidates only with a default route; the
+                    # route ends at the veth's far end, here, which forwards nothing
+                    ["ip", "route", "add", "default", "dev", DUMMY],
+                ):
+                    subprocess.run(argv, check=True, timeout=10)
             asyncio.run(scenario())
         except BaseException as error:  # handed to the test's thread
             failure.append(error)

@@ -1,16 +1,21 @@
 """The desktop app in Firefox: Debian's firefox-esr driven over WebDriver BiDi, offline.
 
-One node with ``[web] enabled = true``; Firefox opens its one-time link and the
-app renders (polled, never slept for); every view is reached from the nav by
-keyboard alone (Tab to the next link, Enter) and shows its heading, which gets
-the focus; Identity shows the node's peer id and fingerprint; the session
-cookie is HttpOnly (invisible to the page). A second Firefox whose profile says
-the system is dark renders the dark palette where the first rendered the light
-one. A screenshot per view goes to tests/artifacts/web/firefox-*.png.
+A serving home, alice (``[web] enabled = true``, chat, calls) and bob (an
+unattended aiortc node: auto-answer with 660 Hz, record). Firefox opens alice's
+one-time link and the app renders (polled, never slept for); every view is
+reached from the nav by keyboard alone (Tab to the next link, Enter) and shows
+its heading, which gets the focus; Identity shows the node's peer id and
+fingerprint; the session cookie is HttpOnly (invisible to the page). Then the
+page calls bob, typed and submitted by keyboard: Firefox's fake microphone
+(``media.navigator.streams.fake``) is a 1 kHz tone, which bob's recording must
+hold (FFT), and the page's analyser must hear bob's 660 Hz. A second Firefox
+whose profile says the system is dark renders the dark palette where the first
+rendered the light one. Screenshots: tests/artifacts/web/firefox-*.png.
 
-Everything -- node, HTTP client, Firefox -- runs in a fresh network namespace
-with only loopback (tests/harness/firefox.py: run_offline), and the profile's
-user.js turns off Firefox's own background connections besides.
+Everything -- nodes, HTTP client, Firefox -- runs in a fresh network namespace
+(tests/harness/firefox.py: run_offline) with loopback and one veth pair whose
+both ends are inside it (ICE skips loopback); the profile's user.js turns off
+Firefox's own background connections besides.
 """
 
 from __future__ import annotations
@@ -19,16 +24,26 @@ import asyncio
 import itertools
 import json
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
+from p2pnode.app.peer_calls import CALLS_DIR
 from p2pnode.app.web.server import COOKIE
-from tests.harness.firefox import Firefox, launch_firefox, run_offline, write_profile
+from tests.harness.firefox import (
+    DUMMY,
+    DUMMY_PEER,
+    Firefox,
+    launch_firefox,
+    run_offline,
+    write_profile,
+)
 from tests.harness.tools import require_root, require_tool
 from tests.integration.web.test_app_browser import ARTIFACTS, Lab, _config, one_time_link
+from tests.integration.web.test_app_call import assert_tone, attached
 
 pytestmark = [pytest.mark.slow, pytest.mark.interop]
 
@@ -44,14 +59,47 @@ VIEWS = (
     ("settings", "Settings"),
 )
 HEADING = 'document.querySelector("main h2")?.textContent'
+FIREFOX_FAKE_TONE = 1000.0  # media.navigator.streams.fake: Firefox's fake microphone, 1 kHz
+MEDIA_PREFS: dict[str, bool | int | str] = {
+    "media.navigator.streams.fake": True,
+    "media.navigator.permission.disabled": True,
+    "media.autoplay.default": 0,  # the page plays the call without a click
+    # headless without a sound server has no audio device: the AudioContext (the
+    # page's analyser) stays "suspended" at time 0 unless cubeb's mock device runs it
+    "media.cubeb.force_mock_context": True,
+    "media.peerconnection.ice.obfuscate_host_addresses": False,  # plain host candidates
+    "media.peerconnection.ice.default_address_only": False,
+}
+HANG_UP = """[...document.querySelectorAll("tr[data-state=answered] button")]
+  .find((b) => b.textContent === "Hang up").click()"""
 BACKGROUND = 'getComputedStyle(document.documentElement).getPropertyValue("--bg").trim()'
 
 
-def _node_config() -> dict[str, Any]:
-    config = _config(None, {"home": "serve"}, web=True)
-    config["calls"] = {"enabled": True}
-    config["chat"] = {"enabled": True}  # so the Chat view is the real one, not its notice
-    return config
+@asynccontextmanager
+async def network(root: Path) -> AsyncIterator[Lab]:
+    """A serving home; alice (app, chat, calls) and bob (calls: auto-answer 660 Hz, record)."""
+    async with asyncio.TaskGroup() as tasks:
+        lab = Lab(root, tasks)
+        try:
+            home = await lab.start("home1", _config(None, {"home": "serve"}, web=False))
+            host, port = home.dht.address
+            attach = {"homes": [home.identity.peer_id], "home": "attach"}
+            alice = _config(f"{host}:{port}", attach, web=True)
+            alice["calls"] = {"enabled": True}
+            alice["chat"] = {"enabled": True}  # so the Chat view is the real one, not its notice
+            bob = _config(f"{host}:{port}", attach, web=False)
+            bob["calls"] = {
+                "enabled": True,
+                "auto_answer": True,
+                "answer_tone": 660.0,
+                "record": True,
+            }
+            for name, config in (("alice", alice), ("bob", bob)):
+                await lab.start(name, config)
+                await attached(lab, name)
+            yield lab
+        finally:
+            lab.stop_all()
 
 
 async def _open_app(firefox: Firefox, link: str, peer_id: str) -> None:
@@ -89,47 +137,68 @@ async def _walk_views(firefox: Firefox) -> None:
         await firefox.screenshot(ARTIFACTS / f"firefox-{route}.png")
 
 
+async def _call_bob(firefox: Firefox, lab: Lab, root: Path) -> None:
+    """The Firefox page calls bob's aiortc node with Firefox's fake microphone (1 kHz)."""
+    bob = lab.nodes["bob"]
+    await firefox.evaluate('document.getElementById("nav-calls").click()')
+    await firefox.wait_for(f'{HEADING} === "Calls"', WAIT)
+    await firefox.evaluate('document.getElementById("call-to").focus()')
+    await firefox.type_text(bob.identity.peer_id)
+    await firefox.press("Enter")  # submits the call form
+    await firefox.wait_for(
+        'document.querySelectorAll("tr[data-state=answered]").length === 1', WAIT
+    )
+    await firefox.wait_for("(window.p2pPeaks || []).length >= 20", WAIT)
+    peaks: list[float] = await firefox.evaluate("window.p2pPeaks.slice(-20)")
+    assert len([p for p in peaks if abs(p - 660.0) < 15]) >= 15, peaks  # the page hears bob
+    await firefox.screenshot(ARTIFACTS / "firefox-call.png")
+    await asyncio.sleep(2.0)  # two seconds of the page's tone in bob's recording
+    await firefox.evaluate(HANG_UP)
+    recordings = root / "bob" / CALLS_DIR
+    async with asyncio.timeout(WAIT):  # the recorder closes when the call ends
+        while not list(recordings.glob("*.wav")):  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+    assert_tone(next(recordings.glob("*.wav")), FIREFOX_FAKE_TONE)
+
+
 async def scenario(root: Path, executable: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    assert [name for _, name in socket.if_nameindex()] == ["lo"]  # no way out but loopback
-    async with asyncio.TaskGroup() as tasks, aiohttp.ClientSession() as session:
-        lab = Lab(root, tasks)
-        try:
-            node = await lab.start("alice", _node_config())
-            peer_id, fingerprint = node.identity.peer_id, node.identity.fingerprint
-            light = write_profile(root / "firefox-light", dark=False)
-            async with launch_firefox(executable, light) as firefox:
-                await _open_app(firefox, await one_time_link(session, root / "alice"), peer_id)
-                assert (
-                    await firefox.evaluate('document.querySelector("#fingerprint").textContent')
-                    == fingerprint
-                )
-                assert (
-                    await firefox.evaluate(f'document.cookie.includes("{COOKIE}=")') is False
-                )  # HttpOnly
-                assert (
-                    await firefox.evaluate('matchMedia("(prefers-color-scheme: dark)").matches')
-                    is False
-                )
-                light_bg = await firefox.evaluate(BACKGROUND)
-                await firefox.screenshot(ARTIFACTS / "firefox-identity.png")
-                await _walk_views(firefox)
-            dark = write_profile(root / "firefox-dark", dark=True)
-            async with launch_firefox(executable, dark) as firefox:
-                await _open_app(firefox, await one_time_link(session, root / "alice"), peer_id)
-                assert (
-                    await firefox.evaluate('matchMedia("(prefers-color-scheme: dark)").matches')
-                    is True
-                )
-                dark_bg = await firefox.evaluate(BACKGROUND)
-                assert dark_bg != light_bg, (light_bg, dark_bg)
-                await firefox.screenshot(ARTIFACTS / "firefox-identity-dark.png")
-        finally:
-            lab.stop_all()
+    assert [name for _, name in socket.if_nameindex()] == ["lo", DUMMY_PEER, DUMMY]  # no way out
+    async with network(root) as lab, aiohttp.ClientSession() as session:
+        alice = lab.nodes["alice"]
+        peer_id, fingerprint = alice.identity.peer_id, alice.identity.fingerprint
+        light = write_profile(root / "firefox-light", dark=False, prefs=MEDIA_PREFS)
+        async with launch_firefox(executable, light) as firefox:
+            await _open_app(firefox, await one_time_link(session, root / "alice"), peer_id)
+            fingerprint_shown = await firefox.evaluate(
+                'document.querySelector("#fingerprint").textContent'
+            )
+            assert fingerprint_shown == fingerprint
+            assert (
+                await firefox.evaluate(f'document.cookie.includes("{COOKIE}=")') is False
+            )  # HttpOnly
+            assert (
+                await firefox.evaluate('matchMedia("(prefers-color-scheme: dark)").matches')
+                is False
+            )
+            light_bg = await firefox.evaluate(BACKGROUND)
+            await firefox.screenshot(ARTIFACTS / "firefox-identity.png")
+            await _walk_views(firefox)
+            await _call_bob(firefox, lab, root)
+        dark = write_profile(root / "firefox-dark", dark=True)
+        async with launch_firefox(executable, dark) as firefox:
+            await _open_app(firefox, await one_time_link(session, root / "alice"), peer_id)
+            assert (
+                await firefox.evaluate('matchMedia("(prefers-color-scheme: dark)").matches') is True
+            )
+            dark_bg = await firefox.evaluate(BACKGROUND)
+            assert dark_bg != light_bg, (light_bg, dark_bg)
+            await firefox.screenshot(ARTIFACTS / "firefox-identity-dark.png")
 
 
-def test_app_views_keyboard_and_themes_in_firefox(tmp_path: Path) -> None:
+def test_app_views_keyboard_themes_and_a_call_in_firefox(tmp_path: Path) -> None:
     executable = require_tool("firefox-esr")
     require_tool("ip", "iproute2")
     require_root()
-    run_offline(lambda: scenario(tmp_path, executable))
+    run_offline(lambda: scenario(tmp_path, executable), dummy="10.99.0.1/24")
