@@ -171,25 +171,28 @@ class MailboxServerService:
         section: MailboxSection,
         *,
         dht: DhtService | None = None,
-        advertise: str | None = None,
+        public_ip: str | None = None,
     ) -> None:
         self.home = home
         self.identity = identity
         self.section = section
         self.dht = dht
-        self.advertise = advertise  # the IP to offer when listening on a wildcard
+        self.public_ip = public_ip  # the node's, offered when listening on a wildcard
         self.server: MailboxServer | None = None
         self.offers_published = 0
 
     def offer_address(self) -> tuple[str, int] | None:
-        """Where peers reach us: the bound IP, else the advertised one (None: unknown)."""
+        """Where peers reach us: ``[mailbox] advertise``, else the bound IP, else the
+        node's public IP (None: unknown, so no offer)."""
         if self.server is None:
             return None
         host, port = self.server.address
-        if ipaddress.ip_address(host).is_unspecified:
-            if self.advertise is None:
+        if self.section.advertise is not None:
+            host = self.section.advertise
+        elif ipaddress.ip_address(host).is_unspecified:
+            if self.public_ip is None:
                 return None
-            host = self.advertise
+            host = self.public_ip
         return str(ipaddress.ip_address(host)), port
 
     async def start(self) -> None:
@@ -498,8 +501,8 @@ def add_chat_services(
     presence = config.presence
     assert isinstance(presence, PresenceSection)
     if mailbox.serve:
-        advertise = mailbox.advertise or config.supernode.public_ip or presence.advertise
-        add(MailboxServerService(home, identity, mailbox, dht=dht, advertise=advertise))
+        public_ip = config.supernode.public_ip or presence.advertise
+        add(MailboxServerService(home, identity, mailbox, dht=dht, public_ip=public_ip))
     chat = config.chat
     assert isinstance(chat, ChatSection)
     if chat.enabled:

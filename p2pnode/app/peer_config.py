@@ -116,7 +116,9 @@ class ChatSection(BaseModel):
 
     enabled: bool = Field(False, description="host the messaging service (needs [presence])")
     mailboxes: tuple[MailboxText, ...] = Field(
-        (), max_length=8, description="our mailboxes, PEERID@HOST:PORT (at least three)"
+        (),
+        max_length=8,
+        description="pinned mailboxes, PEERID@HOST:PORT (fewer than 3: found in the network)",
     )
     drain_every: float = Field(60.0, gt=0, description="seconds between mailbox polls")
     retry_first: float = Field(2.0, gt=0, description="first outbox retry, seconds")
