@@ -11,7 +11,7 @@ digest, ``net_interface 127.0.0.1`` as in test_bridge_baresip.py):
 * G.722 against a PCMU P2P leg (transcoded both ways): baresip (440 Hz)
   dials ``bob`` offering G.722 only and rtcp-mux; the bridge answers G.722
   (``9 G722/8000``, 16 kHz audio) with ``a=rtcp-mux`` and rings the peer
-  (550 Hz); baresip hangs up after ~7 s, time for one RTCP report each way
+  (550 Hz), who hangs up after 6.5 s: time for one RTCP report each way
   (ours 1.25-3.75 s after our first audio, baresip's every 5 s).
 
 Each recording must hold the other side's tone (FFT); the bridge's ``ended``
@@ -110,13 +110,18 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         await asyncio.wait_for(process.wait(), 5)
 
 
-async def _ended(bridge: SipP2pBridge) -> BridgedCallSummary:
+async def _event(bridge: SipP2pBridge, what: str) -> BridgeEvent:
     async with asyncio.timeout(WAIT):
         while True:
             event: BridgeEvent = await bridge.events.get()
-            if event.what == "ended":
-                assert event.summary is not None
-                return event.summary
+            if event.what == what:
+                return event
+
+
+async def _ended(bridge: SipP2pBridge) -> BridgedCallSummary:
+    summary = (await _event(bridge, "ended")).summary
+    assert summary is not None
+    return summary
 
 
 async def _registered(gateway: SipGateway, bound: int) -> None:
@@ -174,8 +179,14 @@ async def scenario(baresip: str, tmp: Path) -> Calls:
 
             # 2. alice's other baresip, G.722 only, dials bob (the peer, auto-answering).
             dial = ("-e", f"/dial sip:bob@{DOMAIN}")
-            phones.append(await _spawn(baresip, "-f", str(tmp / "g722"), "-t", "8", *dial))
+            phones.append(await _spawn(baresip, "-f", str(tmp / "g722"), "-t", "60", *dial))
+            answered = await _event(bridge, "peer-answered")  # its call id is the P2P call's
+            # baresip reports 5 s after its stream starts, ours go at 1.25-3.75 s:
+            # 6.5 s of call carry one report each way, with 1.5 s to spare under load.
+            await asyncio.sleep(6.5)
+            await peer.hangup(answered.call_id)
             g722_summary = await _ended(bridge)
+            await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
             await _stop(phones[1])
             for task in tasks:
                 task.cancel()
