@@ -68,6 +68,7 @@ from p2pnode.sessions.chat import MessageStatus
 from p2pnode.sessions.chat_signal import ChatSignalRefusedError, chat_envelope, online_sender
 from p2pnode.sessions.crypto import PrekeyBundle
 from p2pnode.sessions.mailbox import MailboxCore
+from p2pnode.sessions.mailbox_choice import FORMER_KEPT
 from p2pnode.sessions.mailbox_list import (
     MAILBOX_LIST_SUBJECT,
     MAILBOX_OFFER_SUBJECT,
@@ -383,9 +384,15 @@ class ChatService:
         chosen = tuple(m for m in state.chosen if m.key not in keys) if searching else ()
         current = (pinned + chosen)[:MAX_MAILBOXES]
         named = {m.key for m in current}
-        dropped = [(m, math.inf) for m in state.chosen if m.key not in named]
+        until = time.time() + FORMER_KEPT  # no longer named: drained for its retention
+        dropped = [(m, until) for m in state.chosen if m.key not in named]
         former = dropped + [(m, math.inf if t is None else t) for m, t in state.former]
         unique = {m.key: (m, t) for m, t in former if m.key not in named}
+        if dropped:  # saved now, so their retention runs from today and not from every start
+            ends = tuple((m, None if math.isinf(t) else t) for m, t in unique.values())
+            with contextlib.suppress(OSError):
+                kept = tuple(m for m in current if m.key not in keys)
+                save_mailbox_state(self.home / MAILBOXES_FILE, MailboxState(kept, ends))
         return MailboxConfigPart(current, tuple(unique.values())), searching
 
     async def start(self) -> None:

@@ -4,18 +4,24 @@ damaged file costs a new choice, never a crash."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from p2pnode.app.mailbox_state import (
+    MAILBOXES_FILE,
     MailboxState,
     format_mailbox,
     load_mailbox_state,
     parse_mailbox,
     save_mailbox_state,
 )
+from p2pnode.app.peer_chat import ChatService
+from p2pnode.app.peer_config import ChatSection
 from p2pnode.identity import Identity
+from p2pnode.sessions.mailbox_choice import FORMER_KEPT
 from p2pnode.sessions.mailbox_list import MailboxEntry
 
 KEYS = [Identity.generate(bytes([40 + i]) * 32).public_key for i in range(4)]
@@ -59,3 +65,32 @@ def test_damaged_file_gives_an_empty_state(tmp_path: Path, content: bytes) -> No
     path = tmp_path / "mailboxes.json"
     path.write_bytes(content)
     assert load_mailbox_state(path) == MailboxState()
+
+
+def chat_service(home: Path, pinned: tuple[MailboxEntry, ...]) -> ChatService:
+    section = ChatSection.model_validate(
+        {"enabled": True, "mailboxes": [format_mailbox(m) for m in pinned]}
+    )
+    nothing: Any = None  # the start-up choice reads only the home and the config
+    return ChatService(home, Identity.generate(), nothing, nothing, section, emit=print)
+
+
+def test_start_takes_the_config_first_then_the_saved_choice(tmp_path: Path) -> None:
+    save_mailbox_state(tmp_path / MAILBOXES_FILE, MailboxState(CHOSEN, FORMER))
+    pinned = (FORMER[1][0],)  # named in the config now: current, not former
+    initial, searching = chat_service(tmp_path, pinned)._initial_mailboxes()
+    assert searching and initial.mailboxes == pinned + CHOSEN
+    assert initial.former == FORMER[:1]
+
+
+def test_three_in_the_config_retire_the_saved_choice(tmp_path: Path) -> None:
+    save_mailbox_state(tmp_path / MAILBOXES_FILE, MailboxState(CHOSEN, ()))
+    pinned = tuple(MailboxEntry(k, "127.0.0.1", 5000 + i) for i, k in enumerate(KEYS[1:]))
+    before = time.time()
+    initial, searching = chat_service(tmp_path, pinned)._initial_mailboxes()
+    assert not searching and initial.mailboxes == pinned
+    # the saved one not in the config is drained for its retention, from today on
+    ((entry, until),) = initial.former
+    assert entry == CHOSEN[0] and before + FORMER_KEPT <= until <= time.time() + FORMER_KEPT
+    saved = load_mailbox_state(tmp_path / MAILBOXES_FILE)
+    assert saved.chosen == () and saved.former == ((CHOSEN[0], until),)
