@@ -10,7 +10,8 @@ Offline twice over: the profile's user.js turns off every background service
 that would call home (remote settings, telemetry, updates, safe browsing, DoH,
 captive portal, push...), and :func:`run_offline` runs the whole scenario --
 the node, the test's HTTP client and Firefox -- in a fresh network namespace
-that has only loopback, so whatever a pref misses has nowhere to go.
+that has only loopback (and, for calls, a veth pair whose both ends are in
+it), so whatever a pref misses has nowhere to go.
 """
 
 from __future__ import annotations
