@@ -282,6 +282,9 @@ class SipBridgeService:
         except BaseException:
             await _close(parts)
             raise
+        if callers is BridgeCallers.HOSTED and self.sip.presence is not None:
+            # the phones' registration state, live to the watchers of the hosted identity
+            self.sip.presence.attach(login, signalling.set_presence)
         return _Bridge(login, callers, identity, signalling, channel, calls, ua, bridge, chat)
 
     def _resolver(self, domain: str) -> PeerResolver:
@@ -353,6 +356,8 @@ class SipBridgeService:
         bridges, self._bridges = self._bridges, []
         gateway = self.sip.gateway
         for bridge in bridges:
+            if self.sip.presence is not None:
+                self.sip.presence.detach(bridge.login, bridge.signalling.set_presence)
             self._retired.add(bridge.bridge.statistics())
             if bridge.chat is not None:
                 self._retired.add_texts(bridge.chat.bridge.statistics())

@@ -6,7 +6,8 @@ service opens the accounts where ``p2pnode sip account add`` and the desktop
 app write them (``<home>/sip-accounts.sqlite``), takes the domain from
 ``[sip]`` or from that file, gives the gateway the node's DHT as its
 directory (a registered account's login is claimed with the identity the
-gateway hosts for it), and answers the control API's status with a snapshot
+gateway hosts for it, and that identity's presence is published while a
+device is registered: ``sip_presence``), and answers the control API's status with a snapshot
 of the registrations. A fresh gateway is built at every start, so the node's
 restart after a failure begins from a clean state (registrations are
 renewed by the phones within their Expires).
@@ -18,13 +19,18 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p2pnode.app.services import DhtService, directory_of
 from p2pnode.app.sip_config import SipSection, to_gateway
+from p2pnode.app.sip_presence import SipPresence, dht_publisher
 from p2pnode.gateways.sip.accounts import AccountError, AccountStore
 from p2pnode.gateways.sip.gateway import NumberDirectory, SipGateway
 from p2pnode.gateways.sip.hosted import LoginClaimer
 from p2pnode.gateways.sip.settings import GatewayStatistics
+
+if TYPE_CHECKING:
+    from p2pnode.dht import DhtNode
 
 __all__ = [
     "ACCOUNTS_FILE",
@@ -89,13 +95,17 @@ class SipService:
         directory: Callable[[], LoginClaimer] | None = None,
         p2p_login: str | None = None,
         numbers: Callable[[], NumberDirectory] | None = None,
+        presence: Callable[[], DhtNode] | None = None,
     ) -> None:
-        """``p2p_login``: the bridge's account (what the gateway does not host goes there)."""
+        """``p2p_login``: the bridge's account (what the gateway does not host goes there);
+        ``presence``: the DHT the hosted identities' PRESENCE records go to."""
         self.home = home
         self.section = section
         self._directory = directory
         self._numbers = numbers  # our trusted ENUM, asked first for outbound numbers
         self.p2p_login = p2p_login
+        self._presence_dht = presence
+        self.presence: SipPresence | None = None  # while a gateway runs (the bridge attaches)
         self.stopped = asyncio.Event()  # set when this start's gateway stops (the bridge follows)
         self.started = asyncio.Event()  # set while a gateway runs (the bridge waits for it)
         self.store: AccountStore | None = None
@@ -124,6 +134,7 @@ class SipService:
             directory=lambda: directory_of(dht, frozenset()),
             p2p_login=p2p_login,
             numbers=numbers,
+            presence=lambda: dht.node,
         )
 
     async def start(self) -> None:
@@ -145,12 +156,17 @@ class SipService:
             store.close()
             raise
         self.store, self.gateway, self.domain = store, gateway, store.realm
+        if self._presence_dht is not None:
+            self.presence = SipPresence(gateway, dht_publisher(self._presence_dht(), store))
+            self.presence.start()
         self.stopped = asyncio.Event()
         self.started.set()
 
     async def stop(self) -> None:
-        gateway, store = self.gateway, self.store
-        self.gateway = self.store = None
+        gateway, store, presence = self.gateway, self.store, self.presence
+        self.gateway = self.store = self.presence = None
+        if presence is not None:
+            await presence.stop()
         self.stopped.set()
         self.started.clear()
         if gateway is not None:

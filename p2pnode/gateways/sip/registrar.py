@@ -104,6 +104,9 @@ class Registrar:
         self._digest = digest
         self._lookup = lookup
         self._bindings: dict[str, tuple[Binding, ...]] = {}
+        # Called with the username whenever its bindings change (added, refreshed,
+        # removed, expired); no I/O in them: they only note it (e.g. presence).
+        self.listeners: list[Callable[[str], None]] = []
 
     def bindings(self, username: str, now: float) -> tuple[Binding, ...]:
         return tuple(b for b in self._bindings.get(username, ()) if b.expires_at > now)
@@ -134,10 +137,14 @@ class Registrar:
         return len(kept) != len(current)
 
     def _store(self, username: str, bindings: tuple[Binding, ...]) -> None:
+        before = self._bindings.get(username, ())
         if bindings:
             self._bindings[username] = bindings
         else:
             self._bindings.pop(username, None)
+        if bindings != before:
+            for listener in self.listeners:
+                listener(username)
 
     # -- REGISTER --------------------------------------------------------------------------
     def handle(
