@@ -221,12 +221,11 @@ class SipPresence:
             self._task = None
 
     def attach(self, login: str, sink: StatusSink) -> None:
-        """Also tell ``sink`` (a bridge's ``set_presence``) ``login``'s status, now and on
-        every publish (coalesced the same way)."""
+        """Also tell ``sink`` (a bridge's ``set_presence``) ``login``'s status: now (from
+        the registrar: a hosted identity without a registered phone is offline, not the
+        signalling's default) and on every publish (coalesced the same way)."""
         self._sinks[login] = sink
-        status = self.plan.status(login)
-        if status is not None:
-            sink(status)
+        sink(PresenceStatus.ONLINE if self._online(login) else PresenceStatus.OFFLINE)
 
     def detach(self, login: str, sink: StatusSink) -> None:
         if self._sinks.get(login) == sink:  # bound methods compare equal, never identical

@@ -6,8 +6,9 @@ signalling speaks as her hosted identity) and ``dave`` (no bridge); B, a peer
 attached to A. Our SIP user agent registers as dave: B's DHT lookup of dave's
 hosted identity's PRESENCE record says online; it unregisters (Expires: 0):
 offline, with a higher seq; it registers again: online, higher again. alice's
-phone registers and B, watching her hosted identity through its home, is told
-"online" live; her phone unregisters: "offline".
+phone is not registered yet and B, watching her hosted identity through its
+home, is told "offline"; it registers: "online", live; it unregisters:
+"offline" again.
 """
 
 from __future__ import annotations
@@ -171,13 +172,15 @@ async def scenario(root: Path) -> None:
 
         # alice: her bridge's signalling tells B, watching her hosted identity, live.
         await until(lambda: b_signalling.watch(alice_key), "alice's CONTACT found")
+        # no phone yet: offline (not the default "online" of an attached identity)
+        await until(lambda: _watched(b_signalling, alice_key) == "offline", "alice offline")
         phone = SipUserAgent("alice", alice_password, DOMAIN, sip.gateway.address)
         await phone.start()
         try:
             assert (await phone.register(expires=300)).status == 200
             await until(lambda: _watched(b_signalling, alice_key) == "online", "alice online")
             assert (await phone.register(expires=0)).status == 200
-            await until(lambda: _watched(b_signalling, alice_key) == "offline", "alice offline")
+            await until(lambda: _watched(b_signalling, alice_key) == "offline", "alice gone")
         finally:
             await phone.close()
 
