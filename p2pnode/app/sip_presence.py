@@ -100,37 +100,47 @@ class PresencePlan:
         self.republish = republish
         self.max_tracked = max_tracked
         self._published: OrderedDict[str, _Published] = OrderedDict()
-        self._active: set[str] = set()  # logins to look at (changed, online, or retrying)
+        self._active: set[str] = set()  # looked at by every sweep (online, or retrying)
+        self._touched: set[str] = set()  # changed and not yet settled: looked at every round
 
     def touch(self, login: str) -> None:
         """The registrar says ``login``'s bindings changed: look at it at the next ``due``."""
         if len(self._active) < self.max_tracked:
             self._active.add(login)
+            self._touched.add(login)
 
     def status(self, login: str) -> PresenceStatus | None:
         """What was last published for ``login`` (None: nothing yet)."""
         entry = self._published.get(login)
         return None if entry is None else entry.status
 
-    def due(self, now: float, online: Callable[[str], bool]) -> list[Publication]:
-        """The publications to make now (each recorded as made; ``failed`` retries one)."""
+    def due(
+        self, now: float, online: Callable[[str], bool], *, sweep: bool = False
+    ) -> list[Publication]:
+        """The publications to make now (each recorded as made; ``failed`` retries one).
+
+        Only touched logins are looked at, unless ``sweep``: then every tracked one
+        (lapsed registrations and renewals are no events; a round per REGISTER
+        refresh stays cheap with thousands of phones online)."""
         out: list[Publication] = []
-        for login in sorted(self._active):
+        for login in sorted(self._active if sweep else self._touched):
             want = PresenceStatus.ONLINE if online(login) else PresenceStatus.OFFLINE
             entry = self._published.get(login)
             if entry is None and want is PresenceStatus.OFFLINE:
-                self._active.discard(login)  # never said online: nothing to withdraw
+                self._forget(login)  # never said online: nothing to withdraw
                 continue
             if entry is not None:
                 if now - entry.at < self.min_interval:
                     continue  # coalesce: looked at again once the interval has passed
+                self._touched.discard(login)
                 if entry.status is want:
                     if want is PresenceStatus.OFFLINE:
-                        self._active.discard(login)  # withdrawn; the record ages out itself
+                        self._forget(login)  # withdrawn; the record ages out itself
                         continue
                     if now - entry.at < self.republish:
                         continue
             seq = max(0 if entry is None else entry.seq + 1, int(now * 1000))
+            self._touched.discard(login)
             self._remember(login, _Published(want, now, seq))
             out.append(Publication(login, want, seq, int(now)))
         return out
@@ -142,22 +152,29 @@ class PresencePlan:
         if entry is not None and entry.seq == publication.seq:
             self._remember(publication.login, _Published(None, entry.at, entry.seq))
         self._active.add(publication.login)
+        self._touched.add(publication.login)
 
-    def next_deadline(self) -> float | None:
-        """The earliest time a coalesced or renewed publish may fall due (None: none)."""
+    def next_deadline(self, now: float) -> float | None:
+        """When a coalesced change falls due after ``now`` (None: none is waiting; renewals
+        and lapsed registrations are found by the sweeps). Call after ``due(now, ...)``."""
         times = [
             entry.at + self.min_interval
-            for login in self._active
+            for login in self._touched
             if (entry := self._published.get(login)) is not None
+            and entry.at + self.min_interval > now
         ]
         return min(times, default=None)
+
+    def _forget(self, login: str) -> None:
+        self._active.discard(login)
+        self._touched.discard(login)
 
     def _remember(self, login: str, entry: _Published) -> None:
         self._published.pop(login, None)
         self._published[login] = entry
         while len(self._published) > self.max_tracked:
             gone, _ = self._published.popitem(last=False)
-            self._active.discard(gone)
+            self._forget(gone)
 
 
 PresencePublisher = Callable[[str, Publication], Awaitable[bool]]
@@ -241,17 +258,21 @@ class SipPresence:
         return bool(self.gateway.registrar.bindings(login, now))
 
     async def _run(self) -> None:
+        swept = float("-inf")
         while True:
+            self._wake.clear()  # before looking: a change during the puts wakes the next round
             now = self._clock()
-            due = self.plan.due(now, self._online)
+            sweep = now - swept >= self._check_every
+            if sweep:
+                swept = now
+            due = self.plan.due(now, self._online, sweep=sweep)
             for start in range(0, len(due), MAX_PARALLEL):
                 batch = due[start : start + MAX_PARALLEL]
                 await asyncio.gather(*(self._publish(p) for p in batch))
-            deadline = self.plan.next_deadline()
-            wait = self._check_every
+            deadline = self.plan.next_deadline(now)
+            wait = max(0.05, swept + self._check_every - now)  # expiry is no event: swept
             if deadline is not None:
-                wait = min(wait, max(0.05, deadline - self._clock()))
-            self._wake.clear()
+                wait = min(wait, max(0.05, deadline - now))
             try:
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
@@ -260,12 +281,12 @@ class SipPresence:
 
     async def _publish(self, publication: Publication) -> None:
         sink = self._sinks.get(publication.login)
-        if sink is not None:
-            sink(publication.status)
         try:
+            if sink is not None:
+                sink(publication.status)
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 stored = await self._publisher(publication.login, publication)
-        except (TimeoutError, OSError, ValueError) as error:
+        except Exception as error:  # one account's failure must not end presence for all
             _log.info("sip presence publish failed error=%s", type(error).__name__)
             stored = False
         if stored:

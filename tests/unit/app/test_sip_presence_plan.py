@@ -24,11 +24,11 @@ def test_online_on_register_offline_after_the_last_binding_with_rising_seqs() ->
     registered.clear()
     plan.touch("alice")
     assert plan.due(T0 + 1, registered.__contains__) == []  # coalesced until T0 + 3
-    assert plan.next_deadline() == T0 + 3
+    assert plan.next_deadline(T0 + 1) == T0 + 3
     (second,) = plan.due(T0 + 3, registered.__contains__)
     assert second.status is OFFLINE and second.seq > first.seq
     assert plan.due(T0 + 10, registered.__contains__) == []  # withdrawn: no longer looked at
-    assert plan.next_deadline() is None
+    assert plan.next_deadline(T0 + 10) is None
     registered.add("alice")
     plan.touch("alice")
     (third,) = plan.due(T0 + 10, registered.__contains__)
@@ -59,9 +59,22 @@ def test_an_online_record_is_renewed_before_it_expires() -> None:
     plan = PresencePlan(min_interval=3.0, republish=300.0)
     plan.touch("alice")
     (first,) = plan.due(T0, lambda _login: True)
-    assert plan.due(T0 + 299, lambda _login: True) == []
-    (renewed,) = plan.due(T0 + 300, lambda _login: True)
+    assert plan.due(T0 + 299, lambda _login: True, sweep=True) == []
+    assert plan.next_deadline(T0 + 299) is None  # nothing waits: renewals come from sweeps
+    assert plan.due(T0 + 300, lambda _login: True) == []  # not touched, not swept
+    (renewed,) = plan.due(T0 + 300, lambda _login: True, sweep=True)
     assert renewed.status is ONLINE and renewed.seq > first.seq
+
+
+def test_a_lapsed_registration_is_found_by_a_sweep() -> None:
+    plan = PresencePlan(min_interval=3.0)
+    registered = {"alice"}
+    plan.touch("alice")
+    plan.due(T0, registered.__contains__)
+    registered.clear()  # the binding expired: the registrar tells nobody
+    assert plan.due(T0 + 5, registered.__contains__) == []
+    (offline,) = plan.due(T0 + 5, registered.__contains__, sweep=True)
+    assert offline.status is OFFLINE
 
 
 def test_a_login_never_online_publishes_nothing() -> None:
@@ -102,22 +115,24 @@ def test_remembered_accounts_are_bounded() -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.floats(0.0, 20.0), st.sampled_from(["alice", "bob"]), st.booleans()),
+        st.tuples(
+            st.floats(0.0, 20.0), st.sampled_from(["alice", "bob"]), st.booleans(), st.booleans()
+        ),
         max_size=40,
     )
 )
 def test_seqs_rise_publishes_are_spaced_and_the_last_state_is_published(
-    steps: list[tuple[float, str, bool]],
+    steps: list[tuple[float, str, bool, bool]],
 ) -> None:
     plan = PresencePlan(min_interval=3.0, republish=300.0)
     registered: set[str] = set()
     out: list[tuple[float, Publication]] = []
     now = T0
-    for advance, login, online in steps:
+    for advance, login, online, sweep in steps:
         now += advance
         (registered.add if online else registered.discard)(login)
         plan.touch(login)
-        out += [(now, p) for p in plan.due(now, registered.__contains__)]
+        out += [(now, p) for p in plan.due(now, registered.__contains__, sweep=sweep)]
     now += 3.0  # quiet: whatever was coalesced is due now
     out += [(now, p) for p in plan.due(now, registered.__contains__)]
     for login in ("alice", "bob"):
