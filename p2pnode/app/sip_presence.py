@@ -48,6 +48,7 @@ from p2pnode.records import RecordKind
 
 __all__ = [
     "CHECK_EVERY",
+    "MAX_PARALLEL",
     "MAX_TRACKED",
     "MIN_INTERVAL",
     "PUBLISH_TIMEOUT",
@@ -84,6 +85,7 @@ class _Published:
     status: PresenceStatus | None  # None: the last put failed (whatever it said is unknown)
     at: float  # when it was published (or last tried)
     seq: int
+    since: int  # since when the status holds (a renewal keeps it)
 
 
 class PresencePlan:
@@ -140,9 +142,11 @@ class PresencePlan:
                     if now - entry.at < self.republish:
                         continue
             seq = max(0 if entry is None else entry.seq + 1, int(now * 1000))
+            same = entry is not None and entry.status is want
+            since = entry.since if entry is not None and same else int(now)
             self._touched.discard(login)
-            self._remember(login, _Published(want, now, seq))
-            out.append(Publication(login, want, seq, int(now)))
+            self._remember(login, _Published(want, now, seq, since))
+            out.append(Publication(login, want, seq, since))
         return out
 
     def failed(self, publication: Publication) -> None:
@@ -150,7 +154,8 @@ class PresencePlan:
         (the seq is kept, so the next one is higher)."""
         entry = self._published.get(publication.login)
         if entry is not None and entry.seq == publication.seq:
-            self._remember(publication.login, _Published(None, entry.at, entry.seq))
+            failed = _Published(None, entry.at, entry.seq, entry.since)
+            self._remember(publication.login, failed)
         self._active.add(publication.login)
         self._touched.add(publication.login)
 

@@ -64,6 +64,7 @@ def test_an_online_record_is_renewed_before_it_expires() -> None:
     assert plan.due(T0 + 300, lambda _login: True) == []  # not touched, not swept
     (renewed,) = plan.due(T0 + 300, lambda _login: True, sweep=True)
     assert renewed.status is ONLINE and renewed.seq > first.seq
+    assert renewed.since == first.since == int(T0)  # online since the registration
 
 
 def test_a_lapsed_registration_is_found_by_a_sweep() -> None:
