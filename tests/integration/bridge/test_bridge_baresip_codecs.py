@@ -124,6 +124,17 @@ async def _ended(bridge: SipP2pBridge) -> BridgedCallSummary:
     return summary
 
 
+async def _round_trip_measured(bridge: SipP2pBridge, deadline: float) -> None:
+    """Until the live phone leg's RTCP has a round trip (or ``deadline`` s passed)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while loop.time() < end:
+        sessions = [leg.rtcp for leg in bridge._legs.values() if leg.rtcp is not None]
+        if any(session.statistics().round_trip_ms is not None for session in sessions):
+            return
+        await asyncio.sleep(0.2)
+
+
 async def _registered(gateway: SipGateway, bound: int) -> None:
     async with asyncio.timeout(WAIT):
         # baresip registers (challenge, MD5); the gateway has no event to await
@@ -181,9 +192,10 @@ async def scenario(baresip: str, tmp: Path) -> Calls:
             dial = ("-e", f"/dial sip:bob@{DOMAIN}")
             phones.append(await _spawn(baresip, "-f", str(tmp / "g722"), "-t", "60", *dial))
             answered = await _event(bridge, "peer-answered")  # its call id is the P2P call's
-            # baresip reports 5 s after its stream starts, ours go at 1.25-3.75 s:
-            # 6.5 s of call carry one report each way, with 1.5 s to spare under load.
-            await asyncio.sleep(6.5)
+            # baresip reports every ~5 s, ours go first at 1.25-3.75 s: a round trip
+            # needs a report of baresip's sent after ours arrived. Wait for it (bounded)
+            # rather than for a fixed time, which under CI load was one report short.
+            await _round_trip_measured(bridge, deadline=20.0)
             await peer.hangup(answered.call_id)
             g722_summary = await _ended(bridge)
             await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
