@@ -144,12 +144,23 @@ async def _call_bob(firefox: Firefox, lab: Lab, root: Path) -> None:
     bob = lab.nodes["bob"]
     await firefox.evaluate('document.getElementById("nav-calls").click()')
     await firefox.wait_for(f'{HEADING} === "Calls"', WAIT)
+    # the view renders again once its data loaded: type only into the settled form
+    await firefox.wait_for(
+        '!document.querySelector("main [role=status]")?.textContent.startsWith("Loading")', WAIT
+    )
     await firefox.evaluate('document.getElementById("call-to").focus()')
     await firefox.type_text(bob.identity.peer_id)
+    typed = 'document.getElementById("call-to").value'
+    await firefox.wait_for(f"{typed} === {json.dumps(bob.identity.peer_id)}", WAIT)
     await firefox.press("Enter")  # submits the call form
-    await firefox.wait_for(
-        'document.querySelectorAll("tr[data-state=answered]").length === 1', WAIT
-    )
+    try:
+        await firefox.wait_for(
+            'document.querySelectorAll("tr[data-state=answered]").length === 1', WAIT
+        )
+    except AssertionError as error:  # say what the page showed instead
+        shown = await firefox.evaluate('document.querySelector("main").innerText')
+        await firefox.screenshot(ARTIFACTS / "firefox-call-failed.png")
+        raise AssertionError(f"{error}; the Calls view showed: {shown!r}") from None
     await firefox.wait_for("(window.p2pPeaks || []).length >= 20", WAIT)
     peaks: list[float] = await firefox.evaluate("window.p2pPeaks.slice(-20)")
     assert len([p for p in peaks if abs(p - 660.0) < 15]) >= 15, peaks  # the page hears bob
