@@ -24,10 +24,10 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from p2pnode.app.config_types import IpText, PeerIdText, check_network
 from p2pnode.app.peer_config import CallsSection, ChatSection, MailboxSection, PresenceSection
 from p2pnode.app.sip_config import SipSection
 from p2pnode.app.web_config import WebSection
-from p2pnode.identity import public_key_from_peer_id
 
 __all__ = [
     "CONFIG_FILE",
@@ -77,34 +77,12 @@ def _check_hostport(text: str) -> str:
     return text
 
 
-def _check_ip(text: str) -> str:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        raise ValueError("not an IP address") from None
-    return text
-
-
 def _check_cidr(text: str) -> str:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError("not an address range (CIDR)") from None
-    return text
-
-
-def _check_peer_id(text: str) -> str:
-    try:
-        public_key_from_peer_id(text)
-    except ValueError:
-        raise ValueError("not a peer id (52 characters)") from None
-    return text
+    return check_network(text, "not an address range (CIDR)")
 
 
 HostPort = Annotated[str, AfterValidator(_check_hostport), Field(examples=["127.0.0.1:4000"])]
-IpText = Annotated[str, AfterValidator(_check_ip)]
 Cidr = Annotated[str, AfterValidator(_check_cidr)]
-PeerIdText = Annotated[str, AfterValidator(_check_peer_id)]
 Level = Literal["debug", "info", "warning", "error"]
 
 

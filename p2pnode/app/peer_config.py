@@ -12,44 +12,22 @@ Off by default: a node hosts signalling only when its operator asks for it.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from p2pnode.identity import public_key_from_peer_id
+from p2pnode.app.config_types import (
+    IpHostPort,
+    IpText,
+    PeerIdText,
+    check_ip_hostport,
+    check_peer_id,
+)
 
 __all__ = ["CallsSection", "ChatSection", "MailboxSection", "PresenceSection"]
 
 
-def _check_hostport(text: str) -> str:
-    """HOST:PORT with an IP host (config.py cannot be imported here: it imports us)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("not HOST:PORT")
-    _check_ip(host.strip("[]"))
-    return text
-
-
-def _check_ip(text: str) -> str:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        raise ValueError("not an IP address") from None
-    return text
-
-
-def _check_peer_id(text: str) -> str:
-    try:
-        public_key_from_peer_id(text)
-    except ValueError:
-        raise ValueError("not a peer id (52 characters)") from None
-    return text
-
-
-HostPort = Annotated[str, AfterValidator(_check_hostport)]
-IpText = Annotated[str, AfterValidator(_check_ip)]
-PeerIdText = Annotated[str, AfterValidator(_check_peer_id)]
+HostPort = IpHostPort
 
 
 class PresenceSection(BaseModel):
@@ -87,8 +65,8 @@ def _check_mailbox(text: str) -> str:
     peer_id, sep, address = text.partition("@")
     if not sep:
         raise ValueError("not PEERID@HOST:PORT")
-    _check_peer_id(peer_id)
-    _check_hostport(address)
+    check_peer_id(peer_id)
+    check_ip_hostport(address)
     return text
 
 

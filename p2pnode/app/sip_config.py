@@ -22,11 +22,11 @@ before anything binds.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from p2pnode.app.config_types import IpHostPort, IpText, check_network
 from p2pnode.gateways.sip.accounts import valid_login
 from p2pnode.gateways.sip.digest import Algorithm
 from p2pnode.gateways.sip.settings import GatewayConfig
@@ -40,29 +40,8 @@ MAX_BRIDGED = 16  # hosted accounts with a bridge: each is one more signalling s
 MAX_FOREIGN_DOMAINS = 1000
 
 
-def _check_hostport(text: str) -> str:
-    """HOST:PORT with an IP host (config.py cannot be imported here: it imports us)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("not HOST:PORT")
-    _check_ip(host.strip("[]"))
-    return text
-
-
-def _check_ip(text: str) -> str:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        raise ValueError("not an IP address") from None
-    return text
-
-
 def _check_source(text: str) -> str:
-    try:
-        ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        raise ValueError("not an IP address or network") from None
-    return text
+    return check_network(text)
 
 
 def _check_login(text: str) -> str:
@@ -92,8 +71,7 @@ def _split(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-HostPort = Annotated[str, AfterValidator(_check_hostport)]
-IpText = Annotated[str, AfterValidator(_check_ip)]
+HostPort = IpHostPort
 SourceText = Annotated[str, AfterValidator(_check_source)]
 LoginText = Annotated[str, AfterValidator(_check_login)]
 DidText = Annotated[str, AfterValidator(_check_did)]
