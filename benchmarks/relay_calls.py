@@ -50,6 +50,15 @@ from typing import IO
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# The TURN benchmark's coturn, credentials and process-CPU reader: one copy.
+from benchmarks.relay_throughput import (  # noqa: E402
+    PASSWORD,
+    REALM,
+    USER,
+    cpu_seconds,
+    start_coturn,
+    wait_for_stun,
+)
 from nat.stun import (  # noqa: E402
     Attribute,
     ChannelNumber,
@@ -68,8 +77,6 @@ from nat.stun import (  # noqa: E402
 )
 from nat.stun.message import long_term_key  # noqa: E402
 
-USER, PASSWORD, REALM = "bench", "bench-password", "bench"
-TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 PACING_S = 0.020  # one packet per stream every 20 ms
 PAYLOAD = 172  # RTP header (12) + 160 bytes of G.711 at 8 kHz, 20 ms
@@ -322,11 +329,6 @@ class Ladder:
     cpu_at_that_step: float
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 def host_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole host (/proc/stat 'cpu' line)."""
     fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -341,45 +343,6 @@ def rcvbuf_errors() -> int:
     if len(udp) < 2 or "RcvbufErrors" not in udp[0]:
         return 0
     return int(udp[1][udp[0].index("RcvbufErrors")])
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_for_stun(port: int, timeout: float = 10.0) -> None:
-    request = bytes.fromhex("000100002112a442") + b"benchmark123"
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(0.2)
-        while time.monotonic() < deadline:
-            sock.sendto(request, ("127.0.0.1", port))
-            try:
-                sock.recv(2048)
-                return
-            except TimeoutError:
-                continue
-    raise RuntimeError(f"no STUN answer on port {port}")
-
-
-def start_coturn() -> tuple[subprocess.Popen[bytes], int]:
-    port = free_udp_port()
-    process = subprocess.Popen(
-        [
-            "turnserver", "-n", "--listening-ip=127.0.0.1", f"--listening-port={port}",
-            "--relay-ip=127.0.0.1", f"--user={USER}:{PASSWORD}", f"--realm={REALM}",
-            "--lt-cred-mech", "--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls",
-            "--no-tcp-relay", "--min-port=40000", "--max-port=48000", "--relay-threads=1",
-            "--log-file=/dev/null", "--simple-log", "--no-stdout-log",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_for_stun(port)
-    return process, port
 
 
 def start_ours(profile: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
