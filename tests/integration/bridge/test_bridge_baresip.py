@@ -36,10 +36,10 @@ from p2pnode.sessions.media import ToneSource
 from tests.harness.audio import read_wav, spectrum
 from tests.harness.baresip import finished_recording, write_baresip_config
 from tests.harness.tools import require_tool
+from tests.integration.bridge.board import Board
 from tests.integration.bridge.test_bridge_call_loopback import (
     ALICE_ID,
     PEER_ID,
-    Board,
     loopback_ice,
 )
 
@@ -86,7 +86,7 @@ async def scenario(baresip: str, tmp_path: Path, codec: str) -> tuple[Path, list
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     bridge_ua = BridgeUserAgent("bob", bob_password, DOMAIN, gateway.address)
-    board = Board()
+    board = Board((ALICE_ID, PEER_ID))
     config = CallConfig(audio_codecs=(codec,))  # the P2P leg; the phone's is PCMU
     events: list[BridgeEvent] = []
     try:

@@ -48,11 +48,11 @@ from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
 from tests.harness.baresip import finished_recording, write_baresip_config
 from tests.harness.tools import require_tool
+from tests.integration.bridge.board import Board
 from tests.integration.bridge.test_bridge_baresip import assert_tone, free_udp_port
 from tests.integration.bridge.test_bridge_call_loopback import (
     ALICE_ID,
     PEER_ID,
-    Board,
     loopback_ice,
 )
 
@@ -150,7 +150,7 @@ async def scenario(baresip: str, tmp: Path) -> Calls:
     await gateway.start()
     assert gateway.address is not None
     bridge_ua = BridgeUserAgent("bob", bob_password, DOMAIN, gateway.address)
-    board = Board()
+    board = Board((ALICE_ID, PEER_ID))
     config = CallConfig(audio_codecs=("PCMU",))  # the P2P leg: the phone's codec is transcoded
     answering = CallConfig(audio_codecs=("PCMU",), auto_answer=True)
     opus_records = _phone(tmp / "opus", alice_password, gateway.address, "opus/48000/2")

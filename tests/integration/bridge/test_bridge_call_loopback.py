@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from p2pnode.sessions.call import CallDirection, CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
 from tests.harness.audio import read_wav, spectrum
+from tests.integration.bridge.board import Board
 
 DOMAIN = "gw.test"
 ALICE_ID = "alice-hosted-identity"
@@ -64,29 +65,6 @@ def loopback_ice() -> Iterator[None]:
         yield
     finally:
         aioice.ice.get_host_addresses = original
-
-
-class Board:
-    """In-memory signalling between the two calls services, one pump per peer."""
-
-    def __init__(self) -> None:
-        self.services: dict[str, CallService] = {}
-        self.queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {
-            ALICE_ID: asyncio.Queue(),
-            PEER_ID: asyncio.Queue(),
-        }
-
-    def sender(self, me: str) -> Callable[[str, bytes], Awaitable[None]]:
-        async def send(peer: str, payload: bytes) -> None:
-            if peer in self.queues:  # a signal to an unknown peer is lost, as on the network
-                self.queues[peer].put_nowait((me, payload))
-
-        return send
-
-    async def pump(self, me: str) -> None:
-        while True:
-            sender, payload = await self.queues[me].get()
-            await self.services[me].handle_signal(sender, payload)
 
 
 async def reinvite(ua: SipUserAgent, call: UaCall, direction: str) -> int:
@@ -126,7 +104,7 @@ async def scenario(tmp_path: Path) -> None:
     assert gateway.address is not None
     phone = SipUserAgent("alice", alice_password, DOMAIN, gateway.address)
     bridge_ua = BridgeUserAgent("bob", bridge_password, DOMAIN, gateway.address)
-    board = Board()
+    board = Board((ALICE_ID, PEER_ID))
     config = CallConfig(audio_codecs=("PCMU",))
     try:
         await phone.start()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from p2pnode.sessions.call import CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService, CallUpdate
 from p2pnode.sessions.media import ToneSource
 from tests.harness.audio import read_wav
+from tests.integration.bridge.board import Board
 from tests.integration.bridge.test_bridge_call_loopback import assert_tone, loopback_ice
 from tests.integration.directory.test_directory_dht import dht
 
@@ -56,28 +56,6 @@ DID = "+4930556"  # configured on the gateway for carol
 ALICE_ID = "alice-hosted-identity"
 GATEWAY_ID = "gateway-identity"
 WAIT = 15.0
-
-
-class Board:
-    """In-memory signalling between calls services, one pump per peer."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.services: dict[str, CallService] = {}
-        self.queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {
-            name: asyncio.Queue() for name in names
-        }
-
-    def sender(self, me: str) -> Callable[[str, bytes], Awaitable[None]]:
-        async def send(peer: str, payload: bytes) -> None:
-            if peer in self.queues:  # a signal to an unknown peer is lost, as on the network
-                self.queues[peer].put_nowait((me, payload))
-
-        return send
-
-    async def pump(self, me: str) -> None:
-        while True:
-            sender, payload = await self.queues[me].get()
-            await self.services[me].handle_signal(sender, payload)
 
 
 async def publish(

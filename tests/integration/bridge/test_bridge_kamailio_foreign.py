@@ -32,8 +32,8 @@ from p2pnode.sessions.call import CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
 from tests.harness.tools import require_tool
+from tests.integration.bridge.board import Board
 from tests.integration.bridge.test_bridge_call_loopback import loopback_ice
-from tests.integration.bridge.test_bridge_directory_loopback import Board
 from tests.integration.bridge.test_bridge_sipp_dtmf import DIGITS, UAC, free_udp_port
 from tests.integration.directory.test_directory_dht import dht
 from tests.interop.test_sip_kamailio_digest import wait_ready

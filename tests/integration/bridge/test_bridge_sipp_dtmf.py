@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from p2pnode.sessions.call import CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
 from tests.harness.tools import require_tool
+from tests.integration.bridge.board import Board
 from tests.integration.bridge.test_bridge_call_loopback import loopback_ice
 
 pytestmark = pytest.mark.interop
@@ -106,25 +106,6 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class Board:
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.services: dict[str, CallService] = {}
-        self.queues: dict[str, asyncio.Queue[tuple[str, bytes]]] = {
-            name: asyncio.Queue() for name in names
-        }
-
-    def sender(self, me: str) -> Callable[[str, bytes], Awaitable[None]]:
-        async def send(peer: str, payload: bytes) -> None:
-            self.queues[peer].put_nowait((me, payload))
-
-        return send
-
-    async def pump(self, me: str) -> None:
-        while True:
-            origin, payload = await self.queues[me].get()
-            await self.services[me].handle_signal(origin, payload)
 
 
 async def scenario(sipp: str, tmp_path: Path) -> None:
