@@ -224,9 +224,14 @@ class MessagingService:
         """Outbox state, mailbox copies held and receipts of one of our messages."""
         return self.core.status(message_id)
 
-    async def read(self, peer: bytes, message_ids: tuple[bytes, ...]) -> None:
-        """Tell ``peer`` these messages were shown to the person."""
-        await self._send_replies(self.core.read(peer, message_ids, self.clock()))
+    async def read(self, peer: bytes, message_ids: tuple[bytes, ...]) -> int:
+        """Tell ``peer`` these messages were shown to the person; how many were newly
+        marked (counted before any await: a message arriving meanwhile is not one)."""
+        before = self.core.unread().get(peer, 0)
+        replies = self.core.read(peer, message_ids, self.clock())
+        marked = before - self.core.unread().get(peer, 0)
+        await self._send_replies(replies)
+        return marked
 
     async def attach(self) -> int:
         """Register our mailbox list, publish nothing else, drain every mailbox; items drained."""
