@@ -31,33 +31,44 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
 
 from nat.logsafe import RefusalLog, clean
-from p2pnode.directory.trust import Route
 from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.b2bua import (
     Action,
     B2bua,
     CallEnded,
-    Contact,
     Respond,
     SendDirect,
     StartRequest,
     Target,
 )
+from p2pnode.gateways.sip.callers import CallerCheck
 from p2pnode.gateways.sip.delivery import MessageDelivery
-from p2pnode.gateways.sip.digest import DigestServer, VerdictKind
+from p2pnode.gateways.sip.digest import DigestServer
 from p2pnode.gateways.sip.errors import SipDecodeError
 from p2pnode.gateways.sip.headers import SipUri
 from p2pnode.gateways.sip.hosted import HostedIdentities, LoginClaimer, identity_of
 from p2pnode.gateways.sip.keepalive import NatKeepalive, PingTarget
 from p2pnode.gateways.sip.locate import locate
+from p2pnode.gateways.sip.lookups import (
+    MAX_LOCATING,
+    Locator,
+    NumberDirectory,
+    PendingLookups,
+    foreign_target,
+    invite_key_of,
+    number_route,
+)
 from p2pnode.gateways.sip.media import MediaRelay, MediaRelayFullError
 from p2pnode.gateways.sip.message import SipRequest, build_response
 from p2pnode.gateways.sip.messages import MessageQueue, QueuedMessage
 from p2pnode.gateways.sip.pinger import Pinger
-from p2pnode.gateways.sip.registrar import Registrar, RegistrarConfig, RegistrationResult
+from p2pnode.gateways.sip.registrar import (
+    Registrar,
+    RegistrarConfig,
+    RegistrationResult,
+)
 from p2pnode.gateways.sip.routing import (
     Caller,
     CallerKind,
@@ -106,8 +117,6 @@ _POLICY = UasPolicy(
 )
 ALLOW = _POLICY.allow
 CLAIM_TIMEOUT = 20.0
-MAX_LOCATING = 256  # RFC 3263 look-ups in flight; beyond, 503
-LOCATE_TIMEOUT = 8.0
 # CPython's collector thresholds while a gateway runs (only ever raised). A call set-up
 # allocates thousands of tracked objects and RFC 3261 keeps its finished transactions
 # ~32 s (Timers J/K/D), so with the default (700, 10, 10) full collections over the live
@@ -125,12 +134,6 @@ def relax_collector() -> None:
         gc.set_threshold(*raised)
 
 
-class NumberDirectory(Protocol):
-    """What the gateway asks of :class:`p2pnode.directory.lookup.Directory` for numbers."""
-
-    async def route(self, number: str) -> Route | None: ...
-
-
 class SipGateway:
     """The running gateway; ``name``/``start``/``stop``/``statistics`` follow the Service shape."""
 
@@ -145,11 +148,12 @@ class SipGateway:
         directory: LoginClaimer | None = None,
         p2p_login: str | None = None,
         numbers: NumberDirectory | None = None,
+        locator: Locator = locate,
     ) -> None:
         """``p2p_login``: the bridge's account; calls to logins and numbers not hosted here
         ring it (see :mod:`routing`). ``numbers``: our verifier-trusted ENUM (a
         ``directory.lookup.Directory`` with the operator's verifiers), asked first for
-        every outbound number."""
+        every outbound number. ``locator``: RFC 3263 server location for other domains."""
         self.config = config
         self.directory = directory
         self.numbers = numbers
@@ -162,8 +166,12 @@ class SipGateway:
             accounts.realm, randbytes(32), randbytes=randbytes, algorithms=algorithms
         )
         self.registrar = Registrar(
-            RegistrarConfig(config.domain), self.digest, accounts.credentials
+            RegistrarConfig(config.domain, min_expires=config.min_expires),
+            self.digest,
+            accounts.credentials,
         )
+        self._expiry: asyncio.TimerHandle | None = None  # at the registrar's next deadline
+        self.bindings_expired = 0
         self.guard = Guard(config.guard)
         # the shared fail2ban line (``refused what=sip-auth ...``), once per source and interval
         self.refusal_log = RefusalLog(_log, self._now)
@@ -192,13 +200,24 @@ class SipGateway:
             enum_first=numbers is not None,
             default_country=config.default_country,
         )
-        self._locating: set[asyncio.Task[None]] = set()
+        self._locator = locator
+        self.lookups = PendingLookups(limit=MAX_LOCATING)
         self._ticker: asyncio.Task[None] | None = None
         self.queue = MessageQueue()
         # Called with the login after each successful REGISTER (no I/O: they only wake).
         self.registration_listeners: list[Callable[[str], None]] = []
         self.delivery = MessageDelivery(
             stack=self.stack, queue=self.queue, randbytes=randbytes, respond=self._respond
+        )
+        self.callers = CallerCheck(
+            trunks=self.trunks,
+            router=self.router,
+            digest=self.digest,
+            accounts=accounts,
+            guard=self.guard,
+            refusal_log=self.refusal_log,
+            respond=self._respond,
+            clock=self._now,
         )
         self.pinger = Pinger(
             stack=self.stack,
@@ -249,8 +268,11 @@ class SipGateway:
                 self._apply(self.b2bua.advance(self._now()))
 
     async def stop(self) -> None:
-        for task in (*self._claiming, *self._locating):
+        for task in self._claiming:
             task.cancel()
+        self.lookups.close()
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
         self.pinger.close()
@@ -275,6 +297,8 @@ class SipGateway:
             banned_sources=guard.banned_sources,
             dropped_requests=guard.dropped,
             login_claims=self.hosted.claims,
+            bindings_expired=self.bindings_expired,
+            cancelled_lookups=self.lookups.cancelled,
         )
 
     # -- events -----------------------------------------------------------------------
@@ -344,17 +368,6 @@ class SipGateway:
             ]
         )
 
-    def _auth_failed(
-        self, source: tuple[str, int], user: str | None, method: str, reason: str
-    ) -> None:
-        _log.warning(
-            "sip auth failed source=%s user=%s method=%s reason=%s",
-            clean(source[0]), clean(user or "-"), clean(method), clean(reason),
-        )  # fmt: skip
-        self.refusal_log.refused("sip-auth", reason, source)
-        if self.guard.auth_failed(source[0], user, self._now()):
-            _log.warning("sip source banned source=%s", clean(source[0]))
-
     def _request(self, effect: RequestReceived, b2bua: B2bua) -> None:
         request, key, now = effect.request, effect.key, self._now()
         decision = self.guard.admit(effect.source[0], request.header("User-Agent"), now)
@@ -367,7 +380,7 @@ class SipGateway:
         elif method == "REGISTER":
             self._register(effect)
         elif method == "CANCEL":
-            self._apply(b2bua.cancel(key, request))
+            self._cancel(key, request, b2bua)
         elif request.to.tag is not None and method in _IN_DIALOG:
             self._apply(b2bua.in_dialog(key, request))
         elif method == "INVITE":
@@ -392,38 +405,39 @@ class SipGateway:
             return
         outcome = self.registrar.handle(request, effect.source, now, reliable=effect.reliable)
         if outcome.result is RegistrationResult.AUTH_FAILED:
-            self._auth_failed(effect.source, outcome.username, "REGISTER", outcome.reason)
+            self.callers.failed(effect.source, outcome.username, "REGISTER", outcome.reason)
         self._apply([Respond(effect.key, outcome.response)])
         if outcome.result is RegistrationResult.REGISTERED and outcome.username:
             self._registered(outcome.username)
+            self._arm_expiry()
 
-    def _caller(self, effect: RequestReceived) -> Caller | None:
-        """Who places this call or MESSAGE; None after answering a 407/403 challenge."""
-        request = effect.request
-        trunk = self.trunks.ip_trunk_for(effect.source[0])
-        if trunk is not None:
-            return Caller(CallerKind.TRUNK, trunk=trunk)
-        claimed = self.router.local_user(request.from_.uri)
-        if claimed is None:
-            return Caller(CallerKind.ANONYMOUS)
-        # From names one of our users: prove it (nobody calls as our user).
-        login = self._authenticate(effect)
-        if login is None:
-            return None
-        if login != claimed and not self._bridge_speaks_for(login, claimed):
-            self._respond(effect.key, request, 403, "Forbidden")
-            return None
-        return Caller(CallerKind.ACCOUNT, login=login)
+    # -- registration expiry --------------------------------------------------------------
+    def _arm_expiry(self) -> None:
+        """One timer at the registrar's next deadline (it says when; the loop waits)."""
+        deadline = self.registrar.next_expiry()
+        timer = self._expiry
+        if timer is not None:
+            if deadline is not None and timer.when() <= deadline:
+                return  # an early wake-up finds nothing due and re-arms
+            timer.cancel()
+            self._expiry = None
+        if deadline is not None:
+            self._expiry = asyncio.get_running_loop().call_at(deadline, self._expire, deadline)
 
-    def _bridge_speaks_for(self, login: str, claimed: str) -> bool:
-        """The bridge account stands for every P2P user (a login or peer id that is no
-        account here): its texts to phones come from them, so a reply reaches them."""
-        p2p = self.router.p2p_login
-        return p2p is not None and login == p2p and self.accounts.get(claimed) is None
+    def _expire(self, deadline: float) -> None:
+        """Bindings whose Expires ran out without a refresh: dropped (routing answers 480,
+        ``/api/sip`` lists them no more, presence hears the change), pings stopped."""
+        self._expiry = None
+        # the loop may run a timer a clock tick before its time: never re-arm for the same
+        for login, binding in self.registrar.expire(max(self._now(), deadline)):
+            self.bindings_expired += 1
+            self.pinger.keepalive.unwatch((login, str(binding.contact)))
+            _log.info("sip registration expired user=%s", clean(login))
+        self._arm_expiry()
 
     def _invite(self, effect: RequestReceived, b2bua: B2bua) -> None:
         request, key, now = effect.request, effect.key, self._now()
-        caller = self._caller(effect)
+        caller = self.callers.caller(effect)
         if caller is None:
             return
         decision = self.router.route(request, caller, now)
@@ -431,58 +445,49 @@ class SipGateway:
             self._respond(key, request, decision.status, decision.reason)
             return
         if isinstance(decision, Foreign | NumberLookup):
-            if len(self._locating) >= MAX_LOCATING:
+            if self.lookups.full():
                 self._respond(key, request, 503, "Service Unavailable")
                 return
-            look_up = (
-                self._foreign(effect, decision, caller)
-                if isinstance(decision, Foreign)
-                else self._number(effect, decision, caller)
-            )
-            task = asyncio.get_running_loop().create_task(look_up)
-            self._locating.add(task)
-            task.add_done_callback(self._locating.discard)
+            found = decision
+            self.lookups.start(key, request, lambda: self._look_up(effect, found, caller))
             return
         self._place(effect, decision, caller, b2bua)
 
-    async def _foreign(self, effect: RequestReceived, foreign: Foreign, caller: Caller) -> None:
-        """RFC 3263: locate the other domain's server, then place the call (100 Trying is out)."""
-        try:
-            hops = await asyncio.wait_for(locate(foreign.uri, random=self._random), LOCATE_TIMEOUT)
-        except TimeoutError:
-            hops = []
+    async def _look_up(
+        self, effect: RequestReceived, pending: Foreign | NumberLookup, caller: Caller
+    ) -> None:
+        """RFC 3263 for another domain, or our trusted ENUM first for a number (routing rule
+        3), then place the call (100 Trying is out). A CANCEL meanwhile cancels this task
+        (``lookups``), so nothing below runs for a call its caller gave up."""
+        decision: Target | Refusal
+        if isinstance(pending, Foreign):
+            decision = await foreign_target(pending, self._locator, self._random)
+        else:
+            route = await number_route(self.numbers, pending.number)
+            decision = self.router.after_enum(pending, route, caller, self._now())
         b2bua = self.b2bua
         if b2bua is None:
             return
-        try:
-            if not hops:
-                self._respond(effect.key, effect.request, 404, "Not Found")
-                return
-            contact = Contact(foreign.uri, (hops[0].host, hops[0].port), False)
-            target = Target(foreign.uri, (contact,), foreign.accounts)
-            self._place(effect, target, caller, b2bua)
-        except (SipDecodeError, ValueError) as error:
-            self.stack.transport.drops.drop("foreign call refused", type(error).__name__)
-
-    async def _number(self, effect: RequestReceived, lookup: NumberLookup, caller: Caller) -> None:
-        """Our trusted ENUM first, then the router's fallback (routing rule 3)."""
-        route = None
-        if self.numbers is not None:
-            try:
-                route = await asyncio.wait_for(self.numbers.route(lookup.number), LOCATE_TIMEOUT)
-            except (TimeoutError, OSError, ValueError) as error:  # the trunk still carries it
-                _log.info("sip enum lookup failed error=%s", type(error).__name__)
-        b2bua = self.b2bua
-        if b2bua is None:
-            return
-        decision = self.router.after_enum(lookup, route, caller, self._now())
         try:
             if isinstance(decision, Refusal):
                 self._respond(effect.key, effect.request, decision.status, decision.reason)
             else:
                 self._place(effect, decision, caller, b2bua)
         except (SipDecodeError, ValueError) as error:
-            self.stack.transport.drops.drop("number call refused", type(error).__name__)
+            self.stack.transport.drops.drop("located call refused", type(error).__name__)
+
+    def _cancel(self, key: ServerKey, request: SipRequest, b2bua: B2bua) -> None:
+        """RFC 3261 §9.2: a CANCEL of an INVITE still being located gets 200 and the INVITE
+        487 (the look-up's answer is dropped); otherwise the B2BUA's call is cancelled."""
+        invite_key = invite_key_of(key)
+        invite = self.lookups.cancel(invite_key)
+        if invite is None:
+            self._apply(b2bua.cancel(key, request))
+            return
+        tag = self._randbytes(6).hex()  # one To tag for both answers (§9.2)
+        ok = build_response(request, 200, "OK", to_tag=tag)
+        terminated = build_response(invite, 487, "Request Terminated", to_tag=tag)
+        self._apply([Respond(key, ok), Respond(invite_key, terminated)])
 
     def _random(self) -> float:
         return int.from_bytes(self._randbytes(4), "big") / 2**32
@@ -515,7 +520,7 @@ class SipGateway:
     # -- MESSAGE ------------------------------------------------------------------------
     def _message(self, effect: RequestReceived) -> None:
         request, key, now = effect.request, effect.key, self._now()
-        caller = self._caller(effect)
+        caller = self.callers.caller(effect)
         if caller is None:
             return
         login = self.router.local_user(request.uri)
@@ -576,32 +581,3 @@ class SipGateway:
             _log.info("sip login claim failed user=%s error=%s", clean(login), type(error).__name__)
             return
         self.hosted.claims += 1
-
-    def _authenticate(self, effect: RequestReceived) -> str | None:
-        """The authenticated login of an INVITE, or None after answering 407/403."""
-        request, now = effect.request, self._now()
-        credentials = [
-            auth
-            for auth in request.auth_headers("Proxy-Authorization")
-            if auth.scheme.lower() == "digest" and auth.get("realm") == self.digest.realm
-        ]
-        stale = False
-        if credentials:
-            verdict = self.digest.verify(
-                credentials[0],
-                method=request.method,
-                lookup=self.accounts.credentials,
-                now=now,
-                request_uri=str(request.uri),
-            )
-            user = verdict.username
-            if verdict.kind is VerdictKind.OK and user and not self.guard.account_locked(user, now):
-                return user
-            stale = verdict.kind is VerdictKind.STALE
-            if verdict.kind is VerdictKind.FAILED:
-                self._auth_failed(effect.source, user, request.method, verdict.reason)
-        challenges = tuple(
-            ("Proxy-Authenticate", c) for c in self.digest.challenges(now, stale=stale)
-        )
-        self._respond(effect.key, request, 407, "Proxy Authentication Required", *challenges)
-        return None

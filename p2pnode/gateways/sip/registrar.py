@@ -12,12 +12,19 @@ way Kamailio's registrar does), Expires clamped to ``max_expires``, below
 ``min_expires`` refused with 423 and Min-Expires (§10.3 step 7). Removal with
 ``Expires: 0`` per contact or ``Contact: *`` (§10.2.2). An unknown user and
 a wrong password get the same 401, so a scanner learns no account names.
+
+Expiry is the caller's timer: ``next_expiry()`` says when the earliest binding
+lapses and ``expire(now)`` drops what has (telling ``listeners``, as any
+other change). A heap of (deadline, login) keeps both cheap with thousands of
+phones: an entry per change of a login's bindings, stale ones skipped and the
+heap rebuilt when they outnumber the logins.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -104,6 +111,7 @@ class Registrar:
         self._digest = digest
         self._lookup = lookup
         self._bindings: dict[str, tuple[Binding, ...]] = {}
+        self._deadlines: list[tuple[float, str]] = []  # (a login's earliest expiry, login)
         # Called with the username whenever its bindings change (added, refreshed,
         # removed, expired); no I/O in them: they only note it (e.g. presence).
         self.listeners: list[Callable[[str], None]] = []
@@ -115,18 +123,26 @@ class Registrar:
         return len(self._bindings)
 
     def next_expiry(self) -> float | None:
-        return min(
-            (b.expires_at for bindings in self._bindings.values() for b in bindings),
-            default=None,
-        )
+        """When the earliest binding lapses (the caller's timer calls ``expire`` then)."""
+        heap = self._deadlines
+        while heap and not self._current(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def _current(self, entry: tuple[float, str]) -> bool:
+        bindings = self._bindings.get(entry[1], ())
+        return bool(bindings) and min(b.expires_at for b in bindings) == entry[0]
 
     def expire(self, now: float) -> list[tuple[str, Binding]]:
         """Drop bindings whose time is up; returns them (e.g. to withdraw presence)."""
         gone: list[tuple[str, Binding]] = []
-        for username in list(self._bindings):
-            live = tuple(b for b in self._bindings[username] if b.expires_at > now)
-            gone += [(username, b) for b in self._bindings[username] if b.expires_at <= now]
-            self._store(username, live)
+        due: set[str] = set()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            due.add(heapq.heappop(self._deadlines)[1])
+        for username in sorted(due):
+            bindings = self._bindings.get(username, ())
+            gone += [(username, b) for b in bindings if b.expires_at <= now]
+            self._store(username, tuple(b for b in bindings if b.expires_at > now))
         return gone
 
     def remove(self, username: str, contact: Uri) -> bool:
@@ -143,8 +159,18 @@ class Registrar:
         else:
             self._bindings.pop(username, None)
         if bindings != before:
+            if bindings:
+                self._deadline(username, bindings)
             for listener in self.listeners:
                 listener(username)
+
+    def _deadline(self, username: str, bindings: tuple[Binding, ...]) -> None:
+        heapq.heappush(self._deadlines, (min(b.expires_at for b in bindings), username))
+        if len(self._deadlines) > 2 * len(self._bindings) + 64:  # mostly stale: rebuild
+            self._deadlines = [
+                (min(b.expires_at for b in live), login) for login, live in self._bindings.items()
+            ]
+            heapq.heapify(self._deadlines)
 
     # -- REGISTER --------------------------------------------------------------------------
     def handle(

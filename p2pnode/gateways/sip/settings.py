@@ -35,6 +35,7 @@ class GatewayConfig:
     ip_trunks: tuple[IpTrunk, ...] = ()
     account_dids: tuple[tuple[str, str], ...] = ()  # (DID, login)
     keepalive_interval: float = 25.0
+    min_expires: int = 60  # shorter registrations get 423 with Min-Expires (RFC 3261 §10.3)
     upstream: tuple[str, int] | None = None  # trunk for E.164 numbers not ours
     default_country: str | None = None  # ISO 3166 code reading dialled national numbers
     tls_port: int | None = None  # a TLS listener (sips:) on host:tls_port when set (0: any)
@@ -55,3 +56,5 @@ class GatewayStatistics:
     banned_sources: int
     dropped_requests: tuple[tuple[str, int], ...]
     login_claims: int
+    bindings_expired: int = 0  # registrations that ran out without a refresh
+    cancelled_lookups: int = 0  # INVITEs cancelled while DNS/ENUM was still answering
