@@ -1,4 +1,4 @@
-"""Control-API routes for contact requests, reach settings and unread counts.
+"""Control-API routes for contact requests, reach settings, unread counts and mailboxes.
 
 Beside ``api_peer`` (whose helpers they share) and registered by ``control.py``
 the same way: the peer app answers (``peer_services.PeerApp`` with its
@@ -9,6 +9,8 @@ the home, unread counts in the chat store (a reloaded page shows the same).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Literal
 
 import pydantic
@@ -24,7 +26,9 @@ from p2pnode.app.api_peer import (
     _json,
     _RefusedError,
 )
+from p2pnode.app.mailbox_state import format_mailbox
 from p2pnode.app.peer_calls import CallsNodeService
+from p2pnode.app.peer_chat import ChatService
 from p2pnode.app.peer_contacts import ContactRequest, PresenceVisibility, ReachSettings
 from p2pnode.app.peer_services import PeerApp
 from p2pnode.identity import peer_id_for, public_key_from_peer_id
@@ -33,6 +37,9 @@ from p2pnode.sessions.call_config import NonContactPolicy
 __all__ = [
     "CONTACT_ROUTES",
     "AcceptRequest",
+    "FormerMailboxModel",
+    "MailboxModel",
+    "MailboxesAnswer",
     "RequestModel",
     "RequestsAnswer",
     "SettingsAnswer",
@@ -202,6 +209,53 @@ async def unread(app: PeerApp, request: web.Request) -> web.Response:
     )
 
 
+class MailboxModel(_Model):
+    peer_id: str = pydantic.Field(description="the mailbox supernode")
+    address: str = pydantic.Field(description="HOST:PORT of its mailbox server")
+    pinned: bool = pydantic.Field(description="named in [chat] mailboxes; else chosen by the node")
+    since: float = pydantic.Field(description="unix time it joined our list")
+    reachable: bool | None = pydantic.Field(
+        description="the node's last TCP check of it (null: not checked yet)"
+    )
+    checked_at: float | None = pydantic.Field(description="unix time of that check")
+
+
+class FormerMailboxModel(_Model):
+    peer_id: str
+    address: str
+    drained_until: float | None = pydantic.Field(description="unix time; null: no end known")
+
+
+class MailboxesAnswer(_Model):
+    mailboxes: list[MailboxModel] = pydantic.Field(description="named in our signed list")
+    former: list[FormerMailboxModel] = pydantic.Field(
+        description="no longer named, still drained (they may hold our mail)"
+    )
+
+
+def _mailboxes_answer(chat: ChatService) -> MailboxesAnswer:
+    former = [
+        FormerMailboxModel(
+            peer_id=peer_id_for(entry.key),
+            address=format_mailbox(entry).partition("@")[2],
+            drained_until=None if math.isinf(until) else until,
+        )
+        for entry, until in chat.former_mailboxes()
+    ]
+    views = [MailboxModel.model_validate(dataclasses.asdict(v)) for v in chat.mailbox_views()]
+    return MailboxesAnswer(mailboxes=views, former=former)
+
+
+async def mailboxes(app: PeerApp, request: web.Request) -> web.Response:
+    return _json(_mailboxes_answer(_chat(app)))
+
+
+async def mailboxes_check(app: PeerApp, request: web.Request) -> web.Response:
+    chat = _chat(app)
+    chat.recheck_mailboxes()
+    return _json(_mailboxes_answer(chat))
+
+
 # (method, path, handler, summary, response, request, query): control.Route's fields
 CONTACT_ROUTES: tuple[
     tuple[
@@ -230,4 +284,10 @@ CONTACT_ROUTES: tuple[
      SettingsAnswer, SettingsRequest, None),
     ("GET", "/api/unread", _guarded(unread), "unread messages per conversation (kept by the node)",
      UnreadAnswer, None, None),
+    ("GET", "/api/mailboxes", _guarded(mailboxes),
+     "our mailboxes: which supernodes, since when, reachable; the former ones still drained",
+     MailboxesAnswer, None, None),
+    ("POST", "/api/mailboxes/check", _guarded(mailboxes_check),
+     "check our mailboxes now (the answer is the list before; MailboxesChanged follows)",
+     MailboxesAnswer, None, None),
 )  # fmt: skip

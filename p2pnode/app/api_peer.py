@@ -147,7 +147,10 @@ class ReadRequest(_Model):
 
 
 class ReadAnswer(_Model):
-    marked: int
+    marked: int = pydantic.Field(
+        description="messages newly marked read: not unknown ids, another peer's, ones "
+        "marked already, nor any while the peer is a stranger or blocked"
+    )
 
 
 class HistoryQuery(_Model):
@@ -400,9 +403,8 @@ async def mark_read(app: PeerApp, request: web.Request) -> web.Response:
     except ValueError:
         raise _RefusedError(400, "bad message id", "hex expected") from None
     peer_id = await _resolve(app, body.peer)
-    if ids:
-        await chat.read(public_key_from_peer_id(peer_id), ids)
-    return _json(ReadAnswer(marked=len(ids)))
+    marked = await chat.read(public_key_from_peer_id(peer_id), ids) if ids else 0
+    return _json(ReadAnswer(marked=marked))
 
 
 async def history(app: PeerApp, request: web.Request) -> web.Response:

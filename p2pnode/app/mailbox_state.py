@@ -4,7 +4,9 @@ Why a file and not the config: the config holds what the operator named (pinned,
 always first); the chosen ones are the node's own decision and must stay stable
 across restarts, or every restart would move the peer's mail and leave senders a
 stale list. Former mailboxes are kept with the time until which they are drained
-(a replaced mailbox may still hold our mail).
+(a replaced mailbox may still hold our mail). The time each current mailbox joined
+our list is kept too (``since``: what the API and the page show), so a restart does
+not make an old mailbox look new.
 
 Invariants: ``load_mailbox_state`` never raises on what it reads (a missing,
 oversized or damaged file gives an empty state, logged once); ``save_mailbox_state``
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +31,10 @@ __all__ = [
     "MAX_FORMER",
     "MAX_MAILBOXES_FILE",
     "MailboxState",
+    "MailboxView",
     "format_mailbox",
     "load_mailbox_state",
+    "mailbox_view",
     "parse_mailbox",
     "save_mailbox_state",
 ]
@@ -61,6 +66,35 @@ class MailboxState:
 
     chosen: tuple[MailboxEntry, ...] = ()
     former: tuple[tuple[MailboxEntry, float | None], ...] = ()
+    since: tuple[tuple[MailboxEntry, float], ...] = ()  # current ones (pinned too): joined at
+
+
+@dataclass(frozen=True)
+class MailboxView:
+    """One of our current mailboxes as the control API and the WebSocket show it.
+
+    ``reachable`` is the app's own last TCP check of the address (None: not checked
+    yet); the messaging service replaces a mailbox only after a day of failures, so a
+    person sees an unreachable one long before it is replaced."""
+
+    peer_id: str
+    address: str  # HOST:PORT
+    pinned: bool  # named in [chat] mailboxes (never replaced); else chosen by the node
+    since: float  # unix time it joined our list
+    reachable: bool | None
+    checked_at: float | None  # unix time of that check
+
+
+def mailbox_view(
+    entry: MailboxEntry,
+    pinned: bool,
+    since: float,
+    checked: Mapping[bytes, tuple[bool, float]],
+) -> MailboxView:
+    """``entry`` as the API shows it; ``checked``: the last check per mailbox key."""
+    reachable, at = checked.get(entry.key, (None, None))
+    address = format_mailbox(entry).partition("@")[2]
+    return MailboxView(peer_id_for(entry.key), address, pinned, since, reachable, at)
 
 
 def load_mailbox_state(path: Path) -> MailboxState:
@@ -88,10 +122,18 @@ def load_mailbox_state(path: Path) -> MailboxState:
             if type(text) is not str or type(until) is bool or (end is None and until is not None):
                 raise ValueError("a former mailbox is not [text, time]")
             former.append((parse_mailbox(text), end))
+        since: list[tuple[MailboxEntry, float]] = []
+        for item in _list(data.get("since", [])):
+            text, when = _list(item)
+            if type(text) is not str or type(when) not in (int, float):
+                raise ValueError("a since entry is not [text, time]")
+            since.append((parse_mailbox(text), float(when)))  # type: ignore[arg-type]
     except ValueError as error:  # json, shapes, keys and addresses all raise ValueError
         logger.warning("ignoring %s: %s", path.name, type(error).__name__)
         return MailboxState()
-    return MailboxState(chosen[:MAX_MAILBOXES], tuple(former[:MAX_FORMER]))
+    return MailboxState(
+        chosen[:MAX_MAILBOXES], tuple(former[:MAX_FORMER]), tuple(since[:MAX_MAILBOXES])
+    )
 
 
 def _list(value: object) -> list[object]:
@@ -113,6 +155,7 @@ def save_mailbox_state(path: Path, state: MailboxState) -> None:
         "version": 1,
         "chosen": [format_mailbox(m) for m in state.chosen],
         "former": [[format_mailbox(m), until] for m, until in state.former[:MAX_FORMER]],
+        "since": [[format_mailbox(m), when] for m, when in state.since[:MAX_MAILBOXES]],
     }
     partial = path.with_suffix(".partial")
     with partial.open("w", encoding="utf-8") as file:

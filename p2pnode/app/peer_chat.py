@@ -17,6 +17,11 @@ its offer, kept if it accepts a TCP connection. Config-named mailboxes come
 first and are never replaced; the chosen ones and the former ones still drained
 are kept in ``<home>/mailboxes.json`` (rewritten on every change), so the list
 is stable across restarts and a replaced mailbox is still drained after one.
+The app checks its current mailboxes itself (a TCP connection, every
+``MAILBOX_CHECK_EVERY`` seconds and after every change) and announces the list
+with each one's state (``MailboxesChanged``, on the WebSocket) whenever the list
+or a reachability changes: the messaging service's own health record only
+replaces a mailbox after a day, and a person wants to see the outage before.
 
 Why the inbox is a bounded in-memory list: the store keeps every message per
 conversation (``history``); the inbox is what arrived since the node started,
@@ -52,7 +57,9 @@ from p2pnode.app.config import NodeConfig, hostport
 from p2pnode.app.mailbox_state import (
     MAILBOXES_FILE,
     MailboxState,
+    MailboxView,
     load_mailbox_state,
+    mailbox_view,
     parse_mailbox,
     save_mailbox_state,
 )
@@ -82,13 +89,13 @@ from p2pnode.sessions.mailbox_list import (
 from p2pnode.sessions.mailbox_service import MailboxServer
 from p2pnode.sessions.messaging import (
     GapDetected,
-    MailboxesChanged,
     MessageShown,
     MessagingConfig,
     MessagingEvent,
     MessagingService,
     MessagingStatistics,
 )
+from p2pnode.sessions.messaging import MailboxesChanged as MailboxListChanged
 from p2pnode.sessions.outbox import RetryPolicy
 from p2pnode.sessions.prekeys import PREKEY_SUBJECT, bundle_from_record
 from p2pnode.sessions.store import MessageRow
@@ -102,6 +109,7 @@ __all__ = [
     "InboxEntry",
     "MailboxServerService",
     "MailboxServerStatistics",
+    "MailboxesChanged",
     "Screen",
     "add_chat_services",
     "parse_mailbox",  # re-exported: it lived here first
@@ -118,6 +126,7 @@ PUBLISH_RETRY = 0.5  # ... this many seconds apart (then the hourly republish)
 MAX_CANDIDATE_KEYS = 16  # supernodes asked for a mailbox offer per search
 PROBE_TIMEOUT = 2.0  # seconds for a candidate mailbox to accept a TCP connection
 OFFER_EVERY = 3600.0  # seconds between two puts of our mailbox offer
+MAILBOX_CHECK_EVERY = 60.0  # seconds between two checks of our own mailboxes
 
 
 async def publish_until_stored(dht: DhtService, record: SignedRecord) -> bool:
@@ -139,6 +148,14 @@ class ConversationGap:
     peer_id: str
     expected_seq: int
     held_seq: int
+
+
+@dataclass(frozen=True)
+class MailboxesChanged:
+    """Event: our mailbox list or a mailbox's reachability changed (the whole list now,
+    pinned ones first, as ``GET /api/mailboxes`` answers it)."""
+
+    mailboxes: tuple[MailboxView, ...]
 
 
 @dataclass(frozen=True)
@@ -293,6 +310,10 @@ class ChatService:
         self.relays: RelayFinder | None = None  # the relay search's, once added
         self.home_keys: tuple[bytes, ...] = ()  # [presence] homes: mailbox candidates too
         self.pinned = tuple(parse_mailbox(m) for m in section.mailboxes)
+        self._since: dict[bytes, float] = {}  # current mailboxes: when they joined our list
+        self._checked: dict[bytes, tuple[bool, float]] = {}  # last check: reachable, when
+        self._recheck = asyncio.Event()
+        self._announced: tuple[MailboxView, ...] | None = None
 
     def _on_event(self, event: MessagingEvent) -> None:
         if isinstance(event, MessageShown):
@@ -302,8 +323,12 @@ class ChatService:
                 self.blocked_dropped += 1
                 return
             self.inbox.append(InboxEntry(event.message, screening is Screening.REQUEST))
-        elif isinstance(event, MailboxesChanged):
+        elif isinstance(event, MailboxListChanged):
+            now = time.time()
+            self._since = {m.key: self._since.get(m.key, now) for m in event.mailboxes}
             self._save_mailboxes(event)
+            self._announce()
+            self._recheck.set()  # the new ones are checked at once
             return
         elif isinstance(event, GapDetected):
             peer_id = peer_id_for(event.peer)
@@ -335,7 +360,7 @@ class ChatService:
         """Put until another node holds it (a bundle only we hold makes senders fail)."""
         await publish_until_stored(self.dht, record)
 
-    def _save_mailboxes(self, event: MailboxesChanged) -> None:
+    def _save_mailboxes(self, event: MailboxListChanged) -> None:
         pinned = {m.key for m in self.pinned}
         chosen = tuple(m for m in event.mailboxes if m.key not in pinned)
         former = tuple((m, None if math.isinf(t) else t) for m, t in event.former)
@@ -343,8 +368,9 @@ class ChatService:
             "chat mailboxes now %s",
             " ".join(peer_id_for(m.key)[:8] for m in event.mailboxes),
         )
+        since = tuple((m, self._since[m.key]) for m in event.mailboxes if m.key in self._since)
         try:
-            save_mailbox_state(self.home / MAILBOXES_FILE, MailboxState(chosen, former))
+            save_mailbox_state(self.home / MAILBOXES_FILE, MailboxState(chosen, former, since))
         except OSError as error:
             logger.warning("cannot save %s: %s", MAILBOXES_FILE, error.strerror)
 
@@ -384,6 +410,9 @@ class ChatService:
         chosen = tuple(m for m in state.chosen if m.key not in keys) if searching else ()
         current = (pinned + chosen)[:MAX_MAILBOXES]
         named = {m.key for m in current}
+        saved_since = {m.key: when for m, when in state.since}
+        now = time.time()
+        self._since = {m.key: saved_since.get(m.key, now) for m in current}
         until = time.time() + FORMER_KEPT  # no longer named: drained for its retention
         dropped = [(m, until) for m in state.chosen if m.key not in named]
         former = dropped + [(m, math.inf if t is None else t) for m, t in state.former]
@@ -392,7 +421,8 @@ class ChatService:
             ends = tuple((m, None if math.isinf(t) else t) for m, t in unique.values())
             with contextlib.suppress(OSError):
                 kept = tuple(m for m in current if m.key not in keys)
-                save_mailbox_state(self.home / MAILBOXES_FILE, MailboxState(kept, ends))
+                since = tuple((m, self._since[m.key]) for m in current)
+                save_mailbox_state(self.home / MAILBOXES_FILE, MailboxState(kept, ends, since))
         return MailboxConfigPart(current, tuple(unique.values())), searching
 
     async def start(self) -> None:
@@ -436,6 +466,7 @@ class ChatService:
         self.attached.set()
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(messaging.run())
+            tasks.create_task(self._check_mailboxes(messaging))
             while True:
                 delivery = await self._channel.receive()
                 try:
@@ -450,8 +481,57 @@ class ChatService:
                     continue
                 await messaging.deliver_online(envelope)
 
+    async def _check_mailboxes(self, messaging: MessagingService) -> None:
+        """Check our current mailboxes every ``MAILBOX_CHECK_EVERY`` seconds (or when
+        asked: a change, ``recheck_mailboxes``); announce what changed."""
+        while True:
+            self._recheck.clear()
+            current = messaging.mailboxes
+            results = await asyncio.gather(*(_accepts(entry) for entry in current))
+            now = time.time()
+            self._checked = {
+                entry.key: (ok, now) for entry, ok in zip(current, results, strict=True)
+            }
+            self._announce()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MAILBOX_CHECK_EVERY):
+                    await self._recheck.wait()
+
+    def recheck_mailboxes(self) -> None:
+        """Check our mailboxes now (the API's ``POST /api/mailboxes/check``)."""
+        self._recheck.set()
+
+    def mailbox_views(self) -> tuple[MailboxView, ...]:
+        """Our current mailboxes, pinned ones first, with when they joined and their
+        last check (empty while the service is not running)."""
+        if self.messaging is None:
+            return ()
+        pinned = {m.key for m in self.pinned}
+        now = time.time()
+        return tuple(
+            mailbox_view(entry, entry.key in pinned, self._since.get(entry.key, now), self._checked)
+            for entry in self.messaging.mailboxes
+        )
+
+    def former_mailboxes(self) -> tuple[tuple[MailboxEntry, float], ...]:
+        """Mailboxes no longer named but still drained, each with its end of draining."""
+        return self.messaging.former_mailboxes if self.messaging is not None else ()
+
+    def _announce(self) -> None:
+        """Emit ``MailboxesChanged`` when the list or a reachability differs from the last
+        announcement (a new check time alone is not news)."""
+        views = self.mailbox_views()
+        essence = tuple((v.peer_id, v.address, v.reachable) for v in views)
+        if self._announced is not None and essence == tuple(
+            (v.peer_id, v.address, v.reachable) for v in self._announced
+        ):
+            return
+        self._announced = views
+        self.emit(MailboxesChanged(views))
+
     async def stop(self) -> None:
         self.attached.clear()
+        self._announced = None
         if self.messaging is not None:
             with contextlib.suppress(OSError):
                 await self.messaging.close()
@@ -473,17 +553,17 @@ class ChatService:
     def status(self, message_id: bytes) -> MessageStatus:
         return self._service().status(message_id)
 
-    async def read(self, peer: bytes, message_ids: tuple[bytes, ...]) -> bool:
+    async def read(self, peer: bytes, message_ids: tuple[bytes, ...]) -> int:
         """Mark read and send read receipts, only for an accepted peer: a stranger learns
-        "read" once the person accepts it, a blocked peer never; whether it was marked."""
+        "read" once the person accepts it, a blocked peer never; how many were newly
+        marked (unknown ids, another peer's and those marked already are not)."""
         service = self._service()
         peer_id = peer_id_for(peer)
         accepted = self.is_contact(peer_id) or service.core.store.is_accepted(peer)
         if self.blocked(peer_id) or not accepted:
             self.reads_withheld += 1
-            return False
-        await service.read(peer, message_ids)
-        return True
+            return 0
+        return await service.read(peer, message_ids)
 
     def history(self, peer: bytes, limit: int) -> list[MessageRow]:
         return self._service().core.store.history(peer, limit=limit)

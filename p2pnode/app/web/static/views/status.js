@@ -1,10 +1,35 @@
 // Status: what the running node knows now, from /api/status (and /api/calls/ice for the relay
 // a call would use), refreshed every few seconds and on every event. Nothing here is a
 // guess: a figure the node does not measure says so and names the command that does.
+// Mailboxes come from /api/mailboxes: which supernodes hold our offline mail, since when,
+// and the node's last check of each (a MailboxesChanged event refreshes the view).
 import { useEffect, useState } from "preact/hooks";
 import { html, api } from "../app.js";
 
 const CARRYING = new Set(["supernode", "draining", "retiring"]);
+
+function when(unix) { return new Date(unix * 1000).toLocaleString(); }
+
+function reach(m) {
+  if (m.reachable === null) return "not checked yet";
+  return `${m.reachable ? "reachable" : "unreachable"} (checked ${new Date(m.checked_at * 1000).toLocaleTimeString()})`;
+}
+
+function Mailboxes({ boxes }) {
+  if (boxes === false) return null; // no chat on this node
+  return html`<section class="card" aria-labelledby="mb-h"><h3 id="mb-h">Mailboxes</h3>
+    ${boxes === null ? html`<p role="status">Loading…</p>` : !boxes.mailboxes.length
+      ? html`<p id="mailboxes-none">none: messages reach this node only while it is online</p>`
+      : html`<table id="mailboxes"><thead><tr><th scope="col">Supernode</th><th scope="col">Address</th>
+        <th scope="col">Since</th><th scope="col">State</th></tr></thead>
+      <tbody>${boxes.mailboxes.map((m) => html`<tr data-peer=${m.peer_id} data-reachable=${String(m.reachable)}>
+        <td class="mono" title=${m.peer_id}>${m.peer_id.slice(0, 16)}…</td><td class="mono">${m.address}</td>
+        <td>${when(m.since)} (${m.pinned ? "named in the config" : "chosen by the node"})</td>
+        <td class=${m.reachable === false ? "error" : ""}>${reach(m)}</td></tr>`)}</tbody></table>`}
+    ${boxes && boxes.former.length ? html`<p id="mailboxes-former">Still drained: ${boxes.former.map((f) =>
+      `${f.peer_id.slice(0, 16)}… until ${f.drained_until === null ? "no end known" : when(f.drained_until)}`).join("; ")}</p>` : ""}
+  </section>`;
+}
 
 function plural(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 
@@ -20,13 +45,16 @@ function callRelay(plan) {
 export function StatusView({ paths, eventCount }) {
   const [status, setStatus] = useState(null);
   const [plan, setPlan] = useState(null);
+  const [boxes, setBoxes] = useState(null);
   const [error, setError] = useState("");
   const calls = paths.has("/api/calls/ice");
+  const chat = paths.has("/api/mailboxes");
   const refresh = () => {
     api("GET", "/api/status").then((s) => { setStatus(s); setError(""); }, (e) => setError(e.message));
     if (calls) api("GET", "/api/calls/ice").then(setPlan, () => setPlan(false)); // false: no calls here
+    if (chat) api("GET", "/api/mailboxes").then(setBoxes, (e) => setBoxes(e.status === 404 ? false : null)); // false: no chat
   };
-  useEffect(() => { refresh(); const t = setInterval(refresh, 5000); return () => clearInterval(t); }, [calls]);
+  useEffect(() => { refresh(); const t = setInterval(refresh, 5000); return () => clearInterval(t); }, [calls, chat]);
   useEffect(() => { refresh(); }, [eventCount]);
   if (error) return html`<h2 tabindex="-1">Status</h2><p class="error" role="alert">${error}</p>`;
   if (!status) return html`<h2 tabindex="-1">Status</h2><p role="status">Loading…</p>`;
@@ -56,6 +84,7 @@ export function StatusView({ paths, eventCount }) {
     <dt>DHT table</dt><dd id="table">${status.table.contacts} contacts in ${status.table.buckets_used} buckets, ${status.table.records} records${status.table.healthy ? "" : " (not healthy yet)"}</dd>
     <dt>Uptime</dt><dd>${Math.round(status.uptime)} s</dd>
   </dl></section>
+  ${chat && html`<${Mailboxes} boxes=${boxes} />`}
   <section class="card" aria-labelledby="svc-h"><h3 id="svc-h">Services</h3>
     <table><thead><tr><th scope="col">Service</th><th scope="col">State</th><th scope="col">Reason</th></tr></thead>
     <tbody>${status.services.map((s) => html`<tr data-service=${s.name}><td>${s.name}</td><td>${s.state}</td><td>${s.reason}</td></tr>`)}</tbody></table>
