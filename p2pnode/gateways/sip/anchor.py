@@ -10,6 +10,12 @@ allows, because the relay carries one audio stream per call. Codecs,
 directions (hold is ``sendonly``/``inactive`` or a null address), ptime and
 telephone-event pass through untouched: no transcoding, and RFC 4733 DTMF
 keeps whatever payload type the phones negotiated.
+
+RTCP: with ``a=rtcp-mux`` (RFC 5761) it rides the relayed RTP port. Without
+it (most desk phones) the sender's RTCP address is its ``a=rtcp`` (RFC 3605)
+or RTP port + 1 (RFC 3550 §11); the relay opens an RTCP port facing the
+receiver and the rewritten section names it in ``a=rtcp`` (the sender's own
+``a=rtcp``, an address the receiver cannot reach, never passes through).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from p2pnode.gateways.sip.media import Address, Side, signalled_address
-from p2pnode.gateways.sip.sdp import SessionDescription, parse_sdp
+from p2pnode.gateways.sip.sdp import MediaDescription, SessionDescription, parse_sdp
 
 __all__ = ["MediaPorts", "anchor_sdp", "null_address"]
 
@@ -30,6 +36,10 @@ class MediaPorts(Protocol):
 
     def expect(self, side: Side, address: Address) -> None: ...
 
+    def rtcp_port(self, side: Side) -> int | None: ...
+
+    def expect_rtcp(self, side: Side, address: Address) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -39,6 +49,24 @@ def null_address(host: str) -> bool:
 
 def _connection(host: str) -> str:
     return f"IN {'IP6' if ':' in host else 'IP4'} {host}"
+
+
+def _anchor_rtcp(
+    section: MediaDescription, host: str, sender: Side, source: Address, media: MediaPorts
+) -> MediaDescription:
+    """The section with the relay's ``a=rtcp`` port when RTCP does not ride RTP."""
+    stated = section.rtcp_address()
+    if section.rtcp_mux and stated is None:
+        return section  # RFC 5761: relayed with the RTP
+    port = media.rtcp_port(sender.other)
+    if port is not None:
+        rtcp_host = stated[0] if stated is not None and stated[0] is not None else host
+        rtcp_port = stated[1] if stated is not None else min(section.port + 1, 65535)
+        if null_address(host):
+            media.expect_rtcp(sender, (host, rtcp_port))
+        else:
+            media.expect_rtcp(sender, signalled_address(rtcp_host, rtcp_port, source))
+    return section.with_rtcp_port(port)
 
 
 def anchor_sdp(
@@ -67,6 +95,7 @@ def anchor_sdp(
             sections.append(replace(section, port=0))
             continue
         relayed = True
+        with_rtcp = _anchor_rtcp(section, host, sender, sender_source, media)
         hold = null_address(host)
         if hold:
             media.expect(sender, (host, section.port))
@@ -75,7 +104,9 @@ def anchor_sdp(
         out_host = host if hold else media_host
         connection = None if section.connection is None else _connection(out_host)
         sections.append(
-            replace(section, port=media.port(sender.other), connection=connection, port_count=None)
+            replace(
+                with_rtcp, port=media.port(sender.other), connection=connection, port_count=None
+            )
         )
     out_host = "0.0.0.0" if hold else media_host
     origin = replace(sdp.origin, address=media_host, addrtype="IP6" if ":" in media_host else "IP4")

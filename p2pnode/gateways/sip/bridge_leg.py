@@ -9,7 +9,9 @@ aiortc's encoders), goes out through a
 :class:`~p2pnode.gateways.sip.bridge_media.PhoneSender` on the shared
 :class:`~p2pnode.gateways.sip.bridge_clock.MediaClock`. With rtcp-mux
 negotiated the same socket carries RTCP (RFC 5761), handled by a
-:class:`~p2pnode.gateways.sip.bridge_rtcp.RtcpSession`.
+:class:`~p2pnode.gateways.sip.bridge_rtcp.RtcpSession`; without it the
+leg's :class:`~p2pnode.gateways.sip.bridge_rtcp_port.RtcpPort` (RTP + 1,
+announced in ``a=rtcp``) carries it to the same session.
 
 Split from bridge_tracks.py (the WebRTC side), which re-exports it.
 """
@@ -31,6 +33,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from p2pnode.gateways.sip.bridge_clock import MediaClock
 from p2pnode.gateways.sip.bridge_media import BridgeCodec, DtmfDigit, PhoneReceiver, PhoneSender
 from p2pnode.gateways.sip.bridge_rtcp import ReceptionCounts, RtcpSession, SendingCounts
+from p2pnode.gateways.sip.bridge_rtcp_port import RtcpPort
 
 __all__ = ["PhoneRtpLeg"]
 
@@ -88,6 +91,7 @@ class PhoneRtpLeg:
         self.held = False  # the phone put us on hold: the peer's audio is not sent
         # RTCP (RFC 5761 rtcp-mux on this socket) once the SDP settled it; else none.
         self.rtcp: RtcpSession | None = None
+        self.rtcp_port: RtcpPort | None = None  # RTCP's own socket (no rtcp-mux), from open()
         self._rtcp_logged: dict[str, float] = {}
 
     @property
@@ -119,12 +123,16 @@ class PhoneRtpLeg:
         self._transport = transport
         self._loop = loop
         self._closed = loop.create_future()
+        self.rtcp_port = RtcpPort(self._separate_rtcp)
+        await self.rtcp_port.open(host, self.local_address[1])
         MediaClock.of(loop).add(self)
         return self.local_address
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+        if self.rtcp_port is not None:
+            self.rtcp_port.close()
         if self._loop is not None:
             MediaClock.of(self._loop).discard(self)
         if self._closed is not None and not self._closed.done():
@@ -144,9 +152,18 @@ class PhoneRtpLeg:
         )
         self.sender.set_format(payload_type=payload_type, samples_per_frame=codec.frame_samples)
 
-    def enable_rtcp(self, cname: str, spread: Callable[[], float]) -> None:
-        """Reports on this socket (rtcp-mux negotiated): ours every ~5 s, the phone's read."""
+    def enable_rtcp(
+        self, cname: str, spread: Callable[[], float], separate: tuple[str, int] | None = None
+    ) -> None:
+        """Reports every ~5 s, the phone's read: on this socket (rtcp-mux negotiated), or
+        on :attr:`rtcp_port` to ``separate`` (the phone's ``a=rtcp`` or RTP + 1)."""
         assert self._loop is not None, "open() first"
+        if self.rtcp_port is not None:
+            if separate is None:
+                self.rtcp_port.close()  # muxed: the separate socket is not needed
+                self.rtcp_port = None
+            else:
+                self.rtcp_port.set_remote(separate)
         self.rtcp = RtcpSession(
             ssrc=self.sender.ssrc,
             cname=cname,
@@ -174,6 +191,10 @@ class PhoneRtpLeg:
         if digits:
             self._report(digits)
 
+    def _separate_rtcp(self, data: bytes) -> None:
+        if self.rtcp is not None:
+            self._rtcp_received(self.rtcp, data)
+
     def _rtcp_received(self, rtcp: RtcpSession, data: bytes) -> None:
         assert self._loop is not None
         now = self._loop.time()
@@ -185,7 +206,7 @@ class PhoneRtpLeg:
             _LOG.info("phone leg: RTCP refused (%s)", reason.value)
 
     def _send_rtcp(self, rtcp: RtcpSession, now: float) -> None:
-        """Our SR/RR from the leg's counters, to where the RTP goes (rtcp-mux)."""
+        """Our SR/RR from the leg's counters, to where the RTP goes (rtcp-mux) or the RTCP port."""
         sender, receiver = self.sender, self.receiver
         span = receiver.buffer.sequence_range
         first, highest = span if span is not None else (0, 0)
@@ -195,6 +216,9 @@ class PhoneRtpLeg:
             SendingCounts(sender.sent, sender.octets, sender.rtp_timestamp_at(now)),
             ReceptionCounts(receiver.ssrc, first, highest, receiver.received, receiver.jitter),
         )
+        if self.rtcp_port is not None:
+            self.rtcp_port.send(data)
+            return
         transport, remote = self._transport, self._remote
         if transport is not None and not transport.is_closing() and remote is not None:
             transport.sendto(data, remote)

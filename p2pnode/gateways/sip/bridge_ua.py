@@ -18,8 +18,9 @@ answered with PCMU as before (it may still accept it).
 
 RTCP (RFC 3550) rides the RTP socket when the phone accepts rtcp-mux (RFC
 5761: our offer carries ``a=rtcp-mux``; our answer does when the phone's offer
-did). Without it the bridge sends no RTCP: the gateway's media anchor relays
-the RTP port only, so RTP+1 would reach nobody.
+did). Without it RTCP has the leg's own port (RTP + 1 if free), named in our
+``a=rtcp`` (RFC 3605); the phone's RTCP address is its ``a=rtcp`` or RTP + 1,
+and the gateway's anchor relays both (anchor.py).
 
 Bounds: at most ``MAX_PENDING_INVITES`` phone calls wait for the controller
 (the next get 486); ``legs`` and the per-port handlers are forgotten when
@@ -38,7 +39,13 @@ from p2pnode.gateways.sip.bridge_media import BridgeCodec, DtmfDigit, PhoneRecei
 from p2pnode.gateways.sip.bridge_tracks import PhoneRtpLeg
 from p2pnode.gateways.sip.dialog import Dialog
 from p2pnode.gateways.sip.message import Header, SipRequest, SipResponse, build_response
-from p2pnode.gateways.sip.sdp import Direction, SdpDecodeError, parse_sdp
+from p2pnode.gateways.sip.sdp import (
+    Direction,
+    MediaDescription,
+    SdpDecodeError,
+    SessionDescription,
+    parse_sdp,
+)
 from p2pnode.gateways.sip.transaction import RequestReceived
 from p2pnode.gateways.sip.useragent import UaCall, _media, _Rtp
 
@@ -74,6 +81,7 @@ class PhoneFormat:
     payload_type: int
     dtmf_type: int | None
     rtcp_mux: bool = False  # RFC 5761: RTCP on the RTP port
+    rtcp_address: tuple[str, int] | None = None  # without mux: its a=rtcp, else RTP + 1
 
 
 def choose_phone_format(body: bytes) -> PhoneFormat | None:
@@ -93,10 +101,11 @@ def choose_phone_format(body: bytes) -> PhoneFormat | None:
     event = audio.telephone_event
     dtmf = event.payload_type if event is not None and event.clock_rate == 8000 else None
     mux = audio.attribute("rtcp-mux") is not None
+    rtcp = None if mux else _rtcp_address(sdp, audio)
     for offered in audio.codecs():
         codec = BridgeCodec.from_name(offered.name)
         if codec is not None and offered.clock_rate == codec.clock_rate:
-            return PhoneFormat(codec, offered.payload_type, dtmf, mux)
+            return PhoneFormat(codec, offered.payload_type, dtmf, mux, rtcp)
     return None
 
 
@@ -182,8 +191,11 @@ class BridgeUserAgent(MessageUserAgent):
         leg = self.legs.get(port)
         if leg is not None:
             leg.set_codec(chosen.codec, chosen.payload_type, chosen.dtmf_type)
-            if chosen.rtcp_mux:
-                leg.enable_rtcp(f"{self.login}@{self.domain}", self._spread)
+            if chosen.rtcp_mux or chosen.rtcp_address is not None:
+                cname = f"{self.login}@{self.domain}"
+                leg.enable_rtcp(
+                    cname, self._spread, None if chosen.rtcp_mux else chosen.rtcp_address
+                )
 
     def _spread(self) -> float:
         """RFC 3550 §6.2: each report interval times a random factor in [0.5, 1.5)."""
@@ -212,6 +224,9 @@ class BridgeUserAgent(MessageUserAgent):
             lines += [f"a=rtpmap:{dtmf} telephone-event/8000", f"a=fmtp:{dtmf} 0-15"]
         if chosen is None or chosen.rtcp_mux:
             lines.append("a=rtcp-mux")
+        leg = self.legs.get(port)
+        if (chosen is None or not chosen.rtcp_mux) and leg is not None and leg.rtcp_port:
+            lines.append(f"a=rtcp:{leg.rtcp_port.local_port}")  # RFC 3605 (RFC 5761 §5.1.3)
         lines += ["a=ptime:20", "a=sendrecv", ""]
         return "\r\n".join(lines).encode()
 
@@ -297,6 +312,17 @@ class BridgeUserAgent(MessageUserAgent):
         transport = leg.transport
         assert transport is not None
         return transport, _Rtp()  # the recorder protocol stays detached
+
+
+def _rtcp_address(sdp: SessionDescription, audio: MediaDescription) -> tuple[str, int] | None:
+    """RFC 3605 ``a=rtcp`` (address defaults to the section's), else RTP port + 1."""
+    host = sdp.address(audio)
+    stated = audio.rtcp_address()
+    if stated is not None:
+        host = stated[0] or host
+    if host is None:
+        return None
+    return host, stated[1] if stated is not None else min(audio.port + 1, 65535)
 
 
 def _audio_port(body: bytes) -> int | None:

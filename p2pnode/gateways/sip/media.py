@@ -14,6 +14,14 @@ when the SDP's is private), any port (a NAT rewrites ports), and may re-latch
 only within ``LATCH_WINDOW`` seconds after its first latch; afterwards only the
 latched address is accepted. Everything else is dropped and counted.
 
+RTCP without rtcp-mux (most desk phones, RFC 3550 §11 / RFC 3605): a side
+whose SDP did not offer ``a=rtcp-mux`` gets a second socket per side on first
+demand (:meth:`RelayHandle.rtcp_port`), bound next to the RTP port (RTP+1, so
+a phone that ignores ``a=rtcp`` still hits it; new RTP ports are even when
+the kernel offers one in ``_EVEN_TRIES`` binds) and latched by its own
+:class:`LatchCore` on the same rules. Calls with rtcp-mux never open it; a
+pair holds at most four sockets.
+
 :class:`LatchCore` is sans-IO (addresses and ``now`` in, verdicts out);
 :class:`MediaRelay` is the asyncio adapter, bounded by ``max_relays``.
 """
@@ -49,7 +57,7 @@ __all__ = [
 Address = tuple[str, int]
 
 LATCH_WINDOW = 2.0  # seconds after the first latch during which a side may re-latch
-MAX_RELAYS = 2048  # port pairs held at once (4096 sockets)
+MAX_RELAYS = 2048  # port pairs held at once (4096 sockets, 8192 with RTCP ports)
 MAX_IDLE_PAIRS = 256  # ended calls' port pairs kept open for later calls (512 sockets)
 # An ended call's pair serves no new call for this long: the old call's stream has
 # stopped by then, so it cannot reach (or latch onto) the next call on that pair.
@@ -61,6 +69,7 @@ _NAT_NETWORKS = tuple(
         "fc00::/7", "fe80::/10",
     )
 )  # fmt: skip
+_EVEN_TRIES = 4  # binds tried for an even RTP port (RFC 3550 §11) before taking any
 _BURST = 64  # datagrams read per wake-up before yielding to the loop
 _MAX_DATAGRAM = 2048
 
@@ -169,29 +178,46 @@ class RelayStatistics:
     relays: int
     forwarded: int
     dropped: tuple[tuple[str, int], ...]
+    rtcp_forwarded: int = 0  # on the separate RTCP ports (muxed RTCP counts as RTP)
 
 
 class _PortPair:
     """Two bound sockets, read with ``add_reader`` once for their whole life; a call's
     :class:`RelayHandle` borrows them. While no call holds them (in the relay's idle
-    pool) whatever arrives is read and dropped, so a reused pair starts empty."""
+    pool) whatever arrives is read and dropped, so a reused pair starts empty. The
+    RTCP sockets (RTP+1) are opened on first demand and pooled with the pair."""
 
-    __slots__ = ("handle", "owner", "ports", "sockets")
+    __slots__ = ("handle", "owner", "ports", "rtcp", "rtcp_ports", "sockets")
 
     def __init__(self, owner: MediaRelay, sockets: dict[Side, socket.socket]) -> None:
         self.owner = owner
         self.sockets = sockets
         self.ports = {side: int(sock.getsockname()[1]) for side, sock in sockets.items()}
+        self.rtcp: dict[Side, socket.socket] = {}
+        self.rtcp_ports: dict[Side, int] = {}
         self.handle: RelayHandle | None = None
         for side, sock in sockets.items():
-            owner.loop.add_reader(sock.fileno(), self._readable, side)
+            owner.loop.add_reader(sock.fileno(), self._readable, side, False)
 
-    def _readable(self, side: Side) -> None:
+    def open_rtcp(self, side: Side) -> int | None:
+        """The RTCP port facing ``side`` (RTP+1 if free, else any); None if none binds."""
+        port = self.rtcp_ports.get(side)
+        if port is not None:
+            return port
+        sock = self.owner._bind_next_to(self.ports[side])
+        if sock is None:
+            return None
+        self.rtcp[side] = sock
+        port = self.rtcp_ports[side] = int(sock.getsockname()[1])
+        self.owner.loop.add_reader(sock.fileno(), self._readable, side, True)
+        return port
+
+    def _readable(self, side: Side, rtcp: bool) -> None:
         handle = self.handle
         if handle is not None:
-            handle._readable(side)
+            handle._readable(side, rtcp)
             return
-        own = self.sockets[side]
+        own = (self.rtcp if rtcp else self.sockets)[side]
         for _ in range(_BURST):
             try:
                 own.recvfrom(_MAX_DATAGRAM)
@@ -202,10 +228,12 @@ class _PortPair:
     def drain(self) -> None:
         """Drop what arrived for the pair's previous call (read, never forwarded)."""
         for side in Side:
-            self._readable(side)
+            self._readable(side, False)
+            if side in self.rtcp:
+                self._readable(side, True)
 
     def close(self) -> None:
-        for sock in self.sockets.values():
+        for sock in (*self.sockets.values(), *self.rtcp.values()):
             self.owner.loop.remove_reader(sock.fileno())
             sock.close()
 
@@ -218,6 +246,7 @@ class RelayHandle:
         self._pair = pair
         self._sockets = pair.sockets
         self.core = LatchCore(owner.window)
+        self.rtcp_core = LatchCore(owner.window)  # RTCP latches apart from RTP
         self.closed = False
         pair.handle = self
 
@@ -227,30 +256,48 @@ class RelayHandle:
     def expect(self, side: Side, address: Address) -> None:
         self.core.expect(side, address)
 
-    def _readable(self, side: Side) -> None:
-        own = self._sockets[side]
-        out = self._sockets[side.other]
-        clock = self._owner.clock
+    def rtcp_port(self, side: Side) -> int | None:
+        """The gateway's RTCP port ``side`` sends to (opened now if needed; None: none free)."""
+        return self._pair.open_rtcp(side)
+
+    def expect_rtcp(self, side: Side, address: Address) -> None:
+        """Where ``side``'s RTCP comes from (its ``a=rtcp``, else RTP port + 1)."""
+        self.rtcp_core.expect(side, address)
+
+    def _readable(self, side: Side, rtcp: bool) -> None:
+        sockets = self._pair.rtcp if rtcp else self._sockets
+        own = sockets[side]
+        out = sockets.get(side.other)
+        core = self.rtcp_core if rtcp else self.core
+        owner = self._owner
+        prefix = "rtcp " if rtcp else ""
+        clock = owner.clock
         for _ in range(_BURST):
             try:
                 data, source = own.recvfrom(_MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
-                self._owner.count_drop("socket error")
+                owner.count_drop(prefix + "socket error")
                 return
-            verdict = self.core.receive(side, (source[0], source[1]), clock())
+            verdict = core.receive(side, (source[0], source[1]), clock())
             if verdict is not Verdict.FORWARD:
-                self._owner.count_drop(verdict.value)
+                owner.count_drop(prefix + verdict.value)
                 continue
-            destination = self.core.destination(side.other)
+            destination = core.destination(side.other)
             assert destination is not None  # FORWARD means it exists
+            if out is None:  # the other side's SDP asked for no RTCP port
+                owner.count_drop("rtcp other side has no rtcp port")
+                continue
             try:
                 out.sendto(data, destination)
             except OSError:
-                self._owner.count_drop("send failed")
+                owner.count_drop(prefix + "send failed")
                 continue
-            self._owner.forwarded += 1
+            if rtcp:
+                owner.rtcp_forwarded += 1
+            else:
+                owner.forwarded += 1
 
     def close(self) -> None:
         if self.closed:
@@ -293,6 +340,7 @@ class MediaRelay:
         self._relays: set[RelayHandle] = set()
         self._idle: collections.deque[tuple[float, _PortPair]] = collections.deque()  # oldest first
         self.forwarded = 0
+        self.rtcp_forwarded = 0
         self.dropped: dict[str, int] = {}
 
     @property
@@ -320,20 +368,54 @@ class MediaRelay:
         self._relays.add(handle)
         return handle
 
+    def _family(self) -> socket.AddressFamily:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
     def _bind_pair(self) -> dict[Side, socket.socket]:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sockets: dict[Side, socket.socket] = {}
         try:
             for side in Side:
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-                sockets[side] = sock
-                sock.setblocking(False)
-                sock.bind((self.host, 0))
+                sockets[side] = self._bind_even()
         except OSError:
             for sock in sockets.values():
                 sock.close()
             raise
         return sockets
+
+    def _bind_even(self) -> socket.socket:
+        """A socket on an even port if one of ``_EVEN_TRIES`` binds gives one (RFC 3550 §11:
+        RTP even, RTCP the next odd port), else on the last port the kernel chose."""
+        tried: list[socket.socket] = []
+        try:
+            for _ in range(_EVEN_TRIES):
+                sock = socket.socket(self._family(), socket.SOCK_DGRAM)
+                tried.append(sock)
+                sock.setblocking(False)
+                sock.bind((self.host, 0))
+                if sock.getsockname()[1] % 2 == 0:
+                    break
+        except OSError:
+            for sock in tried:
+                sock.close()
+            raise
+        chosen = tried.pop()
+        for sock in tried:  # held open until now so the kernel did not offer them again
+            sock.close()
+        return chosen
+
+    def _bind_next_to(self, rtp_port: int) -> socket.socket | None:
+        """The RTCP socket: on ``rtp_port + 1`` if free, else any port; None if none binds."""
+        candidates = (rtp_port + 1, 0) if rtp_port < 65535 else (0,)
+        for port in candidates:
+            sock = socket.socket(self._family(), socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.bind((self.host, port))
+            except OSError:
+                sock.close()
+                continue
+            return sock
+        return None
 
     def _release(self, handle: RelayHandle, pair: _PortPair) -> None:
         self._relays.discard(handle)
@@ -350,5 +432,8 @@ class MediaRelay:
 
     def statistics(self) -> RelayStatistics:
         return RelayStatistics(
-            len(self._relays), self.forwarded, tuple(sorted(self.dropped.items()))
+            len(self._relays),
+            self.forwarded,
+            tuple(sorted(self.dropped.items())),
+            self.rtcp_forwarded,
         )

@@ -188,6 +188,34 @@ class MediaDescription:
         value = self.attribute("maxptime")
         return int(value) if value is not None and _number(value) else None
 
+    @property
+    def rtcp_mux(self) -> bool:
+        """RFC 5761 §5.1.1: RTCP rides the RTP port."""
+        return self.attribute("rtcp-mux") is not None
+
+    def rtcp_address(self) -> tuple[str | None, int] | None:
+        """RFC 3605 ``a=rtcp:<port> [IN IP4|IP6 <address>]``: (address or None, port).
+
+        None when absent or malformed (then RTCP goes to the RTP port + 1,
+        RFC 3550 §11); a port outside 1-65535 counts as malformed.
+        """
+        value = self.attribute("rtcp")
+        if value is None:
+            return None
+        parts = value.split()
+        if not parts or not _number(parts[0]) or not 0 < int(parts[0]) < 65536:
+            return None
+        if len(parts) == 4 and parts[1] == "IN" and parts[2] in ("IP4", "IP6"):
+            return parts[3], int(parts[0])
+        return (None, int(parts[0])) if len(parts) == 1 else None
+
+    def with_rtcp_port(self, port: int | None) -> MediaDescription:
+        """Our ``a=rtcp:<port>`` in place of the sender's (None: no ``a=rtcp`` line)."""
+        kept = tuple((key, value) for key, value in self.attributes if key != "rtcp")
+        if port is None:
+            return replace(self, attributes=kept)
+        return replace(self, attributes=(*kept, ("rtcp", str(port))))
+
     def lines(self) -> list[str]:
         port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
         out = [f"m={self.media} {port} {self.proto} {' '.join(self.formats)}".rstrip()]

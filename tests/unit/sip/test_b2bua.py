@@ -44,6 +44,12 @@ class Ports:
         self.expected[side] = address
         self.core.expect(side, address)
 
+    def rtcp_port(self, side: Side) -> int | None:
+        return None  # RTCP anchoring is tested in test_anchor_rtcp.py
+
+    def expect_rtcp(self, side: Side, address: tuple[str, int]) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 
