@@ -6,6 +6,10 @@ Invariants:
   where they sit in the id space or borrow another's name.
 - The private key lives in ``<home>/identity.key`` as a hex seed with mode 0600,
   written atomically; never pickled.
+- A node id's *puzzle bits* (``puzzle_bits``: leading zero bits of a second hash of
+  the id) say how much work the key took to find. DHT servers need a few (S/Kademlia's
+  static puzzle, ``p2pnode.dht.puzzle``) so that grinding ids near a key costs 2**bits
+  more. ``generate`` stays instant (tests make thousands); ``generate_meeting`` grinds.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import nacl.exceptions
@@ -23,6 +28,7 @@ __all__ = [
     "KEY_FILE_NAME",
     "NODE_ID_BYTES",
     "PUBLIC_KEY_BYTES",
+    "PUZZLE_PERSON",
     "SIGNATURE_BYTES",
     "Identity",
     "IdentityError",
@@ -31,6 +37,7 @@ __all__ = [
     "node_id_for",
     "peer_id_for",
     "public_key_from_peer_id",
+    "puzzle_bits",
     "verify_signature",
 ]
 
@@ -40,6 +47,8 @@ SIGNATURE_BYTES = 64
 KEY_FILE_NAME = "identity.key"
 _KEY_FILE_HEADER = "p2pnode-ed25519-seed-v1"
 _PEER_ID_LENGTH = 52  # base32 of 32 bytes without padding
+PUZZLE_PERSON = b"p2pnode-idpuzzle"  # its own domain: not the node id's hash again
+GRIND_REPORT_EVERY = 4096  # tries between two progress calls of ``generate_meeting``
 
 
 class IdentityError(Exception):
@@ -49,6 +58,14 @@ class IdentityError(Exception):
 def node_id_for(public_key: bytes) -> bytes:
     """The Kademlia node id bound to a key: BLAKE2b-160 with a domain-separating person."""
     return hashlib.blake2b(public_key, digest_size=NODE_ID_BYTES, person=b"p2pnode-nodeid").digest()
+
+
+def puzzle_bits(node_id: bytes) -> int:
+    """Leading zero bits of BLAKE2b-64(``node_id``) under ``PUZZLE_PERSON``: the work
+    the key took. Any bit count c costs 2**c key generations on average to reach."""
+    digest = hashlib.blake2b(node_id, digest_size=8, person=PUZZLE_PERSON).digest()
+    value = int.from_bytes(digest, "big")
+    return 64 - value.bit_length()
 
 
 def peer_id_for(public_key: bytes) -> str:
@@ -121,6 +138,31 @@ class Identity:
         return cls(nacl.signing.SigningKey(seed))
 
     @classmethod
+    def generate_meeting(
+        cls,
+        bits: int,
+        *,
+        progress: Callable[[int], None] | None = None,
+        seeds: Callable[[int], bytes] = os.urandom,
+    ) -> Identity:
+        """A fresh key pair whose node id has at least ``bits`` puzzle bits (a DHT server's).
+
+        2**bits tries on average (c = 16: ~65,000, about 2 s on one core here), each a
+        key generation and two hashes. ``progress(tries)`` is called every
+        ``GRIND_REPORT_EVERY`` tries, for people waiting on ``p2pnode init``.
+        """
+        if not 0 <= bits <= 64:
+            raise ValueError("bits must be 0 to 64")
+        tries = 0
+        while True:
+            key = nacl.signing.SigningKey(seeds(32))
+            tries += 1
+            if puzzle_bits(node_id_for(bytes(key.verify_key))) >= bits:
+                return cls(key)
+            if progress is not None and tries % GRIND_REPORT_EVERY == 0:
+                progress(tries)
+
+    @classmethod
     def load(cls, home: Path) -> Identity:
         """The identity stored in ``home``; ``IdentityError`` if absent or malformed."""
         path = home / KEY_FILE_NAME
@@ -142,11 +184,15 @@ class Identity:
         return cls(nacl.signing.SigningKey(seed))
 
     @classmethod
-    def load_or_create(cls, home: Path) -> Identity:
-        """Load the identity in ``home``, creating the directory and a new key if absent."""
+    def load_or_create(
+        cls, home: Path, *, bits: int = 0, progress: Callable[[int], None] | None = None
+    ) -> Identity:
+        """Load the identity in ``home``, creating the directory and a new key if absent
+        (one with ``bits`` puzzle bits: ``generate_meeting``). An existing key is kept
+        whatever its bits: replacing an identity is the user's decision."""
         if (home / KEY_FILE_NAME).exists():
             return cls.load(home)
-        identity = cls.generate()
+        identity = cls.generate_meeting(bits, progress=progress) if bits else cls.generate()
         identity.save(home)
         return identity
 

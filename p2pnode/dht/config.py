@@ -14,6 +14,7 @@ from p2pnode.dht.disjoint import MAX_PATHS
 from p2pnode.dht.diversity import Diversity
 from p2pnode.dht.keys import Address, Contact
 from p2pnode.dht.messages import StoreStatus
+from p2pnode.dht.puzzle import DEFAULT_ID_DIFFICULTY, MAX_ID_DIFFICULTY, Puzzle
 from p2pnode.records import SignedRecord
 
 __all__ = [
@@ -68,10 +69,18 @@ class DhtConfig:
     # Puts too: STOREs go to each path's k closest (up to paths x k STOREs), so that a put
     # made while a crowd sits near its key still reaches the honest nodes beyond it.
     disjoint_puts: bool = False
+    # A contact counts only if its node id has this many puzzle bits (``p2pnode.dht.puzzle``,
+    # S/Kademlia's static puzzle): grinding ids near a key costs 2**id_difficulty more.
+    # Loopback contacts are exempt unless ``puzzle_loopback`` (tests share 127.0.0.1 with
+    # instant keys). A network agrees on one value: 0 turns the check off.
+    id_difficulty: int = DEFAULT_ID_DIFFICULTY
+    puzzle_loopback: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.disjoint_paths <= MAX_PATHS:
             raise ValueError(f"disjoint_paths must be 1 to {MAX_PATHS}")
+        if not 0 <= self.id_difficulty <= MAX_ID_DIFFICULTY:
+            raise ValueError(f"id_difficulty must be 0 to {MAX_ID_DIFFICULTY}")
 
     def diversity(self) -> Diversity:
         return Diversity(
@@ -80,7 +89,11 @@ class DhtConfig:
             prefix_v4=self.network_prefix_v4,
             prefix_v6=self.network_prefix_v6,
             loopback=self.diverse_loopback,
+            puzzle=self.puzzle(),
         )
+
+    def puzzle(self) -> Puzzle:
+        return Puzzle(self.id_difficulty, loopback=self.puzzle_loopback)
 
     def sharing_ip(self, hosts: int) -> DhtConfig:
         """These settings with every per-IP budget multiplied by ``hosts``.

@@ -7,7 +7,9 @@ a STORE proof or receipt (``proofs``), else a PING/PONG challenge (two
 datagrams each way), which is spent only on a sender that would get a free slot.
 
 Invariants:
-- Clients (``Flags.CLIENT``) never enter a table, proven or not.
+- Clients (``Flags.CLIENT``) never enter a table, proven or not; nor does a
+  server whose id is below the puzzle's difficulty (``dht/puzzle.py``; counted
+  once per datagram, and no proof of its key is ever checked or challenged).
 - A key proof is checked (a signature verification) only for a sender the table
   needs (``RoutingTable.needs``: a free slot, or an empty replacement cache) and
   would take (``wants``: diversity limits included), and not proven already.
@@ -124,6 +126,8 @@ class ContactGate:
         if sender.node_id in self.table:
             if proven:
                 self.table.record_success(sender.node_id, now)
+            return
+        if not self.table.admits(sender):
             return
         if not self.table.wants(sender.node_id, sender):
             return

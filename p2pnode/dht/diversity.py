@@ -22,6 +22,10 @@ Loopback (127.0.0.0/8, ::1) is exempt unless ``diverse_loopback`` is set: tests
 and demos run many honest nodes on 127.0.0.1. Prefix lengths are settings so a
 lab whose nodes share one segment can widen or narrow the network groups.
 
+The node's id puzzle (``dht/puzzle.py``) rides along as ``puzzle``: the routing
+table and lookups that hold a ``Diversity`` ask it too, so every place that
+limits contacts by address also refuses ids below the difficulty.
+
 Invariant: pure functions of addresses and settings; nothing here is stateful
 beyond a bounded cache of parsed addresses.
 """
@@ -35,6 +39,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from p2pnode.dht.keys import Contact
+from p2pnode.dht.puzzle import Puzzle
 
 __all__ = ["Diversity", "Groups", "Tally"]
 
@@ -76,7 +81,9 @@ class Diversity:
         prefix_v4: int = 24,
         prefix_v6: int = 48,
         loopback: bool = False,
+        puzzle: Puzzle | None = None,
     ) -> None:
+        self.puzzle = puzzle if puzzle is not None else Puzzle(0)
         if max_per_address < 1 or max_per_network < 1:
             raise ValueError("diversity limits must be at least 1")
         if not 0 <= prefix_v4 <= 32 or not 0 <= prefix_v6 <= 128:

@@ -16,6 +16,9 @@ Invariants:
   limits per address and per network, walking nearest first: a crowd of ground
   ids from one host or one network fills at most its share of them, so the
   lookup asks, and a put stores at, honest nodes beyond the crowd.
+- With a ``Diversity``, a contact whose id is below its puzzle's difficulty
+  (``dht/puzzle.py``) never becomes a candidate (counted): it is never queried,
+  never in the result, never a put's storer.
 """
 
 from __future__ import annotations
@@ -97,9 +100,12 @@ class Lookup:
 
     def add(self, contacts: Iterable[Contact], *, depth: int) -> None:
         """Learn candidates (from the table, or from a reply at ``depth`` hops)."""
+        puzzle = self.diversity.puzzle if self.diversity is not None else None
         for contact in contacts:
             node_id = contact.node_id
             if node_id in self._by_id or node_id == self._own_id:
+                continue
+            if puzzle is not None and not puzzle.admit(contact):
                 continue
             dist = contact.id_int ^ self.target_int
             if len(self._order) >= MAX_CANDIDATES:

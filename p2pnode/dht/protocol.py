@@ -173,6 +173,7 @@ class DhtCore:
         self.held_tokens = HeldTokens(identity, max_entries=4 * self.config.max_pending_requests)
         self.store_retries = 0
         self.drops = DropCounter(logger, lambda: self._now)
+        self.diversity.puzzle.drops = self.drops  # "id below difficulty" (dht/puzzle.py)
         self.read_rejects = self.reader.rejects
         self.rpcs: Counter[tuple[str, str]] = Counter()  # (message type, outcome) -> count
         self.lookup_latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)

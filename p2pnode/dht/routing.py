@@ -14,6 +14,9 @@ Invariants:
 - With a ``Diversity``, no bucket holds more than its limits of one address or
   one network (``diversity``): a newcomer over a limit is refused, and a
   replacement is promoted only if it fits (finding 3 of issue 10).
+- No contact whose id is below the difficulty of the diversity's ``puzzle``
+  (``dht/puzzle.py``) enters: ``offer`` refuses it (counted), ``wants`` says no
+  before anyone spends a signature check on its key proof.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class OfferOutcome(enum.Enum):
     REPLACEMENT = "replacement"  # bucket full: parked in the replacement cache
     SELF = "self"
     REFUSED = "refused"  # its address or network holds its share of the bucket already
+    BELOW_DIFFICULTY = "below difficulty"  # its id lacks the puzzle bits (``dht/puzzle.py``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,8 @@ class RoutingTable:
             bucket.failures.pop(node_id, None)
             bucket.last_changed = now
             return OfferResult(OfferOutcome.UPDATED)
+        if not self.admits(contact):
+            return OfferResult(OfferOutcome.BELOW_DIFFICULTY)
         if not self._fits(bucket, contact):
             self.refused += 1
             return OfferResult(OfferOutcome.REFUSED)
@@ -138,16 +144,23 @@ class RoutingTable:
     def _fits(self, bucket: _Bucket, contact: Contact) -> bool:
         return self.diversity is None or self.diversity.admits(bucket.contacts.values(), contact)
 
+    def admits(self, contact: Contact) -> bool:
+        """Does ``contact``'s id meet the puzzle? A refusal is counted (``Puzzle.admit``)."""
+        return self.diversity is None or self.diversity.puzzle.admit(contact)
+
     def wants(self, node_id: bytes, contact: Contact | None = None) -> bool:
         """Would ``offer`` keep this id (new, and room in the bucket or its replacements)?
 
         Lets the protocol skip challenging strangers it could not store anyway
-        (with ``contact``, also those its diversity limits would refuse).
+        (with ``contact``, also those its diversity limits or the id puzzle would refuse).
         """
         bucket = self._bucket_of(node_id)
         if bucket is None or node_id in bucket.contacts or node_id in bucket.replacements:
             return False
-        if contact is not None and not self._fits(bucket, contact):
+        if contact is not None and not (
+            self._fits(bucket, contact)
+            and (self.diversity is None or self.diversity.puzzle.meets(contact))
+        ):
             return False
         return len(bucket.contacts) < self.k or len(bucket.replacements) < REPLACEMENT_CACHE_SIZE
 

@@ -3,11 +3,17 @@
 Each node gets its own IP in its own /24 unless a test asks otherwise: rate limits
 are per IP, and routing tables and lookups limit contacts per address and per network.
 
+Its 10.x addresses stand for public ones, but its keys are instant
+(``Identity.generate``): every core runs at ``id_difficulty`` (default 0, the
+id puzzle off) whatever its config says; puzzle tests pass a difficulty and
+ground identities.
+
 Bounded: ``run_until`` stops after a step count and a virtual-time limit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections.abc import Callable, Iterable
@@ -22,7 +28,13 @@ __all__ = ["MemNet"]
 
 class MemNet:
     def __init__(
-        self, *, latency: float = 0.001, seed: int = 1, loss: float = 0.0, jitter: float = 0.0
+        self,
+        *,
+        latency: float = 0.001,
+        seed: int = 1,
+        loss: float = 0.0,
+        jitter: float = 0.0,
+        id_difficulty: int = 0,
     ) -> None:
         """``loss``: fraction of datagrams dropped; ``jitter``: up to this much extra
         latency each, drawn per datagram (reorders them). Both seeded."""
@@ -31,6 +43,7 @@ class MemNet:
         self.loss = loss
         self.jitter = jitter
         self.delivered = 0  # datagrams handed to a live core
+        self.id_difficulty = id_difficulty
         self.rng = random.Random(seed)
         self._link = random.Random(seed + 1)
         self.cores: dict[Address, DhtCore] = {}
@@ -55,7 +68,7 @@ class MemNet:
         address = (host or f"10.{n // 256 % 256}.{n % 256}.1", 1000 + n)
         core = DhtCore(
             identity or Identity.generate(self.rng.randbytes(32)),
-            config=config,
+            config=dataclasses.replace(config or DhtConfig(), id_difficulty=self.id_difficulty),
             rng=random.Random(self.rng.random()),
             now=self.now,
             bootstrap=bootstrap or [],

@@ -9,6 +9,7 @@ answers STORED with a valid signed receipt and keeps nothing. Used by
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -129,7 +130,11 @@ def add_sybils(
         n = len(net.cores)
         address = (host, 1000 + n)
         sybil = SybilCore(
-            identity, config=config, rng=random.Random(n), now=net.now, bootstrap=[bootstrap]
+            identity,
+            config=dataclasses.replace(config, id_difficulty=net.id_difficulty),
+            rng=random.Random(n),
+            now=net.now,
+            bootstrap=[bootstrap],
         )
         net.cores[address] = sybil
         sybils.append((address, sybil))
