@@ -15,6 +15,10 @@ Invariants:
 - The outbox row of a message is deleted only by the recipient's delivered
   receipt (``OutboxInput.RECEIPT``), never by a mailbox's acknowledgement.
 - Messages from peers we never accepted are stored as requests (``request``).
+- One-time prekeys: each new key's private half is committed (X3DH state) and its
+  mailbox noted (store) before the caller uploads it, so a mailbox never hands out
+  a key we lost; the private half is deleted in the transaction that opens the
+  session using it, or ``OPK_TAKEN_KEPT`` after it left its mailbox unused.
 - A peer the caller withholds receipts from (``receive``'s ``withhold``: the app's
   blocked peers) gets no delivered receipt, not even for a duplicate, and none is
   encrypted for it (an unsent receipt would still advance our sending chain and
@@ -50,6 +54,11 @@ from p2pnode.sessions.crypto import (
     SessionFailure,
     session_id_for,
 )
+from p2pnode.sessions.one_time_prekeys import (
+    OPK_TAKEN_KEPT,
+    OneTimePrekey,
+    sign_one_time_prekey,
+)
 from p2pnode.sessions.outbox import (
     OutboxInput,
     OutboxState,
@@ -61,6 +70,7 @@ from p2pnode.sessions.prekeys import needs_rotation, prekey_record
 from p2pnode.sessions.store import ChatStore, Direction, MessageRow, OutboxRow
 
 __all__ = [
+    "MAX_OWN_ONE_TIME_PREKEYS",
     "MAX_SESSIONS_PER_PEER",
     "SEEN_ENVELOPES_KEPT",
     "ChatCore",
@@ -72,6 +82,7 @@ __all__ = [
 
 MAX_SESSIONS_PER_PEER = 4  # simultaneous initiations leave two; a reinstall adds one
 SEEN_ENVELOPES_KEPT = 90 * 24 * 3600  # past mailbox retention and any sane outbox retry
+MAX_OWN_ONE_TIME_PREKEYS = 2000  # private halves held (at mailboxes + taken, awaited)
 
 
 def _withhold_none(peer: bytes) -> bool:
@@ -160,6 +171,51 @@ class ChatCore:
                 now=now,
             )
 
+    def new_one_time_prekeys(
+        self, mailbox: bytes, count: int, now: float
+    ) -> tuple[OneTimePrekey, ...]:
+        """Make up to ``count`` one-time prekeys for ``mailbox``, signed; committed (the
+        private halves and where they go) before this returns, so upload them after.
+        Fewer (maybe none) once ``MAX_OWN_ONE_TIME_PREKEYS`` are held."""
+        with self.store.transaction():
+            count = min(count, MAX_OWN_ONE_TIME_PREKEYS - self.store.one_time_prekey_count())
+            if count <= 0:
+                return ()
+            before = set(self._agreement.bundle().one_time_prekeys)
+            self._agreement.add_one_time_prekeys(count)
+            fresh = tuple(p for p in self._agreement.bundle().one_time_prekeys if p not in before)
+            self.store.add_one_time_prekeys(mailbox, fresh, now)
+            self._save_keys()
+        return tuple(sign_one_time_prekey(self.identity, public) for public in fresh)
+
+    def one_time_prekeys_held(self, mailbox: bytes, held: set[bytes], now: float) -> int:
+        """``mailbox`` reports the keys of ours it still holds: the others left it (taken);
+        how many of ours it holds."""
+        with self.store.transaction():
+            ours = self.store.one_time_prekeys_at(mailbox)
+            self.store.mark_one_time_prekeys_gone(tuple(ours - held), now)
+            return len(ours & held)
+
+    def expire_one_time_prekeys(self, mailboxes: set[bytes], now: float) -> int:
+        """Keys at mailboxes we no longer name count as gone; keys gone for
+        ``OPK_TAKEN_KEPT`` are forgotten (private half deleted); how many forgotten."""
+        with self.store.transaction():
+            for mailbox in self.store.one_time_prekey_mailboxes() - mailboxes:
+                self.store.mark_one_time_prekeys_gone(
+                    tuple(self.store.one_time_prekeys_at(mailbox)), now
+                )
+            old = self.store.one_time_prekeys_gone_before(now - OPK_TAKEN_KEPT)
+            for public in old:
+                self._agreement.forget_one_time_prekey(public)
+                self.store.delete_one_time_prekey(public)
+            if old:
+                self._save_keys()
+        return len(old)
+
+    def holds_one_time_prekey(self, public: bytes) -> bool:
+        """The private half of ``public`` is still ours (not used, not expired)."""
+        return public in self._agreement.bundle().one_time_prekeys
+
     def accept(self, peer: bytes, alias: str | None, now: float) -> None:
         """Move ``peer`` out of the requests folder (and name it, if ``alias``)."""
         with self.store.transaction():
@@ -175,9 +231,15 @@ class ChatCore:
         return bool(self.store.sessions(peer))
 
     def compose(
-        self, peer: bytes, text: str, now: float, bundle: PrekeyBundle | None = None
+        self,
+        peer: bytes,
+        text: str,
+        now: float,
+        bundle: PrekeyBundle | None = None,
+        one_time_prekey: bytes | None = None,
     ) -> Outgoing:
-        """Encrypt and queue a text; ``NeedBundleError`` if no session and no bundle."""
+        """Encrypt and queue a text; ``NeedBundleError`` if no session and no bundle.
+        A new session uses ``one_time_prekey`` (taken from the peer's mailbox) if given."""
         message_id = self.rng.randbytes(16)
         with self.store.transaction():
             conversation = self.store.conversation(peer)
@@ -189,7 +251,7 @@ class ChatCore:
                 int(now * 1000),
                 text,
             )
-            encoded = self._encrypt(peer, encode_body(body), now, bundle)
+            encoded = self._encrypt(peer, encode_body(body), now, bundle, one_time_prekey)
             digest = message_hash(body)
             fresh = self.store.insert_message(
                 MessageRow(
@@ -223,7 +285,12 @@ class ChatCore:
         return Outgoing(peer, encoded, message_id)
 
     def _encrypt(
-        self, peer: bytes, plaintext: bytes, now: float, bundle: PrekeyBundle | None
+        self,
+        peer: bytes,
+        plaintext: bytes,
+        now: float,
+        bundle: PrekeyBundle | None,
+        one_time_prekey: bytes | None = None,
     ) -> bytes:
         sessions = self.store.sessions(peer)
         if sessions:
@@ -234,7 +301,7 @@ class ChatCore:
             if bundle is None or bundle.identity_key != peer:
                 raise NeedBundleError("no session with this peer")
             session, init, header, ciphertext = RatchetSession.initiate(
-                self._agreement, bundle, plaintext
+                self._agreement, bundle, plaintext, one_time_prekey
             )
         self.store.save_session(peer, session.session_id, session.to_json(), now)
         envelope = Envelope(self.identity.public_key, peer, init, header, ciphertext)
@@ -417,7 +484,8 @@ class ChatCore:
             )
             for stale_id, _ in sessions[MAX_SESSIONS_PER_PEER - 1 :]:
                 self.store.delete_session(peer, stale_id)  # least recently used go first
-            if envelope.init.one_time_prekey is not None:
+            if envelope.init.one_time_prekey is not None:  # used: deleted with this session
+                self.store.delete_one_time_prekey(envelope.init.one_time_prekey)
                 self._save_keys()
             self.store.save_session(peer, session.session_id, session.to_json(), now)
             return plaintext

@@ -15,6 +15,8 @@ Invariants:
   deletes them; the recipient deletes earlier by acknowledging (``ACK``).
 - Deposits are idempotent: an envelope is named by its hash, so a retry of the
   same bytes is ``DUPLICATE`` (stored once, acknowledged again).
+- One-time prekeys (``UPLOAD_PREKEYS``, ``TAKE_PREKEY``) live in the same file,
+  only for owners it serves, each handed out once (``mailbox_prekeys.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from p2pnode.sessions.chat_message import (
     envelope_id,
 )
 from p2pnode.sessions.mailbox_list import MailboxListDecodeError, mailboxes_from_record
+from p2pnode.sessions.mailbox_prekeys import MailboxPrekeys
 from p2pnode.sessions.mailbox_wire import (
     AckRequest,
     DepositRequest,
@@ -41,9 +44,13 @@ from p2pnode.sessions.mailbox_wire import (
     RegisterRequest,
     Request,
     RequestKind,
+    SignedRequest,
     Status,
+    TakePrekeyRequest,
+    UploadPrekeysRequest,
     signature_valid,
 )
+from p2pnode.sessions.one_time_prekeys import TakeLimits
 
 __all__ = ["MailboxCore", "MailboxLimits", "MailboxStatistics"]
 
@@ -97,6 +104,7 @@ class MailboxCore:
         limits: MailboxLimits | None = None,
         *,
         synchronous: str = "NORMAL",
+        take_limits: TakeLimits | None = None,
     ) -> None:
         self.own_key = own_key
         self.limits = limits or MailboxLimits()
@@ -124,6 +132,7 @@ class MailboxCore:
             bytes(r): int(e)
             for r, e in self._db.execute("SELECT recipient, expires_at FROM grants")
         }
+        self.prekeys = MailboxPrekeys(self._db, take_limits)
 
     def close(self) -> None:
         self._db.close()
@@ -139,14 +148,14 @@ class MailboxCore:
                 return self._fetch(request, now)
             case AckRequest():
                 return self._ack(request, now)
+            case UploadPrekeysRequest() | TakePrekeyRequest():
+                return self._prekey_request(request, now)
 
     def _refuse(self, kind: RequestKind, rid: int, status: Status) -> MailboxResponse:
         self.refused += 1
         return MailboxResponse(kind, rid, status)
 
-    def _signed_and_fresh(
-        self, request: DepositRequest | FetchRequest | AckRequest, now: float
-    ) -> Status:
+    def _signed_and_fresh(self, request: SignedRequest, now: float) -> Status:
         if abs(request.ts - now) > self.limits.max_skew:
             return Status.STALE
         if not signature_valid(self.own_key, request):
@@ -183,6 +192,28 @@ class MailboxCore:
         )
         self._grants[record.owner] = record.expires_at
         return MailboxResponse(kind, request.rid, Status.OK)
+
+    def _prekey_request(
+        self, request: UploadPrekeysRequest | TakePrekeyRequest, now: float
+    ) -> MailboxResponse:
+        """Signed and fresh, for an owner we serve; then the prekey store answers."""
+        kind = (
+            RequestKind.UPLOAD_PREKEYS
+            if isinstance(request, UploadPrekeysRequest)
+            else RequestKind.TAKE_PREKEY
+        )
+        check = self._signed_and_fresh(request, now)
+        if check is not Status.OK:
+            return self._refuse(kind, request.rid, check)
+        if self._grants.get(request.owner, 0) <= now:
+            return self._refuse(kind, request.rid, Status.NOT_MAILBOX)
+        if isinstance(request, UploadPrekeysRequest):
+            response = self.prekeys.upload(request, now)
+        else:
+            response = self.prekeys.take(request, now)
+        if not response.status.stored:
+            self.refused += 1
+        return response
 
     def _usage(self, party: bytes, role: int) -> tuple[int, int]:
         count, size = self._used.get((party, role), (0, 0))
@@ -352,6 +383,7 @@ class MailboxCore:
             for recipient, item_id in rows:
                 deleted += self._delete(recipient, (item_id,))
             self._db.execute("DELETE FROM grants WHERE expires_at <= ?", (int(now),))
+            self.prekeys.forget_lapsed({r for r, e in self._grants.items() if e > now})
             self._commit()
         except BaseException:
             self._rollback()

@@ -1,4 +1,5 @@
-"""Mailbox RPC wire format: register, deposit, fetch, acknowledge (length-framed msgpack).
+"""Mailbox RPC wire format: register, deposit, fetch, acknowledge, and one-time
+prekeys (length-framed msgpack).
 
 Requests (msgpack arrays)::
 
@@ -6,12 +7,20 @@ Requests (msgpack arrays)::
     DEPOSIT  [2, rid, sender(bin 32), recipient(bin 32), [envelope(bin)...], ts, sig(bin 64)]
     FETCH    [3, rid, recipient(bin 32), ts, limit, sig(bin 64)]
     ACK      [4, rid, recipient(bin 32), ts, [item_id(bin 16)...], sig(bin 64)]
+    UPLOAD_PREKEYS [5, rid, owner(bin 32), ts, [[public(bin 32), opk_sig(bin 64)]...], sig]
+    TAKE_PREKEY    [6, rid, requester(bin 32), owner(bin 32), ts, sig(bin 64)]
 
 Responses::
 
     [kind, rid, status, statuses[...], items[[item_id, envelope, deposited_at]...], more]
+    UPLOAD_PREKEYS, TAKE_PREKEY: the same six fields + [[public, opk_sig]...]
 
-``sig`` is Ed25519 by the sender (DEPOSIT) or the recipient (FETCH, ACK) over
+UPLOAD_PREKEYS answers one status per key and lists every key of the owner the
+mailbox still holds (an empty upload is how the owner asks "how many left");
+TAKE_PREKEY answers one key, handed out once (``one_time_prekeys.py``).
+
+``sig`` is Ed25519 by the sender (DEPOSIT), the recipient (FETCH, ACK), the owner
+(UPLOAD_PREKEYS) or the requester (TAKE_PREKEY) over
 ``SIGNING_CONTEXT + mailbox_key + msgpack(fields before sig)``: binding the
 mailbox's own key means a request signed for one mailbox is refused by all others.
 
@@ -29,11 +38,13 @@ import msgpack
 
 from p2pnode.identity import SIGNATURE_BYTES, Identity, verify_signature
 from p2pnode.sessions.chat_message import MAX_ENVELOPE_BYTES
+from p2pnode.sessions.one_time_prekeys import OPK_MAX_PER_OWNER, OneTimePrekey
 
 __all__ = [
     "MAX_DEPOSIT_ITEMS",
     "MAX_FETCH_ITEMS",
     "MAX_FRAME_BYTES",
+    "MAX_UPLOAD_PREKEYS",
     "AckRequest",
     "DepositRequest",
     "FetchRequest",
@@ -44,6 +55,8 @@ __all__ = [
     "Request",
     "RequestKind",
     "Status",
+    "TakePrekeyRequest",
+    "UploadPrekeysRequest",
     "decode_request",
     "decode_response",
     "encode_request",
@@ -51,11 +64,14 @@ __all__ = [
     "sign_ack",
     "sign_deposit",
     "sign_fetch",
+    "sign_take_prekey",
+    "sign_upload_prekeys",
     "signature_valid",
 ]
 
 MAX_DEPOSIT_ITEMS = 64
 MAX_FETCH_ITEMS = 256
+MAX_UPLOAD_PREKEYS = OPK_MAX_PER_OWNER  # keys in one upload, and listed in one answer
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_RID = 2**32 - 1
 MAX_TS = 2**40
@@ -72,6 +88,8 @@ class RequestKind(enum.IntEnum):
     DEPOSIT = 2
     FETCH = 3
     ACK = 4
+    UPLOAD_PREKEYS = 5
+    TAKE_PREKEY = 6
 
 
 class Status(enum.IntEnum):
@@ -90,6 +108,9 @@ class Status(enum.IntEnum):
     BAD_RECORD = 18  # the mailbox list record is invalid or does not name us
     MALFORMED = 19
     BUSY = 20  # the mailbox holds as many recipients as it will (REGISTER)
+    NO_PREKEYS = 21  # TAKE_PREKEY: none of the owner's one-time prekeys left here
+    RATE_LIMITED = 22  # TAKE_PREKEY: the requester, the pair or the owner took too many
+    PREKEYS_FULL = 23  # UPLOAD_PREKEYS: the owner already has OPK_MAX_PER_OWNER here
 
     @property
     def stored(self) -> bool:
@@ -130,7 +151,36 @@ class AckRequest:
     signature: bytes
 
 
-Request = RegisterRequest | DepositRequest | FetchRequest | AckRequest
+@dataclass(frozen=True, slots=True)
+class UploadPrekeysRequest:
+    rid: int
+    owner: bytes
+    ts: int
+    prekeys: tuple[OneTimePrekey, ...]
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TakePrekeyRequest:
+    rid: int
+    requester: bytes
+    owner: bytes
+    ts: int
+    signature: bytes
+
+
+Request = (
+    RegisterRequest
+    | DepositRequest
+    | FetchRequest
+    | AckRequest
+    | UploadPrekeysRequest
+    | TakePrekeyRequest
+)
+SignedRequest = (
+    DepositRequest | FetchRequest | AckRequest | UploadPrekeysRequest | TakePrekeyRequest
+)
+_PREKEY_KINDS = (RequestKind.UPLOAD_PREKEYS, RequestKind.TAKE_PREKEY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +198,7 @@ class MailboxResponse:
     statuses: tuple[Status, ...] = ()  # DEPOSIT: one per envelope
     items: tuple[MailboxItem, ...] = ()  # FETCH
     more: bool = False  # FETCH: further items wait
+    prekeys: tuple[OneTimePrekey, ...] = ()  # TAKE_PREKEY: the one; UPLOAD: all still held
 
 
 def _fields_before_signature(request: Request) -> list[object]:
@@ -179,6 +230,22 @@ def _fields_before_signature(request: Request) -> list[object]:
                 request.ts,
                 list(request.item_ids),
             ]
+        case UploadPrekeysRequest():
+            return [
+                int(RequestKind.UPLOAD_PREKEYS),
+                request.rid,
+                request.owner,
+                request.ts,
+                [[p.public, p.signature] for p in request.prekeys],
+            ]
+        case TakePrekeyRequest():
+            return [
+                int(RequestKind.TAKE_PREKEY),
+                request.rid,
+                request.requester,
+                request.owner,
+                request.ts,
+            ]
 
 
 def _signed_bytes(mailbox_key: bytes, request: Request) -> bytes:
@@ -186,12 +253,24 @@ def _signed_bytes(mailbox_key: bytes, request: Request) -> bytes:
     return SIGNING_CONTEXT + mailbox_key + body
 
 
-def signature_valid(
-    mailbox_key: bytes, request: DepositRequest | FetchRequest | AckRequest
-) -> bool:
-    """The request is signed by its sender (DEPOSIT) or recipient (FETCH, ACK) for this mailbox."""
-    signer = request.sender if isinstance(request, DepositRequest) else request.recipient
-    return verify_signature(signer, _signed_bytes(mailbox_key, request), request.signature)
+def _signer(request: SignedRequest) -> bytes:
+    match request:
+        case DepositRequest():
+            return request.sender
+        case UploadPrekeysRequest():
+            return request.owner
+        case TakePrekeyRequest():
+            return request.requester
+        case FetchRequest() | AckRequest():
+            return request.recipient
+
+
+def signature_valid(mailbox_key: bytes, request: SignedRequest) -> bool:
+    """The request is signed for this mailbox by its sender (DEPOSIT), recipient (FETCH,
+    ACK), owner (UPLOAD_PREKEYS) or requester (TAKE_PREKEY)."""
+    return verify_signature(
+        _signer(request), _signed_bytes(mailbox_key, request), request.signature
+    )
 
 
 _NO_SIGNATURE = bytes(SIGNATURE_BYTES)
@@ -230,6 +309,22 @@ def sign_ack(
         item_ids,
         recipient.sign(_signed_bytes(mailbox_key, unsigned)),
     )
+
+
+def sign_upload_prekeys(
+    owner: Identity, mailbox_key: bytes, rid: int, ts: int, prekeys: tuple[OneTimePrekey, ...]
+) -> UploadPrekeysRequest:
+    unsigned = UploadPrekeysRequest(rid, owner.public_key, ts, prekeys, _NO_SIGNATURE)
+    signature = owner.sign(_signed_bytes(mailbox_key, unsigned))
+    return UploadPrekeysRequest(rid, owner.public_key, ts, prekeys, signature)
+
+
+def sign_take_prekey(
+    requester: Identity, mailbox_key: bytes, rid: int, owner: bytes, ts: int
+) -> TakePrekeyRequest:
+    unsigned = TakePrekeyRequest(rid, requester.public_key, owner, ts, _NO_SIGNATURE)
+    signature = requester.sign(_signed_bytes(mailbox_key, unsigned))
+    return TakePrekeyRequest(rid, requester.public_key, owner, ts, signature)
 
 
 def encode_request(request: Request) -> bytes:
@@ -282,17 +377,34 @@ def _bins(value: object, name: str, limit: int, length: int | None = None) -> tu
     return tuple(_bin(item, name, length) for item in value)
 
 
+def _prekeys(value: object) -> tuple[OneTimePrekey, ...]:
+    if type(value) is not list or len(value) > MAX_UPLOAD_PREKEYS:
+        raise MailboxDecodeError(f"prekeys is not an array of at most {MAX_UPLOAD_PREKEYS}")
+    prekeys: list[OneTimePrekey] = []
+    for pair in value:
+        if type(pair) is not list or len(pair) != 2:
+            raise MailboxDecodeError("prekey is not 2 fields")
+        prekeys.append(
+            OneTimePrekey(
+                _bin(pair[0], "prekey", 32), _bin(pair[1], "prekey signature", SIGNATURE_BYTES)
+            )
+        )
+    return tuple(prekeys)
+
+
 _ARITY = {
     RequestKind.REGISTER: 3,
     RequestKind.DEPOSIT: 7,
     RequestKind.FETCH: 6,
     RequestKind.ACK: 6,
+    RequestKind.UPLOAD_PREKEYS: 6,
+    RequestKind.TAKE_PREKEY: 6,
 }
 
 
 def decode_request(data: bytes) -> Request:
     """Parse a request or raise ``MailboxDecodeError``; checks form, not signatures."""
-    fields = _unpack(data, max(MAX_DEPOSIT_ITEMS, MAX_FETCH_ITEMS, 7))
+    fields = _unpack(data, max(MAX_DEPOSIT_ITEMS, MAX_FETCH_ITEMS, MAX_UPLOAD_PREKEYS, 7))
     try:
         kind = RequestKind(_int(fields[0], "kind", 255))
     except ValueError:
@@ -321,6 +433,22 @@ def decode_request(data: bytes) -> Request:
             _int(fields[4], "limit", MAX_FETCH_ITEMS),
             _bin(fields[5], "signature", SIGNATURE_BYTES),
         )
+    elif kind is RequestKind.UPLOAD_PREKEYS:
+        request = UploadPrekeysRequest(
+            rid,
+            _bin(fields[2], "owner", 32),
+            _int(fields[3], "ts", MAX_TS),
+            _prekeys(fields[4]),
+            _bin(fields[5], "signature", SIGNATURE_BYTES),
+        )
+    elif kind is RequestKind.TAKE_PREKEY:
+        request = TakePrekeyRequest(
+            rid,
+            _bin(fields[2], "requester", 32),
+            _bin(fields[3], "owner", 32),
+            _int(fields[4], "ts", MAX_TS),
+            _bin(fields[5], "signature", SIGNATURE_BYTES),
+        )
     else:
         request = AckRequest(
             rid,
@@ -343,6 +471,8 @@ def encode_response(response: MailboxResponse) -> bytes:
         [[i.item_id, i.envelope, i.deposited_at] for i in response.items],
         response.more,
     ]
+    if response.kind in _PREKEY_KINDS:
+        fields.append([[p.public, p.signature] for p in response.prekeys])
     encoded: bytes = msgpack.packb(fields, use_bin_type=True)
     return encoded
 
@@ -356,13 +486,14 @@ def _status(value: object) -> Status:
 
 def decode_response(data: bytes) -> MailboxResponse:
     """Parse a response or raise ``MailboxDecodeError``."""
-    fields = _unpack(data, max(MAX_DEPOSIT_ITEMS, MAX_FETCH_ITEMS, 6))
-    if len(fields) != 6:
-        raise MailboxDecodeError("response is not 6 fields")
+    fields = _unpack(data, max(MAX_DEPOSIT_ITEMS, MAX_FETCH_ITEMS, MAX_UPLOAD_PREKEYS, 7))
     try:
         kind = RequestKind(_int(fields[0], "kind", 255))
     except ValueError:
         raise MailboxDecodeError("unknown response kind") from None
+    arity = 7 if kind in _PREKEY_KINDS else 6
+    if len(fields) != arity:
+        raise MailboxDecodeError("response has the wrong number of fields")
     raw_statuses, raw_items, more = fields[3], fields[4], fields[5]
     if type(raw_statuses) is not list or type(raw_items) is not list or type(more) is not bool:
         raise MailboxDecodeError("malformed response lists")
@@ -384,4 +515,5 @@ def decode_response(data: bytes) -> MailboxResponse:
         statuses=tuple(_status(s) for s in raw_statuses),
         items=tuple(items),
         more=more,
+        prekeys=_prekeys(fields[6]) if arity == 7 else (),
     )

@@ -20,6 +20,11 @@ What it guarantees (the core's invariants plus):
   short, else every ``republish_every``); a mailbox failing for ``GONE_AFTER`` is
   replaced, the pinned ones (the operator's) never; each change registers, is
   published at once and announced (``MailboxesChanged``) so the app persists it.
+- One-time prekeys: a new session takes one from a mailbox of the peer
+  (``TAKE_PREKEY``, signature checked) and falls back to the signed prekey alone
+  when none is to be had, counted by reason (``opk_fallbacks``). Our own
+  mailboxes are topped up to ``OPK_BATCH`` keys each when they report fewer than
+  ``OPK_LOW_WATER`` (on ``attach`` and after every periodic drain).
 - Peers ``withhold_receipts`` names (the app's blocked peers) get no delivered
   receipt, online or from a mailbox: the screen runs inside the receive step,
   before any receipt exists. Their mailbox copies are still acknowledged to the
@@ -59,6 +64,13 @@ from p2pnode.sessions.mailbox_wire import (
     sign_ack,
     sign_deposit,
     sign_fetch,
+    sign_take_prekey,
+    sign_upload_prekeys,
+)
+from p2pnode.sessions.one_time_prekeys import (
+    OPK_BATCH,
+    OPK_LOW_WATER,
+    one_time_prekey_valid,
 )
 from p2pnode.sessions.outbox import MIN_COPIES, OutboxInput, RetryPolicy
 from p2pnode.sessions.store import ChatStore, MessageRow, OutboxRow
@@ -149,6 +161,9 @@ class MessagingStatistics:
     refused: int
     replies_dropped: int
     receipts_withheld: int = 0  # delivered receipts not sent to withheld (blocked) peers
+    opk_sessions: int = 0  # sessions we opened with a one-time prekey from a mailbox
+    opk_fallbacks: int = 0  # ... and on the signed prekey alone (none to be had)
+    opk_uploaded: int = 0  # our one-time prekeys our mailboxes accepted
 
 
 class MessagingService:
@@ -198,6 +213,8 @@ class MessagingService:
         self._reply_queue: asyncio.Queue[Outgoing] = asyncio.Queue(MAX_QUEUED_REPLIES)
         self._replies_dropped = 0
         self.refused_by_reason: Counter[str] = Counter()
+        self.opk_fallback_reasons: Counter[str] = Counter()
+        self._opk_sessions = self._opk_uploaded = 0
         self._logged_at: dict[str, float] = {}
         self._rid = 0
         self._online_sent = self._deposited = self._refusals = self._drained = self._refused = 0
@@ -205,12 +222,13 @@ class MessagingService:
     # public API
     async def send(self, peer: bytes, text: str) -> bytes:
         """Queue ``text`` to ``peer`` (committed before this returns); its message id."""
-        bundle = None
+        bundle = one_time = None
         if not self.core.has_session(peer):
             bundle = await self._resolve_bundle(peer)
             if bundle is None:
                 raise LookupError("no prekey bundle published for this peer")
-        outgoing = self.core.compose(peer, text, self.clock(), bundle)
+            one_time = await self._take_prekey(peer)
+        outgoing = self.core.compose(peer, text, self.clock(), bundle, one_time)
         self._wake.set()
         return outgoing.message_id
 
@@ -234,9 +252,45 @@ class MessagingService:
         return marked
 
     async def attach(self) -> int:
-        """Register our mailbox list, publish nothing else, drain every mailbox; items drained."""
+        """Register our mailbox list, publish nothing else, drain every mailbox, top up
+        our one-time prekeys there; items drained."""
         await self.register()
-        return await self.drain()
+        drained = await self.drain()
+        await self.top_up_prekeys()
+        return drained
+
+    async def top_up_prekeys(self) -> int:
+        """Ask each of our mailboxes which of our one-time prekeys it still holds; below
+        ``OPK_LOW_WATER`` upload new ones up to ``OPK_BATCH``; keys uploaded."""
+        uploaded = 0
+        for entry in self._mailboxes:
+            client = self._client(entry)
+            try:
+                response = await client.request(
+                    sign_upload_prekeys(
+                        self.identity, entry.key, self._next_rid(), int(self.clock()), ()
+                    )
+                )
+                if response.status is not Status.OK:
+                    continue  # not registered there yet: the next attach registers
+                held = {p.public for p in response.prekeys}
+                count = self.core.one_time_prekeys_held(entry.key, held, self.clock())
+                if count >= OPK_LOW_WATER:
+                    continue
+                fresh = self.core.new_one_time_prekeys(entry.key, OPK_BATCH - count, self.clock())
+                if not fresh:
+                    continue
+                response = await client.request(
+                    sign_upload_prekeys(
+                        self.identity, entry.key, self._next_rid(), int(self.clock()), fresh
+                    )
+                )
+            except MailboxUnavailableError:
+                continue
+            uploaded += sum(1 for status in response.statuses if status is Status.OK)
+        self._opk_uploaded += uploaded
+        self.core.expire_one_time_prekeys(self._keys(), self.clock())
+        return uploaded
 
     async def publish_records(self) -> None:
         """Publish our prekey bundle (rotating the signed prekey when due) and mailbox list."""
@@ -348,6 +402,9 @@ class MessagingService:
             self._refused,
             self._replies_dropped,
             self._withheld,
+            self._opk_sessions,
+            sum(self.opk_fallback_reasons.values()),
+            self._opk_uploaded,
         )
 
     # internals
@@ -360,6 +417,37 @@ class MessagingService:
         if key not in self._clients:
             self._clients[key] = MailboxClient(entry.host, entry.port)
         return self._clients[key]
+
+    async def _take_prekey(self, peer: bytes) -> bytes | None:
+        """One of ``peer``'s one-time prekeys from one of its mailboxes (each handed out
+        once), or None (counted by reason): the session then opens on the signed prekey."""
+        entries = list(await self._resolve_mailboxes(peer))
+        self._choice_rng.shuffle(entries)  # spread the takes over the peer's mailboxes
+        reason = "no-mailbox"
+        for entry in entries:
+            request = sign_take_prekey(
+                self.identity, entry.key, self._next_rid(), peer, int(self.clock())
+            )
+            try:
+                response = await self._client(entry).request(request)
+            except MailboxUnavailableError:
+                reason = "unreachable"
+                continue
+            if response.status is not Status.OK:
+                reason = response.status.name.lower()
+                continue
+            if len(response.prekeys) != 1 or not one_time_prekey_valid(peer, response.prekeys[0]):
+                reason = "bad-signature"  # a mailbox handing out keys its owner never signed
+                continue
+            self._opk_sessions += 1
+            return response.prekeys[0].public
+        self.opk_fallback_reasons[reason] += 1
+        now = self.clock()
+        key = f"opk-{reason}"
+        if now - self._logged_at.get(key, -_LOG_EVERY) >= _LOG_EVERY:
+            self._logged_at[key] = now
+            log.info("messaging: new session without a one-time prekey: %s", reason)
+        return None
 
     def _handle(self, result: ReceiveResult, *, queue_replies: bool) -> list[Outgoing]:
         """Emit the events; the replies are queued (returned empty) or returned to send."""
@@ -508,6 +596,7 @@ class MessagingService:
         while True:
             await asyncio.sleep(self.config.drain_every)
             await self.drain()
+            await self.top_up_prekeys()
 
     async def _drain_one(self, entry: MailboxEntry) -> int:
         client = self._client(entry)

@@ -1,8 +1,9 @@
 """The local message store: one SQLite file in the node's home.
 
-Tables: contacts, conversations, messages, receipts, outbox, sessions, and our
-X3DH state. An incoming message's ``read_here`` says the person here has seen it
-(the unread counts); the ``receipts`` table holds the receipts peers sent us.
+Tables: contacts, conversations, messages, receipts, outbox, sessions, our
+X3DH state, and where each of our one-time prekeys was uploaded. An incoming
+message's ``read_here`` says the person here has seen it (the unread counts);
+the ``receipts`` table holds the receipts peers sent us.
 ``PRAGMA user_version`` is the schema version; ``MIGRATIONS[i]`` takes version
 ``i`` to ``i + 1`` inside one transaction, so an old home opens with every table
 it lacks and nothing it had is lost.
@@ -79,6 +80,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE messages ADD COLUMN read_here INTEGER NOT NULL DEFAULT 0;
     UPDATE messages SET read_here = 1 WHERE direction = 1 AND shown = 1;
+    """,
+    # 3 -> 4: our one-time prekeys handed to mailboxes (the private halves live in the
+    # X3DH state): which mailbox holds each, and when it left there (taken, or the
+    # mailbox no longer named), so the private half is forgotten once no message can
+    # still use it
+    """
+    CREATE TABLE one_time_prekeys (public BLOB PRIMARY KEY, mailbox BLOB NOT NULL,
+        uploaded_at REAL NOT NULL, gone_at REAL);
+    CREATE INDEX one_time_prekeys_by_mailbox ON one_time_prekeys (mailbox);
     """,
 )
 
@@ -188,6 +198,48 @@ class ChatStore:
             "VALUES (1, ?, ?, ?)",
             (x3dh_json, prekey_created_at, prekey_seq),
         )
+
+    # one-time prekeys (the public halves; the private ones are in the X3DH state)
+    def add_one_time_prekeys(self, mailbox: bytes, publics: tuple[bytes, ...], now: float) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO one_time_prekeys (public, mailbox, uploaded_at, gone_at) "
+            "VALUES (?, ?, ?, NULL)",
+            [(public, mailbox, now) for public in publics],
+        )
+
+    def one_time_prekeys_at(self, mailbox: bytes) -> set[bytes]:
+        """Our keys uploaded to ``mailbox`` and not known to have left it."""
+        rows = self._db.execute(
+            "SELECT public FROM one_time_prekeys WHERE mailbox = ? AND gone_at IS NULL",
+            (mailbox,),
+        ).fetchall()
+        return {bytes(row[0]) for row in rows}
+
+    def one_time_prekey_mailboxes(self) -> set[bytes]:
+        """Mailboxes that still hold keys of ours (as far as we know)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT mailbox FROM one_time_prekeys WHERE gone_at IS NULL"
+        ).fetchall()
+        return {bytes(row[0]) for row in rows}
+
+    def mark_one_time_prekeys_gone(self, publics: tuple[bytes, ...], now: float) -> None:
+        self._db.executemany(
+            "UPDATE one_time_prekeys SET gone_at = ? WHERE public = ? AND gone_at IS NULL",
+            [(now, public) for public in publics],
+        )
+
+    def one_time_prekeys_gone_before(self, before: float) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT public FROM one_time_prekeys WHERE gone_at < ?", (before,)
+        ).fetchall()
+        return [bytes(row[0]) for row in rows]
+
+    def delete_one_time_prekey(self, public: bytes) -> None:
+        self._db.execute("DELETE FROM one_time_prekeys WHERE public = ?", (public,))
+
+    def one_time_prekey_count(self) -> int:
+        """Keys whose private half we still hold (at a mailbox, or taken and awaited)."""
+        return int(self._db.execute("SELECT count(*) FROM one_time_prekeys").fetchone()[0])
 
     # contacts
     def add_contact(self, peer: bytes, alias: str | None, accepted: bool, now: float) -> None:

@@ -410,7 +410,7 @@ def test_a_version_1_store_migrates_and_keeps_its_messages(tmp_path: Path) -> No
         )
         old.execute("PRAGMA user_version = 1")
     store = ChatStore(path)
-    assert store.schema_version == SCHEMA_VERSION == 3
+    assert store.schema_version == SCHEMA_VERSION == 4
     assert [m.text for m in store.history(bytes(32))] == ["kept"]
 
 
