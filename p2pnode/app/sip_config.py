@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import phonenumbers
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from p2pnode.app.config_types import IpHostPort, IpText, check_network
@@ -66,6 +67,15 @@ def _check_domain(text: str) -> str:
     return text.lower()
 
 
+def _check_country(text: str) -> str:
+    """An ISO 3166 alpha-2 region phonenumbers knows (``DE``, ``us``): national numbers
+    dialled by phones are read in it (``030 5550100`` -> ``+49305550100``)."""
+    region = text.upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("not a country code with a numbering plan (ISO 3166 alpha-2, e.g. DE)")
+    return region
+
+
 def _split(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
@@ -76,6 +86,7 @@ SourceText = Annotated[str, AfterValidator(_check_source)]
 LoginText = Annotated[str, AfterValidator(_check_login)]
 DidText = Annotated[str, AfterValidator(_check_did)]
 DomainText = Annotated[str, AfterValidator(_check_domain)]
+CountryText = Annotated[str, AfterValidator(_check_country)]
 
 
 class RegistrationTrunkSection(BaseModel):
@@ -126,6 +137,12 @@ class SipSection(BaseModel):
     max_transactions: int = Field(65_536, ge=64, le=1_000_000, description="SIP transactions")
     keepalive: float = Field(25.0, ge=5.0, le=3600.0, description="seconds between OPTIONS pings")
     upstream: HostPort | None = Field(None, description="trunk for phone numbers not ours")
+    default_country: CountryText | None = Field(
+        None, description="ISO 3166 country national numbers are dialled in (none: +E.164 only)"
+    )
+    min_expires: int = Field(
+        60, ge=1, le=3600, description="shortest registration accepted (shorter: 423)"
+    )
     dids: dict[DidText, LoginText] = Field(
         default_factory=dict, max_length=MAX_DIDS, description="DID -> account login"
     )
@@ -217,6 +234,8 @@ def to_gateway(section: SipSection, domain: str) -> GatewayConfig:
         ),
         account_dids=tuple(section.dids.items()),
         keepalive_interval=section.keepalive,
+        min_expires=section.min_expires,
+        default_country=section.default_country,
         upstream=None if section.upstream is None else _split(section.upstream),
         tls_port=section.tls_port,
         tls_certificate=section.tls_certificate,
