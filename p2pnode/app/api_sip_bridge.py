@@ -2,7 +2,9 @@
 
 ``GET /api/sip/bridge`` answers from the node's ``sip-bridge`` service
 (``sip_bridge.py``); a node whose ``[sip]`` does not bridge answers 404 with the
-settings to change. The same per-call observations stream live on the
+settings to change. Calls in progress are listed with their RTCP path and
+figures (round trip, the phone's loss and jitter of our stream); the texts
+counters are the same as on /metrics. The same per-call observations stream live on the
 WebSocket as ``SipBridgeEvent`` (the ``ended`` one carries the call's summary);
 this route is what a client reads after the fact. Listed in ``api_sip.SIP_ROUTES``
 so the OpenAPI document shows the models.
@@ -17,11 +19,19 @@ from aiohttp import web
 
 from p2pnode.app.api_models import ApiError
 from p2pnode.app.sip_bridge import BridgedCall, SipBridgeService
+from p2pnode.app.sip_bridge_stats import LiveCall, SipBridgeStatistics
 
 if TYPE_CHECKING:
     from p2pnode.app.control import ControlContext
 
-__all__ = ["BridgeModel", "BridgedCallModel", "SipBridgeAnswer", "sip_bridge_status"]
+__all__ = [
+    "ActiveCallModel",
+    "BridgeModel",
+    "BridgedCallModel",
+    "SipBridgeAnswer",
+    "bridge_answer",
+    "sip_bridge_status",
+]
 
 
 class _Model(pydantic.BaseModel):
@@ -44,6 +54,36 @@ class BridgedCallModel(_Model):
     frames_from_peer: int
     passthrough_frames: int
     transcoded_frames: int
+    rtcp_sent: int = pydantic.Field(description="our RTCP reports to the phone")
+    rtcp_received: int = pydantic.Field(description="the phone's RTCP compounds read")
+    round_trip_ms: float | None = pydantic.Field(
+        description="RTCP round trip to the phone (RFC 3550 6.4.1), null if never measured"
+    )
+    phone_reported_lost: int | None = pydantic.Field(
+        description="our packets the phone reported lost (cumulative), null without a report"
+    )
+    phone_reported_jitter_ms: float | None = pydantic.Field(
+        description="interarrival jitter of our stream as the phone reported it"
+    )
+
+
+class ActiveCallModel(_Model):
+    bridge: str = pydantic.Field(description="hosted login, or the bridge account (foreign)")
+    phone_codec: str
+    rtcp: str = pydantic.Field(
+        description='"mux" (RFC 5761), "separate" (own port, RFC 3605 a=rtcp) or "none"'
+    )
+    packets_from_phone: int
+    packets_to_phone: int
+    rtcp_sent: int
+    rtcp_received: int
+    round_trip_ms: float | None = pydantic.Field(description="latest RTCP round trip")
+    phone_fraction_lost: float | None = pydantic.Field(
+        description="0..1, of our packets over the phone's last report interval"
+    )
+    phone_reported_lost: int | None
+    phone_reported_jitter_ms: float | None
+    rtcp_dropped: dict[str, int] = pydantic.Field(description="RTCP refused, by reason")
 
 
 class BridgeModel(_Model):
@@ -73,7 +113,14 @@ class SipBridgeAnswer(_Model):
     digits_from_phone: int
     digits_to_phone: int
     digits_dropped: int
+    texts: dict[str, int] = pydantic.Field(
+        description="texts of the hosted identities: to-chat, to-phones, refused, failed"
+    )
+    texts_held: int = pydantic.Field(description="chat texts held until a phone registers")
+    rtcp_sent: int = pydantic.Field(description="RTCP reports to phones, ended and live calls")
+    rtcp_received: int
     bridges: list[BridgeModel]
+    active: list[ActiveCallModel] = pydantic.Field(description="phone legs in progress")
     recent: list[BridgedCallModel] = pydantic.Field(description="the newest ended calls")
 
 
@@ -95,6 +142,67 @@ def _call(call: BridgedCall) -> BridgedCallModel:
         frames_from_peer=s.frames_from_peer,
         passthrough_frames=s.passthrough_frames,
         transcoded_frames=s.transcoded_frames,
+        rtcp_sent=s.rtcp_sent,
+        rtcp_received=s.rtcp_received,
+        round_trip_ms=_round(s.round_trip_ms, 3),
+        phone_reported_lost=s.phone_reported_lost,
+        phone_reported_jitter_ms=_round(s.phone_reported_jitter_ms, 2),
+    )
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _active(call: LiveCall) -> ActiveCallModel:
+    r = call.rtcp
+    return ActiveCallModel(
+        bridge=call.bridge,
+        phone_codec=call.phone_codec,
+        rtcp=call.rtcp_path.value,
+        packets_from_phone=call.packets_from_phone,
+        packets_to_phone=call.packets_to_phone,
+        rtcp_sent=0 if r is None else r.reports_sent,
+        rtcp_received=0 if r is None else r.reports_received,
+        round_trip_ms=None if r is None else _round(r.round_trip_ms, 3),
+        phone_fraction_lost=None if r is None else r.phone_fraction_lost,
+        phone_reported_lost=None if r is None else r.phone_cumulative_lost,
+        phone_reported_jitter_ms=None if r is None else _round(r.phone_jitter_ms, 2),
+        rtcp_dropped={} if r is None else {reason.value: n for reason, n in r.dropped},
+    )
+
+
+def bridge_answer(s: SipBridgeStatistics) -> SipBridgeAnswer:
+    """The route's answer from the service's snapshot."""
+    return SipBridgeAnswer(
+        account=s.account,
+        active_calls=s.active_calls,
+        calls=[BridgeCallCount(direction=d.value, mode=m.value, calls=n) for d, m, n in s.calls],
+        refusals=dict(s.refusals),
+        packets_from_phone=s.packets_from_phone,
+        packets_to_phone=s.packets_to_phone,
+        lost=s.lost,
+        passthrough_frames=s.passthrough_frames,
+        transcoded_frames=s.transcoded_frames,
+        digits_from_phone=s.digits_from_phone,
+        digits_to_phone=s.digits_to_phone,
+        digits_dropped=s.digits_dropped,
+        texts=dict(s.texts),
+        texts_held=s.texts_held,
+        rtcp_sent=s.rtcp_sent,
+        rtcp_received=s.rtcp_received,
+        bridges=[
+            BridgeModel(
+                login=b.login,
+                callers=b.callers.value,
+                peer_id=b.peer_id,
+                homes=b.homes,
+                active_calls=b.statistics.active_calls,
+            )
+            for b in s.bridges
+        ],
+        active=[_active(call) for call in s.live],
+        recent=[_call(call) for call in s.recent],
     )
 
 
@@ -109,30 +217,5 @@ async def sip_bridge_status(ctx: ControlContext, request: web.Request) -> web.St
         text = body.model_dump_json()
         return web.Response(text=text, status=404, content_type="application/json")
     assert isinstance(service, SipBridgeService)
-    s = service.statistics()
-    answer = SipBridgeAnswer(
-        account=s.account,
-        active_calls=s.active_calls,
-        calls=[BridgeCallCount(direction=d.value, mode=m.value, calls=n) for d, m, n in s.calls],
-        refusals=dict(s.refusals),
-        packets_from_phone=s.packets_from_phone,
-        packets_to_phone=s.packets_to_phone,
-        lost=s.lost,
-        passthrough_frames=s.passthrough_frames,
-        transcoded_frames=s.transcoded_frames,
-        digits_from_phone=s.digits_from_phone,
-        digits_to_phone=s.digits_to_phone,
-        digits_dropped=s.digits_dropped,
-        bridges=[
-            BridgeModel(
-                login=b.login,
-                callers=b.callers.value,
-                peer_id=b.peer_id,
-                homes=b.homes,
-                active_calls=b.statistics.active_calls,
-            )
-            for b in s.bridges
-        ],
-        recent=[_call(call) for call in s.recent],
-    )
+    answer = bridge_answer(service.statistics())
     return web.Response(text=answer.model_dump_json(), content_type="application/json")

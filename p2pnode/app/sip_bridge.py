@@ -70,6 +70,7 @@ from p2pnode.app.sip_bridge_stats import (
     SipBridgeStatistics,
     Totals,
     bridge_metrics,
+    live_calls,
 )
 from p2pnode.app.sip_service import SipService
 from p2pnode.connectivity.contact import Capability, HomeEntry
@@ -371,6 +372,7 @@ class SipBridgeService:
     def _on_event(self, login: str, event: BridgeEvent) -> None:
         if event.summary is not None:
             self._recent.append(BridgedCall(login, event.call_id, event.summary))
+            self._retired.add_ended(event.summary)  # its RTCP counts, for the counters
         self.emit(SipBridgeEvent(login, event.call_id, event.what, event.detail, event.summary))
 
     def chats(self) -> tuple[BridgeChatSnapshot, ...]:
@@ -392,6 +394,8 @@ class SipBridgeService:
                 BridgeSnapshot(bridge.login, bridge.callers, bridge.identity.peer_id, homes, stats)
             )
         v = totals.values
+        live = tuple(call for b in self._bridges for call in live_calls(b.login, b.bridge.ua))
+        rtcp_sent, rtcp_received = totals.rtcp_totals(live)
         return SipBridgeStatistics(
             account=self.section.bridge_account,
             active_calls=sum(s.statistics.active_calls for s in snapshots),
@@ -414,6 +418,9 @@ class SipBridgeService:
             recent=tuple(self._recent),
             texts=tuple((what, totals.texts[what]) for what in TEXT_COUNTS),
             texts_held=held,
+            live=live,
+            rtcp_sent=rtcp_sent,
+            rtcp_received=rtcp_received,
         )
 
 

@@ -6,15 +6,27 @@ module one concept: these are the frozen snapshots the control API
 ``Totals`` sums the bridges' counters; the service keeps the retired bridges'
 final counts in one, so the Prometheus counters stay monotonic across the
 service's restarts.
+
+Calls in progress (:class:`LiveCall`, from each bridge UA's open phone legs):
+their RTCP path (rtcp-mux, a separate port, none) and the figures of their
+RTCP session (round trip, the phone's view of our stream). Metrics carry no
+per-call label: the live figures are gauge histograms over the calls in
+progress, the report counts counters (ended calls' plus live ones').
 """
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
 
 from p2pnode.gateways.sip.bridge import (
     BridgedCallSummary,
@@ -24,18 +36,75 @@ from p2pnode.gateways.sip.bridge import (
 )
 from p2pnode.gateways.sip.bridge_chat import ChatBridgeStatistics
 from p2pnode.gateways.sip.bridge_routing import BridgeCallers
+from p2pnode.gateways.sip.bridge_rtcp import RtcpStatistics
+from p2pnode.gateways.sip.bridge_ua import BridgeUserAgent
 
 __all__ = [
+    "JITTER_BUCKETS",
+    "LOSS_BUCKETS",
+    "ROUND_TRIP_BUCKETS",
     "TEXT_COUNTS",
     "BridgeSnapshot",
     "BridgedCall",
+    "LiveCall",
+    "RtcpPath",
     "SipBridgeEvent",
     "SipBridgeStatistics",
     "Totals",
     "bridge_metrics",
+    "live_calls",
+    "rtcp_metrics",
 ]
 
 TEXT_COUNTS = ("to-chat", "to-phones", "refused", "failed")  # the texts metric's labels
+# Gauge-histogram bounds over the calls in progress (seconds; fraction 0..1).
+ROUND_TRIP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+JITTER_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1)
+LOSS_BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5)
+
+
+class RtcpPath(enum.Enum):
+    """How a phone leg's RTCP travels."""
+
+    MUX = "mux"  # RFC 5761: on the RTP port
+    SEPARATE = "separate"  # its own port (RFC 3605 a=rtcp, else RTP + 1)
+    NONE = "none"  # not settled yet (ringing) or no RTCP address
+
+
+@dataclass(frozen=True)
+class LiveCall:
+    """One phone leg in progress: its codec, RTCP path and RTCP figures (None: no session)."""
+
+    bridge: str
+    phone_codec: str
+    rtcp_path: RtcpPath
+    packets_from_phone: int
+    packets_to_phone: int
+    rtcp: RtcpStatistics | None
+
+
+def live_calls(login: str, ua: BridgeUserAgent) -> tuple[LiveCall, ...]:
+    """The open phone legs of one bridge's UA (bounded by its calls in progress)."""
+    calls = []
+    for leg in ua.legs.values():
+        if leg.is_closed:
+            continue
+        rtcp = leg.rtcp
+        if rtcp is None:
+            path = RtcpPath.NONE
+        else:
+            path = RtcpPath.MUX if leg.rtcp_port is None else RtcpPath.SEPARATE
+        calls.append(
+            LiveCall(
+                login,
+                leg.codec.value,
+                path,
+                leg.receiver.received,
+                leg.sender.sent,
+                None if rtcp is None else rtcp.statistics(),
+            )
+        )
+    return tuple(calls)
 
 
 @dataclass(frozen=True)
@@ -90,6 +159,9 @@ class SipBridgeStatistics:
     # Texts of the hosted identities (sip_bridge_chat): to-chat, to-phones, refused, failed.
     texts: tuple[tuple[str, int], ...] = ()
     texts_held: int = 0  # chat texts waiting for a phone now (on disk)
+    live: tuple[LiveCall, ...] = ()  # phone legs in progress
+    rtcp_sent: int = 0  # RTCP reports to phones: ended calls' and live ones'
+    rtcp_received: int = 0
 
 
 _TOTALS = (
@@ -112,6 +184,20 @@ class Totals:
         self.texts: Counter[str] = Counter()
         self.calls: Counter[tuple[BridgeDirection, BridgeMode]] = Counter()
         self.refusals: Counter[str] = Counter()
+        self.rtcp: Counter[str] = Counter()  # "sent", "received" of ended calls
+
+    def add_ended(self, summary: BridgedCallSummary) -> None:
+        """One call's RTCP reports at its end (its live counts leave the sum then)."""
+        self.rtcp["sent"] += summary.rtcp_sent
+        self.rtcp["received"] += summary.rtcp_received
+
+    def rtcp_totals(self, live: Sequence[LiveCall]) -> tuple[int, int]:
+        """(sent, received): ended calls' plus the live calls' so far."""
+        sessions = [call.rtcp for call in live if call.rtcp is not None]
+        return (
+            self.rtcp["sent"] + sum(s.reports_sent for s in sessions),
+            self.rtcp["received"] + sum(s.reports_received for s in sessions),
+        )
 
     def add(self, stats: BridgeStatistics) -> None:
         for name in _TOTALS:
@@ -133,6 +219,7 @@ class Totals:
         other.texts.update(self.texts)
         other.calls.update(self.calls)
         other.refusals.update(self.refusals)
+        other.rtcp.update(self.rtcp)
         return other
 
 
@@ -197,3 +284,52 @@ def bridge_metrics(stats: SipBridgeStatistics) -> Iterator[Metric]:
     )
     waiting.add_metric([], stats.texts_held)
     yield waiting
+    yield from rtcp_metrics(stats)
+
+
+def _gauge_histogram(
+    name: str, documentation: str, bounds: Sequence[float], values: Sequence[float]
+) -> Metric:
+    """Where the calls in progress stand now (cumulative buckets, no per-call label)."""
+    buckets = [(repr(float(bound)), float(sum(v <= bound for v in values))) for bound in bounds]
+    buckets.append(("+Inf", float(len(values))))
+    return GaugeHistogramMetricFamily(name, documentation, buckets, gsum_value=sum(values))
+
+
+def rtcp_metrics(stats: SipBridgeStatistics) -> Iterator[Metric]:
+    """RTCP of the phone legs: reports counted, the live calls' figures as gauge histograms."""
+    reports = CounterMetricFamily(
+        "p2pnode_sip_bridge_rtcp_reports",
+        "RTCP compounds on the phone legs: sent to phones, received from them",
+        labels=["what"],
+    )
+    reports.add_metric(["sent"], stats.rtcp_sent)
+    reports.add_metric(["received"], stats.rtcp_received)
+    yield reports
+    paths = GaugeMetricFamily(
+        "p2pnode_sip_bridge_rtcp_calls",
+        "phone legs in progress by RTCP path (mux, separate port, none)",
+        labels=["path"],
+    )
+    for path in RtcpPath:
+        paths.add_metric([path.value], sum(call.rtcp_path is path for call in stats.live))
+    yield paths
+    sessions = [call.rtcp for call in stats.live if call.rtcp is not None]
+    yield _gauge_histogram(
+        "p2pnode_sip_bridge_round_trip_seconds",
+        "RTCP round trip to the phone (RFC 3550 6.4.1) of the calls in progress that measured one",
+        ROUND_TRIP_BUCKETS,
+        [s.round_trip_ms / 1000 for s in sessions if s.round_trip_ms is not None],
+    )
+    yield _gauge_histogram(
+        "p2pnode_sip_bridge_phone_jitter_seconds",
+        "interarrival jitter of our stream as the phone reports it, calls in progress",
+        JITTER_BUCKETS,
+        [s.phone_jitter_ms / 1000 for s in sessions if s.phone_jitter_ms is not None],
+    )
+    yield _gauge_histogram(
+        "p2pnode_sip_bridge_phone_fraction_lost",
+        "fraction of our packets the phone lost over its last report interval, calls in progress",
+        LOSS_BUCKETS,
+        [s.phone_fraction_lost for s in sessions if s.phone_fraction_lost is not None],
+    )

@@ -1,0 +1,246 @@
+"""baresip WITHOUT rtcp-mux dials a peer through the bridge: RTCP on its own ports both ways.
+
+Most desk phones offer no ``a=rtcp-mux``; baresip's default (``rtcp_mux no``)
+is such a phone: it sends RTCP to our ``a=rtcp`` port (RFC 3605) or RTP + 1.
+One gateway, one bridge, loopback (as test_bridge_baresip_codecs.py): baresip
+(PCMU, 440 Hz) dials ``bob``, the peer answers (550 Hz) and hangs up once the
+phone leg's RTCP measured a round trip (bounded at 20 s; baresip reports every
+~5 s, ours go first 1.25-3.75 s after our first audio).
+
+Checked while the call is up: the leg's RTCP socket is not its RTP socket,
+it read the phone's reports (none from a wrong source) and sent ours; the
+gateway's relay forwarded RTCP both ways on its RTCP ports; the API answer
+and the Prometheus families built from the live snapshot show the call on the
+separate path with its round trip. After: tones both ways by FFT and the
+ended summary's RTCP figures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+
+from p2pnode.app.api_sip_bridge import SipBridgeAnswer, bridge_answer
+from p2pnode.app.sip_bridge_stats import (
+    LiveCall,
+    RtcpPath,
+    SipBridgeStatistics,
+    Totals,
+    bridge_metrics,
+    live_calls,
+)
+from p2pnode.gateways.sip.accounts import AccountStore
+from p2pnode.gateways.sip.bridge import (
+    BridgedCallService,
+    BridgedCallSummary,
+    BridgeUserAgent,
+    SipP2pBridge,
+)
+from p2pnode.gateways.sip.bridge_tracks import PhoneRtpLeg
+from p2pnode.gateways.sip.digest import Algorithm
+from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
+from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
+from p2pnode.sessions.media import ToneSource
+from tests.harness.baresip import finished_recording
+from tests.harness.tools import require_tool
+from tests.integration.bridge.board import Board
+from tests.integration.bridge.test_bridge_baresip import assert_tone
+from tests.integration.bridge.test_bridge_baresip_codecs import (
+    _ended,
+    _event,
+    _phone,
+    _spawn,
+    _stop,
+)
+from tests.integration.bridge.test_bridge_call_loopback import ALICE_ID, PEER_ID, loopback_ice
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+DOMAIN = "gw.test"
+ROUND_TRIP_WAIT = 20.0
+
+
+@dataclass(frozen=True)
+class LegRtcp:
+    """The live phone leg's RTCP socket, taken before the hang-up."""
+
+    rtp_port: int
+    rtcp_port: int
+    received: int
+    sent: int
+    wrong_source: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    phone_wav: Path
+    peer_wav: Path
+    summary: BridgedCallSummary
+    leg: LegRtcp
+    relay_rtcp_forwarded: int
+    live: tuple[LiveCall, ...]
+    answer: SipBridgeAnswer
+    metrics: str
+
+
+def _snapshot(live: tuple[LiveCall, ...]) -> SipBridgeStatistics:
+    """The service's snapshot shape around the live calls (its other counters zero)."""
+    sent, received = Totals().rtcp_totals(live)
+    return SipBridgeStatistics(
+        account="bridge", active_calls=len(live), calls=(), refusals=(),
+        packets_from_phone=0, packets_to_phone=0, lost=0, passthrough_frames=0,
+        transcoded_frames=0, digits_from_phone=0, digits_to_phone=0, digits_dropped=0,
+        bridges=(), recent=(), texts=(("to-chat", 2),), texts_held=1, live=live,
+        rtcp_sent=sent, rtcp_received=received,
+    )  # fmt: skip
+
+
+class _Families(Collector):
+    def __init__(self, stats: SipBridgeStatistics) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield from bridge_metrics(self._stats)
+
+
+def _scrape(stats: SipBridgeStatistics) -> str:
+    registry = CollectorRegistry()
+    registry.register(_Families(stats))
+    return generate_latest(registry).decode()
+
+
+async def _measured(bridge_ua: BridgeUserAgent) -> PhoneRtpLeg:
+    """The live leg once its RTCP has a round trip and a phone report (bounded)."""
+    async with asyncio.timeout(ROUND_TRIP_WAIT):
+        while True:
+            for leg in bridge_ua.legs.values():
+                stats = None if leg.rtcp is None else leg.rtcp.statistics()
+                if stats is not None and stats.round_trip_ms is not None:
+                    return leg
+            await asyncio.sleep(0.2)
+
+
+async def scenario(baresip: str, tmp: Path) -> Outcome:
+    store = AccountStore(tmp / "node.sqlite", DOMAIN)
+    _, alice_password = store.add("alice", None, randbytes=os.urandom)
+    _, bob_password = store.add("bob", None, randbytes=os.urandom)
+    gateway = SipGateway(GatewayConfig(DOMAIN, digest_algorithms=(Algorithm.MD5,)), store)
+    await gateway.start()
+    assert gateway.address is not None
+    bridge_ua = BridgeUserAgent("bob", bob_password, DOMAIN, gateway.address)
+    board = Board((ALICE_ID, PEER_ID))
+    answering = CallConfig(audio_codecs=("PCMU",), auto_answer=True)
+    records = _phone(tmp / "phone", alice_password, gateway.address, "PCMU", mux=False)
+    phone: asyncio.subprocess.Process | None = None
+    try:
+        await bridge_ua.start()
+        await bridge_ua.register()
+        hosted = BridgedCallService(
+            ALICE_ID, CallConfig(audio_codecs=("PCMU",)), board.sender(ALICE_ID)
+        )
+
+        def answer_media() -> CallMedia:
+            return CallMedia(ToneSource(550.0), tmp / "peer.wav")
+
+        peer_service = CallService(
+            PEER_ID, answering, board.sender(PEER_ID), answer_media=answer_media
+        )
+        async with hosted, peer_service as peer, asyncio.TaskGroup() as group:
+            board.services = {ALICE_ID: hosted, PEER_ID: peer}
+            tasks = [group.create_task(board.pump(name)) for name in (ALICE_ID, PEER_ID)]
+            bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers={"bob": PEER_ID}.get)
+            tasks.append(group.create_task(bridge.run()))
+            dial = ("-e", f"/dial sip:bob@{DOMAIN}")
+            phone = await _spawn(baresip, "-f", str(tmp / "phone"), "-t", "60", *dial)
+            answered = await _event(bridge, "peer-answered")
+            leg = await _measured(bridge_ua)
+            port = leg.rtcp_port
+            assert port is not None  # no rtcp-mux: RTCP has its own socket
+            taken = LegRtcp(leg.local_address[1], port.local_port, port.received, port.sent,
+                            port.wrong_source)  # fmt: skip
+            forwarded = gateway.relay.statistics().rtcp_forwarded
+            live = live_calls("alice", bridge_ua)
+            stats = _snapshot(live)
+            answer, metrics = bridge_answer(stats), _scrape(stats)
+            await peer.hangup(answered.call_id)
+            summary = await _ended(bridge)
+            await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
+            await _stop(phone)
+            for task in tasks:
+                task.cancel()
+    finally:
+        if phone is not None:
+            await _stop(phone)
+        await bridge_ua.close()
+        await gateway.stop()
+    return Outcome(
+        finished_recording(records), tmp / "peer.wav", summary, taken, forwarded, live,
+        answer, metrics,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def outcome() -> Iterator[Outcome]:
+    baresip = require_tool("baresip")
+    with tempfile.TemporaryDirectory() as tmp, loopback_ice():
+        yield asyncio.run(scenario(baresip, Path(tmp)))
+
+
+def test_both_hear_each_other(outcome: Outcome) -> None:
+    assert_tone(outcome.peer_wav, 440.0)
+    assert_tone(outcome.phone_wav, 550.0)
+
+
+def test_rtcp_crosses_on_its_own_ports_both_ways(outcome: Outcome) -> None:
+    leg = outcome.leg
+    assert leg.rtcp_port != leg.rtp_port
+    assert leg.received >= 1  # baresip's report reached our RTCP socket through the relay
+    assert leg.sent >= 1
+    assert leg.wrong_source == 0
+    # The relay forwarded the phone's reports and at least one of ours the other way.
+    assert outcome.relay_rtcp_forwarded > leg.received
+    summary = outcome.summary
+    assert summary.rtcp_sent >= 1 and summary.rtcp_received >= 1
+    # A round trip needs baresip's echo (LSR) of our SR: ours reached it.
+    assert summary.round_trip_ms is not None and 0 <= summary.round_trip_ms < 1000
+    assert summary.phone_reported_lost is not None and abs(summary.phone_reported_lost) < 20
+    assert summary.phone_reported_jitter_ms is not None
+
+
+def test_the_api_answer_shows_the_live_call_s_rtcp(outcome: Outcome) -> None:
+    (call,) = outcome.answer.active
+    assert (call.bridge, call.phone_codec, call.rtcp) == ("alice", "PCMU", "separate")
+    assert call.round_trip_ms is not None and 0 <= call.round_trip_ms < 1000
+    assert call.rtcp_received >= 1 and call.rtcp_sent >= 1
+    assert call.packets_from_phone > 0 and call.packets_to_phone > 0
+    assert outcome.answer.rtcp_received == call.rtcp_received
+    assert outcome.answer.texts == {"to-chat": 2} and outcome.answer.texts_held == 1
+    assert outcome.live[0].rtcp_path is RtcpPath.SEPARATE
+
+
+def _sample(text: str, name: str) -> float:
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[-1])
+
+
+def test_metrics_count_the_reports_and_place_the_round_trip(outcome: Outcome) -> None:
+    text = outcome.metrics
+    call = outcome.answer.active[0]
+    assert _sample(text, 'p2pnode_sip_bridge_rtcp_calls{path="separate"}') == 1
+    assert _sample(text, 'p2pnode_sip_bridge_rtcp_calls{path="mux"}') == 0
+    assert _sample(text, 'p2pnode_sip_bridge_rtcp_reports_total{what="received"}') == (
+        call.rtcp_received
+    )
+    assert _sample(text, "p2pnode_sip_bridge_round_trip_seconds_gcount") == 1
+    assert call.round_trip_ms is not None
+    seconds = _sample(text, "p2pnode_sip_bridge_round_trip_seconds_gsum")
+    assert seconds == pytest.approx(call.round_trip_ms / 1000, abs=1e-3)
+    assert _sample(text, 'p2pnode_sip_bridge_round_trip_seconds_bucket{le="+Inf"}') == 1
