@@ -212,9 +212,9 @@ class ChatCore:
                 self._save_keys()
         return len(old)
 
-    def holds_one_time_prekey(self, public: bytes) -> bool:
-        """The private half of ``public`` is still ours (not used, not expired)."""
-        return public in self._agreement.bundle().one_time_prekeys
+    def own_one_time_prekeys(self) -> frozenset[bytes]:
+        """The one-time prekeys whose private half we still hold (not used, not expired)."""
+        return frozenset(self._agreement.bundle().one_time_prekeys)
 
     def accept(self, peer: bytes, alias: str | None, now: float) -> None:
         """Move ``peer`` out of the requests folder (and name it, if ``alias``)."""
