@@ -28,6 +28,7 @@ from p2pnode.app.config_types import IpText, PeerIdText, check_network
 from p2pnode.app.peer_config import CallsSection, ChatSection, MailboxSection, PresenceSection
 from p2pnode.app.sip_config import SipSection
 from p2pnode.app.web_config import WebSection
+from p2pnode.dht.puzzle import DEFAULT_ID_DIFFICULTY, MAX_ID_DIFFICULTY, own_id_problem
 
 __all__ = [
     "CONFIG_FILE",
@@ -109,6 +110,16 @@ class DhtSection(_Section):
     )
     disjoint_puts: bool = Field(
         False, description="also store on each path's k closest (about 2x a put's datagrams)"
+    )
+    id_difficulty: int = Field(
+        DEFAULT_ID_DIFFICULTY,
+        ge=0,
+        le=MAX_ID_DIFFICULTY,
+        description="puzzle bits a DHT server's node id needs (S/Kademlia; grinding cost "
+        "2**bits; one value per network, 0: off)",
+    )
+    puzzle_loopback: bool = Field(
+        False, description="also ask loopback contacts for the id puzzle (exempt by default)"
     )
 
 
@@ -281,6 +292,24 @@ class NodeConfig(_Section):
         for section, values in changes.items():
             data[section].update(values)
         return parse_config(data)
+
+    def for_node_id(self, node_id: bytes) -> tuple[NodeConfig, str | None]:
+        """The config a node with ``node_id`` runs with, and why it differs (None: same).
+
+        A DHT server's id must meet ``[dht] id_difficulty`` (``p2pnode.dht.puzzle``), or
+        every peer refuses it: a node whose id does not runs the DHT as a client and
+        never takes the relay supernode role (its advert and credentials RPC would name
+        a DHT node nobody keeps). Loopback listeners are exempt like loopback contacts.
+        """
+        if self.node.client:
+            return self, None
+        host, _ = hostport(self.node.listen)
+        problem = own_id_problem(
+            node_id, self.dht.id_difficulty, host, loopback=self.dht.puzzle_loopback
+        )
+        if problem is None:
+            return self, None
+        return self.override({"node": {"client": True}, "supernode": {"relay": False}}), problem
 
 
 class ConfigProblem(pydantic.BaseModel):

@@ -56,6 +56,9 @@ class Assembly:
 
 def assemble(home: Path, config: NodeConfig, identity: Identity) -> Assembly:
     config = effective_config(config)  # [presence] attaching: the DHT as a client
+    config, unground = config.for_node_id(identity.node_id)  # id puzzle: else a DHT client
+    if unground is not None:
+        logger.warning("%s", unground)
     node = Node(drain_limit=config.relay.drain_limit)
     dht = DhtService(identity, home, config)
     node.add(dht, required=True)

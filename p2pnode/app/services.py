@@ -105,6 +105,8 @@ class DhtService:
                 client_mode=config.node.client,
                 disjoint_paths=dht.disjoint_paths,
                 disjoint_puts=dht.disjoint_puts,
+                id_difficulty=dht.id_difficulty,
+                puzzle_loopback=dht.puzzle_loopback,
             ),
             state_path=home / DHT_STATE_FILE,
         )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from p2pnode.app.config import ConfigError, NodeConfig
 from p2pnode.cli.common import CliError, add_home_argument, parse_hostport
 from p2pnode.cli.config import load_for
+from p2pnode.dht.puzzle import DEFAULT_ID_DIFFICULTY, MAX_ID_DIFFICULTY, id_meets
 from p2pnode.identity import Identity, IdentityError, default_home
 
 if TYPE_CHECKING:  # the runtime is imported by `run` only: other commands start faster
@@ -33,15 +34,41 @@ def home_of(args: argparse.Namespace) -> Path:
 
 def cmd_init(args: argparse.Namespace) -> int:
     home = home_of(args)
-    existed = (home / "identity.key").exists()
+    key = home / "identity.key"
+    existed = key.exists()
+    bits = 0 if args.client else args.difficulty
+    if existed and args.replace:
+        try:
+            old = Identity.load(home)
+        except IdentityError as error:
+            raise CliError(str(error)) from None
+        if id_meets(old.node_id, bits):
+            print(f"{home}: the identity meets {bits} puzzle bits already; kept")
+        else:
+            kept = key.with_name(f"identity.key.{old.fingerprint}.old")
+            key.rename(kept)
+            print(f"{home}: moved the old identity ({old.peer_id}) to {kept.name}")
+            existed = False
+    if not existed and bits:
+        print(f"grinding a DHT server identity ({bits} puzzle bits, ~{2**bits:,} keys)", flush=True)
+    began = time.monotonic()
+
+    def progress(tries: int) -> None:
+        print(f"  {tries:,} keys tried, {time.monotonic() - began:.1f} s", flush=True)
+
     try:
-        identity = Identity.load_or_create(home)
+        identity = Identity.load_or_create(home, bits=bits, progress=progress)
     except (IdentityError, OSError) as error:
         raise CliError(str(error)) from None
     verb = "already initialised" if existed else "created a new identity"
     print(f"{home}: {verb}")
     print(f"peer id:     {identity.peer_id}")
     print(f"fingerprint: {identity.fingerprint}")
+    if not id_meets(identity.node_id, bits):
+        print(
+            f"note: its node id lacks {bits} puzzle bits: `p2pnode run` serves the DHT only "
+            "on loopback or as a client; `p2pnode init --replace` makes a server identity"
+        )
     return 0
 
 
@@ -307,9 +334,30 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "init",
         help="create this node's identity (an Ed25519 key) in its home directory",
         description="Create the node's Ed25519 identity in --home (file mode 0600). "
-        "Running it again keeps the existing identity.",
+        "Running it again keeps the existing identity. A DHT server's node id needs "
+        "puzzle bits (S/Kademlia; [dht] id_difficulty): init grinds keys until one has "
+        "them (about 2 s at 16 bits), unless --client.",
     )
     add_home_argument(init)
+    init.add_argument(
+        "--difficulty",
+        type=int,
+        choices=range(MAX_ID_DIFFICULTY + 1),
+        metavar=f"0-{MAX_ID_DIFFICULTY}",
+        default=DEFAULT_ID_DIFFICULTY,
+        help=f"puzzle bits to grind for (default {DEFAULT_ID_DIFFICULTY}: the network's)",
+    )
+    init.add_argument(
+        "--client",
+        action="store_true",
+        help="no grinding: this node only queries the DHT (attaches to homes)",
+    )
+    init.add_argument(
+        "--replace",
+        action="store_true",
+        help="if the identity lacks the puzzle bits, keep it aside as identity.key.<fp>.old "
+        "and make a server identity (a new peer id: contacts must learn it)",
+    )
     init.set_defaults(func=cmd_init)
 
     ident = subparsers.add_parser(

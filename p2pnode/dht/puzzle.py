@@ -118,5 +118,5 @@ def own_id_problem(node_id: bytes, bits: int, listen_host: str, *, loopback: boo
         f"this identity's node id has {_bits(node_id)} puzzle bits, the network asks "
         f"{bits} ([dht] id_difficulty): peers would refuse it as a DHT server, so the "
         "DHT runs as a client (query only); make a server identity with "
-        "`p2pnode init --new-identity` (it grinds ~2**bits keys once)"
+        "`p2pnode init --replace` (it grinds ~2**bits keys once; a new peer id)"
     )
