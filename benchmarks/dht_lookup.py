@@ -28,9 +28,11 @@ from __future__ import annotations
 import abc
 import argparse
 import asyncio
+import cProfile
 import dataclasses
 import json
 import logging
+import pstats
 import random
 import sys
 import time
@@ -61,6 +63,7 @@ SETTLE_TIMEOUT = 20.0  # seconds to wait for the join traffic to calm down
 SETTLE_RATE_PER_NODE = 1.0  # datagrams/s per node below which traffic counts as settled
 RECORD_TTL = 3600
 VALUE_BYTES = 180  # anchors store random values of about our encoded record's size
+OPENDHT_KEY_BITS = 2048  # RSA identities of OpenDHT's signed putters
 METRICS = (
     "get_p50_ms",
     "get_p95_ms",
@@ -111,6 +114,18 @@ class System(abc.ABC):
     async def get(self, node: int, item: int) -> bool:
         """Node ``node`` looks item ``item`` up; True if the right value came back."""
 
+    def signed_putters(self) -> int:
+        """How many nodes can make an extra signed put (0: none; ours are all signed)."""
+        return 0
+
+    async def put_signed(self, putter: int, item: int) -> bool:
+        """Signed putter number ``putter`` publishes a signed value (``signed_putters``)."""
+        raise NotImplementedError
+
+    def last_put_split(self) -> tuple[float, float] | None:
+        """CPU seconds of the last put spent in the putter and in the busiest other node."""
+        return None
+
     @abc.abstractmethod
     async def kill(self, nodes: Sequence[int]) -> None:
         """Stop these nodes abruptly (sockets closed, no goodbye)."""
@@ -137,6 +152,25 @@ class OursSystem(System):
         self.dead: set[int] = set()
         self.expected: dict[int, SignedRecord] = {}
         self.stored: list[int] = []
+        self.cpu: list[float] = [0.0] * nodes  # CPU seconds each node spent on datagrams
+        self._split: tuple[float, float] | None = None
+
+    def _meter(self, index: int, node: Any) -> None:
+        """Count the CPU each node spends on its datagrams and timers (before ``start``,
+        which registers ``_readable`` with the loop): which node of one process did what."""
+
+        def timed(work: Any) -> Any:
+            def run() -> None:
+                began = time.process_time()
+                try:
+                    work()
+                finally:
+                    self.cpu[index] += time.process_time() - began
+
+            return run
+
+        node._readable = timed(node._readable)
+        node._on_timer = timed(node._on_timer)
 
     async def build(self) -> None:
         from p2pnode.dht import DhtConfig, DhtNode
@@ -151,6 +185,7 @@ class OursSystem(System):
             config=config,
             rng=random.Random(self.rng.random()),
         )
+        self._meter(0, seed)
         await seed.start()
         self.nodes = [seed]
         self.nodes += [
@@ -164,6 +199,8 @@ class OursSystem(System):
             )
             for identity in self.identities[1:]
         ]
+        for index, node in enumerate(self.nodes[1:], start=1):
+            self._meter(index, node)
         batch = max(1, self.args.join_batch)
         for first in range(1, self.n, batch):
             await asyncio.gather(*(node.start() for node in self.nodes[first : first + batch]))
@@ -191,9 +228,20 @@ class OursSystem(System):
             ttl=RECORD_TTL,
         )
         self.expected[item] = record
+        before = list(self.cpu)
+        began = time.process_time()
         result = await self.nodes[node].put(record)
         self.stored.append(result.stored)
+        spent = [after - was for after, was in zip(self.cpu, before, strict=True)]
+        # The putter's share: its datagrams and timers, the put's start, and the event
+        # loop's own overhead (not any node's; counted here, so an upper bound).
+        others = max((cpu for i, cpu in enumerate(spent) if i != node), default=0.0)
+        own = spent[node] + max(0.0, time.process_time() - began - sum(spent))
+        self._split = (own, others)
         return result.stored > 0
+
+    def last_put_split(self) -> tuple[float, float] | None:
+        return self._split
 
     async def get(self, node: int, item: int) -> bool:
         from p2pnode.records import signature_valid
@@ -370,14 +418,23 @@ class OpenDhtSystem(System):
         self.dead: set[int] = set()
         self.expected: dict[int, tuple[Any, bytes]] = {}
         self.requests = 0
+        # Nodes 1..signers get an RSA identity (OpenDHT signs with RSA; 2048 bits, not
+        # its 4096 default, keeps key generation short) for ``put_signed``.
+        self.signers = 0 if args.no_signed_puts else min(args.puts, nodes - 1)
 
     async def build(self) -> None:
-        for _ in range(self.n):
+        for index in range(self.n):
             config = self.dht.DhtConfig()
             config.setPeerDiscovery(False, False)
             config.setRateLimit(-1, -1)
             runner = self.dht.DhtRunner()
-            runner.run(port=0, ipv4="127.0.0.1", config=config)
+            if 1 <= index <= self.signers:
+                identity = self.dht.Identity.generate(
+                    f"bench-{index}", self.dht.Identity(), OPENDHT_KEY_BITS
+                )
+                runner.run(identity, port=0, ipv4="127.0.0.1", config=config)
+            else:
+                runner.run(port=0, ipv4="127.0.0.1", config=config)
             self.runners.append(runner)
         seed_port = str(self.runners[0].getBound().getPort())
         for runner in self.runners[1:]:
@@ -407,6 +464,16 @@ class OpenDhtSystem(System):
     async def get(self, node: int, item: int) -> bool:
         key, value = self.expected[item]
         return any(bytes(found.data) == value for found in self.runners[node].get(key))
+
+    def signed_putters(self) -> int:
+        return self.signers
+
+    async def put_signed(self, putter: int, item: int) -> bool:
+        """``SecureDht::putSigned``: looks up the value's previous version (its seq), signs
+        it with the node's RSA key, stores it; every storer checks the signature."""
+        key = self.dht.InfoHash.get(f"bench-signed-{item}-{self.rng.getrandbits(64):016x}")
+        value = self.dht.Value(self.rng.randbytes(VALUE_BYTES))
+        return bool(self.runners[1 + putter].putSigned(key, value))
 
     async def kill(self, nodes: Sequence[int]) -> None:
         self.datagrams()  # bank the counters of the nodes about to go
@@ -445,6 +512,16 @@ class SystemResult:
     # CPU of the whole process (every node of the system, all its threads) per put: less
     # sensitive than wall time to the other programs sharing the machine.
     put_cpu_p50_ms: float | None
+    # Of that CPU, what the putter itself spent and what the busiest other node spent
+    # (ours only: its nodes share one thread; on separate machines the put would wait
+    # for about the sum of these two, not for every node's work in turn).
+    put_cpu_putter_p50_ms: float | None
+    put_cpu_busiest_other_p50_ms: float | None
+    # OpenDHT only: ``putSigned`` (RSA-signed values checked by every storer), measured
+    # after the plain puts, from other nodes, with fresh keys.
+    put_signed_p50_ms: float | None
+    put_signed_cpu_p50_ms: float | None
+    puts_signed_ok: int | None
     success: float | None
     datagrams_per_get: float | None
     rss_mb_per_node: float
@@ -518,6 +595,27 @@ async def _wait_settled(meter: DatagramMeter, nodes: int, deadline: float) -> bo
             return False
 
 
+async def _signed_puts(
+    system: System, puts: int, op_timeout: float
+) -> tuple[list[float], list[float], int]:
+    """Signed puts (wall ms, CPU ms, how many stored) from each signed putter in turn."""
+    wall_ms: list[float] = []
+    cpu_ms: list[float] = []
+    stored = 0
+    for item in range(min(puts, system.signed_putters())):
+        began = time.perf_counter()
+        began_cpu = time.process_time()
+        try:
+            ok = await asyncio.wait_for(system.put_signed(item, item), op_timeout)
+        except Exception as error:
+            system.failures[f"signed put {type(error).__name__}"] += 1
+            ok = False
+        wall_ms.append((time.perf_counter() - began) * 1000)
+        cpu_ms.append((time.process_time() - began_cpu) * 1000)
+        stored += ok
+    return wall_ms, cpu_ms, stored
+
+
 async def measure(system: System, args: argparse.Namespace, isolated: bool) -> SystemResult:
     """Build, put, idle, kill, get: the whole measurement of one system, bounded in time."""
     rng = system.rng
@@ -538,6 +636,11 @@ async def measure(system: System, args: argparse.Namespace, isolated: bool) -> S
     put_ms: list[float] = []
     put_cpu_ms: list[float] = []
     puts_ok = 0
+    putter_ms: list[float] = []
+    busiest_ms: list[float] = []
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler is not None:
+        profiler.enable()
     for item, node in enumerate(rng.sample(range(n), puts)):
         began = time.perf_counter()
         began_cpu = time.process_time()
@@ -549,6 +652,14 @@ async def measure(system: System, args: argparse.Namespace, isolated: bool) -> S
         put_ms.append((time.perf_counter() - began) * 1000)
         put_cpu_ms.append((time.process_time() - began_cpu) * 1000)
         puts_ok += ok
+        split = system.last_put_split()
+        if split is not None:
+            putter_ms.append(split[0] * 1000)
+            busiest_ms.append(split[1] * 1000)
+    if profiler is not None:
+        profiler.disable()
+        _write_profile(profiler, args.profile, system.name)
+    signed_ms, signed_cpu_ms, signed_ok = await _signed_puts(system, puts, args.op_timeout)
 
     await asyncio.sleep(0.5)
     idle_start = meter.read()
@@ -593,6 +704,11 @@ async def measure(system: System, args: argparse.Namespace, isolated: bool) -> S
         put_p50_ms=percentile(put_ms, 50),
         put_p95_ms=percentile(put_ms, 95),
         put_cpu_p50_ms=percentile(put_cpu_ms, 50),
+        put_cpu_putter_p50_ms=percentile(putter_ms, 50),
+        put_cpu_busiest_other_p50_ms=percentile(busiest_ms, 50),
+        put_signed_p50_ms=percentile(signed_ms, 50),
+        put_signed_cpu_p50_ms=percentile(signed_cpu_ms, 50),
+        puts_signed_ok=signed_ok if system.signed_putters() else None,
         success=gets_ok / len(get_ms) if get_ms else None,
         datagrams_per_get=per_get[0],
         rss_mb_per_node=rss_per_node,
@@ -612,6 +728,15 @@ async def measure(system: System, args: argparse.Namespace, isolated: bool) -> S
         datagrams_per_get_counted_in_app=per_get[1] if meter.kernel else None,
         notes=tuple(notes),
     )
+
+
+def _write_profile(profiler: cProfile.Profile, path: str, system: str) -> None:
+    """``--profile``: the put phase's profile to ``path.<system>`` (pstats), top lines to stderr."""
+    target = f"{path}.{system}"
+    profiler.dump_stats(target)
+    stats = pstats.Stats(profiler, stream=sys.stderr)
+    stats.sort_stats("tottime").print_stats(30)
+    print(f"[{system}] put-phase profile in {target}", file=sys.stderr, flush=True)
 
 
 def worker_main(args: argparse.Namespace) -> int:
@@ -660,8 +785,12 @@ def _worker_command(system: str, args: argparse.Namespace, isolate: bool) -> lis
         "--paths",
         str(args.paths),
     ]
+    if args.profile:
+        command += ["--profile", str(Path(args.profile).resolve())]
     if args.kademlia_unfixed:
         command.append("--kademlia-unfixed")
+    if args.no_signed_puts:
+        command.append("--no-signed-puts")
     if isolate:
         command.append("--isolated")
         return isolated_command(command)
@@ -741,6 +870,19 @@ def _report(
     ):
         value = ratio(figure("p2pnode", key), figure("opendht", key))
         print(f"{label}, ours / OpenDHT: {'-' if value is None else f'{value:.2f}'}")
+    signed_wall = ratio(figure("p2pnode", "put_p50_ms"), figure("opendht", "put_signed_p50_ms"))
+    signed_cpu = ratio(
+        figure("p2pnode", "put_cpu_p50_ms"), figure("opendht", "put_signed_cpu_p50_ms")
+    )
+    for label, value in (("put p50", signed_wall), ("put CPU p50", signed_cpu)):
+        shown = "-" if value is None else f"{value:.2f}"
+        print(f"{label}, ours / OpenDHT putSigned: {shown}")
+    print(
+        f"OpenDHT putSigned p50: {figure('opendht', 'put_signed_p50_ms')} ms wall, "
+        f"{figure('opendht', 'put_signed_cpu_p50_ms')} ms CPU; ours, CPU per put in the "
+        f"putter {figure('p2pnode', 'put_cpu_putter_p50_ms')} ms, in the busiest other "
+        f"node {figure('p2pnode', 'put_cpu_busiest_other_p50_ms')} ms"
+    )
     for system in args.system_list:
         result = results.get(system)
         if result is None:
@@ -774,6 +916,8 @@ def _report(
     report["ratio_put_cpu_p50_vs_opendht"] = ratio(
         figure("p2pnode", "put_cpu_p50_ms"), figure("opendht", "put_cpu_p50_ms")
     )
+    report["ratio_put_p50_vs_opendht_signed"] = signed_wall
+    report["ratio_put_cpu_p50_vs_opendht_signed"] = signed_cpu
     report["k"] = args.k
     report["paths"] = args.paths
     report["kademlia_storm_fixed"] = not args.kademlia_unfixed
@@ -891,6 +1035,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=20,
         help="--simulate: gets of keys nobody stored, after the others (default 20)",
+    )
+    parser.add_argument(
+        "--no-signed-puts",
+        action="store_true",
+        help="skip OpenDHT's signed puts (putSigned, RSA identities on --puts nodes)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="cProfile the put phase of each system into PATH.<system> (pstats; the top "
+        "functions go to stderr). Slows the puts: their figures are then not comparable",
     )
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--isolated", action="store_true", help=argparse.SUPPRESS)

@@ -163,9 +163,18 @@ class Answers:
         return None  # replies and STOREs never reach here
 
     def closest(self, target: bytes, count: int, sender: Contact) -> list[Contact]:
-        """What a reply names: the nearest contacts within the diversity limits."""
-        nearest = self.table.closest(target, 2 * count, frozenset((sender.node_id,)))
-        return self.diversity.pick(nearest, count)
+        """What a reply names: the nearest contacts within the diversity limits.
+
+        The ``count`` nearest first: when the limits keep them all (the usual case),
+        they are the answer, and the table sorted half as many; only when the limits
+        dropped some are ``2 * count`` fetched to fill the gaps (the same result).
+        """
+        exclude = frozenset((sender.node_id,))
+        nearest = self.table.closest(target, count, exclude)
+        picked = self.diversity.pick(nearest, count)
+        if len(picked) == len(nearest):
+            return picked
+        return self.diversity.pick(self.table.closest(target, 2 * count, exclude), count)
 
     def _find_value(
         self, key: bytes, offset: int, sender: Contact, budget: int, now: float, wall: float

@@ -12,10 +12,14 @@ them, and one join per ``bootstrap`` call. In virtual time, cores wired in memor
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from p2pnode.dht.config import BootstrapResult, DhtConfig, PutResult
-from p2pnode.dht.keys import Address
+from p2pnode.dht.keys import Address, Contact, node_id_of
 from p2pnode.dht.messages import Flags, Ping, Store, StoreResult, decode_frame
 from p2pnode.dht.protocol import DhtCore
+from p2pnode.identity import Identity
 from p2pnode.records import RecordKind, sign_record
 from tests.unit.dht.memnet import MemNet
 
@@ -96,3 +100,28 @@ def test_a_slow_join_is_not_doubled_by_a_re_bootstrap() -> None:
     assert net.now - started > 1.0  # slower than maintenance's first re-bootstrap
     assert not core.healthy  # two nodes: maintenance would like to re-bootstrap
     assert len(pings) == 1  # one join: the seed was pinged once while it ran
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hosts=st.lists(st.tuples(st.integers(0, 2), st.integers(1, 3)), min_size=1, max_size=120),
+    target=st.binary(min_size=20, max_size=20),
+    count=st.integers(1, 25),
+)
+def test_a_reply_names_what_the_wide_scan_would(
+    hosts: list[tuple[int, int]], target: bytes, count: int
+) -> None:
+    # Answers.closest asks the table for ``count`` contacts first and widens to 2 x count
+    # only when the diversity limits dropped some: the same contacts either way.
+    net = MemNet(seed=len(hosts))
+    _, core = net.add()
+    for number, (network, host) in enumerate(hosts):
+        identity = Identity.generate(number.to_bytes(32, "big"))
+        contact = Contact(
+            node_id_of(identity.public_key), identity.public_key, (f"10.0.{network}.{host}", 1)
+        )
+        core.table.offer(contact, net.now)
+    requester = Identity.generate(b"\xff" * 32)
+    sender = Contact(node_id_of(requester.public_key), requester.public_key, ("10.9.9.9", 1))
+    wide = core.table.closest(target, 2 * count, frozenset((sender.node_id,)))
+    assert core.answers.closest(target, count, sender) == core.diversity.pick(wide, count)
