@@ -95,8 +95,13 @@ class B2bua:
         randbytes: Callable[[int], bytes],
         max_calls: int = MAX_CALLS,
         clock: Callable[[], float] = lambda: 0.0,
+        sent_by: Callable[[Address, bool], str] | None = None,
     ) -> None:
+        """``sent_by``: a Via's sent-protocol and sent-by for a request to a destination
+        (``SIP/2.0/TLS host:5061`` on a TLS connection, RFC 3261 §18 and §20.42: the
+        transport's answer); without it, TCP or UDP at ``sip_host:sip_port``."""
         self._clock = clock
+        self._sent_by = sent_by
         self.sip_host = sip_host
         self.sip_port = sip_port
         self.media_host = media_host
@@ -115,8 +120,11 @@ class B2bua:
     def _token(self, size: int = 8) -> str:
         return self._randbytes(size).hex()
 
-    def _via(self, reliable: bool) -> str:
-        return f"SIP/2.0/{'TCP' if reliable else 'UDP'} {self.sip_host}:{self.sip_port};rport"
+    def _via(self, to: Leg | Contact) -> str:
+        """The Via (without branch) of a request to a leg or a device."""
+        if self._sent_by is not None:
+            return f"{self._sent_by(to.destination, to.reliable)};rport"
+        return f"SIP/2.0/{'TCP' if to.reliable else 'UDP'} {self.sip_host}:{self.sip_port};rport"
 
     def contact(self) -> str:
         return f"<sip:gw@{self.sip_host}:{self.sip_port}>"
@@ -186,7 +194,7 @@ class B2bua:
         for binding in target.contacts:
             branch = self._token()
             headers = (
-                Header("Via", f"{self._via(binding.reliable)};branch={MAGIC_COOKIE}{branch}"),
+                Header("Via", f"{self._via(binding)};branch={MAGIC_COOKIE}{branch}"),
                 Header("Max-Forwards", str(forwards)),
                 Header(
                     "From",
@@ -326,7 +334,7 @@ class B2bua:
         extra = (Header("Content-Type", "application/sdp"),) if body else ()
         _, ack = leg.dialog.create_request(
             "ACK",
-            via=self._via(leg.reliable),
+            via=self._via(leg),
             branch_id=self._token(),
             cseq=cseq,
             extra=extra,
@@ -345,7 +353,7 @@ class B2bua:
             return []
         leg.dialog = dialog
         actions = self._ack(leg, leg.invite.cseq.number, b"")
-        _, bye = dialog.create_request("BYE", via=self._via(leg.reliable), branch_id=self._token())
+        _, bye = dialog.create_request("BYE", via=self._via(leg), branch_id=self._token())
         return [*actions, StartRequest(bye, leg.destination, leg.reliable)]
 
     def timed_out(self, key: ClientKey) -> list[Action]:
@@ -412,7 +420,7 @@ class B2bua:
             actions: list[Action] = [Respond(key, build_response(request, 200, "OK"))]
             if other is not None and other.dialog is not None:
                 other.dialog, bye = other.dialog.create_request(
-                    "BYE", via=self._via(other.reliable), branch_id=self._token()
+                    "BYE", via=self._via(other), branch_id=self._token()
                 )
                 actions.append(StartRequest(bye, other.destination, other.reliable))
             if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
@@ -431,7 +439,7 @@ class B2bua:
             extra.append(Header("Contact", self.contact()))
         other.dialog, forwarded = other.dialog.create_request(
             request.method,
-            via=self._via(other.reliable),
+            via=self._via(other),
             branch_id=self._token(),
             extra=tuple(extra),
             body=body,
@@ -481,7 +489,7 @@ class B2bua:
                     leg = call.leg(side)
                     if leg is not None and leg.dialog is not None:
                         leg.dialog, bye = leg.dialog.create_request(
-                            "BYE", via=self._via(leg.reliable), branch_id=self._token()
+                            "BYE", via=self._via(leg), branch_id=self._token()
                         )
                         actions.append(StartRequest(bye, leg.destination, leg.reliable))
             actions += self._end(call)

@@ -111,8 +111,7 @@ class MessageDelivery:
         self, message: QueuedMessage, contact: Contact, waiting: _Waiting | None = None
     ) -> None:
         assert self.address is not None
-        transport = "TCP" if contact.reliable else "UDP"
-        via = f"SIP/2.0/{transport} {self.address[0]}:{self.address[1]};rport"
+        via = self._stack.transport.sent_by(contact.destination, contact.reliable) + ";rport"
         token = self._randbytes(8).hex()
         outgoing = message_request(
             message, contact, via=via, branch_id=token, tag=token[:8], call_id=token + "@gw"

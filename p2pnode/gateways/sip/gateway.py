@@ -252,6 +252,7 @@ class SipGateway:
             randbytes=self._randbytes,
             max_calls=self.config.max_calls,
             clock=self._now,
+            sent_by=self.stack.transport.sent_by,
         )
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         now = self._now()

@@ -59,6 +59,7 @@ MAX_DELTA_SECONDS = 2**32 - 1
 # Bound on the values one list header (Via, Contact, Route) may carry.
 MAX_LIST_ITEMS = 64
 _DEFAULT_SIP_PORT = 5060
+_DEFAULT_SIPS_PORT = 5061  # TLS (RFC 3261 §19.1.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +429,10 @@ class Via:
 
     @property
     def sent_by(self) -> tuple[str, int]:
-        return self.host, self.port if self.port is not None else _DEFAULT_SIP_PORT
+        """Host and port; without a port, 5061 for TLS and 5060 otherwise (§18.2.2)."""
+        if self.port is not None:
+            return self.host, self.port
+        return self.host, _DEFAULT_SIPS_PORT if self.transport == "TLS" else _DEFAULT_SIP_PORT
 
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""

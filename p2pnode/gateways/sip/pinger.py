@@ -85,10 +85,9 @@ class Pinger:
         assert self.address is not None
         for target in self.keepalive.due(self._clock()):
             token = self._randbytes(8).hex()
-            transport = "TCP" if target.reliable else "UDP"
             request = options_ping(
                 target,
-                via=f"SIP/2.0/{transport} {self.address[0]}:{self.address[1]}",
+                via=self._stack.transport.sent_by(target.source, target.reliable),
                 from_uri=f"sip:gw@{self._domain}",
                 branch_id=token,
                 call_id=token + "@gw",

@@ -75,6 +75,7 @@ class _Tcp(asyncio.Protocol):
         self.peer: Address | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._active = True
+        self.tls = False  # a connection to our TLS listener (Via says TLS, not TCP)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -85,6 +86,7 @@ class _Tcp(asyncio.Protocol):
             transport.abort()
             return
         self.peer = _key(transport.get_extra_info("peername"))
+        self.tls = transport.get_extra_info("ssl_object") is not None
         owner._connections[self.peer] = self
         self._idle = asyncio.get_running_loop().call_later(owner.idle_timeout, self._check_idle)
 
@@ -143,6 +145,7 @@ class SipTransport:
         self._connections: dict[Address, _Tcp] = {}
         self._tls_servers: list[asyncio.Server] = []
         self.address: Address | None = None
+        self.tls_address: Address | None = None
 
     async def start(self, host: str, port: int = 0) -> Address:
         """Bind UDP (port 0: any free port) and TCP on the same port; returns the address."""
@@ -185,7 +188,9 @@ class SipTransport:
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
         )
         self._tls_servers.append(server)
-        return _key(server.sockets[0].getsockname())
+        bound = _key(server.sockets[0].getsockname())
+        self.tls_address = self.tls_address or bound
+        return bound
 
     async def connect(self, destination: Address) -> None:
         """Open a TCP connection to ``destination`` (for requests sent over TCP)."""
@@ -193,6 +198,20 @@ class SipTransport:
             return
         loop = asyncio.get_running_loop()
         await loop.create_connection(lambda: _Tcp(self), destination[0], destination[1])
+
+    def sent_by(self, destination: Address, reliable: bool) -> str:
+        """A Via's ``SIP/2.0/<transport> host:port`` for a message to ``destination``: TLS
+        with the TLS listener's port on a TLS connection (RFC 3261 §18.1.1, §20.42),
+        else TCP or UDP with the shared port."""
+        connection = self._connections.get(destination) if reliable else None
+        if connection is not None and connection.tls and self.tls_address is not None:
+            host, port = self.tls_address
+            name = "TLS"
+        else:
+            assert self.address is not None, "not started"
+            host, port = self.address
+            name = "TCP" if reliable else "UDP"
+        return f"SIP/2.0/{name} {f'[{host}]' if ':' in host else host}:{port}"
 
     def send(self, message: SipMessage, destination: Address, *, reliable: bool) -> None:
         data = serialize(message)

@@ -2,7 +2,11 @@
 
 A throwaway CA signs the gateway's certificate; the "phone" is an asyncio TLS
 stream that verifies it for real, registers (401, then digest, then 200),
-and receives the INVITE of a call our UDP user agent places to it.
+and receives the INVITE of a call our UDP user agent places to it, and the
+gateway's OPTIONS keep-alive. What the gateway sends on a TLS connection says
+``SIP/2.0/TLS`` with the TLS port in its Via (RFC 3261 §18.1.1, §20.42; it
+said TCP and the shared port before). The phone's own Via names TLS without a
+port: its sent-by port is 5061 (§18.2.2).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ DOMAIN = "gw.test"
 def register(port: int, cseq: int, auth: str = "") -> bytes:
     lines = [
         "REGISTER sip:gw.test SIP/2.0",
-        f"Via: SIP/2.0/TLS 127.0.0.1:{port};branch=z9hG4bKtls{cseq}",
+        f"Via: SIP/2.0/TLS phone.invalid;branch=z9hG4bKtls{cseq}",  # no port: 5061
         "Max-Forwards: 70",
         "From: <sip:bob@gw.test>;tag=b1",
         "To: <sip:bob@gw.test>",
@@ -58,7 +62,11 @@ def test_register_over_tls_and_receive_a_call_on_the_connection(tmp_path: Path) 
         _, alice_password = store.add("alice", None, randbytes=os.urandom)
         _, bob_password = store.add("bob", None, randbytes=os.urandom)
         config = GatewayConfig(
-            DOMAIN, tls_port=0, tls_certificate=str(files.certificate), tls_key=str(files.key)
+            DOMAIN,
+            tls_port=0,
+            tls_certificate=str(files.certificate),
+            tls_key=str(files.key),
+            keepalive_interval=0.2,  # an OPTIONS ping soon after the registration
         )
         gateway = SipGateway(config, store)
         await gateway.start()
@@ -81,13 +89,20 @@ def test_register_over_tls_and_receive_a_call_on_the_connection(tmp_path: Path) 
             writer.write(register(port, 2, auth))
             ok = await next_message(reader, decoder)
             assert isinstance(ok, SipResponse) and ok.status == 200
+            assert ok.top_via.transport == "TLS" and ok.top_via.sent_by == ("phone.invalid", 5061)
             (binding,) = gateway.registrar.bindings("bob", asyncio.get_running_loop().time())
             assert binding.reliable
             await alice.start()
             calling = asyncio.create_task(alice.call("bob"))
-            invite = await next_message(reader, decoder)
-            assert isinstance(invite, SipRequest) and invite.method == "INVITE"
-            assert invite.to.uri.user == "bob"  # type: ignore[union-attr]
+            seen: dict[str, SipRequest] = {}
+            while set(seen) != {"INVITE", "OPTIONS"}:  # the call and the keep-alive ping
+                request = await next_message(reader, decoder)
+                assert isinstance(request, SipRequest)
+                seen[request.method] = request
+            assert seen["INVITE"].to.uri.user == "bob"  # type: ignore[union-attr]
+            for request in seen.values():
+                via = request.top_via
+                assert (via.transport, via.sent_by) == ("TLS", gateway.tls_address)
             calling.cancel()
         finally:
             writer.close()
