@@ -106,8 +106,9 @@ MAX_RECENT_CALLS = 64  # ended calls kept for the control API
 REGISTER_EXPIRES = 300  # seconds a bridge's registration at the gateway lasts
 HOMES_WAIT = 10.0  # seconds a bridge's home search waits for the node's own homes
 REGISTER_EVERY = 120.0  # seconds between re-registrations (well inside the expiry)
-# PCMU first: a peer offering it lets the phone's G.711 pass through untouched.
-BRIDGE_CODECS = ("PCMU", "PCMA", "opus")
+# The P2P leg's codecs; each call moves its phone's codec first (bridge_codecs.p2p_codec_order),
+# so a listed codec the phone speaks passes through untouched (aiortc 1.16 has G.722).
+BRIDGE_CODECS = ("PCMU", "PCMA", "opus", "G722")
 
 
 @dataclass

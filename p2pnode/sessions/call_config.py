@@ -26,6 +26,7 @@ __all__ = [
     "IceServer",
     "MediaPath",
     "NonContactPolicy",
+    "answer_codec_order",
 ]
 
 
@@ -92,6 +93,13 @@ class CallMedia:
     every SDP (the app's page, see ``sessions.call_sdp.SdpSource``); the node
     then keeps no media for the call, and ``source``, ``record_to``, ``video``
     and ``audio`` are unused.
+
+    ``audio_codecs``: this call's own codec order, best first (empty: the
+    service's ``CallConfig.audio_codecs``). Dialling, the offer lists exactly
+    these; answering, the answer lists those of them the offer has, or the
+    offer's own when it has none (see :func:`answer_codec_order`). Why: a
+    SIP bridge carries the phone's codec untouched only when the P2P leg
+    negotiates that same codec, and that codec is per call.
     """
 
     source: AudioSource = field(default_factory=SilenceSource)
@@ -99,6 +107,7 @@ class CallMedia:
     video: bool = False
     audio: CallAudio | None = None
     sdp: SdpSource | None = None
+    audio_codecs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +140,19 @@ class CallStatistics:
     failovers: int
     codec: str | None
     video_frames: int
+
+
+def answer_codec_order(preferred: tuple[str, ...], offered: tuple[str, ...]) -> tuple[str, ...]:
+    """The codecs an answer lists: the ``preferred`` ones the offer has, else the offer's.
+
+    Only those (RFC 3264 §6.1 lets an answer list a subset of the offer's
+    codecs, in its own order): an offerer sends with the first codec *of its
+    own* preference that the answer lists (aiortc does), so an answer that
+    still named the offer's favourite would get that one back. When the offer
+    has none of ``preferred`` the answer keeps the offer's list and order.
+    Names compare case-insensitively (``PCMU``, ``opus``); the offer's
+    spelling is kept.
+    """
+    lowered = [name.lower() for name in offered]
+    chosen = [offered[lowered.index(name.lower())] for name in preferred if name.lower() in lowered]
+    return tuple(dict.fromkeys(chosen or offered))

@@ -34,9 +34,10 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.sdp import SessionDescription
 
 from p2pnode.connectivity import ice_tuning
-from p2pnode.sessions.call_config import CallConfig
+from p2pnode.sessions.call_config import CallConfig, answer_codec_order
 from p2pnode.sessions.call_legs import CallSession, MediaLeg, first_codec
 from p2pnode.sessions.call_sdp import path_for
 from p2pnode.sessions.media import SourceTrack, TestPatternTrack, WavRecorder
@@ -141,6 +142,8 @@ class AiortcLegs:
         self._warm[role] = leg
 
     def take_warm(self, role: str, session: CallSession) -> MediaLeg | None:
+        if role == "offer" and session.media.audio_codecs:
+            return None  # the warm offer lists the service's codecs, not this call's
         leg = self._warm.pop(role, None)
         if leg is None or time.monotonic() - leg.started > WARM_MAX_AGE:
             if leg is not None:
@@ -154,16 +157,24 @@ class AiortcLegs:
             leg.started = time.monotonic()
         return leg
 
-    def _prefer_codecs(self, transceiver: Any) -> None:
+    def _prefer_codecs(self, transceiver: Any, names: tuple[str, ...] = ()) -> None:
         capabilities = RTCRtpSender.getCapabilities("audio").codecs
         preferred = [
             codec
-            for name in self._config().audio_codecs
+            for name in names or self._config().audio_codecs
             for codec in capabilities
             if codec.mimeType.lower() == f"audio/{name.lower()}"
         ]
         if preferred:
             transceiver.setCodecPreferences(preferred)
+
+    def _prefer_answer(self, pc: RTCPeerConnection, codecs: tuple[str, ...], offer: str) -> None:
+        """Before the offer is set: the answer will name ``codecs`` the offer has (else its own)."""
+        order = answer_codec_order(codecs, _offered(offer))
+        if order:
+            idle = [t for t in pc.getTransceivers() if t.kind == "audio" and t.mid is None]
+            # aiortc answers on the first idle audio transceiver (a warm one, or this one)
+            self._prefer_codecs(idle[0] if idle else pc.addTransceiver("audio"), order)
 
     def _tune(self, leg: MediaLeg) -> None:
         """Register the leg's ICE agents with ice_tuning (fast check retransmission)."""
@@ -181,7 +192,7 @@ class AiortcLegs:
     async def offer(self, session: CallSession, leg: MediaLeg) -> str:
         pc = _pc(leg)
         transceiver = pc.addTransceiver("audio", direction="sendrecv")
-        self._prefer_codecs(transceiver)
+        self._prefer_codecs(transceiver, session.media.audio_codecs)
         transceiver.sender.replaceTrack(audio_track(session))
         if session.media.video:
             pc.addTransceiver(TestPatternTrack(), direction="sendrecv")
@@ -193,6 +204,8 @@ class AiortcLegs:
     async def answer(self, session: CallSession, leg: MediaLeg) -> str:
         assert session.remote_sdp is not None
         pc = _pc(leg)
+        if session.media.audio_codecs:  # this call's codecs first (CallMedia.audio_codecs)
+            self._prefer_answer(pc, session.media.audio_codecs, session.remote_sdp)
         await pc.setRemoteDescription(RTCSessionDescription(session.remote_sdp, "offer"))
         self._tune(leg)
         pc.addTrack(audio_track(session))
@@ -285,6 +298,16 @@ def audio_track(session: CallSession) -> MediaStreamTrack:
     """What a new connection sends: the ``CallMedia.audio`` binding's track, else the source."""
     audio = session.media.audio
     return audio.track() if audio is not None else SourceTrack(session.media.source)
+
+
+def _offered(sdp: str) -> tuple[str, ...]:
+    """The offer's audio codec names in its order (a peer's input: bad SDP gives none)."""
+    try:
+        description = SessionDescription.parse(sdp)
+    except (ValueError, IndexError, KeyError, AssertionError):  # aiortc asserts on bad m= lines
+        return ()
+    audio = next((m for m in description.media if m.kind == "audio"), None)
+    return () if audio is None else tuple(c.mimeType.split("/")[-1] for c in audio.rtp.codecs)
 
 
 def negotiated(session: CallSession) -> None:

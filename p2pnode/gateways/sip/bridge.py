@@ -18,10 +18,14 @@ End reasons cross the bridge: a phone that answers 486 makes the P2P caller
 see a decline (busy), 408/480/no answer likewise; a phone that hangs up ends
 the P2P call, a P2P hang-up sends BYE to the phone.
 
-G.711 passes through untouched both ways when the WebRTC leg negotiated the
-phone's law (PCMU here): phone -> peer as ``av.Packet``, peer -> phone as RTP
-payloads taken at aiortc's receiver; any other codec is decoded by aiortc and
-re-encoded (see docs/sip-bridge.md).
+Audio passes through untouched both ways when the WebRTC leg negotiated the
+phone's codec (PCMU, PCMA, G.722 or opus): phone -> peer as RTP built on the
+media clock (``DirectRtp``), peer -> phone as RTP payloads taken at aiortc's
+receiver; any other pair is decoded by aiortc and re-encoded (see
+docs/sip-bridge.md). So the P2P leg asks for the phone's codec first: placing
+the call, the offer lists it first when the calls service's ``audio_codecs``
+has it; answering, the answer names it when the peer's offer lists it
+(``CallMedia.audio_codecs``).
 
 Bounds: the per-call tables hold the calls in progress only and are emptied
 at each call's end (also when the phones never answer); ``digits`` keeps the
@@ -42,7 +46,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pnode.gateways.sip.bridge_calls import BridgedCallService
-from p2pnode.gateways.sip.bridge_media import BridgeCodec, DtmfDigit, choose_media_path
+from p2pnode.gateways.sip.bridge_codecs import BridgeCodec, choose_media_path, p2p_codec_order
+from p2pnode.gateways.sip.bridge_media import DtmfDigit
 from p2pnode.gateways.sip.bridge_routing import (
     NOT_THIS_BRIDGE,
     BridgeCallers,
@@ -134,6 +139,7 @@ class BridgedCallSummary:
     transcoded_frames: int
     dropped: tuple[tuple[str, int], ...]  # phone packets dropped, by reason
     peer_passthrough_frames: int = 0  # the peer's packets sent to the phone untouched
+    direct_frames: int = 0  # phone -> peer frames sent by DirectRtp (not aiortc's sender task)
     # RTCP on the phone leg (rtcp-mux only): our reports, the phone's, and what it said.
     rtcp_sent: int = 0
     rtcp_received: int = 0
@@ -302,7 +308,10 @@ class SipP2pBridge:
         # The call's audio is the phone leg's: G.711 passes through when the peer
         # negotiates the phone's law (sessions.media.CallAudio).
         audio = PhoneCallAudio(leg)
-        await self.calls.answer(call_id, CallMedia(audio=audio))
+        # The phone answered first, so its codec is known: the P2P answer names it
+        # when the peer offered it (passthrough both ways).
+        codecs = (leg.codec.value,)
+        await self.calls.answer(call_id, CallMedia(audio=audio, audio_codecs=codecs))
         self._event(call_id, "phone-answered", leg.codec.value)
         await self._carry(call_id, phone, leg, audio, BridgeDirection.TO_PHONE, update.peer)
 
@@ -370,6 +379,7 @@ class SipP2pBridge:
             passthrough_frames=counts.passthrough_frames,
             transcoded_frames=counts.transcoded_frames,
             peer_passthrough_frames=counts.peer_passthrough,
+            direct_frames=counts.direct_frames,
             dropped=tuple((reason.value, count) for reason, count in stats.dropped),
             rtcp_sent=0 if rtcp is None else rtcp.reports_sent,
             rtcp_received=0 if rtcp is None else rtcp.reports_received,
@@ -447,8 +457,9 @@ class SipP2pBridge:
         transport, leg = await self.ua.open_leg(effect.request.body)
         loop = asyncio.get_running_loop()
         audio = PhoneCallAudio(leg)
+        codecs = p2p_codec_order(leg.codec, self.calls.config.audio_codecs)
         try:
-            call_id = await self.calls.dial(peer, CallMedia(audio=audio))
+            call_id = await self.calls.dial(peer, CallMedia(audio=audio, audio_codecs=codecs))
         except BaseException:  # e.g. the peer is unreachable: its leg goes now
             leg.close()
             raise
@@ -548,6 +559,7 @@ def _ended_detail(summary: BridgedCallSummary) -> str:
         f"jitter_ms={summary.jitter_ms:.1f} to_phone={summary.packets_to_phone} "
         + "".join(f"dropped_{reason}={count} " for reason, count in summary.dropped)
         + f"from_peer={summary.frames_from_peer} passthrough={summary.passthrough_frames} "
+        f"direct={summary.direct_frames} peer_passthrough={summary.peer_passthrough_frames} "
         f"transcoded={summary.transcoded_frames}" + _rtcp_detail(summary)
     )
 

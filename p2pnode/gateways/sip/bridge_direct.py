@@ -1,11 +1,11 @@
-"""Phone -> peer G.711 straight to the WebRTC connection's transport, on the media clock.
+"""Phone -> peer passthrough audio straight to the WebRTC connection's transport.
 
 aiortc sends a track's frames from one task per sender that awaits the
 track, packs an ``av.Packet``, builds an RTP packet object and awaits the send
-chain: per 20 ms frame, a task wake-up and several objects. For G.711
-passthrough the bridge already holds the payload, so :class:`DirectRtp` builds
-the RTP packet itself on the shared clock's tick and hands it to the
-connection's DTLS transport (which applies SRTP and sends).
+chain: per 20 ms frame, a task wake-up and several objects. For passthrough
+(G.711, G.722 or opus on both legs) the bridge already holds the payload, so
+:class:`DirectRtp` builds the RTP packet itself on the shared clock's tick and
+hands it to the connection's DTLS transport (which applies SRTP and sends).
 
 What it relies on in aiortc 1.16 (pinned): ``RTCRtpSender._ssrc``, the DTLS
 transport's ``_send_rtp``, and the sender's name-mangled started flag, MID,
@@ -63,7 +63,7 @@ def step(coroutine: Coroutine[Any, Any, None], on_error: Callable[[BaseException
 
 
 class DirectRtp:
-    """Phone -> peer G.711 without aiortc's per-frame sender task.
+    """Phone -> peer passthrough audio without aiortc's per-frame sender task.
 
     Each media-clock tick takes the frames that are due from the connection's
     :class:`FrameSource` (muted for aiortc) and hands them, as RTP with the
@@ -75,8 +75,12 @@ class DirectRtp:
     per-packet abs-send-time and audio level.
     """
 
-    def __init__(self, track: FrameSource, sender: Any, payload_type: int) -> None:
+    def __init__(
+        self, track: FrameSource, sender: Any, payload_type: int, pts_divisor: int = 1
+    ) -> None:
+        """``pts_divisor``: the track's sample units per RTP clock unit (G.722: 16 kHz / 8000)."""
         self._track = track
+        self._divisor = pts_divisor
         self._sender = sender
         self._ssrc = int(sender._ssrc) & 0xFFFFFFFF  # aiortc's own attribute, set at creation
         self._payload_type = payload_type
@@ -90,6 +94,11 @@ class DirectRtp:
         self._octets = 0
         self._first_byte = 0x80  # RFC 3550 §5.1: version 2
         self._extension: bytes | None = None  # known once aiortc started the sender
+
+    @property
+    def sender(self) -> Any:
+        """The aiortc ``RTCRtpSender`` whose SSRC and transport it sends with."""
+        return self._sender
 
     def _started(self) -> bool:
         """Whether aiortc started the sender (after DTLS): its MID and extension ids are set."""
@@ -122,7 +131,7 @@ class DirectRtp:
         track = self._track
         while track.due(now):
             payload, pts = track.take(now)
-            timestamp = (self._origin + pts) & 0xFFFFFFFF
+            timestamp = (self._origin + pts // self._divisor) & 0xFFFFFFFF
             marker = 0x80 if self._first else 0
             header = _RTP_HEADER.pack(
                 self._first_byte, marker | self._payload_type, self._sequence, timestamp, self._ssrc

@@ -15,10 +15,11 @@ Two directions, each a small core fed with decoded values and ``now``:
   the phone sees one steady stream across WebRTC re-negotiations, hold and
   resume (RFC 3550 §8.2 lets a translator pick its own SSRC).
 
-:func:`choose_media_path` decides G.711 passthrough: when the phone's leg and
-the WebRTC leg negotiated the same G.711 law, RTP payloads travel untouched
-(the WebRTC track hands ``av.Packet`` to aiortc); otherwise audio is decoded
-and re-encoded.
+:func:`choose_media_path` (re-exported from
+:mod:`~p2pnode.gateways.sip.bridge_codecs`) decides passthrough: when the
+phone's leg and the WebRTC leg negotiated the same codec, RTP payloads travel
+untouched (the WebRTC track hands ``av.Packet`` to aiortc); otherwise audio is
+decoded and re-encoded.
 
 Invariants: nothing here reads a clock or a socket; every buffer a phone can
 fill is bounded by a named constant; sequence numbers are compared after
@@ -31,6 +32,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass
 
+from p2pnode.gateways.sip.bridge_codecs import BridgeCodec, MediaPath, choose_media_path
 from p2pnode.gateways.sip.rtp import RtpDecodeError, RtpPacket, TelephoneEvent, dtmf_schedule
 
 __all__ = [
@@ -61,68 +63,6 @@ SEND_DIGITS_MAX = 32  # peer -> phone RFC 4733 digits waiting; more are refused
 RESYNC_DISTANCE = 3 * JITTER_MAX_PACKETS
 DTMF_DIGITS = "0123456789*#ABCD"  # RFC 4733 §3.2 events 0..15
 DTMF_TIMEOUT_S = 1.0  # an event with no end packet for this long is over
-
-
-class BridgeCodec(enum.Enum):
-    """Codecs the bridge knows by RTP name (RFC 3551 static types for G.711/G.722)."""
-
-    PCMU = "PCMU"
-    PCMA = "PCMA"
-    G722 = "G722"
-    OPUS = "opus"
-
-    @property
-    def clock_rate(self) -> int:
-        # RFC 3551 §4.5.2: G.722's RTP clock is 8000 though it samples at 16 kHz.
-        return 48_000 if self is BridgeCodec.OPUS else 8_000
-
-    @property
-    def is_g711(self) -> bool:
-        return self in (BridgeCodec.PCMU, BridgeCodec.PCMA)
-
-    @property
-    def channels(self) -> int:
-        """Channels its SDP names: RFC 7587 §7 writes opus as ``opus/48000/2`` always."""
-        return 2 if self is BridgeCodec.OPUS else 1
-
-    @property
-    def frame_samples(self) -> int:
-        """RTP timestamp units per 20 ms frame (the only ptime the phone leg sends)."""
-        return self.clock_rate // 50
-
-    @staticmethod
-    def from_name(name: str) -> BridgeCodec | None:
-        for codec in BridgeCodec:
-            if codec.value.lower() == name.lower():
-                return codec
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class MediaPath:
-    """What the bridge does with audio: untouched G.711 payloads or decode/encode."""
-
-    phone_codec: BridgeCodec
-    webrtc_codec: BridgeCodec
-
-    @property
-    def passthrough(self) -> bool:
-        same = self.phone_codec is self.webrtc_codec
-        return same and (self.phone_codec.is_g711 or self.phone_codec is BridgeCodec.OPUS)
-
-
-def choose_media_path(phone: BridgeCodec, webrtc: BridgeCodec) -> MediaPath:
-    """Passthrough exactly when both legs negotiated the same G.711 law, or both opus.
-
-    Opus packets are self-describing (RFC 6716 TOC byte), so the P2P leg's
-    decoder takes the phone's packets as they are and vice versa; G.722 has
-    no WebRTC peer here (aiortc offers it, browsers do not) and is transcoded.
-
-    PCMU on one leg and PCMA on the other could be converted sample by sample,
-    but that is still a transcode; keeping the rule this simple makes the
-    "passthrough" count on the call's events mean "payload bytes unchanged".
-    """
-    return MediaPath(phone, webrtc)
 
 
 class DropReason(enum.Enum):

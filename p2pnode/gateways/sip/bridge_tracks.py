@@ -65,7 +65,9 @@ __all__ = [
 ]
 
 _LOG = logging.getLogger(__name__)
-G711_SILENCE = {BridgeCodec.PCMU: 0xFF, BridgeCodec.PCMA: 0xD5}
+# Silence bytes per codec of a fixed byte rate (one byte per 1/8000 s). G.722: the
+# all-ones codeword decodes to |x| <= 17 of 32767 whatever the decoder's state.
+G711_SILENCE = {BridgeCodec.PCMU: 0xFF, BridgeCodec.PCMA: 0xD5, BridgeCodec.G722: 0xFF}
 # FFmpeg (PyAV) decoder of each phone codec and the rate it decodes at: G.722
 # samples at 16 kHz though its RTP clock is 8000 (RFC 3551 §4.5.2); opus at 48 kHz.
 _DECODER = {
@@ -82,7 +84,9 @@ _PHONE_RATE = 8000
 _DEFAULT_SAMPLES = 160  # 20 ms at 8 kHz
 _STALL = 0.2  # a track this far behind its schedule restarts it instead of bursting
 # RFC 3551 §6 static payload types: what the phone's law is called on any RTP leg.
-_STATIC_TYPE = {BridgeCodec.PCMU: 0, BridgeCodec.PCMA: 8}
+_STATIC_TYPE = {BridgeCodec.PCMU: 0, BridgeCodec.PCMA: 8, BridgeCodec.G722: 9}
+# The track's sample units per RTP clock unit: G.722 samples at 16 kHz on an 8000 clock.
+_PTS_DIVISOR = {BridgeCodec.G722: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +95,9 @@ class TrackStatistics:
 
     ``passthrough_frames``/``transcoded_frames``/``silence_frames``: phone ->
     peer. ``peer_passthrough``: the peer's G.711 payloads taken at the RTP
-    receiver; ``peer_transcoded``: peer frames aiortc decoded and we re-encoded.
+    receiver; ``peer_transcoded``: peer frames aiortc decoded and we re-encoded;
+    ``direct_frames``: phone -> peer frames a :class:`DirectRtp` sent (the rest
+    of the passthrough frames went through aiortc's sender task).
     """
 
     passthrough_frames: int
@@ -99,6 +105,7 @@ class TrackStatistics:
     silence_frames: int
     peer_passthrough: int = 0
     peer_transcoded: int = 0
+    direct_frames: int = 0
 
 
 class PhoneAudioTrack(MediaStreamTrack):
@@ -181,8 +188,8 @@ class PhoneAudioTrack(MediaStreamTrack):
         payload: bytes
         if isinstance(slot, Audio) and slot.payload:
             payload = slot.payload
-            if codec.is_g711:
-                self._samples = len(payload)  # G.711: one byte per sample
+            if codec in G711_SILENCE:
+                self._samples = len(payload)  # G.711/G.722: one byte per 1/8000 s
         else:
             assert slot is None or isinstance(slot, Loss) or not slot.payload
             silence = G711_SILENCE.get(codec)
@@ -295,6 +302,7 @@ class PhoneCallAudio:
         self.tapped_opus = False  # opus on both legs: any packet size is taken
         self._transceiver: object | None = None  # the latest connection's
         self.direct: DirectRtp | None = None  # the latest connection's direct sender
+        self._direct_done = 0  # frames sent by the direct senders of earlier connections
 
     @property
     def codec(self) -> BridgeCodec | None:
@@ -332,6 +340,7 @@ class PhoneCallAudio:
         self.tapped_type = _STATIC_TYPE.get(found) if found is self.leg.codec else None
         self.tapped_opus = False
         self._tap_opus()
+        self._hook_direct()
 
     def _tap_opus(self) -> None:
         """Opus on both legs: tap the connection's opus payload type (dynamic, from its SDP).
@@ -355,23 +364,10 @@ class PhoneCallAudio:
         encodes.
         """
         receiver = getattr(transceiver, "receiver", None)
-        sender = getattr(transceiver, "sender", None)
         self._transceiver = transceiver
         self._tap_opus()
         tap = _RtpTap(receiver, self, heard) if hasattr(receiver, "_handle_rtp_packet") else None
-        direct: DirectRtp | None = None
-        loop = asyncio.get_running_loop()
-        mine = self._track
-        sending = getattr(sender, "track", None)
-        if (
-            self.tapped_type is not None
-            and hasattr(sender, "_ssrc")
-            and sending is mine
-            and mine is not None
-        ):
-            mine.mute()
-            direct = self.direct = DirectRtp(mine, sender, self.tapped_type)
-            MediaClock.of(loop).add(direct)
+        self._hook_direct()
         try:
             async with asyncio.TaskGroup() as group:
                 pump = group.create_task(self._decoded(track, heard))
@@ -380,8 +376,37 @@ class PhoneCallAudio:
         finally:
             if tap is not None:
                 tap.remove()
-            if direct is not None:
-                MediaClock.of(loop).discard(direct)
+            direct = self.direct
+            if direct is not None and direct.sender is getattr(transceiver, "sender", None):
+                direct.retire()
+                MediaClock.of(asyncio.get_running_loop()).discard(direct)
+
+    def _hook_direct(self) -> None:
+        """Passthrough: the phone's frames go out by :class:`DirectRtp` from now on.
+
+        Needs the connection's codec (:meth:`negotiated`), its transceiver
+        (:meth:`receive`) and our track on its sender; they arrive in an order
+        that depends on who made the offer (an answering connection hears its
+        track before its answer names the codec and before our track is
+        added), so each of those steps tries, and the last one hooks.
+        """
+        sender = getattr(self._transceiver, "sender", None)
+        mine = self._track
+        if mine is None:
+            return
+        if (
+            self.tapped_type is None
+            or not hasattr(sender, "_ssrc")
+            or getattr(sender, "track", None) is not self._track
+            or (self.direct is not None and self.direct.sender is sender)
+        ):
+            return
+        mine.mute()
+        divisor = _PTS_DIVISOR.get(self.leg.codec, 1)
+        if self.direct is not None:  # an earlier connection's, retired by track()
+            self._direct_done += self.direct.sent
+        self.direct = DirectRtp(mine, sender, self.tapped_type, divisor)
+        MediaClock.of(asyncio.get_running_loop()).add(self.direct)
 
     async def _decoded(self, track: MediaStreamTrack, heard: Callable[[], bool]) -> None:
         """Frames aiortc decoded (a codec other than the phone's law): re-encode them."""
@@ -402,8 +427,9 @@ class PhoneCallAudio:
             passthrough += now.passthrough_frames
             transcoded += now.transcoded_frames
             silence += now.silence_frames
+        direct = self._direct_done + (0 if self.direct is None else self.direct.sent)
         return TrackStatistics(
-            passthrough, transcoded, silence, self.peer_passthrough, self.peer_transcoded
+            passthrough, transcoded, silence, self.peer_passthrough, self.peer_transcoded, direct
         )
 
 

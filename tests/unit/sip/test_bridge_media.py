@@ -217,12 +217,13 @@ def test_sender_queue_is_bounded_dropping_the_oldest() -> None:
     assert out == [b"\x02", b"\x03", b"\x04"]
 
 
-def test_passthrough_only_for_the_same_g711_law() -> None:
+def test_passthrough_only_for_the_same_codec() -> None:
     assert choose_media_path(BridgeCodec.PCMU, BridgeCodec.PCMU).passthrough
     assert choose_media_path(BridgeCodec.PCMA, BridgeCodec.PCMA).passthrough
     assert not choose_media_path(BridgeCodec.PCMU, BridgeCodec.PCMA).passthrough
     assert not choose_media_path(BridgeCodec.PCMU, BridgeCodec.OPUS).passthrough
-    assert not choose_media_path(BridgeCodec.G722, BridgeCodec.G722).passthrough
+    assert choose_media_path(BridgeCodec.G722, BridgeCodec.G722).passthrough
+    assert not choose_media_path(BridgeCodec.G722, BridgeCodec.PCMU).passthrough
     assert BridgeCodec.from_name("pcmu") is BridgeCodec.PCMU
     assert BridgeCodec.from_name("iLBC") is None
 

@@ -1,0 +1,97 @@
+"""Which codec each leg of a bridged call uses, and whether audio crosses untouched.
+
+Why a module: the phone leg (SIP, RFC 3264) and the P2P leg (WebRTC, aiortc)
+each negotiate a codec; the bridge carries payload bytes unchanged only when
+both legs negotiated the same one. This module names the codecs the bridge
+knows (:class:`BridgeCodec`), says when a pair passes through
+(:func:`choose_media_path`), and orders the P2P leg's codec preferences so
+that the phone's codec wins whenever the P2P side may use it
+(:func:`p2p_codec_order`).
+
+aiortc 1.16 (pinned) speaks opus, G.722, PCMU and PCMA on the P2P leg, so all
+four can pass through when the peer takes them: a p2pnode peer answering the
+bridge takes the bridge's first codec it has (aiortc answers in the
+offerer's order), and a peer's offer is answered with the phone's codec when
+the offer lists it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = ["BridgeCodec", "MediaPath", "choose_media_path", "p2p_codec_order"]
+
+
+class BridgeCodec(enum.Enum):
+    """Codecs the bridge knows by RTP name (RFC 3551 static types for G.711/G.722)."""
+
+    PCMU = "PCMU"
+    PCMA = "PCMA"
+    G722 = "G722"
+    OPUS = "opus"
+
+    @property
+    def clock_rate(self) -> int:
+        # RFC 3551 §4.5.2: G.722's RTP clock is 8000 though it samples at 16 kHz.
+        return 48_000 if self is BridgeCodec.OPUS else 8_000
+
+    @property
+    def is_g711(self) -> bool:
+        return self in (BridgeCodec.PCMU, BridgeCodec.PCMA)
+
+    @property
+    def channels(self) -> int:
+        """Channels its SDP names: RFC 7587 §7 writes opus as ``opus/48000/2`` always."""
+        return 2 if self is BridgeCodec.OPUS else 1
+
+    @property
+    def frame_samples(self) -> int:
+        """RTP timestamp units per 20 ms frame (the only ptime the phone leg sends)."""
+        return self.clock_rate // 50
+
+    @staticmethod
+    def from_name(name: str) -> BridgeCodec | None:
+        for codec in BridgeCodec:
+            if codec.value.lower() == name.lower():
+                return codec
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPath:
+    """What the bridge does with audio: untouched payloads or decode/encode."""
+
+    phone_codec: BridgeCodec
+    webrtc_codec: BridgeCodec
+
+    @property
+    def passthrough(self) -> bool:
+        return self.phone_codec is self.webrtc_codec
+
+
+def choose_media_path(phone: BridgeCodec, webrtc: BridgeCodec) -> MediaPath:
+    """Passthrough exactly when both legs negotiated the same codec.
+
+    G.711 and G.722 frames are plain byte strings of a fixed rate (160 bytes
+    per 20 ms each); opus packets are self-describing (RFC 6716 TOC byte): the
+    P2P leg's decoder takes the phone's packets as they are and vice versa.
+
+    PCMU on one leg and PCMA on the other could be converted sample by sample,
+    but that is still a transcode; keeping the rule this simple makes the
+    "passthrough" count on the call's events mean "payload bytes unchanged".
+    """
+    return MediaPath(phone, webrtc)
+
+
+def p2p_codec_order(phone: BridgeCodec, configured: tuple[str, ...]) -> tuple[str, ...]:
+    """The P2P leg's codecs for one call: the phone's first if the bridge may use it there.
+
+    ``configured`` is the bridge's calls service's ``audio_codecs`` (the
+    operator's list of what the P2P leg may carry, best first): the phone's
+    codec moves to the front when it is listed, the others keep their order; a
+    phone codec not listed leaves the list as it is (that call is transcoded).
+    """
+    listed = [name for name in configured if name.lower() == phone.value.lower()]
+    rest = [name for name in configured if name.lower() != phone.value.lower()]
+    return tuple(listed + rest)
