@@ -188,13 +188,16 @@ class ChatCore:
             self._save_keys()
         return tuple(sign_one_time_prekey(self.identity, public) for public in fresh)
 
-    def one_time_prekeys_held(self, mailbox: bytes, held: set[bytes], now: float) -> int:
-        """``mailbox`` reports the keys of ours it still holds: the others left it (taken);
-        how many of ours it holds."""
+    def one_time_prekeys_held(
+        self, mailbox: bytes, held: set[bytes], now: float
+    ) -> tuple[int, tuple[bytes, ...]]:
+        """``mailbox`` reports the keys it holds for us: ours it no longer holds left it
+        (taken). Returns how many of ours it holds, and the keys it holds that are not
+        ours there (a lost or restored home): to retire, a session on them cannot open."""
         with self.store.transaction():
             ours = self.store.one_time_prekeys_at(mailbox)
             self.store.mark_one_time_prekeys_gone(tuple(ours - held), now)
-            return len(ours & held)
+            return len(ours & held), tuple(sorted(held - ours))
 
     def expire_one_time_prekeys(self, mailboxes: set[bytes], now: float) -> int:
         """Keys at mailboxes we no longer name count as gone; keys gone for

@@ -71,11 +71,16 @@ class MailboxPrekeys:
         return tuple(OneTimePrekey(bytes(p), bytes(s)) for p, s in rows)
 
     def upload(self, request: UploadPrekeysRequest, now: float) -> MailboxResponse:
-        """Store the owner's new keys (one status each); answer every key still held."""
+        """Delete the retired keys, store the new ones (one status each); answer every
+        key still held."""
         kind = RequestKind.UPLOAD_PREKEYS
         statuses: list[Status] = []
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            self._db.executemany(
+                "DELETE FROM prekeys WHERE owner = ? AND public = ?",
+                [(request.owner, public) for public in request.retired],
+            )
             count = int(
                 self._db.execute(
                     "SELECT count(*) FROM prekeys WHERE owner = ?", (request.owner,)

@@ -7,7 +7,8 @@ Requests (msgpack arrays)::
     DEPOSIT  [2, rid, sender(bin 32), recipient(bin 32), [envelope(bin)...], ts, sig(bin 64)]
     FETCH    [3, rid, recipient(bin 32), ts, limit, sig(bin 64)]
     ACK      [4, rid, recipient(bin 32), ts, [item_id(bin 16)...], sig(bin 64)]
-    UPLOAD_PREKEYS [5, rid, owner(bin 32), ts, [[public(bin 32), opk_sig(bin 64)]...], sig]
+    UPLOAD_PREKEYS [5, rid, owner(bin 32), ts, [[public(bin 32), opk_sig(bin 64)]...],
+                    [retired_public(bin 32)...], sig(bin 64)]
     TAKE_PREKEY    [6, rid, requester(bin 32), owner(bin 32), ts, sig(bin 64)]
 
 Responses::
@@ -15,8 +16,10 @@ Responses::
     [kind, rid, status, statuses[...], items[[item_id, envelope, deposited_at]...], more]
     UPLOAD_PREKEYS, TAKE_PREKEY: the same six fields + [[public, opk_sig]...]
 
-UPLOAD_PREKEYS answers one status per key and lists every key of the owner the
-mailbox still holds (an empty upload is how the owner asks "how many left");
+UPLOAD_PREKEYS first deletes the ``retired`` keys (ones the owner no longer holds
+the private half of: a mailbox must not hand them out), then stores the new ones,
+answers one status per new key and lists every key of the owner the mailbox
+still holds (an empty upload is how the owner asks "how many left");
 TAKE_PREKEY answers one key, handed out once (``one_time_prekeys.py``).
 
 ``sig`` is Ed25519 by the sender (DEPOSIT), the recipient (FETCH, ACK), the owner
@@ -157,6 +160,7 @@ class UploadPrekeysRequest:
     owner: bytes
     ts: int
     prekeys: tuple[OneTimePrekey, ...]
+    retired: tuple[bytes, ...]
     signature: bytes
 
 
@@ -237,6 +241,7 @@ def _fields_before_signature(request: Request) -> list[object]:
                 request.owner,
                 request.ts,
                 [[p.public, p.signature] for p in request.prekeys],
+                list(request.retired),
             ]
         case TakePrekeyRequest():
             return [
@@ -312,11 +317,16 @@ def sign_ack(
 
 
 def sign_upload_prekeys(
-    owner: Identity, mailbox_key: bytes, rid: int, ts: int, prekeys: tuple[OneTimePrekey, ...]
+    owner: Identity,
+    mailbox_key: bytes,
+    rid: int,
+    ts: int,
+    prekeys: tuple[OneTimePrekey, ...],
+    retired: tuple[bytes, ...] = (),
 ) -> UploadPrekeysRequest:
-    unsigned = UploadPrekeysRequest(rid, owner.public_key, ts, prekeys, _NO_SIGNATURE)
+    unsigned = UploadPrekeysRequest(rid, owner.public_key, ts, prekeys, retired, _NO_SIGNATURE)
     signature = owner.sign(_signed_bytes(mailbox_key, unsigned))
-    return UploadPrekeysRequest(rid, owner.public_key, ts, prekeys, signature)
+    return UploadPrekeysRequest(rid, owner.public_key, ts, prekeys, retired, signature)
 
 
 def sign_take_prekey(
@@ -397,7 +407,7 @@ _ARITY = {
     RequestKind.DEPOSIT: 7,
     RequestKind.FETCH: 6,
     RequestKind.ACK: 6,
-    RequestKind.UPLOAD_PREKEYS: 6,
+    RequestKind.UPLOAD_PREKEYS: 7,
     RequestKind.TAKE_PREKEY: 6,
 }
 
@@ -439,7 +449,8 @@ def decode_request(data: bytes) -> Request:
             _bin(fields[2], "owner", 32),
             _int(fields[3], "ts", MAX_TS),
             _prekeys(fields[4]),
-            _bin(fields[5], "signature", SIGNATURE_BYTES),
+            _bins(fields[5], "retired", MAX_UPLOAD_PREKEYS, 32),
+            _bin(fields[6], "signature", SIGNATURE_BYTES),
         )
     elif kind is RequestKind.TAKE_PREKEY:
         request = TakePrekeyRequest(

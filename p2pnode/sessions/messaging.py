@@ -64,15 +64,9 @@ from p2pnode.sessions.mailbox_wire import (
     sign_ack,
     sign_deposit,
     sign_fetch,
-    sign_take_prekey,
-    sign_upload_prekeys,
-)
-from p2pnode.sessions.one_time_prekeys import (
-    OPK_BATCH,
-    OPK_LOW_WATER,
-    one_time_prekey_valid,
 )
 from p2pnode.sessions.outbox import MIN_COPIES, OutboxInput, RetryPolicy
+from p2pnode.sessions.prekey_supply import take, top_up
 from p2pnode.sessions.store import ChatStore, MessageRow, OutboxRow
 
 __all__ = [
@@ -264,30 +258,9 @@ class MessagingService:
         ``OPK_LOW_WATER`` upload new ones up to ``OPK_BATCH``; keys uploaded."""
         uploaded = 0
         for entry in self._mailboxes:
-            client = self._client(entry)
-            try:
-                response = await client.request(
-                    sign_upload_prekeys(
-                        self.identity, entry.key, self._next_rid(), int(self.clock()), ()
-                    )
-                )
-                if response.status is not Status.OK:
-                    continue  # not registered there yet: the next attach registers
-                held = {p.public for p in response.prekeys}
-                count = self.core.one_time_prekeys_held(entry.key, held, self.clock())
-                if count >= OPK_LOW_WATER:
-                    continue
-                fresh = self.core.new_one_time_prekeys(entry.key, OPK_BATCH - count, self.clock())
-                if not fresh:
-                    continue
-                response = await client.request(
-                    sign_upload_prekeys(
-                        self.identity, entry.key, self._next_rid(), int(self.clock()), fresh
-                    )
-                )
-            except MailboxUnavailableError:
-                continue
-            uploaded += sum(1 for status in response.statuses if status is Status.OK)
+            uploaded += await top_up(
+                self.core, self._client(entry), entry.key, self._next_rid, self.clock
+            )
         self._opk_uploaded += uploaded
         self.core.expire_one_time_prekeys(self._keys(), self.clock())
         return uploaded
@@ -419,34 +392,19 @@ class MessagingService:
         return self._clients[key]
 
     async def _take_prekey(self, peer: bytes) -> bytes | None:
-        """One of ``peer``'s one-time prekeys from one of its mailboxes (each handed out
-        once), or None (counted by reason): the session then opens on the signed prekey."""
+        """One of ``peer``'s one-time prekeys (handed out once by one of its mailboxes),
+        or None, counted by reason: the session then opens on the signed prekey."""
         entries = list(await self._resolve_mailboxes(peer))
         self._choice_rng.shuffle(entries)  # spread the takes over the peer's mailboxes
-        reason = "no-mailbox"
-        for entry in entries:
-            request = sign_take_prekey(
-                self.identity, entry.key, self._next_rid(), peer, int(self.clock())
-            )
-            try:
-                response = await self._client(entry).request(request)
-            except MailboxUnavailableError:
-                reason = "unreachable"
-                continue
-            if response.status is not Status.OK:
-                reason = response.status.name.lower()
-                continue
-            if len(response.prekeys) != 1 or not one_time_prekey_valid(peer, response.prekeys[0]):
-                reason = "bad-signature"  # a mailbox handing out keys its owner never signed
-                continue
+        outcome = await take(self.identity, peer, entries, self._client, self._next_rid, self.clock)
+        if isinstance(outcome, bytes):
             self._opk_sessions += 1
-            return response.prekeys[0].public
-        self.opk_fallback_reasons[reason] += 1
+            return outcome
+        self.opk_fallback_reasons[outcome] += 1
         now = self.clock()
-        key = f"opk-{reason}"
-        if now - self._logged_at.get(key, -_LOG_EVERY) >= _LOG_EVERY:
-            self._logged_at[key] = now
-            log.info("messaging: new session without a one-time prekey: %s", reason)
+        if now - self._logged_at.get(f"opk-{outcome}", -_LOG_EVERY) >= _LOG_EVERY:
+            self._logged_at[f"opk-{outcome}"] = now
+            log.info("messaging: new session without a one-time prekey: %s", outcome)
         return None
 
     def _handle(self, result: ReceiveResult, *, queue_replies: bool) -> list[Outgoing]:

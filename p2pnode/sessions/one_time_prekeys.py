@@ -55,6 +55,7 @@ OPK_MAX_PER_OWNER = 200  # a mailbox holds at most this many of one owner's keys
 # initiator's outbox may hold the message through the mailbox's 30-day retention)
 OPK_TAKEN_KEPT = 31 * 24 * 3600
 _HOUR = 3600
+_PRUNE_EVERY = 60.0
 _DAY = 24 * _HOUR
 
 
@@ -113,6 +114,7 @@ class TakeRateLimiter:
     def __init__(self, limits: TakeLimits | None = None) -> None:
         self.limits = limits or TakeLimits()
         self._windows: dict[tuple[_Scope, bytes], tuple[float, int]] = {}
+        self._pruned_at = -float("inf")
 
     def __len__(self) -> int:
         return len(self._windows)
@@ -133,7 +135,9 @@ class TakeRateLimiter:
             if self._count(key, period, now) >= allowed:
                 return verdict
         if len(self._windows) + 3 > limits.max_tracked:
-            self._prune(now)
+            if now - self._pruned_at >= _PRUNE_EVERY:  # a full table costs one pass a minute
+                self._pruned_at = now
+                self._prune(now)
             if len(self._windows) + 3 > limits.max_tracked:
                 return TakeVerdict.TOO_MANY_TRACKED
         return TakeVerdict.ALLOWED

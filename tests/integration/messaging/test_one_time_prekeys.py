@@ -5,7 +5,8 @@ OPK taken from one of bob's mailboxes: bob decrypts, the key is gone from every
 mailbox and from bob's state. Carol gets a different one. Dave then takes every
 key left (a mailbox configured generously for the test, so one requester may
 drain it); Erin's session falls back to the signed prekey, counted, and bob
-still decrypts; bob's run loop then tops his mailboxes up again.
+still decrypts; bob's run loop then tops his mailboxes up again. Last, bob loses
+his home (same identity): his next attach retires the keys he no longer holds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+
+import pytest
 
 from p2pnode.identity import Identity
 from p2pnode.records.codec import SignedRecord
@@ -51,6 +54,7 @@ async def run_until(service: MessagingService, done: object, what: str) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+@pytest.mark.slow
 def test_sessions_take_one_time_prekeys_from_the_mailboxes(tmp_path: Path) -> None:
     async def scenario() -> None:
         clock = time.time
@@ -166,11 +170,22 @@ def test_sessions_take_one_time_prekeys_from_the_mailboxes(tmp_path: Path) -> No
         assert held() <= bob.core.own_one_time_prekeys()
         frank_key = await open_session(46, "frank", "keys again after the top-up")
         assert frank_key is not None and frank_key not in bob.core.own_one_time_prekeys()
+        # bob loses his home but keeps his identity: the keys his mailboxes hold open
+        # nothing now, so his first attach retires them and uploads new ones
+        await bob.close()
+        bob = service(41, "bob-new-home")
+        await bob.attach()
+        await bob.publish_records()
+        assert len(held()) == 3 * OPK_BATCH
+        assert held() <= bob.core.own_one_time_prekeys()
+        grace_key = await open_session(47, "grace", "after bob's new home")
+        assert grace_key is not None
         assert shown == [
             "hello with a one-time prekey",
             "another initiator, another key",
             "no key left: the signed prekey alone",
             "keys again after the top-up",
+            "after bob's new home",
         ]
         await bob.close()
         for server in servers:

@@ -94,7 +94,7 @@ def test_requests_and_responses_round_trip_and_bind_the_mailbox() -> None:
     alice = requester(1)
     requests = (
         sign_upload_prekeys(BOB, MAILBOX.public_key, 5, 1000, keys),
-        sign_upload_prekeys(BOB, MAILBOX.public_key, 6, 1000, ()),
+        sign_upload_prekeys(BOB, MAILBOX.public_key, 6, 1000, (), (os.urandom(32),)),
         sign_take_prekey(alice, MAILBOX.public_key, 7, BOB.public_key, 1000),
     )
     for request in requests:
@@ -197,6 +197,19 @@ def test_every_refusal_has_its_code(core: MailboxCore, tmp_path: Path) -> None:
     assert take(core, requester(2)).status is Status.NO_PREKEYS
     refused = core.statistics().refused
     assert refused >= 5
+
+
+def test_retired_keys_are_deleted_before_new_ones_are_stored(core: MailboxCore) -> None:
+    old = prekeys(BOB, 3)
+    upload(core, old)
+    new = prekeys(BOB, 2)
+    request = sign_upload_prekeys(
+        BOB, MAILBOX.public_key, 1, int(NOW), new, (old[0].public, old[2].public)
+    )
+    response = core.handle(request, NOW)
+    assert response.statuses == (Status.OK, Status.OK)
+    assert set(response.prekeys) == {old[1], *new}
+    assert set(core.prekeys.held(BOB.public_key)) == {old[1], *new}
 
 
 def test_at_most_max_per_owner_are_held(core: MailboxCore) -> None:
@@ -329,8 +342,10 @@ def test_gone_keys_are_forgotten_after_they_can_no_longer_be_used(tmp_path: Path
     here, dropped = os.urandom(32), os.urandom(32)
     kept = bob.new_one_time_prekeys(here, 4, NOW)
     lost = bob.new_one_time_prekeys(dropped, 3, NOW)
-    # the mailbox reports two of its four: the other two were taken
-    assert bob.one_time_prekeys_held(here, {kept[0].public, kept[1].public}, NOW) == 2
+    # the mailbox reports two of its four (the other two were taken) and one not ours
+    stray = os.urandom(32)
+    reported = {kept[0].public, kept[1].public, stray}
+    assert bob.one_time_prekeys_held(here, reported, NOW) == (2, (stray,))
     assert bob.expire_one_time_prekeys({here}, NOW) == 0  # ``dropped`` is no longer named
     assert {k.public for k in kept + lost} <= bob.own_one_time_prekeys()  # still awaited
     assert bob.expire_one_time_prekeys({here}, NOW + OPK_TAKEN_KEPT + 1) == 5
