@@ -65,7 +65,7 @@ from p2pnode.connectivity.homewire import (
     decode_message,
     encode_message,
 )
-from p2pnode.connectivity.watch import WatchOutcome, WatchTable
+from p2pnode.connectivity.watch import WatchOutcome, WatchTable, refused_table
 from p2pnode.identity import verify_signature
 
 __all__ = [
@@ -156,6 +156,8 @@ class HomeStatistics:
     no_answer: int
     refused: tuple[tuple[str, int], ...]  # (code name, count)
     dropped: tuple[tuple[str, int], ...]  # (reason, count)
+    watches_renewed: int = 0  # WATCH requests that renewed a lease
+    watches_admitted: int = 0  # refused watchers let in by an allow-list change, told at once
 
 
 class _Session:
@@ -212,6 +214,7 @@ class HomeCore:
         self._pending_keys: set[tuple[Address, bytes]] = set()
         self._pending_per_recipient: dict[bytes, int] = {}
         self.watches = WatchTable()
+        self.refused_watches = refused_table()  # watch.py: admitted when the target allows
         self._send_limit: TokenBuckets[str] = TokenBuckets(
             self.config.send_rate, self.config.send_burst, max_sources=65_536
         )
@@ -228,6 +231,7 @@ class HomeCore:
         self.drops = DropCounter(logger, lambda: self._now)
         self._refused: dict[Code, int] = {}
         self._counts = {"forwarded": 0, "delivered": 0, "not_attached": 0, "no_answer": 0}
+        self._counts.update(renewed=0, admitted=0)
 
     # -- inputs ------------------------------------------------------------------
 
@@ -252,6 +256,7 @@ class HomeCore:
         self._sweep_sessions(now)
         self._run_pending(now)
         self.watches.expire(now)
+        self.refused_watches.expire(now)
         return self._flush()
 
     def next_deadline(self) -> float:
@@ -276,6 +281,7 @@ class HomeCore:
         if presence != self._own_presence:
             self._own_presence = presence
             self._notify(self.home_key, attached=True, presence=presence)
+        self._admit(self.home_key, presence)
         return self._flush()
 
     def close_own(self, now: float) -> list[Datagram]:
@@ -305,6 +311,8 @@ class HomeCore:
             delivered=self._counts["delivered"],
             not_attached=self._counts["not_attached"],
             no_answer=self._counts["no_answer"],
+            watches_renewed=self._counts["renewed"],
+            watches_admitted=self._counts["admitted"],
             refused=tuple(sorted((code.name, n) for code, n in self._refused.items())),
             dropped=tuple(sorted(self.drops.counts().items())),
         )
@@ -398,6 +406,7 @@ class HomeCore:
         self._send(SetAck(message.txid, Code.OK), source)
         if changed:
             self._notify(session.key, attached=True, presence=session.presence)
+        self._admit(session.key, session.presence)
 
     def _send_envelope(self, message: Send, source: Address) -> None:
         try:
@@ -468,11 +477,17 @@ class HomeCore:
             return
         allowed = self._allow.get(message.target_key)
         if allowed is not None and message.watcher_key not in allowed:
-            self._answer_watch(message, Code.FORBIDDEN, source)
+            # remembered with a token for its lease: told at once if the target allows it
+            target, watcher = message.target_key, message.watcher_key
+            self.refused_watches.add(target, watcher, source, self._now, self._random(TOKEN_BYTES))
+            refused = self.refused_watches.get(target, watcher)
+            token = refused.token if refused is not None else bytes(TOKEN_BYTES)
+            self._answer_watch(message, Code.FORBIDDEN, source, token)
             return
         outcome = self.watches.add(
             message.target_key, message.watcher_key, source, self._now, self._random(TOKEN_BYTES)
         )
+        self._counts["renewed"] += outcome is WatchOutcome.RENEWED
         if outcome in (WatchOutcome.ADDED, WatchOutcome.RENEWED):
             watch = self.watches.get(message.target_key, message.watcher_key)
             token = watch.token if watch is not None else bytes(TOKEN_BYTES)
@@ -552,7 +567,20 @@ class HomeCore:
                 self._notify_seq += 1
                 notify = Notify(target, False, b"", self._notify_seq, watcher.token)
                 self._out.append(Datagram(encode_message(notify), watcher.address))
+                self.refused_watches.add(
+                    target, watcher.key, watcher.address, self._now, watcher.token
+                )
         self.watches.keep_only(target, allowed)
+
+    def _admit(self, target: bytes, presence: bytes) -> None:
+        """Refused watchers of ``target`` that its allow-list now lets in hear it is attached
+        at once (they would otherwise wait for their renewal)."""
+        allowed = self._allow.get(target)
+        for watcher in self.watches.admit(self.refused_watches, target, allowed, self._now):
+            self._counts["admitted"] += 1
+            self._notify_seq += 1
+            notify = Notify(target, True, presence, self._notify_seq, watcher.token)
+            self._out.append(Datagram(encode_message(notify), watcher.address))
 
     def _notify(self, target: bytes, *, attached: bool, presence: bytes) -> None:
         watchers = self.watches.watchers(target, self._now)

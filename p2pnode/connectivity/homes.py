@@ -479,7 +479,8 @@ class PeerCore:
         if lease is None or lease.txids.get(source) != message.txid:
             self.drops.drop("watch answer not ours")
             return
-        if message.code is Code.OK:
+        if message.code is Code.OK or (message.code is Code.FORBIDDEN and any(message.token)):
+            # refused with a token: the home tells us with it once the target allows us
             lease.tokens[source] = message.token
         notice = PresenceNotice(
             message.target_key, source, message.code, message.attached, message.presence

@@ -218,7 +218,7 @@ class Watched:
     target_key: bytes
     attached: bool
     presence: bytes
-    token: bytes  # the watch's token (zeros when refused)
+    token: bytes  # the watch's token (zeros when refused; FORBIDDEN: the admission's)
 
 
 @dataclass(frozen=True, slots=True)

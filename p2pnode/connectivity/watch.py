@@ -10,6 +10,13 @@ targets per watcher key at this home and ``max_total`` watches in all; beyond
 that ``add`` refuses (the home answers ``WATCH_LIMIT``). A renewal of an
 existing watch is never refused for lack of room.
 
+Refused watches are remembered too, in a second, smaller table
+(``refused_table``: ``MAX_REFUSED_PER_TARGET`` watchers per target): a watcher
+the target's allow-list refused keeps its lease (and its token) there, so when
+the target allows it (a contact request accepted) the home moves it into the
+watches (``admit``) and tells it the target's state at once, instead of the
+watcher learning it only at its next renewal (up to 20 s later).
+
 Sans-IO: ``now`` is a parameter; expiry is swept by the caller's timer.
 """
 
@@ -22,17 +29,22 @@ from dataclasses import dataclass
 __all__ = [
     "MAX_PER_TARGET",
     "MAX_PER_WATCHER",
+    "MAX_REFUSED_PER_TARGET",
+    "MAX_REFUSED_TOTAL",
     "MAX_TOTAL",
     "WATCH_LEASE",
     "WatchOutcome",
     "WatchTable",
     "Watcher",
+    "refused_table",
 ]
 
 WATCH_LEASE = 60.0  # seconds a watch lives without renewal
 MAX_PER_TARGET = 256
 MAX_PER_WATCHER = 512
 MAX_TOTAL = 200_000
+MAX_REFUSED_PER_TARGET = 32  # refused watchers remembered per target (admitted on allow)
+MAX_REFUSED_TOTAL = 20_000  # refused watchers remembered in all (beyond: not remembered)
 
 Address = tuple[str, int]
 
@@ -153,3 +165,29 @@ class WatchTable:
 
     def __len__(self) -> int:
         return len(self._order)
+
+    def admit(
+        self, refused: WatchTable, target: bytes, allowed: frozenset[bytes] | None, now: float
+    ) -> tuple[Watcher, ...]:
+        """Move ``target``'s live watchers in ``refused`` that ``allowed`` now lets in
+        (None: anyone) into this table, each with its token and a fresh lease; the ones
+        added (to be told the target's state now). One that finds no room here stays out."""
+        admitted: list[Watcher] = []
+        for watcher in refused.watchers(target, now):
+            if allowed is not None and watcher.key not in allowed:
+                continue
+            refused.remove(target, watcher.key)
+            outcome = self.add(target, watcher.key, watcher.address, now, watcher.token)
+            entry = self.get(target, watcher.key)
+            if outcome is WatchOutcome.ADDED and entry is not None:
+                admitted.append(entry)
+        return tuple(admitted)
+
+
+def refused_table() -> WatchTable:
+    """The table of refused watches a home keeps (see the module docstring)."""
+    return WatchTable(
+        max_per_target=MAX_REFUSED_PER_TARGET,
+        max_per_watcher=MAX_PER_WATCHER,
+        max_total=MAX_REFUSED_TOTAL,
+    )

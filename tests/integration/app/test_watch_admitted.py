@@ -1,0 +1,127 @@
+"""A watcher refused by a "contacts only" allow-list hears "online" as soon as it is accepted.
+
+One serving home; alice shows her presence to contacts only; carol (a stranger)
+adds alice, so carol's node watches her: the home refuses the watch (FORBIDDEN)
+and carol sees alice offline. carol writes, alice accepts the request: her node
+pushes the new allow-list to the home, which admits carol's remembered watch and
+notifies it at once. carol's WebSocket shows alice online while no watch lease at
+the home has been renewed since (the renewal, every 20 s, was the only way before).
+Real nodes on loopback, their control APIs and event streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from p2pnode.app.homefiles import TOKEN_FILE
+from p2pnode.app.runtime import Assembly
+from p2pnode.connectivity.attach import HomeStatistics
+from p2pnode.connectivity.signalling import SignallingService
+from tests.integration.web.test_app_browser import WAIT, Lab, _config
+
+pytestmark = pytest.mark.slow
+
+
+@asynccontextmanager
+async def network(root: Path) -> AsyncIterator[Lab]:
+    async with asyncio.TaskGroup() as tasks:
+        lab = Lab(root, tasks)
+        try:
+            home = await lab.start("home1", _config(None, {"home": "serve"}, web=False))
+            host, port = home.dht.address
+            attach = {"homes": [home.identity.peer_id], "home": "attach"}
+            for name in ("alice", "carol"):
+                peer = _config(f"{host}:{port}", attach, web=False)
+                peer["chat"] = {"enabled": True, "retry_first": 0.5}
+                await lab.start_peer(name, peer)
+            yield lab
+        finally:
+            lab.stop_all()
+
+
+class Api:
+    """A node's control API with its token."""
+
+    def __init__(self, session: aiohttp.ClientSession, home: Path, node: Assembly) -> None:
+        assert node.control is not None
+        self.session = session
+        self.url = node.control.url
+        self.token = (home / TOKEN_FILE).read_text().strip()
+        self.auth = {"Authorization": f"Bearer {self.token}"}
+
+    async def call(self, method: str, path: str, body: object = None) -> Any:
+        async with self.session.request(
+            method, f"{self.url}{path}", json=body, headers=self.auth
+        ) as answer:
+            assert answer.status == 200, await answer.text()
+            return await answer.json()
+
+
+def home_statistics(lab: Lab) -> HomeStatistics:
+    signalling = lab.nodes["home1"].node.service("signalling")
+    assert isinstance(signalling, SignallingService)
+    home = signalling.statistics().home
+    assert home is not None
+    return home
+
+
+def forbidden(stats: HomeStatistics) -> int:
+    return dict(stats.refused).get("FORBIDDEN", 0)
+
+
+async def presence_event(events: aiohttp.ClientWebSocketResponse, peer: str) -> dict[str, Any]:
+    async with asyncio.timeout(WAIT):
+        while True:
+            event: dict[str, Any] = await events.receive_json()
+            if event["type"] == "PresenceChanged" and event["peer"] == peer:
+                return event
+
+
+async def scenario(root: Path) -> None:
+    async with network(root) as lab, aiohttp.ClientSession() as session:
+        alice, carol = lab.nodes["alice"], lab.nodes["carol"]
+        alice_id, carol_id = alice.identity.peer_id, carol.identity.peer_id
+        alice_api = Api(session, root / "alice", alice)
+        carol_api = Api(session, root / "carol", carol)
+        await alice_api.call("PUT", "/api/settings", {"presence_visibility": "contacts"})
+
+        async with session.ws_connect(
+            f"{carol_api.url}/api/events?token={carol_api.token}"
+        ) as events:
+            await carol_api.call("POST", "/api/contacts", {"name": "alice", "peer": alice_id})
+            refused = await presence_event(events, alice_id)
+            assert refused["online"] is False  # the home refused carol's watch
+            assert forbidden(home_statistics(lab)) >= 1
+
+            await carol_api.call("POST", "/api/messages", {"to": alice_id, "text": "hi, carol"})
+            async with asyncio.timeout(WAIT):
+                while True:
+                    pending = await alice_api.call("GET", "/api/contacts/requests")
+                    if any(r["peer_id"] == carol_id for r in pending["requests"]):
+                        break
+                    await asyncio.sleep(0.1)
+            before = home_statistics(lab)
+            assert before.watches_admitted == 0
+
+            await alice_api.call(
+                "POST", f"/api/contacts/requests/{carol_id}/accept", {"name": "carol"}
+            )
+            online = await presence_event(events, alice_id)
+            after = home_statistics(lab)
+        assert online["online"] is True
+        assert after.watches_admitted == 1  # carol's remembered watch, let in and told
+        # no lease at the home was renewed in between: carol heard it before her renewal
+        assert after.watches_renewed == before.watches_renewed
+        contacts = await carol_api.call("GET", "/api/contacts")
+        assert [c["online"] for c in contacts["contacts"]] == [True]
+
+
+def test_accepted_watcher_hears_online_before_its_renewal(tmp_path: Path) -> None:
+    asyncio.run(scenario(tmp_path))
