@@ -15,8 +15,9 @@ coalesced into its last state), an online record renewed every
 milliseconds and always above the last one (as ``SignallingService``
 publishes its own PRESENCE, so the two never fight), at most ``MAX_TRACKED``
 accounts remembered. ``SipPresence`` is the thin asyncio adapter: it hooks
-the registrar, checks every ``CHECK_EVERY`` seconds (expiry is not an event:
-the registrar's bindings just lapse), signs and puts the records, and tells
+the registrar (whose change hook also fires when the gateway's expiry timer
+drops a lapsed binding), sweeps every ``CHECK_EVERY`` seconds for renewals and
+as a backstop, signs and puts the records, and tells
 attached sinks the status: the bridge's signalling of a ``bridge_hosted``
 identity (``SignallingService.set_presence``), so its watchers learn it live
 through its homes.
@@ -275,7 +276,7 @@ class SipPresence:
                 batch = due[start : start + MAX_PARALLEL]
                 await asyncio.gather(*(self._publish(p) for p in batch))
             deadline = self.plan.next_deadline(now)
-            wait = max(0.05, swept + self._check_every - now)  # expiry is no event: swept
+            wait = max(0.05, swept + self._check_every - now)  # renewals: swept
             if deadline is not None:
                 wait = min(wait, max(0.05, deadline - now))
             try:
