@@ -27,6 +27,8 @@ from p2pnode.gateways.sip.rtp import RtpPacket
 from p2pnode.gateways.sip.sdp import parse_sdp
 from tests.harness.audio import spectrum
 
+RTCP = ("192.0.2.1", 4001)  # no rtcp-mux: the phone's RTCP at RTP + 1 (RFC 3550 §11)
+
 
 def offer(formats: str, *extra: str, port: int = 4000) -> bytes:
     lines = ["v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1", "t=0 0"]
@@ -39,12 +41,13 @@ def offer(formats: str, *extra: str, port: int = 4000) -> bytes:
     [
         (offer("96 9 0 101", "a=rtpmap:96 opus/48000/2", "a=rtpmap:101 telephone-event/8000",
                "a=rtcp-mux"), PhoneFormat(BridgeCodec.OPUS, 96, 101, True)),
-        (offer("18 8 0"), PhoneFormat(BridgeCodec.PCMA, 8, None)),  # G.729 is not ours
+        (offer("18 8 0"), PhoneFormat(BridgeCodec.PCMA, 8, None, False, RTCP)),  # G.729 is not ours
         (offer("9 101", "a=rtpmap:101 telephone-event/8000"),
-         PhoneFormat(BridgeCodec.G722, 9, 101)),  # static type, no rtpmap (RFC 3551)
-        (offer("97 0", "a=rtpmap:97 opus/8000"), PhoneFormat(BridgeCodec.PCMU, 0, None)),
+         PhoneFormat(BridgeCodec.G722, 9, 101, False, RTCP)),  # static type, no rtpmap (RFC 3551)
+        (offer("97 0", "a=rtpmap:97 opus/8000"),
+         PhoneFormat(BridgeCodec.PCMU, 0, None, False, RTCP)),
         (offer("0 100", "a=rtpmap:100 telephone-event/48000"),
-         PhoneFormat(BridgeCodec.PCMU, 0, None)),  # digits only at 8000
+         PhoneFormat(BridgeCodec.PCMU, 0, None, False, RTCP)),  # digits only at 8000
         (offer("18"), None),
         (offer("0", port=0), None),
         (b"not sdp", None),
