@@ -79,15 +79,22 @@ class LabNode:
     sections: dict[str, dict[str, object]]
     process: subprocess.Popen[str] | None = None
     printed: list[str] = field(default_factory=list)
+    # Puzzle bits its identity is ground to (``p2pnode.dht.puzzle``): a DHT server at a lab
+    # address needs the network's difficulty, as `p2pnode init` would grind; a peer that
+    # only attaches (a DHT client) needs none.
+    id_bits: int = 0
+
+    def identity(self) -> Identity:
+        """Its identity, created (ground to ``id_bits``) on first use, as `p2pnode init`."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        return Identity.load_or_create(self.home, bits=self.id_bits)
 
     @property
     def peer_id(self) -> str:
-        self.home.mkdir(parents=True, exist_ok=True)
-        return Identity.load_or_create(self.home).peer_id
+        return self.identity().peer_id
 
     def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        Identity.load_or_create(self.home)  # `p2pnode run` wants one (`p2pnode init`)
+        self.identity()  # `p2pnode run` wants one (`p2pnode init`)
         config = self.home / "p2pnode.toml"
         config.write_text(toml_text(self.sections))
         log = (self.home / "stderr.log").open("a")

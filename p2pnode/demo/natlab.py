@@ -48,7 +48,7 @@ from p2pnode.app.peer_calls import CALLS_DIR
 from p2pnode.connectivity.relays import relay_bucket, relay_subject
 from p2pnode.demo.calls import dominant_frequency
 from p2pnode.demo.labnode import LIMIT, LabNode, NatDemoError
-from p2pnode.identity import Identity
+from p2pnode.dht.puzzle import DEFAULT_ID_DIFFICULTY
 from p2pnode.lab.netns import PUBLIC_NETWORK, Host, Lab, LabError, NatType, read_line
 
 __all__ = [
@@ -173,7 +173,9 @@ class NatDemo:
             name = f"supernode{index + 1}"
             bootstrap = demo.bootstrap if index else ""
             sections = supernode_sections(host.addresses[0], bootstrap, gateway=not index)
-            demo.supernodes.append(LabNode(name, host, root / name, sections))
+            # DHT servers at lab addresses: ground like `p2pnode init` does (~2 s each).
+            node = LabNode(name, host, root / name, sections, id_bits=DEFAULT_ID_DIFFICULTY)
+            demo.supernodes.append(node)
         homes = [(node.peer_id, node.host.addresses[0]) for node in demo.supernodes]
         for name, nat, calls in (("alice", ALICE_NAT, ALICE_CALLS), ("bob", BOB_NAT, BOB_CALLS)):
             host = lab.private_host(name, nat)
@@ -219,7 +221,7 @@ class NatDemo:
 def _advertised(reader: LabNode, supernode: LabNode) -> bool:
     """``reader`` finds ``supernode``'s signed RELAY_ADVERT in the DHT (what the peers'
     relay search will look up first)."""
-    identity = Identity.load_or_create(supernode.home)
+    identity = supernode.identity()
     subject = relay_subject(relay_bucket(identity.node_id))
     found = reader.api("GET", f"/api/records?kind=relay-advert&subject={subject}")
     return any(record.get("owner") == identity.peer_id for record in found.get("records", []))

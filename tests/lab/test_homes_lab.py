@@ -40,7 +40,7 @@ from p2pnode.dht import DhtNode
 from p2pnode.identity import Identity
 
 async def main(ip: str, seed: str) -> None:
-    identity = Identity.generate()
+    identity = Identity.generate_meeting(16)  # a DHT server at a lab address: id puzzle
     bootstrap = [(seed.split(":")[0], int(seed.split(":")[1]))] if seed != "-" else []
     dht = DhtNode(identity, listen=(ip, 0), bootstrap=bootstrap)
     await dht.start()

@@ -87,7 +87,9 @@ async def use_relay(dht, echo):
 
 async def main(cfg):
     bootstrap = [tuple(a) for a in cfg["bootstrap"]]
-    dht = DhtNode(Identity.generate(), listen=(cfg["ip"], 0), bootstrap=bootstrap)
+    # The public node is the DHT server the other joins through: its id meets the puzzle.
+    identity = Identity.generate_meeting(16) if cfg["serve"] else Identity.generate()
+    dht = DhtNode(identity, listen=(cfg["ip"], 0), bootstrap=bootstrap)
     await dht.start()
     supernode = Supernode(
         dht.identity,
