@@ -60,6 +60,10 @@ class SipStatusAnswer(_Model):
     auth_failures: int
     banned_sources: int
     login_claims: int
+    bindings_expired: int = pydantic.Field(0, description="registrations that ran out unrefreshed")
+    cancelled_lookups: int = pydantic.Field(
+        0, description="calls cancelled while DNS/ENUM was locating them"
+    )
     registrations: list[SipRegistrationModel]
     truncated: bool = pydantic.Field(description="more registrations than listed")
 
@@ -122,6 +126,8 @@ async def sip_status(ctx: ControlContext, request: web.Request) -> web.StreamRes
         auth_failures=gateway.auth_failures,
         banned_sources=gateway.banned_sources,
         login_claims=gateway.login_claims,
+        bindings_expired=gateway.bindings_expired,
+        cancelled_lookups=gateway.cancelled_lookups,
         registrations=[
             SipRegistrationModel(
                 login=r.login,
