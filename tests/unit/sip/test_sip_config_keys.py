@@ -15,7 +15,7 @@ def test_default_country_is_validated_and_reaches_the_gateway() -> None:
     assert config.default_country == "DE" and config.min_expires == 120
     # what the router then does with a national number a phone dials
     assert normalise_e164("030 5550100", config.default_country) == "+49305550100"
-    assert to_gateway(SipSection(), "gw.test").default_country is None
+    assert to_gateway(SipSection.model_validate({}), "gw.test").default_country is None
 
 
 @pytest.mark.parametrize(
