@@ -67,10 +67,11 @@ from p2pnode.app.web.sip_accounts import (
     list_accounts,
     remove_account,
     reset_password,
+    set_limits,
 )
 from p2pnode.app.web_config import WEB_FILE, WebSection
 from p2pnode.directory.names import LoginError, normalise_login
-from p2pnode.gateways.sip.accounts import AccountError
+from p2pnode.gateways.sip.accounts import MAX_ACCOUNT_CALLS, AccountError
 from p2pnode.identity import (
     KEY_FILE_NAME,
     Identity,
@@ -154,6 +155,12 @@ class _SipAccountRequest(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
     login: str = pydantic.Field(min_length=2, max_length=32)
     domain: str | None = pydantic.Field(None, min_length=1, max_length=253)
+
+
+class _SipLimitsRequest(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    allow_e164: bool
+    max_calls: int = pydantic.Field(ge=1, le=MAX_ACCOUNT_CALLS)
 
 
 class _PageSdpRequest(pydantic.BaseModel):
@@ -374,6 +381,17 @@ def build_web_app(
             raise _AppError(404, "no such account", str(error)) from None
         return web.json_response(dataclasses.asdict(made))
 
+    async def sip_limits(request: web.Request) -> web.Response:
+        body = await _body(request, _SipLimitsRequest)
+        login = request.match_info["login"]
+        try:
+            view = await asyncio.to_thread(
+                set_limits, backend.home, login, body.allow_e164, body.max_calls
+            )
+        except AccountError as error:
+            raise _AppError(404, "no such account", str(error)) from None
+        return web.json_response(dataclasses.asdict(view))
+
     async def sip_remove(request: web.Request) -> web.Response:
         login = request.match_info["login"]
         try:
@@ -523,6 +541,7 @@ def build_web_app(
     app.router.add_post("/app/sip/accounts", sip_add)
     app.router.add_post("/app/sip/accounts/{login}/password", sip_reset)
     app.router.add_delete("/app/sip/accounts/{login}", sip_remove)
+    app.router.add_put("/app/sip/accounts/{login}/limits", sip_limits)
     app.router.add_get("/app/calls/{call_id}/reoffer", held_reoffer)
     app.router.add_post("/app/calls/{call_id}/reoffer", reoffer)
     app.router.add_post("/app/calls/{call_id}/reanswer", reanswer)

@@ -1,4 +1,5 @@
-"""The SIP equipment view's backend: the gateway's accounts in the home, read, and one added.
+"""The SIP equipment view's backend: the gateway's accounts in the home: read, added,
+their limits changed (calls to numbers, concurrent calls), removed.
 
 Why here and not in the control API: the accounts live in ``<home>/sip-accounts.sqlite``
 (``p2pnode sip account add`` writes it; the gateway reads it), not in the
@@ -30,6 +31,7 @@ __all__ = [
     "list_accounts",
     "remove_account",
     "reset_password",
+    "set_limits",
 ]
 
 ACCOUNTS_FILE = "sip-accounts.sqlite"  # the same file as ``p2pnode sip account``
@@ -96,6 +98,20 @@ def reset_password(home: Path, login: str) -> NewAccount:
         store.close()
     assert account is not None
     return NewAccount(account.login, password, account.realm, identity_of(account).peer_id)
+
+
+def set_limits(home: Path, login: str, allow_e164: bool, max_calls: int) -> SipAccountView:
+    """Change ``login``'s limits in the home's accounts (the running gateway reads them on
+    its next look-up); ``AccountError`` for an unknown login or a limit out of range."""
+    path = home / ACCOUNTS_FILE
+    if not path.exists():
+        raise AccountError("no such account")
+    store = AccountStore.open(path, None)
+    try:
+        a = store.set_limits(login, allow_e164=allow_e164, max_calls=max_calls)
+    finally:
+        store.close()
+    return SipAccountView(a.login, a.realm, identity_of(a).peer_id, a.allow_e164, a.max_calls)
 
 
 def remove_account(home: Path, login: str) -> None:

@@ -32,6 +32,7 @@ from p2pnode.gateways.sip.digest import StoredCredentials, stored_credentials
 __all__ = [
     "GENERATED_PASSWORD_LENGTH",
     "MAX_ACCOUNTS",
+    "MAX_ACCOUNT_CALLS",
     "MAX_CACHED_ACCOUNTS",
     "MIN_PASSWORD_LENGTH",
     "Account",
@@ -46,6 +47,7 @@ MIN_PASSWORD_LENGTH = 12
 MAX_ACCOUNTS = 100_000
 MAX_CACHED_ACCOUNTS = 4096  # look-ups held in memory (unknown logins too); beyond, cleared
 DEFAULT_MAX_CALLS = 4
+MAX_ACCOUNT_CALLS = 1000  # the highest concurrent-call limit one account may be given
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"  # no 0/O, 1/l/I
 _LOGIN_RE = re.compile(r"[a-z][a-z0-9._-]{1,31}")
 
@@ -190,6 +192,23 @@ class AccountStore:
         if cursor.rowcount == 0:
             raise AccountError("no such account")
         return password
+
+    def set_limits(self, login: str, *, allow_e164: bool, max_calls: int) -> Account:
+        """Change ``login``'s limits (calls to E.164 numbers, concurrent calls); a running
+        gateway's next look-up sees them (``data_version``). ``AccountError`` for an
+        unknown login or a call limit outside 1..``MAX_ACCOUNT_CALLS``."""
+        if not 1 <= max_calls <= MAX_ACCOUNT_CALLS:
+            raise AccountError(f"concurrent calls must be 1-{MAX_ACCOUNT_CALLS}")
+        cursor = self._db.execute(
+            "UPDATE sip_accounts SET allow_e164 = ?, max_calls = ? WHERE login = ? AND realm = ?",
+            (int(allow_e164), max_calls, login, self.realm),
+        )
+        self._db.commit()
+        self._cache.clear()
+        account = self._read(login)
+        if cursor.rowcount == 0 or account is None:
+            raise AccountError("no such account")
+        return account
 
     def remove(self, login: str) -> bool:
         cursor = self._db.execute("DELETE FROM sip_accounts WHERE login = ?", (login,))

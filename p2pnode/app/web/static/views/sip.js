@@ -3,11 +3,40 @@
 // running gateway's registrar, /api/sip), a password reset, removing an account (confirmed;
 // the node drops its registrations at once) and unregistering one device (DELETE
 // /api/sip/registrations/LOGIN?contact=URI). A password is shown once, when the account is
-// made or its password reset: only digest hashes are kept.
+// made or its password reset: only digest hashes are kept. An account's limits (calls to
+// phone numbers, concurrent calls) are changed in place (PUT /app/sip/accounts/LOGIN/limits);
+// the node validates them and its refusal is shown beside the field.
 import { useEffect, useState } from "preact/hooks";
 import { html, api } from "../app.js";
 
 const DEVICES = "/api/sip";
+
+/** The limits editor of one account: the node checks the values, the page shows its word. */
+function LimitsForm({ account, onDone }) {
+  const [e164, setE164] = useState(account.e164);
+  const [calls, setCalls] = useState(String(account.max_calls));
+  const [error, setError] = useState("");
+  const id = (name) => `sip-${name}-${account.login}`;
+  const save = async (event) => {
+    event.preventDefault();
+    const number = /^\d+$/.test(calls.trim()) ? Number(calls.trim()) : calls; // the node says why not
+    try {
+      await api("PUT", `/app/sip/accounts/${encodeURIComponent(account.login)}/limits`, { allow_e164: e164, max_calls: number });
+      onDone(`Limits of ${account.login} saved.`);
+    } catch (failure) { setError(`Not saved: ${failure.message}`); }
+  };
+  return html`<form class="limits" data-limits=${account.login} onSubmit=${save} noValidate
+      aria-label=${`Limits of ${account.login}`}>
+    <label class="check"><input type="checkbox" id=${id("e164")} checked=${e164}
+      onChange=${(e) => setE164(e.target.checked)} /> Calls to phone numbers</label>
+    <label for=${id("calls")}>Concurrent calls</label>
+    <input id=${id("calls")} inputmode="numeric" size="5" value=${calls} aria-invalid=${error ? "true" : undefined}
+      aria-describedby=${error ? id("limits-error") : undefined} onInput=${(e) => setCalls(e.target.value)} />
+    <button type="submit">Save limits</button>
+    <button type="button" class="secondary" onClick=${() => onDone("")}>Cancel</button>
+    ${error && html`<p class="error" role="alert" id=${id("limits-error")}>${error}</p>`}
+  </form>`;
+}
 
 function devicesNote(error) {
   if (error.status === 404) return "This node runs no SIP gateway ([sip] enabled = true in its config): no device can register here.";
@@ -23,7 +52,7 @@ export function SipView({ eventCount }) {
   const [login, setLogin] = useState("");
   const [newDomain, setNewDomain] = useState("");
   const [made, setMade] = useState(null);
-  const [confirming, setConfirming] = useState(null); // { login, action: "reset" | "remove" }
+  const [confirming, setConfirming] = useState(null); // { login, action: "reset" | "remove" | "limits" }
   const [message, setMessage] = useState("");
   const refresh = () => {
     api("GET", "/app/sip").then((a) => { setDomain(a.domain); setAccounts(a.accounts); }, (e) => setMessage(e.message));
@@ -78,10 +107,10 @@ export function SipView({ eventCount }) {
   </section>`}
   <section class="card" aria-labelledby="acc-h"><h3 id="acc-h">Accounts${domain ? ` on ${domain}` : ""}</h3>
     ${accounts.length === 0 ? html`<p class="muted">No SIP accounts yet.</p>` : html`<table id="sip-accounts"><thead><tr>
-      <th scope="col">Login</th><th scope="col">Server</th><th scope="col">Calls to numbers</th><th scope="col">P2P identity</th>
+      <th scope="col">Login</th><th scope="col">Server</th><th scope="col">Calls to numbers</th><th scope="col">Concurrent calls</th><th scope="col">P2P identity</th>
       <th scope="col">Devices</th><th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
       <tbody>${accounts.map((a) => html`<tr data-login=${a.login}><td>${a.login}</td><td>${a.server}</td>
-        <td>${a.e164 ? "allowed" : "no"}</td><td class="mono">${a.peer_id.slice(0, 16)}…</td>
+        <td class="e164">${a.e164 ? "allowed" : "no"}</td><td class="max-calls">${a.max_calls}</td><td class="mono">${a.peer_id.slice(0, 16)}…</td>
         <td data-devices=${devices(a.login).length}>${gateway ? devices(a.login).length : "—"}</td>
         <td>${confirming && confirming.login === a.login && confirming.action === "reset"
           ? html`<span role="group" aria-label=${`Reset the password of ${a.login}?`}>Phones using the old password stop working.
@@ -91,7 +120,10 @@ export function SipView({ eventCount }) {
           ? html`<span role="group" aria-label=${`Remove the account ${a.login}?`}>Its phones stop working now and cannot register again.
               <button type="button" onClick=${() => remove(a.login)}>Remove ${a.login}</button>
               <button type="button" class="secondary" onClick=${() => setConfirming(null)}>Cancel</button></span>`
-          : html`<button type="button" class="secondary" aria-label=${`New password for ${a.login}`} onClick=${() => setConfirming({ login: a.login, action: "reset" })}>New password…</button>
+          : confirming && confirming.login === a.login && confirming.action === "limits"
+          ? html`<${LimitsForm} account=${a} onDone=${(note) => { setConfirming(null); setMessage(note); refresh(); }} />`
+          : html`<button type="button" class="secondary" aria-label=${`Limits of ${a.login}`} onClick=${() => setConfirming({ login: a.login, action: "limits" })}>Limits…</button>
+              <button type="button" class="secondary" aria-label=${`New password for ${a.login}`} onClick=${() => setConfirming({ login: a.login, action: "reset" })}>New password…</button>
               <button type="button" class="secondary" aria-label=${`Remove account ${a.login}`} onClick=${() => setConfirming({ login: a.login, action: "remove" })}>Remove…</button>`}</td></tr>`)}</tbody></table>`}
     <form onSubmit=${add}>
       <label for="sip-new-login">New account login</label>
