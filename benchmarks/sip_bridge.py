@@ -16,6 +16,10 @@ inverse. Three rows, measured in the same run on loopback:
   (``CallMedia(audio=PhoneCallAudio(leg))``).
 * ``transcoded``: the same with opus on the WebRTC leg (decoded, resampled,
   re-encoded both ways).
+* ``cross`` (only with ``--phone-codec PCMA`` or ``G722``): that phone against
+  a PCMU WebRTC leg, transcoded both ways: what the bridge negotiated for
+  such a phone before the P2P leg took the phone's codec (its ``passthrough``
+  row is what it negotiates now).
 * ``aiortc`` (the anchor): one plain aiortc PCMU call leg per call in this
   process (a tone source sending, the received track drained), the same far
   end: what a P2P node pays for one call side with no bridge.
@@ -61,7 +65,8 @@ sys.path.insert(0, str(ROOT))
 
 import av  # noqa: E402
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
-from aiortc.codecs.g711 import PcmuEncoder  # noqa: E402
+from aiortc.codecs.g711 import PcmaEncoder, PcmuEncoder  # noqa: E402
+from aiortc.codecs.g722 import G722Encoder  # noqa: E402
 from aiortc.codecs.opus import OpusEncoder  # noqa: E402
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack  # noqa: E402
 
@@ -93,7 +98,7 @@ from tests.integration.bridge.test_bridge_media_loopback import (  # noqa: E402
 MAX_CALLS = 100
 FULL_RATE = 45.0  # packets/s per call and direction below which a row's CPU is undercounted
 MAX_SECONDS = 20.0
-PT_PCMU = 0
+PHONE_TYPES = {"PCMU": 0, "PCMA": 8, "G722": 9}  # --phone-codec: RFC 3551 static types
 
 
 # ------------------------------------------------------------------ far end
@@ -159,14 +164,15 @@ class _PacketTrack(MediaStreamTrack):
         return packet
 
 
-def _encoded_tones() -> dict[str, list[bytes]]:
-    """One second of 660 Hz in PCMU (8 kHz) and opus (48 kHz), 20 ms a payload."""
-    pcmu = PcmuEncoder()
+def _encoded_tones(hz: float = 660.0) -> dict[str, list[bytes]]:
+    """One second of ``hz`` in PCMU, PCMA, G.722 (8 kHz in) and opus (48 kHz), 20 ms a payload."""
+    eight = {"audio/PCMU": PcmuEncoder(), "audio/PCMA": PcmaEncoder(), "audio/G722": G722Encoder()}
     opus = OpusEncoder()
-    out: dict[str, list[bytes]] = {"audio/PCMU": [], "audio/opus": []}
+    out: dict[str, list[bytes]] = {name: [] for name in (*eight, "audio/opus")}
     for index in range(50):
-        out["audio/PCMU"] += pcmu.encode(tone_frame(660.0, index * 160, 160, 8000))[0]
-        out["audio/opus"] += opus.encode(tone_frame(660.0, index * 960, 960, 48_000))[0]
+        for name, encoder in eight.items():
+            out[name] += encoder.encode(tone_frame(hz, index * 160, 160, 8000))[0]
+        out["audio/opus"] += opus.encode(tone_frame(hz, index * 960, 960, 48_000))[0]
     return out
 
 
@@ -189,27 +195,26 @@ async def _drain(track: MediaStreamTrack, counter: list[int]) -> None:
         counter[0] += 1
 
 
-async def _phones_tick(far: FarEnd) -> None:
-    """One 20 ms ticker sends every phone's next PCMU packet (a 440 Hz cycle)."""
+async def _phones_tick(far: FarEnd, payload_type: int) -> None:
+    """One 20 ms ticker sends every phone's next packet (a 440 Hz cycle, 160 per 20 ms)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     index = 0
     while True:
         payload = far.payloads[index % len(far.payloads)]
         for transport, target in far.phones:
-            packet = RtpPacket(PT_PCMU, index & 0xFFFF, (index * 160) & 0xFFFFFFFF, 0x5EED, payload)
+            timestamp = (index * 160) & 0xFFFFFFFF
+            packet = RtpPacket(payload_type, index & 0xFFFF, timestamp, 0x5EED, payload)
             transport.sendto(packet.encode(), target)
         index += 1
         await asyncio.sleep(max(0.0, start + 0.02 * index - loop.time()))
 
 
-async def far_end() -> None:
+async def far_end(phone_codec: str) -> None:
     """Answer the gateway's offers (one JSON line each) until told to stop; report counts."""
     loop = asyncio.get_running_loop()
     far = FarEnd(encoded=_encoded_tones())
-    encoder = PcmuEncoder()
-    for index in range(50):  # 1 s of 440 Hz, looped
-        far.payloads.append(encoder.encode(tone_frame(440.0, index * 160, 160, 8000))[0][0])
+    far.payloads = _encoded_tones(440.0)[f"audio/{phone_codec}"]  # 1 s, looped
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
 
@@ -218,7 +223,7 @@ async def far_end() -> None:
         sys.stdout.flush()
 
     async with asyncio.TaskGroup() as group:
-        ticker = group.create_task(_phones_tick(far))
+        ticker = group.create_task(_phones_tick(far, PHONE_TYPES[phone_codec]))
         while True:
             line = await reader.readline()
             if not line:
@@ -268,12 +273,13 @@ async def _ask(child: asyncio.subprocess.Process, order: dict[str, Any]) -> dict
 
 
 async def _bridge_leg(
-    pc: RTCPeerConnection, webrtc: BridgeCodec, legs: list[PhoneRtpLeg]
+    pc: RTCPeerConnection, webrtc: BridgeCodec, legs: list[PhoneRtpLeg], phone: BridgeCodec
 ) -> tuple[PhoneCallAudio, tuple[str, int]]:
     """What SipP2pBridge builds for one call: the phone leg and its WebRTC binding."""
-    receiver = PhoneReceiver(audio_type=PT_PCMU, clock_rate=8000)
-    sender = PhoneSender(ssrc=1, payload_type=PT_PCMU, first_sequence=0, first_timestamp=0)
-    leg = PhoneRtpLeg(receiver, sender, BridgeCodec.PCMU)  # latches on the phone's first packet
+    payload_type = PHONE_TYPES[phone.value]
+    receiver = PhoneReceiver(audio_type=payload_type, clock_rate=8000)
+    sender = PhoneSender(ssrc=1, payload_type=payload_type, first_sequence=0, first_timestamp=0)
+    leg = PhoneRtpLeg(receiver, sender, phone)  # latches on the phone's first packet
     address = await leg.open()
     legs.append(leg)
     audio = PhoneCallAudio(leg)
@@ -287,10 +293,11 @@ async def media_load(
     calls: int,
     seconds: float,
     settle: float,
+    phone_codec: BridgeCodec = BridgeCodec.PCMU,
 ) -> dict[str, float]:
     """CPU per call of this process for ``calls`` concurrent calls of ``mode``."""
     child = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--far-end",
+        sys.executable, __file__, "--far-end", "--phone-codec", phone_codec.value,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     pcs: list[RTCPeerConnection] = []
@@ -311,8 +318,10 @@ async def media_load(
                     pc.addTrack(_SilentTrack())
                     prefer(pc, "audio/PCMU")
                 else:
-                    webrtc = BridgeCodec.OPUS if mode == "transcoded" else BridgeCodec.PCMU
-                    audio, phone = await _bridge_leg(pc, webrtc, legs)
+                    webrtc = {"transcoded": BridgeCodec.OPUS, "cross": BridgeCodec.PCMU}.get(
+                        mode, phone_codec
+                    )
+                    audio, phone = await _bridge_leg(pc, webrtc, legs, phone_codec)
                     bindings.append(audio)
                     pc.on("track", functools.partial(_bind, group, pc, audio))
                 await pc.setLocalDescription(await pc.createOffer())
@@ -472,16 +481,25 @@ async def setup_times(runs: int, tmp: Path) -> tuple[list[float], list[float]]:
     return bridged, floor
 
 
-async def main(calls: int, seconds: float, runs: int, settle: float, breakdown: bool) -> None:
+async def main(
+    calls: int,
+    seconds: float,
+    runs: int,
+    settle: float,
+    breakdown: bool,
+    phone_codec: BridgeCodec = BridgeCodec.PCMU,
+) -> None:
     rows = {}
     modes = ["aiortc", "passthrough", "transcoded"]
+    if phone_codec is not BridgeCodec.PCMU:
+        modes.append("cross")
     if breakdown:
         modes += ["connected", "phone_to_peer"]
     for mode in modes:
-        rows[mode] = await media_load(mode, calls, seconds, settle)
+        rows[mode] = await media_load(mode, calls, seconds, settle, phone_codec)
     with tempfile.TemporaryDirectory() as tmp:
         bridged, floor = await setup_times(runs, Path(tmp))
-    print("gateway process only; the phones and peers run in a child process")
+    print(f"gateway process only; the phones ({phone_codec.value}) and peers in a child process")
     print(
         f"{'row':<12} {'calls':>5} {'cpu/call %':>10} {'calls/core':>10} "
         f"{'peer pkts/s':>13} {'phone pkts/s':>12} {'sent peer/s':>11} {'sent phone/s':>12}"
@@ -529,6 +547,15 @@ async def main(calls: int, seconds: float, runs: int, settle: float, breakdown: 
         "passthrough_sent_to_phone_per_s": round(
             rows["passthrough"]["sent_to_phone_per_s_per_call"], 1
         ),
+        "phone_codec": phone_codec.value,
+        "cross_calls_per_core": (
+            round(1 / rows["cross"]["cpu_per_call"], 1) if "cross" in rows else None
+        ),
+        "passthrough_vs_cross": (
+            round(rows["cross"]["cpu_per_call"] / rows["passthrough"]["cpu_per_call"], 2)
+            if "cross" in rows
+            else None
+        ),
         "full_rate": {mode: _full_rate(mode, row) for mode, row in rows.items()},
         "setup_p50_ms": round(setup_p50, 1),
         "floor_ms": round(floor_p50, 1),
@@ -554,11 +581,17 @@ if __name__ == "__main__":
         action="store_true",
         help="two more rows (connections only; phone -> peer only): a passthrough call by part",
     )
+    parser.add_argument(
+        "--phone-codec",
+        choices=sorted(PHONE_TYPES),
+        default="PCMU",
+        help="the phones' codec; not PCMU adds the 'cross' row (that phone vs a PCMU P2P leg)",
+    )
     parser.add_argument("--far-end", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     with loopback_ice(), contextlib.suppress(KeyboardInterrupt):
         if args.far_end:
-            asyncio.run(far_end())
+            asyncio.run(far_end(args.phone_codec))
         else:
             asyncio.run(
                 main(
@@ -567,5 +600,6 @@ if __name__ == "__main__":
                     min(args.runs, 20),
                     min(args.settle, 10.0),
                     args.breakdown,
+                    BridgeCodec(args.phone_codec),
                 )
             )
