@@ -417,7 +417,8 @@ class ChatService:
         dropped = [(m, until) for m in state.chosen if m.key not in named]
         former = dropped + [(m, math.inf if t is None else t) for m, t in state.former]
         unique = {m.key: (m, t) for m, t in former if m.key not in named}
-        if dropped:  # saved now, so their retention runs from today and not from every start
+        new = any(m.key not in saved_since for m in current)  # its "since" starts today
+        if dropped or new:  # saved now, so retention and "since" run from today, not each start
             ends = tuple((m, None if math.isinf(t) else t) for m, t in unique.values())
             with contextlib.suppress(OSError):
                 kept = tuple(m for m in current if m.key not in keys)

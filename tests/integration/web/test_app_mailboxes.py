@@ -13,6 +13,8 @@ her as a stranger.
 - ``POST /api/read`` answers the number actually marked: 0 for a stranger's text
   (withheld until accepted), 0 for unknown ids; once bob is accepted, his two texts
   plus an unknown id give 2, and the same request again 0.
+- alice's node restarts: each mailbox's ``since`` is the one before (kept in
+  ``mailboxes.json``), and mb2 is still listed, unreachable.
 """
 
 from __future__ import annotations
@@ -190,6 +192,16 @@ async def scenario(root: Path, chromium: str) -> None:
         assert (await api.call("POST", "/api/read", asked))["marked"] == 2
         assert (await api.call("POST", "/api/read", asked))["marked"] == 0  # marked already
         assert (await api.call("GET", "/api/unread"))["conversations"] == []
+
+        # a restart keeps when each mailbox joined (mailboxes.json), not the restart's time
+        await lab.stop("alice")
+        alice = await lab.start_peer("alice", lab.configs["alice"])
+        api = Api(session, alice, (root / "alice" / TOKEN_FILE).read_text().strip())
+        again = await mailboxes_checked(api)
+        assert [(m["peer_id"], m["since"]) for m in again] == [
+            (m["peer_id"], m["since"]) for m in boxes
+        ]
+        assert [m["reachable"] for m in again] == [True, False]  # mb2 is still stopped
 
 
 def test_mailboxes_in_api_websocket_and_status_view_and_true_read_counts(tmp_path: Path) -> None:
