@@ -7,9 +7,10 @@ Payload (msgpack array)::
 The identity key is the record's owner, so the record signature and the XEdDSA
 signature on the prekey both bind to one Ed25519 key. One-time prekeys are not
 published here: a DHT record hands the same bytes to everyone, so a one-time
-key in it could be used twice; sessions open with the signed prekey alone
-(X3DH without OPK, still forward secret after the first ratchet step), and the
-signed prekey rotates every ``ROTATE_AFTER`` seconds.
+key in it could be used twice. They are handed out once by the owner's
+mailboxes instead (``one_time_prekeys.py``, ``TAKE_PREKEY``); a session opens on
+the signed prekey alone only when none is to be had. The signed prekey rotates
+every ``ROTATE_AFTER`` seconds.
 
 Invariants: ``decode_prekey_payload`` is total (``PrekeyDecodeError``);
 ``bundle_from_record`` accepts only a record whose prekey signature verifies

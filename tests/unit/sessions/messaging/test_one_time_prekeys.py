@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import tempfile
 from pathlib import Path
 
 import msgpack
@@ -298,8 +300,6 @@ def test_the_limiter_holds_a_bounded_number_of_windows() -> None:
 
 
 def peer(tmp_path: Path, seed: int, name: str) -> ChatCore:
-    import random
-
     key_seed = bytes([seed]) * 32
     return ChatCore(
         Identity.generate(key_seed), key_seed, ChatStore(tmp_path / name), random.Random(seed)
@@ -359,3 +359,44 @@ def test_the_private_halves_are_bounded(tmp_path: Path) -> None:
     made = bob.new_one_time_prekeys(os.urandom(32), MAX_OWN_ONE_TIME_PREKEYS + 10, NOW)
     assert len(made) == MAX_OWN_ONE_TIME_PREKEYS
     assert bob.new_one_time_prekeys(os.urandom(32), 1, NOW) == ()
+
+
+@given(st.lists(st.sampled_from(("upload", "take", "restart", "retire")), min_size=1, max_size=25))
+@settings(max_examples=25, deadline=None)
+def test_any_schedule_hands_each_key_out_at_most_once(steps: list[str]) -> None:
+    """Uploads, takes by different requesters, retirements and restarts in any order:
+    every handed-out key is distinct, and handed out + held + retired = uploaded."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "mail.db"
+        core = MailboxCore(MAILBOX.public_key, path, take_limits=GENEROUS)
+        register(core, BOB)
+        uploaded: set[bytes] = set()
+        handed: list[bytes] = []
+        retired: set[bytes] = set()
+        for index, step in enumerate(steps):
+            if step == "upload":
+                keys = prekeys(BOB, 3)
+                upload(core, keys)
+                uploaded |= {k.public for k in keys}
+            elif step == "take":
+                response = take(core, requester(index))
+                if response.status is Status.OK:
+                    handed.append(response.prekeys[0].public)
+                else:
+                    assert response.status is Status.NO_PREKEYS
+            elif step == "retire":
+                held = core.prekeys.held(BOB.public_key)
+                if held:
+                    request = sign_upload_prekeys(
+                        BOB, MAILBOX.public_key, 1, int(NOW), (), (held[0].public,)
+                    )
+                    core.handle(request, NOW)
+                    retired.add(held[0].public)
+            else:
+                core.close()
+                core = MailboxCore(MAILBOX.public_key, path, take_limits=GENEROUS)
+        held_now = {k.public for k in core.prekeys.held(BOB.public_key)}
+        core.close()
+    assert len(handed) == len(set(handed))
+    assert set(handed) | held_now | retired == uploaded
+    assert not set(handed) & held_now and not retired & (held_now | set(handed))
