@@ -437,6 +437,20 @@ async def scenario(root: Path, role: str) -> None:
     mode_label = (("mode", "passthrough"),)
     assert samples_by_name[("p2pnode_sip_bridge_frames_total", mode_label)] == frames
     assert samples_by_name[("p2pnode_sip_bridge_active_calls", ())] == 0.0
+    # RTCP and texts: the API's counts are the counters; no phone leg is in progress now.
+    assert answer["rtcp_sent"] == sum(call["rtcp_sent"] for call in recent.values())
+    assert answer["rtcp_received"] == sum(call["rtcp_received"] for call in recent.values())
+    for what in ("sent", "received"):
+        series = (("what", what),)
+        value = samples_by_name[("p2pnode_sip_bridge_rtcp_reports_total", series)]
+        assert value == answer[f"rtcp_{what}"]
+    assert answer["active"] == []
+    for path in ("mux", "separate", "none"):
+        assert samples_by_name[("p2pnode_sip_bridge_rtcp_calls", (("path", path),))] == 0.0
+    assert samples_by_name[("p2pnode_sip_bridge_round_trip_seconds_gcount", ())] == 0.0
+    assert set(answer["texts"]) == {"to-chat", "to-phones", "refused", "failed"}, answer
+    for what, count in answer["texts"].items():
+        assert samples_by_name[("p2pnode_sip_bridge_texts_total", (("what", what),))] == count
     # After the gateway's restart: counted on top of the first two calls (monotonic).
     assert sum(n for d, _, n in after.calls if d.value == "from-phone") == 3
     assert sum(n for _, _, n in after.calls) == 4
