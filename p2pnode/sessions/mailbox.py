@@ -92,6 +92,8 @@ class MailboxStatistics:
     bytes: int
     recipients: int
     refused: int
+    prekeys: int = 0  # one-time prekeys held, all owners
+    prekeys_handed_out: int = 0  # since start
 
 
 class MailboxCore:
@@ -403,4 +405,11 @@ class MailboxCore:
             "SELECT count(*), coalesce(sum(length(envelope)), 0), count(DISTINCT recipient) "
             "FROM items"
         ).fetchone()
-        return MailboxStatistics(int(row[0]), int(row[1]), int(row[2]), self.refused)
+        return MailboxStatistics(
+            int(row[0]),
+            int(row[1]),
+            int(row[2]),
+            self.refused,
+            self.prekeys.count(),
+            self.prekeys.handed_out,
+        )

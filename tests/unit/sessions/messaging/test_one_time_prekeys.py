@@ -244,6 +244,8 @@ def test_two_takers_never_get_the_same_key_and_a_restart_keeps_the_rest(
         taken.append(response.prekeys[0])
     assert {k.public for k in taken} == {k.public for k in uploaded}
     assert take(reopened, requester(31)).status is Status.NO_PREKEYS
+    stats = reopened.statistics()
+    assert (stats.prekeys, stats.prekeys_handed_out) == (0, 18)
 
 
 def test_keys_of_an_owner_no_longer_served_expire(core: MailboxCore) -> None:
