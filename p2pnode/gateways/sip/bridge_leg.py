@@ -55,6 +55,9 @@ class _RtpProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         self._leg.datagram_received(data, addr)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._leg.close()  # the UA closed the RTP socket (call over): the RTCP one goes too
+
 
 class PhoneRtpLeg:
     """The phone's RTP socket: datagrams in to the receiver, the sender's packets out.

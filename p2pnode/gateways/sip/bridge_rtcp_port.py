@@ -52,6 +52,10 @@ class RtcpPort:
     def remote(self) -> tuple[str, int] | None:
         return self._remote
 
+    @property
+    def is_closed(self) -> bool:
+        return self._transport is not None and self._transport.is_closing()
+
     async def open(self, host: str, rtp_port: int) -> int:
         """Bind next to ``rtp_port`` (RTP + 1 if free, else any port); our RTCP port."""
         loop = asyncio.get_running_loop()

@@ -2,17 +2,23 @@
 
 Most desk phones offer no ``a=rtcp-mux``; baresip's default (``rtcp_mux no``)
 is such a phone: it sends RTCP to our ``a=rtcp`` port (RFC 3605) or RTP + 1.
-One gateway, one bridge, loopback (as test_bridge_baresip_codecs.py): baresip
-(PCMU, 440 Hz) dials ``bob``, the peer answers (550 Hz) and hangs up once the
-phone leg's RTCP measured a round trip (bounded at 20 s; baresip reports every
-~5 s, ours go first 1.25-3.75 s after our first audio).
+One gateway, one bridge, loopback (as test_bridge_baresip_codecs.py), two
+calls, each hung up by the peer once the phone leg's RTCP measured a round
+trip (bounded at 20 s; baresip reports every ~5 s, ours go first 1.25-3.75 s
+after our first audio):
 
-Checked while the call is up: the leg's RTCP socket is not its RTP socket,
-it read the phone's reports (none from a wrong source) and sent ours; the
-gateway's relay forwarded RTCP both ways on its RTCP ports; the API answer
-and the Prometheus families built from the live snapshot show the call on the
-separate path with its round trip. After: tones both ways by FFT and the
-ended summary's RTCP figures.
+* baresip (PCMU, 440 Hz) dials ``bob``; the peer answers (550 Hz). Our
+  answer names our RTCP port in ``a=rtcp``.
+* the peer (660 Hz) dials ``alice``: our offer carries ``a=rtcp-mux`` and
+  ``a=rtcp`` (RFC 5761 §5.1.3), baresip answers without mux, so RTCP falls
+  back to the separate ports.
+
+Checked while a call is up: the leg's RTCP socket is not its RTP socket, it
+read the phone's reports (none from a wrong source) and sent ours; the
+gateway's relay forwarded RTCP both ways on its RTCP ports; for the first
+call the API answer and the Prometheus families built from the live snapshot
+show the call on the separate path with its round trip. After: tones both
+ways by FFT and the ended summaries' RTCP figures.
 """
 
 from __future__ import annotations
@@ -80,13 +86,21 @@ class LegRtcp:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Heard:
+    """One call: both recordings, the ended summary, the leg's RTCP socket while up."""
+
     phone_wav: Path
     peer_wav: Path
     summary: BridgedCallSummary
     leg: LegRtcp
-    relay_rtcp_forwarded: int
-    live: tuple[LiveCall, ...]
+    relay_rtcp_forwarded: int  # by the gateway's relay since this call began
+
+
+@dataclass(frozen=True)
+class Outcome:
+    from_phone: Heard
+    to_phone: Heard
+    live: tuple[LiveCall, ...]  # during the first call
     answer: SipBridgeAnswer
     metrics: str
 
@@ -117,11 +131,21 @@ def _scrape(stats: SipBridgeStatistics) -> str:
     return generate_latest(registry).decode()
 
 
+def _taken(leg: PhoneRtpLeg) -> LegRtcp:
+    port = leg.rtcp_port
+    assert port is not None  # no rtcp-mux: RTCP has its own socket
+    return LegRtcp(
+        leg.local_address[1], port.local_port, port.received, port.sent, port.wrong_source
+    )
+
+
 async def _measured(bridge_ua: BridgeUserAgent) -> PhoneRtpLeg:
     """The live leg once its RTCP has a round trip and a phone report (bounded)."""
     async with asyncio.timeout(ROUND_TRIP_WAIT):
         while True:
             for leg in bridge_ua.legs.values():
+                if leg.is_closed:
+                    continue  # an ended call's leg, not yet forgotten by the UA
                 stats = None if leg.rtcp is None else leg.rtcp.statistics()
                 if stats is not None and stats.round_trip_ms is not None:
                     return leg
@@ -158,21 +182,30 @@ async def scenario(baresip: str, tmp: Path) -> Outcome:
             tasks = [group.create_task(board.pump(name)) for name in (ALICE_ID, PEER_ID)]
             bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers={"bob": PEER_ID}.get)
             tasks.append(group.create_task(bridge.run()))
+            # 1. baresip dials bob (the peer): we answer its no-mux offer.
             dial = ("-e", f"/dial sip:bob@{DOMAIN}")
             phone = await _spawn(baresip, "-f", str(tmp / "phone"), "-t", "60", *dial)
             answered = await _event(bridge, "peer-answered")
             leg = await _measured(bridge_ua)
-            port = leg.rtcp_port
-            assert port is not None  # no rtcp-mux: RTCP has its own socket
-            taken = LegRtcp(leg.local_address[1], port.local_port, port.received, port.sent,
-                            port.wrong_source)  # fmt: skip
-            forwarded = gateway.relay.statistics().rtcp_forwarded
+            first_leg = _taken(leg)
+            first_forwarded = gateway.relay.statistics().rtcp_forwarded
             live = live_calls("alice", bridge_ua)
             stats = _snapshot(live)
             answer, metrics = bridge_answer(stats), _scrape(stats)
             await peer.hangup(answered.call_id)
-            summary = await _ended(bridge)
+            first = await _ended(bridge)
             await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
+
+            # 2. The peer dials alice: our offer (mux + a=rtcp), baresip answers no mux.
+            before = gateway.relay.statistics().rtcp_forwarded
+            media = CallMedia(ToneSource(660.0), tmp / "peer-to-phone.wav")
+            call_id = await peer.dial(ALICE_ID, media)
+            leg = await _measured(bridge_ua)
+            second_leg = _taken(leg)
+            second_forwarded = gateway.relay.statistics().rtcp_forwarded - before
+            await peer.hangup(call_id)
+            second = await _ended(bridge)
+            await asyncio.sleep(0.5)
             await _stop(phone)
             for task in tasks:
                 task.cancel()
@@ -181,9 +214,12 @@ async def scenario(baresip: str, tmp: Path) -> Outcome:
             await _stop(phone)
         await bridge_ua.close()
         await gateway.stop()
+    newest = finished_recording(records)
+    older = finished_recording(records, after={newest})
     return Outcome(
-        finished_recording(records), tmp / "peer.wav", summary, taken, forwarded, live,
-        answer, metrics,
+        Heard(older, tmp / "peer.wav", first, first_leg, first_forwarded),
+        Heard(newest, tmp / "peer-to-phone.wav", second, second_leg, second_forwarded),
+        live, answer, metrics,
     )  # fmt: skip
 
 
@@ -194,20 +230,25 @@ def outcome() -> Iterator[Outcome]:
         yield asyncio.run(scenario(baresip, Path(tmp)))
 
 
-def test_both_hear_each_other(outcome: Outcome) -> None:
-    assert_tone(outcome.peer_wav, 440.0)
-    assert_tone(outcome.phone_wav, 550.0)
+def test_both_hear_each_other_both_calls(outcome: Outcome) -> None:
+    assert_tone(outcome.from_phone.peer_wav, 440.0)
+    assert_tone(outcome.from_phone.phone_wav, 550.0)
+    assert_tone(outcome.to_phone.peer_wav, 440.0)
+    assert_tone(outcome.to_phone.phone_wav, 660.0)
 
 
-def test_rtcp_crosses_on_its_own_ports_both_ways(outcome: Outcome) -> None:
-    leg = outcome.leg
+@pytest.mark.parametrize("which", ["from_phone", "to_phone"])
+def test_rtcp_crosses_on_its_own_ports_both_ways(outcome: Outcome, which: str) -> None:
+    heard: Heard = getattr(outcome, which)
+    leg = heard.leg
     assert leg.rtcp_port != leg.rtp_port
     assert leg.received >= 1  # baresip's report reached our RTCP socket through the relay
     assert leg.sent >= 1
     assert leg.wrong_source == 0
     # The relay forwarded the phone's reports and at least one of ours the other way.
-    assert outcome.relay_rtcp_forwarded > leg.received
-    summary = outcome.summary
+    assert heard.relay_rtcp_forwarded > leg.received
+    summary = heard.summary
+    assert summary.phone_codec == "PCMU"
     assert summary.rtcp_sent >= 1 and summary.rtcp_received >= 1
     # A round trip needs baresip's echo (LSR) of our SR: ours reached it.
     assert summary.round_trip_ms is not None and 0 <= summary.round_trip_ms < 1000

@@ -8,6 +8,7 @@ import asyncio
 import socket
 
 from p2pnode.gateways.sip.bridge_rtcp_port import RtcpPort
+from p2pnode.gateways.sip.bridge_ua import BridgeUserAgent
 from p2pnode.gateways.sip.media import MediaRelay, Side
 from tests.integration.sip.test_media_pool import _address, _received, _udp
 
@@ -125,3 +126,32 @@ async def _taken() -> None:
     finally:
         port.close()
         holder.close()
+
+
+def test_the_legs_rtcp_socket_goes_with_its_rtp_socket_or_with_mux() -> None:
+    asyncio.run(_leg_lifecycle())
+
+
+def _offer(*attributes: str) -> bytes:
+    lines = ["v=0", "o=- 1 1 IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0",
+             "m=audio 4000 RTP/AVP 0", *attributes, ""]  # fmt: skip
+    return "\r\n".join(lines).encode()
+
+
+async def _leg_lifecycle() -> None:
+    ua = BridgeUserAgent("bob", "pw", "gw.test", (LOCAL, 9))
+    # No mux: the leg's RTCP goes to the phone's RTP + 1, our answer names our port.
+    transport, leg = await ua.open_leg(_offer())
+    port = leg.rtcp_port
+    assert port is not None and port.remote == (LOCAL, 4001) and leg.rtcp is not None
+    rtp_port = leg.local_address[1]
+    assert f"a=rtcp:{port.local_port}" in ua._sdp(rtp_port).decode()
+    transport.close()  # the UA ends the call by closing the RTP socket
+    await asyncio.sleep(0.05)
+    assert leg.is_closed and port.is_closed
+    # rtcp-mux: the separate socket is closed at once and not announced.
+    transport, leg = await ua.open_leg(_offer("a=rtcp-mux"))
+    assert leg.rtcp_port is None and leg.rtcp is not None
+    answer = ua._sdp(leg.local_address[1]).decode()
+    assert "a=rtcp-mux" in answer and "a=rtcp:" not in answer
+    transport.close()
