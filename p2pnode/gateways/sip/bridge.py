@@ -23,9 +23,10 @@ phone's codec (PCMU, PCMA, G.722 or opus): phone -> peer as RTP built on the
 media clock (``DirectRtp``), peer -> phone as RTP payloads taken at aiortc's
 receiver; any other pair is decoded by aiortc and re-encoded (see
 docs/sip-bridge.md). So the P2P leg asks for the phone's codec first: placing
-the call, the offer lists it first when the calls service's ``audio_codecs``
-has it; answering, the answer names it when the peer's offer lists it
-(``CallMedia.audio_codecs``).
+the call, the offer lists the phone's codecs first (those the calls service's
+``audio_codecs`` has, in the phone's order) and the phone is answered with
+the one the peer took; answering, the answer names the phone's codec alone
+when the peer's offer lists it (``CallMedia.audio_codecs``).
 
 Bounds: the per-call tables hold the calls in progress only and are emptied
 at each call's end (also when the phones never answer); ``digits`` keeps the
@@ -56,7 +57,7 @@ from p2pnode.gateways.sip.bridge_routing import (
     takes_caller,
 )
 from p2pnode.gateways.sip.bridge_tracks import PhoneCallAudio, PhoneRtpLeg
-from p2pnode.gateways.sip.bridge_ua import PT_DTMF, BridgeUserAgent
+from p2pnode.gateways.sip.bridge_ua import PT_DTMF, BridgeUserAgent, phone_formats
 from p2pnode.gateways.sip.headers import SipUri, Uri
 from p2pnode.gateways.sip.transaction import RequestReceived
 from p2pnode.gateways.sip.useragent import UaCall, UaError
@@ -457,7 +458,10 @@ class SipP2pBridge:
         transport, leg = await self.ua.open_leg(effect.request.body)
         loop = asyncio.get_running_loop()
         audio = PhoneCallAudio(leg)
-        codecs = p2p_codec_order(leg.codec, self.calls.config.audio_codecs)
+        # Every codec the phone offered, in its order, goes first on the P2P leg; the
+        # phone is answered (below) with the one the peer took, when it is one of them.
+        offered = phone_formats(effect.request.body or b"")
+        codecs = p2p_codec_order([f.codec for f in offered], self.calls.config.audio_codecs)
         try:
             call_id = await self.calls.dial(peer, CallMedia(audio=audio, audio_codecs=codecs))
         except BaseException:  # e.g. the peer is unreachable: its leg goes now
@@ -490,6 +494,10 @@ class SipP2pBridge:
             self._event(call_id, "peer-refused", str(status))
             self._refused(f"peer-{state.value}")
             return
+        taken = next((f for f in offered if f.codec is audio.codec), None)
+        if taken is not None and taken.codec is not leg.codec:
+            self.ua.settle(int(transport.get_extra_info("sockname")[1]), taken)
+            audio.phone_codec_changed()
         phone = self.ua.accept(effect, transport, tag)
         self._event(call_id, "peer-answered", leg.codec.value)
         await self._carry(call_id, phone, leg, audio, BridgeDirection.FROM_PHONE, peer)

@@ -5,7 +5,7 @@ each negotiate a codec; the bridge carries payload bytes unchanged only when
 both legs negotiated the same one. This module names the codecs the bridge
 knows (:class:`BridgeCodec`), says when a pair passes through
 (:func:`choose_media_path`), and orders the P2P leg's codec preferences so
-that the phone's codec wins whenever the P2P side may use it
+that the phone's codecs win whenever the P2P side may use them
 (:func:`p2p_codec_order`).
 
 aiortc 1.16 (pinned) speaks opus, G.722, PCMU and PCMA on the P2P leg, so all
@@ -18,6 +18,7 @@ the offer lists it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = ["BridgeCodec", "MediaPath", "choose_media_path", "p2p_codec_order"]
@@ -84,14 +85,22 @@ def choose_media_path(phone: BridgeCodec, webrtc: BridgeCodec) -> MediaPath:
     return MediaPath(phone, webrtc)
 
 
-def p2p_codec_order(phone: BridgeCodec, configured: tuple[str, ...]) -> tuple[str, ...]:
-    """The P2P leg's codecs for one call: the phone's first if the bridge may use it there.
+def p2p_codec_order(
+    phone: BridgeCodec | Sequence[BridgeCodec], configured: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The P2P leg's codecs for one call: the phone's first, where the bridge may use them.
 
     ``configured`` is the bridge's calls service's ``audio_codecs`` (the
-    operator's list of what the P2P leg may carry, best first): the phone's
-    codec moves to the front when it is listed, the others keep their order; a
-    phone codec not listed leaves the list as it is (that call is transcoded).
+    operator's list of what the P2P leg may carry, best first); ``phone`` is
+    the phone leg's codec, or every codec the phone offered in its order. The
+    listed ones the phone has move to the front in the phone's order, the
+    others keep theirs; a phone codec not listed is not added (that call is
+    transcoded unless the peer takes another of the phone's).
     """
-    listed = [name for name in configured if name.lower() == phone.value.lower()]
-    rest = [name for name in configured if name.lower() != phone.value.lower()]
-    return tuple(listed + rest)
+    wanted = [phone] if isinstance(phone, BridgeCodec) else list(phone)
+    names = [codec.value.lower() for codec in wanted]
+    first = sorted(
+        (name for name in configured if name.lower() in names),
+        key=lambda name: names.index(name.lower()),
+    )
+    return tuple(first + [name for name in configured if name.lower() not in names])

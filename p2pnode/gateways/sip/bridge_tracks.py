@@ -122,24 +122,36 @@ class PhoneAudioTrack(MediaStreamTrack):
         super().__init__()
         self._receiver = receiver
         self._path = path
-        name, self._rate = _DECODER[path.phone_codec]
-        self._time_base = fractions.Fraction(1, self._rate)
+        self._rate = _DECODER[path.phone_codec][1]
         self._pts = 0
         self._samples = _DEFAULT_SAMPLES
         self._next_at: float | None = None
         self._clock: MediaClock | None = None
         self._muted = False
-        self._decoder = cast(AudioCodecContext, av.CodecContext.create(name, "r"))
-        self._decoder.layout = "stereo" if path.phone_codec is BridgeCodec.OPUS else "mono"
-        self._decoder.sample_rate = self._rate
-        # aiortc's encoders take s16: opus decodes to float stereo, made s16 mono here.
-        self._to_s16 = av.AudioResampler(format="s16", layout="mono", rate=self._rate)
+        self._set_decoder(path.phone_codec)
         self._passthrough = 0
         self._transcoded = 0
         self._silence = 0
 
     def statistics(self) -> TrackStatistics:
         return TrackStatistics(self._passthrough, self._transcoded, self._silence)
+
+    def _set_decoder(self, codec: BridgeCodec) -> None:
+        name, rate = _DECODER[codec]
+        self._pts = self._pts * rate // self._rate  # the same instant in the new clock
+        self._rate = rate
+        self._time_base = fractions.Fraction(1, rate)
+        self._decoder = cast(AudioCodecContext, av.CodecContext.create(name, "r"))
+        self._decoder.layout = "stereo" if codec is BridgeCodec.OPUS else "mono"
+        self._decoder.sample_rate = rate
+        # aiortc's encoders take s16: opus decodes to float stereo, made s16 mono here.
+        self._to_s16 = av.AudioResampler(format="s16", layout="mono", rate=rate)
+
+    def set_phone_codec(self, codec: BridgeCodec) -> None:
+        """The phone leg settled another of the phone's codecs (before the phone's media)."""
+        if codec is not self._path.phone_codec:
+            self._set_decoder(codec)
+            self._path = MediaPath(codec, self._path.webrtc_codec)
 
     def set_webrtc_codec(self, codec: BridgeCodec) -> None:
         """The WebRTC leg's negotiated codec is known: passthrough from now on if it matches."""
@@ -341,6 +353,14 @@ class PhoneCallAudio:
         self.tapped_opus = False
         self._tap_opus()
         self._hook_direct()
+
+    def phone_codec_changed(self) -> None:
+        """The leg settled another of the phone's codecs: the track decodes it, and when the
+        connection negotiated that codec, the tap and the direct sender take over."""
+        if self._track is not None:
+            self._track.set_phone_codec(self.leg.codec)
+        if self._codec is not None:
+            self.negotiated(f"audio/{self._codec.value}")
 
     def _tap_opus(self) -> None:
         """Opus on both legs: tap the connection's opus payload type (dynamic, from its SDP).

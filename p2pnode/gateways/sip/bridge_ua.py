@@ -57,6 +57,7 @@ __all__ = [
     "BridgeUserAgent",
     "PhoneFormat",
     "choose_phone_format",
+    "phone_formats",
 ]
 
 MAX_PENDING_INVITES = 16  # phone calls waiting for the bridge to dial their peer
@@ -91,22 +92,34 @@ def choose_phone_format(body: bytes) -> PhoneFormat | None:
     §4.5.2); telephone-event only at 8000 (the digit extractor's clock).
     None for bad SDP or no common codec.
     """
+    formats = phone_formats(body)
+    return formats[0] if formats else None
+
+
+def phone_formats(body: bytes) -> tuple[PhoneFormat, ...]:
+    """Every codec of the SDP's audio line the bridge speaks, in the phone's order.
+
+    Why all of them: a phone's INVITE is answered only once the P2P peer
+    answered, so the bridge may offer the peer the phone's codecs and answer
+    the phone with the one the peer took (no transcoding either way).
+    """
     try:
         sdp = parse_sdp(body)
     except SdpDecodeError:
-        return None
+        return ()
     audio = next((m for m in sdp.media if m.media == "audio" and m.port), None)
     if audio is None:
-        return None
+        return ()
     event = audio.telephone_event
     dtmf = event.payload_type if event is not None and event.clock_rate == 8000 else None
     mux = audio.attribute("rtcp-mux") is not None
     rtcp = None if mux else _rtcp_address(sdp, audio)
+    out: dict[BridgeCodec, PhoneFormat] = {}
     for offered in audio.codecs():
         codec = BridgeCodec.from_name(offered.name)
-        if codec is not None and offered.clock_rate == codec.clock_rate:
-            return PhoneFormat(codec, offered.payload_type, dtmf, mux, rtcp)
-    return None
+        if codec is not None and offered.clock_rate == codec.clock_rate and codec not in out:
+            out[codec] = PhoneFormat(codec, offered.payload_type, dtmf, mux, rtcp)
+    return tuple(out.values())
 
 
 class BridgeUserAgent(MessageUserAgent):
@@ -183,10 +196,16 @@ class BridgeUserAgent(MessageUserAgent):
         leg = self.legs[port]
         chosen = choose_phone_format(offer) if offer else None
         if chosen is not None:
-            self._settle(port, chosen)
+            self.settle(port, chosen)
         return transport, leg
 
-    def _settle(self, port: int, chosen: PhoneFormat) -> None:
+    def settle(self, port: int, chosen: PhoneFormat) -> None:
+        """The phone leg at ``port`` uses ``chosen`` (our answer to the phone names it).
+
+        Before the phone's media flows: :meth:`open_leg` settles the phone's
+        first codec; the controller may settle another of the phone's
+        (:func:`phone_formats`) before :meth:`accept` answers.
+        """
         self.formats[port] = chosen
         leg = self.legs.get(port)
         if leg is not None:
@@ -244,7 +263,7 @@ class BridgeUserAgent(MessageUserAgent):
             chosen = choose_phone_format(response.body)
             port = _audio_port(request.body)
             if chosen is not None and port is not None and port in self.legs:
-                self._settle(port, chosen)
+                self.settle(port, chosen)
         return request, response
 
     def accept(

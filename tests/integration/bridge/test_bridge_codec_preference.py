@@ -12,7 +12,11 @@ so without the per-call order every call below was transcoded:
   (``DirectRtp``, not aiortc's sender task) although the bridge answered;
 * alice's baresip offering PCMA only dials ``bob`` (the peer, auto-answering
   at 550 Hz): the bridge's P2P offer lists PCMA first, the peer answers PCMA;
-* the same with G.722 only: aiortc 1.16 speaks G.722, the peer answers it.
+* the same with G.722 only: aiortc 1.16 speaks G.722, the peer answers it;
+* alice's baresip offering G.722 then PCMA dials ``bob`` while the bridge's
+  list lacks G.722 (``PCMU, PCMA, opus``): the P2P offer lists PCMA first
+  (the phone's codecs the bridge lists, in the phone's order), the peer
+  answers PCMA, and the phone is answered PCMA, not its first choice.
 
 Each recording must hold the other side's tone (FFT); the bridge's ``ended``
 summary must name the same codec on both legs, passthrough, and more than 50
@@ -115,7 +119,12 @@ async def scenario(baresip: str, tmp: Path) -> dict[str, Heard]:
     answering = CallConfig(auto_answer=True)  # opus, PCMU, PCMA: what a peer lists
     records = {
         codec: _phone(tmp / codec, alice_password, gateway.address, spelled)
-        for codec, spelled in (("opus", "opus/48000/2"), ("PCMA", "PCMA"), ("G722", "G722/16000/1"))
+        for codec, spelled in (
+            ("opus", "opus/48000/2"),
+            ("PCMA", "PCMA"),
+            ("G722", "G722/16000/1"),
+            ("G722,PCMA", "G722/16000/1,PCMA"),
+        )
     }
     summaries: dict[str, BridgedCallSummary] = {}
     phones: list[asyncio.subprocess.Process] = []
@@ -145,7 +154,9 @@ async def scenario(baresip: str, tmp: Path) -> dict[str, Heard]:
             phones.append(phone)
             peer.config = answering
             # 2-3. alice's baresip offering only PCMA, then only G.722, dials bob.
-            for codec in ("PCMA", "G722"):
+            for codec in ("PCMA", "G722", "G722,PCMA"):
+                if codec == "G722,PCMA":  # 4. the bridge no longer lists G.722
+                    hosted.config = replace(config, audio_codecs=("PCMU", "PCMA", "opus"))
                 await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
                 await _stop(phones[-1])
                 summaries[codec], phone = await _phone_dials_bob(peer, bridge, baresip, tmp / codec)
@@ -162,6 +173,7 @@ async def scenario(baresip: str, tmp: Path) -> dict[str, Heard]:
     # the peer's answer_media names each answered call's recording by the calls before it
     peer_wavs = {"opus": tmp / "peer-opus.wav", "PCMA": tmp / "peer-1.wav"}
     peer_wavs["G722"] = tmp / "peer-2.wav"
+    peer_wavs["G722,PCMA"] = tmp / "peer-3.wav"
     return {
         codec: Heard(finished_recording(records[codec]), peer_wavs[codec], summaries[codec])
         for codec in summaries
@@ -194,11 +206,13 @@ def test_peer_offering_pcmu_first_gets_the_opus_phone_s_codec_both_ways(
     _passes_through_both_ways(heard, "opus")
 
 
-@pytest.mark.parametrize("codec", ["PCMA", "G722"])
+@pytest.mark.parametrize(
+    ("offered", "kept"), [("PCMA", "PCMA"), ("G722", "G722"), ("G722,PCMA", "PCMA")]
+)
 def test_phone_dialling_a_peer_keeps_its_codec_on_the_p2p_leg(
-    calls: dict[str, Heard], codec: str
+    calls: dict[str, Heard], offered: str, kept: str
 ) -> None:
-    heard = calls[codec]
+    heard = calls[offered]
     assert_tone(heard.peer_wav, 440.0)
     assert_tone(heard.phone_wav, 550.0)
-    _passes_through_both_ways(heard, codec)
+    _passes_through_both_ways(heard, kept)

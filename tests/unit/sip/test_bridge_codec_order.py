@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pnode.gateways.sip.bridge_codecs import BridgeCodec, p2p_codec_order
+from p2pnode.gateways.sip.bridge_ua import PhoneFormat, choose_phone_format, phone_formats
 from p2pnode.sessions.call_config import answer_codec_order
 
 RUNTIME = ("PCMU", "PCMA", "opus")  # app/sip_bridge.py's order before G.722 was added
@@ -23,10 +24,17 @@ NAMES = st.sampled_from(["opus", "OPUS", "PCMU", "pcmu", "PCMA", "G722", "iLBC",
         (BridgeCodec.G722, (*RUNTIME, "G722"), ("G722", "PCMU", "PCMA", "opus")),
         (BridgeCodec.OPUS, ("PCMU", "OPUS"), ("OPUS", "PCMU")),  # the listed spelling
         (BridgeCodec.OPUS, (), ()),
+        # Every codec the phone offered, in its order, ahead of the bridge's others:
+        ((BridgeCodec.G722, BridgeCodec.PCMA), RUNTIME, ("PCMA", "PCMU", "opus")),
+        ((BridgeCodec.OPUS, BridgeCodec.PCMA), RUNTIME, ("opus", "PCMA", "PCMU")),
+        ((BridgeCodec.PCMA, BridgeCodec.OPUS), RUNTIME, ("PCMA", "opus", "PCMU")),
+        ((), RUNTIME, RUNTIME),
     ],
 )
 def test_the_phone_s_codec_goes_first_when_the_bridge_lists_it(
-    phone: BridgeCodec, configured: tuple[str, ...], expected: tuple[str, ...]
+    phone: BridgeCodec | tuple[BridgeCodec, ...],
+    configured: tuple[str, ...],
+    expected: tuple[str, ...],
 ) -> None:
     assert p2p_codec_order(phone, configured) == expected
 
@@ -70,3 +78,26 @@ def test_the_order_only_moves_the_phone_s_codec(phone: BridgeCodec, configured: 
     assert [name for name in order if name.lower() != phone.value.lower()] == rest
     if any(name.lower() == phone.value.lower() for name in configured):
         assert order[0].lower() == phone.value.lower()
+
+
+def _offer(formats: str, *extra: str) -> bytes:
+    lines = ["v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1", "t=0 0"]
+    lines += [f"m=audio 4000 RTP/AVP {formats}", *extra, "a=rtcp-mux", ""]
+    return "\r\n".join(lines).encode()
+
+
+def test_every_codec_the_phone_offers_that_the_bridge_speaks_in_its_order() -> None:
+    body = _offer(
+        "9 96 18 8 0 96 101",
+        "a=rtpmap:96 opus/48000/2",
+        "a=rtpmap:101 telephone-event/8000",
+    )
+    formats = phone_formats(body)
+    assert formats == (
+        PhoneFormat(BridgeCodec.G722, 9, 101, True),
+        PhoneFormat(BridgeCodec.OPUS, 96, 101, True),
+        PhoneFormat(BridgeCodec.PCMA, 8, 101, True),  # G.729 (18) is not ours
+        PhoneFormat(BridgeCodec.PCMU, 0, 101, True),  # opus once only
+    )
+    assert choose_phone_format(body) == formats[0]
+    assert phone_formats(_offer("18")) == () and phone_formats(b"not sdp") == ()
