@@ -458,9 +458,16 @@ def encode_frame(frame: Frame, *, pad_to: int = 0) -> bytes:
     missing = min(pad_to - len(data) - 3, MAX_PAD_BYTES)
     if missing <= 0:
         return data
-    return bytes((PROTOCOL_VERSION,)) + msgpack.packb(
-        [*head, *body, bytes(missing)], use_bin_type=True
-    )
+    # The padding is the array's last item, encoded last (b"" is C4 00): grow it in
+    # place instead of packing the whole frame a second time.
+    return data[:-2] + _bin_header(missing) + bytes(missing)
+
+
+def _bin_header(size: int) -> bytes:
+    """msgpack's header of a bin of ``size`` bytes (bin 8 or bin 16: padding <= 1200)."""
+    if size < 0x100:
+        return bytes((0xC4, size))
+    return bytes((0xC5,)) + size.to_bytes(2, "big")
 
 
 def decode_frame(data: bytes) -> Frame:

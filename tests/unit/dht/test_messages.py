@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from p2pnode.dht.messages import (
     MAX_DATAGRAM_BYTES,
     MAX_FIELD_DEPTH,
+    MAX_PAD_BYTES,
     PROTOCOL_VERSION,
     DhtDecodeError,
     ExtensionReply,
@@ -21,6 +22,7 @@ from p2pnode.dht.messages import (
     Flags,
     Frame,
     Message,
+    MessageType,
     Nodes,
     Ping,
     Pong,
@@ -96,6 +98,26 @@ def test_padding_grows_requests_only() -> None:
     assert 390 <= len(padded) <= 400
     assert decode_frame(padded).message == FindNode(NODE_ID)
     assert len(encode_frame(frame(Nodes(())), pad_to=400)) < 100
+
+
+@given(pad_to=st.integers(0, 1600), proof=st.sampled_from([b"", b"\x05" * 64]))
+def test_padding_is_the_frame_packed_with_its_padding(pad_to: int, proof: bytes) -> None:
+    # encode_frame grows the empty padding in place (no second pack): the bytes are
+    # what msgpack gives for the frame with that padding (bin 8 and bin 16 headers).
+    message = FindNode(NODE_ID)
+    padded = encode_frame(Frame(message, b"\x07" * 8, KEY, NODE_ID, 0, b"", proof), pad_to=pad_to)
+    head = [int(MessageType.FIND_NODE), b"\x07" * 8, KEY, NODE_ID, 0, b"", proof, NODE_ID]
+    items = msgpack.unpackb(padded[1:])
+    assert items[:-1] == head
+    assert padded == bytes((PROTOCOL_VERSION,)) + msgpack.packb(
+        [*head, items[-1]], use_bin_type=True
+    )
+    padding = items[-1]
+    assert set(padding) <= {0} and len(padding) <= MAX_PAD_BYTES
+    if not padding:  # already about as long as asked
+        assert len(padded) >= pad_to - 3
+    elif len(padding) < MAX_PAD_BYTES:
+        assert pad_to - 3 <= len(padded) <= pad_to
 
 
 @pytest.mark.parametrize(
