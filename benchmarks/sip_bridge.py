@@ -16,10 +16,12 @@ inverse. Three rows, measured in the same run on loopback:
   (``CallMedia(audio=PhoneCallAudio(leg))``).
 * ``transcoded``: the same with opus on the WebRTC leg (decoded, resampled,
   re-encoded both ways).
-* ``cross`` (only with ``--phone-codec PCMA`` or ``G722``): that phone against
-  a PCMU WebRTC leg, transcoded both ways: what the bridge negotiated for
-  such a phone before the P2P leg took the phone's codec (its ``passthrough``
-  row is what it negotiates now).
+* ``cross`` (only with ``--phone-codec PCMA``, ``G722`` or ``opus``): that
+  phone against a PCMU WebRTC leg, transcoded both ways: what the bridge
+  negotiated for such a phone before the P2P leg took the phone's codec (an
+  opus phone when the peer offered PCMU first); its ``passthrough`` row is
+  what it negotiates now. With ``opus`` phones there is no ``transcoded``
+  row (opus on both legs is ``passthrough``).
 * ``aiortc`` (the anchor): one plain aiortc PCMU call leg per call in this
   process (a tone source sending, the received track drained), the same far
   end: what a P2P node pays for one call side with no bridge.
@@ -98,7 +100,8 @@ from tests.integration.bridge.test_bridge_media_loopback import (  # noqa: E402
 MAX_CALLS = 100
 FULL_RATE = 45.0  # packets/s per call and direction below which a row's CPU is undercounted
 MAX_SECONDS = 20.0
-PHONE_TYPES = {"PCMU": 0, "PCMA": 8, "G722": 9}  # --phone-codec: RFC 3551 static types
+# --phone-codec: RFC 3551 static types; opus as the bridge's own offer names it (PT_OPUS)
+PHONE_TYPES = {"PCMU": 0, "PCMA": 8, "G722": 9, "opus": 111}
 
 
 # ------------------------------------------------------------------ far end
@@ -195,15 +198,15 @@ async def _drain(track: MediaStreamTrack, counter: list[int]) -> None:
         counter[0] += 1
 
 
-async def _phones_tick(far: FarEnd, payload_type: int) -> None:
-    """One 20 ms ticker sends every phone's next packet (a 440 Hz cycle, 160 per 20 ms)."""
+async def _phones_tick(far: FarEnd, payload_type: int, step: int) -> None:
+    """One 20 ms ticker sends every phone's next packet (a 440 Hz cycle, ``step`` per 20 ms)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     index = 0
     while True:
         payload = far.payloads[index % len(far.payloads)]
         for transport, target in far.phones:
-            timestamp = (index * 160) & 0xFFFFFFFF
+            timestamp = (index * step) & 0xFFFFFFFF
             packet = RtpPacket(payload_type, index & 0xFFFF, timestamp, 0x5EED, payload)
             transport.sendto(packet.encode(), target)
         index += 1
@@ -223,7 +226,8 @@ async def far_end(phone_codec: str) -> None:
         sys.stdout.flush()
 
     async with asyncio.TaskGroup() as group:
-        ticker = group.create_task(_phones_tick(far, PHONE_TYPES[phone_codec]))
+        step = BridgeCodec(phone_codec).frame_samples
+        ticker = group.create_task(_phones_tick(far, PHONE_TYPES[phone_codec], step))
         while True:
             line = await reader.readline()
             if not line:
@@ -277,8 +281,14 @@ async def _bridge_leg(
 ) -> tuple[PhoneCallAudio, tuple[str, int]]:
     """What SipP2pBridge builds for one call: the phone leg and its WebRTC binding."""
     payload_type = PHONE_TYPES[phone.value]
-    receiver = PhoneReceiver(audio_type=payload_type, clock_rate=8000)
-    sender = PhoneSender(ssrc=1, payload_type=payload_type, first_sequence=0, first_timestamp=0)
+    receiver = PhoneReceiver(audio_type=payload_type, clock_rate=phone.clock_rate)
+    sender = PhoneSender(
+        ssrc=1,
+        payload_type=payload_type,
+        first_sequence=0,
+        first_timestamp=0,
+        samples_per_frame=phone.frame_samples,
+    )
     leg = PhoneRtpLeg(receiver, sender, phone)  # latches on the phone's first packet
     address = await leg.open()
     legs.append(leg)
@@ -490,7 +500,9 @@ async def main(
     phone_codec: BridgeCodec = BridgeCodec.PCMU,
 ) -> None:
     rows = {}
-    modes = ["aiortc", "passthrough", "transcoded"]
+    modes = ["aiortc", "passthrough"]
+    if phone_codec is not BridgeCodec.OPUS:
+        modes.append("transcoded")
     if phone_codec is not BridgeCodec.PCMU:
         modes.append("cross")
     if breakdown:
@@ -529,7 +541,9 @@ async def main(
     print("2 shared cores, 8 engineers: indicative figures")
     result = {
         "passthrough_calls_per_core": round(1 / rows["passthrough"]["cpu_per_call"], 1),
-        "transcoded_calls_per_core": round(1 / rows["transcoded"]["cpu_per_call"], 1),
+        "transcoded_calls_per_core": (
+            round(1 / rows["transcoded"]["cpu_per_call"], 1) if "transcoded" in rows else None
+        ),
         "aiortc_calls_per_core": round(1 / rows["aiortc"]["cpu_per_call"], 1),
         # Only a meaningful ratio when the anchor's media flowed at full rate.
         "passthrough_vs_aiortc": (

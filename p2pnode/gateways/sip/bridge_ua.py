@@ -11,8 +11,10 @@ its ``invites`` queue. Every call's RTP goes to a
 
 Codecs (RFC 3264): the bridge offers PCMU, PCMA, G.722 and opus (RFC 7587:
 ``opus/48000/2``) and, answering a phone's offer, takes the first of the
-phone's codecs it speaks, so the phone's preference order wins. G.711 on both
-legs passes through; anything else is decoded and re-encoded
+phone's codecs it speaks (:meth:`BridgeUserAgent.open_leg`), unless the
+controller settles another of them (:meth:`BridgeUserAgent.settle`: the one
+the P2P peer took, see :func:`phone_formats`) before the 200 OK. The same
+codec on both legs passes through; anything else is decoded and re-encoded
 (:mod:`~p2pnode.gateways.sip.bridge_tracks`). A phone offering none of them is
 answered with PCMU as before (it may still accept it).
 
