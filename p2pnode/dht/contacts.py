@@ -90,6 +90,7 @@ class ContactGate:
         return (
             bool(frame.key_proof)
             and not self.addresses.proven(frame.sender_key, address)
+            and self.table.meets(Contact(frame.sender_id, frame.sender_key, address))
             and reply_proof_valid(
                 frame.sender_key, frame.key_proof, frame.request_id, self.identity.public_key
             )

@@ -144,6 +144,10 @@ class RoutingTable:
     def _fits(self, bucket: _Bucket, contact: Contact) -> bool:
         return self.diversity is None or self.diversity.admits(bucket.contacts.values(), contact)
 
+    def meets(self, contact: Contact) -> bool:
+        """Does ``contact``'s id meet the puzzle? (no count: before spending on a proof)"""
+        return self.diversity is None or self.diversity.puzzle.meets(contact)
+
     def admits(self, contact: Contact) -> bool:
         """Does ``contact``'s id meet the puzzle? A refusal is counted (``Puzzle.admit``)."""
         return self.diversity is None or self.diversity.puzzle.admit(contact)
@@ -157,10 +161,7 @@ class RoutingTable:
         bucket = self._bucket_of(node_id)
         if bucket is None or node_id in bucket.contacts or node_id in bucket.replacements:
             return False
-        if contact is not None and not (
-            self._fits(bucket, contact)
-            and (self.diversity is None or self.diversity.puzzle.meets(contact))
-        ):
+        if contact is not None and not (self._fits(bucket, contact) and self.meets(contact)):
             return False
         return len(bucket.contacts) < self.k or len(bucket.replacements) < REPLACEMENT_CACHE_SIZE
 

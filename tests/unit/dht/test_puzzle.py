@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 
 from nat.drops import DropCounter
 from p2pnode.dht.config import DhtConfig, FindNodeResult, PutResult
+from p2pnode.dht.keyproof import sign_reply_proof
 from p2pnode.dht.keys import Contact
 from p2pnode.dht.lookup import Lookup, LookupKind
+from p2pnode.dht.messages import Frame, Nodes
 from p2pnode.dht.puzzle import REFUSAL, Puzzle, exempt_host, id_meets, own_id_problem
 from p2pnode.dht.routing import OfferOutcome, RoutingTable
 from p2pnode.identity import PUZZLE_PERSON, Identity, puzzle_bits
@@ -231,3 +233,17 @@ def test_a_put_from_an_unground_node_is_stored_but_its_sender_is_not_kept() -> N
     held = sum(bool(core.store.get(record.key, net.now)) for _, core in honest)
     assert held == len(honest) and put.stored == held + 1  # the putter holds its own
     assert all(weak.own_id not in core.table for _, core in honest)
+
+
+def test_no_key_proof_of_an_unground_replier_is_checked() -> None:
+    """A reply's key proof (a PONG folded into it) counts only from a ground id: an
+    unground replier's valid signature is not even verified."""
+    net = MemNet(seed=13, id_difficulty=BITS)
+    _, core = net.add(identity=ground(3000))
+    request_id = bytes(range(8))
+    for replier, counts in ((unground(3001), False), (ground(3001), True)):
+        proof = sign_reply_proof(replier, request_id, core.identity.public_key)
+        frame = Frame(
+            Nodes(()), request_id, replier.public_key, replier.node_id, 0, key_proof=proof
+        )
+        assert core.contacts.reply_proves(frame, ("10.7.0.1", 4000)) is counts
