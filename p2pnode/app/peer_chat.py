@@ -1,7 +1,7 @@
-"""Messaging in the running node: the mailbox server (supernodes) and the chat service.
+"""Messaging in the running node: the chat service (the mailbox server of supernodes,
+``[mailbox] serve``, is ``mailbox_server``; ``add_chat_services`` adds both).
 
-``[mailbox] serve``: a ``MailboxServer`` on TCP with its SQLite file in the home
-(it survives restarts). ``[chat] enabled``: a ``MessagingService`` whose online
+``[chat] enabled``: a ``MessagingService`` whose online
 path is the signalling's "chat" channel, whose prekey bundle and mailbox list are
 signed records in the DHT, and whose store is ``<home>/chat.db``. On start it
 publishes both records, registers at its mailboxes and drains them (messages
@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ipaddress
 import logging
 import math
 import time
@@ -53,7 +52,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from p2pnode.app.config import NodeConfig, hostport
+from p2pnode.app.config import NodeConfig
+from p2pnode.app.mailbox_server import (
+    MAILBOX_DB,
+    MailboxServerService,
+    MailboxServerStatistics,
+    publish_until_stored,
+)
 from p2pnode.app.mailbox_state import (
     MAILBOXES_FILE,
     MailboxState,
@@ -74,7 +79,6 @@ from p2pnode.records import RecordKind, SignedRecord, record_key
 from p2pnode.sessions.chat import MessageStatus
 from p2pnode.sessions.chat_signal import ChatSignalRefusedError, chat_envelope, online_sender
 from p2pnode.sessions.crypto import PrekeyBundle
-from p2pnode.sessions.mailbox import MailboxCore
 from p2pnode.sessions.mailbox_choice import FORMER_KEPT
 from p2pnode.sessions.mailbox_list import (
     MAILBOX_LIST_SUBJECT,
@@ -82,11 +86,9 @@ from p2pnode.sessions.mailbox_list import (
     MAX_MAILBOXES,
     MIN_MAILBOXES,
     MailboxEntry,
-    mailbox_offer_record,
     mailboxes_from_record,
     offer_from_record,
 )
-from p2pnode.sessions.mailbox_service import MailboxServer
 from p2pnode.sessions.messaging import (
     GapDetected,
     MessageShown,
@@ -107,7 +109,7 @@ __all__ = [
     "ChatService",
     "ConversationGap",
     "InboxEntry",
-    "MailboxServerService",
+    "MailboxServerService",  # re-exported: it lived here first (now mailbox_server)
     "MailboxServerStatistics",
     "MailboxesChanged",
     "Screen",
@@ -119,26 +121,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CHAT_DB = "chat.db"
-MAILBOX_DB = "mailbox.db"
 MAX_INBOX = 256  # messages shown since start, kept for `p2pnode inbox`
-PUBLISH_ATTEMPTS = 40  # puts of a record at start while nobody holds it ...
-PUBLISH_RETRY = 0.5  # ... this many seconds apart (then the hourly republish)
 MAX_CANDIDATE_KEYS = 16  # supernodes asked for a mailbox offer per search
 PROBE_TIMEOUT = 2.0  # seconds for a candidate mailbox to accept a TCP connection
-OFFER_EVERY = 3600.0  # seconds between two puts of our mailbox offer
 MAILBOX_CHECK_EVERY = 60.0  # seconds between two checks of our own mailboxes
-
-
-async def publish_until_stored(dht: DhtService, record: SignedRecord) -> bool:
-    """Put until another node holds it: right after start the DHT may not have joined
-    yet, and a record only we hold helps nobody. Whether some node stored it."""
-    for _ in range(PUBLISH_ATTEMPTS):
-        result = await dht.put(record)
-        if result.contacted > 0 and result.stored > 0:
-            return True
-        await asyncio.sleep(PUBLISH_RETRY)
-    logger.warning("record kind=%s not stored by any node yet", record.kind.name)
-    return False
 
 
 @dataclass(frozen=True)
@@ -170,81 +156,6 @@ class Screen(Protocol):
 
 def _show_all(peer_id: str, *, known: bool, text: str | None = None) -> Screening:
     return Screening.SHOW
-
-
-@dataclass(frozen=True)
-class MailboxServerStatistics:
-    address: tuple[str, int] | None
-
-
-class MailboxServerService:
-    """The mailbox server of a supernode (see the module docstring)."""
-
-    name = "mailbox"
-
-    def __init__(
-        self,
-        home: Path,
-        identity: Identity,
-        section: MailboxSection,
-        *,
-        dht: DhtService | None = None,
-        public_ip: str | None = None,
-    ) -> None:
-        self.home = home
-        self.identity = identity
-        self.section = section
-        self.dht = dht
-        self.public_ip = public_ip  # the node's, offered when listening on a wildcard
-        self.server: MailboxServer | None = None
-        self.offers_published = 0
-
-    def offer_address(self) -> tuple[str, int] | None:
-        """Where peers reach us: ``[mailbox] advertise``, else the bound IP, else the
-        node's public IP (None: unknown, so no offer)."""
-        if self.server is None:
-            return None
-        host, port = self.server.address
-        if self.section.advertise is not None:
-            host = self.section.advertise
-        elif ipaddress.ip_address(host).is_unspecified:
-            if self.public_ip is None:
-                return None
-            host = self.public_ip
-        return str(ipaddress.ip_address(host)), port
-
-    async def start(self) -> None:
-        core = MailboxCore(self.identity.public_key, self.home / MAILBOX_DB)
-        server = MailboxServer(core, time.time)
-        host, port = hostport(self.section.listen)
-        await server.start(host, port)
-        self.server = server
-
-    async def run(self) -> None:
-        assert self.server is not None
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.server.run_expiry())
-            tasks.create_task(self._offer())
-
-    async def _offer(self) -> None:
-        """Publish our signed mailbox offer at start and every ``OFFER_EVERY`` seconds."""
-        address = self.offer_address()
-        if self.dht is None or address is None:
-            logger.info("mailbox: no public address known, no offer published")
-            return
-        while True:
-            record = mailbox_offer_record(self.identity, *address, now=time.time())
-            if await publish_until_stored(self.dht, record):
-                self.offers_published += 1
-            await asyncio.sleep(OFFER_EVERY)
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            await self.server.close()
-            self.server = None
-
-    def statistics(self) -> MailboxServerStatistics:
-        return MailboxServerStatistics(self.server.address if self.server else None)
 
 
 async def _newest(

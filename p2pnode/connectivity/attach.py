@@ -24,6 +24,9 @@ Invariants:
   sender's address; it never opens one.
 - Bad datagrams are dropped and counted by reason; nothing a peer sends raises.
 - ``now`` and randomness are parameters: no clock, no socket, no asyncio here.
+
+What both sides agree on (the signed statements, ``HomeConfig``, the events and
+``HomeStatistics``) is ``home_terms``, re-exported here.
 """
 
 from __future__ import annotations
@@ -38,6 +41,20 @@ from typing import Any
 from nat.drops import DropCounter
 from nat.ratelimit import TokenBuckets, source_of
 from p2pnode.connectivity.envelope import EnvelopeDecodeError, envelope_recipient
+from p2pnode.connectivity.home_terms import (
+    ATTACH_CONTEXT,
+    WATCH_CONTEXT,
+    Address,
+    HomeConfig,
+    HomeEvent,
+    HomeStatistics,
+    LocalDelivery,
+    PeerAttached,
+    PeerDetached,
+    Random,
+    attach_signed_bytes,
+    watch_signed_bytes,
+)
 from p2pnode.connectivity.homewire import (
     NONCE_BYTES,
     TOKEN_BYTES,
@@ -68,7 +85,7 @@ from p2pnode.connectivity.homewire import (
 from p2pnode.connectivity.watch import WatchOutcome, WatchTable, refused_table
 from p2pnode.identity import verify_signature
 
-__all__ = [
+__all__ = [  # the terms are re-exported: they lived here first (home_terms)
     "ATTACH_CONTEXT",
     "WATCH_CONTEXT",
     "HomeConfig",
@@ -82,82 +99,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-ATTACH_CONTEXT = b"p2pnode-attach-v1\x00"
-WATCH_CONTEXT = b"p2pnode-watch-v1\x00"
-
-Address = tuple[str, int]
-Random = Callable[[int], bytes]
-
-
-def attach_signed_bytes(home_key: bytes, nonce: bytes, peer_key: bytes, keepalive_ms: int) -> bytes:
-    """What a peer signs to attach: bound to this home, its fresh nonce and the interval."""
-    return ATTACH_CONTEXT + home_key + nonce + peer_key + keepalive_ms.to_bytes(8, "big")
-
-
-def watch_signed_bytes(home_key: bytes, target_key: bytes, timestamp: int) -> bytes:
-    """What a watcher signs: this home, the target, the time (checked within ``watch_skew``)."""
-    return WATCH_CONTEXT + home_key + target_key + timestamp.to_bytes(8, "big")
-
-
-@dataclass(frozen=True, slots=True)
-class HomeConfig:
-    """Bounds and timers of one home; the defaults suit a supernode core."""
-
-    max_attached: int = 100_000
-    min_keepalive: float = 1.0
-    max_keepalive: float = 25.0
-    grace: float = 5.0  # a session is lost after keepalive + grace without a keepalive
-    challenge_period: float = 30.0
-    deliver_retransmit: float = 0.4
-    deliver_timeout: float = 1.5
-    max_pending: int = 4096
-    max_pending_per_recipient: int = 32
-    send_rate: float = 50.0  # envelopes per second per sender host
-    send_burst: float = 200.0
-    recipient_rate: float = 50.0  # envelopes per second per recipient key
-    recipient_burst: float = 200.0
-    control_rate: float = 20.0  # HELLO/ATTACH/WATCH per second per host (signatures cost CPU)
-    control_burst: float = 60.0
-    watch_skew: float = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class PeerAttached:
-    key: bytes
-    address: Address
-
-
-@dataclass(frozen=True, slots=True)
-class PeerDetached:
-    key: bytes
-    reason: str  # "detached", "timed out"
-
-
-@dataclass(frozen=True, slots=True)
-class LocalDelivery:
-    """An envelope for this home's own key (a public node is its own home)."""
-
-    envelope: bytes
-    source: Address
-
-
-HomeEvent = PeerAttached | PeerDetached | LocalDelivery
-
-
-@dataclass(frozen=True, slots=True)
-class HomeStatistics:
-    attached: int
-    pending: int
-    watches: int
-    forwarded: int
-    delivered: int
-    not_attached: int
-    no_answer: int
-    refused: tuple[tuple[str, int], ...]  # (code name, count)
-    dropped: tuple[tuple[str, int], ...]  # (reason, count)
-    watches_renewed: int = 0  # WATCH requests that renewed a lease
-    watches_admitted: int = 0  # refused watchers let in by an allow-list change, told at once
 
 
 class _Session:
