@@ -306,8 +306,8 @@ class SipP2pBridge:
         port = int(phone.rtp.get_extra_info("sockname")[1])
         leg = self.ua.legs[port]
         self._attach(call_id, port, leg)
-        # The call's audio is the phone leg's: G.711 passes through when the peer
-        # negotiates the phone's law (sessions.media.CallAudio).
+        # The call's audio is the phone leg's: it passes through when the peer
+        # negotiates the phone's codec (sessions.media.CallAudio).
         audio = PhoneCallAudio(leg)
         # The phone answered first, so its codec is known: the P2P answer names it
         # when the peer offered it (passthrough both ways).

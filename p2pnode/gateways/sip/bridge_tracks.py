@@ -4,7 +4,7 @@ The phone's plain RTP socket is :class:`~p2pnode.gateways.sip.bridge_leg.PhoneRt
 (re-exported here). The WebRTC leg pulls the phone's audio from its jitter
 buffer through :class:`PhoneAudioTrack`, which hands aiortc the phone's
 payload untouched as an ``av.Packet`` when both legs negotiated the same
-G.711 law or both opus (aiortc's encoders' ``pack`` send it as is), and a
+codec (PCMU, PCMA, G.722 or opus: aiortc's encoders' ``pack`` send it as is), and a
 decoded ``av.AudioFrame`` otherwise (PyAV decodes PCMU, PCMA, G.722 at 16 kHz
 and opus at 48 kHz; aiortc then encodes it for the P2P leg).
 
@@ -94,7 +94,7 @@ class TrackStatistics:
     """How audio crossed the bridge: untouched, decoded, or silence.
 
     ``passthrough_frames``/``transcoded_frames``/``silence_frames``: phone ->
-    peer. ``peer_passthrough``: the peer's G.711 payloads taken at the RTP
+    peer. ``peer_passthrough``: the peer's payloads taken at the RTP
     receiver; ``peer_transcoded``: peer frames aiortc decoded and we re-encoded;
     ``direct_frames``: phone -> peer frames a :class:`DirectRtp` sent (the rest
     of the passthrough frames went through aiortc's sender task).
@@ -259,13 +259,13 @@ class PhoneAudioTrack(MediaStreamTrack):
 
 
 class _RtpTap:
-    """Takes the peer's RTP of the phone's law at aiortc's receiver, before its jitter buffer.
+    """Takes the peer's RTP of the phone's codec at aiortc's receiver, before its jitter buffer.
 
     aiortc has no public hook for encoded audio: its DTLS transport awaits
     ``receiver._handle_rtp_packet(packet, arrival_time_ms=...)`` for every
     packet, so the tap shadows that method on the one receiver instance.
-    Packets of other payload types (opus), and G.711 packets that are not
-    20 ms (a peer with another ptime: the phone leg sends one 20 ms packet
+    Packets of other payload types, and G.711/G.722 packets that are not
+    20 ms, 160 bytes (a peer with another ptime: the phone leg sends one 20 ms packet
     per slot), go on to aiortc's own handler, which decodes them; the leg
     re-encodes 20 ms frames.
     """
@@ -298,7 +298,7 @@ class PhoneCallAudio:
     Implements :class:`~p2pnode.sessions.media.CallAudio`. Each connection of
     the call sends a fresh :class:`PhoneAudioTrack` over the leg's jitter
     buffer; what the peer sends is tapped as RTP when the connection
-    negotiated the phone's law (no decode, no encode, no queue), decoded and
+    negotiated the phone's codec (no decode, no encode, no queue), decoded and
     re-encoded otherwise. The leg and its socket outlive the connections
     (relay failover), like a calls service's source and recorder.
     """
@@ -378,7 +378,7 @@ class PhoneCallAudio:
     ) -> None:
         """The connection's audio both ways until the leg closes or the track ends.
 
-        Passthrough (the connection negotiated the phone's law): the peer's RTP
+        Passthrough (the connection negotiated the phone's codec): the peer's RTP
         is tapped at the receiver and the phone's frames go out through a
         :class:`DirectRtp` on the media clock; otherwise aiortc decodes and
         encodes.
@@ -429,7 +429,7 @@ class PhoneCallAudio:
         MediaClock.of(asyncio.get_running_loop()).add(self.direct)
 
     async def _decoded(self, track: MediaStreamTrack, heard: Callable[[], bool]) -> None:
-        """Frames aiortc decoded (a codec other than the phone's law): re-encode them."""
+        """Frames aiortc decoded (a codec other than the phone's): re-encode them."""
         while True:
             try:
                 frame = await track.recv()
