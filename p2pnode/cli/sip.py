@@ -168,10 +168,18 @@ def _bridge(args: argparse.Namespace) -> int:
         f"to phones {answer.packets_to_phone}; digits {answer.digits_from_phone} from phones, "
         f"{answer.digits_to_phone} to phones"
     )
+    texts = ", ".join(f"{k} {v}" for k, v in answer.texts.items()) or "none"
+    print(f"texts: {texts}; held {answer.texts_held}")
+    print(f"RTCP reports: {answer.rtcp_sent} sent, {answer.rtcp_received} received")
+    for live in answer.active:
+        rtt = "-" if live.round_trip_ms is None else f"{live.round_trip_ms:.1f} ms"
+        print(f"  active {live.bridge} {live.phone_codec} RTCP {live.rtcp}, round trip {rtt}")
     for call in answer.recent:
+        rtt = "" if call.round_trip_ms is None else f", round trip {call.round_trip_ms:.1f} ms"
         print(
             f"  {call.direction:>8} {call.peer[:24]:<24} {call.phone_codec}/{call.webrtc_codec} "
             f"{call.mode} {call.seconds:.1f} s, lost {call.lost}, jitter {call.jitter_ms:.1f} ms"
+            + rtt
         )
     return 0
 
