@@ -141,7 +141,7 @@ class BridgedCallSummary:
     dropped: tuple[tuple[str, int], ...]  # phone packets dropped, by reason
     peer_passthrough_frames: int = 0  # the peer's packets sent to the phone untouched
     direct_frames: int = 0  # phone -> peer frames sent by DirectRtp (not aiortc's sender task)
-    # RTCP on the phone leg (rtcp-mux only): our reports, the phone's, and what it said.
+    # RTCP on the phone leg (muxed or on its own port): our reports, the phone's, and what it said.
     rtcp_sent: int = 0
     rtcp_received: int = 0
     round_trip_ms: float | None = None
