@@ -33,6 +33,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from nat.logsafe import RefusalLog
 from p2pnode import __version__
 from p2pnode.app.api_contacts import CONTACT_ROUTES
+from p2pnode.app.api_messaging import MESSAGING_ROUTES
 from p2pnode.app.api_models import (
     ApiError,
     NameAnswer,
@@ -369,6 +370,7 @@ ROUTES = (
     Route("GET", "/api/events", events, "WebSocket: service states, role changes", None),
     *(Route(*spec) for spec in PEER_ROUTES),  # reach: ping, presence, contacts (api_peer.py)
     *(Route(*spec) for spec in CONTACT_ROUTES),  # requests, settings, unread (api_contacts.py)
+    *(Route(*spec) for spec in MESSAGING_ROUTES),  # messaging figures (api_messaging.py)
     *(Route(*spec) for spec in SIP_ROUTES),  # the SIP gateway (api_sip.py)
 )  # fmt: skip
 

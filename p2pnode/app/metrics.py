@@ -30,7 +30,9 @@ from prometheus_client.registry import CollectorRegistry
 
 from nat.stun.server import StunServerStats
 from p2pnode.app.gateway import EnumDnsService
+from p2pnode.app.messaging_metrics import messaging_metrics
 from p2pnode.app.node import Node
+from p2pnode.app.peer_chat import ChatService
 from p2pnode.app.roles import SupernodeService, TurnService
 from p2pnode.app.service import ServiceState
 from p2pnode.app.services import DhtService, StunServerService
@@ -90,6 +92,10 @@ class NodeCollector:
                 stuns.append(("serve_stun", service.statistics()))
             elif isinstance(service, SipBridgeService):
                 yield from bridge_metrics(service.statistics())
+            elif isinstance(service, ChatService):
+                messaging = service.statistics()  # None while the chat service (re)starts
+                if messaging is not None:
+                    yield from messaging_metrics(messaging)
         yield from self._relays(relays)
         yield from self._stuns(stuns)
 

@@ -44,6 +44,7 @@ COMMAND_MODULES = (
     "p2pnode.cli.app",
     "p2pnode.cli.peer",
     "p2pnode.cli.settings",
+    "p2pnode.cli.mailboxes",
 )
 
 # Which module registers each top-level command (tests/unit/app/test_cli_conventions.py
@@ -65,6 +66,7 @@ COMMANDS: dict[str, str] = {
         "p2pnode.cli.peer",
     ),
     "settings": "p2pnode.cli.settings",
+    "mailboxes": "p2pnode.cli.mailboxes",
 }  # fmt: skip
 
 EPILOG = """\

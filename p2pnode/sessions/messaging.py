@@ -158,6 +158,8 @@ class MessagingStatistics:
     opk_sessions: int = 0  # sessions we opened with a one-time prekey from a mailbox
     opk_fallbacks: int = 0  # ... and on the signed prekey alone (none to be had)
     opk_uploaded: int = 0  # our one-time prekeys our mailboxes accepted
+    opk_fallback_reasons: tuple[tuple[str, int], ...] = ()  # (reason, count), sorted
+    refused_reasons: tuple[tuple[str, int], ...] = ()  # (reason, count), sorted
 
 
 class MessagingService:
@@ -378,6 +380,8 @@ class MessagingService:
             self._opk_sessions,
             sum(self.opk_fallback_reasons.values()),
             self._opk_uploaded,
+            tuple(sorted(self.opk_fallback_reasons.items())),
+            tuple(sorted(self.refused_by_reason.items())),
         )
 
     # internals
