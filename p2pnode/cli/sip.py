@@ -33,6 +33,7 @@ from p2pnode.cli.common import (
     parse_hostport,
 )
 from p2pnode.cli.control_client import running_node
+from p2pnode.cli.sip_account import add_limits_parser
 from p2pnode.gateways.sip.accounts import AccountError, AccountStore
 from p2pnode.gateways.sip.digest import Algorithm
 from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
@@ -378,6 +379,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     remove = accounts.add_parser("remove", help="delete an account")
     remove.add_argument("login")
     remove.set_defaults(func=_account_remove)
+    limits = add_limits_parser(accounts)  # sip_account.py
 
     status = commands.add_parser("status", help="domain, accounts, and a gateway's OPTIONS RTT")
     status.add_argument("--server", metavar="HOST:PORT", help="send an OPTIONS to this gateway")
@@ -426,5 +428,5 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     demo.add_argument("--json", action="store_true")
     demo.set_defaults(func=_demo)
-    for sub in (add, listing, remove, status, bridge, serve):
+    for sub in (add, listing, remove, limits, status, bridge, serve):
         add_home_argument(sub)
