@@ -877,11 +877,16 @@ def _report(
     for label, value in (("put p50", signed_wall), ("put CPU p50", signed_cpu)):
         shown = "-" if value is None else f"{value:.2f}"
         print(f"{label}, ours / OpenDHT putSigned: {shown}")
+
+    def in_ms(system: str, key: str) -> str:
+        value = figure(system, key)
+        return "-" if value is None else f"{value:.2f}"
+
     print(
-        f"OpenDHT putSigned p50: {figure('opendht', 'put_signed_p50_ms')} ms wall, "
-        f"{figure('opendht', 'put_signed_cpu_p50_ms')} ms CPU; ours, CPU per put in the "
-        f"putter {figure('p2pnode', 'put_cpu_putter_p50_ms')} ms, in the busiest other "
-        f"node {figure('p2pnode', 'put_cpu_busiest_other_p50_ms')} ms"
+        f"OpenDHT putSigned p50: {in_ms('opendht', 'put_signed_p50_ms')} ms wall, "
+        f"{in_ms('opendht', 'put_signed_cpu_p50_ms')} ms CPU; ours, CPU per put in the "
+        f"putter {in_ms('p2pnode', 'put_cpu_putter_p50_ms')} ms, in the busiest other "
+        f"node {in_ms('p2pnode', 'put_cpu_busiest_other_p50_ms')} ms"
     )
     for system in args.system_list:
         result = results.get(system)
