@@ -14,7 +14,8 @@ Every request passes, in this order:
 ``/api/*`` is forwarded to the control API with the token (the page never sees
 it); ``/api/events`` is relayed WebSocket to WebSocket. ``/app/*`` holds what
 only this package does: who am I, claim a login, identity backup export/import,
-SIP accounts (add, new password, remove: its registrations dropped at once), and a
+SIP accounts (add, new password, limits, remove: its registrations dropped at once;
+the routes are ``sip_routes``, the body and refusal rules ``app_requests``), and a
 page call's renegotiation (its re-offer, or its answer to the peer's re-offer,
 when a relay fails: ``browser_calls``).
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -35,14 +35,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import aiohttp
 import pydantic
 from aiohttp import WSMsgType, web
 
 from nat.logsafe import RefusalLog
-from p2pnode.app.api_sip import drop_registrations
 from p2pnode.app.browser_calls import (
     MAX_BROWSER_SDP,
     BrowserCallService,
@@ -53,7 +51,7 @@ from p2pnode.app.homefiles import read_token
 from p2pnode.app.node import Node
 from p2pnode.app.peer_calls import CallsNodeService
 from p2pnode.app.services import directory_of
-from p2pnode.app.sip_service import SipService
+from p2pnode.app.web.app_requests import MAX_APP_BODY, AppError, read_body
 from p2pnode.app.web.backup import (
     MAX_BACKUP_BYTES,
     BackupDecodeError,
@@ -62,16 +60,9 @@ from p2pnode.app.web.backup import (
     seal_backup,
 )
 from p2pnode.app.web.sessions import SessionsStatistics, SessionTable
-from p2pnode.app.web.sip_accounts import (
-    add_account,
-    list_accounts,
-    remove_account,
-    reset_password,
-    set_limits,
-)
+from p2pnode.app.web.sip_routes import sip_account_routes
 from p2pnode.app.web_config import WEB_FILE, WebSection
 from p2pnode.directory.names import LoginError, normalise_login
-from p2pnode.gateways.sip.accounts import MAX_ACCOUNT_CALLS, AccountError
 from p2pnode.identity import (
     KEY_FILE_NAME,
     Identity,
@@ -82,6 +73,7 @@ from p2pnode.identity import (
 
 __all__ = [
     "COOKIE",
+    "MAX_APP_BODY",  # re-exported: it lived here first (app_requests)
     "WEB_FILE",
     "WebBackend",
     "WebService",
@@ -95,7 +87,6 @@ logger = logging.getLogger(__name__)
 COOKIE = "p2pnode_session"
 STATIC = Path(__file__).parent / "static"
 MAX_PROXY_BODY = 64 * 1024  # bodies forwarded to the control API at most
-MAX_APP_BODY = 8 * 1024  # bodies of /app/* requests at most
 PROXY_TIMEOUT = 30.0
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -133,14 +124,6 @@ class _Counters:
         self.proxied = 0
 
 
-class _AppError(Exception):
-    def __init__(self, status: int, error: str, detail: str = "") -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
-        self.detail = detail
-
-
 class _ClaimRequest(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
     login: str = pydantic.Field(min_length=1, max_length=64)
@@ -149,18 +132,6 @@ class _ClaimRequest(pydantic.BaseModel):
 class _ExportRequest(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
     passphrase: str = pydantic.Field(min_length=8, max_length=1024)
-
-
-class _SipAccountRequest(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
-    login: str = pydantic.Field(min_length=2, max_length=32)
-    domain: str | None = pydantic.Field(None, min_length=1, max_length=253)
-
-
-class _SipLimitsRequest(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
-    allow_e164: bool
-    max_calls: int = pydantic.Field(ge=1, le=MAX_ACCOUNT_CALLS)
 
 
 class _PageSdpRequest(pydantic.BaseModel):
@@ -182,21 +153,6 @@ def _error(status: int, error: str, detail: str = "") -> web.Response:
     return web.json_response({"error": error, "detail": detail}, status=status)
 
 
-T = TypeVar("T", bound=pydantic.BaseModel)
-
-
-async def _body(request: web.Request, model: type[T], limit: int = MAX_APP_BODY) -> T:
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise _AppError(413, "body too large")
-    try:
-        return model.model_validate_json(raw)
-    except pydantic.ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise _AppError(400, "invalid request", f"{where}: {first['msg']}") from None
-
-
 @dataclass(frozen=True)
 class WebBackend:
     """What the app server reaches: the control API (URL + token) and the home's identity."""
@@ -209,7 +165,7 @@ class WebBackend:
 def _token(backend: WebBackend) -> str:
     token = read_token(backend.home)
     if token is None:
-        raise _AppError(503, "control API not running")
+        raise AppError(503, "control API not running")
     return token
 
 
@@ -267,7 +223,7 @@ def build_web_app(
                 return _error(401, "unauthorized", "open the app with `p2pnode app`")
         try:
             return await handler(request)
-        except _AppError as error:
+        except AppError as error:
             return _error(error.status, error.error, error.detail)
 
     async def ticket(request: web.Request) -> web.Response:
@@ -305,29 +261,29 @@ def build_web_app(
         try:  # the page cannot compute it: BLAKE2b with a person string is not in WebCrypto
             key = public_key_from_peer_id(request.match_info["peer_id"])
         except ValueError:
-            raise _AppError(400, "bad peer id") from None
+            raise AppError(400, "bad peer id") from None
         return web.json_response({"peer_id": peer_id_for(key), "fingerprint": fingerprint_for(key)})
 
     async def claim(request: web.Request) -> web.Response:
-        body = await _body(request, _ClaimRequest)
+        body = await read_body(request, _ClaimRequest)
         ctx = backend.control.ctx
         if ctx is None:
-            raise _AppError(503, "node starting")
+            raise AppError(503, "node starting")
         try:
             login = normalise_login(body.login)
             directory = directory_of(ctx.dht, ctx.trusted)
             async with asyncio.timeout(PROXY_TIMEOUT):
                 published = await directory.claim_name(backend.identity, login)
         except LoginError as error:
-            raise _AppError(400, "bad login", str(error)) from None
+            raise AppError(400, "bad login", str(error)) from None
         except TimeoutError:
-            raise _AppError(504, "network timeout") from None
+            raise AppError(504, "network timeout") from None
         return web.json_response(
             {"login": login, "stored_on": published.stored_on, "notes": list(published.notes)}
         )
 
     async def export_identity(request: web.Request) -> web.Response:
-        body = await _body(request, _ExportRequest)
+        body = await read_body(request, _ExportRequest)
         seed = read_seed(backend.home)
         data = await asyncio.to_thread(
             seal_backup, seed, body.passphrase, os.urandom(16), os.urandom(24)
@@ -340,13 +296,13 @@ def build_web_app(
         )
 
     async def import_identity(request: web.Request) -> web.Response:
-        body = await _body(request, _ImportRequest)
+        body = await read_body(request, _ImportRequest)
         try:
             opened = await asyncio.to_thread(
                 open_backup, body.backup.encode("utf-8"), body.passphrase
             )
         except BackupDecodeError as error:
-            raise _AppError(400, "bad backup", str(error)) from None
+            raise AppError(400, "bad backup", str(error)) from None
         if opened.peer_id == backend.identity.peer_id:
             return web.json_response({"peer_id": opened.peer_id, "replaced": False})
         # keep the current key beside the new one: nothing is ever lost by an import
@@ -358,84 +314,35 @@ def build_web_app(
             {"peer_id": opened.peer_id, "replaced": True, "kept": kept.name, "restart": True}
         )
 
-    async def sip_list(request: web.Request) -> web.Response:
-        domain, accounts = await asyncio.to_thread(list_accounts, backend.home)
-        return web.json_response(
-            {"domain": domain, "accounts": [dataclasses.asdict(a) for a in accounts]}
-        )
-
-    async def sip_add(request: web.Request) -> web.Response:
-        body = await _body(request, _SipAccountRequest)
-        try:
-            added = await asyncio.to_thread(add_account, backend.home, body.login, body.domain)
-        except AccountError as error:
-            raise _AppError(400, "account refused", str(error)) from None
-        return web.json_response(dataclasses.asdict(added))
-
-    async def sip_reset(request: web.Request) -> web.Response:
-        try:
-            made = await asyncio.to_thread(
-                reset_password, backend.home, request.match_info["login"]
-            )
-        except AccountError as error:
-            raise _AppError(404, "no such account", str(error)) from None
-        return web.json_response(dataclasses.asdict(made))
-
-    async def sip_limits(request: web.Request) -> web.Response:
-        body = await _body(request, _SipLimitsRequest)
-        login = request.match_info["login"]
-        try:
-            view = await asyncio.to_thread(
-                set_limits, backend.home, login, body.allow_e164, body.max_calls
-            )
-        except AccountError as error:
-            raise _AppError(404, "no such account", str(error)) from None
-        return web.json_response(dataclasses.asdict(view))
-
-    async def sip_remove(request: web.Request) -> web.Response:
-        login = request.match_info["login"]
-        try:
-            await asyncio.to_thread(remove_account, backend.home, login)
-        except AccountError as error:
-            raise _AppError(404, "no such account", str(error)) from None
-        dropped = 0  # its devices stop ringing now, not at their expiry
-        ctx = backend.control.ctx
-        with contextlib.suppress(KeyError):
-            service = None if ctx is None else ctx.node.service("sip")
-            if isinstance(service, SipService) and service.gateway is not None:
-                now = asyncio.get_running_loop().time()
-                dropped = drop_registrations(service.gateway, login, None, now)
-        return web.json_response({"login": login, "removed": True, "devices_dropped": dropped})
-
     def page_calls() -> BrowserCallService:
         ctx = backend.control.ctx
         if ctx is None:
-            raise _AppError(503, "node starting")
+            raise AppError(503, "node starting")
         try:
             service = ctx.node.service(CallsNodeService.name)
         except KeyError:
-            raise _AppError(404, "calls not enabled", "set [calls] enabled = true") from None
+            raise AppError(404, "calls not enabled", "set [calls] enabled = true") from None
         if not isinstance(service, CallsNodeService) or service.calls is None:
-            raise _AppError(503, "calls not running")
+            raise AppError(503, "calls not running")
         return service.calls
 
     def call_id_of(request: web.Request) -> bytes:
         try:
             return bytes.fromhex(request.match_info["call_id"])
         except ValueError:
-            raise _AppError(400, "bad call id", "hex expected") from None
+            raise AppError(400, "bad call id", "hex expected") from None
 
     async def page_sdp(request: web.Request) -> _PageSdpRequest:
-        body = await _body(request, _PageSdpRequest, MAX_BROWSER_SDP * 2)
+        body = await read_body(request, _PageSdpRequest, MAX_BROWSER_SDP * 2)
         if len(body.sdp.encode("utf-8")) > MAX_BROWSER_SDP:
-            raise _AppError(413, "sdp too large", f"at most {MAX_BROWSER_SDP} bytes")
+            raise AppError(413, "sdp too large", f"at most {MAX_BROWSER_SDP} bytes")
         return body
 
     async def held_reoffer(request: web.Request) -> web.Response:
         try:
             held = page_calls().held_reoffer(call_id_of(request))
         except KeyError:
-            raise _AppError(404, "no such call") from None
+            raise AppError(404, "no such call") from None
         if held is None:
             return web.json_response({"generation": 0, "sdp": None})
         return web.json_response({"generation": held.generation, "sdp": held.sdp})
@@ -445,21 +352,21 @@ def build_web_app(
         try:
             generation = await page_calls().page_reoffer(call_id_of(request), body.sdp)
         except KeyError:
-            raise _AppError(404, "no such call") from None
+            raise AppError(404, "no such call") from None
         except StaleRenegotiationError as error:
-            raise _AppError(409, "cannot re-offer", str(error)) from None
+            raise AppError(409, "cannot re-offer", str(error)) from None
         return web.json_response({"generation": generation})
 
     async def reanswer(request: web.Request) -> web.Response:
         body = await page_sdp(request)
         if body.generation is None:
-            raise _AppError(400, "invalid request", "generation: the re-offer answered")
+            raise AppError(400, "invalid request", "generation: the re-offer answered")
         try:
             await page_calls().page_reanswer(call_id_of(request), body.generation, body.sdp)
         except KeyError:
-            raise _AppError(404, "no such call") from None
+            raise AppError(404, "no such call") from None
         except StaleRenegotiationError as error:
-            raise _AppError(409, "stale re-offer", str(error)) from None
+            raise AppError(409, "stale re-offer", str(error)) from None
         return web.json_response({"generation": body.generation})
 
     async def http() -> aiohttp.ClientSession:
@@ -469,12 +376,12 @@ def build_web_app(
 
     async def proxy(request: web.Request) -> web.StreamResponse:
         if not backend.control.url:
-            raise _AppError(503, "control API not running")
+            raise AppError(503, "control API not running")
         if request.content_length is not None and request.content_length > MAX_PROXY_BODY:
-            raise _AppError(413, "body too large")
+            raise AppError(413, "body too large")
         raw = await request.content.read(MAX_PROXY_BODY + 1)
         if len(raw) > MAX_PROXY_BODY:
-            raise _AppError(413, "body too large")
+            raise AppError(413, "body too large")
         count.proxied += 1
         headers = {"Authorization": f"Bearer {_token(backend)}"}
         if request.content_type and raw:
@@ -494,17 +401,17 @@ def build_web_app(
                     content_type=answer.content_type or "application/json",
                 )
         except (aiohttp.ClientError, TimeoutError):
-            raise _AppError(502, "control API unreachable") from None
+            raise AppError(502, "control API unreachable") from None
 
     async def events(request: web.Request) -> web.StreamResponse:
         if not backend.control.url:
-            raise _AppError(503, "control API not running")
+            raise AppError(503, "control API not running")
         session = await http()
         upstream_url = backend.control.url.replace("http://", "ws://", 1) + "/api/events"
         try:
             upstream = await session.ws_connect(upstream_url, params={"token": _token(backend)})
         except (aiohttp.ClientError, TimeoutError):
-            raise _AppError(502, "control API unreachable") from None
+            raise AppError(502, "control API unreachable") from None
         socket = web.WebSocketResponse(heartbeat=30.0)
         await socket.prepare(request)
         async with upstream:
@@ -537,11 +444,7 @@ def build_web_app(
     app.router.add_post("/app/login", claim)
     app.router.add_post("/app/identity/export", export_identity)
     app.router.add_post("/app/identity/import", import_identity)
-    app.router.add_get("/app/sip", sip_list)
-    app.router.add_post("/app/sip/accounts", sip_add)
-    app.router.add_post("/app/sip/accounts/{login}/password", sip_reset)
-    app.router.add_delete("/app/sip/accounts/{login}", sip_remove)
-    app.router.add_put("/app/sip/accounts/{login}/limits", sip_limits)
+    app.router.add_routes(sip_account_routes(backend.home, backend.control))  # sip_routes.py
     app.router.add_get("/app/calls/{call_id}/reoffer", held_reoffer)
     app.router.add_post("/app/calls/{call_id}/reoffer", reoffer)
     app.router.add_post("/app/calls/{call_id}/reanswer", reanswer)

@@ -1,0 +1,45 @@
+"""How an ``/app/*`` route reads its request and refuses one: one body rule, one error.
+
+Split out of ``server`` so that route groups in their own modules (``sip_routes``)
+answer exactly as the server's own routes do: a body is read up to its limit
+(``MAX_APP_BODY`` unless told) and validated by a pydantic model, and every
+refusal is an ``AppError`` that the server's guard turns into
+``{"error", "detail"}`` with its status, in one place. The detail names the field
+and pydantic's message, never the value sent.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import pydantic
+from aiohttp import web
+
+__all__ = ["MAX_APP_BODY", "AppError", "read_body"]
+
+MAX_APP_BODY = 8 * 1024  # bodies of /app/* requests at most
+
+T = TypeVar("T", bound=pydantic.BaseModel)
+
+
+class AppError(Exception):
+    """A refusal of an ``/app/*`` request: status, short error, detail for a person."""
+
+    def __init__(self, status: int, error: str, detail: str = "") -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail
+
+
+async def read_body(request: web.Request, model: type[T], limit: int = MAX_APP_BODY) -> T:
+    """The request's body as ``model``; ``AppError`` 413 over ``limit``, 400 invalid."""
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise AppError(413, "body too large")
+    try:
+        return model.model_validate_json(raw)
+    except pydantic.ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise AppError(400, "invalid request", f"{where}: {first['msg']}") from None
