@@ -18,7 +18,7 @@ from aiohttp import web
 
 from p2pnode.app.api_peer import (
     ContactModel,
-    Handler,
+    RouteSpec,
     _body,
     _chat,
     _contact,
@@ -256,19 +256,7 @@ async def mailboxes_check(app: PeerApp, request: web.Request) -> web.Response:
     return _json(_mailboxes_answer(chat))
 
 
-# (method, path, handler, summary, response, request, query): control.Route's fields
-CONTACT_ROUTES: tuple[
-    tuple[
-        str,
-        str,
-        Handler,
-        str,
-        type[pydantic.BaseModel] | None,
-        type[pydantic.BaseModel] | None,
-        type[pydantic.BaseModel] | None,
-    ],
-    ...,
-] = (
+CONTACT_ROUTES: tuple[RouteSpec, ...] = (
     ("GET", "/api/contacts/requests", _guarded(requests_list),
      "strangers who wrote or called, the latest first", RequestsAnswer, None, None),
     ("POST", "/api/contacts/requests/{peer_id}/accept", _guarded(request_accept),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pydantic
 from aiohttp import web
 
-from p2pnode.app.api_peer import Handler, _chat, _guarded, _json, _RefusedError
+from p2pnode.app.api_peer import RouteSpec, _chat, _guarded, _json, _RefusedError
 from p2pnode.app.peer_services import PeerApp
 from p2pnode.sessions.messaging import MessagingStatistics
 
@@ -79,19 +79,7 @@ async def messaging(app: PeerApp, request: web.Request) -> web.Response:
     return _json(messaging_answer(stats))
 
 
-# (method, path, handler, summary, response, request, query): control.Route's fields
-MESSAGING_ROUTES: tuple[
-    tuple[
-        str,
-        str,
-        Handler,
-        str,
-        type[pydantic.BaseModel] | None,
-        type[pydantic.BaseModel] | None,
-        type[pydantic.BaseModel] | None,
-    ],
-    ...,
-] = (
+MESSAGING_ROUTES: tuple[RouteSpec, ...] = (
     ("GET", "/api/messaging", _guarded(messaging),
      "messaging figures: deliveries, mailbox deposits and drains, refusals, one-time prekeys "
      "(the same as p2pnode_messaging_* on /metrics)", MessagingAnswer, None, None),

@@ -53,6 +53,7 @@ __all__ = [
     "PresenceRequest",
     "ReadAnswer",
     "ReadRequest",
+    "RouteSpec",
     "SendAnswer",
     "SendRequest",
 ]
@@ -260,6 +261,18 @@ def _contact(app: PeerApp, name: str, peer_id: str) -> ContactModel:
 
 
 Handler = Callable[["ControlContext", web.Request], Awaitable[web.StreamResponse]]
+# (method, path, handler, summary, response, request, query): control.Route's fields,
+# the shape of a row in PEER_ROUTES and the route tables beside it (api_contacts.py,
+# api_messaging.py) that control.py turns into Routes.
+RouteSpec = tuple[
+    str,
+    str,
+    Handler,
+    str,
+    type[pydantic.BaseModel] | None,
+    type[pydantic.BaseModel] | None,
+    type[pydantic.BaseModel] | None,
+]
 
 
 def _guarded(
@@ -536,19 +549,7 @@ async def call_hangup(app: PeerApp, request: web.Request) -> web.Response:
     return _json(_last(calls, call_id))
 
 
-# (method, path, handler, summary, response, request, query): control.Route's fields
-PEER_ROUTES: tuple[
-    tuple[
-        str,
-        str,
-        Handler,
-        str,
-        type[pydantic.BaseModel] | None,
-        type[pydantic.BaseModel] | None,
-        type[pydantic.BaseModel] | None,
-    ],
-    ...,
-] = (
+PEER_ROUTES: tuple[RouteSpec, ...] = (
     ("POST", "/api/ping", _guarded(ping), "open a link, report path, set-up and RTT",
      PingAnswer, PingRequest, None),
     ("GET", "/api/presence", _guarded(presence_get), "our status", PresenceAnswer, None, None),
