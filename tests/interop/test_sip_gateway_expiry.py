@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from p2pnode.app.sip_config import SipSection
 from p2pnode.app.sip_service import ACCOUNTS_FILE, SipService
 from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.useragent import SipUserAgent, UaError
+from tests.harness.sipp import register_scenario, sipp_register
 from tests.harness.tools import require_tool
 
 pytestmark = pytest.mark.interop
@@ -30,66 +30,14 @@ pytestmark = pytest.mark.interop
 DOMAIN = "gw.test"
 MIN_EXPIRES = 2
 
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="register once">
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[service]@gw.test>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@gw.test>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:[service]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Expires: EXPIRES
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="401" auth="true"/>
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[service]@gw.test>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@gw.test>
-      Call-ID: [call_id]
-      CSeq: 2 REGISTER
-      Contact: <sip:[service]@[local_ip]:[local_port]>
-      [authentication]
-      Max-Forwards: 70
-      Expires: EXPIRES
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="ANSWER"/>
-</scenario>
-"""
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 async def register_once(
     sipp: str, tmp: Path, server: tuple[str, int], password: str, expires: int, answer: int
 ) -> tuple[int, int]:
     """sipp registers alice once expecting ``answer``; (its exit status, its port)."""
     scenario = tmp / f"register-{expires}.xml"
-    text = SCENARIO.replace("EXPIRES", str(expires)).replace("ANSWER", str(answer))
-    scenario.write_text(text)
-    port = free_udp_port()
-    process = await asyncio.create_subprocess_exec(
-        "timeout", "20", sipp, "-sf", str(scenario), f"{server[0]}:{server[1]}",
-        "-m", "1", "-nostdin", "-s", "alice", "-au", "alice", "-ap", password,
-        "-i", "127.0.0.1", "-p", str(port), "-timeout", "10", "-timeout_error", "-t", "u1",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=tmp,
-    )  # fmt: skip
-    return await asyncio.wait_for(process.wait(), 30), port
+    scenario.write_text(register_scenario(expires, answer, "register once"))
+    return await sipp_register(sipp, scenario, server, "alice", password)
 
 
 def test_a_registration_sipp_stops_refreshing_expires_on_time(tmp_path: Path) -> None:

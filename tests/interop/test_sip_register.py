@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from p2pnode.gateways.sip.digest import Algorithm, DigestServer, stored_credenti
 from p2pnode.gateways.sip.registrar import RegisterOutcome, Registrar, RegistrarConfig
 from p2pnode.gateways.sip.transaction import Effect, RequestReceived
 from p2pnode.gateways.sip.transport import SipStack
+from tests.harness.sipp import register_scenario, sipp_register
 from tests.harness.tools import require_tool
 
 pytestmark = pytest.mark.interop
@@ -25,85 +25,7 @@ pytestmark = pytest.mark.interop
 DOMAIN = "gw.test"
 
 # A REGISTER answered by a 401 (sipp computes MD5 digest credentials from it), then 200.
-SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
-<scenario name="register with digest">
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[service]@gw.test>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@gw.test>
-      Call-ID: [call_id]
-      CSeq: 1 REGISTER
-      Contact: <sip:[service]@[local_ip]:[local_port]>
-      Max-Forwards: 70
-      Expires: 120
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="401" auth="true"/>
-  <send retrans="500">
-    <![CDATA[
-      REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
-      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch];rport
-      From: <sip:[service]@gw.test>;tag=[pid]SIPpTag00[call_number]
-      To: <sip:[service]@gw.test>
-      Call-ID: [call_id]
-      CSeq: 2 REGISTER
-      Contact: <sip:[service]@[local_ip]:[local_port]>
-      [authentication]
-      Max-Forwards: 70
-      Expires: 120
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv response="200"/>
-</scenario>
-"""
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def run_sipp(
-    sipp: str, scenario: Path, port: int, user: str, password: str, transport: str
-) -> int:
-    local_port = free_udp_port()
-    process = await asyncio.create_subprocess_exec(
-        "timeout",
-        "20",
-        sipp,
-        "-sf",
-        str(scenario),
-        f"127.0.0.1:{port}",
-        "-m",
-        "1",
-        "-nostdin",
-        "-s",
-        user,
-        "-au",
-        user,
-        "-ap",
-        password,
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(local_port),
-        "-timeout",
-        "10",
-        "-timeout_error",
-        "-t",
-        "t1" if transport == "tcp" else "u1",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        cwd=scenario.parent,
-    )
-    return await asyncio.wait_for(process.wait(), 30)
+SCENARIO = register_scenario(120, 200, "register with digest")
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -139,13 +61,18 @@ def test_sipp_registers_with_md5_digest_and_a_wrong_password_is_refused(
         _, port = await stack.start("127.0.0.1")
         try:
             now = asyncio.get_running_loop().time
-            assert await run_sipp(sipp, scenario, port, "alice", "alice-secret-1", transport) == 0
+            server = ("127.0.0.1", port)
+            alice = await sipp_register(
+                sipp, scenario, server, "alice", "alice-secret-1", transport
+            )
+            assert alice[0] == 0
             (binding,) = registrar.bindings("alice", now())
             assert binding.source[0] == "127.0.0.1"
             assert binding.reliable is (transport == "tcp")
             assert str(binding.contact).startswith("sip:alice@127.0.0.1:")
             assert binding.remaining(now()) > 100
-            assert await run_sipp(sipp, scenario, port, "bob", "not-the-password", transport) != 0
+            bob = await sipp_register(sipp, scenario, server, "bob", "not-the-password", transport)
+            assert bob[0] != 0
             assert registrar.bindings("bob", now()) == ()
             assert any(o.result.value == "auth failed" and o.username == "bob" for o in outcomes)
         finally:
