@@ -14,20 +14,16 @@ import time
 from pathlib import Path
 
 from p2pnode.identity import Identity
-from p2pnode.records.codec import SignedRecord
-from p2pnode.records.kinds import RecordKind
-from p2pnode.sessions.crypto import PrekeyBundle
-from p2pnode.sessions.mailbox import MailboxCore
 from p2pnode.sessions.mailbox_choice import GONE_AFTER
-from p2pnode.sessions.mailbox_list import MailboxEntry, mailboxes_from_record
+from p2pnode.sessions.mailbox_list import MailboxEntry
 from p2pnode.sessions.mailbox_service import MailboxServer
-from p2pnode.sessions.messaging import (
-    MessageShown,
-    MessagingConfig,
-    MessagingEvent,
-    MessagingService,
+from p2pnode.sessions.messaging import MessagingConfig, MessagingService
+from tests.integration.messaging.loopback_mailboxes import (
+    RecordBoard,
+    ShownTexts,
+    offline,
+    start_mailboxes,
 )
-from p2pnode.sessions.prekeys import bundle_from_record
 
 
 async def deposit(alice: MessagingService, bob_key: bytes, text: str, total: int) -> None:
@@ -51,38 +47,11 @@ def test_gone_mailbox_replaced_and_senders_follow(tmp_path: Path) -> None:
             return time.time() + offset[0]
 
         keys = [Identity.generate(bytes([70 + i]) * 32) for i in range(4)]
-        servers: list[MailboxServer] = []
-        for index, key in enumerate(keys):
-            server = MailboxServer(MailboxCore(key.public_key, tmp_path / f"m{index}.db"), clock)
-            await server.start("127.0.0.1", 0)
-            servers.append(server)
-        entries = tuple(
-            MailboxEntry(k.public_key, "127.0.0.1", s.address[1])
-            for k, s in zip(keys, servers, strict=True)
-        )
-        records: dict[tuple[bytes, RecordKind], SignedRecord] = {}
-        shown: list[str] = []
-
-        async def publish(record: SignedRecord) -> None:
-            records[(record.owner, record.kind)] = record
-
-        async def resolve_bundle(peer: bytes) -> PrekeyBundle | None:
-            record = records.get((peer, RecordKind.PREKEY_BUNDLE))
-            return None if record is None else bundle_from_record(record)
-
-        async def resolve_mailboxes(peer: bytes) -> tuple[MailboxEntry, ...]:
-            record = records.get((peer, RecordKind.MAILBOX_LIST))
-            return () if record is None else mailboxes_from_record(record)
+        servers, entries = await start_mailboxes(tmp_path, keys, clock)
+        board, shown = RecordBoard(), ShownTexts()
 
         async def candidates() -> tuple[MailboxEntry, ...]:
             return entries
-
-        async def offline(peer: bytes, payload: bytes) -> bool:
-            return False
-
-        def on_event(event: MessagingEvent) -> None:
-            if isinstance(event, MessageShown):
-                shown.append(event.message.text)
 
         def service(seed: bytes, name: str) -> MessagingService:
             return MessagingService(
@@ -91,11 +60,11 @@ def test_gone_mailbox_replaced_and_senders_follow(tmp_path: Path) -> None:
                 tmp_path / f"{name}.db",
                 MessagingConfig(entries[:3]),
                 send_signal=offline,
-                resolve_bundle=resolve_bundle,
-                resolve_mailboxes=resolve_mailboxes,
+                resolve_bundle=board.resolve_bundle,
+                resolve_mailboxes=board.resolve_mailboxes,
                 clock=clock,
-                on_event=on_event,
-                publish=publish,
+                on_event=shown.on_event,
+                publish=board.publish,
                 find_mailboxes=candidates,
             )
 
@@ -115,7 +84,7 @@ def test_gone_mailbox_replaced_and_senders_follow(tmp_path: Path) -> None:
         assert await bob.refresh_mailboxes()
         assert bob.mailboxes == (entries[0], entries[2], entries[3])
         await bob.publish_records()
-        assert await resolve_mailboxes(bob_key) == bob.mailboxes
+        assert await board.resolve_mailboxes(bob_key) == bob.mailboxes
 
         await deposit(alice, bob_key, "after the change", 2)
         # the new mailbox holds the new message (and "before" again: a day later alice's

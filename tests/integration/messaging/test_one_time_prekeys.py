@@ -18,22 +18,17 @@ from pathlib import Path
 import pytest
 
 from p2pnode.identity import Identity
-from p2pnode.records.codec import SignedRecord
-from p2pnode.records.kinds import RecordKind
 from p2pnode.sessions.chat_message import decode_envelope
-from p2pnode.sessions.crypto import PrekeyBundle
-from p2pnode.sessions.mailbox import MailboxCore
-from p2pnode.sessions.mailbox_list import MailboxEntry, mailboxes_from_record
-from p2pnode.sessions.mailbox_service import MailboxClient, MailboxServer
+from p2pnode.sessions.mailbox_service import MailboxClient
 from p2pnode.sessions.mailbox_wire import Status, sign_take_prekey
-from p2pnode.sessions.messaging import (
-    MessageShown,
-    MessagingConfig,
-    MessagingEvent,
-    MessagingService,
-)
+from p2pnode.sessions.messaging import MessagingConfig, MessagingService
 from p2pnode.sessions.one_time_prekeys import OPK_BATCH, TakeLimits
-from p2pnode.sessions.prekeys import bundle_from_record
+from tests.integration.messaging.loopback_mailboxes import (
+    RecordBoard,
+    ShownTexts,
+    offline,
+    start_mailboxes,
+)
 
 HOUR = 3600
 DRAIN = TakeLimits(per_pair=(10_000, HOUR), per_requester=(10_000, HOUR), per_owner=(10_000, HOUR))
@@ -59,36 +54,8 @@ def test_sessions_take_one_time_prekeys_from_the_mailboxes(tmp_path: Path) -> No
     async def scenario() -> None:
         clock = time.time
         keys = [Identity.generate(bytes([80 + i]) * 32) for i in range(3)]
-        servers: list[MailboxServer] = []
-        for index, key in enumerate(keys):
-            core = MailboxCore(key.public_key, tmp_path / f"m{index}.db", take_limits=DRAIN)
-            server = MailboxServer(core, clock)
-            await server.start("127.0.0.1", 0)
-            servers.append(server)
-        entries = tuple(
-            MailboxEntry(k.public_key, "127.0.0.1", s.address[1])
-            for k, s in zip(keys, servers, strict=True)
-        )
-        records: dict[tuple[bytes, RecordKind], SignedRecord] = {}
-        shown: list[str] = []
-
-        async def publish(record: SignedRecord) -> None:
-            records[(record.owner, record.kind)] = record
-
-        async def resolve_bundle(peer: bytes) -> PrekeyBundle | None:
-            record = records.get((peer, RecordKind.PREKEY_BUNDLE))
-            return None if record is None else bundle_from_record(record)
-
-        async def resolve_mailboxes(peer: bytes) -> tuple[MailboxEntry, ...]:
-            record = records.get((peer, RecordKind.MAILBOX_LIST))
-            return () if record is None else mailboxes_from_record(record)
-
-        async def offline(peer: bytes, payload: bytes) -> bool:
-            return False
-
-        def on_event(event: MessagingEvent) -> None:
-            if isinstance(event, MessageShown):
-                shown.append(event.message.text)
+        servers, entries = await start_mailboxes(tmp_path, keys, clock, DRAIN)
+        board, shown = RecordBoard(), ShownTexts()
 
         def service(seed: int, name: str, drain_every: float = 60.0) -> MessagingService:
             key_seed = bytes([seed]) * 32
@@ -98,11 +65,11 @@ def test_sessions_take_one_time_prekeys_from_the_mailboxes(tmp_path: Path) -> No
                 tmp_path / f"{name}.db",
                 MessagingConfig(entries, drain_every=drain_every),
                 send_signal=offline,
-                resolve_bundle=resolve_bundle,
-                resolve_mailboxes=resolve_mailboxes,
+                resolve_bundle=board.resolve_bundle,
+                resolve_mailboxes=board.resolve_mailboxes,
                 clock=clock,
-                on_event=on_event,
-                publish=publish,
+                on_event=shown.on_event,
+                publish=board.publish,
             )
 
         bob = service(41, "bob", drain_every=0.2)
