@@ -23,22 +23,19 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from p2pnode.app.api_messaging import MessagingAnswer
-from p2pnode.app.config import parse_config
 from p2pnode.app.mailbox_server import MailboxServerService
 from p2pnode.app.messaging_metrics import OPK_FALLBACK_LABELS
 from p2pnode.app.metrics import MetricsService
-from p2pnode.app.peer_chat import ChatService
-from p2pnode.app.runtime import Assembly, assemble
+from p2pnode.app.runtime import Assembly
 from p2pnode.cli.control_client import running_node
-from p2pnode.identity import Identity
 from tests.integration.app.test_peer_reach import P2PNODE, WAIT, _config, signalling_of
+from tests.integration.web.test_app_browser import Lab, chat_of
 
 ROOT = Path(__file__).parents[3]
 
@@ -46,24 +43,12 @@ ROOT = Path(__file__).parents[3]
 @asynccontextmanager
 async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
     """The supernode ``sn``, then alice (metrics on) and bob with chat, attached to it."""
-    stop = asyncio.Event()
-    nodes: dict[str, Assembly] = {}
     async with asyncio.TaskGroup() as tasks:
-
-        async def start(name: str, config: dict[str, Any]) -> Assembly:
-            home = root / name
-            home.mkdir()
-            assembly = assemble(home, parse_config(config), Identity.load_or_create(home))
-            tasks.create_task(assembly.node.run(stop))
-            async with asyncio.timeout(WAIT):
-                await assembly.node.ready.wait()
-            nodes[name] = assembly
-            return assembly
-
+        lab = Lab(root, tasks)
         try:
             config = _config(None, {"home": "serve"})
             config["mailbox"] = {"serve": True, "listen": "127.0.0.1:0"}
-            sn = await start("sn", config)
+            sn = await lab.start("sn", config)
             host, port = sn.dht.address
             service = sn.node.service("mailbox")
             assert isinstance(service, MailboxServerService) and service.server is not None
@@ -73,20 +58,14 @@ async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
                 config["chat"] = {"enabled": True, "mailboxes": [mailbox], "retry_first": 0.5}
                 if name == "alice":
                     config["metrics"] = {"listen": "127.0.0.1:0"}
-                node = await start(name, config)
+                node = await lab.start(name, config)
                 async with asyncio.timeout(WAIT):
                     while not signalling_of(node).homes():  # noqa: ASYNC110
                         await asyncio.sleep(0.05)
                     await chat_of(node).attached.wait()  # bundle published, mailbox drained
-            yield nodes
+            yield lab.nodes
         finally:
-            stop.set()
-
-
-def chat_of(assembly: Assembly) -> ChatService:
-    service = assembly.node.service("chat")
-    assert isinstance(service, ChatService)
-    return service
+            lab.stop_all()
 
 
 async def api_messaging(home: Path) -> MessagingAnswer:
