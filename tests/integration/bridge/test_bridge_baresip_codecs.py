@@ -1,6 +1,6 @@
 """baresip with opus only, then with G.722 only, through the bridge: tones both ways, codec named.
 
-One gateway, one bridge and two calls services for the module (loopback, MD5
+One gateway, one bridge and two calls services for the module (baresip_rig.py: loopback, MD5
 digest, ``net_interface 127.0.0.1`` as in test_bridge_baresip.py):
 
 * opus (RFC 7587) on both legs: the peer (660 Hz) dials ``alice`` offering
@@ -23,8 +23,6 @@ round trip from its LSR/DLSR of our SR).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -32,96 +30,40 @@ from pathlib import Path
 
 import pytest
 
-from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.bridge import (
-    BridgedCallService,
-    BridgedCallSummary,
-    BridgeEvent,
     BridgeMode,
-    BridgeUserAgent,
     SipP2pBridge,
 )
-from p2pnode.gateways.sip.digest import Algorithm
-from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
 from p2pnode.sessions.call import CallState
-from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
+from p2pnode.sessions.calls import CallConfig, CallMedia
 from p2pnode.sessions.media import ToneSource
-from tests.harness.baresip import finished_recording, write_baresip_config
+from tests.harness.baresip import finished_recording
 from tests.harness.tools import require_tool
-from tests.integration.bridge.board import Board
-from tests.integration.bridge.test_bridge_baresip import assert_tone, free_udp_port
+from tests.integration.bridge.baresip_rig import (
+    DOMAIN,
+    WAIT,
+    Heard,
+    bridge_rig,
+    ended,
+    next_event,
+    phone_config,
+    registered,
+    spawn,
+    stop,
+)
+from tests.integration.bridge.test_bridge_baresip import assert_tone
 from tests.integration.bridge.test_bridge_call_loopback import (
     ALICE_ID,
-    PEER_ID,
     loopback_ice,
 )
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-DOMAIN = "gw.test"
-WAIT = 20.0
-
-
-@dataclass(frozen=True)
-class Heard:
-    """One call: what each side recorded and the bridge's end-of-call summary."""
-
-    phone_wav: Path
-    peer_wav: Path
-    summary: BridgedCallSummary
 
 
 @dataclass(frozen=True)
 class Calls:
     opus: Heard
     g722: Heard
-
-
-def _phone(
-    directory: Path, password: str, server: tuple[str, int], codecs: str, *, mux: bool = False
-) -> Path:
-    return write_baresip_config(
-        directory,
-        listen=f"127.0.0.1:{free_udp_port()}",
-        account=f"alice@{DOMAIN}",
-        password=password,
-        outbound=f"{server[0]}:{server[1]}",
-        net_interface="127.0.0.1",
-        audio_codecs=codecs,
-        rtcp_mux=mux,
-    )
-
-
-async def _spawn(*command: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), 10)
-    except TimeoutError:
-        process.kill()
-        await asyncio.wait_for(process.wait(), 5)
-
-
-async def _event(bridge: SipP2pBridge, what: str) -> BridgeEvent:
-    async with asyncio.timeout(WAIT):
-        while True:
-            event: BridgeEvent = await bridge.events.get()
-            if event.what == what:
-                return event
-
-
-async def _ended(bridge: SipP2pBridge) -> BridgedCallSummary:
-    summary = (await _event(bridge, "ended")).summary
-    assert summary is not None
-    return summary
 
 
 async def _round_trip_measured(bridge: SipP2pBridge, deadline: float) -> None:
@@ -135,78 +77,49 @@ async def _round_trip_measured(bridge: SipP2pBridge, deadline: float) -> None:
         await asyncio.sleep(0.2)
 
 
-async def _registered(gateway: SipGateway, bound: int) -> None:
-    async with asyncio.timeout(WAIT):
-        # baresip registers (challenge, MD5); the gateway has no event to await
-        while len(gateway.registrar.bindings("alice", gateway._now())) < bound:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-
-
 async def scenario(baresip: str, tmp: Path) -> Calls:
-    store = AccountStore(tmp / "node.sqlite", DOMAIN)
-    _, alice_password = store.add("alice", None, randbytes=os.urandom)
-    _, bob_password = store.add("bob", None, randbytes=os.urandom)
-    gateway = SipGateway(GatewayConfig(DOMAIN, digest_algorithms=(Algorithm.MD5,)), store)
-    await gateway.start()
-    assert gateway.address is not None
-    bridge_ua = BridgeUserAgent("bob", bob_password, DOMAIN, gateway.address)
-    board = Board((ALICE_ID, PEER_ID))
     config = CallConfig(audio_codecs=("PCMU",))  # the P2P leg: the phone's codec is transcoded
     answering = CallConfig(audio_codecs=("PCMU",), auto_answer=True)
-    opus_records = _phone(tmp / "opus", alice_password, gateway.address, "opus/48000/2")
-    g722_records = _phone(tmp / "g722", alice_password, gateway.address, "G722/16000/1", mux=True)
+
+    def answer_media() -> CallMedia:
+        return CallMedia(ToneSource(550.0), tmp / "peer-g722.wav")
+
     phones: list[asyncio.subprocess.Process] = []
-    try:
-        await bridge_ua.start()
-        await bridge_ua.register()  # as bob: the phone's call to bob reaches the bridge
-        hosted = BridgedCallService(ALICE_ID, config, board.sender(ALICE_ID))
-
-        def answer_media() -> CallMedia:
-            return CallMedia(ToneSource(550.0), tmp / "peer-g722.wav")
-
-        peer_service = CallService(
-            PEER_ID, answering, board.sender(PEER_ID), answer_media=answer_media
-        )
-        async with hosted, peer_service as peer, asyncio.TaskGroup() as group:
-            board.services = {ALICE_ID: hosted, PEER_ID: peer}
-            tasks = [group.create_task(board.pump(name)) for name in (ALICE_ID, PEER_ID)]
-            bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers={"bob": PEER_ID}.get)
-            tasks.append(group.create_task(bridge.run()))
-
+    async with bridge_rig(tmp, config, answering, answer_media) as rig:
+        peer, bridge, password = rig.peer, rig.bridge, rig.alice_password
+        opus_records = phone_config(tmp / "opus", password, rig.address, "opus/48000/2")
+        g722_records = phone_config(tmp / "g722", password, rig.address, "G722/16000/1", mux=True)
+        try:
             # 1. The peer dials alice offering opus; her baresip speaks opus only.
             peer.config = replace(answering, audio_codecs=("opus",))
-            phones.append(await _spawn(baresip, "-f", str(tmp / "opus"), "-t", "60"))
-            await _registered(gateway, 1)
+            phones.append(await spawn(baresip, "-f", str(tmp / "opus"), "-t", "60"))
+            await registered(rig.gateway, 1)
             call_id = await peer.dial(ALICE_ID, CallMedia(ToneSource(660.0), tmp / "peer-opus.wav"))
             async with asyncio.timeout(WAIT):
                 await peer.wait_state(call_id, {CallState.ANSWERED})
                 await peer.wait_first_frame(call_id)
             await asyncio.sleep(2.5)
             await peer.hangup(call_id)
-            opus_summary = await _ended(bridge)
+            opus_summary = await ended(bridge)
             peer.config = answering
             await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
-            await _stop(phones[0])
+            await stop(phones[0])
 
             # 2. alice's other baresip, G.722 only, dials bob (the peer, auto-answering).
             dial = ("-e", f"/dial sip:bob@{DOMAIN}")
-            phones.append(await _spawn(baresip, "-f", str(tmp / "g722"), "-t", "60", *dial))
-            answered = await _event(bridge, "peer-answered")  # its call id is the P2P call's
+            phones.append(await spawn(baresip, "-f", str(tmp / "g722"), "-t", "60", *dial))
+            answered = await next_event(bridge, "peer-answered")  # its call id is the P2P call's
             # baresip reports every ~5 s, ours go first at 1.25-3.75 s: a round trip
             # needs a report of baresip's sent after ours arrived. Wait for it (bounded)
             # rather than for a fixed time, which under CI load was one report short.
             await _round_trip_measured(bridge, deadline=20.0)
             await peer.hangup(answered.call_id)
-            g722_summary = await _ended(bridge)
+            g722_summary = await ended(bridge)
             await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
-            await _stop(phones[1])
-            for task in tasks:
-                task.cancel()
-    finally:
-        for phone in phones:
-            await _stop(phone)
-        await bridge_ua.close()
-        await gateway.stop()
+            await stop(phones[1])
+        finally:
+            for phone in phones:
+                await stop(phone)
     return Calls(
         Heard(finished_recording(opus_records), tmp / "peer-opus.wav", opus_summary),
         Heard(finished_recording(g722_records), tmp / "peer-g722.wav", g722_summary),

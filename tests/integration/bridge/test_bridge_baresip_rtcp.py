@@ -2,7 +2,7 @@
 
 Most desk phones offer no ``a=rtcp-mux``; baresip's default (``rtcp_mux no``)
 is such a phone: it sends RTCP to our ``a=rtcp`` port (RFC 3605) or RTP + 1.
-One gateway, one bridge, loopback (as test_bridge_baresip_codecs.py), two
+One gateway, one bridge, loopback (baresip_rig.py, as test_bridge_baresip_codecs.py), two
 calls, each hung up by the peer once the phone leg's RTCP measured a round
 trip (bounded at 20 s; baresip reports every ~5 s, ours go first 1.25-3.75 s
 after our first audio):
@@ -24,7 +24,6 @@ ways by FFT and the ended summaries' RTCP figures.
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,33 +43,25 @@ from p2pnode.app.sip_bridge_stats import (
     bridge_metrics,
     live_calls,
 )
-from p2pnode.gateways.sip.accounts import AccountStore
-from p2pnode.gateways.sip.bridge import (
-    BridgedCallService,
-    BridgedCallSummary,
-    BridgeUserAgent,
-    SipP2pBridge,
-)
+from p2pnode.gateways.sip.bridge import BridgedCallSummary, BridgeUserAgent
 from p2pnode.gateways.sip.bridge_tracks import PhoneRtpLeg
-from p2pnode.gateways.sip.digest import Algorithm
-from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
-from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
+from p2pnode.sessions.calls import CallConfig, CallMedia
 from p2pnode.sessions.media import ToneSource
 from tests.harness.baresip import finished_recording
 from tests.harness.tools import require_tool
-from tests.integration.bridge.board import Board
-from tests.integration.bridge.test_bridge_baresip import assert_tone
-from tests.integration.bridge.test_bridge_baresip_codecs import (
-    _ended,
-    _event,
-    _phone,
-    _spawn,
-    _stop,
+from tests.integration.bridge.baresip_rig import (
+    DOMAIN,
+    bridge_rig,
+    ended,
+    next_event,
+    phone_config,
+    spawn,
+    stop,
 )
-from tests.integration.bridge.test_bridge_call_loopback import ALICE_ID, PEER_ID, loopback_ice
+from tests.integration.bridge.test_bridge_baresip import assert_tone
+from tests.integration.bridge.test_bridge_call_loopback import ALICE_ID, loopback_ice
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-DOMAIN = "gw.test"
 ROUND_TRIP_WAIT = 20.0
 
 
@@ -153,39 +144,21 @@ async def _measured(bridge_ua: BridgeUserAgent) -> PhoneRtpLeg:
 
 
 async def scenario(baresip: str, tmp: Path) -> Outcome:
-    store = AccountStore(tmp / "node.sqlite", DOMAIN)
-    _, alice_password = store.add("alice", None, randbytes=os.urandom)
-    _, bob_password = store.add("bob", None, randbytes=os.urandom)
-    gateway = SipGateway(GatewayConfig(DOMAIN, digest_algorithms=(Algorithm.MD5,)), store)
-    await gateway.start()
-    assert gateway.address is not None
-    bridge_ua = BridgeUserAgent("bob", bob_password, DOMAIN, gateway.address)
-    board = Board((ALICE_ID, PEER_ID))
+    config = CallConfig(audio_codecs=("PCMU",))
     answering = CallConfig(audio_codecs=("PCMU",), auto_answer=True)
-    records = _phone(tmp / "phone", alice_password, gateway.address, "PCMU", mux=False)
+
+    def answer_media() -> CallMedia:
+        return CallMedia(ToneSource(550.0), tmp / "peer.wav")
+
     phone: asyncio.subprocess.Process | None = None
-    try:
-        await bridge_ua.start()
-        await bridge_ua.register()
-        hosted = BridgedCallService(
-            ALICE_ID, CallConfig(audio_codecs=("PCMU",)), board.sender(ALICE_ID)
-        )
-
-        def answer_media() -> CallMedia:
-            return CallMedia(ToneSource(550.0), tmp / "peer.wav")
-
-        peer_service = CallService(
-            PEER_ID, answering, board.sender(PEER_ID), answer_media=answer_media
-        )
-        async with hosted, peer_service as peer, asyncio.TaskGroup() as group:
-            board.services = {ALICE_ID: hosted, PEER_ID: peer}
-            tasks = [group.create_task(board.pump(name)) for name in (ALICE_ID, PEER_ID)]
-            bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers={"bob": PEER_ID}.get)
-            tasks.append(group.create_task(bridge.run()))
+    async with bridge_rig(tmp, config, answering, answer_media) as rig:
+        gateway, bridge_ua, peer, bridge = rig.gateway, rig.bridge_ua, rig.peer, rig.bridge
+        records = phone_config(tmp / "phone", rig.alice_password, rig.address, "PCMU", mux=False)
+        try:
             # 1. baresip dials bob (the peer): we answer its no-mux offer.
             dial = ("-e", f"/dial sip:bob@{DOMAIN}")
-            phone = await _spawn(baresip, "-f", str(tmp / "phone"), "-t", "60", *dial)
-            answered = await _event(bridge, "peer-answered")
+            phone = await spawn(baresip, "-f", str(tmp / "phone"), "-t", "60", *dial)
+            answered = await next_event(bridge, "peer-answered")
             leg = await _measured(bridge_ua)
             first_leg = _taken(leg)
             first_forwarded = gateway.relay.statistics().rtcp_forwarded
@@ -193,7 +166,7 @@ async def scenario(baresip: str, tmp: Path) -> Outcome:
             stats = _snapshot(live)
             answer, metrics = bridge_answer(stats), _scrape(stats)
             await peer.hangup(answered.call_id)
-            first = await _ended(bridge)
+            first = await ended(bridge)
             await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
 
             # 2. The peer dials alice: our offer (mux + a=rtcp), baresip answers no mux.
@@ -204,16 +177,12 @@ async def scenario(baresip: str, tmp: Path) -> Outcome:
             second_leg = _taken(leg)
             second_forwarded = gateway.relay.statistics().rtcp_forwarded - before
             await peer.hangup(call_id)
-            second = await _ended(bridge)
+            second = await ended(bridge)
             await asyncio.sleep(0.5)
-            await _stop(phone)
-            for task in tasks:
-                task.cancel()
-    finally:
-        if phone is not None:
-            await _stop(phone)
-        await bridge_ua.close()
-        await gateway.stop()
+            await stop(phone)
+        finally:
+            if phone is not None:
+                await stop(phone)
     newest = finished_recording(records)
     older = finished_recording(records, after={newest})
     return Outcome(

@@ -1,6 +1,6 @@
 """The P2P leg takes the phone's codec: baresip's opus, PCMA and G.722 pass through both ways.
 
-One gateway, one bridge and two calls services for the module (loopback, MD5
+One gateway, one bridge and two calls services for the module (baresip_rig.py: loopback, MD5
 digest, ``net_interface 127.0.0.1`` as in test_bridge_baresip_codecs.py). The
 bridge's calls service lists PCMU first (what ``p2pnode run`` configures),
 so without the per-call order every call below was transcoded:
@@ -27,63 +27,50 @@ taken at aiortc's receiver), none transcoded.
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from p2pnode.gateways.sip.accounts import AccountStore
 from p2pnode.gateways.sip.bridge import (
-    BridgedCallService,
     BridgedCallSummary,
     BridgeMode,
-    BridgeUserAgent,
     SipP2pBridge,
 )
-from p2pnode.gateways.sip.digest import Algorithm
-from p2pnode.gateways.sip.gateway import GatewayConfig, SipGateway
+from p2pnode.gateways.sip.gateway import SipGateway
 from p2pnode.sessions.call import CallState
 from p2pnode.sessions.calls import CallConfig, CallMedia, CallService
 from p2pnode.sessions.media import ToneSource
 from tests.harness.baresip import finished_recording
 from tests.harness.tools import require_tool
-from tests.integration.bridge.board import Board
-from tests.integration.bridge.test_bridge_baresip import assert_tone
-from tests.integration.bridge.test_bridge_baresip_codecs import (
+from tests.integration.bridge.baresip_rig import (
+    DOMAIN,
     WAIT,
-    _ended,
-    _event,
-    _phone,
-    _registered,
-    _spawn,
-    _stop,
+    Heard,
+    bridge_rig,
+    ended,
+    next_event,
+    phone_config,
+    registered,
+    spawn,
+    stop,
 )
-from tests.integration.bridge.test_bridge_call_loopback import ALICE_ID, PEER_ID, loopback_ice
+from tests.integration.bridge.test_bridge_baresip import assert_tone
+from tests.integration.bridge.test_bridge_call_loopback import ALICE_ID, loopback_ice
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
-DOMAIN = "gw.test"
 TALK = 2.0  # seconds of audio per call once it flows
 # The bridge's P2P codecs as the runtime lists them (app/sip_bridge.py): PCMU first.
 BRIDGE_CODECS = ("PCMU", "PCMA", "opus", "G722")
 
 
-@dataclass(frozen=True)
-class Heard:
-    """One call: what each side recorded and the bridge's end-of-call summary."""
-
-    phone_wav: Path
-    peer_wav: Path
-    summary: BridgedCallSummary
-
-
 async def _peer_calls_opus_phone(
     peer: CallService, bridge: SipP2pBridge, baresip: str, tmp: Path, gateway: SipGateway
 ) -> tuple[BridgedCallSummary, asyncio.subprocess.Process]:
-    phone = await _spawn(baresip, "-f", str(tmp / "opus"), "-t", "60")
-    await _registered(gateway, 1)
+    phone = await spawn(baresip, "-f", str(tmp / "opus"), "-t", "60")
+    await registered(gateway, 1)
     media = CallMedia(ToneSource(660.0), tmp / "peer-opus.wav")
     call_id = await peer.dial(ALICE_ID, media)
     async with asyncio.timeout(WAIT):
@@ -91,65 +78,47 @@ async def _peer_calls_opus_phone(
         await peer.wait_first_frame(call_id)
     await asyncio.sleep(TALK)
     await peer.hangup(call_id)
-    return await _ended(bridge), phone
+    return await ended(bridge), phone
 
 
 async def _phone_dials_bob(
     peer: CallService, bridge: SipP2pBridge, baresip: str, directory: Path
 ) -> tuple[BridgedCallSummary, asyncio.subprocess.Process]:
     dial = ("-e", f"/dial sip:bob@{DOMAIN}")
-    phone = await _spawn(baresip, "-f", str(directory), "-t", "60", *dial)
-    answered = await _event(bridge, "peer-answered")  # its call id is the P2P call's
+    phone = await spawn(baresip, "-f", str(directory), "-t", "60", *dial)
+    answered = await next_event(bridge, "peer-answered")  # its call id is the P2P call's
     async with asyncio.timeout(WAIT):
         await peer.wait_first_frame(answered.call_id)
     await asyncio.sleep(TALK)
     await peer.hangup(answered.call_id)
-    return await _ended(bridge), phone
+    return await ended(bridge), phone
 
 
 async def scenario(baresip: str, tmp: Path) -> dict[str, Heard]:
-    store = AccountStore(tmp / "node.sqlite", DOMAIN)
-    _, alice_password = store.add("alice", None, randbytes=os.urandom)
-    _, bob_password = store.add("bob", None, randbytes=os.urandom)
-    gateway = SipGateway(GatewayConfig(DOMAIN, digest_algorithms=(Algorithm.MD5,)), store)
-    await gateway.start()
-    assert gateway.address is not None
-    bridge_ua = BridgeUserAgent("bob", bob_password, DOMAIN, gateway.address)
-    board = Board((ALICE_ID, PEER_ID))
+    config = CallConfig(audio_codecs=BRIDGE_CODECS)
     answering = CallConfig(auto_answer=True)  # opus, PCMU, PCMA: what a peer lists
-    records = {
-        codec: _phone(tmp / codec, alice_password, gateway.address, spelled)
-        for codec, spelled in (
-            ("opus", "opus/48000/2"),
-            ("PCMA", "PCMA"),
-            ("G722", "G722/16000/1"),
-            ("G722,PCMA", "G722/16000/1,PCMA"),
-        )
-    }
     summaries: dict[str, BridgedCallSummary] = {}
+
+    def answer_media() -> CallMedia:
+        return CallMedia(ToneSource(550.0), tmp / f"peer-{len(summaries)}.wav")
+
     phones: list[asyncio.subprocess.Process] = []
-    try:
-        await bridge_ua.start()
-        await bridge_ua.register()  # as bob: the phone's calls to bob reach the bridge
-        config = CallConfig(audio_codecs=BRIDGE_CODECS)
-        hosted = BridgedCallService(ALICE_ID, config, board.sender(ALICE_ID))
-
-        def answer_media() -> CallMedia:
-            return CallMedia(ToneSource(550.0), tmp / f"peer-{len(summaries)}.wav")
-
-        peer_service = CallService(
-            PEER_ID, answering, board.sender(PEER_ID), answer_media=answer_media
-        )
-        async with hosted, peer_service as peer, asyncio.TaskGroup() as group:
-            board.services = {ALICE_ID: hosted, PEER_ID: peer}
-            tasks = [group.create_task(board.pump(name)) for name in (ALICE_ID, PEER_ID)]
-            bridge = SipP2pBridge(hosted, bridge_ua, "alice", peers={"bob": PEER_ID}.get)
-            tasks.append(group.create_task(bridge.run()))
-
+    async with bridge_rig(tmp, config, answering, answer_media) as rig:
+        peer, bridge, hosted = rig.peer, rig.bridge, rig.hosted
+        records = {
+            codec: phone_config(tmp / codec, rig.alice_password, rig.address, spelled)
+            for codec, spelled in (
+                ("opus", "opus/48000/2"),
+                ("PCMA", "PCMA"),
+                ("G722", "G722/16000/1"),
+                ("G722,PCMA", "G722/16000/1,PCMA"),
+            )
+        }
+        try:
             # 1. The peer offers PCMU first, then opus; alice's baresip speaks opus only.
             peer.config = replace(answering, audio_codecs=("PCMU", "opus"))
             summaries["opus"], phone = await _peer_calls_opus_phone(
-                peer, bridge, baresip, tmp, gateway
+                peer, bridge, baresip, tmp, rig.gateway
             )
             phones.append(phone)
             peer.config = answering
@@ -158,18 +127,14 @@ async def scenario(baresip: str, tmp: Path) -> dict[str, Heard]:
                 if codec == "G722,PCMA":  # 4. the bridge no longer lists G.722
                     hosted.config = replace(config, audio_codecs=("PCMU", "PCMA", "opus"))
                 await asyncio.sleep(0.5)  # baresip closes its recording after the BYE
-                await _stop(phones[-1])
+                await stop(phones[-1])
                 summaries[codec], phone = await _phone_dials_bob(peer, bridge, baresip, tmp / codec)
                 phones.append(phone)
             await asyncio.sleep(0.5)
-            await _stop(phones[-1])
-            for task in tasks:
-                task.cancel()
-    finally:
-        for phone in phones:
-            await _stop(phone)
-        await bridge_ua.close()
-        await gateway.stop()
+            await stop(phones[-1])
+        finally:
+            for phone in phones:
+                await stop(phone)
     # the peer's answer_media names each answered call's recording by the calls before it
     peer_wavs = {"opus": tmp / "peer-opus.wav", "PCMA": tmp / "peer-1.wav"}
     peer_wavs["G722"] = tmp / "peer-2.wav"
