@@ -29,11 +29,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from p2pnode.app.api_messaging import MessagingAnswer
-from p2pnode.app.mailbox_server import MailboxServerService
 from p2pnode.app.messaging_metrics import OPK_FALLBACK_LABELS
 from p2pnode.app.metrics import MetricsService
 from p2pnode.app.runtime import Assembly
 from p2pnode.cli.control_client import running_node
+from tests.harness.app_nodes import mailbox_entry
 from tests.integration.app.test_peer_reach import P2PNODE, WAIT, _config, signalling_of
 from tests.integration.web.test_app_browser import Lab, chat_of
 
@@ -50,9 +50,7 @@ async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
             config["mailbox"] = {"serve": True, "listen": "127.0.0.1:0"}
             sn = await lab.start("sn", config)
             host, port = sn.dht.address
-            service = sn.node.service("mailbox")
-            assert isinstance(service, MailboxServerService) and service.server is not None
-            mailbox = f"{sn.identity.peer_id}@127.0.0.1:{service.server.address[1]}"
+            mailbox = mailbox_entry(sn)
             for name in ("alice", "bob"):
                 config = _config(f"{host}:{port}", {"homes": [sn.identity.peer_id]})
                 config["chat"] = {"enabled": True, "mailboxes": [mailbox], "retry_first": 0.5}

@@ -20,10 +20,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from p2pnode.app.homefiles import TOKEN_FILE
-from p2pnode.app.runtime import Assembly
 from p2pnode.connectivity.attach import HomeStatistics
 from p2pnode.connectivity.signalling import SignallingService
+from tests.harness.app_nodes import ControlApi
 from tests.integration.web.test_app_browser import WAIT, Lab, _config
 
 pytestmark = pytest.mark.slow
@@ -44,24 +43,6 @@ async def network(root: Path) -> AsyncIterator[Lab]:
             yield lab
         finally:
             lab.stop_all()
-
-
-class Api:
-    """A node's control API with its token."""
-
-    def __init__(self, session: aiohttp.ClientSession, home: Path, node: Assembly) -> None:
-        assert node.control is not None
-        self.session = session
-        self.url = node.control.url
-        self.token = (home / TOKEN_FILE).read_text().strip()
-        self.auth = {"Authorization": f"Bearer {self.token}"}
-
-    async def call(self, method: str, path: str, body: object = None) -> Any:
-        async with self.session.request(
-            method, f"{self.url}{path}", json=body, headers=self.auth
-        ) as answer:
-            assert answer.status == 200, await answer.text()
-            return await answer.json()
 
 
 def home_statistics(lab: Lab) -> HomeStatistics:
@@ -91,8 +72,8 @@ async def scenario(root: Path) -> None:
     async with network(root) as lab, aiohttp.ClientSession() as session:
         alice, carol = lab.nodes["alice"], lab.nodes["carol"]
         alice_id, carol_id = alice.identity.peer_id, carol.identity.peer_id
-        alice_api = Api(session, root / "alice", alice)
-        carol_api = Api(session, root / "carol", carol)
+        alice_api = ControlApi.at(session, root / "alice", alice)
+        carol_api = ControlApi.at(session, root / "carol", carol)
         await alice_api.call("PUT", "/api/settings", {"presence_visibility": "contacts"})
 
         async with session.ws_connect(

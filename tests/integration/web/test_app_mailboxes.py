@@ -30,9 +30,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from p2pnode.app.homefiles import TOKEN_FILE
-from p2pnode.app.peer_chat import MailboxServerService
-from p2pnode.app.runtime import Assembly
+from tests.harness.app_nodes import ControlApi, mailbox_entry
 from tests.harness.tools import require_tool
 from tests.integration.web.test_app_browser import (
     ARTIFACTS,
@@ -45,12 +43,6 @@ from tests.integration.web.test_app_browser import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-def mailbox_entry(node: Assembly) -> str:
-    service = node.node.service("mailbox")
-    assert isinstance(service, MailboxServerService) and service.server is not None
-    return f"{node.identity.peer_id}@127.0.0.1:{service.server.address[1]}"
 
 
 @asynccontextmanager
@@ -85,24 +77,7 @@ async def network(root: Path) -> AsyncIterator[Lab]:
             lab.stop_all()
 
 
-class Api:
-    """alice's control API with her token."""
-
-    def __init__(self, session: aiohttp.ClientSession, node: Assembly, token: str) -> None:
-        assert node.control is not None
-        self.session = session
-        self.url = node.control.url
-        self.auth = {"Authorization": f"Bearer {token}"}
-
-    async def call(self, method: str, path: str, body: object = None) -> Any:
-        async with self.session.request(
-            method, f"{self.url}{path}", json=body, headers=self.auth
-        ) as answer:
-            assert answer.status == 200, await answer.text()
-            return await answer.json()
-
-
-async def mailboxes_checked(api: Api) -> list[dict[str, Any]]:
+async def mailboxes_checked(api: ControlApi) -> list[dict[str, Any]]:
     async with asyncio.timeout(WAIT):
         while True:
             answer = await api.call("GET", "/api/mailboxes")
@@ -124,7 +99,7 @@ async def mailbox_event(events: aiohttp.ClientWebSocketResponse, peer_id: str) -
                 return event
 
 
-async def inbox_ids(api: Api, peer_id: str, count: int) -> list[str]:
+async def inbox_ids(api: ControlApi, peer_id: str, count: int) -> list[str]:
     async with asyncio.timeout(WAIT):
         while True:
             inbox = await api.call("GET", "/api/inbox")
@@ -145,7 +120,7 @@ async def scenario(root: Path, chromium: str) -> None:
         async_playwright() as playwright,
     ):
         home, mb2, alice, bob = (lab.nodes[n] for n in ("home1", "mb2", "alice", "bob"))
-        api = Api(session, alice, (root / "alice" / TOKEN_FILE).read_text().strip())
+        api = ControlApi.at(session, root / "alice", alice)
         boxes = await mailboxes_checked(api)
         assert [m["peer_id"] for m in boxes] == [home.identity.peer_id, mb2.identity.peer_id]
         assert [m["address"] for m in boxes] == [
@@ -163,8 +138,7 @@ async def scenario(root: Path, chromium: str) -> None:
         await expect(row).to_contain_text("named in the config")
         await expect(page.locator("#mailboxes tbody tr")).to_have_count(2)
 
-        token = (root / "alice" / TOKEN_FILE).read_text().strip()
-        async with session.ws_connect(f"{api.url}/api/events?token={token}") as events:
+        async with session.ws_connect(f"{api.url}/api/events?token={api.token}") as events:
             await lab.stop("mb2")
             await api.call("POST", "/api/mailboxes/check")
             event = await mailbox_event(events, mb2.identity.peer_id)
@@ -196,7 +170,7 @@ async def scenario(root: Path, chromium: str) -> None:
         # a restart keeps when each mailbox joined (mailboxes.json), not the restart's time
         await lab.stop("alice")
         alice = await lab.start_peer("alice", lab.configs["alice"])
-        api = Api(session, alice, (root / "alice" / TOKEN_FILE).read_text().strip())
+        api = ControlApi.at(session, root / "alice", alice)
         again = await mailboxes_checked(api)
         assert [(m["peer_id"], m["since"]) for m in again] == [
             (m["peer_id"], m["since"]) for m in boxes
