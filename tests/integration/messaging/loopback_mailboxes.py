@@ -18,11 +18,17 @@ from p2pnode.sessions.crypto import PrekeyBundle
 from p2pnode.sessions.mailbox import MailboxCore
 from p2pnode.sessions.mailbox_list import MailboxEntry, mailboxes_from_record
 from p2pnode.sessions.mailbox_service import MailboxServer
-from p2pnode.sessions.messaging import MessageShown, MessagingEvent
+from p2pnode.sessions.messaging import (
+    FindMailboxes,
+    MessageShown,
+    MessagingConfig,
+    MessagingEvent,
+    MessagingService,
+)
 from p2pnode.sessions.one_time_prekeys import TakeLimits
 from p2pnode.sessions.prekeys import bundle_from_record
 
-__all__ = ["RecordBoard", "ShownTexts", "offline", "start_mailboxes"]
+__all__ = ["OfflineServices", "RecordBoard", "ShownTexts", "offline", "start_mailboxes"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,38 @@ class ShownTexts(list[str]):
 async def offline(peer: bytes, payload: bytes) -> bool:
     """No peer is online: the services deposit every message at a mailbox."""
     return False
+
+
+@dataclass(frozen=True)
+class OfflineServices:
+    """MessagingServices that share one board, one clock and one list of shown texts."""
+
+    tmp: Path
+    clock: Callable[[], float]
+    board: RecordBoard = field(default_factory=RecordBoard)
+    shown: ShownTexts = field(default_factory=ShownTexts)
+
+    def service(
+        self,
+        seed: bytes,
+        name: str,
+        config: MessagingConfig,
+        find_mailboxes: FindMailboxes | None = None,
+    ) -> MessagingService:
+        """The identity of ``seed``, its store ``<name>.db``, reachable only by mailbox."""
+        return MessagingService(
+            Identity.generate(seed),
+            seed,
+            self.tmp / f"{name}.db",
+            config,
+            send_signal=offline,
+            resolve_bundle=self.board.resolve_bundle,
+            resolve_mailboxes=self.board.resolve_mailboxes,
+            clock=self.clock,
+            on_event=self.shown.on_event,
+            publish=self.board.publish,
+            find_mailboxes=find_mailboxes,
+        )
 
 
 async def start_mailboxes(

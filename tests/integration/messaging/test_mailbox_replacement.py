@@ -18,12 +18,7 @@ from p2pnode.sessions.mailbox_choice import GONE_AFTER
 from p2pnode.sessions.mailbox_list import MailboxEntry
 from p2pnode.sessions.mailbox_service import MailboxServer
 from p2pnode.sessions.messaging import MessagingConfig, MessagingService
-from tests.integration.messaging.loopback_mailboxes import (
-    RecordBoard,
-    ShownTexts,
-    offline,
-    start_mailboxes,
-)
+from tests.integration.messaging.loopback_mailboxes import OfflineServices, start_mailboxes
 
 
 async def deposit(alice: MessagingService, bob_key: bytes, text: str, total: int) -> None:
@@ -48,25 +43,15 @@ def test_gone_mailbox_replaced_and_senders_follow(tmp_path: Path) -> None:
 
         keys = [Identity.generate(bytes([70 + i]) * 32) for i in range(4)]
         servers, entries = await start_mailboxes(tmp_path, keys, clock)
-        board, shown = RecordBoard(), ShownTexts()
+        services = OfflineServices(tmp_path, clock)
+        board, shown = services.board, services.shown
 
         async def candidates() -> tuple[MailboxEntry, ...]:
             return entries
 
         def service(seed: bytes, name: str) -> MessagingService:
-            return MessagingService(
-                Identity.generate(seed),
-                seed,
-                tmp_path / f"{name}.db",
-                MessagingConfig(entries[:3]),
-                send_signal=offline,
-                resolve_bundle=board.resolve_bundle,
-                resolve_mailboxes=board.resolve_mailboxes,
-                clock=clock,
-                on_event=shown.on_event,
-                publish=board.publish,
-                find_mailboxes=candidates,
-            )
+            config = MessagingConfig(entries[:3])
+            return services.service(seed, name, config, find_mailboxes=candidates)
 
         alice, bob = service(bytes([31]) * 32, "alice"), service(bytes([32]) * 32, "bob")
         bob_key = bob.identity.public_key

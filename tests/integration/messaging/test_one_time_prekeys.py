@@ -23,12 +23,7 @@ from p2pnode.sessions.mailbox_service import MailboxClient
 from p2pnode.sessions.mailbox_wire import Status, sign_take_prekey
 from p2pnode.sessions.messaging import MessagingConfig, MessagingService
 from p2pnode.sessions.one_time_prekeys import OPK_BATCH, TakeLimits
-from tests.integration.messaging.loopback_mailboxes import (
-    RecordBoard,
-    ShownTexts,
-    offline,
-    start_mailboxes,
-)
+from tests.integration.messaging.loopback_mailboxes import OfflineServices, start_mailboxes
 
 HOUR = 3600
 DRAIN = TakeLimits(per_pair=(10_000, HOUR), per_requester=(10_000, HOUR), per_owner=(10_000, HOUR))
@@ -55,22 +50,12 @@ def test_sessions_take_one_time_prekeys_from_the_mailboxes(tmp_path: Path) -> No
         clock = time.time
         keys = [Identity.generate(bytes([80 + i]) * 32) for i in range(3)]
         servers, entries = await start_mailboxes(tmp_path, keys, clock, DRAIN)
-        board, shown = RecordBoard(), ShownTexts()
+        services = OfflineServices(tmp_path, clock)
+        shown = services.shown
 
         def service(seed: int, name: str, drain_every: float = 60.0) -> MessagingService:
-            key_seed = bytes([seed]) * 32
-            return MessagingService(
-                Identity.generate(key_seed),
-                key_seed,
-                tmp_path / f"{name}.db",
-                MessagingConfig(entries, drain_every=drain_every),
-                send_signal=offline,
-                resolve_bundle=board.resolve_bundle,
-                resolve_mailboxes=board.resolve_mailboxes,
-                clock=clock,
-                on_event=shown.on_event,
-                publish=board.publish,
-            )
+            config = MessagingConfig(entries, drain_every=drain_every)
+            return services.service(bytes([seed]) * 32, name, config)
 
         bob = service(41, "bob", drain_every=0.2)
         bob_key = bob.identity.public_key
