@@ -35,7 +35,7 @@ from p2pnode.app.runtime import Assembly
 from p2pnode.cli.control_client import running_node
 from tests.harness.app_nodes import mailbox_entry
 from tests.integration.app.test_peer_reach import P2PNODE, WAIT, _config, signalling_of
-from tests.integration.web.test_app_browser import Lab, chat_of
+from tests.integration.web.test_app_browser import chat_of, running_lab
 
 ROOT = Path(__file__).parents[3]
 
@@ -43,27 +43,23 @@ ROOT = Path(__file__).parents[3]
 @asynccontextmanager
 async def network(root: Path) -> AsyncIterator[dict[str, Assembly]]:
     """The supernode ``sn``, then alice (metrics on) and bob with chat, attached to it."""
-    async with asyncio.TaskGroup() as tasks:
-        lab = Lab(root, tasks)
-        try:
-            config = _config(None, {"home": "serve"})
-            config["mailbox"] = {"serve": True, "listen": "127.0.0.1:0"}
-            sn = await lab.start("sn", config)
-            host, port = sn.dht.address
-            mailbox = mailbox_entry(sn)
-            for name in ("alice", "bob"):
-                config = _config(f"{host}:{port}", {"homes": [sn.identity.peer_id]})
-                config["chat"] = {"enabled": True, "mailboxes": [mailbox], "retry_first": 0.5}
-                if name == "alice":
-                    config["metrics"] = {"listen": "127.0.0.1:0"}
-                node = await lab.start(name, config)
-                async with asyncio.timeout(WAIT):
-                    while not signalling_of(node).homes():  # noqa: ASYNC110
-                        await asyncio.sleep(0.05)
-                    await chat_of(node).attached.wait()  # bundle published, mailbox drained
-            yield lab.nodes
-        finally:
-            lab.stop_all()
+    async with running_lab(root) as lab:
+        config = _config(None, {"home": "serve"})
+        config["mailbox"] = {"serve": True, "listen": "127.0.0.1:0"}
+        sn = await lab.start("sn", config)
+        host, port = sn.dht.address
+        mailbox = mailbox_entry(sn)
+        for name in ("alice", "bob"):
+            config = _config(f"{host}:{port}", {"homes": [sn.identity.peer_id]})
+            config["chat"] = {"enabled": True, "mailboxes": [mailbox], "retry_first": 0.5}
+            if name == "alice":
+                config["metrics"] = {"listen": "127.0.0.1:0"}
+            node = await lab.start(name, config)
+            async with asyncio.timeout(WAIT):
+                while not signalling_of(node).homes():  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                await chat_of(node).attached.wait()  # bundle published, mailbox drained
+        yield lab.nodes
 
 
 async def api_messaging(home: Path) -> MessagingAnswer:

@@ -23,26 +23,22 @@ import pytest
 from p2pnode.connectivity.attach import HomeStatistics
 from p2pnode.connectivity.signalling import SignallingService
 from tests.harness.app_nodes import ControlApi
-from tests.integration.web.test_app_browser import WAIT, Lab, _config
+from tests.integration.web.test_app_browser import WAIT, Lab, _config, running_lab
 
 pytestmark = pytest.mark.slow
 
 
 @asynccontextmanager
 async def network(root: Path) -> AsyncIterator[Lab]:
-    async with asyncio.TaskGroup() as tasks:
-        lab = Lab(root, tasks)
-        try:
-            home = await lab.start("home1", _config(None, {"home": "serve"}, web=False))
-            host, port = home.dht.address
-            attach = {"homes": [home.identity.peer_id], "home": "attach"}
-            for name in ("alice", "carol"):
-                peer = _config(f"{host}:{port}", attach, web=False)
-                peer["chat"] = {"enabled": True, "retry_first": 0.5}
-                await lab.start_peer(name, peer)
-            yield lab
-        finally:
-            lab.stop_all()
+    async with running_lab(root) as lab:
+        home = await lab.start_home()
+        host, port = home.dht.address
+        attach = {"homes": [home.identity.peer_id], "home": "attach"}
+        for name in ("alice", "carol"):
+            peer = _config(f"{host}:{port}", attach, web=False)
+            peer["chat"] = {"enabled": True, "retry_first": 0.5}
+            await lab.start_peer(name, peer)
+        yield lab
 
 
 def home_statistics(lab: Lab) -> HomeStatistics:

@@ -112,6 +112,24 @@ class Lab:
         for stop in self.stops.values():
             stop.set()
 
+    async def start_home(self, name: str = "home1", *, mailbox: bool = False) -> Assembly:
+        """A serving home without the app server; also a mailbox server if ``mailbox``."""
+        config = _config(None, {"home": "serve"}, web=False)
+        if mailbox:
+            config["mailbox"] = {"serve": True, "listen": "127.0.0.1:0"}
+        return await self.start(name, config)
+
+
+@asynccontextmanager
+async def running_lab(root: Path) -> AsyncIterator[Lab]:
+    """A Lab for the block: every node it started is told to stop when the block ends."""
+    async with asyncio.TaskGroup() as tasks:
+        lab = Lab(root, tasks)
+        try:
+            yield lab
+        finally:
+            lab.stop_all()
+
 
 @asynccontextmanager
 async def network(root: Path) -> AsyncIterator[Lab]:

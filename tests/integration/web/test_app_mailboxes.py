@@ -40,6 +40,7 @@ from tests.integration.web.test_app_browser import (
     _config,
     chat_of,
     one_time_link,
+    running_lab,
 )
 
 pytestmark = pytest.mark.slow
@@ -47,34 +48,28 @@ pytestmark = pytest.mark.slow
 
 @asynccontextmanager
 async def network(root: Path) -> AsyncIterator[Lab]:
-    async with asyncio.TaskGroup() as tasks:
-        lab = Lab(root, tasks)
-        try:
-            config = _config(None, {"home": "serve"}, web=False)
-            config["mailbox"] = {"serve": True, "listen": "127.0.0.1:0"}
-            home = await lab.start("home1", config)
-            host, port = home.dht.address
-            bootstrap = f"{host}:{port}"
-            mb2 = await lab.start(
-                "mb2",
-                {
-                    "node": {"listen": "127.0.0.1:0", "bootstrap": [bootstrap]},
-                    "supernode": {"enabled": False, "relay_search": False},
-                    "control": {"port": 0},
-                    "mailbox": {"serve": True, "listen": "127.0.0.1:0"},
-                },
-            )
-            attach = {"homes": [home.identity.peer_id], "home": "attach"}
-            for name, boxes, web in (
-                ("alice", [mailbox_entry(home), mailbox_entry(mb2)], True),
-                ("bob", [mailbox_entry(home)], False),
-            ):
-                peer = _config(bootstrap, attach, web=web)
-                peer["chat"] = {"enabled": True, "mailboxes": boxes, "retry_first": 0.5}
-                await lab.start_peer(name, peer)
-            yield lab
-        finally:
-            lab.stop_all()
+    async with running_lab(root) as lab:
+        home = await lab.start_home(mailbox=True)
+        host, port = home.dht.address
+        bootstrap = f"{host}:{port}"
+        mb2 = await lab.start(
+            "mb2",
+            {
+                "node": {"listen": "127.0.0.1:0", "bootstrap": [bootstrap]},
+                "supernode": {"enabled": False, "relay_search": False},
+                "control": {"port": 0},
+                "mailbox": {"serve": True, "listen": "127.0.0.1:0"},
+            },
+        )
+        attach = {"homes": [home.identity.peer_id], "home": "attach"}
+        for name, boxes, web in (
+            ("alice", [mailbox_entry(home), mailbox_entry(mb2)], True),
+            ("bob", [mailbox_entry(home)], False),
+        ):
+            peer = _config(bootstrap, attach, web=web)
+            peer["chat"] = {"enabled": True, "mailboxes": boxes, "retry_first": 0.5}
+            await lab.start_peer(name, peer)
+        yield lab
 
 
 async def mailboxes_checked(api: ControlApi) -> list[dict[str, Any]]:
