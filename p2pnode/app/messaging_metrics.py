@@ -80,19 +80,15 @@ def messaging_metrics(stats: MessagingStatistics) -> Iterator[Metric]:
         family = CounterMetricFamily(f"p2pnode_messaging_{name}", documentation)
         family.add_metric([], value)
         yield family
-    fallbacks = CounterMetricFamily(
-        "p2pnode_messaging_opk_fallbacks",
-        "new sessions opened on the signed prekey alone (no one-time prekey), by reason",
-        labels=["reason"],
-    )
-    for reason, count in bounded_counts(stats.opk_fallback_reasons, OPK_FALLBACK_LABELS):
-        fallbacks.add_metric([reason], count)
-    yield fallbacks
-    refused = CounterMetricFamily(
-        "p2pnode_messaging_refused",
-        "received envelopes refused (not decrypted), by reason",
-        labels=["reason"],
-    )
-    for reason, count in bounded_counts(stats.refused_reasons, REFUSED_LABELS):
-        refused.add_metric([reason], count)
-    yield refused
+    by_reason = (
+        ("opk_fallbacks",
+         "new sessions opened on the signed prekey alone (no one-time prekey), by reason",
+         stats.opk_fallback_reasons, OPK_FALLBACK_LABELS),
+        ("refused", "received envelopes refused (not decrypted), by reason",
+         stats.refused_reasons, REFUSED_LABELS),
+    )  # fmt: skip
+    for name, documentation, counts, known in by_reason:
+        family = CounterMetricFamily(f"p2pnode_messaging_{name}", documentation, labels=["reason"])
+        for reason, count in bounded_counts(counts, known):
+            family.add_metric([reason], count)
+        yield family
