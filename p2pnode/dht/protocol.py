@@ -25,7 +25,8 @@ Invariants:
   handed out (``p2pnode.dht.proofs``). Others get ``UNPROVEN`` and a fresh token;
   our own STOREs are sent again once with the proof. Then the record is judged
   (``accept``). Requests and STOREs are rate-limited per source IP (/64 for IPv6).
-  Serving a request is ``serving``; judging records read from peers ``reading``.
+  Serving a request is ``serving``; framing and sending our own ``sending``;
+  judging records read from peers ``reading``.
 - A STORED or DUPLICATE answer from a storer we have not proven counts only
   with its signed receipt (our request id is the nonce); then it is proven.
 - Drops are counted by reason (``nat.drops.DropCounter``) and never raise.
@@ -65,14 +66,10 @@ from p2pnode.dht.messages import (
     NONCE_BYTES,
     DhtDecodeError,
     ExtensionReply,
-    ExtensionRequest,
-    FindNode,
-    FindValue,
     Flags,
     Frame,
     Message,
     Nodes,
-    Ping,
     Pong,
     Store,
     StoreResult,
@@ -80,7 +77,6 @@ from p2pnode.dht.messages import (
     Value,
     WireContact,
     decode_frame,
-    encode_frame,
 )
 from p2pnode.dht.operations import (
     INTERNAL_OP,
@@ -95,6 +91,7 @@ from p2pnode.dht.reading import RecordReader
 from p2pnode.dht.replies import match_reply, offered_token
 from p2pnode.dht.requests import PendingRequests, Requester, SentRequest
 from p2pnode.dht.routing import RoutingTable, TableHealth
+from p2pnode.dht.sending import RequestSender
 from p2pnode.dht.serving import Refusal, RequestServer, kind_of
 from p2pnode.dht.storage import RecordStore
 from p2pnode.identity import Identity
@@ -119,7 +116,6 @@ LATENCY_SAMPLES = 256  # recent lookups kept for the latency summary
 
 T = TypeVar("T")
 _CLIENT = int(Flags.CLIENT)
-_PROVE = int(Flags.PROVE)
 _PROVEN_YOU = int(Flags.PROVEN_YOU)
 
 
@@ -157,7 +153,6 @@ class DhtCore:
         self.bootstrap_addresses: list[Address] = list(bootstrap)
         self.saved_addresses: list[Address] = []  # saved contacts given to ``bootstrap``
         self._now = now
-        self._flags = _CLIENT if self.config.client_mode else 0
         self.requests = PendingRequests(
             rng,
             max_pending=self.config.max_pending_requests,
@@ -171,7 +166,6 @@ class DhtCore:
         self.admission = StoreAdmission(identity, self.config, self.store, rng.randbytes(32))
         self.addresses = AddressProofs(self.admission.tokens)
         self.held_tokens = HeldTokens(identity, max_entries=4 * self.config.max_pending_requests)
-        self.store_retries = 0
         self.drops = DropCounter(logger, lambda: self._now)
         self.diversity.puzzle.drops = self.drops  # "id below difficulty" (dht/puzzle.py)
         self.read_rejects = self.reader.rejects
@@ -181,6 +175,18 @@ class DhtCore:
         self.datagrams_in = 0
         self.datagrams_out = 0
         self.contacts = ContactGate(identity, self.table, self.addresses, self._ping_for_gate)
+        self.sender = RequestSender(
+            identity,
+            client_mode=self.config.client_mode,
+            requests=self.requests,
+            held_tokens=self.held_tokens,
+            addresses=self.addresses,
+            contacts=self.contacts,
+            drops=self.drops,
+            rpcs=self.rpcs,
+            send=lambda data, address: self._out.append((data, address)),
+            wall=self.wall,
+        )
         self.answers = Answers(
             identity,
             self.config,
@@ -361,9 +367,9 @@ class DhtCore:
         the client flag, so peers stop adding us, and STOREs are refused. Held records
         stay until they expire; only a restart leaves client mode."""
         self.config = replace(self.config, client_mode=True)
-        self._flags = _CLIENT
         self.admission.client_mode = True
         self.server.enter_client_mode()
+        self.sender.enter_client_mode()
 
     def register_extension(
         self,
@@ -385,6 +391,11 @@ class DhtCore:
         op_id = self._op_id()
         ExtensionOp(self, op_id, address, code, fields).start(now, expected_key)
         return op_id
+
+    @property
+    def store_retries(self) -> int:
+        """STOREs sent again with a proof after an UNPROVEN answer (``sending``)."""
+        return self.sender.store_retries
 
     def health(self) -> TableHealth:
         return self.table.health()
@@ -444,61 +455,7 @@ class DhtCore:
         now: float,
     ) -> bool:
         """Send one request; False if refused (too many pending)."""
-        return self._send(address, message, expected_key, owner, now, retried=False)
-
-    def _send(
-        self,
-        address: Address,
-        message: Message,
-        expected_key: bytes | None,
-        owner: Requester | None,
-        now: float,
-        *,
-        retried: bool,
-    ) -> bool:
-        if self.requests.full:
-            self.drops.drop("too many pending requests")
-            return False
-        request_id = self.requests.new_id()
-        if isinstance(message, Store):
-            message = self.held_tokens.prove(message, address, expected_key, now)
-        cookie = self.held_tokens.cookie_for(address, expected_key, now)
-        pad = 0
-        if not cookie:
-            if isinstance(message, FindNode | FindValue | ExtensionRequest):
-                pad = UNVERIFIED_PAD_TO
-            elif isinstance(message, Ping):
-                pad = PING_PAD_TO
-        flags = self._flags
-        key_proof = b""
-        # A receipt is what counts an answer from a storer we have not proven (a node
-        # naming itself under someone else's key is not counted): a STORE asks for one
-        # only then; from a proven storer the answer to our random request id at its
-        # address is as good as its PONG, and a receipt would be a wasted signature
-        # there and a wasted check here.
-        if isinstance(message, Store) and (
-            expected_key is None or not self.addresses.proven(expected_key, address)
-        ):
-            flags |= _PROVE
-        if expected_key is not None and not self._flags:
-            key_proof = self.contacts.request_proof(expected_key, self.wall(now))
-            if not isinstance(message, Store) and self.contacts.wants_reply_proof(
-                expected_key, address
-            ):
-                flags |= _PROVE  # its reply proves its key: no challenge PING needed
-        frame = Frame(
-            message,
-            request_id,
-            self.identity.public_key,
-            self.own_id,
-            flags,
-            cookie,
-            key_proof,
-        )
-        self._out.append((encode_frame(frame, pad_to=pad), address))
-        self.requests.add(request_id, address, message, expected_key, owner, now, retried=retried)
-        self.rpcs[(kind_of(message), "sent")] += 1
-        return True
+        return self.sender.send(address, message, expected_key, owner, now, retried=False)
 
     def contacts_from_wire(self, contacts: Sequence[WireContact]) -> list[Contact]:
         own = self.identity.public_key
@@ -569,7 +526,7 @@ class DhtCore:
             and message.status is StoreStatus.UNPROVEN
             and token
             and not request.retried
-            and self._retry_store(request, now)
+            and self.sender.retry_store(request, now)
         ):
             return  # the owner hears the answer to the proven STORE instead
         if request.owner is not None:
@@ -582,16 +539,6 @@ class DhtCore:
                 self.rpcs[(kind_of(request.message), "bad reply")] += 1
                 self.table.record_failure(sender.node_id, now)
                 self._tell_timeout(request.owner, request, now)
-
-    def _retry_store(self, request: SentRequest, now: float) -> bool:
-        """Send a refused STORE again, proven with the token its refusal carried."""
-        assert isinstance(request.message, Store)
-        plain = Store(request.message.key, request.message.record)
-        sent = self._send(
-            request.address, plain, request.expected_key, request.owner, now, retried=True
-        )
-        self.store_retries += int(sent)
-        return sent
 
     def _ping_for_gate(
         self,
