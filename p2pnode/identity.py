@@ -205,13 +205,23 @@ class Identity:
         temporary = home / f".{KEY_FILE_NAME}.{os.getpid()}.tmp"
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            seed_hex = bytes(self._signing_key).hex()
+            seed_hex = self.secret_seed().hex()
             os.write(descriptor, f"{_KEY_FILE_HEADER}\n{seed_hex}\n".encode("ascii"))
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
         os.chmod(temporary, 0o600)
         os.replace(temporary, path)
+
+    def secret_seed(self) -> bytes:
+        """The 32-byte Ed25519 seed: SECRET material, the whole identity in 32 bytes.
+
+        It exists because X3DH uses this very key as its identity key
+        (``p2pnode.sessions.crypto``: ``IdentityKeyFormat.ED_25519``), and that library
+        takes the seed, not a signing object. Pass it only to such key code and to
+        ``save``; never log, print or send it.
+        """
+        return bytes(self._signing_key)
 
     def sign(self, data: bytes) -> bytes:
         """The 64-byte Ed25519 signature over ``data``."""

@@ -341,8 +341,7 @@ class ChatService:
         if self._channel is None:  # a channel is opened once per signalling service
             self._channel = self.signalling.channel("chat")
         # X3DH's identity key IS our Ed25519 key (sessions/crypto.py): it needs the seed.
-        # Identity has no public accessor for it yet (reported): the signing key's bytes.
-        seed = bytes(self.identity._signing_key)
+        seed = self.identity.secret_seed()
         policy = RetryPolicy(first=self.section.retry_first)
         initial, searching = self._initial_mailboxes()
         self.messaging = MessagingService(

@@ -84,3 +84,14 @@ def test_peer_id_parsing_is_total(text: str) -> None:
     except ValueError:
         return
     assert peer_id_for(key) == text.strip().lower()
+
+
+def test_secret_seed_is_the_seed_that_makes_the_identity(tmp_path: Path) -> None:
+    seed = bytes(range(32))
+    identity = Identity.generate(seed)
+    assert identity.secret_seed() == seed
+    other = Identity.generate()
+    assert Identity.generate(other.secret_seed()).public_key == other.public_key
+    other.save(tmp_path)
+    assert other.secret_seed().hex() in (tmp_path / KEY_FILE_NAME).read_text()
+    assert other.secret_seed().hex() not in repr(other)
