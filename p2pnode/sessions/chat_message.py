@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import msgpack
 
 from p2pnode.sessions.crypto import InitHeader, RatchetHeader
+from p2pnode.sessions.wire_fields import FieldChecks
 
 __all__ = [
     "BODY_VERSION",
@@ -174,18 +175,9 @@ def _unpack(data: bytes, max_array: int, max_bin: int, max_str: int) -> object:
         raise ChatDecodeError(f"not msgpack: {type(error).__name__}") from None
 
 
-def _int(value: object, name: str, maximum: int) -> int:
-    if type(value) is not int or not 0 <= value <= maximum:
-        raise ChatDecodeError(f"{name} is not an integer in 0..{maximum}")
-    return value
-
-
-def _bin(value: object, name: str, length: int | None = None) -> bytes:
-    if type(value) is not bytes:
-        raise ChatDecodeError(f"{name} is not binary")
-    if length is not None and len(value) != length:
-        raise ChatDecodeError(f"{name} is {len(value)} bytes, not {length}")
-    return value
+_FIELDS = FieldChecks(ChatDecodeError)
+_int = _FIELDS.integer
+_bin = _FIELDS.binary
 
 
 def decode_body(data: bytes) -> Body:

@@ -42,6 +42,7 @@ import msgpack
 from p2pnode.identity import SIGNATURE_BYTES, Identity, verify_signature
 from p2pnode.sessions.chat_message import MAX_ENVELOPE_BYTES
 from p2pnode.sessions.one_time_prekeys import OPK_MAX_PER_OWNER, OneTimePrekey
+from p2pnode.sessions.wire_fields import FieldChecks
 
 __all__ = [
     "MAX_DEPOSIT_ITEMS",
@@ -367,18 +368,9 @@ def _unpack(data: bytes, max_array: int) -> list[object]:
     return value
 
 
-def _int(value: object, name: str, maximum: int) -> int:
-    if type(value) is not int or not 0 <= value <= maximum:
-        raise MailboxDecodeError(f"{name} is not an integer in 0..{maximum}")
-    return value
-
-
-def _bin(value: object, name: str, length: int | None = None) -> bytes:
-    if type(value) is not bytes:
-        raise MailboxDecodeError(f"{name} is not binary")
-    if length is not None and len(value) != length:
-        raise MailboxDecodeError(f"{name} has the wrong length")
-    return value
+_FIELDS = FieldChecks(MailboxDecodeError)
+_int = _FIELDS.integer
+_bin = _FIELDS.binary
 
 
 def _bins(value: object, name: str, limit: int, length: int | None = None) -> tuple[bytes, ...]:
