@@ -22,8 +22,10 @@ Audio passes through untouched both ways when the WebRTC leg negotiated the
 phone's codec (PCMU, PCMA, G.722 or opus): phone -> peer as RTP built on the
 media clock (``DirectRtp``), peer -> phone as RTP payloads taken at aiortc's
 receiver; any other pair is decoded by aiortc and re-encoded (see
-docs/sip-bridge.md). So the P2P leg asks for the phone's codec first: placing
-the call, the offer lists the phone's codecs first (those the calls service's
+docs/sip-bridge.md). So the legs ask for each other's codecs first: ringing
+the phones for a peer's call, the INVITE lists the peer's offered codecs
+first, in its order (the phone then picks the peer's favourite it has);
+placing the call, the offer lists the phone's codecs first (those the calls service's
 ``audio_codecs`` has, in the phone's order) and the phone is answered with
 the one the peer took; answering, the answer names the phone's codec alone
 when the peer's offer lists it (``CallMedia.audio_codecs``).
@@ -47,7 +49,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pnode.gateways.sip.bridge_calls import BridgedCallService
-from p2pnode.gateways.sip.bridge_codecs import BridgeCodec, choose_media_path, p2p_codec_order
+from p2pnode.gateways.sip.bridge_codecs import (
+    BridgeCodec,
+    choose_media_path,
+    p2p_codec_order,
+    peer_codecs,
+)
 from p2pnode.gateways.sip.bridge_media import DtmfDigit
 from p2pnode.gateways.sip.bridge_routing import (
     NOT_THIS_BRIDGE,
@@ -293,7 +300,7 @@ class SipP2pBridge:
         self._event(call_id, "ringing-phones", self.hosted_login)
         try:
             async with asyncio.timeout(self.ring_timeout):
-                phone = await self.ua.call(self.hosted_login)
+                phone = await self.ua.call(self.hosted_login, self._peer_offer(call_id))
         except (UaError, TimeoutError) as error:
             status = error.status if isinstance(error, UaError) else 408
             self._event(call_id, "phone-refused", str(status))
@@ -315,6 +322,13 @@ class SipP2pBridge:
         await self.calls.answer(call_id, CallMedia(audio=audio, audio_codecs=codecs))
         self._event(call_id, "phone-answered", leg.codec.value)
         await self._carry(call_id, phone, leg, audio, BridgeDirection.TO_PHONE, update.peer)
+
+    def _peer_offer(self, call_id: bytes) -> tuple[BridgeCodec, ...]:
+        """The peer's offered codecs, its order: the phone is offered them first."""
+        try:
+            return peer_codecs(self.calls.remote_sdp(call_id))
+        except KeyError:  # the peer already gave up
+            return ()
 
     def _attach(self, call_id: bytes, port: int, leg: PhoneRtpLeg) -> None:
         self.digits[call_id] = []

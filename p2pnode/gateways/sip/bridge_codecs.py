@@ -6,7 +6,8 @@ both legs negotiated the same one. This module names the codecs the bridge
 knows (:class:`BridgeCodec`), says when a pair passes through
 (:func:`choose_media_path`), and orders the P2P leg's codec preferences so
 that the phone's codecs win whenever the P2P side may use them
-(:func:`p2p_codec_order`).
+(:func:`p2p_codec_order`), and the phone's in the peer's order when a peer
+calls (:func:`peer_codecs`).
 
 aiortc 1.16 (pinned) speaks opus, G.722, PCMU and PCMA on the P2P leg, so all
 four can pass through when the peer takes them: a p2pnode peer answering the
@@ -21,7 +22,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["BridgeCodec", "MediaPath", "choose_media_path", "p2p_codec_order"]
+from p2pnode.gateways.sip.sdp import SdpDecodeError, parse_sdp
+
+__all__ = ["BridgeCodec", "MediaPath", "choose_media_path", "p2p_codec_order", "peer_codecs"]
 
 
 class BridgeCodec(enum.Enum):
@@ -104,3 +107,29 @@ def p2p_codec_order(
         key=lambda name: names.index(name.lower()),
     )
     return tuple(first + [name for name in configured if name.lower() not in names])
+
+
+def peer_codecs(sdp: str | None) -> tuple[BridgeCodec, ...]:
+    """The codecs of a P2P peer's offer the bridge knows, in the peer's order (RFC 3264 §6.1).
+
+    Why: a peer calling a hosted identity rings the phone first; the bridge's
+    INVITE lists these first so the phone picks the peer's favourite it has,
+    and the P2P answer can name the same codec (passthrough). The SDP is the
+    peer's (untrusted): bad SDP, no audio or no known codec give ``()``, and
+    the phone is offered the bridge's own order.
+    """
+    if not sdp:
+        return ()
+    try:
+        parsed = parse_sdp(sdp.encode())
+    except (SdpDecodeError, UnicodeEncodeError):
+        return ()
+    audio = next((m for m in parsed.media if m.media == "audio" and m.port), None)
+    if audio is None:
+        return ()
+    out: list[BridgeCodec] = []
+    for offered in audio.codecs():
+        codec = BridgeCodec.from_name(offered.name)
+        if codec is not None and offered.clock_rate == codec.clock_rate and codec not in out:
+            out.append(codec)
+    return tuple(out)

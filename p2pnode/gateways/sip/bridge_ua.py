@@ -32,7 +32,7 @@ their leg's socket closes, so they stay bounded by the calls in progress.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -59,6 +59,7 @@ __all__ = [
     "BridgeUserAgent",
     "PhoneFormat",
     "choose_phone_format",
+    "offer_order",
     "phone_formats",
 ]
 
@@ -67,13 +68,23 @@ PT_PCMU = 0
 PT_DTMF = 101  # what our UA's offer names telephone-event
 PT_OPUS = 111  # our offer's dynamic type for opus (RFC 7587)
 # Our offer, best first: G.711 passes through to a G.711 P2P leg untouched.
-_OFFER = (
+_OFFER: tuple[tuple[BridgeCodec, int], ...] = (
     (BridgeCodec.PCMU, PT_PCMU),
     (BridgeCodec.PCMA, 8),
     (BridgeCodec.G722, 9),
     (BridgeCodec.OPUS, PT_OPUS),
 )
 _OPUS_FMTP = "minptime=10;useinbandfec=1"  # RFC 7587 §6.1; we send 20 ms frames
+
+
+def offer_order(first: Sequence[BridgeCodec]) -> tuple[tuple[BridgeCodec, int], ...]:
+    """Our offer with ``first`` (the P2P peer's codecs, its order) ahead of the others.
+
+    Only codecs we offer anyway move; the rest keep our order after them, so a
+    phone lacking the peer's codecs still finds one (that call is transcoded).
+    """
+    ranks = {codec: index for index, codec in enumerate(first)}
+    return tuple(sorted(_OFFER, key=lambda item: ranks.get(item[0], len(ranks))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +147,9 @@ class BridgeUserAgent(MessageUserAgent):
         self.invites: asyncio.Queue[RequestReceived] = asyncio.Queue(maxsize=MAX_PENDING_INVITES)
         self.auto_answer = False
         self.formats: dict[int, PhoneFormat] = {}  # per RTP port, once offer/answer settled
+        # Per RTP port: our offer's order for a call we place (the P2P peer's codecs first).
+        self.offers: dict[int, tuple[tuple[BridgeCodec, int], ...]] = {}
+        self._next_offer = _OFFER  # taken by the next _open_rtp (see call)
 
     def _incoming(self, effect: RequestReceived) -> None:
         request = effect.request
@@ -218,6 +232,16 @@ class BridgeUserAgent(MessageUserAgent):
                     cname, self._spread, None if chosen.rtcp_mux else chosen.rtcp_address
                 )
 
+    async def call(self, target: str, first: Sequence[BridgeCodec] = ()) -> UaCall:
+        """INVITE ``target`` offering ``first`` (the P2P peer's codecs) ahead of ours.
+
+        The order is handed to the call's RTP port: the base UA opens it
+        (:meth:`_open_rtp`, which takes ``_next_offer`` before its first await)
+        and then builds the offer from that port.
+        """
+        self._next_offer = offer_order(first)
+        return await super().call(target)
+
     def _spread(self) -> float:
         """RFC 3550 §6.2: each report interval times a random factor in [0.5, 1.5)."""
         return 0.5 + int.from_bytes(self.randbytes(2), "big") / 65536
@@ -225,7 +249,8 @@ class BridgeUserAgent(MessageUserAgent):
     def _sdp(self, port: int) -> bytes:
         """Our offer (every codec we speak), or the answer naming the one settled."""
         chosen = self.formats.get(port)
-        offers = _OFFER if chosen is None else ((chosen.codec, chosen.payload_type),)
+        offered = self.offers.get(port, _OFFER)
+        offers = offered if chosen is None else ((chosen.codec, chosen.payload_type),)
         dtmf = PT_DTMF if chosen is None else chosen.dtmf_type
         types = [str(pt) for _, pt in offers] + ([] if dtmf is None else [str(dtmf)])
         lines = [
@@ -305,6 +330,7 @@ class BridgeUserAgent(MessageUserAgent):
             if leg.transport is None or leg.transport.is_closing():
                 del self.legs[port]
                 self.formats.pop(port, None)
+                self.offers.pop(port, None)
                 self.digit_handlers.pop(port, None)
                 self.hold_handlers.pop(port, None)
         for call_id, call in list(self._calls.items()):
@@ -312,6 +338,7 @@ class BridgeUserAgent(MessageUserAgent):
                 del self._calls[call_id]
 
     async def _open_rtp(self) -> tuple[asyncio.DatagramTransport, _Rtp]:
+        offer, self._next_offer = self._next_offer, _OFFER  # before any await: this call's
         self._forget_closed_legs()
         receiver = PhoneReceiver(audio_type=PT_PCMU, clock_rate=8000, dtmf_type=PT_DTMF)
         sender = PhoneSender(
@@ -323,6 +350,7 @@ class BridgeUserAgent(MessageUserAgent):
         leg = PhoneRtpLeg(receiver, sender, BridgeCodec.PCMU)
         _, port = await leg.open(self.host)
         self.legs[port] = leg
+        self.offers[port] = offer
 
         def digit(found: DtmfDigit) -> None:
             handler = self.digit_handlers.get(port)
