@@ -112,8 +112,8 @@ def load_mailbox_state(path: Path) -> MailboxState:
         if len(raw) > MAX_MAILBOXES_FILE:
             raise ValueError("too large")
         data = json.loads(raw)
-        if type(data) is not dict or data.get("version") != 1:
-            raise ValueError("not version 1")
+        if type(data) is not dict or type(data.get("version")) is not int or data["version"] != 1:
+            raise ValueError("not version 1")  # type(): true and 1.0 equal 1 but are not it
         chosen = tuple(parse_mailbox(text) for text in _strings(data.get("chosen")))
         former: list[tuple[MailboxEntry, float | None]] = []
         for item in _list(data.get("former")):

@@ -94,3 +94,18 @@ def test_three_in_the_config_retire_the_saved_choice(tmp_path: Path) -> None:
     assert entry == CHOSEN[0] and before + FORMER_KEPT <= until <= time.time() + FORMER_KEPT
     saved = load_mailbox_state(tmp_path / MAILBOXES_FILE)
     assert saved.chosen == () and saved.former == ((CHOSEN[0], until),)
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1", None])
+def test_only_the_integer_1_is_version_1(
+    tmp_path: Path, version: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / MAILBOXES_FILE
+    save_mailbox_state(path, MailboxState(CHOSEN, FORMER))
+    assert load_mailbox_state(path).chosen == CHOSEN
+    data = json.loads(path.read_bytes())
+    data["version"] = version  # True == 1 and 1.0 == 1 in Python: refused all the same
+    path.write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        assert load_mailbox_state(path) == MailboxState()
+    assert f"ignoring {MAILBOXES_FILE}: ValueError" in caplog.text
