@@ -5,6 +5,12 @@ fail; a day later (a shifted clock shared by everyone) bob replaces it with the
 fourth, registers there and publishes the new list; alice, resolving the
 published list, deposits where bob now looks, and bob reads it. When the old
 mailbox comes back it is still drained as a former one.
+
+Re-binding the old port IS the behaviour under test: a former mailbox is drained
+at the address bob saved for it (``MessagingService.drain`` walks its former
+entries; no lookup finds it elsewhere), so only a server restarting at its address
+can show it. Every server is first bound on port 0 (``start_mailboxes``); the
+restart takes the port the kernel gave mailbox 1, which is why it is not fixed.
 """
 
 from __future__ import annotations
@@ -77,7 +83,8 @@ def test_gone_mailbox_replaced_and_senders_follow(tmp_path: Path) -> None:
         assert servers[3].core.held_for(bob_key) >= 1
         await bob.drain()
         assert shown == ["before", "after the change"]
-        # the old mailbox comes back on its database: still drained as a former mailbox
+        # the old mailbox comes back on its database at its address (a node restarting
+        # where it was; the port came from port 0 above): still drained as a former one
         back = MailboxServer(servers[1].core, clock)
         await back.start("127.0.0.1", entries[1].port)
         assert servers[1].core.held_for(bob_key) == 1
