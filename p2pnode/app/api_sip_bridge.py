@@ -52,7 +52,11 @@ class BridgedCallModel(_Model):
     jitter_ms: float
     packets_to_phone: int
     frames_from_peer: int
-    passthrough_frames: int
+    passthrough_frames: int = pydantic.Field(description="phone -> peer frames untouched")
+    direct_frames: int = pydantic.Field(
+        description="of those, sent by the bridge's direct RTP sender (not aiortc's task)"
+    )
+    peer_passthrough_frames: int = pydantic.Field(description="peer -> phone frames untouched")
     transcoded_frames: int
     rtcp_sent: int = pydantic.Field(description="our RTCP reports to the phone")
     rtcp_received: int = pydantic.Field(description="the phone's RTCP compounds read")
@@ -69,6 +73,10 @@ class BridgedCallModel(_Model):
 
 class ActiveCallModel(_Model):
     bridge: str = pydantic.Field(description="hosted login, or the bridge account (foreign)")
+    call_id: str | None = pydantic.Field(
+        description="the P2P call's id (hex, as on its events and in recent once ended); "
+        "null while the phone rings or the peer is dialled"
+    )
     phone_codec: str
     rtcp: str = pydantic.Field(
         description='"mux" (RFC 5761), "separate" (own port, RFC 3605 a=rtcp) or "none"'
@@ -141,6 +149,8 @@ def _call(call: BridgedCall) -> BridgedCallModel:
         packets_to_phone=s.packets_to_phone,
         frames_from_peer=s.frames_from_peer,
         passthrough_frames=s.passthrough_frames,
+        direct_frames=s.direct_frames,
+        peer_passthrough_frames=s.peer_passthrough_frames,
         transcoded_frames=s.transcoded_frames,
         rtcp_sent=s.rtcp_sent,
         rtcp_received=s.rtcp_received,
@@ -158,6 +168,7 @@ def _active(call: LiveCall) -> ActiveCallModel:
     r = call.rtcp
     return ActiveCallModel(
         bridge=call.bridge,
+        call_id=None if call.call_id is None else call.call_id.hex(),
         phone_codec=call.phone_codec,
         rtcp=call.rtcp_path.value,
         packets_from_phone=call.packets_from_phone,

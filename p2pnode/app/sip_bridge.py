@@ -395,7 +395,11 @@ class SipBridgeService:
                 BridgeSnapshot(bridge.login, bridge.callers, bridge.identity.peer_id, homes, stats)
             )
         v = totals.values
-        live = tuple(call for b in self._bridges for call in live_calls(b.login, b.bridge.ua))
+        live = tuple(
+            call
+            for b in self._bridges
+            for call in live_calls(b.login, b.bridge.ua, b.bridge.call_legs())
+        )
         rtcp_sent, rtcp_received = totals.rtcp_totals(live)
         return SipBridgeStatistics(
             account=self.section.bridge_account,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import (
@@ -37,6 +37,7 @@ from p2pnode.gateways.sip.bridge import (
 from p2pnode.gateways.sip.bridge_chat import ChatBridgeStatistics
 from p2pnode.gateways.sip.bridge_routing import BridgeCallers
 from p2pnode.gateways.sip.bridge_rtcp import RtcpStatistics
+from p2pnode.gateways.sip.bridge_tracks import PhoneRtpLeg
 from p2pnode.gateways.sip.bridge_ua import BridgeUserAgent
 
 __all__ = [
@@ -73,7 +74,12 @@ class RtcpPath(enum.Enum):
 
 @dataclass(frozen=True)
 class LiveCall:
-    """One phone leg in progress: its codec, RTCP path and RTCP figures (None: no session)."""
+    """One phone leg in progress: its codec, RTCP path and RTCP figures (None: no session).
+
+    ``call_id``: the P2P call's (as on the call's events and its ended
+    summary), None while the leg has no P2P call yet (the phone is ringing,
+    or the peer is being dialled).
+    """
 
     bridge: str
     phone_codec: str
@@ -81,10 +87,17 @@ class LiveCall:
     packets_from_phone: int
     packets_to_phone: int
     rtcp: RtcpStatistics | None
+    call_id: bytes | None = None
 
 
-def live_calls(login: str, ua: BridgeUserAgent) -> tuple[LiveCall, ...]:
-    """The open phone legs of one bridge's UA (bounded by its calls in progress)."""
+def live_calls(
+    login: str, ua: BridgeUserAgent, calls_by_id: Mapping[bytes, PhoneRtpLeg] | None = None
+) -> tuple[LiveCall, ...]:
+    """The open phone legs of one bridge's UA (bounded by its calls in progress).
+
+    ``calls_by_id`` (``SipP2pBridge.call_legs()``) names each leg's P2P call.
+    """
+    ids = {id(leg): call_id for call_id, leg in (calls_by_id or {}).items()}
     calls = []
     for leg in ua.legs.values():
         if leg.is_closed:
@@ -102,6 +115,7 @@ def live_calls(login: str, ua: BridgeUserAgent) -> tuple[LiveCall, ...]:
                 leg.receiver.received,
                 leg.sender.sent,
                 None if rtcp is None else rtcp.statistics(),
+                ids.get(id(leg)),
             )
         )
     return tuple(calls)

@@ -20,7 +20,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,7 +45,10 @@ from p2pnode.gateways.sip.transport import SipStack
 from p2pnode.gateways.sip.useragent import SipUserAgent, UaError
 from p2pnode.identity import default_home
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from p2pnode.app.api_sip_bridge import SipBridgeAnswer
+
+__all__ = ["bridge_lines", "register"]
 
 ACCOUNTS_FILE = "sip-accounts.sqlite"
 MAX_TRY_SECONDS = 30.0
@@ -153,36 +156,48 @@ def _bridge(args: argparse.Namespace) -> int:
     if args.json:
         print(answer.model_dump_json())
         return 0
-    print(f"bridge account: {answer.account}   active calls: {answer.active_calls}")
+    print("\n".join(bridge_lines(answer)))
+    return 0
+
+
+def bridge_lines(answer: SipBridgeAnswer) -> list[str]:
+    """``p2pnode sip bridge``'s text: totals, bridges, live legs and ended calls by call id."""
+    out: list[str] = []
+    out.append(f"bridge account: {answer.account}   active calls: {answer.active_calls}")
     for bridge in answer.bridges:
-        print(
+        out.append(
             f"  {bridge.login}: takes {bridge.callers}, peer {bridge.peer_id[:16]}..., "
             f"{bridge.homes} home(s), {bridge.active_calls} active"
         )
     ended = ", ".join(f"{c.direction} {c.mode} {c.calls}" for c in answer.calls) or "none"
-    print(f"ended calls: {ended}")
+    out.append(f"ended calls: {ended}")
     refused = ", ".join(f"{k} {v}" for k, v in sorted(answer.refusals.items())) or "none"
-    print(f"refused: {refused}")
-    print(
+    out.append(f"refused: {refused}")
+    out.append(
         f"frames passthrough {answer.passthrough_frames}, transcoded {answer.transcoded_frames}; "
         f"RTP from phones {answer.packets_from_phone} (lost {answer.lost}), "
         f"to phones {answer.packets_to_phone}; digits {answer.digits_from_phone} from phones, "
         f"{answer.digits_to_phone} to phones"
     )
     texts = ", ".join(f"{k} {v}" for k, v in answer.texts.items()) or "none"
-    print(f"texts: {texts}; held {answer.texts_held}")
-    print(f"RTCP reports: {answer.rtcp_sent} sent, {answer.rtcp_received} received")
+    out.append(f"texts: {texts}; held {answer.texts_held}")
+    out.append(f"RTCP reports: {answer.rtcp_sent} sent, {answer.rtcp_received} received")
     for live in answer.active:
         rtt = "-" if live.round_trip_ms is None else f"{live.round_trip_ms:.1f} ms"
-        print(f"  active {live.bridge} {live.phone_codec} RTCP {live.rtcp}, round trip {rtt}")
+        named = live.call_id or "(not connected yet)"
+        out.append(
+            f"  active {named} {live.bridge} {live.phone_codec} RTCP {live.rtcp}, round trip {rtt}"
+        )
     for call in answer.recent:
         rtt = "" if call.round_trip_ms is None else f", round trip {call.round_trip_ms:.1f} ms"
-        print(
-            f"  {call.direction:>8} {call.peer[:24]:<24} {call.phone_codec}/{call.webrtc_codec} "
-            f"{call.mode} {call.seconds:.1f} s, lost {call.lost}, jitter {call.jitter_ms:.1f} ms"
-            + rtt
+        out.append(
+            f"  {call.call_id} {call.direction:>10} {call.peer[:24]:<24} "
+            f"{call.phone_codec}/{call.webrtc_codec} {call.mode} {call.seconds:.1f} s, "
+            f"lost {call.lost}, jitter {call.jitter_ms:.1f} ms, frames untouched "
+            f"{call.passthrough_frames} ({call.direct_frames} direct) / "
+            f"{call.peer_passthrough_frames} to the phone" + rtt
         )
-    return 0
+    return out
 
 
 async def _options_ping(server: tuple[str, int]) -> float:

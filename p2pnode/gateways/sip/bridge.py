@@ -256,6 +256,15 @@ class SipP2pBridge:
     def _refused(self, reason: str) -> None:
         self._refusals[reason] += 1
 
+    def call_legs(self) -> dict[bytes, PhoneRtpLeg]:
+        """Each bridged call's phone leg by P2P call id (a copy; calls in progress only).
+
+        Why: the control API names the live legs by the call id its events and
+        ended calls carry. A leg whose P2P call is not placed or answered yet
+        is not here.
+        """
+        return dict(self._legs)
+
     def statistics(self) -> BridgeStatistics:
         t = self._totals
         return BridgeStatistics(
