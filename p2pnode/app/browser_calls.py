@@ -26,10 +26,21 @@ page made for an earlier connection:
 A page that takes longer than the peer's re-offer timeout is superseded by the
 peer's next re-offer (its late answer is refused as stale).
 
+A page reload loses the page's connection, never the call: the node keeps the call
+(its signalling, its timers, the peer's leg), and the reloaded page re-attaches
+(``page_attach``): it offers from a fresh connection and the peer re-answers it, the
+same REOFFER/REANSWER as a relay failover. That one renegotiation with the peer is
+unavoidable: the page's connection goes to the peer itself (the node relays no
+media), and a new connection has new ICE credentials and a new DTLS fingerprint.
+One page leg per call at a time: each attach numbers a new leg (``page_leg``), and
+a second attach replaces the first; the page holding an older number stops its
+connection and never re-offers again (the newest page wins, so two tabs never
+take a call back and forth).
+
 The remote SDP a page needs (the answer to its offer, or an incoming offer) is read
 from ``remote_sdp``; incoming offers are also announced as ``CallOffer`` events.
-``BrowserCallService`` only adds these page-facing names to ``CallService``; it
-overrides nothing.
+``BrowserCallService`` only adds these page-facing names (and the page legs' numbers)
+to ``CallService``; it overrides no call behaviour.
 """
 
 from __future__ import annotations
@@ -37,8 +48,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from p2pnode.connectivity.ice_servers import IcePlan
+from p2pnode.sessions.call import CallState
 from p2pnode.sessions.call_config import CallMedia
 from p2pnode.sessions.call_legs import first_codec
 from p2pnode.sessions.call_sdp import StaleRenegotiationError
@@ -125,6 +138,36 @@ sdp_codec = first_codec  # the first audio codec of an SDP; any input gives a co
 
 class BrowserCallService(CallService):
     """``CallService`` whose calls may be a page's (``page_media``): page-facing names only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._page_legs: dict[bytes, int] = {}  # live attached calls only (pruned per attach)
+
+    def page_leg(self, call_id: bytes) -> int:
+        """The number of the page leg bound to ``call_id``: 0 from dial or answer, then
+        one more per ``page_attach``. ``KeyError`` for an unknown call."""
+        self.media(call_id)  # KeyError for an unknown call
+        return self._page_legs.get(call_id, 0)
+
+    async def page_attach(self, call_id: bytes, sdp: str) -> tuple[int, int]:
+        """A (reloaded) page binds a new connection to live call ``call_id``: ``sdp`` is
+        offered to the peer as a re-offer and the new leg replaces any earlier one.
+
+        Returns ``(leg, generation)``; the peer's re-answer becomes ``remote_sdp``.
+        ``StaleRenegotiationError`` when the call is not a live call of a page."""
+        leg = self.page_leg(call_id) + 1
+        generation = await self.page_reoffer(call_id, sdp)
+        for known in list(self._page_legs):  # keep only live calls: bounded by max_calls
+            if known != call_id and self._ended(known):
+                del self._page_legs[known]
+        self._page_legs[call_id] = leg
+        return leg, generation
+
+    def _ended(self, call_id: bytes) -> bool:
+        try:
+            return self.state(call_id) is not CallState.ANSWERED
+        except KeyError:
+            return True
 
     def held_reoffer(self, call_id: bytes) -> CallOffer | None:
         """The peer's re-offer waiting for this page's new connection, if any."""

@@ -339,13 +339,25 @@ def build_web_app(
         return body
 
     async def held_reoffer(request: web.Request) -> web.Response:
+        calls, call_id = page_calls(), call_id_of(request)
         try:
-            held = page_calls().held_reoffer(call_id_of(request))
+            held = calls.held_reoffer(call_id)
+            leg = {"page": calls.is_browser(call_id), "leg": calls.page_leg(call_id)}
         except KeyError:
             raise AppError(404, "no such call") from None
         if held is None:
-            return web.json_response({"generation": 0, "sdp": None})
-        return web.json_response({"generation": held.generation, "sdp": held.sdp})
+            return web.json_response({"generation": 0, "sdp": None, **leg})
+        return web.json_response({"generation": held.generation, "sdp": held.sdp, **leg})
+
+    async def attach(request: web.Request) -> web.Response:
+        body = await page_sdp(request)
+        try:
+            leg, generation = await page_calls().page_attach(call_id_of(request), body.sdp)
+        except KeyError:
+            raise AppError(404, "no such call") from None
+        except StaleRenegotiationError as error:
+            raise AppError(409, "cannot attach", str(error)) from None
+        return web.json_response({"leg": leg, "generation": generation})
 
     async def reoffer(request: web.Request) -> web.Response:
         body = await page_sdp(request)
@@ -448,6 +460,7 @@ def build_web_app(
     app.router.add_get("/app/calls/{call_id}/reoffer", held_reoffer)
     app.router.add_post("/app/calls/{call_id}/reoffer", reoffer)
     app.router.add_post("/app/calls/{call_id}/reanswer", reanswer)
+    app.router.add_post("/app/calls/{call_id}/attach", attach)
     app.router.add_get("/api/events", events)
     app.router.add_route("*", "/api/{tail:.*}", proxy)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)

@@ -11,6 +11,13 @@
 // from a fresh connection with a fresh ICE plan from the node (/app/calls/ID/reoffer; the
 // node's plan skips a relay that no longer answers), applies the peer's re-answer, and
 // closes the old connection. The callee never re-offers (no glare of re-offers).
+//
+// A reload: the node keeps the call, the page lost its connection. reconcile() finds an
+// answered call of a page with no leg here and re-attaches (/app/calls/ID/attach): a
+// fresh connection's offer goes to the peer as a re-offer (the peer's leg stays; only
+// its connection to us is renegotiated: a new page connection has new ICE and DTLS).
+// One page leg per call: each attach numbers a leg and replaces the earlier one; a page
+// whose leg number is no longer the node's closes its connection and never re-attaches.
 import { api } from "./app.js";
 
 const CALLS = "/api/calls";
@@ -23,7 +30,12 @@ const REANSWER_MS = 10000; // a re-offer not answered by then is given up (and t
 const MAX_REOFFERS = 6;
 const LIVE = new Set(["new", "dialling", "ringing-remote", "offered", "ringing-local", "requested", "answered"]);
 
+const MAX_ATTACHES = 3; // per call and page: a peer that never re-answers is not retried forever
+
 const legs = new Map(); // call id -> { pc, stream, muted }
+const attaching = new Set(); // call ids whose attach runs now
+const attached = new Map(); // call id -> attaches tried by this page
+const foreign = new Set(); // call ids that are not this page's: the node's media, or replaced
 
 async function connection(stream) {
   const plan = await api("GET", `${CALLS}/ice`);
@@ -33,7 +45,7 @@ async function connection(stream) {
   for (const track of source.getAudioTracks()) pc.addTrack(track, source);
   pc.ontrack = (event) => play(event.streams[0] || new MediaStream([event.track]));
   // generation: the last re-offer this connection answered or made; remote: the SDP applied
-  return { pc, stream: source, muted: false, outgoing: false, generation: 0, remote: null, answered: false, reoffers: 0, timer: null };
+  return { pc, stream: source, muted: false, outgoing: false, generation: 0, remote: null, answered: false, reoffers: 0, timer: null, leg: 0 };
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -47,6 +59,7 @@ async function received(pc) {
 
 function swap(callId, old, fresh) {
   fresh.muted = old.muted;
+  fresh.leg = old.leg;
   legs.set(callId, fresh);
   clearInterval(old.timer);
   old.pc.close();
@@ -100,6 +113,7 @@ function watch(callId, leg) {
     busy = true;
     try {
       const held = await api("GET", `/app/calls/${callId}/reoffer`);
+      if (held.leg !== undefined && held.leg !== leg.leg) { foreign.add(callId); close(callId); return; } // replaced
       if (held.sdp && held.generation > leg.generation) { await reanswer(callId, leg, held); return; }
       if (!leg.outgoing || !leg.answered) return;
       const packets = await received(leg.pc);
@@ -230,7 +244,45 @@ export function close(callId) {
   for (const track of leg.stream.getTracks()) track.stop();
 }
 
-/** Drop connections of calls the node reports ended. */
+// A live call of a page with no connection here (this page reloaded): offer from a fresh
+// connection as the call's new page leg, apply the peer's re-answer.
+async function attach(call) {
+  const callId = call.call_id;
+  const info = await api("GET", `/app/calls/${callId}/reoffer`);
+  if (!info.page) { foreign.add(callId); return; }
+  const fresh = await connection();
+  fresh.outgoing = call.direction === "outgoing";
+  await fresh.pc.setLocalDescription(await fresh.pc.createOffer());
+  const sdp = await gathered(fresh.pc);
+  const before = (await api("GET", `${CALLS}/${callId}/sdp`)).sdp;
+  try {
+    const made = await api("POST", `/app/calls/${callId}/attach`, { sdp });
+    Object.assign(fresh, { leg: made.leg, generation: made.generation });
+    for (const deadline = Date.now() + REANSWER_MS; Date.now() < deadline; await sleep(POLL_MS)) {
+      const remote = (await api("GET", `${CALLS}/${callId}/sdp`)).sdp;
+      if (remote && remote !== before) {
+        await fresh.pc.setRemoteDescription({ type: "answer", sdp: remote });
+        Object.assign(fresh, { remote, answered: true });
+        legs.set(callId, fresh);
+        watch(callId, fresh);
+        return;
+      }
+    }
+  } catch (error) { /* ended or not a page's call: closed below */ }
+  fresh.pc.close();
+  for (const track of fresh.stream.getTracks()) track.stop();
+}
+
+/** Drop connections of calls the node reports ended; re-attach this page to its live
+ * calls that have no connection here (after a reload). */
 export function reconcile(calls) {
   for (const call of calls) if (!LIVE.has(call.state) && legs.has(call.call_id)) close(call.call_id);
+  for (const call of calls) {
+    const id = call.call_id;
+    if (call.state !== "answered" || legs.has(id) || attaching.has(id) || foreign.has(id)) continue;
+    if ((attached.get(id) || 0) >= MAX_ATTACHES) continue;
+    attached.set(id, (attached.get(id) || 0) + 1);
+    attaching.add(id);
+    attach(call).catch(() => {}).finally(() => attaching.delete(id));
+  }
 }
