@@ -8,7 +8,10 @@ page's call with no connection here and re-attaches (``/app/calls/ID/attach``: a
 connection offered as a re-offer, bob re-answers). Then: the page hears 660 Hz again
 (its analyser, FFT), bob's recording ends in 440 Hz (the seconds after the reload), the
 call id is the one placed, bob's node never reported the call ended, and the reloaded
-page's Hang up ends the call on both sides. Every wait is bounded; nothing asserts speed.
+page's Hang up ends the call on both sides. On the way, a second page attaches too and
+replaces the first (one page leg per call; the first drops its connection and does
+not take the call back), then closes, and the first page reloads and attaches again.
+Every wait is bounded; nothing asserts speed.
 """
 
 from __future__ import annotations
@@ -84,6 +87,23 @@ async def scenario(root: Path) -> None:
             await expect(reloaded.get_by_role("button", name="Mute")).to_be_visible(timeout=WAIT_MS)
             await page.wait_for_function(HEARS_660, timeout=WAIT_MS, polling=200)
             assert service.page_leg(call_id) == 1  # one attach: the reloaded page's leg
+            # a second page attaches too: it replaces the first (one page leg per call),
+            # and the replaced page closes its connection and never takes the call back
+            second = await page.context.new_page()
+            await second.goto(page.url)
+            await expect(
+                second.locator(f"tr[data-call='{call_hex}']").get_by_role("button", name="Mute")
+            ).to_be_visible(timeout=WAIT_MS)
+            await second.wait_for_function(HEARS_660, timeout=WAIT_MS, polling=200)
+            await expect(reloaded.get_by_role("button", name="Mute")).to_have_count(
+                0, timeout=WAIT_MS
+            )
+            assert service.page_leg(call_id) == 2
+            await second.close()  # the call stays up without any page leg
+            await page.reload()  # and the reloaded page re-attaches once more
+            await expect(reloaded.get_by_role("button", name="Mute")).to_be_visible(timeout=WAIT_MS)
+            await page.wait_for_function(HEARS_660, timeout=WAIT_MS, polling=200)
+            assert service.page_leg(call_id) == 3
             await asyncio.sleep(2.0)  # two seconds of the page's tone after the reload
             assert bob_calls.service().state(call_id).value == "answered"
             await page.screenshot(path=ARTIFACTS / "calls-page-reloaded.png", full_page=True)
