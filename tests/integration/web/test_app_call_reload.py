@@ -11,6 +11,8 @@ call id is the one placed, bob's node never reported the call ended, and the rel
 page's Hang up ends the call on both sides. On the way, a second page attaches too and
 replaces the first (one page leg per call; the first drops its connection and does
 not take the call back), then closes, and the first page reloads and attaches again.
+Then bob's node calls alice, her page answers and reloads: the callee page re-attaches
+the same way (its attach is a callee's re-offer) and bob's recording ends in 440 Hz.
 Every wait is bounded; nothing asserts speed.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from p2pnode.app.peer_calls import CALLS_DIR, CallsNodeService
+from p2pnode.app.peer_calls import CALLS_DIR, CallsNodeService, media_for
 from p2pnode.sessions.call import TERMINAL_STATES
 from p2pnode.sessions.call_config import CallUpdate
 from tests.harness.audio import read_wav, spectrum, write_tone_wav
@@ -124,11 +126,39 @@ async def scenario(root: Path) -> None:
             while not list(recordings.glob("*.wav")):  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.5)
-        samples, rate = read_wav(next(recordings.glob("*.wav")))
-        tail = spectrum(samples[-int(rate * 1.5) :], rate)  # after the reload
-        assert abs(tail.dominant_hz - 440.0) < 15, tail
-        assert tail.dominance > 10, tail
+        assert_tail(next(recordings.glob("*.wav")), 440.0)
+
+        # bob calls, the page answers, reloads: the callee page re-attaches too
+        record = root / "bob-dialled.wav"
+        dialled = await bob_calls.service().dial(
+            alice.identity.peer_id, media_for(660.0, None, record)
+        )
+        incoming = page.locator(f"[data-incoming='{dialled.hex()}']")
+        await incoming.get_by_role("button", name="Answer").click(timeout=WAIT_MS)
+        answered = page.locator(f"tr[data-call='{dialled.hex()}'][data-state='answered']")
+        await expect(answered.get_by_role("button", name="Mute")).to_be_visible(timeout=WAIT_MS)
+        await page.wait_for_function(HEARS_660, timeout=WAIT_MS, polling=200)
+        await page.reload()
+        await expect(answered.get_by_role("button", name="Mute")).to_be_visible(timeout=WAIT_MS)
+        await page.wait_for_function(HEARS_660, timeout=WAIT_MS, polling=200)
+        assert service.page_leg(dialled) == 1
+        await asyncio.sleep(2.0)
+        assert bob_calls.service().state(dialled).value == "answered"
+        await answered.get_by_role("button", name="Hang up").click()
+        async with asyncio.timeout(WAIT):
+            while not record.exists():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+        assert_tail(record, 440.0)
         await browser.close()
+
+
+def assert_tail(path: Path, expected: float) -> None:
+    """The last 1.5 s of a recording (after the reload) hold ``expected`` Hz (FFT)."""
+    samples, rate = read_wav(path)
+    tail = spectrum(samples[-int(rate * 1.5) :], rate)
+    assert abs(tail.dominant_hz - expected) < 15, tail
+    assert tail.dominance > 10, tail
 
 
 def test_a_reloaded_page_reattaches_to_its_live_call(tmp_path: Path) -> None:
