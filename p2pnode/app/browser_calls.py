@@ -163,6 +163,11 @@ class BrowserCallService(CallService):
         self._page_legs[call_id] = leg
         return leg, generation
 
+    def _check_leg(self, call_id: bytes, leg: int | None) -> None:
+        """A replaced page leg moves nothing: only the newest attach speaks for the call."""
+        if leg is not None and leg != self.page_leg(call_id):
+            raise StaleRenegotiationError("this page leg was replaced by a later attach")
+
     def _ended(self, call_id: bytes) -> bool:
         try:
             return self.state(call_id) is not CallState.ANSWERED
@@ -176,20 +181,26 @@ class BrowserCallService(CallService):
             return None
         return CallOffer(call_id.hex(), self.peer(call_id), held.sdp, held.generation)
 
-    async def page_reanswer(self, call_id: bytes, generation: int, sdp: str) -> None:
+    async def page_reanswer(
+        self, call_id: bytes, generation: int, sdp: str, leg: int | None = None
+    ) -> None:
         """The page answered re-offer ``generation`` with a new connection: send it.
 
-        ``StaleRenegotiationError`` when that re-offer is not the one waiting."""
+        ``StaleRenegotiationError`` when that re-offer is not the one waiting, or when
+        ``leg`` (the page's leg number, if it says) was replaced by a later attach."""
+        self._check_leg(call_id, leg)
         media = self.media(call_id)
         await self.answer_reoffer(call_id, generation, _with_page_sdp(media, sdp))
 
-    async def page_reoffer(self, call_id: bytes, sdp: str) -> int:
+    async def page_reoffer(self, call_id: bytes, sdp: str, leg: int | None = None) -> int:
         """The page's media failed: offer ``sdp`` (a new connection's) to the peer.
 
         Returns the re-offer's generation; the peer's re-answer becomes ``remote_sdp``.
-        A re-offer still unanswered is given up (only the newest can be answered)."""
+        A re-offer still unanswered is given up (only the newest can be answered).
+        ``StaleRenegotiationError`` for a replaced ``leg``, as ``page_reanswer``."""
         if not self.is_browser(call_id):
             raise StaleRenegotiationError("not a live call of this page")
+        self._check_leg(call_id, leg)
         media = self.media(call_id)
         return await self.reoffer(call_id, _with_page_sdp(media, sdp))
 

@@ -141,6 +141,7 @@ class _PageSdpRequest(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
     sdp: str = pydantic.Field(min_length=1, max_length=MAX_BROWSER_SDP)
     generation: int | None = pydantic.Field(None, ge=1, le=2**31)
+    leg: int | None = pydantic.Field(None, ge=0, le=2**31)  # the page leg it speaks for
 
 
 class _ImportRequest(pydantic.BaseModel):
@@ -362,7 +363,7 @@ def build_web_app(
     async def reoffer(request: web.Request) -> web.Response:
         body = await page_sdp(request)
         try:
-            generation = await page_calls().page_reoffer(call_id_of(request), body.sdp)
+            generation = await page_calls().page_reoffer(call_id_of(request), body.sdp, body.leg)
         except KeyError:
             raise AppError(404, "no such call") from None
         except StaleRenegotiationError as error:
@@ -374,7 +375,9 @@ def build_web_app(
         if body.generation is None:
             raise AppError(400, "invalid request", "generation: the re-offer answered")
         try:
-            await page_calls().page_reanswer(call_id_of(request), body.generation, body.sdp)
+            await page_calls().page_reanswer(
+                call_id_of(request), body.generation, body.sdp, body.leg
+            )
         except KeyError:
             raise AppError(404, "no such call") from None
         except StaleRenegotiationError as error:

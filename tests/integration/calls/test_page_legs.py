@@ -4,7 +4,7 @@
 a live call: its SDP goes to the peer as a re-offer (the peer re-answers; the call,
 its id and the peer's side stay), and each attach numbers a new page leg that
 replaces the earlier one. A call whose media is the node's (not a page's), an
-unknown call and an ended call are refused, and the legs kept are only live calls'.
+unknown call and an ended call are refused; a replaced leg's re-offer is refused.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ async def _scenario() -> None:
             leg, _ = await alice.page_attach(call_id, "page offer 2")  # a second page
             assert leg == 2 and alice.page_leg(call_id) == 2
             assert bob.state(call_id) is CallState.ANSWERED  # the peer's call never ended
+            with pytest.raises(StaleRenegotiationError):  # the replaced page moves nothing
+                await alice.page_reoffer(call_id, "replaced page's offer", leg=1)
+            assert await alice.page_reoffer(call_id, "newest page's offer", leg=2) > generation
 
             with pytest.raises(KeyError):
                 alice.page_leg(b"\x00" * 16)

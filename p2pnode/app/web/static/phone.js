@@ -73,7 +73,7 @@ async function reanswer(callId, old, held) {
   await fresh.pc.setRemoteDescription({ type: "offer", sdp: held.sdp });
   await fresh.pc.setLocalDescription(await fresh.pc.createAnswer());
   try {
-    await api("POST", `/app/calls/${callId}/reanswer`, { generation: held.generation, sdp: await gathered(fresh.pc) });
+    await api("POST", `/app/calls/${callId}/reanswer`, { generation: held.generation, sdp: await gathered(fresh.pc), leg: old.leg });
   } catch (error) { // stale: the peer moved on to a newer re-offer, which the watch answers
     fresh.pc.close();
     return;
@@ -89,7 +89,10 @@ async function reoffer(callId, old) {
   const fresh = await connection(old.stream);
   Object.assign(fresh, { outgoing: true, reoffers: old.reoffers });
   await fresh.pc.setLocalDescription(await fresh.pc.createOffer());
-  const made = await api("POST", `/app/calls/${callId}/reoffer`, { sdp: await gathered(fresh.pc) });
+  let made;
+  try {
+    made = await api("POST", `/app/calls/${callId}/reoffer`, { sdp: await gathered(fresh.pc), leg: old.leg });
+  } catch (error) { fresh.pc.close(); throw error; } // replaced or ended: the watch closes the leg
   fresh.generation = made.generation;
   for (const deadline = Date.now() + REANSWER_MS; Date.now() < deadline; await sleep(POLL_MS)) {
     if (legs.get(callId) !== old) break; // the call ended meanwhile
