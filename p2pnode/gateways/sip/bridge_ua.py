@@ -240,7 +240,10 @@ class BridgeUserAgent(MessageUserAgent):
         and then builds the offer from that port.
         """
         self._next_offer = offer_order(first)
-        return await super().call(target)
+        try:
+            return await super().call(target)
+        finally:
+            self._next_offer = _OFFER  # taken already, unless the call failed before its port
 
     def _spread(self) -> float:
         """RFC 3550 §6.2: each report interval times a random factor in [0.5, 1.5)."""
