@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import select
 import shutil
 import signal
@@ -50,14 +49,14 @@ from typing import IO
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# The TURN benchmark's coturn, credentials and process-CPU reader: one copy.
+# The TURN benchmark's coturn, our relay's start, credentials and process-CPU reader: one copy.
 from benchmarks.relay_throughput import (  # noqa: E402
     PASSWORD,
     REALM,
     USER,
     cpu_seconds,
     start_coturn,
-    wait_for_stun,
+    start_ours,
 )
 from nat.stun import (  # noqa: E402
     Attribute,
@@ -345,31 +344,12 @@ def rcvbuf_errors() -> int:
     return int(udp[1][udp[0].index("RcvbufErrors")])
 
 
-def start_ours(profile: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    profiler = [] if profile is None else ["-m", "cProfile", "-o", profile]
-    process = subprocess.Popen(
-        [
-            sys.executable, *profiler, "-m", "p2pnode", "relay", "--listen", "127.0.0.1:0",
-            "--realm", REALM, "--user", f"{USER}:{PASSWORD}", "--allow-peer", "127.0.0.0/8",
-            "--max-per-user", "10000", "--max-per-ip", "10000",
-            "--max-allocations", "10000", "--ports", "48001-56000",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )  # fmt: skip
-    assert process.stdout is not None
-    banner = process.stdout.readline().decode()
-    match = re.search(r"udp 127\.0\.0\.1:(\d+)", banner)
-    if not match:
-        process.kill()
-        raise RuntimeError("relay printed no banner")
-    wait_for_stun(int(match.group(1)))
-    return process, int(match.group(1))
-
-
 def ladder(kind: str, args: argparse.Namespace, pacer: str | None) -> Ladder:
-    server, port = start_coturn() if kind == "coturn" else start_ours(args.profile)
+    server, port = (
+        start_coturn()
+        if kind == "coturn"
+        else start_ours(rfc5766_channels=False, profile=args.profile)
+    )
     load = subprocess.Popen(
         [sys.executable, __file__, "--generator", str(port)]
         + ([] if pacer is None else ["--pacer", pacer]),

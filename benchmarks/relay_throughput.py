@@ -96,12 +96,17 @@ def start_coturn() -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-def start_ours() -> tuple[subprocess.Popen[bytes], int]:
+def start_ours(
+    *, rfc5766_channels: bool = True, profile: str | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Our relay as a process on loopback; ``profile``: write its cProfile there."""
+    profiler = [] if profile is None else ["-m", "cProfile", "-o", profile]
+    channels = ["--rfc5766-channels"] if rfc5766_channels else []
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "p2pnode", "relay", "--listen", "127.0.0.1:0",
+            sys.executable, *profiler, "-m", "p2pnode", "relay", "--listen", "127.0.0.1:0",
             "--realm", REALM, "--user", f"{USER}:{PASSWORD}", "--allow-peer", "127.0.0.0/8",
-            "--rfc5766-channels", "--max-per-user", "10000", "--max-per-ip", "10000",
+            *channels, "--max-per-user", "10000", "--max-per-ip", "10000",
             "--max-allocations", "10000", "--ports", "48001-56000",
         ],
         stdout=subprocess.PIPE,
