@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from p2pnode.dht.keys import Contact
+from p2pnode.dht.keys import Contact, host_ip
 from p2pnode.dht.puzzle import Puzzle
 
 __all__ = ["Diversity", "Groups", "Tally"]
@@ -57,12 +57,9 @@ MAX_CACHED_HOSTS = 4096  # per Diversity: hosts whose groups are remembered
 
 @functools.lru_cache(maxsize=1 << 16)
 def _groups(host: str, prefix_v4: int, prefix_v6: int, loopback: bool) -> Groups | None:
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+    ip = host_ip(host)
+    if ip is None:
         return Groups(host, host)  # not an IP literal: its own group (never from the wire)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     if ip.is_loopback and not loopback:
         return None
     prefix = prefix_v4 if ip.version == 4 else prefix_v6

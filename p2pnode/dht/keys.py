@@ -11,6 +11,7 @@ Invariants:
 from __future__ import annotations
 
 import functools
+import ipaddress
 import random
 
 from p2pnode.identity import NODE_ID_BYTES, node_id_for
@@ -22,6 +23,7 @@ __all__ = [
     "Contact",
     "bucket_index",
     "distance",
+    "host_ip",
     "id_to_int",
     "node_id_of",
     "random_id_in_bucket",
@@ -47,6 +49,21 @@ def distance(a: bytes, b: bytes) -> int:
 def node_id_of(public_key: bytes) -> bytes:
     """``node_id_for`` with a bounded cache: every datagram names its sender's key."""
     return node_id_for(public_key)
+
+
+def host_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A contact's host as an IP: zone dropped, IPv4-mapped IPv6 as IPv4; None if not a literal.
+
+    One reading for every per-address rule (diversity groups, the puzzle's loopback
+    exemption), so a host cannot count as one thing to one rule and another to the next.
+    """
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def bucket_index(own_id: int, other_id: int) -> int:

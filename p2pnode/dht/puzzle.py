@@ -27,10 +27,9 @@ network or a clock.
 from __future__ import annotations
 
 import functools
-import ipaddress
 
 from nat.drops import DropCounter
-from p2pnode.dht.keys import Contact
+from p2pnode.dht.keys import Contact, host_ip
 from p2pnode.identity import puzzle_bits
 
 __all__ = [
@@ -65,13 +64,8 @@ def exempt_host(host: str, loopback: bool) -> bool:
     """Is a contact at ``host`` exempt from the puzzle (loopback, unless ``loopback``)?"""
     if loopback:
         return False
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False  # not an IP literal (never from the wire): no exemption
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
+    ip = host_ip(host)  # not an IP literal (never from the wire): no exemption
+    return ip is not None and ip.is_loopback
 
 
 class Puzzle:
