@@ -19,6 +19,7 @@ import pydantic
 from aiohttp import web
 
 from p2pnode.app.api_models import ApiError
+from p2pnode.app.bodies import read_model
 from p2pnode.app.browser_calls import MAX_BROWSER_SDP, page_ice_servers, page_media
 from p2pnode.app.peer_calls import CallNotes, CallsNodeService, media_for
 from p2pnode.app.peer_chat import ChatService
@@ -231,15 +232,7 @@ def _app(ctx: ControlContext) -> PeerApp:
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
-    raw = await request.content.read(MAX_PEER_BODY + 1)
-    if len(raw) > MAX_PEER_BODY:
-        raise _RefusedError(413, "body too large")
-    try:
-        return model.model_validate_json(raw)
-    except pydantic.ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise _RefusedError(400, "invalid request", f"{where}: {first['msg']}") from None
+    return await read_model(request, model, MAX_PEER_BODY, _RefusedError)
 
 
 async def _resolve(app: PeerApp, text: str) -> str:

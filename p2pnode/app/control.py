@@ -50,6 +50,7 @@ from p2pnode.app.api_models import (
 )
 from p2pnode.app.api_peer import PEER_ROUTES
 from p2pnode.app.api_sip import SIP_ROUTES
+from p2pnode.app.bodies import read_model
 from p2pnode.app.homefiles import CONTROL_FILE, TOKEN_FILE, read_token
 from p2pnode.app.node import Node
 from p2pnode.app.roles import SupernodeService
@@ -186,17 +187,7 @@ def _kind(text: str) -> RecordKind:
 
 
 async def _body(request: web.Request, model: type[RecordPutRequest]) -> RecordPutRequest:
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise _BadRequestError(413, "body too large")
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise _BadRequestError(413, "body too large")
-    try:
-        return model.model_validate_json(raw)
-    except pydantic.ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise _BadRequestError(400, "invalid request", f"{where}: {first['msg']}") from None
+    return await read_model(request, model, MAX_BODY, _BadRequestError)
 
 
 async def record_put(ctx: ControlContext, request: web.Request) -> web.Response:

@@ -15,6 +15,8 @@ from typing import TypeVar
 import pydantic
 from aiohttp import web
 
+from p2pnode.app.bodies import read_model
+
 __all__ = ["MAX_APP_BODY", "AppError", "read_body"]
 
 MAX_APP_BODY = 8 * 1024  # bodies of /app/* requests at most
@@ -34,12 +36,4 @@ class AppError(Exception):
 
 async def read_body(request: web.Request, model: type[T], limit: int = MAX_APP_BODY) -> T:
     """The request's body as ``model``; ``AppError`` 413 over ``limit``, 400 invalid."""
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise AppError(413, "body too large")
-    try:
-        return model.model_validate_json(raw)
-    except pydantic.ValidationError as error:
-        first = error.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise AppError(400, "invalid request", f"{where}: {first['msg']}") from None
+    return await read_model(request, model, limit, AppError)

@@ -41,6 +41,7 @@ import pydantic
 from aiohttp import WSMsgType, web
 
 from nat.logsafe import RefusalLog
+from p2pnode.app.bodies import read_capped
 from p2pnode.app.browser_calls import (
     MAX_BROWSER_SDP,
     BrowserCallService,
@@ -392,10 +393,8 @@ def build_web_app(
     async def proxy(request: web.Request) -> web.StreamResponse:
         if not backend.control.url:
             raise AppError(503, "control API not running")
-        if request.content_length is not None and request.content_length > MAX_PROXY_BODY:
-            raise AppError(413, "body too large")
-        raw = await request.content.read(MAX_PROXY_BODY + 1)
-        if len(raw) > MAX_PROXY_BODY:
+        raw = await read_capped(request, MAX_PROXY_BODY)
+        if raw is None:
             raise AppError(413, "body too large")
         count.proxied += 1
         headers = {"Authorization": f"Bearer {_token(backend)}"}
